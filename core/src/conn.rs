@@ -1,0 +1,361 @@
+//! The thin socket layer: reading frames from a byte stream, and running the handshake over
+//! a connection on either side. Everything it decides is delegated to the pure modules
+//! ([`frame`](crate::frame), [`handshake`](crate::handshake), [`sealed`](crate::sealed)).
+//!
+//! Handshake on the wire:
+//! ```text
+//! S → C  Hello              "TRTL" ‖ version (1) ‖ room salt (16)          plaintext
+//! C → S  HandshakeInit      Noise message 1 (48 bytes)
+//! S → C  HandshakeResponse  Noise message 2 (48 bytes)    or   Reject (1 code byte), close
+//! ```
+//! The Noise prologue is `"tertulia/1\n" ‖ Hello body`, so an altered salt or version makes the
+//! handshake fail.
+
+use std::future::Future;
+
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::cipher::{CryptoError, Key};
+use crate::frame::{self, FrameError, FrameKind, MAX_PREAUTH_BODY};
+use crate::handshake::{HandshakeError, Initiator, Responder, TransportKeys};
+use crate::passphrase::{Salt, SALT_LEN};
+use crate::sealed::SealError;
+
+/// First bytes of the `Hello` frame body.
+pub const MAGIC: &[u8; 4] = b"TRTL";
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Prefix of the Noise prologue.
+pub const PROLOGUE_PREFIX: &[u8] = b"tertulia/1\n";
+/// Bytes read from the socket per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Reasons the server gives in a `Reject` frame (the single body byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RejectCode {
+    /// Noise message 1 did not authenticate: wrong passphrase.
+    AuthenticationFailed = 1,
+    /// The server is at its connection limit.
+    ServerFull = 2,
+    /// The client spoke a protocol version the server does not.
+    BadVersion = 3,
+    /// Anything else wrong with the handshake message.
+    Malformed = 4,
+}
+
+impl RejectCode {
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            1 => Self::AuthenticationFailed,
+            2 => Self::ServerFull,
+            3 => Self::BadVersion,
+            4 => Self::Malformed,
+            _ => return None,
+        })
+    }
+}
+
+/// Everything that can end a connection.
+#[derive(Debug, Error)]
+pub enum ConnError {
+    #[error("network error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("connection closed by peer")]
+    Closed,
+    #[error("bad frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Sealed(#[from] SealError),
+    #[error("unexpected {0:?} frame")]
+    UnexpectedFrame(FrameKind),
+    #[error("the peer is not a Tertulia server")]
+    NotTertulia,
+    #[error("the server speaks protocol version {0}; this program speaks {PROTOCOL_VERSION}")]
+    UnsupportedVersion(u8),
+    #[error("the server refused the handshake: {0:?}")]
+    Rejected(Option<RejectCode>),
+    #[error("timed out")]
+    Timeout,
+    #[error("{0}")]
+    Passphrase(#[from] crate::passphrase::PassphraseError),
+}
+
+impl ConnError {
+    /// Did the peer's data fail authentication (tampering, replay, reordering)?
+    pub fn is_integrity_failure(&self) -> bool {
+        matches!(
+            self,
+            ConnError::Crypto(CryptoError::Integrity)
+                | ConnError::Sealed(SealError::Crypto(CryptoError::Integrity))
+                | ConnError::Sealed(SealError::OutOfOrder { .. })
+                | ConnError::Sealed(SealError::Short)
+        )
+    }
+
+    /// Is this a wrong-passphrase verdict (from either side)?
+    pub fn is_wrong_passphrase(&self) -> bool {
+        matches!(
+            self,
+            ConnError::Handshake(HandshakeError::AuthenticationFailed)
+                | ConnError::Rejected(Some(RejectCode::AuthenticationFailed))
+        )
+    }
+}
+
+/// Buffered frame reader over any byte stream. Memory is bounded by `max_body` plus one read chunk.
+pub struct FrameReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    chunk: Box<[u8]>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self { inner, buf: Vec::new(), start: 0, chunk: vec![0u8; READ_CHUNK].into_boxed_slice() }
+    }
+
+    /// The next frame with a body of at most `max_body` bytes. `Ok(None)` on a clean EOF between
+    /// frames; EOF inside a frame is [`FrameError::Truncated`].
+    pub async fn read_frame(&mut self, max_body: usize) -> Result<Option<(FrameKind, Vec<u8>)>, ConnError> {
+        loop {
+            if let Some((frame, used)) = frame::decode(&self.buf[self.start..], max_body)? {
+                let result = (frame.kind, frame.body.to_vec());
+                self.start += used;
+                if self.start == self.buf.len() {
+                    self.buf.clear();
+                    self.start = 0;
+                }
+                return Ok(Some(result));
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            // Read into a separate chunk so that a cancelled read (inside `select!`) leaves the
+            // buffer untouched: this method is cancel-safe.
+            let n = self.inner.read(&mut self.chunk[..]).await?;
+            if n == 0 {
+                return if self.buf.is_empty() { Ok(None) } else { Err(FrameError::Truncated.into()) };
+            }
+            self.buf.extend_from_slice(&self.chunk[..n]);
+        }
+    }
+
+    /// Like [`read_frame`](Self::read_frame) but EOF is an error.
+    pub async fn expect_frame(&mut self, max_body: usize) -> Result<(FrameKind, Vec<u8>), ConnError> {
+        self.read_frame(max_body).await?.ok_or(ConnError::Closed)
+    }
+
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+/// The `Hello` body for a room with `salt`.
+pub fn hello_body(salt: &Salt) -> Vec<u8> {
+    let mut body = Vec::with_capacity(MAGIC.len() + 1 + SALT_LEN);
+    body.extend_from_slice(MAGIC);
+    body.push(PROTOCOL_VERSION);
+    body.extend_from_slice(salt);
+    body
+}
+
+/// Parse a `Hello` body into the room salt.
+pub fn parse_hello(body: &[u8]) -> Result<Salt, ConnError> {
+    if body.len() < MAGIC.len() + 1 || &body[..MAGIC.len()] != MAGIC {
+        return Err(ConnError::NotTertulia);
+    }
+    let version = body[MAGIC.len()];
+    if version != PROTOCOL_VERSION {
+        return Err(ConnError::UnsupportedVersion(version));
+    }
+    body[MAGIC.len() + 1..].try_into().map_err(|_| ConnError::NotTertulia)
+}
+
+/// The Noise prologue for a `Hello` body.
+pub fn prologue(hello_body: &[u8]) -> Vec<u8> {
+    [PROLOGUE_PREFIX, hello_body].concat()
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, kind: FrameKind, body: &[u8]) -> Result<(), ConnError> {
+    writer.write_all(&frame::encode(kind, body)).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+/// Send a `Reject` frame; errors are ignored because the connection is being dropped anyway.
+pub async fn send_reject<W: AsyncWrite + Unpin>(writer: &mut W, code: RejectCode) {
+    let _ = write_frame(writer, FrameKind::Reject, &[code as u8]).await;
+}
+
+/// Server side of the handshake. On a wrong passphrase the client gets a `Reject` frame.
+pub async fn accept_handshake<R, W>(
+    reader: &mut FrameReader<R>,
+    writer: &mut W,
+    salt: &Salt,
+    psk: &Key,
+) -> Result<TransportKeys, ConnError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let hello = hello_body(salt);
+    write_frame(writer, FrameKind::Hello, &hello).await?;
+    let (kind, body) = reader.expect_frame(MAX_PREAUTH_BODY).await?;
+    if kind != FrameKind::HandshakeInit {
+        send_reject(writer, RejectCode::Malformed).await;
+        return Err(ConnError::UnexpectedFrame(kind));
+    }
+    let (ready, _payload) = match Responder::new(psk, &prologue(&hello)).read_message(&body) {
+        Ok(ok) => ok,
+        Err(e) => {
+            let code = match e {
+                HandshakeError::AuthenticationFailed => RejectCode::AuthenticationFailed,
+                _ => RejectCode::Malformed,
+            };
+            send_reject(writer, code).await;
+            return Err(e.into());
+        }
+    };
+    let (keys, message) = ready.write_message(&[])?;
+    write_frame(writer, FrameKind::HandshakeResponse, &message).await?;
+    Ok(keys)
+}
+
+/// Client side of the handshake. `psk_for_salt` turns the room salt into the pre-shared key
+/// (normally a cached Argon2id derivation).
+pub async fn initiate_handshake<R, W, F, Fut>(
+    reader: &mut FrameReader<R>,
+    writer: &mut W,
+    psk_for_salt: F,
+) -> Result<TransportKeys, ConnError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    F: FnOnce(Salt) -> Fut,
+    Fut: Future<Output = Result<Key, ConnError>>,
+{
+    let hello = read_hello(reader).await?;
+    let psk = psk_for_salt(parse_hello(&hello)?).await?;
+    finish_initiator(reader, writer, &hello, &psk).await
+}
+
+/// Client: read the server's `Hello` frame (or its `Reject`); returns the hello body.
+pub async fn read_hello<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> Result<Vec<u8>, ConnError> {
+    let (kind, body) = reader.expect_frame(MAX_PREAUTH_BODY).await.map_err(|e| match e {
+        ConnError::Frame(_) => ConnError::NotTertulia,
+        other => other,
+    })?;
+    match kind {
+        FrameKind::Hello => Ok(body),
+        FrameKind::Reject => Err(ConnError::Rejected(body.first().copied().and_then(RejectCode::from_byte))),
+        _ => Err(ConnError::NotTertulia),
+    }
+}
+
+/// Client: after the hello, send Noise message 1 and read message 2.
+pub async fn finish_initiator<R, W>(
+    reader: &mut FrameReader<R>,
+    writer: &mut W,
+    hello: &[u8],
+    psk: &Key,
+) -> Result<TransportKeys, ConnError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (waiting, message) = Initiator::new(psk, &prologue(hello)).write_message(&[])?;
+    write_frame(writer, FrameKind::HandshakeInit, &message).await?;
+    let (kind, body) = reader.expect_frame(MAX_PREAUTH_BODY).await?;
+    match kind {
+        FrameKind::HandshakeResponse => Ok(waiting.read_message(&body)?.0),
+        FrameKind::Reject => Err(ConnError::Rejected(body.first().copied().and_then(RejectCode::from_byte))),
+        other => Err(ConnError::UnexpectedFrame(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::MAX_BODY;
+
+    #[tokio::test]
+    async fn reads_frames_split_and_joined_across_reads() {
+        let mut wire = Vec::new();
+        for i in 0..50u8 {
+            frame::encode_into(&mut wire, FrameKind::Session, &vec![i; i as usize * 37]);
+        }
+        // Deliver the stream in awkward pieces: 1, 2, 3… bytes at a time.
+        let (mut tx, rx) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            let mut pos = 0;
+            let mut step = 1;
+            while pos < wire.len() {
+                let end = (pos + step).min(wire.len());
+                tx.write_all(&wire[pos..end]).await.unwrap();
+                pos = end;
+                step = step % 97 + 1;
+            }
+        });
+        let mut reader = FrameReader::new(rx);
+        for i in 0..50u8 {
+            let (kind, body) = reader.expect_frame(MAX_BODY).await.unwrap();
+            assert_eq!(kind, FrameKind::Session);
+            assert_eq!(body, vec![i; i as usize * 37]);
+        }
+        writer.await.unwrap();
+        assert!(reader.read_frame(MAX_BODY).await.unwrap().is_none(), "clean EOF");
+    }
+
+    #[tokio::test]
+    async fn eof_inside_a_frame_is_an_error() {
+        let wire = frame::encode(FrameKind::Session, b"hello");
+        let mut reader = FrameReader::new(&wire[..7]);
+        assert!(matches!(reader.read_frame(MAX_BODY).await, Err(ConnError::Frame(FrameError::Truncated))));
+    }
+
+    #[tokio::test]
+    async fn handshake_over_a_stream_and_wrong_passphrase_on_both_sides() {
+        let salt = [5u8; SALT_LEN];
+        for (server_psk, client_psk) in [([1u8; 32], [1u8; 32]), ([1u8; 32], [2u8; 32])] {
+            let (client_io, server_io) = tokio::io::duplex(4096);
+            let (sr, mut sw) = tokio::io::split(server_io);
+            let (cr, mut cw) = tokio::io::split(client_io);
+            let server = tokio::spawn(async move {
+                let mut reader = FrameReader::new(sr);
+                accept_handshake(&mut reader, &mut sw, &salt, &server_psk).await.map(|k| k.handshake_hash)
+            });
+            let mut reader = FrameReader::new(cr);
+            let client = initiate_handshake(&mut reader, &mut cw, |s| async move {
+                assert_eq!(s, salt);
+                Ok(client_psk)
+            })
+            .await;
+            let server = server.await.unwrap();
+            if server_psk == client_psk {
+                assert_eq!(client.unwrap().handshake_hash, server.unwrap());
+            } else {
+                let (client, server) = (client.err().unwrap(), server.err().unwrap());
+                assert!(client.is_wrong_passphrase(), "{client}");
+                assert!(server.is_wrong_passphrase(), "{server}");
+            }
+        }
+    }
+
+    #[test]
+    fn hello_parsing() {
+        let salt = [9u8; SALT_LEN];
+        assert_eq!(parse_hello(&hello_body(&salt)).unwrap(), salt);
+        assert!(matches!(parse_hello(b"HTTP/1.1 200 OK"), Err(ConnError::NotTertulia)));
+        let mut v2 = hello_body(&salt);
+        v2[4] = 2;
+        assert!(matches!(parse_hello(&v2), Err(ConnError::UnsupportedVersion(2))));
+    }
+}

@@ -1,0 +1,165 @@
+//! Typed chat messages carried inside encrypted frames, encoded as JSON objects with a `type`
+//! tag. Nothing is ever parsed out of free text: a nickname or message containing `|`, `:`,
+//! quotes, newlines or markup is a JSON string like any other.
+
+use serde::{Deserialize, Serialize};
+
+use crate::text::{MessageTextError, NickError};
+
+/// Identifies one running server's in-memory room. A restarted server has a new epoch, which
+/// tells clients that the sequence numbers they remember mean nothing any more.
+pub type Epoch = String;
+
+/// A client's secret, random identity across reconnects (32 hex digits). It lets a client take
+/// its own nickname back from a stale session, and keys duplicate suppression. Never broadcast.
+pub type ClientId = String;
+
+/// Where a reconnecting client left off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    pub epoch: Epoch,
+    /// The highest room sequence number the client has seen.
+    pub last_seq: u64,
+}
+
+/// Client → server, sealed with the client's session key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Enter the room (again). Answered by `welcome` or `nick_rejected`.
+    Join { nick: String, client_id: ClientId, resume: Option<Resume> },
+    /// A chat message. `id` is the client's own increasing message id.
+    Say { id: u64, text: String },
+    /// Keep-alive; answered by `pong`.
+    Ping,
+    /// Leave the room now (no grace period) and close.
+    Leave,
+}
+
+/// Why someone left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// They said goodbye.
+    Quit,
+    /// Their connection dropped and they did not come back within the grace period.
+    ConnectionLost,
+    /// They took another nickname from the same client.
+    Renamed,
+}
+
+/// Something that happened in the room, numbered by the room sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomEvent {
+    pub seq: u64,
+    /// Server time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    #[serde(flatten)]
+    pub kind: RoomEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RoomEventKind {
+    /// `msg_id` is the sender's own message id, so the sender can match it to its outbox.
+    Message { from: String, text: String, msg_id: u64 },
+    Join { nick: String },
+    Leave { nick: String, reason: LeaveReason },
+}
+
+/// Error codes the server sends before closing a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A frame from the client failed its integrity check (tampered, replayed or reordered).
+    Integrity,
+    /// The client broke the protocol (bad frame, unknown message, message before join…).
+    Protocol,
+    /// The client did not read fast enough and its send queue filled up.
+    SlowConsumer,
+    /// The client was too slow to complete the handshake or to join.
+    Timeout,
+    /// The same client connected again; this older connection is replaced.
+    Replaced,
+    /// The server is shutting down; reconnect later.
+    ShuttingDown,
+}
+
+/// Server → client, sealed with the server's session key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// You are in. Broadcast frames follow with counters `next_broadcast`, `next_broadcast + 1`, …
+    Welcome {
+        nick: String,
+        epoch: Epoch,
+        /// The room broadcast key, hex. Shared by all members of this room epoch.
+        room_key: String,
+        next_broadcast: u64,
+        /// Sequence number of the newest room event at the time of joining.
+        head_seq: u64,
+        /// Members present (or within their reconnect grace period) as of `head_seq`.
+        online: Vec<String>,
+        /// The highest of your message ids already in the room: everything up to it is acked.
+        acked_up_to: u64,
+        /// `true` when the epoch you resumed from is gone (server restarted): forget old sequence numbers.
+        resync: bool,
+        /// `true` when history you missed was older than what the server keeps.
+        gap: bool,
+        /// `true` when you took over your own earlier session (no join notice was sent).
+        resumed: bool,
+    },
+    /// Room events you missed (or the recent backlog), oldest first, all with `seq <= head_seq`.
+    History { events: Vec<RoomEvent> },
+    /// Your messages up to and including `up_to` are in the room (cumulative).
+    Ack { up_to: u64 },
+    /// The join was refused; send another `join` on this same connection.
+    NickRejected { nick: String, reason: NickError },
+    /// A message you sent was refused and will not be delivered.
+    MessageRejected { id: u64, reason: MessageTextError },
+    Pong,
+    /// The server closes the connection after this.
+    Error { code: ErrorCode, message: String },
+}
+
+/// Sealed once with the room broadcast key and written identically to every member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BroadcastMessage {
+    Event(RoomEvent),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn separators_and_markup_are_plain_strings() {
+        let msg = ClientMessage::Say { id: 3, text: "a|b:c \"q\"\n<script>".into() };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(json, r#"{"type":"say","id":3,"text":"a|b:c \"q\"\n<script>"}"#);
+        assert_eq!(serde_json::from_str::<ClientMessage>(&json).unwrap(), msg);
+    }
+
+    #[test]
+    fn event_encoding_is_flat() {
+        let event = RoomEvent {
+            seq: 9,
+            time_ms: 1000,
+            kind: RoomEventKind::Leave { nick: "ana".into(), reason: LeaveReason::ConnectionLost },
+        };
+        let json = serde_json::to_string(&BroadcastMessage::Event(event.clone())).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"event","seq":9,"time_ms":1000,"kind":"leave","nick":"ana","reason":"connection_lost"}"#
+        );
+        assert_eq!(serde_json::from_str::<BroadcastMessage>(&json).unwrap(), BroadcastMessage::Event(event));
+    }
+
+    #[test]
+    fn unknown_or_malformed_input_is_an_error() {
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"shout","text":"x"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"say","id":-1,"text":"x"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>("not json").is_err());
+    }
+}

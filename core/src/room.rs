@@ -1,0 +1,581 @@
+//! One chat room: members, presence with a reconnect grace period, history, duplicate
+//! suppression and the seal-once fan-out.
+//!
+//! The room is plain data behind a `std::sync::Mutex` held by the server, never across an
+//! `.await`. It does not touch sockets: each member has a [`MemberLink`], a bounded queue into
+//! its connection's writer task. A broadcast is serialized and sealed once under the room
+//! broadcast key, and the same bytes are queued to every member. A member whose queue is full
+//! (it stopped reading) is cut off instead of letting the server buffer without bound; it keeps
+//! its place for the grace period and catches up by replay when it returns.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::cipher::Key;
+use crate::message::{
+    BroadcastMessage, ClientId, Epoch, ErrorCode, LeaveReason, Resume, RoomEvent, RoomEventKind, ServerMessage,
+};
+use crate::outbox::{Dedupe, Seen};
+use crate::sealed::{encode_json, BroadcastSealer};
+use crate::text::{nick_key, validate_nick, NickError};
+
+/// Room tuning. Defaults are documented in `docs/PROTOCOL.md` (Limits).
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    /// Room events kept in memory for replay.
+    pub history: usize,
+    /// Events a brand-new member receives on join.
+    pub backlog: usize,
+    /// How long a dropped member keeps its nickname without a leave notice.
+    pub grace: Duration,
+    /// Bytes of broadcast frames that may wait in one member's send queue.
+    pub send_queue_bytes: usize,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        Self { history: 10_000, backlog: 200, grace: Duration::from_secs(10), send_queue_bytes: 1024 * 1024 }
+    }
+}
+
+/// An item in a member's send queue.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A sealed broadcast frame, the same bytes for every member.
+    Frame(Arc<[u8]>),
+    /// A message for this member only; its writer seals it with the session key.
+    Session(ServerMessage),
+    /// Close the connection once everything queued before has been written.
+    Close,
+}
+
+/// The room's handle on one member connection.
+#[derive(Debug, Clone)]
+pub struct MemberLink {
+    pub conn_id: u64,
+    pub tx: mpsc::Sender<Outgoing>,
+    /// Broadcast bytes queued and not yet written; the writer subtracts what it writes.
+    pub queued_bytes: Arc<AtomicUsize>,
+    /// Cancelling ends the connection at once (reader and writer).
+    pub cancel: CancellationToken,
+}
+
+/// Outcome of queueing to a link.
+enum Delivery {
+    Queued,
+    /// The member is not reading fast enough.
+    Full,
+    /// The connection is already gone.
+    Gone,
+}
+
+impl MemberLink {
+    fn queue_frame(&self, frame: &Arc<[u8]>, limit: usize) -> Delivery {
+        let len = frame.len();
+        if self.queued_bytes.load(Ordering::Relaxed) + len > limit {
+            return Delivery::Full;
+        }
+        match self.tx.try_send(Outgoing::Frame(frame.clone())) {
+            Ok(()) => {
+                self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+                Delivery::Queued
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+        }
+    }
+
+    /// Queue a private message. Private messages are few and small (the replay of history is
+    /// bounded by the history size), so they bypass the byte budget but not the queue length.
+    fn queue(&self, message: ServerMessage) -> bool {
+        self.tx.try_send(Outgoing::Session(message)).is_ok()
+    }
+
+    /// Send an error, then close; if the queue is full, close at once.
+    pub fn close_with(&self, code: ErrorCode, message: &str) {
+        let queued = self.tx.try_send(Outgoing::Session(ServerMessage::Error { code, message: message.into() })).is_ok()
+            && self.tx.try_send(Outgoing::Close).is_ok();
+        if !queued {
+            self.cancel.cancel();
+        }
+    }
+}
+
+struct Member {
+    nick: String,
+    client_id: ClientId,
+    /// `None` while the member is away within its grace period.
+    link: Option<MemberLink>,
+    away_since: Option<Instant>,
+}
+
+/// The result of a successful join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// Key of the member entry (the folded nickname).
+    pub key: String,
+    pub nick: String,
+    pub resumed: bool,
+}
+
+/// Why a room operation on behalf of a connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotMember {
+    /// This connection no longer holds the membership (replaced, cut off or left).
+    Detached,
+}
+
+pub struct Room {
+    config: RoomConfig,
+    epoch: Epoch,
+    room_key: Key,
+    sealer: BroadcastSealer,
+    next_seq: u64,
+    history: VecDeque<RoomEvent>,
+    members: HashMap<String, Member>,
+    dedupe: Dedupe,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Room {
+    /// A new room epoch with a random epoch id and broadcast key.
+    pub fn new(config: RoomConfig) -> Self {
+        let epoch = hex::encode(rand::random::<[u8; 16]>());
+        let room_key: Key = rand::random();
+        Self {
+            config,
+            epoch,
+            room_key,
+            sealer: BroadcastSealer::new(&room_key, 0),
+            next_seq: 1,
+            history: VecDeque::new(),
+            members: HashMap::new(),
+            dedupe: Dedupe::default(),
+        }
+    }
+
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Members (present or within grace), sorted case-insensitively.
+    pub fn online(&self) -> Vec<String> {
+        let mut keys: Vec<&String> = self.members.keys().collect();
+        keys.sort();
+        keys.into_iter().filter_map(|k| self.members.get(k).map(|m| m.nick.clone())).collect()
+    }
+
+    /// Number of members with a live connection.
+    pub fn connected(&self) -> usize {
+        self.members.values().filter(|m| m.link.is_some()).count()
+    }
+
+    /// Add (or re-attach) a member. On success its link has been sent `welcome` and the
+    /// history it needs; every later broadcast follows in order.
+    pub fn join(&mut self, raw_nick: &str, client_id: &ClientId, resume: Option<&Resume>, link: MemberLink) -> Result<Joined, NickError> {
+        let nick = validate_nick(raw_nick)?;
+        let key = nick_key(&nick);
+        let resumed = match self.members.get(&key) {
+            Some(member) if &member.client_id != client_id => return Err(NickError::Taken),
+            Some(_) => true,
+            None => false,
+        };
+        if !resumed {
+            // The same client under another nickname: that entry is replaced by this one.
+            let renamed: Vec<String> =
+                self.members.iter().filter(|(_, m)| &m.client_id == client_id).map(|(k, _)| k.clone()).collect();
+            for old in renamed {
+                if let Some(member) = self.members.remove(&old) {
+                    if let Some(old_link) = member.link {
+                        old_link.close_with(ErrorCode::Replaced, "this client joined again under another nickname");
+                    }
+                    self.publish(RoomEventKind::Leave { nick: member.nick, reason: LeaveReason::Renamed });
+                }
+            }
+        }
+
+        self.send_welcome(&nick, client_id, resume, resumed, &link);
+        match self.members.get_mut(&key) {
+            Some(member) => {
+                if let Some(old) = member.link.replace(link) {
+                    old.close_with(ErrorCode::Replaced, "replaced by a newer connection of the same client");
+                }
+                member.away_since = None;
+            }
+            None => {
+                self.members.insert(
+                    key.clone(),
+                    Member { nick: nick.clone(), client_id: client_id.clone(), link: Some(link), away_since: None },
+                );
+                self.publish(RoomEventKind::Join { nick: nick.clone() });
+            }
+        }
+        Ok(Joined { key, nick, resumed })
+    }
+
+    fn send_welcome(&self, nick: &str, client_id: &ClientId, resume: Option<&Resume>, resumed: bool, link: &MemberLink) {
+        let head_seq = self.next_seq - 1;
+        let oldest = self.history.front().map_or(self.next_seq, |e| e.seq);
+        let same_epoch = resume.filter(|r| r.epoch == self.epoch);
+        let (from_seq, gap) = match same_epoch {
+            Some(r) => {
+                let wanted = r.last_seq.saturating_add(1);
+                (wanted.max(oldest), wanted < oldest)
+            }
+            None => (self.next_seq.saturating_sub(self.config.backlog as u64).max(oldest), false),
+        };
+        let skip = from_seq.saturating_sub(oldest) as usize;
+        let events: Vec<RoomEvent> = self.history.iter().skip(skip).cloned().collect();
+        link.queue(ServerMessage::Welcome {
+            nick: nick.to_owned(),
+            epoch: self.epoch.clone(),
+            room_key: hex::encode(self.room_key),
+            next_broadcast: self.sealer.next_counter(),
+            head_seq,
+            online: self.online(),
+            acked_up_to: self.dedupe.highest(client_id),
+            resync: resume.is_some() && same_epoch.is_none(),
+            gap,
+            resumed,
+        });
+        if !events.is_empty() {
+            link.queue(ServerMessage::History { events });
+        }
+    }
+
+    /// Check that `conn_id` is the live connection of member `key`.
+    fn link_of(&self, key: &str, conn_id: u64) -> Result<&MemberLink, NotMember> {
+        self.members
+            .get(key)
+            .and_then(|m| m.link.as_ref())
+            .filter(|l| l.conn_id == conn_id)
+            .ok_or(NotMember::Detached)
+    }
+
+    /// A chat message from member `key` on connection `conn_id`, already validated. Puts it in
+    /// the room unless it is a duplicate, then acks it.
+    pub fn say(&mut self, key: &str, conn_id: u64, id: u64, text: String) -> Result<(), NotMember> {
+        let link = self.link_of(key, conn_id)?;
+        let member = self.members.get(key).ok_or(NotMember::Detached)?;
+        let (from, client_id) = (member.nick.clone(), member.client_id.clone());
+        let link = link.clone();
+        if self.dedupe.check(&client_id, id) == Seen::Fresh {
+            self.publish(RoomEventKind::Message { from, text, msg_id: id });
+        }
+        link.queue(ServerMessage::Ack { up_to: self.dedupe.highest(&client_id) });
+        Ok(())
+    }
+
+    /// A private reply to a member connection (pong, rejections).
+    pub fn reply(&self, key: &str, conn_id: u64, message: ServerMessage) -> Result<(), NotMember> {
+        self.link_of(key, conn_id)?.queue(message);
+        Ok(())
+    }
+
+    /// Member `key` said goodbye on `conn_id`.
+    pub fn leave(&mut self, key: &str, conn_id: u64) {
+        if self.link_of(key, conn_id).is_ok() {
+            if let Some(member) = self.members.remove(key) {
+                self.publish(RoomEventKind::Leave { nick: member.nick, reason: LeaveReason::Quit });
+            }
+        }
+    }
+
+    /// Connection `conn_id` of member `key` ended without a goodbye: start the grace period.
+    pub fn disconnected(&mut self, key: &str, conn_id: u64, now: Instant) {
+        if self.link_of(key, conn_id).is_ok() {
+            if let Some(member) = self.members.get_mut(key) {
+                member.link = None;
+                member.away_since = Some(now);
+            }
+        }
+    }
+
+    /// Announce the departure of members whose grace period has run out. Returns how many.
+    pub fn expire_away(&mut self, now: Instant) -> usize {
+        let grace = self.config.grace;
+        let expired: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.away_since.is_some_and(|t| now.saturating_duration_since(t) >= grace))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &expired {
+            if let Some(member) = self.members.remove(key) {
+                self.publish(RoomEventKind::Leave { nick: member.nick, reason: LeaveReason::ConnectionLost });
+            }
+        }
+        expired.len()
+    }
+
+    /// Tell every connected member that the server is going away.
+    pub fn shutdown(&mut self) {
+        for member in self.members.values_mut() {
+            if let Some(link) = member.link.take() {
+                link.close_with(ErrorCode::ShuttingDown, "the server is shutting down");
+            }
+        }
+    }
+
+    /// Append an event to history and fan it out: sealed once, the same bytes to every member.
+    fn publish(&mut self, kind: RoomEventKind) {
+        let event = RoomEvent { seq: self.next_seq, time_ms: now_ms(), kind };
+        self.next_seq += 1;
+        let sealed = encode_json(&BroadcastMessage::Event(event.clone())).and_then(|json| self.sealer.seal(&json));
+        self.history.push_back(event);
+        while self.history.len() > self.config.history {
+            self.history.pop_front();
+        }
+        let frame: Arc<[u8]> = match sealed {
+            Ok(frame) => frame.into(),
+            Err(e) => {
+                // Only reachable if the key's nonce space ran out (2^64 broadcasts).
+                tracing::error!(error = %e, "could not seal a broadcast; closing the room's connections");
+                self.shutdown();
+                return;
+            }
+        };
+        let limit = self.config.send_queue_bytes;
+        let now = Instant::now();
+        for member in self.members.values_mut() {
+            let Some(link) = &member.link else { continue };
+            match link.queue_frame(&frame, limit) {
+                Delivery::Queued | Delivery::Gone => {}
+                Delivery::Full => {
+                    tracing::warn!(nick = %member.nick, conn = link.conn_id, "slow consumer: send queue full, disconnecting");
+                    link.cancel.cancel();
+                    member.link = None;
+                    member.away_since = Some(now);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sealed::BroadcastOpener;
+
+    fn link(conn_id: u64, capacity: usize) -> (MemberLink, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (MemberLink { conn_id, tx, queued_bytes: Arc::default(), cancel: CancellationToken::new() }, rx)
+    }
+
+    /// Drain a member's queue, opening broadcasts with the key from its welcome.
+    struct Inbox {
+        rx: mpsc::Receiver<Outgoing>,
+        /// Set to play the writer's part of the byte accounting.
+        queued: Option<Arc<AtomicUsize>>,
+        opener: Option<BroadcastOpener>,
+        events: Vec<RoomEvent>,
+        private: Vec<ServerMessage>,
+    }
+
+    impl Inbox {
+        fn new(rx: mpsc::Receiver<Outgoing>) -> Self {
+            Self { rx, queued: None, opener: None, events: vec![], private: vec![] }
+        }
+        fn drain(&mut self) {
+            while let Ok(item) = self.rx.try_recv() {
+                match item {
+                    Outgoing::Session(msg) => {
+                        if let ServerMessage::Welcome { room_key, next_broadcast, .. } = &msg {
+                            let key: Key = hex::decode(room_key).unwrap().try_into().unwrap();
+                            self.opener = Some(BroadcastOpener::new(&key, *next_broadcast));
+                        }
+                        if let ServerMessage::History { events } = &msg {
+                            self.events.extend(events.iter().cloned());
+                        }
+                        self.private.push(msg);
+                    }
+                    Outgoing::Frame(frame) => {
+                        if let Some(queued) = &self.queued {
+                            queued.fetch_sub(frame.len(), Ordering::Relaxed);
+                        }
+                        let BroadcastMessage::Event(e) =
+                            self.opener.as_mut().unwrap().open(&frame[crate::frame::HEADER_LEN..]).unwrap();
+                        self.events.push(e);
+                    }
+                    Outgoing::Close => self.private.push(ServerMessage::Pong),
+                }
+            }
+        }
+        fn texts(&self) -> Vec<String> {
+            self.events
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    RoomEventKind::Message { text, .. } => Some(text.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn join_say_and_fan_out() {
+        let mut room = Room::new(RoomConfig::default());
+        let (ana, rx_ana) = link(1, 100);
+        let (ben, rx_ben) = link(2, 100);
+        let (mut ana_in, mut ben_in) = (Inbox::new(rx_ana), Inbox::new(rx_ben));
+        let a = room.join(" Ana ", &"id-a".into(), None, ana).unwrap();
+        assert_eq!((a.key.as_str(), a.nick.as_str(), a.resumed), ("ana", "Ana", false));
+        let b = room.join("Ben", &"id-b".into(), None, ben).unwrap();
+        room.say(&a.key, 1, 1, "hola | a: todos".into()).unwrap();
+        ana_in.drain();
+        ben_in.drain();
+        assert_eq!(ana_in.texts(), vec!["hola | a: todos"]);
+        assert_eq!(ben_in.texts(), vec!["hola | a: todos"]);
+        assert!(ana_in.private.contains(&ServerMessage::Ack { up_to: 1 }));
+        // Ben's welcome listed Ana; Ben's own join came as a live event.
+        assert!(matches!(&ben_in.private[0], ServerMessage::Welcome { online, .. } if online == &vec!["Ana".to_string()]));
+        assert_eq!(room.online(), vec!["Ana", "Ben"]);
+        assert_eq!(b.key, "ben");
+    }
+
+    #[test]
+    fn taken_nick_case_insensitive() {
+        let mut room = Room::new(RoomConfig::default());
+        room.join("Ana", &"id-a".into(), None, link(1, 10).0).unwrap();
+        assert_eq!(room.join("aNA ", &"id-x".into(), None, link(2, 10).0), Err(NickError::Taken));
+        assert_eq!(room.join("", &"id-x".into(), None, link(2, 10).0), Err(NickError::Empty));
+    }
+
+    #[test]
+    fn duplicate_messages_are_acked_not_repeated() {
+        let mut room = Room::new(RoomConfig::default());
+        let (l, rx) = link(1, 100);
+        let mut inbox = Inbox::new(rx);
+        room.join("ana", &"id-a".into(), None, l).unwrap();
+        room.say("ana", 1, 1, "one".into()).unwrap();
+        room.say("ana", 1, 1, "one".into()).unwrap();
+        room.say("ana", 1, 2, "two".into()).unwrap();
+        inbox.drain();
+        assert_eq!(inbox.texts(), vec!["one", "two"]);
+        let acks: Vec<_> = inbox.private.iter().filter(|m| matches!(m, ServerMessage::Ack { .. })).collect();
+        assert_eq!(acks, vec![&ServerMessage::Ack { up_to: 1 }, &ServerMessage::Ack { up_to: 1 }, &ServerMessage::Ack { up_to: 2 }]);
+    }
+
+    #[test]
+    fn grace_period_resume_replays_without_notices() {
+        let mut room = Room::new(RoomConfig::default());
+        let t0 = Instant::now();
+        let (l1, _rx1) = link(1, 100);
+        room.join("ana", &"id-a".into(), None, l1).unwrap();
+        let (lb, rxb) = link(2, 100);
+        let mut ben = Inbox::new(rxb);
+        room.join("ben", &"id-b".into(), None, lb).unwrap();
+        room.say("ana", 1, 1, "before".into()).unwrap();
+        room.disconnected("ana", 1, t0);
+        assert_eq!(room.say("ana", 1, 2, "late".into()), Err(NotMember::Detached));
+        room.say("ben", 2, 1, "while away".into()).unwrap();
+        assert_eq!(room.expire_away(t0 + Duration::from_secs(9)), 0);
+        // Ana comes back: same client id, resumes after the last seq she saw (3 = her message).
+        let (l3, rx3) = link(3, 100);
+        let mut ana = Inbox::new(rx3);
+        let resume = Resume { epoch: room.epoch().to_owned(), last_seq: 3 };
+        let joined = room.join("ana", &"id-a".into(), Some(&resume), l3).unwrap();
+        assert!(joined.resumed);
+        ana.drain();
+        assert_eq!(ana.texts(), vec!["while away"], "replay of what she missed, nothing more");
+        assert!(matches!(&ana.private[0], ServerMessage::Welcome { acked_up_to: 1, resync: false, gap: false, .. }));
+        assert_eq!(room.expire_away(t0 + Duration::from_secs(20)), 0, "back in time: no leave");
+        ben.drain();
+        assert!(!ben.events.iter().any(|e| matches!(e.kind, RoomEventKind::Leave { .. })));
+        let joins: Vec<&str> = ben
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                RoomEventKind::Join { nick } => Some(nick.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(joins, vec!["ana", "ben"], "ana's first join (backlog) and ben's own; no re-join");
+    }
+
+    #[test]
+    fn grace_expiry_announces_leave() {
+        let mut room = Room::new(RoomConfig::default());
+        let t0 = Instant::now();
+        room.join("ana", &"id-a".into(), None, link(1, 100).0).unwrap();
+        let (lb, rxb) = link(2, 100);
+        let mut ben = Inbox::new(rxb);
+        room.join("ben", &"id-b".into(), None, lb).unwrap();
+        room.disconnected("ana", 1, t0);
+        assert_eq!(room.online(), vec!["ana", "ben"], "still listed during grace");
+        assert_eq!(room.expire_away(t0 + Duration::from_secs(10)), 1);
+        assert_eq!(room.online(), vec!["ben"]);
+        ben.drain();
+        assert!(matches!(&ben.events.last().unwrap().kind, RoomEventKind::Leave { nick, reason: LeaveReason::ConnectionLost } if nick == "ana"));
+        // Anyone may take the nickname now.
+        assert!(room.join("ANA", &"id-other".into(), None, link(3, 10).0).is_ok());
+    }
+
+    #[test]
+    fn stale_session_is_replaced_by_the_same_client() {
+        let mut room = Room::new(RoomConfig::default());
+        let (old, mut old_rx) = link(1, 100);
+        room.join("ana", &"id-a".into(), None, old).unwrap();
+        let joined = room.join("ana", &"id-a".into(), None, link(2, 100).0).unwrap();
+        assert!(joined.resumed);
+        let mut saw_replaced = false;
+        while let Ok(item) = old_rx.try_recv() {
+            saw_replaced |= matches!(item, Outgoing::Session(ServerMessage::Error { code: ErrorCode::Replaced, .. }));
+        }
+        assert!(saw_replaced);
+        assert_eq!(room.say("ana", 1, 1, "from the ghost".into()), Err(NotMember::Detached));
+        assert!(room.say("ana", 2, 1, "from the live one".into()).is_ok());
+    }
+
+    #[test]
+    fn slow_consumer_is_cut_off_and_others_continue() {
+        let config = RoomConfig { send_queue_bytes: 4096, ..RoomConfig::default() };
+        let mut room = Room::new(config);
+        let (slow, _slow_rx) = link(1, 10_000);
+        let slow_cancel = slow.cancel.clone();
+        room.join("slow", &"id-s".into(), None, slow).unwrap();
+        let (fast, fast_rx) = link(2, 10_000);
+        let mut fast_in = Inbox::new(fast_rx);
+        fast_in.queued = Some(fast.queued_bytes.clone());
+        room.join("fast", &"id-f".into(), None, fast).unwrap();
+        for i in 1..=100 {
+            room.say("fast", 2, i, "x".repeat(100)).unwrap();
+            fast_in.drain(); // the fast member keeps reading
+        }
+        assert!(slow_cancel.is_cancelled());
+        assert_eq!(room.connected(), 1);
+        assert_eq!(fast_in.texts().len(), 100);
+    }
+
+    #[test]
+    fn new_epoch_means_resync_and_history_is_bounded() {
+        let config = RoomConfig { history: 5, backlog: 3, ..RoomConfig::default() };
+        let mut room = Room::new(config);
+        room.join("ana", &"id-a".into(), None, link(1, 100).0).unwrap();
+        for i in 1..=10 {
+            room.say("ana", 1, i, format!("m{i}")).unwrap();
+        }
+        let (l, rx) = link(2, 100);
+        let mut ben = Inbox::new(rx);
+        let stale = Resume { epoch: "an old epoch".into(), last_seq: 7 };
+        room.join("ben", &"id-b".into(), Some(&stale), l).unwrap();
+        ben.drain();
+        assert!(matches!(&ben.private[0], ServerMessage::Welcome { resync: true, .. }));
+        assert_eq!(ben.texts(), vec!["m8", "m9", "m10"], "backlog of 3");
+        let (l, rx) = link(3, 100);
+        let mut cat = Inbox::new(rx);
+        let old = Resume { epoch: room.epoch().to_owned(), last_seq: 1 };
+        room.join("cat", &"id-c".into(), Some(&old), l).unwrap();
+        cat.drain();
+        assert!(matches!(&cat.private[0], ServerMessage::Welcome { gap: true, .. }));
+        assert_eq!(cat.events.first().map(|e| e.seq), Some(8), "oldest kept of 5: seqs 8..=12");
+    }
+}

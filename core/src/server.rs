@@ -1,0 +1,443 @@
+//! The room server: a TCP listener and one handler per connection.
+//!
+//! Each connection has a reader (this handler: handshake, then client messages into the
+//! [`Room`]) and a writer task that drains the member's bounded queue, seals private messages
+//! with the session key, and writes everything queued so far in one syscall.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::cipher::{CipherState, Key};
+use crate::conn::{self, ConnError, FrameReader, RejectCode};
+use crate::frame::{FrameKind, MAX_BODY};
+use crate::message::{ClientMessage, ErrorCode, RoomEvent, ServerMessage};
+use crate::passphrase::{self, PassphraseError, Salt};
+use crate::room::{MemberLink, NotMember, Outgoing, Room, RoomConfig};
+use crate::sealed::{self, MAX_SESSION_PLAINTEXT};
+use crate::text::validate_message;
+
+/// Server tuning; see `docs/PROTOCOL.md` (Limits) for the defaults and their reasons.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub room: RoomConfig,
+    /// Simultaneous connections (handshaking or joined).
+    pub max_connections: usize,
+    /// Time from TCP accept to a completed Noise handshake.
+    pub handshake_timeout: Duration,
+    /// Time from the handshake to an accepted nickname.
+    pub join_timeout: Duration,
+    /// A connection that sends nothing (not even a ping) for this long is closed.
+    pub idle_timeout: Duration,
+    /// Items (frames or private messages) in one member's send queue.
+    pub send_queue_items: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            room: RoomConfig::default(),
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            join_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(60),
+            send_queue_items: 8192,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Passphrase(#[from] PassphraseError),
+    #[error("could not derive the room key: {0}")]
+    Kdf(String),
+    #[error("network error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+struct Shared {
+    config: ServerConfig,
+    salt: Salt,
+    psk: Key,
+    room: Mutex<Room>,
+    next_conn_id: AtomicU64,
+}
+
+impl Shared {
+    fn room(&self) -> MutexGuard<'_, Room> {
+        // A panic while holding the lock would be a bug; keep serving with the data as it is.
+        self.room.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A bound, keyed server, ready to [`run`](Server::run).
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Bind `addr` and derive the room key from `passphrase` (once, for the process lifetime).
+    pub async fn bind(addr: &str, passphrase: &str, config: ServerConfig) -> Result<Self, ServerError> {
+        let listener = TcpListener::bind(addr).await?;
+        Self::with_listener(listener, passphrase, config).await
+    }
+
+    pub async fn with_listener(listener: TcpListener, passphrase: &str, config: ServerConfig) -> Result<Self, ServerError> {
+        let passphrase = passphrase::normalize(passphrase)?.to_owned();
+        let salt = passphrase::random_salt();
+        let psk = tokio::task::spawn_blocking(move || passphrase::derive_psk(&passphrase, &salt))
+            .await
+            .map_err(|e| ServerError::Kdf(e.to_string()))??;
+        let room = Mutex::new(Room::new(config.room.clone()));
+        Ok(Self { listener, shared: Arc::new(Shared { config, salt, psk, room, next_conn_id: AtomicU64::new(1) }) })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `shutdown` completes, then tell members and wait briefly for connections to close.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server { listener, shared } = self;
+        let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+        tasks.spawn(expire_away_members(shared.clone(), stop.clone()));
+        tokio::pin!(shutdown);
+        let mut accept_errors = 0u32;
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(ok) => {
+                    accept_errors = 0;
+                    ok
+                }
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    accept_errors = (accept_errors + 1).min(6);
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10 << accept_errors)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            match limit.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let shared = shared.clone();
+                    let stop = stop.clone();
+                    tasks.spawn(async move {
+                        handle_connection(shared, stream, peer, stop).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    warn!(%peer, "connection limit reached; refusing");
+                    tasks.spawn(async move {
+                        let mut stream = stream;
+                        let _ = tokio::time::timeout(Duration::from_secs(1), conn::send_reject(&mut stream, RejectCode::ServerFull)).await;
+                    });
+                }
+            }
+        }
+        info!("shutting down: telling members");
+        shared.room().shutdown();
+        stop.cancel();
+        tasks.close();
+        if tokio::time::timeout(Duration::from_secs(3), tasks.wait()).await.is_err() {
+            warn!("some connections did not close in time");
+        }
+    }
+}
+
+/// Announce members whose grace period ran out, twice a second.
+async fn expire_away_members(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        shared.room().expire_away(Instant::now());
+    }
+}
+
+async fn handle_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+    let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let (read_half, mut write_half) = stream.into_split();
+    let mut reader = FrameReader::new(read_half);
+    let handshake = conn::accept_handshake(&mut reader, &mut write_half, &shared.salt, &shared.psk);
+    let keys = match tokio::time::timeout(shared.config.handshake_timeout, handshake).await {
+        Ok(Ok(keys)) => keys,
+        Ok(Err(e)) if e.is_wrong_passphrase() => {
+            warn!(%peer, conn = conn_id, "handshake failed: wrong passphrase (authentication failed)");
+            return;
+        }
+        Ok(Err(e)) => {
+            info!(%peer, conn = conn_id, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            info!(%peer, conn = conn_id, "handshake timed out");
+            return;
+        }
+    };
+    debug!(%peer, conn = conn_id, "handshake complete");
+
+    let (tx, rx) = mpsc::channel(shared.config.send_queue_items);
+    let link = MemberLink { conn_id, tx, queued_bytes: Arc::new(AtomicUsize::new(0)), cancel: stop.child_token() };
+    let writer = tokio::spawn(write_loop(write_half, keys.send, rx, link.queued_bytes.clone(), link.cancel.clone()));
+    let mut handler = Handler { shared: shared.clone(), peer, link: link.clone(), recv: keys.recv, member: None };
+    let end = handler.read_loop(&mut reader).await;
+    match &end {
+        Ok(()) => {}
+        Err(e) if e.is_integrity_failure() => {
+            warn!(%peer, conn = conn_id, error = %e, "integrity check failed; closing");
+            link.close_with(ErrorCode::Integrity, "a frame from you failed its integrity check");
+        }
+        Err(HandlerError::Protocol(why)) => {
+            info!(%peer, conn = conn_id, why, "protocol violation; closing");
+            link.close_with(ErrorCode::Protocol, why);
+        }
+        Err(HandlerError::JoinTimeout) => link.close_with(ErrorCode::Timeout, "no nickname chosen in time"),
+        Err(e) => debug!(%peer, conn = conn_id, error = %e, "connection ended"),
+    }
+    if let Some(key) = &handler.member {
+        let mut room = shared.room();
+        match end {
+            Err(HandlerError::Left) => {}
+            _ => room.disconnected(key, conn_id, Instant::now()),
+        }
+    }
+    let _ = link.tx.try_send(Outgoing::Close);
+    drop(handler);
+    drop(link.tx);
+    // Let the writer flush a final error frame, but not forever.
+    let cancel = link.cancel.clone();
+    if tokio::time::timeout(Duration::from_secs(2), writer).await.is_err() {
+        cancel.cancel();
+    }
+}
+
+#[derive(Debug, Error)]
+enum HandlerError {
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    #[error("no join before the deadline")]
+    JoinTimeout,
+    #[error("idle for too long")]
+    Idle,
+    #[error("left the room")]
+    Left,
+    #[error("connection replaced or cut off")]
+    Detached,
+}
+
+impl HandlerError {
+    fn is_integrity_failure(&self) -> bool {
+        matches!(self, HandlerError::Conn(e) if e.is_integrity_failure())
+    }
+}
+
+impl From<NotMember> for HandlerError {
+    fn from(_: NotMember) -> Self {
+        HandlerError::Detached
+    }
+}
+
+struct Handler {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    link: MemberLink,
+    recv: CipherState,
+    /// The member key once joined.
+    member: Option<String>,
+}
+
+impl Handler {
+    async fn read_loop(&mut self, reader: &mut FrameReader<OwnedReadHalf>) -> Result<(), HandlerError> {
+        let join_deadline = tokio::time::Instant::now() + self.shared.config.join_timeout;
+        loop {
+            let idle = tokio::time::sleep(self.shared.config.idle_timeout);
+            let frame = tokio::select! {
+                _ = self.link.cancel.cancelled() => return Err(HandlerError::Detached),
+                _ = tokio::time::sleep_until(join_deadline), if self.member.is_none() => return Err(HandlerError::JoinTimeout),
+                _ = idle => return Err(HandlerError::Idle),
+                frame = reader.read_frame(MAX_BODY) => frame?,
+            };
+            let Some((kind, body)) = frame else { return Ok(()) };
+            if kind != FrameKind::Session {
+                return Err(HandlerError::Protocol("only session frames are allowed after the handshake"));
+            }
+            let message: ClientMessage = match sealed::open_session(&mut self.recv, &body) {
+                Ok(message) => message,
+                Err(sealed::SealError::Decode(_)) => return Err(HandlerError::Protocol("undecodable message")),
+                Err(e) => return Err(ConnError::from(e).into()),
+            };
+            self.handle(message)?;
+        }
+    }
+
+    fn handle(&mut self, message: ClientMessage) -> Result<(), HandlerError> {
+        let conn_id = self.link.conn_id;
+        match (message, &self.member) {
+            (ClientMessage::Join { nick, client_id, resume }, None) => {
+                if client_id.len() < 16 || client_id.len() > 64 {
+                    return Err(HandlerError::Protocol("client id must be 16 to 64 characters"));
+                }
+                let mut room = self.shared.room();
+                match room.join(&nick, &client_id, resume.as_ref(), self.link.clone()) {
+                    Ok(joined) => {
+                        info!(peer = %self.peer, conn = conn_id, nick = %joined.nick, resumed = joined.resumed, "joined");
+                        self.member = Some(joined.key);
+                    }
+                    Err(reason) => {
+                        debug!(peer = %self.peer, %nick, %reason, "nickname refused");
+                        drop(room);
+                        let _ = self.link.tx.try_send(Outgoing::Session(ServerMessage::NickRejected { nick, reason }));
+                    }
+                }
+            }
+            (ClientMessage::Join { .. }, Some(_)) => return Err(HandlerError::Protocol("already joined")),
+            (ClientMessage::Ping, None) => {
+                let _ = self.link.tx.try_send(Outgoing::Session(ServerMessage::Pong));
+            }
+            (ClientMessage::Ping, Some(key)) => self.shared.room().reply(key, conn_id, ServerMessage::Pong)?,
+            (ClientMessage::Say { .. }, None) => return Err(HandlerError::Protocol("message before joining")),
+            (ClientMessage::Say { id, text }, Some(key)) => match validate_message(&text) {
+                Ok(text) => self.shared.room().say(key, conn_id, id, text)?,
+                Err(reason) => self.shared.room().reply(key, conn_id, ServerMessage::MessageRejected { id, reason })?,
+            },
+            (ClientMessage::Leave, Some(key)) => {
+                self.shared.room().leave(key, conn_id);
+                info!(peer = %self.peer, conn = conn_id, "left");
+                return Err(HandlerError::Left);
+            }
+            (ClientMessage::Leave, None) => return Ok(()),
+        }
+        Ok(())
+    }
+}
+
+/// Encode history as as many `History` messages as needed to stay within the frame limit.
+fn history_chunks(events: Vec<RoomEvent>) -> Vec<Vec<u8>> {
+    const ENVELOPE: usize = 64;
+    let mut chunks = Vec::new();
+    let mut current: Vec<RoomEvent> = Vec::new();
+    let mut size = ENVELOPE;
+    for event in events {
+        let len = serde_json::to_vec(&event).map(|v| v.len() + 1).unwrap_or(MAX_SESSION_PLAINTEXT);
+        if !current.is_empty() && size + len > MAX_SESSION_PLAINTEXT {
+            chunks.extend(sealed::encode_json(&ServerMessage::History { events: std::mem::take(&mut current) }).ok());
+            size = ENVELOPE;
+        }
+        size += len;
+        current.push(event);
+    }
+    if !current.is_empty() {
+        chunks.extend(sealed::encode_json(&ServerMessage::History { events: current }).ok());
+    }
+    chunks
+}
+
+/// Largest batch of queued output written with one syscall.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Drain a member's queue to its socket until `Close`, a write error or cancellation.
+async fn write_loop(
+    mut socket: OwnedWriteHalf,
+    mut send: CipherState,
+    mut rx: mpsc::Receiver<Outgoing>,
+    queued_bytes: Arc<AtomicUsize>,
+    cancel: CancellationToken,
+) {
+    let mut buf = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => return,
+            item = rx.recv() => item,
+        };
+        let Some(first) = first else { break };
+        buf.clear();
+        let mut frame_bytes = 0;
+        let mut closing = false;
+        let mut item = Some(first);
+        while let Some(next) = item.take() {
+            match next {
+                Outgoing::Frame(frame) => {
+                    frame_bytes += frame.len();
+                    buf.extend_from_slice(&frame);
+                }
+                Outgoing::Session(ServerMessage::History { events }) => {
+                    for chunk in history_chunks(events) {
+                        if sealed::seal_session_bytes(&mut send, &chunk, &mut buf).is_err() {
+                            closing = true;
+                        }
+                    }
+                }
+                Outgoing::Session(message) => {
+                    if let Err(e) = sealed::seal_session(&mut send, &message, &mut buf) {
+                        warn!(error = %e, "could not seal a message; closing");
+                        closing = true;
+                    }
+                }
+                Outgoing::Close => closing = true,
+            }
+            if !closing && buf.len() < WRITE_BATCH {
+                item = rx.try_recv().ok();
+            }
+        }
+        let written = tokio::select! {
+            _ = cancel.cancelled() => return,
+            written = socket.write_all(&buf) => written,
+        };
+        queued_bytes.fetch_sub(frame_bytes, Ordering::Relaxed);
+        if written.is_err() || closing {
+            break;
+        }
+    }
+    let _ = socket.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::RoomEventKind;
+
+    #[test]
+    fn history_is_split_into_frames_that_fit() {
+        let events: Vec<RoomEvent> = (1..=40)
+            .map(|seq| RoomEvent {
+                seq,
+                time_ms: 0,
+                kind: RoomEventKind::Message { from: "a".into(), text: "é".repeat(4000), msg_id: seq },
+            })
+            .collect();
+        let chunks = history_chunks(events);
+        assert!(chunks.len() >= 5);
+        let mut seqs = Vec::new();
+        for chunk in &chunks {
+            assert!(chunk.len() <= MAX_SESSION_PLAINTEXT);
+            let ServerMessage::History { events } = serde_json::from_slice(chunk).unwrap() else { panic!() };
+            seqs.extend(events.into_iter().map(|e| e.seq));
+        }
+        assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+    }
+}

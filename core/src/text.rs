@@ -1,0 +1,133 @@
+//! Rules for user-supplied text: nicknames and chat messages.
+//!
+//! Nicknames are compared case-insensitively after trimming; they may not contain control,
+//! format or invisible characters, or any whitespace but single ASCII spaces, so two names that
+//! look alike on screen cannot both exist. Message text is free: `|`, `:`, quotes, markup and
+//! newlines are plain characters; only control characters other than `\n` and `\t`, and
+//! invisible bidirectional overrides, are refused.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Longest nickname, in characters.
+pub const MAX_NICK_CHARS: usize = 32;
+/// Longest chat message, in UTF-8 bytes.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
+
+/// Why a nickname was refused. Sent to the client as a code; the display text says what to do.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NickError {
+    #[error("the nickname is empty")]
+    Empty,
+    #[error("the nickname is longer than {MAX_NICK_CHARS} characters")]
+    TooLong,
+    #[error("the nickname contains control or invisible characters")]
+    InvisibleCharacters,
+    #[error("the nickname may only contain single spaces between words")]
+    BadWhitespace,
+    #[error("that nickname is already taken in this room; pick another")]
+    Taken,
+}
+
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageTextError {
+    #[error("the message is empty")]
+    Empty,
+    #[error("the message is longer than {MAX_MESSAGE_BYTES} bytes")]
+    TooLong,
+    #[error("the message contains control or invisible characters")]
+    InvisibleCharacters,
+}
+
+/// Characters that render as nothing or change how neighbouring text renders: Unicode format
+/// characters (Cf), fillers, variation selectors and the like.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// Validate a nickname; returns it trimmed.
+pub fn validate_nick(raw: &str) -> Result<String, NickError> {
+    let nick = raw.trim();
+    if nick.is_empty() {
+        return Err(NickError::Empty);
+    }
+    if nick.chars().count() > MAX_NICK_CHARS {
+        return Err(NickError::TooLong);
+    }
+    if nick.chars().any(|c| c.is_control() || is_invisible(c)) {
+        return Err(NickError::InvisibleCharacters);
+    }
+    if nick.chars().any(|c| c.is_whitespace() && c != ' ') || nick.contains("  ") {
+        return Err(NickError::BadWhitespace);
+    }
+    Ok(nick.to_owned())
+}
+
+/// The key under which nicknames are unique: trimmed and lower-cased.
+pub fn nick_key(nick: &str) -> String {
+    nick.trim().to_lowercase()
+}
+
+/// Validate chat text as typed. Surrounding blank lines are dropped; everything else is kept.
+pub fn validate_message(raw: &str) -> Result<String, MessageTextError> {
+    let text = raw.trim_matches(|c: char| c == '\n' || c == '\r' || c == ' ' || c == '\t');
+    if text.is_empty() {
+        return Err(MessageTextError::Empty);
+    }
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(MessageTextError::TooLong);
+    }
+    let text = text.replace("\r\n", "\n");
+    if text.chars().any(|c| (c.is_control() && c != '\n' && c != '\t') || is_invisible(c) && c != '\u{200D}') {
+        return Err(MessageTextError::InvisibleCharacters);
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nick_rules() {
+        assert_eq!(validate_nick("  ana  "), Ok("ana".into()));
+        assert_eq!(validate_nick("Ana María"), Ok("Ana María".into()));
+        assert_eq!(validate_nick("a|b:c\"<b>"), Ok("a|b:c\"<b>".into()), "punctuation is just text");
+        assert_eq!(validate_nick(""), Err(NickError::Empty));
+        assert_eq!(validate_nick(" \t "), Err(NickError::Empty));
+        assert_eq!(validate_nick(&"x".repeat(33)), Err(NickError::TooLong));
+        assert_eq!(validate_nick(&"é".repeat(32)).map(|n| n.chars().count()), Ok(32));
+        assert_eq!(validate_nick("bob\u{200B}"), Err(NickError::InvisibleCharacters));
+        assert_eq!(validate_nick("bo\u{202E}b"), Err(NickError::InvisibleCharacters));
+        assert_eq!(validate_nick("bob\x1b[31m"), Err(NickError::InvisibleCharacters));
+        assert_eq!(validate_nick("bo\nb"), Err(NickError::InvisibleCharacters));
+        assert_eq!(validate_nick("bo  b"), Err(NickError::BadWhitespace));
+        assert_eq!(validate_nick("bo\u{00A0}b"), Err(NickError::BadWhitespace));
+    }
+
+    #[test]
+    fn nick_keys_fold_case() {
+        assert_eq!(nick_key(" Ana "), nick_key("aNA"));
+        assert_eq!(nick_key("ÉLODIE"), nick_key("élodie"));
+        assert_ne!(nick_key("ana"), nick_key("ana2"));
+    }
+
+    #[test]
+    fn message_rules() {
+        assert_eq!(validate_message("hello | world: \"<b>x</b>\""), Ok("hello | world: \"<b>x</b>\"".into()));
+        assert_eq!(validate_message("line one\r\nline two\n"), Ok("line one\nline two".into()));
+        assert_eq!(validate_message("👩‍💻 emoji with joiner"), Ok("👩‍💻 emoji with joiner".into()));
+        assert_eq!(validate_message("\n  \n"), Err(MessageTextError::Empty));
+        assert_eq!(validate_message("a\x1b]0;pwned\x07"), Err(MessageTextError::InvisibleCharacters));
+        assert_eq!(validate_message("evil\u{202E}txt"), Err(MessageTextError::InvisibleCharacters));
+        assert_eq!(validate_message(&"x".repeat(MAX_MESSAGE_BYTES + 1)), Err(MessageTextError::TooLong));
+        assert!(validate_message(&"x".repeat(MAX_MESSAGE_BYTES)).is_ok());
+    }
+}
