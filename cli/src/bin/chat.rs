@@ -1,1 +1,203 @@
-fn main(){}
+//! `tertulia-chat`: the terminal client, interactive or as a JSON-lines program.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde_json::json;
+use tertulia_cli::render::{self, Style};
+use tertulia_cli::{exit, obtain_passphrase, parse_server_addr};
+use tertulia_core::client::{self, ClientConfig, ClientEvent, ClientHandle, DisconnectReason};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tracing_subscriber::EnvFilter;
+
+/// Join a Tertulia chat room from the terminal.
+///
+/// The room passphrase is read from --passphrase-file, else the TERTULIA_PASSPHRASE
+/// environment variable, else a hidden prompt.
+///
+/// Interactive commands: /who (online list), /quit (leave), /help.
+///
+/// Exit codes: 0 left normally, 1 other error, 2 bad arguments, 3 wrong passphrase,
+/// 4 nickname rejected (with --json or without a terminal), 5 gave up reconnecting.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Server address: HOST:PORT, HOST (port 5555) or [IPv6]:PORT.
+    #[arg(value_parser = parse_server_addr)]
+    server: String,
+    /// Your nickname in the room (unique, case-insensitive, at most 32 characters).
+    #[arg(long)]
+    nick: String,
+    /// File whose content (trimmed) is the room passphrase.
+    #[arg(long, value_name = "PATH")]
+    passphrase_file: Option<PathBuf>,
+    /// Machine mode: stdin lines are messages, stdout is one JSON event per line; on stdin EOF
+    /// wait until every message is acknowledged, then exit.
+    #[arg(long)]
+    json: bool,
+    /// Give up after this many failed connection attempts in a row (default: never).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    give_up_after: Option<u32>,
+    /// Never use colours (also honoured: the NO_COLOR environment variable).
+    #[arg(long)]
+    no_color: bool,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    std::process::exit(run(args).await);
+}
+
+async fn run(args: Args) -> i32 {
+    if let Err(e) = tertulia_core::text::validate_nick(&args.nick) {
+        eprintln!("error: invalid nickname: {e}");
+        return exit::USAGE;
+    }
+    let passphrase = match obtain_passphrase(args.passphrase_file.as_deref(), "Room passphrase: ") {
+        Ok(Some((pass, _))) => pass,
+        Ok(None) => {
+            eprintln!("error: {}", tertulia_cli::PassphraseSourceError::Missing);
+            return exit::USAGE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    let mut config = ClientConfig::new(args.server.clone(), args.nick.clone(), passphrase);
+    config.give_up_after = args.give_up_after;
+    let (handle, events) = client::spawn(config);
+    if args.json {
+        json_mode(handle, events).await
+    } else {
+        let color = !args.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
+        let can_prompt = std::io::stdin().is_terminal();
+        interactive(handle, events, Style { color }, can_prompt).await
+    }
+}
+
+fn exit_code(reason: DisconnectReason) -> i32 {
+    match reason {
+        DisconnectReason::Quit => exit::OK,
+        DisconnectReason::WrongPassphrase => exit::WRONG_PASSPHRASE,
+        DisconnectReason::GaveUp => exit::GAVE_UP,
+        DisconnectReason::Fatal => exit::ERROR,
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    let mut out = std::io::stdout().lock();
+    if let Ok(line) = serde_json::to_string(value) {
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+/// Stdin lines → messages; events → JSON lines on stdout.
+async fn json_mode(handle: ClientHandle, mut events: tokio::sync::mpsc::Receiver<ClientEvent>) -> i32 {
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    let mut nick_rejected = false;
+    loop {
+        tokio::select! {
+            line = stdin.next_line(), if stdin_open => match line {
+                Ok(Some(line)) => {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    match handle.send(&line).await {
+                        Ok(id) => print_json(&json!({"type": "queued", "id": id, "text": line})),
+                        Err(e) => print_json(&json!({"type": "send_failed", "text": line, "message": e.to_string()})),
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    stdin_open = false;
+                    handle.disconnect_when_flushed().await;
+                }
+            },
+            event = events.recv() => {
+                let Some(event) = event else { return exit::ERROR };
+                print_json(&event);
+                match event {
+                    ClientEvent::NickRejected { .. } => {
+                        nick_rejected = true;
+                        handle.disconnect().await;
+                    }
+                    ClientEvent::Disconnected { reason, .. } => {
+                        return if nick_rejected { exit::NICK_REJECTED } else { exit_code(reason) };
+                    }
+                    _ => {}
+                }
+            }
+            _ = tokio::signal::ctrl_c() => handle.disconnect().await,
+        }
+    }
+}
+
+/// A coloured, line-based chat on the terminal.
+async fn interactive(handle: ClientHandle, mut events: tokio::sync::mpsc::Receiver<ClientEvent>, style: Style, can_prompt: bool) -> i32 {
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    let mut awaiting_nick = false;
+    let mut nick_rejected = false;
+    let mut online: Vec<String> = Vec::new();
+    println!("{}", style.notice("type a message and press Enter; /who lists who is online, /quit leaves"));
+    loop {
+        tokio::select! {
+            line = stdin.next_line(), if stdin_open => match line {
+                Ok(Some(line)) => {
+                    let trimmed = line.trim();
+                    if awaiting_nick {
+                        match handle.set_nick(trimmed).await {
+                            Ok(()) => awaiting_nick = false,
+                            Err(e) => println!("{}", style.warn(&format!("{e}. Type another nickname:"))),
+                        }
+                        continue;
+                    }
+                    match trimmed {
+                        "" => {}
+                        "/quit" | "/exit" => handle.disconnect().await,
+                        "/who" => println!("{}", style.notice(&format!("online ({}): {}", online.len(),
+                            online.iter().map(|n| render::sanitize(n)).collect::<Vec<_>>().join(", ")))),
+                        "/help" => println!("{}", style.notice("/who: who is online · /quit: leave · anything else is sent to the room")),
+                        _ => if let Err(e) = handle.send(&line).await {
+                            println!("{}", style.warn(&format!("not sent: {e}")));
+                        },
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    stdin_open = false;
+                    handle.disconnect_when_flushed().await;
+                }
+            },
+            event = events.recv() => {
+                let Some(event) = event else { return exit::ERROR };
+                if let ClientEvent::Online { members } = &event {
+                    online = members.clone();
+                }
+                if let Some(text) = render::event(style, &event) {
+                    println!("{text}");
+                }
+                match event {
+                    ClientEvent::NickRejected { .. } if can_prompt && stdin_open => awaiting_nick = true,
+                    ClientEvent::NickRejected { .. } => {
+                        nick_rejected = true;
+                        handle.disconnect().await;
+                    }
+                    ClientEvent::Disconnected { reason, .. } => {
+                        return if nick_rejected { exit::NICK_REJECTED } else { exit_code(reason) };
+                    }
+                    _ => {}
+                }
+            }
+            _ = tokio::signal::ctrl_c() => handle.disconnect().await,
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Shared pieces of the `tertulia-server` and `tertulia-chat` binaries: where the passphrase
+//! comes from, address parsing, exit codes, and safe rendering of peer text on a terminal.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use thiserror::Error;
+
+pub mod render;
+
+/// Default port, as in the original chat systems.
+pub const DEFAULT_PORT: u16 = 5555;
+/// Environment variable holding the room passphrase.
+pub const PASSPHRASE_ENV: &str = "TERTULIA_PASSPHRASE";
+
+/// Process exit codes of `tertulia-chat` (documented in the README).
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// Any other fatal error (not a Tertulia server, unreadable passphrase file…).
+    pub const ERROR: i32 = 1;
+    /// Bad command-line arguments (clap's own code).
+    pub const USAGE: i32 = 2;
+    pub const WRONG_PASSPHRASE: i32 = 3;
+    pub const NICK_REJECTED: i32 = 4;
+    pub const GAVE_UP: i32 = 5;
+}
+
+#[derive(Debug, Error)]
+pub enum PassphraseSourceError {
+    #[error("cannot read passphrase file {path}: {error}")]
+    File { path: String, error: std::io::Error },
+    #[error("could not read the passphrase from the terminal: {0}")]
+    Prompt(std::io::Error),
+    #[error("no passphrase: use --passphrase-file PATH or set {PASSPHRASE_ENV} (stdin is not a terminal, so there is no prompt)")]
+    Missing,
+    #[error("{0}")]
+    Invalid(#[from] tertulia_core::passphrase::PassphraseError),
+}
+
+/// Where a passphrase came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassphraseSource {
+    File,
+    Env,
+    Prompt,
+}
+
+/// The passphrase from `--passphrase-file`, else `TERTULIA_PASSPHRASE`, else a hidden prompt
+/// when stdin is a terminal. `Ok(None)`: none of them is available.
+pub fn obtain_passphrase(file: Option<&Path>, prompt: &str) -> Result<Option<(String, PassphraseSource)>, PassphraseSourceError> {
+    let (raw, source) = if let Some(path) = file {
+        let raw = std::fs::read_to_string(path)
+            .map_err(|error| PassphraseSourceError::File { path: path.display().to_string(), error })?;
+        (raw, PassphraseSource::File)
+    } else if let Ok(raw) = std::env::var(PASSPHRASE_ENV) {
+        (raw, PassphraseSource::Env)
+    } else if std::io::stdin().is_terminal() {
+        (rpassword::prompt_password(prompt).map_err(PassphraseSourceError::Prompt)?, PassphraseSource::Prompt)
+    } else {
+        return Ok(None);
+    };
+    let passphrase = tertulia_core::passphrase::normalize(&raw)?.to_owned();
+    Ok(Some((passphrase, source)))
+}
+
+/// Parse `HOST:PORT`, `HOST` (default port), `[v6]:PORT` or `[v6]`.
+pub fn parse_server_addr(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err("the server address is empty".into());
+    }
+    if let Ok(addr) = raw.parse::<std::net::SocketAddr>() {
+        return Ok(addr.to_string());
+    }
+    if let Ok(ip) = raw.parse::<std::net::IpAddr>() {
+        return Ok(std::net::SocketAddr::new(ip, DEFAULT_PORT).to_string());
+    }
+    let (host, port) = match raw.strip_prefix('[') {
+        Some(rest) => {
+            let (host, after) = rest.split_once(']').ok_or("unclosed '[' in the address")?;
+            match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None if after.is_empty() => (host, None),
+                None => return Err(format!("unexpected '{after}' after the IPv6 address")),
+            }
+        }
+        None => match raw.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (raw, None),
+        },
+    };
+    let port = match port {
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("'{p}' is not a port number (1-65535)"))?,
+        None => DEFAULT_PORT,
+    };
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && (host.parse::<std::net::IpAddr>().is_ok()
+            || host.split('.').all(|label| {
+                !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            }));
+    if !valid_host {
+        return Err(format!("'{host}' is not a valid host name or IP address"));
+    }
+    Ok(if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") })
+}
+
+/// Addresses others can use to reach a server listening on `port`: every non-loopback
+/// interface address, IPv4 first.
+pub fn shareable_addresses(port: u16) -> Vec<String> {
+    let mut addrs: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|iface| !iface.is_loopback())
+        .map(|iface| iface.ip())
+        .filter(|ip| !matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
+        .collect();
+    addrs.sort_by_key(|ip| (ip.is_ipv6(), *ip));
+    addrs.dedup();
+    addrs.into_iter().map(|ip| std::net::SocketAddr::new(ip, port).to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses() {
+        assert_eq!(parse_server_addr("127.0.0.1:6000"), Ok("127.0.0.1:6000".into()));
+        assert_eq!(parse_server_addr("127.0.0.1"), Ok("127.0.0.1:5555".into()));
+        assert_eq!(parse_server_addr("::1"), Ok("[::1]:5555".into()));
+        assert_eq!(parse_server_addr("[::1]:7"), Ok("[::1]:7".into()));
+        assert_eq!(parse_server_addr("chat.example.org"), Ok("chat.example.org:5555".into()));
+        assert_eq!(parse_server_addr(" host-1:80 "), Ok("host-1:80".into()));
+        assert!(parse_server_addr("").is_err());
+        assert!(parse_server_addr("host:0").is_err());
+        assert!(parse_server_addr("host:99999").is_err());
+        assert!(parse_server_addr("host:port").is_err());
+        assert!(parse_server_addr("bad host:1").is_err());
+        assert!(parse_server_addr("[::1").is_err());
+    }
+
+    #[test]
+    fn passphrase_from_file_is_trimmed_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pass");
+        std::fs::write(&path, "open sesame\n").unwrap();
+        let (pass, source) = obtain_passphrase(Some(&path), "").unwrap().unwrap();
+        assert_eq!((pass.as_str(), source), ("open sesame", PassphraseSource::File));
+        std::fs::write(&path, "\n").unwrap();
+        assert!(matches!(obtain_passphrase(Some(&path), ""), Err(PassphraseSourceError::Invalid(_))));
+        assert!(matches!(obtain_passphrase(Some(&dir.path().join("missing")), ""), Err(PassphraseSourceError::File { .. })));
+    }
+}

@@ -1,0 +1,148 @@
+//! Terminal rendering of chat events for `tertulia-chat`.
+//!
+//! Peer-controlled text never reaches the terminal raw: control characters (escape sequences
+//! included) and invisible or bidirectional-override characters are shown as visible `<U+XXXX>`
+//! escapes, and continuation lines of a multi-line message are indented behind a `│` gutter,
+//! so a message can never pass itself off as a notice from the program.
+
+use chrono::{Local, TimeZone};
+use tertulia_core::client::ClientEvent;
+use tertulia_core::message::LeaveReason;
+use tertulia_core::text::is_invisible;
+
+/// Replace every character a peer could use to control the terminal or hide text.
+pub fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\t' {
+            out.push_str("    ");
+        } else if c.is_control() || is_invisible(c) && c != '\u{200D}' {
+            out.push_str(&format!("<U+{:04X}>", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// ANSI styling, or none.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+    pub fn notice(&self, text: &str) -> String {
+        self.paint("2;36", &format!("*** {text}"))
+    }
+    pub fn warn(&self, text: &str) -> String {
+        self.paint("33", &format!("*** {text}"))
+    }
+    pub fn error(&self, text: &str) -> String {
+        self.paint("1;31", &format!("*** {text}"))
+    }
+}
+
+fn clock(time_ms: u64) -> String {
+    match Local.timestamp_millis_opt(time_ms as i64).single() {
+        Some(t) => t.format("%H:%M").to_string(),
+        None => "--:--".into(),
+    }
+}
+
+/// A chat message, possibly over several lines.
+pub fn message(style: Style, time_ms: u64, from: &str, text: &str, own: bool) -> String {
+    let from = sanitize(from);
+    let who = if own { style.paint("1;32", &from) } else { style.paint("1;34", &from) };
+    let head = format!("[{}] {who}: ", clock(time_ms));
+    let mut lines = text.split('\n').map(sanitize);
+    let mut out = format!("{head}{}", lines.next().unwrap_or_default());
+    for line in lines {
+        out.push('\n');
+        out.push_str(&style.paint("2", "        │ "));
+        out.push_str(&line);
+    }
+    out
+}
+
+/// One line (or block) for an event, or `None` for events not shown in interactive mode.
+pub fn event(style: Style, event: &ClientEvent) -> Option<String> {
+    Some(match event {
+        ClientEvent::Connecting { attempt, addr } if *attempt <= 1 => style.notice(&format!("connecting to {}…", sanitize(addr))),
+        ClientEvent::Connecting { .. } => return None,
+        ClientEvent::Connected { nick, resumed, room_reset, gap, .. } => {
+            let mut text = format!("you are in the room as {}", sanitize(nick));
+            if *resumed {
+                text.push_str(" (reconnected)");
+            }
+            if *room_reset {
+                text.push_str("; the server was restarted, earlier history is gone");
+            } else if *gap {
+                text.push_str("; some older messages you missed are no longer available");
+            }
+            style.notice(&text)
+        }
+        ClientEvent::NickRejected { nick, message, .. } => {
+            style.warn(&format!("nickname '{}' refused: {message}. Type another nickname:", sanitize(nick)))
+        }
+        ClientEvent::Online { members } => {
+            let names: Vec<String> = members.iter().map(|m| sanitize(m)).collect();
+            style.notice(&format!("online ({}): {}", names.len(), names.join(", ")))
+        }
+        ClientEvent::Message { time_ms, from, text, own, .. } => message(style, *time_ms, from, text, *own),
+        ClientEvent::Join { time_ms, nick, .. } => style.notice(&format!("[{}] {} joined", clock(*time_ms), sanitize(nick))),
+        ClientEvent::Leave { time_ms, nick, reason, .. } => {
+            let why = match reason {
+                LeaveReason::Quit => "left",
+                LeaveReason::ConnectionLost => "lost connection",
+                LeaveReason::Renamed => "changed nickname",
+            };
+            style.notice(&format!("[{}] {} {why}", clock(*time_ms), sanitize(nick)))
+        }
+        ClientEvent::Acked { .. } => return None,
+        ClientEvent::MessageRejected { id, message, .. } => style.warn(&format!("message #{id} was not delivered: {message}")),
+        ClientEvent::Error { message, .. } => style.error(&sanitize(message)),
+        ClientEvent::Reconnecting { attempt, delay_ms, .. } => {
+            style.warn(&format!("reconnecting in {:.1} s (attempt {attempt})…", *delay_ms as f64 / 1000.0))
+        }
+        ClientEvent::Disconnected { message, .. } => style.notice(&format!("disconnected: {}", sanitize(message))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAIN: Style = Style { color: false };
+
+    #[test]
+    fn escapes_never_reach_the_terminal() {
+        let evil = "hi\x1b[2J\x1b]0;owned\x07\u{202E}gnp.exe\r";
+        let shown = sanitize(evil);
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
+        assert_eq!(shown, "hi<U+001B>[2J<U+001B>]0;owned<U+0007><U+202E>gnp.exe<U+000D>");
+    }
+
+    #[test]
+    fn multi_line_messages_cannot_fake_notices() {
+        let shown = message(PLAIN, 0, "mallory", "hello\n*** admin joined\n", false);
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].ends_with("mallory: hello"));
+        assert!(lines[1].starts_with("        │ *** admin joined"));
+        assert!(lines.iter().skip(1).all(|l| l.starts_with("        │ ")));
+    }
+
+    #[test]
+    fn separators_and_markup_are_shown_as_typed() {
+        let shown = message(PLAIN, 0, "a|b", "x | y : \"z\" <b>", true);
+        assert!(shown.ends_with("a|b: x | y : \"z\" <b>"));
+    }
+}
