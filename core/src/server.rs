@@ -115,7 +115,8 @@ impl Server {
         let limit = Arc::new(Semaphore::new(shared.config.max_connections));
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();
-        tasks.spawn(expire_away_members(shared.clone(), stop.clone()));
+        let stop_expiry = CancellationToken::new();
+        tasks.spawn(expire_away_members(shared.clone(), stop_expiry.clone()));
         tokio::pin!(shutdown);
         let mut accept_errors = 0u32;
         loop {
@@ -157,10 +158,15 @@ impl Server {
         }
         info!("shutting down: telling members");
         shared.room().shutdown();
-        stop.cancel();
+        stop_expiry.cancel();
         tasks.close();
-        if tokio::time::timeout(Duration::from_secs(3), tasks.wait()).await.is_err() {
-            warn!("some connections did not close in time");
+        // Members get the notice and close their side; give them a moment, then cut the rest
+        // (connections still handshaking or not reading).
+        if tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await.is_err() {
+            stop.cancel();
+            if tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await.is_err() {
+                warn!("some connections did not close in time");
+            }
         }
     }
 }

@@ -1,1 +1,366 @@
-//! End-to-end tests live in `tests/`; this crate has no library code.
+//! Test harness for the end-to-end tests in `tests/tests/`: the real `tertulia-server` and
+//! `tertulia-chat` binaries as child processes on 127.0.0.1, and a man-in-the-middle proxy
+//! that can corrupt a frame or cut connections.
+//!
+//! The binaries must be built first (`cargo build --bins`; `make test` does it).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// The longest any single expectation in these tests waits.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Path of a workspace binary next to the test executable (`target/<profile>/NAME`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target directory");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not found: build the binaries first (cargo build --bins, or make test)", path.display());
+    path
+}
+
+/// A running `tertulia-server`.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+    _stderr_task: JoinHandle<()>,
+}
+
+impl ServerProcess {
+    /// Start a server on `listen` (e.g. `127.0.0.1:0`) with `passphrase` and extra arguments.
+    pub async fn start(listen: &str, passphrase: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(binary("tertulia-server"))
+            .arg("--listen")
+            .arg(listen)
+            .args(extra)
+            .env("TERTULIA_PASSPHRASE", passphrase)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start tertulia-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("server did not start in time")
+            .expect("read server stdout")
+            .expect("server exited before listening");
+        let addr = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .parse()
+            .expect("address");
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut err_lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let task = tokio::spawn(async move {
+            while let Ok(Some(line)) = err_lines.next_line().await {
+                if let Ok(mut log) = sink.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        Self { child, addr, stderr, _stderr_task: task }
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Wait until the server log contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.log().contains(needle) {
+            assert!(tokio::time::Instant::now() < deadline, "server never logged {needle:?}; log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then wait for the process to exit; returns its exit status code.
+    pub async fn terminate(mut self) -> Option<i32> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        }
+        let status = tokio::time::timeout(WAIT, self.child.wait()).await.expect("server did not stop").expect("wait");
+        status.code()
+    }
+}
+
+/// A running `tertulia-chat --json`.
+pub struct ChatProcess {
+    pub nick: String,
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    events: mpsc::Receiver<Value>,
+    /// Every event received so far, in order.
+    pub seen: Vec<Value>,
+}
+
+impl ChatProcess {
+    pub async fn start(addr: SocketAddr, nick: &str, passphrase: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(binary("tertulia-chat"))
+            .arg(addr.to_string())
+            .arg("--nick")
+            .arg(nick)
+            .arg("--json")
+            .args(extra)
+            .env("TERTULIA_PASSPHRASE", passphrase)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start tertulia-chat");
+        let stdin = child.stdin.take();
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let (tx, events) = mpsc::channel(100_000);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                if tx.send(value).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Self { nick: nick.to_owned(), child, stdin, events, seen: Vec::new() }
+    }
+
+    /// Send one message line.
+    pub async fn say(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin.write_all(text.as_bytes()).await.expect("write to chat stdin");
+        stdin.write_all(b"\n").await.expect("write to chat stdin");
+        stdin.flush().await.expect("flush chat stdin");
+    }
+
+    /// Close stdin: the client flushes its outbox, leaves and exits.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// The next event matching `pred`, waiting up to [`WAIT`]. Earlier events are kept in `seen`.
+    pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(found) = self.seen.iter().find(|e| pred(e)) {
+            return found.clone();
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.events.recv()).await;
+            match event {
+                Ok(Some(event)) => {
+                    self.seen.push(event.clone());
+                    if pred(&event) {
+                        return event;
+                    }
+                }
+                Ok(None) => panic!("{}: output ended while waiting for {what}; saw: {:#?}", self.nick, self.seen),
+                Err(_) => panic!("{}: timed out waiting for {what}; saw: {:#?}", self.nick, self.seen),
+            }
+        }
+    }
+
+    /// Wait until `count` events of `type` have been seen in total.
+    pub async fn wait_count(&mut self, kind: &str, count: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.seen.iter().filter(|e| e["type"] == kind).count() < count {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => self.seen.push(event),
+                _ => panic!("{}: never saw {count} {kind} events; saw: {:#?}", self.nick, self.seen),
+            }
+        }
+    }
+
+    /// Wait for an event of `type` (e.g. "connected").
+    pub async fn wait_type(&mut self, kind: &str) -> Value {
+        self.wait_for(kind, |e| e["type"] == kind).await
+    }
+
+    /// Wait until `count` chat messages from `from` have been seen; returns all their texts in order.
+    pub async fn wait_messages_from(&mut self, from: &str, count: usize) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let texts = self.messages_from(from);
+            if texts.len() >= count {
+                return texts;
+            }
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => self.seen.push(event),
+                Ok(None) => panic!("{}: output ended with {} of {count} messages from {from}", self.nick, texts.len()),
+                Err(_) => panic!("{}: timed out with {} of {count} messages from {from}: {texts:?}", self.nick, texts.len()),
+            }
+        }
+    }
+
+    /// Texts of all chat messages from `from` seen so far, in arrival order.
+    pub fn messages_from(&self, from: &str) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|e| e["type"] == "message" && e["from"] == from)
+            .map(|e| e["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Collect events for `period` without expecting anything.
+    pub async fn drain_for(&mut self, period: Duration) {
+        let deadline = tokio::time::Instant::now() + period;
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            self.seen.push(event);
+        }
+    }
+
+    /// Wait for the process to exit; returns its exit code.
+    pub async fn exit_code(&mut self) -> Option<i32> {
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit; saw: {:#?}", self.nick, self.seen))
+            .expect("wait");
+        // Pick up the last events printed before exit.
+        while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), self.events.recv()).await {
+            self.seen.push(event);
+        }
+        status.code()
+    }
+}
+
+/// Which way bytes flow through the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ClientToServer,
+    ServerToClient,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    /// One-shot: flip the last byte of frame number N (0-based) of the next connection in a direction.
+    flip: Vec<(Direction, usize)>,
+    /// Abort handles of the live connections' pumps.
+    live: Vec<tokio::task::AbortHandle>,
+    connections: usize,
+}
+
+/// A TCP proxy on 127.0.0.1 in front of a server.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut_all();
+    }
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let state = Arc::new(Mutex::new(ProxyState::default()));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else { continue };
+                let flips = {
+                    let mut st = shared.lock().expect("proxy state");
+                    st.connections += 1;
+                    std::mem::take(&mut st.flip)
+                };
+                let c2s = flips.iter().find(|(d, _)| *d == Direction::ClientToServer).map(|(_, n)| *n);
+                let s2c = flips.iter().find(|(d, _)| *d == Direction::ServerToClient).map(|(_, n)| *n);
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                let up = tokio::spawn(pump(cr, sw, c2s));
+                let down = tokio::spawn(pump(sr, cw, s2c));
+                let mut st = shared.lock().expect("proxy state");
+                st.live.retain(|h| !h.is_finished());
+                st.live.push(up.abort_handle());
+                st.live.push(down.abort_handle());
+            }
+        });
+        Self { addr, state, task }
+    }
+
+    /// Corrupt frame number `frame_index` (0-based, counting the handshake frames) of the next
+    /// connection in `direction`, once.
+    pub fn flip_once(&self, direction: Direction, frame_index: usize) {
+        self.state.lock().expect("proxy state").flip.push((direction, frame_index));
+    }
+
+    /// Drop every live connection at once (both directions).
+    pub fn cut_all(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            for handle in st.live.drain(..) {
+                handle.abort();
+            }
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.lock().map(|s| s.connections).unwrap_or(0)
+    }
+}
+
+/// Copy bytes, tracking frame boundaries (5-byte header: kind, u32 BE length) so one frame's
+/// last byte can be flipped.
+async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, flip: Option<usize>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut header = Vec::with_capacity(5);
+    let mut body_left: usize = 0;
+    let mut frame_index = 0usize;
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for byte in buf[..n].iter_mut() {
+            if body_left == 0 {
+                header.push(*byte);
+                if header.len() == 5 {
+                    body_left = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+                    header.clear();
+                    if body_left == 0 {
+                        frame_index += 1;
+                    }
+                }
+            } else {
+                body_left -= 1;
+                if body_left == 0 {
+                    if flip == Some(frame_index) {
+                        *byte ^= 0x01;
+                    }
+                    frame_index += 1;
+                }
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// A free TCP port on 127.0.0.1 (for tests that restart a server on the same address).
+pub async fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("addr").port()
+}

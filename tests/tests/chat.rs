@@ -1,0 +1,127 @@
+//! End-to-end: the real `tertulia-server` and `tertulia-chat --json` processes over 127.0.0.1.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tertulia_e2e::{ChatProcess, ServerProcess};
+
+const PASS: &str = "correct horse battery staple";
+
+fn is_online_with(event: &Value, names: &[&str]) -> bool {
+    event["type"] == "online"
+        && names.iter().all(|n| event["members"].as_array().is_some_and(|m| m.iter().any(|v| v == n)))
+}
+
+#[tokio::test]
+async fn two_clients_chat_with_online_list_and_notices() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let mut ana = ChatProcess::start(server.addr, "ana", PASS, &[]).await;
+    ana.wait_type("connected").await;
+    let mut ben = ChatProcess::start(server.addr, "Ben", PASS, &[]).await;
+    ben.wait_type("connected").await;
+    ana.wait_for("online list with both", |e| is_online_with(e, &["ana", "Ben"])).await;
+    ben.wait_for("online list with both", |e| is_online_with(e, &["ana", "Ben"])).await;
+    ana.wait_for("Ben's join notice", |e| e["type"] == "join" && e["nick"] == "Ben").await;
+
+    let tricky = "a|b:c \"quoted\" <b>markup</b> ünïcödé";
+    ana.say(tricky).await;
+    ana.say("second").await;
+    assert_eq!(ben.wait_messages_from("ana", 2).await, vec![tricky, "second"]);
+    let own = ana.wait_for("own message", |e| e["type"] == "message" && e["text"] == "second").await;
+    assert_eq!(own["own"], true);
+    assert_eq!(own["msg_id"], 2);
+    ana.wait_for("ack of 2", |e| e["type"] == "acked" && e["ids"].as_array().is_some_and(|ids| ids.contains(&Value::from(2)))).await;
+
+    ben.say("hola").await;
+    assert_eq!(ana.wait_messages_from("Ben", 1).await, vec!["hola"]);
+    // Sequence numbers are strictly increasing and identical on both sides.
+    let seqs = |c: &ChatProcess| -> Vec<u64> {
+        c.seen.iter().filter(|e| e["type"] == "message").filter_map(|e| e["seq"].as_u64()).collect()
+    };
+    ben.wait_for("own hola", |e| e["type"] == "message" && e["text"] == "hola").await;
+    assert_eq!(seqs(&ana), seqs(&ben));
+    assert!(seqs(&ana).windows(2).all(|w| w[0] < w[1]));
+
+    ben.close_stdin();
+    assert_eq!(ben.exit_code().await, Some(0));
+    let leave = ana.wait_for("Ben's leave notice", |e| e["type"] == "leave" && e["nick"] == "Ben").await;
+    assert_eq!(leave["reason"], "quit");
+    ana.wait_for("online list without Ben", |e| e["type"] == "online" && e["members"] == serde_json::json!(["ana"])).await;
+}
+
+#[tokio::test]
+async fn twenty_clients_all_receive_everything_exactly_once() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        let mut c = ChatProcess::start(server.addr, &format!("user{i:02}"), PASS, &[]).await;
+        c.wait_type("connected").await;
+        clients.push(c);
+    }
+    let everyone: Vec<String> = (0..20).map(|i| format!("user{i:02}")).collect();
+    for c in clients.iter_mut() {
+        let names: Vec<&str> = everyone.iter().map(String::as_str).collect();
+        c.wait_for("full online list", |e| is_online_with(e, &names)).await;
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        for m in 0..5 {
+            c.say(&format!("message {m} from {i}")).await;
+        }
+    }
+    for c in clients.iter_mut() {
+        for (i, sender) in everyone.iter().enumerate() {
+            let got = c.wait_messages_from(sender, 5).await;
+            let expected: Vec<String> = (0..5).map(|m| format!("message {m} from {i}")).collect();
+            assert_eq!(got, expected, "{} got from {sender}", c.nick);
+        }
+    }
+    // Nothing extra arrives later.
+    let first = &mut clients[0];
+    first.drain_for(Duration::from_millis(300)).await;
+    assert_eq!(first.seen.iter().filter(|e| e["type"] == "message").count(), 100);
+}
+
+#[tokio::test]
+async fn duplicate_nickname_is_rejected_case_insensitively() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let mut ana = ChatProcess::start(server.addr, "Ana", PASS, &[]).await;
+    ana.wait_type("connected").await;
+    let mut other = ChatProcess::start(server.addr, " aNA ", PASS, &[]).await;
+    let rejected = other.wait_type("nick_rejected").await;
+    assert_eq!(rejected["reason"], "taken");
+    assert!(rejected["message"].as_str().unwrap_or_default().contains("taken"));
+    assert_eq!(other.exit_code().await, Some(4));
+    assert!(!other.seen.iter().any(|e| e["type"] == "connected"));
+    // The original member is unaffected and nobody saw a second "Ana" join.
+    ana.say("still here").await;
+    ana.wait_for("own message", |e| e["type"] == "message" && e["text"] == "still here").await;
+    assert_eq!(ana.seen.iter().filter(|e| e["type"] == "join").count(), 1);
+}
+
+#[tokio::test]
+async fn wrong_passphrase_is_rejected_on_both_sides() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let mut mallory = ChatProcess::start(server.addr, "mallory", "not the passphrase", &[]).await;
+    let error = mallory.wait_type("error").await;
+    assert_eq!(error["kind"], "wrong_passphrase");
+    assert_eq!(mallory.exit_code().await, Some(3));
+    assert!(!mallory.seen.iter().any(|e| e["type"] == "connected" || e["type"] == "message"));
+    server.wait_for_log("wrong passphrase").await;
+    // The server keeps serving everyone else.
+    let mut ana = ChatProcess::start(server.addr, "ana", PASS, &[]).await;
+    ana.wait_type("connected").await;
+    assert!(!ana.seen.iter().any(|e| e["type"] == "join" && e["nick"] == "mallory"));
+}
+
+#[tokio::test]
+async fn unreachable_server_gives_up_with_its_exit_code() {
+    let port = tertulia_e2e::free_port().await;
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut lonely = ChatProcess::start(addr, "lonely", PASS, &["--give-up-after", "3"]).await;
+    assert_eq!(lonely.exit_code().await, Some(5));
+    let attempts: Vec<u64> = lonely.seen.iter().filter(|e| e["type"] == "connecting").filter_map(|e| e["attempt"].as_u64()).collect();
+    assert_eq!(attempts, vec![1, 2, 3]);
+    let delays: Vec<u64> = lonely.seen.iter().filter(|e| e["type"] == "reconnecting").filter_map(|e| e["delay_ms"].as_u64()).collect();
+    assert_eq!(delays.len(), 2);
+    assert!(delays[0] < 1000, "first retry well under a second: {delays:?}");
+}
