@@ -47,15 +47,23 @@ pub enum PassphraseSource {
 
 /// The passphrase from `--passphrase-file`, else `TERTULIA_PASSPHRASE`, else a hidden prompt
 /// when stdin is a terminal. `Ok(None)`: none of them is available.
-pub fn obtain_passphrase(file: Option<&Path>, prompt: &str) -> Result<Option<(String, PassphraseSource)>, PassphraseSourceError> {
+pub fn obtain_passphrase(
+    file: Option<&Path>,
+    prompt: &str,
+) -> Result<Option<(String, PassphraseSource)>, PassphraseSourceError> {
     let (raw, source) = if let Some(path) = file {
-        let raw = std::fs::read_to_string(path)
-            .map_err(|error| PassphraseSourceError::File { path: path.display().to_string(), error })?;
+        let raw = std::fs::read_to_string(path).map_err(|error| PassphraseSourceError::File {
+            path: path.display().to_string(),
+            error,
+        })?;
         (raw, PassphraseSource::File)
     } else if let Ok(raw) = std::env::var(PASSPHRASE_ENV) {
         (raw, PassphraseSource::Env)
     } else if std::io::stdin().is_terminal() {
-        (rpassword::prompt_password(prompt).map_err(PassphraseSourceError::Prompt)?, PassphraseSource::Prompt)
+        (
+            rpassword::prompt_password(prompt).map_err(PassphraseSourceError::Prompt)?,
+            PassphraseSource::Prompt,
+        )
     } else {
         return Ok(None);
     };
@@ -90,19 +98,29 @@ pub fn parse_server_addr(raw: &str) -> Result<String, String> {
         },
     };
     let port = match port {
-        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("'{p}' is not a port number (1-65535)"))?,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("'{p}' is not a port number (1-65535)"))?,
         None => DEFAULT_PORT,
     };
     let valid_host = !host.is_empty()
         && host.len() <= 253
         && (host.parse::<std::net::IpAddr>().is_ok()
             || host.split('.').all(|label| {
-                !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             }));
     if !valid_host {
         return Err(format!("'{host}' is not a valid host name or IP address"));
     }
-    Ok(if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") })
+    Ok(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
 }
 
 /// Addresses others can use to reach a server listening on `port`: every non-loopback
@@ -113,11 +131,16 @@ pub fn shareable_addresses(port: u16) -> Vec<String> {
         .into_iter()
         .filter(|iface| !iface.is_loopback())
         .map(|iface| iface.ip())
-        .filter(|ip| !matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
+        .filter(
+            |ip| !matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80),
+        )
         .collect();
     addrs.sort_by_key(|ip| (ip.is_ipv6(), *ip));
     addrs.dedup();
-    addrs.into_iter().map(|ip| std::net::SocketAddr::new(ip, port).to_string()).collect()
+    addrs
+        .into_iter()
+        .map(|ip| std::net::SocketAddr::new(ip, port).to_string())
+        .collect()
 }
 
 #[cfg(test)]
@@ -126,11 +149,17 @@ mod tests {
 
     #[test]
     fn server_addresses() {
-        assert_eq!(parse_server_addr("127.0.0.1:6000"), Ok("127.0.0.1:6000".into()));
+        assert_eq!(
+            parse_server_addr("127.0.0.1:6000"),
+            Ok("127.0.0.1:6000".into())
+        );
         assert_eq!(parse_server_addr("127.0.0.1"), Ok("127.0.0.1:5555".into()));
         assert_eq!(parse_server_addr("::1"), Ok("[::1]:5555".into()));
         assert_eq!(parse_server_addr("[::1]:7"), Ok("[::1]:7".into()));
-        assert_eq!(parse_server_addr("chat.example.org"), Ok("chat.example.org:5555".into()));
+        assert_eq!(
+            parse_server_addr("chat.example.org"),
+            Ok("chat.example.org:5555".into())
+        );
         assert_eq!(parse_server_addr(" host-1:80 "), Ok("host-1:80".into()));
         assert!(parse_server_addr("").is_err());
         assert!(parse_server_addr("host:0").is_err());
@@ -146,9 +175,18 @@ mod tests {
         let path = dir.path().join("pass");
         std::fs::write(&path, "open sesame\n").unwrap();
         let (pass, source) = obtain_passphrase(Some(&path), "").unwrap().unwrap();
-        assert_eq!((pass.as_str(), source), ("open sesame", PassphraseSource::File));
+        assert_eq!(
+            (pass.as_str(), source),
+            ("open sesame", PassphraseSource::File)
+        );
         std::fs::write(&path, "\n").unwrap();
-        assert!(matches!(obtain_passphrase(Some(&path), ""), Err(PassphraseSourceError::Invalid(_))));
-        assert!(matches!(obtain_passphrase(Some(&dir.path().join("missing")), ""), Err(PassphraseSourceError::File { .. })));
+        assert!(matches!(
+            obtain_passphrase(Some(&path), ""),
+            Err(PassphraseSourceError::Invalid(_))
+        ));
+        assert!(matches!(
+            obtain_passphrase(Some(&dir.path().join("missing")), ""),
+            Err(PassphraseSourceError::File { .. })
+        ));
     }
 }

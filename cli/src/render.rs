@@ -60,7 +60,11 @@ fn clock(time_ms: u64) -> String {
 /// A chat message, possibly over several lines.
 pub fn message(style: Style, time_ms: u64, from: &str, text: &str, own: bool) -> String {
     let from = sanitize(from);
-    let who = if own { style.paint("1;32", &from) } else { style.paint("1;34", &from) };
+    let who = if own {
+        style.paint("1;32", &from)
+    } else {
+        style.paint("1;34", &from)
+    };
     let head = format!("[{}] {who}: ", clock(time_ms));
     let mut lines = text.split('\n').map(sanitize);
     let mut out = format!("{head}{}", lines.next().unwrap_or_default());
@@ -75,9 +79,17 @@ pub fn message(style: Style, time_ms: u64, from: &str, text: &str, own: bool) ->
 /// One line (or block) for an event, or `None` for events not shown in interactive mode.
 pub fn event(style: Style, event: &ClientEvent) -> Option<String> {
     Some(match event {
-        ClientEvent::Connecting { attempt, addr } if *attempt <= 1 => style.notice(&format!("connecting to {}…", sanitize(addr))),
+        ClientEvent::Connecting { attempt, addr } if *attempt <= 1 => {
+            style.notice(&format!("connecting to {}…", sanitize(addr)))
+        }
         ClientEvent::Connecting { .. } => return None,
-        ClientEvent::Connected { nick, resumed, room_reset, gap, .. } => {
+        ClientEvent::Connected {
+            nick,
+            resumed,
+            room_reset,
+            gap,
+            ..
+        } => {
             let mut text = format!("you are in the room as {}", sanitize(nick));
             if *resumed {
                 text.push_str(" (reconnected)");
@@ -89,16 +101,30 @@ pub fn event(style: Style, event: &ClientEvent) -> Option<String> {
             }
             style.notice(&text)
         }
-        ClientEvent::NickRejected { nick, message, .. } => {
-            style.warn(&format!("nickname '{}' refused: {message}. Type another nickname:", sanitize(nick)))
-        }
+        ClientEvent::NickRejected { nick, message, .. } => style.warn(&format!(
+            "nickname '{}' refused: {message}. Type another nickname:",
+            sanitize(nick)
+        )),
         ClientEvent::Online { members } => {
             let names: Vec<String> = members.iter().map(|m| sanitize(m)).collect();
             style.notice(&format!("online ({}): {}", names.len(), names.join(", ")))
         }
-        ClientEvent::Message { time_ms, from, text, own, .. } => message(style, *time_ms, from, text, *own),
-        ClientEvent::Join { time_ms, nick, .. } => style.notice(&format!("[{}] {} joined", clock(*time_ms), sanitize(nick))),
-        ClientEvent::Leave { time_ms, nick, reason, .. } => {
+        ClientEvent::Message {
+            time_ms,
+            from,
+            text,
+            own,
+            ..
+        } => message(style, *time_ms, from, text, *own),
+        ClientEvent::Join { time_ms, nick, .. } => {
+            style.notice(&format!("[{}] {} joined", clock(*time_ms), sanitize(nick)))
+        }
+        ClientEvent::Leave {
+            time_ms,
+            nick,
+            reason,
+            ..
+        } => {
             let why = match reason {
                 LeaveReason::Quit => "left",
                 LeaveReason::ConnectionLost => "lost connection",
@@ -107,12 +133,19 @@ pub fn event(style: Style, event: &ClientEvent) -> Option<String> {
             style.notice(&format!("[{}] {} {why}", clock(*time_ms), sanitize(nick)))
         }
         ClientEvent::Acked { .. } => return None,
-        ClientEvent::MessageRejected { id, message, .. } => style.warn(&format!("message #{id} was not delivered: {message}")),
-        ClientEvent::Error { message, .. } => style.error(&sanitize(message)),
-        ClientEvent::Reconnecting { attempt, delay_ms, .. } => {
-            style.warn(&format!("reconnecting in {:.1} s (attempt {attempt})…", *delay_ms as f64 / 1000.0))
+        ClientEvent::MessageRejected { id, message, .. } => {
+            style.warn(&format!("message #{id} was not delivered: {message}"))
         }
-        ClientEvent::Disconnected { message, .. } => style.notice(&format!("disconnected: {}", sanitize(message))),
+        ClientEvent::Error { message, .. } => style.error(&sanitize(message)),
+        ClientEvent::Reconnecting {
+            attempt, delay_ms, ..
+        } => style.warn(&format!(
+            "reconnecting in {:.1} s (attempt {attempt})…",
+            *delay_ms as f64 / 1000.0
+        )),
+        ClientEvent::Disconnected { message, .. } => {
+            style.notice(&format!("disconnected: {}", sanitize(message)))
+        }
     })
 }
 
@@ -127,7 +160,10 @@ mod tests {
         let evil = "hi\x1b[2J\x1b]0;owned\x07\u{202E}gnp.exe\r";
         let shown = sanitize(evil);
         assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
-        assert_eq!(shown, "hi<U+001B>[2J<U+001B>]0;owned<U+0007><U+202E>gnp.exe<U+000D>");
+        assert_eq!(
+            shown,
+            "hi<U+001B>[2J<U+001B>]0;owned<U+0007><U+202E>gnp.exe<U+000D>"
+        );
     }
 
     #[test]

@@ -49,6 +49,9 @@ mod tests {
                 assert!(d >= ceiling(attempt) / 2 && d <= ceiling(attempt), "{d:?}");
             }
         }
-        assert!(delay(1, &mut rng) < Duration::from_secs(1), "first retry well under a second");
+        assert!(
+            delay(1, &mut rng) < Duration::from_secs(1),
+            "first retry well under a second"
+        );
     }
 }

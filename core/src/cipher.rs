@@ -31,7 +31,12 @@ pub fn nonce_bytes(n: u64) -> [u8; 12] {
 }
 
 /// Seal `plaintext` in place (the tag is appended) under `key` and explicit counter `n`.
-pub fn seal_with(aead: &ChaCha20Poly1305, n: u64, ad: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError> {
+pub fn seal_with(
+    aead: &ChaCha20Poly1305,
+    n: u64,
+    ad: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<(), CryptoError> {
     if n == u64::MAX {
         return Err(CryptoError::NonceExhausted);
     }
@@ -41,7 +46,12 @@ pub fn seal_with(aead: &ChaCha20Poly1305, n: u64, ad: &[u8], buf: &mut Vec<u8>) 
 
 /// Open `buf` (ciphertext ‖ tag) in place under explicit counter `n`; on success `buf` holds
 /// the plaintext.
-pub fn open_with(aead: &ChaCha20Poly1305, n: u64, ad: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError> {
+pub fn open_with(
+    aead: &ChaCha20Poly1305,
+    n: u64,
+    ad: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<(), CryptoError> {
     if n == u64::MAX {
         return Err(CryptoError::NonceExhausted);
     }
@@ -57,12 +67,18 @@ pub struct CipherState {
 
 impl CipherState {
     pub fn new(key: &Key) -> Self {
-        Self { aead: ChaCha20Poly1305::new(key.into()), n: 0 }
+        Self {
+            aead: ChaCha20Poly1305::new(key.into()),
+            n: 0,
+        }
     }
 
     /// For tests and test vectors: start at counter `n`.
     pub fn with_nonce(key: &Key, n: u64) -> Self {
-        Self { aead: ChaCha20Poly1305::new(key.into()), n }
+        Self {
+            aead: ChaCha20Poly1305::new(key.into()),
+            n,
+        }
     }
 
     /// The counter the next seal/open will use.
@@ -128,8 +144,16 @@ mod tests {
             bad[i] ^= 0x01;
             assert_eq!(rx.open(b"ad", &bad), Err(CryptoError::Integrity));
         }
-        assert_eq!(rx.open(b"AD", &ct), Err(CryptoError::Integrity), "associated data is bound");
-        assert_eq!(rx.open(b"ad", &ct[..ct.len() - 1]), Err(CryptoError::Integrity), "truncation");
+        assert_eq!(
+            rx.open(b"AD", &ct),
+            Err(CryptoError::Integrity),
+            "associated data is bound"
+        );
+        assert_eq!(
+            rx.open(b"ad", &ct[..ct.len() - 1]),
+            Err(CryptoError::Integrity),
+            "truncation"
+        );
         assert_eq!(rx.nonce(), 0, "failed opens must not advance the counter");
         assert_eq!(rx.open(b"ad", &ct).unwrap(), b"secret");
     }
@@ -140,9 +164,17 @@ mod tests {
         let mut rx = CipherState::new(&KEY);
         let first = tx.seal(b"", b"1").unwrap();
         let second = tx.seal(b"", b"2").unwrap();
-        assert_eq!(rx.open(b"", &second), Err(CryptoError::Integrity), "reordered");
+        assert_eq!(
+            rx.open(b"", &second),
+            Err(CryptoError::Integrity),
+            "reordered"
+        );
         rx.open(b"", &first).unwrap();
-        assert_eq!(rx.open(b"", &first), Err(CryptoError::Integrity), "replayed");
+        assert_eq!(
+            rx.open(b"", &first),
+            Err(CryptoError::Integrity),
+            "replayed"
+        );
         rx.open(b"", &second).unwrap();
     }
 
@@ -150,7 +182,10 @@ mod tests {
     fn nonce_max_is_refused() {
         let mut tx = CipherState::with_nonce(&KEY, u64::MAX - 1);
         tx.seal(b"", b"last").unwrap();
-        assert_eq!(tx.seal(b"", b"one too many"), Err(CryptoError::NonceExhausted));
+        assert_eq!(
+            tx.seal(b"", b"one too many"),
+            Err(CryptoError::NonceExhausted)
+        );
         let mut rx = CipherState::with_nonce(&KEY, u64::MAX);
         assert_eq!(rx.open(b"", &[0u8; 16]), Err(CryptoError::NonceExhausted));
     }

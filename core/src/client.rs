@@ -20,7 +20,8 @@ use crate::cipher::{CipherState, Key};
 use crate::conn::{self, ConnError, FrameReader, RejectCode};
 use crate::frame::{FrameKind, MAX_BODY};
 use crate::message::{
-    BroadcastMessage, ClientId, ClientMessage, ErrorCode, LeaveReason, Resume, RoomEvent, RoomEventKind, ServerMessage,
+    BroadcastMessage, ClientId, ClientMessage, ErrorCode, LeaveReason, Resume, RoomEvent,
+    RoomEventKind, ServerMessage,
 };
 use crate::outbox::{Outbox, OutboxError};
 use crate::passphrase::{self, Salt};
@@ -44,7 +45,11 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    pub fn new(addr: impl Into<String>, nick: impl Into<String>, passphrase: impl Into<String>) -> Self {
+    pub fn new(
+        addr: impl Into<String>,
+        nick: impl Into<String>,
+        passphrase: impl Into<String>,
+    ) -> Self {
         Self {
             addr: addr.into(),
             nick: nick.into(),
@@ -101,28 +106,78 @@ pub enum DisconnectReason {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientEvent {
     /// Connection attempt `attempt` (1 = first after start or after being connected).
-    Connecting { attempt: u32, addr: String },
+    Connecting {
+        attempt: u32,
+        addr: String,
+    },
     /// In the room. `room_reset`: the server restarted without its history; earlier sequence
     /// numbers are void. `gap`: some missed history was no longer available.
-    Connected { nick: String, epoch: String, resumed: bool, room_reset: bool, gap: bool },
+    Connected {
+        nick: String,
+        epoch: String,
+        resumed: bool,
+        room_reset: bool,
+        gap: bool,
+    },
     /// The nickname was refused; call [`ClientHandle::set_nick`] to try another.
-    NickRejected { nick: String, reason: NickError, message: String },
+    NickRejected {
+        nick: String,
+        reason: NickError,
+        message: String,
+    },
     /// The live online list, sent after connecting and on every change.
-    Online { members: Vec<String> },
+    Online {
+        members: Vec<String>,
+    },
     /// A chat message. `own`: sent by this client, `msg_id` is then the id [`ClientHandle::send`]
     /// returned. `history`: part of the backlog or a replay, not live.
-    Message { seq: u64, time_ms: u64, from: String, text: String, own: bool, msg_id: Option<u64>, history: bool },
-    Join { seq: u64, time_ms: u64, nick: String, history: bool },
-    Leave { seq: u64, time_ms: u64, nick: String, reason: LeaveReason, history: bool },
+    Message {
+        seq: u64,
+        time_ms: u64,
+        from: String,
+        text: String,
+        own: bool,
+        msg_id: Option<u64>,
+        history: bool,
+    },
+    Join {
+        seq: u64,
+        time_ms: u64,
+        nick: String,
+        history: bool,
+    },
+    Leave {
+        seq: u64,
+        time_ms: u64,
+        nick: String,
+        reason: LeaveReason,
+        history: bool,
+    },
     /// These messages of ours are in the room.
-    Acked { ids: Vec<u64> },
+    Acked {
+        ids: Vec<u64>,
+    },
     /// The server refused one of our messages; it will not be delivered.
-    MessageRejected { id: u64, reason: MessageTextError, message: String },
-    Error { kind: ErrorKind, message: String },
+    MessageRejected {
+        id: u64,
+        reason: MessageTextError,
+        message: String,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
     /// Waiting `delay_ms` before connection attempt `attempt`.
-    Reconnecting { attempt: u32, delay_ms: u64, reason: String },
+    Reconnecting {
+        attempt: u32,
+        delay_ms: u64,
+        reason: String,
+    },
     /// The client stopped; no more events follow.
-    Disconnected { reason: DisconnectReason, message: String },
+    Disconnected {
+        reason: DisconnectReason,
+        message: String,
+    },
 }
 
 /// Errors from [`ClientHandle`] calls.
@@ -141,8 +196,14 @@ pub enum SendError {
 }
 
 enum Command {
-    Send { text: String, reply: oneshot::Sender<Result<u64, SendError>> },
-    SetNick { nick: String, reply: oneshot::Sender<Result<(), SendError>> },
+    Send {
+        text: String,
+        reply: oneshot::Sender<Result<u64, SendError>>,
+    },
+    SetNick {
+        nick: String,
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
     ReconnectNow,
     Disconnect,
     QuitWhenFlushed,
@@ -159,7 +220,10 @@ impl ClientHandle {
     pub async fn send(&self, text: &str) -> Result<u64, SendError> {
         let text = validate_message(text)?;
         let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::Send { text, reply }).await.map_err(|_| SendError::Stopped)?;
+        self.commands
+            .send(Command::Send { text, reply })
+            .await
+            .map_err(|_| SendError::Stopped)?;
         answer.await.map_err(|_| SendError::Stopped)?
     }
 
@@ -167,7 +231,10 @@ impl ClientHandle {
     pub async fn set_nick(&self, nick: &str) -> Result<(), SendError> {
         let nick = validate_nick(nick)?;
         let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::SetNick { nick, reply }).await.map_err(|_| SendError::Stopped)?;
+        self.commands
+            .send(Command::SetNick { nick, reply })
+            .await
+            .map_err(|_| SendError::Stopped)?;
         answer.await.map_err(|_| SendError::Stopped)?
     }
 
@@ -217,9 +284,18 @@ enum SessionEnd {
     /// The user left.
     Quit,
     /// Stop for good.
-    Fatal { kind: ErrorKind, reason: DisconnectReason, message: String },
+    Fatal {
+        kind: ErrorKind,
+        reason: DisconnectReason,
+        message: String,
+    },
     /// Try again; `joined` tells whether this connection had made it into the room.
-    Retry { kind: ErrorKind, message: String, joined: bool, report: bool },
+    Retry {
+        kind: ErrorKind,
+        message: String,
+        joined: bool,
+        report: bool,
+    },
 }
 
 struct ClientTask {
@@ -240,7 +316,12 @@ struct ClientTask {
 }
 
 fn retry(kind: ErrorKind, error: impl ToString) -> SessionEnd {
-    SessionEnd::Retry { kind, message: error.to_string(), joined: false, report: true }
+    SessionEnd::Retry {
+        kind,
+        message: error.to_string(),
+        joined: false,
+        report: true,
+    }
 }
 
 fn classify(error: ConnError) -> SessionEnd {
@@ -252,17 +333,28 @@ fn classify(error: ConnError) -> SessionEnd {
         };
     }
     if error.is_integrity_failure() {
-        return retry(ErrorKind::Integrity, format!("data from the server failed its integrity check ({error}); reconnecting"));
+        return retry(
+            ErrorKind::Integrity,
+            format!("data from the server failed its integrity check ({error}); reconnecting"),
+        );
     }
     match error {
-        ConnError::NotTertulia | ConnError::UnsupportedVersion(_) => {
-            SessionEnd::Fatal { kind: ErrorKind::NotTertulia, reason: DisconnectReason::Fatal, message: error.to_string() }
+        ConnError::NotTertulia | ConnError::UnsupportedVersion(_) => SessionEnd::Fatal {
+            kind: ErrorKind::NotTertulia,
+            reason: DisconnectReason::Fatal,
+            message: error.to_string(),
+        },
+        ConnError::Passphrase(_) => SessionEnd::Fatal {
+            kind: ErrorKind::BadPassphrase,
+            reason: DisconnectReason::Fatal,
+            message: error.to_string(),
+        },
+        ConnError::Rejected(Some(RejectCode::ServerFull)) => {
+            retry(ErrorKind::ServerFull, "the server is full")
         }
-        ConnError::Passphrase(_) => {
-            SessionEnd::Fatal { kind: ErrorKind::BadPassphrase, reason: DisconnectReason::Fatal, message: error.to_string() }
+        ConnError::Io(_) | ConnError::Closed | ConnError::Timeout => {
+            retry(ErrorKind::Network, error)
         }
-        ConnError::Rejected(Some(RejectCode::ServerFull)) => retry(ErrorKind::ServerFull, "the server is full"),
-        ConnError::Io(_) | ConnError::Closed | ConnError::Timeout => retry(ErrorKind::Network, error),
         other => retry(ErrorKind::Protocol, other),
     }
 }
@@ -277,35 +369,78 @@ impl ClientTask {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            self.emit(ClientEvent::Connecting { attempt, addr: self.config.addr.clone() }).await;
+            self.emit(ClientEvent::Connecting {
+                attempt,
+                addr: self.config.addr.clone(),
+            })
+            .await;
             let end = self.session().await;
             let (kind, message, joined, report) = match end {
                 SessionEnd::Quit => {
-                    self.emit(ClientEvent::Disconnected { reason: DisconnectReason::Quit, message: "left the room".into() }).await;
+                    self.emit(ClientEvent::Disconnected {
+                        reason: DisconnectReason::Quit,
+                        message: "left the room".into(),
+                    })
+                    .await;
                     return;
                 }
-                SessionEnd::Fatal { kind, reason, message } => {
-                    self.emit(ClientEvent::Error { kind, message: message.clone() }).await;
-                    self.emit(ClientEvent::Disconnected { reason, message }).await;
+                SessionEnd::Fatal {
+                    kind,
+                    reason,
+                    message,
+                } => {
+                    self.emit(ClientEvent::Error {
+                        kind,
+                        message: message.clone(),
+                    })
+                    .await;
+                    self.emit(ClientEvent::Disconnected { reason, message })
+                        .await;
                     return;
                 }
-                SessionEnd::Retry { kind, message, joined, report } => (kind, message, joined, report),
+                SessionEnd::Retry {
+                    kind,
+                    message,
+                    joined,
+                    report,
+                } => (kind, message, joined, report),
             };
             if joined {
                 attempt = 0;
             }
             if report {
-                self.emit(ClientEvent::Error { kind, message: message.clone() }).await;
+                self.emit(ClientEvent::Error {
+                    kind,
+                    message: message.clone(),
+                })
+                .await;
             }
-            if self.config.give_up_after.is_some_and(|limit| attempt >= limit) {
+            if self
+                .config
+                .give_up_after
+                .is_some_and(|limit| attempt >= limit)
+            {
                 let message = format!("gave up after {attempt} failed attempts: {message}");
-                self.emit(ClientEvent::Disconnected { reason: DisconnectReason::GaveUp, message }).await;
+                self.emit(ClientEvent::Disconnected {
+                    reason: DisconnectReason::GaveUp,
+                    message,
+                })
+                .await;
                 return;
             }
             let delay = backoff::delay(attempt + 1, &mut rand::thread_rng());
-            self.emit(ClientEvent::Reconnecting { attempt: attempt + 1, delay_ms: delay.as_millis() as u64, reason: message }).await;
+            self.emit(ClientEvent::Reconnecting {
+                attempt: attempt + 1,
+                delay_ms: delay.as_millis() as u64,
+                reason: message,
+            })
+            .await;
             if self.wait_offline(delay).await {
-                self.emit(ClientEvent::Disconnected { reason: DisconnectReason::Quit, message: "left the room".into() }).await;
+                self.emit(ClientEvent::Disconnected {
+                    reason: DisconnectReason::Quit,
+                    message: "left the room".into(),
+                })
+                .await;
                 return;
             }
         }
@@ -358,8 +493,18 @@ impl ClientTask {
         let connect = TcpStream::connect(self.config.addr.as_str());
         let stream = match tokio::time::timeout(self.config.connect_timeout, connect).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return retry(ErrorKind::Network, format!("cannot reach {}: {e}", self.config.addr)),
-            Err(_) => return retry(ErrorKind::Network, format!("connecting to {} timed out", self.config.addr)),
+            Ok(Err(e)) => {
+                return retry(
+                    ErrorKind::Network,
+                    format!("cannot reach {}: {e}", self.config.addr),
+                )
+            }
+            Err(_) => {
+                return retry(
+                    ErrorKind::Network,
+                    format!("connecting to {} timed out", self.config.addr),
+                )
+            }
         };
         let _ = stream.set_nodelay(true);
         let (read_half, mut writer) = stream.into_split();
@@ -368,11 +513,26 @@ impl ClientTask {
             Ok(keys) => keys,
             Err(end) => return end,
         };
-        let mut link = Link { writer, send: keys.send, recv: keys.recv, opener: None };
+        let mut link = Link {
+            writer,
+            send: keys.send,
+            recv: keys.recv,
+            opener: None,
+        };
         let mut joined = false;
         let end = self.connected(&mut link, &mut reader, &mut joined).await;
         match end {
-            SessionEnd::Retry { kind, message, report, .. } => SessionEnd::Retry { kind, message, joined, report },
+            SessionEnd::Retry {
+                kind,
+                message,
+                report,
+                ..
+            } => SessionEnd::Retry {
+                kind,
+                message,
+                joined,
+                report,
+            },
             other => other,
         }
     }
@@ -410,7 +570,11 @@ impl ClientTask {
         reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
         joined: &mut bool,
     ) -> SessionEnd {
-        let join = ClientMessage::Join { nick: self.nick.clone(), client_id: self.client_id.clone(), resume: self.resume_point() };
+        let join = ClientMessage::Join {
+            nick: self.nick.clone(),
+            client_id: self.client_id.clone(),
+            resume: self.resume_point(),
+        };
         if let Err(e) = link.send(&join).await {
             return classify(e);
         }
@@ -449,7 +613,12 @@ impl ClientTask {
         }
     }
 
-    async fn on_command(&mut self, link: &mut Link, command: Option<Command>, joined: bool) -> Result<Option<SessionEnd>, ConnError> {
+    async fn on_command(
+        &mut self,
+        link: &mut Link,
+        command: Option<Command>,
+        joined: bool,
+    ) -> Result<Option<SessionEnd>, ConnError> {
         match command {
             None | Some(Command::Disconnect) => {
                 let _ = link.send(&ClientMessage::Leave).await;
@@ -473,7 +642,11 @@ impl ClientTask {
                 } else {
                     self.nick = nick.clone();
                     let _ = reply.send(Ok(()));
-                    let join = ClientMessage::Join { nick, client_id: self.client_id.clone(), resume: self.resume_point() };
+                    let join = ClientMessage::Join {
+                        nick,
+                        client_id: self.client_id.clone(),
+                        resume: self.resume_point(),
+                    };
                     link.send(&join).await?;
                 }
             }
@@ -488,14 +661,23 @@ impl ClientTask {
         Ok(None)
     }
 
-    async fn on_frame(&mut self, link: &mut Link, kind: FrameKind, body: &[u8], joined: &mut bool) -> Result<Option<SessionEnd>, ConnError> {
+    async fn on_frame(
+        &mut self,
+        link: &mut Link,
+        kind: FrameKind,
+        body: &[u8],
+        joined: &mut bool,
+    ) -> Result<Option<SessionEnd>, ConnError> {
         match kind {
             FrameKind::Session => {
                 let message: ServerMessage = sealed::open_session(&mut link.recv, body)?;
                 self.on_server_message(link, message, joined).await
             }
             FrameKind::Broadcast => {
-                let opener = link.opener.as_mut().ok_or(ConnError::UnexpectedFrame(kind))?;
+                let opener = link
+                    .opener
+                    .as_mut()
+                    .ok_or(ConnError::UnexpectedFrame(kind))?;
                 let BroadcastMessage::Event(event) = opener.open(body)?;
                 self.on_event(event, false).await;
                 Ok(None)
@@ -504,9 +686,25 @@ impl ClientTask {
         }
     }
 
-    async fn on_server_message(&mut self, link: &mut Link, message: ServerMessage, joined: &mut bool) -> Result<Option<SessionEnd>, ConnError> {
+    async fn on_server_message(
+        &mut self,
+        link: &mut Link,
+        message: ServerMessage,
+        joined: &mut bool,
+    ) -> Result<Option<SessionEnd>, ConnError> {
         match message {
-            ServerMessage::Welcome { nick, epoch, room_key, next_broadcast, head_seq, online, acked_up_to, resync, gap, resumed } => {
+            ServerMessage::Welcome {
+                nick,
+                epoch,
+                room_key,
+                next_broadcast,
+                head_seq,
+                online,
+                acked_up_to,
+                resync,
+                gap,
+                resumed,
+            } => {
                 let key: Key = hex::decode(&room_key)
                     .ok()
                     .and_then(|k| k.try_into().ok())
@@ -517,17 +715,31 @@ impl ClientTask {
                     Some(r) if !room_reset => r.last_seq,
                     _ => 0,
                 };
-                self.resume = Some(Resume { epoch: epoch.clone(), last_seq });
+                self.resume = Some(Resume {
+                    epoch: epoch.clone(),
+                    last_seq,
+                });
                 self.nick = nick.clone();
                 self.online = online.into_iter().map(|n| (nick_key(&n), n)).collect();
                 self.online_as_of = head_seq;
                 *joined = true;
                 debug!(%nick, %epoch, resumed, "joined");
-                self.emit(ClientEvent::Connected { nick, epoch, resumed, room_reset, gap }).await;
+                self.emit(ClientEvent::Connected {
+                    nick,
+                    epoch,
+                    resumed,
+                    room_reset,
+                    gap,
+                })
+                .await;
                 self.emit_online().await;
                 self.on_acked(acked_up_to).await;
                 for pending in self.outbox.pending() {
-                    link.send(&ClientMessage::Say { id: pending.id, text: pending.text.clone() }).await?;
+                    link.send(&ClientMessage::Say {
+                        id: pending.id,
+                        text: pending.text.clone(),
+                    })
+                    .await?;
                 }
                 if self.quit_when_flushed && self.outbox.is_empty() {
                     let _ = link.send(&ClientMessage::Leave).await;
@@ -547,11 +759,21 @@ impl ClientTask {
                 }
             }
             ServerMessage::NickRejected { nick, reason } => {
-                self.emit(ClientEvent::NickRejected { nick, reason, message: reason.to_string() }).await;
+                self.emit(ClientEvent::NickRejected {
+                    nick,
+                    reason,
+                    message: reason.to_string(),
+                })
+                .await;
             }
             ServerMessage::MessageRejected { id, reason } => {
                 self.outbox.reject(id);
-                self.emit(ClientEvent::MessageRejected { id, reason, message: reason.to_string() }).await;
+                self.emit(ClientEvent::MessageRejected {
+                    id,
+                    reason,
+                    message: reason.to_string(),
+                })
+                .await;
             }
             ServerMessage::Pong => {}
             ServerMessage::Error { code, message } => {
@@ -562,7 +784,12 @@ impl ClientTask {
                     ErrorCode::Replaced => (ErrorKind::Protocol, false),
                     ErrorCode::Protocol | ErrorCode::Timeout => (ErrorKind::Protocol, true),
                 };
-                return Ok(Some(SessionEnd::Retry { kind, message: format!("server: {message}"), joined: *joined, report }));
+                return Ok(Some(SessionEnd::Retry {
+                    kind,
+                    message: format!("server: {message}"),
+                    joined: *joined,
+                    report,
+                }));
             }
         }
         Ok(None)
@@ -576,11 +803,16 @@ impl ClientTask {
     }
 
     async fn emit_online(&self) {
-        self.emit(ClientEvent::Online { members: self.online.values().cloned().collect() }).await;
+        self.emit(ClientEvent::Online {
+            members: self.online.values().cloned().collect(),
+        })
+        .await;
     }
 
     async fn on_event(&mut self, event: RoomEvent, history: bool) {
-        let Some(resume) = &mut self.resume else { return };
+        let Some(resume) = &mut self.resume else {
+            return;
+        };
         if event.seq <= resume.last_seq {
             return; // already shown
         }
@@ -591,13 +823,28 @@ impl ClientTask {
             RoomEventKind::Message { from, text, msg_id } => {
                 let own = nick_key(&from) == nick_key(&self.nick);
                 let msg_id = own.then_some(msg_id);
-                self.emit(ClientEvent::Message { seq, time_ms, from, text, own, msg_id, history }).await;
+                self.emit(ClientEvent::Message {
+                    seq,
+                    time_ms,
+                    from,
+                    text,
+                    own,
+                    msg_id,
+                    history,
+                })
+                .await;
             }
             RoomEventKind::Join { nick } => {
                 if live_presence {
                     self.online.insert(nick_key(&nick), nick.clone());
                 }
-                self.emit(ClientEvent::Join { seq, time_ms, nick, history }).await;
+                self.emit(ClientEvent::Join {
+                    seq,
+                    time_ms,
+                    nick,
+                    history,
+                })
+                .await;
                 if live_presence {
                     self.emit_online().await;
                 }
@@ -606,7 +853,14 @@ impl ClientTask {
                 if live_presence {
                     self.online.remove(&nick_key(&nick));
                 }
-                self.emit(ClientEvent::Leave { seq, time_ms, nick, reason, history }).await;
+                self.emit(ClientEvent::Leave {
+                    seq,
+                    time_ms,
+                    nick,
+                    reason,
+                    history,
+                })
+                .await;
                 if live_presence {
                     self.emit_online().await;
                 }

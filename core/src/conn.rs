@@ -118,12 +118,20 @@ pub struct FrameReader<R> {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R) -> Self {
-        Self { inner, buf: Vec::new(), start: 0, chunk: vec![0u8; READ_CHUNK].into_boxed_slice() }
+        Self {
+            inner,
+            buf: Vec::new(),
+            start: 0,
+            chunk: vec![0u8; READ_CHUNK].into_boxed_slice(),
+        }
     }
 
     /// The next frame with a body of at most `max_body` bytes. `Ok(None)` on a clean EOF between
     /// frames; EOF inside a frame is [`FrameError::Truncated`].
-    pub async fn read_frame(&mut self, max_body: usize) -> Result<Option<(FrameKind, Vec<u8>)>, ConnError> {
+    pub async fn read_frame(
+        &mut self,
+        max_body: usize,
+    ) -> Result<Option<(FrameKind, Vec<u8>)>, ConnError> {
         loop {
             if let Some((frame, used)) = frame::decode(&self.buf[self.start..], max_body)? {
                 let result = (frame.kind, frame.body.to_vec());
@@ -142,14 +150,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             // buffer untouched: this method is cancel-safe.
             let n = self.inner.read(&mut self.chunk[..]).await?;
             if n == 0 {
-                return if self.buf.is_empty() { Ok(None) } else { Err(FrameError::Truncated.into()) };
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated.into())
+                };
             }
             self.buf.extend_from_slice(&self.chunk[..n]);
         }
     }
 
     /// Like [`read_frame`](Self::read_frame) but EOF is an error.
-    pub async fn expect_frame(&mut self, max_body: usize) -> Result<(FrameKind, Vec<u8>), ConnError> {
+    pub async fn expect_frame(
+        &mut self,
+        max_body: usize,
+    ) -> Result<(FrameKind, Vec<u8>), ConnError> {
         self.read_frame(max_body).await?.ok_or(ConnError::Closed)
     }
 
@@ -176,7 +191,9 @@ pub fn parse_hello(body: &[u8]) -> Result<Salt, ConnError> {
     if version != PROTOCOL_VERSION {
         return Err(ConnError::UnsupportedVersion(version));
     }
-    body[MAGIC.len() + 1..].try_into().map_err(|_| ConnError::NotTertulia)
+    body[MAGIC.len() + 1..]
+        .try_into()
+        .map_err(|_| ConnError::NotTertulia)
 }
 
 /// The Noise prologue for a `Hello` body.
@@ -184,7 +201,11 @@ pub fn prologue(hello_body: &[u8]) -> Vec<u8> {
     [PROLOGUE_PREFIX, hello_body].concat()
 }
 
-async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, kind: FrameKind, body: &[u8]) -> Result<(), ConnError> {
+async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    kind: FrameKind,
+    body: &[u8],
+) -> Result<(), ConnError> {
     writer.write_all(&frame::encode(kind, body)).await?;
     writer.flush().await?;
     Ok(())
@@ -248,14 +269,21 @@ where
 }
 
 /// Client: read the server's `Hello` frame (or its `Reject`); returns the hello body.
-pub async fn read_hello<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> Result<Vec<u8>, ConnError> {
-    let (kind, body) = reader.expect_frame(MAX_PREAUTH_BODY).await.map_err(|e| match e {
-        ConnError::Frame(_) => ConnError::NotTertulia,
-        other => other,
-    })?;
+pub async fn read_hello<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+) -> Result<Vec<u8>, ConnError> {
+    let (kind, body) = reader
+        .expect_frame(MAX_PREAUTH_BODY)
+        .await
+        .map_err(|e| match e {
+            ConnError::Frame(_) => ConnError::NotTertulia,
+            other => other,
+        })?;
     match kind {
         FrameKind::Hello => Ok(body),
-        FrameKind::Reject => Err(ConnError::Rejected(body.first().copied().and_then(RejectCode::from_byte))),
+        FrameKind::Reject => Err(ConnError::Rejected(
+            body.first().copied().and_then(RejectCode::from_byte),
+        )),
         _ => Err(ConnError::NotTertulia),
     }
 }
@@ -276,7 +304,9 @@ where
     let (kind, body) = reader.expect_frame(MAX_PREAUTH_BODY).await?;
     match kind {
         FrameKind::HandshakeResponse => Ok(waiting.read_message(&body)?.0),
-        FrameKind::Reject => Err(ConnError::Rejected(body.first().copied().and_then(RejectCode::from_byte))),
+        FrameKind::Reject => Err(ConnError::Rejected(
+            body.first().copied().and_then(RejectCode::from_byte),
+        )),
         other => Err(ConnError::UnexpectedFrame(other)),
     }
 }
@@ -311,14 +341,20 @@ mod tests {
             assert_eq!(body, vec![i; i as usize * 37]);
         }
         writer.await.unwrap();
-        assert!(reader.read_frame(MAX_BODY).await.unwrap().is_none(), "clean EOF");
+        assert!(
+            reader.read_frame(MAX_BODY).await.unwrap().is_none(),
+            "clean EOF"
+        );
     }
 
     #[tokio::test]
     async fn eof_inside_a_frame_is_an_error() {
         let wire = frame::encode(FrameKind::Session, b"hello");
         let mut reader = FrameReader::new(&wire[..7]);
-        assert!(matches!(reader.read_frame(MAX_BODY).await, Err(ConnError::Frame(FrameError::Truncated))));
+        assert!(matches!(
+            reader.read_frame(MAX_BODY).await,
+            Err(ConnError::Frame(FrameError::Truncated))
+        ));
     }
 
     #[tokio::test]
@@ -330,7 +366,9 @@ mod tests {
             let (cr, mut cw) = tokio::io::split(client_io);
             let server = tokio::spawn(async move {
                 let mut reader = FrameReader::new(sr);
-                accept_handshake(&mut reader, &mut sw, &salt, &server_psk).await.map(|k| k.handshake_hash)
+                accept_handshake(&mut reader, &mut sw, &salt, &server_psk)
+                    .await
+                    .map(|k| k.handshake_hash)
             });
             let mut reader = FrameReader::new(cr);
             let client = initiate_handshake(&mut reader, &mut cw, |s| async move {
@@ -353,9 +391,15 @@ mod tests {
     fn hello_parsing() {
         let salt = [9u8; SALT_LEN];
         assert_eq!(parse_hello(&hello_body(&salt)).unwrap(), salt);
-        assert!(matches!(parse_hello(b"HTTP/1.1 200 OK"), Err(ConnError::NotTertulia)));
+        assert!(matches!(
+            parse_hello(b"HTTP/1.1 200 OK"),
+            Err(ConnError::NotTertulia)
+        ));
         let mut v2 = hello_body(&salt);
         v2[4] = 2;
-        assert!(matches!(parse_hello(&v2), Err(ConnError::UnsupportedVersion(2))));
+        assert!(matches!(
+            parse_hello(&v2),
+            Err(ConnError::UnsupportedVersion(2))
+        ));
     }
 }

@@ -93,10 +93,15 @@ pub fn decode(buf: &[u8], max_body: usize) -> Result<Option<(Frame<'_>, usize)>,
     let kind = FrameKind::from_byte(head[0]).ok_or(FrameError::UnknownKind(head[0]))?;
     let declared = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
     if declared > max_body {
-        return Err(FrameError::TooLarge { declared, limit: max_body });
+        return Err(FrameError::TooLarge {
+            declared,
+            limit: max_body,
+        });
     }
     let end = HEADER_LEN + declared;
-    Ok(buf.get(HEADER_LEN..end).map(|body| (Frame { kind, body }, end)))
+    Ok(buf
+        .get(HEADER_LEN..end)
+        .map(|body| (Frame { kind, body }, end)))
 }
 
 #[cfg(test)]
@@ -108,7 +113,13 @@ mod tests {
         let bytes = encode(FrameKind::Session, b"hello");
         assert_eq!(bytes, [0x10, 0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o']);
         let (frame, used) = decode(&bytes, MAX_BODY).unwrap().unwrap();
-        assert_eq!(frame, Frame { kind: FrameKind::Session, body: b"hello" });
+        assert_eq!(
+            frame,
+            Frame {
+                kind: FrameKind::Session,
+                body: b"hello"
+            }
+        );
         assert_eq!(used, bytes.len());
     }
 
@@ -141,14 +152,23 @@ mod tests {
         let head = header(FrameKind::Session, MAX_PREAUTH_BODY + 1);
         assert_eq!(
             decode(&head, MAX_PREAUTH_BODY),
-            Err(FrameError::TooLarge { declared: MAX_PREAUTH_BODY + 1, limit: MAX_PREAUTH_BODY })
+            Err(FrameError::TooLarge {
+                declared: MAX_PREAUTH_BODY + 1,
+                limit: MAX_PREAUTH_BODY
+            })
         );
         let huge = [0x10, 0xff, 0xff, 0xff, 0xff];
-        assert!(matches!(decode(&huge, MAX_BODY), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            decode(&huge, MAX_BODY),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn unknown_kind_rejected() {
-        assert_eq!(decode(&[0x7f, 0, 0, 0, 0], MAX_BODY), Err(FrameError::UnknownKind(0x7f)));
+        assert_eq!(
+            decode(&[0x7f, 0, 0, 0, 0], MAX_BODY),
+            Err(FrameError::UnknownKind(0x7f))
+        );
     }
 }

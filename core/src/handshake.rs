@@ -99,7 +99,11 @@ impl SymmetricState {
         self.k = Some(CipherState::new(&k));
     }
 
-    fn encrypt_and_hash(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), HandshakeError> {
+    fn encrypt_and_hash(
+        &mut self,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), HandshakeError> {
         let ct = match &mut self.k {
             Some(k) => k.seal(&self.h, plaintext)?,
             None => plaintext.to_vec(),
@@ -111,7 +115,9 @@ impl SymmetricState {
 
     fn decrypt_and_hash(&mut self, ciphertext: &[u8]) -> Result<Vec<u8>, HandshakeError> {
         let pt = match &mut self.k {
-            Some(k) => k.open(&self.h, ciphertext).map_err(|_| HandshakeError::AuthenticationFailed)?,
+            Some(k) => k
+                .open(&self.h, ciphertext)
+                .map_err(|_| HandshakeError::AuthenticationFailed)?,
             None => ciphertext.to_vec(),
         };
         self.mix_hash(ciphertext);
@@ -167,7 +173,10 @@ impl Initiator {
     }
 
     /// Write message 1 (`psk, e`) carrying `payload`.
-    pub fn write_message(mut self, payload: &[u8]) -> Result<(AwaitingResponse, Vec<u8>), HandshakeError> {
+    pub fn write_message(
+        mut self,
+        payload: &[u8],
+    ) -> Result<(AwaitingResponse, Vec<u8>), HandshakeError> {
         if payload.len() > MAX_HANDSHAKE_PAYLOAD {
             return Err(HandshakeError::BadLength);
         }
@@ -177,13 +186,22 @@ impl Initiator {
         self.state.mix_hash(e_pub.as_bytes());
         self.state.mix_key(e_pub.as_bytes());
         self.state.encrypt_and_hash(payload, &mut out)?;
-        Ok((AwaitingResponse { state: self.state, ephemeral: self.ephemeral }, out))
+        Ok((
+            AwaitingResponse {
+                state: self.state,
+                ephemeral: self.ephemeral,
+            },
+            out,
+        ))
     }
 }
 
 impl AwaitingResponse {
     /// Read message 2 (`e, ee`); returns the session keys and the server's payload.
-    pub fn read_message(mut self, message: &[u8]) -> Result<(TransportKeys, Vec<u8>), HandshakeError> {
+    pub fn read_message(
+        mut self,
+        message: &[u8],
+    ) -> Result<(TransportKeys, Vec<u8>), HandshakeError> {
         check_len(message)?;
         let (re, rest) = message.split_at(DH_LEN);
         self.state.mix_hash(re);
@@ -220,14 +238,24 @@ impl Responder {
     }
 
     /// Read message 1; on success returns the client's payload and the ready responder.
-    pub fn read_message(mut self, message: &[u8]) -> Result<(ReadyToRespond, Vec<u8>), HandshakeError> {
+    pub fn read_message(
+        mut self,
+        message: &[u8],
+    ) -> Result<(ReadyToRespond, Vec<u8>), HandshakeError> {
         check_len(message)?;
         let (re, rest) = message.split_at(DH_LEN);
         self.state.mix_hash(re);
         self.state.mix_key(re);
         let payload = self.state.decrypt_and_hash(rest)?;
         let remote: [u8; 32] = re.try_into().map_err(|_| HandshakeError::BadLength)?;
-        Ok((ReadyToRespond { state: self.state, ephemeral: self.ephemeral, remote }, payload))
+        Ok((
+            ReadyToRespond {
+                state: self.state,
+                ephemeral: self.ephemeral,
+                remote,
+            },
+            payload,
+        ))
     }
 }
 
@@ -240,7 +268,10 @@ pub struct ReadyToRespond {
 
 impl ReadyToRespond {
     /// Write message 2 (`e, ee`) with `payload`; returns the session keys and the bytes to send.
-    pub fn write_message(mut self, payload: &[u8]) -> Result<(TransportKeys, Vec<u8>), HandshakeError> {
+    pub fn write_message(
+        mut self,
+        payload: &[u8],
+    ) -> Result<(TransportKeys, Vec<u8>), HandshakeError> {
         if payload.len() > MAX_HANDSHAKE_PAYLOAD {
             return Err(HandshakeError::BadLength);
         }
@@ -270,7 +301,9 @@ mod tests {
     const PROLOGUE: &[u8] = b"tertulia/1 test";
 
     fn snow_params() -> snow::params::NoiseParams {
-        "Noise_NNpsk0_25519_ChaChaPoly_SHA256".parse().expect("valid noise params")
+        "Noise_NNpsk0_25519_ChaChaPoly_SHA256"
+            .parse()
+            .expect("valid noise params")
     }
 
     #[test]
@@ -302,7 +335,9 @@ mod tests {
     fn different_prologue_fails() {
         let (_, m1) = Initiator::new(&PSK, PROLOGUE).write_message(b"").unwrap();
         assert_eq!(
-            Responder::new(&PSK, b"tertulia/1 other room").read_message(&m1).err(),
+            Responder::new(&PSK, b"tertulia/1 other room")
+                .read_message(&m1)
+                .err(),
             Some(HandshakeError::AuthenticationFailed)
         );
     }
@@ -314,19 +349,32 @@ mod tests {
         let (_, mut m2) = ready.write_message(b"").unwrap();
         let last = m2.len() - 1;
         m2[last] ^= 0x80;
-        assert_eq!(waiting.read_message(&m2).err(), Some(HandshakeError::AuthenticationFailed));
+        assert_eq!(
+            waiting.read_message(&m2).err(),
+            Some(HandshakeError::AuthenticationFailed)
+        );
     }
 
     #[test]
     fn bad_lengths_and_weak_keys_rejected() {
-        assert_eq!(Responder::new(&PSK, PROLOGUE).read_message(&[0u8; 47]).err(), Some(HandshakeError::BadLength));
         assert_eq!(
-            Responder::new(&PSK, PROLOGUE).read_message(&vec![0u8; 48 + MAX_HANDSHAKE_PAYLOAD + 1]).err(),
+            Responder::new(&PSK, PROLOGUE)
+                .read_message(&[0u8; 47])
+                .err(),
+            Some(HandshakeError::BadLength)
+        );
+        assert_eq!(
+            Responder::new(&PSK, PROLOGUE)
+                .read_message(&vec![0u8; 48 + MAX_HANDSHAKE_PAYLOAD + 1])
+                .err(),
             Some(HandshakeError::BadLength)
         );
         // An all-zero ephemeral key from the "server" is a low-order point.
         let (waiting, _) = Initiator::new(&PSK, PROLOGUE).write_message(b"").unwrap();
-        assert_eq!(waiting.read_message(&[0u8; 48]).err(), Some(HandshakeError::WeakKey));
+        assert_eq!(
+            waiting.read_message(&[0u8; 48]).err(),
+            Some(HandshakeError::WeakKey)
+        );
     }
 
     #[test]
@@ -336,7 +384,9 @@ mod tests {
             .psk(0, &PSK)
             .build_responder()
             .unwrap();
-        let (waiting, m1) = Initiator::new(&PSK, PROLOGUE).write_message(b"client hello").unwrap();
+        let (waiting, m1) = Initiator::new(&PSK, PROLOGUE)
+            .write_message(b"client hello")
+            .unwrap();
         let mut buf = [0u8; 1024];
         let n = snow_resp.read_message(&m1, &mut buf).unwrap();
         assert_eq!(&buf[..n], b"client hello");
@@ -344,7 +394,10 @@ mod tests {
         let n = snow_resp.write_message(b"server hello", &mut m2).unwrap();
         let (mut keys, payload) = waiting.read_message(&m2[..n]).unwrap();
         assert_eq!(payload, b"server hello");
-        assert_eq!(keys.handshake_hash.as_slice(), snow_resp.get_handshake_hash());
+        assert_eq!(
+            keys.handshake_hash.as_slice(),
+            snow_resp.get_handshake_hash()
+        );
         let mut snow_t = snow_resp.into_transport_mode().unwrap();
         for i in 0..3u8 {
             let ct = keys.send.seal(b"", &[i; 20]).unwrap();
@@ -364,13 +417,18 @@ mod tests {
             .unwrap();
         let mut m1 = [0u8; 1024];
         let n = snow_init.write_message(b"from snow", &mut m1).unwrap();
-        let (ready, payload) = Responder::new(&PSK, PROLOGUE).read_message(&m1[..n]).unwrap();
+        let (ready, payload) = Responder::new(&PSK, PROLOGUE)
+            .read_message(&m1[..n])
+            .unwrap();
         assert_eq!(payload, b"from snow");
         let (mut keys, m2) = ready.write_message(b"from us").unwrap();
         let mut buf = [0u8; 1024];
         let n = snow_init.read_message(&m2, &mut buf).unwrap();
         assert_eq!(&buf[..n], b"from us");
-        assert_eq!(keys.handshake_hash.as_slice(), snow_init.get_handshake_hash());
+        assert_eq!(
+            keys.handshake_hash.as_slice(),
+            snow_init.get_handshake_hash()
+        );
         let mut snow_t = snow_init.into_transport_mode().unwrap();
         let n = snow_t.write_message(b"ping", &mut buf).unwrap();
         assert_eq!(keys.recv.open(b"", &buf[..n]).unwrap(), b"ping");
@@ -396,6 +454,8 @@ mod tests {
             .build_initiator()
             .unwrap();
         let n = snow_init.write_message(b"", &mut buf).unwrap();
-        assert!(Responder::new(&PSK, PROLOGUE).read_message(&buf[..n]).is_err());
+        assert!(Responder::new(&PSK, PROLOGUE)
+            .read_message(&buf[..n])
+            .is_err());
     }
 }

@@ -27,7 +27,11 @@ pub struct Resume {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// Enter the room (again). Answered by `welcome` or `nick_rejected`.
-    Join { nick: String, client_id: ClientId, resume: Option<Resume> },
+    Join {
+        nick: String,
+        client_id: ClientId,
+        resume: Option<Resume>,
+    },
     /// A chat message. `id` is the client's own increasing message id.
     Say { id: u64, text: String },
     /// Keep-alive; answered by `pong`.
@@ -62,9 +66,18 @@ pub struct RoomEvent {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RoomEventKind {
     /// `msg_id` is the sender's own message id, so the sender can match it to its outbox.
-    Message { from: String, text: String, msg_id: u64 },
-    Join { nick: String },
-    Leave { nick: String, reason: LeaveReason },
+    Message {
+        from: String,
+        text: String,
+        msg_id: u64,
+    },
+    Join {
+        nick: String,
+    },
+    Leave {
+        nick: String,
+        reason: LeaveReason,
+    },
 }
 
 /// Error codes the server sends before closing a connection.
@@ -110,16 +123,29 @@ pub enum ServerMessage {
         resumed: bool,
     },
     /// Room events you missed (or the recent backlog), oldest first, all with `seq <= head_seq`.
-    History { events: Vec<RoomEvent> },
+    History {
+        events: Vec<RoomEvent>,
+    },
     /// Your messages up to and including `up_to` are in the room (cumulative).
-    Ack { up_to: u64 },
+    Ack {
+        up_to: u64,
+    },
     /// The join was refused; send another `join` on this same connection.
-    NickRejected { nick: String, reason: NickError },
+    NickRejected {
+        nick: String,
+        reason: NickError,
+    },
     /// A message you sent was refused and will not be delivered.
-    MessageRejected { id: u64, reason: MessageTextError },
+    MessageRejected {
+        id: u64,
+        reason: MessageTextError,
+    },
     Pong,
     /// The server closes the connection after this.
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// Sealed once with the room broadcast key and written identically to every member.
@@ -135,9 +161,15 @@ mod tests {
 
     #[test]
     fn separators_and_markup_are_plain_strings() {
-        let msg = ClientMessage::Say { id: 3, text: "a|b:c \"q\"\n<script>".into() };
+        let msg = ClientMessage::Say {
+            id: 3,
+            text: "a|b:c \"q\"\n<script>".into(),
+        };
         let json = serde_json::to_string(&msg).unwrap();
-        assert_eq!(json, r#"{"type":"say","id":3,"text":"a|b:c \"q\"\n<script>"}"#);
+        assert_eq!(
+            json,
+            r#"{"type":"say","id":3,"text":"a|b:c \"q\"\n<script>"}"#
+        );
         assert_eq!(serde_json::from_str::<ClientMessage>(&json).unwrap(), msg);
     }
 
@@ -146,20 +178,28 @@ mod tests {
         let event = RoomEvent {
             seq: 9,
             time_ms: 1000,
-            kind: RoomEventKind::Leave { nick: "ana".into(), reason: LeaveReason::ConnectionLost },
+            kind: RoomEventKind::Leave {
+                nick: "ana".into(),
+                reason: LeaveReason::ConnectionLost,
+            },
         };
         let json = serde_json::to_string(&BroadcastMessage::Event(event.clone())).unwrap();
         assert_eq!(
             json,
             r#"{"type":"event","seq":9,"time_ms":1000,"kind":"leave","nick":"ana","reason":"connection_lost"}"#
         );
-        assert_eq!(serde_json::from_str::<BroadcastMessage>(&json).unwrap(), BroadcastMessage::Event(event));
+        assert_eq!(
+            serde_json::from_str::<BroadcastMessage>(&json).unwrap(),
+            BroadcastMessage::Event(event)
+        );
     }
 
     #[test]
     fn unknown_or_malformed_input_is_an_error() {
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"shout","text":"x"}"#).is_err());
-        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"say","id":-1,"text":"x"}"#).is_err());
+        assert!(
+            serde_json::from_str::<ClientMessage>(r#"{"type":"say","id":-1,"text":"x"}"#).is_err()
+        );
         assert!(serde_json::from_str::<ClientMessage>("not json").is_err());
     }
 }

@@ -38,7 +38,10 @@ pub struct Outbox {
 
 impl Default for Outbox {
     fn default() -> Self {
-        Self { next_id: 1, pending: VecDeque::new() }
+        Self {
+            next_id: 1,
+            pending: VecDeque::new(),
+        }
     }
 }
 
@@ -140,8 +143,15 @@ mod tests {
         assert_eq!(outbox.push("b".into()), Ok(2));
         assert_eq!(outbox.push("c".into()), Ok(3));
         assert_eq!(outbox.ack(1), vec![1]);
-        assert_eq!(outbox.pending().map(|p| p.id).collect::<Vec<_>>(), vec![2, 3]);
-        assert_eq!(outbox.ack(1), Vec::<u64>::new(), "a repeated ack changes nothing");
+        assert_eq!(
+            outbox.pending().map(|p| p.id).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!(
+            outbox.ack(1),
+            Vec::<u64>::new(),
+            "a repeated ack changes nothing"
+        );
         assert_eq!(outbox.ack(3), vec![2, 3]);
         assert!(outbox.is_empty());
         assert_eq!(outbox.push("d".into()), Ok(4), "ids are never reused");

@@ -54,7 +54,8 @@ pub fn normalize(passphrase: &str) -> Result<&str, PassphraseError> {
 /// the async runtime (`spawn_blocking`) and cache the result.
 pub fn derive_psk(passphrase: &str, salt: &Salt) -> Result<Key, PassphraseError> {
     let passphrase = normalize(passphrase)?;
-    let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, Some(32)).map_err(|e| PassphraseError::Kdf(e.to_string()))?;
+    let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, Some(32))
+        .map_err(|e| PassphraseError::Kdf(e.to_string()))?;
     let mut psk = [0u8; 32];
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(passphrase.as_bytes(), salt, &mut psk)
@@ -71,7 +72,11 @@ pub fn random_salt() -> Salt {
 pub fn generate() -> String {
     let mut rng = rand::rngs::OsRng;
     let groups: Vec<String> = (0..5)
-        .map(|_| (0..5).map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())])).collect())
+        .map(|_| {
+            (0..5)
+                .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+                .collect()
+        })
         .collect();
     groups.join("-")
 }
@@ -91,8 +96,14 @@ mod tests {
 
     #[test]
     fn empty_and_huge_rejected() {
-        assert_eq!(derive_psk(" \n", &[0; SALT_LEN]), Err(PassphraseError::Empty));
-        assert_eq!(normalize(&"x".repeat(MAX_PASSPHRASE_BYTES + 1)), Err(PassphraseError::TooLong));
+        assert_eq!(
+            derive_psk(" \n", &[0; SALT_LEN]),
+            Err(PassphraseError::Empty)
+        );
+        assert_eq!(
+            normalize(&"x".repeat(MAX_PASSPHRASE_BYTES + 1)),
+            Err(PassphraseError::TooLong)
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cipher::Key;
 use crate::message::{
-    BroadcastMessage, ClientId, Epoch, ErrorCode, LeaveReason, Resume, RoomEvent, RoomEventKind, ServerMessage,
+    BroadcastMessage, ClientId, Epoch, ErrorCode, LeaveReason, Resume, RoomEvent, RoomEventKind,
+    ServerMessage,
 };
 use crate::outbox::{Dedupe, Seen};
 use crate::sealed::{encode_json, BroadcastSealer};
@@ -39,7 +40,12 @@ pub struct RoomConfig {
 
 impl Default for RoomConfig {
     fn default() -> Self {
-        Self { history: 10_000, backlog: 200, grace: Duration::from_secs(10), send_queue_bytes: 1024 * 1024 }
+        Self {
+            history: 10_000,
+            backlog: 200,
+            grace: Duration::from_secs(10),
+            send_queue_bytes: 1024 * 1024,
+        }
     }
 }
 
@@ -98,7 +104,13 @@ impl MemberLink {
 
     /// Send an error, then close; if the queue is full, close at once.
     pub fn close_with(&self, code: ErrorCode, message: &str) {
-        let queued = self.tx.try_send(Outgoing::Session(ServerMessage::Error { code, message: message.into() })).is_ok()
+        let queued = self
+            .tx
+            .try_send(Outgoing::Session(ServerMessage::Error {
+                code,
+                message: message.into(),
+            }))
+            .is_ok()
             && self.tx.try_send(Outgoing::Close).is_ok();
         if !queued {
             self.cancel.cancel();
@@ -142,7 +154,10 @@ pub struct Room {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Room {
@@ -170,7 +185,9 @@ impl Room {
     pub fn online(&self) -> Vec<String> {
         let mut keys: Vec<&String> = self.members.keys().collect();
         keys.sort();
-        keys.into_iter().filter_map(|k| self.members.get(k).map(|m| m.nick.clone())).collect()
+        keys.into_iter()
+            .filter_map(|k| self.members.get(k).map(|m| m.nick.clone()))
+            .collect()
     }
 
     /// Number of members with a live connection.
@@ -180,7 +197,13 @@ impl Room {
 
     /// Add (or re-attach) a member. On success its link has been sent `welcome` and the
     /// history it needs; every later broadcast follows in order.
-    pub fn join(&mut self, raw_nick: &str, client_id: &ClientId, resume: Option<&Resume>, link: MemberLink) -> Result<Joined, NickError> {
+    pub fn join(
+        &mut self,
+        raw_nick: &str,
+        client_id: &ClientId,
+        resume: Option<&Resume>,
+        link: MemberLink,
+    ) -> Result<Joined, NickError> {
         let nick = validate_nick(raw_nick)?;
         let key = nick_key(&nick);
         let resumed = match self.members.get(&key) {
@@ -190,14 +213,24 @@ impl Room {
         };
         if !resumed {
             // The same client under another nickname: that entry is replaced by this one.
-            let renamed: Vec<String> =
-                self.members.iter().filter(|(_, m)| &m.client_id == client_id).map(|(k, _)| k.clone()).collect();
+            let renamed: Vec<String> = self
+                .members
+                .iter()
+                .filter(|(_, m)| &m.client_id == client_id)
+                .map(|(k, _)| k.clone())
+                .collect();
             for old in renamed {
                 if let Some(member) = self.members.remove(&old) {
                     if let Some(old_link) = member.link {
-                        old_link.close_with(ErrorCode::Replaced, "this client joined again under another nickname");
+                        old_link.close_with(
+                            ErrorCode::Replaced,
+                            "this client joined again under another nickname",
+                        );
                     }
-                    self.publish(RoomEventKind::Leave { nick: member.nick, reason: LeaveReason::Renamed });
+                    self.publish(RoomEventKind::Leave {
+                        nick: member.nick,
+                        reason: LeaveReason::Renamed,
+                    });
                 }
             }
         }
@@ -206,14 +239,22 @@ impl Room {
         match self.members.get_mut(&key) {
             Some(member) => {
                 if let Some(old) = member.link.replace(link) {
-                    old.close_with(ErrorCode::Replaced, "replaced by a newer connection of the same client");
+                    old.close_with(
+                        ErrorCode::Replaced,
+                        "replaced by a newer connection of the same client",
+                    );
                 }
                 member.away_since = None;
             }
             None => {
                 self.members.insert(
                     key.clone(),
-                    Member { nick: nick.clone(), client_id: client_id.clone(), link: Some(link), away_since: None },
+                    Member {
+                        nick: nick.clone(),
+                        client_id: client_id.clone(),
+                        link: Some(link),
+                        away_since: None,
+                    },
                 );
                 self.publish(RoomEventKind::Join { nick: nick.clone() });
             }
@@ -221,7 +262,14 @@ impl Room {
         Ok(Joined { key, nick, resumed })
     }
 
-    fn send_welcome(&self, nick: &str, client_id: &ClientId, resume: Option<&Resume>, resumed: bool, link: &MemberLink) {
+    fn send_welcome(
+        &self,
+        nick: &str,
+        client_id: &ClientId,
+        resume: Option<&Resume>,
+        resumed: bool,
+        link: &MemberLink,
+    ) {
         let head_seq = self.next_seq - 1;
         let oldest = self.history.front().map_or(self.next_seq, |e| e.seq);
         let same_epoch = resume.filter(|r| r.epoch == self.epoch);
@@ -230,7 +278,12 @@ impl Room {
                 let wanted = r.last_seq.saturating_add(1);
                 (wanted.max(oldest), wanted < oldest)
             }
-            None => (self.next_seq.saturating_sub(self.config.backlog as u64).max(oldest), false),
+            None => (
+                self.next_seq
+                    .saturating_sub(self.config.backlog as u64)
+                    .max(oldest),
+                false,
+            ),
         };
         let skip = from_seq.saturating_sub(oldest) as usize;
         let events: Vec<RoomEvent> = self.history.iter().skip(skip).cloned().collect();
@@ -268,9 +321,15 @@ impl Room {
         let (from, client_id) = (member.nick.clone(), member.client_id.clone());
         let link = link.clone();
         if self.dedupe.check(&client_id, id) == Seen::Fresh {
-            self.publish(RoomEventKind::Message { from, text, msg_id: id });
+            self.publish(RoomEventKind::Message {
+                from,
+                text,
+                msg_id: id,
+            });
         }
-        link.queue(ServerMessage::Ack { up_to: self.dedupe.highest(&client_id) });
+        link.queue(ServerMessage::Ack {
+            up_to: self.dedupe.highest(&client_id),
+        });
         Ok(())
     }
 
@@ -284,7 +343,10 @@ impl Room {
     pub fn leave(&mut self, key: &str, conn_id: u64) {
         if self.link_of(key, conn_id).is_ok() {
             if let Some(member) = self.members.remove(key) {
-                self.publish(RoomEventKind::Leave { nick: member.nick, reason: LeaveReason::Quit });
+                self.publish(RoomEventKind::Leave {
+                    nick: member.nick,
+                    reason: LeaveReason::Quit,
+                });
             }
         }
     }
@@ -305,12 +367,18 @@ impl Room {
         let expired: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, m)| m.away_since.is_some_and(|t| now.saturating_duration_since(t) >= grace))
+            .filter(|(_, m)| {
+                m.away_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= grace)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for key in &expired {
             if let Some(member) = self.members.remove(key) {
-                self.publish(RoomEventKind::Leave { nick: member.nick, reason: LeaveReason::ConnectionLost });
+                self.publish(RoomEventKind::Leave {
+                    nick: member.nick,
+                    reason: LeaveReason::ConnectionLost,
+                });
             }
         }
         expired.len()
@@ -327,9 +395,14 @@ impl Room {
 
     /// Append an event to history and fan it out: sealed once, the same bytes to every member.
     fn publish(&mut self, kind: RoomEventKind) {
-        let event = RoomEvent { seq: self.next_seq, time_ms: now_ms(), kind };
+        let event = RoomEvent {
+            seq: self.next_seq,
+            time_ms: now_ms(),
+            kind,
+        };
         self.next_seq += 1;
-        let sealed = encode_json(&BroadcastMessage::Event(event.clone())).and_then(|json| self.sealer.seal(&json));
+        let sealed = encode_json(&BroadcastMessage::Event(event.clone()))
+            .and_then(|json| self.sealer.seal(&json));
         self.history.push_back(event);
         while self.history.len() > self.config.history {
             self.history.pop_front();
@@ -367,7 +440,15 @@ mod tests {
 
     fn link(conn_id: u64, capacity: usize) -> (MemberLink, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (MemberLink { conn_id, tx, queued_bytes: Arc::default(), cancel: CancellationToken::new() }, rx)
+        (
+            MemberLink {
+                conn_id,
+                tx,
+                queued_bytes: Arc::default(),
+                cancel: CancellationToken::new(),
+            },
+            rx,
+        )
     }
 
     /// Drain a member's queue, opening broadcasts with the key from its welcome.
@@ -382,13 +463,24 @@ mod tests {
 
     impl Inbox {
         fn new(rx: mpsc::Receiver<Outgoing>) -> Self {
-            Self { rx, queued: None, opener: None, events: vec![], private: vec![] }
+            Self {
+                rx,
+                queued: None,
+                opener: None,
+                events: vec![],
+                private: vec![],
+            }
         }
         fn drain(&mut self) {
             while let Ok(item) = self.rx.try_recv() {
                 match item {
                     Outgoing::Session(msg) => {
-                        if let ServerMessage::Welcome { room_key, next_broadcast, .. } = &msg {
+                        if let ServerMessage::Welcome {
+                            room_key,
+                            next_broadcast,
+                            ..
+                        } = &msg
+                        {
                             let key: Key = hex::decode(room_key).unwrap().try_into().unwrap();
                             self.opener = Some(BroadcastOpener::new(&key, *next_broadcast));
                         }
@@ -401,8 +493,12 @@ mod tests {
                         if let Some(queued) = &self.queued {
                             queued.fetch_sub(frame.len(), Ordering::Relaxed);
                         }
-                        let BroadcastMessage::Event(e) =
-                            self.opener.as_mut().unwrap().open(&frame[crate::frame::HEADER_LEN..]).unwrap();
+                        let BroadcastMessage::Event(e) = self
+                            .opener
+                            .as_mut()
+                            .unwrap()
+                            .open(&frame[crate::frame::HEADER_LEN..])
+                            .unwrap();
                         self.events.push(e);
                     }
                     Outgoing::Close => self.private.push(ServerMessage::Pong),
@@ -427,7 +523,10 @@ mod tests {
         let (ben, rx_ben) = link(2, 100);
         let (mut ana_in, mut ben_in) = (Inbox::new(rx_ana), Inbox::new(rx_ben));
         let a = room.join(" Ana ", &"id-a".into(), None, ana).unwrap();
-        assert_eq!((a.key.as_str(), a.nick.as_str(), a.resumed), ("ana", "Ana", false));
+        assert_eq!(
+            (a.key.as_str(), a.nick.as_str(), a.resumed),
+            ("ana", "Ana", false)
+        );
         let b = room.join("Ben", &"id-b".into(), None, ben).unwrap();
         room.say(&a.key, 1, 1, "hola | a: todos".into()).unwrap();
         ana_in.drain();
@@ -436,7 +535,9 @@ mod tests {
         assert_eq!(ben_in.texts(), vec!["hola | a: todos"]);
         assert!(ana_in.private.contains(&ServerMessage::Ack { up_to: 1 }));
         // Ben's welcome listed Ana; Ben's own join came as a live event.
-        assert!(matches!(&ben_in.private[0], ServerMessage::Welcome { online, .. } if online == &vec!["Ana".to_string()]));
+        assert!(
+            matches!(&ben_in.private[0], ServerMessage::Welcome { online, .. } if online == &vec!["Ana".to_string()])
+        );
         assert_eq!(room.online(), vec!["Ana", "Ben"]);
         assert_eq!(b.key, "ben");
     }
@@ -444,9 +545,16 @@ mod tests {
     #[test]
     fn taken_nick_case_insensitive() {
         let mut room = Room::new(RoomConfig::default());
-        room.join("Ana", &"id-a".into(), None, link(1, 10).0).unwrap();
-        assert_eq!(room.join("aNA ", &"id-x".into(), None, link(2, 10).0), Err(NickError::Taken));
-        assert_eq!(room.join("", &"id-x".into(), None, link(2, 10).0), Err(NickError::Empty));
+        room.join("Ana", &"id-a".into(), None, link(1, 10).0)
+            .unwrap();
+        assert_eq!(
+            room.join("aNA ", &"id-x".into(), None, link(2, 10).0),
+            Err(NickError::Taken)
+        );
+        assert_eq!(
+            room.join("", &"id-x".into(), None, link(2, 10).0),
+            Err(NickError::Empty)
+        );
     }
 
     #[test]
@@ -460,8 +568,19 @@ mod tests {
         room.say("ana", 1, 2, "two".into()).unwrap();
         inbox.drain();
         assert_eq!(inbox.texts(), vec!["one", "two"]);
-        let acks: Vec<_> = inbox.private.iter().filter(|m| matches!(m, ServerMessage::Ack { .. })).collect();
-        assert_eq!(acks, vec![&ServerMessage::Ack { up_to: 1 }, &ServerMessage::Ack { up_to: 1 }, &ServerMessage::Ack { up_to: 2 }]);
+        let acks: Vec<_> = inbox
+            .private
+            .iter()
+            .filter(|m| matches!(m, ServerMessage::Ack { .. }))
+            .collect();
+        assert_eq!(
+            acks,
+            vec![
+                &ServerMessage::Ack { up_to: 1 },
+                &ServerMessage::Ack { up_to: 1 },
+                &ServerMessage::Ack { up_to: 2 }
+            ]
+        );
     }
 
     #[test]
@@ -475,21 +594,46 @@ mod tests {
         room.join("ben", &"id-b".into(), None, lb).unwrap();
         room.say("ana", 1, 1, "before".into()).unwrap();
         room.disconnected("ana", 1, t0);
-        assert_eq!(room.say("ana", 1, 2, "late".into()), Err(NotMember::Detached));
+        assert_eq!(
+            room.say("ana", 1, 2, "late".into()),
+            Err(NotMember::Detached)
+        );
         room.say("ben", 2, 1, "while away".into()).unwrap();
         assert_eq!(room.expire_away(t0 + Duration::from_secs(9)), 0);
         // Ana comes back: same client id, resumes after the last seq she saw (3 = her message).
         let (l3, rx3) = link(3, 100);
         let mut ana = Inbox::new(rx3);
-        let resume = Resume { epoch: room.epoch().to_owned(), last_seq: 3 };
+        let resume = Resume {
+            epoch: room.epoch().to_owned(),
+            last_seq: 3,
+        };
         let joined = room.join("ana", &"id-a".into(), Some(&resume), l3).unwrap();
         assert!(joined.resumed);
         ana.drain();
-        assert_eq!(ana.texts(), vec!["while away"], "replay of what she missed, nothing more");
-        assert!(matches!(&ana.private[0], ServerMessage::Welcome { acked_up_to: 1, resync: false, gap: false, .. }));
-        assert_eq!(room.expire_away(t0 + Duration::from_secs(20)), 0, "back in time: no leave");
+        assert_eq!(
+            ana.texts(),
+            vec!["while away"],
+            "replay of what she missed, nothing more"
+        );
+        assert!(matches!(
+            &ana.private[0],
+            ServerMessage::Welcome {
+                acked_up_to: 1,
+                resync: false,
+                gap: false,
+                ..
+            }
+        ));
+        assert_eq!(
+            room.expire_away(t0 + Duration::from_secs(20)),
+            0,
+            "back in time: no leave"
+        );
         ben.drain();
-        assert!(!ben.events.iter().any(|e| matches!(e.kind, RoomEventKind::Leave { .. })));
+        assert!(!ben
+            .events
+            .iter()
+            .any(|e| matches!(e.kind, RoomEventKind::Leave { .. })));
         let joins: Vec<&str> = ben
             .events
             .iter()
@@ -498,25 +642,38 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(joins, vec!["ana", "ben"], "ana's first join (backlog) and ben's own; no re-join");
+        assert_eq!(
+            joins,
+            vec!["ana", "ben"],
+            "ana's first join (backlog) and ben's own; no re-join"
+        );
     }
 
     #[test]
     fn grace_expiry_announces_leave() {
         let mut room = Room::new(RoomConfig::default());
         let t0 = Instant::now();
-        room.join("ana", &"id-a".into(), None, link(1, 100).0).unwrap();
+        room.join("ana", &"id-a".into(), None, link(1, 100).0)
+            .unwrap();
         let (lb, rxb) = link(2, 100);
         let mut ben = Inbox::new(rxb);
         room.join("ben", &"id-b".into(), None, lb).unwrap();
         room.disconnected("ana", 1, t0);
-        assert_eq!(room.online(), vec!["ana", "ben"], "still listed during grace");
+        assert_eq!(
+            room.online(),
+            vec!["ana", "ben"],
+            "still listed during grace"
+        );
         assert_eq!(room.expire_away(t0 + Duration::from_secs(10)), 1);
         assert_eq!(room.online(), vec!["ben"]);
         ben.drain();
-        assert!(matches!(&ben.events.last().unwrap().kind, RoomEventKind::Leave { nick, reason: LeaveReason::ConnectionLost } if nick == "ana"));
+        assert!(
+            matches!(&ben.events.last().unwrap().kind, RoomEventKind::Leave { nick, reason: LeaveReason::ConnectionLost } if nick == "ana")
+        );
         // Anyone may take the nickname now.
-        assert!(room.join("ANA", &"id-other".into(), None, link(3, 10).0).is_ok());
+        assert!(room
+            .join("ANA", &"id-other".into(), None, link(3, 10).0)
+            .is_ok());
     }
 
     #[test]
@@ -524,20 +681,34 @@ mod tests {
         let mut room = Room::new(RoomConfig::default());
         let (old, mut old_rx) = link(1, 100);
         room.join("ana", &"id-a".into(), None, old).unwrap();
-        let joined = room.join("ana", &"id-a".into(), None, link(2, 100).0).unwrap();
+        let joined = room
+            .join("ana", &"id-a".into(), None, link(2, 100).0)
+            .unwrap();
         assert!(joined.resumed);
         let mut saw_replaced = false;
         while let Ok(item) = old_rx.try_recv() {
-            saw_replaced |= matches!(item, Outgoing::Session(ServerMessage::Error { code: ErrorCode::Replaced, .. }));
+            saw_replaced |= matches!(
+                item,
+                Outgoing::Session(ServerMessage::Error {
+                    code: ErrorCode::Replaced,
+                    ..
+                })
+            );
         }
         assert!(saw_replaced);
-        assert_eq!(room.say("ana", 1, 1, "from the ghost".into()), Err(NotMember::Detached));
+        assert_eq!(
+            room.say("ana", 1, 1, "from the ghost".into()),
+            Err(NotMember::Detached)
+        );
         assert!(room.say("ana", 2, 1, "from the live one".into()).is_ok());
     }
 
     #[test]
     fn slow_consumer_is_cut_off_and_others_continue() {
-        let config = RoomConfig { send_queue_bytes: 4096, ..RoomConfig::default() };
+        let config = RoomConfig {
+            send_queue_bytes: 4096,
+            ..RoomConfig::default()
+        };
         let mut room = Room::new(config);
         let (slow, _slow_rx) = link(1, 10_000);
         let slow_cancel = slow.cancel.clone();
@@ -557,25 +728,46 @@ mod tests {
 
     #[test]
     fn new_epoch_means_resync_and_history_is_bounded() {
-        let config = RoomConfig { history: 5, backlog: 3, ..RoomConfig::default() };
+        let config = RoomConfig {
+            history: 5,
+            backlog: 3,
+            ..RoomConfig::default()
+        };
         let mut room = Room::new(config);
-        room.join("ana", &"id-a".into(), None, link(1, 100).0).unwrap();
+        room.join("ana", &"id-a".into(), None, link(1, 100).0)
+            .unwrap();
         for i in 1..=10 {
             room.say("ana", 1, i, format!("m{i}")).unwrap();
         }
         let (l, rx) = link(2, 100);
         let mut ben = Inbox::new(rx);
-        let stale = Resume { epoch: "an old epoch".into(), last_seq: 7 };
+        let stale = Resume {
+            epoch: "an old epoch".into(),
+            last_seq: 7,
+        };
         room.join("ben", &"id-b".into(), Some(&stale), l).unwrap();
         ben.drain();
-        assert!(matches!(&ben.private[0], ServerMessage::Welcome { resync: true, .. }));
+        assert!(matches!(
+            &ben.private[0],
+            ServerMessage::Welcome { resync: true, .. }
+        ));
         assert_eq!(ben.texts(), vec!["m8", "m9", "m10"], "backlog of 3");
         let (l, rx) = link(3, 100);
         let mut cat = Inbox::new(rx);
-        let old = Resume { epoch: room.epoch().to_owned(), last_seq: 1 };
+        let old = Resume {
+            epoch: room.epoch().to_owned(),
+            last_seq: 1,
+        };
         room.join("cat", &"id-c".into(), Some(&old), l).unwrap();
         cat.drain();
-        assert!(matches!(&cat.private[0], ServerMessage::Welcome { gap: true, .. }));
-        assert_eq!(cat.events.first().map(|e| e.seq), Some(8), "oldest kept of 5: seqs 8..=12");
+        assert!(matches!(
+            &cat.private[0],
+            ServerMessage::Welcome { gap: true, .. }
+        ));
+        assert_eq!(
+            cat.events.first().map(|e| e.seq),
+            Some(8),
+            "oldest kept of 5: seqs 8..=12"
+        );
     }
 }

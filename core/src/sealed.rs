@@ -32,7 +32,9 @@ pub enum SealError {
     Encode(String),
     #[error("message could not be decoded: {0}")]
     Decode(String),
-    #[error("broadcast counter {got} where {expected} was expected (replayed, dropped or reordered)")]
+    #[error(
+        "broadcast counter {got} where {expected} was expected (replayed, dropped or reordered)"
+    )]
     OutOfOrder { expected: u64, got: u64 },
     #[error("broadcast frame too short")]
     Short,
@@ -44,7 +46,11 @@ pub fn encode_json(message: &impl Serialize) -> Result<Vec<u8>, SealError> {
 }
 
 /// Seal already-encoded plaintext as a `Session` frame appended to `out`.
-pub fn seal_session_bytes(cipher: &mut CipherState, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), SealError> {
+pub fn seal_session_bytes(
+    cipher: &mut CipherState,
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), SealError> {
     if plaintext.len() > MAX_SESSION_PLAINTEXT {
         return Err(SealError::TooLarge(plaintext.len()));
     }
@@ -62,12 +68,19 @@ pub fn seal_session_bytes(cipher: &mut CipherState, plaintext: &[u8], out: &mut 
 }
 
 /// Seal `message` as a `Session` frame appended to `out`.
-pub fn seal_session(cipher: &mut CipherState, message: &impl Serialize, out: &mut Vec<u8>) -> Result<(), SealError> {
+pub fn seal_session(
+    cipher: &mut CipherState,
+    message: &impl Serialize,
+    out: &mut Vec<u8>,
+) -> Result<(), SealError> {
     seal_session_bytes(cipher, &encode_json(message)?, out)
 }
 
 /// Open the body of a `Session` frame.
-pub fn open_session<T: DeserializeOwned>(cipher: &mut CipherState, body: &[u8]) -> Result<T, SealError> {
+pub fn open_session<T: DeserializeOwned>(
+    cipher: &mut CipherState,
+    body: &[u8],
+) -> Result<T, SealError> {
     let head = frame::header(FrameKind::Session, body.len());
     let plaintext = cipher.open(&head, body)?;
     serde_json::from_slice(&plaintext).map_err(|e| SealError::Decode(e.to_string()))
@@ -81,7 +94,10 @@ pub struct BroadcastSealer {
 
 impl BroadcastSealer {
     pub fn new(key: &Key, first_counter: u64) -> Self {
-        Self { aead: ChaCha20Poly1305::new(key.into()), next: first_counter }
+        Self {
+            aead: ChaCha20Poly1305::new(key.into()),
+            next: first_counter,
+        }
     }
 
     /// The counter the next broadcast will carry.
@@ -118,7 +134,10 @@ pub struct BroadcastOpener {
 
 impl BroadcastOpener {
     pub fn new(key: &Key, expected: u64) -> Self {
-        Self { aead: ChaCha20Poly1305::new(key.into()), expected }
+        Self {
+            aead: ChaCha20Poly1305::new(key.into()),
+            expected,
+        }
     }
 
     /// Open the body of a `Broadcast` frame; it must carry exactly the next counter.
@@ -131,7 +150,10 @@ impl BroadcastOpener {
         counter.copy_from_slice(counter_bytes);
         let counter = u64::from_be_bytes(counter);
         if counter != self.expected {
-            return Err(SealError::OutOfOrder { expected: self.expected, got: counter });
+            return Err(SealError::OutOfOrder {
+                expected: self.expected,
+                got: counter,
+            });
         }
         let mut ad = [0u8; HEADER_LEN + COUNTER_LEN];
         ad[..HEADER_LEN].copy_from_slice(&frame::header(FrameKind::Broadcast, body.len()));
@@ -171,7 +193,10 @@ mod tests {
         let (frame, _) = decode(&wire, MAX_BODY).unwrap().unwrap();
         let head = frame::header(FrameKind::Session, frame.body.len());
         assert_ne!(head[0], wire[0]);
-        assert!(matches!(rx.open(&wire[..HEADER_LEN], frame.body), Err(CryptoError::Integrity)));
+        assert!(matches!(
+            rx.open(&wire[..HEADER_LEN], frame.body),
+            Err(CryptoError::Integrity)
+        ));
     }
 
     #[test]
@@ -195,9 +220,21 @@ mod tests {
         let f6 = sealer.seal(b"\"six\"").unwrap();
         let body = |f: &[u8]| f[HEADER_LEN..].to_vec();
         let mut member = BroadcastOpener::new(&key, 5);
-        assert!(matches!(member.open::<String>(&body(&f6)), Err(SealError::OutOfOrder { expected: 5, got: 6 })));
+        assert!(matches!(
+            member.open::<String>(&body(&f6)),
+            Err(SealError::OutOfOrder {
+                expected: 5,
+                got: 6
+            })
+        ));
         assert_eq!(member.open::<String>(&body(&f5)).unwrap(), "five");
-        assert!(matches!(member.open::<String>(&body(&f5)), Err(SealError::OutOfOrder { .. })), "replay");
+        assert!(
+            matches!(
+                member.open::<String>(&body(&f5)),
+                Err(SealError::OutOfOrder { .. })
+            ),
+            "replay"
+        );
         assert_eq!(member.open::<String>(&body(&f6)).unwrap(), "six");
     }
 
@@ -209,7 +246,10 @@ mod tests {
             let mut bad = frame[HEADER_LEN..].to_vec();
             bad[i - HEADER_LEN] ^= 0x20;
             let mut member = BroadcastOpener::new(&key, 0);
-            assert!(matches!(member.open::<String>(&bad), Err(SealError::Crypto(CryptoError::Integrity))));
+            assert!(matches!(
+                member.open::<String>(&bad),
+                Err(SealError::Crypto(CryptoError::Integrity))
+            ));
         }
         let mut wrong_key = BroadcastOpener::new(&[8u8; 32], 0);
         assert!(wrong_key.open::<String>(&frame[HEADER_LEN..]).is_err());

@@ -78,7 +78,9 @@ struct Shared {
 impl Shared {
     fn room(&self) -> MutexGuard<'_, Room> {
         // A panic while holding the lock would be a bug; keep serving with the data as it is.
-        self.room.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.room
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -90,19 +92,36 @@ pub struct Server {
 
 impl Server {
     /// Bind `addr` and derive the room key from `passphrase` (once, for the process lifetime).
-    pub async fn bind(addr: &str, passphrase: &str, config: ServerConfig) -> Result<Self, ServerError> {
+    pub async fn bind(
+        addr: &str,
+        passphrase: &str,
+        config: ServerConfig,
+    ) -> Result<Self, ServerError> {
         let listener = TcpListener::bind(addr).await?;
         Self::with_listener(listener, passphrase, config).await
     }
 
-    pub async fn with_listener(listener: TcpListener, passphrase: &str, config: ServerConfig) -> Result<Self, ServerError> {
+    pub async fn with_listener(
+        listener: TcpListener,
+        passphrase: &str,
+        config: ServerConfig,
+    ) -> Result<Self, ServerError> {
         let passphrase = passphrase::normalize(passphrase)?.to_owned();
         let salt = passphrase::random_salt();
         let psk = tokio::task::spawn_blocking(move || passphrase::derive_psk(&passphrase, &salt))
             .await
             .map_err(|e| ServerError::Kdf(e.to_string()))??;
         let room = Mutex::new(Room::new(config.room.clone()));
-        Ok(Self { listener, shared: Arc::new(Shared { config, salt, psk, room, next_conn_id: AtomicU64::new(1) }) })
+        Ok(Self {
+            listener,
+            shared: Arc::new(Shared {
+                config,
+                salt,
+                psk,
+                room,
+                next_conn_id: AtomicU64::new(1),
+            }),
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -151,7 +170,11 @@ impl Server {
                     warn!(%peer, "connection limit reached; refusing");
                     tasks.spawn(async move {
                         let mut stream = stream;
-                        let _ = tokio::time::timeout(Duration::from_secs(1), conn::send_reject(&mut stream, RejectCode::ServerFull)).await;
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            conn::send_reject(&mut stream, RejectCode::ServerFull),
+                        )
+                        .await;
                     });
                 }
             }
@@ -162,9 +185,15 @@ impl Server {
         tasks.close();
         // Members get the notice and close their side; give them a moment, then cut the rest
         // (connections still handshaking or not reading).
-        if tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), tasks.wait())
+            .await
+            .is_err()
+        {
             stop.cancel();
-            if tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(1), tasks.wait())
+                .await
+                .is_err()
+            {
                 warn!("some connections did not close in time");
             }
         }
@@ -183,7 +212,12 @@ async fn expire_away_members(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-async fn handle_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+async fn handle_connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
     let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let (read_half, mut write_half) = stream.into_split();
     let mut reader = FrameReader::new(read_half);
@@ -206,21 +240,43 @@ async fn handle_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketA
     debug!(%peer, conn = conn_id, "handshake complete");
 
     let (tx, rx) = mpsc::channel(shared.config.send_queue_items);
-    let link = MemberLink { conn_id, tx, queued_bytes: Arc::new(AtomicUsize::new(0)), cancel: stop.child_token() };
-    let writer = tokio::spawn(write_loop(write_half, keys.send, rx, link.queued_bytes.clone(), link.cancel.clone()));
-    let mut handler = Handler { shared: shared.clone(), peer, link: link.clone(), recv: keys.recv, member: None };
+    let link = MemberLink {
+        conn_id,
+        tx,
+        queued_bytes: Arc::new(AtomicUsize::new(0)),
+        cancel: stop.child_token(),
+    };
+    let writer = tokio::spawn(write_loop(
+        write_half,
+        keys.send,
+        rx,
+        link.queued_bytes.clone(),
+        link.cancel.clone(),
+    ));
+    let mut handler = Handler {
+        shared: shared.clone(),
+        peer,
+        link: link.clone(),
+        recv: keys.recv,
+        member: None,
+    };
     let end = handler.read_loop(&mut reader).await;
     match &end {
         Ok(()) => {}
         Err(e) if e.is_integrity_failure() => {
             warn!(%peer, conn = conn_id, error = %e, "integrity check failed; closing");
-            link.close_with(ErrorCode::Integrity, "a frame from you failed its integrity check");
+            link.close_with(
+                ErrorCode::Integrity,
+                "a frame from you failed its integrity check",
+            );
         }
         Err(HandlerError::Protocol(why)) => {
             info!(%peer, conn = conn_id, why, "protocol violation; closing");
             link.close_with(ErrorCode::Protocol, why);
         }
-        Err(HandlerError::JoinTimeout) => link.close_with(ErrorCode::Timeout, "no nickname chosen in time"),
+        Err(HandlerError::JoinTimeout) => {
+            link.close_with(ErrorCode::Timeout, "no nickname chosen in time")
+        }
         Err(e) => debug!(%peer, conn = conn_id, error = %e, "connection ended"),
     }
     if let Some(key) = &handler.member {
@@ -235,7 +291,10 @@ async fn handle_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketA
     drop(link.tx);
     // Let the writer flush a final error frame, but not forever.
     let cancel = link.cancel.clone();
-    if tokio::time::timeout(Duration::from_secs(2), writer).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), writer)
+        .await
+        .is_err()
+    {
         cancel.cancel();
     }
 }
@@ -278,7 +337,10 @@ struct Handler {
 }
 
 impl Handler {
-    async fn read_loop(&mut self, reader: &mut FrameReader<OwnedReadHalf>) -> Result<(), HandlerError> {
+    async fn read_loop(
+        &mut self,
+        reader: &mut FrameReader<OwnedReadHalf>,
+    ) -> Result<(), HandlerError> {
         let join_deadline = tokio::time::Instant::now() + self.shared.config.join_timeout;
         loop {
             let idle = tokio::time::sleep(self.shared.config.idle_timeout);
@@ -288,13 +350,19 @@ impl Handler {
                 _ = idle => return Err(HandlerError::Idle),
                 frame = reader.read_frame(MAX_BODY) => frame?,
             };
-            let Some((kind, body)) = frame else { return Ok(()) };
+            let Some((kind, body)) = frame else {
+                return Ok(());
+            };
             if kind != FrameKind::Session {
-                return Err(HandlerError::Protocol("only session frames are allowed after the handshake"));
+                return Err(HandlerError::Protocol(
+                    "only session frames are allowed after the handshake",
+                ));
             }
             let message: ClientMessage = match sealed::open_session(&mut self.recv, &body) {
                 Ok(message) => message,
-                Err(sealed::SealError::Decode(_)) => return Err(HandlerError::Protocol("undecodable message")),
+                Err(sealed::SealError::Decode(_)) => {
+                    return Err(HandlerError::Protocol("undecodable message"))
+                }
                 Err(e) => return Err(ConnError::from(e).into()),
             };
             self.handle(message)?;
@@ -304,9 +372,18 @@ impl Handler {
     fn handle(&mut self, message: ClientMessage) -> Result<(), HandlerError> {
         let conn_id = self.link.conn_id;
         match (message, &self.member) {
-            (ClientMessage::Join { nick, client_id, resume }, None) => {
+            (
+                ClientMessage::Join {
+                    nick,
+                    client_id,
+                    resume,
+                },
+                None,
+            ) => {
                 if client_id.len() < 16 || client_id.len() > 64 {
-                    return Err(HandlerError::Protocol("client id must be 16 to 64 characters"));
+                    return Err(HandlerError::Protocol(
+                        "client id must be 16 to 64 characters",
+                    ));
                 }
                 let mut room = self.shared.room();
                 match room.join(&nick, &client_id, resume.as_ref(), self.link.clone()) {
@@ -317,19 +394,40 @@ impl Handler {
                     Err(reason) => {
                         debug!(peer = %self.peer, %nick, %reason, "nickname refused");
                         drop(room);
-                        let _ = self.link.tx.try_send(Outgoing::Session(ServerMessage::NickRejected { nick, reason }));
+                        let _ =
+                            self.link
+                                .tx
+                                .try_send(Outgoing::Session(ServerMessage::NickRejected {
+                                    nick,
+                                    reason,
+                                }));
                     }
                 }
             }
-            (ClientMessage::Join { .. }, Some(_)) => return Err(HandlerError::Protocol("already joined")),
-            (ClientMessage::Ping, None) => {
-                let _ = self.link.tx.try_send(Outgoing::Session(ServerMessage::Pong));
+            (ClientMessage::Join { .. }, Some(_)) => {
+                return Err(HandlerError::Protocol("already joined"))
             }
-            (ClientMessage::Ping, Some(key)) => self.shared.room().reply(key, conn_id, ServerMessage::Pong)?,
-            (ClientMessage::Say { .. }, None) => return Err(HandlerError::Protocol("message before joining")),
+            (ClientMessage::Ping, None) => {
+                let _ = self
+                    .link
+                    .tx
+                    .try_send(Outgoing::Session(ServerMessage::Pong));
+            }
+            (ClientMessage::Ping, Some(key)) => {
+                self.shared
+                    .room()
+                    .reply(key, conn_id, ServerMessage::Pong)?
+            }
+            (ClientMessage::Say { .. }, None) => {
+                return Err(HandlerError::Protocol("message before joining"))
+            }
             (ClientMessage::Say { id, text }, Some(key)) => match validate_message(&text) {
                 Ok(text) => self.shared.room().say(key, conn_id, id, text)?,
-                Err(reason) => self.shared.room().reply(key, conn_id, ServerMessage::MessageRejected { id, reason })?,
+                Err(reason) => self.shared.room().reply(
+                    key,
+                    conn_id,
+                    ServerMessage::MessageRejected { id, reason },
+                )?,
             },
             (ClientMessage::Leave, Some(key)) => {
                 self.shared.room().leave(key, conn_id);
@@ -349,9 +447,16 @@ fn history_chunks(events: Vec<RoomEvent>) -> Vec<Vec<u8>> {
     let mut current: Vec<RoomEvent> = Vec::new();
     let mut size = ENVELOPE;
     for event in events {
-        let len = serde_json::to_vec(&event).map(|v| v.len() + 1).unwrap_or(MAX_SESSION_PLAINTEXT);
+        let len = serde_json::to_vec(&event)
+            .map(|v| v.len() + 1)
+            .unwrap_or(MAX_SESSION_PLAINTEXT);
         if !current.is_empty() && size + len > MAX_SESSION_PLAINTEXT {
-            chunks.extend(sealed::encode_json(&ServerMessage::History { events: std::mem::take(&mut current) }).ok());
+            chunks.extend(
+                sealed::encode_json(&ServerMessage::History {
+                    events: std::mem::take(&mut current),
+                })
+                .ok(),
+            );
             size = ENVELOPE;
         }
         size += len;
@@ -433,7 +538,11 @@ mod tests {
             .map(|seq| RoomEvent {
                 seq,
                 time_ms: 0,
-                kind: RoomEventKind::Message { from: "a".into(), text: "é".repeat(4000), msg_id: seq },
+                kind: RoomEventKind::Message {
+                    from: "a".into(),
+                    text: "é".repeat(4000),
+                    msg_id: seq,
+                },
             })
             .collect();
         let chunks = history_chunks(events);
@@ -441,7 +550,9 @@ mod tests {
         let mut seqs = Vec::new();
         for chunk in &chunks {
             assert!(chunk.len() <= MAX_SESSION_PLAINTEXT);
-            let ServerMessage::History { events } = serde_json::from_slice(chunk).unwrap() else { panic!() };
+            let ServerMessage::History { events } = serde_json::from_slice(chunk).unwrap() else {
+                panic!()
+            };
             seqs.extend(events.into_iter().map(|e| e.seq));
         }
         assert_eq!(seqs, (1..=40).collect::<Vec<_>>());

@@ -85,7 +85,10 @@ pub fn validate_message(raw: &str) -> Result<String, MessageTextError> {
         return Err(MessageTextError::TooLong);
     }
     let text = text.replace("\r\n", "\n");
-    if text.chars().any(|c| (c.is_control() && c != '\n' && c != '\t') || is_invisible(c) && c != '\u{200D}') {
+    if text
+        .chars()
+        .any(|c| (c.is_control() && c != '\n' && c != '\t') || is_invisible(c) && c != '\u{200D}')
+    {
         return Err(MessageTextError::InvisibleCharacters);
     }
     Ok(text)
@@ -99,14 +102,30 @@ mod tests {
     fn nick_rules() {
         assert_eq!(validate_nick("  ana  "), Ok("ana".into()));
         assert_eq!(validate_nick("Ana María"), Ok("Ana María".into()));
-        assert_eq!(validate_nick("a|b:c\"<b>"), Ok("a|b:c\"<b>".into()), "punctuation is just text");
+        assert_eq!(
+            validate_nick("a|b:c\"<b>"),
+            Ok("a|b:c\"<b>".into()),
+            "punctuation is just text"
+        );
         assert_eq!(validate_nick(""), Err(NickError::Empty));
         assert_eq!(validate_nick(" \t "), Err(NickError::Empty));
         assert_eq!(validate_nick(&"x".repeat(33)), Err(NickError::TooLong));
-        assert_eq!(validate_nick(&"é".repeat(32)).map(|n| n.chars().count()), Ok(32));
-        assert_eq!(validate_nick("bob\u{200B}"), Err(NickError::InvisibleCharacters));
-        assert_eq!(validate_nick("bo\u{202E}b"), Err(NickError::InvisibleCharacters));
-        assert_eq!(validate_nick("bob\x1b[31m"), Err(NickError::InvisibleCharacters));
+        assert_eq!(
+            validate_nick(&"é".repeat(32)).map(|n| n.chars().count()),
+            Ok(32)
+        );
+        assert_eq!(
+            validate_nick("bob\u{200B}"),
+            Err(NickError::InvisibleCharacters)
+        );
+        assert_eq!(
+            validate_nick("bo\u{202E}b"),
+            Err(NickError::InvisibleCharacters)
+        );
+        assert_eq!(
+            validate_nick("bob\x1b[31m"),
+            Err(NickError::InvisibleCharacters)
+        );
         assert_eq!(validate_nick("bo\nb"), Err(NickError::InvisibleCharacters));
         assert_eq!(validate_nick("bo  b"), Err(NickError::BadWhitespace));
         assert_eq!(validate_nick("bo\u{00A0}b"), Err(NickError::BadWhitespace));
@@ -121,13 +140,31 @@ mod tests {
 
     #[test]
     fn message_rules() {
-        assert_eq!(validate_message("hello | world: \"<b>x</b>\""), Ok("hello | world: \"<b>x</b>\"".into()));
-        assert_eq!(validate_message("line one\r\nline two\n"), Ok("line one\nline two".into()));
-        assert_eq!(validate_message("👩‍💻 emoji with joiner"), Ok("👩‍💻 emoji with joiner".into()));
+        assert_eq!(
+            validate_message("hello | world: \"<b>x</b>\""),
+            Ok("hello | world: \"<b>x</b>\"".into())
+        );
+        assert_eq!(
+            validate_message("line one\r\nline two\n"),
+            Ok("line one\nline two".into())
+        );
+        assert_eq!(
+            validate_message("👩‍💻 emoji with joiner"),
+            Ok("👩‍💻 emoji with joiner".into())
+        );
         assert_eq!(validate_message("\n  \n"), Err(MessageTextError::Empty));
-        assert_eq!(validate_message("a\x1b]0;pwned\x07"), Err(MessageTextError::InvisibleCharacters));
-        assert_eq!(validate_message("evil\u{202E}txt"), Err(MessageTextError::InvisibleCharacters));
-        assert_eq!(validate_message(&"x".repeat(MAX_MESSAGE_BYTES + 1)), Err(MessageTextError::TooLong));
+        assert_eq!(
+            validate_message("a\x1b]0;pwned\x07"),
+            Err(MessageTextError::InvisibleCharacters)
+        );
+        assert_eq!(
+            validate_message("evil\u{202E}txt"),
+            Err(MessageTextError::InvisibleCharacters)
+        );
+        assert_eq!(
+            validate_message(&"x".repeat(MAX_MESSAGE_BYTES + 1)),
+            Err(MessageTextError::TooLong)
+        );
         assert!(validate_message(&"x".repeat(MAX_MESSAGE_BYTES)).is_ok());
     }
 }

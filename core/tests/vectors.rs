@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 use tertulia_core::cipher::CipherState;
 use tertulia_core::conn::{hello_body, prologue};
 use tertulia_core::handshake::{Initiator, Responder};
-use tertulia_core::message::{BroadcastMessage, ClientMessage, RoomEvent, RoomEventKind, ServerMessage};
+use tertulia_core::message::{
+    BroadcastMessage, ClientMessage, RoomEvent, RoomEventKind, ServerMessage,
+};
 use tertulia_core::passphrase::derive_psk;
 use tertulia_core::sealed::{seal_session, BroadcastSealer};
 use x25519_dalek::StaticSecret;
@@ -39,7 +41,11 @@ fn inputs() -> Inputs {
 }
 
 fn join_message() -> ClientMessage {
-    ClientMessage::Join { nick: "ana".into(), client_id: "00112233445566778899aabbccddeeff".into(), resume: None }
+    ClientMessage::Join {
+        nick: "ana".into(),
+        client_id: "00112233445566778899aabbccddeeff".into(),
+        resume: None,
+    }
 }
 
 /// Compute every vector with this crate's implementation.
@@ -48,19 +54,25 @@ fn compute() -> Value {
     let psk = derive_psk(PASSPHRASE, &i.salt).expect("kdf");
     let hello = hello_body(&i.salt);
     let prologue = prologue(&hello);
-    let (waiting, msg1) = Initiator::with_ephemeral(&psk, &prologue, StaticSecret::from(i.client_ephemeral))
-        .write_message(&[])
-        .expect("msg1");
-    let (ready, _) = Responder::with_ephemeral(&psk, &prologue, StaticSecret::from(i.server_ephemeral))
-        .read_message(&msg1)
-        .expect("read msg1");
+    let (waiting, msg1) =
+        Initiator::with_ephemeral(&psk, &prologue, StaticSecret::from(i.client_ephemeral))
+            .write_message(&[])
+            .expect("msg1");
+    let (ready, _) =
+        Responder::with_ephemeral(&psk, &prologue, StaticSecret::from(i.server_ephemeral))
+            .read_message(&msg1)
+            .expect("read msg1");
     let (mut server, msg2) = ready.write_message(&[]).expect("msg2");
     let (mut client, _) = waiting.read_message(&msg2).expect("read msg2");
     let mut c2s = Vec::new();
     seal_session(&mut client.send, &join_message(), &mut c2s).expect("seal");
     let mut s2c = Vec::new();
     seal_session(&mut server.send, &ServerMessage::Ack { up_to: 1 }, &mut s2c).expect("seal");
-    let event = BroadcastMessage::Event(RoomEvent { seq: 1, time_ms: 0, kind: RoomEventKind::Join { nick: "ana".into() } });
+    let event = BroadcastMessage::Event(RoomEvent {
+        seq: 1,
+        time_ms: 0,
+        kind: RoomEventKind::Join { nick: "ana".into() },
+    });
     let broadcast = BroadcastSealer::new(&i.broadcast_key, 7)
         .seal(&serde_json::to_vec(&event).expect("json"))
         .expect("seal broadcast");
@@ -91,7 +103,12 @@ fn stored() -> Value {
 fn implementation_matches_stored_vectors() {
     let computed = compute();
     let stored = stored();
-    assert_eq!(computed, stored, "computed vectors:\n{}", serde_json::to_string_pretty(&computed).unwrap_or_default());
+    assert_eq!(
+        computed,
+        stored,
+        "computed vectors:\n{}",
+        serde_json::to_string_pretty(&computed).unwrap_or_default()
+    );
 }
 
 #[test]
@@ -102,16 +119,22 @@ fn stored_vectors_open_correctly() {
     // expected messages.
     let psk = arr32(hex_of("psk"));
     let prologue = hex_of("prologue");
-    let (ready, _) = Responder::with_ephemeral(&psk, &prologue, StaticSecret::from(arr32(hex_of("server_ephemeral_private"))))
-        .read_message(&hex_of("noise_message_1"))
-        .expect("stored message 1 authenticates");
+    let (ready, _) = Responder::with_ephemeral(
+        &psk,
+        &prologue,
+        StaticSecret::from(arr32(hex_of("server_ephemeral_private"))),
+    )
+    .read_message(&hex_of("noise_message_1"))
+    .expect("stored message 1 authenticates");
     let (mut server, msg2) = ready.write_message(&[]).expect("msg2");
     assert_eq!(msg2, hex_of("noise_message_2"));
     let frame = hex_of("client_join_frame");
-    let join: ClientMessage = tertulia_core::sealed::open_session(&mut server.recv, &frame[5..]).expect("open join");
+    let join: ClientMessage =
+        tertulia_core::sealed::open_session(&mut server.recv, &frame[5..]).expect("open join");
     assert_eq!(join, join_message());
     let broadcast = hex_of("broadcast_frame");
-    let mut opener = tertulia_core::sealed::BroadcastOpener::new(&arr32(hex_of("broadcast_key")), 7);
+    let mut opener =
+        tertulia_core::sealed::BroadcastOpener::new(&arr32(hex_of("broadcast_key")), 7);
     let BroadcastMessage::Event(event) = opener.open(&broadcast[5..]).expect("open broadcast");
     assert_eq!(event.kind, RoomEventKind::Join { nick: "ana".into() });
 }
@@ -120,7 +143,9 @@ fn stored_vectors_open_correctly() {
 fn snow_produces_the_same_handshake_bytes() {
     let v = stored();
     let hex_of = |k: &str| hex::decode(v[k].as_str().expect("hex string")).expect("hex");
-    let params: snow::params::NoiseParams = "Noise_NNpsk0_25519_ChaChaPoly_SHA256".parse().expect("params");
+    let params: snow::params::NoiseParams = "Noise_NNpsk0_25519_ChaChaPoly_SHA256"
+        .parse()
+        .expect("params");
     let psk = hex_of("psk");
     let prologue = hex_of("prologue");
     let client_e = hex_of("client_ephemeral_private");
@@ -141,12 +166,17 @@ fn snow_produces_the_same_handshake_bytes() {
     let n1 = init.write_message(&[], &mut m1).expect("snow msg1");
     assert_eq!(&m1[..n1], hex_of("noise_message_1").as_slice());
     let mut scratch = [0u8; 256];
-    resp.read_message(&m1[..n1], &mut scratch).expect("snow reads msg1");
+    resp.read_message(&m1[..n1], &mut scratch)
+        .expect("snow reads msg1");
     let mut m2 = [0u8; 256];
     let n2 = resp.write_message(&[], &mut m2).expect("snow msg2");
     assert_eq!(&m2[..n2], hex_of("noise_message_2").as_slice());
-    init.read_message(&m2[..n2], &mut scratch).expect("snow reads msg2");
-    assert_eq!(init.get_handshake_hash(), hex_of("handshake_hash").as_slice());
+    init.read_message(&m2[..n2], &mut scratch)
+        .expect("snow reads msg2");
+    assert_eq!(
+        init.get_handshake_hash(),
+        hex_of("handshake_hash").as_slice()
+    );
     // The first transport message of each side, with empty associated data, matches our
     // CipherState with the same keys: the split is identical.
     let mut snow_t = init.into_transport_mode().expect("transport");
@@ -168,7 +198,10 @@ fn protocol_document_quotes_the_vectors() {
             // Long hex values are wrapped in the document; compare without whitespace.
             let flat: String = doc.split_whitespace().collect();
             let text_flat: String = text.split_whitespace().collect();
-            assert!(flat.contains(&text_flat), "docs/PROTOCOL.md does not quote vector {name} = {text}");
+            assert!(
+                flat.contains(&text_flat),
+                "docs/PROTOCOL.md does not quote vector {name} = {text}"
+            );
         }
     }
 }
@@ -176,5 +209,8 @@ fn protocol_document_quotes_the_vectors() {
 #[test]
 #[ignore = "prints freshly computed vectors; run with --ignored to regenerate testdata/vectors.json"]
 fn print_vectors() {
-    println!("{}", serde_json::to_string_pretty(&compute()).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&compute()).unwrap_or_default()
+    );
 }

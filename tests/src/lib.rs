@@ -23,9 +23,16 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// Path of a workspace binary next to the test executable (`target/<profile>/NAME`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target directory");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
     let path = dir.join(name);
-    assert!(path.exists(), "{} not found: build the binaries first (cargo build --bins, or make test)", path.display());
+    assert!(
+        path.exists(),
+        "{} not found: build the binaries first (cargo build --bins, or make test)",
+        path.display()
+    );
     path
 }
 
@@ -77,7 +84,12 @@ impl ServerProcess {
                 }
             }
         });
-        Self { child, addr, stderr, _stderr_task: task }
+        Self {
+            child,
+            addr,
+            stderr,
+            _stderr_task: task,
+        }
     }
 
     /// Everything the server has logged so far.
@@ -89,7 +101,11 @@ impl ServerProcess {
     pub async fn wait_for_log(&self, needle: &str) {
         let deadline = tokio::time::Instant::now() + WAIT;
         while !self.log().contains(needle) {
-            assert!(tokio::time::Instant::now() < deadline, "server never logged {needle:?}; log:\n{}", self.log());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server never logged {needle:?}; log:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -97,9 +113,15 @@ impl ServerProcess {
     /// SIGTERM, then wait for the process to exit; returns its exit status code.
     pub async fn terminate(mut self) -> Option<i32> {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
         }
-        let status = tokio::time::timeout(WAIT, self.child.wait()).await.expect("server did not stop").expect("wait");
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("server did not stop")
+            .expect("wait");
         status.code()
     }
 }
@@ -134,19 +156,29 @@ impl ChatProcess {
         let (tx, events) = mpsc::channel(100_000);
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
                 if tx.send(value).await.is_err() {
                     break;
                 }
             }
         });
-        Self { nick: nick.to_owned(), child, stdin, events, seen: Vec::new() }
+        Self {
+            nick: nick.to_owned(),
+            child,
+            stdin,
+            events,
+            seen: Vec::new(),
+        }
     }
 
     /// Send one message line.
     pub async fn say(&mut self, text: &str) {
         let stdin = self.stdin.as_mut().expect("stdin still open");
-        stdin.write_all(text.as_bytes()).await.expect("write to chat stdin");
+        stdin
+            .write_all(text.as_bytes())
+            .await
+            .expect("write to chat stdin");
         stdin.write_all(b"\n").await.expect("write to chat stdin");
         stdin.flush().await.expect("flush chat stdin");
     }
@@ -171,8 +203,14 @@ impl ChatProcess {
                         return event;
                     }
                 }
-                Ok(None) => panic!("{}: output ended while waiting for {what}; saw: {:#?}", self.nick, self.seen),
-                Err(_) => panic!("{}: timed out waiting for {what}; saw: {:#?}", self.nick, self.seen),
+                Ok(None) => panic!(
+                    "{}: output ended while waiting for {what}; saw: {:#?}",
+                    self.nick, self.seen
+                ),
+                Err(_) => panic!(
+                    "{}: timed out waiting for {what}; saw: {:#?}",
+                    self.nick, self.seen
+                ),
             }
         }
     }
@@ -183,7 +221,10 @@ impl ChatProcess {
         while self.seen.iter().filter(|e| e["type"] == kind).count() < count {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(event)) => self.seen.push(event),
-                _ => panic!("{}: never saw {count} {kind} events; saw: {:#?}", self.nick, self.seen),
+                _ => panic!(
+                    "{}: never saw {count} {kind} events; saw: {:#?}",
+                    self.nick, self.seen
+                ),
             }
         }
     }
@@ -203,8 +244,16 @@ impl ChatProcess {
             }
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(event)) => self.seen.push(event),
-                Ok(None) => panic!("{}: output ended with {} of {count} messages from {from}", self.nick, texts.len()),
-                Err(_) => panic!("{}: timed out with {} of {count} messages from {from}: {texts:?}", self.nick, texts.len()),
+                Ok(None) => panic!(
+                    "{}: output ended with {} of {count} messages from {from}",
+                    self.nick,
+                    texts.len()
+                ),
+                Err(_) => panic!(
+                    "{}: timed out with {} of {count} messages from {from}: {texts:?}",
+                    self.nick,
+                    texts.len()
+                ),
             }
         }
     }
@@ -233,7 +282,9 @@ impl ChatProcess {
             .unwrap_or_else(|_| panic!("{} did not exit; saw: {:#?}", self.nick, self.seen))
             .expect("wait");
         // Pick up the last events printed before exit.
-        while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), self.events.recv()).await {
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(200), self.events.recv()).await
+        {
             self.seen.push(event);
         }
         status.code()
@@ -278,14 +329,22 @@ impl Proxy {
         let shared = state.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(upstream).await else { continue };
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
                 let flips = {
                     let mut st = shared.lock().expect("proxy state");
                     st.connections += 1;
                     std::mem::take(&mut st.flip)
                 };
-                let c2s = flips.iter().find(|(d, _)| *d == Direction::ClientToServer).map(|(_, n)| *n);
-                let s2c = flips.iter().find(|(d, _)| *d == Direction::ServerToClient).map(|(_, n)| *n);
+                let c2s = flips
+                    .iter()
+                    .find(|(d, _)| *d == Direction::ClientToServer)
+                    .map(|(_, n)| *n);
+                let s2c = flips
+                    .iter()
+                    .find(|(d, _)| *d == Direction::ServerToClient)
+                    .map(|(_, n)| *n);
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
                 let up = tokio::spawn(pump(cr, sw, c2s));
@@ -302,7 +361,11 @@ impl Proxy {
     /// Corrupt frame number `frame_index` (0-based, counting the handshake frames) of the next
     /// connection in `direction`, once.
     pub fn flip_once(&self, direction: Direction, frame_index: usize) {
-        self.state.lock().expect("proxy state").flip.push((direction, frame_index));
+        self.state
+            .lock()
+            .expect("proxy state")
+            .flip
+            .push((direction, frame_index));
     }
 
     /// Drop every live connection at once (both directions).
@@ -322,7 +385,11 @@ impl Proxy {
 
 /// Copy bytes, tracking frame boundaries (5-byte header: kind, u32 BE length) so one frame's
 /// last byte can be flipped.
-async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, flip: Option<usize>) {
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    flip: Option<usize>,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut header = Vec::with_capacity(5);
     let mut body_left: usize = 0;
@@ -336,7 +403,8 @@ async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp:
             if body_left == 0 {
                 header.push(*byte);
                 if header.len() == 5 {
-                    body_left = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+                    body_left =
+                        u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
                     header.clear();
                     if body_left == 0 {
                         frame_index += 1;

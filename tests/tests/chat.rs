@@ -9,7 +9,11 @@ const PASS: &str = "correct horse battery staple";
 
 fn is_online_with(event: &Value, names: &[&str]) -> bool {
     event["type"] == "online"
-        && names.iter().all(|n| event["members"].as_array().is_some_and(|m| m.iter().any(|v| v == n)))
+        && names.iter().all(|n| {
+            event["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|v| v == n))
+        })
 }
 
 #[tokio::test]
@@ -19,34 +23,70 @@ async fn two_clients_chat_with_online_list_and_notices() {
     ana.wait_type("connected").await;
     let mut ben = ChatProcess::start(server.addr, "Ben", PASS, &[]).await;
     ben.wait_type("connected").await;
-    ana.wait_for("online list with both", |e| is_online_with(e, &["ana", "Ben"])).await;
-    ben.wait_for("online list with both", |e| is_online_with(e, &["ana", "Ben"])).await;
-    ana.wait_for("Ben's join notice", |e| e["type"] == "join" && e["nick"] == "Ben").await;
+    ana.wait_for("online list with both", |e| {
+        is_online_with(e, &["ana", "Ben"])
+    })
+    .await;
+    ben.wait_for("online list with both", |e| {
+        is_online_with(e, &["ana", "Ben"])
+    })
+    .await;
+    ana.wait_for("Ben's join notice", |e| {
+        e["type"] == "join" && e["nick"] == "Ben"
+    })
+    .await;
 
     let tricky = "a|b:c \"quoted\" <b>markup</b> ünïcödé";
     ana.say(tricky).await;
     ana.say("second").await;
-    assert_eq!(ben.wait_messages_from("ana", 2).await, vec![tricky, "second"]);
-    let own = ana.wait_for("own message", |e| e["type"] == "message" && e["text"] == "second").await;
+    assert_eq!(
+        ben.wait_messages_from("ana", 2).await,
+        vec![tricky, "second"]
+    );
+    let own = ana
+        .wait_for("own message", |e| {
+            e["type"] == "message" && e["text"] == "second"
+        })
+        .await;
     assert_eq!(own["own"], true);
     assert_eq!(own["msg_id"], 2);
-    ana.wait_for("ack of 2", |e| e["type"] == "acked" && e["ids"].as_array().is_some_and(|ids| ids.contains(&Value::from(2)))).await;
+    ana.wait_for("ack of 2", |e| {
+        e["type"] == "acked"
+            && e["ids"]
+                .as_array()
+                .is_some_and(|ids| ids.contains(&Value::from(2)))
+    })
+    .await;
 
     ben.say("hola").await;
     assert_eq!(ana.wait_messages_from("Ben", 1).await, vec!["hola"]);
     // Sequence numbers are strictly increasing and identical on both sides.
     let seqs = |c: &ChatProcess| -> Vec<u64> {
-        c.seen.iter().filter(|e| e["type"] == "message").filter_map(|e| e["seq"].as_u64()).collect()
+        c.seen
+            .iter()
+            .filter(|e| e["type"] == "message")
+            .filter_map(|e| e["seq"].as_u64())
+            .collect()
     };
-    ben.wait_for("own hola", |e| e["type"] == "message" && e["text"] == "hola").await;
+    ben.wait_for("own hola", |e| {
+        e["type"] == "message" && e["text"] == "hola"
+    })
+    .await;
     assert_eq!(seqs(&ana), seqs(&ben));
     assert!(seqs(&ana).windows(2).all(|w| w[0] < w[1]));
 
     ben.close_stdin();
     assert_eq!(ben.exit_code().await, Some(0));
-    let leave = ana.wait_for("Ben's leave notice", |e| e["type"] == "leave" && e["nick"] == "Ben").await;
+    let leave = ana
+        .wait_for("Ben's leave notice", |e| {
+            e["type"] == "leave" && e["nick"] == "Ben"
+        })
+        .await;
     assert_eq!(leave["reason"], "quit");
-    ana.wait_for("online list without Ben", |e| e["type"] == "online" && e["members"] == serde_json::json!(["ana"])).await;
+    ana.wait_for("online list without Ben", |e| {
+        e["type"] == "online" && e["members"] == serde_json::json!(["ana"])
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -61,7 +101,8 @@ async fn twenty_clients_all_receive_everything_exactly_once() {
     let everyone: Vec<String> = (0..20).map(|i| format!("user{i:02}")).collect();
     for c in clients.iter_mut() {
         let names: Vec<&str> = everyone.iter().map(String::as_str).collect();
-        c.wait_for("full online list", |e| is_online_with(e, &names)).await;
+        c.wait_for("full online list", |e| is_online_with(e, &names))
+            .await;
     }
     for (i, c) in clients.iter_mut().enumerate() {
         for m in 0..5 {
@@ -78,7 +119,10 @@ async fn twenty_clients_all_receive_everything_exactly_once() {
     // Nothing extra arrives later.
     let first = &mut clients[0];
     first.drain_for(Duration::from_millis(300)).await;
-    assert_eq!(first.seen.iter().filter(|e| e["type"] == "message").count(), 100);
+    assert_eq!(
+        first.seen.iter().filter(|e| e["type"] == "message").count(),
+        100
+    );
 }
 
 #[tokio::test]
@@ -89,12 +133,18 @@ async fn duplicate_nickname_is_rejected_case_insensitively() {
     let mut other = ChatProcess::start(server.addr, " aNA ", PASS, &[]).await;
     let rejected = other.wait_type("nick_rejected").await;
     assert_eq!(rejected["reason"], "taken");
-    assert!(rejected["message"].as_str().unwrap_or_default().contains("taken"));
+    assert!(rejected["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("taken"));
     assert_eq!(other.exit_code().await, Some(4));
     assert!(!other.seen.iter().any(|e| e["type"] == "connected"));
     // The original member is unaffected and nobody saw a second "Ana" join.
     ana.say("still here").await;
-    ana.wait_for("own message", |e| e["type"] == "message" && e["text"] == "still here").await;
+    ana.wait_for("own message", |e| {
+        e["type"] == "message" && e["text"] == "still here"
+    })
+    .await;
     assert_eq!(ana.seen.iter().filter(|e| e["type"] == "join").count(), 1);
 }
 
@@ -105,12 +155,18 @@ async fn wrong_passphrase_is_rejected_on_both_sides() {
     let error = mallory.wait_type("error").await;
     assert_eq!(error["kind"], "wrong_passphrase");
     assert_eq!(mallory.exit_code().await, Some(3));
-    assert!(!mallory.seen.iter().any(|e| e["type"] == "connected" || e["type"] == "message"));
+    assert!(!mallory
+        .seen
+        .iter()
+        .any(|e| e["type"] == "connected" || e["type"] == "message"));
     server.wait_for_log("wrong passphrase").await;
     // The server keeps serving everyone else.
     let mut ana = ChatProcess::start(server.addr, "ana", PASS, &[]).await;
     ana.wait_type("connected").await;
-    assert!(!ana.seen.iter().any(|e| e["type"] == "join" && e["nick"] == "mallory"));
+    assert!(!ana
+        .seen
+        .iter()
+        .any(|e| e["type"] == "join" && e["nick"] == "mallory"));
 }
 
 #[tokio::test]
@@ -119,9 +175,22 @@ async fn unreachable_server_gives_up_with_its_exit_code() {
     let addr = format!("127.0.0.1:{port}").parse().expect("addr");
     let mut lonely = ChatProcess::start(addr, "lonely", PASS, &["--give-up-after", "3"]).await;
     assert_eq!(lonely.exit_code().await, Some(5));
-    let attempts: Vec<u64> = lonely.seen.iter().filter(|e| e["type"] == "connecting").filter_map(|e| e["attempt"].as_u64()).collect();
+    let attempts: Vec<u64> = lonely
+        .seen
+        .iter()
+        .filter(|e| e["type"] == "connecting")
+        .filter_map(|e| e["attempt"].as_u64())
+        .collect();
     assert_eq!(attempts, vec![1, 2, 3]);
-    let delays: Vec<u64> = lonely.seen.iter().filter(|e| e["type"] == "reconnecting").filter_map(|e| e["delay_ms"].as_u64()).collect();
+    let delays: Vec<u64> = lonely
+        .seen
+        .iter()
+        .filter(|e| e["type"] == "reconnecting")
+        .filter_map(|e| e["delay_ms"].as_u64())
+        .collect();
     assert_eq!(delays.len(), 2);
-    assert!(delays[0] < 1000, "first retry well under a second: {delays:?}");
+    assert!(
+        delays[0] < 1000,
+        "first retry well under a second: {delays:?}"
+    );
 }

@@ -50,8 +50,16 @@ async fn tampered_frame_from_server_is_detected_and_nothing_is_lost() {
     assert_eq!(error["kind"], "integrity", "{error}");
     assert_eq!(ana.wait_messages_from("ben", 10).await, expected);
     ana.drain_for(Duration::from_millis(300)).await;
-    assert_eq!(ana.messages_from("ben"), expected, "exactly once after resuming");
-    let reconnected = ana.wait_for("second connected", |e| e["type"] == "connected" && e["resumed"] == true).await;
+    assert_eq!(
+        ana.messages_from("ben"),
+        expected,
+        "exactly once after resuming"
+    );
+    let reconnected = ana
+        .wait_for("second connected", |e| {
+            e["type"] == "connected" && e["resumed"] == true
+        })
+        .await;
     assert_eq!(reconnected["room_reset"], false);
     // No leave/join noise for ana: she was back within the grace period.
     assert!(!ben.seen.iter().any(|e| e["type"] == "leave"));
@@ -79,8 +87,16 @@ async fn cut_connections_while_sending_deliver_everything_exactly_once() {
         ana.wait_count("connected", round + 2).await;
     }
     ana.close_stdin();
-    assert_eq!(ana.exit_code().await, Some(0), "every message acked in the end");
-    assert!(proxy.connections() >= 9, "connections were cut: {}", proxy.connections());
+    assert_eq!(
+        ana.exit_code().await,
+        Some(0),
+        "every message acked in the end"
+    );
+    assert!(
+        proxy.connections() >= 9,
+        "connections were cut: {}",
+        proxy.connections()
+    );
     assert_eq!(ben.wait_messages_from("ana", 200).await, expected);
     ben.drain_for(Duration::from_millis(500)).await;
     assert_eq!(ben.messages_from("ana"), expected, "exactly once, in order");
@@ -101,8 +117,15 @@ async fn server_restart_clients_reconnect_and_offline_messages_arrive_once() {
     ana.say("before restart").await;
     ben.wait_messages_from("ana", 1).await;
 
-    assert_eq!(server.terminate().await, Some(0), "clean shutdown on SIGTERM");
-    ana.wait_for("shutdown notice", |e| e["type"] == "error" && e["kind"] == "server_shutting_down").await;
+    assert_eq!(
+        server.terminate().await,
+        Some(0),
+        "clean shutdown on SIGTERM"
+    );
+    ana.wait_for("shutdown notice", |e| {
+        e["type"] == "error" && e["kind"] == "server_shutting_down"
+    })
+    .await;
     ana.wait_type("reconnecting").await;
     let offline: Vec<String> = (0..5).map(|i| format!("typed while down {i}")).collect();
     for text in &offline {
@@ -111,9 +134,16 @@ async fn server_restart_clients_reconnect_and_offline_messages_arrive_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let server = ServerProcess::start(&listen, PASS, &[]).await;
-    let back = ana.wait_for("reconnected to the new room", |e| e["type"] == "connected" && e["room_reset"] == true).await;
+    let back = ana
+        .wait_for("reconnected to the new room", |e| {
+            e["type"] == "connected" && e["room_reset"] == true
+        })
+        .await;
     assert_eq!(back["resumed"], false);
-    ben.wait_for("reconnected to the new room", |e| e["type"] == "connected" && e["room_reset"] == true).await;
+    ben.wait_for("reconnected to the new room", |e| {
+        e["type"] == "connected" && e["room_reset"] == true
+    })
+    .await;
     let mut expected = vec!["before restart".to_string()];
     expected.extend(offline.iter().cloned());
     assert_eq!(ben.wait_messages_from("ana", 6).await, expected);

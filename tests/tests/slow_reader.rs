@@ -15,7 +15,12 @@ const PASS: &str = "slow consumer passphrase";
 
 #[tokio::test]
 async fn member_that_stops_reading_is_cut_off_while_others_chat() {
-    let server = ServerProcess::start("127.0.0.1:0", PASS, &["--send-queue-kib", "64", "--grace-secs", "2"]).await;
+    let server = ServerProcess::start(
+        "127.0.0.1:0",
+        PASS,
+        &["--send-queue-kib", "64", "--grace-secs", "2"],
+    )
+    .await;
 
     // A hand-driven member with a tiny receive buffer that joins and then never reads again.
     let socket = TcpSocket::new_v4().expect("socket");
@@ -24,11 +29,19 @@ async fn member_that_stops_reading_is_cut_off_while_others_chat() {
     let (read_half, mut write_half) = stream.into_split();
     let mut reader = FrameReader::new(read_half);
     let mut keys = conn::initiate_handshake(&mut reader, &mut write_half, |salt| async move {
-        Ok(tokio::task::spawn_blocking(move || passphrase::derive_psk(PASS, &salt)).await.expect("kdf")?)
+        Ok(
+            tokio::task::spawn_blocking(move || passphrase::derive_psk(PASS, &salt))
+                .await
+                .expect("kdf")?,
+        )
     })
     .await
     .expect("handshake");
-    let join = ClientMessage::Join { nick: "sleepy".into(), client_id: "0123456789abcdef0123456789abcdef".into(), resume: None };
+    let join = ClientMessage::Join {
+        nick: "sleepy".into(),
+        client_id: "0123456789abcdef0123456789abcdef".into(),
+        resume: None,
+    };
     let mut buf = Vec::new();
     sealed::seal_session(&mut keys.send, &join, &mut buf).expect("seal");
     write_half.write_all(&buf).await.expect("send join");
@@ -36,7 +49,13 @@ async fn member_that_stops_reading_is_cut_off_while_others_chat() {
     let mut ana = ChatProcess::start(server.addr, "ana", PASS, &[]).await;
     let mut ben = ChatProcess::start(server.addr, "ben", PASS, &[]).await;
     ana.wait_type("connected").await;
-    ben.wait_for("sleepy is listed", |e| e["type"] == "online" && e["members"].as_array().is_some_and(|m| m.iter().any(|n| n == "sleepy"))).await;
+    ben.wait_for("sleepy is listed", |e| {
+        e["type"] == "online"
+            && e["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|n| n == "sleepy"))
+    })
+    .await;
 
     let big = "x".repeat(4000);
     let expected: Vec<String> = (0..1500).map(|i| format!("{i} {big}")).collect();
@@ -44,7 +63,11 @@ async fn member_that_stops_reading_is_cut_off_while_others_chat() {
         ana.say(text).await;
     }
     server.wait_for_log("slow consumer").await;
-    assert_eq!(ben.wait_messages_from("ana", expected.len()).await, expected, "the others got everything");
+    assert_eq!(
+        ben.wait_messages_from("ana", expected.len()).await,
+        expected,
+        "the others got everything"
+    );
 
     // The sleepy member's connection was closed by the server: reading on drains what the
     // kernel buffered and then reaches the end, far short of everything that was sent.
@@ -62,7 +85,11 @@ async fn member_that_stops_reading_is_cut_off_while_others_chat() {
     assert!(drained < expected.len(), "cut off after {drained} frames");
 
     // Its nickname is released after the grace period, announced as a lost connection.
-    let leave = ben.wait_for("sleepy leaves", |e| e["type"] == "leave" && e["nick"] == "sleepy").await;
+    let leave = ben
+        .wait_for("sleepy leaves", |e| {
+            e["type"] == "leave" && e["nick"] == "sleepy"
+        })
+        .await;
     assert_eq!(leave["reason"], "connection_lost");
     ana.say("still chatting").await;
     ben.wait_messages_from("ana", expected.len() + 1).await;

@@ -48,7 +48,9 @@ struct Args {
 async fn main() {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -77,7 +79,9 @@ async fn run(args: Args) -> i32 {
     if args.json {
         json_mode(handle, events).await
     } else {
-        let color = !args.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
+        let color = !args.no_color
+            && std::env::var_os("NO_COLOR").is_none()
+            && std::io::stdout().is_terminal();
         let can_prompt = std::io::stdin().is_terminal();
         interactive(handle, events, Style { color }, can_prompt).await
     }
@@ -101,7 +105,10 @@ fn print_json(value: &impl serde::Serialize) {
 }
 
 /// Stdin lines → messages; events → JSON lines on stdout.
-async fn json_mode(handle: ClientHandle, mut events: tokio::sync::mpsc::Receiver<ClientEvent>) -> i32 {
+async fn json_mode(
+    handle: ClientHandle,
+    mut events: tokio::sync::mpsc::Receiver<ClientEvent>,
+) -> i32 {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
     let mut nick_rejected = false;
@@ -142,13 +149,21 @@ async fn json_mode(handle: ClientHandle, mut events: tokio::sync::mpsc::Receiver
 }
 
 /// A coloured, line-based chat on the terminal.
-async fn interactive(handle: ClientHandle, mut events: tokio::sync::mpsc::Receiver<ClientEvent>, style: Style, can_prompt: bool) -> i32 {
+async fn interactive(
+    handle: ClientHandle,
+    mut events: tokio::sync::mpsc::Receiver<ClientEvent>,
+    style: Style,
+    can_prompt: bool,
+) -> i32 {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
     let mut awaiting_nick = false;
     let mut nick_rejected = false;
     let mut online: Vec<String> = Vec::new();
-    println!("{}", style.notice("type a message and press Enter; /who lists who is online, /quit leaves"));
+    println!(
+        "{}",
+        style.notice("type a message and press Enter; /who lists who is online, /quit leaves")
+    );
     loop {
         tokio::select! {
             line = stdin.next_line(), if stdin_open => match line {

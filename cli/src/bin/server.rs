@@ -50,7 +50,9 @@ struct Args {
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -62,7 +64,10 @@ async fn run(args: Args) -> i32 {
     let (passphrase, generated) = if args.generate_passphrase {
         (passphrase::generate(), true)
     } else {
-        match obtain_passphrase(args.passphrase_file.as_deref(), "Room passphrase (others will need it): ") {
+        match obtain_passphrase(
+            args.passphrase_file.as_deref(),
+            "Room passphrase (others will need it): ",
+        ) {
             Ok(Some((pass, source))) => {
                 if source == PassphraseSource::Prompt && pass.chars().count() < 12 {
                     eprintln!("warning: short passphrases can be guessed offline from a recorded handshake");
@@ -105,12 +110,19 @@ async fn run(args: Args) -> i32 {
     if generated {
         println!("room passphrase (generated): {passphrase}");
     }
-    let share = if local.ip().is_unspecified() { shareable_addresses(local.port()) } else { vec![local.to_string()] };
+    let share = if local.ip().is_unspecified() {
+        shareable_addresses(local.port())
+    } else {
+        vec![local.to_string()]
+    };
     for addr in &share {
         println!("others can join with: tertulia-chat {addr} --nick NAME");
     }
     if share.is_empty() {
-        println!("others can join with: tertulia-chat HOST:{} --nick NAME", local.port());
+        println!(
+            "others can join with: tertulia-chat HOST:{} --nick NAME",
+            local.port()
+        );
     }
     server.run(shutdown_signal()).await;
     println!("server stopped");

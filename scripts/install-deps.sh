@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Install what building and testing Tertulia needs on Debian/Ubuntu, skipping what is present.
+# Usage: scripts/install-deps.sh [PACKAGE...]   (extra apt packages on top of the base set)
+set -euo pipefail
+
+base_packages=(build-essential pkg-config ca-certificates)
+packages=("${base_packages[@]}" "$@")
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "error: need root (or sudo) to install: $*" >&2; exit 1; fi
+}
+
+if command -v dpkg-query >/dev/null 2>&1; then
+  missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing system packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+else
+  echo "note: not a Debian/Ubuntu system; make sure these are installed: ${packages[*]}" >&2
+fi
+
+# The Rust toolchain (1.85 or newer).
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "==> no Rust toolchain found; trying the distribution's rustup"
+  if as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustup 2>/dev/null; then
+    rustup default stable
+  else
+    echo "error: install Rust 1.85 or newer (https://rustup.rs), then run this again" >&2
+    exit 1
+  fi
+fi
+version=$(rustc --version | awk '{print $2}')
+major=${version%%.*}; rest=${version#*.}; minor=${rest%%.*}
+if [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt 85 ]; }; then
+  echo "error: Rust $version is too old; Tertulia needs 1.85 or newer (rustup update)" >&2
+  exit 1
+fi
