@@ -105,6 +105,7 @@ pub fn event(style: Style, event: &ClientEvent) -> Option<String> {
             "nickname '{}' refused: {message}. Type another nickname:",
             sanitize(nick)
         )),
+        ClientEvent::Online { members } if members.is_empty() => return None,
         ClientEvent::Online { members } => {
             let names: Vec<String> = members.iter().map(|m| sanitize(m)).collect();
             style.notice(&format!("online ({}): {}", names.len(), names.join(", ")))
@@ -132,7 +133,7 @@ pub fn event(style: Style, event: &ClientEvent) -> Option<String> {
             };
             style.notice(&format!("[{}] {} {why}", clock(*time_ms), sanitize(nick)))
         }
-        ClientEvent::Acked { .. } => return None,
+        ClientEvent::Acked { .. } | ClientEvent::Countdown { .. } => return None,
         ClientEvent::MessageRejected { id, message, .. } => {
             style.warn(&format!("message #{id} was not delivered: {message}"))
         }

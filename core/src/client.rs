@@ -173,6 +173,12 @@ pub enum ClientEvent {
         delay_ms: u64,
         reason: String,
     },
+    /// While waiting to reconnect: whole seconds left before attempt `attempt` (sent each second
+    /// when the wait is a second or longer).
+    Countdown {
+        attempt: u32,
+        remaining_secs: u64,
+    },
     /// The client stopped; no more events follow.
     Disconnected {
         reason: DisconnectReason,
@@ -435,7 +441,7 @@ impl ClientTask {
                 reason: message,
             })
             .await;
-            if self.wait_offline(delay).await {
+            if self.wait_offline(attempt + 1, delay).await {
                 self.emit(ClientEvent::Disconnected {
                     reason: DisconnectReason::Quit,
                     message: "left the room".into(),
@@ -447,12 +453,24 @@ impl ClientTask {
     }
 
     /// Handle commands while disconnected. Returns `true` if the user quit.
-    async fn wait_offline(&mut self, delay: Duration) -> bool {
-        let sleep = tokio::time::sleep(delay);
+    async fn wait_offline(&mut self, attempt: u32, delay: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + delay;
+        let sleep = tokio::time::sleep_until(deadline);
         tokio::pin!(sleep);
+        // Tick on whole seconds before the deadline: "3 s", "2 s", "1 s".
+        let first_tick = deadline - Duration::from_secs(delay.as_secs());
+        let mut countdown = tokio::time::interval_at(first_tick, Duration::from_secs(1));
         loop {
             let command = tokio::select! {
                 _ = &mut sleep => return false,
+                _ = countdown.tick(), if delay >= Duration::from_secs(1) => {
+                    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let remaining_secs = remaining.as_secs_f64().round() as u64;
+                    if remaining_secs > 0 {
+                        self.emit(ClientEvent::Countdown { attempt, remaining_secs }).await;
+                    }
+                    continue;
+                }
                 command = self.commands.recv() => command,
             };
             match command {
