@@ -6,11 +6,11 @@ LISTEN ?= 0.0.0.0:5555
 SERVER ?= 127.0.0.1:5555
 NICK ?= $(USER)
 
-.PHONY: run host chat test deps build release lint clean help
+.PHONY: run app host chat test deps build release lint clean help
 
 help:
-	@echo "make run    build and host a room (headless server; see README)"
-	@echo "make host   same as make run; LISTEN=ADDR:PORT to choose the address"
+	@echo "make run    build and start the desktop app (headless server when there is no display)"
+	@echo "make host   host a room headless with tertulia-server; LISTEN=ADDR:PORT to choose the address"
 	@echo "make chat   join a room from the terminal: make chat SERVER=HOST:PORT NICK=name"
 	@echo "make test   install what is missing, build, lint and run every test"
 
@@ -20,7 +20,14 @@ deps:
 release: deps
 	$(CARGO) build --release --bins
 
-run: host
+run: release
+	@if [ -n "$${DISPLAY:-}$${WAYLAND_DISPLAY:-}" ]; then \
+	  echo "==> starting the Tertulia desktop app"; \
+	  target/release/tertulia-app; \
+	else \
+	  echo "==> no display found (DISPLAY/WAYLAND_DISPLAY unset): hosting a room headless instead"; \
+	  $(MAKE) --no-print-directory host; \
+	fi
 
 host: release
 	@echo "==> hosting a Tertulia room on $(LISTEN) (Ctrl-C stops it)"

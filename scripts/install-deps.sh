@@ -3,7 +3,9 @@
 # Usage: scripts/install-deps.sh [PACKAGE...]   (extra apt packages on top of the base set)
 set -euo pipefail
 
-base_packages=(build-essential pkg-config ca-certificates)
+# Build tools, and the system libraries the Tauri desktop app links against (WebKitGTK 4.1).
+base_packages=(build-essential pkg-config ca-certificates file
+  libwebkit2gtk-4.1-dev libsoup-3.0-dev libjavascriptcoregtk-4.1-dev librsvg2-dev libssl-dev)
 packages=("${base_packages[@]}" "$@")
 
 as_root() {

@@ -1,0 +1,232 @@
+//! Commands the window invokes. Inputs are validated here with messages meant for the user;
+//! everything else is delegated to `tertulia-core`.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tauri::{AppHandle, Emitter, Runtime, State};
+use tertulia_core::client::{self, ClientConfig, ClientEvent};
+use tertulia_core::passphrase;
+use tertulia_core::server::{Server, ServerConfig};
+use tertulia_core::text::validate_nick;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::session::{AppState, HostInfo, Hosting, Session};
+use crate::CHAT_EVENT;
+
+/// Errors shown to the user; serialized as their message.
+#[derive(Debug, Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("could not start the room on port {port}: {reason}")]
+    HostFailed { port: u16, reason: String },
+    #[error("you are already hosting a room; stop it first")]
+    AlreadyHosting,
+    #[error("not connected to a room")]
+    NotConnected,
+    #[error("{0}")]
+    Client(#[from] client::SendError),
+}
+
+impl Serialize for CommandError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, CommandError>;
+
+fn check_passphrase(raw: &str) -> Result<String> {
+    passphrase::normalize(raw)
+        .map(str::to_owned)
+        .map_err(|e| CommandError::Invalid(format!("Passphrase: {e}")))
+}
+
+fn check_nick(raw: &str) -> Result<String> {
+    validate_nick(raw).map_err(|e| CommandError::Invalid(format!("Nickname: {e}")))
+}
+
+fn check_host(raw: &str) -> Result<String> {
+    let host = raw.trim().trim_start_matches('[').trim_end_matches(']');
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && (host.parse::<std::net::IpAddr>().is_ok()
+            || host.split('.').all(|l| {
+                !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            }));
+    if !valid {
+        return Err(CommandError::Invalid(format!(
+            "Address: '{}' is not an IP address or host name",
+            raw.trim()
+        )));
+    }
+    Ok(if host.contains(':') { format!("[{host}]") } else { host.to_owned() })
+}
+
+fn shareable_addresses(port: u16) -> Vec<String> {
+    let mut ips: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| !i.is_loopback())
+        .map(|i| i.ip())
+        .filter(|ip| !matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
+        .collect();
+    ips.sort_by_key(|ip| (ip.is_ipv6(), *ip));
+    ips.dedup();
+    ips.into_iter().map(|ip| std::net::SocketAddr::new(ip, port).to_string()).collect()
+}
+
+/// Start a chat session and forward its events to the window, replacing any previous session.
+async fn start_session<R: Runtime>(app: &AppHandle<R>, state: &AppState, config: ClientConfig) {
+    let mut session = state.session.lock().await;
+    if let Some(old) = session.take() {
+        old.handle.disconnect().await;
+        old.forwarder.abort();
+    }
+    let (handle, mut events) = client::spawn(config);
+    let app = app.clone();
+    let forwarder = tauri::async_runtime::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let _ = app.emit(CHAT_EVENT, &event);
+            if matches!(event, ClientEvent::Disconnected { .. }) {
+                break;
+            }
+        }
+    });
+    *session = Some(Session { handle, forwarder });
+}
+
+/// Host a room on `port` (all interfaces) and join it as `nick`.
+#[tauri::command]
+pub async fn host_server<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, AppState>,
+    port: u16,
+    passphrase: String,
+    nick: String,
+) -> Result<HostInfo> {
+    let passphrase = check_passphrase(&passphrase)?;
+    let nick = check_nick(&nick)?;
+    let mut hosting = state.hosting.lock().await;
+    if hosting.is_some() {
+        return Err(CommandError::AlreadyHosting);
+    }
+    let server = Server::bind(&format!("0.0.0.0:{port}"), &passphrase, ServerConfig::default())
+        .await
+        .map_err(|e| CommandError::HostFailed { port, reason: e.to_string() })?;
+    let port = server
+        .local_addr()
+        .map_err(|e| CommandError::HostFailed { port, reason: e.to_string() })?
+        .port();
+    let stop = CancellationToken::new();
+    let task = tauri::async_runtime::spawn(server.run(stop.clone().cancelled_owned()));
+    let addresses = shareable_addresses(port);
+    let first = addresses.first().cloned().unwrap_or_else(|| format!("127.0.0.1:{port}"));
+    let info = HostInfo { port, addresses, invite: format!("tertulia://{first}#{passphrase}") };
+    *hosting = Some(Hosting { info: info.clone(), stop, task });
+    drop(hosting);
+    start_session(&app, &state, ClientConfig::new(format!("127.0.0.1:{port}"), nick, passphrase)).await;
+    Ok(info)
+}
+
+/// What is being hosted, if anything.
+#[tauri::command]
+pub async fn hosting_info(state: State<'_, AppState>) -> Result<Option<HostInfo>> {
+    Ok(state.hosting.lock().await.as_ref().map(|h| h.info.clone()))
+}
+
+/// Stop the hosted room: members are told the server is going away.
+#[tauri::command]
+pub async fn stop_hosting(state: State<'_, AppState>) -> Result<()> {
+    let hosting = state.hosting.lock().await.take();
+    if let Some(session) = state.session.lock().await.take() {
+        session.handle.disconnect().await;
+    }
+    if let Some(hosting) = hosting {
+        hosting.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), hosting.task).await;
+    }
+    Ok(())
+}
+
+/// Join the room at `host`:`port`.
+#[tauri::command]
+pub async fn connect<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, AppState>,
+    host: String,
+    port: u16,
+    passphrase: String,
+    nick: String,
+) -> Result<()> {
+    let host = check_host(&host)?;
+    if port == 0 {
+        return Err(CommandError::Invalid("Port: choose a port between 1 and 65535".into()));
+    }
+    let passphrase = check_passphrase(&passphrase)?;
+    let nick = check_nick(&nick)?;
+    start_session(&app, &state, ClientConfig::new(format!("{host}:{port}"), nick, passphrase)).await;
+    Ok(())
+}
+
+/// Send a chat message; returns its id (matched by later `message`/`acked` events).
+#[tauri::command]
+pub async fn send(state: State<'_, AppState>, text: String) -> Result<u64> {
+    let handle = state.session.lock().await.as_ref().map(|s| s.handle.clone()).ok_or(CommandError::NotConnected)?;
+    Ok(handle.send(&text).await?)
+}
+
+/// Try another nickname after a `nick_rejected` event.
+#[tauri::command]
+pub async fn set_nick(state: State<'_, AppState>, nick: String) -> Result<()> {
+    let nick = check_nick(&nick)?;
+    let handle = state.session.lock().await.as_ref().map(|s| s.handle.clone()).ok_or(CommandError::NotConnected)?;
+    Ok(handle.set_nick(&nick).await?)
+}
+
+/// Skip the reconnect countdown.
+#[tauri::command]
+pub async fn reconnect_now(state: State<'_, AppState>) -> Result<()> {
+    let handle = state.session.lock().await.as_ref().map(|s| s.handle.clone()).ok_or(CommandError::NotConnected)?;
+    handle.reconnect_now().await;
+    Ok(())
+}
+
+/// Leave the room (the hosted server, if any, keeps running).
+#[tauri::command]
+pub async fn disconnect(state: State<'_, AppState>) -> Result<()> {
+    if let Some(session) = state.session.lock().await.take() {
+        session.handle.disconnect().await;
+    }
+    Ok(())
+}
+
+/// A strong random passphrase for a new room.
+#[tauri::command]
+pub fn generate_passphrase() -> String {
+    passphrase::generate()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_validation() {
+        assert_eq!(check_host(" 192.168.1.2 ").unwrap(), "192.168.1.2");
+        assert_eq!(check_host("::1").unwrap(), "[::1]");
+        assert_eq!(check_host("[::1]").unwrap(), "[::1]");
+        assert_eq!(check_host("chat.example.org").unwrap(), "chat.example.org");
+        assert!(check_host("").is_err());
+        assert!(check_host("bad host").is_err());
+        assert!(check_host("a..b").is_err());
+    }
+
+    #[test]
+    fn field_errors_name_the_field() {
+        assert!(check_nick("").unwrap_err().to_string().starts_with("Nickname:"));
+        assert!(check_passphrase("  ").unwrap_err().to_string().starts_with("Passphrase:"));
+    }
+}

@@ -1,0 +1,42 @@
+//! # Tertulia desktop app
+//!
+//! A thin Tauri layer over `tertulia-core`: [`commands`] are what the window can call, and
+//! every [`ClientEvent`](tertulia_core::client::ClientEvent) of the active session is
+//! forwarded unchanged to the window as the `chat-event` event. No protocol logic lives here.
+
+pub mod commands;
+pub mod session;
+
+use tauri::Runtime;
+
+/// The Tauri event carrying every core client event to the window.
+pub const CHAT_EVENT: &str = "chat-event";
+
+/// Register state and commands on a builder (generic so tests can use the mock runtime).
+pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
+    builder.manage(session::AppState::default()).invoke_handler(tauri::generate_handler![
+        commands::host_server,
+        commands::stop_hosting,
+        commands::connect,
+        commands::send,
+        commands::set_nick,
+        commands::reconnect_now,
+        commands::disconnect,
+        commands::generate_passphrase,
+        commands::hosting_info,
+    ])
+}
+
+pub fn run() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = configure(tauri::Builder::default()).run(tauri::generate_context!()) {
+        eprintln!("error: the Tertulia window could not start: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,34 @@
+//! The app's live state: at most one hosted room and one chat session.
+
+use serde::Serialize;
+use tertulia_core::client::ClientHandle;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+/// What the window needs to show about a room this app hosts.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostInfo {
+    pub port: u16,
+    /// `IP:PORT` for every non-loopback interface; others join with one of these.
+    pub addresses: Vec<String>,
+    /// `tertulia://ADDRESS#PASSPHRASE` for the first address; pasting it into Join fills the form.
+    pub invite: String,
+}
+
+pub struct Hosting {
+    pub info: HostInfo,
+    pub stop: CancellationToken,
+    pub task: tauri::async_runtime::JoinHandle<()>,
+}
+
+pub struct Session {
+    pub handle: ClientHandle,
+    /// Ends the task that forwards this session's events to the window.
+    pub forwarder: tauri::async_runtime::JoinHandle<()>,
+}
+
+#[derive(Default)]
+pub struct AppState {
+    pub hosting: Mutex<Option<Hosting>>,
+    pub session: Mutex<Option<Session>>,
+}
