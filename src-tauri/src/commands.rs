@@ -31,7 +31,10 @@ pub enum CommandError {
 }
 
 impl Serialize for CommandError {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.to_string())
     }
 }
@@ -54,7 +57,9 @@ fn check_host(raw: &str) -> Result<String> {
         && host.len() <= 253
         && (host.parse::<std::net::IpAddr>().is_ok()
             || host.split('.').all(|l| {
-                !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             }));
     if !valid {
         return Err(CommandError::Invalid(format!(
@@ -62,7 +67,11 @@ fn check_host(raw: &str) -> Result<String> {
             raw.trim()
         )));
     }
-    Ok(if host.contains(':') { format!("[{host}]") } else { host.to_owned() })
+    Ok(if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    })
 }
 
 fn shareable_addresses(port: u16) -> Vec<String> {
@@ -71,11 +80,15 @@ fn shareable_addresses(port: u16) -> Vec<String> {
         .into_iter()
         .filter(|i| !i.is_loopback())
         .map(|i| i.ip())
-        .filter(|ip| !matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
+        .filter(
+            |ip| !matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80),
+        )
         .collect();
     ips.sort_by_key(|ip| (ip.is_ipv6(), *ip));
     ips.dedup();
-    ips.into_iter().map(|ip| std::net::SocketAddr::new(ip, port).to_string()).collect()
+    ips.into_iter()
+        .map(|ip| std::net::SocketAddr::new(ip, port).to_string())
+        .collect()
 }
 
 /// Start a chat session and forward its events to the window, replacing any previous session.
@@ -113,21 +126,47 @@ pub async fn host_server<R: Runtime>(
     if hosting.is_some() {
         return Err(CommandError::AlreadyHosting);
     }
-    let server = Server::bind(&format!("0.0.0.0:{port}"), &passphrase, ServerConfig::default())
-        .await
-        .map_err(|e| CommandError::HostFailed { port, reason: e.to_string() })?;
+    let server = Server::bind(
+        &format!("0.0.0.0:{port}"),
+        &passphrase,
+        ServerConfig::default(),
+    )
+    .await
+    .map_err(|e| CommandError::HostFailed {
+        port,
+        reason: e.to_string(),
+    })?;
     let port = server
         .local_addr()
-        .map_err(|e| CommandError::HostFailed { port, reason: e.to_string() })?
+        .map_err(|e| CommandError::HostFailed {
+            port,
+            reason: e.to_string(),
+        })?
         .port();
     let stop = CancellationToken::new();
     let task = tauri::async_runtime::spawn(server.run(stop.clone().cancelled_owned()));
     let addresses = shareable_addresses(port);
-    let first = addresses.first().cloned().unwrap_or_else(|| format!("127.0.0.1:{port}"));
-    let info = HostInfo { port, addresses, invite: format!("tertulia://{first}#{passphrase}") };
-    *hosting = Some(Hosting { info: info.clone(), stop, task });
+    let first = addresses
+        .first()
+        .cloned()
+        .unwrap_or_else(|| format!("127.0.0.1:{port}"));
+    let info = HostInfo {
+        port,
+        addresses,
+        invite: format!("tertulia://{first}#{passphrase}"),
+    };
+    *hosting = Some(Hosting {
+        info: info.clone(),
+        stop,
+        task,
+    });
     drop(hosting);
-    start_session(&app, &state, ClientConfig::new(format!("127.0.0.1:{port}"), nick, passphrase)).await;
+    start_session(
+        &app,
+        &state,
+        ClientConfig::new(format!("127.0.0.1:{port}"), nick, passphrase),
+    )
+    .await;
     Ok(info)
 }
 
@@ -163,18 +202,31 @@ pub async fn connect<R: Runtime>(
 ) -> Result<()> {
     let host = check_host(&host)?;
     if port == 0 {
-        return Err(CommandError::Invalid("Port: choose a port between 1 and 65535".into()));
+        return Err(CommandError::Invalid(
+            "Port: choose a port between 1 and 65535".into(),
+        ));
     }
     let passphrase = check_passphrase(&passphrase)?;
     let nick = check_nick(&nick)?;
-    start_session(&app, &state, ClientConfig::new(format!("{host}:{port}"), nick, passphrase)).await;
+    start_session(
+        &app,
+        &state,
+        ClientConfig::new(format!("{host}:{port}"), nick, passphrase),
+    )
+    .await;
     Ok(())
 }
 
 /// Send a chat message; returns its id (matched by later `message`/`acked` events).
 #[tauri::command]
 pub async fn send(state: State<'_, AppState>, text: String) -> Result<u64> {
-    let handle = state.session.lock().await.as_ref().map(|s| s.handle.clone()).ok_or(CommandError::NotConnected)?;
+    let handle = state
+        .session
+        .lock()
+        .await
+        .as_ref()
+        .map(|s| s.handle.clone())
+        .ok_or(CommandError::NotConnected)?;
     Ok(handle.send(&text).await?)
 }
 
@@ -182,14 +234,26 @@ pub async fn send(state: State<'_, AppState>, text: String) -> Result<u64> {
 #[tauri::command]
 pub async fn set_nick(state: State<'_, AppState>, nick: String) -> Result<()> {
     let nick = check_nick(&nick)?;
-    let handle = state.session.lock().await.as_ref().map(|s| s.handle.clone()).ok_or(CommandError::NotConnected)?;
+    let handle = state
+        .session
+        .lock()
+        .await
+        .as_ref()
+        .map(|s| s.handle.clone())
+        .ok_or(CommandError::NotConnected)?;
     Ok(handle.set_nick(&nick).await?)
 }
 
 /// Skip the reconnect countdown.
 #[tauri::command]
 pub async fn reconnect_now(state: State<'_, AppState>) -> Result<()> {
-    let handle = state.session.lock().await.as_ref().map(|s| s.handle.clone()).ok_or(CommandError::NotConnected)?;
+    let handle = state
+        .session
+        .lock()
+        .await
+        .as_ref()
+        .map(|s| s.handle.clone())
+        .ok_or(CommandError::NotConnected)?;
     handle.reconnect_now().await;
     Ok(())
 }
@@ -226,7 +290,13 @@ mod tests {
 
     #[test]
     fn field_errors_name_the_field() {
-        assert!(check_nick("").unwrap_err().to_string().starts_with("Nickname:"));
-        assert!(check_passphrase("  ").unwrap_err().to_string().starts_with("Passphrase:"));
+        assert!(check_nick("")
+            .unwrap_err()
+            .to_string()
+            .starts_with("Nickname:"));
+        assert!(check_passphrase("  ")
+            .unwrap_err()
+            .to_string()
+            .starts_with("Passphrase:"));
     }
 }

@@ -14,17 +14,19 @@ pub const CHAT_EVENT: &str = "chat-event";
 
 /// Register state and commands on a builder (generic so tests can use the mock runtime).
 pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
-    builder.manage(session::AppState::default()).invoke_handler(tauri::generate_handler![
-        commands::host_server,
-        commands::stop_hosting,
-        commands::connect,
-        commands::send,
-        commands::set_nick,
-        commands::reconnect_now,
-        commands::disconnect,
-        commands::generate_passphrase,
-        commands::hosting_info,
-    ])
+    builder
+        .manage(session::AppState::default())
+        .invoke_handler(tauri::generate_handler![
+            commands::host_server,
+            commands::stop_hosting,
+            commands::connect,
+            commands::send,
+            commands::set_nick,
+            commands::reconnect_now,
+            commands::disconnect,
+            commands::generate_passphrase,
+            commands::hosting_info,
+        ])
 }
 
 pub fn run() {
