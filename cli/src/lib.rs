@@ -105,43 +105,13 @@ pub fn parse_server_addr(raw: &str) -> Result<String, String> {
             .ok_or_else(|| format!("'{p}' is not a port number (1-65535)"))?,
         None => DEFAULT_PORT,
     };
-    let valid_host = !host.is_empty()
-        && host.len() <= 253
-        && (host.parse::<std::net::IpAddr>().is_ok()
-            || host.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            }));
-    if !valid_host {
+    if !tertulia_core::addr::is_valid_host(host) {
         return Err(format!("'{host}' is not a valid host name or IP address"));
     }
-    Ok(if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    })
+    Ok(tertulia_core::addr::join_host_port(host, port))
 }
 
-/// Addresses others can use to reach a server listening on `port`: every non-loopback
-/// interface address, IPv4 first.
-pub fn shareable_addresses(port: u16) -> Vec<String> {
-    let mut addrs: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|iface| !iface.is_loopback())
-        .map(|iface| iface.ip())
-        .filter(
-            |ip| !matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80),
-        )
-        .collect();
-    addrs.sort_by_key(|ip| (ip.is_ipv6(), *ip));
-    addrs.dedup();
-    addrs
-        .into_iter()
-        .map(|ip| std::net::SocketAddr::new(ip, port).to_string())
-        .collect()
-}
+pub use tertulia_core::addr::shareable_addresses;
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,7 @@
 //! - [`text`]: nickname and message-text rules.
 //! - [`outbox`]: the client outbox and the server's duplicate suppression.
 //! - [`backoff`]: reconnect delays.
+//! - [`addr`]: host-name checks and the interface addresses a host shares.
 //! - [`room`]: membership, history, presence and fan-out of one room.
 //!
 //! I/O at the edges:
@@ -21,6 +22,7 @@
 //! - [`server`]: the TCP listener and per-connection handlers.
 //! - [`client`]: the reconnecting client and the events it reports.
 
+pub mod addr;
 pub mod backoff;
 pub mod cipher;
 pub mod client;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, Runtime, State};
+use tertulia_core::addr;
 use tertulia_core::client::{self, ClientConfig, ClientEvent};
 use tertulia_core::passphrase;
 use tertulia_core::server::{Server, ServerConfig};
@@ -53,42 +54,13 @@ fn check_nick(raw: &str) -> Result<String> {
 
 fn check_host(raw: &str) -> Result<String> {
     let host = raw.trim().trim_start_matches('[').trim_end_matches(']');
-    let valid = !host.is_empty()
-        && host.len() <= 253
-        && (host.parse::<std::net::IpAddr>().is_ok()
-            || host.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            }));
-    if !valid {
+    if !addr::is_valid_host(host) {
         return Err(CommandError::Invalid(format!(
             "Address: '{}' is not an IP address or host name",
             raw.trim()
         )));
     }
-    Ok(if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    })
-}
-
-fn shareable_addresses(port: u16) -> Vec<String> {
-    let mut ips: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|i| !i.is_loopback())
-        .map(|i| i.ip())
-        .filter(
-            |ip| !matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80),
-        )
-        .collect();
-    ips.sort_by_key(|ip| (ip.is_ipv6(), *ip));
-    ips.dedup();
-    ips.into_iter()
-        .map(|ip| std::net::SocketAddr::new(ip, port).to_string())
-        .collect()
+    Ok(host.to_owned())
 }
 
 /// Start a chat session and forward its events to the window, replacing any previous session.
@@ -145,7 +117,7 @@ pub async fn host_server<R: Runtime>(
         .port();
     let stop = CancellationToken::new();
     let task = tauri::async_runtime::spawn(server.run(stop.clone().cancelled_owned()));
-    let addresses = shareable_addresses(port);
+    let addresses = addr::shareable_addresses(port);
     let first = addresses
         .first()
         .cloned()
@@ -280,8 +252,8 @@ mod tests {
     #[test]
     fn host_validation() {
         assert_eq!(check_host(" 192.168.1.2 ").unwrap(), "192.168.1.2");
-        assert_eq!(check_host("::1").unwrap(), "[::1]");
-        assert_eq!(check_host("[::1]").unwrap(), "[::1]");
+        assert_eq!(check_host("::1").unwrap(), "::1");
+        assert_eq!(check_host("[::1]").unwrap(), "::1");
         assert_eq!(check_host("chat.example.org").unwrap(), "chat.example.org");
         assert!(check_host("").is_err());
         assert!(check_host("bad host").is_err());
