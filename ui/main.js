@@ -15,7 +15,12 @@ const state = {
   unreadMarker: null,
   countdownTimer: null,
   connected: false,
+  typing: new Map(),   // nick -> time (ms) until which "is typing" shows
+  typingTimer: null,
+  lastTypingSent: 0,
 };
+
+const TYPING_SHOW_MS = 4000;
 
 // ---------- small helpers ----------
 function el(tag, className, text) {
@@ -138,8 +143,11 @@ function enterChat() {
 function leaveChat() {
   clearCountdown();
   state.hosting = null;
+  state.typing.clear();
+  renderTyping();
   $("host-panel").hidden = true;
   $("stop-hosting").hidden = true;
+  $("leave").hidden = false;
   $("chat").hidden = true;
   $("start").hidden = false;
 }
@@ -148,6 +156,7 @@ function showHosting(info) {
   state.hosting = info;
   $("host-panel").hidden = false;
   $("stop-hosting").hidden = false;
+  $("leave").hidden = true;
   const list = $("host-addresses");
   list.replaceChildren();
   const addrs = info.addresses.length ? info.addresses : ["127.0.0.1:" + info.port];
@@ -241,14 +250,34 @@ function renderOnline() {
     ul.append(li);
   }
   $("online-count").textContent = String(state.online.length);
+  $("member-count").textContent = state.online.length === 1 ? "1 member" : `${state.online.length} members`;
 }
 
-function notify(from, text) {
-  if (document.hasFocus() && !document.hidden) return;
-  if (!("Notification" in window)) return;
-  const show = () => { try { new Notification("Tertulia — " + from, { body: text.slice(0, 200) }); } catch (_) { /* unsupported */ } };
-  if (Notification.permission === "granted") show();
-  else if (Notification.permission !== "denied") Notification.requestPermission().then((p) => { if (p === "granted") show(); });
+// ---------- typing indicator ----------
+function renderTyping() {
+  const now = Date.now();
+  for (const [nick, until] of state.typing) if (until <= now) state.typing.delete(nick);
+  const names = [...state.typing.keys()];
+  let text = "";
+  if (names.length === 1) text = `${names[0]} is typing…`;
+  else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+  else if (names.length > 2) text = "Several people are typing…";
+  $("typing").textContent = text;
+  if (!names.length && state.typingTimer) { clearInterval(state.typingTimer); state.typingTimer = null; }
+}
+function someoneTyping(nick) {
+  state.typing.set(nick, Date.now() + TYPING_SHOW_MS);
+  if (!state.typingTimer) state.typingTimer = setInterval(renderTyping, 500);
+  renderTyping();
+}
+function stoppedTyping(nick) {
+  if (state.typing.delete(nick)) renderTyping();
+}
+function userTyped() {
+  const now = Date.now();
+  if (!state.connected || !$("message").value.trim() || now - state.lastTypingSent < 1000) return;
+  state.lastTypingSent = now;
+  invoke("typing").catch(() => {});
 }
 
 const LEAVE_TEXT = { quit: "left", connection_lost: "lost connection", renamed: "changed nickname" };
@@ -286,7 +315,7 @@ function onChatEvent(ev) {
       const node = messageNode(ev.from, ev.text, ev.time_ms, ev.own);
       node.dataset.seq = ev.seq;
       append(node, { live: !ev.history });
-      if (!ev.own && !ev.history) notify(ev.from, ev.text);
+      if (!ev.history) stoppedTyping(ev.from);
       break;
     }
     case "join":
@@ -313,6 +342,9 @@ function onChatEvent(ev) {
       break;
     case "reconnecting":
       startCountdown(ev.delay_ms, ev.attempt);
+      break;
+    case "typing":
+      someoneTyping(ev.nick);
       break;
     case "countdown":
       break; // the window counts down on its own from "reconnecting"
@@ -375,11 +407,23 @@ async function onNickSubmit(event) {
   }
 }
 
+function confirmDialog(text) {
+  const dialog = $("confirm-dialog");
+  $("confirm-text").textContent = text;
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    dialog.showModal();
+    $("confirm-cancel").focus();
+  });
+}
+
 async function leaveRoom() {
-  clearCountdown();
   try {
     if (state.hosting) {
-      if (!confirm("Stop hosting? Everyone in the room will be disconnected.")) return;
+      const others = state.online.length - 1;
+      const who = others > 0 ? `The ${others === 1 ? "other member" : others + " other members"} will be told the room is closing.` : "Nobody else is in the room.";
+      if (!(await confirmDialog("Stop hosting this room? " + who))) return;
+      clearCountdown();
       await invoke("stop_hosting");
     } else {
       await invoke("disconnect");
@@ -411,7 +455,7 @@ function wire() {
   $("message").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendMessage(); }
   });
-  $("message").addEventListener("input", autosize);
+  $("message").addEventListener("input", () => { autosize(); userTyped(); });
   $("log").addEventListener("scroll", () => { if (nearBottom()) $("new-messages").hidden = true; });
   $("new-messages").addEventListener("click", () => { $("log").scrollTop = $("log").scrollHeight; $("new-messages").hidden = true; });
   window.addEventListener("focus", () => { if (state.unreadMarker && nearBottom()) { /* keep marker visible until next blur */ } });

@@ -133,7 +133,9 @@ pub fn event(style: Style, event: &ClientEvent) -> Option<String> {
             };
             style.notice(&format!("[{}] {} {why}", clock(*time_ms), sanitize(nick)))
         }
-        ClientEvent::Acked { .. } | ClientEvent::Countdown { .. } => return None,
+        ClientEvent::Acked { .. } | ClientEvent::Countdown { .. } | ClientEvent::Typing { .. } => {
+            return None
+        }
         ClientEvent::MessageRejected { id, message, .. } => {
             style.warn(&format!("message #{id} was not delivered: {message}"))
         }

@@ -167,6 +167,11 @@ pub enum ClientEvent {
         kind: ErrorKind,
         message: String,
     },
+    /// Someone else is typing (sent at most about once a second per person while they type;
+    /// show it for a few seconds).
+    Typing {
+        nick: String,
+    },
     /// Waiting `delay_ms` before connection attempt `attempt`.
     Reconnecting {
         attempt: u32,
@@ -211,6 +216,7 @@ enum Command {
         reply: oneshot::Sender<Result<(), SendError>>,
     },
     ReconnectNow,
+    Typing,
     Disconnect,
     QuitWhenFlushed,
 }
@@ -244,6 +250,12 @@ impl ClientHandle {
         answer.await.map_err(|_| SendError::Stopped)?
     }
 
+    /// Tell the room the user is typing. Cheap to call on every keystroke: notices are sent at
+    /// most once per [`TYPING_NOTICE_INTERVAL`], and only while connected.
+    pub async fn typing(&self) {
+        let _ = self.commands.try_send(Command::Typing);
+    }
+
     /// Skip the current reconnect wait.
     pub async fn reconnect_now(&self) {
         let _ = self.commands.send(Command::ReconnectNow).await;
@@ -259,6 +271,9 @@ impl ClientHandle {
         let _ = self.commands.send(Command::QuitWhenFlushed).await;
     }
 }
+
+/// Minimum time between two typing notices sent by a client.
+pub const TYPING_NOTICE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Capacity of the event channel; a consumer that falls behind slows the client down.
 pub const EVENT_QUEUE: usize = 1024;
@@ -278,6 +293,7 @@ pub fn spawn(config: ClientConfig) -> (ClientHandle, mpsc::Receiver<ClientEvent>
         online: BTreeMap::new(),
         online_as_of: 0,
         quit_when_flushed: false,
+        last_typing: None,
         events: event_tx,
         commands: cmd_rx,
     };
@@ -317,6 +333,8 @@ struct ClientTask {
     /// The room sequence the online list is current as of; older join/leave events do not change it.
     online_as_of: u64,
     quit_when_flushed: bool,
+    /// When the last typing notice went out.
+    last_typing: Option<std::time::Instant>,
     events: mpsc::Sender<ClientEvent>,
     commands: mpsc::Receiver<Command>,
 }
@@ -476,6 +494,7 @@ impl ClientTask {
             match command {
                 None | Some(Command::Disconnect) => return true,
                 Some(Command::ReconnectNow) => return false,
+                Some(Command::Typing) => {}
                 Some(Command::Send { text, reply }) => {
                     let _ = reply.send(self.outbox.push(text).map_err(SendError::from));
                 }
@@ -643,6 +662,15 @@ impl ClientTask {
                 return Ok(Some(SessionEnd::Quit));
             }
             Some(Command::ReconnectNow) => {}
+            Some(Command::Typing) => {
+                let due = self
+                    .last_typing
+                    .is_none_or(|t| t.elapsed() >= TYPING_NOTICE_INTERVAL);
+                if joined && due {
+                    self.last_typing = Some(std::time::Instant::now());
+                    link.send(&ClientMessage::Typing).await?;
+                }
+            }
             Some(Command::Send { text, reply }) => match self.outbox.push(text.clone()) {
                 Ok(id) => {
                     let _ = reply.send(Ok(id));
@@ -696,8 +724,14 @@ impl ClientTask {
                     .opener
                     .as_mut()
                     .ok_or(ConnError::UnexpectedFrame(kind))?;
-                let BroadcastMessage::Event(event) = opener.open(body)?;
-                self.on_event(event, false).await;
+                match opener.open(body)? {
+                    BroadcastMessage::Event(event) => self.on_event(event, false).await,
+                    BroadcastMessage::Typing { nick } => {
+                        if nick_key(&nick) != nick_key(&self.nick) {
+                            self.emit(ClientEvent::Typing { nick }).await;
+                        }
+                    }
+                }
                 Ok(None)
             }
             other => Err(ConnError::UnexpectedFrame(other)),

@@ -36,6 +36,8 @@ pub enum ClientMessage {
     Say { id: u64, text: String },
     /// Keep-alive; answered by `pong`.
     Ping,
+    /// The user is typing; relayed to the room as an ephemeral `typing` broadcast.
+    Typing,
     /// Leave the room now (no grace period) and close.
     Leave,
 }
@@ -153,6 +155,10 @@ pub enum ServerMessage {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BroadcastMessage {
     Event(RoomEvent),
+    /// `nick` is typing. Ephemeral: no sequence number, not in history, never replayed.
+    Typing {
+        nick: String,
+    },
 }
 
 #[cfg(test)]

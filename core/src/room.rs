@@ -124,7 +124,12 @@ struct Member {
     /// `None` while the member is away within its grace period.
     link: Option<MemberLink>,
     away_since: Option<Instant>,
+    /// When this member's last typing notice was relayed (rate limit).
+    last_typing: Option<Instant>,
 }
+
+/// Typing notices from one member are relayed at most this often.
+pub const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The result of a successful join.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +259,7 @@ impl Room {
                         client_id: client_id.clone(),
                         link: Some(link),
                         away_since: None,
+                        last_typing: None,
                     },
                 );
                 self.publish(RoomEventKind::Join { nick: nick.clone() });
@@ -401,12 +407,35 @@ impl Room {
             kind,
         };
         self.next_seq += 1;
-        let sealed = encode_json(&BroadcastMessage::Event(event.clone()))
-            .and_then(|json| self.sealer.seal(&json));
+        let message = BroadcastMessage::Event(event.clone());
         self.history.push_back(event);
         while self.history.len() > self.config.history {
             self.history.pop_front();
         }
+        self.broadcast(&message);
+    }
+
+    /// Member `key` is typing: relay an ephemeral notice (no sequence number, not kept in
+    /// history), at most once per [`TYPING_INTERVAL`] per member.
+    pub fn typing(&mut self, key: &str, conn_id: u64, now: Instant) -> Result<(), NotMember> {
+        self.link_of(key, conn_id)?;
+        let member = self.members.get_mut(key).ok_or(NotMember::Detached)?;
+        if member
+            .last_typing
+            .is_some_and(|t| now.saturating_duration_since(t) < TYPING_INTERVAL)
+        {
+            return Ok(());
+        }
+        member.last_typing = Some(now);
+        let nick = member.nick.clone();
+        self.broadcast(&BroadcastMessage::Typing { nick });
+        Ok(())
+    }
+
+    /// Seal `message` once and queue the same bytes to every connected member; cut off members
+    /// whose queue is full.
+    fn broadcast(&mut self, message: &BroadcastMessage) {
+        let sealed = encode_json(message).and_then(|json| self.sealer.seal(&json));
         let frame: Arc<[u8]> = match sealed {
             Ok(frame) => frame.into(),
             Err(e) => {
@@ -493,13 +522,15 @@ mod tests {
                         if let Some(queued) = &self.queued {
                             queued.fetch_sub(frame.len(), Ordering::Relaxed);
                         }
-                        let BroadcastMessage::Event(e) = self
+                        let message: BroadcastMessage = self
                             .opener
                             .as_mut()
                             .unwrap()
                             .open(&frame[crate::frame::HEADER_LEN..])
                             .unwrap();
-                        self.events.push(e);
+                        if let BroadcastMessage::Event(e) = message {
+                            self.events.push(e);
+                        }
                     }
                     Outgoing::Close => self.private.push(ServerMessage::Pong),
                 }
@@ -540,6 +571,52 @@ mod tests {
         );
         assert_eq!(room.online(), vec!["Ana", "Ben"]);
         assert_eq!(b.key, "ben");
+    }
+
+    #[test]
+    fn typing_notices_are_ephemeral_and_rate_limited() {
+        let mut room = Room::new(RoomConfig::default());
+        let (l, mut rx) = link(1, 100);
+        room.join("ana", &"id-a".into(), None, l).unwrap();
+        room.join("ben", &"id-b".into(), None, link(2, 100).0)
+            .unwrap();
+        let t0 = Instant::now();
+        let head = room.next_seq;
+        room.typing("ben", 2, t0).unwrap();
+        room.typing("ben", 2, t0 + Duration::from_millis(500))
+            .unwrap();
+        room.typing("ben", 2, t0 + Duration::from_millis(1100))
+            .unwrap();
+        assert_eq!(room.next_seq, head, "no sequence numbers used");
+        assert_eq!(room.history.len(), 2, "only the two joins are history");
+        let mut opener = None;
+        let mut typing = 0;
+        while let Ok(item) = rx.try_recv() {
+            match item {
+                Outgoing::Session(ServerMessage::Welcome {
+                    room_key,
+                    next_broadcast,
+                    ..
+                }) => {
+                    let key: Key = hex::decode(room_key).unwrap().try_into().unwrap();
+                    opener = Some(BroadcastOpener::new(&key, next_broadcast));
+                }
+                Outgoing::Frame(frame) => {
+                    let msg: BroadcastMessage = opener
+                        .as_mut()
+                        .unwrap()
+                        .open(&frame[crate::frame::HEADER_LEN..])
+                        .unwrap();
+                    if let BroadcastMessage::Typing { nick } = msg {
+                        assert_eq!(nick, "ben");
+                        typing += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(typing, 2, "the notice 500 ms after the first is dropped");
+        assert_eq!(room.typing("ben", 9, t0), Err(NotMember::Detached));
     }
 
     #[test]

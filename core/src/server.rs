@@ -435,6 +435,12 @@ impl Handler {
                 return Err(HandlerError::Left);
             }
             (ClientMessage::Leave, None) => return Ok(()),
+            (ClientMessage::Typing, Some(key)) => {
+                self.shared.room().typing(key, conn_id, Instant::now())?
+            }
+            (ClientMessage::Typing, None) => {
+                return Err(HandlerError::Protocol("typing before joining"))
+            }
         }
         Ok(())
     }

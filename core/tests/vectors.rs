@@ -135,8 +135,15 @@ fn stored_vectors_open_correctly() {
     let broadcast = hex_of("broadcast_frame");
     let mut opener =
         tertulia_core::sealed::BroadcastOpener::new(&arr32(hex_of("broadcast_key")), 7);
-    let BroadcastMessage::Event(event) = opener.open(&broadcast[5..]).expect("open broadcast");
-    assert_eq!(event.kind, RoomEventKind::Join { nick: "ana".into() });
+    let opened: BroadcastMessage = opener.open(&broadcast[5..]).expect("open broadcast");
+    assert_eq!(
+        opened,
+        BroadcastMessage::Event(RoomEvent {
+            seq: 1,
+            time_ms: 0,
+            kind: RoomEventKind::Join { nick: "ana".into() }
+        })
+    );
 }
 
 #[test]

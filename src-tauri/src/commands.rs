@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use tauri::{AppHandle, Emitter, Runtime, State};
+use tauri::{AppHandle, Emitter, Manager, Runtime, State};
+use tauri_plugin_notification::NotificationExt;
 use tertulia_core::addr;
 use tertulia_core::client::{self, ClientConfig, ClientEvent};
 use tertulia_core::passphrase;
@@ -63,6 +64,37 @@ fn check_host(raw: &str) -> Result<String> {
     Ok(host.to_owned())
 }
 
+/// A desktop notification for a live message from someone else while the window is not focused.
+fn notify_if_unfocused<R: Runtime>(app: &AppHandle<R>, event: &ClientEvent) {
+    let ClientEvent::Message {
+        from,
+        text,
+        own: false,
+        history: false,
+        ..
+    } = event
+    else {
+        return;
+    };
+    let focused = app
+        .get_webview_window("main")
+        .and_then(|w| w.is_focused().ok())
+        .unwrap_or(false);
+    if focused {
+        return;
+    }
+    let body: String = text.chars().take(200).collect();
+    if let Err(e) = app
+        .notification()
+        .builder()
+        .title(format!("{from} — Tertulia"))
+        .body(body)
+        .show()
+    {
+        tracing::debug!(error = %e, "desktop notification not shown");
+    }
+}
+
 /// Start a chat session and forward its events to the window, replacing any previous session.
 async fn start_session<R: Runtime>(app: &AppHandle<R>, state: &AppState, config: ClientConfig) {
     let mut session = state.session.lock().await;
@@ -75,6 +107,7 @@ async fn start_session<R: Runtime>(app: &AppHandle<R>, state: &AppState, config:
     let forwarder = tauri::async_runtime::spawn(async move {
         while let Some(event) = events.recv().await {
             let _ = app.emit(CHAT_EVENT, &event);
+            notify_if_unfocused(&app, &event);
             if matches!(event, ClientEvent::Disconnected { .. }) {
                 break;
             }
@@ -214,6 +247,21 @@ pub async fn set_nick(state: State<'_, AppState>, nick: String) -> Result<()> {
         .map(|s| s.handle.clone())
         .ok_or(CommandError::NotConnected)?;
     Ok(handle.set_nick(&nick).await?)
+}
+
+/// The user is typing (throttled in the core; cheap to call on every keystroke).
+#[tauri::command]
+pub async fn typing(state: State<'_, AppState>) -> Result<()> {
+    if let Some(handle) = state
+        .session
+        .lock()
+        .await
+        .as_ref()
+        .map(|s| s.handle.clone())
+    {
+        handle.typing().await;
+    }
+    Ok(())
 }
 
 /// Skip the reconnect countdown.

@@ -23,6 +23,7 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             commands::send,
             commands::set_nick,
             commands::reconnect_now,
+            commands::typing,
             commands::disconnect,
             commands::generate_passphrase,
             commands::hosting_info,

@@ -194,3 +194,39 @@ async fn unreachable_server_gives_up_with_its_exit_code() {
         "first retry well under a second: {delays:?}"
     );
 }
+
+#[tokio::test]
+async fn typing_notices_reach_the_others() {
+    use tertulia_core::client::{self, ClientConfig, ClientEvent};
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let mut ben = ChatProcess::start(server.addr, "ben", PASS, &[]).await;
+    ben.wait_type("connected").await;
+    // The library client, as the desktop app uses it.
+    let (ana, mut events) = client::spawn(ClientConfig::new(server.addr.to_string(), "ana", PASS));
+    loop {
+        match tokio::time::timeout(tertulia_e2e::WAIT, events.recv())
+            .await
+            .expect("connected in time")
+        {
+            Some(ClientEvent::Connected { .. }) => break,
+            Some(_) => {}
+            None => panic!("client stopped"),
+        }
+    }
+    for _ in 0..5 {
+        ana.typing().await; // many keystrokes, one notice
+    }
+    let notice = ben.wait_type("typing").await;
+    assert_eq!(notice["nick"], "ana");
+    ben.drain_for(Duration::from_millis(500)).await;
+    assert_eq!(
+        ben.seen.iter().filter(|e| e["type"] == "typing").count(),
+        1,
+        "throttled"
+    );
+    assert!(
+        !ben.seen.iter().any(|e| e["type"] == "message"),
+        "typing is not a message"
+    );
+    ana.disconnect().await;
+}

@@ -1,0 +1,256 @@
+// UI logic tests: ui/index.html in headless Debian Chromium (playwright-core), with a small
+// fake of window.__TAURI__ that records commands and replays core events recorded from a real
+// session (fixtures/session.jsonl, printed by `tertulia-chat --json`).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync, mkdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+import { chromium } from "playwright-core";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, "../..");
+const pageUrl = "file://" + path.join(root, "ui/index.html");
+const shots = path.join(root, "artifacts/ui");
+mkdirSync(shots, { recursive: true });
+const recorded = readFileSync(path.join(here, "fixtures/session.jsonl"), "utf8")
+  .split("\n").filter(Boolean).map((l) => JSON.parse(l)).filter((e) => e.type !== "queued");
+
+const fakeTauri = () => {
+  const listeners = {};
+  let nextId = 0;
+  window.__calls = [];
+  window.__responses = {
+    host_server: { port: 5555, addresses: ["192.168.1.20:5555", "[fd00::2]:5555"], invite: "tertulia://192.168.1.20:5555#open sesame" },
+    generate_passphrase: "abcde-fghij-kmnpq-rstuv-wxyz2",
+  };
+  window.__TAURI__ = {
+    core: {
+      invoke: async (cmd, args = {}) => {
+        window.__calls.push({ cmd, args });
+        if (cmd === "send") return ++nextId;
+        if (window.__fail && window.__fail[cmd]) throw window.__fail[cmd];
+        return window.__responses[cmd] ?? null;
+      },
+    },
+    event: { listen: async (name, cb) => { (listeners[name] ||= []).push(cb); return () => {}; } },
+  };
+  window.__emit = (payload) => (listeners["chat-event"] || []).forEach((cb) => cb({ event: "chat-event", payload, id: 0 }));
+};
+
+let browser;
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+      "--disable-sync", "--no-first-run", "--disable-quic"],
+  });
+});
+after(async () => { await browser?.close(); });
+
+async function openPage(options = {}) {
+  const context = await browser.newContext({ viewport: { width: 900, height: 640 }, ...options });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e));
+  await page.addInitScript(fakeTauri);
+  await page.goto(pageUrl);
+  page.errors = errors;
+  return page;
+}
+const calls = (page) => page.evaluate(() => window.__calls);
+const emit = (page, events) => page.evaluate((evs) => evs.forEach((e) => window.__emit(e)), events);
+
+async function joinRoom(page, nick = "ana") {
+  await page.fill("#join-nick", nick);
+  await page.fill("#join-host", "192.168.1.20");
+  await page.fill("#join-port", "5555");
+  await page.fill("#join-pass", "open sesame");
+  await page.click("#join-submit");
+  await page.waitForSelector("#chat:not([hidden])");
+}
+
+test("join form validates every field with a clear message and calls nothing", async () => {
+  const page = await openPage();
+  await page.click("#join-submit");
+  assert.match(await page.textContent("#join-error"), /Nickname/);
+  await page.fill("#join-nick", "ana");
+  await page.fill("#join-host", "bad host!");
+  await page.click("#join-submit");
+  assert.match(await page.textContent("#join-error"), /Address/);
+  await page.fill("#join-host", "192.168.1.20");
+  await page.fill("#join-port", "70000");
+  await page.click("#join-submit");
+  assert.match(await page.textContent("#join-error"), /Port/);
+  await page.fill("#join-port", "5555");
+  await page.click("#join-submit");
+  assert.match(await page.textContent("#join-error"), /Passphrase/);
+  assert.deepEqual((await calls(page)).filter((c) => c.cmd === "connect"), []);
+  await page.fill("#join-pass", "open sesame");
+  await page.click("#join-submit");
+  await page.waitForSelector("#chat:not([hidden])");
+  const connect = (await calls(page)).find((c) => c.cmd === "connect");
+  assert.deepEqual(connect.args, { host: "192.168.1.20", port: 5555, passphrase: "open sesame", nick: "ana" });
+  assert.deepEqual(page.errors, []);
+});
+
+test("pasting an invite code fills the join form; last values are remembered", async () => {
+  const page = await openPage();
+  await page.fill("#join-host", "tertulia://10.0.0.7:6000#correct horse");
+  assert.equal(await page.inputValue("#join-host"), "10.0.0.7");
+  assert.equal(await page.inputValue("#join-port"), "6000");
+  assert.equal(await page.inputValue("#join-pass"), "correct horse");
+  await page.fill("#join-nick", "Ana");
+  await page.click("#join-submit");
+  await page.waitForSelector("#chat:not([hidden])");
+  await page.reload();
+  assert.equal(await page.inputValue("#join-nick"), "Ana");
+  assert.equal(await page.inputValue("#join-host"), "10.0.0.7");
+  assert.equal(await page.inputValue("#join-port"), "6000");
+  assert.equal(await page.inputValue("#join-pass"), "", "the passphrase is not stored");
+});
+
+test("hosting shows the addresses, the member count and an invite code", async () => {
+  const page = await openPage();
+  await page.fill("#host-nick", "ana");
+  await page.click("#host-generate");
+  assert.equal(await page.inputValue("#host-pass"), "abcde-fghij-kmnpq-rstuv-wxyz2");
+  await page.click("#host-submit");
+  await page.waitForSelector("#host-panel:not([hidden])");
+  const host = (await calls(page)).find((c) => c.cmd === "host_server");
+  assert.deepEqual(host.args, { port: 5555, passphrase: "abcde-fghij-kmnpq-rstuv-wxyz2", nick: "ana" });
+  assert.deepEqual(await page.$$eval("#host-addresses button", (bs) => bs.map((b) => b.textContent)), ["192.168.1.20:5555", "[fd00::2]:5555"]);
+  await emit(page, [{ type: "online", members: ["ana", "ben"] }]);
+  assert.equal(await page.textContent("#member-count"), "2 members");
+  assert.equal(await page.isHidden("#leave"), true);
+  await page.click("#stop-hosting");
+  assert.match(await page.textContent("#confirm-text"), /other member will be told/);
+  await page.click("#confirm-cancel");
+  assert.equal((await calls(page)).some((c) => c.cmd === "stop_hosting"), false);
+  await page.click("#stop-hosting");
+  await page.click("#confirm-ok");
+  await page.waitForSelector("#start:not([hidden])");
+  assert.equal((await calls(page)).some((c) => c.cmd === "stop_hosting"), true);
+});
+
+test("a recorded session renders safely: text, notices, online list, own and mentioned messages", async () => {
+  const page = await openPage();
+  await joinRoom(page);
+  await emit(page, recorded.slice(0, recorded.length - 1)); // all but the final "disconnected"
+  const texts = await page.$$eval("#log .msg .text", (ns) => ns.map((n) => n.textContent));
+  assert.deepEqual(texts, ["hi ben 👋", "hola a todos", 'hello ana — <b>bold?</b> | a:b "q"', "line one\\nline two"]);
+  assert.equal(await page.$$eval("#log b", (bs) => bs.length), 0, "markup from peers is never parsed");
+  const notices = await page.$$eval("#log .notice", (ns) => ns.map((n) => n.textContent));
+  assert.ok(notices.some((n) => n.endsWith("carol joined")));
+  assert.ok(notices.some((n) => n.endsWith("ben left")));
+  assert.deepEqual(await page.$$eval("#online li", (ls) => ls.map((l) => l.textContent)), ["ana"]);
+  assert.equal(await page.$eval("#log .msg.own .text", (n) => n.textContent), "hola a todos");
+  assert.equal(await page.$eval("#log .msg.mention .text", (n) => n.textContent), 'hello ana — <b>bold?</b> | a:b "q"');
+  assert.match(await page.textContent("#conn-state"), /Connected as ana/);
+  await page.screenshot({ path: path.join(shots, "recorded-session.png") });
+  await emit(page, recorded.slice(-1));
+  assert.match(await page.textContent("#conn-state"), /Left the room/);
+  assert.deepEqual(page.errors, []);
+});
+
+test("Enter sends, Shift+Enter adds a line; a message stays pending until acked", async () => {
+  const page = await openPage();
+  await joinRoom(page);
+  await emit(page, [{ type: "connected", nick: "ana", epoch: "e", resumed: false, room_reset: false, gap: false }]);
+  await page.click("#message");
+  await page.keyboard.type("first line");
+  await page.keyboard.press("Shift+Enter");
+  await page.keyboard.type("second line");
+  await page.keyboard.press("Enter");
+  await page.waitForFunction(() => window.__calls.some((c) => c.cmd === "send"));
+  const send = (await calls(page)).find((c) => c.cmd === "send");
+  assert.equal(send.args.text, "first line\nsecond line");
+  assert.equal(await page.inputValue("#message"), "");
+  assert.equal(await page.$$eval("#log .msg.pending", (ns) => ns.length), 1);
+  await emit(page, [{ type: "message", seq: 3, time_ms: Date.now(), from: "ana", text: "first line\nsecond line", own: true, msg_id: 1, history: false }]);
+  assert.equal(await page.$$eval("#log .msg", (ns) => ns.length), 1, "the echo replaces the pending copy");
+  assert.equal(await page.$$eval("#log .msg.pending", (ns) => ns.length), 0);
+});
+
+test("a taken nickname opens the dialog, which says why and lets you pick another", async () => {
+  const page = await openPage();
+  await joinRoom(page, "Ben");
+  await emit(page, [{ type: "nick_rejected", nick: "Ben", reason: "taken", message: "that nickname is already taken in this room; pick another" }]);
+  await page.waitForSelector("#nick-dialog[open]");
+  assert.match(await page.textContent("#nick-reason"), /already taken/);
+  await page.fill("#nick-input", "");
+  await page.click("#nick-submit");
+  assert.match(await page.textContent("#nick-error"), /Nickname/);
+  await page.fill("#nick-input", "Ben2");
+  await page.click("#nick-submit");
+  await page.waitForFunction(() => window.__calls.some((c) => c.cmd === "set_nick"));
+  assert.deepEqual((await calls(page)).find((c) => c.cmd === "set_nick").args, { nick: "Ben2" });
+  assert.equal(await page.isVisible("#nick-dialog"), false);
+});
+
+test("connection state: reconnect countdown with a reconnect-now action", async () => {
+  const page = await openPage();
+  await joinRoom(page);
+  await emit(page, [
+    { type: "connected", nick: "ana", epoch: "e", resumed: false, room_reset: false, gap: false },
+    { type: "error", kind: "network", message: "the server closed the connection" },
+    { type: "reconnecting", attempt: 2, delay_ms: 3000, reason: "the server closed the connection" },
+  ]);
+  assert.match(await page.textContent("#conn-state"), /Reconnecting in 3 s \(attempt 2\)/);
+  assert.equal(await page.getAttribute("#conn-state", "class"), "state reconnecting");
+  await page.click("#reconnect-now");
+  assert.equal((await calls(page)).some((c) => c.cmd === "reconnect_now"), true);
+  await emit(page, [{ type: "connected", nick: "ana", epoch: "e", resumed: true, room_reset: false, gap: false }]);
+  assert.equal(await page.isHidden("#reconnect-now"), true);
+  assert.match(await page.textContent("#conn-state"), /Connected/);
+});
+
+test("auto-scroll follows new messages but not while reading older ones", async () => {
+  const page = await openPage({ viewport: { width: 900, height: 400 } });
+  await joinRoom(page);
+  const many = Array.from({ length: 60 }, (_, i) => ({ type: "message", seq: i + 1, time_ms: 0, from: "ben", text: "message " + i, own: false, msg_id: null, history: true }));
+  await emit(page, many);
+  const atBottom = () => page.$eval("#log", (l) => l.scrollHeight - l.scrollTop - l.clientHeight < 60);
+  assert.equal(await atBottom(), true);
+  await page.$eval("#log", (l) => { l.scrollTop = 0; });
+  await emit(page, [{ type: "message", seq: 61, time_ms: 0, from: "ben", text: "while reading", own: false, msg_id: null, history: false }]);
+  assert.equal(await page.$eval("#log", (l) => l.scrollTop), 0, "not yanked down");
+  assert.equal(await page.isVisible("#new-messages"), true);
+  await page.click("#new-messages");
+  assert.equal(await atBottom(), true);
+});
+
+test("typing indicator shows who is typing and clears when their message arrives", async () => {
+  const page = await openPage();
+  await joinRoom(page);
+  await emit(page, [{ type: "connected", nick: "ana", epoch: "e", resumed: false, room_reset: false, gap: false }, { type: "typing", nick: "ben" }]);
+  assert.equal(await page.textContent("#typing"), "ben is typing…");
+  await emit(page, [{ type: "typing", nick: "carol" }]);
+  assert.equal(await page.textContent("#typing"), "ben and carol are typing…");
+  await emit(page, [{ type: "message", seq: 5, time_ms: 0, from: "ben", text: "done", own: false, msg_id: null, history: false }]);
+  assert.equal(await page.textContent("#typing"), "carol is typing…");
+  await page.click("#message");
+  await page.keyboard.type("x");
+  await page.waitForFunction(() => window.__calls.some((c) => c.cmd === "typing"));
+});
+
+test("works at 360 px wide and follows the dark colour scheme", async () => {
+  for (const colorScheme of ["light", "dark"]) {
+    const page = await openPage({ viewport: { width: 360, height: 640 }, colorScheme });
+    const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok((await overflow()) <= 0, "start screen fits");
+    await page.screenshot({ path: path.join(shots, `start-360-${colorScheme}.png`) });
+    await joinRoom(page);
+    await emit(page, recorded.slice(0, -1));
+    await emit(page, [{ type: "message", seq: 99, time_ms: 0, from: "ben", text: "a-very-long-word-".repeat(20), own: false, msg_id: null, history: false }]);
+    assert.ok((await overflow()) <= 0, "chat fits, long words wrap");
+    const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    const [r, g, b] = bg.match(/\d+/g).map(Number);
+    const light = (r + g + b) / 3 > 128;
+    assert.equal(light, colorScheme === "light", `${colorScheme} background ${bg}`);
+    await page.screenshot({ path: path.join(shots, `chat-360-${colorScheme}.png`) });
+    await page.click("#toggle-people");
+    assert.equal(await page.isVisible("#people"), true, "online list reachable on narrow screens");
+  }
+});
