@@ -6,16 +6,27 @@ LISTEN ?= 0.0.0.0:5555
 SERVER ?= 127.0.0.1:5555
 NICK ?= $(USER)
 
-.PHONY: run app host chat test deps build release lint clean help
+TAURI_DRIVER_VERSION := 2.1.0
+
+.PHONY: run host chat test test-rust test-ui test-desktop deps deps-test package build release lint clean help
 
 help:
 	@echo "make run    build and start the desktop app (headless server when there is no display)"
 	@echo "make host   host a room headless with tertulia-server; LISTEN=ADDR:PORT to choose the address"
 	@echo "make chat   join a room from the terminal: make chat SERVER=HOST:PORT NICK=name"
-	@echo "make test   install what is missing, build, lint and run every test"
+	@echo "make test   install what is missing, build, lint and run every test (Rust, UI, desktop e2e under Xvfb)"
+	@echo "make package  build an installable .deb (target/release/bundle/deb/)"
 
 deps:
 	@scripts/install-deps.sh
+
+# Test-only tools: Xvfb and WebKitWebDriver for the desktop test, Chromium for the UI tests,
+# the npm packages (playwright-core, Tauri CLI) and tauri-driver.
+deps-test: deps
+	@scripts/install-deps.sh xvfb xauth webkit2gtk-driver chromium
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/install-deps.sh nodejs npm
+	@[ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
+	@command -v tauri-driver >/dev/null 2>&1 || $(CARGO) install tauri-driver --locked --version $(TAURI_DRIVER_VERSION)
 
 release: deps
 	$(CARGO) build --release --bins
@@ -44,8 +55,22 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: build lint
+test: deps-test build lint test-rust test-ui test-desktop
+
+test-rust:
 	$(CARGO) test --workspace
+
+test-ui:
+	node --test ui/tests/
+
+test-desktop:
+	node tests/desktop/run.mjs
+
+package: deps
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/install-deps.sh nodejs npm
+	@[ -d node_modules/@tauri-apps/cli ] || npm ci --no-audit --no-fund
+	npx tauri build --bundles deb
+	@ls -1 target/release/bundle/deb/*.deb
 
 clean:
 	$(CARGO) clean

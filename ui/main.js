@@ -297,6 +297,7 @@ function onChatEvent(ev) {
       $("nick-dialog").open && $("nick-dialog").close();
       break;
     case "nick_rejected":
+      setConnState("connecting", "Choose another nickname");
       openNickDialog(ev.nick, ev.message);
       break;
     case "online":

@@ -1,0 +1,193 @@
+// Desktop end-to-end test: the real Tertulia app under Xvfb, driven through tauri-driver and
+// WebKitWebDriver, talking to real tertulia-chat / tertulia-server processes on 127.0.0.1.
+// Screenshots of every step go to artifacts/desktop/.
+import { spawn } from "node:child_process";
+import { mkdirSync, writeFileSync, existsSync, copyFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { createInterface } from "node:readline";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { Session } from "./webdriver.mjs";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const bin = (name) => path.join(root, "target/debug", name);
+const shots = path.join(root, "artifacts/desktop");
+mkdirSync(shots, { recursive: true });
+const PASS = "desktop end to end passphrase";
+const children = [];
+let step = 0;
+
+function log(msg) { console.log(`[desktop-e2e] ${msg}`); }
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, "127.0.0.1", () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+    srv.on("error", reject);
+  });
+}
+
+function start(cmd, args, env = {}) {
+  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ["pipe", "pipe", "pipe"] });
+  children.push(child);
+  child.stderr.on("data", (d) => { if (process.env.E2E_VERBOSE) process.stderr.write(d); });
+  return child;
+}
+
+/** A tertulia-chat --json process with an event log. */
+function chat(port, nick) {
+  const child = start(bin("tertulia-chat"), [`127.0.0.1:${port}`, "--nick", nick, "--json"], { TERTULIA_PASSPHRASE: PASS });
+  const events = [];
+  const waiters = [];
+  createInterface({ input: child.stdout }).on("line", (line) => {
+    const event = JSON.parse(line);
+    events.push(event);
+    for (const w of [...waiters]) if (w.pred(event)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(event); }
+  });
+  const exited = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
+  return {
+    events, exited,
+    say: (text) => child.stdin.write(text + "\n"),
+    quit: () => child.stdin.end(),
+    wait(what, pred, ms = 20_000) {
+      const found = events.find(pred);
+      if (found) return Promise.resolve(found);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${nick}: timed out waiting for ${what}; saw ${JSON.stringify(events)}`)), ms);
+        waiters.push({ pred, resolve: (e) => { clearTimeout(timer); resolve(e); } });
+      });
+    },
+  };
+}
+
+async function waitHttp(url, ms) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    try { const r = await fetch(url, { signal: AbortSignal.timeout(1000) }); if (r.ok) return; } catch (_) { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${url} did not come up`);
+}
+
+async function shot(session, name) {
+  // WebKitGTK paints asynchronously under Xvfb: let the last DOM changes reach the screen.
+  await new Promise((r) => setTimeout(r, 700));
+  step += 1;
+  const file = path.join(shots, `${String(step).padStart(2, "0")}-${name}.png`);
+  writeFileSync(file, await session.screenshot());
+  log(`screenshot ${path.relative(root, file)}`);
+  return file;
+}
+
+const has = (sel, text) => [
+  "return [...document.querySelectorAll(arguments[0])].some((n) => n.textContent.includes(arguments[1]));", sel, text];
+
+async function main() {
+  for (const b of ["tertulia-app", "tertulia-chat", "tertulia-server"]) {
+    if (!existsSync(bin(b))) throw new Error(`${bin(b)} is missing: build first (make test does)`);
+  }
+  const display = `:${90 + Math.floor(Math.random() * 400)}`;
+  start("Xvfb", [display, "-screen", "0", "1100x760x24", "-nolisten", "tcp"]);
+  await new Promise((r) => setTimeout(r, 800));
+  const [wdPort, nativePort] = [await freePort(), await freePort()];
+  const driver = process.env.TAURI_DRIVER || "tauri-driver";
+  start(driver, ["--port", String(wdPort), "--native-port", String(nativePort)], { DISPLAY: display });
+  const base = `http://127.0.0.1:${wdPort}`;
+  await waitHttp(`${base}/status`, 20_000);
+  log(`Xvfb ${display}, tauri-driver on ${wdPort}`);
+
+  const session = await Session.start(base, bin("tertulia-app"));
+  try {
+    await session.waitFor("the start screen", "return !!document.querySelector('#host-form') && !document.querySelector('#start').hidden;");
+    await shot(session, "start");
+
+    // 1. The app hosts a room.
+    const port = await freePort();
+    await session.fill("#host-nick", "ana");
+    await session.fill("#host-port", String(port));
+    await session.fill("#host-pass", PASS);
+    await session.click("#host-submit");
+    await session.waitFor("hosting", "return !document.querySelector('#host-panel').hidden && document.querySelector('#conn-state').textContent.includes('Connected as ana');");
+    await shot(session, "hosting");
+
+    // 2. A terminal client joins; both see each other online.
+    const ben = chat(port, "ben");
+    await ben.wait("connected", (e) => e.type === "connected");
+    await ben.wait("online list with ana", (e) => e.type === "online" && e.members.includes("ana") && e.members.includes("ben"));
+    await session.waitFor("ben in the online list", ...has("#online li", "ben"));
+    await session.waitFor("ana in the online list", ...has("#online li", "ana"));
+    await session.waitFor("member count", "return document.querySelector('#member-count').textContent === '2 members';");
+
+    // 3. Messages both ways.
+    const fromTerminal = "hola ana, <b>desde</b> la terminal | a:b";
+    ben.say(fromTerminal);
+    await session.waitFor("ben's message in the window", ...has("#log .msg .text", fromTerminal));
+    const rendered = await session.run("return document.querySelectorAll('#log .msg b').length;");
+    if (rendered !== 0) throw new Error("peer markup was rendered as HTML");
+    await session.click("#message");
+    await session.type("#message", "hi ben, from the app");
+    await session.type("#message", "\uE007"); // Enter
+    await ben.wait("ana's message", (e) => e.type === "message" && e.from === "ana" && e.text === "hi ben, from the app");
+    await session.waitFor("own message acked", "return [...document.querySelectorAll('#log .msg.own')].some((n) => !n.classList.contains('pending'));");
+    const conversation = await shot(session, "conversation");
+    if (process.env.UPDATE_README_SCREENSHOT) copyFileSync(conversation, path.join(root, "docs/screenshot.png"));
+
+    // 4. The terminal client quits; the window shows the leave notice.
+    ben.quit();
+    const code = await ben.exited;
+    if (code !== 0) throw new Error(`tertulia-chat exited with ${code}`);
+    await session.waitFor("ben's leave notice", ...has("#log .notice", "ben left"));
+    await session.waitFor("online list without ben", "return ![...document.querySelectorAll('#online li')].some((n) => n.textContent === 'ben');");
+    await shot(session, "leave-notice");
+
+    // 5. Stop hosting.
+    await session.click("#stop-hosting");
+    await session.waitFor("confirmation", "return document.querySelector('#confirm-dialog').open;");
+    await session.click("#confirm-ok");
+    await session.waitFor("back at the start screen", "return !document.querySelector('#start').hidden;");
+
+    // 6. Join another room where the nickname is taken: the dialog says why; pick another.
+    const otherPort = await freePort();
+    start(bin("tertulia-server"), ["--listen", `127.0.0.1:${otherPort}`], { TERTULIA_PASSPHRASE: PASS });
+    await waitPort(otherPort);
+    const carol = chat(otherPort, "carol");
+    await carol.wait("connected", (e) => e.type === "connected");
+    await session.fill("#join-nick", "Carol");
+    await session.fill("#join-host", "127.0.0.1");
+    await session.fill("#join-port", String(otherPort));
+    await session.fill("#join-pass", PASS);
+    await session.click("#join-submit");
+    await session.waitFor("the nickname dialog", "return document.querySelector('#nick-dialog').open;");
+    const reason = await session.text("#nick-reason");
+    if (!/already taken/.test(reason)) throw new Error(`dialog reason: ${reason}`);
+    await shot(session, "nickname-taken");
+    await session.fill("#nick-input", "Carol2");
+    await session.click("#nick-submit");
+    await session.waitFor("joined as Carol2", "return document.querySelector('#conn-state').textContent.includes('Connected as Carol2');");
+    await carol.wait("Carol2 joined", (e) => e.type === "join" && e.nick === "Carol2");
+    await shot(session, "joined-after-rename");
+    log("all steps passed");
+  } finally {
+    await session.close();
+  }
+}
+
+async function waitPort(port) {
+  const { connect } = await import("node:net");
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    const ok = await new Promise((resolve) => {
+      const s = connect(port, "127.0.0.1", () => { s.destroy(); resolve(true); });
+      s.on("error", () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`port ${port} never opened`);
+}
+
+const timeout = setTimeout(() => { console.error("[desktop-e2e] overall timeout"); cleanup(); process.exit(1); }, 180_000);
+function cleanup() { for (const c of children.reverse()) { try { c.kill("SIGTERM"); } catch (_) { /* gone */ } } }
+main()
+  .then(() => { clearTimeout(timeout); cleanup(); process.exit(0); })
+  .catch((e) => { console.error("[desktop-e2e] FAILED:", e.message); clearTimeout(timeout); cleanup(); process.exit(1); });
