@@ -216,7 +216,7 @@ pub async fn connect<R: Runtime>(
     start_session(
         &app,
         &state,
-        ClientConfig::new(format!("{host}:{port}"), nick, passphrase),
+        ClientConfig::new(addr::join_host_port(&host, port), nick, passphrase),
     )
     .await;
     Ok(())
@@ -225,13 +225,7 @@ pub async fn connect<R: Runtime>(
 /// Send a chat message; returns its id (matched by later `message`/`acked` events).
 #[tauri::command]
 pub async fn send(state: State<'_, AppState>, text: String) -> Result<u64> {
-    let handle = state
-        .session
-        .lock()
-        .await
-        .as_ref()
-        .map(|s| s.handle.clone())
-        .ok_or(CommandError::NotConnected)?;
+    let handle = state.client().await.ok_or(CommandError::NotConnected)?;
     Ok(handle.send(&text).await?)
 }
 
@@ -239,26 +233,14 @@ pub async fn send(state: State<'_, AppState>, text: String) -> Result<u64> {
 #[tauri::command]
 pub async fn set_nick(state: State<'_, AppState>, nick: String) -> Result<()> {
     let nick = check_nick(&nick)?;
-    let handle = state
-        .session
-        .lock()
-        .await
-        .as_ref()
-        .map(|s| s.handle.clone())
-        .ok_or(CommandError::NotConnected)?;
+    let handle = state.client().await.ok_or(CommandError::NotConnected)?;
     Ok(handle.set_nick(&nick).await?)
 }
 
 /// The user is typing (throttled in the core; cheap to call on every keystroke).
 #[tauri::command]
 pub async fn typing(state: State<'_, AppState>) -> Result<()> {
-    if let Some(handle) = state
-        .session
-        .lock()
-        .await
-        .as_ref()
-        .map(|s| s.handle.clone())
-    {
+    if let Some(handle) = state.client().await {
         handle.typing().await;
     }
     Ok(())
@@ -267,13 +249,7 @@ pub async fn typing(state: State<'_, AppState>) -> Result<()> {
 /// Skip the reconnect countdown.
 #[tauri::command]
 pub async fn reconnect_now(state: State<'_, AppState>) -> Result<()> {
-    let handle = state
-        .session
-        .lock()
-        .await
-        .as_ref()
-        .map(|s| s.handle.clone())
-        .ok_or(CommandError::NotConnected)?;
+    let handle = state.client().await.ok_or(CommandError::NotConnected)?;
     handle.reconnect_now().await;
     Ok(())
 }

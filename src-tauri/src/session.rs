@@ -32,3 +32,10 @@ pub struct AppState {
     pub hosting: Mutex<Option<Hosting>>,
     pub session: Mutex<Option<Session>>,
 }
+
+impl AppState {
+    /// The active session's client handle, if any (the lock is released at once).
+    pub async fn client(&self) -> Option<ClientHandle> {
+        self.session.lock().await.as_ref().map(|s| s.handle.clone())
+    }
+}
