@@ -23,7 +23,7 @@ deps:
 # Test-only tools: Xvfb and WebKitWebDriver for the desktop test, Chromium for the UI tests,
 # the npm packages (playwright-core, Tauri CLI) and tauri-driver.
 deps-test: deps
-	@scripts/install-deps.sh xvfb xauth webkit2gtk-driver chromium
+	@scripts/install-deps.sh xvfb xauth webkit2gtk-driver chromium dbus-daemon dbus-bin x11-utils xdotool
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/install-deps.sh nodejs npm
 	@[ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
 	@command -v tauri-driver >/dev/null 2>&1 || $(CARGO) install tauri-driver --locked --version $(TAURI_DRIVER_VERSION)

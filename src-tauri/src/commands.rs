@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, Manager, Runtime, State};
-use tauri_plugin_notification::NotificationExt;
 use tertulia_core::addr;
 use tertulia_core::client::{self, ClientConfig, ClientEvent};
 use tertulia_core::passphrase;
@@ -83,15 +82,21 @@ fn notify_if_unfocused<R: Runtime>(app: &AppHandle<R>, event: &ClientEvent) {
     if focused {
         return;
     }
+    // Never let a missing plugin take the event forwarding down with it.
+    let Some(notifications) = app.try_state::<tauri_plugin_notification::Notification<R>>() else {
+        tracing::warn!("notification plugin not registered; no desktop notification");
+        return;
+    };
     let body: String = text.chars().take(200).collect();
-    if let Err(e) = app
-        .notification()
+    if let Err(e) = notifications
         .builder()
         .title(format!("{from} — Tertulia"))
         .body(body)
         .show()
     {
         tracing::debug!(error = %e, "desktop notification not shown");
+    } else {
+        tracing::debug!(%from, "desktop notification shown");
     }
 }
 

@@ -15,6 +15,7 @@ pub const CHAT_EVENT: &str = "chat-event";
 /// Register state and commands on a builder (generic so tests can use the mock runtime).
 pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
     builder
+        .plugin(tauri_plugin_notification::init())
         .manage(session::AppState::default())
         .invoke_handler(tauri::generate_handler![
             commands::host_server,

@@ -89,9 +89,11 @@ async function main() {
   const display = `:${90 + Math.floor(Math.random() * 400)}`;
   start("Xvfb", [display, "-screen", "0", "1100x760x24", "-nolisten", "tcp"]);
   await new Promise((r) => setTimeout(r, 800));
+  // A private D-Bus session bus, watched for desktop notifications (org.freedesktop.Notifications.Notify).
+  const bus = await dbusSession();
   const [wdPort, nativePort] = [await freePort(), await freePort()];
   const driver = process.env.TAURI_DRIVER || "tauri-driver";
-  start(driver, ["--port", String(wdPort), "--native-port", String(nativePort)], { DISPLAY: display });
+  start(driver, ["--port", String(wdPort), "--native-port", String(nativePort)], { DISPLAY: display, DBUS_SESSION_BUS_ADDRESS: bus.address });
   const base = `http://127.0.0.1:${wdPort}`;
   await waitHttp(`${base}/status`, 20_000);
   log(`Xvfb ${display}, tauri-driver on ${wdPort}`);
@@ -132,6 +134,24 @@ async function main() {
     const conversation = await shot(session, "conversation");
     if (process.env.UPDATE_README_SCREENSHOT) copyFileSync(conversation, path.join(root, "docs/screenshot.png"));
 
+    // 3b. No notification while the window had the focus; with the window in the
+    // background, a message raises one.
+    if (bus.output().includes("member=Notify")) throw new Error("notified while the window was focused");
+    const appWindow = await xdotool(display, ["search", "--name", "^Tertulia$"]);
+    start("xmessage", ["-geometry", "300x80+700+600", "-name", "tertulia-e2e-other", "another window"], { DISPLAY: display });
+    let other = "";
+    for (let i = 0; i < 50 && !other; i += 1) {
+      other = await xdotool(display, ["search", "--classname", "tertulia-e2e-other"]).catch(() => "");
+      if (!other) await new Promise((r) => setTimeout(r, 100));
+    }
+    await xdotool(display, ["windowfocus", other.split("\n")[0]]);
+    await new Promise((r) => setTimeout(r, 300));
+    ben.say("are you there, ana?");
+    await session.waitFor("the background message in the window", ...has("#log .msg .text", "are you there, ana?"));
+    await bus.waitFor("a desktop notification", (out) => out.includes("member=Notify") && out.includes("ben — Tertulia") && out.includes("are you there, ana?"));
+    log("desktop notification seen on D-Bus");
+    await xdotool(display, ["windowfocus", appWindow.split("\n")[0]]);
+
     // 4. The terminal client quits; the window shows the leave notice.
     ben.quit();
     const code = await ben.exited;
@@ -170,6 +190,39 @@ async function main() {
   } finally {
     await session.close();
   }
+}
+
+function xdotool(display, args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn("xdotool", args, { env: { ...process.env, DISPLAY: display } });
+    let out = "";
+    child.stdout.on("data", (d) => { out += d; });
+    child.on("exit", (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`xdotool ${args.join(" ")} exited ${code}`))));
+  });
+}
+
+/** Start a private session bus and a dbus-monitor on it; returns its address and a waiter. */
+async function dbusSession() {
+  const daemon = start("dbus-daemon", ["--session", "--nofork", "--print-address"]);
+  const address = await new Promise((resolve, reject) => {
+    daemon.stdout.once("data", (d) => resolve(String(d).trim().split("\n")[0]));
+    daemon.on("exit", (code) => reject(new Error(`dbus-daemon exited ${code}`)));
+  });
+  const monitor = start("dbus-monitor", ["--address", address, "interface='org.freedesktop.Notifications'"]);
+  let out = "";
+  monitor.stdout.on("data", (d) => { out += d; });
+  return {
+    address,
+    output: () => out,
+    async waitFor(what, pred, ms = 20_000) {
+      const deadline = Date.now() + ms;
+      while (Date.now() < deadline) {
+        if (pred(out)) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`timed out waiting for ${what}; dbus-monitor saw: ${out.slice(-2000)}`);
+    },
+  };
 }
 
 async function waitPort(port) {
