@@ -254,3 +254,17 @@ test("works at 360 px wide and follows the dark colour scheme", async () => {
     assert.equal(await page.isVisible("#people"), true, "online list reachable on narrow screens");
   }
 });
+
+test("messages arriving while the window is in the background get an unread marker", async () => {
+  const page = await openPage();
+  await joinRoom(page);
+  await emit(page, [{ type: "message", seq: 1, time_ms: 0, from: "ben", text: "seen", own: false, msg_id: null, history: false }]);
+  assert.equal(await page.$$eval(".unread-marker", (m) => m.length), 0);
+  await page.evaluate(() => { document.hasFocus = () => false; window.dispatchEvent(new Event("blur")); });
+  await emit(page, [
+    { type: "message", seq: 2, time_ms: 0, from: "ben", text: "unseen 1", own: false, msg_id: null, history: false },
+    { type: "message", seq: 3, time_ms: 0, from: "ben", text: "unseen 2", own: false, msg_id: null, history: false },
+  ]);
+  const order = await page.$$eval("#log > *", (ns) => ns.map((n) => (n.classList.contains("unread-marker") ? "MARKER" : n.querySelector(".text")?.textContent)));
+  assert.deepEqual(order, ["seen", "MARKER", "unseen 1", "unseen 2"], "one marker before the first unread message");
+});
