@@ -2,7 +2,8 @@
 // WebKitWebDriver, talking to real tertulia-chat / tertulia-server processes on 127.0.0.1.
 // Screenshots of every step go to artifacts/desktop/.
 import { spawn } from "node:child_process";
-import { mkdirSync, writeFileSync, existsSync, copyFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync, existsSync, copyFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { createServer } from "node:net";
 import { createInterface } from "node:readline";
 import path from "node:path";
@@ -93,7 +94,15 @@ async function main() {
   const bus = await dbusSession();
   const [wdPort, nativePort] = [await freePort(), await freePort()];
   const driver = process.env.TAURI_DRIVER || "tauri-driver";
-  start(driver, ["--port", String(wdPort), "--native-port", String(nativePort)], { DISPLAY: display, DBUS_SESSION_BUS_ADDRESS: bus.address });
+  // The app's web storage (remembered form values) goes to a throw-away home, not the user's.
+  const home = mkdtempSync(path.join(tmpdir(), "tertulia-e2e-"));
+  start(driver, ["--port", String(wdPort), "--native-port", String(nativePort)], {
+    DISPLAY: display,
+    DBUS_SESSION_BUS_ADDRESS: bus.address,
+    XDG_DATA_HOME: path.join(home, "data"),
+    XDG_CONFIG_HOME: path.join(home, "config"),
+    XDG_CACHE_HOME: path.join(home, "cache"),
+  });
   const base = `http://127.0.0.1:${wdPort}`;
   await waitHttp(`${base}/status`, 20_000);
   log(`Xvfb ${display}, tauri-driver on ${wdPort}`);
