@@ -2,7 +2,7 @@
 // WebKitWebDriver, talking to real tertulia-chat / tertulia-server processes on 127.0.0.1.
 // Screenshots of every step go to artifacts/desktop/.
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, writeFileSync, existsSync, copyFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync, copyFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { createServer } from "node:net";
 import { createInterface } from "node:readline";
@@ -16,6 +16,7 @@ const shots = path.join(root, "artifacts/desktop");
 mkdirSync(shots, { recursive: true });
 const PASS = "desktop end to end passphrase";
 const children = [];
+const tempDirs = [];
 let step = 0;
 
 function log(msg) { console.log(`[desktop-e2e] ${msg}`); }
@@ -96,6 +97,7 @@ async function main() {
   const driver = process.env.TAURI_DRIVER || "tauri-driver";
   // The app's web storage (remembered form values) goes to a throw-away home, not the user's.
   const home = mkdtempSync(path.join(tmpdir(), "tertulia-e2e-"));
+  tempDirs.push(home);
   start(driver, ["--port", String(wdPort), "--native-port", String(nativePort)], {
     DISPLAY: display,
     DBUS_SESSION_BUS_ADDRESS: bus.address,
@@ -249,7 +251,10 @@ async function waitPort(port) {
 }
 
 const timeout = setTimeout(() => { console.error("[desktop-e2e] overall timeout"); cleanup(); process.exit(1); }, 180_000);
-function cleanup() { for (const c of children.reverse()) { try { c.kill("SIGTERM"); } catch (_) { /* gone */ } } }
+function cleanup() {
+  for (const c of children.reverse()) { try { c.kill("SIGTERM"); } catch (_) { /* gone */ } }
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+}
 main()
   .then(() => { clearTimeout(timeout); cleanup(); process.exit(0); })
   .catch((e) => { console.error("[desktop-e2e] FAILED:", e.message); clearTimeout(timeout); cleanup(); process.exit(1); });
