@@ -84,6 +84,9 @@ pub enum ErrorKind {
     ServerShuttingDown,
     /// The server cut this client off for not reading fast enough. Reconnecting.
     SlowConsumer,
+    /// The server could not store a message (disk full, database error). Reconnecting; the
+    /// message stays in the outbox.
+    ServerStorage,
     /// The passphrase itself is unusable (empty, too long). Not retried.
     BadPassphrase,
 }
@@ -833,6 +836,7 @@ impl ClientTask {
                     ErrorCode::Integrity => (ErrorKind::IntegrityReportedByServer, true),
                     ErrorCode::SlowConsumer => (ErrorKind::SlowConsumer, true),
                     ErrorCode::ShuttingDown => (ErrorKind::ServerShuttingDown, true),
+                    ErrorCode::Storage => (ErrorKind::ServerStorage, true),
                     ErrorCode::Replaced => (ErrorKind::Protocol, false),
                     ErrorCode::Protocol | ErrorCode::Timeout => (ErrorKind::Protocol, true),
                 };

@@ -16,6 +16,7 @@
 //! - [`backoff`]: reconnect delays.
 //! - [`addr`]: host-name checks and the interface addresses a host shares.
 //! - [`room`]: membership, history, presence and fan-out of one room.
+//! - [`store`]: the room's durable state in SQLite.
 //!
 //! I/O at the edges:
 //! - [`conn`]: frame reading and the handshake over a byte stream.
@@ -35,4 +36,5 @@ pub mod passphrase;
 pub mod room;
 pub mod sealed;
 pub mod server;
+pub mod store;
 pub mod text;

@@ -98,6 +98,8 @@ pub enum ErrorCode {
     Replaced,
     /// The server is shutting down; reconnect later.
     ShuttingDown,
+    /// The server could not store a message (e.g. disk full); it was not acked. Reconnect and resend.
+    Storage,
 }
 
 /// Server → client, sealed with the server's session key.

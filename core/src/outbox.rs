@@ -126,6 +126,20 @@ impl Dedupe {
         }
     }
 
+    /// Would `id` from `client` be fresh? Does not record it (see [`record`](Self::record)).
+    pub fn peek(&self, client: &ClientId, id: u64) -> Seen {
+        if id <= self.highest(client) {
+            Seen::Duplicate
+        } else {
+            Seen::Fresh
+        }
+    }
+
+    /// Record `id` as accepted from `client` (after it was stored).
+    pub fn record(&mut self, client: &ClientId, id: u64) {
+        self.check(client, id);
+    }
+
     /// The highest id accepted from `client` (0 when none).
     pub fn highest(&self, client: &ClientId) -> u64 {
         self.highest.get(client).copied().unwrap_or(0)

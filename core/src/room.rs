@@ -22,7 +22,9 @@ use crate::message::{
     ServerMessage,
 };
 use crate::outbox::{Dedupe, Seen};
+use crate::passphrase::Salt;
 use crate::sealed::{encode_json, BroadcastSealer};
+use crate::store::{Store, StoreError};
 use crate::text::{nick_key, validate_nick, NickError};
 
 /// Room tuning. Defaults are documented in `docs/PROTOCOL.md` (Limits).
@@ -145,6 +147,8 @@ pub struct Joined {
 pub enum NotMember {
     /// This connection no longer holds the membership (replaced, cut off or left).
     Detached,
+    /// The message could not be stored, so it was neither broadcast nor acked.
+    StorageFailed,
 }
 
 pub struct Room {
@@ -156,6 +160,8 @@ pub struct Room {
     history: VecDeque<RoomEvent>,
     members: HashMap<String, Member>,
     dedupe: Dedupe,
+    /// Durable storage; `None` for a memory-only room.
+    store: Option<Store>,
 }
 
 fn now_ms() -> u64 {
@@ -179,7 +185,27 @@ impl Room {
             history: VecDeque::new(),
             members: HashMap::new(),
             dedupe: Dedupe::default(),
+            store: None,
         }
+    }
+
+    /// A room continuing from `store`: same salt, epoch, sequence numbers, history and
+    /// duplicate suppression as before the restart. Returns the room and its salt.
+    pub fn with_store(
+        config: RoomConfig,
+        mut store: Store,
+        new_salt: Salt,
+    ) -> Result<(Self, Salt), StoreError> {
+        let mut room = Room::new(config);
+        let loaded = store.load(room.config.history, new_salt, room.epoch.clone())?;
+        room.epoch = loaded.epoch;
+        room.next_seq = loaded.next_seq;
+        room.history = loaded.recent.into();
+        for (client, highest) in &loaded.dedupe {
+            room.dedupe.record(client, *highest);
+        }
+        room.store = Some(store);
+        Ok((room, loaded.salt))
     }
 
     pub fn epoch(&self) -> &str {
@@ -232,7 +258,7 @@ impl Room {
                             "this client joined again under another nickname",
                         );
                     }
-                    self.publish(RoomEventKind::Leave {
+                    self.announce(RoomEventKind::Leave {
                         nick: member.nick,
                         reason: LeaveReason::Renamed,
                     });
@@ -262,7 +288,7 @@ impl Room {
                         last_typing: None,
                     },
                 );
-                self.publish(RoomEventKind::Join { nick: nick.clone() });
+                self.announce(RoomEventKind::Join { nick: nick.clone() });
             }
         }
         Ok(Joined { key, nick, resumed })
@@ -326,12 +352,17 @@ impl Room {
         let member = self.members.get(key).ok_or(NotMember::Detached)?;
         let (from, client_id) = (member.nick.clone(), member.client_id.clone());
         let link = link.clone();
-        if self.dedupe.check(&client_id, id) == Seen::Fresh {
-            self.publish(RoomEventKind::Message {
+        if self.dedupe.peek(&client_id, id) == Seen::Fresh {
+            let kind = RoomEventKind::Message {
                 from,
                 text,
                 msg_id: id,
-            });
+            };
+            if let Err(e) = self.publish(kind, Some((&client_id, id))) {
+                tracing::error!(error = %e, "could not store a message; not acknowledged");
+                return Err(NotMember::StorageFailed);
+            }
+            self.dedupe.record(&client_id, id);
         }
         link.queue(ServerMessage::Ack {
             up_to: self.dedupe.highest(&client_id),
@@ -349,7 +380,7 @@ impl Room {
     pub fn leave(&mut self, key: &str, conn_id: u64) {
         if self.link_of(key, conn_id).is_ok() {
             if let Some(member) = self.members.remove(key) {
-                self.publish(RoomEventKind::Leave {
+                self.announce(RoomEventKind::Leave {
                     nick: member.nick,
                     reason: LeaveReason::Quit,
                 });
@@ -381,7 +412,7 @@ impl Room {
             .collect();
         for key in &expired {
             if let Some(member) = self.members.remove(key) {
-                self.publish(RoomEventKind::Leave {
+                self.announce(RoomEventKind::Leave {
                     nick: member.nick,
                     reason: LeaveReason::ConnectionLost,
                 });
@@ -399,13 +430,28 @@ impl Room {
         }
     }
 
-    /// Append an event to history and fan it out: sealed once, the same bytes to every member.
-    fn publish(&mut self, kind: RoomEventKind) {
+    /// A join or leave notice; a storage failure loses only the notice, never a message.
+    fn announce(&mut self, kind: RoomEventKind) {
+        if let Err(e) = self.publish(kind, None) {
+            tracing::error!(error = %e, "could not store a presence notice; not announced");
+        }
+    }
+
+    /// Store an event (with the sender's dedupe state), append it to history and fan it out:
+    /// sealed once, the same bytes to every member. Nothing is sent if storing fails.
+    fn publish(
+        &mut self,
+        kind: RoomEventKind,
+        sender: Option<(&ClientId, u64)>,
+    ) -> Result<(), StoreError> {
         let event = RoomEvent {
             seq: self.next_seq,
             time_ms: now_ms(),
             kind,
         };
+        if let Some(store) = &mut self.store {
+            store.append(&event, sender)?;
+        }
         self.next_seq += 1;
         let message = BroadcastMessage::Event(event.clone());
         self.history.push_back(event);
@@ -413,6 +459,7 @@ impl Room {
             self.history.pop_front();
         }
         self.broadcast(&message);
+        Ok(())
     }
 
     /// Member `key` is typing: relay an ephemeral notice (no sequence number, not kept in

@@ -26,6 +26,7 @@ use crate::message::{ClientMessage, ErrorCode, RoomEvent, ServerMessage};
 use crate::passphrase::{self, PassphraseError, Salt};
 use crate::room::{MemberLink, NotMember, Outgoing, Room, RoomConfig};
 use crate::sealed::{self, MAX_SESSION_PLAINTEXT};
+use crate::store::{Store, StoreError};
 use crate::text::validate_message;
 
 /// Server tuning; see `docs/PROTOCOL.md` (Limits) for the defaults and their reasons.
@@ -42,6 +43,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Items (frames or private messages) in one member's send queue.
     pub send_queue_items: usize,
+    /// Where the room's history and state are stored (`None`: in memory only).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +56,7 @@ impl Default for ServerConfig {
             join_timeout: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(60),
             send_queue_items: 8192,
+            data_dir: None,
         }
     }
 }
@@ -65,6 +69,8 @@ pub enum ServerError {
     Kdf(String),
     #[error("network error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 struct Shared {
@@ -107,11 +113,17 @@ impl Server {
         config: ServerConfig,
     ) -> Result<Self, ServerError> {
         let passphrase = passphrase::normalize(passphrase)?.to_owned();
-        let salt = passphrase::random_salt();
+        let (room, salt) = match &config.data_dir {
+            Some(dir) => {
+                let store = Store::open(dir)?;
+                Room::with_store(config.room.clone(), store, passphrase::random_salt())?
+            }
+            None => (Room::new(config.room.clone()), passphrase::random_salt()),
+        };
         let psk = tokio::task::spawn_blocking(move || passphrase::derive_psk(&passphrase, &salt))
             .await
             .map_err(|e| ServerError::Kdf(e.to_string()))??;
-        let room = Mutex::new(Room::new(config.room.clone()));
+        let room = Mutex::new(room);
         Ok(Self {
             listener,
             shared: Arc::new(Shared {
@@ -274,6 +286,10 @@ async fn handle_connection(
             info!(%peer, conn = conn_id, why, "protocol violation; closing");
             link.close_with(ErrorCode::Protocol, why);
         }
+        Err(HandlerError::Storage) => link.close_with(
+            ErrorCode::Storage,
+            "the server could not store your message; it will be resent when you reconnect",
+        ),
         Err(HandlerError::JoinTimeout) => {
             link.close_with(ErrorCode::Timeout, "no nickname chosen in time")
         }
@@ -313,6 +329,8 @@ enum HandlerError {
     Left,
     #[error("connection replaced or cut off")]
     Detached,
+    #[error("a message could not be stored")]
+    Storage,
 }
 
 impl HandlerError {
@@ -322,8 +340,11 @@ impl HandlerError {
 }
 
 impl From<NotMember> for HandlerError {
-    fn from(_: NotMember) -> Self {
-        HandlerError::Detached
+    fn from(e: NotMember) -> Self {
+        match e {
+            NotMember::Detached => HandlerError::Detached,
+            NotMember::StorageFailed => HandlerError::Storage,
+        }
     }
 }
 

@@ -110,6 +110,15 @@ impl ServerProcess {
         }
     }
 
+    /// SIGKILL: the process dies at once, with no chance to clean up.
+    pub async fn kill9(mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("server did not die")
+            .expect("wait");
+    }
+
     /// SIGTERM, then wait for the process to exit; returns its exit status code.
     pub async fn terminate(mut self) -> Option<i32> {
         if let Some(pid) = self.child.id() {

@@ -42,6 +42,10 @@ struct Args {
     /// KiB of broadcast data that may wait for one member before it is cut off as too slow.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     send_queue_kib: u64,
+    /// Keep the room's history and state in this directory (SQLite), so a restarted server
+    /// continues the same room. Without it the room lives in memory only.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Seconds a new connection has to complete the handshake.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     handshake_timeout_secs: u64,
@@ -90,6 +94,7 @@ async fn run(args: Args) -> i32 {
         },
         max_connections: args.max_connections as usize,
         handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
+        data_dir: args.data_dir.clone(),
         ..ServerConfig::default()
     };
     let server = match Server::bind(&args.listen, &passphrase, config).await {

@@ -1,0 +1,95 @@
+//! A server with `--data-dir` keeps its room across a crash: after `kill -9` and a restart,
+//! clients resume from their last sequence number with no gap and no duplicate.
+
+use std::time::Duration;
+
+use tertulia_e2e::{ChatProcess, ServerProcess};
+
+const PASS: &str = "durable room passphrase";
+
+#[tokio::test]
+async fn killed_server_restarts_with_the_same_room_and_nothing_is_lost() {
+    let dir = std::env::temp_dir().join(format!("tertulia-durable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data_dir = dir.to_string_lossy().to_string();
+    let port = tertulia_e2e::free_port().await;
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["--data-dir", data_dir.as_str()];
+
+    let server = ServerProcess::start(&listen, PASS, &args).await;
+    let mut ana = ChatProcess::start(server.addr, "ana", PASS, &[]).await;
+    let mut ben = ChatProcess::start(server.addr, "ben", PASS, &[]).await;
+    let first = ana.wait_type("connected").await;
+    ben.wait_type("connected").await;
+    let expected: Vec<String> = (0..40).map(|i| format!("durable {i}")).collect();
+    for text in &expected[..20] {
+        ana.say(text).await;
+    }
+    ben.wait_messages_from("ana", 10).await;
+    server.kill9().await;
+    // Typed while the server is dead.
+    for text in &expected[20..] {
+        ana.say(text).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let server = ServerProcess::start(&listen, PASS, &args).await;
+    let again = ana
+        .wait_for("resumed in the same room", |e| {
+            e["type"] == "connected" && e["room_reset"] == false && e["epoch"] == first["epoch"]
+        })
+        .await;
+    assert_eq!(again["gap"], false);
+    assert_eq!(
+        ben.wait_messages_from("ana", 40).await,
+        expected,
+        "every message, in order"
+    );
+    ana.close_stdin();
+    assert_eq!(ana.exit_code().await, Some(0), "everything acked");
+    ben.drain_for(Duration::from_millis(300)).await;
+    assert_eq!(ben.messages_from("ana"), expected, "exactly once");
+    let seqs: Vec<u64> = ben
+        .seen
+        .iter()
+        .filter(|e| e["type"] == "message")
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "room order kept across the restart: {seqs:?}"
+    );
+    assert!(!ben
+        .seen
+        .iter()
+        .any(|e| e["type"] == "connected" && e["room_reset"] == true));
+
+    // A newcomer after the restart gets the backlog from before the crash.
+    let mut cat = ChatProcess::start(server.addr, "cat", PASS, &[]).await;
+    cat.wait_type("connected").await;
+    let backlog = cat.wait_messages_from("ana", 40).await;
+    assert_eq!(backlog, expected);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_dir_is_refused_clearly() {
+    let dir = std::env::temp_dir().join(format!("tertulia-locked-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data_dir = dir.to_string_lossy().to_string();
+    let _first = ServerProcess::start("127.0.0.1:0", PASS, &["--data-dir", &data_dir]).await;
+    let output = tokio::process::Command::new(tertulia_e2e::binary("tertulia-server"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir", &data_dir])
+        .env("TERTULIA_PASSPHRASE", PASS)
+        .output()
+        .await
+        .expect("run second server");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("locked by another running server"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
