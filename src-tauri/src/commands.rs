@@ -136,16 +136,25 @@ pub async fn host_server<R: Runtime>(
     if hosting.is_some() {
         return Err(CommandError::AlreadyHosting);
     }
-    let server = Server::bind(
-        &format!("0.0.0.0:{port}"),
-        &passphrase,
-        ServerConfig::default(),
-    )
-    .await
-    .map_err(|e| CommandError::HostFailed {
-        port,
-        reason: e.to_string(),
-    })?;
+    // The hosted room lives in the app's data directory, so hosting again continues it.
+    let data_dir = app
+        .path()
+        .app_data_dir()
+        .map_err(|e| CommandError::HostFailed {
+            port,
+            reason: format!("no data directory: {e}"),
+        })?
+        .join("room");
+    let config = ServerConfig {
+        data_dir: Some(data_dir),
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(&format!("0.0.0.0:{port}"), &passphrase, config)
+        .await
+        .map_err(|e| CommandError::HostFailed {
+            port,
+            reason: e.to_string(),
+        })?;
     let port = server
         .local_addr()
         .map_err(|e| CommandError::HostFailed {

@@ -197,6 +197,17 @@ async function main() {
     await session.waitFor("joined as Carol2", "return document.querySelector('#conn-state').textContent.includes('Connected as Carol2');");
     await carol.wait("Carol2 joined", (e) => e.type === "join" && e.nick === "Carol2");
     await shot(session, "joined-after-rename");
+
+    // 7. Hosting again continues the same room: the earlier conversation is there.
+    await session.click("#leave");
+    await session.waitFor("back at the start screen", "return !document.querySelector('#start').hidden;");
+    await session.fill("#host-nick", "ana");
+    await session.fill("#host-port", String(port));
+    await session.fill("#host-pass", PASS);
+    await session.click("#host-submit");
+    await session.waitFor("hosting again", "return document.querySelector('#conn-state').textContent.includes('Connected as ana');");
+    await session.waitFor("the earlier conversation", ...has("#log .msg .text", "hi ben, from the app"));
+    await shot(session, "hosting-again-history");
     log("all steps passed");
   } finally {
     await session.close();
