@@ -96,6 +96,28 @@ fn exit_code(reason: DisconnectReason) -> i32 {
     }
 }
 
+/// Shared end-of-session handling: a refused nickname that cannot be replaced makes the client
+/// leave (exit code 4 once it has disconnected); `disconnected` yields the process exit code.
+async fn give_up_or_finish(
+    event: &ClientEvent,
+    handle: &ClientHandle,
+    nick_rejected: &mut bool,
+) -> Option<i32> {
+    match event {
+        ClientEvent::NickRejected { .. } => {
+            *nick_rejected = true;
+            handle.disconnect().await;
+            None
+        }
+        ClientEvent::Disconnected { reason, .. } => Some(if *nick_rejected {
+            exit::NICK_REJECTED
+        } else {
+            exit_code(*reason)
+        }),
+        _ => None,
+    }
+}
+
 fn print_json(value: &impl serde::Serialize) {
     let mut out = std::io::stdout().lock();
     if let Ok(line) = serde_json::to_string(value) {
@@ -132,15 +154,8 @@ async fn json_mode(
             event = events.recv() => {
                 let Some(event) = event else { return exit::ERROR };
                 print_json(&event);
-                match event {
-                    ClientEvent::NickRejected { .. } => {
-                        nick_rejected = true;
-                        handle.disconnect().await;
-                    }
-                    ClientEvent::Disconnected { reason, .. } => {
-                        return if nick_rejected { exit::NICK_REJECTED } else { exit_code(reason) };
-                    }
-                    _ => {}
+                if let Some(code) = give_up_or_finish(&event, &handle, &mut nick_rejected).await {
+                    return code;
                 }
             }
             _ = tokio::signal::ctrl_c() => handle.disconnect().await,
@@ -200,16 +215,10 @@ async fn interactive(
                 if let Some(text) = render::event(style, &event) {
                     println!("{text}");
                 }
-                match event {
-                    ClientEvent::NickRejected { .. } if can_prompt && stdin_open => awaiting_nick = true,
-                    ClientEvent::NickRejected { .. } => {
-                        nick_rejected = true;
-                        handle.disconnect().await;
-                    }
-                    ClientEvent::Disconnected { reason, .. } => {
-                        return if nick_rejected { exit::NICK_REJECTED } else { exit_code(reason) };
-                    }
-                    _ => {}
+                if matches!(event, ClientEvent::NickRejected { .. }) && can_prompt && stdin_open {
+                    awaiting_nick = true;
+                } else if let Some(code) = give_up_or_finish(&event, &handle, &mut nick_rejected).await {
+                    return code;
                 }
             }
             _ = tokio::signal::ctrl_c() => handle.disconnect().await,
