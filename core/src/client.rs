@@ -89,6 +89,9 @@ pub enum ErrorKind {
     ServerStorage,
     /// The passphrase itself is unusable (empty, too long). Not retried.
     BadPassphrase,
+    /// The server cut this client off for sending faster than the room's flood limit.
+    /// Reconnecting; unacknowledged messages are resent.
+    Flood,
 }
 
 /// Why the client stopped for good.
@@ -121,6 +124,15 @@ pub enum ClientEvent {
         resumed: bool,
         room_reset: bool,
         gap: bool,
+        /// The oldest event the room keeps: when it is older than the oldest event shown,
+        /// [`ClientHandle::load_older`] can page back to it.
+        oldest_seq: u64,
+    },
+    /// A page of older history (answering [`ClientHandle::load_older`]), oldest first, all
+    /// older than anything reported before. `more`: the room has even older events.
+    Older {
+        events: Vec<RoomEvent>,
+        more: bool,
     },
     /// The nickname was refused; call [`ClientHandle::set_nick`] to try another.
     NickRejected {
@@ -220,6 +232,7 @@ enum Command {
     },
     ReconnectNow,
     Typing,
+    LoadOlder,
     Disconnect,
     QuitWhenFlushed,
 }
@@ -259,6 +272,12 @@ impl ClientHandle {
         let _ = self.commands.try_send(Command::Typing);
     }
 
+    /// Ask for the page of history before the oldest event reported so far; it arrives as
+    /// [`ClientEvent::Older`]. Ignored while not connected.
+    pub async fn load_older(&self) {
+        let _ = self.commands.send(Command::LoadOlder).await;
+    }
+
     /// Skip the current reconnect wait.
     pub async fn reconnect_now(&self) {
         let _ = self.commands.send(Command::ReconnectNow).await;
@@ -274,6 +293,14 @@ impl ClientHandle {
         let _ = self.commands.send(Command::QuitWhenFlushed).await;
     }
 }
+
+/// Messages a client has sent and not yet seen acknowledged, at most. Keeps a client that
+/// resends a full outbox after reconnecting within the server's flood queue
+/// (`ServerConfig::flood_queue`), so it is slowed down, never cut off.
+pub const SEND_WINDOW: usize = 32;
+
+/// Events asked for per page of older history.
+pub const OLDER_PAGE: usize = 100;
 
 /// Minimum time between two typing notices sent by a client.
 pub const TYPING_NOTICE_INTERVAL: Duration = Duration::from_secs(2);
@@ -295,6 +322,7 @@ pub fn spawn(config: ClientConfig) -> (ClientHandle, mpsc::Receiver<ClientEvent>
         resume: None,
         online: BTreeMap::new(),
         online_as_of: 0,
+        oldest_seen: None,
         quit_when_flushed: false,
         last_typing: None,
         events: event_tx,
@@ -335,6 +363,8 @@ struct ClientTask {
     online: BTreeMap<String, String>,
     /// The room sequence the online list is current as of; older join/leave events do not change it.
     online_as_of: u64,
+    /// The oldest room event reported in this room epoch (live, backlog or paged).
+    oldest_seen: Option<u64>,
     quit_when_flushed: bool,
     /// When the last typing notice went out.
     last_typing: Option<std::time::Instant>,
@@ -379,6 +409,10 @@ fn classify(error: ConnError) -> SessionEnd {
         ConnError::Rejected(Some(RejectCode::ServerFull)) => {
             retry(ErrorKind::ServerFull, "the server is full")
         }
+        ConnError::Rejected(Some(RejectCode::TooManyFromAddress)) => retry(
+            ErrorKind::ServerFull,
+            "the server allows no more connections from your address",
+        ),
         ConnError::Io(_) | ConnError::Closed | ConnError::Timeout => {
             retry(ErrorKind::Network, error)
         }
@@ -497,7 +531,7 @@ impl ClientTask {
             match command {
                 None | Some(Command::Disconnect) => return true,
                 Some(Command::ReconnectNow) => return false,
-                Some(Command::Typing) => {}
+                Some(Command::Typing) | Some(Command::LoadOlder) => {}
                 Some(Command::Send { text, reply }) => {
                     let _ = reply.send(self.outbox.push(text).map_err(SendError::from));
                 }
@@ -558,6 +592,7 @@ impl ClientTask {
             send: keys.send,
             recv: keys.recv,
             opener: None,
+            sent_through: 0,
         };
         let mut joined = false;
         let end = self.connected(&mut link, &mut reader, &mut joined).await;
@@ -665,6 +700,18 @@ impl ClientTask {
                 return Ok(Some(SessionEnd::Quit));
             }
             Some(Command::ReconnectNow) => {}
+            Some(Command::LoadOlder) => {
+                if let (true, Some(resume)) = (joined, &self.resume) {
+                    let before_seq = self
+                        .oldest_seen
+                        .unwrap_or(resume.last_seq.saturating_add(1));
+                    link.send(&ClientMessage::Older {
+                        before_seq,
+                        limit: OLDER_PAGE as u32,
+                    })
+                    .await?;
+                }
+            }
             Some(Command::Typing) => {
                 let due = self
                     .last_typing
@@ -674,11 +721,11 @@ impl ClientTask {
                     link.send(&ClientMessage::Typing).await?;
                 }
             }
-            Some(Command::Send { text, reply }) => match self.outbox.push(text.clone()) {
+            Some(Command::Send { text, reply }) => match self.outbox.push(text) {
                 Ok(id) => {
                     let _ = reply.send(Ok(id));
                     if joined {
-                        link.send(&ClientMessage::Say { id, text }).await?;
+                        self.fill_window(link).await?;
                     }
                 }
                 Err(e) => {
@@ -759,6 +806,7 @@ impl ClientTask {
                 resync,
                 gap,
                 resumed,
+                oldest_seq,
             } => {
                 let key: Key = hex::decode(&room_key)
                     .ok()
@@ -774,6 +822,9 @@ impl ClientTask {
                     epoch: epoch.clone(),
                     last_seq,
                 });
+                if room_reset {
+                    self.oldest_seen = None;
+                }
                 self.nick = nick.clone();
                 self.online = online.into_iter().map(|n| (nick_key(&n), n)).collect();
                 self.online_as_of = head_seq;
@@ -785,17 +836,12 @@ impl ClientTask {
                     resumed,
                     room_reset,
                     gap,
+                    oldest_seq,
                 })
                 .await;
                 self.emit_online().await;
                 self.on_acked(acked_up_to).await;
-                for pending in self.outbox.pending() {
-                    link.send(&ClientMessage::Say {
-                        id: pending.id,
-                        text: pending.text.clone(),
-                    })
-                    .await?;
-                }
+                self.fill_window(link).await?;
                 if self.quit_when_flushed && self.outbox.is_empty() {
                     let _ = link.send(&ClientMessage::Leave).await;
                     return Ok(Some(SessionEnd::Quit));
@@ -806,8 +852,23 @@ impl ClientTask {
                     self.on_event(event, true).await;
                 }
             }
+            ServerMessage::Older {
+                before_seq,
+                mut events,
+                more,
+            } => {
+                // Only what is older than everything reported so far (a stale answer from
+                // before a reconnect is filtered the same way).
+                let limit = self.oldest_seen.unwrap_or(u64::MAX).min(before_seq);
+                events.retain(|e| e.seq < limit);
+                if let Some(first) = events.first() {
+                    self.oldest_seen = Some(first.seq);
+                }
+                self.emit(ClientEvent::Older { events, more }).await;
+            }
             ServerMessage::Ack { up_to } => {
                 self.on_acked(up_to).await;
+                self.fill_window(link).await?;
                 if self.quit_when_flushed && self.outbox.is_empty() {
                     let _ = link.send(&ClientMessage::Leave).await;
                     return Ok(Some(SessionEnd::Quit));
@@ -829,6 +890,7 @@ impl ClientTask {
                     message: reason.to_string(),
                 })
                 .await;
+                self.fill_window(link).await?;
             }
             ServerMessage::Pong => {}
             ServerMessage::Error { code, message } => {
@@ -837,6 +899,7 @@ impl ClientTask {
                     ErrorCode::SlowConsumer => (ErrorKind::SlowConsumer, true),
                     ErrorCode::ShuttingDown => (ErrorKind::ServerShuttingDown, true),
                     ErrorCode::Storage => (ErrorKind::ServerStorage, true),
+                    ErrorCode::Flood => (ErrorKind::Flood, true),
                     ErrorCode::Replaced => (ErrorKind::Protocol, false),
                     ErrorCode::Protocol | ErrorCode::Timeout => (ErrorKind::Protocol, true),
                 };
@@ -849,6 +912,34 @@ impl ClientTask {
             }
         }
         Ok(None)
+    }
+
+    /// Send outbox messages not yet sent on this connection, oldest first, keeping at most
+    /// [`SEND_WINDOW`] unacknowledged.
+    async fn fill_window(&mut self, link: &mut Link) -> Result<(), ConnError> {
+        let in_flight = self
+            .outbox
+            .pending()
+            .filter(|p| p.id <= link.sent_through)
+            .count();
+        let room = SEND_WINDOW.saturating_sub(in_flight);
+        let due: Vec<ClientMessage> = self
+            .outbox
+            .pending()
+            .filter(|p| p.id > link.sent_through)
+            .take(room)
+            .map(|p| ClientMessage::Say {
+                id: p.id,
+                text: p.text.clone(),
+            })
+            .collect();
+        for say in due {
+            if let ClientMessage::Say { id, .. } = &say {
+                link.sent_through = *id;
+            }
+            link.send(&say).await?;
+        }
+        Ok(())
     }
 
     async fn on_acked(&mut self, up_to: u64) {
@@ -873,6 +964,9 @@ impl ClientTask {
             return; // already shown
         }
         resume.last_seq = event.seq;
+        if self.oldest_seen.is_none() {
+            self.oldest_seen = Some(event.seq);
+        }
         let live_presence = event.seq > self.online_as_of;
         let RoomEvent { seq, time_ms, kind } = event;
         match kind {
@@ -931,6 +1025,8 @@ struct Link {
     send: CipherState,
     recv: CipherState,
     opener: Option<BroadcastOpener>,
+    /// The highest outbox id sent on this connection.
+    sent_through: u64,
 }
 
 impl Link {

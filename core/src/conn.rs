@@ -43,6 +43,8 @@ pub enum RejectCode {
     BadVersion = 3,
     /// Anything else wrong with the handshake message.
     Malformed = 4,
+    /// Too many connections from the client's IP address.
+    TooManyFromAddress = 5,
 }
 
 impl RejectCode {
@@ -52,6 +54,7 @@ impl RejectCode {
             2 => Self::ServerFull,
             3 => Self::BadVersion,
             4 => Self::Malformed,
+            5 => Self::TooManyFromAddress,
             _ => return None,
         })
     }

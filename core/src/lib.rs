@@ -14,6 +14,7 @@
 //! - [`text`]: nickname and message-text rules.
 //! - [`outbox`]: the client outbox and the server's duplicate suppression.
 //! - [`backoff`]: reconnect delays.
+//! - [`flood`]: the per-member message rate limit.
 //! - [`addr`]: host-name checks and the interface addresses a host shares.
 //! - [`room`]: membership, history, presence and fan-out of one room.
 //! - [`store`]: the room's durable state in SQLite.
@@ -28,6 +29,7 @@ pub mod backoff;
 pub mod cipher;
 pub mod client;
 pub mod conn;
+pub mod flood;
 pub mod frame;
 pub mod handshake;
 pub mod message;

@@ -40,6 +40,8 @@ pub enum ClientMessage {
     Typing,
     /// Leave the room now (no grace period) and close.
     Leave,
+    /// Page back through history: up to `limit` events before `before_seq`, answered by `older`.
+    Older { before_seq: u64, limit: u32 },
 }
 
 /// Why someone left.
@@ -100,6 +102,8 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The server could not store a message (e.g. disk full); it was not acked. Reconnect and resend.
     Storage,
+    /// The client kept sending faster than the room's flood limit after being slowed down.
+    Flood,
 }
 
 /// Server → client, sealed with the server's session key.
@@ -125,10 +129,20 @@ pub enum ServerMessage {
         gap: bool,
         /// `true` when you took over your own earlier session (no join notice was sent).
         resumed: bool,
+        /// The oldest event the room still keeps; older history can be paged back to it.
+        #[serde(default)]
+        oldest_seq: u64,
     },
     /// Room events you missed (or the recent backlog), oldest first, all with `seq <= head_seq`.
     History {
         events: Vec<RoomEvent>,
+    },
+    /// A page of older history answering `older`, oldest first, all with `seq < before_seq`.
+    /// `more`: even older events exist.
+    Older {
+        before_seq: u64,
+        events: Vec<RoomEvent>,
+        more: bool,
     },
     /// Your messages up to and including `up_to` are in the room (cumulative).
     Ack {

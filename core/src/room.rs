@@ -24,7 +24,7 @@ use crate::message::{
 use crate::outbox::{Dedupe, Seen};
 use crate::passphrase::Salt;
 use crate::sealed::{encode_json, BroadcastSealer};
-use crate::store::{Store, StoreError};
+use crate::store::{Retention, Store, StoreError};
 use crate::text::{nick_key, validate_nick, NickError};
 
 /// Room tuning. Defaults are documented in `docs/PROTOCOL.md` (Limits).
@@ -38,6 +38,8 @@ pub struct RoomConfig {
     pub grace: Duration,
     /// Bytes of broadcast frames that may wait in one member's send queue.
     pub send_queue_bytes: usize,
+    /// How much history the room keeps (on disk, and in memory within `history`).
+    pub retention: Retention,
 }
 
 impl Default for RoomConfig {
@@ -47,6 +49,7 @@ impl Default for RoomConfig {
             backlog: 200,
             grace: Duration::from_secs(10),
             send_queue_bytes: 1024 * 1024,
+            retention: Retention::default(),
         }
     }
 }
@@ -162,9 +165,17 @@ pub struct Room {
     dedupe: Dedupe,
     /// Durable storage; `None` for a memory-only room.
     store: Option<Store>,
+    /// The oldest event still kept (on disk, or in memory for a memory-only room).
+    oldest_seq: u64,
 }
 
-fn now_ms() -> u64 {
+/// Most events one page of older history carries.
+pub const MAX_PAGE_EVENTS: usize = 200;
+/// Room for the page envelope inside one session frame.
+const PAGE_BYTES: usize = crate::sealed::MAX_SESSION_PLAINTEXT - 256;
+
+/// Wall-clock time in milliseconds since the Unix epoch (event timestamps).
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -186,6 +197,7 @@ impl Room {
             members: HashMap::new(),
             dedupe: Dedupe::default(),
             store: None,
+            oldest_seq: 1,
         }
     }
 
@@ -200,12 +212,58 @@ impl Room {
         let loaded = store.load(room.config.history, new_salt, room.epoch.clone())?;
         room.epoch = loaded.epoch;
         room.next_seq = loaded.next_seq;
+        room.oldest_seq = loaded.oldest_seq;
         room.history = loaded.recent.into();
         for (client, highest) in &loaded.dedupe {
             room.dedupe.record(client, *highest);
         }
+        // Whoever was in the room when the server stopped is away: they keep their nickname
+        // for the grace period (and resume silently), or get a leave notice after it.
+        let now = Instant::now();
+        for (nick, client_id) in loaded.present {
+            room.members.insert(
+                nick_key(&nick),
+                Member {
+                    nick,
+                    client_id,
+                    link: None,
+                    away_since: Some(now),
+                    last_typing: None,
+                },
+            );
+        }
         room.store = Some(store);
+        room.apply_retention(now_ms())?;
         Ok((room, loaded.salt))
+    }
+
+    /// Forget history the retention settings no longer keep (memory and disk).
+    pub fn apply_retention(&mut self, now_ms: u64) -> Result<usize, StoreError> {
+        let retention = self.config.retention;
+        let too_old = |e: &RoomEvent| {
+            retention
+                .max_age_ms
+                .is_some_and(|age| e.time_ms < now_ms.saturating_sub(age))
+        };
+        let max_events = retention.max_events.map_or(usize::MAX, |n| n as usize);
+        while self
+            .history
+            .front()
+            .is_some_and(|e| self.history.len() > max_events || too_old(e))
+        {
+            self.history.pop_front();
+        }
+        match &mut self.store {
+            Some(store) => {
+                let removed = store.prune(retention, now_ms)?;
+                self.oldest_seq = store.oldest_seq()?.unwrap_or(self.next_seq);
+                Ok(removed)
+            }
+            None => {
+                self.oldest_seq = self.history.front().map_or(self.next_seq, |e| e.seq);
+                Ok(0)
+            }
+        }
     }
 
     pub fn epoch(&self) -> &str {
@@ -258,10 +316,13 @@ impl Room {
                             "this client joined again under another nickname",
                         );
                     }
-                    self.announce(RoomEventKind::Leave {
-                        nick: member.nick,
-                        reason: LeaveReason::Renamed,
-                    });
+                    self.announce(
+                        RoomEventKind::Leave {
+                            nick: member.nick,
+                            reason: LeaveReason::Renamed,
+                        },
+                        None,
+                    );
                 }
             }
         }
@@ -288,7 +349,7 @@ impl Room {
                         last_typing: None,
                     },
                 );
-                self.announce(RoomEventKind::Join { nick: nick.clone() });
+                self.announce(RoomEventKind::Join { nick: nick.clone() }, Some(client_id));
             }
         }
         Ok(Joined { key, nick, resumed })
@@ -330,6 +391,7 @@ impl Room {
             resync: resume.is_some() && same_epoch.is_none(),
             gap,
             resumed,
+            oldest_seq: self.oldest_seq,
         });
         if !events.is_empty() {
             link.queue(ServerMessage::History { events });
@@ -358,7 +420,7 @@ impl Room {
                 text,
                 msg_id: id,
             };
-            if let Err(e) = self.publish(kind, Some((&client_id, id))) {
+            if let Err(e) = self.publish(kind, Some(&client_id)) {
                 tracing::error!(error = %e, "could not store a message; not acknowledged");
                 return Err(NotMember::StorageFailed);
             }
@@ -366,6 +428,57 @@ impl Room {
         }
         link.queue(ServerMessage::Ack {
             up_to: self.dedupe.highest(&client_id),
+        });
+        Ok(())
+    }
+
+    /// Up to `limit` (at most [`MAX_PAGE_EVENTS`], and what fits one frame) events before
+    /// `before_seq` for member `key`, who is scrolling back.
+    pub fn older(
+        &self,
+        key: &str,
+        conn_id: u64,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<(), NotMember> {
+        let link = self.link_of(key, conn_id)?;
+        let limit = limit.clamp(1, MAX_PAGE_EVENTS);
+        let (mut events, mut more) = match &self.store {
+            Some(store) => match store.page(before_seq, limit) {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not read older history");
+                    (Vec::new(), false)
+                }
+            },
+            None => {
+                let older: Vec<&RoomEvent> =
+                    self.history.iter().filter(|e| e.seq < before_seq).collect();
+                let skip = older.len().saturating_sub(limit);
+                (
+                    older[skip..].iter().map(|e| (*e).clone()).collect(),
+                    skip > 0,
+                )
+            }
+        };
+        // Keep the newest events that fit one frame.
+        let mut size = 0;
+        let mut fits = events.len();
+        for (i, event) in events.iter().enumerate().rev() {
+            size += serde_json::to_vec(event).map_or(PAGE_BYTES, |v| v.len() + 1);
+            if size > PAGE_BYTES {
+                break;
+            }
+            fits = i;
+        }
+        if fits > 0 {
+            events.drain(..fits);
+            more = true;
+        }
+        link.queue(ServerMessage::Older {
+            before_seq,
+            events,
+            more,
         });
         Ok(())
     }
@@ -380,10 +493,13 @@ impl Room {
     pub fn leave(&mut self, key: &str, conn_id: u64) {
         if self.link_of(key, conn_id).is_ok() {
             if let Some(member) = self.members.remove(key) {
-                self.announce(RoomEventKind::Leave {
-                    nick: member.nick,
-                    reason: LeaveReason::Quit,
-                });
+                self.announce(
+                    RoomEventKind::Leave {
+                        nick: member.nick,
+                        reason: LeaveReason::Quit,
+                    },
+                    None,
+                );
             }
         }
     }
@@ -412,10 +528,13 @@ impl Room {
             .collect();
         for key in &expired {
             if let Some(member) = self.members.remove(key) {
-                self.announce(RoomEventKind::Leave {
-                    nick: member.nick,
-                    reason: LeaveReason::ConnectionLost,
-                });
+                self.announce(
+                    RoomEventKind::Leave {
+                        nick: member.nick,
+                        reason: LeaveReason::ConnectionLost,
+                    },
+                    None,
+                );
             }
         }
         expired.len()
@@ -431,18 +550,19 @@ impl Room {
     }
 
     /// A join or leave notice; a storage failure loses only the notice, never a message.
-    fn announce(&mut self, kind: RoomEventKind) {
-        if let Err(e) = self.publish(kind, None) {
+    fn announce(&mut self, kind: RoomEventKind, client: Option<&ClientId>) {
+        if let Err(e) = self.publish(kind, client) {
             tracing::error!(error = %e, "could not store a presence notice; not announced");
         }
     }
 
-    /// Store an event (with the sender's dedupe state), append it to history and fan it out:
-    /// sealed once, the same bytes to every member. Nothing is sent if storing fails.
+    /// Store an event (with its effect on `client`'s dedupe state or presence), append it to
+    /// history and fan it out: sealed once, the same bytes to every member. Nothing is sent if
+    /// storing fails.
     fn publish(
         &mut self,
         kind: RoomEventKind,
-        sender: Option<(&ClientId, u64)>,
+        client: Option<&ClientId>,
     ) -> Result<(), StoreError> {
         let event = RoomEvent {
             seq: self.next_seq,
@@ -450,13 +570,21 @@ impl Room {
             kind,
         };
         if let Some(store) = &mut self.store {
-            store.append(&event, sender)?;
+            store.append(&event, client)?;
         }
         self.next_seq += 1;
         let message = BroadcastMessage::Event(event.clone());
         self.history.push_back(event);
-        while self.history.len() > self.config.history {
+        let keep = self
+            .config
+            .retention
+            .max_events
+            .map_or(self.config.history, |n| self.config.history.min(n as usize));
+        while self.history.len() > keep {
             self.history.pop_front();
+        }
+        if self.store.is_none() {
+            self.oldest_seq = self.history.front().map_or(self.next_seq, |e| e.seq);
         }
         self.broadcast(&message);
         Ok(())

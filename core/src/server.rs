@@ -4,8 +4,9 @@
 //! [`Room`]) and a writer task that drains the member's bounded queue, seals private messages
 //! with the session key, and writes everything queued so far in one syscall.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -21,13 +22,14 @@ use tracing::{debug, info, warn};
 
 use crate::cipher::{CipherState, Key};
 use crate::conn::{self, ConnError, FrameReader, RejectCode};
+use crate::flood::{FloodLimit, TokenBucket};
 use crate::frame::{FrameKind, MAX_BODY};
 use crate::message::{ClientMessage, ErrorCode, RoomEvent, ServerMessage};
 use crate::passphrase::{self, PassphraseError, Salt};
 use crate::room::{MemberLink, NotMember, Outgoing, Room, RoomConfig};
 use crate::sealed::{self, MAX_SESSION_PLAINTEXT};
 use crate::store::{Store, StoreError};
-use crate::text::validate_message;
+use crate::text::{validate_message, MessageTextError, MAX_MESSAGE_BYTES};
 
 /// Server tuning; see `docs/PROTOCOL.md` (Limits) for the defaults and their reasons.
 #[derive(Debug, Clone)]
@@ -35,6 +37,16 @@ pub struct ServerConfig {
     pub room: RoomConfig,
     /// Simultaneous connections (handshaking or joined).
     pub max_connections: usize,
+    /// Simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Largest frame body a client may send (at most [`MAX_BODY`]).
+    pub max_frame_bytes: usize,
+    /// Longest chat message in UTF-8 bytes (at most [`MAX_MESSAGE_BYTES`]).
+    pub max_message_bytes: usize,
+    /// Chat messages per second per member, and the burst allowed.
+    pub flood: FloodLimit,
+    /// Messages a member may have waiting for the flood limit; one more and it is cut off.
+    pub flood_queue: usize,
     /// Time from TCP accept to a completed Noise handshake.
     pub handshake_timeout: Duration,
     /// Time from the handshake to an accepted nickname.
@@ -45,6 +57,8 @@ pub struct ServerConfig {
     pub send_queue_items: usize,
     /// Where the room's history and state are stored (`None`: in memory only).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Largest size of the room database; beyond it messages are refused as on a full disk.
+    pub max_store_bytes: Option<u64>,
 }
 
 impl Default for ServerConfig {
@@ -52,11 +66,17 @@ impl Default for ServerConfig {
         Self {
             room: RoomConfig::default(),
             max_connections: 1024,
+            max_connections_per_ip: 16,
+            max_frame_bytes: MAX_BODY,
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            flood: FloodLimit::default(),
+            flood_queue: 64,
             handshake_timeout: Duration::from_secs(10),
             join_timeout: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(60),
             send_queue_items: 8192,
             data_dir: None,
+            max_store_bytes: None,
         }
     }
 }
@@ -79,6 +99,41 @@ struct Shared {
     psk: Key,
     room: Mutex<Room>,
     next_conn_id: AtomicU64,
+    /// Open connections per peer IP address.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection counted against its IP address; released on drop.
+struct IpSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    fn acquire(shared: &Arc<Shared>, ip: IpAddr) -> Option<Self> {
+        let mut per_ip = shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= shared.config.max_connections_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -116,6 +171,9 @@ impl Server {
         let (room, salt) = match &config.data_dir {
             Some(dir) => {
                 let store = Store::open(dir)?;
+                if let Some(bytes) = config.max_store_bytes {
+                    store.set_max_bytes(bytes)?;
+                }
                 Room::with_store(config.room.clone(), store, passphrase::random_salt())?
             }
             None => (Room::new(config.room.clone()), passphrase::random_salt()),
@@ -132,6 +190,7 @@ impl Server {
                 psk,
                 room,
                 next_conn_id: AtomicU64::new(1),
+                per_ip: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -169,22 +228,32 @@ impl Server {
                 }
             };
             let _ = stream.set_nodelay(true);
-            match limit.clone().try_acquire_owned() {
-                Ok(permit) => {
+            let permit = limit.clone().try_acquire_owned();
+            let slot = IpSlot::acquire(&shared, peer.ip());
+            match (permit, slot) {
+                (Ok(permit), Some(slot)) => {
                     let shared = shared.clone();
                     let stop = stop.clone();
                     tasks.spawn(async move {
                         handle_connection(shared, stream, peer, stop).await;
+                        drop(slot);
                         drop(permit);
                     });
                 }
-                Err(_) => {
-                    warn!(%peer, "connection limit reached; refusing");
+                (permit, slot) => {
+                    let code = if permit.is_err() {
+                        warn!(%peer, "connection limit reached; refusing");
+                        RejectCode::ServerFull
+                    } else {
+                        warn!(%peer, "per-address connection limit reached; refusing");
+                        RejectCode::TooManyFromAddress
+                    };
+                    drop(slot);
                     tasks.spawn(async move {
                         let mut stream = stream;
                         let _ = tokio::time::timeout(
                             Duration::from_secs(1),
-                            conn::send_reject(&mut stream, RejectCode::ServerFull),
+                            conn::send_reject(&mut stream, code),
                         )
                         .await;
                     });
@@ -212,15 +281,26 @@ impl Server {
     }
 }
 
-/// Announce members whose grace period ran out, twice a second.
+/// Announce members whose grace period ran out, twice a second; apply the retention
+/// settings once a minute.
 async fn expire_away_members(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    const TICK: Duration = Duration::from_millis(500);
+    const RETENTION_EVERY: u32 = 120;
+    let mut tick = tokio::time::interval(TICK);
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        shared.room().expire_away(Instant::now());
+        let mut room = shared.room();
+        room.expire_away(Instant::now());
+        ticks += 1;
+        if ticks % RETENTION_EVERY == 0 {
+            if let Err(e) = room.apply_retention(crate::room::now_ms()) {
+                warn!(error = %e, "could not apply the retention settings");
+            }
+        }
     }
 }
 
@@ -271,6 +351,8 @@ async fn handle_connection(
         link: link.clone(),
         recv: keys.recv,
         member: None,
+        bucket: TokenBucket::new(shared.config.flood, Instant::now()),
+        waiting: VecDeque::new(),
     };
     let end = handler.read_loop(&mut reader).await;
     match &end {
@@ -292,6 +374,13 @@ async fn handle_connection(
         ),
         Err(HandlerError::JoinTimeout) => {
             link.close_with(ErrorCode::Timeout, "no nickname chosen in time")
+        }
+        Err(HandlerError::Flood) => {
+            warn!(%peer, conn = conn_id, "flooding: too many messages waiting; closing");
+            link.close_with(
+                ErrorCode::Flood,
+                "you sent messages faster than this room allows",
+            );
         }
         Err(e) => debug!(%peer, conn = conn_id, error = %e, "connection ended"),
     }
@@ -331,6 +420,8 @@ enum HandlerError {
     Detached,
     #[error("a message could not be stored")]
     Storage,
+    #[error("flooding")]
+    Flood,
 }
 
 impl HandlerError {
@@ -355,6 +446,10 @@ struct Handler {
     recv: CipherState,
     /// The member key once joined.
     member: Option<String>,
+    /// Flood control: chat messages take a token each.
+    bucket: TokenBucket,
+    /// Messages held back by flood control, in arrival order.
+    waiting: VecDeque<ClientMessage>,
 }
 
 impl Handler {
@@ -363,13 +458,20 @@ impl Handler {
         reader: &mut FrameReader<OwnedReadHalf>,
     ) -> Result<(), HandlerError> {
         let join_deadline = tokio::time::Instant::now() + self.shared.config.join_timeout;
+        let max_frame = self.shared.config.max_frame_bytes.min(MAX_BODY);
         loop {
             let idle = tokio::time::sleep(self.shared.config.idle_timeout);
+            let release = (!self.waiting.is_empty())
+                .then(|| tokio::time::Instant::from_std(self.bucket.available_at(Instant::now())));
             let frame = tokio::select! {
                 _ = self.link.cancel.cancelled() => return Err(HandlerError::Detached),
                 _ = tokio::time::sleep_until(join_deadline), if self.member.is_none() => return Err(HandlerError::JoinTimeout),
                 _ = idle => return Err(HandlerError::Idle),
-                frame = reader.read_frame(MAX_BODY) => frame?,
+                _ = tokio::time::sleep_until(release.unwrap_or(join_deadline)), if release.is_some() => {
+                    self.release_waiting()?;
+                    continue;
+                }
+                frame = reader.read_frame(max_frame) => frame?,
             };
             let Some((kind, body)) = frame else {
                 return Ok(());
@@ -386,8 +488,37 @@ impl Handler {
                 }
                 Err(e) => return Err(ConnError::from(e).into()),
             };
-            self.handle(message)?;
+            self.admit(message)?;
         }
+    }
+
+    /// Handle a message now, or hold it back if the member is over its flood limit (or
+    /// earlier messages are still held: order is kept).
+    fn admit(&mut self, message: ClientMessage) -> Result<(), HandlerError> {
+        let now = Instant::now();
+        let is_chat = takes_token(&message);
+        if self.waiting.is_empty() && (!is_chat || self.bucket.try_take(now)) {
+            return self.handle(message);
+        }
+        if self.waiting.len() >= self.shared.config.flood_queue {
+            return Err(HandlerError::Flood);
+        }
+        self.waiting.push_back(message);
+        Ok(())
+    }
+
+    /// Handle held-back messages whose turn has come.
+    fn release_waiting(&mut self) -> Result<(), HandlerError> {
+        let now = Instant::now();
+        while let Some(front) = self.waiting.front() {
+            if takes_token(front) && !self.bucket.try_take(now) {
+                break;
+            }
+            if let Some(message) = self.waiting.pop_front() {
+                self.handle(message)?;
+            }
+        }
+        Ok(())
     }
 
     fn handle(&mut self, message: ClientMessage) -> Result<(), HandlerError> {
@@ -442,14 +573,22 @@ impl Handler {
             (ClientMessage::Say { .. }, None) => {
                 return Err(HandlerError::Protocol("message before joining"))
             }
-            (ClientMessage::Say { id, text }, Some(key)) => match validate_message(&text) {
-                Ok(text) => self.shared.room().say(key, conn_id, id, text)?,
-                Err(reason) => self.shared.room().reply(
-                    key,
-                    conn_id,
-                    ServerMessage::MessageRejected { id, reason },
-                )?,
-            },
+            (ClientMessage::Say { id, text }, Some(key)) => {
+                match validate_message(&text).and_then(|text| {
+                    if text.len() > self.shared.config.max_message_bytes {
+                        Err(MessageTextError::TooLong)
+                    } else {
+                        Ok(text)
+                    }
+                }) {
+                    Ok(text) => self.shared.room().say(key, conn_id, id, text)?,
+                    Err(reason) => self.shared.room().reply(
+                        key,
+                        conn_id,
+                        ServerMessage::MessageRejected { id, reason },
+                    )?,
+                }
+            }
             (ClientMessage::Leave, Some(key)) => {
                 self.shared.room().leave(key, conn_id);
                 info!(peer = %self.peer, conn = conn_id, "left");
@@ -462,9 +601,26 @@ impl Handler {
             (ClientMessage::Typing, None) => {
                 return Err(HandlerError::Protocol("typing before joining"))
             }
+            (ClientMessage::Older { before_seq, limit }, Some(key)) => {
+                self.shared
+                    .room()
+                    .older(key, conn_id, before_seq, limit as usize)?
+            }
+            (ClientMessage::Older { .. }, None) => {
+                return Err(HandlerError::Protocol("history request before joining"))
+            }
         }
         Ok(())
     }
+}
+
+/// Chat messages and history requests count against the flood limit; pings, typing notices
+/// (rate-limited by the room) and leaving do not.
+fn takes_token(message: &ClientMessage) -> bool {
+    matches!(
+        message,
+        ClientMessage::Say { .. } | ClientMessage::Older { .. }
+    )
 }
 
 /// Encode history as as many `History` messages as needed to stay within the frame limit.

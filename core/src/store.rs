@@ -1,7 +1,8 @@
-//! Durable room state in SQLite (WAL mode): the room's salt and epoch, every room event, and
-//! the duplicate-suppression state. The room writes an event (and, for a chat message, the
-//! sender's new highest message id) in one transaction **before** it broadcasts or acks it,
-//! so an acknowledged message survives a crash of the server process (`kill -9`).
+//! Durable room state in SQLite (WAL mode): the room's salt and epoch, the room events (within
+//! the retention limits), the duplicate-suppression state and who is present. The room writes
+//! an event (and, for a chat message, the sender's new highest message id; for a join or leave,
+//! the presence change) in one transaction **before** it broadcasts or acks it, so an
+//! acknowledged message survives a crash of the server process (`kill -9`).
 //!
 //! `synchronous = NORMAL` in WAL mode: a committed transaction is in the WAL file before the
 //! ack goes out, which survives a process crash; an operating-system crash or power loss may
@@ -12,8 +13,10 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension};
 use thiserror::Error;
 
-use crate::message::{ClientId, Epoch, RoomEvent};
+use crate::message::{ClientId, Epoch, RoomEvent, RoomEventKind};
+use crate::outbox::MAX_DEDUPE_CLIENTS;
 use crate::passphrase::{Salt, SALT_LEN};
+use crate::text::nick_key;
 
 /// File name of the room database inside the data directory.
 pub const DB_FILE: &str = "room.sqlite3";
@@ -27,7 +30,7 @@ pub enum StoreError {
     Locked,
     #[error("the room database is damaged or not a Tertulia database ({0}); move it away to start a fresh room")]
     Corrupt(String),
-    #[error("the disk is full: the message was not stored")]
+    #[error("the disk (or the room's storage limit) is full: the message was not stored")]
     DiskFull,
     #[error("room database error: {0}")]
     Sqlite(String),
@@ -58,6 +61,19 @@ pub struct Loaded {
     pub next_seq: u64,
     /// Highest accepted message id per client, most recently updated last.
     pub dedupe: Vec<(ClientId, u64)>,
+    /// Members who were in the room when the server stopped: (nickname, client id).
+    pub present: Vec<(String, ClientId)>,
+    /// The oldest stored event's sequence number (`next_seq` when none is stored).
+    pub oldest_seq: u64,
+}
+
+/// How much history to keep on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at most this many newest events.
+    pub max_events: Option<u64>,
+    /// Drop events older than this many milliseconds.
+    pub max_age_ms: Option<u64>,
 }
 
 pub struct Store {
@@ -97,6 +113,8 @@ impl Store {
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, json TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS dedupe (client_id TEXT PRIMARY KEY, highest INTEGER NOT NULL, touched INTEGER NOT NULL);
+             CREATE INDEX IF NOT EXISTS dedupe_touched ON dedupe (touched);
+             CREATE TABLE IF NOT EXISTS present (nick_key TEXT PRIMARY KEY, nick TEXT NOT NULL, client_id TEXT NOT NULL);
              COMMIT;",
         )?;
         let version: Option<i64> = conn
@@ -119,6 +137,29 @@ impl Store {
             }
         }
         Ok(Self { conn })
+    }
+
+    /// Refuse to grow the database file beyond about `bytes` (a room's disk quota). Writes
+    /// beyond it fail with [`StoreError::DiskFull`], exactly as on a full disk.
+    pub fn set_max_bytes(&self, bytes: u64) -> Result<(), StoreError> {
+        let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let pages = (bytes / page_size.max(512) as u64).max(16);
+        let _: i64 = self
+            .conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get(0)
+            })?;
+        Ok(())
+    }
+
+    fn meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?
+            .map(|v| v as u64))
     }
 
     fn meta_blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -165,7 +206,13 @@ impl Store {
         let max_seq: Option<i64> = self
             .conn
             .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
-        let next_seq = max_seq.map_or(1, |s| s as u64 + 1);
+        // Retention may have removed every event; numbering continues after the pruned ones.
+        let pruned_through = self.meta_u64("pruned_through")?.unwrap_or(0);
+        let next_seq = max_seq.map_or(0, |s| s as u64).max(pruned_through) + 1;
+        let min_seq: Option<i64> = self
+            .conn
+            .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))?;
+        let oldest_seq = min_seq.map_or(next_seq, |s| s as u64);
         let mut stmt = self
             .conn
             .prepare("SELECT json FROM events ORDER BY seq DESC LIMIT ?1")?;
@@ -187,20 +234,105 @@ impl Store {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
             })?
             .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT nick, client_id FROM present ORDER BY nick_key")?;
+        let present = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Loaded {
             salt,
             epoch,
             recent,
             next_seq,
             dedupe,
+            present,
+            oldest_seq,
         })
     }
 
-    /// Store an event, and for a chat message the sender's new highest message id, atomically.
+    /// The oldest stored event's sequence number.
+    pub fn oldest_seq(&self) -> Result<Option<u64>, StoreError> {
+        let min: Option<i64> = self
+            .conn
+            .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))?;
+        Ok(min.map(|s| s as u64))
+    }
+
+    /// Up to `limit` stored events older than `before_seq`, oldest first, and whether even
+    /// older ones exist.
+    pub fn page(
+        &self,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<RoomEvent>, bool), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT json FROM events WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2")?;
+        let mut events = stmt
+            .query_map(
+                params![before_seq.min(i64::MAX as u64) as i64, limit as i64 + 1],
+                |r| r.get::<_, String>(0),
+            )?
+            .map(|json| {
+                serde_json::from_str::<RoomEvent>(&json?)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let more = events.len() > limit;
+        events.truncate(limit);
+        events.reverse();
+        Ok((events, more))
+    }
+
+    /// Delete the events `retention` no longer keeps, and the dedupe state of the least
+    /// recently seen clients beyond [`MAX_DEDUPE_CLIENTS`]. Returns the number of events removed.
+    pub fn prune(&mut self, retention: Retention, now_ms: u64) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let max_seq: Option<i64> = tx.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
+        let Some(max_seq) = max_seq else {
+            return Ok(0);
+        };
+        let mut cutoff: i64 = 0; // delete seq <= cutoff
+        if let Some(max_events) = retention.max_events {
+            cutoff = cutoff.max(max_seq - max_events.min(i64::MAX as u64) as i64);
+        }
+        if let Some(max_age) = retention.max_age_ms {
+            let oldest_time = now_ms.saturating_sub(max_age) as i64;
+            let newest_too_old: Option<i64> = tx.query_row(
+                "SELECT MAX(seq) FROM events WHERE time_ms < ?1",
+                params![oldest_time],
+                |r| r.get(0),
+            )?;
+            cutoff = cutoff.max(newest_too_old.unwrap_or(0));
+        }
+        let removed = if cutoff > 0 {
+            let removed = tx.execute("DELETE FROM events WHERE seq <= ?1", params![cutoff])?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('pruned_through', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
+                params![cutoff],
+            )?;
+            removed
+        } else {
+            0
+        };
+        tx.execute(
+            "DELETE FROM dedupe WHERE client_id NOT IN
+             (SELECT client_id FROM dedupe ORDER BY touched DESC LIMIT ?1)",
+            params![MAX_DEDUPE_CLIENTS as i64],
+        )?;
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    /// Store an event atomically with its effect: for a chat message from `client`, the
+    /// client's new highest message id; for a join by `client` or any leave, the presence change.
     pub fn append(
         &mut self,
         event: &RoomEvent,
-        sender: Option<(&ClientId, u64)>,
+        client: Option<&ClientId>,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(event).map_err(|e| StoreError::Sqlite(e.to_string()))?;
         let tx = self.conn.transaction()?;
@@ -208,12 +340,27 @@ impl Store {
             "INSERT INTO events (seq, time_ms, json) VALUES (?1, ?2, ?3)",
             params![event.seq as i64, event.time_ms as i64, json],
         )?;
-        if let Some((client, highest)) = sender {
-            tx.execute(
-                "INSERT INTO dedupe (client_id, highest, touched) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(client_id) DO UPDATE SET highest = excluded.highest, touched = excluded.touched",
-                params![client, highest as i64, event.seq as i64],
-            )?;
+        match (&event.kind, client) {
+            (RoomEventKind::Message { msg_id, .. }, Some(client)) => {
+                tx.execute(
+                    "INSERT INTO dedupe (client_id, highest, touched) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(client_id) DO UPDATE SET highest = excluded.highest, touched = excluded.touched",
+                    params![client, *msg_id as i64, event.seq as i64],
+                )?;
+            }
+            (RoomEventKind::Join { nick }, Some(client)) => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO present (nick_key, nick, client_id) VALUES (?1, ?2, ?3)",
+                    params![nick_key(nick), nick, client],
+                )?;
+            }
+            (RoomEventKind::Leave { nick, .. }, _) => {
+                tx.execute(
+                    "DELETE FROM present WHERE nick_key = ?1",
+                    params![nick_key(nick)],
+                )?;
+            }
+            _ => {}
         }
         tx.commit()?;
         Ok(())
@@ -248,7 +395,7 @@ mod tests {
                 store
                     .append(
                         &event(seq, &format!("m{seq}")),
-                        Some((&"client-a".to_string(), seq)),
+                        Some(&"client-a".to_string()),
                     )
                     .unwrap();
             }
@@ -287,6 +434,106 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(DB_FILE), vec![0x42u8; 8192]).unwrap();
         assert!(matches!(Store::open(&dir), Err(StoreError::Corrupt(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn presence_is_kept_until_the_leave() {
+        let mut store = Store::in_memory().unwrap();
+        store.load(10, [0; SALT_LEN], "e".into()).unwrap();
+        let join = |seq, nick: &str| RoomEvent {
+            seq,
+            time_ms: 0,
+            kind: RoomEventKind::Join { nick: nick.into() },
+        };
+        store
+            .append(&join(1, "Ana"), Some(&"c-ana".into()))
+            .unwrap();
+        store.append(&join(2, "Bo"), Some(&"c-bo".into())).unwrap();
+        let leave = RoomEvent {
+            seq: 3,
+            time_ms: 0,
+            kind: RoomEventKind::Leave {
+                nick: "ANA".into(),
+                reason: crate::message::LeaveReason::Quit,
+            },
+        };
+        store.append(&leave, None).unwrap();
+        let loaded = store.load(10, [0; SALT_LEN], "e".into()).unwrap();
+        assert_eq!(loaded.present, vec![("Bo".to_string(), "c-bo".to_string())]);
+    }
+
+    #[test]
+    fn retention_by_count_and_age_and_paging() {
+        let mut store = Store::in_memory().unwrap();
+        store.load(10, [0; SALT_LEN], "e".into()).unwrap();
+        for seq in 1..=20 {
+            store.append(&event(seq, "x"), None).unwrap(); // time_ms = seq * 10
+        }
+        let (page, more) = store.page(21, 5).unwrap();
+        assert_eq!(
+            page.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![16, 17, 18, 19, 20]
+        );
+        assert!(more);
+        let (page, more) = store.page(3, 5).unwrap();
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(!more);
+
+        let by_count = Retention {
+            max_events: Some(15),
+            max_age_ms: None,
+        };
+        assert_eq!(store.prune(by_count, 0).unwrap(), 5);
+        assert_eq!(store.page(7, 100).unwrap(), (vec![event(6, "x")], false));
+        // Events with time_ms < 1000 - 850 = 150 (seq 6..=14) are too old.
+        let by_age = Retention {
+            max_events: None,
+            max_age_ms: Some(850),
+        };
+        assert_eq!(store.prune(by_age, 1000).unwrap(), 9);
+        let loaded = store.load(100, [0; SALT_LEN], "e".into()).unwrap();
+        assert_eq!((loaded.oldest_seq, loaded.next_seq), (15, 21));
+
+        // Everything pruned: numbering still continues.
+        let all = Retention {
+            max_events: Some(0),
+            max_age_ms: None,
+        };
+        store.prune(all, 0).unwrap();
+        let loaded = store.load(100, [0; SALT_LEN], "e".into()).unwrap();
+        assert_eq!(
+            (loaded.recent.len(), loaded.next_seq, loaded.oldest_seq),
+            (0, 21, 21)
+        );
+    }
+
+    #[test]
+    fn a_full_store_refuses_writes_with_disk_full_and_keeps_what_it_has() {
+        let dir = std::env::temp_dir().join(format!("tertulia-store-{}", rand::random::<u64>()));
+        let mut store = Store::open(&dir).unwrap();
+        store.load(10, [0; SALT_LEN], "e".into()).unwrap();
+        store.set_max_bytes(256 * 1024).unwrap();
+        let big = "z".repeat(8000);
+        let mut stored = 0;
+        let err = loop {
+            match store.append(&event(stored + 1, &big), None) {
+                Ok(()) => stored += 1,
+                Err(e) => break e,
+            }
+            assert!(stored < 1000, "the limit never applied");
+        };
+        assert!(matches!(err, StoreError::DiskFull), "got {err:?}");
+        assert!(stored > 5);
+        drop(store);
+        let mut store = Store::open(&dir).unwrap();
+        let loaded = store.load(10_000, [0; SALT_LEN], "e".into()).unwrap();
+        assert_eq!(
+            loaded.next_seq,
+            stored + 1,
+            "everything acknowledged is still there"
+        );
+        drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -35,7 +35,7 @@ pub enum NickError {
 pub enum MessageTextError {
     #[error("the message is empty")]
     Empty,
-    #[error("the message is longer than {MAX_MESSAGE_BYTES} bytes")]
+    #[error("the message is longer than the room allows ({MAX_MESSAGE_BYTES} bytes at most, or the server's lower limit)")]
     TooLong,
     #[error("the message contains control or invisible characters")]
     InvisibleCharacters,

@@ -260,6 +260,14 @@ pub async fn typing(state: State<'_, AppState>) -> Result<()> {
     Ok(())
 }
 
+/// Ask for the page of history before the oldest event shown; it arrives as an `older` event.
+#[tauri::command]
+pub async fn load_older(state: State<'_, AppState>) -> Result<()> {
+    let handle = state.client().await.ok_or(CommandError::NotConnected)?;
+    handle.load_older().await;
+    Ok(())
+}
+
 /// Skip the reconnect countdown.
 #[tauri::command]
 pub async fn reconnect_now(state: State<'_, AppState>) -> Result<()> {

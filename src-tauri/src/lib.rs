@@ -25,6 +25,7 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             commands::set_nick,
             commands::reconnect_now,
             commands::typing,
+            commands::load_older,
             commands::disconnect,
             commands::generate_passphrase,
             commands::hosting_info,

@@ -179,7 +179,7 @@ async function main() {
 
     // 6. Join another room where the nickname is taken: the dialog says why; pick another.
     const otherPort = await freePort();
-    start(bin("tertulia-server"), ["--listen", `127.0.0.1:${otherPort}`], { TERTULIA_PASSPHRASE: PASS });
+    start(bin("tertulia-server"), ["--listen", `127.0.0.1:${otherPort}`, "--in-memory"], { TERTULIA_PASSPHRASE: PASS });
     await waitPort(otherPort);
     const carol = chat(otherPort, "carol");
     await carol.wait("connected", (e) => e.type === "connected");

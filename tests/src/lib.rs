@@ -47,9 +47,16 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Start a server on `listen` (e.g. `127.0.0.1:0`) with `passphrase` and extra arguments.
     pub async fn start(listen: &str, passphrase: &str, extra: &[&str]) -> Self {
+        // Tests keep rooms in memory unless they ask for a data directory (never the user's).
+        let storage: &[&str] = if extra.contains(&"--data-dir") {
+            &[]
+        } else {
+            &["--in-memory"]
+        };
         let mut child = Command::new(binary("tertulia-server"))
             .arg("--listen")
             .arg(listen)
+            .args(storage)
             .args(extra)
             .env("TERTULIA_PASSPHRASE", passphrase)
             .env("RUST_LOG", "info")

@@ -91,7 +91,8 @@ async fn two_clients_chat_with_online_list_and_notices() {
 
 #[tokio::test]
 async fn twenty_clients_all_receive_everything_exactly_once() {
-    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let server =
+        ServerProcess::start("127.0.0.1:0", PASS, &["--max-connections-per-ip", "64"]).await;
     let mut clients = Vec::new();
     for i in 0..20 {
         let mut c = ChatProcess::start(server.addr, &format!("user{i:02}"), PASS, &[]).await;

@@ -18,7 +18,14 @@ async fn member_that_stops_reading_is_cut_off_while_others_chat() {
     let server = ServerProcess::start(
         "127.0.0.1:0",
         PASS,
-        &["--send-queue-kib", "64", "--grace-secs", "2"],
+        &[
+            "--send-queue-kib",
+            "64",
+            "--grace-secs",
+            "2",
+            "--flood-rate",
+            "0",
+        ],
     )
     .await;
 

@@ -175,9 +175,10 @@ async fn interactive(
     let mut awaiting_nick = false;
     let mut nick_rejected = false;
     let mut online: Vec<String> = Vec::new();
+    let mut own_nick = String::new();
     println!(
         "{}",
-        style.notice("type a message and press Enter; /who lists who is online, /quit leaves")
+        style.notice("type a message and press Enter; /who lists who is online, /older shows earlier messages, /quit leaves")
     );
     loop {
         tokio::select! {
@@ -196,7 +197,8 @@ async fn interactive(
                         "/quit" | "/exit" => handle.disconnect().await,
                         "/who" => println!("{}", style.notice(&format!("online ({}): {}", online.len(),
                             online.iter().map(|n| render::sanitize(n)).collect::<Vec<_>>().join(", ")))),
-                        "/help" => println!("{}", style.notice("/who: who is online · /quit: leave · anything else is sent to the room")),
+                        "/older" => handle.load_older().await,
+                        "/help" => println!("{}", style.notice("/who: who is online · /older: earlier messages · /quit: leave · anything else is sent to the room")),
                         _ => if let Err(e) = handle.send(&line).await {
                             println!("{}", style.warn(&format!("not sent: {e}")));
                         },
@@ -209,10 +211,12 @@ async fn interactive(
             },
             event = events.recv() => {
                 let Some(event) = event else { return exit::ERROR };
-                if let ClientEvent::Online { members } = &event {
-                    online = members.clone();
+                match &event {
+                    ClientEvent::Online { members } => online = members.clone(),
+                    ClientEvent::Connected { nick, .. } => own_nick = nick.clone(),
+                    _ => {}
                 }
-                if let Some(text) = render::event(style, &event) {
+                if let Some(text) = render::event(style, &event, &own_nick) {
                     println!("{text}");
                 }
                 if matches!(event, ClientEvent::NickRejected { .. }) && can_prompt && stdin_open {

@@ -5,9 +5,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use tertulia_cli::{obtain_passphrase, shareable_addresses, PassphraseSource, DEFAULT_PORT};
+use tertulia_core::flood::FloodLimit;
+use tertulia_core::frame::MAX_BODY;
 use tertulia_core::passphrase;
 use tertulia_core::room::RoomConfig;
 use tertulia_core::server::{Server, ServerConfig};
+use tertulia_core::store::Retention;
+use tertulia_core::text::MAX_MESSAGE_BYTES;
 use tracing_subscriber::EnvFilter;
 
 /// Host an encrypted Tertulia chat room.
@@ -43,12 +47,56 @@ struct Args {
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     send_queue_kib: u64,
     /// Keep the room's history and state in this directory (SQLite), so a restarted server
-    /// continues the same room. Without it the room lives in memory only.
-    #[arg(long, value_name = "DIR")]
+    /// continues the same room [default: the platform data directory, e.g.
+    /// ~/.local/share/tertulia/server].
+    #[arg(long, value_name = "DIR", conflicts_with = "in_memory")]
     data_dir: Option<PathBuf>,
+    /// Keep the room in memory only: its history is gone when the server stops.
+    #[arg(long)]
+    in_memory: bool,
+    /// Keep at most this many newest room events (messages, joins, leaves) [default: all].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    retain_events: Option<u64>,
+    /// Forget room events older than this many days [default: never].
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    retain_days: Option<u64>,
+    /// Largest size of the room database in MiB; beyond it new messages are refused (as on a
+    /// full disk) until retention frees space [default: no limit but the disk].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    max_store_mib: Option<u64>,
     /// Seconds a new connection has to complete the handshake.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     handshake_timeout_secs: u64,
+    /// Maximum simultaneous connections from one IP address.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections_per_ip: u32,
+    /// Chat messages per second one member may send (after the burst); 0 turns flood control off.
+    #[arg(long, default_value_t = 5.0, value_parser = parse_rate)]
+    flood_rate: f64,
+    /// Chat messages one member may send at once before the rate applies.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    flood_burst: u32,
+    /// Messages held back by flood control for one member before it is disconnected.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    flood_queue: u32,
+    /// Longest chat message in bytes (UTF-8).
+    #[arg(long, default_value_t = MAX_MESSAGE_BYTES as u32, value_parser = clap::value_parser!(u32).range(1..=MAX_MESSAGE_BYTES as i64))]
+    max_message_bytes: u32,
+    /// Largest frame a client may send, in bytes (must fit the longest message).
+    #[arg(long, default_value_t = MAX_BODY as u32, value_parser = clap::value_parser!(u32).range(1024..=MAX_BODY as i64))]
+    max_frame_bytes: u32,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && (0.0..=1_000_000.0).contains(&rate) => Ok(rate),
+        _ => Err("expected a number of messages per second from 0 to 1000000".into()),
+    }
+}
+
+/// Where the room lives when neither --data-dir nor --in-memory is given.
+fn default_data_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join("tertulia").join("server"))
 }
 
 #[tokio::main]
@@ -65,6 +113,30 @@ async fn main() {
 }
 
 async fn run(args: Args) -> i32 {
+    // JSON-escaped text can take twice its bytes; the frame must fit the longest message.
+    let needed = 2 * args.max_message_bytes as usize + 512;
+    if (args.max_frame_bytes as usize) < needed.min(MAX_BODY) {
+        eprintln!(
+            "error: --max-frame-bytes {} is too small for --max-message-bytes {} (needs at least {})",
+            args.max_frame_bytes, args.max_message_bytes, needed
+        );
+        return 2;
+    }
+    let data_dir = if args.in_memory {
+        None
+    } else {
+        match args.data_dir.clone().or_else(default_data_dir) {
+            Some(dir) => Some(dir),
+            None => {
+                eprintln!("error: no data directory found for this user; pass --data-dir DIR or --in-memory");
+                return 2;
+            }
+        }
+    };
+    // Each connection is a file descriptor: use all the operating system allows.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
     let (passphrase, generated) = if args.generate_passphrase {
         (passphrase::generate(), true)
     } else {
@@ -91,10 +163,23 @@ async fn run(args: Args) -> i32 {
             backlog: args.backlog as usize,
             grace: Duration::from_secs(args.grace_secs),
             send_queue_bytes: args.send_queue_kib as usize * 1024,
+            retention: Retention {
+                max_events: args.retain_events,
+                max_age_ms: args.retain_days.map(|d| d * 24 * 3600 * 1000),
+            },
         },
         max_connections: args.max_connections as usize,
+        max_connections_per_ip: args.max_connections_per_ip as usize,
+        max_frame_bytes: args.max_frame_bytes as usize,
+        max_message_bytes: args.max_message_bytes as usize,
+        flood: FloodLimit {
+            per_second: args.flood_rate,
+            burst: args.flood_burst as f64,
+        },
+        flood_queue: args.flood_queue as usize,
         handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
-        data_dir: args.data_dir.clone(),
+        data_dir: data_dir.clone(),
+        max_store_bytes: args.max_store_mib.map(|m| m * 1024 * 1024),
         ..ServerConfig::default()
     };
     let server = match Server::bind(&args.listen, &passphrase, config).await {
@@ -112,6 +197,10 @@ async fn run(args: Args) -> i32 {
         }
     };
     println!("listening on {local}");
+    match &data_dir {
+        Some(dir) => println!("room stored in {}", dir.display()),
+        None => println!("room kept in memory only (--in-memory)"),
+    }
     if generated {
         println!("room passphrase (generated): {passphrase}");
     }
