@@ -18,6 +18,9 @@ const state = {
   typing: new Map(),   // nick -> time (ms) until which "is typing" shows
   typingTimer: null,
   lastTypingSent: 0,
+  oldestShown: null,   // lowest room sequence number shown
+  roomOldest: null,    // oldest event the room keeps (from "connected")
+  loadingOlder: false,
 };
 
 const TYPING_SHOW_MS = 4000;
@@ -128,7 +131,11 @@ async function onJoin(event) {
 
 // ---------- chat screen ----------
 function enterChat() {
-  $("log").replaceChildren();
+  $("log").replaceChildren($("load-older"));
+  $("load-older").hidden = true;
+  state.oldestShown = null;
+  state.roomOldest = null;
+  state.loadingOlder = false;
   state.pending.clear();
   state.online = [];
   renderOnline();
@@ -242,6 +249,48 @@ function messageNode(from, text, timeMs, own) {
 
 function notice(text, live) { append(el("div", "notice", text), { live }); }
 
+// ---------- older history ----------
+function shownSeq(seq) {
+  if (seq != null && (state.oldestShown == null || seq < state.oldestShown)) state.oldestShown = seq;
+}
+function updateOlderButton(more) {
+  const known = state.roomOldest != null && state.oldestShown != null;
+  const button = $("load-older");
+  button.hidden = !(more ?? (known && state.roomOldest < state.oldestShown));
+  button.disabled = state.loadingOlder;
+  button.textContent = state.loadingOlder ? "Loading…" : "Show earlier messages";
+}
+function olderNode(ev) {
+  if (ev.kind === "message") {
+    const own = !!state.nick && ev.from.toLowerCase() === state.nick.toLowerCase();
+    const node = messageNode(ev.from, ev.text, ev.time_ms, own);
+    node.dataset.seq = ev.seq;
+    return node;
+  }
+  const text = ev.kind === "join" ? `${ev.nick} joined` : `${ev.nick} ${LEAVE_TEXT[ev.reason] || "left"}`;
+  const node = el("div", "notice", `${clock(ev.time_ms)} · ${text}`);
+  node.dataset.seq = ev.seq;
+  return node;
+}
+function loadOlder() {
+  if (state.loadingOlder || !state.connected) return;
+  state.loadingOlder = true;
+  updateOlderButton(true);
+  invoke("load_older").catch((e) => { state.loadingOlder = false; updateOlderButton(); notice(errorText(e), false); });
+}
+function onOlder(ev) {
+  state.loadingOlder = false;
+  const log = $("log");
+  const before = log.scrollHeight - log.scrollTop;
+  const anchor = $("load-older").nextSibling;
+  for (const item of ev.events) {
+    log.insertBefore(olderNode(item), anchor);
+    shownSeq(item.seq);
+  }
+  log.scrollTop = log.scrollHeight - before; // keep what the reader was looking at in place
+  updateOlderButton(ev.more);
+}
+
 function renderOnline() {
   const ul = $("online");
   ul.replaceChildren();
@@ -292,6 +341,10 @@ function onChatEvent(ev) {
       clearCountdown();
       state.nick = ev.nick;
       setConnState("connected", "Connected as " + ev.nick);
+      state.roomOldest = ev.oldest_seq;
+      state.loadingOlder = false;
+      if (ev.room_reset) state.oldestShown = null;
+      updateOlderButton();
       if (ev.room_reset) notice("The server was restarted; earlier history is gone.", false);
       else if (ev.gap) notice("Some older messages you missed are no longer available.", false);
       $("nick-dialog").open && $("nick-dialog").close();
@@ -316,14 +369,23 @@ function onChatEvent(ev) {
       const node = messageNode(ev.from, ev.text, ev.time_ms, ev.own);
       node.dataset.seq = ev.seq;
       append(node, { live: !ev.history });
+      shownSeq(ev.seq);
+      updateOlderButton();
       if (!ev.history) stoppedTyping(ev.from);
       break;
     }
     case "join":
       notice(`${clock(ev.time_ms)} · ${ev.nick} joined`, !ev.history);
+      shownSeq(ev.seq);
+      updateOlderButton();
       break;
     case "leave":
       notice(`${clock(ev.time_ms)} · ${ev.nick} ${LEAVE_TEXT[ev.reason] || "left"}`, !ev.history);
+      shownSeq(ev.seq);
+      updateOlderButton();
+      break;
+    case "older":
+      onOlder(ev);
       break;
     case "acked":
       for (const id of ev.ids) {
@@ -458,6 +520,7 @@ function wire() {
   });
   $("message").addEventListener("input", () => { autosize(); userTyped(); });
   $("log").addEventListener("scroll", () => { if (nearBottom()) $("new-messages").hidden = true; });
+  $("load-older").addEventListener("click", loadOlder);
   $("new-messages").addEventListener("click", () => { $("log").scrollTop = $("log").scrollHeight; $("new-messages").hidden = true; });
   window.addEventListener("focus", () => { if (state.unreadMarker && nearBottom()) { /* keep marker visible until next blur */ } });
   window.addEventListener("blur", () => { if (state.unreadMarker) { state.unreadMarker.remove(); state.unreadMarker = null; } });

@@ -294,10 +294,10 @@ impl ClientHandle {
     }
 }
 
-/// Messages a client has sent and not yet seen acknowledged, at most. Keeps a client that
-/// resends a full outbox after reconnecting within the server's flood queue
-/// (`ServerConfig::flood_queue`), so it is slowed down, never cut off.
-pub const SEND_WINDOW: usize = 32;
+/// Messages a client has sent and not yet seen acknowledged, at most (the server may ask for
+/// fewer in `welcome`). Keeps a client that resends a full outbox after reconnecting within the
+/// server's flood queue (`ServerConfig::flood_queue`), so it is slowed down, never cut off.
+pub const SEND_WINDOW: usize = 64;
 
 /// Events asked for per page of older history.
 pub const OLDER_PAGE: usize = 100;
@@ -593,6 +593,7 @@ impl ClientTask {
             recv: keys.recv,
             opener: None,
             sent_through: 0,
+            window: 1,
         };
         let mut joined = false;
         let end = self.connected(&mut link, &mut reader, &mut joined).await;
@@ -807,7 +808,9 @@ impl ClientTask {
                 gap,
                 resumed,
                 oldest_seq,
+                send_window,
             } => {
+                link.window = (send_window as usize).clamp(1, SEND_WINDOW);
                 let key: Key = hex::decode(&room_key)
                     .ok()
                     .and_then(|k| k.try_into().ok())
@@ -915,14 +918,14 @@ impl ClientTask {
     }
 
     /// Send outbox messages not yet sent on this connection, oldest first, keeping at most
-    /// [`SEND_WINDOW`] unacknowledged.
+    /// the window the server allows unacknowledged.
     async fn fill_window(&mut self, link: &mut Link) -> Result<(), ConnError> {
         let in_flight = self
             .outbox
             .pending()
             .filter(|p| p.id <= link.sent_through)
             .count();
-        let room = SEND_WINDOW.saturating_sub(in_flight);
+        let room = link.window.saturating_sub(in_flight);
         let due: Vec<ClientMessage> = self
             .outbox
             .pending()
@@ -1027,6 +1030,8 @@ struct Link {
     opener: Option<BroadcastOpener>,
     /// The highest outbox id sent on this connection.
     sent_through: u64,
+    /// Messages that may be in flight unacknowledged (from `welcome`).
+    window: usize,
 }
 
 impl Link {

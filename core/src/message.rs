@@ -106,6 +106,10 @@ pub enum ErrorCode {
     Flood,
 }
 
+fn default_send_window() -> u32 {
+    32
+}
+
 /// Server → client, sealed with the server's session key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -132,6 +136,10 @@ pub enum ServerMessage {
         /// The oldest event the room still keeps; older history can be paged back to it.
         #[serde(default)]
         oldest_seq: u64,
+        /// Send at most this many messages ahead of the acks (the server's flood queue holds
+        /// them); more would get you disconnected for flooding.
+        #[serde(default = "default_send_window")]
+        send_window: u32,
     },
     /// Room events you missed (or the recent backlog), oldest first, all with `seq <= head_seq`.
     History {

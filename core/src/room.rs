@@ -40,6 +40,9 @@ pub struct RoomConfig {
     pub send_queue_bytes: usize,
     /// How much history the room keeps (on disk, and in memory within `history`).
     pub retention: Retention,
+    /// Unacknowledged messages a member may have in flight (told in `welcome`); the server
+    /// sets it to fit its flood queue.
+    pub send_window: u32,
 }
 
 impl Default for RoomConfig {
@@ -50,6 +53,7 @@ impl Default for RoomConfig {
             grace: Duration::from_secs(10),
             send_queue_bytes: 1024 * 1024,
             retention: Retention::default(),
+            send_window: 32,
         }
     }
 }
@@ -392,6 +396,7 @@ impl Room {
             gap,
             resumed,
             oldest_seq: self.oldest_seq,
+            send_window: self.config.send_window,
         });
         if !events.is_empty() {
             link.queue(ServerMessage::History { events });

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -145,6 +145,9 @@ impl Shared {
     }
 }
 
+/// The most messages a client is told it may send ahead of the acks.
+const MAX_SEND_WINDOW: u32 = 64;
+
 /// A bound, keyed server, ready to [`run`](Server::run).
 pub struct Server {
     listener: TcpListener,
@@ -168,6 +171,12 @@ impl Server {
         config: ServerConfig,
     ) -> Result<Self, ServerError> {
         let passphrase = passphrase::normalize(passphrase)?.to_owned();
+        let mut config = config;
+        config.room.send_window = if config.flood.is_off() {
+            MAX_SEND_WINDOW
+        } else {
+            (config.flood_queue as u32 / 2).clamp(1, MAX_SEND_WINDOW)
+        };
         let (room, salt) = match &config.data_dir {
             Some(dir) => {
                 let store = Store::open(dir)?;
@@ -364,6 +373,10 @@ async fn handle_connection(
                 "a frame from you failed its integrity check",
             );
         }
+        Err(HandlerError::Conn(ConnError::Frame(e))) => {
+            info!(%peer, conn = conn_id, error = %e, "bad frame; closing");
+            link.close_with(ErrorCode::Protocol, &format!("bad frame: {e}"));
+        }
         Err(HandlerError::Protocol(why)) => {
             info!(%peer, conn = conn_id, why, "protocol violation; closing");
             link.close_with(ErrorCode::Protocol, why);
@@ -394,12 +407,27 @@ async fn handle_connection(
     let _ = link.tx.try_send(Outgoing::Close);
     drop(handler);
     drop(link.tx);
-    // Let the writer flush a final error frame, but not forever.
+    // Let the writer flush a final error frame, but not forever. Meanwhile keep reading (and
+    // discarding) what the client still sends: closing a socket with unread input makes the
+    // kernel send a reset, and the client would lose the error frame and see only "broken pipe".
     let cancel = link.cancel.clone();
-    if tokio::time::timeout(Duration::from_secs(2), writer)
-        .await
-        .is_err()
-    {
+    let mut read_half = reader.into_inner();
+    let linger = async {
+        if end.is_ok() {
+            return; // the client closed its side already
+        }
+        let mut scratch = [0u8; 1024];
+        while let Ok(n) = read_half.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let flushed = tokio::time::timeout(Duration::from_secs(2), async {
+        let (_, _) = tokio::join!(writer, linger);
+    })
+    .await;
+    if flushed.is_err() {
         cancel.cancel();
     }
 }

@@ -448,3 +448,100 @@ pub async fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     listener.local_addr().expect("addr").port()
 }
+
+/// A hand-driven member speaking the protocol directly (to send what a well-behaved client
+/// never would: floods, oversized frames). Broadcast frames are skipped, private replies read.
+pub struct RawMember {
+    reader: tertulia_core::conn::FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    keys: tertulia_core::handshake::TransportKeys,
+}
+
+impl RawMember {
+    /// Connect from `source` (any 127.0.0.0/8 address) and complete the handshake.
+    pub async fn connect(
+        addr: SocketAddr,
+        passphrase: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Self, tertulia_core::conn::ConnError> {
+        use tertulia_core::{conn, passphrase as kdf};
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        if let Some(ip) = source {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        let stream = socket.connect(addr).await?;
+        let (read_half, mut writer) = stream.into_split();
+        let mut reader = conn::FrameReader::new(read_half);
+        let pass = passphrase.to_owned();
+        let keys = conn::initiate_handshake(&mut reader, &mut writer, |salt| async move {
+            Ok(
+                tokio::task::spawn_blocking(move || kdf::derive_psk(&pass, &salt))
+                    .await
+                    .expect("kdf")?,
+            )
+        })
+        .await?;
+        Ok(Self {
+            reader,
+            writer,
+            keys,
+        })
+    }
+
+    /// Send a join with a random client id.
+    pub async fn join(&mut self, nick: &str) {
+        let client_id = format!("{:032x}", rand::random::<u128>());
+        self.send(&tertulia_core::message::ClientMessage::Join {
+            nick: nick.into(),
+            client_id,
+            resume: None,
+        })
+        .await
+        .expect("send join");
+    }
+
+    pub async fn send(
+        &mut self,
+        message: &tertulia_core::message::ClientMessage,
+    ) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        tertulia_core::sealed::seal_session(&mut self.keys.send, message, &mut buf).expect("seal");
+        self.writer.write_all(&buf).await
+    }
+
+    /// Write raw bytes (e.g. a frame header announcing an oversized body).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes).await
+    }
+
+    /// The next private message from the server, or `None` once the connection is closed.
+    pub async fn next_private(&mut self) -> Option<tertulia_core::message::ServerMessage> {
+        use tertulia_core::frame::{FrameKind, MAX_BODY};
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.reader.read_frame(MAX_BODY))
+                .await
+                .expect("server went silent");
+            match frame {
+                Ok(Some((FrameKind::Session, body))) => {
+                    return Some(
+                        tertulia_core::sealed::open_session(&mut self.keys.recv, &body)
+                            .expect("open session frame"),
+                    )
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Read private messages until the server closes; returns the last error it sent.
+    pub async fn until_closed(&mut self) -> Option<tertulia_core::message::ServerMessage> {
+        let mut last_error = None;
+        while let Some(message) = self.next_private().await {
+            if matches!(message, tertulia_core::message::ServerMessage::Error { .. }) {
+                last_error = Some(message);
+            }
+        }
+        last_error
+    }
+}

@@ -265,6 +265,33 @@ test("messages arriving while the window is in the background get an unread mark
     { type: "message", seq: 2, time_ms: 0, from: "ben", text: "unseen 1", own: false, msg_id: null, history: false },
     { type: "message", seq: 3, time_ms: 0, from: "ben", text: "unseen 2", own: false, msg_id: null, history: false },
   ]);
-  const order = await page.$$eval("#log > *", (ns) => ns.map((n) => (n.classList.contains("unread-marker") ? "MARKER" : n.querySelector(".text")?.textContent)));
+  const order = await page.$$eval("#log > :not(#load-older)", (ns) => ns.map((n) => (n.classList.contains("unread-marker") ? "MARKER" : n.querySelector(".text")?.textContent)));
   assert.deepEqual(order, ["seen", "MARKER", "unseen 1", "unseen 2"], "one marker before the first unread message");
+});
+
+test("earlier messages are paged in above the shown ones, in order, rendered as text", async () => {
+  const page = await openPage();
+  await joinRoom(page);
+  await emit(page, [
+    { type: "connected", nick: "ana", epoch: "e1", resumed: false, room_reset: false, gap: false, oldest_seq: 1 },
+    { type: "message", seq: 50, time_ms: 1795604682866, from: "ben", text: "fifty", own: false, msg_id: null, history: true },
+    { type: "message", seq: 51, time_ms: 1795604682867, from: "ana", text: "fifty-one", own: true, msg_id: 3, history: true },
+  ]);
+  assert.equal(await page.isVisible("#load-older"), true, "older history exists, so the button shows");
+  await page.click("#load-older");
+  assert.equal((await calls(page)).filter((c) => c.cmd === "load_older").length, 1);
+  assert.equal(await page.isDisabled("#load-older"), true, "no second request while one is running");
+  await emit(page, [{
+    type: "older", more: false, events: [
+      { seq: 48, time_ms: 1795604600000, kind: "message", from: "ben", text: "<img src=x onerror=alert(1)>", msg_id: 7 },
+      { seq: 49, time_ms: 1795604600001, kind: "leave", nick: "carol", reason: "connection_lost" },
+    ],
+  }]);
+  const seqs = await page.$$eval("#log [data-seq]", (nodes) => nodes.map((n) => Number(n.dataset.seq)));
+  assert.deepEqual(seqs, [48, 49, 50, 51]);
+  assert.equal(await page.$$eval("#log img", (n) => n.length), 0, "markup stays text");
+  assert.match(await page.textContent("#log"), /<img src=x onerror=alert\(1\)>/);
+  assert.match(await page.textContent("#log"), /carol lost connection/);
+  assert.equal(await page.isHidden("#load-older"), true, "nothing earlier is kept");
+  assert.deepEqual(page.errors, []);
 });

@@ -167,6 +167,7 @@ async fn run(args: Args) -> i32 {
                 max_events: args.retain_events,
                 max_age_ms: args.retain_days.map(|d| d * 24 * 3600 * 1000),
             },
+            ..RoomConfig::default()
         },
         max_connections: args.max_connections as usize,
         max_connections_per_ip: args.max_connections_per_ip as usize,

@@ -1,0 +1,241 @@
+//! Stored history: the configurable backlog, paging back through older history, retention by
+//! count, and a full store (the room's storage limit standing in for a full disk) refusing
+//! messages with a clear error and losing none of them.
+
+use std::time::Duration;
+
+use tertulia_core::client::{self, ClientConfig, ClientEvent, ClientHandle};
+use tertulia_core::message::{RoomEvent, RoomEventKind};
+use tertulia_e2e::{ChatProcess, ServerProcess, WAIT};
+use tokio::sync::mpsc;
+
+const PASS: &str = "history passphrase";
+
+/// A library client in this process (it can page back, which `tertulia-chat --json` cannot).
+struct Member {
+    handle: ClientHandle,
+    events: mpsc::Receiver<ClientEvent>,
+    seen: Vec<ClientEvent>,
+}
+
+impl Member {
+    fn join(addr: std::net::SocketAddr, nick: &str) -> Self {
+        let (handle, events) = client::spawn(ClientConfig::new(addr.to_string(), nick, PASS));
+        Self {
+            handle,
+            events,
+            seen: Vec::new(),
+        }
+    }
+
+    async fn wait_for(&mut self, what: &str, pred: impl Fn(&ClientEvent) -> bool) -> ClientEvent {
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                let event = self.events.recv().await.expect("client stopped");
+                self.seen.push(event.clone());
+                if pred(&event) {
+                    return event;
+                }
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("timed out waiting for {what}; seen: {:?}", self.seen))
+    }
+
+    /// Texts of the backlog (history) messages received so far.
+    fn backlog(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Message {
+                    text,
+                    history: true,
+                    ..
+                } => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn page(&mut self) -> (Vec<RoomEvent>, bool) {
+        self.handle.load_older().await;
+        match self
+            .wait_for("a page of older history", |e| {
+                matches!(e, ClientEvent::Older { .. })
+            })
+            .await
+        {
+            ClientEvent::Older { events, more } => (events, more),
+            _ => unreachable!(),
+        }
+    }
+}
+
+fn texts(events: &[RoomEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            RoomEventKind::Message { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn temp_dir(name: &str) -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("tertulia-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = dir.to_string_lossy().to_string();
+    (dir, text)
+}
+
+#[tokio::test]
+async fn backlog_paging_and_retention() {
+    let (dir, data_dir) = temp_dir("history");
+    let port = tertulia_e2e::free_port().await;
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "--data-dir",
+        data_dir.as_str(),
+        "--backlog",
+        "3",
+        "--flood-rate",
+        "0",
+    ];
+    let server = ServerProcess::start(&listen, PASS, &args).await;
+    let mut ana = ChatProcess::start(server.addr, "ana", PASS, &[]).await;
+    ana.wait_type("connected").await;
+    let said: Vec<String> = (0..30).map(|i| format!("m{i}")).collect();
+    for text in &said {
+        ana.say(text).await;
+    }
+    ana.wait_for("all acked", |e| {
+        e["type"] == "acked"
+            && e["ids"]
+                .as_array()
+                .is_some_and(|ids| ids.iter().any(|i| i == 30))
+    })
+    .await;
+
+    // Events so far: 1 ana joined, 2..=31 m0..m29. A newcomer gets the last 3 as backlog…
+    let mut ben = Member::join(server.addr, "ben");
+    ben.wait_for(
+        "ben's own join",
+        |e| matches!(e, ClientEvent::Join { nick, .. } if nick == "ben"),
+    )
+    .await;
+    assert_eq!(ben.backlog(), said[27..].to_vec(), "backlog of 3");
+    // …and pages back through the rest, oldest first, with nothing older than the first page.
+    let (page, more) = ben.page().await;
+    assert_eq!(texts(&page), said[..27].to_vec());
+    assert!(matches!(&page[0].kind, RoomEventKind::Join { nick } if nick == "ana"));
+    assert!(!more, "the first event of the room was reached");
+    let (empty, more) = ben.page().await;
+    assert!(empty.is_empty() && !more, "nothing before the first event");
+    ben.handle.disconnect().await;
+    ana.wait_for("ben left", |e| e["type"] == "leave" && e["nick"] == "ben")
+        .await;
+
+    // Restart keeping only the newest 10 events: 24..=33 (m22..m29, ben's join and leave).
+    assert_eq!(server.terminate().await, Some(0));
+    let mut args = args.to_vec();
+    args.extend(["--retain-events", "10"]);
+    let server = ServerProcess::start(&listen, PASS, &args).await;
+    let mut cat = Member::join(server.addr, "cat");
+    cat.wait_for(
+        "cat's own join",
+        |e| matches!(e, ClientEvent::Join { nick, .. } if nick == "cat"),
+    )
+    .await;
+    assert_eq!(
+        cat.backlog(),
+        vec!["m29"],
+        "backlog: m29, ben joined, ben left"
+    );
+    let (page, more) = cat.page().await;
+    assert_eq!(
+        texts(&page),
+        said[22..29].to_vec(),
+        "only what retention kept"
+    );
+    assert_eq!(page[0].seq, 24);
+    assert!(!more);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_full_store_refuses_messages_clearly_and_delivers_them_once_space_is_freed() {
+    let (dir, data_dir) = temp_dir("full");
+    let port = tertulia_e2e::free_port().await;
+    let listen = format!("127.0.0.1:{port}");
+    let base = [
+        "--data-dir",
+        data_dir.as_str(),
+        "--max-store-mib",
+        "1",
+        "--flood-rate",
+        "0",
+    ];
+    let server = ServerProcess::start(&listen, PASS, &base).await;
+    let mut ana = ChatProcess::start(server.addr, "ana", PASS, &[]).await;
+    let mut ben = ChatProcess::start(server.addr, "ben", PASS, &[]).await;
+    ana.wait_type("connected").await;
+    ben.wait_type("connected").await;
+    // 200 messages of 6 KB: about 1.2 MB, more than the 1 MiB the room may use.
+    let said: Vec<String> = (0..200)
+        .map(|i| format!("{i:03} {}", "x".repeat(6000)))
+        .collect();
+    for text in &said {
+        ana.say(text).await;
+    }
+    let error = ana
+        .wait_for("storage error", |e| {
+            e["type"] == "error" && e["kind"] == "server_storage"
+        })
+        .await;
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("could not store")),
+        "{error}"
+    );
+    server.wait_for_log("could not store a message").await;
+    ben.drain_for(Duration::from_millis(500)).await;
+    let delivered = ben.messages_from("ana");
+    assert!(
+        !delivered.is_empty() && delivered.len() < said.len(),
+        "some stored, the rest refused: {}",
+        delivered.len()
+    );
+    assert_eq!(
+        delivered,
+        said[..delivered.len()].to_vec(),
+        "in order, no gap"
+    );
+    // Nothing refused was acknowledged: the client still holds it.
+    let acked: Vec<u64> = ana
+        .seen
+        .iter()
+        .filter(|e| e["type"] == "acked")
+        .flat_map(|e| e["ids"].as_array().cloned().unwrap_or_default())
+        .filter_map(|id| id.as_u64())
+        .collect();
+    assert_eq!(acked.iter().max().copied(), Some(delivered.len() as u64));
+
+    // The host makes room (here: a larger limit) and restarts: the refused messages go
+    // through, each exactly once, and nobody misses any.
+    assert_eq!(server.terminate().await, Some(0));
+    let mut args = base.to_vec();
+    args[3] = "8";
+    let _server = ServerProcess::start(&listen, PASS, &args).await;
+    assert_eq!(ben.wait_messages_from("ana", said.len()).await, said);
+    ana.close_stdin();
+    assert_eq!(
+        ana.exit_code().await,
+        Some(0),
+        "everything acked in the end"
+    );
+    ben.drain_for(Duration::from_millis(300)).await;
+    assert_eq!(ben.messages_from("ana"), said, "exactly once");
+    let _ = std::fs::remove_dir_all(&dir);
+}
