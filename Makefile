@@ -7,8 +7,16 @@ SERVER ?= 127.0.0.1:5555
 NICK ?= $(USER)
 
 TAURI_DRIVER_VERSION := 2.1.0
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_TARGETS := frame_decoder handshake message_decoder
+# Seconds per fuzz target: a short run in `make test`, a longer one in `make fuzz`.
+FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_SECONDS ?= 600
+# cargo-fuzz needs nightly-only rustc flags (sanitizers); RUSTC_BOOTSTRAP lets the stable
+# toolchain accept them for this build only.
+FUZZ := cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
 
-.PHONY: run host chat test test-rust test-ui test-desktop deps deps-test package build release lint clean help
+.PHONY: run host chat test test-rust test-ui test-desktop fuzz fuzz-smoke deps deps-test package build release lint clean help
 
 help:
 	@echo "make run    build and start the desktop app (headless server when there is no display)"
@@ -27,6 +35,7 @@ deps-test: deps
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/install-deps.sh nodejs npm
 	@[ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
 	@command -v tauri-driver >/dev/null 2>&1 || $(CARGO) install tauri-driver --locked --version $(TAURI_DRIVER_VERSION)
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
 
 release: deps
 	$(CARGO) build --release --bins
@@ -55,7 +64,7 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: deps-test build lint test-rust test-ui test-desktop
+test: deps-test build lint test-rust test-ui test-desktop fuzz-smoke
 
 test-rust:
 	$(CARGO) test --workspace
@@ -65,6 +74,26 @@ test-ui:
 
 test-desktop:
 	node tests/desktop/run.mjs
+
+# Replay the saved crash inputs, then fuzz each target briefly (fails on any crash).
+fuzz-smoke:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+	$(FUZZ) build -O
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "==> fuzzing $$t for $(FUZZ_SMOKE_SECONDS) s"; \
+	  ( $(FUZZ) run -O $$t regressions/$$t -- -runs=0 2>/dev/null ) || exit 1; \
+	  ( set -o pipefail; $(FUZZ) run -O $$t -- -max_total_time=$(FUZZ_SMOKE_SECONDS) 2>&1 \
+	    | grep -E "^(Done|==[0-9]+==ERROR|SUMMARY|thread .* panicked)" ) || exit 1; \
+	done
+
+# A longer fuzz run: FUZZ_SECONDS per target (default 600). Crashes land in fuzz/artifacts/;
+# copy them to fuzz/regressions/<target>/ once fixed.
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "==> fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  $(FUZZ) run -O $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 package: deps
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/install-deps.sh nodejs npm
