@@ -42,14 +42,9 @@ proptest! {
             let take = (*cut.next().unwrap()).min(wire.len() - offset);
             buffered.extend_from_slice(&wire[offset..offset + take]);
             offset += take;
-            loop {
-                match frame::decode(&buffered, MAX_BODY).unwrap() {
-                    Some((f, used)) => {
-                        decoded.push((f.kind, f.body.to_vec()));
-                        buffered.drain(..used);
-                    }
-                    None => break,
-                }
+            while let Some((f, used)) = frame::decode(&buffered, MAX_BODY).unwrap() {
+                decoded.push((f.kind, f.body.to_vec()));
+                buffered.drain(..used);
             }
         }
         prop_assert!(buffered.is_empty());
