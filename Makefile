@@ -16,13 +16,14 @@ FUZZ_SECONDS ?= 600
 # toolchain accept them for this build only.
 FUZZ := cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
 
-.PHONY: run host chat test test-rust test-ui test-desktop fuzz fuzz-smoke deps deps-test package build release lint clean help
+.PHONY: run host chat test test-rust test-faults test-ui test-desktop fuzz fuzz-smoke deps deps-test package build release lint clean help
 
 help:
 	@echo "make run    build and start the desktop app (headless server when there is no display)"
 	@echo "make host   host a room headless with tertulia-server; LISTEN=ADDR:PORT to choose the address"
 	@echo "make chat   join a room from the terminal: make chat SERVER=HOST:PORT NICK=name"
-	@echo "make test   install what is missing, build, lint and run every test (Rust, UI, desktop e2e under Xvfb)"
+	@echo "make test   install what is missing, build, lint and run every test (Rust, fault suite, UI, desktop e2e under Xvfb, fuzz smoke)"
+	@echo "make fuzz   fuzz each target for FUZZ_SECONDS (default 600)"
 	@echo "make package  build an installable .deb (target/release/bundle/deb/)"
 
 deps:
@@ -64,10 +65,14 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: deps-test build lint test-rust test-ui test-desktop fuzz-smoke
+test: deps-test build lint test-rust test-faults test-ui test-desktop fuzz-smoke
 
 test-rust:
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace -- --skip fault_injection_suite
+
+# The fault-injection suite on its own (about 2.5 minutes), printing its summary table.
+test-faults:
+	$(CARGO) test -p tertulia-e2e --test fault_suite -- --nocapture
 
 test-ui:
 	node --test ui/tests/

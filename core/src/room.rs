@@ -632,7 +632,13 @@ impl Room {
             match link.queue_frame(&frame, limit) {
                 Delivery::Queued | Delivery::Gone => {}
                 Delivery::Full => {
-                    tracing::warn!(nick = %member.nick, conn = link.conn_id, "slow consumer: send queue full, disconnecting");
+                    tracing::warn!(
+                        nick = %member.nick,
+                        conn = link.conn_id,
+                        queued_bytes = link.queued_bytes.load(Ordering::Relaxed),
+                        limit,
+                        "slow consumer: send queue full, disconnecting"
+                    );
                     link.cancel.cancel();
                     member.link = None;
                     member.away_since = Some(now);

@@ -55,6 +55,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Items (frames or private messages) in one member's send queue.
     pub send_queue_items: usize,
+    /// Kernel send buffer per connection (`SO_SNDBUF`). Bounded so a member that stops reading
+    /// costs little kernel memory and is detected (and cut off) sooner; `None`: autotuned.
+    pub socket_send_buffer: Option<usize>,
     /// Where the room's history and state are stored (`None`: in memory only).
     pub data_dir: Option<std::path::PathBuf>,
     /// Largest size of the room database; beyond it messages are refused as on a full disk.
@@ -75,6 +78,7 @@ impl Default for ServerConfig {
             join_timeout: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(60),
             send_queue_items: 8192,
+            socket_send_buffer: Some(256 * 1024),
             data_dir: None,
             max_store_bytes: None,
         }
@@ -237,6 +241,9 @@ impl Server {
                 }
             };
             let _ = stream.set_nodelay(true);
+            if let Some(bytes) = shared.config.socket_send_buffer {
+                let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+            }
             let permit = limit.clone().try_acquire_owned();
             let slot = IpSlot::acquire(&shared, peer.ip());
             match (permit, slot) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -314,6 +314,18 @@ pub enum Direction {
     ServerToClient,
 }
 
+/// Faults applied to a proxy's live traffic.
+#[derive(Default)]
+struct Faults {
+    /// While set, nothing is read from the server (the member has stopped reading).
+    stalled: std::sync::atomic::AtomicBool,
+    /// Added latency per chunk forwarded, in milliseconds.
+    delay_ms: std::sync::atomic::AtomicU64,
+    /// Flip a byte of the next complete frame in this direction (client→server, server→client).
+    corrupt_up: std::sync::atomic::AtomicBool,
+    corrupt_down: std::sync::atomic::AtomicBool,
+}
+
 #[derive(Default)]
 struct ProxyState {
     /// One-shot: flip the last byte of frame number N (0-based) of the next connection in a direction.
@@ -327,6 +339,7 @@ struct ProxyState {
 pub struct Proxy {
     pub addr: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
+    faults: Arc<Faults>,
     task: JoinHandle<()>,
 }
 
@@ -343,9 +356,17 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy addr");
         let state = Arc::new(Mutex::new(ProxyState::default()));
         let shared = state.clone();
+        let faults = Arc::new(Faults::default());
+        let pump_faults = faults.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(upstream).await else {
+                // A modest receive buffer, so a stalled member fills the server's queue
+                // within seconds rather than after megabytes of kernel buffering.
+                let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+                    continue;
+                };
+                let _ = socket.set_recv_buffer_size(64 * 1024);
+                let Ok(server) = socket.connect(upstream).await else {
                     continue;
                 };
                 let flips = {
@@ -363,15 +384,56 @@ impl Proxy {
                     .map(|(_, n)| *n);
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                let up = tokio::spawn(pump(cr, sw, c2s));
-                let down = tokio::spawn(pump(sr, cw, s2c));
+                let up = tokio::spawn(pump(
+                    cr,
+                    sw,
+                    c2s,
+                    pump_faults.clone(),
+                    Direction::ClientToServer,
+                ));
+                let down = tokio::spawn(pump(
+                    sr,
+                    cw,
+                    s2c,
+                    pump_faults.clone(),
+                    Direction::ServerToClient,
+                ));
                 let mut st = shared.lock().expect("proxy state");
                 st.live.retain(|h| !h.is_finished());
                 st.live.push(up.abort_handle());
                 st.live.push(down.abort_handle());
             }
         });
-        Self { addr, state, task }
+        Self {
+            addr,
+            state,
+            faults,
+            task,
+        }
+    }
+
+    /// Stop (or resume) forwarding server → client: the member behind it stops reading.
+    pub fn stall(&self, stalled: bool) {
+        self.faults
+            .stalled
+            .store(stalled, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Delay every forwarded chunk by `delay` (both directions).
+    pub fn set_delay(&self, delay: Duration) {
+        self.faults.delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// Flip a byte in the next complete frame going `direction` on the live connection.
+    pub fn corrupt_next(&self, direction: Direction) {
+        let flag = match direction {
+            Direction::ClientToServer => &self.faults.corrupt_up,
+            Direction::ServerToClient => &self.faults.corrupt_down,
+        };
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Corrupt frame number `frame_index` (0-based, counting the handshake frames) of the next
@@ -405,16 +467,30 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     flip: Option<usize>,
+    faults: Arc<Faults>,
+    direction: Direction,
 ) {
+    use std::sync::atomic::Ordering::SeqCst;
     let mut buf = vec![0u8; 16 * 1024];
     let mut header = Vec::with_capacity(5);
     let mut body_left: usize = 0;
     let mut frame_index = 0usize;
+    let corrupt = match direction {
+        Direction::ClientToServer => &faults.corrupt_up,
+        Direction::ServerToClient => &faults.corrupt_down,
+    };
     loop {
+        while direction == Direction::ServerToClient && faults.stalled.load(SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        let delay = faults.delay_ms.load(SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         for byte in buf[..n].iter_mut() {
             if body_left == 0 {
                 header.push(*byte);
@@ -429,7 +505,7 @@ async fn pump(
             } else {
                 body_left -= 1;
                 if body_left == 0 {
-                    if flip == Some(frame_index) {
+                    if flip == Some(frame_index) || corrupt.swap(false, SeqCst) {
                         *byte ^= 0x01;
                     }
                     frame_index += 1;
@@ -441,6 +517,14 @@ async fn pump(
         }
     }
     let _ = to.shutdown().await;
+}
+
+/// Resident memory of process `pid` in bytes (from /proc), if readable.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A free TCP port on 127.0.0.1 (for tests that restart a server on the same address).
