@@ -169,6 +169,8 @@ async fn run(args: Args) -> i32 {
             },
             ..RoomConfig::default()
         },
+        // One queue item per 64 bytes of budget: the byte budget is the limit that matters.
+        send_queue_items: (args.send_queue_kib as usize * 1024 / 64).max(1024),
         max_connections: args.max_connections as usize,
         max_connections_per_ip: args.max_connections_per_ip as usize,
         max_frame_bytes: args.max_frame_bytes as usize,

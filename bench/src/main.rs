@@ -1,0 +1,489 @@
+//! `tertulia-bench`: one load generator for Tertulia and the servers people would otherwise
+//! relay chat with (Redis pub/sub, NATS, ngIRCd). See `bench/README.md`.
+//!
+//! `tertulia-bench run …` measures one configuration and prints a JSON object;
+//! `tertulia-bench matrix --preset full|quick` runs the matrix (targets interleaved,
+//! repetitions) and writes `bench/results/` (runs.jsonl, results.md, chart.png).
+
+mod chart;
+mod payload;
+mod procfs;
+mod record;
+mod servers;
+mod targets;
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use tokio::task::LocalSet;
+
+use record::Recorder;
+use targets::{Flow, Sender};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Tertulia,
+    Redis,
+    Nats,
+    Irc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// As fast as possible, at most this many of a client's messages in flight.
+    Window(u64),
+    /// Open loop: messages per second per client.
+    Rate(f64),
+    /// Connect, join and sit idle.
+    Idle,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub target: Target,
+    pub clients: usize,
+    pub messages: u64,
+    pub size: usize,
+    pub mode: Mode,
+}
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Fan-out benchmark: Tertulia vs Redis pub/sub, NATS and ngIRCd"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure one configuration; prints one JSON object.
+    Run {
+        #[arg(long, value_enum)]
+        target: Target,
+        /// Clients in the room.
+        #[arg(long, short = 'n', default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        clients: u64,
+        /// Messages each client sends.
+        #[arg(long, short = 'm', default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        messages: u64,
+        /// Payload bytes.
+        #[arg(long, short = 'b', default_value_t = 128, value_parser = clap::value_parser!(u64).range(35..=8192))]
+        size: u64,
+        /// Window mode: at most W of a client's messages in flight.
+        #[arg(long, conflicts_with_all = ["rate", "idle"], value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        window: Option<u64>,
+        /// Rate mode: messages per second per client (open loop).
+        #[arg(long, conflicts_with = "idle")]
+        rate: Option<f64>,
+        /// Idle mode: connect, join and sit idle (server RSS per connection).
+        #[arg(long)]
+        idle: bool,
+        /// Pin the server to CPU 0 (run the generator itself with `taskset -c 1`).
+        #[arg(long)]
+        pin: bool,
+    },
+    /// Run a matrix of configurations and write bench/results/.
+    Matrix {
+        #[arg(long, value_enum, default_value_t = Preset::Full)]
+        preset: Preset,
+        /// Directory for runs.jsonl, results.md and chart.png.
+        #[arg(long, default_value = "bench/results")]
+        out: std::path::PathBuf,
+        /// Only these targets (default: all four).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        targets: Vec<Target>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Preset {
+    /// N ∈ {10, 100, 500}, window 64 and 10 msg/s, 3 repetitions, idle 10 000.
+    Full,
+    /// About a minute: N = 100 window and rate, idle 1 000, one repetition.
+    Quick,
+}
+
+/// One run's figures (one JSON object).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub target: Target,
+    pub clients: usize,
+    pub messages: u64,
+    pub size: usize,
+    pub mode: String,
+    pub expected: u64,
+    pub deliveries: u64,
+    pub lost: u64,
+    pub out_of_order: u64,
+    pub corrupt: u64,
+    pub duration_s: f64,
+    pub deliveries_per_s: f64,
+    pub latency_us: Percentiles,
+    pub lag_us: Option<Percentiles>,
+    pub server_cpu_s: f64,
+    pub server_rss_before: u64,
+    pub server_rss_after: u64,
+    pub server_rss_peak: u64,
+    pub loadgen_cpu_s: f64,
+    pub rss_per_connection: Option<f64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    fn of(h: &hdrhistogram::Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            p50: h.value_at_quantile(0.5),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+fn mode_name(mode: Mode) -> String {
+    match mode {
+        Mode::Window(w) => format!("window {w}"),
+        Mode::Rate(r) => format!("rate {r}/s"),
+        Mode::Idle => "idle".into(),
+    }
+}
+
+/// How long a run may go without a delivery before the rest counts as lost.
+const STALL: Duration = Duration::from_secs(10);
+
+/// Measure one configuration.
+pub fn run_one(cfg: RunConfig, pin: bool) -> RunResult {
+    let mut result = RunResult {
+        target: cfg.target,
+        clients: cfg.clients,
+        messages: cfg.messages,
+        size: cfg.size,
+        mode: mode_name(cfg.mode),
+        expected: match cfg.mode {
+            Mode::Idle => 0,
+            _ => (cfg.clients as u64) * (cfg.clients as u64 - 1) * cfg.messages,
+        },
+        deliveries: 0,
+        lost: 0,
+        out_of_order: 0,
+        corrupt: 0,
+        duration_s: 0.0,
+        deliveries_per_s: 0.0,
+        latency_us: Percentiles::default(),
+        lag_us: None,
+        server_cpu_s: 0.0,
+        server_rss_before: 0,
+        server_rss_after: 0,
+        server_rss_peak: 0,
+        loadgen_cpu_s: 0.0,
+        rss_per_connection: None,
+        error: None,
+    };
+    let server = match servers::start(cfg.target, pin.then_some(0)) {
+        Ok(server) => server,
+        Err(e) => {
+            result.error = Some(e.to_string());
+            return result;
+        }
+    };
+    // Let a freshly started server settle (Tertulia derives its key at start).
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = server.pid();
+    let empty_rss = procfs::rss_bytes(&pid).unwrap_or(0);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            result.error = Some(e.to_string());
+            return result;
+        }
+    };
+    let local = LocalSet::new();
+    let outcome = local.block_on(
+        &runtime,
+        drive(cfg.clone(), server.port, &pid, empty_rss, &mut result),
+    );
+    if let Err(e) = outcome {
+        result.error = Some(e);
+    }
+    result.server_rss_peak = procfs::peak_rss_bytes(&pid).unwrap_or(0);
+    drop(server);
+    result
+}
+
+async fn drive(
+    cfg: RunConfig,
+    port: u16,
+    pid: &str,
+    empty_rss: u64,
+    result: &mut RunResult,
+) -> Result<(), String> {
+    let cfg = Rc::new(cfg);
+    let base = Instant::now();
+    let rec = Recorder::new(base, cfg.clients);
+    let opened = targets::tertulia::SharedOpened::default();
+    let permits = Rc::new(tokio::sync::Semaphore::new(64));
+
+    // Connect and join everyone first.
+    enum Conn {
+        Tertulia(targets::tertulia::Connected),
+        Redis(targets::redis::Connected),
+        Nats(targets::nats::Connected),
+        Irc(targets::irc::Connected),
+    }
+    let mut joins = Vec::new();
+    for id in 0..cfg.clients {
+        let permits = permits.clone();
+        let opened = opened.clone();
+        let target = cfg.target;
+        joins.push(tokio::task::spawn_local(async move {
+            let _permit = permits.acquire().await;
+            let conn = match target {
+                Target::Tertulia => targets::tertulia::connect(port, id, &opened)
+                    .await
+                    .map(Conn::Tertulia),
+                Target::Redis => targets::redis::connect(port).await.map(Conn::Redis),
+                Target::Nats => targets::nats::connect(port, id).await.map(Conn::Nats),
+                Target::Irc => targets::irc::connect(port, id).await.map(Conn::Irc),
+            };
+            conn.map_err(|e| format!("client {id}: {e}"))
+        }));
+    }
+    let mut conns = Vec::with_capacity(cfg.clients);
+    for join in joins {
+        conns.push(join.await.map_err(|e| e.to_string())??);
+    }
+    // Let join notices settle before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    result.server_rss_before = procfs::rss_bytes(pid).unwrap_or(0);
+    if cfg.mode == Mode::Idle {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        result.server_rss_after = procfs::rss_bytes(pid).unwrap_or(0);
+        result.rss_per_connection =
+            Some(result.server_rss_after.saturating_sub(empty_rss) as f64 / cfg.clients as f64);
+        return Ok(());
+    }
+    let cpu0 = procfs::cpu_seconds(pid).unwrap_or(0.0);
+    let gen0 = procfs::cpu_seconds("self").unwrap_or(0.0);
+    let start = Instant::now();
+    rec.borrow_mut().last_delivery = start;
+    let mut tasks = Vec::new();
+    let mut flows = Vec::new();
+    for (id, conn) in conns.into_iter().enumerate() {
+        let flow = Rc::new(Flow::default());
+        flows.push(flow.clone());
+        let sender = Sender::new(id as u32, cfg.clone(), rec.clone(), start);
+        let (cfg, rec, opened) = (cfg.clone(), rec.clone(), opened.clone());
+        tasks.push(Some(tokio::task::spawn_local(async move {
+            let outcome = match conn {
+                Conn::Tertulia(c) => {
+                    targets::tertulia::run(id, c, cfg, rec, opened, flow, sender).await
+                }
+                Conn::Redis(c) => targets::redis::run(id, c, cfg, rec, flow, sender).await,
+                Conn::Nats(c) => targets::nats::run(id, c, cfg, rec, flow, sender).await,
+                Conn::Irc(c) => targets::irc::run(id, c, cfg, rec, flow, sender).await,
+            };
+            outcome.map_err(|e| format!("client {id}: {e}"))
+        })));
+    }
+    // Wait for every delivery, or until nothing arrives for a while.
+    let mut first_error = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let finished = {
+            let r = rec.borrow();
+            r.deliveries >= result.expected || r.last_delivery.elapsed() > STALL
+        };
+        if finished {
+            break;
+        }
+        for slot in tasks.iter_mut() {
+            if slot.as_ref().is_some_and(|t| t.is_finished()) {
+                if let Some(task) = slot.take() {
+                    let error = match task.await {
+                        Ok(Err(e)) => e,
+                        Err(e) => format!("client task failed: {e}"),
+                        Ok(Ok(())) => "a client's connection closed".into(),
+                    };
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+    }
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        for (i, f) in flows.iter().enumerate() {
+            eprintln!(
+                "client {i}: acked {}, frames {}, unparsed bytes {}",
+                f.acked.get(),
+                f.frames.get(),
+                f.pending_bytes.get()
+            );
+        }
+        eprintln!("per receiver: {:?}", rec.borrow().per_receiver());
+    }
+    for task in tasks.iter().flatten() {
+        task.abort();
+    }
+    let r = rec.borrow();
+    let end = r.last_delivery;
+    result.deliveries = r.deliveries;
+    result.lost = result.expected.saturating_sub(r.deliveries);
+    result.out_of_order = r.out_of_order;
+    result.corrupt = r.corrupt;
+    result.duration_s = end.saturating_duration_since(start).as_secs_f64();
+    result.deliveries_per_s = r.deliveries as f64 / result.duration_s.max(1e-9);
+    result.latency_us = Percentiles::of(&r.latency);
+    if matches!(cfg.mode, Mode::Rate(_)) {
+        result.lag_us = Some(Percentiles::of(&r.lag));
+    }
+    result.server_cpu_s = procfs::cpu_seconds(pid).unwrap_or(0.0) - cpu0;
+    result.loadgen_cpu_s = procfs::cpu_seconds("self").unwrap_or(0.0) - gen0;
+    result.server_rss_after = procfs::rss_bytes(pid).unwrap_or(0);
+    if let Some(e) = first_error {
+        result.error = Some(e);
+    }
+    Ok(())
+}
+
+/// Messages per client so a saturated run makes about `deliveries` deliveries.
+fn messages_for(clients: usize, deliveries: u64) -> u64 {
+    let per_message = (clients as u64 * (clients as u64 - 1)).max(1);
+    (deliveries / per_message).clamp(20, 100_000)
+}
+
+fn matrix(preset: Preset, out: &std::path::Path, only: &[Target]) -> std::io::Result<()> {
+    let targets: Vec<Target> = if only.is_empty() {
+        vec![Target::Tertulia, Target::Redis, Target::Nats, Target::Irc]
+    } else {
+        only.to_vec()
+    };
+    let (sizes, reps, saturated, rate_secs, idle): (&[usize], usize, u64, f64, usize) = match preset
+    {
+        Preset::Full => (&[10, 100, 500], 3, 6_000_000, 10.0, 10_000),
+        Preset::Quick => (&[100], 1, 1_500_000, 5.0, 1_000),
+    };
+    std::fs::create_dir_all(out)?;
+    let runs_path = out.join("runs.jsonl");
+    let mut runs_file = std::fs::File::create(&runs_path)?;
+    let mut results = Vec::new();
+    let mut record = |r: RunResult, results: &mut Vec<RunResult>| -> std::io::Result<()> {
+        use std::io::Write;
+        let line = serde_json::to_string(&r).unwrap_or_default();
+        println!("{line}");
+        writeln!(runs_file, "{line}")?;
+        results.push(r);
+        Ok(())
+    };
+    for rep in 0..reps {
+        for &n in sizes {
+            for mode in [Mode::Window(64), Mode::Rate(10.0)] {
+                // Interleave the targets, rotating who goes first each repetition.
+                for k in 0..targets.len() {
+                    let target = targets[(k + rep) % targets.len()];
+                    let messages = match mode {
+                        Mode::Window(_) => messages_for(n, saturated),
+                        _ => (10.0 * rate_secs) as u64,
+                    };
+                    eprintln!("rep {} · {target:?} · N={n} · {}", rep + 1, mode_name(mode));
+                    let cfg = RunConfig {
+                        target,
+                        clients: n,
+                        messages,
+                        size: 128,
+                        mode,
+                    };
+                    record(run_one(cfg, true), &mut results)?;
+                }
+            }
+        }
+    }
+    for &target in &targets {
+        eprintln!("idle · {target:?} · N={idle}");
+        let cfg = RunConfig {
+            target,
+            clients: idle,
+            messages: 0,
+            size: 128,
+            mode: Mode::Idle,
+        };
+        record(run_one(cfg, true), &mut results)?;
+    }
+    let table = chart::markdown(&results);
+    std::fs::write(out.join("results.md"), &table)?;
+    println!("\n{table}");
+    if let Err(e) = chart::draw(&results, &out.join("chart.png")) {
+        eprintln!("chart not drawn: {e}");
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    // A room of thousands of connections needs as many file descriptors.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    match cli.command {
+        Command::Run {
+            target,
+            clients,
+            messages,
+            size,
+            window,
+            rate,
+            idle,
+            pin,
+        } => {
+            let mode = if idle {
+                Mode::Idle
+            } else if let Some(rate) = rate {
+                if !(rate.is_finite() && rate > 0.0) {
+                    eprintln!("error: --rate must be a positive number");
+                    std::process::exit(2);
+                }
+                Mode::Rate(rate)
+            } else {
+                Mode::Window(window.unwrap_or(64))
+            };
+            let cfg = RunConfig {
+                target,
+                clients: clients as usize,
+                messages,
+                size: size as usize,
+                mode,
+            };
+            let result = run_one(cfg, pin);
+            println!("{}", serde_json::to_string(&result).unwrap_or_default());
+            if result.error.is_some() {
+                std::process::exit(1);
+            }
+        }
+        Command::Matrix {
+            preset,
+            out,
+            targets,
+        } => {
+            if let Err(e) = matrix(preset, &out, &targets) {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! One module per target: connect and join, then send (window or rate) and verify deliveries.
+
+pub mod irc;
+pub mod nats;
+pub mod redis;
+pub mod tertulia;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::payload::{self, Header};
+use crate::record::Shared;
+use crate::{Mode, RunConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// The flow control between a client's reader and its writer.
+#[derive(Default)]
+pub struct Flow {
+    /// Messages of ours acknowledged (or echoed) so far.
+    pub acked: Cell<u64>,
+    pub changed: Notify,
+    /// Frames (or protocol units) the reader has handled, and bytes left unparsed (diagnostics).
+    pub frames: Cell<u64>,
+    pub pending_bytes: Cell<usize>,
+    /// Bytes the reader needs written (protocol keep-alive answers).
+    pub control: RefCell<Vec<u8>>,
+}
+
+impl Flow {
+    pub fn ack(&self, count: u64) {
+        self.acked.set(count);
+        self.changed.notify_one();
+    }
+
+    /// Ask the writer to send `bytes` soon (e.g. a PONG).
+    pub fn control(&self, bytes: &[u8]) {
+        self.control.borrow_mut().extend_from_slice(bytes);
+        self.changed.notify_one();
+    }
+
+    /// Take what the reader asked to be written.
+    pub fn take_control(&self, out: &mut Vec<u8>) {
+        out.append(&mut self.control.borrow_mut());
+    }
+}
+
+/// The messages one client sends, produced on demand by [`Sender::next_batch`].
+pub struct Sender {
+    pub id: u32,
+    pub sent: u64,
+    cfg: Rc<RunConfig>,
+    rec: Shared,
+    start: Instant,
+    phase: Duration,
+}
+
+impl Sender {
+    pub fn new(id: u32, cfg: Rc<RunConfig>, rec: Shared, start: Instant) -> Self {
+        let phase = match cfg.mode {
+            Mode::Rate(rate) => Duration::from_secs_f64(rand::random::<f64>() / rate.max(0.001)),
+            _ => Duration::ZERO,
+        };
+        Self {
+            id,
+            sent: 0,
+            cfg,
+            rec,
+            start,
+            phase,
+        }
+    }
+
+    pub fn done(&self) -> bool {
+        self.sent >= self.cfg.messages
+    }
+
+    /// Wait until more may be sent: `Some(n)` messages now (`n` may be 0 when only control
+    /// bytes are waiting to be written), `None` when this client has sent everything.
+    pub async fn wait_turn(&mut self, flow: &Flow) -> Option<u64> {
+        if self.done() {
+            return None;
+        }
+        match self.cfg.mode {
+            Mode::Window(window) => loop {
+                let in_flight = self.sent - flow.acked.get().min(self.sent);
+                if in_flight < window {
+                    return Some((window - in_flight).min(self.cfg.messages - self.sent));
+                }
+                if !flow.control.borrow().is_empty() {
+                    return Some(0);
+                }
+                flow.changed.notified().await;
+            },
+            Mode::Rate(rate) => {
+                let due =
+                    self.start + self.phase + Duration::from_secs_f64(self.sent as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+                let lag = Instant::now().saturating_duration_since(due);
+                self.rec.borrow_mut().record_lag(lag.as_micros() as u64);
+                Some(1)
+            }
+            Mode::Idle => None,
+        }
+    }
+
+    /// The payload of our next message (timestamped now).
+    pub fn next_payload(&mut self, out: &mut Vec<u8>) {
+        let header = Header {
+            sender: self.id,
+            seq: self.sent as u32,
+            sent_ns: self.rec.borrow().now_ns(),
+        };
+        payload::write(out, header, self.cfg.size);
+        self.sent += 1;
+    }
+}
+
+/// Find `needle` in `haystack`.
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

@@ -1,0 +1,158 @@
+//! NATS core: SUB and PUB on one subject with echo on; a message is acknowledged when the
+//! sender sees its own copy come back.
+
+use std::rc::Rc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{find, ClientError, Flow, Sender};
+use crate::payload;
+use crate::record::Shared;
+use crate::RunConfig;
+
+const SUBJECT: &str = "tertulia.bench";
+
+pub struct Connected {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+pub async fn connect(port: u16, id: usize) -> Result<Connected, ClientError> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.set_nodelay(true)?;
+    let hello = format!(
+        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"echo\":true,\"name\":\"b{id}\"}}\r\nSUB {SUBJECT} 1\r\nPING\r\n"
+    );
+    stream.write_all(hello.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        if let Some(at) = find(&buf, b"PONG\r\n") {
+            buf.drain(..at + 6);
+            return Ok(Connected { stream, buf });
+        }
+        if find(&buf, b"-ERR").is_some() {
+            return Err(ClientError::Protocol(
+                String::from_utf8_lossy(&buf).into_owned(),
+            ));
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(ClientError::Protocol("closed before subscribing".into()));
+        }
+    }
+}
+
+enum Item {
+    /// `MSG <subject> <sid> <len>` and its payload range.
+    Msg(std::ops::Range<usize>),
+    Ping,
+    Other,
+}
+
+fn parse(buf: &[u8]) -> Result<Option<(Item, usize)>, ClientError> {
+    let Some(eol) = find(buf, b"\r\n") else {
+        return Ok(None);
+    };
+    let line = &buf[..eol];
+    if line.starts_with(b"MSG ") {
+        let len: usize = std::str::from_utf8(line)
+            .ok()
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| ClientError::Protocol("bad MSG line".into()))?;
+        let start = eol + 2;
+        if buf.len() < start + len + 2 {
+            return Ok(None);
+        }
+        return Ok(Some((Item::Msg(start..start + len), start + len + 2)));
+    }
+    if line == b"PING" {
+        return Ok(Some((Item::Ping, eol + 2)));
+    }
+    if line.starts_with(b"-ERR") {
+        return Err(ClientError::Protocol(
+            String::from_utf8_lossy(line).into_owned(),
+        ));
+    }
+    Ok(Some((Item::Other, eol + 2)))
+}
+
+pub async fn run(
+    me: usize,
+    conn: Connected,
+    cfg: Rc<RunConfig>,
+    rec: Shared,
+    flow: Rc<Flow>,
+    mut sender: Sender,
+) -> Result<(), ClientError> {
+    let Connected { stream, mut buf } = conn;
+    let (mut rd, mut wr) = stream.into_split();
+    let size = cfg.size;
+    let writer = async {
+        let mut out = Vec::with_capacity(64 * 1024);
+        let mut text = Vec::with_capacity(size);
+        let head = format!("PUB {SUBJECT} {size}\r\n");
+        while let Some(n) = sender.wait_turn(&flow).await {
+            out.clear();
+            flow.take_control(&mut out);
+            for _ in 0..n {
+                text.clear();
+                sender.next_payload(&mut text);
+                out.extend_from_slice(head.as_bytes());
+                out.extend_from_slice(&text);
+                out.extend_from_slice(b"\r\n");
+            }
+            wr.write_all(&out).await?;
+        }
+        // Everything sent: keep the connection open (closing our side would end the session)
+        // and keep answering keep-alives until the run is over.
+        loop {
+            flow.changed.notified().await;
+            let mut out = Vec::new();
+            flow.take_control(&mut out);
+            if !out.is_empty() {
+                wr.write_all(&out).await?;
+            }
+        }
+        #[allow(unreachable_code)]
+        Ok::<_, ClientError>(())
+    };
+    let reader = async {
+        let mut echoed = 0u64;
+        loop {
+            let mut consumed = 0;
+            while let Some((item, used)) = parse(&buf[consumed..])? {
+                match item {
+                    Item::Msg(range) => {
+                        let payload = &buf[consumed + range.start..consumed + range.end];
+                        let mut r = rec.borrow_mut();
+                        match payload::parse(payload, size) {
+                            Some(h) if h.sender as usize != me => {
+                                let now = r.now_ns();
+                                r.deliver(me, h, now);
+                            }
+                            Some(_) => {
+                                echoed += 1;
+                                flow.ack(echoed);
+                            }
+                            None => r.corrupt += 1,
+                        }
+                    }
+                    Item::Ping => flow.control(b"PONG\r\n"),
+                    Item::Other => {}
+                }
+                consumed += used;
+            }
+            buf.drain(..consumed);
+            if buf.capacity() - buf.len() < 16 * 1024 {
+                buf.reserve(64 * 1024);
+            }
+            if rd.read_buf(&mut buf).await? == 0 {
+                return Err(ClientError::Protocol(
+                    "the server closed the connection".into(),
+                ));
+            }
+        }
+    };
+    tokio::try_join!(writer, reader).map(|_: ((), ())| ())
+}

@@ -1,0 +1,168 @@
+//! Redis pub/sub: per client a subscriber connection (SUBSCRIBE on one channel) and a
+//! publisher connection (PUBLISH); a message is acknowledged by PUBLISH's integer reply.
+
+use std::rc::Rc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{find, ClientError, Flow, Sender};
+use crate::payload;
+use crate::record::Shared;
+use crate::RunConfig;
+
+const CHANNEL: &str = "tertulia-bench";
+
+pub struct Connected {
+    sub: TcpStream,
+    publisher: TcpStream,
+    buf: Vec<u8>,
+}
+
+pub async fn connect(port: u16) -> Result<Connected, ClientError> {
+    let mut sub = TcpStream::connect(("127.0.0.1", port)).await?;
+    let publisher = TcpStream::connect(("127.0.0.1", port)).await?;
+    sub.set_nodelay(true)?;
+    publisher.set_nodelay(true)?;
+    sub.write_all(
+        format!(
+            "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{CHANNEL}\r\n",
+            CHANNEL.len()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut buf = Vec::with_capacity(4096);
+    // The confirmation ends with the subscription count, ":1\r\n".
+    loop {
+        if let Some(at) = find(&buf, b":1\r\n") {
+            buf.drain(..at + 4);
+            return Ok(Connected {
+                sub,
+                publisher,
+                buf,
+            });
+        }
+        if sub.read_buf(&mut buf).await? == 0 {
+            return Err(ClientError::Protocol("closed before subscribing".into()));
+        }
+    }
+}
+
+/// Parse `$<len>\r\n` at `buf[at..]`: (length, offset of the data).
+fn bulk_len(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+    if buf.get(at) != Some(&b'$') {
+        return None;
+    }
+    let end = at + find(&buf[at..], b"\r\n")?;
+    let len: usize = std::str::from_utf8(&buf[at + 1..end]).ok()?.parse().ok()?;
+    Some((len, end + 2))
+}
+
+/// One complete `message` push: (payload range, bytes used); `Ok(None)` if incomplete.
+fn parse_message(buf: &[u8]) -> Result<Option<(std::ops::Range<usize>, usize)>, ClientError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    if !buf.starts_with(b"*3\r\n") {
+        return Err(ClientError::Protocol(format!(
+            "unexpected reply {:?}",
+            String::from_utf8_lossy(&buf[..buf.len().min(40)])
+        )));
+    }
+    let mut at = 4;
+    let mut ranges = Vec::with_capacity(3);
+    for _ in 0..3 {
+        let Some((len, data)) = bulk_len(buf, at) else {
+            return Ok(None);
+        };
+        if buf.len() < data + len + 2 {
+            return Ok(None);
+        }
+        ranges.push(data..data + len);
+        at = data + len + 2;
+    }
+    Ok(Some((ranges[2].clone(), at)))
+}
+
+pub async fn run(
+    me: usize,
+    conn: Connected,
+    cfg: Rc<RunConfig>,
+    rec: Shared,
+    flow: Rc<Flow>,
+    mut sender: Sender,
+) -> Result<(), ClientError> {
+    let Connected {
+        mut sub,
+        publisher,
+        mut buf,
+    } = conn;
+    let (mut pub_rd, mut pub_wr) = publisher.into_split();
+    let size = cfg.size;
+    let writer = async {
+        let mut out = Vec::with_capacity(64 * 1024);
+        let mut text = Vec::with_capacity(size);
+        let head = format!("*3\r\n$7\r\nPUBLISH\r\n${}\r\n{CHANNEL}\r\n", CHANNEL.len());
+        while let Some(n) = sender.wait_turn(&flow).await {
+            out.clear();
+            for _ in 0..n {
+                text.clear();
+                sender.next_payload(&mut text);
+                out.extend_from_slice(head.as_bytes());
+                out.extend_from_slice(format!("${}\r\n", text.len()).as_bytes());
+                out.extend_from_slice(&text);
+                out.extend_from_slice(b"\r\n");
+            }
+            pub_wr.write_all(&out).await?;
+        }
+        // Everything sent: keep the connection open until the run is over.
+        std::future::pending::<()>().await;
+        Ok::<_, ClientError>(())
+    };
+    let acks = async {
+        let mut replies = Vec::with_capacity(4096);
+        let mut acked = 0u64;
+        loop {
+            if pub_rd.read_buf(&mut replies).await? == 0 {
+                return Err(ClientError::Protocol(
+                    "the server closed the connection".into(),
+                ));
+            }
+            let lines = replies.iter().filter(|&&b| b == b'\n').count();
+            if let Some(last) = replies.iter().rposition(|&b| b == b'\n') {
+                replies.drain(..=last);
+            }
+            acked += lines as u64;
+            flow.ack(acked);
+        }
+    };
+    let reader = async {
+        loop {
+            let mut consumed = 0;
+            while let Some((payload_range, used)) = parse_message(&buf[consumed..])? {
+                let payload = &buf[consumed + payload_range.start..consumed + payload_range.end];
+                let mut r = rec.borrow_mut();
+                match payload::parse(payload, size) {
+                    Some(h) if h.sender as usize != me => {
+                        let now = r.now_ns();
+                        r.deliver(me, h, now);
+                    }
+                    Some(_) => {}
+                    None => r.corrupt += 1,
+                }
+                consumed += used;
+            }
+            buf.drain(..consumed);
+            if buf.capacity() - buf.len() < 16 * 1024 {
+                buf.reserve(64 * 1024);
+            }
+            if sub.read_buf(&mut buf).await? == 0 {
+                return Err(ClientError::Protocol(
+                    "the server closed the connection".into(),
+                ));
+            }
+        }
+    };
+    tokio::try_join!(writer, acks, reader).map(|_: ((), (), ())| ())
+}
