@@ -16,7 +16,7 @@ FUZZ_SECONDS ?= 600
 # toolchain accept them for this build only.
 FUZZ := cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
 
-.PHONY: run host chat test test-rust test-faults test-ui test-desktop fuzz fuzz-smoke deps deps-test package build release lint clean help
+.PHONY: bench bench-quick deps-bench run host chat test test-rust test-faults test-ui test-desktop fuzz fuzz-smoke deps deps-test package build release lint clean help
 
 help:
 	@echo "make run    build and start the desktop app (headless server when there is no display)"
@@ -25,6 +25,7 @@ help:
 	@echo "make test   install what is missing, build, lint and run every test (Rust, fault suite, UI, desktop e2e under Xvfb, fuzz smoke)"
 	@echo "make fuzz   fuzz each target for FUZZ_SECONDS (default 600)"
 	@echo "make package  build an installable .deb (target/release/bundle/deb/)"
+	@echo "make bench  fan-out benchmark against Redis, NATS and ngIRCd (about 15 min); make bench-quick: about a minute"
 
 deps:
 	@scripts/install-deps.sh
@@ -99,6 +100,24 @@ fuzz:
 	  echo "==> fuzzing $$t for $(FUZZ_SECONDS) s"; \
 	  $(FUZZ) run -O $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
+
+# The benchmark's anchors (Debian packages) and a font for the chart. The distribution starts
+# redis-server and ngircd as services on install; they are stopped so they do not compete for
+# the CPU (the benchmark starts its own instances on free ports).
+deps-bench: deps
+	@scripts/install-deps.sh redis-server nats-server ngircd fonts-dejavu-core util-linux
+	@for s in redis-server ngircd nats-server; do systemctl stop $$s >/dev/null 2>&1 || service $$s stop >/dev/null 2>&1 || true; done
+
+# Load generator on CPU 1, servers on CPU 0 (with fewer than two CPUs, unpinned).
+BENCH_PIN := $(shell [ "$$(nproc 2>/dev/null || echo 1)" -ge 2 ] && echo "taskset -c 1")
+
+bench: deps-bench
+	$(CARGO) build --release -p tertulia-cli -p tertulia-bench
+	$(BENCH_PIN) target/release/tertulia-bench matrix --preset full --out bench/results
+
+bench-quick: deps-bench
+	$(CARGO) build --release -p tertulia-cli -p tertulia-bench
+	$(BENCH_PIN) target/release/tertulia-bench matrix --preset quick --out bench/results/quick
 
 package: deps
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/install-deps.sh nodejs npm

@@ -111,12 +111,12 @@ impl ConnError {
     }
 }
 
-/// Buffered frame reader over any byte stream. Memory is bounded by `max_body` plus one read chunk.
+/// Buffered frame reader over any byte stream. Memory is bounded by `max_body` plus one read
+/// chunk, and an idle connection holds no buffer at all.
 pub struct FrameReader<R> {
     inner: R,
     buf: Vec<u8>,
     start: usize,
-    chunk: Box<[u8]>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -125,7 +125,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             inner,
             buf: Vec::new(),
             start: 0,
-            chunk: vec![0u8; READ_CHUNK].into_boxed_slice(),
         }
     }
 
@@ -140,7 +139,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 let result = (frame.kind, frame.body.to_vec());
                 self.start += used;
                 if self.start == self.buf.len() {
-                    self.buf.clear();
+                    // Everything consumed: give the buffer back (idle connections cost little).
+                    self.buf = Vec::new();
                     self.start = 0;
                 }
                 return Ok(Some(result));
@@ -149,9 +149,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buf.drain(..self.start);
                 self.start = 0;
             }
-            // Read into a separate chunk so that a cancelled read (inside `select!`) leaves the
-            // buffer untouched: this method is cancel-safe.
-            let n = self.inner.read(&mut self.chunk[..]).await?;
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            // `read_buf` is cancel-safe (no data is lost if a `select!` drops it), so this
+            // method is too; it reads into spare capacity without zeroing it first.
+            let n = self.inner.read_buf(&mut self.buf).await?;
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
@@ -159,7 +162,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     Err(FrameError::Truncated.into())
                 };
             }
-            self.buf.extend_from_slice(&self.chunk[..n]);
         }
     }
 

@@ -63,8 +63,9 @@ impl Default for RoomConfig {
 pub enum Outgoing {
     /// A sealed broadcast frame, the same bytes for every member.
     Frame(Arc<[u8]>),
-    /// A message for this member only; its writer seals it with the session key.
-    Session(ServerMessage),
+    /// A message for this member only; its writer seals it with the session key. Boxed so a
+    /// queue slot stays as small as a broadcast's (queues hold thousands of items).
+    Session(Box<ServerMessage>),
     /// Close the connection once everything queued before has been written.
     Close,
 }
@@ -108,17 +109,19 @@ impl MemberLink {
     /// Queue a private message. Private messages are few and small (the replay of history is
     /// bounded by the history size), so they bypass the byte budget but not the queue length.
     fn queue(&self, message: ServerMessage) -> bool {
-        self.tx.try_send(Outgoing::Session(message)).is_ok()
+        self.tx
+            .try_send(Outgoing::Session(Box::new(message)))
+            .is_ok()
     }
 
     /// Send an error, then close; if the queue is full, close at once.
     pub fn close_with(&self, code: ErrorCode, message: &str) {
         let queued = self
             .tx
-            .try_send(Outgoing::Session(ServerMessage::Error {
+            .try_send(Outgoing::Session(Box::new(ServerMessage::Error {
                 code,
                 message: message.into(),
-            }))
+            })))
             .is_ok()
             && self.tx.try_send(Outgoing::Close).is_ok();
         if !queued {
@@ -690,6 +693,7 @@ mod tests {
             while let Ok(item) = self.rx.try_recv() {
                 match item {
                     Outgoing::Session(msg) => {
+                        let msg = *msg;
                         if let ServerMessage::Welcome {
                             room_key,
                             next_broadcast,
@@ -778,8 +782,12 @@ mod tests {
         let mut opener = None;
         let mut typing = 0;
         while let Ok(item) = rx.try_recv() {
+            let item = match item {
+                Outgoing::Session(msg) => Err(*msg),
+                other => Ok(other),
+            };
             match item {
-                Outgoing::Session(ServerMessage::Welcome {
+                Err(ServerMessage::Welcome {
                     room_key,
                     next_broadcast,
                     ..
@@ -787,7 +795,7 @@ mod tests {
                     let key: Key = hex::decode(room_key).unwrap().try_into().unwrap();
                     opener = Some(BroadcastOpener::new(&key, next_broadcast));
                 }
-                Outgoing::Frame(frame) => {
+                Ok(Outgoing::Frame(frame)) => {
                     let msg: BroadcastMessage = opener
                         .as_mut()
                         .unwrap()
@@ -952,7 +960,7 @@ mod tests {
         while let Ok(item) = old_rx.try_recv() {
             saw_replaced |= matches!(
                 item,
-                Outgoing::Session(ServerMessage::Error {
+                Outgoing::Session(msg) if matches!(*msg, ServerMessage::Error {
                     code: ErrorCode::Replaced,
                     ..
                 })

@@ -581,13 +581,9 @@ impl Handler {
                     Err(reason) => {
                         debug!(peer = %self.peer, %nick, %reason, "nickname refused");
                         drop(room);
-                        let _ =
-                            self.link
-                                .tx
-                                .try_send(Outgoing::Session(ServerMessage::NickRejected {
-                                    nick,
-                                    reason,
-                                }));
+                        let _ = self.link.tx.try_send(Outgoing::Session(Box::new(
+                            ServerMessage::NickRejected { nick, reason },
+                        )));
                     }
                 }
             }
@@ -598,7 +594,7 @@ impl Handler {
                 let _ = self
                     .link
                     .tx
-                    .try_send(Outgoing::Session(ServerMessage::Pong));
+                    .try_send(Outgoing::Session(Box::new(ServerMessage::Pong)));
             }
             (ClientMessage::Ping, Some(key)) => {
                 self.shared
@@ -686,6 +682,17 @@ fn history_chunks(events: Vec<RoomEvent>) -> Vec<Vec<u8>> {
     chunks
 }
 
+/// Seal a private message into `buf`; `true` if that failed and the connection must close.
+fn seal_or_close(send: &mut CipherState, message: &ServerMessage, buf: &mut Vec<u8>) -> bool {
+    match sealed::seal_session(send, message, buf) {
+        Ok(()) => false,
+        Err(e) => {
+            warn!(error = %e, "could not seal a message; closing");
+            true
+        }
+    }
+}
+
 /// Largest batch of queued output written with one syscall.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -697,8 +704,12 @@ async fn write_loop(
     queued_bytes: Arc<AtomicUsize>,
     cancel: CancellationToken,
 ) {
-    let mut buf = Vec::with_capacity(WRITE_BATCH);
+    // Grown on demand and given back when the queue runs dry, so an idle member costs little.
+    let mut buf = Vec::new();
     loop {
+        if rx.is_empty() && buf.capacity() > 4096 {
+            buf = Vec::new();
+        }
         let first = tokio::select! {
             _ = cancel.cancelled() => return,
             item = rx.recv() => item,
@@ -707,31 +718,48 @@ async fn write_loop(
         buf.clear();
         let mut frame_bytes = 0;
         let mut closing = false;
+        // Acks are cumulative: of several queued for one write, only the last is sent.
+        let mut ack: Option<ServerMessage> = None;
         let mut item = Some(first);
         while let Some(next) = item.take() {
+            if let Outgoing::Session(message) = &next {
+                if matches!(**message, ServerMessage::Ack { .. }) {
+                    if let Outgoing::Session(message) = next {
+                        ack = Some(*message);
+                    }
+                    if buf.len() < WRITE_BATCH {
+                        item = rx.try_recv().ok();
+                    }
+                    continue;
+                }
+            }
+            // Anything else goes after the acks queued before it.
+            if let Some(message) = ack.take() {
+                closing |= seal_or_close(&mut send, &message, &mut buf);
+            }
             match next {
                 Outgoing::Frame(frame) => {
                     frame_bytes += frame.len();
                     buf.extend_from_slice(&frame);
                 }
-                Outgoing::Session(ServerMessage::History { events }) => {
-                    for chunk in history_chunks(events) {
-                        if sealed::seal_session_bytes(&mut send, &chunk, &mut buf).is_err() {
-                            closing = true;
+                Outgoing::Session(message) => match *message {
+                    ServerMessage::History { events } => {
+                        for chunk in history_chunks(events) {
+                            if sealed::seal_session_bytes(&mut send, &chunk, &mut buf).is_err() {
+                                closing = true;
+                            }
                         }
                     }
-                }
-                Outgoing::Session(message) => {
-                    if let Err(e) = sealed::seal_session(&mut send, &message, &mut buf) {
-                        warn!(error = %e, "could not seal a message; closing");
-                        closing = true;
-                    }
-                }
+                    message => closing |= seal_or_close(&mut send, &message, &mut buf),
+                },
                 Outgoing::Close => closing = true,
             }
             if !closing && buf.len() < WRITE_BATCH {
                 item = rx.try_recv().ok();
             }
+        }
+        if let Some(message) = ack.take() {
+            closing |= seal_or_close(&mut send, &message, &mut buf);
         }
         let written = tokio::select! {
             _ = cancel.cancelled() => return,
