@@ -16,6 +16,7 @@
 //! - [`backoff`]: reconnect delays.
 //! - [`flood`]: the per-member message rate limit.
 //! - [`addr`]: host-name checks and the interface addresses a host shares.
+//! - [`fanout`]: the shared log of sealed broadcasts every member's writer sends from.
 //! - [`room`]: membership, history, presence and fan-out of one room.
 //! - [`store`]: the room's durable state in SQLite.
 //!
@@ -29,6 +30,7 @@ pub mod backoff;
 pub mod cipher;
 pub mod client;
 pub mod conn;
+pub mod fanout;
 pub mod flood;
 pub mod frame;
 pub mod handshake;

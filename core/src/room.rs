@@ -2,21 +2,24 @@
 //! suppression and the seal-once fan-out.
 //!
 //! The room is plain data behind a `std::sync::Mutex` held by the server, never across an
-//! `.await`. It does not touch sockets: each member has a [`MemberLink`], a bounded queue into
-//! its connection's writer task. A broadcast is serialized and sealed once under the room
-//! broadcast key, and the same bytes are queued to every member. A member whose queue is full
-//! (it stopped reading) is cut off instead of letting the server buffer without bound; it keeps
-//! its place for the grace period and catches up by replay when it returns.
+//! `.await`. It does not touch sockets: each member has a [`MemberLink`] to its connection's
+//! writer task. A broadcast is serialized and sealed once under the room broadcast key and
+//! appended once to the room's [`FanoutLog`], which every member's writer sends from; private
+//! messages go through the link's bounded queue, each marked with the log position it follows.
+//! A member that falls more than its send-queue budget behind (it stopped reading) is cut off
+//! instead of letting the server buffer without bound; it keeps its place for the grace period
+//! and catches up by replay when it returns.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::cipher::Key;
+use crate::fanout::FanoutLog;
 use crate::message::{
     BroadcastMessage, ClientId, Epoch, ErrorCode, LeaveReason, Resume, RoomEvent, RoomEventKind,
     ServerMessage,
@@ -58,75 +61,108 @@ impl Default for RoomConfig {
     }
 }
 
-/// An item in a member's send queue.
+/// An item in a member's private queue. Private messages and closing are marked with the
+/// room's broadcast log position when they were queued: the writer sends the broadcasts before
+/// that position first, so the member sees everything in the order the room did it.
 #[derive(Debug)]
 pub enum Outgoing {
-    /// A sealed broadcast frame, the same bytes for every member.
-    Frame(Arc<[u8]>),
+    /// Start sending the room's broadcasts from this log position (queued on joining, before
+    /// the welcome).
+    Attach(u64),
     /// A message for this member only; its writer seals it with the session key. Boxed so a
-    /// queue slot stays as small as a broadcast's (queues hold thousands of items).
-    Session(Box<ServerMessage>),
+    /// queue slot stays small.
+    Session {
+        after: u64,
+        message: Box<ServerMessage>,
+    },
     /// Close the connection once everything queued before has been written.
-    Close,
+    Close { after: u64 },
+}
+
+impl Outgoing {
+    /// The broadcast log position this item follows.
+    pub fn after(&self) -> u64 {
+        match self {
+            Outgoing::Attach(_) => 0,
+            Outgoing::Session { after, .. } | Outgoing::Close { after } => *after,
+        }
+    }
 }
 
 /// The room's handle on one member connection.
 #[derive(Debug, Clone)]
 pub struct MemberLink {
     pub conn_id: u64,
+    /// Private messages, in order.
     pub tx: mpsc::Sender<Outgoing>,
-    /// Broadcast bytes queued and not yet written; the writer subtracts what it writes.
-    pub queued_bytes: Arc<AtomicUsize>,
+    /// The room's broadcast log the writer sends from.
+    pub log: Arc<FanoutLog>,
+    /// Log position up to which the writer has written this member's broadcasts.
+    pub written: Arc<AtomicU64>,
+    /// Woken when broadcasts are appended to the log.
+    pub wake: Arc<Notify>,
     /// Cancelling ends the connection at once (reader and writer).
     pub cancel: CancellationToken,
 }
 
-/// Outcome of queueing to a link.
-enum Delivery {
-    Queued,
-    /// The member is not reading fast enough.
-    Full,
-    /// The connection is already gone.
-    Gone,
-}
-
 impl MemberLink {
-    fn queue_frame(&self, frame: &Arc<[u8]>, limit: usize) -> Delivery {
-        let len = frame.len();
-        if self.queued_bytes.load(Ordering::Relaxed) + len > limit {
-            return Delivery::Full;
-        }
-        match self.tx.try_send(Outgoing::Frame(frame.clone())) {
-            Ok(()) => {
-                self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-                Delivery::Queued
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+    pub fn new(
+        conn_id: u64,
+        tx: mpsc::Sender<Outgoing>,
+        log: Arc<FanoutLog>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            conn_id,
+            tx,
+            log,
+            written: Arc::default(),
+            wake: Arc::default(),
+            cancel,
         }
     }
 
-    /// Queue a private message. Private messages are few and small (the replay of history is
-    /// bounded by the history size), so they bypass the byte budget but not the queue length.
-    fn queue(&self, message: ServerMessage) -> bool {
+    /// Queue a private message after every broadcast so far. Private messages are few and
+    /// small (the replay of history is bounded by the history size); the queue is bounded in
+    /// length.
+    pub fn queue(&self, message: ServerMessage) -> bool {
         self.tx
-            .try_send(Outgoing::Session(Box::new(message)))
+            .try_send(Outgoing::Session {
+                after: self.log.end(),
+                message: Box::new(message),
+            })
+            .is_ok()
+    }
+
+    /// Close once everything queued so far has been written.
+    pub fn close(&self) -> bool {
+        self.tx
+            .try_send(Outgoing::Close {
+                after: self.log.end(),
+            })
             .is_ok()
     }
 
     /// Send an error, then close; if the queue is full, close at once.
     pub fn close_with(&self, code: ErrorCode, message: &str) {
-        let queued = self
-            .tx
-            .try_send(Outgoing::Session(Box::new(ServerMessage::Error {
-                code,
-                message: message.into(),
-            })))
-            .is_ok()
-            && self.tx.try_send(Outgoing::Close).is_ok();
+        let queued = self.queue(ServerMessage::Error {
+            code,
+            message: message.into(),
+        }) && self.close();
         if !queued {
             self.cancel.cancel();
         }
+    }
+
+    /// Start receiving broadcasts from log position `at`.
+    fn attach(&self, at: u64) -> bool {
+        self.written.store(at, Ordering::Release);
+        self.tx.try_send(Outgoing::Attach(at)).is_ok()
+    }
+
+    /// Broadcast bytes appended and not yet written, with the log ending at `end`.
+    fn behind(&self, end: u64) -> u64 {
+        end.saturating_sub(self.written.load(Ordering::Acquire))
     }
 }
 
@@ -174,6 +210,8 @@ pub struct Room {
     store: Option<Store>,
     /// The oldest event still kept (on disk, or in memory for a memory-only room).
     oldest_seq: u64,
+    /// Sealed broadcasts, appended once and sent from by every member's writer.
+    log: Arc<FanoutLog>,
 }
 
 /// Most events one page of older history carries.
@@ -205,7 +243,13 @@ impl Room {
             dedupe: Dedupe::default(),
             store: None,
             oldest_seq: 1,
+            log: Arc::new(FanoutLog::new()),
         }
+    }
+
+    /// The broadcast log member links and writers send from.
+    pub fn fanout(&self) -> Arc<FanoutLog> {
+        self.log.clone()
     }
 
     /// A room continuing from `store`: same salt, epoch, sequence numbers, history and
@@ -334,6 +378,9 @@ impl Room {
             }
         }
 
+        if !link.attach(self.log.end()) {
+            link.cancel.cancel();
+        }
         self.send_welcome(&nick, client_id, resume, resumed, &link);
         match self.members.get_mut(&key) {
             Some(member) => {
@@ -619,8 +666,8 @@ impl Room {
     /// whose queue is full.
     fn broadcast(&mut self, message: &BroadcastMessage) {
         let sealed = encode_json(message).and_then(|json| self.sealer.seal(&json));
-        let frame: Arc<[u8]> = match sealed {
-            Ok(frame) => frame.into(),
+        let frame = match sealed {
+            Ok(frame) => frame,
             Err(e) => {
                 // Only reachable if the key's nonce space ran out (2^64 broadcasts).
                 tracing::error!(error = %e, "could not seal a broadcast; closing the room's connections");
@@ -628,26 +675,30 @@ impl Room {
                 return;
             }
         };
-        let limit = self.config.send_queue_bytes;
+        let end = self.log.append(&frame);
+        let limit = self.config.send_queue_bytes as u64;
         let now = Instant::now();
+        let mut oldest = end;
         for member in self.members.values_mut() {
             let Some(link) = &member.link else { continue };
-            match link.queue_frame(&frame, limit) {
-                Delivery::Queued | Delivery::Gone => {}
-                Delivery::Full => {
-                    tracing::warn!(
-                        nick = %member.nick,
-                        conn = link.conn_id,
-                        queued_bytes = link.queued_bytes.load(Ordering::Relaxed),
-                        limit,
-                        "slow consumer: send queue full, disconnecting"
-                    );
-                    link.cancel.cancel();
-                    member.link = None;
-                    member.away_since = Some(now);
-                }
+            let behind = link.behind(end);
+            if behind > limit {
+                tracing::warn!(
+                    nick = %member.nick,
+                    conn = link.conn_id,
+                    queued_bytes = behind,
+                    limit,
+                    "slow consumer: send queue full, disconnecting"
+                );
+                link.cancel.cancel();
+                member.link = None;
+                member.away_since = Some(now);
+                continue;
             }
+            oldest = oldest.min(end - behind);
+            link.wake.notify_one();
         }
+        self.log.trim(oldest);
     }
 }
 
@@ -656,44 +707,70 @@ mod tests {
     use super::*;
     use crate::sealed::BroadcastOpener;
 
-    fn link(conn_id: u64, capacity: usize) -> (MemberLink, mpsc::Receiver<Outgoing>) {
+    fn link(room: &Room, conn_id: u64, capacity: usize) -> (MemberLink, Inbox) {
         let (tx, rx) = mpsc::channel(capacity);
-        (
-            MemberLink {
-                conn_id,
-                tx,
-                queued_bytes: Arc::default(),
-                cancel: CancellationToken::new(),
-            },
+        let link = MemberLink::new(conn_id, tx, room.fanout(), CancellationToken::new());
+        let inbox = Inbox {
             rx,
-        )
+            log: room.fanout(),
+            written: link.written.clone(),
+            cursor: None,
+            next: None,
+            opener: None,
+            events: vec![],
+            broadcasts: vec![],
+            private: vec![],
+        };
+        (link, inbox)
     }
 
-    /// Drain a member's queue, opening broadcasts with the key from its welcome.
+    /// Plays a member's writer and client: takes its private queue and its broadcasts from
+    /// the log in the writer's order, opening broadcasts with the key from its welcome.
     struct Inbox {
         rx: mpsc::Receiver<Outgoing>,
-        /// Set to play the writer's part of the byte accounting.
-        queued: Option<Arc<AtomicUsize>>,
+        log: Arc<FanoutLog>,
+        written: Arc<AtomicU64>,
+        cursor: Option<u64>,
+        next: Option<Outgoing>,
         opener: Option<BroadcastOpener>,
         events: Vec<RoomEvent>,
+        broadcasts: Vec<BroadcastMessage>,
         private: Vec<ServerMessage>,
     }
 
     impl Inbox {
-        fn new(rx: mpsc::Receiver<Outgoing>) -> Self {
-            Self {
-                rx,
-                queued: None,
-                opener: None,
-                events: vec![],
-                private: vec![],
+        /// Read the broadcasts from the cursor up to `until`.
+        fn broadcasts_until(&mut self, until: u64) {
+            let Some(at) = self.cursor else { return };
+            let mut slices = Vec::new();
+            let next = self.log.read(at, until, usize::MAX, &mut slices).unwrap();
+            let bytes = slices.concat();
+            let mut rest = &bytes[..];
+            while let Some((f, used)) = crate::frame::decode(rest, crate::frame::MAX_BODY).unwrap()
+            {
+                let message: BroadcastMessage = self.opener.as_mut().unwrap().open(f.body).unwrap();
+                if let BroadcastMessage::Event(e) = &message {
+                    self.events.push(e.clone());
+                }
+                self.broadcasts.push(message);
+                rest = &rest[used..];
             }
+            assert!(rest.is_empty(), "whole frames only");
+            self.cursor = Some(next);
+            self.written.store(next, Ordering::Release);
         }
+
         fn drain(&mut self) {
-            while let Ok(item) = self.rx.try_recv() {
+            loop {
+                if self.next.is_none() {
+                    self.next = self.rx.try_recv().ok();
+                }
+                let Some(item) = self.next.take() else { break };
+                self.broadcasts_until(item.after());
                 match item {
-                    Outgoing::Session(msg) => {
-                        let msg = *msg;
+                    Outgoing::Attach(at) => self.cursor = Some(at),
+                    Outgoing::Session { message, .. } => {
+                        let msg = *message;
                         if let ServerMessage::Welcome {
                             room_key,
                             next_broadcast,
@@ -708,23 +785,10 @@ mod tests {
                         }
                         self.private.push(msg);
                     }
-                    Outgoing::Frame(frame) => {
-                        if let Some(queued) = &self.queued {
-                            queued.fetch_sub(frame.len(), Ordering::Relaxed);
-                        }
-                        let message: BroadcastMessage = self
-                            .opener
-                            .as_mut()
-                            .unwrap()
-                            .open(&frame[crate::frame::HEADER_LEN..])
-                            .unwrap();
-                        if let BroadcastMessage::Event(e) = message {
-                            self.events.push(e);
-                        }
-                    }
-                    Outgoing::Close => self.private.push(ServerMessage::Pong),
+                    Outgoing::Close { .. } => self.private.push(ServerMessage::Pong),
                 }
             }
+            self.broadcasts_until(u64::MAX);
         }
         fn texts(&self) -> Vec<String> {
             self.events
@@ -740,9 +804,8 @@ mod tests {
     #[test]
     fn join_say_and_fan_out() {
         let mut room = Room::new(RoomConfig::default());
-        let (ana, rx_ana) = link(1, 100);
-        let (ben, rx_ben) = link(2, 100);
-        let (mut ana_in, mut ben_in) = (Inbox::new(rx_ana), Inbox::new(rx_ben));
+        let (ana, mut ana_in) = link(&room, 1, 100);
+        let (ben, mut ben_in) = link(&room, 2, 100);
         let a = room.join(" Ana ", &"id-a".into(), None, ana).unwrap();
         assert_eq!(
             (a.key.as_str(), a.nick.as_str(), a.resumed),
@@ -766,9 +829,9 @@ mod tests {
     #[test]
     fn typing_notices_are_ephemeral_and_rate_limited() {
         let mut room = Room::new(RoomConfig::default());
-        let (l, mut rx) = link(1, 100);
+        let (l, mut rx) = link(&room, 1, 100);
         room.join("ana", &"id-a".into(), None, l).unwrap();
-        room.join("ben", &"id-b".into(), None, link(2, 100).0)
+        room.join("ben", &"id-b".into(), None, link(&room, 2, 100).0)
             .unwrap();
         let t0 = Instant::now();
         let head = room.next_seq;
@@ -779,36 +842,12 @@ mod tests {
             .unwrap();
         assert_eq!(room.next_seq, head, "no sequence numbers used");
         assert_eq!(room.history.len(), 2, "only the two joins are history");
-        let mut opener = None;
-        let mut typing = 0;
-        while let Ok(item) = rx.try_recv() {
-            let item = match item {
-                Outgoing::Session(msg) => Err(*msg),
-                other => Ok(other),
-            };
-            match item {
-                Err(ServerMessage::Welcome {
-                    room_key,
-                    next_broadcast,
-                    ..
-                }) => {
-                    let key: Key = hex::decode(room_key).unwrap().try_into().unwrap();
-                    opener = Some(BroadcastOpener::new(&key, next_broadcast));
-                }
-                Ok(Outgoing::Frame(frame)) => {
-                    let msg: BroadcastMessage = opener
-                        .as_mut()
-                        .unwrap()
-                        .open(&frame[crate::frame::HEADER_LEN..])
-                        .unwrap();
-                    if let BroadcastMessage::Typing { nick } = msg {
-                        assert_eq!(nick, "ben");
-                        typing += 1;
-                    }
-                }
-                _ => {}
-            }
-        }
+        rx.drain();
+        let typing = rx
+            .broadcasts
+            .iter()
+            .filter(|m| matches!(m, BroadcastMessage::Typing { nick } if nick == "ben"))
+            .count();
         assert_eq!(typing, 2, "the notice 500 ms after the first is dropped");
         assert_eq!(room.typing("ben", 9, t0), Err(NotMember::Detached));
     }
@@ -816,14 +855,14 @@ mod tests {
     #[test]
     fn taken_nick_case_insensitive() {
         let mut room = Room::new(RoomConfig::default());
-        room.join("Ana", &"id-a".into(), None, link(1, 10).0)
+        room.join("Ana", &"id-a".into(), None, link(&room, 1, 10).0)
             .unwrap();
         assert_eq!(
-            room.join("aNA ", &"id-x".into(), None, link(2, 10).0),
+            room.join("aNA ", &"id-x".into(), None, link(&room, 2, 10).0),
             Err(NickError::Taken)
         );
         assert_eq!(
-            room.join("", &"id-x".into(), None, link(2, 10).0),
+            room.join("", &"id-x".into(), None, link(&room, 2, 10).0),
             Err(NickError::Empty)
         );
     }
@@ -831,8 +870,7 @@ mod tests {
     #[test]
     fn duplicate_messages_are_acked_not_repeated() {
         let mut room = Room::new(RoomConfig::default());
-        let (l, rx) = link(1, 100);
-        let mut inbox = Inbox::new(rx);
+        let (l, mut inbox) = link(&room, 1, 100);
         room.join("ana", &"id-a".into(), None, l).unwrap();
         room.say("ana", 1, 1, "one".into()).unwrap();
         room.say("ana", 1, 1, "one".into()).unwrap();
@@ -858,10 +896,9 @@ mod tests {
     fn grace_period_resume_replays_without_notices() {
         let mut room = Room::new(RoomConfig::default());
         let t0 = Instant::now();
-        let (l1, _rx1) = link(1, 100);
+        let (l1, _rx1) = link(&room, 1, 100);
         room.join("ana", &"id-a".into(), None, l1).unwrap();
-        let (lb, rxb) = link(2, 100);
-        let mut ben = Inbox::new(rxb);
+        let (lb, mut ben) = link(&room, 2, 100);
         room.join("ben", &"id-b".into(), None, lb).unwrap();
         room.say("ana", 1, 1, "before".into()).unwrap();
         room.disconnected("ana", 1, t0);
@@ -872,8 +909,7 @@ mod tests {
         room.say("ben", 2, 1, "while away".into()).unwrap();
         assert_eq!(room.expire_away(t0 + Duration::from_secs(9)), 0);
         // Ana comes back: same client id, resumes after the last seq she saw (3 = her message).
-        let (l3, rx3) = link(3, 100);
-        let mut ana = Inbox::new(rx3);
+        let (l3, mut ana) = link(&room, 3, 100);
         let resume = Resume {
             epoch: room.epoch().to_owned(),
             last_seq: 3,
@@ -924,10 +960,9 @@ mod tests {
     fn grace_expiry_announces_leave() {
         let mut room = Room::new(RoomConfig::default());
         let t0 = Instant::now();
-        room.join("ana", &"id-a".into(), None, link(1, 100).0)
+        room.join("ana", &"id-a".into(), None, link(&room, 1, 100).0)
             .unwrap();
-        let (lb, rxb) = link(2, 100);
-        let mut ben = Inbox::new(rxb);
+        let (lb, mut ben) = link(&room, 2, 100);
         room.join("ben", &"id-b".into(), None, lb).unwrap();
         room.disconnected("ana", 1, t0);
         assert_eq!(
@@ -943,29 +978,29 @@ mod tests {
         );
         // Anyone may take the nickname now.
         assert!(room
-            .join("ANA", &"id-other".into(), None, link(3, 10).0)
+            .join("ANA", &"id-other".into(), None, link(&room, 3, 10).0)
             .is_ok());
     }
 
     #[test]
     fn stale_session_is_replaced_by_the_same_client() {
         let mut room = Room::new(RoomConfig::default());
-        let (old, mut old_rx) = link(1, 100);
+        let (old, mut old_rx) = link(&room, 1, 100);
         room.join("ana", &"id-a".into(), None, old).unwrap();
         let joined = room
-            .join("ana", &"id-a".into(), None, link(2, 100).0)
+            .join("ana", &"id-a".into(), None, link(&room, 2, 100).0)
             .unwrap();
         assert!(joined.resumed);
-        let mut saw_replaced = false;
-        while let Ok(item) = old_rx.try_recv() {
-            saw_replaced |= matches!(
-                item,
-                Outgoing::Session(msg) if matches!(*msg, ServerMessage::Error {
+        old_rx.drain();
+        let saw_replaced = old_rx.private.iter().any(|m| {
+            matches!(
+                m,
+                ServerMessage::Error {
                     code: ErrorCode::Replaced,
                     ..
-                })
-            );
-        }
+                }
+            )
+        });
         assert!(saw_replaced);
         assert_eq!(
             room.say("ana", 1, 1, "from the ghost".into()),
@@ -981,12 +1016,10 @@ mod tests {
             ..RoomConfig::default()
         };
         let mut room = Room::new(config);
-        let (slow, _slow_rx) = link(1, 10_000);
+        let (slow, _slow_rx) = link(&room, 1, 10_000);
         let slow_cancel = slow.cancel.clone();
         room.join("slow", &"id-s".into(), None, slow).unwrap();
-        let (fast, fast_rx) = link(2, 10_000);
-        let mut fast_in = Inbox::new(fast_rx);
-        fast_in.queued = Some(fast.queued_bytes.clone());
+        let (fast, mut fast_in) = link(&room, 2, 10_000);
         room.join("fast", &"id-f".into(), None, fast).unwrap();
         for i in 1..=100 {
             room.say("fast", 2, i, "x".repeat(100)).unwrap();
@@ -1005,13 +1038,12 @@ mod tests {
             ..RoomConfig::default()
         };
         let mut room = Room::new(config);
-        room.join("ana", &"id-a".into(), None, link(1, 100).0)
+        room.join("ana", &"id-a".into(), None, link(&room, 1, 100).0)
             .unwrap();
         for i in 1..=10 {
             room.say("ana", 1, i, format!("m{i}")).unwrap();
         }
-        let (l, rx) = link(2, 100);
-        let mut ben = Inbox::new(rx);
+        let (l, mut ben) = link(&room, 2, 100);
         let stale = Resume {
             epoch: "an old epoch".into(),
             last_seq: 7,
@@ -1023,8 +1055,7 @@ mod tests {
             ServerMessage::Welcome { resync: true, .. }
         ));
         assert_eq!(ben.texts(), vec!["m8", "m9", "m10"], "backlog of 3");
-        let (l, rx) = link(3, 100);
-        let mut cat = Inbox::new(rx);
+        let (l, mut cat) = link(&room, 3, 100);
         let old = Resume {
             epoch: room.epoch().to_owned(),
             last_seq: 1,

@@ -1,27 +1,30 @@
 //! The room server: a TCP listener and one handler per connection.
 //!
 //! Each connection has a reader (this handler: handshake, then client messages into the
-//! [`Room`]) and a writer task that drains the member's bounded queue, seals private messages
-//! with the session key, and writes everything queued so far in one syscall.
+//! [`Room`]) and a writer task that sends the room's broadcasts from the shared
+//! [`FanoutLog`] and the member's private messages (sealed with the session key) in the
+//! room's order, everything due in one `writev`.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::cipher::{CipherState, Key};
 use crate::conn::{self, ConnError, FrameReader, RejectCode};
+use crate::fanout::FanoutLog;
 use crate::flood::{FloodLimit, TokenBucket};
 use crate::frame::{FrameKind, MAX_BODY};
 use crate::message::{ClientMessage, ErrorCode, RoomEvent, ServerMessage};
@@ -102,6 +105,8 @@ struct Shared {
     salt: Salt,
     psk: Key,
     room: Mutex<Room>,
+    /// The room's broadcast log (see [`Room::fanout`]).
+    log: Arc<FanoutLog>,
     next_conn_id: AtomicU64,
     /// Open connections per peer IP address.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
@@ -194,6 +199,7 @@ impl Server {
         let psk = tokio::task::spawn_blocking(move || passphrase::derive_psk(&passphrase, &salt))
             .await
             .map_err(|e| ServerError::Kdf(e.to_string()))??;
+        let log = room.fanout();
         let room = Mutex::new(room);
         Ok(Self {
             listener,
@@ -202,6 +208,7 @@ impl Server {
                 salt,
                 psk,
                 room,
+                log,
                 next_conn_id: AtomicU64::new(1),
                 per_ip: Mutex::new(HashMap::new()),
             }),
@@ -348,17 +355,14 @@ async fn handle_connection(
     debug!(%peer, conn = conn_id, "handshake complete");
 
     let (tx, rx) = mpsc::channel(shared.config.send_queue_items);
-    let link = MemberLink {
-        conn_id,
-        tx,
-        queued_bytes: Arc::new(AtomicUsize::new(0)),
-        cancel: stop.child_token(),
-    };
+    let link = MemberLink::new(conn_id, tx, shared.log.clone(), stop.child_token());
     let writer = tokio::spawn(write_loop(
         write_half,
         keys.send,
         rx,
-        link.queued_bytes.clone(),
+        shared.log.clone(),
+        link.written.clone(),
+        link.wake.clone(),
         link.cancel.clone(),
     ));
     let mut handler = Handler {
@@ -411,7 +415,7 @@ async fn handle_connection(
             _ => room.disconnected(key, conn_id, Instant::now()),
         }
     }
-    let _ = link.tx.try_send(Outgoing::Close);
+    let _ = link.close();
     drop(handler);
     drop(link.tx);
     // Let the writer flush a final error frame, but not forever. Meanwhile keep reading (and
@@ -581,9 +585,9 @@ impl Handler {
                     Err(reason) => {
                         debug!(peer = %self.peer, %nick, %reason, "nickname refused");
                         drop(room);
-                        let _ = self.link.tx.try_send(Outgoing::Session(Box::new(
-                            ServerMessage::NickRejected { nick, reason },
-                        )));
+                        let _ = self
+                            .link
+                            .queue(ServerMessage::NickRejected { nick, reason });
                     }
                 }
             }
@@ -591,10 +595,7 @@ impl Handler {
                 return Err(HandlerError::Protocol("already joined"))
             }
             (ClientMessage::Ping, None) => {
-                let _ = self
-                    .link
-                    .tx
-                    .try_send(Outgoing::Session(Box::new(ServerMessage::Pong)));
+                let _ = self.link.queue(ServerMessage::Pong);
             }
             (ClientMessage::Ping, Some(key)) => {
                 self.shared
@@ -695,78 +696,240 @@ fn seal_or_close(send: &mut CipherState, message: &ServerMessage, buf: &mut Vec<
 
 /// Largest batch of queued output written with one syscall.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Most buffers in one `writev` (Linux's `IOV_MAX` is 1024).
+const MAX_IOV: usize = 512;
 
-/// Drain a member's queue to its socket until `Close`, a write error or cancellation.
+/// One part of a batch: a slice of the room's broadcast log, or a range of the writer's own
+/// buffer of private messages sealed for this member.
+enum Piece {
+    Shared(Bytes),
+    Sealed(std::ops::Range<usize>),
+}
+
+/// What one writer sends with one `writev`: slices of the broadcast log (not copied: every
+/// member's batch points at the same bytes) and private messages sealed into `sealed`.
+#[derive(Default)]
+struct Batch {
+    pieces: Vec<Piece>,
+    sealed: Vec<u8>,
+    len: usize,
+    /// Scratch for slices read from the log.
+    slices: Vec<Bytes>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.pieces.clear();
+        self.sealed.clear();
+        self.len = 0;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    fn room_left(&self) -> usize {
+        if self.pieces.len() >= MAX_IOV {
+            0
+        } else {
+            WRITE_BATCH.saturating_sub(self.len)
+        }
+    }
+
+    /// Add the broadcasts from `from` up to `until` (as far as the batch has room); returns
+    /// the position after what was added.
+    fn add_broadcasts(&mut self, log: &FanoutLog, from: u64, until: u64) -> Result<u64, ()> {
+        let room = self.room_left();
+        if room == 0 || from >= until {
+            return Ok(from);
+        }
+        let next = log
+            .read(from, until, room, &mut self.slices)
+            .map_err(|_| ())?;
+        for slice in self.slices.drain(..) {
+            self.len += slice.len();
+            self.pieces.push(Piece::Shared(slice));
+        }
+        Ok(next)
+    }
+
+    /// Seal a private message; `true` if that failed and the connection must close.
+    fn seal(&mut self, send: &mut CipherState, message: &ServerMessage) -> bool {
+        let start = self.sealed.len();
+        let failed = seal_or_close(send, message, &mut self.sealed);
+        self.note_sealed(start);
+        failed
+    }
+
+    fn seal_history(&mut self, send: &mut CipherState, events: Vec<RoomEvent>) -> bool {
+        let start = self.sealed.len();
+        let mut failed = false;
+        for chunk in history_chunks(events) {
+            failed |= sealed::seal_session_bytes(send, &chunk, &mut self.sealed).is_err();
+        }
+        self.note_sealed(start);
+        failed
+    }
+
+    /// Record what was just appended to `sealed` from `start` on, merging it with a sealed
+    /// piece right before it.
+    fn note_sealed(&mut self, start: usize) {
+        let end = self.sealed.len();
+        if end == start {
+            return;
+        }
+        self.len += end - start;
+        if let Some(Piece::Sealed(range)) = self.pieces.last_mut() {
+            if range.end == start {
+                range.end = end;
+                return;
+            }
+        }
+        self.pieces.push(Piece::Sealed(start..end));
+    }
+
+    fn piece<'a>(&'a self, piece: &'a Piece) -> &'a [u8] {
+        match piece {
+            Piece::Shared(bytes) => bytes,
+            Piece::Sealed(range) => &self.sealed[range.clone()],
+        }
+    }
+
+    /// Write the whole batch, in as few `writev` calls as the socket allows.
+    async fn write_to(&self, socket: &mut OwnedWriteHalf) -> std::io::Result<()> {
+        let (mut index, mut offset) = (0, 0);
+        while index < self.pieces.len() {
+            let slices: Vec<std::io::IoSlice<'_>> = self.pieces[index..]
+                .iter()
+                .enumerate()
+                .map(|(i, piece)| {
+                    let bytes = self.piece(piece);
+                    std::io::IoSlice::new(if i == 0 { &bytes[offset..] } else { bytes })
+                })
+                .collect();
+            let mut written = socket.write_vectored(&slices).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            while index < self.pieces.len() {
+                let left = self.piece(&self.pieces[index]).len() - offset;
+                if written < left {
+                    offset += written;
+                    break;
+                }
+                written -= left;
+                index += 1;
+                offset = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Send a member's broadcasts and private messages, in the room's order, until `Close`, a
+/// write error or cancellation.
 async fn write_loop(
     mut socket: OwnedWriteHalf,
     mut send: CipherState,
     mut rx: mpsc::Receiver<Outgoing>,
-    queued_bytes: Arc<AtomicUsize>,
+    log: Arc<FanoutLog>,
+    written: Arc<AtomicU64>,
+    wake: Arc<Notify>,
     cancel: CancellationToken,
 ) {
-    // Grown on demand and given back when the queue runs dry, so an idle member costs little.
-    let mut buf = Vec::new();
+    let mut batch = Batch::default();
+    // Where this member is in the broadcast log (`None` until it has joined).
+    let mut cursor: Option<u64> = None;
+    // The next private item, taken from the queue but not yet due.
+    let mut next: Option<Outgoing> = None;
+    let mut queue_open = true;
+    let mut closing = false;
     loop {
-        if rx.is_empty() && buf.capacity() > 4096 {
-            buf = Vec::new();
-        }
-        let first = tokio::select! {
-            _ = cancel.cancelled() => return,
-            item = rx.recv() => item,
-        };
-        let Some(first) = first else { break };
-        buf.clear();
-        let mut frame_bytes = 0;
-        let mut closing = false;
-        // Acks are cumulative: of several queued for one write, only the last is sent.
+        batch.clear();
+        // Acks are cumulative: of several due in one write, only the last is sent.
         let mut ack: Option<ServerMessage> = None;
-        let mut item = Some(first);
-        while let Some(next) = item.take() {
-            if let Outgoing::Session(message) = &next {
-                if matches!(**message, ServerMessage::Ack { .. }) {
-                    if let Outgoing::Session(message) = next {
-                        ack = Some(*message);
-                    }
-                    if buf.len() < WRITE_BATCH {
-                        item = rx.try_recv().ok();
-                    }
-                    continue;
+        loop {
+            if next.is_none() && queue_open {
+                match rx.try_recv() {
+                    Ok(item) => next = Some(item),
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                    Err(mpsc::error::TryRecvError::Disconnected) => queue_open = false,
                 }
             }
-            // Anything else goes after the acks queued before it.
-            if let Some(message) = ack.take() {
-                closing |= seal_or_close(&mut send, &message, &mut buf);
-            }
-            match next {
-                Outgoing::Frame(frame) => {
-                    frame_bytes += frame.len();
-                    buf.extend_from_slice(&frame);
-                }
-                Outgoing::Session(message) => match *message {
-                    ServerMessage::History { events } => {
-                        for chunk in history_chunks(events) {
-                            if sealed::seal_session_bytes(&mut send, &chunk, &mut buf).is_err() {
-                                closing = true;
-                            }
-                        }
+            // First the broadcasts due before the next private item.
+            if let Some(at) = cursor {
+                let until = next.as_ref().map_or(u64::MAX, Outgoing::after);
+                if ack.is_some() && at < until.min(log.end()) {
+                    // Broadcasts go after the acks due before them (never inside a frame: a
+                    // batch may end part-way through a broadcast, but never with an ack).
+                    if let Some(message) = ack.take() {
+                        closing |= batch.seal(&mut send, &message);
                     }
-                    message => closing |= seal_or_close(&mut send, &message, &mut buf),
-                },
-                Outgoing::Close => closing = true,
+                }
+                let Ok(moved) = batch.add_broadcasts(&log, at, until) else {
+                    // Fell behind what the log keeps: the room has cut this member off.
+                    return;
+                };
+                cursor = Some(moved);
             }
-            if !closing && buf.len() < WRITE_BATCH {
-                item = rx.try_recv().ok();
+            let due = match (&next, cursor) {
+                (Some(item), Some(at)) => item.after() <= at,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if !due || closing || batch.room_left() == 0 {
+                break;
+            }
+            match next.take() {
+                Some(Outgoing::Attach(at)) => cursor = Some(at),
+                Some(Outgoing::Session { message, .. })
+                    if matches!(*message, ServerMessage::Ack { .. }) =>
+                {
+                    ack = Some(*message);
+                }
+                Some(Outgoing::Session { message, .. }) => {
+                    if let Some(ack) = ack.take() {
+                        closing |= batch.seal(&mut send, &ack);
+                    }
+                    closing |= match *message {
+                        ServerMessage::History { events } => batch.seal_history(&mut send, events),
+                        message => batch.seal(&mut send, &message),
+                    };
+                }
+                Some(Outgoing::Close { .. }) => closing = true,
+                None => {}
             }
         }
         if let Some(message) = ack.take() {
-            closing |= seal_or_close(&mut send, &message, &mut buf);
+            closing |= batch.seal(&mut send, &message);
         }
-        let written = tokio::select! {
+        if batch.is_empty() {
+            if closing || (!queue_open && next.is_none()) {
+                break;
+            }
+            // Buffers grow on demand and are given back while idle, so an idle member costs
+            // little.
+            if batch.sealed.capacity() > 4096 || batch.pieces.capacity() > 64 {
+                batch = Batch::default();
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = wake.notified(), if cursor.is_some() => {}
+                item = rx.recv(), if next.is_none() && queue_open => match item {
+                    Some(item) => next = Some(item),
+                    None => queue_open = false,
+                },
+            }
+            continue;
+        }
+        let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            written = socket.write_all(&buf) => written,
+            result = batch.write_to(&mut socket) => result,
         };
-        queued_bytes.fetch_sub(frame_bytes, Ordering::Relaxed);
-        if written.is_err() || closing {
+        if let Some(at) = cursor {
+            written.store(at, Ordering::Release);
+        }
+        if result.is_err() || closing {
             break;
         }
     }
@@ -777,6 +940,88 @@ async fn write_loop(
 mod tests {
     use super::*;
     use crate::message::RoomEventKind;
+    use crate::sealed::{BroadcastOpener, BroadcastSealer};
+
+    /// A backlog far larger than one write, with acks and a pong queued in between: the writer
+    /// sends it over a real socket as whole frames, in the room's order, then closes.
+    #[tokio::test]
+    async fn writer_sends_broadcasts_and_private_messages_in_room_order() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server_side, _) = listener.accept().await.unwrap();
+        let (_server_read, server_write) = server_side.into_split();
+        let (session_key, room_key) = ([1u8; 32], [2u8; 32]);
+        let log = Arc::new(FanoutLog::new());
+        let (tx, rx) = mpsc::channel(4096);
+        let link = MemberLink::new(7, tx, log.clone(), CancellationToken::new());
+        // Everything is queued before the writer first runs (single-threaded test runtime).
+        let writer = tokio::spawn(write_loop(
+            server_write,
+            CipherState::new(&session_key),
+            rx,
+            log.clone(),
+            link.written.clone(),
+            link.wake.clone(),
+            link.cancel.clone(),
+        ));
+        link.tx.try_send(Outgoing::Attach(log.end())).unwrap();
+        let mut sealer = BroadcastSealer::new(&room_key, 0);
+        const COUNT: u64 = 2000;
+        for i in 0..COUNT {
+            let text = format!("{i:0>200}");
+            log.append(&sealer.seal(&serde_json::to_vec(&text).unwrap()).unwrap());
+            link.wake.notify_one();
+            if i % 7 == 0 {
+                assert!(link.queue(ServerMessage::Ack { up_to: i }));
+            }
+            if i % 500 == 0 {
+                assert!(link.queue(ServerMessage::Pong));
+            }
+        }
+        assert!(
+            WRITE_BATCH < (log.end() as usize) / 4,
+            "several writes' worth"
+        );
+        assert!(link.close());
+
+        let mut bytes = Vec::new();
+        client.read_to_end(&mut bytes).await.unwrap();
+        writer.await.unwrap();
+        let mut opener = BroadcastOpener::new(&room_key, 0);
+        let mut recv = CipherState::new(&session_key);
+        let (mut broadcasts, mut last_ack, mut pongs) = (0u64, None, 0);
+        let mut rest = &bytes[..];
+        while let Some((frame, used)) = crate::frame::decode(rest, MAX_BODY).unwrap() {
+            match frame.kind {
+                FrameKind::Broadcast => {
+                    let text: String = opener.open(frame.body).unwrap();
+                    assert_eq!(text, format!("{broadcasts:0>200}"));
+                    broadcasts += 1;
+                }
+                FrameKind::Session => match sealed::open_session(&mut recv, frame.body).unwrap() {
+                    ServerMessage::Ack { up_to } => {
+                        assert!(up_to < broadcasts, "ack {up_to} after its message");
+                        assert!(last_ack < Some(up_to), "acks only go up");
+                        last_ack = Some(up_to);
+                    }
+                    ServerMessage::Pong => {
+                        assert!(broadcasts > pongs * 500, "pong after its broadcast");
+                        pongs += 1;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                },
+                other => panic!("unexpected frame kind {other:?}"),
+            }
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty(), "whole frames only");
+        assert_eq!(broadcasts, COUNT);
+        assert_eq!(last_ack, Some(1995), "the last ack queued is sent");
+        assert_eq!(pongs, 4);
+        assert_eq!(link.written.load(Ordering::Acquire), log.end());
+    }
 
     #[test]
     fn history_is_split_into_frames_that_fit() {
