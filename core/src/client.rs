@@ -850,6 +850,11 @@ impl ClientTask {
                     return Ok(Some(SessionEnd::Quit));
                 }
             }
+            ServerMessage::MoreOnline { online } => {
+                self.online
+                    .extend(online.into_iter().map(|n| (nick_key(&n), n)));
+                self.emit_online().await;
+            }
             ServerMessage::History { events } => {
                 for event in events {
                     self.on_event(event, true).await;

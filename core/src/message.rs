@@ -141,6 +141,11 @@ pub enum ServerMessage {
         #[serde(default = "default_send_window")]
         send_window: u32,
     },
+    /// More members present as of the welcome's `head_seq`, when its `online` list did not fit
+    /// one frame. Follows the welcome directly, before anything else.
+    MoreOnline {
+        online: Vec<String>,
+    },
     /// Room events you missed (or the recent backlog), oldest first, all with `seq <= head_seq`.
     History {
         events: Vec<RoomEvent>,

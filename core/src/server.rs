@@ -683,6 +683,33 @@ fn history_chunks(events: Vec<RoomEvent>) -> Vec<Vec<u8>> {
     chunks
 }
 
+/// A welcome as the messages that carry it within the frame limit: the welcome with as much
+/// of its online list as fits, then `more_online` messages with the rest.
+fn welcome_parts(mut welcome: ServerMessage) -> Vec<ServerMessage> {
+    const ENVELOPE: usize = 1024;
+    let ServerMessage::Welcome { online, .. } = &mut welcome else {
+        return vec![welcome];
+    };
+    let mut lists: Vec<Vec<String>> = vec![Vec::new()];
+    let mut size = ENVELOPE;
+    for nick in std::mem::take(online) {
+        let len = serde_json::to_vec(&nick).map_or(MAX_SESSION_PLAINTEXT, |v| v.len() + 1);
+        if size + len > MAX_SESSION_PLAINTEXT {
+            lists.push(Vec::new());
+            size = ENVELOPE;
+        }
+        size += len;
+        if let Some(list) = lists.last_mut() {
+            list.push(nick);
+        }
+    }
+    let mut lists = lists.into_iter();
+    *online = lists.next().unwrap_or_default();
+    std::iter::once(welcome)
+        .chain(lists.map(|online| ServerMessage::MoreOnline { online }))
+        .collect()
+}
+
 /// Seal a private message into `buf`; `true` if that failed and the connection must close.
 fn seal_or_close(send: &mut CipherState, message: &ServerMessage, buf: &mut Vec<u8>) -> bool {
     match sealed::seal_session(send, message, buf) {
@@ -893,6 +920,9 @@ async fn write_loop(
                     }
                     closing |= match *message {
                         ServerMessage::History { events } => batch.seal_history(&mut send, events),
+                        welcome @ ServerMessage::Welcome { .. } => welcome_parts(welcome)
+                            .iter()
+                            .fold(false, |failed, part| failed | batch.seal(&mut send, part)),
                         message => batch.seal(&mut send, &message),
                     };
                 }
@@ -1021,6 +1051,55 @@ mod tests {
         assert_eq!(last_ack, Some(1995), "the last ack queued is sent");
         assert_eq!(pongs, 4);
         assert_eq!(link.written.load(Ordering::Acquire), log.end());
+    }
+
+    #[test]
+    fn a_long_online_list_is_split_into_frames_that_fit() {
+        let online: Vec<String> = (0..3000)
+            .map(|i| format!("{i:04}{}", "é".repeat(28)))
+            .collect();
+        let welcome = ServerMessage::Welcome {
+            nick: "ana".into(),
+            epoch: "e".repeat(32),
+            room_key: "k".repeat(64),
+            next_broadcast: 0,
+            head_seq: 0,
+            online: online.clone(),
+            acked_up_to: 0,
+            resync: false,
+            gap: false,
+            resumed: false,
+            oldest_seq: 0,
+            send_window: 32,
+        };
+        let parts = welcome_parts(welcome);
+        assert!(parts.len() >= 3);
+        let mut names = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            assert!(sealed::encode_json(part).unwrap().len() <= MAX_SESSION_PLAINTEXT);
+            match part {
+                ServerMessage::Welcome { online, .. } if i == 0 => names.extend(online.clone()),
+                ServerMessage::MoreOnline { online } if i > 0 => names.extend(online.clone()),
+                other => panic!("unexpected part {i}: {other:?}"),
+            }
+        }
+        assert_eq!(names, online);
+        // A short list stays in the welcome.
+        let small = ServerMessage::Welcome {
+            nick: "ana".into(),
+            epoch: "e".into(),
+            room_key: "k".into(),
+            next_broadcast: 0,
+            head_seq: 0,
+            online: vec!["ana".into()],
+            acked_up_to: 0,
+            resync: false,
+            gap: false,
+            resumed: false,
+            oldest_seq: 0,
+            send_window: 32,
+        };
+        assert_eq!(welcome_parts(small.clone()), vec![small]);
     }
 
     #[test]

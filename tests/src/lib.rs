@@ -548,6 +548,8 @@ impl RawMember {
         passphrase: &str,
         source: Option<std::net::IpAddr>,
     ) -> Result<Self, tertulia_core::conn::ConnError> {
+        use tertulia_core::cipher::Key;
+        use tertulia_core::passphrase::Salt;
         use tertulia_core::{conn, passphrase as kdf};
         let socket = tokio::net::TcpSocket::new_v4()?;
         if let Some(ip) = source {
@@ -558,11 +560,24 @@ impl RawMember {
         let mut reader = conn::FrameReader::new(read_half);
         let pass = passphrase.to_owned();
         let keys = conn::initiate_handshake(&mut reader, &mut writer, |salt| async move {
-            Ok(
-                tokio::task::spawn_blocking(move || kdf::derive_psk(&pass, &salt))
-                    .await
-                    .expect("kdf")?,
-            )
+            // One Argon2id evaluation per (passphrase, salt), so tests can open many members.
+            static CACHE: std::sync::Mutex<Vec<(String, Salt, Key)>> =
+                std::sync::Mutex::new(Vec::new());
+            let cached = CACHE
+                .lock()
+                .expect("psk cache")
+                .iter()
+                .find(|(p, s, _)| *p == pass && *s == salt)
+                .map(|(_, _, key)| *key);
+            if let Some(key) = cached {
+                return Ok(key);
+            }
+            let for_kdf = pass.clone();
+            let key = tokio::task::spawn_blocking(move || kdf::derive_psk(&for_kdf, &salt))
+                .await
+                .expect("kdf")?;
+            CACHE.lock().expect("psk cache").push((pass, salt, key));
+            Ok(key)
         })
         .await?;
         Ok(Self {
