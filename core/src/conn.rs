@@ -30,6 +30,8 @@ pub const PROTOCOL_VERSION: u8 = 1;
 pub const PROLOGUE_PREFIX: &[u8] = b"tertulia/1\n";
 /// Bytes read from the socket per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
+/// The read an idle connection waits in.
+const FIRST_READ: usize = 512;
 
 /// Reasons the server gives in a `Reject` frame (the single body byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,12 +151,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buf.drain(..self.start);
                 self.start = 0;
             }
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
-            }
             // `read_buf` is cancel-safe (no data is lost if a `select!` drops it), so this
             // method is too; it reads into spare capacity without zeroing it first.
-            let n = self.inner.read_buf(&mut self.buf).await?;
+            let n = if self.buf.is_empty() {
+                // Between frames (most of an idle connection's life) hold no buffer: wait in a
+                // small read, and grow only when there is more to take.
+                let mut first = [0u8; FIRST_READ];
+                let n = self.inner.read(&mut first).await?;
+                self.buf = Vec::with_capacity(if n == FIRST_READ { READ_CHUNK } else { n });
+                self.buf.extend_from_slice(&first[..n]);
+                n
+            } else {
+                if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                    self.buf.reserve(READ_CHUNK);
+                }
+                self.inner.read_buf(&mut self.buf).await?
+            };
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)

@@ -745,7 +745,17 @@ struct Batch {
 }
 
 impl Batch {
+    /// Empty the batch for the next write; a buffer grown large (a long welcome or history)
+    /// is given back rather than kept for the life of the connection.
     fn clear(&mut self) {
+        const KEEP_BYTES: usize = 4096;
+        const KEEP_PIECES: usize = 64;
+        if self.sealed.capacity() > KEEP_BYTES {
+            self.sealed = Vec::new();
+        }
+        if self.pieces.capacity() > KEEP_PIECES {
+            self.pieces = Vec::new();
+        }
         self.pieces.clear();
         self.sealed.clear();
         self.len = 0;
@@ -936,11 +946,6 @@ async fn write_loop(
         if batch.is_empty() {
             if closing || (!queue_open && next.is_none()) {
                 break;
-            }
-            // Buffers grow on demand and are given back while idle, so an idle member costs
-            // little.
-            if batch.sealed.capacity() > 4096 || batch.pieces.capacity() > 64 {
-                batch = Batch::default();
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
