@@ -299,6 +299,9 @@ impl ClientHandle {
 /// server's flood queue (`ServerConfig::flood_queue`), so it is slowed down, never cut off.
 pub const SEND_WINDOW: usize = 64;
 
+/// How long leaving waits for the server to close the connection.
+const LEAVE_WAIT: Duration = Duration::from_secs(2);
+
 /// Events asked for per page of older history.
 pub const OLDER_PAGE: usize = 100;
 
@@ -675,6 +678,16 @@ impl ClientTask {
                 command = self.commands.recv() => {
                     match self.on_command(link, command, *joined).await {
                         Ok(None) => {}
+                        Ok(Some(SessionEnd::Quit)) => {
+                            // The server closes once it has taken the leave: wait for that
+                            // (briefly), so that whoever stops the client next — the app
+                            // stopping its hosted room — knows the leave has landed.
+                            let _ = tokio::time::timeout(LEAVE_WAIT, async {
+                                while let Ok(Some(_)) = reader.read_frame(MAX_BODY).await {}
+                            })
+                            .await;
+                            return SessionEnd::Quit;
+                        }
                         Ok(Some(end)) => return end,
                         Err(e) => return classify(e),
                     }

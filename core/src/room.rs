@@ -676,17 +676,20 @@ impl Room {
             }
         };
         let end = self.log.append(&frame);
+        let start = end - frame.len() as u64;
         let limit = self.config.send_queue_bytes as u64;
         let now = Instant::now();
         let mut oldest = end;
         for member in self.members.values_mut() {
             let Some(link) = &member.link else { continue };
-            let behind = link.behind(end);
+            // Bytes already waiting for this member, before this frame.
+            let queued = link.behind(start);
+            let behind = queued + frame.len() as u64;
             if behind > limit {
                 tracing::warn!(
                     nick = %member.nick,
                     conn = link.conn_id,
-                    queued_bytes = behind,
+                    queued_bytes = queued,
                     limit,
                     "slow consumer: send queue full, disconnecting"
                 );

@@ -200,7 +200,10 @@ pub async fn hosting_info(state: State<'_, AppState>) -> Result<Option<HostInfo>
 pub async fn stop_hosting(state: State<'_, AppState>) -> Result<()> {
     let hosting = state.hosting.lock().await.take();
     if let Some(session) = state.session.lock().await.take() {
+        // Leave the room before it stops, so the host's nickname is free when it hosts again
+        // (the forwarder ends once the client has left).
         session.handle.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), session.forwarder).await;
     }
     if let Some(hosting) = hosting {
         hosting.stop.cancel();
