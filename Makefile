@@ -25,7 +25,7 @@ help:
 	@echo "make test   install what is missing, build, lint and run every test (Rust, fault suite, UI, desktop e2e under Xvfb, fuzz smoke)"
 	@echo "make fuzz   fuzz each target for FUZZ_SECONDS (default 600)"
 	@echo "make package  build an installable .deb (target/release/bundle/deb/)"
-	@echo "make bench  fan-out benchmark against Redis, NATS and ngIRCd (about 15 min); make bench-quick: about a minute"
+	@echo "make bench  fan-out benchmark against Redis, NATS and ngIRCd (about 20 min); make bench-quick: about a minute"
 
 deps:
 	@scripts/install-deps.sh
