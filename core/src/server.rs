@@ -903,11 +903,15 @@ async fn write_loop(
                         closing |= batch.seal(&mut send, &message);
                     }
                 }
-                let Ok(moved) = batch.add_broadcasts(&log, at, until) else {
-                    // Fell behind what the log keeps: the room has cut this member off.
-                    return;
-                };
-                cursor = Some(moved);
+                match batch.add_broadcasts(&log, at, until) {
+                    Ok(moved) => cursor = Some(moved),
+                    Err(()) => {
+                        // Fell behind what the log keeps: the room has let go of this
+                        // connection (cut off or replaced). No more broadcasts; what is still
+                        // queued for it (why it is being closed) goes out as it comes.
+                        cursor = None;
+                    }
+                }
             }
             let due = match (&next, cursor) {
                 (Some(item), Some(at)) => item.after() <= at,
@@ -1056,6 +1060,54 @@ mod tests {
         assert_eq!(last_ack, Some(1995), "the last ack queued is sent");
         assert_eq!(pongs, 4);
         assert_eq!(link.written.load(Ordering::Acquire), log.end());
+    }
+
+    /// A connection the room has let go of (its log position forgotten) still gets the reason.
+    #[tokio::test]
+    async fn a_writer_left_behind_by_the_log_still_sends_why_it_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server_side, _) = listener.accept().await.unwrap();
+        let (_server_read, server_write) = server_side.into_split();
+        let key = [5u8; 32];
+        let log = Arc::new(FanoutLog::new());
+        let (tx, rx) = mpsc::channel(16);
+        let link = MemberLink::new(1, tx, log.clone(), CancellationToken::new());
+        let writer = tokio::spawn(write_loop(
+            server_write,
+            CipherState::new(&key),
+            rx,
+            log.clone(),
+            link.written.clone(),
+            link.wake.clone(),
+            link.cancel.clone(),
+        ));
+        link.tx.try_send(Outgoing::Attach(0)).unwrap();
+        let mut sealer = BroadcastSealer::new(&key, 0);
+        for _ in 0..1000 {
+            log.append(&sealer.seal(b"\"x\"").unwrap());
+            log.read(log.end() - 1, u64::MAX, 1, &mut Vec::new())
+                .unwrap(); // freeze, as writers do
+        }
+        log.trim(log.end());
+        link.close_with(ErrorCode::Replaced, "replaced by a newer connection");
+        let mut bytes = Vec::new();
+        client.read_to_end(&mut bytes).await.unwrap();
+        writer.await.unwrap();
+        let (frame, used) = crate::frame::decode(&bytes, MAX_BODY).unwrap().unwrap();
+        assert_eq!(frame.kind, FrameKind::Session);
+        let message: ServerMessage =
+            sealed::open_session(&mut CipherState::new(&key), frame.body).unwrap();
+        assert!(matches!(
+            message,
+            ServerMessage::Error {
+                code: ErrorCode::Replaced,
+                ..
+            }
+        ));
+        assert_eq!(used, bytes.len(), "nothing else");
     }
 
     #[test]
