@@ -84,10 +84,17 @@ pub fn validate_message(raw: &str) -> Result<String, MessageTextError> {
     if text.len() > MAX_MESSAGE_BYTES {
         return Err(MessageTextError::TooLong);
     }
-    let text = text.replace("\r\n", "\n");
-    if text
-        .chars()
-        .any(|c| (c.is_control() && c != '\n' && c != '\t') || is_invisible(c) && c != '\u{200D}')
+    let text = if text.contains('\r') {
+        text.replace("\r\n", "\n")
+    } else {
+        text.to_owned()
+    };
+    // Printable ASCII, newlines and tabs (most chat text) need no per-character look-up.
+    let plain = |b: &u8| (b' '..=b'~').contains(b) || *b == b'\n' || *b == b'\t';
+    if !text.as_bytes().iter().all(plain)
+        && text.chars().any(|c| {
+            (c.is_control() && c != '\n' && c != '\t') || is_invisible(c) && c != '\u{200D}'
+        })
     {
         return Err(MessageTextError::InvisibleCharacters);
     }
@@ -166,5 +173,16 @@ mod tests {
             Err(MessageTextError::TooLong)
         );
         assert!(validate_message(&"x".repeat(MAX_MESSAGE_BYTES)).is_ok());
+        // The plain-ASCII fast path and the character check agree at its edges.
+        assert_eq!(validate_message("tab\there ~"), Ok("tab\there ~".into()));
+        assert_eq!(
+            validate_message("lone\rreturn"),
+            Err(MessageTextError::InvisibleCharacters)
+        );
+        assert_eq!(
+            validate_message("del\x7f"),
+            Err(MessageTextError::InvisibleCharacters)
+        );
+        assert_eq!(validate_message("ñandú ok"), Ok("ñandú ok".into()));
     }
 }
