@@ -981,30 +981,58 @@ mod tests {
     use crate::message::RoomEventKind;
     use crate::sealed::{BroadcastOpener, BroadcastSealer};
 
+    /// A member's writer task on a real loopback connection, not yet run.
+    struct WriterUnderTest {
+        client: TcpStream,
+        _server_read: OwnedReadHalf,
+        link: MemberLink,
+        log: Arc<FanoutLog>,
+        writer: tokio::task::JoinHandle<()>,
+    }
+
+    impl WriterUnderTest {
+        async fn start(session_key: &Key, queue: usize) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let client = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (server_side, _) = listener.accept().await.unwrap();
+            let (server_read, server_write) = server_side.into_split();
+            let log = Arc::new(FanoutLog::new());
+            let (tx, rx) = mpsc::channel(queue);
+            let link = MemberLink::new(1, tx, log.clone(), CancellationToken::new());
+            let writer = tokio::spawn(write_loop(
+                server_write,
+                CipherState::new(session_key),
+                rx,
+                log.clone(),
+                link.written.clone(),
+                link.wake.clone(),
+                link.cancel.clone(),
+            ));
+            Self {
+                client,
+                _server_read: server_read,
+                link,
+                log,
+                writer,
+            }
+        }
+    }
+
     /// A backlog far larger than one write, with acks and a pong queued in between: the writer
     /// sends it over a real socket as whole frames, in the room's order, then closes.
     #[tokio::test]
     async fn writer_sends_broadcasts_and_private_messages_in_room_order() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server_side, _) = listener.accept().await.unwrap();
-        let (_server_read, server_write) = server_side.into_split();
         let (session_key, room_key) = ([1u8; 32], [2u8; 32]);
-        let log = Arc::new(FanoutLog::new());
-        let (tx, rx) = mpsc::channel(4096);
-        let link = MemberLink::new(7, tx, log.clone(), CancellationToken::new());
         // Everything is queued before the writer first runs (single-threaded test runtime).
-        let writer = tokio::spawn(write_loop(
-            server_write,
-            CipherState::new(&session_key),
-            rx,
-            log.clone(),
-            link.written.clone(),
-            link.wake.clone(),
-            link.cancel.clone(),
-        ));
+        let WriterUnderTest {
+            mut client,
+            link,
+            log,
+            writer,
+            ..
+        } = WriterUnderTest::start(&session_key, 4096).await;
         link.tx.try_send(Outgoing::Attach(log.end())).unwrap();
         let mut sealer = BroadcastSealer::new(&room_key, 0);
         const COUNT: u64 = 2000;
@@ -1065,25 +1093,14 @@ mod tests {
     /// A connection the room has let go of (its log position forgotten) still gets the reason.
     #[tokio::test]
     async fn a_writer_left_behind_by_the_log_still_sends_why_it_closes() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server_side, _) = listener.accept().await.unwrap();
-        let (_server_read, server_write) = server_side.into_split();
         let key = [5u8; 32];
-        let log = Arc::new(FanoutLog::new());
-        let (tx, rx) = mpsc::channel(16);
-        let link = MemberLink::new(1, tx, log.clone(), CancellationToken::new());
-        let writer = tokio::spawn(write_loop(
-            server_write,
-            CipherState::new(&key),
-            rx,
-            log.clone(),
-            link.written.clone(),
-            link.wake.clone(),
-            link.cancel.clone(),
-        ));
+        let WriterUnderTest {
+            mut client,
+            link,
+            log,
+            writer,
+            ..
+        } = WriterUnderTest::start(&key, 16).await;
         link.tx.try_send(Outgoing::Attach(0)).unwrap();
         let mut sealer = BroadcastSealer::new(&key, 0);
         for _ in 0..1000 {
