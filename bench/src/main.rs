@@ -285,7 +285,7 @@ async fn drive(
     let cpu0 = procfs::cpu_seconds(pid).unwrap_or(0.0);
     let gen0 = procfs::cpu_seconds("self").unwrap_or(0.0);
     let start = Instant::now();
-    rec.borrow_mut().last_delivery = start;
+    rec.borrow_mut().reset_last_delivery(start);
     let mut tasks = Vec::new();
     let mut flows = Vec::new();
     for (id, conn) in conns.into_iter().enumerate() {
@@ -311,7 +311,7 @@ async fn drive(
         tokio::time::sleep(Duration::from_millis(20)).await;
         let finished = {
             let r = rec.borrow();
-            r.deliveries >= result.expected || r.last_delivery.elapsed() > STALL
+            r.deliveries >= result.expected || r.last_delivery().elapsed() > STALL
         };
         if finished {
             break;
@@ -344,7 +344,7 @@ async fn drive(
         task.abort();
     }
     let r = rec.borrow();
-    let end = r.last_delivery;
+    let end = r.last_delivery();
     result.deliveries = r.deliveries;
     result.lost = result.expected.saturating_sub(r.deliveries);
     result.out_of_order = r.out_of_order;

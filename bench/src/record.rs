@@ -2,7 +2,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -21,7 +21,8 @@ pub struct Recorder {
     pub lag: Histogram<u64>,
     /// Per receiver, per sender: the highest sequence number seen + 1 (0 = none yet).
     next_seq: Vec<u32>,
-    pub last_delivery: Instant,
+    /// When the last delivery was received, nanoseconds since `base`.
+    last_delivery_ns: u64,
 }
 
 pub type Shared = Rc<RefCell<Recorder>>;
@@ -37,7 +38,7 @@ impl Recorder {
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram"),
             lag: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram"),
             next_seq: vec![0; clients * clients],
-            last_delivery: Instant::now(),
+            last_delivery_ns: 0,
         }))
     }
 
@@ -61,7 +62,17 @@ impl Recorder {
         self.deliveries += 1;
         let micros = now_ns.saturating_sub(header.sent_ns) / 1000;
         let _ = self.latency.record(micros.max(1));
-        self.last_delivery = Instant::now();
+        self.last_delivery_ns = self.last_delivery_ns.max(now_ns);
+    }
+
+    /// When the last delivery was received (or the run started, before any).
+    pub fn last_delivery(&self) -> Instant {
+        self.base + Duration::from_nanos(self.last_delivery_ns)
+    }
+
+    /// Count "no deliveries" from `at` (the start of the measured part of a run).
+    pub fn reset_last_delivery(&mut self, at: Instant) {
+        self.last_delivery_ns = at.saturating_duration_since(self.base).as_nanos() as u64;
     }
 
     /// Messages each receiver got (for diagnosing a run).

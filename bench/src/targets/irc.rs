@@ -103,6 +103,8 @@ pub async fn run(
         Ok::<_, ClientError>(())
     };
     let reader = async {
+        // Every frame of one read arrived at the same time: one clock read per read.
+        let mut received = rec.borrow().now_ns();
         loop {
             let mut consumed = 0;
             while let Some(eol) = find(&buf[consumed..], b"\r\n") {
@@ -112,7 +114,7 @@ pub async fn run(
                     let mut r = rec.borrow_mut();
                     match payload.and_then(|p| payload::parse(p, size)) {
                         Some(h) if h.sender as usize != me => {
-                            let now = r.now_ns();
+                            let now = received;
                             r.deliver(me, h, now);
                         }
                         Some(_) => {}
@@ -146,6 +148,7 @@ pub async fn run(
                     "the server closed the connection".into(),
                 ));
             }
+            received = rec.borrow().now_ns();
         }
     };
     tokio::try_join!(writer, reader).map(|_: ((), ())| ())

@@ -118,6 +118,8 @@ pub async fn run(
         Ok::<_, ClientError>(())
     };
     let reader = async {
+        // Every frame of one read arrived at the same time: one clock read per read.
+        let mut received = rec.borrow().now_ns();
         let mut echoed = 0u64;
         loop {
             let mut consumed = 0;
@@ -128,7 +130,7 @@ pub async fn run(
                         let mut r = rec.borrow_mut();
                         match payload::parse(payload, size) {
                             Some(h) if h.sender as usize != me => {
-                                let now = r.now_ns();
+                                let now = received;
                                 r.deliver(me, h, now);
                             }
                             Some(_) => {
@@ -152,6 +154,7 @@ pub async fn run(
                     "the server closed the connection".into(),
                 ));
             }
+            received = rec.borrow().now_ns();
         }
     };
     tokio::try_join!(writer, reader).map(|_: ((), ())| ())

@@ -138,6 +138,8 @@ pub async fn run(
         }
     };
     let reader = async {
+        // Every frame of one read arrived at the same time: one clock read per read.
+        let mut received = rec.borrow().now_ns();
         loop {
             let mut consumed = 0;
             while let Some((payload_range, used)) = parse_message(&buf[consumed..])? {
@@ -145,7 +147,7 @@ pub async fn run(
                 let mut r = rec.borrow_mut();
                 match payload::parse(payload, size) {
                     Some(h) if h.sender as usize != me => {
-                        let now = r.now_ns();
+                        let now = received;
                         r.deliver(me, h, now);
                     }
                     Some(_) => {}
@@ -162,6 +164,7 @@ pub async fn run(
                     "the server closed the connection".into(),
                 ));
             }
+            received = rec.borrow().now_ns();
         }
     };
     tokio::try_join!(writer, acks, reader).map(|_: ((), (), ())| ())

@@ -187,6 +187,8 @@ pub async fn run(
         }
     };
     let reader = async {
+        // Every frame of one read arrived at the same time: one clock read per read.
+        let mut received = rec.borrow().now_ns();
         loop {
             let mut consumed = 0;
             while let Some((f, used)) = frame::decode(&buf[consumed..], MAX_BODY)
@@ -251,7 +253,7 @@ pub async fn run(
                         if let Some(header) = header {
                             if header.sender as usize != me {
                                 let mut r = rec.borrow_mut();
-                                let now = r.now_ns();
+                                let now = received;
                                 r.deliver(me, header, now);
                             }
                         }
@@ -282,6 +284,7 @@ pub async fn run(
                     "the server closed the connection".into(),
                 ));
             }
+            received = rec.borrow().now_ns();
         }
     };
     tokio::try_join!(writer, reader).map(|_: ((), ())| ())
