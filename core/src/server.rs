@@ -655,55 +655,58 @@ fn takes_token(message: &ClientMessage) -> bool {
     )
 }
 
-/// Encode history as as many `History` messages as needed to stay within the frame limit.
-fn history_chunks(events: Vec<RoomEvent>) -> Vec<Vec<u8>> {
-    const ENVELOPE: usize = 64;
-    let mut chunks = Vec::new();
-    let mut current: Vec<RoomEvent> = Vec::new();
-    let mut size = ENVELOPE;
-    for event in events {
-        let len = serde_json::to_vec(&event)
-            .map(|v| v.len() + 1)
-            .unwrap_or(MAX_SESSION_PLAINTEXT);
+/// The length of `value` as JSON, without building it.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).map_or(MAX_SESSION_PLAINTEXT, |()| count.0)
+}
+
+/// `items` in order, in runs whose JSON (as a list, plus `envelope` bytes for the message
+/// around it) fits one session frame. An item too large for a frame gets a run of its own.
+fn runs_that_fit<T: serde::Serialize>(items: Vec<T>, envelope: usize) -> Vec<Vec<T>> {
+    let mut runs = Vec::new();
+    let mut current = Vec::new();
+    let mut size = envelope;
+    for item in items {
+        let len = json_len(&item) + 1;
         if !current.is_empty() && size + len > MAX_SESSION_PLAINTEXT {
-            chunks.extend(
-                sealed::encode_json(&ServerMessage::History {
-                    events: std::mem::take(&mut current),
-                })
-                .ok(),
-            );
-            size = ENVELOPE;
+            runs.push(std::mem::take(&mut current));
+            size = envelope;
         }
         size += len;
-        current.push(event);
+        current.push(item);
     }
     if !current.is_empty() {
-        chunks.extend(sealed::encode_json(&ServerMessage::History { events: current }).ok());
+        runs.push(current);
     }
-    chunks
+    runs
+}
+
+/// Encode history as as many `History` messages as needed to stay within the frame limit.
+fn history_chunks(events: Vec<RoomEvent>) -> Vec<Vec<u8>> {
+    runs_that_fit(events, 64)
+        .into_iter()
+        .filter_map(|events| sealed::encode_json(&ServerMessage::History { events }).ok())
+        .collect()
 }
 
 /// A welcome as the messages that carry it within the frame limit: the welcome with as much
 /// of its online list as fits, then `more_online` messages with the rest.
 fn welcome_parts(mut welcome: ServerMessage) -> Vec<ServerMessage> {
-    const ENVELOPE: usize = 1024;
     let ServerMessage::Welcome { online, .. } = &mut welcome else {
         return vec![welcome];
     };
-    let mut lists: Vec<Vec<String>> = vec![Vec::new()];
-    let mut size = ENVELOPE;
-    for nick in std::mem::take(online) {
-        let len = serde_json::to_vec(&nick).map_or(MAX_SESSION_PLAINTEXT, |v| v.len() + 1);
-        if size + len > MAX_SESSION_PLAINTEXT {
-            lists.push(Vec::new());
-            size = ENVELOPE;
-        }
-        size += len;
-        if let Some(list) = lists.last_mut() {
-            list.push(nick);
-        }
-    }
-    let mut lists = lists.into_iter();
+    let mut lists = runs_that_fit(std::mem::take(online), 1024).into_iter();
     *online = lists.next().unwrap_or_default();
     std::iter::once(welcome)
         .chain(lists.map(|online| ServerMessage::MoreOnline { online }))
