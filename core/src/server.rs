@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::cipher::{CipherState, Key};
 use crate::conn::{self, ConnError, FrameReader, RejectCode};
-use crate::fanout::FanoutLog;
+use crate::fanout::{FanoutLog, Forgotten};
 use crate::flood::{FloodLimit, TokenBucket};
 use crate::frame::{FrameKind, MAX_BODY};
 use crate::message::{ClientMessage, ErrorCode, RoomEvent, ServerMessage};
@@ -776,21 +776,34 @@ impl Batch {
         }
     }
 
-    /// Add the broadcasts from `from` up to `until` (as far as the batch has room); returns
-    /// the position after what was added.
-    fn add_broadcasts(&mut self, log: &FanoutLog, from: u64, until: u64) -> Result<u64, ()> {
+    /// Add the broadcasts from `from` up to `until` (as far as the batch has room), after
+    /// `ack` if there are any (an ack never lands inside a frame: a batch may end part-way
+    /// through a broadcast, but never with an ack). Returns the position after what was
+    /// added, and whether sealing the ack failed.
+    fn add_broadcasts(
+        &mut self,
+        log: &FanoutLog,
+        from: u64,
+        until: u64,
+        send: &mut CipherState,
+        ack: &mut Option<ServerMessage>,
+    ) -> Result<(u64, bool), Forgotten> {
         let room = self.room_left();
         if room == 0 || from >= until {
-            return Ok(from);
+            return Ok((from, false));
         }
-        let next = log
-            .read(from, until, room, &mut self.slices)
-            .map_err(|_| ())?;
+        let next = log.read(from, until, room, &mut self.slices)?;
+        let mut failed = false;
+        if !self.slices.is_empty() {
+            if let Some(message) = ack.take() {
+                failed = self.seal(send, &message);
+            }
+        }
         for slice in self.slices.drain(..) {
             self.len += slice.len();
             self.pieces.push(Piece::Shared(slice));
         }
-        Ok(next)
+        Ok((next, failed))
     }
 
     /// Seal a private message; `true` if that failed and the connection must close.
@@ -899,16 +912,12 @@ async fn write_loop(
             // First the broadcasts due before the next private item.
             if let Some(at) = cursor {
                 let until = next.as_ref().map_or(u64::MAX, Outgoing::after);
-                if ack.is_some() && at < until.min(log.end()) {
-                    // Broadcasts go after the acks due before them (never inside a frame: a
-                    // batch may end part-way through a broadcast, but never with an ack).
-                    if let Some(message) = ack.take() {
-                        closing |= batch.seal(&mut send, &message);
+                match batch.add_broadcasts(&log, at, until, &mut send, &mut ack) {
+                    Ok((moved, failed)) => {
+                        cursor = Some(moved);
+                        closing |= failed;
                     }
-                }
-                match batch.add_broadcasts(&log, at, until) {
-                    Ok(moved) => cursor = Some(moved),
-                    Err(()) => {
+                    Err(Forgotten(_)) => {
                         // Fell behind what the log keeps: the room has let go of this
                         // connection (cut off or replaced). No more broadcasts; what is still
                         // queued for it (why it is being closed) goes out as it comes.
