@@ -6,7 +6,8 @@
 //! writer task. A broadcast is serialized and sealed once under the room broadcast key and
 //! appended once to the room's [`FanoutLog`], which every member's writer sends from; private
 //! messages go through the link's bounded queue, each marked with the log position it follows.
-//! A member that falls more than its send-queue budget behind (it stopped reading) is cut off
+//! A member whose queue of broadcasts passes its send-queue budget and stays there while its
+//! connection takes nothing (it stopped reading), or that falls past the hard cap, is cut off
 //! instead of letting the server buffer without bound; it keeps its place for the grace period
 //! and catches up by replay when it returns.
 
@@ -39,8 +40,15 @@ pub struct RoomConfig {
     pub backlog: usize,
     /// How long a dropped member keeps its nickname without a leave notice.
     pub grace: Duration,
-    /// Bytes of broadcast frames that may wait in one member's send queue.
+    /// Bytes of broadcast frames that may wait in one member's send queue while its
+    /// connection keeps taking data (a burst, or a replay being written first).
     pub send_queue_bytes: usize,
+    /// Hard cap on one member's send queue: past it the member is cut off at once. At least
+    /// `send_queue_bytes`. This bounds the broadcast log's memory.
+    pub send_queue_max_bytes: usize,
+    /// How long a member over `send_queue_bytes` may go without its connection taking any
+    /// data before it is cut off as a slow consumer.
+    pub stall_timeout: Duration,
     /// How much history the room keeps (on disk, and in memory within `history`).
     pub retention: Retention,
     /// Unacknowledged messages a member may have in flight (told in `welcome`); the server
@@ -55,6 +63,8 @@ impl Default for RoomConfig {
             backlog: 200,
             grace: Duration::from_secs(10),
             send_queue_bytes: 1024 * 1024,
+            send_queue_max_bytes: 4 * 1024 * 1024,
+            stall_timeout: Duration::from_secs(5),
             retention: Retention::default(),
             send_window: 32,
         }
@@ -97,8 +107,8 @@ pub struct MemberLink {
     pub tx: mpsc::Sender<Outgoing>,
     /// The room's broadcast log the writer sends from.
     pub log: Arc<FanoutLog>,
-    /// Log position up to which the writer has written this member's broadcasts.
-    pub written: Arc<AtomicU64>,
+    /// What the writer has written so far.
+    pub progress: Arc<WriterProgress>,
     /// Woken when broadcasts are appended to the log.
     pub wake: Arc<Notify>,
     /// Cancelling ends the connection at once (reader and writer).
@@ -116,7 +126,7 @@ impl MemberLink {
             conn_id,
             tx,
             log,
-            written: Arc::default(),
+            progress: Arc::default(),
             wake: Arc::default(),
             cancel,
         }
@@ -156,14 +166,31 @@ impl MemberLink {
 
     /// Start receiving broadcasts from log position `at`.
     fn attach(&self, at: u64) -> bool {
-        self.written.store(at, Ordering::Release);
+        self.progress.written.store(at, Ordering::Release);
         self.tx.try_send(Outgoing::Attach(at)).is_ok()
     }
 
     /// Broadcast bytes appended and not yet written, with the log ending at `end`.
     fn behind(&self, end: u64) -> u64 {
-        end.saturating_sub(self.written.load(Ordering::Acquire))
+        end.saturating_sub(self.progress.written.load(Ordering::Acquire))
     }
+}
+
+/// How far a member's writer has got, shared between the writer and the room.
+#[derive(Debug, Default)]
+pub struct WriterProgress {
+    /// Log position up to which this member's broadcasts have been written.
+    pub written: AtomicU64,
+    /// Bytes written to the socket in all (broadcasts, replayed history, private messages):
+    /// if it moves, the member is reading.
+    pub sent: AtomicU64,
+}
+
+/// A member seen over its send-queue budget: how much its connection had taken then.
+#[derive(Debug, Clone, Copy)]
+struct OverBudget {
+    sent: u64,
+    since: Instant,
 }
 
 struct Member {
@@ -174,6 +201,8 @@ struct Member {
     away_since: Option<Instant>,
     /// When this member's last typing notice was relayed (rate limit).
     last_typing: Option<Instant>,
+    /// Set while its send queue is over budget and its connection has taken nothing since.
+    over_budget: Option<OverBudget>,
 }
 
 /// Typing notices from one member are relayed at most this often.
@@ -280,6 +309,7 @@ impl Room {
                     link: None,
                     away_since: Some(now),
                     last_typing: None,
+                    over_budget: None,
                 },
             );
         }
@@ -391,6 +421,7 @@ impl Room {
                     );
                 }
                 member.away_since = None;
+                member.over_budget = None;
             }
             None => {
                 self.members.insert(
@@ -401,6 +432,7 @@ impl Room {
                         link: Some(link),
                         away_since: None,
                         last_typing: None,
+                        over_budget: None,
                     },
                 );
                 self.announce(RoomEventKind::Join { nick: nick.clone() }, Some(client_id));
@@ -677,7 +709,11 @@ impl Room {
         };
         let end = self.log.append(&frame);
         let start = end - frame.len() as u64;
-        let limit = self.config.send_queue_bytes as u64;
+        let budget = self.config.send_queue_bytes as u64;
+        let cap = self
+            .config
+            .send_queue_max_bytes
+            .max(self.config.send_queue_bytes) as u64;
         let now = Instant::now();
         let mut oldest = end;
         for member in self.members.values_mut() {
@@ -685,16 +721,39 @@ impl Room {
             // Bytes already waiting for this member, before this frame.
             let queued = link.behind(start);
             let behind = queued + frame.len() as u64;
-            if behind > limit {
+            let stalled = if behind <= budget {
+                if member.over_budget.is_some() {
+                    member.over_budget = None;
+                }
+                None
+            } else {
+                // Over budget: fine for a while as long as the connection keeps taking data
+                // (a burst, or the replay of history written first); not past the cap.
+                let sent = link.progress.sent.load(Ordering::Acquire);
+                match member.over_budget {
+                    Some(over) if over.sent == sent => {
+                        Some(now.saturating_duration_since(over.since))
+                    }
+                    _ => {
+                        member.over_budget = Some(OverBudget { sent, since: now });
+                        Some(Duration::ZERO)
+                    }
+                }
+            };
+            let too_slow = stalled.is_some_and(|d| d >= self.config.stall_timeout);
+            if behind > cap || too_slow {
                 tracing::warn!(
                     nick = %member.nick,
                     conn = link.conn_id,
                     queued_bytes = queued,
-                    limit,
+                    budget,
+                    cap,
+                    stalled_ms = stalled.map_or(0, |d| d.as_millis() as u64),
                     "slow consumer: send queue full, disconnecting"
                 );
                 link.cancel.cancel();
                 member.link = None;
+                member.over_budget = None;
                 member.away_since = Some(now);
                 continue;
             }
@@ -716,7 +775,7 @@ mod tests {
         let inbox = Inbox {
             rx,
             log: room.fanout(),
-            written: link.written.clone(),
+            progress: link.progress.clone(),
             cursor: None,
             next: None,
             opener: None,
@@ -732,7 +791,7 @@ mod tests {
     struct Inbox {
         rx: mpsc::Receiver<Outgoing>,
         log: Arc<FanoutLog>,
-        written: Arc<AtomicU64>,
+        progress: Arc<WriterProgress>,
         cursor: Option<u64>,
         next: Option<Outgoing>,
         opener: Option<BroadcastOpener>,
@@ -760,7 +819,10 @@ mod tests {
             }
             assert!(rest.is_empty(), "whole frames only");
             self.cursor = Some(next);
-            self.written.store(next, Ordering::Release);
+            self.progress.written.store(next, Ordering::Release);
+            self.progress
+                .sent
+                .fetch_add(bytes.len() as u64, Ordering::Release);
         }
 
         fn drain(&mut self) {
@@ -1013,9 +1075,10 @@ mod tests {
     }
 
     #[test]
-    fn slow_consumer_is_cut_off_and_others_continue() {
+    fn slow_consumer_is_cut_off_at_the_cap_and_others_continue() {
         let config = RoomConfig {
             send_queue_bytes: 4096,
+            send_queue_max_bytes: 8192,
             ..RoomConfig::default()
         };
         let mut room = Room::new(config);
@@ -1031,6 +1094,64 @@ mod tests {
         assert!(slow_cancel.is_cancelled());
         assert_eq!(room.connected(), 1);
         assert_eq!(fast_in.texts().len(), 100);
+    }
+
+    /// Over budget is tolerated while the connection takes data (here: a replay the writer
+    /// sends first, so the broadcast position stands still); once it takes nothing for the
+    /// stall timeout, or the queue passes the cap, the member is cut off.
+    #[test]
+    fn member_over_budget_stays_while_it_reads_and_is_cut_off_when_it_stalls() {
+        let stall = Duration::from_millis(300);
+        let config = RoomConfig {
+            send_queue_bytes: 4096,
+            send_queue_max_bytes: 64 * 1024,
+            stall_timeout: stall,
+            ..RoomConfig::default()
+        };
+        let mut room = Room::new(config);
+        let (busy, _busy_rx) = link(&room, 1, 10_000);
+        let (busy_cancel, busy_progress) = (busy.cancel.clone(), busy.progress.clone());
+        room.join("busy", &"id-b".into(), None, busy).unwrap();
+        let (fast, mut fast_in) = link(&room, 2, 10_000);
+        room.join("fast", &"id-f".into(), None, fast).unwrap();
+        let mut id = 0;
+        let mut say = |room: &mut Room, fast_in: &mut Inbox| {
+            id += 1;
+            room.say("fast", 2, id, "x".repeat(200)).unwrap();
+            fast_in.drain();
+        };
+        for _ in 0..40 {
+            say(&mut room, &mut fast_in); // 40 × ~300 bytes: over the 4 KiB budget
+        }
+        std::thread::sleep(stall + Duration::from_millis(50));
+        busy_progress.sent.fetch_add(1500, Ordering::Release); // it took some replay meanwhile
+        say(&mut room, &mut fast_in);
+        assert!(!busy_cancel.is_cancelled(), "still reading: kept");
+
+        std::thread::sleep(stall + Duration::from_millis(50));
+        say(&mut room, &mut fast_in);
+        assert!(
+            busy_cancel.is_cancelled(),
+            "took nothing for the stall timeout: cut off"
+        );
+        assert_eq!(room.connected(), 1);
+
+        // Past the cap, reading or not, a member is cut off at once.
+        let (eager, _eager_rx) = link(&room, 3, 10_000);
+        let (eager_cancel, eager_progress) = (eager.cancel.clone(), eager.progress.clone());
+        room.join("eager", &"id-e".into(), None, eager).unwrap();
+        let mut rounds = 0;
+        while !eager_cancel.is_cancelled() {
+            eager_progress.sent.fetch_add(100, Ordering::Release);
+            say(&mut room, &mut fast_in);
+            rounds += 1;
+            assert!(rounds < 1000, "never cut off");
+        }
+        assert!(
+            rounds > 150,
+            "not before the cap: cut after {rounds} messages"
+        );
+        assert_eq!(fast_in.texts().len(), 42 + rounds);
     }
 
     #[test]

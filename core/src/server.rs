@@ -29,7 +29,7 @@ use crate::flood::{FloodLimit, TokenBucket};
 use crate::frame::{FrameKind, MAX_BODY};
 use crate::message::{ClientMessage, ErrorCode, RoomEvent, ServerMessage};
 use crate::passphrase::{self, PassphraseError, Salt};
-use crate::room::{MemberLink, NotMember, Outgoing, Room, RoomConfig};
+use crate::room::{MemberLink, NotMember, Outgoing, Room, RoomConfig, WriterProgress};
 use crate::sealed::{self, MAX_SESSION_PLAINTEXT};
 use crate::store::{Store, StoreError};
 use crate::text::{validate_message, MessageTextError, MAX_MESSAGE_BYTES};
@@ -361,7 +361,7 @@ async fn handle_connection(
         keys.send,
         rx,
         shared.log.clone(),
-        link.written.clone(),
+        link.progress.clone(),
         link.wake.clone(),
         link.cancel.clone(),
     ));
@@ -692,12 +692,10 @@ fn runs_that_fit<T: serde::Serialize>(items: Vec<T>, envelope: usize) -> Vec<Vec
     runs
 }
 
-/// Encode history as as many `History` messages as needed to stay within the frame limit.
-fn history_chunks(events: Vec<RoomEvent>) -> Vec<Vec<u8>> {
-    runs_that_fit(events, 64)
-        .into_iter()
-        .filter_map(|events| sealed::encode_json(&ServerMessage::History { events }).ok())
-        .collect()
+/// History split into runs of events that each fit one `History` message within the frame
+/// limit. The writer encodes and seals them a batch at a time.
+fn history_runs(events: Vec<RoomEvent>) -> VecDeque<Vec<RoomEvent>> {
+    runs_that_fit(events, 64).into()
 }
 
 /// A welcome as the messages that carry it within the frame limit: the welcome with as much
@@ -814,11 +812,28 @@ impl Batch {
         failed
     }
 
-    fn seal_history(&mut self, send: &mut CipherState, events: Vec<RoomEvent>) -> bool {
+    /// Seal `History` messages from the front of `runs` while the batch has room, so a long
+    /// replay goes out a batch at a time (and counts as progress) instead of all at once.
+    fn seal_history(
+        &mut self,
+        send: &mut CipherState,
+        runs: &mut VecDeque<Vec<RoomEvent>>,
+    ) -> bool {
         let start = self.sealed.len();
         let mut failed = false;
-        for chunk in history_chunks(events) {
-            failed |= sealed::seal_session_bytes(send, &chunk, &mut self.sealed).is_err();
+        while self.room_left() > 0 && !failed {
+            let Some(events) = runs.pop_front() else {
+                break;
+            };
+            match sealed::encode_json(&ServerMessage::History { events }) {
+                Ok(json) => {
+                    failed = sealed::seal_session_bytes(send, &json, &mut self.sealed).is_err();
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not encode history; closing");
+                    failed = true;
+                }
+            }
         }
         self.note_sealed(start);
         failed
@@ -848,8 +863,9 @@ impl Batch {
         }
     }
 
-    /// Write the whole batch, in as few `writev` calls as the socket allows.
-    async fn write_to(&self, socket: &mut OwnedWriteHalf) -> std::io::Result<()> {
+    /// Write the whole batch, in as few `writev` calls as the socket allows, counting what
+    /// the socket took in `sent`.
+    async fn write_to(&self, socket: &mut OwnedWriteHalf, sent: &AtomicU64) -> std::io::Result<()> {
         let (mut index, mut offset) = (0, 0);
         while index < self.pieces.len() {
             let slices: Vec<std::io::IoSlice<'_>> = self.pieces[index..]
@@ -864,6 +880,7 @@ impl Batch {
             if written == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
+            sent.fetch_add(written as u64, Ordering::Release);
             while index < self.pieces.len() {
                 let left = self.piece(&self.pieces[index]).len() - offset;
                 if written < left {
@@ -886,11 +903,13 @@ async fn write_loop(
     mut send: CipherState,
     mut rx: mpsc::Receiver<Outgoing>,
     log: Arc<FanoutLog>,
-    written: Arc<AtomicU64>,
+    progress: Arc<WriterProgress>,
     wake: Arc<Notify>,
     cancel: CancellationToken,
 ) {
     let mut batch = Batch::default();
+    // A replay of history being sent, a batch at a time, before anything queued after it.
+    let mut history: VecDeque<Vec<RoomEvent>> = VecDeque::new();
     // Where this member is in the broadcast log (`None` until it has joined).
     let mut cursor: Option<u64> = None;
     // The next private item, taken from the queue but not yet due.
@@ -902,6 +921,12 @@ async fn write_loop(
         // Acks are cumulative: of several due in one write, only the last is sent.
         let mut ack: Option<ServerMessage> = None;
         loop {
+            if !history.is_empty() {
+                closing |= batch.seal_history(&mut send, &mut history);
+                if !history.is_empty() || closing {
+                    break;
+                }
+            }
             if next.is_none() && queue_open {
                 match rx.try_recv() {
                     Ok(item) => next = Some(item),
@@ -945,7 +970,10 @@ async fn write_loop(
                         closing |= batch.seal(&mut send, &ack);
                     }
                     closing |= match *message {
-                        ServerMessage::History { events } => batch.seal_history(&mut send, events),
+                        ServerMessage::History { events } => {
+                            history = history_runs(events);
+                            continue;
+                        }
                         welcome @ ServerMessage::Welcome { .. } => welcome_parts(welcome)
                             .iter()
                             .fold(false, |failed, part| failed | batch.seal(&mut send, part)),
@@ -975,10 +1003,10 @@ async fn write_loop(
         }
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            result = batch.write_to(&mut socket) => result,
+            result = batch.write_to(&mut socket, &progress.sent) => result,
         };
         if let Some(at) = cursor {
-            written.store(at, Ordering::Release);
+            progress.written.store(at, Ordering::Release);
         }
         if result.is_err() || closing {
             break;
@@ -1018,7 +1046,7 @@ mod tests {
                 CipherState::new(session_key),
                 rx,
                 log.clone(),
-                link.written.clone(),
+                link.progress.clone(),
                 link.wake.clone(),
                 link.cancel.clone(),
             ));
@@ -1099,7 +1127,76 @@ mod tests {
         assert_eq!(broadcasts, COUNT);
         assert_eq!(last_ack, Some(1995), "the last ack queued is sent");
         assert_eq!(pongs, 4);
-        assert_eq!(link.written.load(Ordering::Acquire), log.end());
+        assert_eq!(link.progress.written.load(Ordering::Acquire), log.end());
+        assert_eq!(
+            link.progress.sent.load(Ordering::Acquire),
+            bytes.len() as u64
+        );
+    }
+
+    /// A replay of history many writes long goes out whole and in order, before the
+    /// broadcasts that came after it, and what it wrote counts as progress.
+    #[tokio::test]
+    async fn writer_sends_a_long_replay_before_later_broadcasts() {
+        let (session_key, room_key) = ([3u8; 32], [4u8; 32]);
+        let WriterUnderTest {
+            mut client,
+            link,
+            log,
+            writer,
+            ..
+        } = WriterUnderTest::start(&session_key, 4096).await;
+        link.tx.try_send(Outgoing::Attach(log.end())).unwrap();
+        let events: Vec<RoomEvent> = (1..=300)
+            .map(|seq| RoomEvent {
+                seq,
+                time_ms: 0,
+                kind: RoomEventKind::Message {
+                    from: "a".into(),
+                    text: format!("{seq:0>4000}"),
+                    msg_id: seq,
+                },
+            })
+            .collect();
+        assert!(link.queue(ServerMessage::History { events }));
+        let mut sealer = BroadcastSealer::new(&room_key, 0);
+        for i in 0..50u64 {
+            log.append(&sealer.seal(&serde_json::to_vec(&i).unwrap()).unwrap());
+            link.wake.notify_one();
+        }
+        assert!(link.close());
+
+        let mut bytes = Vec::new();
+        client.read_to_end(&mut bytes).await.unwrap();
+        writer.await.unwrap();
+        assert!(bytes.len() > 10 * WRITE_BATCH, "many writes' worth");
+        let mut opener = BroadcastOpener::new(&room_key, 0);
+        let mut recv = CipherState::new(&session_key);
+        let (mut seqs, mut broadcasts) = (Vec::new(), Vec::new());
+        let mut rest = &bytes[..];
+        while let Some((frame, used)) = crate::frame::decode(rest, MAX_BODY).unwrap() {
+            match frame.kind {
+                FrameKind::Broadcast => broadcasts.push(opener.open::<u64>(frame.body).unwrap()),
+                FrameKind::Session => {
+                    assert!(broadcasts.is_empty(), "history before the later broadcasts");
+                    let ServerMessage::History { events } =
+                        sealed::open_session(&mut recv, frame.body).unwrap()
+                    else {
+                        panic!("expected history");
+                    };
+                    seqs.extend(events.into_iter().map(|e| e.seq));
+                }
+                other => panic!("unexpected frame kind {other:?}"),
+            }
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty(), "whole frames only");
+        assert_eq!(seqs, (1..=300).collect::<Vec<_>>());
+        assert_eq!(broadcasts, (0..50).collect::<Vec<_>>());
+        assert_eq!(
+            link.progress.sent.load(Ordering::Acquire),
+            bytes.len() as u64
+        );
     }
 
     /// A connection the room has let go of (its log position forgotten) still gets the reason.
@@ -1201,12 +1298,13 @@ mod tests {
                 },
             })
             .collect();
-        let chunks = history_chunks(events);
-        assert!(chunks.len() >= 5);
+        let runs = history_runs(events);
+        assert!(runs.len() >= 5);
         let mut seqs = Vec::new();
-        for chunk in &chunks {
+        for events in runs {
+            let chunk = sealed::encode_json(&ServerMessage::History { events }).unwrap();
             assert!(chunk.len() <= MAX_SESSION_PLAINTEXT);
-            let ServerMessage::History { events } = serde_json::from_slice(chunk).unwrap() else {
+            let ServerMessage::History { events } = serde_json::from_slice(&chunk).unwrap() else {
                 panic!()
             };
             seqs.extend(events.into_iter().map(|e| e.seq));

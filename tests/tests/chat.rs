@@ -231,3 +231,34 @@ async fn typing_notices_reach_the_others() {
     );
     ana.disconnect().await;
 }
+
+/// Piped input beyond what the outbox holds is slowed down, not dropped: the client stops
+/// reading stdin while the room is out of reach, and sends every line once it is back.
+#[tokio::test]
+async fn piped_input_past_the_outbox_waits_instead_of_failing() {
+    let port = tertulia_e2e::free_port().await;
+    let listen = format!("127.0.0.1:{port}");
+    let mut ana = ChatProcess::start(listen.parse().expect("addr"), "ana", PASS, &[]).await;
+    let total = tertulia_core::outbox::MAX_OUTBOX + 200;
+    let lines: Vec<String> = (0..total).map(|i| format!("line {i}")).collect();
+    for line in &lines {
+        ana.say(line).await;
+    }
+    ana.wait_count("queued", tertulia_core::outbox::MAX_OUTBOX)
+        .await;
+    ana.drain_for(Duration::from_millis(500)).await;
+    let count =
+        |chat: &ChatProcess, kind: &str| chat.seen.iter().filter(|e| e["type"] == kind).count();
+    assert_eq!(
+        count(&ana, "queued"),
+        tertulia_core::outbox::MAX_OUTBOX,
+        "the rest waits in the pipe"
+    );
+    assert_eq!(count(&ana, "send_failed"), 0);
+
+    let _server = ServerProcess::start(&listen, PASS, &["--flood-rate", "0"]).await;
+    // The room's echo: every line reached the room once, in order.
+    assert_eq!(ana.wait_messages_from("ana", total).await, lines);
+    assert_eq!(count(&ana, "queued"), total);
+    assert_eq!(count(&ana, "send_failed"), 0);
+}

@@ -324,6 +324,8 @@ async fn stalled_member(rng: &mut rand::rngs::StdRng) -> Report {
             "256",
             "--send-queue-kib",
             "256",
+            "--send-queue-max-kib",
+            "1024",
             "--history",
             "5000",
         ],
@@ -361,15 +363,20 @@ async fn stalled_member(rng: &mut rand::rngs::StdRng) -> Report {
         .find(|l| l.contains("slow consumer"))
         .unwrap_or_default()
         .to_owned();
-    let queued: usize = cut
-        .split("queued_bytes=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .expect("queued_bytes in the slow-consumer log line");
+    let field = |name: &str| -> usize {
+        cut.split(&format!("{name}="))
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in the slow-consumer log line: {cut}"))
+    };
     assert!(
-        queued <= 256 * 1024,
+        field("queued_bytes") <= 1024 * 1024,
         "the stalled member's queue stayed under its cap: {cut}"
+    );
+    assert!(
+        field("stalled_ms") >= 5000,
+        "cut off for taking nothing for the stall time, not for a burst: {cut}"
     );
     if let Some(proxy) = &members[0].proxy {
         proxy.stall(false);

@@ -1,6 +1,7 @@
 //! Every server limit, crossed: flood control (delay, then disconnect), frame and message
 //! size, connections in total and per IP address, the handshake timeout. (The per-member
-//! send-queue limit is crossed in `slow_reader.rs`.) After each, the room keeps serving.
+//! send-queue budget and cap are crossed in `slow_reader.rs` and `fault_suite.rs`.) After each,
+//! the room keeps serving.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -219,4 +220,21 @@ async fn connections_that_do_not_finish_the_handshake_are_closed_at_the_timeout(
     // The room still works.
     let mut ana = ChatProcess::start(server.addr, "ana", PASS, &[]).await;
     ana.wait_type("connected").await;
+}
+
+/// Limits that contradict each other are refused at start with a clear error (usage: 2).
+#[test]
+fn contradictory_send_queue_limits_are_refused_at_start() {
+    let output = std::process::Command::new(tertulia_e2e::binary("tertulia-server"))
+        .args(["--listen", "127.0.0.1:0", "--in-memory"])
+        .args(["--send-queue-kib", "512", "--send-queue-max-kib", "256"])
+        .env("TERTULIA_PASSPHRASE", PASS)
+        .output()
+        .expect("run tertulia-server");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--send-queue-max-kib 256 is below --send-queue-kib 512"),
+        "{stderr}"
+    );
 }

@@ -21,6 +21,9 @@ async fn member_that_stops_reading_is_cut_off_while_others_chat() {
         &[
             "--send-queue-kib",
             "64",
+            // A sender's whole window of 4 KB messages (64) fits under the cap.
+            "--send-queue-max-kib",
+            "1024",
             "--grace-secs",
             "2",
             "--flood-rate",

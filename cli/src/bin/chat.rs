@@ -7,7 +7,10 @@ use clap::Parser;
 use serde_json::json;
 use tertulia_cli::render::{self, Style};
 use tertulia_cli::{exit, obtain_passphrase, parse_server_addr};
-use tertulia_core::client::{self, ClientConfig, ClientEvent, ClientHandle, DisconnectReason};
+use tertulia_core::client::{
+    self, ClientConfig, ClientEvent, ClientHandle, DisconnectReason, SendError,
+};
+use tertulia_core::outbox::MAX_OUTBOX;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tracing_subscriber::EnvFilter;
 
@@ -126,6 +129,27 @@ fn print_json(value: &impl serde::Serialize) {
     }
 }
 
+/// Acks free outbox room (a welcome after reconnecting carries them too).
+fn makes_room(event: &ClientEvent) -> bool {
+    matches!(
+        event,
+        ClientEvent::Acked { .. } | ClientEvent::Connected { .. }
+    )
+}
+
+/// Queue a stdin line and print the outcome. A full outbox gives the line back, to be held
+/// (with stdin unread) until acks make room: piped input is slowed down, never dropped.
+async fn send_json(handle: &ClientHandle, line: String) -> Option<String> {
+    match handle.send(&line).await {
+        Ok(id) => print_json(&json!({"type": "queued", "id": id, "text": line})),
+        Err(SendError::OutboxFull(_)) => return Some(line),
+        Err(e) => {
+            print_json(&json!({"type": "send_failed", "text": line, "message": e.to_string()}))
+        }
+    }
+    None
+}
+
 /// Stdin lines → messages; events → JSON lines on stdout.
 async fn json_mode(
     handle: ClientHandle,
@@ -134,17 +158,16 @@ async fn json_mode(
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
     let mut nick_rejected = false;
+    // A line the outbox had no room for; stdin is not read until it is queued.
+    let mut held: Option<String> = None;
     loop {
         tokio::select! {
-            line = stdin.next_line(), if stdin_open => match line {
+            line = stdin.next_line(), if stdin_open && held.is_none() => match line {
                 Ok(Some(line)) => {
                     if line.trim().is_empty() {
                         continue;
                     }
-                    match handle.send(&line).await {
-                        Ok(id) => print_json(&json!({"type": "queued", "id": id, "text": line})),
-                        Err(e) => print_json(&json!({"type": "send_failed", "text": line, "message": e.to_string()})),
-                    }
+                    held = send_json(&handle, line).await;
                 }
                 Ok(None) | Err(_) => {
                     stdin_open = false;
@@ -154,11 +177,28 @@ async fn json_mode(
             event = events.recv() => {
                 let Some(event) = event else { return exit::ERROR };
                 print_json(&event);
+                if makes_room(&event) {
+                    if let Some(line) = held.take() {
+                        held = send_json(&handle, line).await;
+                    }
+                }
                 if let Some(code) = give_up_or_finish(&event, &handle, &mut nick_rejected).await {
                     return code;
                 }
             }
             _ = tokio::signal::ctrl_c() => handle.disconnect().await,
+        }
+    }
+}
+
+/// Queue a typed line; a full outbox gives it back to be held until there is room.
+async fn send_line(handle: &ClientHandle, style: Style, line: String) -> Option<String> {
+    match handle.send(&line).await {
+        Ok(_) => None,
+        Err(SendError::OutboxFull(_)) => Some(line),
+        Err(e) => {
+            println!("{}", style.warn(&format!("not sent: {e}")));
+            None
         }
     }
 }
@@ -176,13 +216,15 @@ async fn interactive(
     let mut nick_rejected = false;
     let mut online: Vec<String> = Vec::new();
     let mut own_nick = String::new();
+    // A line the outbox had no room for; stdin is not read until it is queued.
+    let mut held: Option<String> = None;
     println!(
         "{}",
         style.notice("type a message and press Enter; /who lists who is online, /older shows earlier messages, /quit leaves")
     );
     loop {
         tokio::select! {
-            line = stdin.next_line(), if stdin_open => match line {
+            line = stdin.next_line(), if stdin_open && held.is_none() => match line {
                 Ok(Some(line)) => {
                     let trimmed = line.trim();
                     if awaiting_nick {
@@ -199,9 +241,12 @@ async fn interactive(
                             online.iter().map(|n| render::sanitize(n)).collect::<Vec<_>>().join(", ")))),
                         "/older" => handle.load_older().await,
                         "/help" => println!("{}", style.notice("/who: who is online · /older: earlier messages · /quit: leave · anything else is sent to the room")),
-                        _ => if let Err(e) = handle.send(&line).await {
-                            println!("{}", style.warn(&format!("not sent: {e}")));
-                        },
+                        _ => {
+                            held = send_line(&handle, style, line).await;
+                            if held.is_some() {
+                                println!("{}", style.notice(&format!("{MAX_OUTBOX} messages are waiting for the room; yours goes out when there is room")));
+                            }
+                        }
                     }
                 }
                 Ok(None) | Err(_) => {
@@ -218,6 +263,11 @@ async fn interactive(
                 }
                 if let Some(text) = render::event(style, &event, &own_nick) {
                     println!("{text}");
+                }
+                if makes_room(&event) {
+                    if let Some(line) = held.take() {
+                        held = send_line(&handle, style, line).await;
+                    }
                 }
                 if matches!(event, ClientEvent::NickRejected { .. }) && can_prompt && stdin_open {
                     awaiting_nick = true;

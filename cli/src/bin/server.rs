@@ -43,9 +43,17 @@ struct Args {
     /// Seconds a dropped member keeps its nickname without a leave notice.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
     grace_secs: u64,
-    /// KiB of broadcast data that may wait for one member before it is cut off as too slow.
+    /// KiB of broadcast data that may wait for one member; a member over it whose connection
+    /// takes nothing for --slow-consumer-secs is cut off as too slow.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     send_queue_kib: u64,
+    /// KiB of broadcast data past which a member is cut off at once, reading or not
+    /// [default: 4 × --send-queue-kib].
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u64).range(16..=4_194_304))]
+    send_queue_max_kib: Option<u64>,
+    /// Seconds a member over --send-queue-kib may take nothing before it is cut off.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    slow_consumer_secs: u64,
     /// Keep the room's history and state in this directory (SQLite), so a restarted server
     /// continues the same room [default: the platform data directory, e.g.
     /// ~/.local/share/tertulia/server].
@@ -122,6 +130,14 @@ async fn run(args: Args) -> i32 {
         );
         return 2;
     }
+    let send_queue_max_kib = args.send_queue_max_kib.unwrap_or(4 * args.send_queue_kib);
+    if send_queue_max_kib < args.send_queue_kib {
+        eprintln!(
+            "error: --send-queue-max-kib {send_queue_max_kib} is below --send-queue-kib {}",
+            args.send_queue_kib
+        );
+        return 2;
+    }
     let data_dir = if args.in_memory {
         None
     } else {
@@ -163,6 +179,8 @@ async fn run(args: Args) -> i32 {
             backlog: args.backlog as usize,
             grace: Duration::from_secs(args.grace_secs),
             send_queue_bytes: args.send_queue_kib as usize * 1024,
+            send_queue_max_bytes: send_queue_max_kib as usize * 1024,
+            stall_timeout: Duration::from_secs(args.slow_consumer_secs),
             retention: Retention {
                 max_events: args.retain_events,
                 max_age_ms: args.retain_days.map(|d| d * 24 * 3600 * 1000),
@@ -170,7 +188,7 @@ async fn run(args: Args) -> i32 {
             ..RoomConfig::default()
         },
         // One queue item per 64 bytes of budget: the byte budget is the limit that matters.
-        send_queue_items: (args.send_queue_kib as usize * 1024 / 64).max(1024),
+        send_queue_items: (send_queue_max_kib as usize * 1024 / 64).max(1024),
         max_connections: args.max_connections as usize,
         max_connections_per_ip: args.max_connections_per_ip as usize,
         max_frame_bytes: args.max_frame_bytes as usize,
