@@ -262,3 +262,66 @@ async fn piped_input_past_the_outbox_waits_instead_of_failing() {
     assert_eq!(count(&ana, "queued"), total);
     assert_eq!(count(&ana, "send_failed"), 0);
 }
+
+/// The terminal client with piped input (no prompts): it sends lines, answers `/who` from the
+/// online list, shows the others' messages, and leaves cleanly when its input ends.
+#[tokio::test]
+async fn terminal_client_sends_lists_who_is_online_and_leaves_at_end_of_input() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let mut bob = ChatProcess::start(server.addr, "bob", PASS, &[]).await;
+    bob.wait_type("connected").await;
+    let mut cy = tokio::process::Command::new(tertulia_e2e::binary("tertulia-chat"))
+        .arg(server.addr.to_string())
+        .args(["--nick", "cy", "--no-color"])
+        .env("TERTULIA_PASSPHRASE", PASS)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start tertulia-chat");
+    let mut stdin = cy.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(cy.stdout.take().expect("stdout")).lines();
+    let mut wait_line = async |what: &str, pred: &dyn Fn(&str) -> bool| -> String {
+        tokio::time::timeout(tertulia_e2e::WAIT, async {
+            loop {
+                match lines.next_line().await.expect("read cy's output") {
+                    Some(line) if pred(&line) => return line,
+                    Some(_) => continue,
+                    None => panic!("cy's output ended before {what}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("cy never printed {what}"))
+    };
+    wait_line("its join", &|l| l.contains("cy joined")).await;
+
+    stdin
+        .write_all(b"hello from the terminal\n/who\n")
+        .await
+        .expect("type");
+    let who = wait_line("the /who answer", &|l| l.contains("online (")).await;
+    assert!(who.contains("online (2): bob, cy"), "{who}");
+    assert_eq!(
+        bob.wait_messages_from("cy", 1).await,
+        vec!["hello from the terminal"]
+    );
+
+    bob.say("hi cy").await;
+    let shown = wait_line("bob's message", &|l| l.contains("hi cy")).await;
+    assert!(shown.contains("bob"), "{shown}");
+
+    drop(stdin); // end of input: leave once everything is sent
+    let status = tokio::time::timeout(tertulia_e2e::WAIT, cy.wait())
+        .await
+        .expect("cy exits at end of input")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    let leave = bob
+        .wait_for("cy leaves", |e| e["type"] == "leave" && e["nick"] == "cy")
+        .await;
+    assert_eq!(leave["reason"], "quit");
+}

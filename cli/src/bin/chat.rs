@@ -2,6 +2,8 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use serde_json::json;
@@ -12,6 +14,7 @@ use tertulia_core::client::{
 };
 use tertulia_core::outbox::MAX_OUTBOX;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::Notify;
 use tracing_subscriber::EnvFilter;
 
 /// Join a Tertulia chat room from the terminal.
@@ -137,70 +140,120 @@ fn makes_room(event: &ClientEvent) -> bool {
     )
 }
 
-/// Queue a stdin line and print the outcome. A full outbox gives the line back, to be held
-/// (with stdin unread) until acks make room: piped input is slowed down, never dropped.
-async fn send_json(handle: &ClientHandle, line: String) -> Option<String> {
-    match handle.send(&line).await {
-        Ok(id) => print_json(&json!({"type": "queued", "id": id, "text": line})),
-        Err(SendError::OutboxFull(_)) => return Some(line),
-        Err(e) => {
-            print_json(&json!({"type": "send_failed", "text": line, "message": e.to_string()}))
+/// Queue `line`; while the outbox is full, wait until `room` says acks have made room and try
+/// again, so input is slowed down, never dropped. `Err` for any other refusal.
+async fn send_when_room(
+    handle: &ClientHandle,
+    room: &Notify,
+    line: &str,
+) -> Result<u64, SendError> {
+    loop {
+        match handle.send(line).await {
+            Err(SendError::OutboxFull(_)) => room.notified().await,
+            result => return result,
         }
     }
-    None
 }
 
 /// Stdin lines → messages; events → JSON lines on stdout.
+///
+/// Stdin is read by its own task: a `send` waits for the client, and the client may be waiting
+/// for its events to be taken, so one loop doing both could stall for good.
 async fn json_mode(
     handle: ClientHandle,
     mut events: tokio::sync::mpsc::Receiver<ClientEvent>,
 ) -> i32 {
-    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
+    let room = Arc::new(Notify::new());
+    let input = tokio::spawn({
+        let (handle, room) = (handle.clone(), room.clone());
+        async move {
+            let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+            while let Ok(Some(line)) = stdin.next_line().await {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match send_when_room(&handle, &room, &line).await {
+                    Ok(id) => print_json(&json!({"type": "queued", "id": id, "text": line})),
+                    Err(e) => print_json(
+                        &json!({"type": "send_failed", "text": line, "message": e.to_string()}),
+                    ),
+                }
+            }
+            handle.disconnect_when_flushed().await;
+        }
+    });
     let mut nick_rejected = false;
-    // A line the outbox had no room for; stdin is not read until it is queued.
-    let mut held: Option<String> = None;
-    loop {
+    let code = loop {
         tokio::select! {
-            line = stdin.next_line(), if stdin_open && held.is_none() => match line {
-                Ok(Some(line)) => {
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    held = send_json(&handle, line).await;
-                }
-                Ok(None) | Err(_) => {
-                    stdin_open = false;
-                    handle.disconnect_when_flushed().await;
-                }
-            },
             event = events.recv() => {
-                let Some(event) = event else { return exit::ERROR };
+                let Some(event) = event else { break exit::ERROR };
                 print_json(&event);
                 if makes_room(&event) {
-                    if let Some(line) = held.take() {
-                        held = send_json(&handle, line).await;
-                    }
+                    room.notify_one();
                 }
                 if let Some(code) = give_up_or_finish(&event, &handle, &mut nick_rejected).await {
-                    return code;
+                    break code;
                 }
             }
             _ = tokio::signal::ctrl_c() => handle.disconnect().await,
         }
-    }
+    };
+    input.abort();
+    code
 }
 
-/// Queue a typed line; a full outbox gives it back to be held until there is room.
-async fn send_line(handle: &ClientHandle, style: Style, line: String) -> Option<String> {
-    match handle.send(&line).await {
-        Ok(_) => None,
-        Err(SendError::OutboxFull(_)) => Some(line),
-        Err(e) => {
-            println!("{}", style.warn(&format!("not sent: {e}")));
-            None
+/// What the terminal's input task and its event loop share.
+#[derive(Default)]
+struct Shared {
+    /// Outbox room was made (acks).
+    room: Notify,
+    /// The next line typed is a new nickname (the last one was refused).
+    awaiting_nick: AtomicBool,
+    /// Stdin has not ended.
+    stdin_open: AtomicBool,
+    /// Who is online, for `/who`.
+    online: Mutex<Vec<String>>,
+}
+
+/// Typed lines: commands, a new nickname when asked, or messages (held while the outbox is
+/// full, with a notice). Runs apart from the event loop, like [`json_mode`]'s input.
+async fn read_terminal(handle: ClientHandle, style: Style, shared: Arc<Shared>) {
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = stdin.next_line().await {
+        let trimmed = line.trim();
+        if shared.awaiting_nick.load(Ordering::Acquire) {
+            match handle.set_nick(trimmed).await {
+                Ok(()) => shared.awaiting_nick.store(false, Ordering::Release),
+                Err(e) => println!("{}", style.warn(&format!("{e}. Type another nickname:"))),
+            }
+            continue;
+        }
+        match trimmed {
+            "" => {}
+            "/quit" | "/exit" => handle.disconnect().await,
+            "/who" => {
+                let online = shared.online.lock().map(|o| o.clone()).unwrap_or_default();
+                let names: Vec<String> = online.iter().map(|n| render::sanitize(n)).collect();
+                println!("{}", style.notice(&format!("online ({}): {}", names.len(), names.join(", "))));
+            }
+            "/older" => handle.load_older().await,
+            "/help" => println!("{}", style.notice("/who: who is online · /older: earlier messages · /quit: leave · anything else is sent to the room")),
+            _ => {
+                let result = match handle.send(&line).await {
+                    Err(SendError::OutboxFull(_)) => {
+                        println!("{}", style.notice(&format!("{MAX_OUTBOX} messages are waiting for the room; yours goes out when there is room")));
+                        send_when_room(&handle, &shared.room, &line).await
+                    }
+                    result => result,
+                };
+                if let Err(e) = result {
+                    println!("{}", style.warn(&format!("not sent: {e}")));
+                }
+            }
         }
     }
+    shared.stdin_open.store(false, Ordering::Release);
+    handle.disconnect_when_flushed().await;
 }
 
 /// A coloured, line-based chat on the terminal.
@@ -210,54 +263,25 @@ async fn interactive(
     style: Style,
     can_prompt: bool,
 ) -> i32 {
-    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
-    let mut awaiting_nick = false;
-    let mut nick_rejected = false;
-    let mut online: Vec<String> = Vec::new();
-    let mut own_nick = String::new();
-    // A line the outbox had no room for; stdin is not read until it is queued.
-    let mut held: Option<String> = None;
+    let shared = Arc::new(Shared::default());
+    shared.stdin_open.store(true, Ordering::Release);
     println!(
         "{}",
         style.notice("type a message and press Enter; /who lists who is online, /older shows earlier messages, /quit leaves")
     );
-    loop {
+    let input = tokio::spawn(read_terminal(handle.clone(), style, shared.clone()));
+    let mut nick_rejected = false;
+    let mut own_nick = String::new();
+    let code = loop {
         tokio::select! {
-            line = stdin.next_line(), if stdin_open && held.is_none() => match line {
-                Ok(Some(line)) => {
-                    let trimmed = line.trim();
-                    if awaiting_nick {
-                        match handle.set_nick(trimmed).await {
-                            Ok(()) => awaiting_nick = false,
-                            Err(e) => println!("{}", style.warn(&format!("{e}. Type another nickname:"))),
-                        }
-                        continue;
-                    }
-                    match trimmed {
-                        "" => {}
-                        "/quit" | "/exit" => handle.disconnect().await,
-                        "/who" => println!("{}", style.notice(&format!("online ({}): {}", online.len(),
-                            online.iter().map(|n| render::sanitize(n)).collect::<Vec<_>>().join(", ")))),
-                        "/older" => handle.load_older().await,
-                        "/help" => println!("{}", style.notice("/who: who is online · /older: earlier messages · /quit: leave · anything else is sent to the room")),
-                        _ => {
-                            held = send_line(&handle, style, line).await;
-                            if held.is_some() {
-                                println!("{}", style.notice(&format!("{MAX_OUTBOX} messages are waiting for the room; yours goes out when there is room")));
-                            }
-                        }
-                    }
-                }
-                Ok(None) | Err(_) => {
-                    stdin_open = false;
-                    handle.disconnect_when_flushed().await;
-                }
-            },
             event = events.recv() => {
-                let Some(event) = event else { return exit::ERROR };
+                let Some(event) = event else { break exit::ERROR };
                 match &event {
-                    ClientEvent::Online { members } => online = members.clone(),
+                    ClientEvent::Online { members } => {
+                        if let Ok(mut online) = shared.online.lock() {
+                            online.clone_from(members);
+                        }
+                    }
                     ClientEvent::Connected { nick, .. } => own_nick = nick.clone(),
                     _ => {}
                 }
@@ -265,17 +289,20 @@ async fn interactive(
                     println!("{text}");
                 }
                 if makes_room(&event) {
-                    if let Some(line) = held.take() {
-                        held = send_line(&handle, style, line).await;
-                    }
+                    shared.room.notify_one();
                 }
-                if matches!(event, ClientEvent::NickRejected { .. }) && can_prompt && stdin_open {
-                    awaiting_nick = true;
+                if matches!(event, ClientEvent::NickRejected { .. })
+                    && can_prompt
+                    && shared.stdin_open.load(Ordering::Acquire)
+                {
+                    shared.awaiting_nick.store(true, Ordering::Release);
                 } else if let Some(code) = give_up_or_finish(&event, &handle, &mut nick_rejected).await {
-                    return code;
+                    break code;
                 }
             }
             _ = tokio::signal::ctrl_c() => handle.disconnect().await,
         }
-    }
+    };
+    input.abort();
+    code
 }
