@@ -38,6 +38,7 @@ pub mod message;
 pub mod outbox;
 pub mod passphrase;
 pub mod room;
+pub mod roster;
 pub mod sealed;
 pub mod server;
 pub mod store;

@@ -27,6 +27,7 @@ use crate::message::{
 };
 use crate::outbox::{Dedupe, Seen};
 use crate::passphrase::Salt;
+use crate::roster::Roster;
 use crate::sealed::{encode_json, BroadcastSealer};
 use crate::store::{Retention, Store, StoreError};
 use crate::text::{nick_key, validate_nick, NickError};
@@ -85,6 +86,14 @@ pub enum Outgoing {
         after: u64,
         message: Box<ServerMessage>,
     },
+    /// The welcome: the writer fills in its online list from the room's roster when it sends
+    /// it (as of `head_seq` or later; the join and leave events after `head_seq` that follow
+    /// change a list keyed by nickname to the same end).
+    Welcome {
+        after: u64,
+        welcome: Box<ServerMessage>,
+        roster: Arc<Roster>,
+    },
     /// Close the connection once everything queued before has been written.
     Close { after: u64 },
 }
@@ -94,7 +103,9 @@ impl Outgoing {
     pub fn after(&self) -> u64 {
         match self {
             Outgoing::Attach(_) => 0,
-            Outgoing::Session { after, .. } | Outgoing::Close { after } => *after,
+            Outgoing::Session { after, .. }
+            | Outgoing::Welcome { after, .. }
+            | Outgoing::Close { after } => *after,
         }
     }
 }
@@ -140,6 +151,17 @@ impl MemberLink {
             .try_send(Outgoing::Session {
                 after: self.log.end(),
                 message: Box::new(message),
+            })
+            .is_ok()
+    }
+
+    /// Queue the welcome, whose online list the writer takes from `roster` when it sends it.
+    fn queue_welcome(&self, welcome: ServerMessage, roster: &Arc<Roster>) -> bool {
+        self.tx
+            .try_send(Outgoing::Welcome {
+                after: self.log.end(),
+                welcome: Box::new(welcome),
+                roster: roster.clone(),
             })
             .is_ok()
     }
@@ -233,7 +255,10 @@ pub struct Room {
     sealer: BroadcastSealer,
     next_seq: u64,
     history: VecDeque<RoomEvent>,
+    /// Members by folded nickname; changed only through `add_member` and `remove_member`,
+    /// which keep `roster` the same.
     members: HashMap<String, Member>,
+    roster: Arc<Roster>,
     dedupe: Dedupe,
     /// Durable storage; `None` for a memory-only room.
     store: Option<Store>,
@@ -269,6 +294,7 @@ impl Room {
             next_seq: 1,
             history: VecDeque::new(),
             members: HashMap::new(),
+            roster: Arc::default(),
             dedupe: Dedupe::default(),
             store: None,
             oldest_seq: 1,
@@ -301,7 +327,7 @@ impl Room {
         // for the grace period (and resume silently), or get a leave notice after it.
         let now = Instant::now();
         for (nick, client_id) in loaded.present {
-            room.members.insert(
+            room.add_member(
                 nick_key(&nick),
                 Member {
                     nick,
@@ -353,11 +379,17 @@ impl Room {
 
     /// Members (present or within grace), sorted case-insensitively.
     pub fn online(&self) -> Vec<String> {
-        let mut keys: Vec<&String> = self.members.keys().collect();
-        keys.sort();
-        keys.into_iter()
-            .filter_map(|k| self.members.get(k).map(|m| m.nick.clone()))
-            .collect()
+        self.roster.names()
+    }
+
+    fn add_member(&mut self, key: String, member: Member) {
+        self.roster.insert(&key, &member.nick);
+        self.members.insert(key, member);
+    }
+
+    fn remove_member(&mut self, key: &str) -> Option<Member> {
+        self.roster.remove(key);
+        self.members.remove(key)
     }
 
     /// Number of members with a live connection.
@@ -390,7 +422,7 @@ impl Room {
                 .map(|(k, _)| k.clone())
                 .collect();
             for old in renamed {
-                if let Some(member) = self.members.remove(&old) {
+                if let Some(member) = self.remove_member(&old) {
                     if let Some(old_link) = member.link {
                         old_link.close_with(
                             ErrorCode::Replaced,
@@ -424,7 +456,7 @@ impl Room {
                 member.over_budget = None;
             }
             None => {
-                self.members.insert(
+                self.add_member(
                     key.clone(),
                     Member {
                         nick: nick.clone(),
@@ -466,20 +498,23 @@ impl Room {
         };
         let skip = from_seq.saturating_sub(oldest) as usize;
         let events: Vec<RoomEvent> = self.history.iter().skip(skip).cloned().collect();
-        link.queue(ServerMessage::Welcome {
-            nick: nick.to_owned(),
-            epoch: self.epoch.clone(),
-            room_key: hex::encode(self.room_key),
-            next_broadcast: self.sealer.next_counter(),
-            head_seq,
-            online: self.online(),
-            acked_up_to: self.dedupe.highest(client_id),
-            resync: resume.is_some() && same_epoch.is_none(),
-            gap,
-            resumed,
-            oldest_seq: self.oldest_seq,
-            send_window: self.config.send_window,
-        });
+        link.queue_welcome(
+            ServerMessage::Welcome {
+                nick: nick.to_owned(),
+                epoch: self.epoch.clone(),
+                room_key: hex::encode(self.room_key),
+                next_broadcast: self.sealer.next_counter(),
+                head_seq,
+                online: Vec::new(), // filled in by the writer from the roster
+                acked_up_to: self.dedupe.highest(client_id),
+                resync: resume.is_some() && same_epoch.is_none(),
+                gap,
+                resumed,
+                oldest_seq: self.oldest_seq,
+                send_window: self.config.send_window,
+            },
+            &self.roster,
+        );
         if !events.is_empty() {
             link.queue(ServerMessage::History { events });
         }
@@ -579,7 +614,7 @@ impl Room {
     /// Member `key` said goodbye on `conn_id`.
     pub fn leave(&mut self, key: &str, conn_id: u64) {
         if self.link_of(key, conn_id).is_ok() {
-            if let Some(member) = self.members.remove(key) {
+            if let Some(member) = self.remove_member(key) {
                 self.announce(
                     RoomEventKind::Leave {
                         nick: member.nick,
@@ -614,7 +649,7 @@ impl Room {
             .map(|(k, _)| k.clone())
             .collect();
         for key in &expired {
-            if let Some(member) = self.members.remove(key) {
+            if let Some(member) = self.remove_member(key) {
                 self.announce(
                     RoomEventKind::Leave {
                         nick: member.nick,
@@ -834,6 +869,24 @@ mod tests {
                 self.broadcasts_until(item.after());
                 match item {
                     Outgoing::Attach(at) => self.cursor = Some(at),
+                    Outgoing::Welcome {
+                        welcome, roster, ..
+                    } => {
+                        let mut msg = *welcome;
+                        let ServerMessage::Welcome {
+                            online,
+                            room_key,
+                            next_broadcast,
+                            ..
+                        } = &mut msg
+                        else {
+                            panic!("not a welcome: {msg:?}");
+                        };
+                        *online = roster.names();
+                        let key: Key = hex::decode(&*room_key).unwrap().try_into().unwrap();
+                        self.opener = Some(BroadcastOpener::new(&key, *next_broadcast));
+                        self.private.push(msg);
+                    }
                     Outgoing::Session { message, .. } => {
                         let msg = *message;
                         if let ServerMessage::Welcome {
@@ -883,9 +936,10 @@ mod tests {
         assert_eq!(ana_in.texts(), vec!["hola | a: todos"]);
         assert_eq!(ben_in.texts(), vec!["hola | a: todos"]);
         assert!(ana_in.private.contains(&ServerMessage::Ack { up_to: 1 }));
-        // Ben's welcome listed Ana; Ben's own join came as a live event.
+        // Ben's welcome listed the room as its writer sent it (Ben's own join, also a live
+        // event after the welcome, is already in it: a list keyed by nickname ends the same).
         assert!(
-            matches!(&ben_in.private[0], ServerMessage::Welcome { online, .. } if online == &vec!["Ana".to_string()])
+            matches!(&ben_in.private[0], ServerMessage::Welcome { online, .. } if online == &vec!["Ana".to_string(), "Ben".to_string()])
         );
         assert_eq!(room.online(), vec!["Ana", "Ben"]);
         assert_eq!(b.key, "ben");

@@ -812,6 +812,13 @@ impl Batch {
         failed
     }
 
+    /// Seal a welcome as the messages that carry it within the frame limit.
+    fn seal_welcome(&mut self, send: &mut CipherState, welcome: ServerMessage) -> bool {
+        welcome_parts(welcome)
+            .iter()
+            .fold(false, |failed, part| failed | self.seal(send, part))
+    }
+
     /// Seal `History` messages from the front of `runs` while the batch has room, so a long
     /// replay goes out a batch at a time (and counts as progress) instead of all at once.
     fn seal_history(
@@ -974,11 +981,25 @@ async fn write_loop(
                             history = history_runs(events);
                             continue;
                         }
-                        welcome @ ServerMessage::Welcome { .. } => welcome_parts(welcome)
-                            .iter()
-                            .fold(false, |failed, part| failed | batch.seal(&mut send, part)),
+                        welcome @ ServerMessage::Welcome { .. } => {
+                            batch.seal_welcome(&mut send, welcome)
+                        }
                         message => batch.seal(&mut send, &message),
                     };
+                }
+                Some(Outgoing::Welcome {
+                    mut welcome,
+                    roster,
+                    ..
+                }) => {
+                    if let Some(ack) = ack.take() {
+                        closing |= batch.seal(&mut send, &ack);
+                    }
+                    // The list as of now: copied only here, one welcome at a time.
+                    if let ServerMessage::Welcome { online, .. } = &mut *welcome {
+                        *online = roster.names();
+                    }
+                    closing |= batch.seal_welcome(&mut send, *welcome);
                 }
                 Some(Outgoing::Close { .. }) => closing = true,
                 None => {}

@@ -1,0 +1,49 @@
+//! Who is in the room: members' nicknames in the order the room lists them (by folded
+//! nickname). The room changes it; a member's writer copies it into a welcome only when it
+//! sends one, so welcomes waiting in queues during a burst of joins hold no copies of a long
+//! list.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// The room's list of members, shared with the writers that send it.
+#[derive(Debug, Default)]
+pub struct Roster {
+    /// Folded nickname → nickname as chosen.
+    names: Mutex<BTreeMap<String, String>>,
+}
+
+impl Roster {
+    pub fn insert(&self, key: &str, nick: &str) {
+        self.lock().insert(key.to_owned(), nick.to_owned());
+    }
+
+    pub fn remove(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// The nicknames, sorted by folded nickname.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, String>> {
+        // The map is valid after any panic (each change is one insert or remove).
+        self.names.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_by_folded_nickname_and_forgets_on_remove() {
+        let roster = Roster::default();
+        roster.insert("zoe", "Zoe");
+        roster.insert("ana", "ana");
+        roster.insert("ben", "BEN");
+        roster.remove("zoe");
+        assert_eq!(roster.names(), vec!["ana", "BEN"]);
+    }
+}
