@@ -243,18 +243,15 @@ async fn drive(
     let opened = targets::tertulia::SharedOpened::default();
     let permits = Rc::new(tokio::sync::Semaphore::new(64));
 
-    // Connect and join everyone first.
-    enum Conn {
-        Tertulia(targets::tertulia::Connected),
-        Redis(targets::redis::Connected),
-        Nats(targets::nats::Connected),
-        Irc(targets::irc::Connected),
-    }
-    let mut joins = Vec::new();
+    // Connect and join everyone first. Idle clients start reading as soon as they are in.
+    let idle_errors: Rc<std::cell::RefCell<Vec<String>>> = Rc::default();
+    let mut joins: Vec<tokio::task::JoinHandle<Result<Option<Conn>, String>>> = Vec::new();
     for id in 0..cfg.clients {
         let permits = permits.clone();
         let opened = opened.clone();
         let target = cfg.target;
+        let idle = cfg.mode == Mode::Idle;
+        let idle_errors = idle_errors.clone();
         joins.push(tokio::task::spawn_local(async move {
             let _permit = permits.acquire().await;
             let conn = match target {
@@ -265,23 +262,38 @@ async fn drive(
                 Target::Nats => targets::nats::connect(port, id).await.map(Conn::Nats),
                 Target::Irc => targets::irc::connect(port, id).await.map(Conn::Irc),
             };
-            conn.map_err(|e| format!("client {id}: {e}"))
+            let conn = conn.map_err(|e| format!("client {id}: {e}"))?;
+            if idle {
+                tokio::task::spawn_local(async move {
+                    if let Err(e) = conn.sit_idle().await {
+                        idle_errors.borrow_mut().push(format!("client {id}: {e}"));
+                    }
+                });
+                return Ok(None);
+            }
+            Ok(Some(conn))
         }));
     }
     let mut conns = Vec::with_capacity(cfg.clients);
     for join in joins {
-        conns.push(join.await.map_err(|e| e.to_string())??);
+        conns.extend(join.await.map_err(|e| e.to_string())??);
     }
-    // Let join notices settle before measuring.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    result.server_rss_before = procfs::rss_bytes(pid).unwrap_or(0);
     if cfg.mode == Mode::Idle {
+        // Measure once the server has delivered every join notice and gone quiet.
+        let settled = server_goes_quiet(pid, Duration::from_secs(120)).await;
+        result.server_rss_before = procfs::rss_bytes(pid).unwrap_or(0);
         tokio::time::sleep(Duration::from_secs(2)).await;
         result.server_rss_after = procfs::rss_bytes(pid).unwrap_or(0);
         result.rss_per_connection =
             Some(result.server_rss_after.saturating_sub(empty_rss) as f64 / cfg.clients as f64);
-        return Ok(());
+        if let Some(e) = idle_errors.borrow().first() {
+            return Err(e.clone());
+        }
+        return settled;
     }
+    // Let join notices settle before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    result.server_rss_before = procfs::rss_bytes(pid).unwrap_or(0);
     let cpu0 = procfs::cpu_seconds(pid).unwrap_or(0.0);
     let gen0 = procfs::cpu_seconds("self").unwrap_or(0.0);
     let start = Instant::now();
@@ -360,6 +372,51 @@ async fn drive(
     result.server_rss_after = procfs::rss_bytes(pid).unwrap_or(0);
     if let Some(e) = first_error {
         result.error = Some(e);
+    }
+    Ok(())
+}
+
+/// A connected, joined client of any target.
+enum Conn {
+    Tertulia(targets::tertulia::Connected),
+    Redis(targets::redis::Connected),
+    Nats(targets::nats::Connected),
+    Irc(targets::irc::Connected),
+}
+
+impl Conn {
+    /// Stay connected without sending, reading what the server sends, until it closes.
+    async fn sit_idle(self) -> Result<(), targets::ClientError> {
+        match self {
+            Conn::Tertulia(c) => targets::tertulia::sit_idle(c).await,
+            Conn::Redis(c) => targets::redis::sit_idle(c).await,
+            Conn::Nats(c) => targets::nats::sit_idle(c).await,
+            Conn::Irc(c) => targets::irc::sit_idle(c).await,
+        }
+    }
+}
+
+/// Wait until server `pid` has used almost no CPU for a second (under 2 %), or `limit`.
+async fn server_goes_quiet(pid: &str, limit: Duration) -> Result<(), String> {
+    const TICK: Duration = Duration::from_millis(250);
+    let start = Instant::now();
+    let mut quiet_ticks = 0;
+    let mut last = procfs::cpu_seconds(pid).unwrap_or(0.0);
+    while quiet_ticks < 4 {
+        if start.elapsed() > limit {
+            return Err(format!(
+                "the server was still busy after {} s",
+                limit.as_secs()
+            ));
+        }
+        tokio::time::sleep(TICK).await;
+        let now = procfs::cpu_seconds(pid).unwrap_or(0.0);
+        quiet_ticks = if now - last <= 0.005 {
+            quiet_ticks + 1
+        } else {
+            0
+        };
+        last = now;
     }
     Ok(())
 }

@@ -153,3 +153,8 @@ pub async fn run(
     };
     tokio::try_join!(writer, reader).map(|_: ((), ())| ())
 }
+
+/// Idle mode: stay connected and read what the server sends.
+pub async fn sit_idle(mut conn: Connected) -> Result<(), ClientError> {
+    super::discard_until_closed(&mut conn.stream).await
+}

@@ -9,6 +9,8 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::payload::{self, Header};
@@ -21,6 +23,20 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("protocol: {0}")]
     Protocol(String),
+}
+
+/// Idle mode: read and discard whatever the server sends, as a real idle client does (a chat
+/// client keeps reading join notices while its user is silent). Returns only when the
+/// connection ends, which for an idle client is an error.
+pub async fn discard_until_closed(stream: &mut TcpStream) -> Result<(), ClientError> {
+    let mut buf = [0u8; 4096];
+    loop {
+        if stream.read(&mut buf).await? == 0 {
+            return Err(ClientError::Protocol(
+                "the server closed an idle connection".into(),
+            ));
+        }
+    }
 }
 
 /// The flow control between a client's reader and its writer.

@@ -169,3 +169,8 @@ pub async fn run(
     };
     tokio::try_join!(writer, acks, reader).map(|_: ((), (), ())| ())
 }
+
+/// Idle mode: stay connected and read what the server sends (the publisher connection stays open).
+pub async fn sit_idle(mut conn: Connected) -> Result<(), ClientError> {
+    super::discard_until_closed(&mut conn.sub).await
+}
