@@ -1014,7 +1014,11 @@ async fn write_loop(
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = wake.notified(), if cursor.is_some() => {}
+                _ = wake.notified(), if cursor.is_some() => {
+                    // Let the tasks already due run first: broadcasts they add in this
+                    // scheduler round go out in this member's next write, not the one after.
+                    tokio::task::yield_now().await;
+                }
                 item = rx.recv(), if next.is_none() && queue_open => match item {
                     Some(item) => next = Some(item),
                     None => queue_open = false,
