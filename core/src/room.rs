@@ -443,32 +443,35 @@ impl Room {
         if !link.attach(self.log.end()) {
             link.cancel.cancel();
         }
+        let is_new = !self.members.contains_key(&key);
+        if is_new {
+            self.add_member(
+                key.clone(),
+                Member {
+                    nick: nick.clone(),
+                    client_id: client_id.clone(),
+                    link: None,
+                    away_since: None,
+                    last_typing: None,
+                    over_budget: None,
+                },
+            );
+        }
+        // The roster holds the newcomer before its welcome is queued, so every welcome
+        // lists its own member (whenever its writer copies the list).
         self.send_welcome(&nick, client_id, resume, resumed, &link);
-        match self.members.get_mut(&key) {
-            Some(member) => {
-                if let Some(old) = member.link.replace(link) {
-                    old.close_with(
-                        ErrorCode::Replaced,
-                        "replaced by a newer connection of the same client",
-                    );
-                }
-                member.away_since = None;
-                member.over_budget = None;
-            }
-            None => {
-                self.add_member(
-                    key.clone(),
-                    Member {
-                        nick: nick.clone(),
-                        client_id: client_id.clone(),
-                        link: Some(link),
-                        away_since: None,
-                        last_typing: None,
-                        over_budget: None,
-                    },
+        if let Some(member) = self.members.get_mut(&key) {
+            if let Some(old) = member.link.replace(link) {
+                old.close_with(
+                    ErrorCode::Replaced,
+                    "replaced by a newer connection of the same client",
                 );
-                self.announce(RoomEventKind::Join { nick: nick.clone() }, Some(client_id));
             }
+            member.away_since = None;
+            member.over_budget = None;
+        }
+        if is_new {
+            self.announce(RoomEventKind::Join { nick: nick.clone() }, Some(client_id));
         }
         Ok(Joined { key, nick, resumed })
     }
@@ -929,6 +932,11 @@ mod tests {
             (a.key.as_str(), a.nick.as_str(), a.resumed),
             ("ana", "Ana", false)
         );
+        // A welcome lists its own member.
+        ana_in.drain();
+        assert!(
+            matches!(&ana_in.private[0], ServerMessage::Welcome { online, .. } if online == &vec!["Ana".to_string()])
+        );
         let b = room.join("Ben", &"id-b".into(), None, ben).unwrap();
         room.say(&a.key, 1, 1, "hola | a: todos".into()).unwrap();
         ana_in.drain();
@@ -936,8 +944,8 @@ mod tests {
         assert_eq!(ana_in.texts(), vec!["hola | a: todos"]);
         assert_eq!(ben_in.texts(), vec!["hola | a: todos"]);
         assert!(ana_in.private.contains(&ServerMessage::Ack { up_to: 1 }));
-        // Ben's welcome listed the room as its writer sent it (Ben's own join, also a live
-        // event after the welcome, is already in it: a list keyed by nickname ends the same).
+        // Ben's welcome listed the room as its writer sent it, Ben included (his own join
+        // event follows as a live broadcast: a list keyed by nickname ends the same).
         assert!(
             matches!(&ben_in.private[0], ServerMessage::Welcome { online, .. } if online == &vec!["Ana".to_string(), "Ben".to_string()])
         );

@@ -30,19 +30,21 @@ async fn a_newcomer_gets_an_online_list_longer_than_one_frame() {
             .await
             .expect("connect");
         member.join(&nick(i)).await;
-        // The welcome lists everyone already in; once that is too long for one frame, the
-        // rest follows in `more_online`.
+        // The welcome lists everyone in, the newcomer too; once that is too long for one
+        // frame, the rest follows in `more_online`.
         let mut listed = match member.next_private().await {
-            Some(ServerMessage::Welcome { online, .. }) => online.len(),
+            Some(ServerMessage::Welcome { online, .. }) => online,
             other => panic!("member {i} was not welcomed: {other:?}"),
         };
-        while listed < i {
+        while listed.len() < i + 1 {
             match member.next_private().await {
-                Some(ServerMessage::MoreOnline { online }) => listed += online.len(),
+                Some(ServerMessage::MoreOnline { online }) => listed.extend(online),
                 other => panic!("member {i}: expected more_online, got {other:?}"),
             }
         }
-        assert_eq!(listed, i);
+        listed.sort();
+        let everyone: Vec<String> = (0..=i).map(nick).collect();
+        assert_eq!(listed, everyone, "member {i}'s online list");
         members.push(member);
     }
     let mut newcomer = ChatProcess::start(server.addr, "newcomer", PASS, &[]).await;
