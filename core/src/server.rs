@@ -1085,6 +1085,25 @@ mod tests {
         }
     }
 
+    /// Everything `writer` sends until it closes the connection, as frames (kind, body), and
+    /// the number of bytes read; every byte must belong to a whole frame.
+    async fn frames_until_closed(
+        client: &mut TcpStream,
+        writer: tokio::task::JoinHandle<()>,
+    ) -> (Vec<(FrameKind, Vec<u8>)>, usize) {
+        let mut bytes = Vec::new();
+        client.read_to_end(&mut bytes).await.unwrap();
+        writer.await.unwrap();
+        let mut frames = Vec::new();
+        let mut rest = &bytes[..];
+        while let Some((frame, used)) = crate::frame::decode(rest, MAX_BODY).unwrap() {
+            frames.push((frame.kind, frame.body.to_vec()));
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty(), "whole frames only");
+        (frames, bytes.len())
+    }
+
     /// A backlog far larger than one write, with acks and a pong queued in between: the writer
     /// sends it over a real socket as whole frames, in the room's order, then closes.
     #[tokio::test]
@@ -1118,21 +1137,18 @@ mod tests {
         );
         assert!(link.close());
 
-        let mut bytes = Vec::new();
-        client.read_to_end(&mut bytes).await.unwrap();
-        writer.await.unwrap();
+        let (frames, sent) = frames_until_closed(&mut client, writer).await;
         let mut opener = BroadcastOpener::new(&room_key, 0);
         let mut recv = CipherState::new(&session_key);
         let (mut broadcasts, mut last_ack, mut pongs) = (0u64, None, 0);
-        let mut rest = &bytes[..];
-        while let Some((frame, used)) = crate::frame::decode(rest, MAX_BODY).unwrap() {
-            match frame.kind {
+        for (kind, body) in frames {
+            match kind {
                 FrameKind::Broadcast => {
-                    let text: String = opener.open(frame.body).unwrap();
+                    let text: String = opener.open(&body).unwrap();
                     assert_eq!(text, format!("{broadcasts:0>200}"));
                     broadcasts += 1;
                 }
-                FrameKind::Session => match sealed::open_session(&mut recv, frame.body).unwrap() {
+                FrameKind::Session => match sealed::open_session(&mut recv, &body).unwrap() {
                     ServerMessage::Ack { up_to } => {
                         assert!(up_to < broadcasts, "ack {up_to} after its message");
                         assert!(last_ack < Some(up_to), "acks only go up");
@@ -1146,17 +1162,12 @@ mod tests {
                 },
                 other => panic!("unexpected frame kind {other:?}"),
             }
-            rest = &rest[used..];
         }
-        assert!(rest.is_empty(), "whole frames only");
         assert_eq!(broadcasts, COUNT);
         assert_eq!(last_ack, Some(1995), "the last ack queued is sent");
         assert_eq!(pongs, 4);
         assert_eq!(link.progress.written.load(Ordering::Acquire), log.end());
-        assert_eq!(
-            link.progress.sent.load(Ordering::Acquire),
-            bytes.len() as u64
-        );
+        assert_eq!(link.progress.sent.load(Ordering::Acquire), sent as u64);
     }
 
     /// A replay of history many writes long goes out whole and in order, before the
@@ -1191,21 +1202,18 @@ mod tests {
         }
         assert!(link.close());
 
-        let mut bytes = Vec::new();
-        client.read_to_end(&mut bytes).await.unwrap();
-        writer.await.unwrap();
-        assert!(bytes.len() > 10 * WRITE_BATCH, "many writes' worth");
+        let (frames, sent) = frames_until_closed(&mut client, writer).await;
+        assert!(sent > 10 * WRITE_BATCH, "many writes' worth");
         let mut opener = BroadcastOpener::new(&room_key, 0);
         let mut recv = CipherState::new(&session_key);
         let (mut seqs, mut broadcasts) = (Vec::new(), Vec::new());
-        let mut rest = &bytes[..];
-        while let Some((frame, used)) = crate::frame::decode(rest, MAX_BODY).unwrap() {
-            match frame.kind {
-                FrameKind::Broadcast => broadcasts.push(opener.open::<u64>(frame.body).unwrap()),
+        for (kind, body) in frames {
+            match kind {
+                FrameKind::Broadcast => broadcasts.push(opener.open::<u64>(&body).unwrap()),
                 FrameKind::Session => {
                     assert!(broadcasts.is_empty(), "history before the later broadcasts");
                     let ServerMessage::History { events } =
-                        sealed::open_session(&mut recv, frame.body).unwrap()
+                        sealed::open_session(&mut recv, &body).unwrap()
                     else {
                         panic!("expected history");
                     };
@@ -1213,15 +1221,10 @@ mod tests {
                 }
                 other => panic!("unexpected frame kind {other:?}"),
             }
-            rest = &rest[used..];
         }
-        assert!(rest.is_empty(), "whole frames only");
         assert_eq!(seqs, (1..=300).collect::<Vec<_>>());
         assert_eq!(broadcasts, (0..50).collect::<Vec<_>>());
-        assert_eq!(
-            link.progress.sent.load(Ordering::Acquire),
-            bytes.len() as u64
-        );
+        assert_eq!(link.progress.sent.load(Ordering::Acquire), sent as u64);
     }
 
     /// A connection the room has let go of (its log position forgotten) still gets the reason.
@@ -1244,13 +1247,12 @@ mod tests {
         }
         log.trim(log.end());
         link.close_with(ErrorCode::Replaced, "replaced by a newer connection");
-        let mut bytes = Vec::new();
-        client.read_to_end(&mut bytes).await.unwrap();
-        writer.await.unwrap();
-        let (frame, used) = crate::frame::decode(&bytes, MAX_BODY).unwrap().unwrap();
-        assert_eq!(frame.kind, FrameKind::Session);
+        let (frames, _) = frames_until_closed(&mut client, writer).await;
+        assert_eq!(frames.len(), 1, "the reason and nothing else");
+        let (kind, body) = &frames[0];
+        assert_eq!(*kind, FrameKind::Session);
         let message: ServerMessage =
-            sealed::open_session(&mut CipherState::new(&key), frame.body).unwrap();
+            sealed::open_session(&mut CipherState::new(&key), body).unwrap();
         assert!(matches!(
             message,
             ServerMessage::Error {
@@ -1258,7 +1260,6 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(used, bytes.len(), "nothing else");
     }
 
     #[test]
