@@ -45,6 +45,19 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// Run a server that is expected to refuse to start: its exit code and what it printed
+    /// on stderr. `args` are all its arguments (listen address and storage included).
+    pub async fn refused(passphrase: &str, args: &[&str]) -> (Option<i32>, String) {
+        let output = Command::new(binary("tertulia-server"))
+            .args(args)
+            .env("TERTULIA_PASSPHRASE", passphrase)
+            .output()
+            .await
+            .expect("run tertulia-server");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), stderr)
+    }
+
     /// Start a server on `listen` (e.g. `127.0.0.1:0`) with `passphrase` and extra arguments.
     pub async fn start(listen: &str, passphrase: &str, extra: &[&str]) -> Self {
         // Tests keep rooms in memory unless they ask for a data directory (never the user's).

@@ -79,14 +79,9 @@ async fn a_second_server_on_the_same_data_dir_is_refused_clearly() {
     let _ = std::fs::remove_dir_all(&dir);
     let data_dir = dir.to_string_lossy().to_string();
     let _first = ServerProcess::start("127.0.0.1:0", PASS, &["--data-dir", &data_dir]).await;
-    let output = tokio::process::Command::new(tertulia_e2e::binary("tertulia-server"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir", &data_dir])
-        .env("TERTULIA_PASSPHRASE", PASS)
-        .output()
-        .await
-        .expect("run second server");
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) =
+        ServerProcess::refused(PASS, &["--listen", "127.0.0.1:0", "--data-dir", &data_dir]).await;
+    assert_eq!(code, Some(1));
     assert!(
         stderr.contains("locked by another running server"),
         "{stderr}"

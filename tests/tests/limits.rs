@@ -223,16 +223,22 @@ async fn connections_that_do_not_finish_the_handshake_are_closed_at_the_timeout(
 }
 
 /// Limits that contradict each other are refused at start with a clear error (usage: 2).
-#[test]
-fn contradictory_send_queue_limits_are_refused_at_start() {
-    let output = std::process::Command::new(tertulia_e2e::binary("tertulia-server"))
-        .args(["--listen", "127.0.0.1:0", "--in-memory"])
-        .args(["--send-queue-kib", "512", "--send-queue-max-kib", "256"])
-        .env("TERTULIA_PASSPHRASE", PASS)
-        .output()
-        .expect("run tertulia-server");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+#[tokio::test]
+async fn contradictory_send_queue_limits_are_refused_at_start() {
+    let (code, stderr) = ServerProcess::refused(
+        PASS,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--in-memory",
+            "--send-queue-kib",
+            "512",
+            "--send-queue-max-kib",
+            "256",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(2));
     assert!(
         stderr.contains("--send-queue-max-kib 256 is below --send-queue-kib 512"),
         "{stderr}"
