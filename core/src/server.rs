@@ -981,9 +981,6 @@ async fn write_loop(
                             history = history_runs(events);
                             continue;
                         }
-                        welcome @ ServerMessage::Welcome { .. } => {
-                            batch.seal_welcome(&mut send, welcome)
-                        }
                         message => batch.seal(&mut send, &message),
                     };
                 }
