@@ -1006,9 +1006,10 @@ impl ClientTask {
                 .await;
             }
             RoomEventKind::Join { nick } => {
-                if live_presence {
-                    self.online.insert(nick_key(&nick), nick.clone());
-                }
+                // The welcome's list may already hold this member (it is taken when sent):
+                // the list is announced again only if it changed.
+                let changed = live_presence
+                    && self.online.insert(nick_key(&nick), nick.clone()).as_ref() != Some(&nick);
                 self.emit(ClientEvent::Join {
                     seq,
                     time_ms,
@@ -1016,14 +1017,12 @@ impl ClientTask {
                     history,
                 })
                 .await;
-                if live_presence {
+                if changed {
                     self.emit_online().await;
                 }
             }
             RoomEventKind::Leave { nick, reason } => {
-                if live_presence {
-                    self.online.remove(&nick_key(&nick));
-                }
+                let changed = live_presence && self.online.remove(&nick_key(&nick)).is_some();
                 self.emit(ClientEvent::Leave {
                     seq,
                     time_ms,
@@ -1032,7 +1031,7 @@ impl ClientTask {
                     history,
                 })
                 .await;
-                if live_presence {
+                if changed {
                     self.emit_online().await;
                 }
             }

@@ -43,6 +43,11 @@ async fn two_clients_chat_with_online_list_and_notices() {
         ben.wait_messages_from("ana", 2).await,
         vec![tricky, "second"]
     );
+    // Ben's welcome already listed both of them, so his own join event (before ana's
+    // messages) did not announce the same list again.
+    let ben_lists: Vec<&serde_json::Value> =
+        ben.seen.iter().filter(|e| e["type"] == "online").collect();
+    assert_eq!(ben_lists.len(), 1, "one online list: {ben_lists:?}");
     let own = ana
         .wait_for("own message", |e| {
             e["type"] == "message" && e["text"] == "second"
