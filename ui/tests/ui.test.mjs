@@ -1,5 +1,6 @@
-// UI logic tests: ui/index.html in headless Debian Chromium (playwright-core), with a small
-// fake of window.__TAURI__ that records commands and replays core events recorded from a real
+// UI logic tests: ui/index.html in headless Debian Chromium (playwright-core), served over
+// HTTP from 127.0.0.1 (ES modules do not load from file://), with a small fake of
+// window.__TAURI__ that records commands and replays core events recorded from a real
 // session (fixtures/session.jsonl, printed by `tertulia-chat --json`).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -7,10 +8,10 @@ import { readFileSync, mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { serve } from "./serve.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
-const pageUrl = "file://" + path.join(root, "ui/index.html");
 const shots = path.join(root, "artifacts/ui");
 mkdirSync(shots, { recursive: true });
 const recorded = readFileSync(path.join(here, "fixtures/session.jsonl"), "utf8")
@@ -38,8 +39,10 @@ const fakeTauri = () => {
   window.__emit = (payload) => (listeners["chat-event"] || []).forEach((cb) => cb({ event: "chat-event", payload, id: 0 }));
 };
 
-let browser;
+let browser, server, pageUrl;
 before(async () => {
+  server = await serve(path.join(root, "ui"));
+  pageUrl = server.url + "index.html";
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
@@ -47,7 +50,7 @@ before(async () => {
       "--disable-sync", "--no-first-run", "--disable-quic"],
   });
 });
-after(async () => { await browser?.close(); });
+after(async () => { await browser?.close(); await server?.close(); });
 
 async function openPage(options = {}) {
   const context = await browser.newContext({ viewport: { width: 900, height: 640 }, ...options });

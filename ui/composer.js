@@ -1,0 +1,50 @@
+// The composer: Enter sends, Shift+Enter adds a line, the box grows with its text. A sent
+// message shows at once as "sending…" until the server has it. Typing tells the room, at
+// most once a second.
+import { $ } from "./dom.js";
+import { messageNode } from "./items.js";
+import { appendPending, trackPending, markFailed, notice } from "./log.js";
+import { isConnected } from "./connection.js";
+import { errorText } from "./text.js";
+import { session } from "./session.js";
+import { invoke } from "./tauri.js";
+
+async function sendMessage() {
+  const box = $("message");
+  const text = box.value;
+  if (!text.trim()) return;
+  box.value = "";
+  autosize();
+  const node = messageNode({ from: session.nick, text: text.trim(), time_ms: Date.now(), own: true });
+  appendPending(node);
+  try {
+    const id = await invoke("send", { text });
+    trackPending(id, node);
+  } catch (e) {
+    markFailed(node);
+    notice("Not sent: " + errorText(e), false);
+  }
+}
+
+function autosize() {
+  const box = $("message");
+  box.style.height = "auto";
+  box.style.height = Math.min(box.scrollHeight, 160) + "px";
+}
+
+let lastTypingSent = 0;
+
+function userTyped() {
+  const now = Date.now();
+  if (!isConnected() || !$("message").value.trim() || now - lastTypingSent < 1000) return;
+  lastTypingSent = now;
+  invoke("typing").catch(() => {});
+}
+
+export function initComposer() {
+  $("composer").addEventListener("submit", (e) => { e.preventDefault(); sendMessage(); });
+  $("message").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendMessage(); }
+  });
+  $("message").addEventListener("input", () => { autosize(); userTyped(); });
+}

@@ -1,0 +1,56 @@
+// The modal dialogs: "Pick another nickname" when the core rejects ours, and the yes/no
+// confirmation before the host stops the room.
+import { $, showError } from "./dom.js";
+import { checkNick } from "./validate.js";
+import { nickRejectedText, errorText } from "./text.js";
+import { remember } from "./prefs.js";
+import { session } from "./session.js";
+import { invoke } from "./tauri.js";
+
+export function openNickDialog(nick, reason) {
+  $("nick-reason").textContent = nickRejectedText(nick, reason);
+  $("nick-input").value = nick;
+  showError("nick-error", "");
+  const dialog = $("nick-dialog");
+  if (!dialog.open) dialog.showModal();
+  $("nick-input").select();
+}
+
+export function closeNickDialog() {
+  if ($("nick-dialog").open) $("nick-dialog").close();
+}
+
+async function onNickSubmit(event) {
+  event.preventDefault();
+  const nick = $("nick-input").value;
+  const problem = checkNick(nick);
+  if (problem) return showError("nick-error", problem);
+  try {
+    await invoke("set_nick", { nick: nick.trim() });
+    session.nick = nick.trim();
+    remember("nick", session.nick);
+    $("nick-dialog").close();
+  } catch (e) {
+    showError("nick-error", errorText(e));
+  }
+}
+
+// Resolves to true when the user confirms.
+export function confirmDialog(text) {
+  const dialog = $("confirm-dialog");
+  $("confirm-text").textContent = text;
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    dialog.showModal();
+    $("confirm-cancel").focus();
+  });
+}
+
+// onNickCancel: giving up on a nickname leaves the room.
+export function initDialogs({ onNickCancel }) {
+  $("nick-form").addEventListener("submit", onNickSubmit);
+  $("nick-cancel").addEventListener("click", async () => {
+    $("nick-dialog").close();
+    await onNickCancel();
+  });
+}

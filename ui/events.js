@@ -1,0 +1,88 @@
+// Core client events -> view updates: one handler per event kind (the "type" tag of the
+// core's ClientEvent, which the app forwards unchanged as "chat-event"). Room events render
+// through the same per-kind node builders (items.js) whether live, backlog or older history.
+import { messageNode, joinNode, leaveNode } from "./items.js";
+import { append, notice, settleEcho, acked, rejected, shown, roomKeepsFrom, prependOlder } from "./log.js";
+import { setOnline } from "./people.js";
+import { setConnState, clearCountdown, startCountdown } from "./connection.js";
+import { someoneTyping, stoppedTyping } from "./typing.js";
+import { openNickDialog, closeNickDialog } from "./dialogs.js";
+import { connectingText, disconnectedText } from "./text.js";
+import { session } from "./session.js";
+
+// Errors after which the client does not retry: the bar says why it failed.
+const FATAL_ERRORS = new Set(["wrong_passphrase", "not_tertulia", "bad_passphrase"]);
+
+// The log node of a room event, by kind; older pages carry these same events.
+const roomEventNode = { message: messageNode, join: joinNode, leave: leaveNode };
+
+// A room event shown live or from the backlog, at the bottom of the log.
+function showRoomEvent(ev) {
+  append(roomEventNode[ev.type](ev), { live: !ev.history });
+  shown(ev.seq);
+}
+
+const handlers = {
+  connecting(ev) {
+    setConnState("connecting", connectingText(ev.attempt));
+  },
+  connected(ev) {
+    clearCountdown();
+    session.nick = ev.nick;
+    setConnState("connected", "Connected as " + ev.nick);
+    roomKeepsFrom(ev.oldest_seq, ev.room_reset);
+    if (ev.room_reset) notice("The server was restarted; earlier history is gone.", false);
+    else if (ev.gap) notice("Some older messages you missed are no longer available.", false);
+    closeNickDialog();
+  },
+  nick_rejected(ev) {
+    setConnState("connecting", "Choose another nickname");
+    openNickDialog(ev.nick, ev.message);
+  },
+  online(ev) {
+    setOnline(ev.members);
+  },
+  message(ev) {
+    if (settleEcho(ev)) return;
+    showRoomEvent(ev);
+    if (!ev.history) stoppedTyping(ev.from);
+  },
+  join: showRoomEvent,
+  leave: showRoomEvent,
+  older(ev) {
+    const items = ev.events.map((item) => {
+      const kind = item.kind === "message" || item.kind === "join" ? item.kind : "leave";
+      const own = kind === "message" && !!session.nick && item.from.toLowerCase() === session.nick.toLowerCase();
+      return { node: roomEventNode[kind]({ ...item, own }), seq: item.seq };
+    });
+    prependOlder(items, ev.more);
+  },
+  acked(ev) {
+    acked(ev.ids);
+  },
+  message_rejected(ev) {
+    rejected(ev.id);
+    notice("A message was not delivered: " + ev.message, false);
+  },
+  error(ev) {
+    notice(ev.message, false);
+    if (FATAL_ERRORS.has(ev.kind)) setConnState("failed", ev.message);
+  },
+  reconnecting(ev) {
+    startCountdown(ev.delay_ms, ev.attempt);
+  },
+  typing(ev) {
+    someoneTyping(ev.nick);
+  },
+  countdown() {
+    // the window counts down on its own from "reconnecting"
+  },
+  disconnected(ev) {
+    clearCountdown();
+    setConnState("failed", disconnectedText(ev.reason, ev.message));
+  },
+};
+
+export function onChatEvent(ev) {
+  if (Object.hasOwn(handlers, ev.type)) handlers[ev.type](ev);
+}

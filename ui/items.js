@@ -1,0 +1,33 @@
+// One log node per room event kind (message, join, leave), built the same way whether the
+// event is live, part of the backlog or a page of older history. Peer text via textContent.
+import { el } from "./dom.js";
+import { clock, joinText, leaveText, noticeLine } from "./text.js";
+import { mentions } from "./mention.js";
+import { session } from "./session.js";
+
+function withSeq(node, seq) {
+  if (seq != null) node.dataset.seq = seq;
+  return node;
+}
+
+// A message event ({from, text, time_ms, own, seq}); a mention of our nickname by someone
+// else is highlighted. Without seq for an own message not yet sent.
+export function messageNode(ev) {
+  const node = el("article", "msg" + (ev.own ? " own" : ""));
+  const meta = el("div", "meta");
+  meta.append(el("span", "from", ev.from), el("time", "time", clock(ev.time_ms)));
+  node.append(meta, el("div", "text", ev.text));
+  if (!ev.own && mentions(ev.text, session.nick)) node.classList.add("mention");
+  return withSeq(node, ev.seq);
+}
+
+export function joinNode(ev) {
+  return withSeq(el("div", "notice", noticeLine(ev.time_ms, joinText(ev.nick))), ev.seq);
+}
+
+export function leaveNode(ev) {
+  return withSeq(el("div", "notice", noticeLine(ev.time_ms, leaveText(ev.nick, ev.reason))), ev.seq);
+}
+
+// A notice that is not a room event (errors, "the server was restarted"…).
+export function noticeNode(text) { return el("div", "notice", text); }

@@ -1,0 +1,138 @@
+// The message log: room events in room order, own messages pending until the server has
+// them, the unread marker, the "New messages" jump (instead of yanking a reader down) and
+// the "Show earlier messages" pager, which inserts older events above the shown ones.
+import { $, el } from "./dom.js";
+import { noticeNode } from "./items.js";
+import { oldestAfter, earlierAvailable } from "./paging.js";
+import { clock, errorText } from "./text.js";
+import { isConnected } from "./connection.js";
+import { invoke } from "./tauri.js";
+
+const pending = new Map(); // message id -> element, until acked
+let unreadMarker = null;
+let oldestShown = null;     // lowest room sequence number shown
+let roomOldest = null;      // oldest event the room keeps (from "connected")
+let loadingOlder = false;
+
+// Empty log for a new room.
+export function resetLog() {
+  $("log").replaceChildren($("load-older"));
+  $("load-older").hidden = true;
+  oldestShown = null;
+  roomOldest = null;
+  loadingOlder = false;
+  pending.clear();
+  unreadMarker = null;
+}
+
+function nearBottom() {
+  const log = $("log");
+  return log.scrollHeight - log.scrollTop - log.clientHeight < 60;
+}
+
+// Adds a node at the bottom. Live nodes arriving while the window is in the background get
+// an unread marker before the first message from someone else; a reader scrolled up stays
+// where they are and gets the "New messages" button.
+export function append(node, { live = true } = {}) {
+  const log = $("log");
+  const stick = nearBottom();
+  const away = !document.hasFocus() || document.hidden;
+  if (live && away && !unreadMarker && node.classList.contains("msg") && !node.classList.contains("own")) {
+    unreadMarker = el("div", "unread-marker", "New");
+    log.append(unreadMarker);
+  }
+  log.append(node);
+  if (stick) log.scrollTop = log.scrollHeight;
+  else if (live) $("new-messages").hidden = false;
+}
+
+export function notice(text, live) { append(noticeNode(text), { live }); }
+
+// ---------- own messages until the server has them ----------
+
+// Shows an own message as "sending…" and scrolls to it.
+export function appendPending(node) {
+  node.classList.add("pending");
+  append(node, { live: false });
+  $("log").scrollTop = $("log").scrollHeight;
+}
+export function trackPending(id, node) { pending.set(id, node); }
+export function markFailed(node) {
+  node.classList.remove("pending");
+  node.classList.add("failed");
+}
+
+// The echo of an own pending message settles it in place (room time and sequence number);
+// true when `ev` was such an echo.
+export function settleEcho(ev) {
+  if (!(ev.own && ev.msg_id != null && pending.has(ev.msg_id))) return false;
+  const node = pending.get(ev.msg_id);
+  node.classList.remove("pending");
+  node.querySelector("time").textContent = clock(ev.time_ms);
+  node.dataset.seq = ev.seq;
+  pending.delete(ev.msg_id);
+  return true;
+}
+export function acked(ids) {
+  for (const id of ids) {
+    const node = pending.get(id);
+    if (node) { node.classList.remove("pending"); pending.delete(id); }
+  }
+}
+export function rejected(id) {
+  const node = pending.get(id);
+  if (node) { markFailed(node); pending.delete(id); }
+}
+
+// ---------- older history ----------
+
+// A room event with sequence number `seq` is now shown.
+export function shown(seq) {
+  oldestShown = oldestAfter(oldestShown, seq);
+  updateOlderButton();
+}
+
+// A (re)connection: what the room keeps; after a room reset, earlier sequence numbers are void.
+export function roomKeepsFrom(oldestSeq, roomReset) {
+  roomOldest = oldestSeq;
+  loadingOlder = false;
+  if (roomReset) oldestShown = null;
+  updateOlderButton();
+}
+
+function updateOlderButton(more) {
+  const button = $("load-older");
+  button.hidden = !earlierAvailable(more, roomOldest, oldestShown);
+  button.disabled = loadingOlder;
+  button.textContent = loadingOlder ? "Loading…" : "Show earlier messages";
+}
+
+// Asks for the page before the oldest shown event (one request at a time, only connected).
+function loadOlder() {
+  if (loadingOlder || !isConnected()) return;
+  loadingOlder = true;
+  updateOlderButton(true);
+  invoke("load_older").catch((e) => { loadingOlder = false; updateOlderButton(); notice(errorText(e), false); });
+}
+
+// Inserts a page of older events' nodes (oldest first) above everything shown, keeping what
+// the reader was looking at in place.
+export function prependOlder(items, more) {
+  loadingOlder = false;
+  const log = $("log");
+  const before = log.scrollHeight - log.scrollTop;
+  const anchor = $("load-older").nextSibling;
+  for (const { node, seq } of items) {
+    log.insertBefore(node, anchor);
+    oldestShown = oldestAfter(oldestShown, seq);
+  }
+  log.scrollTop = log.scrollHeight - before;
+  updateOlderButton(more);
+}
+
+export function initLog() {
+  $("log").addEventListener("scroll", () => { if (nearBottom()) $("new-messages").hidden = true; });
+  $("load-older").addEventListener("click", loadOlder);
+  $("new-messages").addEventListener("click", () => { $("log").scrollTop = $("log").scrollHeight; $("new-messages").hidden = true; });
+  window.addEventListener("blur", () => { if (unreadMarker) { unreadMarker.remove(); unreadMarker = null; } });
+}

@@ -1,0 +1,89 @@
+// The chat screen's life: entering it (empty log, connecting), the host panel (addresses to
+// copy, invite code), leaving or stopping hosting (asking first), and back to the start.
+import { $, el } from "./dom.js";
+import { resetLog, notice } from "./log.js";
+import { clearOnline, onlineCount } from "./people.js";
+import { setConnState, clearCountdown } from "./connection.js";
+import { clearTyping } from "./typing.js";
+import { confirmDialog } from "./dialogs.js";
+import { errorText, stopHostingQuestion } from "./text.js";
+import { session } from "./session.js";
+import { invoke } from "./tauri.js";
+
+export function enterChat() {
+  resetLog();
+  clearOnline();
+  $("start").hidden = true;
+  $("chat").hidden = false;
+  $("room-title").textContent = "Tertulia";
+  setConnState("connecting", "Connecting…");
+  $("message").focus();
+}
+
+export function leaveChat() {
+  clearCountdown();
+  session.hosting = null;
+  clearTyping();
+  $("host-panel").hidden = true;
+  $("stop-hosting").hidden = true;
+  $("leave").hidden = false;
+  $("chat").hidden = true;
+  $("start").hidden = false;
+}
+
+// info: the backend's HostInfo ({port, addresses, invite}).
+export function showHosting(info) {
+  session.hosting = info;
+  $("host-panel").hidden = false;
+  $("stop-hosting").hidden = false;
+  $("leave").hidden = true;
+  const list = $("host-addresses");
+  list.replaceChildren();
+  const addrs = info.addresses.length ? info.addresses : ["127.0.0.1:" + info.port];
+  for (const addr of addrs) {
+    const li = el("li");
+    const b = el("button", "secondary small", addr);
+    b.type = "button";
+    b.title = "Copy " + addr;
+    b.addEventListener("click", () => copy(addr, "Address copied"));
+    li.append(b);
+    list.append(li);
+  }
+}
+
+async function copy(text, done) {
+  let ok = false;
+  try { await navigator.clipboard.writeText(text); ok = true; } catch (_) {
+    const area = el("textarea"); area.value = text; document.body.append(area); area.select();
+    try { ok = document.execCommand("copy"); } catch (_) { ok = false; }
+    area.remove();
+  }
+  $("copy-status").textContent = ok ? done : "Copy failed — select and copy: " + text;
+  setTimeout(() => { $("copy-status").textContent = ""; }, 4000);
+}
+
+async function leaveRoom() {
+  try {
+    if (session.hosting) {
+      if (!(await confirmDialog(stopHostingQuestion(onlineCount() - 1)))) return;
+      clearCountdown();
+      await invoke("stop_hosting");
+    } else {
+      await invoke("disconnect");
+    }
+  } catch (e) { notice(errorText(e), false); }
+  leaveChat();
+}
+
+// Giving up in the nickname dialog: leave (or stop hosting) without asking.
+export async function abandonRoom() {
+  await invoke(session.hosting ? "stop_hosting" : "disconnect").catch(() => {});
+  leaveChat();
+}
+
+export function initRoom() {
+  $("leave").addEventListener("click", leaveRoom);
+  $("stop-hosting").addEventListener("click", leaveRoom);
+  $("copy-invite").addEventListener("click", () => session.hosting && copy(session.hosting.invite, "Invite code copied — paste it into Join"));
+  $("reconnect-now").addEventListener("click", () => invoke("reconnect_now").catch((e) => notice(errorText(e), false)));
+}

@@ -1,0 +1,83 @@
+// The start screen: the Host and Join forms, checked on submit with a message saying what to
+// fix; a pasted invite code fills in the Join form; the values used last are remembered.
+import { $, showError } from "./dom.js";
+import { checkNick, checkPort, checkPassphrase, checkHost } from "./validate.js";
+import { parseInvite } from "./invite.js";
+import { remember, recall } from "./prefs.js";
+import { errorText } from "./text.js";
+import { enterChat, leaveChat, showHosting } from "./room.js";
+import { session } from "./session.js";
+import { invoke } from "./tauri.js";
+
+function fillRemembered() {
+  $("host-nick").value = recall("nick");
+  $("join-nick").value = recall("nick");
+  $("join-host").value = recall("host");
+  if (recall("port")) $("join-port").value = recall("port");
+  if (recall("hostPort")) $("host-port").value = recall("hostPort");
+}
+
+// An invite code in the address field is spread over address, port and passphrase.
+function fillFromInvite() {
+  const invite = parseInvite($("join-host").value);
+  if (invite) { $("join-host").value = invite.host; $("join-port").value = invite.port; $("join-pass").value = invite.passphrase; }
+}
+
+async function onHost(event) {
+  event.preventDefault();
+  const nick = $("host-nick").value, port = $("host-port").value, pass = $("host-pass").value;
+  const problem = checkNick(nick) || checkPort(port) || checkPassphrase(pass);
+  if (problem) return showError("host-error", problem);
+  showError("host-error", "");
+  $("host-submit").disabled = true;
+  try {
+    remember("nick", nick.trim()); remember("hostPort", port.trim());
+    session.nick = nick.trim();
+    enterChat();
+    const info = await invoke("host_server", { port: Number(port), passphrase: pass, nick: nick.trim() });
+    showHosting(info);
+  } catch (e) {
+    leaveChat();
+    showError("host-error", errorText(e));
+  } finally {
+    $("host-submit").disabled = false;
+  }
+}
+
+async function onJoin(event) {
+  event.preventDefault();
+  fillFromInvite();
+  const nick = $("join-nick").value, host = $("join-host").value, port = $("join-port").value, pass = $("join-pass").value;
+  const problem = checkNick(nick) || checkHost(host) || checkPort(port) || checkPassphrase(pass);
+  if (problem) return showError("join-error", problem);
+  showError("join-error", "");
+  $("join-submit").disabled = true;
+  try {
+    remember("nick", nick.trim()); remember("host", host.trim()); remember("port", port.trim());
+    session.nick = nick.trim();
+    enterChat();
+    await invoke("connect", { host: host.trim(), port: Number(port), passphrase: pass, nick: nick.trim() });
+  } catch (e) {
+    leaveChat();
+    showError("join-error", errorText(e));
+  } finally {
+    $("join-submit").disabled = false;
+  }
+}
+
+export function initStart() {
+  fillRemembered();
+  $("host-form").addEventListener("submit", onHost);
+  $("join-form").addEventListener("submit", onJoin);
+  $("join-host").addEventListener("input", fillFromInvite);
+  $("host-generate").addEventListener("click", async () => {
+    try { $("host-pass").value = await invoke("generate_passphrase"); $("host-pass").type = "text"; } catch (e) { showError("host-error", errorText(e)); }
+  });
+  for (const b of document.querySelectorAll(".reveal")) {
+    b.addEventListener("click", () => {
+      const input = $(b.dataset.for);
+      input.type = input.type === "password" ? "text" : "password";
+      b.textContent = input.type === "password" ? "Show" : "Hide";
+    });
+  }
+}
