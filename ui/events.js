@@ -3,7 +3,7 @@
 // through the same per-kind node builders (items.js) whether live, backlog or older history.
 import { messageNode, joinNode, leaveNode } from "./items.js";
 import { append, notice, settleEcho, acked, rejected, shown, roomKeepsFrom, prependOlder } from "./log.js";
-import { setOnline } from "./people.js";
+import { setOnline, setMe } from "./people.js";
 import { setConnState, clearCountdown, startCountdown } from "./connection.js";
 import { someoneTyping, stoppedTyping } from "./typing.js";
 import { openNickDialog, closeNickDialog } from "./dialogs.js";
@@ -29,6 +29,7 @@ const handlers = {
   connected(ev) {
     clearCountdown();
     session.nick = ev.nick;
+    setMe(ev.nick);
     setConnState("connected", "Connected as " + ev.nick);
     roomKeepsFrom(ev.oldest_seq, ev.room_reset);
     if (ev.room_reset) notice("The server was restarted; earlier history is gone.", false);
@@ -50,11 +51,9 @@ const handlers = {
   join: showRoomEvent,
   leave: showRoomEvent,
   older(ev) {
-    const items = ev.events.map((item) => {
-      const kind = item.kind === "message" || item.kind === "join" ? item.kind : "leave";
-      const own = kind === "message" && !!session.nick && item.from.toLowerCase() === session.nick.toLowerCase();
-      return { node: roomEventNode[kind]({ ...item, own }), seq: item.seq };
-    });
+    const items = ev.events
+      .filter((item) => Object.hasOwn(roomEventNode, item.type))
+      .map((item) => ({ node: roomEventNode[item.type](item), seq: item.seq }));
     prependOlder(items, ev.more);
   },
   acked(ev) {

@@ -1,21 +1,23 @@
-// The online list (a button opens it on narrow windows) and the member count, our own
-// nickname highlighted.
+// The online list (a button opens it on narrow windows) and the member count. "me" is the
+// nickname of the latest "connected" event: the core's canonical form, exactly as the online
+// list spells it.
 import { $, el } from "./dom.js";
 import { memberCount } from "./text.js";
-import { session } from "./session.js";
 
 let members = [];
+let me = "";
 
 function render() {
   const ul = $("online");
   ul.replaceChildren();
-  for (const name of members) ul.append(el("li", name.toLowerCase() === session.nick.toLowerCase() ? "me" : "", name));
+  for (const name of members) ul.append(el("li", name === me ? "me" : "", name));
   $("online-count").textContent = String(members.length);
   $("member-count").textContent = memberCount(members.length);
 }
 
 export function setOnline(list) { members = list; render(); }
-export function clearOnline() { members = []; render(); }
+export function setMe(nick) { me = nick; render(); }
+export function clearOnline() { members = []; me = ""; render(); }
 export const onlineCount = () => members.length;
 
 export function initPeople() {

@@ -148,6 +148,7 @@ test("a recorded session renders safely: text, notices, online list, own and men
   assert.ok(notices.some((n) => n.endsWith("carol joined")));
   assert.ok(notices.some((n) => n.endsWith("ben left")));
   assert.deepEqual(await page.$$eval("#online li", (ls) => ls.map((l) => l.textContent)), ["ana"]);
+  assert.deepEqual(await page.$$eval("#online li.me", (ls) => ls.map((l) => l.textContent)), ["ana"], "our own nickname, as the core confirmed it");
   assert.equal(await page.$eval("#log .msg.own .text", (n) => n.textContent), "hola a todos");
   assert.equal(await page.$eval("#log .msg.mention .text", (n) => n.textContent), 'hello ana — <b>bold?</b> | a:b "q"');
   assert.match(await page.textContent("#conn-state"), /Connected as ana/);
@@ -272,7 +273,7 @@ test("messages arriving while the window is in the background get an unread mark
   assert.deepEqual(order, ["seen", "MARKER", "unseen 1", "unseen 2"], "one marker before the first unread message");
 });
 
-test("earlier messages are paged in above the shown ones, in order, rendered as text", async () => {
+test("earlier messages are paged in above the shown ones, in order, rendered like live ones", async () => {
   const page = await openPage();
   await joinRoom(page);
   await emit(page, [
@@ -286,15 +287,22 @@ test("earlier messages are paged in above the shown ones, in order, rendered as 
   assert.equal(await page.isDisabled("#load-older"), true, "no second request while one is running");
   await emit(page, [{
     type: "older", more: false, events: [
-      { seq: 48, time_ms: 1795604600000, kind: "message", from: "ben", text: "<img src=x onerror=alert(1)>", msg_id: 7 },
-      { seq: 49, time_ms: 1795604600001, kind: "leave", nick: "carol", reason: "connection_lost" },
+      { type: "message", seq: 46, time_ms: 1795604599000, from: "ana", text: "mine, from before", own: true, msg_id: null, history: true },
+      { type: "message", seq: 47, time_ms: 1795604600000, from: "ben", text: "<img src=x onerror=alert(1)> hi ana", own: false, msg_id: null, history: true },
+      { type: "join", seq: 48, time_ms: 1795604600001, nick: "carol", history: true },
+      { type: "leave", seq: 49, time_ms: 1795604600002, nick: "carol", reason: "connection_lost", history: true },
     ],
   }]);
   const seqs = await page.$$eval("#log [data-seq]", (nodes) => nodes.map((n) => Number(n.dataset.seq)));
-  assert.deepEqual(seqs, [48, 49, 50, 51]);
+  assert.deepEqual(seqs, [46, 47, 48, 49, 50, 51]);
   assert.equal(await page.$$eval("#log img", (n) => n.length), 0, "markup stays text");
   assert.match(await page.textContent("#log"), /<img src=x onerror=alert\(1\)>/);
-  assert.match(await page.textContent("#log"), /carol lost connection/);
+  assert.deepEqual(await page.$$eval("#log .msg.own .text", (ns) => ns.map((n) => n.textContent)), ["mine, from before", "fifty-one"], "own comes from the event");
+  assert.equal(await page.$eval("#log .msg.mention .text", (n) => n.textContent), "<img src=x onerror=alert(1)> hi ana");
+  const notices = await page.$$eval("#log .notice", (ns) => ns.map((n) => n.textContent));
+  assert.equal(notices.length, 2);
+  assert.match(notices[0], /^\d\d:\d\d( [AP]M)? · carol joined$/, "the same notice as a live join");
+  assert.match(notices[1], /^\d\d:\d\d( [AP]M)? · carol lost connection$/, "the same notice as a live leave");
   assert.equal(await page.isHidden("#load-older"), true, "nothing earlier is kept");
   assert.deepEqual(page.errors, []);
 });
