@@ -1,6 +1,6 @@
 // The composer: Enter sends, Shift+Enter adds a line, the box grows with its text. A sent
-// message shows at once as "sending…" until the server has it. Typing tells the room, at
-// most once a second.
+// message shows at once as "sending…" until the server has it. Every keystroke while
+// connected tells the room we are typing; the core sends at most one notice per interval.
 import { $ } from "./dom.js";
 import { messageNode } from "./items.js";
 import { appendPending, trackPending, markFailed, notice } from "./log.js";
@@ -32,12 +32,8 @@ function autosize() {
   box.style.height = Math.min(box.scrollHeight, 160) + "px";
 }
 
-let lastTypingSent = 0;
-
 function userTyped() {
-  const now = Date.now();
-  if (!isConnected() || !$("message").value.trim() || now - lastTypingSent < 1000) return;
-  lastTypingSent = now;
+  if (!isConnected() || !$("message").value.trim()) return;
   invoke("typing").catch(() => {});
 }
 

@@ -239,6 +239,22 @@ test("typing indicator shows who is typing and clears when their message arrives
   await page.waitForFunction(() => window.__calls.some((c) => c.cmd === "typing"));
 });
 
+test("every keystroke while connected tells the core we are typing (the core throttles)", async () => {
+  const page = await openPage();
+  await joinRoom(page);
+  const typingCalls = async () => (await calls(page)).filter((c) => c.cmd === "typing").length;
+  await page.click("#message");
+  await page.keyboard.type("a");
+  assert.equal(await typingCalls(), 0, "not while connecting");
+  await page.fill("#message", "");
+  await emit(page, [{ type: "connected", nick: "ana", epoch: "e", resumed: false, room_reset: false, gap: false }]);
+  await page.keyboard.type("  ");
+  assert.equal(await typingCalls(), 0, "not while the composer is blank");
+  await page.fill("#message", "");
+  await page.keyboard.type("abc");
+  await page.waitForFunction(() => window.__calls.filter((c) => c.cmd === "typing").length === 3);
+});
+
 test("works at 360 px wide and follows the dark colour scheme", async () => {
   for (const colorScheme of ["light", "dark"]) {
     const page = await openPage({ viewport: { width: 360, height: 640 }, colorScheme });
