@@ -4,17 +4,15 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use tauri::{AppHandle, Emitter, Manager, Runtime, State};
-use tertulia_core::addr;
-use tertulia_core::client::{self, ClientConfig, ClientEvent};
+use tauri::{AppHandle, Manager, Runtime, State};
+use tertulia_core::client::{self, ClientConfig};
 use tertulia_core::passphrase;
-use tertulia_core::server::{Server, ServerConfig};
+use tertulia_core::server::{self, Server, ServerConfig};
 use tertulia_core::text::validate_nick;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::session::{AppState, HostInfo, Hosting, Session};
-use crate::CHAT_EVENT;
+use crate::session::{AppState, HostInfo, Hosting};
 
 /// Errors shown to the user; serialized as their message.
 #[derive(Debug, Error)]
@@ -54,71 +52,13 @@ fn check_nick(raw: &str) -> Result<String> {
 
 fn check_host(raw: &str) -> Result<String> {
     let host = raw.trim().trim_start_matches('[').trim_end_matches(']');
-    if !addr::is_valid_host(host) {
+    if !client::is_valid_host(host) {
         return Err(CommandError::Invalid(format!(
             "Address: '{}' is not an IP address or host name",
             raw.trim()
         )));
     }
     Ok(host.to_owned())
-}
-
-/// A desktop notification for a live message from someone else while the window is not focused.
-fn notify_if_unfocused<R: Runtime>(app: &AppHandle<R>, event: &ClientEvent) {
-    let ClientEvent::Message {
-        from,
-        text,
-        own: false,
-        history: false,
-        ..
-    } = event
-    else {
-        return;
-    };
-    let focused = app
-        .get_webview_window("main")
-        .and_then(|w| w.is_focused().ok())
-        .unwrap_or(false);
-    if focused {
-        return;
-    }
-    // Never let a missing plugin take the event forwarding down with it.
-    let Some(notifications) = app.try_state::<tauri_plugin_notification::Notification<R>>() else {
-        tracing::warn!("notification plugin not registered; no desktop notification");
-        return;
-    };
-    let body: String = text.chars().take(200).collect();
-    if let Err(e) = notifications
-        .builder()
-        .title(format!("{from} — Tertulia"))
-        .body(body)
-        .show()
-    {
-        tracing::debug!(error = %e, "desktop notification not shown");
-    } else {
-        tracing::debug!(%from, "desktop notification shown");
-    }
-}
-
-/// Start a chat session and forward its events to the window, replacing any previous session.
-async fn start_session<R: Runtime>(app: &AppHandle<R>, state: &AppState, config: ClientConfig) {
-    let mut session = state.session.lock().await;
-    if let Some(old) = session.take() {
-        old.handle.disconnect().await;
-        old.forwarder.abort();
-    }
-    let (handle, mut events) = client::spawn(config);
-    let app = app.clone();
-    let forwarder = tauri::async_runtime::spawn(async move {
-        while let Some(event) = events.recv().await {
-            let _ = app.emit(CHAT_EVENT, &event);
-            notify_if_unfocused(&app, &event);
-            if matches!(event, ClientEvent::Disconnected { .. }) {
-                break;
-            }
-        }
-    });
-    *session = Some(Session { handle, forwarder });
 }
 
 /// Host a room on `port` (all interfaces) and join it as `nick`.
@@ -164,7 +104,7 @@ pub async fn host_server<R: Runtime>(
         .port();
     let stop = CancellationToken::new();
     let task = tauri::async_runtime::spawn(server.run(stop.clone().cancelled_owned()));
-    let addresses = addr::shareable_addresses(port);
+    let addresses = server::shareable_addresses(port);
     let first = addresses
         .first()
         .cloned()
@@ -180,12 +120,12 @@ pub async fn host_server<R: Runtime>(
         task,
     });
     drop(hosting);
-    start_session(
-        &app,
-        &state,
-        ClientConfig::new(format!("127.0.0.1:{port}"), nick, passphrase),
-    )
-    .await;
+    state
+        .start_session(
+            &app,
+            ClientConfig::new(format!("127.0.0.1:{port}"), nick, passphrase),
+        )
+        .await;
     Ok(info)
 }
 
@@ -230,12 +170,12 @@ pub async fn connect<R: Runtime>(
     }
     let passphrase = check_passphrase(&passphrase)?;
     let nick = check_nick(&nick)?;
-    start_session(
-        &app,
-        &state,
-        ClientConfig::new(addr::join_host_port(&host, port), nick, passphrase),
-    )
-    .await;
+    state
+        .start_session(
+            &app,
+            ClientConfig::new(client::join_host_port(&host, port), nick, passphrase),
+        )
+        .await;
     Ok(())
 }
 

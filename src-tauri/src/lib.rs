@@ -1,16 +1,22 @@
 //! # Tertulia desktop app
 //!
-//! A thin Tauri layer over `tertulia-core`: [`commands`] are what the window can call, and
-//! every [`ClientEvent`](tertulia_core::client::ClientEvent) of the active session is
-//! forwarded unchanged to the window as the `chat-event` event. No protocol logic lives here.
+//! A thin Tauri layer over `tertulia-core`. No protocol logic lives here.
+//!
+//! # Layout
+//!
+//! - [`commands`]: what the window can call, with the checks on its inputs.
+//! - [`session`]: the live state, at most one hosted room and one chat session.
+//! - [`forward`]: every [`ClientEvent`](tertulia_core::client::ClientEvent) of the active
+//!   session, forwarded unchanged to the window as the [`CHAT_EVENT`] event, and the desktop
+//!   notifications.
 
 pub mod commands;
+pub mod forward;
 pub mod session;
 
-use tauri::Runtime;
+pub use forward::CHAT_EVENT;
 
-/// The Tauri event carrying every core client event to the window.
-pub const CHAT_EVENT: &str = "chat-event";
+use tauri::Runtime;
 
 /// Register state and commands on a builder (generic so tests can use the mock runtime).
 pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {

@@ -1,7 +1,8 @@
 //! The app's live state: at most one hosted room and one chat session.
 
 use serde::Serialize;
-use tertulia_core::client::ClientHandle;
+use tauri::{AppHandle, Runtime};
+use tertulia_core::client::{self, ClientConfig, ClientHandle};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -37,5 +38,18 @@ impl AppState {
     /// The active session's client handle, if any (the lock is released at once).
     pub async fn client(&self) -> Option<ClientHandle> {
         self.session.lock().await.as_ref().map(|s| s.handle.clone())
+    }
+
+    /// Start a chat session and forward its events to the window, replacing any previous
+    /// session (which leaves the room first).
+    pub async fn start_session<R: Runtime>(&self, app: &AppHandle<R>, config: ClientConfig) {
+        let mut session = self.session.lock().await;
+        if let Some(old) = session.take() {
+            old.handle.disconnect().await;
+            old.forwarder.abort();
+        }
+        let (handle, events) = client::spawn(config);
+        let forwarder = crate::forward::spawn(app.clone(), events);
+        *session = Some(Session { handle, forwarder });
     }
 }
