@@ -18,7 +18,8 @@ pub use forward::CHAT_EVENT;
 
 use tauri::Runtime;
 
-/// Register state and commands on a builder (generic so tests can use the mock runtime).
+/// Register state and commands on a builder (generic so tests can use the mock runtime:
+/// `tests/ipc.rs`).
 pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
     builder
         .plugin(tauri_plugin_notification::init())

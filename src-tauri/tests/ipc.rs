@@ -1,0 +1,101 @@
+//! The app as the window sees it: built by `configure` on Tauri's mock runtime (no display,
+//! no webview) and driven through IPC, so command names, argument names, results and the
+//! error text shown to the user are checked as the UI receives them. Nothing here opens a
+//! connection: every case is answered before a session would start.
+
+use serde_json::{json, Value};
+use tauri::ipc::{CallbackFn, InvokeBody};
+use tauri::test::{get_ipc_response, mock_builder, mock_context, noop_assets, MockRuntime};
+use tauri::webview::InvokeRequest;
+use tauri::{App, WebviewWindow, WebviewWindowBuilder};
+use tertulia_core::text::NickError;
+
+/// The app with its state, plugins and commands, and its main window.
+fn app() -> (App<MockRuntime>, WebviewWindow<MockRuntime>) {
+    let app = tertulia_app_lib::configure(mock_builder())
+        .build(mock_context(noop_assets()))
+        .expect("the app builds on the mock runtime");
+    let window = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .expect("the main window");
+    (app, window)
+}
+
+/// Invoke `cmd` with `args` as the UI's `invoke(cmd, args)` does: the value it resolves to,
+/// or the one it rejects with.
+fn invoke(window: &WebviewWindow<MockRuntime>, cmd: &str, args: Value) -> Result<Value, Value> {
+    get_ipc_response(
+        window,
+        InvokeRequest {
+            cmd: cmd.into(),
+            callback: CallbackFn(0),
+            error: CallbackFn(1),
+            url: "tauri://localhost".parse().expect("url"),
+            body: InvokeBody::Json(args),
+            headers: Default::default(),
+            invoke_key: tauri::test::INVOKE_KEY.to_string(),
+        },
+    )
+    .map(|body| body.deserialize::<Value>().expect("a JSON result"))
+}
+
+fn connect_args(host: &str, port: u16, nick: &str) -> Value {
+    json!({ "host": host, "port": port, "passphrase": "a room passphrase", "nick": nick })
+}
+
+#[test]
+fn generate_passphrase_returns_five_groups_of_five() {
+    let (_app, window) = app();
+    let first = invoke(&window, "generate_passphrase", json!({})).expect("a passphrase");
+    let first = first.as_str().expect("a string");
+    let groups: Vec<&str> = first.split('-').collect();
+    assert_eq!(groups.len(), 5, "{first}");
+    for group in groups {
+        assert_eq!(group.len(), 5, "{first}");
+        assert!(
+            group
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+            "{first}"
+        );
+    }
+    let second = invoke(&window, "generate_passphrase", json!({})).expect("a passphrase");
+    assert_ne!(second.as_str(), Some(first), "random each time");
+}
+
+#[test]
+fn connect_rejects_bad_fields_with_the_text_shown_to_the_user() {
+    let (_app, window) = app();
+    assert_eq!(
+        invoke(&window, "connect", connect_args("bad host", 5555, "ana")),
+        Err(json!(
+            "Address: 'bad host' is not an IP address or host name"
+        ))
+    );
+    assert_eq!(
+        invoke(&window, "connect", connect_args("127.0.0.1", 0, "ana")),
+        Err(json!("Port: choose a port between 1 and 65535"))
+    );
+    assert_eq!(
+        invoke(&window, "connect", connect_args("127.0.0.1", 5555, "  ")),
+        Err(json!(format!("Nickname: {}", NickError::Empty)))
+    );
+    let missing = invoke(&window, "connect", json!({ "host": "127.0.0.1" }))
+        .expect_err("missing arguments are refused");
+    assert!(
+        missing.as_str().is_some_and(|m| m.contains("port")),
+        "{missing}"
+    );
+}
+
+#[test]
+fn without_a_session_commands_say_so() {
+    let (_app, window) = app();
+    assert_eq!(
+        invoke(&window, "send", json!({ "text": "hello" })),
+        Err(json!("not connected to a room"))
+    );
+    assert_eq!(invoke(&window, "hosting_info", json!({})), Ok(Value::Null));
+    assert_eq!(invoke(&window, "disconnect", json!({})), Ok(Value::Null));
+    assert_eq!(invoke(&window, "typing", json!({})), Ok(Value::Null));
+}
