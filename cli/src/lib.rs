@@ -105,13 +105,13 @@ pub fn parse_server_addr(raw: &str) -> Result<String, String> {
             .ok_or_else(|| format!("'{p}' is not a port number (1-65535)"))?,
         None => DEFAULT_PORT,
     };
-    if !tertulia_core::addr::is_valid_host(host) {
+    if !tertulia_core::client::is_valid_host(host) {
         return Err(format!("'{host}' is not a valid host name or IP address"));
     }
-    Ok(tertulia_core::addr::join_host_port(host, port))
+    Ok(tertulia_core::client::join_host_port(host, port))
 }
 
-pub use tertulia_core::addr::shareable_addresses;
+pub use tertulia_core::server::shareable_addresses;
 
 #[cfg(test)]
 mod tests {

@@ -1,15 +1,7 @@
-//! The thin socket layer: reading frames from a byte stream, and running the handshake over
-//! a connection on either side. Everything it decides is delegated to the pure modules
-//! ([`frame`](crate::frame), [`handshake`](crate::handshake), [`sealed`](crate::sealed)).
-//!
-//! Handshake on the wire:
-//! ```text
-//! S → C  Hello              "TRTL" ‖ version (1) ‖ room salt (16)          plaintext
-//! C → S  HandshakeInit      Noise message 1 (48 bytes)
-//! S → C  HandshakeResponse  Noise message 2 (48 bytes)    or   Reject (1 code byte), close
-//! ```
-//! The Noise prologue is `"tertulia/1\n" ‖ Hello body`, so an altered salt or version makes the
-//! handshake fail.
+//! The thin socket layer: reading frames from a byte stream, and running the handshake
+//! ([`hello`](crate::hello), then Noise) over a connection on either side. Everything it decides
+//! is delegated to the pure modules ([`frame`](crate::frame), [`hello`](crate::hello),
+//! [`handshake`](crate::handshake), [`sealed`](crate::sealed)); this module is only I/O.
 
 use std::future::Future;
 
@@ -19,48 +11,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::cipher::{CryptoError, Key};
 use crate::frame::{self, FrameError, FrameKind, MAX_PREAUTH_BODY};
 use crate::handshake::{HandshakeError, Initiator, Responder, TransportKeys};
-use crate::passphrase::{Salt, SALT_LEN};
+use crate::hello::{hello_body, parse_hello, prologue, HelloError, RejectCode};
+use crate::passphrase::Salt;
 use crate::sealed::SealError;
 
-/// First bytes of the `Hello` frame body.
-pub const MAGIC: &[u8; 4] = b"TRTL";
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
-/// Prefix of the Noise prologue.
-pub const PROLOGUE_PREFIX: &[u8] = b"tertulia/1\n";
 /// Bytes read from the socket per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
 /// The read an idle connection waits in.
 const FIRST_READ: usize = 512;
-
-/// Reasons the server gives in a `Reject` frame (the single body byte).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum RejectCode {
-    /// Noise message 1 did not authenticate: wrong passphrase.
-    AuthenticationFailed = 1,
-    /// The server is at its connection limit.
-    ServerFull = 2,
-    /// The client spoke a protocol version the server does not.
-    BadVersion = 3,
-    /// Anything else wrong with the handshake message.
-    Malformed = 4,
-    /// Too many connections from the client's IP address.
-    TooManyFromAddress = 5,
-}
-
-impl RejectCode {
-    pub fn from_byte(byte: u8) -> Option<Self> {
-        Some(match byte {
-            1 => Self::AuthenticationFailed,
-            2 => Self::ServerFull,
-            3 => Self::BadVersion,
-            4 => Self::Malformed,
-            5 => Self::TooManyFromAddress,
-            _ => return None,
-        })
-    }
-}
 
 /// Everything that can end a connection.
 #[derive(Debug, Error)]
@@ -79,10 +37,8 @@ pub enum ConnError {
     Sealed(#[from] SealError),
     #[error("unexpected {0:?} frame")]
     UnexpectedFrame(FrameKind),
-    #[error("the peer is not a Tertulia server")]
-    NotTertulia,
-    #[error("the server speaks protocol version {0}; this program speaks {PROTOCOL_VERSION}")]
-    UnsupportedVersion(u8),
+    #[error(transparent)]
+    Hello(#[from] HelloError),
     #[error("the server refused the handshake: {0:?}")]
     Rejected(Option<RejectCode>),
     #[error("timed out")]
@@ -190,34 +146,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
-/// The `Hello` body for a room with `salt`.
-pub fn hello_body(salt: &Salt) -> Vec<u8> {
-    let mut body = Vec::with_capacity(MAGIC.len() + 1 + SALT_LEN);
-    body.extend_from_slice(MAGIC);
-    body.push(PROTOCOL_VERSION);
-    body.extend_from_slice(salt);
-    body
-}
-
-/// Parse a `Hello` body into the room salt.
-pub fn parse_hello(body: &[u8]) -> Result<Salt, ConnError> {
-    if body.len() < MAGIC.len() + 1 || &body[..MAGIC.len()] != MAGIC {
-        return Err(ConnError::NotTertulia);
-    }
-    let version = body[MAGIC.len()];
-    if version != PROTOCOL_VERSION {
-        return Err(ConnError::UnsupportedVersion(version));
-    }
-    body[MAGIC.len() + 1..]
-        .try_into()
-        .map_err(|_| ConnError::NotTertulia)
-}
-
-/// The Noise prologue for a `Hello` body.
-pub fn prologue(hello_body: &[u8]) -> Vec<u8> {
-    [PROLOGUE_PREFIX, hello_body].concat()
-}
-
 async fn write_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
     kind: FrameKind,
@@ -293,7 +221,7 @@ pub async fn read_hello<R: AsyncRead + Unpin>(
         .expect_frame(MAX_PREAUTH_BODY)
         .await
         .map_err(|e| match e {
-            ConnError::Frame(_) => ConnError::NotTertulia,
+            ConnError::Frame(_) => ConnError::Hello(HelloError::NotTertulia),
             other => other,
         })?;
     match kind {
@@ -301,7 +229,7 @@ pub async fn read_hello<R: AsyncRead + Unpin>(
         FrameKind::Reject => Err(ConnError::Rejected(
             body.first().copied().and_then(RejectCode::from_byte),
         )),
-        _ => Err(ConnError::NotTertulia),
+        _ => Err(ConnError::Hello(HelloError::NotTertulia)),
     }
 }
 
@@ -332,6 +260,7 @@ where
 mod tests {
     use super::*;
     use crate::frame::MAX_BODY;
+    use crate::passphrase::SALT_LEN;
 
     #[tokio::test]
     async fn reads_frames_split_and_joined_across_reads() {
@@ -402,21 +331,5 @@ mod tests {
                 assert!(server.is_wrong_passphrase(), "{server}");
             }
         }
-    }
-
-    #[test]
-    fn hello_parsing() {
-        let salt = [9u8; SALT_LEN];
-        assert_eq!(parse_hello(&hello_body(&salt)).unwrap(), salt);
-        assert!(matches!(
-            parse_hello(b"HTTP/1.1 200 OK"),
-            Err(ConnError::NotTertulia)
-        ));
-        let mut v2 = hello_body(&salt);
-        v2[4] = 2;
-        assert!(matches!(
-            parse_hello(&v2),
-            Err(ConnError::UnsupportedVersion(2))
-        ));
     }
 }

@@ -1,12 +1,11 @@
-//! Property tests: framing round trips under any chunking, sealed messages round trips, and the
-//! outbox/ack/dedupe protocol delivering exactly once, in order, over connections that break
-//! (losing what is in flight and acks) and reconnect at random.
+//! Property tests of the public protocol surface: framing round trips under any chunking, and
+//! sealed messages round trips with tampering detected. (Exactly-once delivery through the
+//! outbox and the server's dedupe is a property test next to the outbox, `client/outbox.rs`.)
 
 use proptest::prelude::*;
 use tertulia_core::cipher::CipherState;
 use tertulia_core::frame::{self, FrameKind, MAX_BODY};
 use tertulia_core::message::{ClientMessage, ServerMessage};
-use tertulia_core::outbox::{Dedupe, Outbox, Seen};
 use tertulia_core::sealed;
 
 fn kind() -> impl Strategy<Value = FrameKind> {
@@ -89,80 +88,5 @@ proptest! {
             let result: Result<ServerMessage, _> = sealed::open_session(&mut rx, &tampered[frame::HEADER_LEN..]);
             prop_assert!(result.is_err());
         }
-    }
-}
-
-/// What can happen on the simulated link between one client and the server.
-#[derive(Debug, Clone)]
-enum Step {
-    /// The user types a message.
-    Type,
-    /// The next message in flight reaches the server (and its ack may come back).
-    Deliver { ack_lost: bool },
-    /// The connection breaks: everything in flight is lost (TCP loses a suffix, never a
-    /// message in the middle); the client reconnects and resends its outbox.
-    Break,
-}
-
-fn step() -> impl Strategy<Value = Step> {
-    prop_oneof![
-        3 => Just(Step::Type),
-        4 => any::<bool>().prop_map(|ack_lost| Step::Deliver { ack_lost }),
-        1 => Just(Step::Break),
-    ]
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
-
-    /// Whatever the link does, once it behaves, the room holds every typed message exactly
-    /// once, in typing order, and the client's outbox is empty.
-    #[test]
-    fn outbox_ack_and_dedupe_deliver_exactly_once_in_order(steps in prop::collection::vec(step(), 0..300)) {
-        let client = "0123456789abcdef0123456789abcdef".to_string();
-        let mut outbox = Outbox::default();
-        let mut dedupe = Dedupe::default();
-        let mut room: Vec<String> = Vec::new();
-        let mut typed: Vec<String> = Vec::new();
-        let mut in_flight: std::collections::VecDeque<(u64, String)> = Default::default();
-
-        let receive = |id: u64, text: String, dedupe: &mut Dedupe, room: &mut Vec<String>| {
-            if dedupe.check(&client, id) == Seen::Fresh {
-                room.push(text);
-            }
-            dedupe.highest(&client)
-        };
-        for step in steps {
-            match step {
-                Step::Type => {
-                    let text = format!("message {}", typed.len());
-                    if let Ok(id) = outbox.push(text.clone()) {
-                        typed.push(text.clone());
-                        in_flight.push_back((id, text));
-                    }
-                }
-                Step::Deliver { ack_lost } => {
-                    if let Some((id, text)) = in_flight.pop_front() {
-                        let up_to = receive(id, text, &mut dedupe, &mut room);
-                        if !ack_lost {
-                            outbox.ack(up_to);
-                        }
-                    }
-                }
-                Step::Break => {
-                    // The welcome tells the client what the room already has, then it resends.
-                    outbox.ack(dedupe.highest(&client));
-                    in_flight = outbox.pending().map(|p| (p.id, p.text.clone())).collect();
-                }
-            }
-        }
-        // The link heals: reconnect and deliver everything.
-        outbox.ack(dedupe.highest(&client));
-        for pending in outbox.pending().map(|p| (p.id, p.text.clone())).collect::<Vec<_>>() {
-            let up_to = receive(pending.0, pending.1, &mut dedupe, &mut room);
-            outbox.ack(up_to);
-        }
-        prop_assert!(outbox.is_empty());
-        prop_assert_eq!(room, typed);
     }
 }

@@ -5,8 +5,8 @@
 
 use serde_json::{json, Value};
 use tertulia_core::cipher::CipherState;
-use tertulia_core::conn::{hello_body, prologue};
 use tertulia_core::handshake::{Initiator, Responder};
+use tertulia_core::hello::{hello_body, prologue};
 use tertulia_core::message::{
     BroadcastMessage, ClientMessage, RoomEvent, RoomEventKind, ServerMessage,
 };

@@ -18,5 +18,5 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(frame::encode(f.kind, f.body), rest[..used]);
         rest = &rest[used..];
     }
-    let _ = tertulia_core::conn::parse_hello(data);
+    let _ = tertulia_core::hello::parse_hello(data);
 });

@@ -244,19 +244,19 @@ async fn piped_input_past_the_outbox_waits_instead_of_failing() {
     let port = tertulia_e2e::free_port().await;
     let listen = format!("127.0.0.1:{port}");
     let mut ana = ChatProcess::start(listen.parse().expect("addr"), "ana", PASS, &[]).await;
-    let total = tertulia_core::outbox::MAX_OUTBOX + 200;
+    let total = tertulia_core::client::MAX_OUTBOX + 200;
     let lines: Vec<String> = (0..total).map(|i| format!("line {i}")).collect();
     for line in &lines {
         ana.say(line).await;
     }
-    ana.wait_count("queued", tertulia_core::outbox::MAX_OUTBOX)
+    ana.wait_count("queued", tertulia_core::client::MAX_OUTBOX)
         .await;
     ana.drain_for(Duration::from_millis(500)).await;
     let count =
         |chat: &ChatProcess, kind: &str| chat.seen.iter().filter(|e| e["type"] == kind).count();
     assert_eq!(
         count(&ana, "queued"),
-        tertulia_core::outbox::MAX_OUTBOX,
+        tertulia_core::client::MAX_OUTBOX,
         "the rest waits in the pipe"
     );
     assert_eq!(count(&ana, "send_failed"), 0);

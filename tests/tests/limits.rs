@@ -5,8 +5,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use tertulia_core::conn::{ConnError, RejectCode};
+use tertulia_core::conn::ConnError;
 use tertulia_core::frame::{self, FrameKind};
+use tertulia_core::hello::RejectCode;
 use tertulia_core::message::{ClientMessage, ErrorCode, ServerMessage};
 use tertulia_e2e::{ChatProcess, RawMember, ServerProcess, WAIT};
 use tokio::io::AsyncReadExt;

@@ -9,10 +9,10 @@ use clap::Parser;
 use serde_json::json;
 use tertulia_cli::render::{self, Style};
 use tertulia_cli::{exit, obtain_passphrase, parse_server_addr};
+use tertulia_core::client::MAX_OUTBOX;
 use tertulia_core::client::{
     self, ClientConfig, ClientEvent, ClientHandle, DisconnectReason, SendError,
 };
-use tertulia_core::outbox::MAX_OUTBOX;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Notify;
 use tracing_subscriber::EnvFilter;

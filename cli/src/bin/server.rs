@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use tertulia_cli::{obtain_passphrase, shareable_addresses, PassphraseSource, DEFAULT_PORT};
-use tertulia_core::flood::FloodLimit;
 use tertulia_core::frame::MAX_BODY;
 use tertulia_core::passphrase;
-use tertulia_core::room::RoomConfig;
+use tertulia_core::server::FloodLimit;
+use tertulia_core::server::Retention;
+use tertulia_core::server::RoomConfig;
 use tertulia_core::server::{Server, ServerConfig};
-use tertulia_core::store::Retention;
 use tertulia_core::text::MAX_MESSAGE_BYTES;
 use tracing_subscriber::EnvFilter;
 

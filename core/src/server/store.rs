@@ -13,8 +13,8 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension};
 use thiserror::Error;
 
+use super::dedupe::MAX_DEDUPE_CLIENTS;
 use crate::message::{ClientId, Epoch, RoomEvent, RoomEventKind};
-use crate::outbox::MAX_DEDUPE_CLIENTS;
 use crate::passphrase::{Salt, SALT_LEN};
 use crate::text::nick_key;
 
@@ -93,6 +93,7 @@ impl Store {
     }
 
     /// A throw-away database in memory (tests).
+    #[cfg(test)]
     pub fn in_memory() -> Result<Self, StoreError> {
         Self::init(Connection::open_in_memory()?)
     }

@@ -19,17 +19,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::dedupe::{Dedupe, Seen};
+use super::fanout::FanoutLog;
+use super::roster::Roster;
+use super::store::{Retention, Store, StoreError};
 use crate::cipher::Key;
-use crate::fanout::FanoutLog;
 use crate::message::{
     BroadcastMessage, ClientId, Epoch, ErrorCode, LeaveReason, Resume, RoomEvent, RoomEventKind,
     ServerMessage,
 };
-use crate::outbox::{Dedupe, Seen};
 use crate::passphrase::Salt;
-use crate::roster::Roster;
 use crate::sealed::{encode_json, BroadcastSealer};
-use crate::store::{Retention, Store, StoreError};
 use crate::text::{nick_key, validate_nick, NickError};
 
 /// Room tuning. Defaults are documented in `docs/PROTOCOL.md` (Limits).
@@ -373,11 +373,13 @@ impl Room {
         }
     }
 
+    #[cfg(test)]
     pub fn epoch(&self) -> &str {
         &self.epoch
     }
 
     /// Members (present or within grace), sorted case-insensitively.
+    #[cfg(test)]
     pub fn online(&self) -> Vec<String> {
         self.roster.names()
     }
@@ -393,6 +395,7 @@ impl Room {
     }
 
     /// Number of members with a live connection.
+    #[cfg(test)]
     pub fn connected(&self) -> usize {
         self.members.values().filter(|m| m.link.is_some()).count()
     }

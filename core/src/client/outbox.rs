@@ -1,20 +1,17 @@
-//! Exactly-once delivery bookkeeping: the client's [`Outbox`] and the server's [`Dedupe`].
+//! The client's outbox: its half of exactly-once delivery (the server's half is
+//! `server::dedupe`).
 //!
 //! The client numbers its messages 1, 2, 3… and keeps each in the outbox until the server's
 //! cumulative ack covers it; after a reconnect it sends everything still in the outbox again,
-//! in order. The server remembers, per client id, the highest message id it has put in the room
-//! and drops anything at or below it. Both structures are bounded.
+//! in order. The server drops anything at or below the highest id it has put in the room, so
+//! each message lands once. Bounded.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use thiserror::Error;
 
-use crate::message::ClientId;
-
 /// Messages a client may have waiting for an ack before `send` refuses more.
 pub const MAX_OUTBOX: usize = 1000;
-/// Client ids whose dedupe state the server keeps (the oldest are forgotten first).
-pub const MAX_DEDUPE_CLIENTS: usize = 65_536;
 
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxError {
@@ -81,74 +78,14 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
-
-    pub fn len(&self) -> usize {
-        self.pending.len()
-    }
-}
-
-/// Verdict on an incoming client message id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seen {
-    /// Not delivered before: put it in the room.
-    Fresh,
-    /// Already in the room: only ack it again.
-    Duplicate,
-}
-
-/// The server's memory of the highest message id it accepted from each client id.
-#[derive(Debug, Default)]
-pub struct Dedupe {
-    highest: HashMap<ClientId, u64>,
-    /// Insertion order, for forgetting the oldest clients first.
-    order: VecDeque<ClientId>,
-}
-
-impl Dedupe {
-    /// Record `id` from `client` if it is new.
-    pub fn check(&mut self, client: &ClientId, id: u64) -> Seen {
-        match self.highest.get_mut(client) {
-            Some(highest) if id <= *highest => Seen::Duplicate,
-            Some(highest) => {
-                *highest = id;
-                Seen::Fresh
-            }
-            None => {
-                if self.order.len() >= MAX_DEDUPE_CLIENTS {
-                    if let Some(oldest) = self.order.pop_front() {
-                        self.highest.remove(&oldest);
-                    }
-                }
-                self.order.push_back(client.clone());
-                self.highest.insert(client.clone(), id);
-                Seen::Fresh
-            }
-        }
-    }
-
-    /// Would `id` from `client` be fresh? Does not record it (see [`record`](Self::record)).
-    pub fn peek(&self, client: &ClientId, id: u64) -> Seen {
-        if id <= self.highest(client) {
-            Seen::Duplicate
-        } else {
-            Seen::Fresh
-        }
-    }
-
-    /// Record `id` as accepted from `client` (after it was stored).
-    pub fn record(&mut self, client: &ClientId, id: u64) {
-        self.check(client, id);
-    }
-
-    /// The highest id accepted from `client` (0 when none).
-    pub fn highest(&self, client: &ClientId) -> u64 {
-        self.highest.get(client).copied().unwrap_or(0)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::ClientId;
+    use crate::server::dedupe::{Dedupe, Seen};
+    use proptest::prelude::*;
 
     #[test]
     fn outbox_numbers_acks_and_resends_in_order() {
@@ -192,22 +129,6 @@ mod tests {
     }
 
     #[test]
-    fn dedupe_drops_resent_messages() {
-        let mut dedupe = Dedupe::default();
-        let alice: ClientId = "a".into();
-        let bob: ClientId = "b".into();
-        assert_eq!(dedupe.check(&alice, 1), Seen::Fresh);
-        assert_eq!(dedupe.check(&alice, 2), Seen::Fresh);
-        assert_eq!(dedupe.check(&bob, 1), Seen::Fresh, "ids are per client");
-        // Reconnect: alice resends 1, 2 (unacked) and then 3.
-        assert_eq!(dedupe.check(&alice, 1), Seen::Duplicate);
-        assert_eq!(dedupe.check(&alice, 2), Seen::Duplicate);
-        assert_eq!(dedupe.check(&alice, 3), Seen::Fresh);
-        assert_eq!(dedupe.highest(&alice), 3);
-        assert_eq!(dedupe.highest(&"nobody".into()), 0);
-    }
-
-    #[test]
     fn outbox_and_dedupe_together_deliver_exactly_once() {
         // Simulate a lossy link: the server processes a prefix, acks get lost, the client resends.
         let mut outbox = Outbox::default();
@@ -239,13 +160,78 @@ mod tests {
         assert_eq!(room, expected);
     }
 
-    #[test]
-    fn dedupe_is_bounded() {
-        let mut dedupe = Dedupe::default();
-        for i in 0..MAX_DEDUPE_CLIENTS + 10 {
-            dedupe.check(&i.to_string(), 1);
+    /// What can happen on the simulated link between one client and the server.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// The user types a message.
+        Type,
+        /// The next message in flight reaches the server (and its ack may come back).
+        Deliver { ack_lost: bool },
+        /// The connection breaks: everything in flight is lost (TCP loses a suffix, never a
+        /// message in the middle); the client reconnects and resends its outbox.
+        Break,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => Just(Step::Type),
+            4 => any::<bool>().prop_map(|ack_lost| Step::Deliver { ack_lost }),
+            1 => Just(Step::Break),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Whatever the link does, once it behaves, the room holds every typed message exactly
+        /// once, in typing order, and the client's outbox is empty.
+        #[test]
+        fn outbox_ack_and_dedupe_deliver_exactly_once_in_order(steps in prop::collection::vec(step(), 0..300)) {
+            let client = "0123456789abcdef0123456789abcdef".to_string();
+            let mut outbox = Outbox::default();
+            let mut dedupe = Dedupe::default();
+            let mut room: Vec<String> = Vec::new();
+            let mut typed: Vec<String> = Vec::new();
+            let mut in_flight: std::collections::VecDeque<(u64, String)> = Default::default();
+
+            let receive = |id: u64, text: String, dedupe: &mut Dedupe, room: &mut Vec<String>| {
+                if dedupe.check(&client, id) == Seen::Fresh {
+                    room.push(text);
+                }
+                dedupe.highest(&client)
+            };
+            for step in steps {
+                match step {
+                    Step::Type => {
+                        let text = format!("message {}", typed.len());
+                        if let Ok(id) = outbox.push(text.clone()) {
+                            typed.push(text.clone());
+                            in_flight.push_back((id, text));
+                        }
+                    }
+                    Step::Deliver { ack_lost } => {
+                        if let Some((id, text)) = in_flight.pop_front() {
+                            let up_to = receive(id, text, &mut dedupe, &mut room);
+                            if !ack_lost {
+                                outbox.ack(up_to);
+                            }
+                        }
+                    }
+                    Step::Break => {
+                        // The welcome tells the client what the room already has, then it resends.
+                        outbox.ack(dedupe.highest(&client));
+                        in_flight = outbox.pending().map(|p| (p.id, p.text.clone())).collect();
+                    }
+                }
+            }
+            // The link heals: reconnect and deliver everything.
+            outbox.ack(dedupe.highest(&client));
+            for pending in outbox.pending().map(|p| (p.id, p.text.clone())).collect::<Vec<_>>() {
+                let up_to = receive(pending.0, pending.1, &mut dedupe, &mut room);
+                outbox.ack(up_to);
+            }
+            prop_assert!(outbox.is_empty());
+            prop_assert_eq!(room, typed);
         }
-        assert_eq!(dedupe.highest.len(), MAX_DEDUPE_CLIENTS);
-        assert_eq!(dedupe.highest(&"0".into()), 0, "oldest forgotten");
     }
 }

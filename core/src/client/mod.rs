@@ -4,6 +4,14 @@
 //! The same events feed the terminal client (`--json` prints them one per line) and the
 //! desktop app, so they are serializable and self-describing (`"type": "message"`, …).
 
+mod address;
+mod backoff;
+mod outbox;
+
+pub use address::{is_valid_host, join_host_port};
+use outbox::Outbox;
+pub use outbox::{OutboxError, MAX_OUTBOX};
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -15,15 +23,15 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use crate::backoff;
 use crate::cipher::{CipherState, Key};
-use crate::conn::{self, ConnError, FrameReader, RejectCode};
+use crate::conn::{self, ConnError, FrameReader};
 use crate::frame::{FrameKind, MAX_BODY};
+use crate::hello::{self, RejectCode};
 use crate::message::{
     BroadcastMessage, ClientId, ClientMessage, ErrorCode, LeaveReason, Resume, RoomEvent,
     RoomEventKind, ServerMessage,
 };
-use crate::outbox::{Outbox, OutboxError};
+
 use crate::passphrase::{self, Salt};
 use crate::sealed::{self, BroadcastOpener, SealError};
 use crate::text::{nick_key, validate_message, validate_nick, MessageTextError, NickError};
@@ -399,7 +407,7 @@ fn classify(error: ConnError) -> SessionEnd {
         );
     }
     match error {
-        ConnError::NotTertulia | ConnError::UnsupportedVersion(_) => SessionEnd::Fatal {
+        ConnError::Hello(_) => SessionEnd::Fatal {
             kind: ErrorKind::NotTertulia,
             reason: DisconnectReason::Fatal,
             message: error.to_string(),
@@ -629,7 +637,7 @@ impl ClientTask {
             Ok(Err(e)) => return Err(classify(e)),
             Err(_) => return Err(classify(ConnError::Timeout)),
         };
-        let salt = conn::parse_hello(&hello).map_err(classify)?;
+        let salt = hello::parse_hello(&hello).map_err(|e| classify(e.into()))?;
         let psk = self.psk_for(salt).await.map_err(classify)?;
         let finish = conn::finish_initiator(reader, writer, &hello, &psk);
         match tokio::time::timeout(timeout, finish).await {

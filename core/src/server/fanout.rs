@@ -135,6 +135,7 @@ impl FanoutLog {
     }
 
     /// Bytes the log holds (frozen and open).
+    #[cfg(test)]
     pub fn retained(&self) -> u64 {
         let inner = self.lock();
         inner.end() - inner.frozen_start

@@ -1,0 +1,126 @@
+//! The plaintext opening of every connection (`docs/PROTOCOL.md`, Handshake): the server's
+//! `Hello` (magic, protocol version, room salt), the Noise prologue built from it, and the
+//! `Reject` codes a server may answer a handshake with. Pure: bytes in, values out.
+//!
+//! ```text
+//! S → C  Hello              "TRTL" ‖ version (1) ‖ room salt (16)          plaintext
+//! C → S  HandshakeInit      Noise message 1 (48 bytes)
+//! S → C  HandshakeResponse  Noise message 2 (48 bytes)    or   Reject (1 code byte), close
+//! ```
+//! The Noise prologue is `"tertulia/1\n" ‖ Hello body`, so an altered salt or version makes the
+//! handshake fail.
+
+use thiserror::Error;
+
+use crate::passphrase::{Salt, SALT_LEN};
+
+/// First bytes of the `Hello` frame body.
+pub const MAGIC: &[u8; 4] = b"TRTL";
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Prefix of the Noise prologue.
+pub const PROLOGUE_PREFIX: &[u8] = b"tertulia/1\n";
+
+/// Why a `Hello` body was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum HelloError {
+    #[error("the peer is not a Tertulia server")]
+    NotTertulia,
+    #[error("the server speaks protocol version {0}; this program speaks {PROTOCOL_VERSION}")]
+    UnsupportedVersion(u8),
+}
+
+/// Reasons the server gives in a `Reject` frame (the single body byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RejectCode {
+    /// Noise message 1 did not authenticate: wrong passphrase.
+    AuthenticationFailed = 1,
+    /// The server is at its connection limit.
+    ServerFull = 2,
+    /// The client spoke a protocol version the server does not.
+    BadVersion = 3,
+    /// Anything else wrong with the handshake message.
+    Malformed = 4,
+    /// Too many connections from the client's IP address.
+    TooManyFromAddress = 5,
+}
+
+impl RejectCode {
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            1 => Self::AuthenticationFailed,
+            2 => Self::ServerFull,
+            3 => Self::BadVersion,
+            4 => Self::Malformed,
+            5 => Self::TooManyFromAddress,
+            _ => return None,
+        })
+    }
+}
+
+/// The `Hello` body for a room with `salt`.
+pub fn hello_body(salt: &Salt) -> Vec<u8> {
+    let mut body = Vec::with_capacity(MAGIC.len() + 1 + SALT_LEN);
+    body.extend_from_slice(MAGIC);
+    body.push(PROTOCOL_VERSION);
+    body.extend_from_slice(salt);
+    body
+}
+
+/// Parse a `Hello` body into the room salt.
+pub fn parse_hello(body: &[u8]) -> Result<Salt, HelloError> {
+    if body.len() < MAGIC.len() + 1 || &body[..MAGIC.len()] != MAGIC {
+        return Err(HelloError::NotTertulia);
+    }
+    let version = body[MAGIC.len()];
+    if version != PROTOCOL_VERSION {
+        return Err(HelloError::UnsupportedVersion(version));
+    }
+    body[MAGIC.len() + 1..]
+        .try_into()
+        .map_err(|_| HelloError::NotTertulia)
+}
+
+/// The Noise prologue for a `Hello` body.
+pub fn prologue(hello_body: &[u8]) -> Vec<u8> {
+    [PROLOGUE_PREFIX, hello_body].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_parsing() {
+        let salt = [9u8; SALT_LEN];
+        assert_eq!(parse_hello(&hello_body(&salt)), Ok(salt));
+        assert_eq!(
+            parse_hello(b"HTTP/1.1 200 OK"),
+            Err(HelloError::NotTertulia)
+        );
+        let mut v2 = hello_body(&salt);
+        v2[4] = 2;
+        assert_eq!(parse_hello(&v2), Err(HelloError::UnsupportedVersion(2)));
+        assert_eq!(
+            parse_hello(&hello_body(&salt)[..10]),
+            Err(HelloError::NotTertulia),
+            "short salt"
+        );
+    }
+
+    #[test]
+    fn reject_codes_round_trip() {
+        for code in [
+            RejectCode::AuthenticationFailed,
+            RejectCode::ServerFull,
+            RejectCode::BadVersion,
+            RejectCode::Malformed,
+            RejectCode::TooManyFromAddress,
+        ] {
+            assert_eq!(RejectCode::from_byte(code as u8), Some(code));
+        }
+        assert_eq!(RejectCode::from_byte(0), None);
+        assert_eq!(RejectCode::from_byte(6), None);
+    }
+}

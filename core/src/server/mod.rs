@@ -1,0 +1,347 @@
+//! The room server: a TCP listener, one handler per connection, and the room they share.
+//!
+//! Each connection has a reader ([`handler`]: handshake, then client messages into the
+//! [`Room`]) and a writer task ([`writer`]) that sends the room's broadcasts from the shared
+//! [`FanoutLog`] and the member's private messages (sealed with the session key) in the
+//! room's order, everything due in one `writev`.
+//!
+//! ## Layout
+//! - [`room`]: membership, presence, history and the seal-once fan-out (pure: time, the room
+//!   key and the epoch come in from outside); [`roster`]: its online list;
+//!   [`fanout`]: the shared log of sealed broadcasts; [`dedupe`]: exactly-once on the server's
+//!   side; [`flood`]: the per-member rate limit; [`store`]: the room's durable state (SQLite).
+
+//! - [`handler`] and [`writer`]: the two halves of a connection (I/O).
+//! - [`addresses`]: the addresses a host shares with others.
+
+mod addresses;
+pub(crate) mod dedupe;
+mod fanout;
+mod flood;
+mod handler;
+mod room;
+mod roster;
+mod store;
+mod writer;
+
+pub use addresses::shareable_addresses;
+pub use flood::FloodLimit;
+pub use room::RoomConfig;
+pub use store::{Retention, StoreError};
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::cipher::Key;
+use crate::conn;
+use crate::frame::MAX_BODY;
+use crate::hello::RejectCode;
+use crate::passphrase::{self, PassphraseError, Salt};
+use crate::text::MAX_MESSAGE_BYTES;
+use fanout::FanoutLog;
+use room::Room;
+use store::Store;
+
+/// Server tuning; see `docs/PROTOCOL.md` (Limits) for the defaults and their reasons.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub room: RoomConfig,
+    /// Simultaneous connections (handshaking or joined).
+    pub max_connections: usize,
+    /// Simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Largest frame body a client may send (at most [`MAX_BODY`]).
+    pub max_frame_bytes: usize,
+    /// Longest chat message in UTF-8 bytes (at most [`MAX_MESSAGE_BYTES`]).
+    pub max_message_bytes: usize,
+    /// Chat messages per second per member, and the burst allowed.
+    pub flood: FloodLimit,
+    /// Messages a member may have waiting for the flood limit; one more and it is cut off.
+    pub flood_queue: usize,
+    /// Time from TCP accept to a completed Noise handshake.
+    pub handshake_timeout: Duration,
+    /// Time from the handshake to an accepted nickname.
+    pub join_timeout: Duration,
+    /// A connection that sends nothing (not even a ping) for this long is closed.
+    pub idle_timeout: Duration,
+    /// Items (frames or private messages) in one member's send queue.
+    pub send_queue_items: usize,
+    /// Kernel send buffer per connection (`SO_SNDBUF`). Bounded so a member that stops reading
+    /// costs little kernel memory and is detected (and cut off) sooner; `None`: autotuned.
+    pub socket_send_buffer: Option<usize>,
+    /// Where the room's history and state are stored (`None`: in memory only).
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Largest size of the room database; beyond it messages are refused as on a full disk.
+    pub max_store_bytes: Option<u64>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            room: RoomConfig::default(),
+            max_connections: 1024,
+            max_connections_per_ip: 16,
+            max_frame_bytes: MAX_BODY,
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            flood: FloodLimit::default(),
+            flood_queue: 64,
+            handshake_timeout: Duration::from_secs(10),
+            join_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(60),
+            send_queue_items: 8192,
+            socket_send_buffer: Some(256 * 1024),
+            data_dir: None,
+            max_store_bytes: None,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Passphrase(#[from] PassphraseError),
+    #[error("could not derive the room key: {0}")]
+    Kdf(String),
+    #[error("network error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Shared {
+    config: ServerConfig,
+    salt: Salt,
+    psk: Key,
+    room: Mutex<Room>,
+    /// The room's broadcast log (see [`Room::fanout`]).
+    log: Arc<FanoutLog>,
+    next_conn_id: AtomicU64,
+    /// Open connections per peer IP address.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection counted against its IP address; released on drop.
+struct IpSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    fn acquire(shared: &Arc<Shared>, ip: IpAddr) -> Option<Self> {
+        let mut per_ip = shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= shared.config.max_connections_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn room(&self) -> MutexGuard<'_, Room> {
+        // A panic while holding the lock would be a bug; keep serving with the data as it is.
+        self.room
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The most messages a client is told it may send ahead of the acks.
+const MAX_SEND_WINDOW: u32 = 64;
+
+/// A bound, keyed server, ready to [`run`](Server::run).
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Bind `addr` and derive the room key from `passphrase` (once, for the process lifetime).
+    pub async fn bind(
+        addr: &str,
+        passphrase: &str,
+        config: ServerConfig,
+    ) -> Result<Self, ServerError> {
+        let listener = TcpListener::bind(addr).await?;
+        Self::with_listener(listener, passphrase, config).await
+    }
+
+    pub async fn with_listener(
+        listener: TcpListener,
+        passphrase: &str,
+        config: ServerConfig,
+    ) -> Result<Self, ServerError> {
+        let passphrase = passphrase::normalize(passphrase)?.to_owned();
+        let mut config = config;
+        config.room.send_window = if config.flood.is_off() {
+            MAX_SEND_WINDOW
+        } else {
+            (config.flood_queue as u32 / 2).clamp(1, MAX_SEND_WINDOW)
+        };
+        let (room, salt) = match &config.data_dir {
+            Some(dir) => {
+                let store = Store::open(dir)?;
+                if let Some(bytes) = config.max_store_bytes {
+                    store.set_max_bytes(bytes)?;
+                }
+                Room::with_store(config.room.clone(), store, passphrase::random_salt())?
+            }
+            None => (Room::new(config.room.clone()), passphrase::random_salt()),
+        };
+        let psk = tokio::task::spawn_blocking(move || passphrase::derive_psk(&passphrase, &salt))
+            .await
+            .map_err(|e| ServerError::Kdf(e.to_string()))??;
+        let log = room.fanout();
+        let room = Mutex::new(room);
+        Ok(Self {
+            listener,
+            shared: Arc::new(Shared {
+                config,
+                salt,
+                psk,
+                room,
+                log,
+                next_conn_id: AtomicU64::new(1),
+                per_ip: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `shutdown` completes, then tell members and wait briefly for connections to close.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server { listener, shared } = self;
+        let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let stop_expiry = CancellationToken::new();
+        tasks.spawn(expire_away_members(shared.clone(), stop_expiry.clone()));
+        tokio::pin!(shutdown);
+        let mut accept_errors = 0u32;
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(ok) => {
+                    accept_errors = 0;
+                    ok
+                }
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    accept_errors = (accept_errors + 1).min(6);
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10 << accept_errors)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            if let Some(bytes) = shared.config.socket_send_buffer {
+                let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+            }
+            let permit = limit.clone().try_acquire_owned();
+            let slot = IpSlot::acquire(&shared, peer.ip());
+            match (permit, slot) {
+                (Ok(permit), Some(slot)) => {
+                    let shared = shared.clone();
+                    let stop = stop.clone();
+                    tasks.spawn(async move {
+                        handler::handle_connection(shared, stream, peer, stop).await;
+                        drop(slot);
+                        drop(permit);
+                    });
+                }
+                (permit, slot) => {
+                    let code = if permit.is_err() {
+                        warn!(%peer, "connection limit reached; refusing");
+                        RejectCode::ServerFull
+                    } else {
+                        warn!(%peer, "per-address connection limit reached; refusing");
+                        RejectCode::TooManyFromAddress
+                    };
+                    drop(slot);
+                    tasks.spawn(async move {
+                        let mut stream = stream;
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            conn::send_reject(&mut stream, code),
+                        )
+                        .await;
+                    });
+                }
+            }
+        }
+        info!("shutting down: telling members");
+        shared.room().shutdown();
+        stop_expiry.cancel();
+        tasks.close();
+        // Members get the notice and close their side; give them a moment, then cut the rest
+        // (connections still handshaking or not reading).
+        if tokio::time::timeout(Duration::from_secs(2), tasks.wait())
+            .await
+            .is_err()
+        {
+            stop.cancel();
+            if tokio::time::timeout(Duration::from_secs(1), tasks.wait())
+                .await
+                .is_err()
+            {
+                warn!("some connections did not close in time");
+            }
+        }
+    }
+}
+
+/// Announce members whose grace period ran out, twice a second; apply the retention
+/// settings once a minute.
+async fn expire_away_members(shared: Arc<Shared>, stop: CancellationToken) {
+    const TICK: Duration = Duration::from_millis(500);
+    const RETENTION_EVERY: u32 = 120;
+    let mut tick = tokio::time::interval(TICK);
+    let mut ticks = 0u32;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut room = shared.room();
+        room.expire_away(Instant::now());
+        ticks += 1;
+        if ticks % RETENTION_EVERY == 0 {
+            if let Err(e) = room.apply_retention(room::now_ms()) {
+                warn!(error = %e, "could not apply the retention settings");
+            }
+        }
+    }
+}
