@@ -275,6 +275,24 @@ test("works at 360 px wide and follows the dark colour scheme", async () => {
   }
 });
 
+test("at 1280 px, light and dark: host panel above the log, online list beside it", async () => {
+  for (const colorScheme of ["light", "dark"]) {
+    const page = await openPage({ viewport: { width: 1280, height: 800 }, colorScheme });
+    await page.screenshot({ path: path.join(shots, `start-1280-${colorScheme}.png`) });
+    await page.fill("#host-nick", "ana");
+    await page.fill("#host-pass", "open sesame");
+    await page.click("#host-submit");
+    await page.waitForSelector("#host-panel:not([hidden])");
+    await emit(page, [...recorded.slice(0, -2), { type: "online", members: ["ana", "ben"] }, { type: "typing", nick: "ben" }]);
+    assert.equal(await page.isVisible("#people"), true, "the online list shows without the toggle");
+    assert.equal(await page.isHidden("#toggle-people"), true);
+    assert.deepEqual(await page.$$eval("#online li.me", (ls) => ls.map((l) => l.textContent)), ["ana"]);
+    assert.ok((await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)) <= 0);
+    await page.screenshot({ path: path.join(shots, `chat-1280-${colorScheme}.png`) });
+    assert.deepEqual(page.errors, []);
+  }
+});
+
 test("messages arriving while the window is in the background get an unread marker", async () => {
   const page = await openPage();
   await joinRoom(page);
