@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::{RunResult, Target};
@@ -112,6 +114,75 @@ fn load_font() -> Result<(), String> {
         .map_err(|_| "could not load the font".to_string())
 }
 
+/// One target's points: (index of the room size, value).
+type Series = (Target, Vec<(usize, f64)>);
+
+/// The largest value of any series, and at least `floor`.
+fn max_value(series: &[Series], floor: f64) -> f64 {
+    series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(_, v)| *v))
+        .fold(floor, f64::max)
+}
+
+/// One panel: a line with points per target against the room sizes, and a legend.
+fn panel<Y>(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    caption: &str,
+    y_desc: &str,
+    y_range: Y,
+    sizes: &[usize],
+    series: &[Series],
+) -> Result<(), String>
+where
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let x_label = |i: &usize| sizes.get(*i).map_or(String::new(), |n| format!("N = {n}"));
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0usize..sizes.len().max(1), y_range)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_labels(sizes.len().max(1))
+        .x_label_formatter(&x_label)
+        .y_desc(y_desc)
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (t, points) in series {
+        let color = target_color(*t);
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|(i, v)| (*i, *v)),
+                color.stroke_width(3),
+            ))
+            .map_err(|e| e.to_string())?
+            .label(format!("{t:?}"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+            });
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|(i, v)| Circle::new((*i, *v), 5, color.filled())),
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 /// Two panels: saturated deliveries/s and rate-mode p99 latency, by room size.
 pub fn draw(results: &[RunResult], path: &Path) -> Result<(), String> {
     load_font()?;
@@ -130,136 +201,46 @@ pub fn draw(results: &[RunResult], path: &Path) -> Result<(), String> {
         s
     };
     let targets = [Target::Tertulia, Target::Redis, Target::Nats, Target::Irc];
-    let series =
-        |mode_prefix: &str, f: &dyn Fn(&RunResult) -> f64| -> Vec<(Target, Vec<(usize, f64)>)> {
-            targets
-                .iter()
-                .map(|&t| {
-                    let points = sizes
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, &n)| {
-                            groups
-                                .iter()
-                                .find(|((m, gn, gt), _)| {
-                                    m.starts_with(mode_prefix) && *gn == n && *gt == t
-                                })
-                                .map(|(_, g)| {
-                                    (i, median_range(g.runs.iter().map(|r| f(r)).collect()).0)
-                                })
-                        })
-                        .collect();
-                    (t, points)
-                })
-                .filter(|(_, p): &(Target, Vec<(usize, f64)>)| !p.is_empty())
-                .collect()
-        };
-    let labels = sizes.clone();
-    let x_label = move |i: &usize| labels.get(*i).map_or(String::new(), |n| format!("N = {n}"));
-
+    let series = |mode_prefix: &str, f: &dyn Fn(&RunResult) -> f64| -> Vec<Series> {
+        targets
+            .iter()
+            .map(|&t| {
+                let points = sizes
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, &n)| {
+                        groups
+                            .iter()
+                            .find(|((m, gn, gt), _)| {
+                                m.starts_with(mode_prefix) && *gn == n && *gt == t
+                            })
+                            .map(|(_, g)| {
+                                (i, median_range(g.runs.iter().map(|r| f(r)).collect()).0)
+                            })
+                    })
+                    .collect();
+                (t, points)
+            })
+            .filter(|(_, p): &Series| !p.is_empty())
+            .collect()
+    };
     let thr = series("window", &|r| r.deliveries_per_s / 1e6);
-    let max_thr = thr
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|(_, v)| *v))
-        .fold(0.1, f64::max);
-    let mut chart = ChartBuilder::on(&left)
-        .caption(
-            "Saturated (window 64): deliveries/s, millions",
-            ("sans-serif", 22),
-        )
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0usize..sizes.len().max(1), 0f64..max_thr * 1.15)
-        .map_err(|e| e.to_string())?;
-    chart
-        .configure_mesh()
-        .x_labels(sizes.len().max(1))
-        .x_label_formatter(&x_label)
-        .y_desc("M deliveries/s")
-        .label_style(("sans-serif", 15))
-        .draw()
-        .map_err(|e| e.to_string())?;
-    for (t, points) in &thr {
-        let color = target_color(*t);
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().map(|(i, v)| (*i, *v)),
-                color.stroke_width(3),
-            ))
-            .map_err(|e| e.to_string())?
-            .label(format!("{t:?}"))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-            });
-        chart
-            .draw_series(
-                points
-                    .iter()
-                    .map(|(i, v)| Circle::new((*i, *v), 5, color.filled())),
-            )
-            .map_err(|e| e.to_string())?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .draw()
-        .map_err(|e| e.to_string())?;
-
+    panel(
+        &left,
+        "Saturated (window 64): deliveries/s, millions",
+        "M deliveries/s",
+        0f64..max_value(&thr, 0.1) * 1.15,
+        &sizes,
+        &thr,
+    )?;
     let lat = series("rate", &|r| (r.latency_us.p99 as f64 / 1000.0).max(0.01));
-    let max_lat = lat
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|(_, v)| *v))
-        .fold(1.0, f64::max);
-    let mut chart = ChartBuilder::on(&right)
-        .caption(
-            "10 msg/s per client: p99 latency, ms (log)",
-            ("sans-serif", 22),
-        )
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
-        .build_cartesian_2d(
-            0usize..sizes.len().max(1),
-            (0.01f64..max_lat * 2.0).log_scale(),
-        )
-        .map_err(|e| e.to_string())?;
-    chart
-        .configure_mesh()
-        .x_labels(sizes.len().max(1))
-        .x_label_formatter(&x_label)
-        .y_desc("p99 ms")
-        .label_style(("sans-serif", 15))
-        .draw()
-        .map_err(|e| e.to_string())?;
-    for (t, points) in &lat {
-        let color = target_color(*t);
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().map(|(i, v)| (*i, *v)),
-                color.stroke_width(3),
-            ))
-            .map_err(|e| e.to_string())?
-            .label(format!("{t:?}"))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-            });
-        chart
-            .draw_series(
-                points
-                    .iter()
-                    .map(|(i, v)| Circle::new((*i, *v), 5, color.filled())),
-            )
-            .map_err(|e| e.to_string())?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .draw()
-        .map_err(|e| e.to_string())?;
+    panel(
+        &right,
+        "10 msg/s per client: p99 latency, ms (log)",
+        "p99 ms",
+        (0.01f64..max_value(&lat, 1.0) * 2.0).log_scale(),
+        &sizes,
+        &lat,
+    )?;
     root.present().map_err(|e| e.to_string())
 }
