@@ -3,10 +3,10 @@
 
 use std::rc::Rc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{find, ClientError, Flow, Sender};
+use super::{answer_keepalives, find, read_loop, read_more, ClientError, Flow, Sender};
 use crate::payload;
 use crate::record::Shared;
 use crate::RunConfig;
@@ -35,9 +35,7 @@ async fn read_until(
                 String::from_utf8_lossy(&buf[at..]).into_owned(),
             ));
         }
-        if stream.read_buf(buf).await? == 0 {
-            return Err(ClientError::Protocol("closed during registration".into()));
-        }
+        read_more(stream, buf, "closed during registration").await?;
     }
 }
 
@@ -70,18 +68,11 @@ pub async fn run(
     let window_mode = matches!(cfg.mode, crate::Mode::Window(_));
     let writer = async {
         let mut out = Vec::with_capacity(64 * 1024);
-        let mut text = Vec::with_capacity(size);
         let head = format!("PRIVMSG {CHANNEL} :");
         while let Some(n) = sender.wait_turn(&flow).await {
             out.clear();
             flow.take_control(&mut out);
-            for _ in 0..n {
-                text.clear();
-                sender.next_payload(&mut text);
-                out.extend_from_slice(head.as_bytes());
-                out.extend_from_slice(&text);
-                out.extend_from_slice(b"\r\n");
-            }
+            sender.push_lines(n, head.as_bytes(), &mut out);
             if n > 0 && window_mode {
                 out.extend_from_slice(format!("PING :{}\r\n", sender.sent).as_bytes());
             } else if n > 0 {
@@ -89,68 +80,39 @@ pub async fn run(
             }
             wr.write_all(&out).await?;
         }
-        // Everything sent: keep the connection open (closing our side would end the session)
-        // and keep answering keep-alives until the run is over.
-        loop {
-            flow.changed.notified().await;
-            let mut out = Vec::new();
-            flow.take_control(&mut out);
-            if !out.is_empty() {
-                wr.write_all(&out).await?;
-            }
-        }
-        #[allow(unreachable_code)]
-        Ok::<_, ClientError>(())
+        answer_keepalives(&mut wr, &flow).await
     };
-    let reader = async {
-        // Every frame of one read arrived at the same time: one clock read per read.
-        let mut received = rec.borrow().now_ns();
-        loop {
-            let mut consumed = 0;
-            while let Some(eol) = find(&buf[consumed..], b"\r\n") {
-                let line = &buf[consumed..consumed + eol];
-                if let Some(at) = find(line, b" PRIVMSG ") {
-                    let payload = find(&line[at..], b" :").map(|c| &line[at + c + 2..]);
-                    let mut r = rec.borrow_mut();
-                    match payload.and_then(|p| payload::parse(p, size)) {
-                        Some(h) if h.sender as usize != me => {
-                            let now = received;
-                            r.deliver(me, h, now);
-                        }
-                        Some(_) => {}
-                        None => r.corrupt += 1,
-                    }
-                } else if let Some(at) = find(line, b" PONG ") {
-                    let token = line[at..].rsplit(|&b| b == b':').next().unwrap_or_default();
-                    if let Some(count) =
-                        std::str::from_utf8(token).ok().and_then(|t| t.parse().ok())
-                    {
-                        flow.ack(count);
-                    }
-                } else if line.starts_with(b"PING ") {
-                    let mut pong = b"PONG ".to_vec();
-                    pong.extend_from_slice(&line[5..]);
-                    pong.extend_from_slice(b"\r\n");
-                    flow.control(&pong);
-                } else if line.starts_with(b"ERROR") {
-                    return Err(ClientError::Protocol(
-                        String::from_utf8_lossy(line).into_owned(),
-                    ));
+    let reader = read_loop(&mut rd, &mut buf, &rec, |buf, received| {
+        let mut consumed = 0;
+        while let Some(eol) = find(&buf[consumed..], b"\r\n") {
+            let line = &buf[consumed..consumed + eol];
+            if let Some(at) = find(line, b" PRIVMSG ") {
+                let payload = find(&line[at..], b" :").map(|c| &line[at + c + 2..]);
+                let mut r = rec.borrow_mut();
+                match payload.and_then(|p| payload::parse(p, size)) {
+                    Some(h) if h.sender as usize != me => r.deliver(me, h, received),
+                    Some(_) => {}
+                    None => r.corrupt += 1,
                 }
-                consumed += eol + 2;
-            }
-            buf.drain(..consumed);
-            if buf.capacity() - buf.len() < 16 * 1024 {
-                buf.reserve(64 * 1024);
-            }
-            if rd.read_buf(&mut buf).await? == 0 {
+            } else if let Some(at) = find(line, b" PONG ") {
+                let token = line[at..].rsplit(|&b| b == b':').next().unwrap_or_default();
+                if let Some(count) = std::str::from_utf8(token).ok().and_then(|t| t.parse().ok()) {
+                    flow.ack(count);
+                }
+            } else if line.starts_with(b"PING ") {
+                let mut pong = b"PONG ".to_vec();
+                pong.extend_from_slice(&line[5..]);
+                pong.extend_from_slice(b"\r\n");
+                flow.control(&pong);
+            } else if line.starts_with(b"ERROR") {
                 return Err(ClientError::Protocol(
-                    "the server closed the connection".into(),
+                    String::from_utf8_lossy(line).into_owned(),
                 ));
             }
-            received = rec.borrow().now_ns();
+            consumed += eol + 2;
         }
-    };
+        Ok(consumed)
+    });
     tokio::try_join!(writer, reader).map(|_: ((), ())| ())
 }
 

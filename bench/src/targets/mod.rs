@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -35,6 +35,63 @@ pub async fn discard_until_closed(stream: &mut TcpStream) -> Result<(), ClientEr
             return Err(ClientError::Protocol(
                 "the server closed an idle connection".into(),
             ));
+        }
+    }
+}
+
+/// Read more of what the server sends into `buf`; the server closing the connection is an
+/// error, `closed` says when it happened (e.g. "closed before subscribing").
+pub async fn read_more<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut Vec<u8>,
+    closed: &str,
+) -> Result<(), ClientError> {
+    if rd.read_buf(buf).await? == 0 {
+        return Err(ClientError::Protocol(closed.into()));
+    }
+    Ok(())
+}
+
+/// A client's reader during the run: `parse` is given the bytes not parsed yet (starting with
+/// those left over from connecting) and the time they arrived, handles every complete unit at
+/// their start and returns how many bytes that was; the rest waits for the next read. Every
+/// unit of one read arrived at the same time: one clock read per read. Returns only when the
+/// server closes the connection, which during a run is an error.
+pub async fn read_loop<R, F>(
+    rd: &mut R,
+    buf: &mut Vec<u8>,
+    rec: &Shared,
+    mut parse: F,
+) -> Result<(), ClientError>
+where
+    R: AsyncRead + Unpin,
+    F: FnMut(&[u8], u64) -> Result<usize, ClientError>,
+{
+    let mut received = rec.borrow().now_ns();
+    loop {
+        let consumed = parse(buf, received)?;
+        buf.drain(..consumed);
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        read_more(rd, buf, "the server closed the connection").await?;
+        received = rec.borrow().now_ns();
+    }
+}
+
+/// A writer that has sent everything: keep the connection open (closing our side would end
+/// the session) and keep writing what the reader asks for (keep-alive answers) until the run
+/// is over.
+pub async fn answer_keepalives<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    flow: &Flow,
+) -> Result<(), ClientError> {
+    loop {
+        flow.changed.notified().await;
+        let mut out = Vec::new();
+        flow.take_control(&mut out);
+        if !out.is_empty() {
+            wr.write_all(&out).await?;
         }
     }
 }
@@ -126,6 +183,15 @@ impl Sender {
                 Some(1)
             }
             Mode::Idle => None,
+        }
+    }
+
+    /// Our next `n` messages as lines of a text protocol: `head`, the payload, CRLF.
+    pub fn push_lines(&mut self, n: u64, head: &[u8], out: &mut Vec<u8>) {
+        for _ in 0..n {
+            out.extend_from_slice(head);
+            self.next_payload(out);
+            out.extend_from_slice(b"\r\n");
         }
     }
 

@@ -3,10 +3,10 @@
 
 use std::rc::Rc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{find, ClientError, Flow, Sender};
+use super::{answer_keepalives, find, read_loop, read_more, ClientError, Flow, Sender};
 use crate::payload;
 use crate::record::Shared;
 use crate::RunConfig;
@@ -36,9 +36,7 @@ pub async fn connect(port: u16, id: usize) -> Result<Connected, ClientError> {
                 String::from_utf8_lossy(&buf).into_owned(),
             ));
         }
-        if stream.read_buf(&mut buf).await? == 0 {
-            return Err(ClientError::Protocol("closed before subscribing".into()));
-        }
+        read_more(&mut stream, &mut buf, "closed before subscribing").await?;
     }
 }
 
@@ -90,73 +88,39 @@ pub async fn run(
     let size = cfg.size;
     let writer = async {
         let mut out = Vec::with_capacity(64 * 1024);
-        let mut text = Vec::with_capacity(size);
         let head = format!("PUB {SUBJECT} {size}\r\n");
         while let Some(n) = sender.wait_turn(&flow).await {
             out.clear();
             flow.take_control(&mut out);
-            for _ in 0..n {
-                text.clear();
-                sender.next_payload(&mut text);
-                out.extend_from_slice(head.as_bytes());
-                out.extend_from_slice(&text);
-                out.extend_from_slice(b"\r\n");
-            }
+            sender.push_lines(n, head.as_bytes(), &mut out);
             wr.write_all(&out).await?;
         }
-        // Everything sent: keep the connection open (closing our side would end the session)
-        // and keep answering keep-alives until the run is over.
-        loop {
-            flow.changed.notified().await;
-            let mut out = Vec::new();
-            flow.take_control(&mut out);
-            if !out.is_empty() {
-                wr.write_all(&out).await?;
-            }
-        }
-        #[allow(unreachable_code)]
-        Ok::<_, ClientError>(())
+        answer_keepalives(&mut wr, &flow).await
     };
-    let reader = async {
-        // Every frame of one read arrived at the same time: one clock read per read.
-        let mut received = rec.borrow().now_ns();
-        let mut echoed = 0u64;
-        loop {
-            let mut consumed = 0;
-            while let Some((item, used)) = parse(&buf[consumed..])? {
-                match item {
-                    Item::Msg(range) => {
-                        let payload = &buf[consumed + range.start..consumed + range.end];
-                        let mut r = rec.borrow_mut();
-                        match payload::parse(payload, size) {
-                            Some(h) if h.sender as usize != me => {
-                                let now = received;
-                                r.deliver(me, h, now);
-                            }
-                            Some(_) => {
-                                echoed += 1;
-                                flow.ack(echoed);
-                            }
-                            None => r.corrupt += 1,
+    let mut echoed = 0u64;
+    let reader = read_loop(&mut rd, &mut buf, &rec, |buf, received| {
+        let mut consumed = 0;
+        while let Some((item, used)) = parse(&buf[consumed..])? {
+            match item {
+                Item::Msg(range) => {
+                    let payload = &buf[consumed + range.start..consumed + range.end];
+                    let mut r = rec.borrow_mut();
+                    match payload::parse(payload, size) {
+                        Some(h) if h.sender as usize != me => r.deliver(me, h, received),
+                        Some(_) => {
+                            echoed += 1;
+                            flow.ack(echoed);
                         }
+                        None => r.corrupt += 1,
                     }
-                    Item::Ping => flow.control(b"PONG\r\n"),
-                    Item::Other => {}
                 }
-                consumed += used;
+                Item::Ping => flow.control(b"PONG\r\n"),
+                Item::Other => {}
             }
-            buf.drain(..consumed);
-            if buf.capacity() - buf.len() < 16 * 1024 {
-                buf.reserve(64 * 1024);
-            }
-            if rd.read_buf(&mut buf).await? == 0 {
-                return Err(ClientError::Protocol(
-                    "the server closed the connection".into(),
-                ));
-            }
-            received = rec.borrow().now_ns();
+            consumed += used;
         }
-    };
+        Ok(consumed)
+    });
     tokio::try_join!(writer, reader).map(|_: ((), ())| ())
 }
 

@@ -3,10 +3,11 @@
 
 use std::rc::Rc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
-use super::{find, ClientError, Flow, Sender};
+use super::{find, read_loop, read_more, ClientError, Flow, Sender};
 use crate::payload;
 use crate::record::Shared;
 use crate::RunConfig;
@@ -43,9 +44,7 @@ pub async fn connect(port: u16) -> Result<Connected, ClientError> {
                 buf,
             });
         }
-        if sub.read_buf(&mut buf).await? == 0 {
-            return Err(ClientError::Protocol("closed before subscribing".into()));
-        }
+        read_more(&mut sub, &mut buf, "closed before subscribing").await?;
     }
 }
 
@@ -85,6 +84,22 @@ fn parse_message(buf: &[u8]) -> Result<Option<(std::ops::Range<usize>, usize)>, 
     Ok(Some((ranges[2].clone(), at)))
 }
 
+/// PUBLISH's replies, one line each, acknowledge our messages in order. Returns only when the
+/// server closes the connection.
+async fn count_acks(publisher: &mut OwnedReadHalf, flow: &Flow) -> Result<(), ClientError> {
+    let mut replies = Vec::with_capacity(4096);
+    let mut acked = 0u64;
+    loop {
+        read_more(publisher, &mut replies, "the server closed the connection").await?;
+        let lines = replies.iter().filter(|&&b| b == b'\n').count();
+        if let Some(last) = replies.iter().rposition(|&b| b == b'\n') {
+            replies.drain(..=last);
+        }
+        acked += lines as u64;
+        flow.ack(acked);
+    }
+}
+
 pub async fn run(
     me: usize,
     conn: Connected,
@@ -120,53 +135,21 @@ pub async fn run(
         std::future::pending::<()>().await;
         Ok::<_, ClientError>(())
     };
-    let acks = async {
-        let mut replies = Vec::with_capacity(4096);
-        let mut acked = 0u64;
-        loop {
-            if pub_rd.read_buf(&mut replies).await? == 0 {
-                return Err(ClientError::Protocol(
-                    "the server closed the connection".into(),
-                ));
+    let acks = count_acks(&mut pub_rd, &flow);
+    let reader = read_loop(&mut sub, &mut buf, &rec, |buf, received| {
+        let mut consumed = 0;
+        while let Some((payload_range, used)) = parse_message(&buf[consumed..])? {
+            let payload = &buf[consumed + payload_range.start..consumed + payload_range.end];
+            let mut r = rec.borrow_mut();
+            match payload::parse(payload, size) {
+                Some(h) if h.sender as usize != me => r.deliver(me, h, received),
+                Some(_) => {}
+                None => r.corrupt += 1,
             }
-            let lines = replies.iter().filter(|&&b| b == b'\n').count();
-            if let Some(last) = replies.iter().rposition(|&b| b == b'\n') {
-                replies.drain(..=last);
-            }
-            acked += lines as u64;
-            flow.ack(acked);
+            consumed += used;
         }
-    };
-    let reader = async {
-        // Every frame of one read arrived at the same time: one clock read per read.
-        let mut received = rec.borrow().now_ns();
-        loop {
-            let mut consumed = 0;
-            while let Some((payload_range, used)) = parse_message(&buf[consumed..])? {
-                let payload = &buf[consumed + payload_range.start..consumed + payload_range.end];
-                let mut r = rec.borrow_mut();
-                match payload::parse(payload, size) {
-                    Some(h) if h.sender as usize != me => {
-                        let now = received;
-                        r.deliver(me, h, now);
-                    }
-                    Some(_) => {}
-                    None => r.corrupt += 1,
-                }
-                consumed += used;
-            }
-            buf.drain(..consumed);
-            if buf.capacity() - buf.len() < 16 * 1024 {
-                buf.reserve(64 * 1024);
-            }
-            if sub.read_buf(&mut buf).await? == 0 {
-                return Err(ClientError::Protocol(
-                    "the server closed the connection".into(),
-                ));
-            }
-            received = rec.borrow().now_ns();
-        }
-    };
+        Ok(consumed)
+    });
     tokio::try_join!(writer, acks, reader).map(|_: ((), (), ())| ())
 }
 

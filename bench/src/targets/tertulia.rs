@@ -13,10 +13,10 @@ use tertulia_core::frame::{self, FrameKind, HEADER_LEN, MAX_BODY};
 use tertulia_core::message::{BroadcastMessage, ClientMessage, RoomEventKind, ServerMessage};
 use tertulia_core::passphrase::{self, Salt};
 use tertulia_core::sealed;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{ClientError, Flow, Sender};
+use super::{read_loop, read_more, ClientError, Flow, Sender};
 use crate::payload::{self, Header};
 use crate::record::Shared;
 use crate::servers::PASSPHRASE;
@@ -125,9 +125,7 @@ pub async fn connect(
             buf.drain(..used);
             continue;
         }
-        if stream.read_buf(&mut buf).await? == 0 {
-            return Err(ClientError::Protocol("closed before welcome".into()));
-        }
+        read_more(&mut stream, &mut buf, "closed before welcome").await?;
     }
 }
 
@@ -186,107 +184,91 @@ pub async fn run(
             wr.write_all(&out).await?;
         }
     };
-    let reader = async {
-        // Every frame of one read arrived at the same time: one clock read per read.
-        let mut received = rec.borrow().now_ns();
-        loop {
-            let mut consumed = 0;
-            while let Some((f, used)) = frame::decode(&buf[consumed..], MAX_BODY)
-                .map_err(|e| ClientError::Protocol(e.to_string()))?
-            {
-                let whole = &buf[consumed..consumed + used];
-                match f.kind {
-                    FrameKind::Broadcast => {
-                        let counter =
-                            u64::from_be_bytes(f.body[..8].try_into().unwrap_or_default());
-                        if counter != next_counter {
-                            rec.borrow_mut().out_of_order += 1;
-                        }
-                        next_counter = counter + 1;
-                        let header = {
-                            let mut shared = opened.borrow_mut();
-                            match shared.frames.get_mut(&counter) {
-                                Some((bytes, header, left)) => {
-                                    let header = if &bytes[..] == whole {
-                                        *header
-                                    } else {
+    let reader = read_loop(&mut rd, &mut buf, &rec, |buf, received| {
+        let mut consumed = 0;
+        while let Some((f, used)) = frame::decode(&buf[consumed..], MAX_BODY)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+        {
+            let whole = &buf[consumed..consumed + used];
+            match f.kind {
+                FrameKind::Broadcast => {
+                    let counter = u64::from_be_bytes(f.body[..8].try_into().unwrap_or_default());
+                    if counter != next_counter {
+                        rec.borrow_mut().out_of_order += 1;
+                    }
+                    next_counter = counter + 1;
+                    let header = {
+                        let mut shared = opened.borrow_mut();
+                        match shared.frames.get_mut(&counter) {
+                            Some((bytes, header, left)) => {
+                                let header = if &bytes[..] == whole {
+                                    *header
+                                } else {
+                                    rec.borrow_mut().corrupt += 1;
+                                    None
+                                };
+                                *left -= 1;
+                                if *left == 0 {
+                                    shared.frames.remove(&counter);
+                                }
+                                header
+                            }
+                            None => {
+                                let aead = shared
+                                    .aead
+                                    .as_ref()
+                                    .ok_or_else(|| ClientError::Protocol("no key".into()))?;
+                                match open(aead, f.body) {
+                                    Some(BroadcastMessage::Event(event)) => match event.kind {
+                                        RoomEventKind::Message { text, .. } => {
+                                            let header = payload::parse(text.as_bytes(), size);
+                                            if header.is_none() {
+                                                rec.borrow_mut().corrupt += 1;
+                                            }
+                                            if members > 1 {
+                                                shared.frames.insert(
+                                                    counter,
+                                                    (whole.into(), header, members - 1),
+                                                );
+                                            }
+                                            header
+                                        }
+                                        _ => None, // joins before the start
+                                    },
+                                    Some(_) => None,
+                                    None => {
                                         rec.borrow_mut().corrupt += 1;
                                         None
-                                    };
-                                    *left -= 1;
-                                    if *left == 0 {
-                                        shared.frames.remove(&counter);
-                                    }
-                                    header
-                                }
-                                None => {
-                                    let aead = shared
-                                        .aead
-                                        .as_ref()
-                                        .ok_or_else(|| ClientError::Protocol("no key".into()))?;
-                                    match open(aead, f.body) {
-                                        Some(BroadcastMessage::Event(event)) => match event.kind {
-                                            RoomEventKind::Message { text, .. } => {
-                                                let header = payload::parse(text.as_bytes(), size);
-                                                if header.is_none() {
-                                                    rec.borrow_mut().corrupt += 1;
-                                                }
-                                                if members > 1 {
-                                                    shared.frames.insert(
-                                                        counter,
-                                                        (whole.into(), header, members - 1),
-                                                    );
-                                                }
-                                                header
-                                            }
-                                            _ => None, // joins before the start
-                                        },
-                                        Some(_) => None,
-                                        None => {
-                                            rec.borrow_mut().corrupt += 1;
-                                            None
-                                        }
                                     }
                                 }
                             }
-                        };
-                        if let Some(header) = header {
-                            if header.sender as usize != me {
-                                let mut r = rec.borrow_mut();
-                                let now = received;
-                                r.deliver(me, header, now);
-                            }
+                        }
+                    };
+                    if let Some(header) = header {
+                        if header.sender as usize != me {
+                            rec.borrow_mut().deliver(me, header, received);
                         }
                     }
-                    FrameKind::Session => {
-                        let msg: ServerMessage = sealed::open_session(&mut recv, f.body)
-                            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                        match msg {
-                            ServerMessage::Ack { up_to } => flow.ack(up_to),
-                            ServerMessage::Error { message, .. } => {
-                                return Err(ClientError::Protocol(format!("server: {message}")))
-                            }
-                            _ => {}
-                        }
-                    }
-                    other => return Err(ClientError::Protocol(format!("unexpected {other:?}"))),
                 }
-                consumed += used;
-                flow.frames.set(flow.frames.get() + 1);
+                FrameKind::Session => {
+                    let msg: ServerMessage = sealed::open_session(&mut recv, f.body)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    match msg {
+                        ServerMessage::Ack { up_to } => flow.ack(up_to),
+                        ServerMessage::Error { message, .. } => {
+                            return Err(ClientError::Protocol(format!("server: {message}")))
+                        }
+                        _ => {}
+                    }
+                }
+                other => return Err(ClientError::Protocol(format!("unexpected {other:?}"))),
             }
-            buf.drain(..consumed);
-            flow.pending_bytes.set(buf.len());
-            if buf.capacity() - buf.len() < 16 * 1024 {
-                buf.reserve(64 * 1024);
-            }
-            if rd.read_buf(&mut buf).await? == 0 {
-                return Err(ClientError::Protocol(
-                    "the server closed the connection".into(),
-                ));
-            }
-            received = rec.borrow().now_ns();
+            consumed += used;
+            flow.frames.set(flow.frames.get() + 1);
         }
-    };
+        flow.pending_bytes.set(buf.len() - consumed);
+        Ok(consumed)
+    });
     tokio::try_join!(writer, reader).map(|_: ((), ())| ())
 }
 
