@@ -57,6 +57,10 @@ impl Drop for RunningServer {
     }
 }
 
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -78,7 +82,7 @@ pub fn start(target: Target, cpu: Option<usize>) -> Result<RunningServer, Server
     let (program, args): (PathBuf, Vec<String>) = match target {
         Target::Tertulia => (
             sibling("tertulia-server"),
-            [
+            strings(&[
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--in-memory",
@@ -92,14 +96,11 @@ pub fn start(target: Target, cpu: Option<usize>) -> Result<RunningServer, Server
                 "0",
                 "--send-queue-kib",
                 "65536",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+            ]),
         ),
         Target::Redis => (
             PathBuf::from("redis-server"),
-            [
+            strings(&[
                 "--port",
                 &port.to_string(),
                 "--bind",
@@ -114,19 +115,11 @@ pub fn start(target: Target, cpu: Option<usize>) -> Result<RunningServer, Server
                 "100000",
                 "--loglevel",
                 "warning",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+            ]),
         ),
         Target::Nats => (
             PathBuf::from("nats-server"),
-            vec![
-                "-a".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port.to_string(),
-            ],
+            strings(&["-a", "127.0.0.1", "-p", &port.to_string()]),
         ),
         Target::Irc => {
             let path = std::env::temp_dir().join(format!("tertulia-bench-irc-{port}"));
@@ -141,11 +134,7 @@ pub fn start(target: Target, cpu: Option<usize>) -> Result<RunningServer, Server
             dir = Some(TempDir(path));
             (
                 program,
-                vec![
-                    "--nodaemon".into(),
-                    "--config".into(),
-                    conf.display().to_string(),
-                ],
+                strings(&["--nodaemon", "--config", &conf.display().to_string()]),
             )
         }
     };
