@@ -1,9 +1,12 @@
 //! Starting and stopping the servers under test, each pinned to CPU 0 with `taskset`, on
 //! 127.0.0.1 with persistence off.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
 
 use crate::Target;
 
@@ -22,15 +25,8 @@ pub enum ServerError {
 pub struct RunningServer {
     child: Child,
     pub port: u16,
+    /// The server's scratch directory (ngIRCd's configuration), removed after the server.
     _dir: Option<TempDir>,
-}
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 impl RunningServer {
@@ -122,16 +118,21 @@ pub fn start(target: Target, cpu: Option<usize>) -> Result<RunningServer, Server
             strings(&["-a", "127.0.0.1", "-p", &port.to_string()]),
         ),
         Target::Irc => {
-            let path = std::env::temp_dir().join(format!("tertulia-bench-irc-{port}"));
-            std::fs::create_dir_all(&path).map_err(ServerError::Config)?;
-            let conf = path.join("ngircd.conf");
+            // Mode 0755 as a plain mkdir gives (tempfile's default is 0700): ngIRCd switches to
+            // ServerUID after it starts.
+            let scratch = tempfile::Builder::new()
+                .prefix(&format!("tertulia-bench-irc-{port}-"))
+                .permissions(std::fs::Permissions::from_mode(0o755))
+                .tempdir()
+                .map_err(ServerError::Config)?;
+            let conf = scratch.path().join("ngircd.conf");
             std::fs::write(&conf, ngircd_conf(port)).map_err(ServerError::Config)?;
             let program = ["/usr/sbin/ngircd", "ngircd"]
                 .iter()
                 .map(PathBuf::from)
                 .find(|p| p.exists())
                 .unwrap_or_else(|| PathBuf::from("ngircd"));
-            dir = Some(TempDir(path));
+            dir = Some(scratch);
             (
                 program,
                 strings(&["--nodaemon", "--config", &conf.display().to_string()]),
