@@ -3,7 +3,7 @@
 // connected tells the room we are typing; the core sends at most one notice per interval.
 import { $ } from "./dom.js";
 import { messageNode } from "./items.js";
-import { appendPending, trackPending, markFailed, notice } from "./log.js";
+import { appendPending, trackPending, sendFailed, notice } from "./log.js";
 import { isConnected } from "./connection.js";
 import { errorText } from "./text.js";
 import { session } from "./session.js";
@@ -21,7 +21,7 @@ async function sendMessage() {
     const id = await invoke("send", { text });
     trackPending(id, node);
   } catch (e) {
-    markFailed(node);
+    sendFailed(node);
     notice("Not sent: " + errorText(e), false);
   }
 }

@@ -9,6 +9,13 @@ import { isConnected } from "./connection.js";
 import { invoke } from "./tauri.js";
 
 const pending = new Map(); // message id -> element, until acked
+// The backend's answer to "send" (the id) and the core's events travel separately, so an
+// own message's echo, ack or rejection can arrive before its id does. While sends await
+// their ids, events about ids above any returned so far (the core numbers messages in
+// order) wait here (message id -> {echo, acked, rejected}) for their node.
+const early = new Map();
+let awaitingIds = 0;
+let highestId = 0;
 let unreadMarker = null;
 let oldestShown = null;     // lowest room sequence number shown
 let roomOldest = null;      // oldest event the room keeps (from "connected")
@@ -22,6 +29,9 @@ export function resetLog() {
   roomOldest = null;
   loadingOlder = false;
   pending.clear();
+  early.clear();
+  awaitingIds = 0;
+  highestId = 0;
   unreadMarker = null;
 }
 
@@ -50,38 +60,71 @@ export function notice(text, live) { append(noticeNode(text), { live }); }
 
 // ---------- own messages until the server has them ----------
 
-// Shows an own message as "sending…" and scrolls to it.
+// Shows an own message as "sending…" and scrolls to it; then either trackPending (with the
+// id "send" returned) or sendFailed.
 export function appendPending(node) {
+  awaitingIds += 1;
   node.classList.add("pending");
   append(node, { live: false });
   $("log").scrollTop = $("log").scrollHeight;
 }
-export function trackPending(id, node) { pending.set(id, node); }
-export function markFailed(node) {
+
+function idArrived() { awaitingIds = Math.max(0, awaitingIds - 1); }
+
+export function trackPending(id, node) {
+  idArrived();
+  highestId = Math.max(highestId, id);
+  const got = early.get(id);
+  early.delete(id);
+  if (got?.echo) settle(node, got.echo);
+  else if (got?.acked) node.classList.remove("pending");
+  else if (got?.rejected) markFailed(node);
+  else pending.set(id, node);
+}
+
+export function sendFailed(node) {
+  idArrived();
+  markFailed(node);
+}
+
+function markFailed(node) {
   node.classList.remove("pending");
   node.classList.add("failed");
+}
+
+function settle(node, ev) {
+  node.classList.remove("pending");
+  node.querySelector("time").textContent = clock(ev.time_ms);
+  node.dataset.seq = ev.seq;
+}
+
+// Keeps what happened to an own message whose id has not come back yet; false when it
+// cannot be one (no send awaits its id, or the id was returned already).
+function holdEarly(id, what) {
+  if (!awaitingIds || id <= highestId) return false;
+  early.set(id, { ...early.get(id), ...what });
+  return true;
 }
 
 // The echo of an own pending message settles it in place (room time and sequence number);
 // true when `ev` was such an echo.
 export function settleEcho(ev) {
-  if (!(ev.own && ev.msg_id != null && pending.has(ev.msg_id))) return false;
+  if (!ev.own || ev.msg_id == null) return false;
   const node = pending.get(ev.msg_id);
-  node.classList.remove("pending");
-  node.querySelector("time").textContent = clock(ev.time_ms);
-  node.dataset.seq = ev.seq;
+  if (!node) return !ev.history && holdEarly(ev.msg_id, { echo: ev });
+  settle(node, ev);
   pending.delete(ev.msg_id);
   return true;
 }
 export function acked(ids) {
   for (const id of ids) {
     const node = pending.get(id);
-    if (node) { node.classList.remove("pending"); pending.delete(id); }
+    if (node) { node.classList.remove("pending"); pending.delete(id); } else holdEarly(id, { acked: true });
   }
 }
 export function rejected(id) {
   const node = pending.get(id);
-  if (node) { markFailed(node); pending.delete(id); }
+  if (node) { markFailed(node); pending.delete(id); } else holdEarly(id, { rejected: true });
 }
 
 // ---------- older history ----------

@@ -29,7 +29,12 @@ const fakeTauri = () => {
     core: {
       invoke: async (cmd, args = {}) => {
         window.__calls.push({ cmd, args });
-        if (cmd === "send") return ++nextId;
+        if (cmd === "send") {
+          const id = ++nextId;
+          // __holdSend: the answer waits for __releaseSend(), as when events overtake it.
+          if (window.__holdSend) return new Promise((resolve) => { window.__releaseSend = () => resolve(id); });
+          return id;
+        }
         if (window.__fail && window.__fail[cmd]) throw window.__fail[cmd];
         return window.__responses[cmd] ?? null;
       },
@@ -175,6 +180,28 @@ test("Enter sends, Shift+Enter adds a line; a message stays pending until acked"
   await emit(page, [{ type: "message", seq: 3, time_ms: Date.now(), from: "ana", text: "first line\nsecond line", own: true, msg_id: 1, history: false }]);
   assert.equal(await page.$$eval("#log .msg", (ns) => ns.length), 1, "the echo replaces the pending copy");
   assert.equal(await page.$$eval("#log .msg.pending", (ns) => ns.length), 0);
+});
+
+test("an own message's echo and ack may arrive before send returns its id: still one message", async () => {
+  const page = await openPage();
+  await joinRoom(page);
+  await emit(page, [{ type: "connected", nick: "ana", epoch: "e", resumed: false, room_reset: false, gap: false }]);
+  await page.evaluate(() => { window.__holdSend = true; });
+  await page.fill("#message", "quick one");
+  await page.press("#message", "Enter");
+  await page.waitForFunction(() => typeof window.__releaseSend === "function");
+  await emit(page, [
+    { type: "message", seq: 7, time_ms: 1795604686046, from: "ana", text: "quick one", own: true, msg_id: 1, history: false },
+    { type: "acked", ids: [1] },
+  ]);
+  assert.equal(await page.$$eval("#log .msg", (ns) => ns.length), 1, "the early echo is not shown twice");
+  await page.evaluate(() => window.__releaseSend());
+  await page.waitForFunction(() => document.querySelectorAll("#log .msg.pending").length === 0);
+  assert.deepEqual(await page.$$eval("#log .msg", (ns) => ns.map((n) => [n.querySelector(".text").textContent, n.dataset.seq])), [["quick one", "7"]]);
+  await page.evaluate(() => { window.__holdSend = false; });
+  await emit(page, [{ type: "message", seq: 8, time_ms: 0, from: "ana", text: "not awaited", own: true, msg_id: 1, history: false }]);
+  assert.equal(await page.$$eval("#log .msg", (ns) => ns.length), 2, "an own echo no send awaits is shown, as before");
+  assert.deepEqual(page.errors, []);
 });
 
 test("a taken nickname opens the dialog, which says why and lets you pick another", async () => {
