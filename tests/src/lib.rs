@@ -155,6 +155,34 @@ impl ServerProcess {
     }
 }
 
+/// A server's `--data-dir` for one test, in a fresh scratch directory that is removed with
+/// everything in it when this is dropped (also when the test fails). The data directory is
+/// `room` inside it and does not exist yet: the server creates it, as for a new room.
+pub struct DataDir {
+    _scratch: tempfile::TempDir,
+    path: String,
+}
+
+impl DataDir {
+    /// `name` makes the scratch directory easy to recognise: `tertulia-NAME-…` in the temp dir.
+    pub fn new(name: &str) -> Self {
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("tertulia-{name}-"))
+            .tempdir()
+            .expect("create a scratch directory");
+        let path = scratch.path().join("room").to_string_lossy().into_owned();
+        Self {
+            _scratch: scratch,
+            path,
+        }
+    }
+
+    /// The path to pass as `--data-dir`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
 /// A running `tertulia-chat --json`.
 pub struct ChatProcess {
     pub nick: String,

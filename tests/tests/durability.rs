@@ -3,18 +3,17 @@
 
 use std::time::Duration;
 
-use tertulia_e2e::{ChatProcess, ServerProcess};
+use tertulia_e2e::{ChatProcess, DataDir, ServerProcess};
 
 const PASS: &str = "durable room passphrase";
 
 #[tokio::test]
 async fn killed_server_restarts_with_the_same_room_and_nothing_is_lost() {
-    let dir = std::env::temp_dir().join(format!("tertulia-durable-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let data_dir = dir.to_string_lossy().to_string();
+    let dir = DataDir::new("durable");
+    let data_dir = dir.path();
     let port = tertulia_e2e::free_port().await;
     let listen = format!("127.0.0.1:{port}");
-    let args = ["--data-dir", data_dir.as_str()];
+    let args = ["--data-dir", data_dir];
 
     let server = ServerProcess::start(&listen, PASS, &args).await;
     let mut ana = ChatProcess::start(server.addr, "ana", PASS, &[]).await;
@@ -70,21 +69,18 @@ async fn killed_server_restarts_with_the_same_room_and_nothing_is_lost() {
     let backlog = cat.wait_messages_from("ana", 40).await;
     assert_eq!(backlog, expected);
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn a_second_server_on_the_same_data_dir_is_refused_clearly() {
-    let dir = std::env::temp_dir().join(format!("tertulia-locked-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let data_dir = dir.to_string_lossy().to_string();
-    let _first = ServerProcess::start("127.0.0.1:0", PASS, &["--data-dir", &data_dir]).await;
+    let dir = DataDir::new("locked");
+    let data_dir = dir.path();
+    let _first = ServerProcess::start("127.0.0.1:0", PASS, &["--data-dir", data_dir]).await;
     let (code, stderr) =
-        ServerProcess::refused(PASS, &["--listen", "127.0.0.1:0", "--data-dir", &data_dir]).await;
+        ServerProcess::refused(PASS, &["--listen", "127.0.0.1:0", "--data-dir", data_dir]).await;
     assert_eq!(code, Some(1));
     assert!(
         stderr.contains("locked by another running server"),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

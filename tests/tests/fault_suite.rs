@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use tertulia_core::client::{self, ClientConfig, ClientEvent, ClientHandle};
-use tertulia_e2e::{free_port, rss_bytes, Proxy, ServerProcess};
+use tertulia_e2e::{free_port, rss_bytes, DataDir, Proxy, ServerProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PASS: &str = "fault suite passphrase";
@@ -279,11 +279,10 @@ async fn random_cuts(rng: &mut rand::rngs::StdRng) -> Report {
 
 /// The server killed with SIGKILL and restarted, 20 cycles, while clients keep sending.
 async fn server_kills(rng: &mut rand::rngs::StdRng) -> Report {
-    let dir = std::env::temp_dir().join(format!("tertulia-suite-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let data_dir = dir.to_string_lossy().to_string();
+    let dir = DataDir::new("suite");
+    let data_dir = dir.path();
     let listen = format!("127.0.0.1:{}", free_port().await);
-    let args = ["--data-dir", data_dir.as_str()];
+    let args = ["--data-dir", data_dir];
     let mut server = ServerProcess::start(&listen, PASS, &args).await;
     let sent_at = Mutex::new(HashMap::new());
     let mut members = Vec::new();
@@ -310,7 +309,7 @@ async fn server_kills(rng: &mut rand::rngs::StdRng) -> Report {
     }
     let report = settle_and_check("SIGKILL + restart, 20 cycles", &members, max_rss, None).await;
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     report
 }
 

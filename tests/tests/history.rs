@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use tertulia_core::client::{self, ClientConfig, ClientEvent, ClientHandle};
-use tertulia_core::message::{RoomEvent, RoomEventKind};
-use tertulia_e2e::{ChatProcess, ServerProcess, WAIT};
+use tertulia_e2e::{ChatProcess, DataDir, ServerProcess, WAIT};
 use tokio::sync::mpsc;
 
 const PASS: &str = "history passphrase";
@@ -57,7 +56,7 @@ impl Member {
             .collect()
     }
 
-    async fn page(&mut self) -> (Vec<RoomEvent>, bool) {
+    async fn page(&mut self) -> (Vec<ClientEvent>, bool) {
         self.handle.load_older().await;
         match self
             .wait_for("a page of older history", |e| {
@@ -71,31 +70,31 @@ impl Member {
     }
 }
 
-fn texts(events: &[RoomEvent]) -> Vec<String> {
+/// Texts of a page's messages, which come as the live events do: from history, and ours
+/// marked as such.
+fn texts(events: &[ClientEvent]) -> Vec<String> {
     events
         .iter()
-        .filter_map(|e| match &e.kind {
-            RoomEventKind::Message { text, .. } => Some(text.clone()),
+        .filter_map(|e| match e {
+            ClientEvent::Message {
+                text,
+                history: true,
+                ..
+            } => Some(text.clone()),
             _ => None,
         })
         .collect()
 }
 
-fn temp_dir(name: &str) -> (std::path::PathBuf, String) {
-    let dir = std::env::temp_dir().join(format!("tertulia-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let text = dir.to_string_lossy().to_string();
-    (dir, text)
-}
-
 #[tokio::test]
 async fn backlog_paging_and_retention() {
-    let (dir, data_dir) = temp_dir("history");
+    let dir = DataDir::new("history");
+    let data_dir = dir.path();
     let port = tertulia_e2e::free_port().await;
     let listen = format!("127.0.0.1:{port}");
     let args = [
         "--data-dir",
-        data_dir.as_str(),
+        data_dir,
         "--backlog",
         "3",
         "--flood-rate",
@@ -127,7 +126,12 @@ async fn backlog_paging_and_retention() {
     // …and pages back through the rest, oldest first, with nothing older than the first page.
     let (page, more) = ben.page().await;
     assert_eq!(texts(&page), said[..27].to_vec());
-    assert!(matches!(&page[0].kind, RoomEventKind::Join { nick } if nick == "ana"));
+    assert!(matches!(&page[0], ClientEvent::Join { nick, history: true, .. } if nick == "ana"));
+    assert!(
+        page.iter()
+            .all(|e| !matches!(e, ClientEvent::Message { own: true, .. })),
+        "ben said none of them"
+    );
     assert!(!more, "the first event of the room was reached");
     let (empty, more) = ben.page().await;
     assert!(empty.is_empty() && !more, "nothing before the first event");
@@ -157,20 +161,20 @@ async fn backlog_paging_and_retention() {
         said[22..29].to_vec(),
         "only what retention kept"
     );
-    assert_eq!(page[0].seq, 24);
+    assert!(matches!(page[0], ClientEvent::Message { seq: 24, .. }));
     assert!(!more);
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn a_full_store_refuses_messages_clearly_and_delivers_them_once_space_is_freed() {
-    let (dir, data_dir) = temp_dir("full");
+    let dir = DataDir::new("full");
+    let data_dir = dir.path();
     let port = tertulia_e2e::free_port().await;
     let listen = format!("127.0.0.1:{port}");
     let base = [
         "--data-dir",
-        data_dir.as_str(),
+        data_dir,
         "--max-store-mib",
         "1",
         "--flood-rate",
@@ -237,5 +241,4 @@ async fn a_full_store_refuses_messages_clearly_and_delivers_them_once_space_is_f
     );
     ben.drain_for(Duration::from_millis(300)).await;
     assert_eq!(ben.messages_from("ana"), said, "exactly once");
-    let _ = std::fs::remove_dir_all(&dir);
 }
