@@ -7,8 +7,8 @@
 
 use chrono::{Local, TimeZone};
 use tertulia_core::client::ClientEvent;
-use tertulia_core::message::{LeaveReason, RoomEvent, RoomEventKind};
-use tertulia_core::text::{is_invisible, nick_key};
+use tertulia_core::message::LeaveReason;
+use tertulia_core::text::is_invisible;
 
 /// Replace every character a peer could use to control the terminal or hide text.
 pub fn sanitize(text: &str) -> String {
@@ -84,30 +84,9 @@ fn leave_verb(reason: LeaveReason) -> &'static str {
     }
 }
 
-/// A stored room event (a page of older history). `own_nick` marks our own messages.
-pub fn room_event(style: Style, event: &RoomEvent, own_nick: &str) -> String {
-    match &event.kind {
-        RoomEventKind::Message { from, text, .. } => {
-            let own = nick_key(from) == nick_key(own_nick);
-            message(style, event.time_ms, from, text, own)
-        }
-        RoomEventKind::Join { nick } => style.notice(&format!(
-            "[{}] {} joined",
-            clock(event.time_ms),
-            sanitize(nick)
-        )),
-        RoomEventKind::Leave { nick, reason } => style.notice(&format!(
-            "[{}] {} {}",
-            clock(event.time_ms),
-            sanitize(nick),
-            leave_verb(*reason)
-        )),
-    }
-}
-
 /// One line (or block) for an event, or `None` for events not shown in interactive mode.
-/// `own_nick` is our nickname (to mark our messages in older history).
-pub fn event(style: Style, event: &ClientEvent, own_nick: &str) -> Option<String> {
+/// A page of older history shows its events exactly as live ones.
+pub fn event(style: Style, event: &ClientEvent) -> Option<String> {
     Some(match event {
         ClientEvent::Connecting { attempt, addr } if *attempt <= 1 => {
             style.notice(&format!("connecting to {}…", sanitize(addr)))
@@ -163,7 +142,7 @@ pub fn event(style: Style, event: &ClientEvent, own_nick: &str) -> Option<String
         )),
         ClientEvent::Older { events, more } => {
             let mut lines = vec![style.notice("── earlier in the room ──")];
-            lines.extend(events.iter().map(|e| room_event(style, e, own_nick)));
+            lines.extend(events.iter().filter_map(|e| self::event(style, e)));
             lines.push(style.notice(if *more {
                 "── /older shows more ──"
             } else if events.is_empty() {

@@ -43,6 +43,8 @@ pub enum ConnError {
     Rejected(Option<RejectCode>),
     #[error("timed out")]
     Timeout,
+    #[error("the passphrase key derivation did not finish: {0}")]
+    KeyDerivation(#[from] tokio::task::JoinError),
     #[error("{0}")]
     Passphrase(#[from] crate::passphrase::PassphraseError),
 }

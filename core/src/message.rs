@@ -2,9 +2,19 @@
 //! tag. Nothing is ever parsed out of free text: a nickname or message containing `|`, `:`,
 //! quotes, newlines or markup is a JSON string like any other.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::text::{MessageTextError, NickError};
+
+/// A client sends at most one `typing` notice per interval while its user types; the server
+/// relays at most one per member per half interval (so jitter on the way never drops one).
+pub const TYPING_NOTICE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The most `say` messages a client may have unacknowledged: the largest `send_window` a
+/// server announces in `welcome`, and the cap a client applies to whatever it is told.
+pub const MAX_SEND_WINDOW: u32 = 64;
 
 /// Identifies one running server's in-memory room. A restarted server has a new epoch, which
 /// tells clients that the sequence numbers they remember mean nothing any more.

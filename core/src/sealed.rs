@@ -29,9 +29,9 @@ pub enum SealError {
     #[error("message of {0} bytes does not fit in one frame")]
     TooLarge(usize),
     #[error("message could not be encoded: {0}")]
-    Encode(String),
+    Encode(#[source] serde_json::Error),
     #[error("message could not be decoded: {0}")]
-    Decode(String),
+    Decode(#[source] serde_json::Error),
     #[error(
         "broadcast counter {got} where {expected} was expected (replayed, dropped or reordered)"
     )]
@@ -42,7 +42,7 @@ pub enum SealError {
 
 /// Serialize `message` to JSON.
 pub fn encode_json(message: &impl Serialize) -> Result<Vec<u8>, SealError> {
-    serde_json::to_vec(message).map_err(|e| SealError::Encode(e.to_string()))
+    serde_json::to_vec(message).map_err(SealError::Encode)
 }
 
 /// Seal already-encoded plaintext as a `Session` frame appended to `out`.
@@ -83,7 +83,7 @@ pub fn open_session<T: DeserializeOwned>(
 ) -> Result<T, SealError> {
     let head = frame::header(FrameKind::Session, body.len());
     let plaintext = cipher.open(&head, body)?;
-    serde_json::from_slice(&plaintext).map_err(|e| SealError::Decode(e.to_string()))
+    serde_json::from_slice(&plaintext).map_err(SealError::Decode)
 }
 
 /// The room broadcast key: seals each broadcast once, for every member.
@@ -161,7 +161,7 @@ impl BroadcastOpener {
         let mut buf = ct.to_vec();
         cipher::open_with(&self.aead, counter, &ad, &mut buf)?;
         self.expected = counter.checked_add(1).ok_or(CryptoError::NonceExhausted)?;
-        serde_json::from_slice(&buf).map_err(|e| SealError::Decode(e.to_string()))
+        serde_json::from_slice(&buf).map_err(SealError::Decode)
     }
 }
 

@@ -271,21 +271,16 @@ async fn interactive(
     );
     let input = tokio::spawn(read_terminal(handle.clone(), style, shared.clone()));
     let mut nick_rejected = false;
-    let mut own_nick = String::new();
     let code = loop {
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { break exit::ERROR };
-                match &event {
-                    ClientEvent::Online { members } => {
-                        if let Ok(mut online) = shared.online.lock() {
-                            online.clone_from(members);
-                        }
+                if let ClientEvent::Online { members } = &event {
+                    if let Ok(mut online) = shared.online.lock() {
+                        online.clone_from(members);
                     }
-                    ClientEvent::Connected { nick, .. } => own_nick = nick.clone(),
-                    _ => {}
                 }
-                if let Some(text) = render::event(style, &event, &own_nick) {
+                if let Some(text) = render::event(style, &event) {
                     println!("{text}");
                 }
                 if makes_room(&event) {

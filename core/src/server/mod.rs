@@ -47,6 +47,7 @@ use crate::cipher::Key;
 use crate::conn;
 use crate::frame::MAX_BODY;
 use crate::hello::RejectCode;
+use crate::message::MAX_SEND_WINDOW;
 use crate::passphrase::{self, PassphraseError, Salt};
 use crate::text::MAX_MESSAGE_BYTES;
 use fanout::FanoutLog;
@@ -111,8 +112,8 @@ impl Default for ServerConfig {
 pub enum ServerError {
     #[error(transparent)]
     Passphrase(#[from] PassphraseError),
-    #[error("could not derive the room key: {0}")]
-    Kdf(String),
+    #[error("the room key derivation did not finish: {0}")]
+    Kdf(#[from] tokio::task::JoinError),
     #[error("network error: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -173,9 +174,6 @@ impl Shared {
     }
 }
 
-/// The most messages a client is told it may send ahead of the acks.
-const MAX_SEND_WINDOW: u32 = 64;
-
 /// A bound, keyed server, ready to [`run`](Server::run).
 pub struct Server {
     listener: TcpListener,
@@ -216,8 +214,7 @@ impl Server {
             None => (Room::new(config.room.clone()), passphrase::random_salt()),
         };
         let psk = tokio::task::spawn_blocking(move || passphrase::derive_psk(&passphrase, &salt))
-            .await
-            .map_err(|e| ServerError::Kdf(e.to_string()))??;
+            .await??;
         let log = room.fanout();
         let room = Mutex::new(room);
         Ok(Self {

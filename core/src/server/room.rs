@@ -26,7 +26,7 @@ use super::store::{Retention, Store, StoreError};
 use crate::cipher::Key;
 use crate::message::{
     BroadcastMessage, ClientId, Epoch, ErrorCode, LeaveReason, Resume, RoomEvent, RoomEventKind,
-    ServerMessage,
+    ServerMessage, TYPING_NOTICE_INTERVAL,
 };
 use crate::passphrase::Salt;
 use crate::sealed::{encode_json, BroadcastSealer};
@@ -227,8 +227,10 @@ struct Member {
     over_budget: Option<OverBudget>,
 }
 
-/// Typing notices from one member are relayed at most this often.
-pub const TYPING_INTERVAL: Duration = Duration::from_secs(1);
+/// Typing notices from one member are relayed at most this often: half the interval clients
+/// send them at, so network jitter never drops one.
+const TYPING_RELAY_INTERVAL: Duration =
+    Duration::from_millis(TYPING_NOTICE_INTERVAL.as_millis() as u64 / 2);
 
 /// The result of a successful join.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -719,13 +721,13 @@ impl Room {
     }
 
     /// Member `key` is typing: relay an ephemeral notice (no sequence number, not kept in
-    /// history), at most once per [`TYPING_INTERVAL`] per member.
+    /// history), at most once per [`TYPING_RELAY_INTERVAL`] per member.
     pub fn typing(&mut self, key: &str, conn_id: u64, now: Instant) -> Result<(), NotMember> {
         self.link_of(key, conn_id)?;
         let member = self.members.get_mut(key).ok_or(NotMember::Detached)?;
         if member
             .last_typing
-            .is_some_and(|t| now.saturating_duration_since(t) < TYPING_INTERVAL)
+            .is_some_and(|t| now.saturating_duration_since(t) < TYPING_RELAY_INTERVAL)
         {
             return Ok(());
         }

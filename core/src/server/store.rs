@@ -25,15 +25,25 @@ const SCHEMA_VERSION: i64 = 1;
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("cannot use the data directory {path}: {error}")]
-    Directory { path: String, error: std::io::Error },
+    Directory {
+        path: String,
+        #[source]
+        error: std::io::Error,
+    },
     #[error("the room database is locked by another running server")]
     Locked,
     #[error("the room database is damaged or not a Tertulia database ({0}); move it away to start a fresh room")]
     Corrupt(String),
+    #[error("the room database is damaged or not a Tertulia database ({0}); move it away to start a fresh room")]
+    Damaged(#[source] rusqlite::Error),
+    #[error("the room database holds an event that cannot be read ({0}); move it away to start a fresh room")]
+    BadEvent(#[source] serde_json::Error),
+    #[error("an event could not be encoded for the room database: {0}")]
+    Encode(#[source] serde_json::Error),
     #[error("the disk (or the room's storage limit) is full: the message was not stored")]
     DiskFull,
     #[error("room database error: {0}")]
-    Sqlite(String),
+    Sqlite(#[source] rusqlite::Error),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -43,9 +53,9 @@ impl From<rusqlite::Error> for StoreError {
             Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => StoreError::Locked,
             Some(ErrorCode::DiskFull) => StoreError::DiskFull,
             Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase) => {
-                StoreError::Corrupt(e.to_string())
+                StoreError::Damaged(e)
             }
-            _ => StoreError::Sqlite(e.to_string()),
+            _ => StoreError::Sqlite(e),
         }
     }
 }
@@ -221,8 +231,7 @@ impl Store {
             .query_map(params![keep as i64], |r| r.get::<_, String>(0))?
             .map(|json| {
                 let json = json?;
-                serde_json::from_str::<RoomEvent>(&json)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+                serde_json::from_str::<RoomEvent>(&json).map_err(StoreError::BadEvent)
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         recent.reverse();
@@ -276,10 +285,7 @@ impl Store {
                 params![before_seq.min(i64::MAX as u64) as i64, limit as i64 + 1],
                 |r| r.get::<_, String>(0),
             )?
-            .map(|json| {
-                serde_json::from_str::<RoomEvent>(&json?)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))
-            })
+            .map(|json| serde_json::from_str::<RoomEvent>(&json?).map_err(StoreError::BadEvent))
             .collect::<Result<Vec<_>, StoreError>>()?;
         let more = events.len() > limit;
         events.truncate(limit);
@@ -335,7 +341,7 @@ impl Store {
         event: &RoomEvent,
         client: Option<&ClientId>,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(event).map_err(|e| StoreError::Sqlite(e.to_string()))?;
+        let json = serde_json::to_string(event).map_err(StoreError::Encode)?;
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO events (seq, time_ms, json) VALUES (?1, ?2, ?3)",
@@ -434,7 +440,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tertulia-store-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(DB_FILE), vec![0x42u8; 8192]).unwrap();
-        assert!(matches!(Store::open(&dir), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            Store::open(&dir),
+            Err(StoreError::Corrupt(_) | StoreError::Damaged(_))
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,0 +1,171 @@
+//! What the client reports ([`ClientEvent`]) and how its calls fail ([`SendError`]).
+//!
+//! The same events feed the terminal client (`--json` prints them one per line) and the
+//! desktop app, so they are serializable and self-describing (`"type": "message"`, …).
+
+use serde::Serialize;
+use thiserror::Error;
+
+use super::outbox::OutboxError;
+use crate::message::LeaveReason;
+use crate::text::{MessageTextError, NickError};
+
+/// Broad classes of errors, for programs reacting to [`ClientEvent::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The room passphrase is wrong (or the handshake was altered in transit). Not retried.
+    WrongPassphrase,
+    /// Received data failed authentication (tampered, replayed, reordered). Reconnecting.
+    Integrity,
+    /// The server reported that data from this client failed authentication. Reconnecting.
+    IntegrityReportedByServer,
+    /// Could not reach the server, or the connection broke. Reconnecting.
+    Network,
+    /// The peer broke the protocol. Reconnecting.
+    Protocol,
+    /// The address does not answer like a Tertulia server. Not retried.
+    NotTertulia,
+    /// The server is at its connection limit. Reconnecting.
+    ServerFull,
+    /// The server is shutting down. Reconnecting.
+    ServerShuttingDown,
+    /// The server cut this client off for not reading fast enough. Reconnecting.
+    SlowConsumer,
+    /// The server could not store a message (disk full, database error). Reconnecting; the
+    /// message stays in the outbox.
+    ServerStorage,
+    /// The passphrase itself is unusable (empty, too long). Not retried.
+    BadPassphrase,
+    /// The server cut this client off for sending faster than the room's flood limit.
+    /// Reconnecting; unacknowledged messages are resent.
+    Flood,
+}
+
+/// Why the client stopped for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisconnectReason {
+    /// The user disconnected.
+    Quit,
+    WrongPassphrase,
+    /// `give_up_after` attempts failed in a row.
+    GaveUp,
+    /// A non-retryable error (see the preceding `error` event).
+    Fatal,
+}
+
+/// What the client reports. Serialized with a `type` tag, e.g. `{"type":"message",…}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientEvent {
+    /// Connection attempt `attempt` (1 = first after start or after being connected).
+    Connecting {
+        attempt: u32,
+        addr: String,
+    },
+    /// In the room. `room_reset`: the server restarted without its history; earlier sequence
+    /// numbers are void. `gap`: some missed history was no longer available.
+    Connected {
+        nick: String,
+        epoch: String,
+        resumed: bool,
+        room_reset: bool,
+        gap: bool,
+        /// The oldest event the room keeps: when it is older than the oldest event shown,
+        /// [`ClientHandle::load_older`](super::ClientHandle::load_older) can page back to it.
+        oldest_seq: u64,
+    },
+    /// A page of older history (answering [`ClientHandle::load_older`](super::ClientHandle::load_older)), oldest first, all
+    /// older than anything reported before: `message`, `join` and `leave` events exactly as
+    /// live ones are reported (with `history: true`). `more`: the room has even older events.
+    Older {
+        events: Vec<ClientEvent>,
+        more: bool,
+    },
+    /// The nickname was refused; call [`ClientHandle::set_nick`](super::ClientHandle::set_nick) to try another.
+    NickRejected {
+        nick: String,
+        reason: NickError,
+        message: String,
+    },
+    /// The live online list, sent after connecting and on every change.
+    Online {
+        members: Vec<String>,
+    },
+    /// A chat message. `own`: sent by this client, `msg_id` is then the id [`ClientHandle::send`](super::ClientHandle::send)
+    /// returned. `history`: part of the backlog or a replay, not live.
+    Message {
+        seq: u64,
+        time_ms: u64,
+        from: String,
+        text: String,
+        own: bool,
+        msg_id: Option<u64>,
+        history: bool,
+    },
+    Join {
+        seq: u64,
+        time_ms: u64,
+        nick: String,
+        history: bool,
+    },
+    Leave {
+        seq: u64,
+        time_ms: u64,
+        nick: String,
+        reason: LeaveReason,
+        history: bool,
+    },
+    /// These messages of ours are in the room.
+    Acked {
+        ids: Vec<u64>,
+    },
+    /// The server refused one of our messages; it will not be delivered.
+    MessageRejected {
+        id: u64,
+        reason: MessageTextError,
+        message: String,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
+    /// Someone else is typing (sent at most about once a second per person while they type;
+    /// show it for a few seconds).
+    Typing {
+        nick: String,
+    },
+    /// Waiting `delay_ms` before connection attempt `attempt`.
+    Reconnecting {
+        attempt: u32,
+        delay_ms: u64,
+        reason: String,
+    },
+    /// While waiting to reconnect: whole seconds left before attempt `attempt` (sent each second
+    /// when the wait is a second or longer).
+    Countdown {
+        attempt: u32,
+        remaining_secs: u64,
+    },
+    /// The client stopped; no more events follow.
+    Disconnected {
+        reason: DisconnectReason,
+        message: String,
+    },
+}
+
+/// Errors from [`ClientHandle`](super::ClientHandle) calls.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SendError {
+    #[error(transparent)]
+    InvalidText(#[from] MessageTextError),
+    #[error(transparent)]
+    InvalidNick(#[from] NickError),
+    #[error(transparent)]
+    OutboxFull(#[from] OutboxError),
+    #[error("already in the room; the nickname can only be changed before joining")]
+    AlreadyJoined,
+    #[error("the client has stopped")]
+    Stopped,
+}

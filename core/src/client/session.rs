@@ -1,0 +1,1421 @@
+//! The client's session: a pure state machine over everything that outlives one connection —
+//! the outbox and its send window, the resume point, the online list, the oldest event shown,
+//! the nickname — and the reconnect decisions.
+//!
+//! It does no I/O. The client task feeds it what happened (a connection is up, a server
+//! message or an opened broadcast arrived, the user called a [`ClientHandle`] method, the
+//! connection ended) and then takes the resulting [`Action`]s in order with
+//! [`Session::next_action`] — emit this event, send this message, open the room's broadcasts
+//! with this key, end the connection — like rustls' `Output`. Time and randomness come in as
+//! arguments, so the tests below drive it directly, without sockets or sleeps.
+//!
+//! [`ClientHandle`]: super::ClientHandle
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::backoff;
+use super::event::{ClientEvent, DisconnectReason, ErrorKind, SendError};
+use super::outbox::Outbox;
+use crate::cipher::Key;
+use crate::conn::ConnError;
+use crate::hello::{HelloError, RejectCode};
+use crate::message::{
+    BroadcastMessage, ClientId, ClientMessage, ErrorCode, Resume, RoomEvent, RoomEventKind,
+    ServerMessage, MAX_SEND_WINDOW, TYPING_NOTICE_INTERVAL,
+};
+use crate::text::nick_key;
+
+/// Events asked for per page of older history.
+pub const OLDER_PAGE: usize = 100;
+
+/// Something the client task must do, in the order the session asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Report this event to the user.
+    Emit(ClientEvent),
+    /// Seal this message with the session key and send it on the current connection.
+    Send(ClientMessage),
+    /// From now on open the room's broadcast frames with `key`, the next one numbered
+    /// `next_counter` (from the welcome).
+    OpenBroadcasts { key: Key, next_counter: u64 },
+    /// End the current connection (or, while offline, the wait before the next attempt).
+    End(Ending),
+}
+
+/// How a connection ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The user left.
+    Quit,
+    /// Stop for good.
+    Fatal {
+        kind: ErrorKind,
+        reason: DisconnectReason,
+        message: String,
+    },
+    /// Try again; `report`: tell the user why.
+    Retry {
+        kind: ErrorKind,
+        message: String,
+        report: bool,
+    },
+}
+
+impl Ending {
+    fn retry(kind: ErrorKind, message: impl ToString) -> Self {
+        Ending::Retry {
+            kind,
+            message: message.to_string(),
+            report: true,
+        }
+    }
+}
+
+/// What the task does after a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Wait `delay`, then make connection attempt `attempt` (sooner if the user asks).
+    Reconnect { attempt: u32, delay: Duration },
+    /// The client has stopped (its `disconnected` event is queued).
+    Stop,
+}
+
+/// One connection's part of the state: reset on every connection.
+#[derive(Debug, Clone, Copy)]
+struct Connection {
+    /// In the room: the welcome arrived.
+    joined: bool,
+    /// The highest outbox id sent on this connection.
+    sent_through: u64,
+    /// Messages that may be in flight unacknowledged (from the welcome).
+    window: usize,
+}
+
+/// The state machine; see the module documentation.
+pub struct Session {
+    addr: String,
+    give_up_after: Option<u32>,
+    nick: String,
+    client_id: ClientId,
+    outbox: Outbox,
+    resume: Option<Resume>,
+    /// Folded nickname → display nickname.
+    online: BTreeMap<String, String>,
+    /// The room sequence the online list is current as of; older join/leave events do not
+    /// change it.
+    online_as_of: u64,
+    /// The oldest room event reported in this room epoch (live, backlog or paged).
+    oldest_seen: Option<u64>,
+    quit_when_flushed: bool,
+    /// When the last typing notice went out.
+    last_typing: Option<Instant>,
+    /// Connection attempts since the last one that made it into the room.
+    attempt: u32,
+    /// `None` while offline.
+    connection: Option<Connection>,
+    actions: VecDeque<Action>,
+}
+
+impl Session {
+    /// A session for `nick` at `addr` (shown in events), with this client's secret id.
+    pub fn new(
+        addr: impl Into<String>,
+        nick: impl Into<String>,
+        client_id: ClientId,
+        give_up_after: Option<u32>,
+    ) -> Self {
+        Self {
+            addr: addr.into(),
+            give_up_after,
+            nick: nick.into(),
+            client_id,
+            outbox: Outbox::default(),
+            resume: None,
+            online: BTreeMap::new(),
+            online_as_of: 0,
+            oldest_seen: None,
+            quit_when_flushed: false,
+            last_typing: None,
+            attempt: 0,
+            connection: None,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The next thing to do, oldest first.
+    pub fn next_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    fn emit(&mut self, event: ClientEvent) {
+        self.actions.push_back(Action::Emit(event));
+    }
+
+    fn send_message(&mut self, message: ClientMessage) {
+        self.actions.push_back(Action::Send(message));
+    }
+
+    fn end(&mut self, ending: Ending) {
+        self.actions.push_back(Action::End(ending));
+    }
+
+    fn joined(&self) -> bool {
+        self.connection.is_some_and(|c| c.joined)
+    }
+
+    /// Is `nick` this client's own nickname (the room's folding, the one place it is decided)?
+    fn is_own(&self, nick: &str) -> bool {
+        nick_key(nick) == nick_key(&self.nick)
+    }
+
+    // ---- connections ----
+
+    /// A connection attempt starts.
+    pub fn connecting(&mut self) {
+        self.attempt += 1;
+        self.emit(ClientEvent::Connecting {
+            attempt: self.attempt,
+            addr: self.addr.clone(),
+        });
+    }
+
+    /// The handshake succeeded: ask to join (resuming where this client left off).
+    pub fn connected(&mut self) {
+        self.connection = Some(Connection {
+            joined: false,
+            sent_through: 0,
+            window: 1,
+        });
+        self.send_join();
+    }
+
+    fn send_join(&mut self) {
+        self.send_message(ClientMessage::Join {
+            nick: self.nick.clone(),
+            client_id: self.client_id.clone(),
+            resume: self.resume.clone(),
+        });
+    }
+
+    /// The connection (or the attempt) ended as `ending`: report it and decide what next.
+    /// `jitter` spreads reconnects out (see [`backoff::delay`]).
+    pub fn connection_ended(&mut self, ending: Ending, jitter: &mut impl Rng) -> Next {
+        let joined = self.joined();
+        self.connection = None;
+        // What was queued for the connection that is gone is void; events stay.
+        self.actions.retain(|a| matches!(a, Action::Emit(_)));
+        let (kind, message, report) = match ending {
+            Ending::Quit => {
+                self.stop(DisconnectReason::Quit, "left the room".into());
+                return Next::Stop;
+            }
+            Ending::Fatal {
+                kind,
+                reason,
+                message,
+            } => {
+                self.emit(ClientEvent::Error {
+                    kind,
+                    message: message.clone(),
+                });
+                self.stop(reason, message);
+                return Next::Stop;
+            }
+            Ending::Retry {
+                kind,
+                message,
+                report,
+            } => (kind, message, report),
+        };
+        if joined {
+            self.attempt = 0;
+        }
+        if report {
+            self.emit(ClientEvent::Error {
+                kind,
+                message: message.clone(),
+            });
+        }
+        if self
+            .give_up_after
+            .is_some_and(|limit| self.attempt >= limit)
+        {
+            let message = format!("gave up after {} failed attempts: {message}", self.attempt);
+            self.stop(DisconnectReason::GaveUp, message);
+            return Next::Stop;
+        }
+        let attempt = self.attempt + 1;
+        let delay = backoff::delay(attempt, jitter);
+        self.emit(ClientEvent::Reconnecting {
+            attempt,
+            delay_ms: delay.as_millis() as u64,
+            reason: message,
+        });
+        Next::Reconnect { attempt, delay }
+    }
+
+    /// The user left while offline (or the handle went away).
+    pub fn stop_offline(&mut self) {
+        self.stop(DisconnectReason::Quit, "left the room".into());
+    }
+
+    fn stop(&mut self, reason: DisconnectReason, message: String) {
+        self.emit(ClientEvent::Disconnected { reason, message });
+    }
+
+    // ---- the user's calls ----
+
+    /// Queue a chat message (already validated); it goes out now if the window allows.
+    pub fn send(&mut self, text: String) -> Result<u64, SendError> {
+        let id = self.outbox.push(text)?;
+        self.fill_window();
+        Ok(id)
+    }
+
+    /// Try another nickname: sent at once on a connection waiting for a nickname, used for
+    /// the next connection otherwise.
+    pub fn set_nick(&mut self, nick: String) -> Result<(), SendError> {
+        if self.joined() {
+            return Err(SendError::AlreadyJoined);
+        }
+        self.nick = nick;
+        if self.connection.is_some() {
+            self.send_join();
+        }
+        Ok(())
+    }
+
+    /// The user is typing: a notice at most once per [`TYPING_NOTICE_INTERVAL`], only in
+    /// the room.
+    pub fn typing(&mut self, now: Instant) {
+        let due = self
+            .last_typing
+            .is_none_or(|t| now.saturating_duration_since(t) >= TYPING_NOTICE_INTERVAL);
+        if self.joined() && due {
+            self.last_typing = Some(now);
+            self.send_message(ClientMessage::Typing);
+        }
+    }
+
+    /// Ask for the page of history before the oldest event reported so far (in the room only).
+    pub fn load_older(&mut self) {
+        let Some(resume) = self.resume.as_ref().filter(|_| self.joined()) else {
+            return;
+        };
+        let before_seq = self
+            .oldest_seen
+            .unwrap_or(resume.last_seq.saturating_add(1));
+        self.send_message(ClientMessage::Older {
+            before_seq,
+            limit: OLDER_PAGE as u32,
+        });
+    }
+
+    /// Leave now; unacknowledged messages are dropped.
+    pub fn disconnect(&mut self) {
+        if self.connection.is_some() {
+            self.send_message(ClientMessage::Leave);
+        }
+        self.end(Ending::Quit);
+    }
+
+    /// Leave once every queued message has been acknowledged.
+    pub fn disconnect_when_flushed(&mut self) {
+        self.quit_when_flushed = true;
+        self.leave_if_flushed();
+    }
+
+    /// If the user asked to leave once flushed and the outbox is empty: leave (saying goodbye
+    /// when in the room; at once when offline).
+    fn leave_if_flushed(&mut self) {
+        if !self.quit_when_flushed || !self.outbox.is_empty() {
+            return;
+        }
+        match self.connection {
+            None => self.end(Ending::Quit),
+            Some(c) if c.joined => self.disconnect(),
+            Some(_) => {} // waiting for the welcome (or a nickname): leave once in
+        }
+    }
+
+    // ---- what the server says ----
+
+    /// An opened broadcast frame.
+    pub fn on_broadcast(&mut self, message: BroadcastMessage) {
+        match message {
+            BroadcastMessage::Event(event) => self.on_event(event, false),
+            BroadcastMessage::Typing { nick } => {
+                if !self.is_own(&nick) {
+                    self.emit(ClientEvent::Typing { nick });
+                }
+            }
+        }
+    }
+
+    /// An opened session message.
+    pub fn on_server_message(&mut self, message: ServerMessage) {
+        match message {
+            ServerMessage::Welcome {
+                nick,
+                epoch,
+                room_key,
+                next_broadcast,
+                head_seq,
+                online,
+                acked_up_to,
+                resync,
+                gap,
+                resumed,
+                oldest_seq,
+                send_window,
+            } => {
+                let Some(key) = hex::decode(&room_key)
+                    .ok()
+                    .and_then(|k| Key::try_from(k).ok())
+                else {
+                    self.end(Ending::retry(
+                        ErrorKind::Protocol,
+                        "the server sent an unusable room key",
+                    ));
+                    return;
+                };
+                self.actions.push_back(Action::OpenBroadcasts {
+                    key,
+                    next_counter: next_broadcast,
+                });
+                let room_reset = resync || self.resume.as_ref().is_some_and(|r| r.epoch != epoch);
+                let last_seq = match &self.resume {
+                    Some(r) if !room_reset => r.last_seq,
+                    _ => 0,
+                };
+                self.resume = Some(Resume {
+                    epoch: epoch.clone(),
+                    last_seq,
+                });
+                if room_reset {
+                    self.oldest_seen = None;
+                }
+                self.nick = nick.clone();
+                self.online = online.into_iter().map(|n| (nick_key(&n), n)).collect();
+                self.online_as_of = head_seq;
+                let window = send_window.clamp(1, MAX_SEND_WINDOW) as usize;
+                self.connection = Some(Connection {
+                    joined: true,
+                    sent_through: 0,
+                    window,
+                });
+                self.emit(ClientEvent::Connected {
+                    nick,
+                    epoch,
+                    resumed,
+                    room_reset,
+                    gap,
+                    oldest_seq,
+                });
+                self.emit_online();
+                self.on_acked(acked_up_to);
+                self.fill_window();
+                self.leave_if_flushed();
+            }
+            ServerMessage::MoreOnline { online } => {
+                self.online
+                    .extend(online.into_iter().map(|n| (nick_key(&n), n)));
+                self.emit_online();
+            }
+            ServerMessage::History { events } => {
+                for event in events {
+                    self.on_event(event, true);
+                }
+            }
+            ServerMessage::Older {
+                before_seq,
+                mut events,
+                more,
+            } => {
+                // Only what is older than everything reported so far (a stale answer from
+                // before a reconnect is filtered the same way).
+                let limit = self.oldest_seen.unwrap_or(u64::MAX).min(before_seq);
+                events.retain(|e| e.seq < limit);
+                if let Some(first) = events.first() {
+                    self.oldest_seen = Some(first.seq);
+                }
+                let events = events.into_iter().map(|e| self.describe(e, true)).collect();
+                self.emit(ClientEvent::Older { events, more });
+            }
+            ServerMessage::Ack { up_to } => {
+                self.on_acked(up_to);
+                self.fill_window();
+                self.leave_if_flushed();
+            }
+            ServerMessage::NickRejected { nick, reason } => {
+                self.emit(ClientEvent::NickRejected {
+                    nick,
+                    reason,
+                    message: reason.to_string(),
+                });
+            }
+            ServerMessage::MessageRejected { id, reason } => {
+                self.outbox.reject(id);
+                self.emit(ClientEvent::MessageRejected {
+                    id,
+                    reason,
+                    message: reason.to_string(),
+                });
+                self.fill_window();
+                self.leave_if_flushed();
+            }
+            ServerMessage::Pong => {}
+            ServerMessage::Error { code, message } => {
+                let (kind, report) = match code {
+                    ErrorCode::Integrity => (ErrorKind::IntegrityReportedByServer, true),
+                    ErrorCode::SlowConsumer => (ErrorKind::SlowConsumer, true),
+                    ErrorCode::ShuttingDown => (ErrorKind::ServerShuttingDown, true),
+                    ErrorCode::Storage => (ErrorKind::ServerStorage, true),
+                    ErrorCode::Flood => (ErrorKind::Flood, true),
+                    ErrorCode::Replaced => (ErrorKind::Protocol, false),
+                    ErrorCode::Protocol | ErrorCode::Timeout => (ErrorKind::Protocol, true),
+                };
+                self.end(Ending::Retry {
+                    kind,
+                    message: format!("server: {message}"),
+                    report,
+                });
+            }
+        }
+    }
+
+    /// Send outbox messages not yet sent on this connection, oldest first, keeping at most
+    /// the window the server allows unacknowledged. Only in the room.
+    fn fill_window(&mut self) {
+        let Some(connection) = self.connection.as_mut().filter(|c| c.joined) else {
+            return;
+        };
+        let sent_through = connection.sent_through;
+        let in_flight = self
+            .outbox
+            .pending()
+            .take_while(|p| p.id <= sent_through)
+            .count();
+        let room = connection.window.saturating_sub(in_flight);
+        let due: Vec<ClientMessage> = self
+            .outbox
+            .pending()
+            .skip(in_flight)
+            .take(room)
+            .map(|p| ClientMessage::Say {
+                id: p.id,
+                text: p.text.clone(),
+            })
+            .collect();
+        if let Some(ClientMessage::Say { id, .. }) = due.last() {
+            connection.sent_through = *id;
+        }
+        for say in due {
+            self.send_message(say);
+        }
+    }
+
+    fn on_acked(&mut self, up_to: u64) {
+        let ids = self.outbox.ack(up_to);
+        if !ids.is_empty() {
+            self.emit(ClientEvent::Acked { ids });
+        }
+    }
+
+    fn emit_online(&mut self) {
+        let members = self.online.values().cloned().collect();
+        self.emit(ClientEvent::Online { members });
+    }
+
+    /// A room event as the user sees it: the one place that decides what is `own`.
+    fn describe(&self, event: RoomEvent, history: bool) -> ClientEvent {
+        let RoomEvent { seq, time_ms, kind } = event;
+        match kind {
+            RoomEventKind::Message { from, text, msg_id } => {
+                let own = self.is_own(&from);
+                ClientEvent::Message {
+                    seq,
+                    time_ms,
+                    from,
+                    text,
+                    own,
+                    msg_id: own.then_some(msg_id),
+                    history,
+                }
+            }
+            RoomEventKind::Join { nick } => ClientEvent::Join {
+                seq,
+                time_ms,
+                nick,
+                history,
+            },
+            RoomEventKind::Leave { nick, reason } => ClientEvent::Leave {
+                seq,
+                time_ms,
+                nick,
+                reason,
+                history,
+            },
+        }
+    }
+
+    /// A live or replayed room event: shown once (by sequence number), and applied to the
+    /// online list if it is newer than the list.
+    fn on_event(&mut self, event: RoomEvent, history: bool) {
+        let Some(resume) = &mut self.resume else {
+            return;
+        };
+        if event.seq <= resume.last_seq {
+            return; // already shown
+        }
+        resume.last_seq = event.seq;
+        if self.oldest_seen.is_none() {
+            self.oldest_seen = Some(event.seq);
+        }
+        let live_presence = event.seq > self.online_as_of;
+        // The welcome's list may already hold a member who joins (it is taken when sent):
+        // the list is announced again only if it changed.
+        let changed = live_presence
+            && match &event.kind {
+                RoomEventKind::Join { nick } => {
+                    self.online.insert(nick_key(nick), nick.clone()).as_ref() != Some(nick)
+                }
+                RoomEventKind::Leave { nick, .. } => self.online.remove(&nick_key(nick)).is_some(),
+                RoomEventKind::Message { .. } => false,
+            };
+        let shown = self.describe(event, history);
+        self.emit(shown);
+        if changed {
+            self.emit_online();
+        }
+    }
+}
+
+/// How a connection error ends the connection.
+pub fn classify(error: ConnError) -> Ending {
+    if error.is_wrong_passphrase() {
+        return Ending::Fatal {
+            kind: ErrorKind::WrongPassphrase,
+            reason: DisconnectReason::WrongPassphrase,
+            message: "wrong passphrase: the server did not accept the room passphrase".into(),
+        };
+    }
+    if error.is_integrity_failure() {
+        return Ending::retry(
+            ErrorKind::Integrity,
+            format!("data from the server failed its integrity check ({error}); reconnecting"),
+        );
+    }
+    match error {
+        ConnError::Hello(HelloError::NotTertulia | HelloError::UnsupportedVersion(_)) => {
+            Ending::Fatal {
+                kind: ErrorKind::NotTertulia,
+                reason: DisconnectReason::Fatal,
+                message: error.to_string(),
+            }
+        }
+        ConnError::Passphrase(_) => Ending::Fatal {
+            kind: ErrorKind::BadPassphrase,
+            reason: DisconnectReason::Fatal,
+            message: error.to_string(),
+        },
+        ConnError::Rejected(Some(RejectCode::ServerFull)) => {
+            Ending::retry(ErrorKind::ServerFull, "the server is full")
+        }
+        ConnError::Rejected(Some(RejectCode::TooManyFromAddress)) => Ending::retry(
+            ErrorKind::ServerFull,
+            "the server allows no more connections from your address",
+        ),
+        ConnError::Io(_) | ConnError::Closed | ConnError::Timeout => {
+            Ending::retry(ErrorKind::Network, error)
+        }
+        other => Ending::retry(ErrorKind::Protocol, other),
+    }
+}
+
+/// How a connection that could not be opened, or that went quiet, ends.
+pub fn network_failure(message: impl ToString) -> Ending {
+    Ending::retry(ErrorKind::Network, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::LeaveReason;
+    use crate::text::NickError;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    const EPOCH: &str = "0123456789abcdef0123456789abcdef";
+
+    fn session() -> Session {
+        Session::new("127.0.0.1:5555", "Ana", "c".repeat(32), None)
+    }
+
+    fn drain(s: &mut Session) -> Vec<Action> {
+        std::iter::from_fn(|| s.next_action()).collect()
+    }
+
+    fn sent(actions: &[Action]) -> Vec<ClientMessage> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn events(actions: &[Action]) -> Vec<ClientEvent> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Emit(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn said_ids(actions: &[Action]) -> Vec<u64> {
+        sent(actions)
+            .iter()
+            .filter_map(|m| match m {
+                ClientMessage::Say { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    struct Welcome {
+        epoch: &'static str,
+        head_seq: u64,
+        online: Vec<&'static str>,
+        acked_up_to: u64,
+        resync: bool,
+        send_window: u32,
+    }
+
+    impl Default for Welcome {
+        fn default() -> Self {
+            Self {
+                epoch: EPOCH,
+                head_seq: 0,
+                online: vec!["Ana"],
+                acked_up_to: 0,
+                resync: false,
+                send_window: 32,
+            }
+        }
+    }
+
+    impl Welcome {
+        fn message(self) -> ServerMessage {
+            ServerMessage::Welcome {
+                nick: "Ana".into(),
+                epoch: self.epoch.into(),
+                room_key: hex::encode([7u8; 32]),
+                next_broadcast: 3,
+                head_seq: self.head_seq,
+                online: self.online.into_iter().map(String::from).collect(),
+                acked_up_to: self.acked_up_to,
+                resync: self.resync,
+                gap: false,
+                resumed: false,
+                oldest_seq: 1,
+                send_window: self.send_window,
+            }
+        }
+    }
+
+    fn message(seq: u64, from: &str, msg_id: u64) -> RoomEvent {
+        RoomEvent {
+            seq,
+            time_ms: 1000 + seq,
+            kind: RoomEventKind::Message {
+                from: from.into(),
+                text: format!("m{seq}"),
+                msg_id,
+            },
+        }
+    }
+
+    fn join(seq: u64, nick: &str) -> RoomEvent {
+        RoomEvent {
+            seq,
+            time_ms: 0,
+            kind: RoomEventKind::Join { nick: nick.into() },
+        }
+    }
+
+    fn leave(seq: u64, nick: &str) -> RoomEvent {
+        RoomEvent {
+            seq,
+            time_ms: 0,
+            kind: RoomEventKind::Leave {
+                nick: nick.into(),
+                reason: LeaveReason::Quit,
+            },
+        }
+    }
+
+    /// Connect and take the welcome; returns what that produced.
+    fn join_room(s: &mut Session, welcome: Welcome) -> Vec<Action> {
+        s.connecting();
+        s.connected();
+        s.on_server_message(welcome.message());
+        drain(s)
+    }
+
+    fn shown_seqs(actions: &[Action]) -> Vec<u64> {
+        events(actions)
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Message { seq, .. }
+                | ClientEvent::Join { seq, .. }
+                | ClientEvent::Leave { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn lose_connection(s: &mut Session) -> Next {
+        s.connection_ended(
+            network_failure("the server closed the connection"),
+            &mut StdRng::seed_from_u64(1),
+        )
+    }
+
+    #[test]
+    fn joining_sends_join_then_reports_connected_online_and_opens_broadcasts() {
+        let mut s = session();
+        s.connecting();
+        s.connected();
+        let actions = drain(&mut s);
+        assert!(matches!(
+            &actions[0],
+            Action::Emit(ClientEvent::Connecting { attempt: 1, .. })
+        ));
+        assert_eq!(
+            sent(&actions),
+            vec![ClientMessage::Join {
+                nick: "Ana".into(),
+                client_id: "c".repeat(32),
+                resume: None
+            }]
+        );
+        s.on_server_message(Welcome::default().message());
+        let actions = drain(&mut s);
+        assert_eq!(
+            actions[0],
+            Action::OpenBroadcasts {
+                key: [7u8; 32],
+                next_counter: 3
+            }
+        );
+        let events = events(&actions);
+        assert!(matches!(
+            &events[0],
+            ClientEvent::Connected {
+                room_reset: false,
+                ..
+            }
+        ));
+        assert_eq!(
+            events[1],
+            ClientEvent::Online {
+                members: vec!["Ana".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn resume_without_gap_shows_only_what_was_missed() {
+        let mut s = session();
+        join_room(&mut s, Welcome::default());
+        s.on_server_message(ServerMessage::History {
+            events: vec![message(1, "ben", 1), message(2, "ben", 2)],
+        });
+        assert_eq!(shown_seqs(&drain(&mut s)), vec![1, 2]);
+        lose_connection(&mut s);
+        drain(&mut s);
+        s.connecting();
+        s.connected();
+        let actions = drain(&mut s);
+        assert_eq!(
+            sent(&actions),
+            vec![ClientMessage::Join {
+                nick: "Ana".into(),
+                client_id: "c".repeat(32),
+                resume: Some(Resume {
+                    epoch: EPOCH.into(),
+                    last_seq: 2
+                })
+            }],
+            "resumes after the last event shown"
+        );
+        s.on_server_message(
+            Welcome {
+                head_seq: 3,
+                ..Welcome::default()
+            }
+            .message(),
+        );
+        // The replay overlaps what was shown (a replay may start earlier): only seq 3 is new.
+        s.on_server_message(ServerMessage::History {
+            events: vec![message(2, "ben", 2), message(3, "ben", 3)],
+        });
+        let actions = drain(&mut s);
+        assert!(events(&actions).iter().any(|e| matches!(
+            e,
+            ClientEvent::Connected {
+                room_reset: false,
+                gap: false,
+                ..
+            }
+        )));
+        assert_eq!(shown_seqs(&actions), vec![3]);
+    }
+
+    #[test]
+    fn resume_with_a_gap_is_reported() {
+        let mut s = session();
+        join_room(&mut s, Welcome::default());
+        s.on_broadcast(BroadcastMessage::Event(message(1, "ben", 1)));
+        lose_connection(&mut s);
+        drain(&mut s);
+        let mut welcome = Welcome {
+            head_seq: 900,
+            ..Welcome::default()
+        }
+        .message();
+        if let ServerMessage::Welcome {
+            gap, oldest_seq, ..
+        } = &mut welcome
+        {
+            *gap = true;
+            *oldest_seq = 500;
+        }
+        s.connecting();
+        s.connected();
+        s.on_server_message(welcome);
+        s.on_server_message(ServerMessage::History {
+            events: vec![message(500, "ben", 500)],
+        });
+        let actions = drain(&mut s);
+        assert!(events(&actions).iter().any(|e| matches!(
+            e,
+            ClientEvent::Connected {
+                gap: true,
+                oldest_seq: 500,
+                ..
+            }
+        )));
+        assert_eq!(shown_seqs(&actions), vec![500]);
+    }
+
+    #[test]
+    fn resync_after_a_server_restart_forgets_old_sequence_numbers() {
+        let mut s = session();
+        join_room(&mut s, Welcome::default());
+        s.on_server_message(ServerMessage::History {
+            events: (1..=5).map(|i| message(i, "ben", i)).collect(),
+        });
+        drain(&mut s);
+        lose_connection(&mut s);
+        // The server restarted without its history: a new epoch, sequence numbers from 1.
+        let actions = join_room(
+            &mut s,
+            Welcome {
+                epoch: "ffffffffffffffffffffffffffffffff",
+                resync: true,
+                ..Welcome::default()
+            },
+        );
+        assert!(events(&actions).iter().any(|e| matches!(
+            e,
+            ClientEvent::Connected {
+                room_reset: true,
+                ..
+            }
+        )));
+        s.on_broadcast(BroadcastMessage::Event(message(1, "ben", 1)));
+        assert_eq!(
+            shown_seqs(&drain(&mut s)),
+            vec![1],
+            "seq 1 of the new epoch is new"
+        );
+        // A different epoch without the resync flag is a reset too.
+        lose_connection(&mut s);
+        let actions = join_room(&mut s, Welcome::default());
+        assert!(events(&actions).iter().any(|e| matches!(
+            e,
+            ClientEvent::Connected {
+                room_reset: true,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn the_send_window_refills_as_acks_arrive() {
+        let mut s = session();
+        for i in 0..10 {
+            assert_eq!(s.send(format!("t{i}")), Ok(i + 1), "queued while offline");
+        }
+        assert!(sent(&drain(&mut s)).is_empty(), "nothing goes out offline");
+        let actions = join_room(
+            &mut s,
+            Welcome {
+                send_window: 4,
+                ..Welcome::default()
+            },
+        );
+        assert_eq!(said_ids(&actions), vec![1, 2, 3, 4], "a window's worth");
+        s.on_server_message(ServerMessage::Ack { up_to: 2 });
+        let actions = drain(&mut s);
+        assert_eq!(
+            events(&actions),
+            vec![ClientEvent::Acked { ids: vec![1, 2] }]
+        );
+        assert_eq!(said_ids(&actions), vec![5, 6]);
+        assert_eq!(s.send("t10".into()), Ok(11));
+        assert!(said_ids(&drain(&mut s)).is_empty(), "the window is full");
+        s.on_server_message(ServerMessage::Ack { up_to: 6 });
+        assert_eq!(said_ids(&drain(&mut s)), vec![7, 8, 9, 10]);
+        // A reconnect resends everything unacknowledged, within the new window.
+        lose_connection(&mut s);
+        let actions = join_room(
+            &mut s,
+            Welcome {
+                acked_up_to: 7,
+                send_window: 500, // more than any server may allow: capped
+                ..Welcome::default()
+            },
+        );
+        assert_eq!(said_ids(&actions), vec![8, 9, 10, 11]);
+        assert!(events(&actions).contains(&ClientEvent::Acked { ids: vec![7] }));
+        // A refused message leaves the window.
+        s.on_server_message(ServerMessage::MessageRejected {
+            id: 8,
+            reason: crate::text::MessageTextError::TooLong,
+        });
+        assert!(said_ids(&drain(&mut s)).is_empty());
+    }
+
+    #[test]
+    fn the_window_is_capped_by_the_protocol_maximum() {
+        let mut s = session();
+        for i in 0..200 {
+            s.send(format!("t{i}")).unwrap();
+        }
+        let actions = join_room(
+            &mut s,
+            Welcome {
+                send_window: u32::MAX,
+                ..Welcome::default()
+            },
+        );
+        assert_eq!(said_ids(&actions).len(), MAX_SEND_WINDOW as usize);
+    }
+
+    #[test]
+    fn duplicates_are_ignored() {
+        let mut s = session();
+        join_room(&mut s, Welcome::default());
+        s.on_broadcast(BroadcastMessage::Event(message(1, "ben", 1)));
+        s.on_broadcast(BroadcastMessage::Event(message(1, "ben", 1)));
+        s.on_server_message(ServerMessage::History {
+            events: vec![message(1, "ben", 1), message(2, "ben", 2)],
+        });
+        s.on_broadcast(BroadcastMessage::Event(message(2, "ben", 2)));
+        assert_eq!(shown_seqs(&drain(&mut s)), vec![1, 2]);
+    }
+
+    #[test]
+    fn the_online_list_changes_only_with_events_after_head_seq() {
+        let mut s = session();
+        let actions = join_room(
+            &mut s,
+            Welcome {
+                head_seq: 10,
+                online: vec!["Ana", "ben"],
+                ..Welcome::default()
+            },
+        );
+        assert!(events(&actions).contains(&ClientEvent::Online {
+            members: vec!["Ana".into(), "ben".into()]
+        }));
+        // Backlog from before head_seq: shown, but the list (as of head_seq) stands.
+        s.on_server_message(ServerMessage::History {
+            events: vec![join(9, "cat"), leave(10, "ben")],
+        });
+        let actions = drain(&mut s);
+        assert_eq!(shown_seqs(&actions), vec![9, 10]);
+        assert!(!events(&actions)
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Online { .. })));
+        // Live presence after head_seq changes it, and it is announced.
+        s.on_broadcast(BroadcastMessage::Event(join(11, "Dan")));
+        s.on_broadcast(BroadcastMessage::Event(leave(12, "BEN")));
+        let online: Vec<ClientEvent> = events(&drain(&mut s))
+            .into_iter()
+            .filter(|e| matches!(e, ClientEvent::Online { .. }))
+            .collect();
+        assert_eq!(
+            online,
+            vec![
+                ClientEvent::Online {
+                    members: vec!["Ana".into(), "ben".into(), "Dan".into()]
+                },
+                ClientEvent::Online {
+                    members: vec!["Ana".into(), "Dan".into()]
+                },
+            ]
+        );
+        // A join the welcome's list already held is shown, but the list is not repeated.
+        s.on_broadcast(BroadcastMessage::Event(join(13, "Dan")));
+        let actions = drain(&mut s);
+        assert_eq!(shown_seqs(&actions), vec![13]);
+        assert!(!events(&actions)
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Online { .. })));
+        // The rest of a long list.
+        s.on_server_message(ServerMessage::MoreOnline {
+            online: vec!["eve".into()],
+        });
+        assert_eq!(
+            events(&drain(&mut s)),
+            vec![ClientEvent::Online {
+                members: vec!["Ana".into(), "Dan".into(), "eve".into()]
+            }]
+        );
+    }
+
+    #[test]
+    fn own_is_decided_in_one_place_for_live_replayed_and_older_events() {
+        let mut s = session();
+        join_room(
+            &mut s,
+            Welcome {
+                head_seq: 20,
+                ..Welcome::default()
+            },
+        );
+        // The room folds nicknames: "ANA" is us, whatever the case.
+        s.on_broadcast(BroadcastMessage::Event(message(21, "ANA", 4)));
+        s.on_broadcast(BroadcastMessage::Event(message(22, "ben", 4)));
+        s.on_server_message(ServerMessage::Older {
+            before_seq: 21,
+            events: vec![
+                message(18, "ana", 2),
+                message(19, "ben", 9),
+                join(20, "ben"),
+            ],
+            more: false,
+        });
+        s.on_broadcast(BroadcastMessage::Typing { nick: "aNa".into() });
+        s.on_broadcast(BroadcastMessage::Typing { nick: "ben".into() });
+        let events = events(&drain(&mut s));
+        let owns = |e: &ClientEvent| match e {
+            ClientEvent::Message { own, msg_id, .. } => Some((*own, *msg_id)),
+            _ => None,
+        };
+        assert_eq!(owns(&events[0]), Some((true, Some(4))));
+        assert_eq!(
+            owns(&events[1]),
+            Some((false, None)),
+            "others' ids are not ours"
+        );
+        let ClientEvent::Older {
+            events: older,
+            more,
+        } = &events[2]
+        else {
+            panic!("expected older: {:?}", events[2]);
+        };
+        assert!(!more);
+        assert_eq!(
+            older.iter().map(owns).collect::<Vec<_>>(),
+            vec![Some((true, Some(2))), Some((false, None)), None]
+        );
+        assert!(older.iter().all(|e| matches!(
+            e,
+            ClientEvent::Message { history: true, .. } | ClientEvent::Join { history: true, .. }
+        )));
+        assert_eq!(
+            events[3..],
+            [ClientEvent::Typing { nick: "ben".into() }],
+            "our own typing is not reported"
+        );
+    }
+
+    #[test]
+    fn older_pages_go_back_from_the_oldest_shown_and_never_repeat() {
+        let mut s = session();
+        s.load_older();
+        assert!(drain(&mut s).is_empty(), "not in a room yet");
+        join_room(&mut s, Welcome::default());
+        s.load_older();
+        assert_eq!(
+            sent(&drain(&mut s)),
+            vec![ClientMessage::Older {
+                before_seq: 1,
+                limit: OLDER_PAGE as u32
+            }],
+            "nothing shown yet: before the resume point"
+        );
+        s.on_server_message(ServerMessage::History {
+            events: vec![message(50, "ben", 1), message(51, "ben", 2)],
+        });
+        drain(&mut s);
+        s.load_older();
+        assert_eq!(
+            sent(&drain(&mut s)),
+            vec![ClientMessage::Older {
+                before_seq: 50,
+                limit: OLDER_PAGE as u32
+            }]
+        );
+        // An answer reaching past what is shown (stale) keeps only the older part.
+        s.on_server_message(ServerMessage::Older {
+            before_seq: 52,
+            events: vec![
+                message(48, "ben", 0),
+                message(49, "ben", 0),
+                message(50, "ben", 1),
+            ],
+            more: true,
+        });
+        let ClientEvent::Older { events, more: true } = &events(&drain(&mut s))[0] else {
+            panic!("expected a page");
+        };
+        assert_eq!(events.len(), 2);
+        s.load_older();
+        assert_eq!(
+            sent(&drain(&mut s)),
+            vec![ClientMessage::Older {
+                before_seq: 48,
+                limit: OLDER_PAGE as u32
+            }]
+        );
+    }
+
+    #[test]
+    fn typing_notices_are_throttled_by_time() {
+        let mut s = session();
+        let t0 = Instant::now();
+        s.typing(t0);
+        assert!(drain(&mut s).is_empty(), "offline: nothing");
+        join_room(&mut s, Welcome::default());
+        let typing_sent = |s: &mut Session, at: Instant| {
+            s.typing(at);
+            sent(&drain(s)) == vec![ClientMessage::Typing]
+        };
+        assert!(typing_sent(&mut s, t0));
+        assert!(!typing_sent(&mut s, t0 + TYPING_NOTICE_INTERVAL / 2));
+        assert!(typing_sent(&mut s, t0 + TYPING_NOTICE_INTERVAL));
+    }
+
+    #[test]
+    fn a_refused_nickname_can_be_replaced_until_joined() {
+        let mut s = session();
+        s.connecting();
+        s.connected();
+        drain(&mut s);
+        s.on_server_message(ServerMessage::NickRejected {
+            nick: "Ana".into(),
+            reason: NickError::Taken,
+        });
+        assert!(matches!(
+            &events(&drain(&mut s))[0],
+            ClientEvent::NickRejected {
+                reason: NickError::Taken,
+                ..
+            }
+        ));
+        assert_eq!(s.set_nick("Ana2".into()), Ok(()));
+        assert!(matches!(
+            &sent(&drain(&mut s))[..],
+            [ClientMessage::Join { nick, .. }] if nick == "Ana2"
+        ));
+        s.on_server_message(Welcome::default().message());
+        drain(&mut s);
+        assert_eq!(s.set_nick("Other".into()), Err(SendError::AlreadyJoined));
+        // Offline, a new nickname is kept for the next connection.
+        lose_connection(&mut s);
+        assert_eq!(s.set_nick("Later".into()), Ok(()));
+        s.connecting();
+        s.connected();
+        assert!(matches!(
+            &sent(&drain(&mut s))[..],
+            [ClientMessage::Join { nick, .. }] if nick == "Later"
+        ));
+    }
+
+    #[test]
+    fn leaving_when_flushed_waits_for_the_last_ack() {
+        let mut s = session();
+        join_room(&mut s, Welcome::default());
+        s.send("last words".into()).unwrap();
+        drain(&mut s);
+        s.disconnect_when_flushed();
+        assert!(drain(&mut s).is_empty(), "one message still unacknowledged");
+        s.on_server_message(ServerMessage::Ack { up_to: 1 });
+        let actions = drain(&mut s);
+        assert_eq!(sent(&actions), vec![ClientMessage::Leave]);
+        assert_eq!(actions.last(), Some(&Action::End(Ending::Quit)));
+        // Offline with nothing queued: at once, without a goodbye.
+        let mut s = session();
+        s.disconnect_when_flushed();
+        assert_eq!(drain(&mut s), vec![Action::End(Ending::Quit)]);
+        // Offline with messages queued: after they are delivered on the next connection.
+        let mut s = session();
+        s.send("x".into()).unwrap();
+        s.disconnect_when_flushed();
+        assert!(drain(&mut s).is_empty());
+        join_room(&mut s, Welcome::default());
+        s.on_server_message(ServerMessage::Ack { up_to: 1 });
+        assert_eq!(drain(&mut s).last(), Some(&Action::End(Ending::Quit)));
+    }
+
+    #[test]
+    fn reconnect_backs_off_gives_up_and_resets_after_joining() {
+        let mut s = Session::new("h:1", "Ana", "c".repeat(32), Some(3));
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut delays = Vec::new();
+        for expected in 2..=3 {
+            s.connecting();
+            match s.connection_ended(network_failure("refused"), &mut rng) {
+                Next::Reconnect { attempt, delay } => {
+                    assert_eq!(attempt, expected);
+                    delays.push(delay);
+                }
+                Next::Stop => panic!("stopped early"),
+            }
+        }
+        assert!(delays[0] <= delays[1], "backs off: {delays:?}");
+        s.connecting();
+        assert_eq!(
+            s.connection_ended(network_failure("refused"), &mut rng),
+            Next::Stop
+        );
+        let last = events(&drain(&mut s)).pop();
+        assert!(matches!(
+            last,
+            Some(ClientEvent::Disconnected {
+                reason: DisconnectReason::GaveUp,
+                ..
+            })
+        ));
+        // Two failures, then a connection that gets in: the count starts over.
+        let mut s = Session::new("h:1", "Ana", "c".repeat(32), Some(3));
+        for _ in 0..2 {
+            s.connecting();
+            s.connection_ended(network_failure("refused"), &mut rng);
+        }
+        join_room(&mut s, Welcome::default());
+        assert!(matches!(
+            s.connection_ended(network_failure("cut"), &mut rng),
+            Next::Reconnect { attempt: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn an_ended_connection_voids_what_was_queued_for_it_but_not_the_events() {
+        let mut s = session();
+        s.send("a".into()).unwrap();
+        s.connecting();
+        s.connected();
+        s.on_server_message(Welcome::default().message());
+        // The task fails on the first send: the rest of the sends are void, events stay.
+        lose_connection(&mut s);
+        let actions = drain(&mut s);
+        assert!(sent(&actions).is_empty());
+        assert!(events(&actions)
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Connected { .. })));
+        assert!(matches!(
+            events(&actions).last(),
+            Some(ClientEvent::Reconnecting { attempt: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn server_errors_end_the_connection_as_the_code_says() {
+        let mut s = session();
+        join_room(&mut s, Welcome::default());
+        s.on_server_message(ServerMessage::Error {
+            code: ErrorCode::Replaced,
+            message: "replaced".into(),
+        });
+        assert_eq!(
+            drain(&mut s),
+            vec![Action::End(Ending::Retry {
+                kind: ErrorKind::Protocol,
+                message: "server: replaced".into(),
+                report: false
+            })],
+            "a replaced connection reconnects quietly"
+        );
+        s.on_server_message(ServerMessage::Error {
+            code: ErrorCode::Flood,
+            message: "slow down".into(),
+        });
+        assert!(matches!(
+            &drain(&mut s)[..],
+            [Action::End(Ending::Retry {
+                kind: ErrorKind::Flood,
+                report: true,
+                ..
+            })]
+        ));
+        let mut bad = Welcome::default().message();
+        if let ServerMessage::Welcome { room_key, .. } = &mut bad {
+            *room_key = "zz".into();
+        }
+        s.on_server_message(bad);
+        assert!(matches!(
+            &drain(&mut s)[..],
+            [Action::End(Ending::Retry {
+                kind: ErrorKind::Protocol,
+                ..
+            })]
+        ));
+    }
+
+    #[test]
+    fn connection_errors_are_classified() {
+        assert!(matches!(
+            classify(ConnError::Hello(HelloError::NotTertulia)),
+            Ending::Fatal {
+                kind: ErrorKind::NotTertulia,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(ConnError::Rejected(Some(RejectCode::AuthenticationFailed))),
+            Ending::Fatal {
+                kind: ErrorKind::WrongPassphrase,
+                reason: DisconnectReason::WrongPassphrase,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(ConnError::Rejected(Some(RejectCode::ServerFull))),
+            Ending::Retry {
+                kind: ErrorKind::ServerFull,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(ConnError::Closed),
+            Ending::Retry {
+                kind: ErrorKind::Network,
+                ..
+            }
+        ));
+    }
+}
