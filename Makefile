@@ -16,7 +16,7 @@ FUZZ_SECONDS ?= 600
 # toolchain accept them for this build only.
 FUZZ := cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
 
-.PHONY: bench bench-quick deps-bench run host chat test test-rust test-faults test-ui test-desktop fuzz fuzz-smoke deps deps-test package build release lint clean help
+.PHONY: bench bench-quick deps-bench run host chat test test-rust test-faults test-ui test-desktop fuzz fuzz-smoke deps deps-test deps-fuzz package build release lint clean help
 
 help:
 	@echo "make run    build and start the desktop app (headless server when there is no display)"
@@ -31,13 +31,12 @@ deps:
 	@scripts/install-deps.sh
 
 # Test-only tools: Xvfb and WebKitWebDriver for the desktop test, Chromium for the UI tests,
-# the npm packages (playwright-core, Tauri CLI) and tauri-driver.
-deps-test: deps
+# the npm packages (playwright-core, Tauri CLI), tauri-driver and cargo-fuzz.
+deps-test: deps deps-fuzz
 	@scripts/install-deps.sh xvfb xauth webkit2gtk-driver chromium dbus-daemon dbus-bin x11-utils xdotool
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/install-deps.sh nodejs npm
 	@[ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
 	@command -v tauri-driver >/dev/null 2>&1 || $(CARGO) install tauri-driver --locked --version $(TAURI_DRIVER_VERSION)
-	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
 
 release: deps
 	$(CARGO) build --release --bins
@@ -81,9 +80,12 @@ test-ui:
 test-desktop:
 	node tests/desktop/run.mjs
 
-# Replay the saved crash inputs, then fuzz each target briefly (fails on any crash).
-fuzz-smoke:
+# cargo-fuzz at the pinned version, for fuzz-smoke and fuzz (and make test).
+deps-fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+
+# Replay the saved crash inputs, then fuzz each target briefly (fails on any crash).
+fuzz-smoke: deps-fuzz
 	$(FUZZ) build -O
 	@for t in $(FUZZ_TARGETS); do \
 	  echo "==> fuzzing $$t for $(FUZZ_SMOKE_SECONDS) s"; \
@@ -94,8 +96,7 @@ fuzz-smoke:
 
 # A longer fuzz run: FUZZ_SECONDS per target (default 600). Crashes land in fuzz/artifacts/;
 # copy them to fuzz/regressions/<target>/ once fixed.
-fuzz:
-	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+fuzz: deps-fuzz
 	@for t in $(FUZZ_TARGETS); do \
 	  echo "==> fuzzing $$t for $(FUZZ_SECONDS) s"; \
 	  $(FUZZ) run -O $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
