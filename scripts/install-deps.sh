@@ -27,20 +27,22 @@ else
   echo "note: not a Debian/Ubuntu system; make sure these are installed: ${packages[*]}" >&2
 fi
 
-# The Rust toolchain (1.85 or newer).
+# The Rust toolchain: the highest rust-version among the crates in Cargo.lock (tauri 2.12 and
+# its crates, the app itself; tauri-driver 2.1, which make test installs, asks the same).
+min_minor=90
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v cargo >/dev/null 2>&1; then
   echo "==> no Rust toolchain found; trying the distribution's rustup"
   if as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustup 2>/dev/null; then
     rustup default stable
   else
-    echo "error: install Rust 1.85 or newer (https://rustup.rs), then run this again" >&2
+    echo "error: install Rust 1.$min_minor or newer (https://rustup.rs), then run this again" >&2
     exit 1
   fi
 fi
 version=$(rustc --version | awk '{print $2}')
 major=${version%%.*}; rest=${version#*.}; minor=${rest%%.*}
-if [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt 85 ]; }; then
-  echo "error: Rust $version is too old; Tertulia needs 1.85 or newer (rustup update)" >&2
+if [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt "$min_minor" ]; }; then
+  echo "error: Rust $version is too old; Tertulia needs 1.$min_minor or newer (rustup update)" >&2
   exit 1
 fi
