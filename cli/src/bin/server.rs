@@ -7,10 +7,10 @@ use clap::Parser;
 use tertulia_cli::{obtain_passphrase, shareable_addresses, PassphraseSource, DEFAULT_PORT};
 use tertulia_core::frame::MAX_BODY;
 use tertulia_core::passphrase;
-use tertulia_core::server::FloodLimit;
-use tertulia_core::server::Retention;
-use tertulia_core::server::RoomConfig;
-use tertulia_core::server::{Server, ServerConfig};
+use tertulia_core::server::{
+    ConfigError, FloodLimit, Retention, RoomConfig, Server, ServerConfig, MAX_FLOOD_RATE,
+    MIN_FRAME_BYTES,
+};
 use tertulia_core::text::MAX_MESSAGE_BYTES;
 use tracing_subscriber::EnvFilter;
 
@@ -91,18 +91,36 @@ struct Args {
     #[arg(long, default_value_t = MAX_MESSAGE_BYTES as u32, value_parser = clap::value_parser!(u32).range(1..=MAX_MESSAGE_BYTES as i64))]
     max_message_bytes: u32,
     /// Largest frame a client may send, in bytes (must fit the longest message).
-    #[arg(long, default_value_t = MAX_BODY as u32, value_parser = clap::value_parser!(u32).range(1024..=MAX_BODY as i64))]
+    #[arg(long, default_value_t = MAX_BODY as u32, value_parser = clap::value_parser!(u32).range(MIN_FRAME_BYTES as i64..=MAX_BODY as i64))]
     max_frame_bytes: u32,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && (0.0..=1_000_000.0).contains(&rate) => Ok(rate),
-        _ => Err("expected a number of messages per second from 0 to 1000000".into()),
+        Ok(rate) if rate.is_finite() && (0.0..=MAX_FLOOD_RATE).contains(&rate) => Ok(rate),
+        _ => Err(format!(
+            "expected a number of messages per second from 0 to {MAX_FLOOD_RATE}"
+        )),
     }
 }
 
 /// Where the room lives when neither --data-dir nor --in-memory is given.
+/// A contradiction in the settings, told in terms of the flags that set them.
+fn in_flags(error: &ConfigError, args: &Args, send_queue_max_kib: u64) -> String {
+    match error {
+        ConfigError::FrameTooSmallForMessage { needed, .. } => format!(
+            "--max-frame-bytes {} is too small for --max-message-bytes {} (needs at least {needed})",
+            args.max_frame_bytes, args.max_message_bytes
+        ),
+        ConfigError::SendQueueCapBelowBudget { .. } => format!(
+            "--send-queue-max-kib {send_queue_max_kib} is below --send-queue-kib {}",
+            args.send_queue_kib
+        ),
+        ConfigError::FloodRate(_) => format!("--flood-rate: {error}"),
+        other => other.to_string(),
+    }
+}
+
 fn default_data_dir() -> Option<PathBuf> {
     dirs::data_dir().map(|d| d.join("tertulia").join("server"))
 }
@@ -121,23 +139,7 @@ async fn main() {
 }
 
 async fn run(args: Args) -> i32 {
-    // JSON-escaped text can take twice its bytes; the frame must fit the longest message.
-    let needed = 2 * args.max_message_bytes as usize + 512;
-    if (args.max_frame_bytes as usize) < needed.min(MAX_BODY) {
-        eprintln!(
-            "error: --max-frame-bytes {} is too small for --max-message-bytes {} (needs at least {})",
-            args.max_frame_bytes, args.max_message_bytes, needed
-        );
-        return 2;
-    }
     let send_queue_max_kib = args.send_queue_max_kib.unwrap_or(4 * args.send_queue_kib);
-    if send_queue_max_kib < args.send_queue_kib {
-        eprintln!(
-            "error: --send-queue-max-kib {send_queue_max_kib} is below --send-queue-kib {}",
-            args.send_queue_kib
-        );
-        return 2;
-    }
     let data_dir = if args.in_memory {
         None
     } else {
@@ -146,30 +148,6 @@ async fn run(args: Args) -> i32 {
             None => {
                 eprintln!("error: no data directory found for this user; pass --data-dir DIR or --in-memory");
                 return 2;
-            }
-        }
-    };
-    // Each connection is a file descriptor: use all the operating system allows.
-    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
-        tracing::warn!(error = %e, "could not raise the open-file limit");
-    }
-    let (passphrase, generated) = if args.generate_passphrase {
-        (passphrase::generate(), true)
-    } else {
-        match obtain_passphrase(
-            args.passphrase_file.as_deref(),
-            "Room passphrase (others will need it): ",
-        ) {
-            Ok(Some((pass, source))) => {
-                if source == PassphraseSource::Prompt && pass.chars().count() < 12 {
-                    eprintln!("warning: short passphrases can be guessed offline from a recorded handshake");
-                }
-                (pass, false)
-            }
-            Ok(None) => (passphrase::generate(), true),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 1;
             }
         }
     };
@@ -202,6 +180,34 @@ async fn run(args: Args) -> i32 {
         data_dir: data_dir.clone(),
         max_store_bytes: args.max_store_mib.map(|m| m * 1024 * 1024),
         ..ServerConfig::default()
+    };
+    if let Err(e) = config.validate() {
+        eprintln!("error: {}", in_flags(&e, &args, send_queue_max_kib));
+        return 2;
+    }
+    // Each connection is a file descriptor: use all the operating system allows.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
+    let (passphrase, generated) = if args.generate_passphrase {
+        (passphrase::generate(), true)
+    } else {
+        match obtain_passphrase(
+            args.passphrase_file.as_deref(),
+            "Room passphrase (others will need it): ",
+        ) {
+            Ok(Some((pass, source))) => {
+                if source == PassphraseSource::Prompt && pass.chars().count() < 12 {
+                    eprintln!("warning: short passphrases can be guessed offline from a recorded handshake");
+                }
+                (pass, false)
+            }
+            Ok(None) => (passphrase::generate(), true),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
     };
     let server = match Server::bind(&args.listen, &passphrase, config).await {
         Ok(server) => server,

@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::flood::TokenBucket;
-use super::room::{MemberLink, NotMember};
+use super::link::MemberLink;
+use super::room::{NotMember, Now};
 use super::writer::write_loop;
 use super::Shared;
 use crate::cipher::CipherState;
@@ -112,7 +113,7 @@ pub(super) async fn handle_connection(
         let mut room = shared.room();
         match end {
             Err(HandlerError::Left) => {}
-            _ => room.disconnected(key, conn_id, Instant::now()),
+            _ => room.disconnected(key, conn_id, Now::current()),
         }
     }
     let _ = link.close();
@@ -277,7 +278,13 @@ impl Handler {
                     ));
                 }
                 let mut room = self.shared.room();
-                match room.join(&nick, &client_id, resume.as_ref(), self.link.clone()) {
+                match room.join(
+                    &nick,
+                    &client_id,
+                    resume.as_ref(),
+                    self.link.clone(),
+                    Now::current(),
+                ) {
                     Ok(joined) => {
                         info!(peer = %self.peer, conn = conn_id, nick = %joined.nick, resumed = joined.resumed, "joined");
                         self.member = Some(joined.key);
@@ -313,7 +320,10 @@ impl Handler {
                         Ok(text)
                     }
                 }) {
-                    Ok(text) => self.shared.room().say(key, conn_id, id, text)?,
+                    Ok(text) => self
+                        .shared
+                        .room()
+                        .say(key, conn_id, id, text, Now::current())?,
                     Err(reason) => self.shared.room().reply(
                         key,
                         conn_id,
@@ -322,13 +332,13 @@ impl Handler {
                 }
             }
             (ClientMessage::Leave, Some(key)) => {
-                self.shared.room().leave(key, conn_id);
+                self.shared.room().leave(key, conn_id, Now::current());
                 info!(peer = %self.peer, conn = conn_id, "left");
                 return Err(HandlerError::Left);
             }
             (ClientMessage::Leave, None) => return Ok(()),
             (ClientMessage::Typing, Some(key)) => {
-                self.shared.room().typing(key, conn_id, Instant::now())?
+                self.shared.room().typing(key, conn_id, Now::current())?
             }
             (ClientMessage::Typing, None) => {
                 return Err(HandlerError::Protocol("typing before joining"))

@@ -11,6 +11,8 @@
 //!   [`fanout`]: the shared log of sealed broadcasts; [`dedupe`]: exactly-once on the server's
 //!   side; [`flood`]: the per-member rate limit; [`store`]: the room's durable state (SQLite).
 
+//! - [`order`]: the order a member's connection sends in (pure), used by the writer.
+//! - [`link`]: what the room holds of a member connection, and what its writer reports.
 //! - [`handler`] and [`writer`]: the two halves of a connection (I/O).
 //! - [`addresses`]: the addresses a host shares with others.
 
@@ -19,6 +21,8 @@ pub(crate) mod dedupe;
 mod fanout;
 mod flood;
 mod handler;
+mod link;
+mod order;
 mod room;
 mod roster;
 mod store;
@@ -34,7 +38,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -51,7 +55,7 @@ use crate::message::MAX_SEND_WINDOW;
 use crate::passphrase::{self, PassphraseError, Salt};
 use crate::text::MAX_MESSAGE_BYTES;
 use fanout::FanoutLog;
-use room::Room;
+use room::{Now, Room, RoomIdentity};
 use store::Store;
 
 /// Server tuning; see `docs/PROTOCOL.md` (Limits) for the defaults and their reasons.
@@ -108,8 +112,77 @@ impl Default for ServerConfig {
     }
 }
 
+/// Server settings that contradict each other or the protocol.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ConfigError {
+    #[error("the largest frame must be from {MIN_FRAME_BYTES} to {MAX_BODY} bytes, not {0}")]
+    FrameBytes(usize),
+    #[error("the longest message must be from 1 to {MAX_MESSAGE_BYTES} bytes, not {0}")]
+    MessageBytes(usize),
+    #[error("a frame of {frame} bytes is too small for messages of {message} bytes (needs at least {needed})")]
+    FrameTooSmallForMessage {
+        frame: usize,
+        message: usize,
+        needed: usize,
+    },
+    #[error("the send-queue cap ({cap} bytes) is below the send-queue budget ({budget} bytes)")]
+    SendQueueCapBelowBudget { cap: usize, budget: usize },
+    #[error("the flood rate must be from 0 to {MAX_FLOOD_RATE} messages per second, not {0}")]
+    FloodRate(f64),
+    #[error("at least one connection (and one per address) must be allowed")]
+    NoConnections,
+}
+
+/// The smallest frame limit a server may set.
+pub const MIN_FRAME_BYTES: usize = 1024;
+/// The highest flood rate a server may set (messages per second).
+pub const MAX_FLOOD_RATE: f64 = 1_000_000.0;
+
+impl ServerConfig {
+    /// The smallest frame that carries the longest message: JSON-escaped text can take
+    /// twice its bytes, plus the message around it.
+    pub fn frame_needed_for(max_message_bytes: usize) -> usize {
+        (2 * max_message_bytes + 512).min(MAX_BODY)
+    }
+
+    /// Check that the settings agree with each other and with the protocol's limits.
+    /// [`Server::bind`] refuses a configuration that does not pass.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(MIN_FRAME_BYTES..=MAX_BODY).contains(&self.max_frame_bytes) {
+            return Err(ConfigError::FrameBytes(self.max_frame_bytes));
+        }
+        if !(1..=MAX_MESSAGE_BYTES).contains(&self.max_message_bytes) {
+            return Err(ConfigError::MessageBytes(self.max_message_bytes));
+        }
+        let needed = Self::frame_needed_for(self.max_message_bytes);
+        if self.max_frame_bytes < needed {
+            return Err(ConfigError::FrameTooSmallForMessage {
+                frame: self.max_frame_bytes,
+                message: self.max_message_bytes,
+                needed,
+            });
+        }
+        if self.room.send_queue_max_bytes < self.room.send_queue_bytes {
+            return Err(ConfigError::SendQueueCapBelowBudget {
+                cap: self.room.send_queue_max_bytes,
+                budget: self.room.send_queue_bytes,
+            });
+        }
+        let rate = self.flood.per_second;
+        if !(rate.is_finite() && (0.0..=MAX_FLOOD_RATE).contains(&rate)) {
+            return Err(ConfigError::FloodRate(rate));
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err(ConfigError::NoConnections);
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error(transparent)]
     Passphrase(#[from] PassphraseError),
     #[error("the room key derivation did not finish: {0}")]
@@ -196,6 +269,7 @@ impl Server {
         passphrase: &str,
         config: ServerConfig,
     ) -> Result<Self, ServerError> {
+        config.validate()?;
         let passphrase = passphrase::normalize(passphrase)?.to_owned();
         let mut config = config;
         config.room.send_window = if config.flood.is_off() {
@@ -209,9 +283,21 @@ impl Server {
                 if let Some(bytes) = config.max_store_bytes {
                     store.set_max_bytes(bytes)?;
                 }
-                Room::with_store(config.room.clone(), store, passphrase::random_salt())?
+                Room::with_store(
+                    config.room.clone(),
+                    store,
+                    passphrase::random_salt(),
+                    RoomIdentity::generate(&mut rand::thread_rng()),
+                    Now::current(),
+                )?
             }
-            None => (Room::new(config.room.clone()), passphrase::random_salt()),
+            None => (
+                Room::new(
+                    config.room.clone(),
+                    RoomIdentity::generate(&mut rand::thread_rng()),
+                ),
+                passphrase::random_salt(),
+            ),
         };
         let psk = tokio::task::spawn_blocking(move || passphrase::derive_psk(&passphrase, &salt))
             .await??;
@@ -333,12 +419,83 @@ async fn expire_away_members(shared: Arc<Shared>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         let mut room = shared.room();
-        room.expire_away(Instant::now());
+        let now = Now::current();
+        room.expire_away(now);
         ticks += 1;
         if ticks % RETENTION_EVERY == 0 {
-            if let Err(e) = room.apply_retention(room::now_ms()) {
+            if let Err(e) = room.apply_retention(now.wall_ms) {
                 warn!(error = %e, "could not apply the retention settings");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_contradictions_are_named() {
+        assert_eq!(ServerConfig::default().validate(), Ok(()));
+        let config = |f: fn(&mut ServerConfig)| {
+            let mut c = ServerConfig::default();
+            f(&mut c);
+            c.validate()
+        };
+        assert_eq!(
+            config(|c| {
+                c.room.send_queue_bytes = 512 * 1024;
+                c.room.send_queue_max_bytes = 256 * 1024;
+            }),
+            Err(ConfigError::SendQueueCapBelowBudget {
+                cap: 256 * 1024,
+                budget: 512 * 1024
+            })
+        );
+        assert_eq!(
+            config(|c| {
+                c.max_message_bytes = 8192;
+                c.max_frame_bytes = 4096;
+            }),
+            Err(ConfigError::FrameTooSmallForMessage {
+                frame: 4096,
+                message: 8192,
+                needed: 16896
+            })
+        );
+        assert_eq!(
+            config(|c| c.max_frame_bytes = MAX_BODY + 1),
+            Err(ConfigError::FrameBytes(MAX_BODY + 1))
+        );
+        assert_eq!(
+            config(|c| c.max_message_bytes = 0),
+            Err(ConfigError::MessageBytes(0))
+        );
+        assert_eq!(
+            config(|c| c.flood.per_second = f64::NAN).map_err(|e| e.to_string()),
+            Err("the flood rate must be from 0 to 1000000 messages per second, not NaN".into())
+        );
+        assert_eq!(
+            config(|c| c.max_connections_per_ip = 0),
+            Err(ConfigError::NoConnections)
+        );
+        assert_eq!(
+            config(|c| c.flood.per_second = 0.0),
+            Ok(()),
+            "0 turns it off"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_with_contradictory_settings_is_refused() {
+        let mut config = ServerConfig::default();
+        config.room.send_queue_max_bytes = 1;
+        let refused = Server::bind("127.0.0.1:0", "a fine passphrase", config).await;
+        assert!(matches!(
+            refused,
+            Err(ServerError::Config(
+                ConfigError::SendQueueCapBelowBudget { .. }
+            ))
+        ));
     }
 }

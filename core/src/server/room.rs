@@ -12,15 +12,13 @@
 //! and catches up by replay when it returns.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, Notify};
-use tokio_util::sync::CancellationToken;
-
 use super::dedupe::{Dedupe, Seen};
 use super::fanout::FanoutLog;
+use super::link::MemberLink;
 use super::roster::Roster;
 use super::store::{Retention, Store, StoreError};
 use crate::cipher::Key;
@@ -70,142 +68,6 @@ impl Default for RoomConfig {
             send_window: 32,
         }
     }
-}
-
-/// An item in a member's private queue. Private messages and closing are marked with the
-/// room's broadcast log position when they were queued: the writer sends the broadcasts before
-/// that position first, so the member sees everything in the order the room did it.
-#[derive(Debug)]
-pub enum Outgoing {
-    /// Start sending the room's broadcasts from this log position (queued on joining, before
-    /// the welcome).
-    Attach(u64),
-    /// A message for this member only; its writer seals it with the session key. Boxed so a
-    /// queue slot stays small.
-    Session {
-        after: u64,
-        message: Box<ServerMessage>,
-    },
-    /// The welcome: the writer fills in its online list from the room's roster when it sends
-    /// it (as of `head_seq` or later; the join and leave events after `head_seq` that follow
-    /// change a list keyed by nickname to the same end).
-    Welcome {
-        after: u64,
-        welcome: Box<ServerMessage>,
-        roster: Arc<Roster>,
-    },
-    /// Close the connection once everything queued before has been written.
-    Close { after: u64 },
-}
-
-impl Outgoing {
-    /// The broadcast log position this item follows.
-    pub fn after(&self) -> u64 {
-        match self {
-            Outgoing::Attach(_) => 0,
-            Outgoing::Session { after, .. }
-            | Outgoing::Welcome { after, .. }
-            | Outgoing::Close { after } => *after,
-        }
-    }
-}
-
-/// The room's handle on one member connection.
-#[derive(Debug, Clone)]
-pub struct MemberLink {
-    pub conn_id: u64,
-    /// Private messages, in order.
-    pub tx: mpsc::Sender<Outgoing>,
-    /// The room's broadcast log the writer sends from.
-    pub log: Arc<FanoutLog>,
-    /// What the writer has written so far.
-    pub progress: Arc<WriterProgress>,
-    /// Woken when broadcasts are appended to the log.
-    pub wake: Arc<Notify>,
-    /// Cancelling ends the connection at once (reader and writer).
-    pub cancel: CancellationToken,
-}
-
-impl MemberLink {
-    pub fn new(
-        conn_id: u64,
-        tx: mpsc::Sender<Outgoing>,
-        log: Arc<FanoutLog>,
-        cancel: CancellationToken,
-    ) -> Self {
-        Self {
-            conn_id,
-            tx,
-            log,
-            progress: Arc::default(),
-            wake: Arc::default(),
-            cancel,
-        }
-    }
-
-    /// Queue a private message after every broadcast so far. Private messages are few and
-    /// small (the replay of history is bounded by the history size); the queue is bounded in
-    /// length.
-    pub fn queue(&self, message: ServerMessage) -> bool {
-        self.tx
-            .try_send(Outgoing::Session {
-                after: self.log.end(),
-                message: Box::new(message),
-            })
-            .is_ok()
-    }
-
-    /// Queue the welcome, whose online list the writer takes from `roster` when it sends it.
-    fn queue_welcome(&self, welcome: ServerMessage, roster: &Arc<Roster>) -> bool {
-        self.tx
-            .try_send(Outgoing::Welcome {
-                after: self.log.end(),
-                welcome: Box::new(welcome),
-                roster: roster.clone(),
-            })
-            .is_ok()
-    }
-
-    /// Close once everything queued so far has been written.
-    pub fn close(&self) -> bool {
-        self.tx
-            .try_send(Outgoing::Close {
-                after: self.log.end(),
-            })
-            .is_ok()
-    }
-
-    /// Send an error, then close; if the queue is full, close at once.
-    pub fn close_with(&self, code: ErrorCode, message: &str) {
-        let queued = self.queue(ServerMessage::Error {
-            code,
-            message: message.into(),
-        }) && self.close();
-        if !queued {
-            self.cancel.cancel();
-        }
-    }
-
-    /// Start receiving broadcasts from log position `at`.
-    fn attach(&self, at: u64) -> bool {
-        self.progress.written.store(at, Ordering::Release);
-        self.tx.try_send(Outgoing::Attach(at)).is_ok()
-    }
-
-    /// Broadcast bytes appended and not yet written, with the log ending at `end`.
-    fn behind(&self, end: u64) -> u64 {
-        end.saturating_sub(self.progress.written.load(Ordering::Acquire))
-    }
-}
-
-/// How far a member's writer has got, shared between the writer and the room.
-#[derive(Debug, Default)]
-pub struct WriterProgress {
-    /// Log position up to which this member's broadcasts have been written.
-    pub written: AtomicU64,
-    /// Bytes written to the socket in all (broadcasts, replayed history, private messages):
-    /// if it moves, the member is reading.
-    pub sent: AtomicU64,
 }
 
 /// A member seen over its send-queue budget: how much its connection had taken then.
@@ -275,19 +137,57 @@ pub const MAX_PAGE_EVENTS: usize = 200;
 /// Room for the page envelope inside one session frame.
 const PAGE_BYTES: usize = crate::sealed::MAX_SESSION_PLAINTEXT - 256;
 
-/// Wall-clock time in milliseconds since the Unix epoch (event timestamps).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// A moment as the room needs it: monotonic time for grace periods and stalls, wall-clock
+/// time for event timestamps. The server passes the current one in; tests pass any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub at: Instant,
+    /// Milliseconds since the Unix epoch.
+    pub wall_ms: u64,
+}
+
+impl Now {
+    /// This moment.
+    pub fn current() -> Self {
+        Self {
+            at: Instant::now(),
+            wall_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        }
+    }
+
+    /// `elapsed` later.
+    #[cfg(test)]
+    pub fn after(self, elapsed: Duration) -> Self {
+        Self {
+            at: self.at + elapsed,
+            wall_ms: self.wall_ms + elapsed.as_millis() as u64,
+        }
+    }
+}
+
+/// What makes a room epoch unique: its id and its broadcast key, both random.
+#[derive(Debug, Clone)]
+pub struct RoomIdentity {
+    pub epoch: Epoch,
+    pub room_key: Key,
+}
+
+impl RoomIdentity {
+    pub fn generate(rng: &mut impl rand::Rng) -> Self {
+        Self {
+            epoch: hex::encode(rng.gen::<[u8; 16]>()),
+            room_key: rng.gen(),
+        }
+    }
 }
 
 impl Room {
-    /// A new room epoch with a random epoch id and broadcast key.
-    pub fn new(config: RoomConfig) -> Self {
-        let epoch = hex::encode(rand::random::<[u8; 16]>());
-        let room_key: Key = rand::random();
+    /// A new room epoch.
+    pub fn new(config: RoomConfig, identity: RoomIdentity) -> Self {
+        let RoomIdentity { epoch, room_key } = identity;
         Self {
             config,
             epoch,
@@ -315,8 +215,10 @@ impl Room {
         config: RoomConfig,
         mut store: Store,
         new_salt: Salt,
+        identity: RoomIdentity,
+        now: Now,
     ) -> Result<(Self, Salt), StoreError> {
-        let mut room = Room::new(config);
+        let mut room = Room::new(config, identity);
         let loaded = store.load(room.config.history, new_salt, room.epoch.clone())?;
         room.epoch = loaded.epoch;
         room.next_seq = loaded.next_seq;
@@ -327,7 +229,6 @@ impl Room {
         }
         // Whoever was in the room when the server stopped is away: they keep their nickname
         // for the grace period (and resume silently), or get a leave notice after it.
-        let now = Instant::now();
         for (nick, client_id) in loaded.present {
             room.add_member(
                 nick_key(&nick),
@@ -335,14 +236,14 @@ impl Room {
                     nick,
                     client_id,
                     link: None,
-                    away_since: Some(now),
+                    away_since: Some(now.at),
                     last_typing: None,
                     over_budget: None,
                 },
             );
         }
         room.store = Some(store);
-        room.apply_retention(now_ms())?;
+        room.apply_retention(now.wall_ms)?;
         Ok((room, loaded.salt))
     }
 
@@ -410,6 +311,7 @@ impl Room {
         client_id: &ClientId,
         resume: Option<&Resume>,
         link: MemberLink,
+        now: Now,
     ) -> Result<Joined, NickError> {
         let nick = validate_nick(raw_nick)?;
         let key = nick_key(&nick);
@@ -440,6 +342,7 @@ impl Room {
                             reason: LeaveReason::Renamed,
                         },
                         None,
+                        now,
                     );
                 }
             }
@@ -476,7 +379,11 @@ impl Room {
             member.over_budget = None;
         }
         if is_new {
-            self.announce(RoomEventKind::Join { nick: nick.clone() }, Some(client_id));
+            self.announce(
+                RoomEventKind::Join { nick: nick.clone() },
+                Some(client_id),
+                now,
+            );
         }
         Ok(Joined { key, nick, resumed })
     }
@@ -539,7 +446,14 @@ impl Room {
 
     /// A chat message from member `key` on connection `conn_id`, already validated. Puts it in
     /// the room unless it is a duplicate, then acks it.
-    pub fn say(&mut self, key: &str, conn_id: u64, id: u64, text: String) -> Result<(), NotMember> {
+    pub fn say(
+        &mut self,
+        key: &str,
+        conn_id: u64,
+        id: u64,
+        text: String,
+        now: Now,
+    ) -> Result<(), NotMember> {
         let link = self.link_of(key, conn_id)?;
         let member = self.members.get(key).ok_or(NotMember::Detached)?;
         let (from, client_id) = (member.nick.clone(), member.client_id.clone());
@@ -550,7 +464,7 @@ impl Room {
                 text,
                 msg_id: id,
             };
-            if let Err(e) = self.publish(kind, Some(&client_id)) {
+            if let Err(e) = self.publish(kind, Some(&client_id), now) {
                 tracing::error!(error = %e, "could not store a message; not acknowledged");
                 return Err(NotMember::StorageFailed);
             }
@@ -620,7 +534,7 @@ impl Room {
     }
 
     /// Member `key` said goodbye on `conn_id`.
-    pub fn leave(&mut self, key: &str, conn_id: u64) {
+    pub fn leave(&mut self, key: &str, conn_id: u64, now: Now) {
         if self.link_of(key, conn_id).is_ok() {
             if let Some(member) = self.remove_member(key) {
                 self.announce(
@@ -629,30 +543,31 @@ impl Room {
                         reason: LeaveReason::Quit,
                     },
                     None,
+                    now,
                 );
             }
         }
     }
 
     /// Connection `conn_id` of member `key` ended without a goodbye: start the grace period.
-    pub fn disconnected(&mut self, key: &str, conn_id: u64, now: Instant) {
+    pub fn disconnected(&mut self, key: &str, conn_id: u64, now: Now) {
         if self.link_of(key, conn_id).is_ok() {
             if let Some(member) = self.members.get_mut(key) {
                 member.link = None;
-                member.away_since = Some(now);
+                member.away_since = Some(now.at);
             }
         }
     }
 
     /// Announce the departure of members whose grace period has run out. Returns how many.
-    pub fn expire_away(&mut self, now: Instant) -> usize {
+    pub fn expire_away(&mut self, now: Now) -> usize {
         let grace = self.config.grace;
         let expired: Vec<String> = self
             .members
             .iter()
             .filter(|(_, m)| {
                 m.away_since
-                    .is_some_and(|t| now.saturating_duration_since(t) >= grace)
+                    .is_some_and(|t| now.at.saturating_duration_since(t) >= grace)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -664,6 +579,7 @@ impl Room {
                         reason: LeaveReason::ConnectionLost,
                     },
                     None,
+                    now,
                 );
             }
         }
@@ -680,8 +596,8 @@ impl Room {
     }
 
     /// A join or leave notice; a storage failure loses only the notice, never a message.
-    fn announce(&mut self, kind: RoomEventKind, client: Option<&ClientId>) {
-        if let Err(e) = self.publish(kind, client) {
+    fn announce(&mut self, kind: RoomEventKind, client: Option<&ClientId>, now: Now) {
+        if let Err(e) = self.publish(kind, client, now) {
             tracing::error!(error = %e, "could not store a presence notice; not announced");
         }
     }
@@ -693,10 +609,11 @@ impl Room {
         &mut self,
         kind: RoomEventKind,
         client: Option<&ClientId>,
+        now: Now,
     ) -> Result<(), StoreError> {
         let event = RoomEvent {
             seq: self.next_seq,
-            time_ms: now_ms(),
+            time_ms: now.wall_ms,
             kind,
         };
         if let Some(store) = &mut self.store {
@@ -716,30 +633,30 @@ impl Room {
         if self.store.is_none() {
             self.oldest_seq = self.history.front().map_or(self.next_seq, |e| e.seq);
         }
-        self.broadcast(&message);
+        self.broadcast(&message, now.at);
         Ok(())
     }
 
     /// Member `key` is typing: relay an ephemeral notice (no sequence number, not kept in
     /// history), at most once per [`TYPING_RELAY_INTERVAL`] per member.
-    pub fn typing(&mut self, key: &str, conn_id: u64, now: Instant) -> Result<(), NotMember> {
+    pub fn typing(&mut self, key: &str, conn_id: u64, now: Now) -> Result<(), NotMember> {
         self.link_of(key, conn_id)?;
         let member = self.members.get_mut(key).ok_or(NotMember::Detached)?;
         if member
             .last_typing
-            .is_some_and(|t| now.saturating_duration_since(t) < TYPING_RELAY_INTERVAL)
+            .is_some_and(|t| now.at.saturating_duration_since(t) < TYPING_RELAY_INTERVAL)
         {
             return Ok(());
         }
-        member.last_typing = Some(now);
+        member.last_typing = Some(now.at);
         let nick = member.nick.clone();
-        self.broadcast(&BroadcastMessage::Typing { nick });
+        self.broadcast(&BroadcastMessage::Typing { nick }, now.at);
         Ok(())
     }
 
     /// Seal `message` once and queue the same bytes to every connected member; cut off members
     /// whose queue is full.
-    fn broadcast(&mut self, message: &BroadcastMessage) {
+    fn broadcast(&mut self, message: &BroadcastMessage, now: Instant) {
         let sealed = encode_json(message).and_then(|json| self.sealer.seal(&json));
         let frame = match sealed {
             Ok(frame) => frame,
@@ -757,7 +674,6 @@ impl Room {
             .config
             .send_queue_max_bytes
             .max(self.config.send_queue_bytes) as u64;
-        let now = Instant::now();
         let mut oldest = end;
         for member in self.members.values_mut() {
             let Some(link) = &member.link else { continue };
@@ -807,8 +723,33 @@ impl Room {
 
 #[cfg(test)]
 mod tests {
+    use super::super::link::{Outgoing, WriterProgress};
+    use super::super::order::{Private, SendOrder, Step};
     use super::*;
     use crate::sealed::BroadcastOpener;
+    use std::sync::OnceLock;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    /// The moment every test starts at; later moments are `start().after(…)`. The room never
+    /// reads a clock itself, so no test sleeps.
+    fn start() -> Now {
+        static BASE: OnceLock<Instant> = OnceLock::new();
+        Now {
+            at: *BASE.get_or_init(Instant::now),
+            wall_ms: 1_764_633_600_000,
+        }
+    }
+
+    fn new_room(config: RoomConfig) -> Room {
+        Room::new(
+            config,
+            RoomIdentity {
+                epoch: "e".repeat(32),
+                room_key: [9; 32],
+            },
+        )
+    }
 
     fn link(room: &Room, conn_id: u64, capacity: usize) -> (MemberLink, Inbox) {
         let (tx, rx) = mpsc::channel(capacity);
@@ -817,36 +758,42 @@ mod tests {
             rx,
             log: room.fanout(),
             progress: link.progress.clone(),
-            cursor: None,
-            next: None,
+            order: SendOrder::default(),
             opener: None,
             events: vec![],
             broadcasts: vec![],
             private: vec![],
+            closed: false,
         };
         (link, inbox)
     }
 
     /// Plays a member's writer and client: takes its private queue and its broadcasts from
-    /// the log in the writer's order, opening broadcasts with the key from its welcome.
+    /// the log in the writer's order (the same [`SendOrder`]), opening broadcasts with the
+    /// key from its welcome.
     struct Inbox {
         rx: mpsc::Receiver<Outgoing>,
         log: Arc<FanoutLog>,
         progress: Arc<WriterProgress>,
-        cursor: Option<u64>,
-        next: Option<Outgoing>,
+        order: SendOrder,
         opener: Option<BroadcastOpener>,
         events: Vec<RoomEvent>,
         broadcasts: Vec<BroadcastMessage>,
         private: Vec<ServerMessage>,
+        /// The room closed this connection.
+        closed: bool,
     }
 
     impl Inbox {
-        /// Read the broadcasts from the cursor up to `until`.
-        fn broadcasts_until(&mut self, until: u64) {
-            let Some(at) = self.cursor else { return };
+        fn read_broadcasts(&mut self, range: std::ops::Range<u64>) {
             let mut slices = Vec::new();
-            let next = self.log.read(at, until, usize::MAX, &mut slices).unwrap();
+            let next = self
+                .log
+                .read(range.start, range.end, usize::MAX, &mut slices)
+                .unwrap();
+            if !slices.is_empty() {
+                self.private.extend(self.order.take_ack());
+            }
             let bytes = slices.concat();
             let mut rest = &bytes[..];
             while let Some((f, used)) = crate::frame::decode(rest, crate::frame::MAX_BODY).unwrap()
@@ -859,7 +806,7 @@ mod tests {
                 rest = &rest[used..];
             }
             assert!(rest.is_empty(), "whole frames only");
-            self.cursor = Some(next);
+            self.order.sent_through(next);
             self.progress.written.store(next, Ordering::Release);
             self.progress
                 .sent
@@ -868,42 +815,46 @@ mod tests {
 
         fn drain(&mut self) {
             loop {
-                if self.next.is_none() {
-                    self.next = self.rx.try_recv().ok();
+                if self.order.wants_item() {
+                    if let Ok(item) = self.rx.try_recv() {
+                        self.order.offer(item);
+                    }
                 }
-                let Some(item) = self.next.take() else { break };
-                self.broadcasts_until(item.after());
-                match item {
-                    Outgoing::Attach(at) => self.cursor = Some(at),
-                    Outgoing::Welcome {
-                        welcome, roster, ..
-                    } => {
-                        let mut msg = *welcome;
-                        let ServerMessage::Welcome {
-                            online,
-                            room_key,
-                            next_broadcast,
-                            ..
-                        } = &mut msg
-                        else {
-                            panic!("not a welcome: {msg:?}");
-                        };
-                        *online = roster.names();
-                        let key: Key = hex::decode(&*room_key).unwrap().try_into().unwrap();
-                        self.opener = Some(BroadcastOpener::new(&key, *next_broadcast));
-                        self.private.push(msg);
-                    }
-                    Outgoing::Session { message, .. } => {
-                        let msg = *message;
-                        if let ServerMessage::History { events } = &msg {
-                            self.events.extend(events.iter().cloned());
+                match self.order.step(self.log.end()) {
+                    Step::Broadcasts(range) => self.read_broadcasts(range),
+                    Step::Private(item) => {
+                        self.private.extend(self.order.take_ack());
+                        match item {
+                            Private::Welcome { welcome, roster } => {
+                                let mut msg = *welcome;
+                                let ServerMessage::Welcome {
+                                    online,
+                                    room_key,
+                                    next_broadcast,
+                                    ..
+                                } = &mut msg
+                                else {
+                                    panic!("not a welcome: {msg:?}");
+                                };
+                                *online = roster.names();
+                                let key: Key = hex::decode(&*room_key).unwrap().try_into().unwrap();
+                                self.opener = Some(BroadcastOpener::new(&key, *next_broadcast));
+                                self.private.push(msg);
+                            }
+                            Private::Message(message) => {
+                                if let ServerMessage::History { events } = &*message {
+                                    self.events.extend(events.iter().cloned());
+                                }
+                                self.private.push(*message);
+                            }
+                            Private::Close => self.closed = true,
                         }
-                        self.private.push(msg);
                     }
-                    Outgoing::Close { .. } => self.private.push(ServerMessage::Pong),
+                    Step::Again => {}
+                    Step::Idle => break,
                 }
             }
-            self.broadcasts_until(u64::MAX);
+            self.private.extend(self.order.take_ack());
         }
         fn texts(&self) -> Vec<String> {
             self.events
@@ -918,10 +869,12 @@ mod tests {
 
     #[test]
     fn join_say_and_fan_out() {
-        let mut room = Room::new(RoomConfig::default());
+        let mut room = new_room(RoomConfig::default());
         let (ana, mut ana_in) = link(&room, 1, 100);
         let (ben, mut ben_in) = link(&room, 2, 100);
-        let a = room.join(" Ana ", &"id-a".into(), None, ana).unwrap();
+        let a = room
+            .join(" Ana ", &"id-a".into(), None, ana, start())
+            .unwrap();
         assert_eq!(
             (a.key.as_str(), a.nick.as_str(), a.resumed),
             ("ana", "Ana", false)
@@ -931,8 +884,11 @@ mod tests {
         assert!(
             matches!(&ana_in.private[0], ServerMessage::Welcome { online, .. } if online == &vec!["Ana".to_string()])
         );
-        let b = room.join("Ben", &"id-b".into(), None, ben).unwrap();
-        room.say(&a.key, 1, 1, "hola | a: todos".into()).unwrap();
+        let b = room
+            .join("Ben", &"id-b".into(), None, ben, start())
+            .unwrap();
+        room.say(&a.key, 1, 1, "hola | a: todos".into(), start())
+            .unwrap();
         ana_in.drain();
         ben_in.drain();
         assert_eq!(ana_in.texts(), vec!["hola | a: todos"]);
@@ -949,17 +905,17 @@ mod tests {
 
     #[test]
     fn typing_notices_are_ephemeral_and_rate_limited() {
-        let mut room = Room::new(RoomConfig::default());
+        let mut room = new_room(RoomConfig::default());
         let (l, mut rx) = link(&room, 1, 100);
-        room.join("ana", &"id-a".into(), None, l).unwrap();
-        room.join("ben", &"id-b".into(), None, link(&room, 2, 100).0)
+        room.join("ana", &"id-a".into(), None, l, start()).unwrap();
+        room.join("ben", &"id-b".into(), None, link(&room, 2, 100).0, start())
             .unwrap();
-        let t0 = Instant::now();
+        let t0 = start();
         let head = room.next_seq;
         room.typing("ben", 2, t0).unwrap();
-        room.typing("ben", 2, t0 + Duration::from_millis(500))
+        room.typing("ben", 2, t0.after(Duration::from_millis(500)))
             .unwrap();
-        room.typing("ben", 2, t0 + Duration::from_millis(1100))
+        room.typing("ben", 2, t0.after(Duration::from_millis(1100)))
             .unwrap();
         assert_eq!(room.next_seq, head, "no sequence numbers used");
         assert_eq!(room.history.len(), 2, "only the two joins are history");
@@ -975,67 +931,71 @@ mod tests {
 
     #[test]
     fn taken_nick_case_insensitive() {
-        let mut room = Room::new(RoomConfig::default());
-        room.join("Ana", &"id-a".into(), None, link(&room, 1, 10).0)
+        let mut room = new_room(RoomConfig::default());
+        room.join("Ana", &"id-a".into(), None, link(&room, 1, 10).0, start())
             .unwrap();
         assert_eq!(
-            room.join("aNA ", &"id-x".into(), None, link(&room, 2, 10).0),
+            room.join("aNA ", &"id-x".into(), None, link(&room, 2, 10).0, start()),
             Err(NickError::Taken)
         );
         assert_eq!(
-            room.join("", &"id-x".into(), None, link(&room, 2, 10).0),
+            room.join("", &"id-x".into(), None, link(&room, 2, 10).0, start()),
             Err(NickError::Empty)
         );
     }
 
     #[test]
     fn duplicate_messages_are_acked_not_repeated() {
-        let mut room = Room::new(RoomConfig::default());
+        let mut room = new_room(RoomConfig::default());
         let (l, mut inbox) = link(&room, 1, 100);
-        room.join("ana", &"id-a".into(), None, l).unwrap();
-        room.say("ana", 1, 1, "one".into()).unwrap();
-        room.say("ana", 1, 1, "one".into()).unwrap();
-        room.say("ana", 1, 2, "two".into()).unwrap();
-        inbox.drain();
+        room.join("ana", &"id-a".into(), None, l, start()).unwrap();
+        // Each say drained on its own, as a member reading along would see it (acks due
+        // together are coalesced by the writer's order).
+        let mut acks = Vec::new();
+        for (id, text) in [(1, "one"), (1, "one"), (2, "two")] {
+            room.say("ana", 1, id, text.into(), start()).unwrap();
+            inbox.private.clear();
+            inbox.drain();
+            acks.extend(inbox.private.iter().filter_map(|m| match m {
+                ServerMessage::Ack { up_to } => Some(*up_to),
+                _ => None,
+            }));
+        }
         assert_eq!(inbox.texts(), vec!["one", "two"]);
-        let acks: Vec<_> = inbox
-            .private
-            .iter()
-            .filter(|m| matches!(m, ServerMessage::Ack { .. }))
-            .collect();
-        assert_eq!(
-            acks,
-            vec![
-                &ServerMessage::Ack { up_to: 1 },
-                &ServerMessage::Ack { up_to: 1 },
-                &ServerMessage::Ack { up_to: 2 }
-            ]
-        );
+        assert_eq!(acks, vec![1, 1, 2], "the resent message is acked again");
+        // Acks due together go out as one.
+        room.say("ana", 1, 3, "three".into(), start()).unwrap();
+        room.say("ana", 1, 3, "three".into(), start()).unwrap();
+        inbox.private.clear();
+        inbox.drain();
+        assert_eq!(inbox.private, vec![ServerMessage::Ack { up_to: 3 }]);
     }
 
     #[test]
     fn grace_period_resume_replays_without_notices() {
-        let mut room = Room::new(RoomConfig::default());
-        let t0 = Instant::now();
+        let mut room = new_room(RoomConfig::default());
+        let t0 = start();
         let (l1, _rx1) = link(&room, 1, 100);
-        room.join("ana", &"id-a".into(), None, l1).unwrap();
+        room.join("ana", &"id-a".into(), None, l1, start()).unwrap();
         let (lb, mut ben) = link(&room, 2, 100);
-        room.join("ben", &"id-b".into(), None, lb).unwrap();
-        room.say("ana", 1, 1, "before".into()).unwrap();
+        room.join("ben", &"id-b".into(), None, lb, start()).unwrap();
+        room.say("ana", 1, 1, "before".into(), start()).unwrap();
         room.disconnected("ana", 1, t0);
         assert_eq!(
-            room.say("ana", 1, 2, "late".into()),
+            room.say("ana", 1, 2, "late".into(), start()),
             Err(NotMember::Detached)
         );
-        room.say("ben", 2, 1, "while away".into()).unwrap();
-        assert_eq!(room.expire_away(t0 + Duration::from_secs(9)), 0);
+        room.say("ben", 2, 1, "while away".into(), start()).unwrap();
+        assert_eq!(room.expire_away(t0.after(Duration::from_secs(9))), 0);
         // Ana comes back: same client id, resumes after the last seq she saw (3 = her message).
         let (l3, mut ana) = link(&room, 3, 100);
         let resume = Resume {
             epoch: room.epoch().to_owned(),
             last_seq: 3,
         };
-        let joined = room.join("ana", &"id-a".into(), Some(&resume), l3).unwrap();
+        let joined = room
+            .join("ana", &"id-a".into(), Some(&resume), l3, start())
+            .unwrap();
         assert!(joined.resumed);
         ana.drain();
         assert_eq!(
@@ -1053,7 +1013,7 @@ mod tests {
             }
         ));
         assert_eq!(
-            room.expire_away(t0 + Duration::from_secs(20)),
+            room.expire_away(t0.after(Duration::from_secs(20))),
             0,
             "back in time: no leave"
         );
@@ -1079,19 +1039,19 @@ mod tests {
 
     #[test]
     fn grace_expiry_announces_leave() {
-        let mut room = Room::new(RoomConfig::default());
-        let t0 = Instant::now();
-        room.join("ana", &"id-a".into(), None, link(&room, 1, 100).0)
+        let mut room = new_room(RoomConfig::default());
+        let t0 = start();
+        room.join("ana", &"id-a".into(), None, link(&room, 1, 100).0, start())
             .unwrap();
         let (lb, mut ben) = link(&room, 2, 100);
-        room.join("ben", &"id-b".into(), None, lb).unwrap();
+        room.join("ben", &"id-b".into(), None, lb, start()).unwrap();
         room.disconnected("ana", 1, t0);
         assert_eq!(
             room.online(),
             vec!["ana", "ben"],
             "still listed during grace"
         );
-        assert_eq!(room.expire_away(t0 + Duration::from_secs(10)), 1);
+        assert_eq!(room.expire_away(t0.after(Duration::from_secs(10))), 1);
         assert_eq!(room.online(), vec!["ben"]);
         ben.drain();
         assert!(
@@ -1099,17 +1059,24 @@ mod tests {
         );
         // Anyone may take the nickname now.
         assert!(room
-            .join("ANA", &"id-other".into(), None, link(&room, 3, 10).0)
+            .join(
+                "ANA",
+                &"id-other".into(),
+                None,
+                link(&room, 3, 10).0,
+                start()
+            )
             .is_ok());
     }
 
     #[test]
     fn stale_session_is_replaced_by_the_same_client() {
-        let mut room = Room::new(RoomConfig::default());
+        let mut room = new_room(RoomConfig::default());
         let (old, mut old_rx) = link(&room, 1, 100);
-        room.join("ana", &"id-a".into(), None, old).unwrap();
+        room.join("ana", &"id-a".into(), None, old, start())
+            .unwrap();
         let joined = room
-            .join("ana", &"id-a".into(), None, link(&room, 2, 100).0)
+            .join("ana", &"id-a".into(), None, link(&room, 2, 100).0, start())
             .unwrap();
         assert!(joined.resumed);
         old_rx.drain();
@@ -1124,10 +1091,12 @@ mod tests {
         });
         assert!(saw_replaced);
         assert_eq!(
-            room.say("ana", 1, 1, "from the ghost".into()),
+            room.say("ana", 1, 1, "from the ghost".into(), start()),
             Err(NotMember::Detached)
         );
-        assert!(room.say("ana", 2, 1, "from the live one".into()).is_ok());
+        assert!(room
+            .say("ana", 2, 1, "from the live one".into(), start())
+            .is_ok());
     }
 
     #[test]
@@ -1137,14 +1106,16 @@ mod tests {
             send_queue_max_bytes: 8192,
             ..RoomConfig::default()
         };
-        let mut room = Room::new(config);
+        let mut room = new_room(config);
         let (slow, _slow_rx) = link(&room, 1, 10_000);
         let slow_cancel = slow.cancel.clone();
-        room.join("slow", &"id-s".into(), None, slow).unwrap();
+        room.join("slow", &"id-s".into(), None, slow, start())
+            .unwrap();
         let (fast, mut fast_in) = link(&room, 2, 10_000);
-        room.join("fast", &"id-f".into(), None, fast).unwrap();
+        room.join("fast", &"id-f".into(), None, fast, start())
+            .unwrap();
         for i in 1..=100 {
-            room.say("fast", 2, i, "x".repeat(100)).unwrap();
+            room.say("fast", 2, i, "x".repeat(100), start()).unwrap();
             fast_in.drain(); // the fast member keeps reading
         }
         assert!(slow_cancel.is_cancelled());
@@ -1164,28 +1135,39 @@ mod tests {
             stall_timeout: stall,
             ..RoomConfig::default()
         };
-        let mut room = Room::new(config);
+        let mut room = new_room(config);
         let (busy, _busy_rx) = link(&room, 1, 10_000);
         let (busy_cancel, busy_progress) = (busy.cancel.clone(), busy.progress.clone());
-        room.join("busy", &"id-b".into(), None, busy).unwrap();
+        room.join("busy", &"id-b".into(), None, busy, start())
+            .unwrap();
         let (fast, mut fast_in) = link(&room, 2, 10_000);
-        room.join("fast", &"id-f".into(), None, fast).unwrap();
+        room.join("fast", &"id-f".into(), None, fast, start())
+            .unwrap();
         let mut id = 0;
-        let mut say = |room: &mut Room, fast_in: &mut Inbox| {
+        let mut say = |room: &mut Room, fast_in: &mut Inbox, at: Now| {
             id += 1;
-            room.say("fast", 2, id, "x".repeat(200)).unwrap();
+            room.say("fast", 2, id, "x".repeat(200), at).unwrap();
             fast_in.drain();
         };
         for _ in 0..40 {
-            say(&mut room, &mut fast_in); // 40 × ~300 bytes: over the 4 KiB budget
+            say(&mut room, &mut fast_in, start()); // 40 × ~300 bytes: over the 4 KiB budget
         }
-        std::thread::sleep(stall + Duration::from_millis(50));
+        let later = start().after(stall + Duration::from_millis(50));
         busy_progress.sent.fetch_add(1500, Ordering::Release); // it took some replay meanwhile
-        say(&mut room, &mut fast_in);
+        say(&mut room, &mut fast_in, later);
         assert!(!busy_cancel.is_cancelled(), "still reading: kept");
+        // Just under the stall timeout since it last took something: still kept.
+        say(
+            &mut room,
+            &mut fast_in,
+            later.after(stall - Duration::from_millis(1)),
+        );
+        assert!(
+            !busy_cancel.is_cancelled(),
+            "not stalled for long enough yet"
+        );
 
-        std::thread::sleep(stall + Duration::from_millis(50));
-        say(&mut room, &mut fast_in);
+        say(&mut room, &mut fast_in, later.after(stall));
         assert!(
             busy_cancel.is_cancelled(),
             "took nothing for the stall timeout: cut off"
@@ -1195,11 +1177,12 @@ mod tests {
         // Past the cap, reading or not, a member is cut off at once.
         let (eager, _eager_rx) = link(&room, 3, 10_000);
         let (eager_cancel, eager_progress) = (eager.cancel.clone(), eager.progress.clone());
-        room.join("eager", &"id-e".into(), None, eager).unwrap();
+        room.join("eager", &"id-e".into(), None, eager, start())
+            .unwrap();
         let mut rounds = 0;
         while !eager_cancel.is_cancelled() {
             eager_progress.sent.fetch_add(100, Ordering::Release);
-            say(&mut room, &mut fast_in);
+            say(&mut room, &mut fast_in, later.after(stall));
             rounds += 1;
             assert!(rounds < 1000, "never cut off");
         }
@@ -1207,7 +1190,7 @@ mod tests {
             rounds > 150,
             "not before the cap: cut after {rounds} messages"
         );
-        assert_eq!(fast_in.texts().len(), 42 + rounds);
+        assert_eq!(fast_in.texts().len(), 43 + rounds);
     }
 
     #[test]
@@ -1217,18 +1200,19 @@ mod tests {
             backlog: 3,
             ..RoomConfig::default()
         };
-        let mut room = Room::new(config);
-        room.join("ana", &"id-a".into(), None, link(&room, 1, 100).0)
+        let mut room = new_room(config);
+        room.join("ana", &"id-a".into(), None, link(&room, 1, 100).0, start())
             .unwrap();
         for i in 1..=10 {
-            room.say("ana", 1, i, format!("m{i}")).unwrap();
+            room.say("ana", 1, i, format!("m{i}"), start()).unwrap();
         }
         let (l, mut ben) = link(&room, 2, 100);
         let stale = Resume {
             epoch: "an old epoch".into(),
             last_seq: 7,
         };
-        room.join("ben", &"id-b".into(), Some(&stale), l).unwrap();
+        room.join("ben", &"id-b".into(), Some(&stale), l, start())
+            .unwrap();
         ben.drain();
         assert!(matches!(
             &ben.private[0],
@@ -1240,7 +1224,8 @@ mod tests {
             epoch: room.epoch().to_owned(),
             last_seq: 1,
         };
-        room.join("cat", &"id-c".into(), Some(&old), l).unwrap();
+        room.join("cat", &"id-c".into(), Some(&old), l, start())
+            .unwrap();
         cat.drain();
         assert!(matches!(
             &cat.private[0],

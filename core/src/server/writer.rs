@@ -3,6 +3,7 @@
 //! order [`order`](super::order) decides, up to [`WRITE_BATCH`] bytes per `writev`.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -14,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::fanout::{FanoutLog, Forgotten};
-use super::room::{Outgoing, WriterProgress};
+use super::link::{Outgoing, WriterProgress};
+use super::order::{Private, SendOrder, Step};
 use crate::cipher::CipherState;
 use crate::message::{RoomEvent, ServerMessage};
 use crate::sealed::{self, MAX_SESSION_PLAINTEXT};
@@ -138,34 +140,34 @@ impl Batch {
         }
     }
 
-    /// Add the broadcasts from `from` up to `until` (as far as the batch has room), after
-    /// `ack` if there are any (an ack never lands inside a frame: a batch may end part-way
-    /// through a broadcast, but never with an ack). Returns the position after what was
-    /// added, and whether sealing the ack failed.
+    /// Add the broadcasts in `range` of the log (as far as the batch has room), after the
+    /// ack `order` has due if there are any (an ack never lands inside a frame: a batch may
+    /// end part-way through a broadcast, but never with an ack), and move `order` past them.
+    /// Returns whether anything was added, and whether sealing the ack failed.
     fn add_broadcasts(
         &mut self,
         log: &FanoutLog,
-        from: u64,
-        until: u64,
+        range: Range<u64>,
         send: &mut CipherState,
-        ack: &mut Option<ServerMessage>,
-    ) -> Result<(u64, bool), Forgotten> {
+        order: &mut SendOrder,
+    ) -> Result<(bool, bool), Forgotten> {
         let room = self.room_left();
-        if room == 0 || from >= until {
-            return Ok((from, false));
+        if room == 0 {
+            return Ok((false, false));
         }
-        let next = log.read(from, until, room, &mut self.slices)?;
+        let next = log.read(range.start, range.end, room, &mut self.slices)?;
         let mut failed = false;
         if !self.slices.is_empty() {
-            if let Some(message) = ack.take() {
-                failed = self.seal(send, &message);
+            if let Some(ack) = order.take_ack() {
+                failed = self.seal(send, &ack);
             }
         }
         for slice in self.slices.drain(..) {
             self.len += slice.len();
             self.pieces.push(Piece::Shared(slice));
         }
-        Ok((next, failed))
+        order.sent_through(next);
+        Ok((next > range.start, failed))
     }
 
     /// Seal a private message; `true` if that failed and the connection must close.
@@ -281,107 +283,82 @@ pub(super) async fn write_loop(
     let mut batch = Batch::default();
     // A replay of history being sent, a batch at a time, before anything queued after it.
     let mut history: VecDeque<Vec<RoomEvent>> = VecDeque::new();
-    // Where this member is in the broadcast log (`None` until it has joined).
-    let mut cursor: Option<u64> = None;
-    // The next private item, taken from the queue but not yet due.
-    let mut next: Option<Outgoing> = None;
+    let mut order = SendOrder::default();
     let mut queue_open = true;
     let mut closing = false;
     loop {
         batch.clear();
-        // Acks are cumulative: of several due in one write, only the last is sent.
-        let mut ack: Option<ServerMessage> = None;
         loop {
             if !history.is_empty() {
                 closing |= batch.seal_history(&mut send, &mut history);
-                if !history.is_empty() || closing {
+                if !history.is_empty() {
                     break;
                 }
             }
-            if next.is_none() && queue_open {
+            if closing || batch.room_left() == 0 {
+                break;
+            }
+            if order.wants_item() && queue_open {
                 match rx.try_recv() {
-                    Ok(item) => next = Some(item),
+                    Ok(item) => order.offer(item),
                     Err(mpsc::error::TryRecvError::Empty) => {}
                     Err(mpsc::error::TryRecvError::Disconnected) => queue_open = false,
                 }
             }
-            // First the broadcasts due before the next private item.
-            if let Some(at) = cursor {
-                let until = next.as_ref().map_or(u64::MAX, Outgoing::after);
-                match batch.add_broadcasts(&log, at, until, &mut send, &mut ack) {
-                    Ok((moved, failed)) => {
-                        cursor = Some(moved);
-                        closing |= failed;
-                    }
-                    Err(Forgotten(_)) => {
-                        // Fell behind what the log keeps: the room has let go of this
-                        // connection (cut off or replaced). No more broadcasts; what is still
-                        // queued for it (why it is being closed) goes out as it comes.
-                        cursor = None;
-                    }
-                }
-            }
-            let due = match (&next, cursor) {
-                (Some(item), Some(at)) => item.after() <= at,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            if !due || closing || batch.room_left() == 0 {
-                break;
-            }
-            match next.take() {
-                Some(Outgoing::Attach(at)) => cursor = Some(at),
-                Some(Outgoing::Session { message, .. })
-                    if matches!(*message, ServerMessage::Ack { .. }) =>
-                {
-                    ack = Some(*message);
-                }
-                Some(Outgoing::Session { message, .. }) => {
-                    if let Some(ack) = ack.take() {
-                        closing |= batch.seal(&mut send, &ack);
-                    }
-                    closing |= match *message {
-                        ServerMessage::History { events } => {
-                            history = history_runs(events);
-                            continue;
+            match order.step(log.end()) {
+                Step::Broadcasts(range) => {
+                    match batch.add_broadcasts(&log, range, &mut send, &mut order) {
+                        Ok((moved, failed)) => {
+                            closing |= failed;
+                            if !moved {
+                                break;
+                            }
                         }
-                        message => batch.seal(&mut send, &message),
-                    };
+                        Err(Forgotten(_)) => order.detach(),
+                    }
                 }
-                Some(Outgoing::Welcome {
-                    mut welcome,
-                    roster,
-                    ..
-                }) => {
-                    if let Some(ack) = ack.take() {
+                Step::Private(item) => {
+                    if let Some(ack) = order.take_ack() {
                         closing |= batch.seal(&mut send, &ack);
                     }
-                    // The list as of now: copied only here, one welcome at a time.
-                    if let ServerMessage::Welcome { online, .. } = &mut *welcome {
-                        *online = roster.names();
+                    match item {
+                        Private::Message(message) => match *message {
+                            ServerMessage::History { events } => history = history_runs(events),
+                            message => closing |= batch.seal(&mut send, &message),
+                        },
+                        Private::Welcome {
+                            mut welcome,
+                            roster,
+                        } => {
+                            // The list as of now: copied only here, one welcome at a time.
+                            if let ServerMessage::Welcome { online, .. } = &mut *welcome {
+                                *online = roster.names();
+                            }
+                            closing |= batch.seal_welcome(&mut send, *welcome);
+                        }
+                        Private::Close => closing = true,
                     }
-                    closing |= batch.seal_welcome(&mut send, *welcome);
                 }
-                Some(Outgoing::Close { .. }) => closing = true,
-                None => {}
+                Step::Again => {}
+                Step::Idle => break,
             }
         }
-        if let Some(message) = ack.take() {
-            closing |= batch.seal(&mut send, &message);
+        if let Some(ack) = order.take_ack() {
+            closing |= batch.seal(&mut send, &ack);
         }
         if batch.is_empty() {
-            if closing || (!queue_open && next.is_none()) {
+            if closing || (!queue_open && order.wants_item()) {
                 break;
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = wake.notified(), if cursor.is_some() => {
+                _ = wake.notified(), if order.is_attached() => {
                     // Let the tasks already due run first: broadcasts they add in this
                     // scheduler round go out in this member's next write, not the one after.
                     tokio::task::yield_now().await;
                 }
-                item = rx.recv(), if next.is_none() && queue_open => match item {
-                    Some(item) => next = Some(item),
+                item = rx.recv(), if order.wants_item() && queue_open => match item {
+                    Some(item) => order.offer(item),
                     None => queue_open = false,
                 },
             }
@@ -391,7 +368,7 @@ pub(super) async fn write_loop(
             _ = cancel.cancelled() => return,
             result = batch.write_to(&mut socket, &progress.sent) => result,
         };
-        if let Some(at) = cursor {
+        if let Some(at) = order.position() {
             progress.written.store(at, Ordering::Release);
         }
         if result.is_err() || closing {
@@ -403,7 +380,7 @@ pub(super) async fn write_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::super::room::MemberLink;
+    use super::super::link::MemberLink;
     use super::*;
     use crate::cipher::Key;
     use crate::frame::{FrameKind, MAX_BODY};
