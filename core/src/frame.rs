@@ -13,35 +13,50 @@ pub const MAX_PREAUTH_BODY: usize = 1024;
 /// Largest body accepted on an authenticated connection (a Noise message is at most 65 535 bytes).
 pub const MAX_BODY: usize = 65_535;
 
-/// What a frame carries. The numeric values are the wire encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum FrameKind {
-    /// Server → client, plaintext: protocol magic, version and the room's KDF salt.
-    Hello = 0x01,
-    /// Client → server: Noise NNpsk0 message 1 (`psk, e`).
-    HandshakeInit = 0x02,
-    /// Server → client: Noise NNpsk0 message 2 (`e, ee`).
-    HandshakeResponse = 0x03,
-    /// Server → client, plaintext: the handshake was refused (one code byte), then close.
-    Reject = 0x04,
-    /// Either direction: a message sealed with the connection's session key.
-    Session = 0x10,
-    /// Server → client: a room event sealed once with the room broadcast key.
-    Broadcast = 0x11,
-}
+/// A `#[repr(u8)]` enum whose variants are wire bytes, with `from_byte` for decoding: each
+/// value is written once, in the variant list.
+macro_rules! wire_byte_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$variant_meta:meta])* $variant:ident = $value:literal,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u8)]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant = $value,)*
+        }
 
-impl FrameKind {
-    pub fn from_byte(byte: u8) -> Option<Self> {
-        Some(match byte {
-            0x01 => Self::Hello,
-            0x02 => Self::HandshakeInit,
-            0x03 => Self::HandshakeResponse,
-            0x04 => Self::Reject,
-            0x10 => Self::Session,
-            0x11 => Self::Broadcast,
-            _ => return None,
-        })
+        impl $name {
+            /// The variant a wire byte stands for, if any.
+            pub fn from_byte(byte: u8) -> Option<Self> {
+                match byte {
+                    $($value => Some(Self::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+pub(crate) use wire_byte_enum;
+
+wire_byte_enum! {
+    /// What a frame carries. The numeric values are the wire encoding.
+    pub enum FrameKind {
+        /// Server → client, plaintext: protocol magic, version and the room's KDF salt.
+        Hello = 0x01,
+        /// Client → server: Noise NNpsk0 message 1 (`psk, e`).
+        HandshakeInit = 0x02,
+        /// Server → client: Noise NNpsk0 message 2 (`e, ee`).
+        HandshakeResponse = 0x03,
+        /// Server → client, plaintext: the handshake was refused (one code byte), then close.
+        Reject = 0x04,
+        /// Either direction: a message sealed with the connection's session key.
+        Session = 0x10,
+        /// Server → client: a room event sealed once with the room broadcast key.
+        Broadcast = 0x11,
     }
 }
 

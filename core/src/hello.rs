@@ -12,6 +12,7 @@
 
 use thiserror::Error;
 
+use crate::frame::wire_byte_enum;
 use crate::passphrase::{Salt, SALT_LEN};
 
 /// First bytes of the `Hello` frame body.
@@ -30,32 +31,19 @@ pub enum HelloError {
     UnsupportedVersion(u8),
 }
 
-/// Reasons the server gives in a `Reject` frame (the single body byte).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum RejectCode {
-    /// Noise message 1 did not authenticate: wrong passphrase.
-    AuthenticationFailed = 1,
-    /// The server is at its connection limit.
-    ServerFull = 2,
-    /// The client spoke a protocol version the server does not.
-    BadVersion = 3,
-    /// Anything else wrong with the handshake message.
-    Malformed = 4,
-    /// Too many connections from the client's IP address.
-    TooManyFromAddress = 5,
-}
-
-impl RejectCode {
-    pub fn from_byte(byte: u8) -> Option<Self> {
-        Some(match byte {
-            1 => Self::AuthenticationFailed,
-            2 => Self::ServerFull,
-            3 => Self::BadVersion,
-            4 => Self::Malformed,
-            5 => Self::TooManyFromAddress,
-            _ => return None,
-        })
+wire_byte_enum! {
+    /// Reasons the server gives in a `Reject` frame (the single body byte).
+    pub enum RejectCode {
+        /// Noise message 1 did not authenticate: wrong passphrase.
+        AuthenticationFailed = 1,
+        /// The server is at its connection limit.
+        ServerFull = 2,
+        /// The client spoke a protocol version the server does not.
+        BadVersion = 3,
+        /// Anything else wrong with the handshake message.
+        Malformed = 4,
+        /// Too many connections from the client's IP address.
+        TooManyFromAddress = 5,
     }
 }
 

@@ -99,20 +99,23 @@ impl ClientHandle {
     /// Queue a chat message; returns its id. It is sent now if connected, or after reconnecting.
     pub async fn send(&self, text: &str) -> Result<u64, SendError> {
         let text = validate_message(text)?;
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Send { text, reply })
-            .await
-            .map_err(|_| SendError::Stopped)?;
-        answer.await.map_err(|_| SendError::Stopped)?
+        self.request(|reply| Command::Send { text, reply }).await
     }
 
     /// Try another nickname after [`ClientEvent::NickRejected`].
     pub async fn set_nick(&self, nick: &str) -> Result<(), SendError> {
         let nick = validate_nick(nick)?;
+        self.request(|reply| Command::SetNick { nick, reply }).await
+    }
+
+    /// Send a command that answers, and wait for the answer.
+    async fn request<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, SendError>>) -> Command,
+    ) -> Result<T, SendError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::SetNick { nick, reply })
+            .send(command(reply))
             .await
             .map_err(|_| SendError::Stopped)?;
         answer.await.map_err(|_| SendError::Stopped)?
