@@ -34,7 +34,7 @@ pub enum PassphraseError {
     #[error("the passphrase is longer than {MAX_PASSPHRASE_BYTES} bytes")]
     TooLong,
     #[error("key derivation failed: {0}")]
-    Kdf(String),
+    Kdf(#[source] argon2::Error),
 }
 
 /// Check a passphrase as typed: surrounding whitespace (a trailing newline from a file) is not
@@ -55,11 +55,11 @@ pub fn normalize(passphrase: &str) -> Result<&str, PassphraseError> {
 pub fn derive_psk(passphrase: &str, salt: &Salt) -> Result<Key, PassphraseError> {
     let passphrase = normalize(passphrase)?;
     let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, Some(32))
-        .map_err(|e| PassphraseError::Kdf(e.to_string()))?;
+        .map_err(PassphraseError::Kdf)?;
     let mut psk = [0u8; 32];
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(passphrase.as_bytes(), salt, &mut psk)
-        .map_err(|e| PassphraseError::Kdf(e.to_string()))?;
+        .map_err(PassphraseError::Kdf)?;
     Ok(psk)
 }
 

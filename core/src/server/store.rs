@@ -393,7 +393,8 @@ mod tests {
 
     #[test]
     fn state_survives_reopening() {
-        let dir = std::env::temp_dir().join(format!("tertulia-store-{}", rand::random::<u64>()));
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
         {
             let mut store = Store::open(&dir).unwrap();
             let loaded = store.load(10, [7; SALT_LEN], "epoch-1".into()).unwrap();
@@ -418,12 +419,12 @@ mod tests {
         );
         assert_eq!(loaded.dedupe, vec![("client-a".to_string(), 5)]);
         drop(store);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_second_server_on_the_same_directory_is_refused() {
-        let dir = std::env::temp_dir().join(format!("tertulia-store-{}", rand::random::<u64>()));
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
         let mut first = Store::open(&dir).unwrap();
         first.load(10, [1; SALT_LEN], "e".into()).unwrap();
         assert!(
@@ -432,19 +433,18 @@ mod tests {
         );
         drop(first);
         assert!(Store::open(&dir).is_ok());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn garbage_file_is_reported_as_corrupt() {
-        let dir = std::env::temp_dir().join(format!("tertulia-store-{}", rand::random::<u64>()));
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(DB_FILE), vec![0x42u8; 8192]).unwrap();
         assert!(matches!(
             Store::open(&dir),
             Err(StoreError::Corrupt(_) | StoreError::Damaged(_))
         ));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -520,7 +520,8 @@ mod tests {
 
     #[test]
     fn a_full_store_refuses_writes_with_disk_full_and_keeps_what_it_has() {
-        let dir = std::env::temp_dir().join(format!("tertulia-store-{}", rand::random::<u64>()));
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
         let mut store = Store::open(&dir).unwrap();
         store.load(10, [0; SALT_LEN], "e".into()).unwrap();
         store.set_max_bytes(256 * 1024).unwrap();
@@ -544,7 +545,6 @@ mod tests {
             "everything acknowledged is still there"
         );
         drop(store);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
