@@ -54,8 +54,8 @@ pub fn normalize(passphrase: &str) -> Result<&str, PassphraseError> {
 /// the async runtime (`spawn_blocking`) and cache the result.
 pub fn derive_psk(passphrase: &str, salt: &Salt) -> Result<Key, PassphraseError> {
     let passphrase = normalize(passphrase)?;
-    let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, Some(32))
-        .map_err(PassphraseError::Kdf)?;
+    let params =
+        Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, Some(32)).map_err(PassphraseError::Kdf)?;
     let mut psk = [0u8; 32];
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(passphrase.as_bytes(), salt, &mut psk)

@@ -16,9 +16,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::clock::Now;
 use super::flood::TokenBucket;
 use super::link::MemberLink;
-use super::room::{NotMember, Now};
+use super::room::NotMember;
 use super::writer::write_loop;
 use super::Shared;
 use crate::cipher::CipherState;

@@ -11,12 +11,14 @@
 //!   [`fanout`]: the shared log of sealed broadcasts; [`dedupe`]: exactly-once on the server's
 //!   side; [`flood`]: the per-member rate limit; [`store`]: the room's durable state (SQLite).
 
+//! - [`clock`]: the time and randomness the room is given.
 //! - [`order`]: the order a member's connection sends in (pure), used by the writer.
 //! - [`link`]: what the room holds of a member connection, and what its writer reports.
 //! - [`handler`] and [`writer`]: the two halves of a connection (I/O).
 //! - [`addresses`]: the addresses a host shares with others.
 
 mod addresses;
+mod clock;
 pub(crate) mod dedupe;
 mod fanout;
 mod flood;
@@ -54,8 +56,9 @@ use crate::hello::RejectCode;
 use crate::message::MAX_SEND_WINDOW;
 use crate::passphrase::{self, PassphraseError, Salt};
 use crate::text::MAX_MESSAGE_BYTES;
+use clock::{Now, RoomIdentity};
 use fanout::FanoutLog;
-use room::{Now, Room, RoomIdentity};
+use room::Room;
 use store::Store;
 
 /// Server tuning; see `docs/PROTOCOL.md` (Limits) for the defaults and their reasons.

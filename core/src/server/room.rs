@@ -14,8 +14,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use super::clock::{Now, RoomIdentity};
 use super::dedupe::{Dedupe, Seen};
 use super::fanout::FanoutLog;
 use super::link::MemberLink;
@@ -136,53 +137,6 @@ pub struct Room {
 pub const MAX_PAGE_EVENTS: usize = 200;
 /// Room for the page envelope inside one session frame.
 const PAGE_BYTES: usize = crate::sealed::MAX_SESSION_PLAINTEXT - 256;
-
-/// A moment as the room needs it: monotonic time for grace periods and stalls, wall-clock
-/// time for event timestamps. The server passes the current one in; tests pass any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Now {
-    pub at: Instant,
-    /// Milliseconds since the Unix epoch.
-    pub wall_ms: u64,
-}
-
-impl Now {
-    /// This moment.
-    pub fn current() -> Self {
-        Self {
-            at: Instant::now(),
-            wall_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-        }
-    }
-
-    /// `elapsed` later.
-    #[cfg(test)]
-    pub fn after(self, elapsed: Duration) -> Self {
-        Self {
-            at: self.at + elapsed,
-            wall_ms: self.wall_ms + elapsed.as_millis() as u64,
-        }
-    }
-}
-
-/// What makes a room epoch unique: its id and its broadcast key, both random.
-#[derive(Debug, Clone)]
-pub struct RoomIdentity {
-    pub epoch: Epoch,
-    pub room_key: Key,
-}
-
-impl RoomIdentity {
-    pub fn generate(rng: &mut impl rand::Rng) -> Self {
-        Self {
-            epoch: hex::encode(rng.gen::<[u8; 16]>()),
-            room_key: rng.gen(),
-        }
-    }
-}
 
 impl Room {
     /// A new room epoch.

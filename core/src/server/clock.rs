@@ -1,0 +1,57 @@
+//! What the room takes from outside instead of reading it itself: the time ([`Now`]) and
+//! the randomness of a new room epoch ([`RoomIdentity`]). The server passes the real ones;
+//! tests pass any, so the room's tests are deterministic and never sleep.
+
+#[cfg(test)]
+use std::time::Duration;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::cipher::Key;
+use crate::message::Epoch;
+
+/// A moment as the room needs it: monotonic time for grace periods and stalls, wall-clock
+/// time for event timestamps. The server passes the current one in; tests pass any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub at: Instant,
+    /// Milliseconds since the Unix epoch.
+    pub wall_ms: u64,
+}
+
+impl Now {
+    /// This moment.
+    pub fn current() -> Self {
+        Self {
+            at: Instant::now(),
+            wall_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        }
+    }
+
+    /// `elapsed` later.
+    #[cfg(test)]
+    pub fn after(self, elapsed: Duration) -> Self {
+        Self {
+            at: self.at + elapsed,
+            wall_ms: self.wall_ms + elapsed.as_millis() as u64,
+        }
+    }
+}
+
+/// What makes a room epoch unique: its id and its broadcast key, both random.
+#[derive(Debug, Clone)]
+pub struct RoomIdentity {
+    pub epoch: Epoch,
+    pub room_key: Key,
+}
+
+impl RoomIdentity {
+    pub fn generate(rng: &mut impl rand::Rng) -> Self {
+        Self {
+            epoch: hex::encode(rng.gen::<[u8; 16]>()),
+            room_key: rng.gen(),
+        }
+    }
+}
