@@ -104,7 +104,6 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
-/// Where the room lives when neither --data-dir nor --in-memory is given.
 /// A contradiction in the settings, told in terms of the flags that set them.
 fn in_flags(error: &ConfigError, args: &Args, send_queue_max_kib: u64) -> String {
     match error {
@@ -121,6 +120,7 @@ fn in_flags(error: &ConfigError, args: &Args, send_queue_max_kib: u64) -> String
     }
 }
 
+/// Where the room lives when neither --data-dir nor --in-memory is given.
 fn default_data_dir() -> Option<PathBuf> {
     dirs::data_dir().map(|d| d.join("tertulia").join("server"))
 }

@@ -629,7 +629,8 @@ pub fn classify(error: ConnError) -> Ending {
             ErrorKind::ServerFull,
             "the server allows no more connections from your address",
         ),
-        ConnError::Io(_) | ConnError::Closed | ConnError::Timeout => {
+        // A key derivation that did not finish is retried like a connection that did not.
+        ConnError::Io(_) | ConnError::Closed | ConnError::Timeout | ConnError::KeyDerivation(_) => {
             Ending::retry(ErrorKind::Network, error)
         }
         other => Ending::retry(ErrorKind::Protocol, other),

@@ -263,6 +263,7 @@ impl Server {
         passphrase: &str,
         config: ServerConfig,
     ) -> Result<Self, ServerError> {
+        config.validate()?;
         let listener = TcpListener::bind(addr).await?;
         Self::with_listener(listener, passphrase, config).await
     }

@@ -50,6 +50,11 @@ pub struct SendOrder {
     next: Option<Outgoing>,
     /// The newest ack due, not yet sent.
     ack: Option<u64>,
+    /// The end of the last broadcasts handed out, while not all of them have gone out: a
+    /// range always ends on a frame boundary (the log's end or an item's position), so
+    /// nothing private goes out before the cursor is back on one — never inside a frame,
+    /// even when a write ended part-way through a broadcast.
+    owed: Option<u64>,
     /// `Close` went out: nothing follows it.
     closed: bool,
 }
@@ -76,10 +81,16 @@ impl SendOrder {
         if self.closed {
             return Step::Idle;
         }
+        if let (Some(at), Some(owed)) = (self.cursor, self.owed) {
+            if at < owed {
+                return Step::Broadcasts(at..owed);
+            }
+        }
         let until = self.next.as_ref().map_or(u64::MAX, Outgoing::after);
         if let Some(at) = self.cursor {
             let end = until.min(log_end);
             if at < end {
+                self.owed = Some(end);
                 return Step::Broadcasts(at..end);
             }
         }
@@ -118,6 +129,9 @@ impl SendOrder {
     pub fn sent_through(&mut self, to: u64) {
         if let Some(at) = &mut self.cursor {
             *at = (*at).max(to);
+            if self.owed.is_some_and(|owed| owed <= *at) {
+                self.owed = None;
+            }
         }
     }
 
@@ -131,6 +145,7 @@ impl SendOrder {
     /// go out as they come.
     pub fn detach(&mut self) {
         self.cursor = None;
+        self.owed = None;
     }
 
     /// The ack due, to be sent before whatever goes out next (and at the end of a write).
@@ -251,5 +266,31 @@ mod tests {
             Step::Private(Private::Message(_))
         ));
         assert!(matches!(order.step(200), Step::Idle));
+    }
+
+    /// A write may end part-way through a broadcast frame; an item queued meanwhile (its
+    /// position already behind the cursor) waits until that frame is finished.
+    #[test]
+    fn nothing_private_goes_out_inside_a_broadcast_frame() {
+        let mut order = SendOrder::default();
+        order.offer(Outgoing::Attach(0));
+        assert!(matches!(order.step(100), Step::Again));
+        let Step::Broadcasts(range) = order.step(100) else {
+            panic!("broadcasts first");
+        };
+        assert_eq!(range, 0..100);
+        order.sent_through(50); // the batch was full half-way through a frame
+        order.offer(session(40, ServerMessage::Pong));
+        match order.step(100) {
+            Step::Broadcasts(range) => assert_eq!(range, 50..100, "finish the frame"),
+            other => panic!("sent {other:?} inside a frame"),
+        }
+        order.sent_through(70);
+        assert!(matches!(order.step(100), Step::Broadcasts(r) if r == (70..100)));
+        order.sent_through(100);
+        assert!(matches!(
+            order.step(100),
+            Step::Private(Private::Message(_))
+        ));
     }
 }
