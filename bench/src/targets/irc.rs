@@ -68,11 +68,18 @@ pub async fn run(
     let window_mode = matches!(cfg.mode, crate::Mode::Window(_));
     let writer = async {
         let mut out = Vec::with_capacity(64 * 1024);
+        let mut text = Vec::with_capacity(size);
         let head = format!("PRIVMSG {CHANNEL} :");
         while let Some(n) = sender.wait_turn(&flow).await {
             out.clear();
             flow.take_control(&mut out);
-            sender.push_lines(n, head.as_bytes(), &mut out);
+            for _ in 0..n {
+                text.clear();
+                sender.next_payload(&mut text);
+                out.extend_from_slice(head.as_bytes());
+                out.extend_from_slice(&text);
+                out.extend_from_slice(b"\r\n");
+            }
             if n > 0 && window_mode {
                 out.extend_from_slice(format!("PING :{}\r\n", sender.sent).as_bytes());
             } else if n > 0 {

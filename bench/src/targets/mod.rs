@@ -186,15 +186,6 @@ impl Sender {
         }
     }
 
-    /// Our next `n` messages as lines of a text protocol: `head`, the payload, CRLF.
-    pub fn push_lines(&mut self, n: u64, head: &[u8], out: &mut Vec<u8>) {
-        for _ in 0..n {
-            out.extend_from_slice(head);
-            self.next_payload(out);
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-
     /// The payload of our next message (timestamped now).
     pub fn next_payload(&mut self, out: &mut Vec<u8>) {
         let header = Header {

@@ -88,11 +88,18 @@ pub async fn run(
     let size = cfg.size;
     let writer = async {
         let mut out = Vec::with_capacity(64 * 1024);
+        let mut text = Vec::with_capacity(size);
         let head = format!("PUB {SUBJECT} {size}\r\n");
         while let Some(n) = sender.wait_turn(&flow).await {
             out.clear();
             flow.take_control(&mut out);
-            sender.push_lines(n, head.as_bytes(), &mut out);
+            for _ in 0..n {
+                text.clear();
+                sender.next_payload(&mut text);
+                out.extend_from_slice(head.as_bytes());
+                out.extend_from_slice(&text);
+                out.extend_from_slice(b"\r\n");
+            }
             wr.write_all(&out).await?;
         }
         answer_keepalives(&mut wr, &flow).await
