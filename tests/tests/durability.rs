@@ -10,10 +10,9 @@ const PASS: &str = "durable room passphrase";
 #[tokio::test]
 async fn killed_server_restarts_with_the_same_room_and_nothing_is_lost() {
     let dir = DataDir::new("durable");
-    let data_dir = dir.path();
     let port = tertulia_e2e::free_port().await;
     let listen = format!("127.0.0.1:{port}");
-    let args = ["--data-dir", data_dir];
+    let args = ["--data-dir", dir.path()];
 
     let server = ServerProcess::start(&listen, PASS, &args).await;
     let mut ana = ChatProcess::start(server.addr, "ana", PASS, &[]).await;
@@ -74,10 +73,9 @@ async fn killed_server_restarts_with_the_same_room_and_nothing_is_lost() {
 #[tokio::test]
 async fn a_second_server_on_the_same_data_dir_is_refused_clearly() {
     let dir = DataDir::new("locked");
-    let data_dir = dir.path();
-    let _first = ServerProcess::start("127.0.0.1:0", PASS, &["--data-dir", data_dir]).await;
+    let _first = ServerProcess::start("127.0.0.1:0", PASS, &["--data-dir", dir.path()]).await;
     let (code, stderr) =
-        ServerProcess::refused(PASS, &["--listen", "127.0.0.1:0", "--data-dir", data_dir]).await;
+        ServerProcess::refused(PASS, &["--listen", "127.0.0.1:0", "--data-dir", dir.path()]).await;
     assert_eq!(code, Some(1));
     assert!(
         stderr.contains("locked by another running server"),

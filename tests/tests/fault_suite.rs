@@ -280,9 +280,8 @@ async fn random_cuts(rng: &mut rand::rngs::StdRng) -> Report {
 /// The server killed with SIGKILL and restarted, 20 cycles, while clients keep sending.
 async fn server_kills(rng: &mut rand::rngs::StdRng) -> Report {
     let dir = DataDir::new("suite");
-    let data_dir = dir.path();
     let listen = format!("127.0.0.1:{}", free_port().await);
-    let args = ["--data-dir", data_dir];
+    let args = ["--data-dir", dir.path()];
     let mut server = ServerProcess::start(&listen, PASS, &args).await;
     let sent_at = Mutex::new(HashMap::new());
     let mut members = Vec::new();

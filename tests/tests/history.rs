@@ -89,12 +89,11 @@ fn texts(events: &[ClientEvent]) -> Vec<String> {
 #[tokio::test]
 async fn backlog_paging_and_retention() {
     let dir = DataDir::new("history");
-    let data_dir = dir.path();
     let port = tertulia_e2e::free_port().await;
     let listen = format!("127.0.0.1:{port}");
     let args = [
         "--data-dir",
-        data_dir,
+        dir.path(),
         "--backlog",
         "3",
         "--flood-rate",
@@ -169,12 +168,11 @@ async fn backlog_paging_and_retention() {
 #[tokio::test]
 async fn a_full_store_refuses_messages_clearly_and_delivers_them_once_space_is_freed() {
     let dir = DataDir::new("full");
-    let data_dir = dir.path();
     let port = tertulia_e2e::free_port().await;
     let listen = format!("127.0.0.1:{port}");
     let base = [
         "--data-dir",
-        data_dir,
+        dir.path(),
         "--max-store-mib",
         "1",
         "--flood-rate",
