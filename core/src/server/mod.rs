@@ -426,7 +426,7 @@ async fn expire_away_members(shared: Arc<Shared>, stop: CancellationToken) {
         let now = Now::current();
         room.expire_away(now);
         ticks += 1;
-        if ticks % RETENTION_EVERY == 0 {
+        if ticks.is_multiple_of(RETENTION_EVERY) {
             if let Err(e) = room.apply_retention(now.wall_ms) {
                 warn!(error = %e, "could not apply the retention settings");
             }
