@@ -73,13 +73,7 @@ pub async fn run(
         while let Some(n) = sender.wait_turn(&flow).await {
             out.clear();
             flow.take_control(&mut out);
-            for _ in 0..n {
-                text.clear();
-                sender.next_payload(&mut text);
-                out.extend_from_slice(head.as_bytes());
-                out.extend_from_slice(&text);
-                out.extend_from_slice(b"\r\n");
-            }
+            sender.push_lines(n, head.as_bytes(), &mut text, &mut out);
             if n > 0 && window_mode {
                 out.extend_from_slice(format!("PING :{}\r\n", sender.sent).as_bytes());
             } else if n > 0 {

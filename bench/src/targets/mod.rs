@@ -186,6 +186,19 @@ impl Sender {
         }
     }
 
+    /// Our next `n` messages as lines of a text protocol — `head`, the payload, CRLF — each
+    /// payload built in `text` first (writing it straight into `out` cost the NATS generator
+    /// about 20% more CPU).
+    pub fn push_lines(&mut self, n: u64, head: &[u8], text: &mut Vec<u8>, out: &mut Vec<u8>) {
+        for _ in 0..n {
+            text.clear();
+            self.next_payload(text);
+            out.extend_from_slice(head);
+            out.extend_from_slice(text);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
     /// The payload of our next message (timestamped now).
     pub fn next_payload(&mut self, out: &mut Vec<u8>) {
         let header = Header {

@@ -93,13 +93,7 @@ pub async fn run(
         while let Some(n) = sender.wait_turn(&flow).await {
             out.clear();
             flow.take_control(&mut out);
-            for _ in 0..n {
-                text.clear();
-                sender.next_payload(&mut text);
-                out.extend_from_slice(head.as_bytes());
-                out.extend_from_slice(&text);
-                out.extend_from_slice(b"\r\n");
-            }
+            sender.push_lines(n, head.as_bytes(), &mut text, &mut out);
             wr.write_all(&out).await?;
         }
         answer_keepalives(&mut wr, &flow).await
