@@ -31,9 +31,10 @@ deps:
 	@scripts/install-deps.sh
 
 # Test-only tools: Xvfb and WebKitWebDriver for the desktop test, Chromium for the UI tests,
-# the npm packages (playwright-core, Tauri CLI), tauri-driver and cargo-fuzz.
+# the Unicode emoji test file (unicode-data), the npm packages (playwright-core, Tauri CLI),
+# tauri-driver and cargo-fuzz.
 deps-test: deps deps-fuzz
-	@scripts/install-deps.sh xvfb xauth webkit2gtk-driver chromium dbus-daemon dbus-bin x11-utils xdotool
+	@scripts/install-deps.sh xvfb xauth webkit2gtk-driver chromium dbus-daemon dbus-bin x11-utils xdotool unicode-data
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/install-deps.sh nodejs npm
 	@[ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
 	@command -v tauri-driver >/dev/null 2>&1 || $(CARGO) install tauri-driver --locked --version $(TAURI_DRIVER_VERSION)

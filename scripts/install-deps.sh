@@ -3,9 +3,11 @@
 # Usage: scripts/install-deps.sh [PACKAGE...]   (extra apt packages on top of the base set)
 set -euo pipefail
 
-# Build tools, and the system libraries the Tauri desktop app links against (WebKitGTK 4.1).
+# Build tools, the system libraries the Tauri desktop app links against (WebKitGTK 4.1), and
+# a colour emoji font so emoji draw as emoji, not boxes (the .deb depends on it too).
 base_packages=(build-essential pkg-config ca-certificates file
-  libwebkit2gtk-4.1-dev libsoup-3.0-dev libjavascriptcoregtk-4.1-dev librsvg2-dev libssl-dev)
+  libwebkit2gtk-4.1-dev libsoup-3.0-dev libjavascriptcoregtk-4.1-dev librsvg2-dev libssl-dev
+  fonts-noto-color-emoji)
 packages=("${base_packages[@]}" "$@")
 
 as_root() {

@@ -6,7 +6,7 @@ export function checkNick(raw) {
   const nick = raw.trim();
   if (!nick) return "Nickname: please choose a nickname.";
   if ([...nick].length > 32) return "Nickname: at most 32 characters.";
-  if (/[\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]/.test(nick)) return "Nickname: no control or invisible characters.";
+  if (/[\u0000-\u001f\u007f-\u009f\u00ad\u200b\u200c\u200e\u200f\u2028-\u202e\u2060-\u206f\ufeff]/.test(nick)) return "Nickname: no control or invisible characters.";
   if (/\s\s/.test(nick) || /[^\S ]/.test(nick)) return "Nickname: only single spaces between words.";
   return null;
 }

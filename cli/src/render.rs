@@ -8,15 +8,26 @@
 use chrono::{Local, TimeZone};
 use tertulia_core::client::ClientEvent;
 use tertulia_core::message::LeaveReason;
-use tertulia_core::text::is_invisible;
+use tertulia_core::text::{hidden_character, is_invisible};
 
-/// Replace every character a peer could use to control the terminal or hide text.
+/// Replace every character a peer could use to control the terminal or hide text. The
+/// invisible parts of emoji (selectors, joiners, flag tags) are kept where an emoji puts
+/// them, so ❤️ and 🏳️‍🌈 show as emoji.
 pub fn sanitize(text: &str) -> String {
+    let emoji_parts_ok = hidden_character(text, |c| c == '\t').is_none();
+    let is_emoji_part = |c: char| {
+        matches!(
+            c,
+            '\u{FE0E}' | '\u{FE0F}' | '\u{200D}' | '\u{E0020}'..='\u{E007F}'
+        )
+    };
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c == '\t' {
             out.push_str("    ");
-        } else if c.is_control() || is_invisible(c) && c != '\u{200D}' {
+        } else if c.is_control()
+            || is_invisible(c) && c != '\u{200D}' && !(emoji_parts_ok && is_emoji_part(c))
+        {
             out.push_str(&format!("<U+{:04X}>", c as u32));
         } else {
             out.push(c);
@@ -186,6 +197,19 @@ mod tests {
             shown,
             "hi<U+001B>[2J<U+001B>]0;owned<U+0007><U+202E>gnp.exe<U+000D>"
         );
+    }
+
+    #[test]
+    fn emoji_show_as_emoji_and_hidden_tags_do_not() {
+        for emoji in ["❤️", "🏳️‍🌈", "1️⃣", "🏴󠁧󠁢󠁳󠁣󠁴󠁿"] {
+            assert_eq!(sanitize(emoji), emoji);
+        }
+        assert_eq!(
+            sanitize("hi\u{E0068}"),
+            "hi<U+E0068>",
+            "tags outside a flag are shown"
+        );
+        assert_eq!(sanitize("\u{FE0F}x"), "<U+FE0F>x");
     }
 
     #[test]

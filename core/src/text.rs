@@ -4,7 +4,8 @@
 //! format or invisible characters, or any whitespace but single ASCII spaces, so two names that
 //! look alike on screen cannot both exist. Message text is free: `|`, `:`, quotes, markup and
 //! newlines are plain characters; only control characters other than `\n` and `\t`, and
-//! invisible bidirectional overrides, are refused.
+//! invisible characters, are refused — except the invisible parts of emoji, where an emoji
+//! puts them (variation selectors, the zero-width joiner, flag tags: [`hidden_character`]).
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -52,6 +53,49 @@ pub fn is_invisible(c: char) -> bool {
         | '\u{E0000}'..='\u{E0FFF}')
 }
 
+/// Is `c` drawn as something: not a control, invisible or whitespace character?
+fn is_visible(c: char) -> bool {
+    !c.is_control() && !is_invisible(c) && !c.is_whitespace()
+}
+
+/// The first character of `text` that would hide or control text: a control character
+/// `control_ok` does not allow, or an invisible character that is not part of an emoji.
+/// Emoji parts (`docs/PROTOCOL.md`, Room semantics): a variation selector right after a
+/// visible character; a zero-width joiner between a visible character (or a selector) and a
+/// visible character; tag characters only in a sequence right after U+1F3F4 (black flag)
+/// ending with U+E007F (cancel tag).
+pub fn hidden_character(text: &str, control_ok: impl Fn(char) -> bool) -> Option<char> {
+    let mut prev: Option<char> = None;
+    let mut in_tags = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let ok = if in_tags {
+            in_tags = c != '\u{E007F}';
+            matches!(c, '\u{E0020}'..='\u{E007F}')
+        } else {
+            match c {
+                '\u{FE0E}' | '\u{FE0F}' => prev.is_some_and(is_visible),
+                '\u{200D}' => {
+                    prev.is_some_and(|p| is_visible(p) || matches!(p, '\u{FE0E}' | '\u{FE0F}'))
+                        && chars.peek().is_some_and(|&next| is_visible(next))
+                }
+                '\u{E0020}'..='\u{E007E}' if prev == Some('\u{1F3F4}') => {
+                    in_tags = true;
+                    true
+                }
+                c if c.is_control() => control_ok(c),
+                c => !is_invisible(c),
+            }
+        };
+        if !ok {
+            return Some(c);
+        }
+        prev = Some(c);
+    }
+    // A tag sequence never cancelled hides whatever follows it.
+    in_tags.then_some('\u{E007F}')
+}
+
 /// Validate a nickname; returns it trimmed.
 pub fn validate_nick(raw: &str) -> Result<String, NickError> {
     let nick = raw.trim();
@@ -61,7 +105,7 @@ pub fn validate_nick(raw: &str) -> Result<String, NickError> {
     if nick.chars().count() > MAX_NICK_CHARS {
         return Err(NickError::TooLong);
     }
-    if nick.chars().any(|c| c.is_control() || is_invisible(c)) {
+    if hidden_character(nick, |_| false).is_some() {
         return Err(NickError::InvisibleCharacters);
     }
     if nick.chars().any(|c| c.is_whitespace() && c != ' ') || nick.contains("  ") {
@@ -70,9 +114,14 @@ pub fn validate_nick(raw: &str) -> Result<String, NickError> {
     Ok(nick.to_owned())
 }
 
-/// The key under which nicknames are unique: trimmed and lower-cased.
+/// The key under which nicknames are unique: trimmed and lower-cased, variation selectors
+/// dropped (`ana❤️` and `ana❤` look the same, so they are the same name).
 pub fn nick_key(nick: &str) -> String {
-    nick.trim().to_lowercase()
+    nick.trim()
+        .chars()
+        .filter(|c| !matches!(c, '\u{FE0E}' | '\u{FE0F}'))
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Validate chat text as typed. Surrounding blank lines are dropped; everything else is kept.
@@ -92,9 +141,7 @@ pub fn validate_message(raw: &str) -> Result<String, MessageTextError> {
     // Printable ASCII, newlines and tabs (most chat text) need no per-character look-up.
     let plain = |b: &u8| (b' '..=b'~').contains(b) || *b == b'\n' || *b == b'\t';
     if !text.as_bytes().iter().all(plain)
-        && text.chars().any(|c| {
-            (c.is_control() && c != '\n' && c != '\t') || is_invisible(c) && c != '\u{200D}'
-        })
+        && hidden_character(&text, |c| c == '\n' || c == '\t').is_some()
     {
         return Err(MessageTextError::InvisibleCharacters);
     }
@@ -138,8 +185,94 @@ mod tests {
         assert_eq!(validate_nick("bo\u{00A0}b"), Err(NickError::BadWhitespace));
     }
 
+    /// Every fully-qualified emoji of the Unicode emoji test file, alone and in text, is a
+    /// valid message and (where it fits) a valid nickname.
+    #[test]
+    fn every_fully_qualified_emoji_is_accepted() {
+        for emoji in emoji_test_file() {
+            assert_eq!(validate_message(&emoji), Ok(emoji.clone()), "{emoji:?}");
+            let text = format!("te quiero {emoji} mucho{emoji}");
+            assert_eq!(validate_message(&text), Ok(text.clone()), "{text:?}");
+            let nick = format!("ana {emoji}");
+            if nick.chars().count() <= MAX_NICK_CHARS {
+                assert_eq!(validate_nick(&nick), Ok(nick.clone()), "{nick:?}");
+            }
+        }
+    }
+
+    /// The fully-qualified sequences of `emoji-test.txt` (Debian's `unicode-data`, which
+    /// `make test` installs).
+    pub(crate) fn emoji_test_file() -> Vec<String> {
+        const PATH: &str = "/usr/share/unicode/emoji/emoji-test.txt";
+        let file = std::fs::read_to_string(PATH).unwrap_or_else(|e| {
+            panic!("{PATH}: {e}; install Debian's unicode-data (make deps-test does)")
+        });
+        let emoji: Vec<String> = file
+            .lines()
+            .filter(|l| l.contains("; fully-qualified"))
+            .map(|l| {
+                l.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(|hex| char::from_u32(u32::from_str_radix(hex, 16).unwrap()).unwrap())
+                    .collect()
+            })
+            .collect();
+        assert!(
+            emoji.len() > 3000,
+            "only {} sequences in {PATH}",
+            emoji.len()
+        );
+        emoji
+    }
+
+    #[test]
+    fn the_emoji_people_type_are_accepted_and_hidden_text_is_not() {
+        for ok in [
+            "❤️",
+            "☺️",
+            "✌️",
+            "1️⃣",
+            "🏳️‍🌈",
+            "🏴󠁧󠁢󠁳󠁣󠁴󠁿",
+            "👩🏽‍💻",
+            "🏴‍☠️",
+            "te ❤️ mucho",
+        ] {
+            assert_eq!(validate_message(ok), Ok(ok.into()), "{ok:?}");
+        }
+        assert_eq!(validate_nick("ana ❤️"), Ok("ana ❤️".into()));
+        for hidden in [
+            "\u{FE0F}alone",     // a selector with nothing before it
+            "a \u{FE0F}",        // after a space
+            "x\u{FE0F}\u{FE0F}", // twice
+            "\u{200D}joiner first",
+            "joiner last\u{200D}",
+            "a\u{200D} b",                   // before a space
+            "hi\u{E0068}\u{E0069}\u{E007F}", // tags not after a black flag: hidden text
+            "🏴\u{E0067}\u{E0062}",          // a flag's tags never cancelled
+            "\u{E007F}",
+        ] {
+            assert_eq!(
+                validate_message(hidden),
+                Err(MessageTextError::InvisibleCharacters),
+                "{hidden:?}"
+            );
+        }
+        assert_eq!(
+            validate_nick("ana\u{200D}"),
+            Err(NickError::InvisibleCharacters)
+        );
+    }
+
     #[test]
     fn nick_keys_fold_case() {
+        assert_eq!(
+            nick_key("ana❤️"),
+            nick_key("ANA❤"),
+            "selectors do not make a new name"
+        );
         assert_eq!(nick_key(" Ana "), nick_key("aNA"));
         assert_eq!(nick_key("ÉLODIE"), nick_key("élodie"));
         assert_ne!(nick_key("ana"), nick_key("ana2"));

@@ -17,6 +17,12 @@ test("checkNick accepts ordinary nicknames, trimmed, up to 32 characters", () =>
   }
 });
 
+test("checkNick accepts emoji, selectors and joiners included (the core checks where they sit)", () => {
+  for (const ok of ["ana ❤️", "ben ✌️", "👩‍💻 cat", "🏳️‍🌈", "1️⃣ dan", "🏴󠁧󠁢󠁳󠁣󠁴󠁿 eve"]) {
+    assert.equal(checkNick(ok), null, JSON.stringify(ok));
+  }
+});
+
 test("checkNick says what is wrong with a nickname", () => {
   assert.equal(checkNick(""), "Nickname: please choose a nickname.");
   assert.equal(checkNick("   "), "Nickname: please choose a nickname.");
