@@ -39,6 +39,9 @@ async function onNickSubmit(event) {
 export function confirmDialog(text) {
   const dialog = $("confirm-dialog");
   $("confirm-text").textContent = text;
+  // Escape closes a dialog without setting returnValue: clear the previous answer first, so
+  // Escape always means "no" (WebKit kept "ok" from an earlier confirmed stop).
+  dialog.returnValue = "";
   return new Promise((resolve) => {
     dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
     dialog.showModal();
@@ -47,10 +50,17 @@ export function confirmDialog(text) {
 }
 
 // onNickCancel: giving up on a nickname leaves the room.
+// Escape in the nickname dialog means what its Cancel button means: give up and leave, never
+// a closed dialog with the room half-joined under a refused name.
 export function initDialogs({ onNickCancel }) {
   $("nick-form").addEventListener("submit", onNickSubmit);
-  $("nick-cancel").addEventListener("click", async () => {
+  const cancel = async () => {
     $("nick-dialog").close();
     await onNickCancel();
+  };
+  $("nick-cancel").addEventListener("click", cancel);
+  $("nick-dialog").addEventListener("cancel", (event) => {
+    event.preventDefault();
+    cancel();
   });
 }

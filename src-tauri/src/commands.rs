@@ -139,11 +139,10 @@ pub async fn hosting_info(state: State<'_, AppState>) -> Result<Option<HostInfo>
 #[tauri::command]
 pub async fn stop_hosting(state: State<'_, AppState>) -> Result<()> {
     let hosting = state.hosting.lock().await.take();
-    if let Some(session) = state.session.lock().await.take() {
-        // Leave the room before it stops, so the host's nickname is free when it hosts again
-        // (the forwarder ends once the client has left).
-        session.handle.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_secs(3), session.forwarder).await;
+    let session = state.session.lock().await.take();
+    if let Some(session) = session {
+        // Leave the room before it stops, so the host's nickname is free when it hosts again.
+        session.end().await;
     }
     if let Some(hosting) = hosting {
         hosting.stop.cancel();
@@ -222,8 +221,9 @@ pub async fn reconnect_now(state: State<'_, AppState>) -> Result<()> {
 /// Leave the room (the hosted server, if any, keeps running).
 #[tauri::command]
 pub async fn disconnect(state: State<'_, AppState>) -> Result<()> {
-    if let Some(session) = state.session.lock().await.take() {
-        session.handle.disconnect().await;
+    let session = state.session.lock().await.take();
+    if let Some(session) = session {
+        session.end().await;
     }
     Ok(())
 }

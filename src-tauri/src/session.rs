@@ -1,5 +1,7 @@
 //! The app's live state: at most one hosted room and one chat session.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use tauri::{AppHandle, Runtime};
 use tertulia_core::client::{self, ClientConfig, ClientHandle};
@@ -28,6 +30,24 @@ pub struct Session {
     pub forwarder: tauri::async_runtime::JoinHandle<()>,
 }
 
+/// How long leaving waits for a session's last events (its `disconnected`) to reach the window.
+const LAST_EVENTS_WAIT: Duration = Duration::from_secs(3);
+
+impl Session {
+    /// Leave the room and end the session: its last events reach the window before this
+    /// returns, and none after (the forwarder is stopped), so nothing of this session can
+    /// show up in the next one.
+    pub async fn end(mut self) {
+        self.handle.disconnect().await;
+        if tokio::time::timeout(LAST_EVENTS_WAIT, &mut self.forwarder)
+            .await
+            .is_err()
+        {
+            self.forwarder.abort();
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct AppState {
     pub hosting: Mutex<Option<Hosting>>,
@@ -45,8 +65,7 @@ impl AppState {
     pub async fn start_session<R: Runtime>(&self, app: &AppHandle<R>, config: ClientConfig) {
         let mut session = self.session.lock().await;
         if let Some(old) = session.take() {
-            old.handle.disconnect().await;
-            old.forwarder.abort();
+            old.end().await;
         }
         let (handle, events) = client::spawn(config);
         let forwarder = crate::forward::spawn(app.clone(), events);

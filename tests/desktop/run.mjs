@@ -15,6 +15,7 @@ const bin = (name) => path.join(root, "target/debug", name);
 const shots = path.join(root, "artifacts/desktop");
 mkdirSync(shots, { recursive: true });
 const PASS = "desktop end to end passphrase";
+const ESCAPE = "\uE00C"; // the WebDriver key code
 const children = [];
 const tempDirs = [];
 let step = 0;
@@ -192,6 +193,11 @@ async function main() {
     const reason = await session.text("#nick-reason");
     if (!/already taken/.test(reason)) throw new Error(`dialog reason: ${reason}`);
     await shot(session, "nickname-taken");
+    // Escape means Cancel: back at the start screen, not a closed dialog in a half-joined room.
+    await session.press(ESCAPE);
+    await session.waitFor("Escape leaves to the start screen", "return !document.querySelector('#start').hidden && !document.querySelector('#nick-dialog').open;");
+    await session.click("#join-submit");
+    await session.waitFor("the nickname dialog again", "return document.querySelector('#nick-dialog').open;");
     await session.fill("#nick-input", "Carol2");
     await session.click("#nick-submit");
     await session.waitFor("joined as Carol2", "return document.querySelector('#conn-state').textContent.includes('Connected as Carol2');");
@@ -208,6 +214,18 @@ async function main() {
     await session.waitFor("hosting again", "return document.querySelector('#conn-state').textContent.includes('Connected as ana');");
     await session.waitFor("the earlier conversation", ...has("#log .msg .text", "hi ben, from the app"));
     await shot(session, "hosting-again-history");
+
+    // 8. Escape on "Stop hosting?" cancels, even after the stop confirmed in step 5.
+    await session.click("#stop-hosting");
+    await session.waitFor("confirmation", "return document.querySelector('#confirm-dialog').open;");
+    await session.press(ESCAPE);
+    await session.waitFor("the confirmation closed", "return !document.querySelector('#confirm-dialog').open;");
+    await new Promise((r) => setTimeout(r, 500));
+    const stillHosting = await session.run("return !document.querySelector('#chat').hidden && !document.querySelector('#host-panel').hidden && document.querySelector('#conn-state').textContent.includes('Connected as ana');");
+    if (!stillHosting) {
+      const state = await session.run("return JSON.stringify({rv: document.querySelector('#confirm-dialog').returnValue, start: !document.querySelector('#start').hidden, chat: !document.querySelector('#chat').hidden, conn: document.querySelector('#conn-state').textContent, panel: !document.querySelector('#host-panel').hidden});");
+      throw new Error("Escape on 'Stop hosting?' stopped the room: " + state);
+    }
     log("all steps passed");
   } finally {
     await session.close();

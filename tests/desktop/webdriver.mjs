@@ -19,6 +19,11 @@ export class Session {
   async fill(css, text) { await this.clear(css); await this.type(css, text); }
   async run(script, ...args) { return request("POST", this.url("/execute/sync"), { script, args }); }
   async text(css) { return this.run("const n = document.querySelector(arguments[0]); return n ? n.textContent : null;", css); }
+  /** Press and release one key (a WebDriver key code such as "\uE00C", Escape) where focus is. */
+  async press(key) {
+    const actions = [{ type: "key", id: "keyboard", actions: [{ type: "keyDown", value: key }, { type: "keyUp", value: key }] }];
+    await request("POST", this.url("/actions"), { actions });
+  }
   async screenshot() { return Buffer.from(await request("GET", this.url("/screenshot")), "base64"); }
   async close() { try { await request("DELETE", this.url(""), undefined, 10_000); } catch (_) { /* already gone */ } }
 

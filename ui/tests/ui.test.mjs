@@ -142,6 +142,40 @@ test("hosting shows the addresses, the member count and an invite code", async (
   assert.equal((await calls(page)).some((c) => c.cmd === "stop_hosting"), true);
 });
 
+test("Escape on \"Stop hosting?\" always cancels, also after an earlier confirmed stop", async () => {
+  const page = await openPage();
+  const host = async () => {
+    await page.fill("#host-nick", "ana");
+    await page.click("#host-generate");
+    await page.click("#host-submit");
+    await page.waitForSelector("#host-panel:not([hidden])");
+  };
+  const stops = async () => (await calls(page)).filter((c) => c.cmd === "stop_hosting").length;
+  await host();
+  await page.click("#stop-hosting");
+  await page.click("#confirm-ok");
+  await page.waitForSelector("#start:not([hidden])");
+  assert.equal(await stops(), 1);
+  await host();
+  await page.click("#stop-hosting");
+  await page.waitForSelector("#confirm-dialog[open]");
+  await page.keyboard.press("Escape");
+  await page.waitForSelector("#confirm-dialog:not([open])", { state: "attached" });
+  assert.equal(await stops(), 1, "Escape did not stop the room");
+  assert.equal(await page.isVisible("#chat"), true, "still in the room");
+});
+
+test("Escape on the nickname dialog is no dead end: it leaves the room like Cancel", async () => {
+  const page = await openPage();
+  await joinRoom(page, "Ben");
+  await emit(page, [{ type: "nick_rejected", nick: "Ben", reason: "taken", message: "that nickname is already taken in this room; pick another" }]);
+  await page.waitForSelector("#nick-dialog[open]");
+  await page.keyboard.press("Escape");
+  await page.waitForSelector("#start:not([hidden])");
+  assert.equal((await calls(page)).some((c) => c.cmd === "disconnect"), true, "the half-joined session is ended");
+  assert.equal(await page.isVisible("#nick-dialog"), false);
+});
+
 test("a recorded session renders safely: text, notices, online list, own and mentioned messages", async () => {
   const page = await openPage();
   await joinRoom(page);
