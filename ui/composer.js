@@ -6,6 +6,7 @@ import { messageNode } from "./items.js";
 import { appendPending, trackPending, sendFailed, notice } from "./log.js";
 import { isConnected } from "./connection.js";
 import { errorText } from "./text.js";
+import { t } from "./i18n.js";
 import { session } from "./session.js";
 import { invoke } from "./tauri.js";
 
@@ -22,7 +23,7 @@ async function sendMessage() {
     trackPending(id, node);
   } catch (e) {
     sendFailed(node);
-    notice("Not sent: " + errorText(e), false);
+    notice(t("composer.not_sent", { error: errorText(e) }), false);
   }
 }
 

@@ -3,17 +3,20 @@
 // connected.
 import { $ } from "./dom.js";
 import { reconnectingText, secondsLeft } from "./text.js";
+import { t, translate } from "./i18n.js";
 
 let connected = false;
 let countdownTimer = null;
 
 export const isConnected = () => connected;
 
-// kind: "connecting" | "connected" | "reconnecting" | "failed" (also the CSS class).
-export function setConnState(kind, text) {
+// kind: "connecting" | "connected" | "reconnecting" | "failed" (also the CSS class); then a
+// translation key with its vars (rewritten on a language switch), or (key null) ready text.
+export function setConnState(kind, key, vars) {
   const s = $("conn-state");
   s.className = "state " + kind;
-  s.textContent = text;
+  if (key) translate(s, key, vars);
+  else { delete s.dataset.i18n; delete s.dataset.i18nVars; s.textContent = vars; }
   $("reconnect-now").hidden = kind !== "reconnecting";
   connected = kind === "connected";
 }
@@ -28,7 +31,7 @@ export function startCountdown(delayMs, attempt) {
   const until = Date.now() + delayMs;
   const tick = () => {
     const left = secondsLeft(until, Date.now());
-    setConnState("reconnecting", reconnectingText(left, attempt));
+    setConnState("reconnecting", null, reconnectingText(left, attempt));
     if (left <= 0) clearCountdown();
   };
   tick();

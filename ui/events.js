@@ -7,7 +7,8 @@ import { setOnline, setMe } from "./people.js";
 import { setConnState, clearCountdown, startCountdown } from "./connection.js";
 import { someoneTyping, stoppedTyping } from "./typing.js";
 import { openNickDialog, closeNickDialog } from "./dialogs.js";
-import { connectingText, disconnectedText } from "./text.js";
+import { connectingText, disconnectedText, nickErrorText, textErrorText, clientErrorText } from "./text.js";
+import { t } from "./i18n.js";
 import { session } from "./session.js";
 
 // Errors after which the client does not retry: the bar says why it failed.
@@ -24,21 +25,21 @@ function showRoomEvent(ev) {
 
 const handlers = {
   connecting(ev) {
-    setConnState("connecting", connectingText(ev.attempt));
+    setConnState("connecting", null, connectingText(ev.attempt));
   },
   connected(ev) {
     clearCountdown();
     session.nick = ev.nick;
     setMe(ev.nick);
-    setConnState("connected", "Connected as " + ev.nick);
+    setConnState("connected", "conn.connected", { nick: ev.nick });
     roomKeepsFrom(ev.oldest_seq, ev.room_reset);
-    if (ev.room_reset) notice("The server was restarted; earlier history is gone.", false);
-    else if (ev.gap) notice("Some older messages you missed are no longer available.", false);
+    if (ev.room_reset) notice("log.room_reset", false, {});
+    else if (ev.gap) notice("log.gap", false, {});
     closeNickDialog();
   },
   nick_rejected(ev) {
-    setConnState("connecting", "Choose another nickname");
-    openNickDialog(ev.nick, ev.message);
+    setConnState("connecting", "conn.choose_nick");
+    openNickDialog(ev.nick, nickErrorText(ev.reason, ev.message));
   },
   online(ev) {
     setOnline(ev.members);
@@ -61,11 +62,12 @@ const handlers = {
   },
   message_rejected(ev) {
     rejected(ev.id);
-    notice("A message was not delivered: " + ev.message, false);
+    notice(t("log.not_delivered", { reason: textErrorText(ev.reason, ev.message) }), false);
   },
   error(ev) {
-    notice(ev.message, false);
-    if (FATAL_ERRORS.has(ev.kind)) setConnState("failed", ev.message);
+    const text = clientErrorText(ev.kind, ev.message);
+    notice(text, false);
+    if (FATAL_ERRORS.has(ev.kind)) setConnState("failed", null, text);
   },
   reconnecting(ev) {
     startCountdown(ev.delay_ms, ev.attempt);
@@ -78,7 +80,7 @@ const handlers = {
   },
   disconnected(ev) {
     clearCountdown();
-    setConnState("failed", disconnectedText(ev.reason, ev.message));
+    setConnState("failed", null, disconnectedText(ev.reason, ev.message));
   },
 };
 

@@ -1,7 +1,8 @@
 // One log node per room event kind (message, join, leave), built the same way whether the
 // event is live, part of the backlog or a page of older history. Peer text via textContent.
 import { el } from "./dom.js";
-import { clock, joinText, leaveText, noticeLine } from "./text.js";
+import { clock, joinNotice, leaveNotice } from "./text.js";
+import { translate } from "./i18n.js";
 import { mentions } from "./mention.js";
 import { session } from "./session.js";
 
@@ -15,19 +16,22 @@ function withSeq(node, seq) {
 export function messageNode(ev) {
   const node = el("article", "msg" + (ev.own ? " own" : ""));
   const meta = el("div", "meta");
-  meta.append(el("span", "from", ev.from), el("time", "time", clock(ev.time_ms)));
+  meta.append(el("span", "from", ev.from), el("time", "time", clock(ev.time_ms)), el("span", "status"));
   node.append(meta, el("div", "text", ev.text));
   if (!ev.own && mentions(ev.text, session.nick)) node.classList.add("mention");
   return withSeq(node, ev.seq);
 }
 
 export function joinNode(ev) {
-  return withSeq(el("div", "notice", noticeLine(ev.time_ms, joinText(ev.nick))), ev.seq);
+  return withSeq(translate(el("div", "notice"), ...joinNotice(ev)), ev.seq);
 }
 
 export function leaveNode(ev) {
-  return withSeq(el("div", "notice", noticeLine(ev.time_ms, leaveText(ev.nick, ev.reason))), ev.seq);
+  return withSeq(translate(el("div", "notice"), ...leaveNotice(ev)), ev.seq);
 }
 
-// A notice that is not a room event (errors, "the server was restarted"…).
-export function noticeNode(text) { return el("div", "notice", text); }
+// A notice that is not a room event (errors, "the server was restarted"…): a translation
+// key and its vars (rewritten on a language switch), or ready text (e.g. a backend error).
+export function noticeNode(text, vars) {
+  return vars ? translate(el("div", "notice"), text, vars) : el("div", "notice", text);
+}

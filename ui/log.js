@@ -5,6 +5,7 @@ import { $, el } from "./dom.js";
 import { noticeNode } from "./items.js";
 import { oldestAfter, earlierAvailable } from "./paging.js";
 import { clock, errorText } from "./text.js";
+import { translate } from "./i18n.js";
 import { isConnected } from "./connection.js";
 import { invoke } from "./tauri.js";
 
@@ -48,7 +49,7 @@ export function append(node, { live = true } = {}) {
   const stick = nearBottom();
   const away = !document.hasFocus() || document.hidden;
   if (live && away && !unreadMarker && node.classList.contains("msg") && !node.classList.contains("own")) {
-    unreadMarker = el("div", "unread-marker", "New");
+    unreadMarker = translate(el("div", "unread-marker"), "chat.unread");
     log.append(unreadMarker);
   }
   log.append(node);
@@ -56,7 +57,8 @@ export function append(node, { live = true } = {}) {
   else if (live) $("new-messages").hidden = false;
 }
 
-export function notice(text, live) { append(noticeNode(text), { live }); }
+// A notice line: a translation key with its vars, or ready text when vars is null.
+export function notice(text, live, vars = null) { append(noticeNode(text, vars), { live }); }
 
 // ---------- own messages until the server has them ----------
 
@@ -64,7 +66,7 @@ export function notice(text, live) { append(noticeNode(text), { live }); }
 // id "send" returned) or sendFailed.
 export function appendPending(node) {
   awaitingIds += 1;
-  node.classList.add("pending");
+  setStatus(node, "pending");
   append(node, { live: false });
   $("log").scrollTop = $("log").scrollHeight;
 }
@@ -77,7 +79,7 @@ export function trackPending(id, node) {
   const got = early.get(id);
   early.delete(id);
   if (got?.echo) settle(node, got.echo);
-  else if (got?.acked) node.classList.remove("pending");
+  else if (got?.acked) setStatus(node, null);
   else if (got?.rejected) markFailed(node);
   else pending.set(id, node);
 }
@@ -87,13 +89,21 @@ export function sendFailed(node) {
   markFailed(node);
 }
 
-function markFailed(node) {
-  node.classList.remove("pending");
-  node.classList.add("failed");
+// An own message's state: "pending" (sending…), "failed" (not delivered) or null (in the
+// room). The words are a translated status span, the look a class of the same name.
+function setStatus(node, state) {
+  node.classList.toggle("pending", state === "pending");
+  node.classList.toggle("failed", state === "failed");
+  const status = node.querySelector(".status");
+  if (!status) return;
+  if (state) translate(status, state === "pending" ? "msg.sending" : "msg.failed");
+  else { delete status.dataset.i18n; status.textContent = ""; }
 }
 
+function markFailed(node) { setStatus(node, "failed"); }
+
 function settle(node, ev) {
-  node.classList.remove("pending");
+  setStatus(node, null);
   node.querySelector("time").textContent = clock(ev.time_ms);
   node.dataset.seq = ev.seq;
 }
@@ -119,7 +129,7 @@ export function settleEcho(ev) {
 export function acked(ids) {
   for (const id of ids) {
     const node = pending.get(id);
-    if (node) { node.classList.remove("pending"); pending.delete(id); } else holdEarly(id, { acked: true });
+    if (node) { setStatus(node, null); pending.delete(id); } else holdEarly(id, { acked: true });
   }
 }
 export function rejected(id) {
@@ -147,7 +157,7 @@ function updateOlderButton(more) {
   const button = $("load-older");
   button.hidden = !earlierAvailable(more, roomOldest, oldestShown);
   button.disabled = loadingOlder;
-  button.textContent = loadingOlder ? "Loading…" : "Show earlier messages";
+  translate(button, loadingOlder ? "chat.older_loading" : "chat.older");
 }
 
 // Asks for the page before the oldest shown event (one request at a time, only connected).

@@ -8,6 +8,8 @@
 import { $, showError } from "./dom.js";
 import { hasBackend, listen } from "./tauri.js";
 import { errorText } from "./text.js";
+import { initLanguage, t } from "./i18n.js";
+import { recall } from "./prefs.js";
 import { initStart } from "./start.js";
 import { initRoom, abandonRoom } from "./room.js";
 import { initLog } from "./log.js";
@@ -17,17 +19,18 @@ import { initDialogs } from "./dialogs.js";
 import { onChatEvent } from "./events.js";
 
 async function main() {
+  initLanguage(recall("lang"));
   initStart();
   initComposer();
   initLog();
   initRoom();
   initPeople();
   initDialogs({ onNickCancel: abandonRoom });
-  if (!hasBackend()) { showError("join-error", "This page must run inside the Tertulia app."); return; }
+  if (!hasBackend()) { showError("join-error", t("app.no_backend")); return; }
   try {
     await listen("chat-event", (e) => onChatEvent(e.payload));
   } catch (e) {
-    showError("join-error", "Cannot receive chat events: " + errorText(e));
+    showError("join-error", t("app.no_events", { error: errorText(e) }));
   }
   $("host-nick").focus();
 }

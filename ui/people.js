@@ -2,7 +2,7 @@
 // nickname of the latest "connected" event: the core's canonical form, exactly as the online
 // list spells it.
 import { $, el } from "./dom.js";
-import { memberCount } from "./text.js";
+import { translate } from "./i18n.js";
 
 let members = [];
 let me = "";
@@ -12,7 +12,7 @@ function render() {
   ul.replaceChildren();
   for (const name of members) ul.append(el("li", name === me ? "me" : "", name));
   $("online-count").textContent = String(members.length);
-  $("member-count").textContent = memberCount(members.length);
+  translate($("member-count"), "chat.members", { n: members.length });
 }
 
 export function setOnline(list) { members = list; render(); }

@@ -7,6 +7,7 @@ import { setConnState, clearCountdown } from "./connection.js";
 import { clearTyping } from "./typing.js";
 import { confirmDialog } from "./dialogs.js";
 import { errorText, stopHostingQuestion } from "./text.js";
+import { t, translate } from "./i18n.js";
 import { session } from "./session.js";
 import { invoke } from "./tauri.js";
 
@@ -15,8 +16,8 @@ export function enterChat() {
   clearOnline();
   $("start").hidden = true;
   $("chat").hidden = false;
-  $("room-title").textContent = "Tertulia";
-  setConnState("connecting", "Connecting…");
+  translate($("room-title"), "app.name");
+  setConnState("connecting", "conn.connecting");
   $("message").focus();
 }
 
@@ -44,8 +45,9 @@ export function showHosting(info) {
     const li = el("li");
     const b = el("button", "secondary small", addr);
     b.type = "button";
-    b.title = "Copy " + addr;
-    b.addEventListener("click", () => copy(addr, "Address copied"));
+    b.dataset.i18nTitle = "chat.copy_address";
+    b.title = t("chat.copy_address", { address: addr });
+    b.addEventListener("click", () => copy(addr, "chat.address_copied"));
     li.append(b);
     list.append(li);
   }
@@ -58,7 +60,7 @@ async function copy(text, done) {
     try { ok = document.execCommand("copy"); } catch (_) { ok = false; }
     area.remove();
   }
-  $("copy-status").textContent = ok ? done : "Copy failed — select and copy: " + text;
+  $("copy-status").textContent = ok ? t(done) : t("chat.copy_failed", { text });
   setTimeout(() => { $("copy-status").textContent = ""; }, 4000);
 }
 
@@ -84,6 +86,6 @@ export async function abandonRoom() {
 export function initRoom() {
   $("leave").addEventListener("click", leaveRoom);
   $("stop-hosting").addEventListener("click", leaveRoom);
-  $("copy-invite").addEventListener("click", () => session.hosting && copy(session.hosting.invite, "Invite code copied — paste it into Join"));
+  $("copy-invite").addEventListener("click", () => session.hosting && copy(session.hosting.invite, "chat.invite_copied"));
   $("reconnect-now").addEventListener("click", () => invoke("reconnect_now").catch((e) => notice(errorText(e), false)));
 }

@@ -5,6 +5,7 @@ import { checkNick, checkPort, checkPassphrase, checkHost } from "./validate.js"
 import { parseInvite } from "./invite.js";
 import { remember, recall } from "./prefs.js";
 import { errorText } from "./text.js";
+import { t, setLanguage, language } from "./i18n.js";
 import { enterChat, leaveChat, showHosting } from "./room.js";
 import { session } from "./session.js";
 import { invoke } from "./tauri.js";
@@ -71,13 +72,32 @@ export function initStart() {
   $("join-form").addEventListener("submit", onJoin);
   $("join-host").addEventListener("input", fillFromInvite);
   $("host-generate").addEventListener("click", async () => {
-    try { $("host-pass").value = await invoke("generate_passphrase"); $("host-pass").type = "text"; } catch (e) { showError("host-error", errorText(e)); }
+    try {
+      $("host-pass").value = await invoke("generate_passphrase");
+      setRevealed($("host-pass"), true);
+    } catch (e) { showError("host-error", errorText(e)); }
   });
   for (const b of document.querySelectorAll(".reveal")) {
-    b.addEventListener("click", () => {
-      const input = $(b.dataset.for);
-      input.type = input.type === "password" ? "text" : "password";
-      b.textContent = input.type === "password" ? "Show" : "Hide";
-    });
+    b.addEventListener("click", () => { const input = $(b.dataset.for); setRevealed(input, input.type === "password"); });
   }
+  initLanguagePicker();
+}
+
+// Shows or hides a passphrase field, its toggle saying what a click will do.
+function setRevealed(input, revealed) {
+  input.type = revealed ? "text" : "password";
+  const toggle = document.querySelector(`.reveal[data-for="${input.id}"]`);
+  if (!toggle) return;
+  toggle.dataset.i18n = revealed ? "reveal.hide" : "reveal.show";
+  toggle.dataset.i18nAriaLabel = revealed ? "reveal.hide_label" : "reveal.show_label";
+  toggle.textContent = t(toggle.dataset.i18n);
+  toggle.setAttribute("aria-label", t(toggle.dataset.i18nAriaLabel));
+  toggle.setAttribute("aria-pressed", String(revealed));
+}
+
+// The language menu: each language named in itself; the choice is remembered.
+function initLanguagePicker() {
+  const select = $("language");
+  select.value = language();
+  select.addEventListener("change", () => { setLanguage(select.value); remember("lang", select.value); });
 }

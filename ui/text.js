@@ -1,52 +1,60 @@
 // What the window says, worked out from event data: notices, the typing line, status lines,
-// counts. Pure: no DOM, unit-tested with node --test. (Translations come in a later issue.)
+// counts — each through t() in the current language (i18n.js). Pure: no DOM, unit-tested
+// with node --test.
+import { t } from "./i18n.js";
+export { clock } from "./i18n.js";
 
-// How a leave notice ends, by the core's leave reason; any other reason reads "left".
-export const LEAVE_TEXT = { quit: "left", connection_lost: "lost connection", renamed: "changed nickname" };
-
-// Local hours and minutes of a room time (ms since the epoch); 0 or missing means now.
-export function clock(ms) {
-  const d = ms ? new Date(ms) : new Date();
-  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-}
+// The log key of a leave notice, by the core's leave reason; any other reason reads "left".
+const LEAVE_KEY = { quit: "log.left", connection_lost: "log.lost", renamed: "log.renamed" };
 
 // The message of a rejected command (Tauri rejects with the error's text) or exception.
 export function errorText(e) { return typeof e === "string" ? e : (e && e.message) || String(e); }
 
-export function joinText(nick) { return `${nick} joined`; }
-export function leaveText(nick, reason) { return `${nick} ${LEAVE_TEXT[reason] || "left"}`; }
-// A join or leave notice as the log shows it: time, then what happened.
-export function noticeLine(timeMs, text) { return `${clock(timeMs)} · ${text}`; }
+// A join or leave notice as key and vars for translate() (so a language switch rewrites it).
+export function joinNotice(ev) { return ["log.joined", { time: { ms: ev.time_ms }, nick: ev.nick }]; }
+export function leaveNotice(ev) { return [LEAVE_KEY[ev.reason] || "log.left", { time: { ms: ev.time_ms }, nick: ev.nick }]; }
 
 // The line under the log while others type; "" when nobody does.
 export function typingText(names) {
-  if (names.length === 1) return `${names[0]} is typing…`;
-  if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
-  if (names.length > 2) return "Several people are typing…";
+  if (names.length === 1) return t("typing.one", { a: names[0] });
+  if (names.length === 2) return t("typing.two", { a: names[0], b: names[1] });
+  if (names.length > 2) return t("typing.many");
   return "";
 }
 
-export function memberCount(n) { return n === 1 ? "1 member" : `${n} members`; }
+export function memberCount(n) { return t("chat.members", { n }); }
 
 export function connectingText(attempt) {
-  return attempt <= 1 ? "Connecting…" : `Connecting (attempt ${attempt})…`;
+  return attempt <= 1 ? t("conn.connecting") : t("conn.connecting_attempt", { attempt });
 }
 
 // Whole seconds from now until `until` (both ms), never negative.
 export function secondsLeft(until, now) { return Math.max(0, Math.ceil((until - now) / 1000)); }
 
 export function reconnectingText(left, attempt) {
-  return left > 0 ? `Reconnecting in ${left} s (attempt ${attempt})` : `Reconnecting (attempt ${attempt})…`;
+  return left > 0 ? t("conn.reconnecting_in", { seconds: left, attempt }) : t("conn.reconnecting", { attempt });
+}
+
+// The core's reason for a refused nickname or message, in the current language; the core's
+// own (English) message when the reason is one this window does not know.
+export function nickErrorText(reason, message) { return knownOr("nick_error." + reason, message); }
+export function textErrorText(reason, message) { return knownOr("text_error." + reason, message); }
+export function clientErrorText(kind, message) { return knownOr("error." + kind, message); }
+
+function knownOr(key, fallback) {
+  const text = t(key);
+  return text === key ? fallback : text;
 }
 
 export function disconnectedText(reason, message) {
-  return reason === "quit" ? "Left the room" : "Disconnected: " + message;
+  if (reason === "quit") return t("conn.left");
+  if (reason === "wrong_passphrase") return t("conn.disconnected", { message: t("error.wrong_passphrase") });
+  return t("conn.disconnected", { message });
 }
 
-export function nickRejectedText(nick, reason) { return `"${nick}" can't be used: ${reason}`; }
+export function nickRejectedText(nick, reason) { return t("nick.rejected", { nick, reason }); }
 
 // The question before the host stops the room; `others` is everyone online but the host.
 export function stopHostingQuestion(others) {
-  const who = others > 0 ? `The ${others === 1 ? "other member" : others + " other members"} will be told the room is closing.` : "Nobody else is in the room.";
-  return "Stop hosting this room? " + who;
+  return others > 0 ? t("confirm.stop_question", { n: others }) : t("confirm.stop_question_alone");
 }

@@ -6,9 +6,13 @@ import { checkNick, checkPort, checkPassphrase, checkHost } from "../validate.js
 import { parseInvite } from "../invite.js";
 import { mentions } from "../mention.js";
 import {
-  clock, errorText, joinText, leaveText, noticeLine, typingText, memberCount, connectingText,
+  clock, errorText, joinNotice, leaveNotice, typingText, memberCount, connectingText,
   secondsLeft, reconnectingText, disconnectedText, nickRejectedText, stopHostingQuestion,
+  nickErrorText, clientErrorText,
 } from "../text.js";
+import { t, setLanguage, pickLanguage, localeFor, LANGUAGES } from "../i18n.js";
+import en from "../locales/en.js";
+import es from "../locales/es.js";
 import { oldestAfter, earlierAvailable } from "../paging.js";
 
 test("checkNick accepts ordinary nicknames, trimmed, up to 32 characters", () => {
@@ -115,19 +119,15 @@ test("mentions: no nickname yet, no mention", () => {
   assert.equal(mentions("", ""), false);
 });
 
-test("join and leave notices: what happened, by leave reason", () => {
-  assert.equal(joinText("carol"), "carol joined");
-  assert.equal(leaveText("ben", "quit"), "ben left");
-  assert.equal(leaveText("ben", "connection_lost"), "ben lost connection");
-  assert.equal(leaveText("ben", "renamed"), "ben changed nickname");
-  assert.equal(leaveText("ben", "kicked"), "ben left", "an unknown reason reads 'left'");
-  assert.equal(leaveText("ben", undefined), "ben left");
-});
-
-test("noticeLine puts the local time before what happened", () => {
-  const t = Date.UTC(2026, 11, 2, 6, 41);
-  assert.equal(noticeLine(t, "carol joined"), `${clock(t)} · carol joined`);
-  assert.match(clock(t), /^\d\d:\d\d/);
+test("join and leave notices: what happened, by leave reason, after the local time", () => {
+  const time_ms = Date.UTC(2026, 11, 2, 6, 41);
+  const line = (notice) => t(...notice);
+  assert.equal(line(joinNotice({ nick: "carol", time_ms })), `${clock(time_ms)} · carol joined`);
+  assert.equal(line(leaveNotice({ nick: "ben", reason: "quit", time_ms })), `${clock(time_ms)} · ben left`);
+  assert.equal(line(leaveNotice({ nick: "ben", reason: "connection_lost", time_ms })), `${clock(time_ms)} · ben lost connection`);
+  assert.equal(line(leaveNotice({ nick: "ben", reason: "renamed", time_ms })), `${clock(time_ms)} · ben changed nickname`);
+  assert.equal(line(leaveNotice({ nick: "ben", reason: "kicked", time_ms })), `${clock(time_ms)} · ben left`, "an unknown reason reads 'left'");
+  assert.match(clock(time_ms), /^\d\d:\d\d/);
   assert.equal(clock(0), clock(Date.now()), "no room time: now");
 });
 
@@ -192,4 +192,50 @@ test("earlierAvailable: the last page's 'more' decides, else the room's oldest a
   assert.equal(earlierAvailable(undefined, null, 50), false, "room's oldest not known yet");
   assert.equal(earlierAvailable(undefined, 1, null), false, "nothing shown yet");
   assert.equal(earlierAvailable(undefined, 0, 1), true);
+});
+
+// ---------- translations ----------
+
+test("pickLanguage: the saved choice, else the first supported system language, else English", () => {
+  assert.equal(pickLanguage("es", ["en-US"]), "es");
+  assert.equal(pickLanguage("", ["es-AR", "en"]), "es");
+  assert.equal(pickLanguage(null, ["fr-FR", "es-ES"]), "es");
+  assert.equal(pickLanguage("", ["en_GB"]), "en");
+  assert.equal(pickLanguage("", ["fr", "de"]), "en");
+  assert.equal(pickLanguage("klingon", []), "en");
+  assert.equal(localeFor("es", ["en-US", "es-MX"]), "es-MX", "the system's own variant of the language");
+  assert.equal(localeFor("es", ["en-US"]), "es");
+});
+
+test("every string exists in English and Spanish, with the same placeholders, and Spanish is translated", () => {
+  assert.deepEqual(LANGUAGES.sort(), ["en", "es"]);
+  assert.deepEqual(Object.keys(es).sort(), Object.keys(en).sort());
+  const forms = (v) => (typeof v === "string" ? [v] : Object.values(v));
+  const holes = (v) => [...new Set(forms(v).flatMap((s) => s.match(/\{\w+\}/g) || []))].sort();
+  const same = [];
+  for (const key of Object.keys(en)) {
+    assert.deepEqual(holes(es[key]), holes(en[key]), key);
+    if (JSON.stringify(es[key]) === JSON.stringify(en[key])) same.push(key);
+  }
+  assert.deepEqual(same, ["app.name"], "only the name stays the same in Spanish");
+});
+
+test("Spanish: the window's lines, plurals and 24-hour times", () => {
+  setLanguage("es");
+  try {
+    const time_ms = new Date(2026, 11, 2, 17, 5).getTime();
+    assert.equal(clock(time_ms), "17:05");
+    assert.equal(t(...joinNotice({ nick: "carol", time_ms })), "17:05 · carol se ha unido");
+    assert.equal(typingText(["ben"]), "ben está escribiendo…");
+    assert.equal(memberCount(1), "1 miembro");
+    assert.equal(memberCount(3), "3 miembros");
+    assert.equal(reconnectingText(3, 2), "Reconectando en 3 s (intento 2)");
+    assert.equal(stopHostingQuestion(2), "¿Cerrar esta sala? Se avisará a los otros 2 miembros de que la sala se cierra.");
+    assert.equal(checkNick(""), "Apodo: elige un apodo.");
+    assert.equal(nickErrorText("taken", "that nickname is already taken"), "ese apodo ya está en uso en esta sala; elige otro");
+    assert.equal(clientErrorText("wrong_passphrase", "wrong passphrase"), "La contraseña de la sala no es correcta.");
+    assert.equal(clientErrorText("some_new_kind", "the core's words"), "the core's words", "an unknown kind keeps the core's message");
+  } finally {
+    setLanguage("en");
+  }
 });

@@ -1,0 +1,83 @@
+// Shared by the browser tests: ui/index.html in headless Debian Chromium (playwright-core),
+// served over HTTP from 127.0.0.1 (ES modules do not load from file://), with a small fake of
+// window.__TAURI__ that records commands and replays core events. Each test file calls
+// useBrowser() once; openPage() then gives a fresh page (own context: own storage, locale).
+import { before, after } from "node:test";
+import { readFileSync, mkdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+import { chromium } from "playwright-core";
+import { serve } from "./serve.mjs";
+
+export const here = path.dirname(fileURLToPath(import.meta.url));
+export const root = path.resolve(here, "../..");
+export const shots = path.join(root, "artifacts/ui");
+mkdirSync(shots, { recursive: true });
+export const recorded = readFileSync(path.join(here, "fixtures/session.jsonl"), "utf8")
+  .split("\n").filter(Boolean).map((l) => JSON.parse(l)).filter((e) => e.type !== "queued");
+
+const fakeTauri = () => {
+  const listeners = {};
+  let nextId = 0;
+  window.__calls = [];
+  window.__responses = {
+    host_server: { port: 5555, addresses: ["192.168.1.20:5555", "[fd00::2]:5555"], invite: "tertulia://192.168.1.20:5555#open sesame" },
+    generate_passphrase: "abcde-fghij-kmnpq-rstuv-wxyz2",
+  };
+  window.__TAURI__ = {
+    core: {
+      invoke: async (cmd, args = {}) => {
+        window.__calls.push({ cmd, args });
+        if (cmd === "send") {
+          const id = ++nextId;
+          // __holdSend: the answer waits for __releaseSend(), as when events overtake it.
+          if (window.__holdSend) return new Promise((resolve) => { window.__releaseSend = () => resolve(id); });
+          return id;
+        }
+        if (window.__fail && window.__fail[cmd]) throw window.__fail[cmd];
+        return window.__responses[cmd] ?? null;
+      },
+    },
+    event: { listen: async (name, cb) => { (listeners[name] ||= []).push(cb); return () => {}; } },
+  };
+  window.__emit = (payload) => (listeners["chat-event"] || []).forEach((cb) => cb({ event: "chat-event", payload, id: 0 }));
+};
+
+let browser, server, pageUrl;
+// Starts the page server and Chromium for this test file (stopped after its tests).
+export function useBrowser() {
+  before(async () => {
+    server = await serve(path.join(root, "ui"));
+    pageUrl = server.url + "index.html";
+    browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+      headless: true,
+      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"],
+    });
+  });
+  after(async () => { await browser?.close(); await server?.close(); });
+}
+
+export async function openPage(options = {}) {
+  const context = await browser.newContext({ viewport: { width: 900, height: 640 }, ...options });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e));
+  await page.addInitScript(fakeTauri);
+  await page.goto(pageUrl);
+  page.errors = errors;
+  return page;
+}
+export const calls = (page) => page.evaluate(() => window.__calls);
+export const emit = (page, events) => page.evaluate((evs) => evs.forEach((e) => window.__emit(e)), events);
+
+export async function joinRoom(page, nick = "ana") {
+  await page.fill("#join-nick", nick);
+  await page.fill("#join-host", "192.168.1.20");
+  await page.fill("#join-port", "5555");
+  await page.fill("#join-pass", "open sesame");
+  await page.click("#join-submit");
+  await page.waitForSelector("#chat:not([hidden])");
+}
+
