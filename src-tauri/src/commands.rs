@@ -6,12 +6,14 @@ use std::time::Duration;
 use serde::Serialize;
 use tauri::{AppHandle, Manager, Runtime, State};
 use tertulia_core::client::{self, ClientConfig};
+use tertulia_core::invite::Invite;
 use tertulia_core::passphrase;
 use tertulia_core::server::{self, Server, ServerConfig};
 use tertulia_core::text::validate_nick;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use crate::rooms::{Remember, SavedRooms};
 use crate::session::{AppState, HostInfo, Hosting};
 
 /// Errors shown to the user; serialized as their message.
@@ -40,7 +42,7 @@ impl Serialize for CommandError {
 
 type Result<T> = std::result::Result<T, CommandError>;
 
-fn check_passphrase(raw: &str) -> Result<String> {
+pub(crate) fn check_passphrase(raw: &str) -> Result<String> {
     passphrase::normalize(raw)
         .map(str::to_owned)
         .map_err(|e| CommandError::Invalid(format!("Passphrase: {e}")))
@@ -105,14 +107,16 @@ pub async fn host_server<R: Runtime>(
     let stop = CancellationToken::new();
     let task = tauri::async_runtime::spawn(server.run(stop.clone().cancelled_owned()));
     let addresses = server::shareable_addresses(port);
-    let first = addresses
+    // The invite names the first shareable address; its passphrase is percent-encoded
+    // (docs/PROTOCOL.md, "Invite codes"), so '%', '#' or spaces in it survive the trip.
+    let first_ip = addresses
         .first()
-        .cloned()
-        .unwrap_or_else(|| format!("127.0.0.1:{port}"));
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map_or_else(|| "127.0.0.1".to_owned(), |a| a.ip().to_string());
     let info = HostInfo {
         port,
         addresses,
-        invite: format!("tertulia://{first}#{passphrase}"),
+        invite: Invite::new(first_ip, port, passphrase.clone()).to_string(),
     };
     *hosting = Some(Hosting {
         info: info.clone(),
@@ -151,31 +155,69 @@ pub async fn stop_hosting(state: State<'_, AppState>) -> Result<()> {
     Ok(())
 }
 
-/// Join the room at `host`:`port`.
-#[tauri::command]
-pub async fn connect<R: Runtime>(
-    app: AppHandle<R>,
-    state: State<'_, AppState>,
-    host: String,
-    port: u16,
-    passphrase: String,
-    nick: String,
+/// A join of the room at `host`:`port`, from the Join form or a saved room.
+pub(crate) struct Join<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub passphrase: &'a str,
+    pub nick: &'a str,
+    /// Once in the room: `Some(true)` stores the passphrase in the keyring, `Some(false)`
+    /// deletes any stored one, `None` leaves the keyring as it is.
+    pub remember: Option<bool>,
+}
+
+/// Check a join's fields and start its session; the room is saved when it connects.
+pub(crate) async fn join<R: Runtime>(
+    app: &AppHandle<R>,
+    state: &AppState,
+    rooms: &SavedRooms,
+    join: Join<'_>,
 ) -> Result<()> {
-    let host = check_host(&host)?;
-    if port == 0 {
+    let host = check_host(join.host)?;
+    if join.port == 0 {
         return Err(CommandError::Invalid(
             "Port: choose a port between 1 and 65535".into(),
         ));
     }
-    let passphrase = check_passphrase(&passphrase)?;
-    let nick = check_nick(&nick)?;
+    let passphrase = check_passphrase(join.passphrase)?;
+    let nick = check_nick(join.nick)?;
+    let remember = match join.remember {
+        Some(true) => Remember::Store(passphrase.clone()),
+        Some(false) => Remember::Forget,
+        None => Remember::Keep,
+    };
+    rooms.expect_join(app, &host, join.port, remember);
     state
         .start_session(
-            &app,
-            ClientConfig::new(client::join_host_port(&host, port), nick, passphrase),
+            app,
+            ClientConfig::new(client::join_host_port(&host, join.port), nick, passphrase),
         )
         .await;
     Ok(())
+}
+
+/// Join the room at `host`:`port`. `remember` ("Remember passphrase"; unticked when absent):
+/// once in the room, store the passphrase in the keyring, or delete any stored one.
+#[tauri::command]
+#[allow(clippy::too_many_arguments)]
+pub async fn connect<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, AppState>,
+    rooms: State<'_, SavedRooms>,
+    host: String,
+    port: u16,
+    passphrase: String,
+    nick: String,
+    remember: Option<bool>,
+) -> Result<()> {
+    let request = Join {
+        host: &host,
+        port,
+        passphrase: &passphrase,
+        nick: &nick,
+        remember: Some(remember.unwrap_or(false)),
+    };
+    join(&app, &state, &rooms, request).await
 }
 
 /// Send a chat message; returns its id (matched by later `message`/`acked` events).

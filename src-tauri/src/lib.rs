@@ -9,9 +9,11 @@
 //! - [`forward`]: every [`ClientEvent`](tertulia_core::client::ClientEvent) of the active
 //!   session, forwarded unchanged to the window as the [`CHAT_EVENT`] event, and the desktop
 //!   notifications.
+//! - [`rooms`]: the saved rooms on the start screen, their passphrases in the OS keyring.
 
 pub mod commands;
 pub mod forward;
+pub mod rooms;
 pub mod session;
 
 pub use forward::CHAT_EVENT;
@@ -24,6 +26,7 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
     builder
         .plugin(tauri_plugin_notification::init())
         .manage(session::AppState::default())
+        .manage(rooms::SavedRooms::default())
         .invoke_handler(tauri::generate_handler![
             commands::host_server,
             commands::stop_hosting,
@@ -36,6 +39,9 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             commands::disconnect,
             commands::generate_passphrase,
             commands::hosting_info,
+            rooms::list_saved_rooms,
+            rooms::forget_saved_room,
+            rooms::rejoin_saved_room,
         ])
 }
 
