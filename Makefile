@@ -31,10 +31,11 @@ deps:
 	@scripts/install-deps.sh
 
 # Test-only tools: Xvfb and WebKitWebDriver for the desktop test, Chromium for the UI tests,
-# the Unicode emoji test file (unicode-data), the npm packages (playwright-core, Tauri CLI),
-# tauri-driver and cargo-fuzz.
+# the Unicode emoji test file (unicode-data), a real Secret Service for the saved-rooms tests
+# (gnome-keyring on a private bus; secret-tool from libsecret-tools reads it back), the npm
+# packages (playwright-core, Tauri CLI), tauri-driver and cargo-fuzz.
 deps-test: deps deps-fuzz
-	@scripts/install-deps.sh xvfb xauth webkit2gtk-driver chromium dbus-daemon dbus-bin x11-utils xdotool unicode-data
+	@scripts/install-deps.sh xvfb xauth webkit2gtk-driver chromium dbus-daemon dbus-bin x11-utils xdotool unicode-data gnome-keyring libsecret-tools
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/install-deps.sh nodejs npm
 	@[ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
 	@command -v tauri-driver >/dev/null 2>&1 || $(CARGO) install tauri-driver --locked --version $(TAURI_DRIVER_VERSION)
@@ -68,8 +69,9 @@ lint: deps
 
 test: deps-test build lint test-rust test-faults test-ui test-desktop fuzz-smoke
 
+# make test installs gnome-keyring: the saved-rooms keyring tests must run, not skip.
 test-rust:
-	$(CARGO) test --workspace -- --skip fault_injection_suite
+	TERTULIA_REQUIRE_KEYRING=1 $(CARGO) test --workspace -- --skip fault_injection_suite
 
 # The fault-injection suite on its own (about 2.5 minutes), printing its summary table.
 test-faults:
