@@ -28,6 +28,7 @@ pub mod conn;
 pub mod frame;
 pub mod handshake;
 pub mod hello;
+pub mod invite;
 pub mod message;
 pub mod passphrase;
 pub mod sealed;
