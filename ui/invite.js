@@ -1,13 +1,65 @@
-// Invite codes: tertulia://HOST:PORT#PASSPHRASE, as the app shows them when hosting (an IPv6
-// host in brackets). Pasting one into the Join form fills in address, port and passphrase.
-// Pure: no DOM, unit-tested with node --test.
+// Invite codes: tertulia://HOST:PORT#PASSPHRASE (docs/PROTOCOL.md, "Invite codes"), as the
+// app shows them when hosting. Pasting one into the Join form fills in address, port and
+// passphrase. The passphrase is percent-encoded as UTF-8 (encodeURIComponent); an IPv6 host
+// is in brackets. core/src/invite.rs is the other implementation: both check the vectors in
+// docs/vectors/invite.json. Pure: no DOM, unit-tested with node --test.
 
-// The host without brackets, the port as typed (digits) and the passphrase after '#',
-// percent-decoded; null when the text is not an invite code. A '%' not followed by two hex
-// digits makes decodeURIComponent throw (URIError): today's behaviour, kept until the issue
-// that fixes '%' handling.
+const SCHEME = "tertulia://";
+
+// A text that starts like an invite code but cannot be used. `reason`: "bad_host",
+// "bad_port", "damaged_encoding" or "empty_passphrase" (the vectors' names).
+export class InviteError extends Error {
+  constructor(reason, message) {
+    super(message);
+    this.name = "InviteError";
+    this.reason = reason;
+  }
+}
+
+const MESSAGES = {
+  bad_host: "Invite code damaged: it has no valid address before the port.",
+  bad_port: "Invite code damaged: its port is missing or not a number from 1 to 65535.",
+  damaged_encoding: "Invite code damaged: the passphrase after '#' is garbled (was the code cut short or retyped?). Copy it again.",
+  empty_passphrase: "Invite code incomplete: there is no passphrase after '#'.",
+};
+
+const fail = (reason) => { throw new InviteError(reason, MESSAGES[reason]); };
+
+// { host (IPv6 without brackets), port (number), passphrase (decoded) }; null when the text
+// is not an invite code at all (does not start with tertulia://); throws InviteError when it
+// is one but damaged.
 export function parseInvite(text) {
-  const m = /^tertulia:\/\/(\[[^\]]+\]|[^:\/#]+):(\d+)#(.+)$/.exec(text.trim());
-  if (!m) return null;
-  return { host: m[1].replace(/^\[|\]$/g, ""), port: m[2], passphrase: decodeURIComponent(m[3]) };
+  const trimmed = String(text ?? "").trim();
+  if (!trimmed.startsWith(SCHEME)) return null;
+  const rest = trimmed.slice(SCHEME.length);
+  const hash = rest.indexOf("#");
+  const authority = hash < 0 ? rest : rest.slice(0, hash);
+  const encoded = hash < 0 ? "" : rest.slice(hash + 1);
+  let host, port;
+  if (authority.startsWith("[")) {
+    const close = authority.indexOf("]");
+    if (close < 0) fail("bad_host");
+    host = authority.slice(1, close);
+    if (!/^[0-9A-Fa-f:.]+$/.test(host) || !host.includes(":")) fail("bad_host");
+    const after = authority.slice(close + 1);
+    if (!after.startsWith(":")) fail("bad_port");
+    port = after.slice(1);
+  } else {
+    const colon = authority.lastIndexOf(":");
+    if (colon < 0) fail("bad_port");
+    host = authority.slice(0, colon);
+    port = authority.slice(colon + 1);
+    if (!/^[A-Za-z0-9.-]+$/.test(host)) fail("bad_host");
+  }
+  if (!/^[0-9]+$/.test(port) || Number(port) < 1 || Number(port) > 65535) fail("bad_port");
+  let passphrase;
+  try { passphrase = decodeURIComponent(encoded); } catch (_) { fail("damaged_encoding"); }
+  if (passphrase === "") fail("empty_passphrase");
+  return { host, port: Number(port), passphrase };
+}
+
+// The invite code for { host, port, passphrase }.
+export function formatInvite({ host, port, passphrase }) {
+  const shown = host.includes(":") ? `[${host}]` : host;
+  return `${SCHEME}${shown}:${port}#${encodeURIComponent(passphrase)}`;
 }

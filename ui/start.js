@@ -18,10 +18,13 @@ function fillRemembered() {
   if (recall("hostPort")) $("host-port").value = recall("hostPort");
 }
 
-// An invite code in the address field is spread over address, port and passphrase.
+// An invite code in the address field is spread over address, port and passphrase; a
+// damaged one is said so on the form (false).
 function fillFromInvite() {
-  const invite = parseInvite($("join-host").value);
-  if (invite) { $("join-host").value = invite.host; $("join-port").value = invite.port; $("join-pass").value = invite.passphrase; }
+  let invite;
+  try { invite = parseInvite($("join-host").value); } catch (e) { showError("join-error", errorText(e)); return false; }
+  if (invite) { $("join-host").value = invite.host; $("join-port").value = invite.port; $("join-pass").value = invite.passphrase; showError("join-error", ""); }
+  return true;
 }
 
 async function onHost(event) {
@@ -47,7 +50,7 @@ async function onHost(event) {
 
 async function onJoin(event) {
   event.preventDefault();
-  fillFromInvite();
+  if (!fillFromInvite()) return;
   const nick = $("join-nick").value, host = $("join-host").value, port = $("join-port").value, pass = $("join-pass").value;
   const problem = checkNick(nick) || checkHost(host) || checkPort(port) || checkPassphrase(pass);
   if (problem) return showError("join-error", problem);
