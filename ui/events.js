@@ -10,6 +10,7 @@ import { openNickDialog, closeNickDialog } from "./dialogs.js";
 import { connectingText, disconnectedText, nickErrorText, textErrorText, clientErrorText } from "./text.js";
 import { t } from "./i18n.js";
 import { session } from "./session.js";
+import { incoming } from "./away.js";
 
 // Errors after which the client does not retry: the bar says why it failed.
 const FATAL_ERRORS = new Set(["wrong_passphrase", "not_tertulia", "bad_passphrase"]);
@@ -48,6 +49,7 @@ const handlers = {
     if (settleEcho(ev)) return;
     showRoomEvent(ev);
     if (!ev.history) stoppedTyping(ev.from);
+    if (!ev.history && !ev.own) incoming();
   },
   join: showRoomEvent,
   leave: showRoomEvent,

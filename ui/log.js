@@ -4,10 +4,11 @@
 import { $, el } from "./dom.js";
 import { noticeNode } from "./items.js";
 import { oldestAfter, earlierAvailable } from "./paging.js";
-import { clock, errorText } from "./text.js";
+import { errorText } from "./text.js";
 import { translate } from "./i18n.js";
 import { isConnected } from "./connection.js";
 import { invoke } from "./tauri.js";
+import { arrange, arrangeFrom, retime, initThread } from "./thread.js";
 
 const pending = new Map(); // message id -> element, until acked
 // The backend's answer to "send" (the id) and the core's events travel separately, so an
@@ -53,6 +54,7 @@ export function append(node, { live = true } = {}) {
     log.append(unreadMarker);
   }
   log.append(node);
+  arrange(node);
   if (stick) log.scrollTop = log.scrollHeight;
   else if (live) $("new-messages").hidden = false;
 }
@@ -104,7 +106,7 @@ function markFailed(node) { setStatus(node, "failed"); }
 
 function settle(node, ev) {
   setStatus(node, null);
-  node.querySelector("time").textContent = clock(ev.time_ms);
+  retime(node, ev.time_ms);
   node.dataset.seq = ev.seq;
 }
 
@@ -177,13 +179,16 @@ export function prependOlder(items, more) {
   const anchor = $("load-older").nextSibling;
   for (const { node, seq } of items) {
     log.insertBefore(node, anchor);
+    arrange(node);
     oldestShown = oldestAfter(oldestShown, seq);
   }
+  if (items.length) arrangeFrom(items.at(-1).node);
   log.scrollTop = log.scrollHeight - before;
   updateOlderButton(more);
 }
 
 export function initLog() {
+  initThread($("log"));
   $("log").addEventListener("scroll", () => { if (nearBottom()) $("new-messages").hidden = true; });
   $("load-older").addEventListener("click", loadOlder);
   $("new-messages").addEventListener("click", () => { $("log").scrollTop = $("log").scrollHeight; $("new-messages").hidden = true; });

@@ -2,9 +2,10 @@
 // (src-tauri) forwards every core client event as "chat-event"; events.js turns each into
 // view updates. Peer text only ever goes through textContent.
 //
-// Modules: validate, invite, mention, text, paging (pure, unit-tested with node --test);
-// dom, tauri, prefs, session (shared helpers); start, room, log, items, people, connection,
-// typing, composer, dialogs (views); events (core event -> views).
+// Modules: validate, invite, mention, text, paging, conversation, links (pure, unit-tested
+// with node --test); dom, tauri, prefs, session (shared helpers); start, room, log, items,
+// people, connection, typing, composer, dialogs, thread (groups, days), opener (links), away
+// (title count, mute) (views); events (core event -> views).
 import { $, showError } from "./dom.js";
 import { hasBackend, listen } from "./tauri.js";
 import { errorText } from "./text.js";
@@ -17,6 +18,9 @@ import { initPeople } from "./people.js";
 import { initComposer } from "./composer.js";
 import { initDialogs } from "./dialogs.js";
 import { onChatEvent } from "./events.js";
+import { initLinks } from "./opener.js";
+import { initAway } from "./away.js";
+import { notice } from "./log.js";
 
 async function main() {
   initLanguage(recall("lang"));
@@ -26,6 +30,8 @@ async function main() {
   initRoom();
   initPeople();
   initDialogs({ onNickCancel: abandonRoom });
+  initLinks($("log"), (text) => notice(text, false));
+  initAway();
   if (!hasBackend()) { showError("join-error", t("app.no_backend")); return; }
   try {
     await listen("chat-event", (e) => onChatEvent(e.payload));

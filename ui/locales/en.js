@@ -115,4 +115,14 @@ export default {
   "error.server_storage": "The host could not store a message; it will be sent again.",
   "error.bad_passphrase": "That passphrase cannot be used.",
   "error.flood": "Sending too fast: the server paused us; unsent messages will be sent again.",
+
+  // the conversation: day separators, links, notifications
+  "day.today": "Today",
+  "day.yesterday": "Yesterday",
+  "link.question": "Open this link in your browser?",
+  "link.open": "Open link",
+  "link.cancel": "Cancel",
+  "link.failed": "The link could not be opened: {error}",
+  "chat.mute": "Mute",
+  "chat.mute_hint": "Mute notifications: only a message that mentions your nickname still notifies",
 };

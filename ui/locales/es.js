@@ -114,4 +114,14 @@ export default {
   "error.server_storage": "El anfitrión no pudo guardar un mensaje; se enviará de nuevo.",
   "error.bad_passphrase": "Esa contraseña no se puede usar.",
   "error.flood": "Envías demasiado rápido: el servidor nos pausó; los mensajes pendientes se enviarán de nuevo.",
+
+  // la conversación: separadores de día, enlaces, avisos
+  "day.today": "Hoy",
+  "day.yesterday": "Ayer",
+  "link.question": "¿Abrir este enlace en el navegador?",
+  "link.open": "Abrir el enlace",
+  "link.cancel": "Cancelar",
+  "link.failed": "No se pudo abrir el enlace: {error}",
+  "chat.mute": "Silenciar",
+  "chat.mute_hint": "Silenciar los avisos: solo un mensaje que mencione tu apodo seguirá avisando",
 };
