@@ -3,7 +3,6 @@
 import { $, showError } from "./dom.js";
 import { checkNick } from "./validate.js";
 import { nickRejectedText, errorText } from "./text.js";
-import { remember } from "./prefs.js";
 import { session } from "./session.js";
 import { invoke } from "./tauri.js";
 
@@ -28,7 +27,6 @@ async function onNickSubmit(event) {
   try {
     await invoke("set_nick", { nick: nick.trim() });
     session.nick = nick.trim();
-    remember("nick", session.nick);
     $("nick-dialog").close();
   } catch (e) {
     showError("nick-error", errorText(e));

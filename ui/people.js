@@ -20,9 +20,20 @@ export function setMe(nick) { me = nick; render(); }
 export function clearOnline() { members = []; me = ""; render(); }
 export const onlineCount = () => members.length;
 
+// The narrow-window overlay opens with its button and closes with it, with Escape or with a
+// click anywhere outside it.
+function setOverlay(open) {
+  $("people").classList.toggle("open", open);
+  $("toggle-people").setAttribute("aria-expanded", String(open));
+}
+const overlayOpen = () => $("people").classList.contains("open");
+
 export function initPeople() {
-  $("toggle-people").addEventListener("click", () => {
-    const open = $("people").classList.toggle("open");
-    $("toggle-people").setAttribute("aria-expanded", String(open));
+  $("toggle-people").addEventListener("click", () => setOverlay(!overlayOpen()));
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && overlayOpen()) { e.preventDefault(); setOverlay(false); $("toggle-people").focus(); }
+  });
+  document.addEventListener("pointerdown", (e) => {
+    if (overlayOpen() && !$("people").contains(e.target) && !$("toggle-people").contains(e.target)) setOverlay(false);
   });
 }

@@ -1,6 +1,6 @@
 // The chat screen's life: entering it (empty log, connecting), the host panel (addresses to
 // copy, invite code), leaving or stopping hosting (asking first), and back to the start.
-import { $, el } from "./dom.js";
+import { $, el, showError } from "./dom.js";
 import { resetLog, notice } from "./log.js";
 import { clearOnline, onlineCount } from "./people.js";
 import { setConnState, clearCountdown } from "./connection.js";
@@ -9,6 +9,7 @@ import { confirmDialog } from "./dialogs.js";
 import { errorText, stopHostingQuestion } from "./text.js";
 import { t, translate } from "./i18n.js";
 import { session } from "./session.js";
+import { forgetUnjoined } from "./prefs.js";
 import { invoke } from "./tauri.js";
 
 export function enterChat() {
@@ -21,8 +22,12 @@ export function enterChat() {
   $("message").focus();
 }
 
+// Back to the start screen: old errors are gone (the caller shows a new one if that is why).
 export function leaveChat() {
   clearCountdown();
+  forgetUnjoined();
+  showError("host-error", "");
+  showError("join-error", "");
   session.hosting = null;
   clearTyping();
   $("host-panel").hidden = true;

@@ -41,6 +41,7 @@ test("pasting an invite code fills the join form; last values are remembered", a
   await page.fill("#join-nick", "Ana");
   await page.click("#join-submit");
   await page.waitForSelector("#chat:not([hidden])");
+  await emit(page, [{ type: "connected", nick: "Ana", epoch: "e", resumed: false, room_reset: false, gap: false, oldest_seq: 1 }]);
   await page.reload();
   assert.equal(await page.inputValue("#join-nick"), "Ana");
   assert.equal(await page.inputValue("#join-host"), "10.0.0.7");

@@ -1,0 +1,200 @@
+// What a person sees, measured in the real page: WCAG AA contrast in both themes, nothing
+// spilling out of the log or the online list, very long messages collapsed, right-to-left
+// text laid out right to left, and the start screen and overlays without dead ends.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import path from "node:path";
+import { useBrowser, openPage, emit, joinRoom, shots, calls } from "./harness.mjs";
+
+useBrowser();
+
+const msg = (seq, from, text, extra = {}) => ({ type: "message", seq, time_ms: 0, from, text, own: false, msg_id: null, history: false, ...extra });
+const connected = (nick = "ana") => ({ type: "connected", nick, epoch: "e", resumed: false, room_reset: false, gap: false, oldest_seq: 1 });
+
+// Every visible piece of text with a contrast below AA (4.5:1; 3:1 for large text), every
+// field or toggle border and state dot below 3:1, and anything drawn half-transparent.
+// Backgrounds are found by walking up to the first opaque one.
+const contrastProblems = (page) => page.evaluate(() => {
+  const rgba = (c) => { const m = c.match(/[\d.]+/g).map(Number); return { r: m[0], g: m[1], b: m[2], a: m.length > 3 ? m[3] : 1 }; };
+  const lum = ({ r, g, b }) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const background = (node) => {
+    for (let n = node; n; n = n.parentElement) {
+      const c = rgba(getComputedStyle(n).backgroundColor);
+      if (c.a > 0.5) return c;
+    }
+    return rgba(getComputedStyle(document.documentElement).backgroundColor);
+  };
+  const visible = (n) => n.getClientRects().length > 0 && getComputedStyle(n).visibility !== "hidden";
+  const name = (n) => n.id ? "#" + n.id : n.tagName.toLowerCase() + "." + [...n.classList].join(".");
+  const problems = [];
+  for (const n of document.querySelectorAll("body *")) {
+    if (!visible(n) || ["SCRIPT", "STYLE", "OPTION"].includes(n.tagName)) continue;
+    const style = getComputedStyle(n);
+    if (Number(style.opacity) < 1) problems.push(`${name(n)} is drawn at opacity ${style.opacity}`);
+    const ownText = [...n.childNodes].some((c) => c.nodeType === 3 && c.textContent.trim());
+    if (ownText) {
+      const size = parseFloat(style.fontSize), bold = Number(style.fontWeight) >= 700;
+      const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+      const r = ratio(rgba(style.color), background(n));
+      if (r < need) problems.push(`${name(n)} "${n.textContent.trim().slice(0, 30)}" text ${r.toFixed(2)}:1 < ${need}`);
+    }
+    if (["INPUT", "TEXTAREA", "SELECT"].includes(n.tagName) || n.matches("button.secondary")) {
+      const r = ratio(rgba(style.borderTopColor), background(n.parentElement));
+      if (r < 3) problems.push(`${name(n)} border ${r.toFixed(2)}:1 < 3`);
+    }
+    if (n.matches("input, textarea") && n.placeholder) {
+      const r = ratio(rgba(getComputedStyle(n, "::placeholder").color), background(n));
+      if (r < 4.5) problems.push(`${name(n)} placeholder ${r.toFixed(2)}:1 < 4.5`);
+    }
+    if (n.matches(".state")) {
+      const r = ratio(rgba(getComputedStyle(n, "::before").color), background(n));
+      if (r < 3) problems.push(`${name(n)} state dot ${r.toFixed(2)}:1 < 3`);
+    }
+  }
+  return problems;
+});
+
+test("WCAG AA contrast in both themes: start screen, chat with every kind of line, dialog", async () => {
+  for (const colorScheme of ["light", "dark"]) {
+    const page = await openPage({ colorScheme, viewport: { width: 1280, height: 800 } });
+    await page.click("#join-submit"); // an error line on the form
+    assert.deepEqual(await contrastProblems(page), [], `${colorScheme} start screen`);
+    await page.fill("#host-nick", "ana");
+    await page.fill("#host-pass", "open sesame");
+    await page.click("#host-submit");
+    await page.waitForSelector("#host-panel:not([hidden])");
+    await emit(page, [connected(), { type: "online", members: ["ana", "ben"] },
+      { type: "join", seq: 1, time_ms: 0, nick: "ben", history: false },
+      msg(2, "ben", "hola ana, ¿qué tal?"), { type: "typing", nick: "ben" }]);
+    await page.fill("#message", "sending this one");
+    await page.press("#message", "Enter");
+    await page.fill("#message", "and a refused one");
+    await page.press("#message", "Enter");
+    await page.waitForFunction(() => window.__calls.filter((c) => c.cmd === "send").length === 2);
+    await page.waitForTimeout(100);
+    await emit(page, [{ type: "message_rejected", id: 2, reason: "too_long", message: "too long" }]);
+    await page.waitForSelector(".msg.pending");
+    await page.waitForSelector(".msg.failed");
+    assert.deepEqual(await contrastProblems(page), [], `${colorScheme} chat`);
+    await page.screenshot({ path: path.join(shots, `contrast-${colorScheme}.png`) });
+    await page.click("#stop-hosting");
+    await page.waitForSelector("#confirm-dialog[open]");
+    assert.deepEqual(await contrastProblems(page), [], `${colorScheme} stop-hosting dialog`);
+    await page.keyboard.press("Escape");
+    assert.deepEqual(page.errors, []);
+  }
+});
+
+test("nothing spills sideways: long nicknames, a letter piled with combining marks, at 360 and 1280 px", async () => {
+  for (const width of [360, 1280]) {
+    const page = await openPage({ viewport: { width, height: 700 } });
+    await joinRoom(page);
+    const longNick = "Maximiliano_de_la_Santísima_Trin";
+    const wideNick = "絵文字と漢字のとても長いニックネームです絵文字と漢字のとても長いニ";
+    const zalgo = "a" + "\u0301\u0316\u0327\u0350".repeat(150) + " and more";
+    await emit(page, [connected(), { type: "online", members: ["ana", longNick, wideNick] }, msg(1, longNick, zalgo), msg(2, wideNick, "x".repeat(3000))]);
+    if (width === 360) await page.click("#toggle-people");
+    const spills = await page.evaluate(() => {
+      const out = [];
+      for (const box of [document.getElementById("log"), document.getElementById("people")]) {
+        if (box.scrollWidth > box.clientWidth) out.push(`${box.id} scrolls sideways (${box.scrollWidth} > ${box.clientWidth})`);
+        const edge = box.getBoundingClientRect();
+        for (const n of box.querySelectorAll("li, .msg")) {
+          const r = n.getBoundingClientRect();
+          if (r.right > edge.right + 1 || r.left < edge.left - 1) out.push(`${n.className || n.tagName} leaves ${box.id}`);
+        }
+      }
+      if (document.documentElement.scrollWidth > window.innerWidth) out.push("the page scrolls sideways");
+      return out;
+    });
+    assert.deepEqual(spills, [], `${width} px`);
+    await page.screenshot({ path: path.join(shots, `overflow-${width}.png`) });
+  }
+});
+
+test("a message of 5 000 lines is collapsed behind Show more; short ones are not", async () => {
+  const page = await openPage({ viewport: { width: 900, height: 700 } });
+  await joinRoom(page);
+  await emit(page, [connected(), msg(1, "ben", "\n".repeat(5000) + "the end"), msg(2, "ben", "short\nmessage"), msg(3, "ben", "line\n".repeat(8))]);
+  await page.waitForTimeout(100); // one frame: collapsed messages that fit lose the button
+  const height = () => page.$eval(".msg[data-seq='1']", (n) => n.getBoundingClientRect().height);
+  assert.ok((await height()) < 400, `collapsed: ${await height()} px`);
+  assert.equal(await page.$$eval(".msg .more", (bs) => bs.length), 1, "only the long one has the button");
+  assert.equal(await page.textContent(".msg .more"), "Show more");
+  await page.click(".msg .more");
+  assert.ok((await height()) > 5000, "expanded: all of it");
+  assert.equal(await page.textContent(".msg .more"), "Show less");
+  assert.equal(await page.getAttribute(".msg .more", "aria-expanded"), "true");
+  await page.click(".msg .more");
+  assert.ok((await height()) < 400);
+});
+
+test("Arabic and Hebrew messages are laid out right to left, each message on its own", async () => {
+  const page = await openPage();
+  await joinRoom(page);
+  await emit(page, [connected(), msg(1, "ليلى", "مرحبا بالجميع، كيف حالكم؟"), msg(2, "דנה", "שלום לכולם"), msg(3, "ben", "hello everyone")]);
+  const dirs = await page.$$eval(".msg .text", (ns) => ns.map((n) => getComputedStyle(n).direction));
+  assert.deepEqual(dirs, ["rtl", "rtl", "ltr"]);
+  assert.equal(await page.$eval(".msg .from", (n) => getComputedStyle(n).direction), "rtl");
+  assert.equal(await page.getAttribute("#message", "dir"), "auto", "the composer follows what is typed");
+});
+
+test("a refused nickname is not remembered; old errors leave the start screen", async () => {
+  const page = await openPage();
+  await page.fill("#join-nick", "ben");
+  await page.fill("#join-host", "192.168.1.20");
+  await page.fill("#join-pass", "open sesame");
+  await page.click("#join-submit");
+  await page.waitForSelector("#chat:not([hidden])");
+  await emit(page, [{ type: "nick_rejected", nick: "ben", reason: "taken", message: "taken" }]);
+  await page.fill("#nick-input", "ana");
+  await page.click("#nick-submit");
+  assert.equal((await calls(page)).filter((c) => c.cmd === "set_nick").length, 1);
+  await page.reload();
+  assert.equal(await page.inputValue("#join-nick"), "", "neither the refused nor the not-yet-accepted name");
+  await page.fill("#join-nick", "ana");
+  await page.fill("#join-host", "192.168.1.20");
+  await page.fill("#join-pass", "open sesame");
+  await page.click("#join-submit");
+  await emit(page, [connected("ana")]);
+  await page.reload();
+  assert.equal(await page.inputValue("#join-nick"), "ana", "the accepted one is");
+  // An old error: shown, then gone when the user edits the form or comes back from a room.
+  await page.fill("#join-port", "99999");
+  await page.click("#join-submit");
+  assert.match(await page.textContent("#join-error"), /Port/);
+  await page.fill("#join-port", "5555");
+  assert.equal(await page.textContent("#join-error"), "");
+  await page.evaluate(() => { window.__fail = { host_server: "could not start the room on port 5555: address in use" }; });
+  await page.fill("#host-nick", "ana");
+  await page.fill("#host-pass", "x");
+  await page.click("#host-submit");
+  await page.waitForFunction(() => document.getElementById("host-error").textContent.includes("address in use"));
+  await page.evaluate(() => { window.__fail = {}; });
+  await page.fill("#join-pass", "open sesame");
+  await page.click("#join-submit");
+  await page.waitForSelector("#chat:not([hidden])");
+  await page.click("#leave");
+  await page.waitForSelector("#start:not([hidden])");
+  assert.equal(await page.textContent("#host-error"), "", "back on the start screen, no error from before");
+  assert.equal(await page.textContent("#join-error"), "");
+});
+
+test("the narrow online overlay closes with Escape and with a click outside it", async () => {
+  const page = await openPage({ viewport: { width: 360, height: 640 } });
+  await joinRoom(page);
+  await emit(page, [connected(), { type: "online", members: ["ana", "ben"] }]);
+  await page.click("#toggle-people");
+  assert.equal(await page.isVisible("#people"), true);
+  await page.keyboard.press("Escape");
+  assert.equal(await page.isVisible("#people"), false, "Escape closes it");
+  assert.equal(await page.getAttribute("#toggle-people", "aria-expanded"), "false");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "toggle-people", "focus goes back to its button");
+  await page.click("#toggle-people");
+  await page.click("#people li");
+  assert.equal(await page.isVisible("#people"), true, "a click inside keeps it open");
+  await page.mouse.click(20, 300);
+  assert.equal(await page.isVisible("#people"), false, "a click outside closes it");
+});
