@@ -9,6 +9,7 @@ import { t, setLanguage, language } from "./i18n.js";
 import { enterChat, leaveChat, showHosting } from "./room.js";
 import { session } from "./session.js";
 import { invoke } from "./tauri.js";
+import { initSaved } from "./saved.js";
 
 function fillRemembered() {
   $("host-nick").value = recall("nick");
@@ -60,7 +61,10 @@ async function onJoin(event) {
     remember("nick", nick.trim()); remember("host", host.trim()); remember("port", port.trim());
     session.nick = nick.trim();
     enterChat();
-    await invoke("connect", { host: host.trim(), port: Number(port), passphrase: pass, nick: nick.trim() });
+    // "Remember passphrase": stored in the system keyring once in the room; unticked
+    // (absent) deletes a stored one.
+    const keyring = $("join-remember").checked ? { remember: true } : {};
+    await invoke("connect", { host: host.trim(), port: Number(port), passphrase: pass, nick: nick.trim(), ...keyring });
   } catch (e) {
     leaveChat();
     showError("join-error", errorText(e));
@@ -84,6 +88,7 @@ export function initStart() {
     b.addEventListener("click", () => { const input = $(b.dataset.for); setRevealed(input, input.type === "password"); });
   }
   initLanguagePicker();
+  initSaved();
 }
 
 // Shows or hides a passphrase field, its toggle saying what a click will do.
