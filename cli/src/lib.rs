@@ -1,11 +1,14 @@
 //! Shared pieces of the `tertulia-server` and `tertulia-chat` binaries: where the passphrase
-//! comes from, address parsing, exit codes, and safe rendering of peer text on a terminal.
+//! comes from, address and invite-code parsing, exit codes, the client's messages in English
+//! and Spanish (`lang`), and safe rendering of peer text on a terminal.
 
 use std::io::IsTerminal;
 use std::path::Path;
 
+use tertulia_core::invite::{Invite, InviteError};
 use thiserror::Error;
 
+pub mod lang;
 pub mod render;
 
 /// Default port, as in the original chat systems.
@@ -31,7 +34,7 @@ pub enum PassphraseSourceError {
     File { path: String, error: std::io::Error },
     #[error("could not read the passphrase from the terminal: {0}")]
     Prompt(std::io::Error),
-    #[error("no passphrase: use --passphrase-file PATH or set {PASSPHRASE_ENV} (stdin is not a terminal, so there is no prompt)")]
+    #[error("no passphrase: use --passphrase-file PATH, set {PASSPHRASE_ENV} or give an invite code (stdin is not a terminal, so there is no prompt)")]
     Missing,
     #[error("{0}")]
     Invalid(#[from] tertulia_core::passphrase::PassphraseError),
@@ -71,11 +74,26 @@ pub fn obtain_passphrase(
     Ok(Some((passphrase, source)))
 }
 
+/// Why a server address cannot be used.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum AddressError {
+    #[error("the server address is empty")]
+    Empty,
+    #[error("unclosed '[' in the address")]
+    UnclosedBracket,
+    #[error("unexpected '{0}' after the IPv6 address")]
+    AfterBracket(String),
+    #[error("'{0}' is not a port number (1-65535)")]
+    BadPort(String),
+    #[error("'{0}' is not a valid host name or IP address")]
+    BadHost(String),
+}
+
 /// Parse `HOST:PORT`, `HOST` (default port), `[v6]:PORT` or `[v6]`.
-pub fn parse_server_addr(raw: &str) -> Result<String, String> {
+pub fn parse_server_addr(raw: &str) -> Result<String, AddressError> {
     let raw = raw.trim();
     if raw.is_empty() {
-        return Err("the server address is empty".into());
+        return Err(AddressError::Empty);
     }
     if let Ok(addr) = raw.parse::<std::net::SocketAddr>() {
         return Ok(addr.to_string());
@@ -85,11 +103,11 @@ pub fn parse_server_addr(raw: &str) -> Result<String, String> {
     }
     let (host, port) = match raw.strip_prefix('[') {
         Some(rest) => {
-            let (host, after) = rest.split_once(']').ok_or("unclosed '[' in the address")?;
+            let (host, after) = rest.split_once(']').ok_or(AddressError::UnclosedBracket)?;
             match after.strip_prefix(':') {
                 Some(port) => (host, Some(port)),
                 None if after.is_empty() => (host, None),
-                None => return Err(format!("unexpected '{after}' after the IPv6 address")),
+                None => return Err(AddressError::AfterBracket(after.to_owned())),
             }
         }
         None => match raw.rsplit_once(':') {
@@ -102,13 +120,49 @@ pub fn parse_server_addr(raw: &str) -> Result<String, String> {
             .parse::<u16>()
             .ok()
             .filter(|p| *p != 0)
-            .ok_or_else(|| format!("'{p}' is not a port number (1-65535)"))?,
+            .ok_or_else(|| AddressError::BadPort(p.to_owned()))?,
         None => DEFAULT_PORT,
     };
     if !tertulia_core::client::is_valid_host(host) {
-        return Err(format!("'{host}' is not a valid host name or IP address"));
+        return Err(AddressError::BadHost(host.to_owned()));
     }
     Ok(tertulia_core::client::join_host_port(host, port))
+}
+
+/// What `tertulia-chat`'s server argument names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A server address (`host:port`); the passphrase comes from elsewhere.
+    Address(String),
+    /// An invite code: the server address and the room passphrase, as the code carries them.
+    Invite { addr: String, passphrase: String },
+}
+
+/// Why the server argument is unusable.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum TargetError {
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error(transparent)]
+    Invite(#[from] InviteError),
+}
+
+/// An invite code (anything starting with `tertulia://`), else a server address.
+pub fn parse_target(raw: &str) -> Result<Target, TargetError> {
+    match raw.parse::<Invite>() {
+        Ok(invite) => {
+            let addr = parse_server_addr(&tertulia_core::client::join_host_port(
+                &invite.host,
+                invite.port,
+            ))?;
+            Ok(Target::Invite {
+                addr,
+                passphrase: invite.passphrase,
+            })
+        }
+        Err(InviteError::NotAnInvite) => Ok(Target::Address(parse_server_addr(raw)?)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub use tertulia_core::server::shareable_addresses;
@@ -136,7 +190,37 @@ mod tests {
         assert!(parse_server_addr("host:99999").is_err());
         assert!(parse_server_addr("host:port").is_err());
         assert!(parse_server_addr("bad host:1").is_err());
-        assert!(parse_server_addr("[::1").is_err());
+        assert_eq!(
+            parse_server_addr("[::1"),
+            Err(AddressError::UnclosedBracket)
+        );
+    }
+
+    #[test]
+    fn targets_are_addresses_or_invite_codes() {
+        assert_eq!(
+            parse_target("127.0.0.1:6000"),
+            Ok(Target::Address("127.0.0.1:6000".into()))
+        );
+        assert_eq!(
+            parse_target(" tertulia://[::1]:7#50%25%20off "),
+            Ok(Target::Invite {
+                addr: "[::1]:7".into(),
+                passphrase: "50% off".into()
+            })
+        );
+        assert_eq!(
+            parse_target("tertulia://h:1#100%"),
+            Err(TargetError::Invite(InviteError::DamagedEncoding))
+        );
+        assert_eq!(
+            parse_target("tertulia://a..b:1#p"),
+            Err(TargetError::Address(AddressError::BadHost("a..b".into())))
+        );
+        assert!(matches!(
+            parse_target("host:port"),
+            Err(TargetError::Address(AddressError::BadPort(_)))
+        ));
     }
 
     #[test]

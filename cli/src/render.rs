@@ -7,8 +7,9 @@
 
 use chrono::{Local, TimeZone};
 use tertulia_core::client::ClientEvent;
-use tertulia_core::message::LeaveReason;
 use tertulia_core::text::{hidden_character, is_invisible};
+
+use crate::lang::Lang;
 
 /// Replace every character a peer could use to control the terminal or hide text. The
 /// invisible parts of emoji (selectors, joiners, flag tags) are kept where an emoji puts
@@ -61,6 +62,7 @@ impl Style {
     }
 }
 
+/// Local hours and minutes, 24-hour in every language.
 fn clock(time_ms: u64) -> String {
     match Local.timestamp_millis_opt(time_ms as i64).single() {
         Some(t) => t.format("%H:%M").to_string(),
@@ -87,20 +89,12 @@ pub fn message(style: Style, time_ms: u64, from: &str, text: &str, own: bool) ->
     out
 }
 
-fn leave_verb(reason: LeaveReason) -> &'static str {
-    match reason {
-        LeaveReason::Quit => "left",
-        LeaveReason::ConnectionLost => "lost connection",
-        LeaveReason::Renamed => "changed nickname",
-    }
-}
-
-/// One line (or block) for an event, or `None` for events not shown in interactive mode.
-/// A page of older history shows its events exactly as live ones.
-pub fn event(style: Style, event: &ClientEvent) -> Option<String> {
+/// One line (or block) for an event in `lang`, or `None` for events not shown in interactive
+/// mode. A page of older history shows its events exactly as live ones.
+pub fn event(style: Style, lang: Lang, event: &ClientEvent) -> Option<String> {
     Some(match event {
         ClientEvent::Connecting { attempt, addr } if *attempt <= 1 => {
-            style.notice(&format!("connecting to {}…", sanitize(addr)))
+            style.notice(&lang.connecting(&sanitize(addr)))
         }
         ClientEvent::Connecting { .. } => return None,
         ClientEvent::Connected {
@@ -109,26 +103,16 @@ pub fn event(style: Style, event: &ClientEvent) -> Option<String> {
             room_reset,
             gap,
             ..
-        } => {
-            let mut text = format!("you are in the room as {}", sanitize(nick));
-            if *resumed {
-                text.push_str(" (reconnected)");
-            }
-            if *room_reset {
-                text.push_str("; the server was restarted, earlier history is gone");
-            } else if *gap {
-                text.push_str("; some older messages you missed are no longer available");
-            }
-            style.notice(&text)
-        }
-        ClientEvent::NickRejected { nick, message, .. } => style.warn(&format!(
-            "nickname '{}' refused: {message}. Type another nickname:",
-            sanitize(nick)
-        )),
+        } => style.notice(&lang.in_room(&sanitize(nick), *resumed, *room_reset, *gap)),
+        ClientEvent::NickRejected {
+            nick,
+            reason,
+            message,
+        } => style.warn(&lang.nick_refused(&sanitize(nick), *reason, &sanitize(message))),
         ClientEvent::Online { members } if members.is_empty() => return None,
         ClientEvent::Online { members } => {
             let names: Vec<String> = members.iter().map(|m| sanitize(m)).collect();
-            style.notice(&format!("online ({}): {}", names.len(), names.join(", ")))
+            style.notice(&lang.online(&names))
         }
         ClientEvent::Message {
             time_ms,
@@ -138,46 +122,36 @@ pub fn event(style: Style, event: &ClientEvent) -> Option<String> {
             ..
         } => message(style, *time_ms, from, text, *own),
         ClientEvent::Join { time_ms, nick, .. } => {
-            style.notice(&format!("[{}] {} joined", clock(*time_ms), sanitize(nick)))
+            style.notice(&lang.joined(&clock(*time_ms), &sanitize(nick)))
         }
         ClientEvent::Leave {
             time_ms,
             nick,
             reason,
             ..
-        } => style.notice(&format!(
-            "[{}] {} {}",
-            clock(*time_ms),
-            sanitize(nick),
-            leave_verb(*reason)
-        )),
+        } => style.notice(&lang.left(&clock(*time_ms), &sanitize(nick), *reason)),
         ClientEvent::Older { events, more } => {
-            let mut lines = vec![style.notice("── earlier in the room ──")];
-            lines.extend(events.iter().filter_map(|e| self::event(style, e)));
-            lines.push(style.notice(if *more {
-                "── /older shows more ──"
-            } else if events.is_empty() {
-                "── nothing earlier is kept ──"
-            } else {
-                "── start of the kept history ──"
-            }));
+            let mut lines = vec![style.notice(&lang.older_start())];
+            lines.extend(events.iter().filter_map(|e| self::event(style, lang, e)));
+            lines.push(style.notice(&lang.older_end(*more, events.is_empty())));
             lines.join("\n")
         }
         ClientEvent::Acked { .. } | ClientEvent::Countdown { .. } | ClientEvent::Typing { .. } => {
             return None
         }
-        ClientEvent::MessageRejected { id, message, .. } => {
-            style.warn(&format!("message #{id} was not delivered: {message}"))
+        ClientEvent::MessageRejected {
+            id,
+            reason,
+            message,
+        } => style.warn(&lang.not_delivered(*id, *reason, &sanitize(message))),
+        ClientEvent::Error { kind, message } => {
+            style.error(&lang.client_error(*kind, &sanitize(message)))
         }
-        ClientEvent::Error { message, .. } => style.error(&sanitize(message)),
         ClientEvent::Reconnecting {
             attempt, delay_ms, ..
-        } => style.warn(&format!(
-            "reconnecting in {:.1} s (attempt {attempt})…",
-            *delay_ms as f64 / 1000.0
-        )),
-        ClientEvent::Disconnected { message, .. } => {
-            style.notice(&format!("disconnected: {}", sanitize(message)))
+        } => style.warn(&lang.reconnecting(*delay_ms, *attempt)),
+        ClientEvent::Disconnected { reason, message } => {
+            style.notice(&lang.disconnected(*reason, &sanitize(message)))
         }
     })
 }
@@ -220,6 +194,32 @@ mod tests {
         assert!(lines[0].ends_with("mallory: hello"));
         assert!(lines[1].starts_with("        │ *** admin joined"));
         assert!(lines.iter().skip(1).all(|l| l.starts_with("        │ ")));
+    }
+
+    #[test]
+    fn events_speak_the_chosen_language() {
+        let join = ClientEvent::Join {
+            seq: 1,
+            time_ms: 0,
+            nick: "ana\x1b[2J".into(),
+            history: false,
+        };
+        let es = event(PLAIN, Lang::Es, &join).unwrap_or_default();
+        let en = event(PLAIN, Lang::En, &join).unwrap_or_default();
+        assert!(es.ends_with("] ana<U+001B>[2J se ha unido"), "{es}");
+        assert!(en.ends_with("] ana<U+001B>[2J joined"), "{en}");
+        let time = &es[5..10];
+        assert!(
+            time.as_bytes()[2] == b':' && time[..2].parse::<u8>().is_ok_and(|h| h < 24),
+            "24-hour time: {es}"
+        );
+        let older = ClientEvent::Older {
+            events: vec![join],
+            more: false,
+        };
+        let shown = event(PLAIN, Lang::Es, &older).unwrap_or_default();
+        assert_eq!(shown.lines().count(), 3);
+        assert!(shown.contains("se ha unido") && shown.contains("inicio del historial"));
     }
 
     #[test]

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use serde_json::json;
+use tertulia_cli::lang::Lang;
 use tertulia_cli::render::{self, Style};
-use tertulia_cli::{exit, obtain_passphrase, parse_server_addr};
+use tertulia_cli::{exit, obtain_passphrase, parse_target, PassphraseSourceError, Target};
 use tertulia_core::client::MAX_OUTBOX;
 use tertulia_core::client::{
     self, ClientConfig, ClientEvent, ClientHandle, DisconnectReason, SendError,
@@ -19,8 +20,12 @@ use tracing_subscriber::EnvFilter;
 
 /// Join a Tertulia chat room from the terminal.
 ///
-/// The room passphrase is read from --passphrase-file, else the TERTULIA_PASSPHRASE
-/// environment variable, else a hidden prompt.
+/// The room passphrase is read from an invite code given as the server, else from
+/// --passphrase-file, else the TERTULIA_PASSPHRASE environment variable, else a hidden prompt.
+///
+/// Messages follow the system language (LC_ALL, then LC_MESSAGES, then LANG: es* is Spanish,
+/// anything else English) unless --lang says otherwise; this help and --json output are
+/// always English.
 ///
 /// Interactive commands: /who (online list), /quit (leave), /help.
 ///
@@ -29,8 +34,11 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Server address: HOST:PORT, HOST (port 5555) or [IPv6]:PORT.
-    #[arg(value_parser = parse_server_addr)]
+    /// Server address: HOST:PORT, HOST (port 5555) or [IPv6]:PORT; or an invite code,
+    /// tertulia://HOST:PORT#PASSPHRASE, as the app shows it (quote it for the shell). With an
+    /// invite code the passphrase is the code's: --passphrase-file is then an error and
+    /// TERTULIA_PASSPHRASE is ignored. Other users of this computer can see command-line
+    /// arguments (ps), so on a shared machine prefer an address and --passphrase-file.
     server: String,
     /// Your nickname in the room (unique, case-insensitive, at most 32 characters).
     #[arg(long)]
@@ -48,6 +56,9 @@ struct Args {
     /// Never use colours (also honoured: the NO_COLOR environment variable).
     #[arg(long)]
     no_color: bool,
+    /// Language of the messages (default: the system's, from LC_ALL, LC_MESSAGES or LANG).
+    #[arg(long, value_enum, value_name = "LANG")]
+    lang: Option<Lang>,
 }
 
 #[tokio::main]
@@ -64,22 +75,48 @@ async fn main() {
 }
 
 async fn run(args: Args) -> i32 {
+    let lang = args.lang.unwrap_or_else(Lang::from_env);
+    let fail = |text: String, code: i32| {
+        eprintln!("{}", lang.error_line(&text));
+        code
+    };
     if let Err(e) = tertulia_core::text::validate_nick(&args.nick) {
-        eprintln!("error: invalid nickname: {e}");
-        return exit::USAGE;
+        return fail(lang.invalid_nick(e), exit::USAGE);
     }
-    let passphrase = match obtain_passphrase(args.passphrase_file.as_deref(), "Room passphrase: ") {
-        Ok(Some((pass, _))) => pass,
-        Ok(None) => {
-            eprintln!("error: {}", tertulia_cli::PassphraseSourceError::Missing);
-            return exit::USAGE;
+    let target = match parse_target(&args.server) {
+        Ok(target) => target,
+        Err(e) => return fail(lang.target_error(&e), exit::USAGE),
+    };
+    let (server, passphrase) = match target {
+        Target::Invite { .. } if args.passphrase_file.is_some() => {
+            return fail(lang.invite_and_passphrase_file(), exit::USAGE);
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::ERROR;
+        Target::Invite { addr, passphrase } => {
+            if std::env::var_os(tertulia_cli::PASSPHRASE_ENV).is_some() {
+                tracing::info!(
+                    "{} is ignored: the invite code carries the passphrase",
+                    tertulia_cli::PASSPHRASE_ENV
+                );
+            }
+            match tertulia_core::passphrase::normalize(&passphrase) {
+                Ok(pass) => (addr, pass.to_owned()),
+                Err(e) => return fail(lang.passphrase_error(&e), exit::USAGE),
+            }
+        }
+        Target::Address(addr) => {
+            match obtain_passphrase(args.passphrase_file.as_deref(), &lang.passphrase_prompt()) {
+                Ok(Some((pass, _))) => (addr, pass),
+                Ok(None) => {
+                    return fail(
+                        lang.passphrase_source_error(&PassphraseSourceError::Missing),
+                        exit::USAGE,
+                    )
+                }
+                Err(e) => return fail(lang.passphrase_source_error(&e), exit::ERROR),
+            }
         }
     };
-    let mut config = ClientConfig::new(args.server.clone(), args.nick.clone(), passphrase);
+    let mut config = ClientConfig::new(server, args.nick.clone(), passphrase);
     config.give_up_after = args.give_up_after;
     let (handle, events) = client::spawn(config);
     if args.json {
@@ -89,7 +126,7 @@ async fn run(args: Args) -> i32 {
             && std::env::var_os("NO_COLOR").is_none()
             && std::io::stdout().is_terminal();
         let can_prompt = std::io::stdin().is_terminal();
-        interactive(handle, events, Style { color }, can_prompt).await
+        interactive(handle, events, Style { color }, lang, can_prompt).await
     }
 }
 
@@ -217,14 +254,14 @@ struct Shared {
 
 /// Typed lines: commands, a new nickname when asked, or messages (held while the outbox is
 /// full, with a notice). Runs apart from the event loop, like [`json_mode`]'s input.
-async fn read_terminal(handle: ClientHandle, style: Style, shared: Arc<Shared>) {
+async fn read_terminal(handle: ClientHandle, style: Style, lang: Lang, shared: Arc<Shared>) {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = stdin.next_line().await {
         let trimmed = line.trim();
         if shared.awaiting_nick.load(Ordering::Acquire) {
             match handle.set_nick(trimmed).await {
                 Ok(()) => shared.awaiting_nick.store(false, Ordering::Release),
-                Err(e) => println!("{}", style.warn(&format!("{e}. Type another nickname:"))),
+                Err(e) => println!("{}", style.warn(&lang.nick_retry(&e))),
             }
             continue;
         }
@@ -234,20 +271,20 @@ async fn read_terminal(handle: ClientHandle, style: Style, shared: Arc<Shared>) 
             "/who" => {
                 let online = shared.online.lock().map(|o| o.clone()).unwrap_or_default();
                 let names: Vec<String> = online.iter().map(|n| render::sanitize(n)).collect();
-                println!("{}", style.notice(&format!("online ({}): {}", names.len(), names.join(", "))));
+                println!("{}", style.notice(&lang.online(&names)));
             }
             "/older" => handle.load_older().await,
-            "/help" => println!("{}", style.notice("/who: who is online · /older: earlier messages · /quit: leave · anything else is sent to the room")),
+            "/help" => println!("{}", style.notice(&lang.help())),
             _ => {
                 let result = match handle.send(&line).await {
                     Err(SendError::OutboxFull(_)) => {
-                        println!("{}", style.notice(&format!("{MAX_OUTBOX} messages are waiting for the room; yours goes out when there is room")));
+                        println!("{}", style.notice(&lang.outbox_full_waiting(MAX_OUTBOX)));
                         send_when_room(&handle, &shared.room, &line).await
                     }
                     result => result,
                 };
                 if let Err(e) = result {
-                    println!("{}", style.warn(&format!("not sent: {e}")));
+                    println!("{}", style.warn(&lang.not_sent(&e)));
                 }
             }
         }
@@ -261,15 +298,13 @@ async fn interactive(
     handle: ClientHandle,
     mut events: tokio::sync::mpsc::Receiver<ClientEvent>,
     style: Style,
+    lang: Lang,
     can_prompt: bool,
 ) -> i32 {
     let shared = Arc::new(Shared::default());
     shared.stdin_open.store(true, Ordering::Release);
-    println!(
-        "{}",
-        style.notice("type a message and press Enter; /who lists who is online, /older shows earlier messages, /quit leaves")
-    );
-    let input = tokio::spawn(read_terminal(handle.clone(), style, shared.clone()));
+    println!("{}", style.notice(&lang.interactive_intro()));
+    let input = tokio::spawn(read_terminal(handle.clone(), style, lang, shared.clone()));
     let mut nick_rejected = false;
     let code = loop {
         tokio::select! {
@@ -280,7 +315,7 @@ async fn interactive(
                         online.clone_from(members);
                     }
                 }
-                if let Some(text) = render::event(style, &event) {
+                if let Some(text) = render::event(style, lang, &event) {
                     println!("{text}");
                 }
                 if makes_room(&event) {

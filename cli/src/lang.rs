@@ -1,0 +1,467 @@
+//! Every human-readable text `tertulia-chat` prints, in English and Spanish: one method of
+//! [`Lang`] per message. The language follows the system's (`LC_ALL`, then `LC_MESSAGES`,
+//! then `LANG`: `es…` is Spanish, anything else English) unless `--lang` says otherwise.
+//! `--json` output is not text for people and never goes through here; neither does clap's
+//! `--help`, which stays English. Core and operating-system details that arrive as English
+//! text (a network error, say) are shown as they come, after our own words.
+//!
+//! Times are 24-hour in both languages (see `render::clock`).
+
+use tertulia_core::client::{DisconnectReason, ErrorKind, SendError};
+use tertulia_core::invite::InviteError;
+use tertulia_core::message::LeaveReason;
+use tertulia_core::passphrase::{PassphraseError, MAX_PASSPHRASE_BYTES};
+use tertulia_core::text::{MessageTextError, NickError, MAX_NICK_CHARS};
+
+use crate::{AddressError, PassphraseSourceError, TargetError, PASSPHRASE_ENV};
+
+/// The language of the terminal client's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// English.
+    En,
+    /// Español.
+    Es,
+}
+
+/// The locale variables, in the order POSIX gives them precedence for messages.
+pub const LOCALE_VARS: [&str; 3] = ["LC_ALL", "LC_MESSAGES", "LANG"];
+
+impl Lang {
+    /// The system's language, from the process environment.
+    pub fn from_env() -> Self {
+        Self::from_locale(|name| std::env::var(name).ok())
+    }
+
+    /// The language of the first of [`LOCALE_VARS`] that is set and not empty, as `var`
+    /// reports them.
+    pub fn from_locale(var: impl Fn(&str) -> Option<String>) -> Self {
+        let locale = LOCALE_VARS
+            .iter()
+            .find_map(|name| var(name).filter(|v| !v.is_empty()));
+        match locale {
+            Some(locale) if is_spanish(&locale) => Lang::Es,
+            _ => Lang::En,
+        }
+    }
+
+    fn pick(self, en: impl Into<String>, es: impl Into<String>) -> String {
+        match self {
+            Lang::En => en.into(),
+            Lang::Es => es.into(),
+        }
+    }
+
+    // ---- start-up and arguments ----
+
+    /// Before an error that ends the program.
+    pub fn error_line(self, text: &str) -> String {
+        format!("error: {text}")
+    }
+
+    pub fn invalid_nick(self, e: NickError) -> String {
+        self.pick(
+            format!("invalid nickname: {e}"),
+            format!("apodo no válido: {}", self.nick_error(e)),
+        )
+    }
+
+    pub fn passphrase_prompt(self) -> String {
+        self.pick("Room passphrase: ", "Contraseña de la sala: ")
+    }
+
+    pub fn passphrase_source_error(self, e: &PassphraseSourceError) -> String {
+        match (self, e) {
+            (Lang::En, e) => e.to_string(),
+            (Lang::Es, PassphraseSourceError::File { path, error }) => {
+                format!("no se puede leer el archivo de contraseña {path}: {error}")
+            }
+            (Lang::Es, PassphraseSourceError::Prompt(error)) => {
+                format!("no se pudo leer la contraseña desde el terminal: {error}")
+            }
+            (Lang::Es, PassphraseSourceError::Missing) => format!(
+                "no hay contraseña: usa --passphrase-file RUTA, define {PASSPHRASE_ENV} o da un código de invitación (la entrada no es un terminal, así que no se puede preguntar)"
+            ),
+            (Lang::Es, PassphraseSourceError::Invalid(e)) => self.passphrase_error(e),
+        }
+    }
+
+    pub fn passphrase_error(self, e: &PassphraseError) -> String {
+        match (self, e) {
+            (Lang::En, e) => e.to_string(),
+            (Lang::Es, PassphraseError::Empty) => "la contraseña está vacía".into(),
+            (Lang::Es, PassphraseError::TooLong) => {
+                format!("la contraseña tiene más de {MAX_PASSPHRASE_BYTES} bytes")
+            }
+            (Lang::Es, PassphraseError::Kdf(e)) => format!("falló la derivación de la clave: {e}"),
+        }
+    }
+
+    /// The server argument is neither an address nor a usable invite code.
+    pub fn target_error(self, e: &TargetError) -> String {
+        match e {
+            TargetError::Address(e) => self.address_error(e),
+            TargetError::Invite(e) => self.invite_error(*e),
+        }
+    }
+
+    pub fn address_error(self, e: &AddressError) -> String {
+        match (self, e) {
+            (Lang::En, e) => e.to_string(),
+            (Lang::Es, AddressError::Empty) => "la dirección del servidor está vacía".into(),
+            (Lang::Es, AddressError::UnclosedBracket) => "falta el ']' de la dirección".into(),
+            (Lang::Es, AddressError::AfterBracket(after)) => {
+                format!("'{after}' sobra tras la dirección IPv6")
+            }
+            (Lang::Es, AddressError::BadPort(port)) => {
+                format!("'{port}' no es un número de puerto (1-65535)")
+            }
+            (Lang::Es, AddressError::BadHost(host)) => {
+                format!("'{host}' no es un nombre de equipo ni una dirección IP válidos")
+            }
+        }
+    }
+
+    pub fn invite_error(self, e: InviteError) -> String {
+        match (self, e) {
+            (Lang::En, e) => e.to_string(),
+            (Lang::Es, InviteError::NotAnInvite) => {
+                "no es un código de invitación (empiezan por tertulia://)".into()
+            }
+            (Lang::Es, InviteError::BadHost) => "el código de invitación está dañado: no tiene una dirección válida antes del puerto (una dirección IPv6 va entre corchetes)".into(),
+            (Lang::Es, InviteError::BadPort) => "el código de invitación está dañado: falta el puerto o no es un número del 1 al 65535".into(),
+            (Lang::Es, InviteError::DamagedEncoding) => "el código de invitación está dañado: la contraseña tras '#' no está bien codificada (¿se cortó o se copió a mano?)".into(),
+            (Lang::Es, InviteError::EmptyPassphrase) => {
+                "el código de invitación no trae la contraseña tras '#'".into()
+            }
+        }
+    }
+
+    /// An invite code and `--passphrase-file` both give the passphrase.
+    pub fn invite_and_passphrase_file(self) -> String {
+        self.pick(
+            "the invite code already carries the room passphrase: leave out --passphrase-file",
+            "el código de invitación ya trae la contraseña de la sala: quita --passphrase-file",
+        )
+    }
+
+    // ---- interactive mode ----
+
+    pub fn interactive_intro(self) -> String {
+        self.pick(
+            "type a message and press Enter; /who lists who is online, /older shows earlier messages, /quit leaves",
+            "escribe un mensaje y pulsa Intro; /who muestra quién está en línea, /older los mensajes anteriores, /quit sale",
+        )
+    }
+
+    pub fn help(self) -> String {
+        self.pick(
+            "/who: who is online · /older: earlier messages · /quit: leave · anything else is sent to the room",
+            "/who: quién está en línea · /older: mensajes anteriores · /quit: salir · todo lo demás se envía a la sala",
+        )
+    }
+
+    /// `names` already sanitized.
+    pub fn online(self, names: &[String]) -> String {
+        let (n, list) = (names.len(), names.join(", "));
+        self.pick(
+            format!("online ({n}): {list}"),
+            format!("en línea ({n}): {list}"),
+        )
+    }
+
+    pub fn outbox_full_waiting(self, waiting: usize) -> String {
+        self.pick(
+            format!(
+                "{waiting} messages are waiting for the room; yours goes out when there is room"
+            ),
+            format!("{waiting} mensajes esperan a la sala; el tuyo saldrá cuando haya sitio"),
+        )
+    }
+
+    pub fn not_sent(self, e: &SendError) -> String {
+        self.pick(
+            format!("not sent: {e}"),
+            format!("no enviado: {}", self.send_error(e)),
+        )
+    }
+
+    /// A new nickname typed after a refusal was refused too.
+    pub fn nick_retry(self, e: &SendError) -> String {
+        self.pick(
+            format!("{e}. Type another nickname:"),
+            format!("{}. Escribe otro apodo:", self.send_error(e)),
+        )
+    }
+
+    pub fn send_error(self, e: &SendError) -> String {
+        match (self, e) {
+            (Lang::En, e) => e.to_string(),
+            (Lang::Es, SendError::InvalidText(e)) => self.text_error(*e),
+            (Lang::Es, SendError::InvalidNick(e)) => self.nick_error(*e),
+            (Lang::Es, SendError::OutboxFull(_)) => format!(
+                "ya hay {} mensajes esperando a salir; espera a que vuelva la conexión",
+                tertulia_core::client::MAX_OUTBOX
+            ),
+            (Lang::Es, SendError::AlreadyJoined) => {
+                "ya estás en la sala; el apodo solo se puede cambiar antes de entrar".into()
+            }
+            (Lang::Es, SendError::Stopped) => "el cliente se ha detenido".into(),
+        }
+    }
+
+    pub fn nick_error(self, e: NickError) -> String {
+        match (self, e) {
+            (Lang::En, e) => e.to_string(),
+            (Lang::Es, NickError::Empty) => "el apodo está vacío".into(),
+            (Lang::Es, NickError::TooLong) => {
+                format!("el apodo tiene más de {MAX_NICK_CHARS} caracteres")
+            }
+            (Lang::Es, NickError::InvisibleCharacters) => {
+                "el apodo tiene caracteres de control o invisibles".into()
+            }
+            (Lang::Es, NickError::BadWhitespace) => {
+                "el apodo solo puede tener un espacio entre palabras".into()
+            }
+            (Lang::Es, NickError::Taken) => {
+                "ese apodo ya está en uso en esta sala; elige otro".into()
+            }
+        }
+    }
+
+    pub fn text_error(self, e: MessageTextError) -> String {
+        match (self, e) {
+            (Lang::En, e) => e.to_string(),
+            (Lang::Es, MessageTextError::Empty) => "el mensaje está vacío".into(),
+            (Lang::Es, MessageTextError::TooLong) => {
+                "el mensaje es más largo de lo que permite la sala".into()
+            }
+            (Lang::Es, MessageTextError::InvisibleCharacters) => {
+                "el mensaje tiene caracteres de control o invisibles".into()
+            }
+        }
+    }
+
+    // ---- events (render.rs); every peer- or server-supplied text arrives sanitized ----
+
+    pub fn connecting(self, addr: &str) -> String {
+        self.pick(
+            format!("connecting to {addr}…"),
+            format!("conectando con {addr}…"),
+        )
+    }
+
+    pub fn in_room(self, nick: &str, resumed: bool, room_reset: bool, gap: bool) -> String {
+        let mut text = self.pick(
+            format!("you are in the room as {nick}"),
+            format!("estás en la sala como {nick}"),
+        );
+        if resumed {
+            text.push_str(&self.pick(" (reconnected)", " (reconectado)"));
+        }
+        if room_reset {
+            text.push_str(&self.pick(
+                "; the server was restarted, earlier history is gone",
+                "; el servidor se reinició, el historial anterior ya no está",
+            ));
+        } else if gap {
+            text.push_str(&self.pick(
+                "; some older messages you missed are no longer available",
+                "; algunos mensajes antiguos que te perdiste ya no están disponibles",
+            ));
+        }
+        text
+    }
+
+    /// `message`: the server's own words, shown in English.
+    pub fn nick_refused(self, nick: &str, reason: NickError, message: &str) -> String {
+        self.pick(
+            format!("nickname '{nick}' refused: {message}. Type another nickname:"),
+            format!(
+                "no se puede usar el apodo «{nick}»: {}. Escribe otro apodo:",
+                self.nick_error(reason)
+            ),
+        )
+    }
+
+    pub fn joined(self, time: &str, nick: &str) -> String {
+        self.pick(
+            format!("[{time}] {nick} joined"),
+            format!("[{time}] {nick} se ha unido"),
+        )
+    }
+
+    pub fn left(self, time: &str, nick: &str, reason: LeaveReason) -> String {
+        let verb = match (self, reason) {
+            (Lang::En, LeaveReason::Quit) => "left",
+            (Lang::En, LeaveReason::ConnectionLost) => "lost connection",
+            (Lang::En, LeaveReason::Renamed) => "changed nickname",
+            (Lang::Es, LeaveReason::Quit) => "se ha ido",
+            (Lang::Es, LeaveReason::ConnectionLost) => "perdió la conexión",
+            (Lang::Es, LeaveReason::Renamed) => "cambió de apodo",
+        };
+        format!("[{time}] {nick} {verb}")
+    }
+
+    pub fn older_start(self) -> String {
+        self.pick("── earlier in the room ──", "── antes en la sala ──")
+    }
+
+    /// The line after a page of older history.
+    pub fn older_end(self, more: bool, empty: bool) -> String {
+        if more {
+            self.pick("── /older shows more ──", "── /older muestra más ──")
+        } else if empty {
+            self.pick(
+                "── nothing earlier is kept ──",
+                "── no se guarda nada anterior ──",
+            )
+        } else {
+            self.pick(
+                "── start of the kept history ──",
+                "── inicio del historial guardado ──",
+            )
+        }
+    }
+
+    /// `message`: the server's own words, shown in English.
+    pub fn not_delivered(self, id: u64, reason: MessageTextError, message: &str) -> String {
+        self.pick(
+            format!("message #{id} was not delivered: {message}"),
+            format!(
+                "el mensaje n.º {id} no se entregó: {}",
+                self.text_error(reason)
+            ),
+        )
+    }
+
+    /// `detail`: the core's English description (sanitized); in English it is the whole line.
+    pub fn client_error(self, kind: ErrorKind, detail: &str) -> String {
+        let lead = match kind {
+            ErrorKind::WrongPassphrase => "la contraseña de la sala no es correcta",
+            ErrorKind::Integrity => {
+                "llegaron datos que no pasaron la comprobación de integridad (alterados o dañados)"
+            }
+            ErrorKind::IntegrityReportedByServer => {
+                "el servidor dice que nuestros datos no pasaron la comprobación de integridad"
+            }
+            ErrorKind::Network => "no se pudo conectar o se cortó la conexión",
+            ErrorKind::Protocol => "el servidor envió algo inesperado",
+            ErrorKind::NotTertulia => "esa dirección no responde como una sala de Tertulia",
+            ErrorKind::ServerFull => "la sala está llena",
+            ErrorKind::ServerShuttingDown => "el anfitrión está cerrando la sala",
+            ErrorKind::SlowConsumer => "el servidor nos desconectó por leer demasiado despacio",
+            ErrorKind::ServerStorage => {
+                "el anfitrión no pudo guardar un mensaje; se enviará de nuevo"
+            }
+            ErrorKind::BadPassphrase => "esa contraseña no se puede usar",
+            ErrorKind::Flood => {
+                "envías demasiado rápido: el servidor nos pausó; los mensajes pendientes se enviarán de nuevo"
+            }
+        };
+        self.pick(detail, format!("{lead} ({detail})"))
+    }
+
+    pub fn reconnecting(self, delay_ms: u64, attempt: u32) -> String {
+        let seconds = format!("{:.1}", delay_ms as f64 / 1000.0);
+        self.pick(
+            format!("reconnecting in {seconds} s (attempt {attempt})…"),
+            format!(
+                "reconectando en {} s (intento {attempt})…",
+                seconds.replace('.', ",")
+            ),
+        )
+    }
+
+    /// `detail`: the core's English description (sanitized).
+    pub fn disconnected(self, reason: DisconnectReason, detail: &str) -> String {
+        match (self, reason) {
+            (Lang::En, _) => format!("disconnected: {detail}"),
+            (Lang::Es, DisconnectReason::Quit) => "desconectado: has salido de la sala".into(),
+            (Lang::Es, DisconnectReason::WrongPassphrase) => {
+                "desconectado: la contraseña de la sala no es correcta".into()
+            }
+            (Lang::Es, DisconnectReason::GaveUp) => {
+                format!("desconectado: se dejó de intentar ({detail})")
+            }
+            (Lang::Es, DisconnectReason::Fatal) => format!("desconectado ({detail})"),
+        }
+    }
+}
+
+/// `es`, or `es` followed by a territory, codeset or modifier (`es_ES.UTF-8`, `es@euro`, `es-AR`).
+fn is_spanish(locale: &str) -> bool {
+    let locale = locale.to_ascii_lowercase();
+    locale == "es"
+        || ["es_", "es.", "es@", "es-"]
+            .iter()
+            .any(|p| locale.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Lang {
+        Lang::from_locale(|name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn the_system_language_follows_posix_precedence() {
+        assert_eq!(from(&[]), Lang::En);
+        assert_eq!(from(&[("LANG", "es_ES.UTF-8")]), Lang::Es);
+        assert_eq!(from(&[("LANG", "es")]), Lang::Es);
+        assert_eq!(from(&[("LANG", "es_AR")]), Lang::Es);
+        assert_eq!(from(&[("LANG", "es@euro")]), Lang::Es);
+        assert_eq!(from(&[("LANG", "en_US.UTF-8")]), Lang::En);
+        assert_eq!(from(&[("LANG", "C")]), Lang::En);
+        assert_eq!(from(&[("LANG", "est_EE")]), Lang::En, "not 'es'");
+        assert_eq!(
+            from(&[("LC_ALL", "en_GB.UTF-8"), ("LANG", "es_ES.UTF-8")]),
+            Lang::En,
+            "LC_ALL first"
+        );
+        assert_eq!(
+            from(&[("LC_MESSAGES", "es_MX.UTF-8"), ("LANG", "en_US.UTF-8")]),
+            Lang::Es,
+            "LC_MESSAGES before LANG"
+        );
+        assert_eq!(
+            from(&[("LC_ALL", ""), ("LANG", "es_ES.UTF-8")]),
+            Lang::Es,
+            "an empty variable is not set"
+        );
+    }
+
+    #[test]
+    fn spanish_seconds_have_a_decimal_comma() {
+        assert_eq!(
+            Lang::Es.reconnecting(1500, 2),
+            "reconectando en 1,5 s (intento 2)…"
+        );
+        assert_eq!(
+            Lang::En.reconnecting(1500, 2),
+            "reconnecting in 1.5 s (attempt 2)…"
+        );
+    }
+
+    #[test]
+    fn english_errors_are_the_core_s_own_words() {
+        assert_eq!(
+            Lang::En.invite_error(InviteError::BadPort),
+            InviteError::BadPort.to_string()
+        );
+        assert_eq!(
+            Lang::En.nick_error(NickError::Taken),
+            NickError::Taken.to_string()
+        );
+        assert_ne!(
+            Lang::Es.nick_error(NickError::Taken),
+            NickError::Taken.to_string()
+        );
+    }
+}
