@@ -105,6 +105,10 @@ async function main() {
     XDG_DATA_HOME: path.join(home, "data"),
     XDG_CONFIG_HOME: path.join(home, "config"),
     XDG_CACHE_HOME: path.join(home, "cache"),
+    // The window follows the system language: the steps start in English whatever this
+    // machine's locale is, and step 9 switches to Spanish in the app.
+    LANGUAGE: "en_US:en",
+    LANG: "en_US.UTF-8",
   });
   const base = `http://127.0.0.1:${wdPort}`;
   await waitHttp(`${base}/status`, 20_000);
@@ -226,10 +230,71 @@ async function main() {
       const state = await session.run("return JSON.stringify({rv: document.querySelector('#confirm-dialog').returnValue, start: !document.querySelector('#start').hidden, chat: !document.querySelector('#chat').hidden, conn: document.querySelector('#conn-state').textContent, panel: !document.querySelector('#host-panel').hidden});");
       throw new Error("Escape on 'Stop hosting?' stopped the room: " + state);
     }
+    await emojiAndSpanish(session, port);
     log("all steps passed");
   } finally {
     await session.close();
   }
+}
+
+// 9. An emoji-only conversation with a terminal member (drawn in colour, not as boxes), then
+// the window switched to Spanish: the start screen, the status line and the room's notices.
+// Ends with the room stopped and the window back in English.
+async function emojiAndSpanish(session, port) {
+  const dan = chat(port, "dan");
+  await dan.wait("connected", (e) => e.type === "connected");
+  const fromTerminal = "❤️ 👍🏽 🏳️‍🌈 1️⃣ ✌️ 👩‍💻";
+  dan.say(fromTerminal);
+  await session.waitFor("dan's emoji", ...has("#log .msg .text", fromTerminal));
+  const fromApp = "🎉🥳 ☺️ 🇪🇸";
+  // WebDriver's key synthesis cannot type astral characters: put them in as an input method would.
+  await session.run("const m = document.querySelector('#message'); m.focus(); m.value = arguments[0]; m.dispatchEvent(new Event('input'));", fromApp);
+  await session.type("#message", "\uE007"); // Enter
+  await dan.wait("ana's emoji", (e) => e.type === "message" && e.from === "ana" && e.text === fromApp);
+  await session.waitFor("the emoji message delivered once", "const own = [...document.querySelectorAll('#log .msg.own')].filter((n) => n.querySelector('.text').textContent === arguments[0]); return own.length === 1 && !own[0].classList.contains('pending');", fromApp);
+  // Colour emoji font present: a heart drawn with the page's font has saturated pixels.
+  const colourful = await session.run(`
+    const c = document.createElement("canvas"); c.width = 64; c.height = 64;
+    const g = c.getContext("2d"); g.font = "48px " + getComputedStyle(document.body).fontFamily; g.fillStyle = "#000";
+    g.fillText("\u2764\ufe0f", 4, 52);
+    const d = g.getImageData(0, 0, 64, 64).data; let n = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && d[i] - Math.max(d[i + 1], d[i + 2]) > 80) n += 1;
+    return n;`);
+  if (colourful < 50) throw new Error(`❤️ is not drawn in colour (${colourful} red pixels): is fonts-noto-color-emoji installed?`);
+  await shot(session, "emoji-conversation");
+
+  await session.click("#stop-hosting");
+  await session.waitFor("confirmation", "return document.querySelector('#confirm-dialog').open;");
+  await session.click("#confirm-ok");
+  await session.waitFor("back at the start screen", "return !document.querySelector('#start').hidden;");
+  await dan.wait("the room closing", (e) => e.type === "error" || e.type === "reconnecting" || e.type === "disconnected");
+  dan.quit();
+  await dan.exited;
+  const pick = "const s = document.querySelector('#language'); s.value = arguments[0]; s.dispatchEvent(new Event('change'));";
+  await session.run(pick, "es");
+  await session.waitFor("the start screen in Spanish", "return document.querySelector('#host-submit').textContent === 'Abrir la sala' && document.documentElement.lang === 'es';");
+  await shot(session, "start-spanish");
+  await session.fill("#host-pass", PASS);
+  await session.click("#host-submit");
+  await session.waitFor("hosting, in Spanish", "return document.querySelector('#conn-state').textContent === 'Conectado como ana';");
+  const eva = chat(port, "eva");
+  await eva.wait("connected", (e) => e.type === "connected");
+  await session.waitFor("the join notice in Spanish", ...has("#log .notice", "eva se ha unido"));
+  eva.say("¡hola a todos!");
+  await session.waitFor("eva's message", ...has("#log .msg .text", "¡hola a todos!"));
+  const time = await session.text("#log .msg:last-of-type time");
+  if (!/^\d\d:\d\d$/.test(time || "")) throw new Error(`Spanish times are 24-hour hh:mm, got ${time}`);
+  await session.waitFor("member count in Spanish", "return document.querySelector('#member-count').textContent === '2 miembros';");
+  await shot(session, "chat-spanish");
+  eva.quit();
+  await eva.exited;
+  await session.waitFor("the leave notice in Spanish", ...has("#log .notice", "eva se ha ido"));
+  await session.click("#stop-hosting");
+  await session.waitFor("confirmation in Spanish", "return document.querySelector('#confirm-dialog').open && document.querySelector('#confirm-ok').textContent === 'Cerrar la sala';");
+  await session.click("#confirm-ok");
+  await session.waitFor("back at the start screen", "return !document.querySelector('#start').hidden;");
+  await session.run(pick, "en");
+  await session.waitFor("the start screen in English again", "return document.querySelector('#host-submit').textContent === 'Host a room';");
 }
 
 function xdotool(display, args) {
