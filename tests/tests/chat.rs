@@ -279,7 +279,7 @@ async fn terminal_client_sends_lists_who_is_online_and_leaves_at_end_of_input() 
     bob.wait_type("connected").await;
     let mut cy = tokio::process::Command::new(tertulia_e2e::binary("tertulia-chat"))
         .arg(server.addr.to_string())
-        .args(["--nick", "cy", "--no-color"])
+        .args(["--nick", "cy", "--no-color", "--lang", "en"])
         .env("TERTULIA_PASSPHRASE", PASS)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
