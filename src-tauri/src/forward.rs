@@ -1,8 +1,16 @@
 //! The event forwarder: every core [`ClientEvent`] of a session goes to the window unchanged
 //! as the [`CHAT_EVENT`] event, and a live message from someone else raises a desktop
-//! notification while the window is not focused. The forwarder ends after `Disconnected`.
+//! notification while the window is not focused — when notifications are muted (the
+//! window's "Mute" toggle, [`set_notifications_muted`]), only a message that mentions our
+//! nickname does ([`wants_notification`]). The forwarder ends after `Disconnected`.
+//!
+//! The rule lives here, not in the window: the backend sees every event as it arrives and
+//! knows our nickname as the core confirmed it (`Connected`), whether the webview is
+//! throttled in the background or not.
 
-use tauri::{AppHandle, Emitter, Manager, Runtime};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tauri::{AppHandle, Emitter, Manager, Runtime, State};
 use tertulia_core::client::ClientEvent;
 use tokio::sync::mpsc;
 
@@ -15,9 +23,17 @@ pub fn spawn<R: Runtime>(
     mut events: mpsc::Receiver<ClientEvent>,
 ) -> tauri::async_runtime::JoinHandle<()> {
     tauri::async_runtime::spawn(async move {
+        // Our nickname in this session, as the core confirmed it.
+        let mut nick = String::new();
         while let Some(event) = events.recv().await {
             let _ = app.emit(CHAT_EVENT, &event);
-            notify_if_unfocused(&app, &event);
+            if let ClientEvent::Connected {
+                nick: confirmed, ..
+            } = &event
+            {
+                nick.clone_from(confirmed);
+            }
+            notify_if_unfocused(&app, &event, &nick);
             if matches!(event, ClientEvent::Disconnected { .. }) {
                 break;
             }
@@ -25,23 +41,67 @@ pub fn spawn<R: Runtime>(
     })
 }
 
-/// A desktop notification for a live message from someone else while the window is not focused.
-fn notify_if_unfocused<R: Runtime>(app: &AppHandle<R>, event: &ClientEvent) {
+/// Whether desktop notifications are muted (all but mentions of our nickname); the window
+/// sets it from its remembered "Mute" toggle at start and on every change.
+#[derive(Debug, Default)]
+pub struct NotifySettings {
+    muted: AtomicBool,
+}
+
+impl NotifySettings {
+    pub fn muted(&self) -> bool {
+        self.muted.load(Ordering::Relaxed)
+    }
+}
+
+#[tauri::command]
+pub fn set_notifications_muted(settings: State<'_, NotifySettings>, muted: bool) {
+    settings.muted.store(muted, Ordering::Relaxed);
+}
+
+/// The notification rule: a live message from someone else while the window is not focused;
+/// when muted, only one that mentions `nick`.
+pub fn wants_notification(event: &ClientEvent, focused: bool, muted: bool, nick: &str) -> bool {
     let ClientEvent::Message {
-        from,
         text,
         own: false,
         history: false,
         ..
     } = event
     else {
+        return false;
+    };
+    !focused && (!muted || mentions(text, nick))
+}
+
+/// Does `text` name `nick`? As the window highlights mentions (ui/mention.js): the nickname
+/// as a whole word (not inside a longer word, letters, digits and '_' counting as word
+/// characters), any case, with or without a leading '@'.
+pub fn mentions(text: &str, nick: &str) -> bool {
+    if nick.is_empty() {
+        return false;
+    }
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let text = text.to_lowercase();
+    let nick = nick.to_lowercase();
+    text.match_indices(&nick).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + nick.len()..].chars().next();
+        !word(before) && !word(after)
+    })
+}
+
+/// A desktop notification for a message, if [`wants_notification`] says so.
+fn notify_if_unfocused<R: Runtime>(app: &AppHandle<R>, event: &ClientEvent, nick: &str) {
+    let ClientEvent::Message { from, text, .. } = event else {
         return;
     };
     let focused = app
         .get_webview_window("main")
         .and_then(|w| w.is_focused().ok())
         .unwrap_or(false);
-    if focused {
+    let muted = app.try_state::<NotifySettings>().is_some_and(|s| s.muted());
+    if !wants_notification(event, focused, muted, nick) {
         return;
     }
     // Never let a missing plugin take the event forwarding down with it.
@@ -59,5 +119,86 @@ fn notify_if_unfocused<R: Runtime>(app: &AppHandle<R>, event: &ClientEvent) {
         tracing::debug!(error = %e, "desktop notification not shown");
     } else {
         tracing::debug!(%from, "desktop notification shown");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(from: &str, text: &str, own: bool, history: bool) -> ClientEvent {
+        ClientEvent::Message {
+            seq: 1,
+            time_ms: 0,
+            from: from.into(),
+            text: text.into(),
+            own,
+            msg_id: None,
+            history,
+        }
+    }
+
+    #[test]
+    fn a_live_message_from_someone_else_notifies_only_while_unfocused() {
+        let hi = message("ben", "hola a todos", false, false);
+        assert!(wants_notification(&hi, false, false, "ana"));
+        assert!(!wants_notification(&hi, true, false, "ana"), "focused");
+        let own = message("ana", "hola", true, false);
+        assert!(!wants_notification(&own, false, false, "ana"), "our own");
+        let backlog = message("ben", "ana?", false, true);
+        assert!(
+            !wants_notification(&backlog, false, false, "ana"),
+            "history"
+        );
+        assert!(!wants_notification(
+            &ClientEvent::Typing { nick: "ben".into() },
+            false,
+            false,
+            "ana"
+        ));
+    }
+
+    #[test]
+    fn muted_only_a_mention_of_our_nickname_notifies() {
+        let plain = message("ben", "hola a todos", false, false);
+        assert!(!wants_notification(&plain, false, true, "ana"));
+        for text in ["ana, ¿vienes?", "hey @Ana", "¿ANA?", "eh ana"] {
+            assert!(
+                wants_notification(&message("ben", text, false, false), false, true, "ana"),
+                "{text:?}"
+            );
+        }
+        let mention = message("ben", "ana?", false, false);
+        assert!(
+            !wants_notification(&mention, true, true, "ana"),
+            "focused: no notification at all"
+        );
+        assert!(
+            !wants_notification(&mention, false, true, ""),
+            "no nickname confirmed yet: nothing is a mention"
+        );
+        let own = message("ana", "ana here", true, false);
+        assert!(!wants_notification(&own, false, true, "ana"));
+    }
+
+    #[test]
+    fn mentions_are_whole_words_like_the_window_highlights_them() {
+        assert!(mentions("ana", "ana"));
+        assert!(mentions("hi @ana!", "ana"));
+        assert!(mentions("Hola ÁNGEL", "ángel"));
+        assert!(mentions("te llamo, José María", "josé maría"));
+        assert!(
+            mentions("a.b? sí", "a.b"),
+            "punctuation in a nickname matches literally"
+        );
+        assert!(!mentions("banana", "ana"));
+        assert!(!mentions("ana_b", "ana"));
+        assert!(!mentions("anaïs", "ana"));
+        assert!(!mentions("ana2", "ana"));
+        assert!(
+            mentions("banana y ana", "ana"),
+            "a later whole-word occurrence counts"
+        );
+        assert!(!mentions("anything", ""));
     }
 }

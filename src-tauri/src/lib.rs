@@ -10,9 +10,11 @@
 //!   session, forwarded unchanged to the window as the [`CHAT_EVENT`] event, and the desktop
 //!   notifications.
 //! - [`rooms`]: the saved rooms on the start screen, their passphrases in the OS keyring.
+//! - [`links`]: a link from a message opened in the system browser, http(s) only.
 
 pub mod commands;
 pub mod forward;
+pub mod links;
 pub mod rooms;
 pub mod session;
 
@@ -25,6 +27,14 @@ use tauri::Runtime;
 pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
     builder
         .plugin(tauri_plugin_notification::init())
+        // Links are opened only through links::open_link; the plugin's own script that opens
+        // clicked <a target=_blank> links without asking stays out of the window.
+        .plugin(
+            tauri_plugin_opener::Builder::new()
+                .open_js_links_on_click(false)
+                .build(),
+        )
+        .manage(forward::NotifySettings::default())
         .manage(session::AppState::default())
         .manage(rooms::SavedRooms::default())
         .invoke_handler(tauri::generate_handler![
@@ -42,6 +52,8 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             rooms::list_saved_rooms,
             rooms::forget_saved_room,
             rooms::rejoin_saved_room,
+            links::open_link,
+            forward::set_notifications_muted,
         ])
 }
 

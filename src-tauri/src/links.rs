@@ -1,0 +1,154 @@
+//! Links from messages, opened in the system browser — after the window has asked the user
+//! (ui/opener.js). Peer text is untrusted, so the URL is checked again here, whatever the
+//! window sent: only a plain `http`/`https` URL with a host, no user name or password before
+//! the host, no whitespace or control characters that a parser would quietly drop. What is
+//! opened is the URL as the WHATWG parser writes it, the same form the window showed.
+
+use tauri::{AppHandle, Runtime};
+use tauri_plugin_opener::OpenerExt;
+use thiserror::Error;
+use url::Url;
+
+/// Longer than any message may be: nothing legitimate is refused.
+const MAX_URL_LEN: usize = 8192;
+
+/// Why a link is not opened.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LinkError {
+    #[error("only http and https links are opened")]
+    Scheme,
+    #[error("the link is not a valid web address")]
+    Invalid,
+    #[error("the link contains spaces or invisible characters")]
+    Hidden,
+    #[error("links with a user name or password before the host are not opened")]
+    Credentials,
+    #[error("the link is too long")]
+    TooLong,
+}
+
+/// The URL to open for `raw`, or why not.
+pub fn checked_link(raw: &str) -> Result<Url, LinkError> {
+    if raw.len() > MAX_URL_LEN {
+        return Err(LinkError::TooLong);
+    }
+    // The WHATWG parser strips leading and trailing spaces and controls and every tab and
+    // newline anywhere ("java\nscript:" reads as "javascript:"): refuse them instead.
+    if raw
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
+    {
+        return Err(LinkError::Hidden);
+    }
+    let lower = raw.get(..8).unwrap_or(raw).to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(LinkError::Scheme);
+    }
+    let url = Url::parse(raw).map_err(|_| LinkError::Invalid)?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(LinkError::Scheme);
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(LinkError::Credentials);
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(LinkError::Invalid);
+    }
+    Ok(url)
+}
+
+/// Format characters that draw nothing (zero-width spaces and joiners, bidi controls, BOM).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00ad}' | '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}')
+}
+
+/// Opens a link from a message in the system browser, once the user confirmed it in the
+/// window; refuses anything but a plain http(s) URL ([`checked_link`]).
+#[tauri::command]
+pub fn open_link<R: Runtime>(app: AppHandle<R>, url: String) -> Result<(), String> {
+    let url = checked_link(&url).map_err(|e| e.to_string())?;
+    tracing::info!(%url, "opening a link in the system browser");
+    app.opener()
+        .open_url(url.as_str(), None::<&str>)
+        .map_err(|e| format!("the browser could not be started: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_and_https_urls_are_opened_in_normal_form() {
+        let ok = |raw: &str| checked_link(raw).map(|u| u.to_string());
+        assert_eq!(
+            ok("https://example.org/tertulia?q=1&lang=es#abajo"),
+            Ok("https://example.org/tertulia?q=1&lang=es#abajo".into())
+        );
+        assert_eq!(
+            ok("http://127.0.0.1:8080/a"),
+            Ok("http://127.0.0.1:8080/a".into())
+        );
+        assert_eq!(ok("HTTPS://EXAMPLE.ORG"), Ok("https://example.org/".into()));
+        assert_eq!(ok("https://[::1]/"), Ok("https://[::1]/".into()));
+        assert_eq!(
+            ok("https://münchen.example/straße"),
+            Ok("https://xn--mnchen-3ya.example/stra%C3%9Fe".into()),
+            "the host as it is looked up, as the window showed it"
+        );
+    }
+
+    #[test]
+    fn no_other_scheme_is_ever_opened() {
+        for raw in [
+            "javascript:alert(1)",
+            "JavaScript://example.org/%0aalert(1)",
+            "file:///etc/passwd",
+            "ftp://example.org/",
+            "data:text/html,<script>alert(1)</script>",
+            "mailto:ana@example.org",
+            "tertulia://127.0.0.1:5555#secret",
+            "vbscript:msgbox",
+            "/etc/passwd",
+            "example.org",
+            "",
+        ] {
+            assert_eq!(checked_link(raw), Err(LinkError::Scheme), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn no_credentials_trickery() {
+        for raw in [
+            "https://bank.example@evil.example/login",
+            "https://user:pass@example.org/",
+            "http://:pw@example.org/",
+        ] {
+            assert_eq!(checked_link(raw), Err(LinkError::Credentials), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn what_a_parser_would_drop_is_refused() {
+        for raw in [
+            " https://example.org/",
+            "https://example.org/\n",
+            "java\nscript:alert(1)",
+            "ht\ttps://example.org/",
+            "https://exa\u{200b}mple.org/",
+            "https://example.org/\u{202e}gpj.exe",
+            "https://example.org/a b",
+            "https://example.org/\u{0}",
+        ] {
+            assert_eq!(checked_link(raw), Err(LinkError::Hidden), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn broken_or_hostless_or_huge_urls_are_refused() {
+        assert_eq!(checked_link("https://"), Err(LinkError::Invalid));
+        assert_eq!(checked_link("http://exa mple"), Err(LinkError::Hidden));
+        assert_eq!(checked_link("https://[::1/"), Err(LinkError::Invalid));
+        let huge = format!("https://example.org/{}", "a".repeat(MAX_URL_LEN));
+        assert_eq!(checked_link(&huge), Err(LinkError::TooLong));
+    }
+}
