@@ -2,7 +2,7 @@
 // WebKitWebDriver, talking to real tertulia-chat / tertulia-server processes on 127.0.0.1.
 // Screenshots of every step go to artifacts/desktop/.
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync, copyFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync, copyFileSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { createServer } from "node:net";
 import { createInterface } from "node:readline";
@@ -99,6 +99,8 @@ async function main() {
   // The app's web storage (remembered form values) goes to a throw-away home, not the user's.
   const home = mkdtempSync(path.join(tmpdir(), "tertulia-e2e-"));
   tempDirs.push(home);
+  // Saved rooms: an unlocked gnome-keyring (the Secret Service) on the same private bus.
+  const keyring = await startKeyring(bus.address, home);
   start(driver, ["--port", String(wdPort), "--native-port", String(nativePort)], {
     DISPLAY: display,
     DBUS_SESSION_BUS_ADDRESS: bus.address,
@@ -231,6 +233,7 @@ async function main() {
       throw new Error("Escape on 'Stop hosting?' stopped the room: " + state);
     }
     await emojiAndSpanish(session, port);
+    await savedRoom(session, keyring, home);
     log("all steps passed");
   } finally {
     await session.close();
@@ -295,6 +298,108 @@ async function emojiAndSpanish(session, port) {
   await session.waitFor("back at the start screen", "return !document.querySelector('#start').hidden;");
   await session.run(pick, "en");
   await session.waitFor("the start screen in English again", "return document.querySelector('#host-submit').textContent === 'Host a room';");
+}
+
+// The Secret Service for the saved-rooms step: gnome-keyring-daemon on the test's private
+// bus, its login keyring created unlocked from a password on stdin, its files in `home`.
+// null (the step is skipped, saying why) when it is not installed, unless
+// TERTULIA_REQUIRE_KEYRING=1 (make test), where that is a failure.
+async function startKeyring(address, home) {
+  const unavailable = (why) => {
+    if (process.env.TERTULIA_REQUIRE_KEYRING === "1") throw new Error(`no Secret Service: ${why}`);
+    log(`SKIPPED: the saved-rooms step: ${why}`);
+    return null;
+  };
+  const run = (cmd, args, env = {}) => new Promise((resolve) => {
+    const child = spawn(cmd, args, { env: { ...process.env, DBUS_SESSION_BUS_ADDRESS: address, ...env } });
+    let out = "";
+    child.stdout.on("data", (d) => { out += d; });
+    child.on("error", () => resolve({ code: -1, out }));
+    child.on("exit", (code) => resolve({ code, out }));
+  });
+  for (const tool of ["gnome-keyring-daemon", "secret-tool", "dbus-send"]) {
+    if ((await run(tool, ["--version"])).code === -1) return unavailable(`${tool} is not installed (make deps-test: gnome-keyring, libsecret-tools, dbus-bin)`);
+  }
+  const dir = path.join(home, "keyring");
+  for (const d of ["data", "config", "run"]) mkdirSync(path.join(dir, d), { recursive: true, mode: 0o700 });
+  const daemon = start("gnome-keyring-daemon", ["--foreground", "--unlock", "--components=secrets"], {
+    DBUS_SESSION_BUS_ADDRESS: address, HOME: dir, XDG_DATA_HOME: path.join(dir, "data"),
+    XDG_CONFIG_HOME: path.join(dir, "config"), XDG_RUNTIME_DIR: path.join(dir, "run"),
+  });
+  daemon.stdin.end("tertulia-e2e-keyring");
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    const owner = await run("dbus-send", [`--bus=${address}`, "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus",
+      "org.freedesktop.DBus.NameHasOwner", "string:org.freedesktop.secrets"]);
+    if (owner.out.includes("boolean true")) {
+      return { dir, lookup: async (room) => {
+        const r = await run("secret-tool", ["lookup", "service", "chat.tertulia.app", "username", room]);
+        return r.code === 0 ? r.out : null;
+      } };
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return unavailable("gnome-keyring-daemon did not take org.freedesktop.secrets within 10 s");
+}
+
+// 10. Saved rooms: join a room with "Remember passphrase" ticked, leave, and rejoin it with ONE
+// click on the saved room. The passphrase is then in the keyring, and in no file of the app's
+// and not in its localStorage.
+async function savedRoom(session, keyring, home) {
+  if (!keyring) return;
+  const onStart = "return !document.querySelector('#start').hidden;";
+  const connected = "return document.querySelector('#conn-state').classList.contains('connected');";
+  if (!(await session.run(onStart))) {
+    if (await session.run("return !document.querySelector('#stop-hosting').hidden;")) {
+      await session.click("#stop-hosting");
+      await session.waitFor("confirmation", "return document.querySelector('#confirm-dialog').open;");
+      await session.click("#confirm-ok");
+    } else {
+      await session.click("#leave");
+    }
+    await session.waitFor("the start screen", onStart);
+  }
+  const secret = "saved room e2e passphrase 7f3q";
+  const port = await freePort();
+  const room = `127.0.0.1:${port}`;
+  start(bin("tertulia-server"), ["--listen", room, "--in-memory"], { TERTULIA_PASSPHRASE: secret });
+  await waitPort(port);
+  await session.fill("#join-nick", "dora");
+  await session.fill("#join-host", "127.0.0.1");
+  await session.fill("#join-port", String(port));
+  await session.fill("#join-pass", secret);
+  await session.click("#join-remember");
+  if (!(await session.run("return document.querySelector('#join-remember').checked;"))) throw new Error("Remember passphrase did not tick");
+  await session.click("#join-submit");
+  await session.waitFor("joined with Remember passphrase", connected);
+  const deadline = Date.now() + 15_000;
+  while ((await keyring.lookup(room)) !== secret) {
+    if (Date.now() > deadline) throw new Error(`the passphrase of ${room} never reached the keyring`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await session.click("#leave");
+  await session.waitFor("the start screen", onStart);
+  const entry = `#saved-list li[data-id="${room}"]`;
+  await session.waitFor("the saved room", "const li = document.querySelector(arguments[0]); return !!li && li.querySelector('.saved-key') !== null;", entry);
+  await shot(session, "saved-rooms");
+  await session.click(`${entry} .saved-rejoin`);
+  await session.waitFor("rejoined with one click", connected);
+  await session.waitFor("rejoined as dora", "return document.querySelector('#conn-state').textContent.includes('dora');");
+  await shot(session, "saved-room-rejoined");
+  if ((await keyring.lookup(room)) !== secret) throw new Error("the passphrase left the keyring");
+  // Nowhere else: no file of the app (data, config, cache: its rooms list, web storage), not
+  // localStorage.
+  const files = [];
+  const walk = (d) => { for (const e of readdirSync(d, { withFileTypes: true })) { const p = path.join(d, e.name); if (e.isDirectory()) { if (p !== keyring.dir) walk(p); } else if (e.isFile()) files.push(p); } };
+  walk(home);
+  const leaked = files.filter((f) => readFileSync(f).includes(secret));
+  if (leaked.length) throw new Error(`the passphrase is in ${leaked.join(", ")}`);
+  if (!files.some((f) => f.endsWith(path.join("chat.tertulia.app", "rooms.json")))) throw new Error(`no rooms.json under ${home}`);
+  const inStorage = await session.run("return Object.keys(localStorage).some((k) => (localStorage.getItem(k) || '').includes(arguments[0]));", secret);
+  if (inStorage) throw new Error("the passphrase is in localStorage");
+  log(`saved room rejoined with one click; passphrase only in the keyring (${files.length} files checked)`);
+  await session.click("#leave");
+  await session.waitFor("the start screen", onStart);
 }
 
 function xdotool(display, args) {
