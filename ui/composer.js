@@ -1,6 +1,9 @@
 // The composer: Enter sends, Shift+Enter adds a line, the box grows with its text. A sent
-// message shows at once as "sending…" until the server has it. Every keystroke while
-// connected tells the room we are typing; the core sends at most one notice per interval.
+// message shows at once as "sending…" until the server has it; sends reach the core one at a
+// time, in the order typed (concurrent commands could overtake each other). A message the
+// core refuses goes back into the box to be edited, unless something new was typed there.
+// Every keystroke while connected tells the room we are typing; the core sends at most one
+// notice per interval.
 import { $ } from "./dom.js";
 import { messageNode } from "./items.js";
 import { appendPending, trackPending, sendFailed, notice } from "./log.js";
@@ -10,21 +13,34 @@ import { t } from "./i18n.js";
 import { session } from "./session.js";
 import { invoke } from "./tauri.js";
 
-async function sendMessage() {
+// The last send in the queue; the next one starts when it is answered.
+let sending = Promise.resolve();
+
+function sendMessage() {
   const box = $("message");
   const text = box.value;
   if (!text.trim()) return;
   box.value = "";
   autosize();
   const node = messageNode({ from: session.nick, text: text.trim(), time_ms: Date.now(), own: true });
-  appendPending(node);
-  try {
-    const id = await invoke("send", { text });
-    trackPending(id, node);
-  } catch (e) {
-    sendFailed(node);
-    notice(t("composer.not_sent", { error: errorText(e) }), false);
-  }
+  const mine = appendPending(node, text, restoreDraft);
+  sending = sending.then(async () => {
+    try {
+      trackPending(await invoke("send", { text }), mine);
+    } catch (e) {
+      sendFailed(mine);
+      notice(t("composer.not_sent", { error: errorText(e) }), false);
+    }
+  });
+}
+
+// A refused message's text back in the box (the caret at its end), if the box is empty.
+function restoreDraft(text) {
+  const box = $("message");
+  if (box.value.trim()) return;
+  box.value = text;
+  autosize();
+  box.setSelectionRange(text.length, text.length);
 }
 
 function autosize() {

@@ -4,10 +4,10 @@
 import { messageNode, joinNode, leaveNode } from "./items.js";
 import { append, notice, settleEcho, acked, rejected, shown, roomKeepsFrom, prependOlder } from "./log.js";
 import { setOnline, setMe } from "./people.js";
-import { setConnState, clearCountdown, startCountdown } from "./connection.js";
+import { setConnState, clearCountdown, startCountdown, connectionAttempt, connectionError } from "./connection.js";
 import { someoneTyping, stoppedTyping } from "./typing.js";
 import { openNickDialog, closeNickDialog } from "./dialogs.js";
-import { connectingText, disconnectedText, nickErrorText, textErrorText, clientErrorText } from "./text.js";
+import { disconnectedText, nickErrorText, textErrorText, clientErrorText } from "./text.js";
 import { t } from "./i18n.js";
 import { session } from "./session.js";
 import { incoming } from "./away.js";
@@ -26,7 +26,7 @@ function showRoomEvent(ev) {
 
 const handlers = {
   connecting(ev) {
-    setConnState("connecting", null, connectingText(ev.attempt));
+    connectionAttempt(ev.attempt, ev.addr);
   },
   connected(ev) {
     clearCountdown();
@@ -67,9 +67,12 @@ const handlers = {
     notice(t("log.not_delivered", { reason: textErrorText(ev.reason, ev.message) }), false);
   },
   error(ev) {
+    // A failure to reach the room is the status line's (one line, updated per attempt); any
+    // other problem is told in the log once per outage, a fatal one also in the bar.
     const text = clientErrorText(ev.kind, ev.message);
-    notice(text, false);
-    if (FATAL_ERRORS.has(ev.kind)) setConnState("failed", null, text);
+    const fatal = FATAL_ERRORS.has(ev.kind);
+    if (connectionError(ev.kind) || fatal) notice(text, false);
+    if (fatal) setConnState("failed", null, text);
   },
   reconnecting(ev) {
     startCountdown(ev.delay_ms, ev.attempt);

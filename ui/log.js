@@ -2,7 +2,7 @@
 // them, the unread marker, the "New messages" jump (instead of yanking a reader down) and
 // the "Show earlier messages" pager, which inserts older events above the shown ones.
 import { $, el } from "./dom.js";
-import { noticeNode } from "./items.js";
+import { noticeNode, messageNode } from "./items.js";
 import { oldestAfter, earlierAvailable } from "./paging.js";
 import { errorText } from "./text.js";
 import { translate } from "./i18n.js";
@@ -10,14 +10,20 @@ import { isConnected } from "./connection.js";
 import { invoke } from "./tauri.js";
 import { arrange, arrangeFrom, retime, initThread } from "./thread.js";
 
-const pending = new Map(); // message id -> element, until acked
-// The backend's answer to "send" (the id) and the core's events travel separately, so an
-// own message's echo, ack or rejection can arrive before its id does. While sends await
-// their ids, events about ids above any returned so far (the core numbers messages in
-// order) wait here (message id -> {echo, acked, rejected}) for their node.
-const early = new Map();
+// Own messages, matched by id in whatever order things arrive. The backend's answer to
+// "send" (the id) and the core's events about that id (echo, ack, rejection) travel
+// separately, and concurrent answers need not come back in order: every own message whose id
+// is known stays in `ownById` for the session (an ack may come before its echo, and a replay
+// after a reconnect may bring an echo for a message acked long ago); events about ids not
+// known yet wait in `unclaimed` while any send still awaits its id, and are applied when that
+// id arrives — or, once no send awaits one, an echo nobody claimed is shown as a message.
+const ownById = new Map();   // message id -> {node, text, onRefused}
+const unclaimed = new Map(); // message id -> {echo, acked, rejected}
 let awaitingIds = 0;
-let highestId = 0;
+// Whether own messages in a replay can be this window's: after a reconnect of this session,
+// yes; in the backlog of a first join (or after a room reset) they are earlier sessions'.
+let everJoined = false;
+let replayMayBeOurs = false;
 let unreadMarker = null;
 let oldestShown = null;     // lowest room sequence number shown
 let roomOldest = null;      // oldest event the room keeps (from "connected")
@@ -30,10 +36,11 @@ export function resetLog() {
   oldestShown = null;
   roomOldest = null;
   loadingOlder = false;
-  pending.clear();
-  early.clear();
+  ownById.clear();
+  unclaimed.clear();
   awaitingIds = 0;
-  highestId = 0;
+  everJoined = false;
+  replayMayBeOurs = false;
   unreadMarker = null;
 }
 
@@ -65,30 +72,32 @@ export function notice(text, live, vars = null) { append(noticeNode(text, vars),
 // ---------- own messages until the server has them ----------
 
 // Shows an own message as "sending…" and scrolls to it; then either trackPending (with the
-// id "send" returned) or sendFailed.
-export function appendPending(node) {
+// id "send" returned) or sendFailed. `onRefused(text)` runs if the core refuses it.
+export function appendPending(node, text = "", onRefused = () => {}) {
   awaitingIds += 1;
   setStatus(node, "pending");
   append(node, { live: false });
   $("log").scrollTop = $("log").scrollHeight;
+  return { node, text, onRefused };
 }
 
-function idArrived() { awaitingIds = Math.max(0, awaitingIds - 1); }
-
-export function trackPending(id, node) {
-  idArrived();
-  highestId = Math.max(highestId, id);
-  const got = early.get(id);
-  early.delete(id);
-  if (got?.echo) settle(node, got.echo);
-  else if (got?.acked) setStatus(node, null);
-  else if (got?.rejected) markFailed(node);
-  else pending.set(id, node);
+// "send" returned `id` for the message appendPending gave `mine` for.
+export function trackPending(id, mine) {
+  awaitingIds = Math.max(0, awaitingIds - 1);
+  ownById.set(id, mine);
+  const got = unclaimed.get(id);
+  unclaimed.delete(id);
+  if (got?.echo) settle(mine.node, got.echo);
+  else if (got?.acked) setStatus(mine.node, null);
+  if (got?.rejected && !got.echo && !got.acked) refuse(mine);
+  if (!awaitingIds) showUnclaimed();
 }
 
-export function sendFailed(node) {
-  idArrived();
-  markFailed(node);
+// "send" failed: the message never reached the core.
+export function sendFailed(mine) {
+  awaitingIds = Math.max(0, awaitingIds - 1);
+  refuse(mine);
+  if (!awaitingIds) showUnclaimed();
 }
 
 // An own message's state: "pending" (sending…), "failed" (not delivered) or null (in the
@@ -102,41 +111,91 @@ function setStatus(node, state) {
   else { delete status.dataset.i18n; status.textContent = ""; }
 }
 
-function markFailed(node) { setStatus(node, "failed"); }
-
-function settle(node, ev) {
-  setStatus(node, null);
-  retime(node, ev.time_ms);
-  node.dataset.seq = ev.seq;
+function refuse(mine) {
+  setStatus(mine.node, "failed");
+  mine.onRefused(mine.text);
 }
 
-// Keeps what happened to an own message whose id has not come back yet; false when it
-// cannot be one (no send awaits its id, or the id was returned already).
-function holdEarly(id, what) {
-  if (!awaitingIds || id <= highestId) return false;
-  early.set(id, { ...early.get(id), ...what });
+// The room's time and sequence number on an own message, which then sits in room order.
+function settle(node, ev) {
+  setStatus(node, null);
+  const follower = node.nextElementSibling;
+  node.dataset.seq = ev.seq;
+  placeBySeq(node);
+  retime(node, ev.time_ms, follower);
+}
+
+// Moves a node with a sequence number after every shown event with a lower one and before
+// every one with a higher one (an own message typed before others' messages came in can end
+// up after them in the room). Nodes without a number (pending, notices) stay where they are.
+function placeBySeq(node) {
+  const seq = Number(node.dataset.seq);
+  let prev = null;
+  let next = null;
+  for (const other of $("log").querySelectorAll("[data-seq]")) {
+    if (other === node) continue;
+    const s = Number(other.dataset.seq);
+    if (s < seq) prev = other;
+    else if (s > seq && !next) next = other;
+  }
+  const before = (a, b) => Boolean(a.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING);
+  if ((!prev || before(prev, node)) && (!next || before(node, next))) return;
+  if (next && (!prev || before(prev, next))) next.before(node);
+  else if (prev) prev.after(node);
+}
+
+// Keeps what happened to an own message whose id has not come back yet; false when no send
+// awaits an id (so it cannot be one of the messages being sent).
+function holdUnclaimed(id, what) {
+  if (!awaitingIds) return false;
+  unclaimed.set(id, { ...unclaimed.get(id), ...what });
   return true;
 }
 
-// The echo of an own pending message settles it in place (room time and sequence number);
-// true when `ev` was such an echo.
+// No send awaits an id any more: an echo still unclaimed is nobody's pending message here,
+// so it is shown like any message; acks and rejections of unknown ids mean nothing.
+function showUnclaimed() {
+  const echoes = [...unclaimed.values()].map((got) => got.echo).filter(Boolean);
+  unclaimed.clear();
+  for (const ev of echoes.sort((a, b) => a.seq - b.seq)) {
+    const node = messageNode(ev);
+    append(node, { live: true });
+    placeBySeq(node);
+    arrangeFrom(node);
+    shown(ev.seq);
+  }
+}
+
+// A (re)connection into the room: a replay after it can carry this session's own messages,
+// unless it is the first join or the room was reset.
+function joinedRoom(roomReset) {
+  replayMayBeOurs = everJoined && !roomReset;
+  everJoined = true;
+}
+
+// The echo of an own message settles its node (room time and sequence number, room order);
+// true when `ev` was handled so (or is held until its id arrives), false when it is to be
+// shown as a message: an echo of an id the window never sent or no longer knows, a second
+// echo of an id already settled at another sequence number (someone else under our
+// nickname), or an own message in a first join's backlog.
 export function settleEcho(ev) {
   if (!ev.own || ev.msg_id == null) return false;
-  const node = pending.get(ev.msg_id);
-  if (!node) return !ev.history && holdEarly(ev.msg_id, { echo: ev });
-  settle(node, ev);
-  pending.delete(ev.msg_id);
+  if (ev.history && !replayMayBeOurs) return false;
+  const mine = ownById.get(ev.msg_id);
+  if (!mine) return holdUnclaimed(ev.msg_id, { echo: ev });
+  if (mine.node.dataset.seq != null) return mine.node.dataset.seq === String(ev.seq);
+  settle(mine.node, ev);
   return true;
 }
 export function acked(ids) {
   for (const id of ids) {
-    const node = pending.get(id);
-    if (node) { setStatus(node, null); pending.delete(id); } else holdEarly(id, { acked: true });
+    const mine = ownById.get(id);
+    if (mine) { if (mine.node.classList.contains("pending")) setStatus(mine.node, null); } else holdUnclaimed(id, { acked: true });
   }
 }
 export function rejected(id) {
-  const node = pending.get(id);
-  if (node) { markFailed(node); pending.delete(id); } else holdEarly(id, { rejected: true });
+  const mine = ownById.get(id);
+  if (mine) { if (mine.node.dataset.seq == null) refuse(mine); } else holdUnclaimed(id, { rejected: true });
 }
 
 // ---------- older history ----------
@@ -149,6 +208,7 @@ export function shown(seq) {
 
 // A (re)connection: what the room keeps; after a room reset, earlier sequence numbers are void.
 export function roomKeepsFrom(oldestSeq, roomReset) {
+  joinedRoom(roomReset);
   roomOldest = oldestSeq;
   loadingOlder = false;
   if (roomReset) oldestShown = null;

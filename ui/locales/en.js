@@ -66,6 +66,7 @@ export default {
   "conn.left": "Left the room",
   "conn.disconnected": "Disconnected: {message}",
   "conn.choose_nick": "Choose another nickname",
+  "conn.hint_unreachable": "No answer from {address} yet. Check that the address and port are right, that no firewall blocks the connection, and that the host's app is still running.",
 
   // the log
   "log.joined": "{time} · {nick} joined",

@@ -65,6 +65,7 @@ export default {
   "conn.left": "Has salido de la sala",
   "conn.disconnected": "Desconectado: {message}",
   "conn.choose_nick": "Elige otro apodo",
+  "conn.hint_unreachable": "{address} todavía no responde. Comprueba que la dirección y el puerto sean correctos, que ningún cortafuegos bloquee la conexión y que la aplicación del anfitrión siga abierta.",
 
   // la conversación
   "log.joined": "{time} · {nick} se ha unido",

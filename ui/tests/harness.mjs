@@ -29,9 +29,18 @@ const fakeTauri = () => {
       invoke: async (cmd, args = {}) => {
         window.__calls.push({ cmd, args });
         if (cmd === "send") {
+          if (window.__fail && window.__fail.send) throw window.__fail.send;
           const id = ++nextId;
-          // __holdSend: the answer waits for __releaseSend(), as when events overtake it.
-          if (window.__holdSend) return new Promise((resolve) => { window.__releaseSend = () => resolve(id); });
+          // __holdSend: the answer waits, as when events overtake it: __releaseSend() answers
+          // the latest, and every held answer is in __held ({id, text, release}), to be
+          // answered in any order (as Tauri may answer concurrent commands).
+          if (window.__holdSend) {
+            return new Promise((resolve) => {
+              const held = { id, text: args.text, release: () => resolve(id) };
+              (window.__held ||= []).push(held);
+              window.__releaseSend = held.release;
+            });
+          }
           return id;
         }
         if (window.__fail && window.__fail[cmd]) throw window.__fail[cmd];
