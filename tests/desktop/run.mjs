@@ -151,6 +151,7 @@ async function main() {
     await session.waitFor("own message acked", "return [...document.querySelectorAll('#log .msg.own')].some((n) => !n.classList.contains('pending'));");
     const conversation = await shot(session, "conversation");
     if (process.env.UPDATE_README_SCREENSHOT) copyFileSync(conversation, path.join(root, "docs/screenshot.png"));
+    await burst(session, ben, "ana", "host");
 
     // 3b. No notification while the window had the focus; with the window in the
     // background, a message raises one.
@@ -186,7 +187,8 @@ async function main() {
 
     // 6. Join another room where the nickname is taken: the dialog says why; pick another.
     const otherPort = await freePort();
-    start(bin("tertulia-server"), ["--listen", `127.0.0.1:${otherPort}`, "--in-memory"], { TERTULIA_PASSPHRASE: PASS });
+    const otherServer = () => start(bin("tertulia-server"), ["--listen", `127.0.0.1:${otherPort}`, "--in-memory"], { TERTULIA_PASSPHRASE: PASS });
+    const firstServer = otherServer();
     await waitPort(otherPort);
     const carol = chat(otherPort, "carol");
     await carol.wait("connected", (e) => e.type === "connected");
@@ -209,6 +211,8 @@ async function main() {
     await session.waitFor("joined as Carol2", "return document.querySelector('#conn-state').textContent.includes('Connected as Carol2');");
     await carol.wait("Carol2 joined", (e) => e.type === "join" && e.nick === "Carol2");
     await shot(session, "joined-after-rename");
+    await burst(session, carol, "Carol2", "joined");
+    await serverGone(session, { server: firstServer, restart: otherServer, port: otherPort, nick: "Carol2" });
 
     // 7. Hosting again continues the same room: the earlier conversation is there.
     await session.click("#leave");
@@ -238,6 +242,65 @@ async function main() {
   } finally {
     await session.close();
   }
+}
+
+// 3a/6a. A burst from the app window (hosting, then joined to another room): 20 messages
+// typed in one go, Enter after each, faster than any answer comes back. The window shows one
+// bubble per message, none left "sending…", in room order, and the terminal member (`member`,
+// a tertulia-chat --json) received each exactly once, in the order typed.
+async function burst(session, member, nick, label) {
+  const texts = Array.from({ length: 20 }, (_, i) => `${label} burst ${i + 1}/20`);
+  await session.click("#message");
+  await session.type("#message", texts.map((t) => t + "\uE007").join(""));
+  for (const text of texts) await member.wait(`${nick}'s "${text}"`, (e) => e.type === "message" && e.from === nick && e.text === text);
+  const settled = `return (() => {
+    const own = [...document.querySelectorAll('#log .msg.own')].filter((n) => n.querySelector('.text').textContent.startsWith(arguments[0]));
+    return own.length >= 20 && !document.querySelector('#log .msg.pending');
+  })();`;
+  await session.waitFor(`${label}: the burst settled in the window`, settled, `${label} burst `).catch(() => {});
+  const seen = await session.run(`return (() => {
+    const msgs = [...document.querySelectorAll('#log .msg')];
+    return {
+      own: msgs.filter((n) => n.classList.contains('own')).map((n) => n.querySelector('.text').textContent).filter((t) => t.startsWith(arguments[0])),
+      pending: document.querySelectorAll('#log .msg.pending').length,
+      failed: document.querySelectorAll('#log .msg.failed').length,
+      seqs: msgs.map((n) => n.dataset.seq == null ? null : Number(n.dataset.seq)),
+    };
+  })();`, `${label} burst `);
+  await shot(session, `burst-${label}`);
+  for (const text of texts) {
+    const n = seen.own.filter((t) => t === text).length;
+    if (n !== 1) throw new Error(`${label}: ${n} bubbles for "${text}" in the window: ${JSON.stringify(seen.own)}`);
+  }
+  if (JSON.stringify(seen.own) !== JSON.stringify(texts)) throw new Error(`${label}: window order ${JSON.stringify(seen.own)}`);
+  if (seen.pending || seen.failed) throw new Error(`${label}: ${seen.pending} bubbles still sending…, ${seen.failed} not delivered`);
+  if (seen.seqs.some((s) => s == null) || seen.seqs.some((s, i) => i && s < seen.seqs[i - 1])) throw new Error(`${label}: bubbles not in room order: ${JSON.stringify(seen.seqs)}`);
+  const received = member.events.filter((e) => e.type === "message" && e.from === nick && e.text.startsWith(`${label} burst `)).map((e) => e.text);
+  if (JSON.stringify(received) !== JSON.stringify(texts)) throw new Error(`${label}: the terminal member received ${JSON.stringify(received)}`);
+  log(`${label}: 20 messages, one bubble each, none pending; the terminal member got each once`);
+}
+
+// 6b. The room's server stops while the window is in it: one status line that counts the
+// attempts, then a hint of what to check (with the address) — no notice per failed attempt,
+// no raw OS error — and back in the room once the server is up again, the hint gone.
+async function serverGone(session, { server, restart, port, nick }) {
+  const notices = "return [...document.querySelectorAll('#log .notice')].map((n) => n.textContent);";
+  const before = (await session.run(notices)).length;
+  server.kill("SIGKILL");
+  await session.waitFor("the hint after a few failed attempts", "return !document.querySelector('#conn-hint').hidden && /attempt [4-9]/.test(document.querySelector('#conn-state').textContent);");
+  const hint = await session.text("#conn-hint");
+  if (!hint.includes(`127.0.0.1:${port}`) || !/firewall/.test(hint) || !/still running/.test(hint)) throw new Error(`the hint says: ${hint}`);
+  await new Promise((r) => setTimeout(r, 3000)); // a few more attempts
+  const state = await session.text("#conn-state");
+  if (!/^(Reconnecting in \d+ s|Reconnecting|Connecting) \(attempt \d+\)/.test(state)) throw new Error(`the status line says: ${state}`);
+  const added = (await session.run(notices)).slice(before);
+  if (added.length > 1) throw new Error(`notices while reconnecting: ${JSON.stringify(added)}`);
+  const text = await session.text("#chat");
+  if (/os error|cannot reach/.test(text)) throw new Error("a raw OS error is on screen");
+  await shot(session, "reconnecting-hint");
+  restart();
+  await session.waitFor("back in the room", `return document.querySelector('#conn-state').textContent.includes('Connected as ${nick}') && document.querySelector('#conn-hint').hidden;`);
+  log(`server gone: one status line (${state}), ${added.length} notice(s), the hint; back in the room after the restart`);
 }
 
 // 9. An emoji-only conversation with a terminal member (drawn in colour, not as boxes), then
