@@ -99,6 +99,7 @@ async function main() {
   // The app's web storage (remembered form values) goes to a throw-away home, not the user's.
   const home = mkdtempSync(path.join(tmpdir(), "tertulia-e2e-"));
   tempDirs.push(home);
+  const opener = fakeOpener(home);
   // Saved rooms: an unlocked gnome-keyring (the Secret Service) on the same private bus.
   const keyring = await startKeyring(bus.address, home);
   start(driver, ["--port", String(wdPort), "--native-port", String(nativePort)], {
@@ -107,6 +108,7 @@ async function main() {
     XDG_DATA_HOME: path.join(home, "data"),
     XDG_CONFIG_HOME: path.join(home, "config"),
     XDG_CACHE_HOME: path.join(home, "cache"),
+    PATH: `${opener.dir}:${process.env.PATH}`,
     // The window follows the system language: the steps start in English whatever this
     // machine's locale is, and step 9 switches to Spanish in the app.
     LANGUAGE: "en_US:en",
@@ -170,6 +172,7 @@ async function main() {
     await bus.waitFor("a desktop notification", (out) => out.includes("member=Notify") && out.includes("ben — Tertulia") && out.includes("are you there, ana?"));
     log("desktop notification seen on D-Bus");
     await xdotool(display, ["windowfocus", appWindow.split("\n")[0]]);
+    await linksAndAway(session, { ben, display, bus, opener });
 
     // 4. The terminal client quits; the window shows the leave notice.
     ben.quit();
@@ -463,6 +466,79 @@ async function savedRoom(session, keyring, home) {
   log(`saved room rejoined with one click; passphrase only in the keyring (${files.length} files checked)`);
   await session.click("#leave");
   await session.waitFor("the start screen", onStart);
+}
+
+// 3c. Links and being away. A member sends a URL: clicking the link in the real window asks
+// first, showing the URL in full; Cancel and Escape open nothing; "Open link" hands exactly
+// that URL to the system opener (a recording xdg-open on PATH: fakeOpener). Then, with
+// "Mute" on and the window in the background, the title counts the unread messages, a plain
+// message raises no notification and a mention of "ana" still does; the focus clears the count.
+async function linksAndAway(session, { ben, display, bus, opener }) {
+  const url = "https://example.org/tertulia?q=1&lang=es#abajo";
+  ben.say(`mira ${url} (y no javascript:alert(1) ni file:///etc/passwd)`);
+  const link = `#log a.link[href="${url}"]`;
+  await session.waitFor("the link in the window", `return !!document.querySelector(${JSON.stringify(link)});`);
+  const links = await session.run("return [...document.querySelectorAll('#log a')].map((a) => a.getAttribute('href'));");
+  if (JSON.stringify(links) !== JSON.stringify([url])) throw new Error(`links in the log: ${JSON.stringify(links)}`);
+  const dialogOpen = "return document.querySelector('#link-dialog').open;";
+  const dialogClosed = "return !document.querySelector('#link-dialog').open;";
+  await session.click(link);
+  await session.waitFor("the link dialog", dialogOpen);
+  const shown = await session.text("#link-url");
+  if (shown !== url) throw new Error(`the dialog shows ${JSON.stringify(shown)}, not the URL in full`);
+  await shot(session, "link-dialog");
+  await session.click("#link-cancel");
+  await session.waitFor("the dialog closed by Cancel", dialogClosed);
+  await session.click(link);
+  await session.waitFor("the link dialog again", dialogOpen);
+  await session.press(ESCAPE);
+  await session.waitFor("the dialog closed by Escape", dialogClosed);
+  await new Promise((r) => setTimeout(r, 1000));
+  if (opener.opened().length) throw new Error(`opened without confirmation: ${opener.opened()}`);
+  await session.click(link);
+  await session.waitFor("the link dialog, to confirm", dialogOpen);
+  await session.click("#link-open");
+  const deadline = Date.now() + 10_000;
+  while (!opener.opened().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  if (JSON.stringify(opener.opened()) !== JSON.stringify([url])) throw new Error(`the opener got ${JSON.stringify(opener.opened())}, not ${url}`);
+  log("the confirmed link reached the system opener");
+
+  await session.click("#mute");
+  await session.waitFor("Mute on", "return document.querySelector('#mute').getAttribute('aria-pressed') === 'true';");
+  const appWindow = (await xdotool(display, ["search", "--name", "^Tertulia$"])).split("\n")[0];
+  const other = (await xdotool(display, ["search", "--classname", "tertulia-e2e-other"])).split("\n")[0];
+  await xdotool(display, ["windowfocus", other]);
+  await new Promise((r) => setTimeout(r, 300));
+  const notifies = () => bus.output().split("member=Notify").length - 1;
+  const before = notifies();
+  ben.say("nada importante");
+  await session.waitFor("the muted message in the window", ...has("#log .msg .text", "nada importante"));
+  await xdotool(display, ["search", "--name", "^\\(1\\) Tertulia$"]).catch(() => { throw new Error("the window title does not say (1) Tertulia"); });
+  await new Promise((r) => setTimeout(r, 1000));
+  if (notifies() !== before) throw new Error("muted, a message that does not mention ana raised a notification");
+  ben.say("ana, ¿lo viste?");
+  await bus.waitFor("a notification for the mention", (out) => out.split("member=Notify").length - 1 > before && out.includes("ana, ¿lo viste?"));
+  await xdotool(display, ["search", "--name", "^\\(2\\) Tertulia$"]).catch(() => { throw new Error("the window title does not say (2) Tertulia"); });
+  await shot(session, "away-unread");
+  await xdotool(display, ["windowfocus", appWindow]);
+  const titleDeadline = Date.now() + 10_000;
+  while (!(await xdotool(display, ["search", "--name", "^Tertulia$"]).catch(() => ""))) {
+    if (Date.now() > titleDeadline) throw new Error("the unread count stayed in the title after the window got the focus");
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await session.click("#mute");
+  await session.waitFor("Mute off", "return document.querySelector('#mute').getAttribute('aria-pressed') === 'false';");
+  log("title count cleared on focus; muted, only the mention notified");
+}
+
+// A stand-in for the system browser: xdg-open (what the opener plugin runs first on Linux)
+// on the app's PATH, recording each URL it is given, one per line.
+function fakeOpener(home) {
+  const dir = path.join(home, "opener-bin");
+  const file = path.join(home, "opened.txt");
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, "xdg-open"), `#!/bin/sh\nprintf '%s\\n' "$*" >> '${file}'\n`, { mode: 0o755 });
+  return { dir, opened: () => (existsSync(file) ? readFileSync(file, "utf8").split("\n").filter(Boolean) : []) };
 }
 
 function xdotool(display, args) {
