@@ -11,6 +11,7 @@ import { disconnectedText, nickErrorText, textErrorText, clientErrorText } from 
 import { t } from "./i18n.js";
 import { session } from "./session.js";
 import { incoming } from "./away.js";
+import { joined } from "./prefs.js";
 
 // Errors after which the client does not retry: the bar says why it failed.
 const FATAL_ERRORS = new Set(["wrong_passphrase", "not_tertulia", "bad_passphrase"]);
@@ -31,6 +32,7 @@ const handlers = {
   connected(ev) {
     clearCountdown();
     session.nick = ev.nick;
+    joined(ev.nick);
     setMe(ev.nick);
     setConnState("connected", "conn.connected", { nick: ev.nick });
     roomKeepsFrom(ev.oldest_seq, ev.room_reset);

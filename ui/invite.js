@@ -4,6 +4,8 @@
 // is in brackets. core/src/invite.rs is the other implementation: both check the vectors in
 // docs/vectors/invite.json. Pure: no DOM, unit-tested with node --test.
 
+import { t } from "./i18n.js";
+
 const SCHEME = "tertulia://";
 
 // A text that starts like an invite code but cannot be used. `reason`: "bad_host",
@@ -16,14 +18,8 @@ export class InviteError extends Error {
   }
 }
 
-const MESSAGES = {
-  bad_host: "Invite code damaged: it has no valid address before the port.",
-  bad_port: "Invite code damaged: its port is missing or not a number from 1 to 65535.",
-  damaged_encoding: "Invite code damaged: the passphrase after '#' is garbled (was the code cut short or retyped?). Copy it again.",
-  empty_passphrase: "Invite code incomplete: there is no passphrase after '#'.",
-};
-
-const fail = (reason) => { throw new InviteError(reason, MESSAGES[reason]); };
+// The message, in the window's language: locales' "invite_error.<reason>".
+const fail = (reason) => { throw new InviteError(reason, t("invite_error." + reason)); };
 
 // { host (IPv6 without brackets), port (number), passphrase (decoded) }; null when the text
 // is not an invite code at all (does not start with tertulia://); throws InviteError when it

@@ -3,7 +3,7 @@
 import { $, showError } from "./dom.js";
 import { checkNick, checkPort, checkPassphrase, checkHost } from "./validate.js";
 import { parseInvite } from "./invite.js";
-import { remember, recall } from "./prefs.js";
+import { remember, recall, rememberWhenJoined } from "./prefs.js";
 import { errorText } from "./text.js";
 import { t, setLanguage, language } from "./i18n.js";
 import { enterChat, leaveChat, showHosting } from "./room.js";
@@ -36,7 +36,7 @@ async function onHost(event) {
   showError("host-error", "");
   $("host-submit").disabled = true;
   try {
-    remember("nick", nick.trim()); remember("hostPort", port.trim());
+    rememberWhenJoined({ hostPort: port.trim() });
     session.nick = nick.trim();
     enterChat();
     const info = await invoke("host_server", { port: Number(port), passphrase: pass, nick: nick.trim() });
@@ -58,7 +58,7 @@ async function onJoin(event) {
   showError("join-error", "");
   $("join-submit").disabled = true;
   try {
-    remember("nick", nick.trim()); remember("host", host.trim()); remember("port", port.trim());
+    rememberWhenJoined({ host: host.trim(), port: port.trim() });
     session.nick = nick.trim();
     enterChat();
     // "Remember passphrase": stored in the system keyring once in the room; unticked
@@ -78,6 +78,10 @@ export function initStart() {
   $("host-form").addEventListener("submit", onHost);
   $("join-form").addEventListener("submit", onJoin);
   $("join-host").addEventListener("input", fillFromInvite);
+  // An error is about what was submitted: editing the form clears it (capturing, so that a
+  // field's own check, such as a damaged invite code, can still say something new).
+  $("host-form").addEventListener("input", () => showError("host-error", ""), true);
+  $("join-form").addEventListener("input", () => showError("join-error", ""), true);
   $("host-generate").addEventListener("click", async () => {
     try {
       $("host-pass").value = await invoke("generate_passphrase");

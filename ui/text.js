@@ -7,8 +7,16 @@ export { clock } from "./i18n.js";
 // The log key of a leave notice, by the core's leave reason; any other reason reads "left".
 const LEAVE_KEY = { quit: "log.left", connection_lost: "log.lost", renamed: "log.renamed" };
 
-// The message of a rejected command (Tauri rejects with the error's text) or exception.
-export function errorText(e) { return typeof e === "string" ? e : (e && e.message) || String(e); }
+// What went wrong, in the window's language: a rejected command ({kind, message, …vars},
+// src-tauri's CommandError) by its kind, else its message; an exception's message; a string.
+export function errorText(e) {
+  if (e && typeof e === "object" && typeof e.kind === "string") {
+    if (e.kind === "send_refused" && e.reason) return textErrorText(e.reason, e.message);
+    const text = knownOr("command_error." + e.kind, null, e);
+    if (text) return text;
+  }
+  return typeof e === "string" ? e : (e && e.message) || String(e);
+}
 
 // A join or leave notice as key and vars for translate() (so a language switch rewrites it).
 export function joinNotice(ev) { return ["log.joined", { time: { ms: ev.time_ms }, nick: ev.nick }]; }
@@ -41,8 +49,8 @@ export function nickErrorText(reason, message) { return knownOr("nick_error." + 
 export function textErrorText(reason, message) { return knownOr("text_error." + reason, message); }
 export function clientErrorText(kind, message) { return knownOr("error." + kind, message); }
 
-function knownOr(key, fallback) {
-  const text = t(key);
+function knownOr(key, fallback, vars) {
+  const text = t(key, vars);
   return text === key ? fallback : text;
 }
 

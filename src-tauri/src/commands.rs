@@ -16,11 +16,17 @@ use tokio_util::sync::CancellationToken;
 use crate::rooms::{Remember, SavedRooms};
 use crate::session::{AppState, HostInfo, Hosting};
 
-/// Errors shown to the user; serialized as their message.
+/// Errors shown to the user. Serialized as `{"kind": …, "message": …}` plus the values the
+/// message names (`port`, `reason`): the window words each kind in its own language
+/// (ui/locales, `command_error.<kind>`) and falls back to `message` (English).
 #[derive(Debug, Error)]
 pub enum CommandError {
     #[error("{0}")]
     Invalid(String),
+    #[error("port {port} is already in use on this computer; choose another")]
+    PortInUse { port: u16 },
+    #[error("this computer does not allow a room on port {port}; choose a port above 1023")]
+    PortNotAllowed { port: u16 },
     #[error("could not start the room on port {port}: {reason}")]
     HostFailed { port: u16, reason: String },
     #[error("you are already hosting a room; stop it first")]
@@ -31,12 +37,60 @@ pub enum CommandError {
     Client(#[from] client::SendError),
 }
 
+impl CommandError {
+    /// The stable name of this error for the window (`snake_case`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "invalid",
+            Self::PortInUse { .. } => "port_in_use",
+            Self::PortNotAllowed { .. } => "port_not_allowed",
+            Self::HostFailed { .. } => "host_failed",
+            Self::AlreadyHosting => "already_hosting",
+            Self::NotConnected | Self::Client(client::SendError::Stopped) => "not_connected",
+            Self::Client(client::SendError::OutboxFull(_)) => "outbox_full",
+            Self::Client(_) => "send_refused",
+        }
+    }
+
+    /// Why the room could not start on `port`, told apart where the user can act on it.
+    fn host_failed(port: u16, error: &server::ServerError) -> Self {
+        if let server::ServerError::Io(io) = error {
+            match io.kind() {
+                std::io::ErrorKind::AddrInUse => return Self::PortInUse { port },
+                std::io::ErrorKind::PermissionDenied => return Self::PortNotAllowed { port },
+                _ => {}
+            }
+        }
+        Self::HostFailed {
+            port,
+            reason: error.to_string(),
+        }
+    }
+}
+
 impl Serialize for CommandError {
     fn serialize<S: serde::Serializer>(
         &self,
         serializer: S,
     ) -> std::result::Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_string())
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("kind", self.kind())?;
+        map.serialize_entry("message", &self.to_string())?;
+        match self {
+            Self::PortInUse { port } | Self::PortNotAllowed { port } => {
+                map.serialize_entry("port", port)?;
+            }
+            Self::HostFailed { port, reason } => {
+                map.serialize_entry("port", port)?;
+                map.serialize_entry("reason", reason)?;
+            }
+            Self::Client(client::SendError::InvalidText(reason)) => {
+                map.serialize_entry("reason", reason)?;
+            }
+            _ => {}
+        }
+        map.end()
     }
 }
 
@@ -93,10 +147,7 @@ pub async fn host_server<R: Runtime>(
     };
     let server = Server::bind(&format!("0.0.0.0:{port}"), &passphrase, config)
         .await
-        .map_err(|e| CommandError::HostFailed {
-            port,
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| CommandError::host_failed(port, &e))?;
     let port = server
         .local_addr()
         .map_err(|e| CommandError::HostFailed {
@@ -289,6 +340,49 @@ mod tests {
         assert!(check_host("").is_err());
         assert!(check_host("bad host").is_err());
         assert!(check_host("a..b").is_err());
+    }
+
+    #[test]
+    fn a_busy_or_forbidden_port_is_told_apart_for_the_window() {
+        use std::io::{Error, ErrorKind};
+        let busy = CommandError::host_failed(5555, &Error::from(ErrorKind::AddrInUse).into());
+        assert_eq!(
+            serde_json::to_value(&busy).unwrap(),
+            serde_json::json!({
+                "kind": "port_in_use",
+                "port": 5555,
+                "message": "port 5555 is already in use on this computer; choose another"
+            })
+        );
+        let low = CommandError::host_failed(80, &Error::from(ErrorKind::PermissionDenied).into());
+        assert_eq!(low.kind(), "port_not_allowed");
+        let other = CommandError::host_failed(5555, &Error::other("disk on fire").into());
+        let value = serde_json::to_value(&other).unwrap();
+        assert_eq!(value["kind"], "host_failed");
+        assert_eq!(value["port"], 5555);
+        assert!(value["reason"].as_str().unwrap().contains("disk on fire"));
+    }
+
+    #[test]
+    fn a_real_busy_port_is_reported_as_in_use() {
+        let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let error = runtime
+            .block_on(Server::bind(
+                &format!("0.0.0.0:{port}"),
+                "a room passphrase",
+                ServerConfig::default(),
+            ))
+            .err()
+            .expect("the port is taken");
+        assert_eq!(
+            CommandError::host_failed(port, &error).kind(),
+            "port_in_use"
+        );
     }
 
     #[test]

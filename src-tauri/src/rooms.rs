@@ -121,9 +121,19 @@ pub enum RoomsError {
     Join(#[from] CommandError),
 }
 
+/// As [`CommandError`]: `{"kind", "message", …}` for the window to word in its language.
 impl Serialize for RoomsError {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        use serde::ser::SerializeMap;
+        let kind = match self {
+            Self::Join(e) => return e.serialize(s),
+            Self::NotFound(_) => "saved_room_not_found",
+            _ => "rooms_file",
+        };
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("kind", kind)?;
+        map.serialize_entry("message", &self.to_string())?;
+        map.end()
     }
 }
 
@@ -246,9 +256,20 @@ impl RoomsFileStore {
 
     /// Rename the file aside so a new list can start without losing the old one.
     fn set_aside(&self) -> Option<PathBuf> {
-        let mut name = self.path.file_name()?.to_os_string();
-        name.push(format!(".damaged-{}", now_ms()));
-        let aside = self.path.with_file_name(name);
+        // A name no earlier damaged list has (two can be set aside within one millisecond;
+        // renaming onto an existing one would fail, or replace it on some systems).
+        let stamp = now_ms();
+        let aside = (0u32..1000)
+            .map(|n| {
+                let mut name = self.path.file_name()?.to_os_string();
+                name.push(if n == 0 {
+                    format!(".damaged-{stamp}")
+                } else {
+                    format!(".damaged-{stamp}-{n}")
+                });
+                Some(self.path.with_file_name(name))
+            })
+            .find(|candidate| candidate.as_ref().is_none_or(|p| !p.exists()))??;
         match std::fs::rename(&self.path, &aside) {
             Ok(()) => {
                 tracing::warn!(from = %self.path.display(), to = %aside.display(), "saved rooms file set aside");

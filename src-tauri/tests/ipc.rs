@@ -39,6 +39,11 @@ fn invoke(window: &WebviewWindow<MockRuntime>, cmd: &str, args: Value) -> Result
     .map(|body| body.deserialize::<Value>().expect("a JSON result"))
 }
 
+/// A command error as the window receives it: its kind and its (English) message.
+fn refused(kind: &str, message: &str) -> Result<Value, Value> {
+    Err(json!({ "kind": kind, "message": message }))
+}
+
 fn connect_args(host: &str, port: u16, nick: &str) -> Value {
     json!({ "host": host, "port": port, "passphrase": "a room passphrase", "nick": nick })
 }
@@ -68,17 +73,18 @@ fn connect_rejects_bad_fields_with_the_text_shown_to_the_user() {
     let (_app, window) = app();
     assert_eq!(
         invoke(&window, "connect", connect_args("bad host", 5555, "ana")),
-        Err(json!(
+        refused(
+            "invalid",
             "Address: 'bad host' is not an IP address or host name"
-        ))
+        )
     );
     assert_eq!(
         invoke(&window, "connect", connect_args("127.0.0.1", 0, "ana")),
-        Err(json!("Port: choose a port between 1 and 65535"))
+        refused("invalid", "Port: choose a port between 1 and 65535")
     );
     assert_eq!(
         invoke(&window, "connect", connect_args("127.0.0.1", 5555, "  ")),
-        Err(json!(format!("Nickname: {}", NickError::Empty)))
+        refused("invalid", &format!("Nickname: {}", NickError::Empty))
     );
     let missing = invoke(&window, "connect", json!({ "host": "127.0.0.1" }))
         .expect_err("missing arguments are refused");
@@ -93,7 +99,7 @@ fn without_a_session_commands_say_so() {
     let (_app, window) = app();
     assert_eq!(
         invoke(&window, "send", json!({ "text": "hello" })),
-        Err(json!("not connected to a room"))
+        refused("not_connected", "not connected to a room")
     );
     assert_eq!(invoke(&window, "hosting_info", json!({})), Ok(Value::Null));
     assert_eq!(invoke(&window, "disconnect", json!({})), Ok(Value::Null));

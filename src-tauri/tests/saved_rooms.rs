@@ -122,11 +122,15 @@ fn remember_rejoin_and_forget_with_the_real_keyring() {
     assert_eq!(keyring.lookup(&id), None);
     assert_eq!(
         app.invoke("forget_saved_room", json!({ "id": id })),
-        Err(json!(format!("there is no saved room {id}")))
+        Err(
+            json!({ "kind": "saved_room_not_found", "message": format!("there is no saved room {id}") })
+        )
     );
     assert_eq!(
         app.invoke("rejoin_saved_room", json!({ "id": id })),
-        Err(json!(format!("there is no saved room {id}")))
+        Err(
+            json!({ "kind": "saved_room_not_found", "message": format!("there is no saved room {id}") })
+        )
     );
     assert_not_in_files(app.dir.path(), PASS);
 }
@@ -139,7 +143,8 @@ fn a_damaged_list_is_reported_and_set_aside_not_lost() {
     let err = app
         .invoke("list_saved_rooms", json!({}))
         .expect_err("the damage is reported");
-    let err = err.as_str().expect("a message");
+    assert_eq!(err["kind"], "rooms_file");
+    let err = err["message"].as_str().expect("a message");
     assert!(err.starts_with("the saved rooms list was damaged"), "{err}");
     assert!(err.contains("set aside as"), "{err}");
     let aside: Vec<_> = std::fs::read_dir(app.dir.path())
@@ -157,7 +162,8 @@ fn a_damaged_list_is_reported_and_set_aside_not_lost() {
         .invoke("list_saved_rooms", json!({}))
         .expect_err("reported");
     assert!(
-        err.as_str()
+        err["message"]
+            .as_str()
             .is_some_and(|e| e.contains("could not be read")),
         "{err}"
     );
@@ -169,15 +175,18 @@ fn rejoin_and_forget_refuse_unknown_rooms_and_connect_still_checks_its_fields() 
     let app = TestApp::new();
     assert_eq!(
         app.invoke("rejoin_saved_room", json!({ "id": "10.9.9.9:1" })),
-        Err(json!("there is no saved room 10.9.9.9:1"))
+        Err(
+            json!({ "kind": "saved_room_not_found", "message": "there is no saved room 10.9.9.9:1" })
+        )
     );
     assert_eq!(
         app.invoke(
             "connect",
             json!({ "host": "bad host", "port": 1, "passphrase": PASS, "nick": "ana", "remember": true })
         ),
-        Err(json!(
-            "Address: 'bad host' is not an IP address or host name"
-        ))
+        Err(json!({
+            "kind": "invalid",
+            "message": "Address: 'bad host' is not an IP address or host name"
+        }))
     );
 }

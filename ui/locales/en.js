@@ -78,6 +78,8 @@ export default {
   "log.not_delivered": "A message was not delivered: {reason}",
   "msg.sending": "sending…",
   "msg.failed": "not delivered",
+  "msg.show_more": "Show more",
+  "msg.show_less": "Show less",
 
   // typing
   "typing.one": "{a} is typing…",
@@ -94,6 +96,22 @@ export default {
   "confirm.stop": "Stop hosting",
   "confirm.stop_question_alone": "Stop hosting this room? Nobody else is in the room.",
   "confirm.stop_question": { one: "Stop hosting this room? The other member will be told the room is closing.", other: "Stop hosting this room? The {n} other members will be told the room is closing." },
+
+  // a command the window asked for could not be done (src-tauri CommandError kinds)
+  "command_error.port_in_use": "Port {port} is already in use on this computer; choose another.",
+  "command_error.port_not_allowed": "This computer does not allow a room on port {port}; choose a port above 1023.",
+  "command_error.host_failed": "Could not start the room on port {port}: {reason}",
+  "command_error.already_hosting": "You are already hosting a room; stop it first.",
+  "command_error.not_connected": "Not connected to a room.",
+  "command_error.saved_room_not_found": "That room is no longer in your saved rooms.",
+  "command_error.rooms_file": "Your saved rooms list had a problem: {message}",
+  "command_error.outbox_full": "Too many messages are waiting to be sent; wait for the connection to come back.",
+
+  // invite codes (invite.js)
+  "invite_error.bad_host": "Invite code damaged: it has no valid address before the port.",
+  "invite_error.bad_port": "Invite code damaged: its port is missing or not a number from 1 to 65535.",
+  "invite_error.damaged_encoding": "Invite code damaged: the passphrase after '#' is garbled (was the code cut short or retyped?). Copy it again.",
+  "invite_error.empty_passphrase": "Invite code incomplete: there is no passphrase after '#'.",
 
   // what the core reports, by kind
   "nick_error.empty": "the nickname is empty",

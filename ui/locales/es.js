@@ -77,6 +77,8 @@ export default {
   "log.not_delivered": "Un mensaje no se entregó: {reason}",
   "msg.sending": "enviando…",
   "msg.failed": "no entregado",
+  "msg.show_more": "Ver más",
+  "msg.show_less": "Ver menos",
 
   // escribiendo
   "typing.one": "{a} está escribiendo…",
@@ -93,6 +95,22 @@ export default {
   "confirm.stop": "Cerrar la sala",
   "confirm.stop_question_alone": "¿Cerrar esta sala? No hay nadie más en ella.",
   "confirm.stop_question": { one: "¿Cerrar esta sala? Se avisará al otro miembro de que la sala se cierra.", other: "¿Cerrar esta sala? Se avisará a los otros {n} miembros de que la sala se cierra." },
+
+  // una orden de la ventana que no se pudo cumplir (tipos de CommandError en src-tauri)
+  "command_error.port_in_use": "El puerto {port} ya está en uso en este equipo; elige otro.",
+  "command_error.port_not_allowed": "Este equipo no permite abrir una sala en el puerto {port}; elige un puerto mayor que 1023.",
+  "command_error.host_failed": "No se pudo abrir la sala en el puerto {port}: {reason}",
+  "command_error.already_hosting": "Ya tienes una sala abierta; ciérrala primero.",
+  "command_error.not_connected": "No estás conectado a ninguna sala.",
+  "command_error.saved_room_not_found": "Esa sala ya no está entre tus salas guardadas.",
+  "command_error.rooms_file": "Hubo un problema con tu lista de salas guardadas: {message}",
+  "command_error.outbox_full": "Hay demasiados mensajes esperando a enviarse; espera a que vuelva la conexión.",
+
+  // códigos de invitación (invite.js)
+  "invite_error.bad_host": "Código de invitación dañado: no tiene una dirección válida antes del puerto.",
+  "invite_error.bad_port": "Código de invitación dañado: falta el puerto o no es un número del 1 al 65535.",
+  "invite_error.damaged_encoding": "Código de invitación dañado: la contraseña tras «#» está corrupta (¿se cortó o se copió a mano?). Cópialo de nuevo.",
+  "invite_error.empty_passphrase": "Código de invitación incompleto: no hay contraseña tras «#».",
 
   // lo que informa el núcleo, por tipo
   "nick_error.empty": "el apodo está vacío",

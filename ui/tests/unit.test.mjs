@@ -183,6 +183,21 @@ test("errorText: a rejected command's string, an exception's message, anything e
   assert.equal(errorText(null), "null");
 });
 
+test("errorText: a command error by its kind, in the window's language, else its message", () => {
+  const busy = { kind: "port_in_use", port: 5555, message: "port 5555 is already in use on this computer; choose another" };
+  assert.equal(errorText(busy), "Port 5555 is already in use on this computer; choose another.");
+  assert.equal(errorText({ kind: "send_refused", reason: "too_long", message: "the message is longer…" }), "the message is longer than the room allows");
+  assert.equal(errorText({ kind: "invalid", message: "Address: 'x y' is not an IP address or host name" }), "Address: 'x y' is not an IP address or host name");
+  assert.equal(errorText({ kind: "something_new", message: "as the backend words it" }), "as the backend words it");
+  setLanguage("es");
+  try {
+    assert.equal(errorText(busy), "El puerto 5555 ya está en uso en este equipo; elige otro.");
+    assert.equal(errorText({ kind: "host_failed", port: 80, reason: "no data directory" }), "No se pudo abrir la sala en el puerto 80: no data directory");
+  } finally {
+    setLanguage("en");
+  }
+});
+
 test("oldestAfter keeps the lowest sequence number shown", () => {
   assert.equal(oldestAfter(null, 50), 50);
   assert.equal(oldestAfter(50, 48), 48);
