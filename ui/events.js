@@ -2,7 +2,7 @@
 // core's ClientEvent, which the app forwards unchanged as "chat-event"). Room events render
 // through the same per-kind node builders (items.js) whether live, backlog or older history.
 import { messageNode, joinNode, leaveNode } from "./items.js";
-import { append, notice, settleEcho, acked, rejected, shown, roomKeepsFrom, prependOlder } from "./log.js";
+import { append, notice, settleEcho, acked, rejected, shown, roomKeepsFrom, prependOlder, sessionEnded } from "./log.js";
 import { setOnline, setMe } from "./people.js";
 import { setConnState, clearCountdown, startCountdown, connectionAttempt, connectionError } from "./connection.js";
 import { someoneTyping, stoppedTyping } from "./typing.js";
@@ -87,6 +87,7 @@ const handlers = {
   },
   disconnected(ev) {
     clearCountdown();
+    sessionEnded();
     setConnState("failed", null, disconnectedText(ev.reason, ev.message));
   },
 };

@@ -101,7 +101,11 @@ export function applyTranslations(root) {
     node.textContent = t(node.dataset.i18n, vars);
   }
   for (const attr of ATTRIBUTES) {
-    for (const node of root.querySelectorAll(`[data-i18n-${attr}]`)) node.setAttribute(attr, t(node.getAttribute(`data-i18n-${attr}`)));
+    for (const node of root.querySelectorAll(`[data-i18n-${attr}]`)) {
+      let vars = {};
+      try { vars = node.dataset.i18nVars ? JSON.parse(node.dataset.i18nVars) : {}; } catch (_) { vars = {}; }
+      node.setAttribute(attr, t(node.getAttribute(`data-i18n-${attr}`), vars));
+    }
   }
 }
 

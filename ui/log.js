@@ -168,9 +168,18 @@ function showUnclaimed() {
 
 // A (re)connection into the room: a replay after it can carry this session's own messages,
 // unless it is the first join or the room was reset.
+// After a room reset the server numbers from 1 again: what is shown from before keeps its
+// place but loses its (now void) sequence number, so new events are not slotted among it.
 function joinedRoom(roomReset) {
   replayMayBeOurs = everJoined && !roomReset;
   everJoined = true;
+  if (roomReset) for (const node of $("log").querySelectorAll("[data-seq]")) delete node.dataset.seq;
+}
+
+// The session is over for good ("disconnected"): an own message still "sending…" will not be
+// delivered by it; it is marked so and its text offered back to the composer.
+export function sessionEnded() {
+  for (const mine of ownById.values()) if (mine.node.classList.contains("pending")) refuse(mine);
 }
 
 // The echo of an own message settles its node (room time and sequence number, room order);

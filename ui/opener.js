@@ -8,14 +8,18 @@ import { t } from "./i18n.js";
 import { errorText } from "./text.js";
 import { invoke } from "./tauri.js";
 
-// A message's text as nodes: text, and an <a> per link (its URL kept to be asked about).
+// A message's text as nodes: text, and a link per URL (its URL kept to be asked about). The
+// link has no href on purpose: nothing the web view offers by itself (a context menu's "Open
+// Link", a middle click, dragging it out) can follow it; only the click and Enter below, which
+// ask first. (The backend also refuses any navigation away from the app: links.rs.)
 export function linkedText(text) {
   return linkify(text).map((part) => {
     if (!part.url) return document.createTextNode(part.text);
     const a = el("a", "link", part.text);
-    a.href = part.url;
     a.dataset.url = part.url;
-    a.rel = "noopener noreferrer";
+    a.setAttribute("role", "link");
+    a.tabIndex = 0;
+    a.title = part.url;
     a.dir = "ltr";
     return a;
   });
@@ -55,6 +59,14 @@ export function initLinks(log, onError) {
     event.preventDefault();
     onLink(a.dataset.url, onError);
   });
-  // A middle click would open the link in a new webview window: never.
-  log.addEventListener("auxclick", (event) => { if (event.target.closest?.("a.link")) event.preventDefault(); });
+  log.addEventListener("keydown", (event) => {
+    const a = event.target.closest?.("a.link");
+    if (!a || event.key !== "Enter") return;
+    event.preventDefault();
+    onLink(a.dataset.url, onError);
+  });
+  // A middle click or the context menu would offer to open the link elsewhere: never.
+  for (const kind of ["auxclick", "contextmenu"]) {
+    log.addEventListener(kind, (event) => { if (event.target.closest?.("a.link")) event.preventDefault(); });
+  }
 }

@@ -31,7 +31,8 @@ const overlayOpen = () => $("people").classList.contains("open");
 export function initPeople() {
   $("toggle-people").addEventListener("click", () => setOverlay(!overlayOpen()));
   document.addEventListener("keydown", (e) => {
-    if (e.key === "Escape" && overlayOpen()) { e.preventDefault(); setOverlay(false); $("toggle-people").focus(); }
+    // An open dialog is above the overlay: its Escape is its own (cancel), not ours.
+    if (e.key === "Escape" && overlayOpen() && !e.defaultPrevented && !document.querySelector("dialog[open]")) { e.preventDefault(); setOverlay(false); $("toggle-people").focus(); }
   });
   document.addEventListener("pointerdown", (e) => {
     if (overlayOpen() && !$("people").contains(e.target) && !$("toggle-people").contains(e.target)) setOverlay(false);

@@ -51,6 +51,7 @@ export function showHosting(info) {
     const b = el("button", "secondary small", addr);
     b.type = "button";
     b.dataset.i18nTitle = "chat.copy_address";
+    b.dataset.i18nVars = JSON.stringify({ address: addr }); // for the title: the text is the address itself
     b.title = t("chat.copy_address", { address: addr });
     b.addEventListener("click", () => copy(addr, "chat.address_copied"));
     li.append(b);

@@ -27,6 +27,7 @@ use tauri::Runtime;
 pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
     builder
         .plugin(tauri_plugin_notification::init())
+        .plugin(links::navigation_guard())
         // Links are opened only through links::open_link; the plugin's own script that opens
         // clicked <a target=_blank> links without asking stays out of the window.
         .plugin(

@@ -9,6 +9,31 @@ use tauri_plugin_opener::OpenerExt;
 use thiserror::Error;
 use url::Url;
 
+/// Whether `url` is one of the app's own pages (the bundled `ui/`, served as
+/// `tauri://localhost` on Linux and macOS, `http(s)://tauri.localhost` on Windows and Android).
+pub fn is_app_page(url: &Url) -> bool {
+    match url.scheme() {
+        "tauri" => url.host_str() == Some("localhost"),
+        "http" | "https" => url.host_str() == Some("tauri.localhost"),
+        _ => false,
+    }
+}
+
+/// The window never leaves the app's own pages: whatever a peer's link, a context menu's
+/// "Open Link", a dropped URL or a script tries, a navigation elsewhere is cancelled (links
+/// open only in the system browser, through [`open_link`], after the user was asked).
+pub fn navigation_guard<R: Runtime>() -> tauri::plugin::TauriPlugin<R> {
+    tauri::plugin::Builder::new("navigation-guard")
+        .on_navigation(|_webview, url| {
+            let allowed = is_app_page(url);
+            if !allowed {
+                tracing::warn!(%url, "navigation away from the app refused");
+            }
+            allowed
+        })
+        .build()
+}
+
 /// Longer than any message may be: nothing legitimate is refused.
 const MAX_URL_LEN: usize = 8192;
 
@@ -76,6 +101,29 @@ pub fn open_link<R: Runtime>(app: AppHandle<R>, url: String) -> Result<(), Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_apps_own_pages_may_be_shown_in_the_window() {
+        for ok in [
+            "tauri://localhost/",
+            "tauri://localhost/index.html#x",
+            "http://tauri.localhost/",
+            "https://tauri.localhost/index.html",
+        ] {
+            assert!(is_app_page(&Url::parse(ok).unwrap()), "{ok}");
+        }
+        for bad in [
+            "https://example.com/",
+            "http://localhost:1430/",
+            "tauri://evil/",
+            "file:///etc/passwd",
+            "https://tauri.localhost.evil.com/",
+            "data:text/html,hi",
+            "about:blank",
+        ] {
+            assert!(!is_app_page(&Url::parse(bad).unwrap()), "{bad}");
+        }
+    }
 
     #[test]
     fn plain_http_and_https_urls_are_opened_in_normal_form() {

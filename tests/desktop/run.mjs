@@ -310,6 +310,12 @@ async function serverGone(session, { server, restart, port, nick }) {
 // the window switched to Spanish: the start screen, the status line and the room's notices.
 // Ends with the room stopped and the window back in English.
 async function emojiAndSpanish(session, port) {
+  // The window never leaves the app: a navigation elsewhere (as a context menu's "Open Link"
+  // would start) is refused by the backend's guard.
+  await session.run("setTimeout(() => { location.href = 'https://example.org/phishing'; }, 0); return true;");
+  await new Promise((r) => setTimeout(r, 1500));
+  const where = await session.run("return location.protocol + '//' + location.host + ' ' + !!document.querySelector('#chat:not([hidden])');");
+  if (where !== "tauri://localhost true") throw new Error(`the window navigated away from the app: ${where}`);
   const dan = chat(port, "dan");
   await dan.wait("connected", (e) => e.type === "connected");
   const fromTerminal = "❤️ 👍🏽 🏳️‍🌈 1️⃣ ✌️ 👩‍💻";
@@ -476,9 +482,9 @@ async function savedRoom(session, keyring, home) {
 async function linksAndAway(session, { ben, display, bus, opener }) {
   const url = "https://example.org/tertulia?q=1&lang=es#abajo";
   ben.say(`mira ${url} (y no javascript:alert(1) ni file:///etc/passwd)`);
-  const link = `#log a.link[href="${url}"]`;
+  const link = `#log a.link[data-url="${url}"]`;
   await session.waitFor("the link in the window", `return !!document.querySelector(${JSON.stringify(link)});`);
-  const links = await session.run("return [...document.querySelectorAll('#log a')].map((a) => a.getAttribute('href'));");
+  const links = await session.run("return [...document.querySelectorAll('#log a')].map((a) => a.dataset.url);");
   if (JSON.stringify(links) !== JSON.stringify([url])) throw new Error(`links in the log: ${JSON.stringify(links)}`);
   const dialogOpen = "return document.querySelector('#link-dialog').open;";
   const dialogClosed = "return !document.querySelector('#link-dialog').open;";

@@ -198,3 +198,46 @@ test("the narrow online overlay closes with Escape and with a click outside it",
   await page.mouse.click(20, 300);
   assert.equal(await page.isVisible("#people"), false, "a click outside closes it");
 });
+
+test("found in review: a final disconnect fails what is still sending; a room reset keeps new messages below it", async () => {
+  const page = await openPage();
+  await joinRoom(page);
+  await emit(page, [connected(), msg(1, "ben", "one"), msg(2, "ben", "two"), msg(3, "ben", "three")]);
+  // The server restarted without its history: it numbers from 1 again.
+  await emit(page, [{ ...connected(), room_reset: true, resumed: false }]);
+  await page.fill("#message", "lost in the restart?");
+  await page.press("#message", "Enter");
+  await page.waitForSelector(".msg.pending");
+  await page.waitForTimeout(100);
+  await emit(page, [{ type: "message", seq: 2, time_ms: 0, from: "ana", text: "lost in the restart?", own: true, msg_id: 1, history: false }]);
+  const order = await page.$$eval("#log .msg .text, #log .notice", (ns) => ns.map((n) => n.textContent));
+  assert.deepEqual(order.slice(-2), [order.at(-2), "lost in the restart?"], "the own message stays at the bottom");
+  assert.match(order.at(-2), /restarted/);
+  // A message still sending when the session ends for good is marked, and its text is back.
+  await page.fill("#message", "never sent");
+  await page.press("#message", "Enter");
+  await page.waitForFunction(() => [...document.querySelectorAll(".msg.pending")].some((n) => n.textContent.includes("never sent")));
+  await emit(page, [{ type: "disconnected", reason: "fatal", message: "the server is shutting down" }]);
+  assert.equal(await page.$$eval(".msg.pending", (ns) => ns.length), 0, "nothing left 'sending…'");
+  assert.equal(await page.$$eval(".msg.failed", (ns) => ns.filter((n) => n.textContent.includes("never sent")).length), 1);
+  assert.equal(await page.inputValue("#message"), "never sent", "the text is back in the composer");
+  assert.deepEqual(page.errors, []);
+});
+
+test("found in review: Escape in a dialog over the open overlay cancels the dialog; attribute texts keep their values on a language switch", async () => {
+  const page = await openPage({ viewport: { width: 360, height: 640 } });
+  await page.fill("#host-nick", "ana");
+  await page.fill("#host-pass", "open sesame");
+  await page.click("#host-submit");
+  await page.waitForSelector("#host-panel:not([hidden])");
+  await emit(page, [connected(), { type: "online", members: ["ana", "ben"] }]);
+  await page.click("#toggle-people");
+  await page.click("#stop-hosting");
+  await page.waitForSelector("#confirm-dialog[open]");
+  await page.keyboard.press("Escape");
+  assert.equal(await page.$eval("#confirm-dialog", (d) => d.open), false, "the dialog is cancelled by the first Escape");
+  assert.equal((await calls(page)).some((c) => c.cmd === "stop_hosting"), false);
+  assert.equal(await page.getAttribute("#host-addresses button", "title"), "Copy 192.168.1.20:5555");
+  await page.evaluate(async () => (await import("./i18n.js")).setLanguage("es"));
+  assert.equal(await page.getAttribute("#host-addresses button", "title"), "Copiar 192.168.1.20:5555");
+});

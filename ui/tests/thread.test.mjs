@@ -100,8 +100,9 @@ test("an http(s) URL is a link that asks first: Cancel and Escape open nothing, 
   const page = await openPage();
   await joinRoom(page);
   await emit(page, [connected, msg("ben", Date.now(), withLink, { history: false })]);
-  const links = await page.$$eval("#log .msg a", (as) => as.map((a) => [a.textContent, a.getAttribute("href")]));
-  assert.deepEqual(links, [["https://example.org/tertulia?q=1&lang=es#abajo", "https://example.org/tertulia?q=1&lang=es#abajo"]], "only the plain https URL is a link");
+  const links = await page.$$eval("#log .msg a", (as) => as.map((a) => [a.textContent, a.dataset.url, a.getAttribute("href")]));
+  assert.deepEqual(links, [["https://example.org/tertulia?q=1&lang=es#abajo", "https://example.org/tertulia?q=1&lang=es#abajo", null]],
+    "only the plain https URL is a link, and it has no href: no context menu or middle click can follow it");
   assert.equal(await page.textContent("#log .msg .text"), withLink, "the text is whole");
   const opened = async () => (await calls(page)).filter((c) => c.cmd === "open_link");
   const start = page.url();
