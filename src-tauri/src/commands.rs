@@ -122,12 +122,15 @@ fn check_host(raw: &str) -> Result<String> {
 pub async fn host_server<R: Runtime>(
     app: AppHandle<R>,
     state: State<'_, AppState>,
+    rooms: State<'_, SavedRooms>,
     port: u16,
     passphrase: String,
     nick: String,
 ) -> Result<HostInfo> {
     let passphrase = check_passphrase(&passphrase)?;
     let nick = check_nick(&nick)?;
+    // A join still waiting to be saved is not this session's: hosted rooms are not saved.
+    rooms.cancel_join(&app);
     let mut hosting = state.hosting.lock().await;
     if hosting.is_some() {
         return Err(CommandError::AlreadyHosting);
@@ -313,7 +316,12 @@ pub async fn reconnect_now(state: State<'_, AppState>) -> Result<()> {
 
 /// Leave the room (the hosted server, if any, keeps running).
 #[tauri::command]
-pub async fn disconnect(state: State<'_, AppState>) -> Result<()> {
+pub async fn disconnect<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, AppState>,
+    rooms: State<'_, SavedRooms>,
+) -> Result<()> {
+    rooms.cancel_join(&app);
     let session = state.session.lock().await.take();
     if let Some(session) = session {
         session.end().await;

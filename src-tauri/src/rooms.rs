@@ -489,6 +489,21 @@ impl SavedRooms {
         }
     }
 
+    /// The join waiting to be saved will not be: its session was ended by the user or
+    /// replaced by hosting. Without this, a session ended before its `disconnected` arrived
+    /// would leave the join armed, and the next session's `connected` (another room) would
+    /// save it — with a passphrase no room ever accepted.
+    pub fn cancel_join<R: Runtime>(&self, app: &AppHandle<R>) {
+        let old = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(id) = old.and_then(|p| p.listener) {
+            app.unlisten(id);
+        }
+    }
+
     /// Save the room a session got into, and apply `remember` to the keyring; the window is
     /// told the outcome.
     async fn joined<R: Runtime>(&self, app: &AppHandle<R>, join: Pending, nick: String) {
