@@ -92,6 +92,16 @@ const handlers = {
   },
 };
 
+// A room time a Date can hold (ms since the epoch, at most ±8.64e15); anything else (a
+// hostile host's nonsense) reads as "now" instead of making date formatting throw and the
+// event vanish.
+const MAX_TIME_MS = 8.64e15;
+function saneTimes(ev) {
+  if ("time_ms" in ev && !(Number.isFinite(ev.time_ms) && Math.abs(ev.time_ms) <= MAX_TIME_MS)) ev.time_ms = 0;
+  if (Array.isArray(ev.events)) ev.events.forEach(saneTimes);
+}
+
 export function onChatEvent(ev) {
+  saneTimes(ev);
   if (Object.hasOwn(handlers, ev.type)) handlers[ev.type](ev);
 }

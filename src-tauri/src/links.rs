@@ -90,17 +90,60 @@ fn is_invisible(c: char) -> bool {
 /// Opens a link from a message in the system browser, once the user confirmed it in the
 /// window; refuses anything but a plain http(s) URL ([`checked_link`]).
 #[tauri::command]
-pub fn open_link<R: Runtime>(app: AppHandle<R>, url: String) -> Result<(), String> {
-    let url = checked_link(&url).map_err(|e| e.to_string())?;
+pub fn open_link<R: Runtime>(app: AppHandle<R>, url: String) -> Result<(), OpenError> {
+    let url = checked_link(&url)?;
     tracing::info!(%url, "opening a link in the system browser");
     app.opener()
         .open_url(url.as_str(), None::<&str>)
-        .map_err(|e| format!("the browser could not be started: {e}"))
+        .map_err(|e| OpenError::Browser(e.to_string()))
+}
+
+/// Why `open_link` did not open a link; sent to the window as `{"kind", "message"}` like the
+/// other commands' errors (`link_<reason>` or `browser_failed`), worded there in its language.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Refused(#[from] LinkError),
+    #[error("the browser could not be started: {0}")]
+    Browser(String),
+}
+
+impl serde::Serialize for OpenError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let kind = match self {
+            Self::Refused(LinkError::Scheme) => "link_scheme",
+            Self::Refused(LinkError::Invalid) => "link_invalid",
+            Self::Refused(LinkError::Hidden) => "link_hidden",
+            Self::Refused(LinkError::Credentials) => "link_credentials",
+            Self::Refused(LinkError::TooLong) => "link_too_long",
+            Self::Browser(_) => "browser_failed",
+        };
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("kind", kind)?;
+        map.serialize_entry("message", &self.to_string())?;
+        if let Self::Browser(detail) = self {
+            map.serialize_entry("detail", detail)?;
+        }
+        map.end()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_link_reaches_the_window_by_kind() {
+        let refused = OpenError::from(checked_link("javascript:alert(1)").unwrap_err());
+        assert_eq!(
+            serde_json::to_value(&refused).unwrap(),
+            serde_json::json!({ "kind": "link_scheme", "message": "only http and https links are opened" })
+        );
+        let browser = serde_json::to_value(OpenError::Browser("no xdg-open".into())).unwrap();
+        assert_eq!(browser["kind"], "browser_failed");
+        assert_eq!(browser["detail"], "no xdg-open");
+    }
 
     #[test]
     fn only_the_apps_own_pages_may_be_shown_in_the_window() {

@@ -105,6 +105,12 @@ export default {
   "command_error.not_connected": "Not connected to a room.",
   "command_error.saved_room_not_found": "That room is no longer in your saved rooms.",
   "command_error.rooms_file": "Your saved rooms list had a problem: {message}",
+  "command_error.link_scheme": "Only http and https links are opened.",
+  "command_error.link_invalid": "The link is not a valid web address.",
+  "command_error.link_hidden": "The link contains spaces or invisible characters.",
+  "command_error.link_credentials": "Links with a user name or password before the host are not opened.",
+  "command_error.link_too_long": "The link is too long to open.",
+  "command_error.browser_failed": "The browser could not be started: {detail}",
   "command_error.outbox_full": "Too many messages are waiting to be sent; wait for the connection to come back.",
 
   // invite codes (invite.js)

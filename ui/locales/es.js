@@ -104,6 +104,12 @@ export default {
   "command_error.not_connected": "No estás conectado a ninguna sala.",
   "command_error.saved_room_not_found": "Esa sala ya no está entre tus salas guardadas.",
   "command_error.rooms_file": "Hubo un problema con tu lista de salas guardadas: {message}",
+  "command_error.link_scheme": "Solo se abren enlaces http y https.",
+  "command_error.link_invalid": "El enlace no es una dirección web válida.",
+  "command_error.link_hidden": "El enlace tiene espacios o caracteres invisibles.",
+  "command_error.link_credentials": "No se abren enlaces con usuario o contraseña antes del equipo.",
+  "command_error.link_too_long": "El enlace es demasiado largo para abrirlo.",
+  "command_error.browser_failed": "No se pudo abrir el navegador: {detail}",
   "command_error.outbox_full": "Hay demasiados mensajes esperando a enviarse; espera a que vuelva la conexión.",
 
   // códigos de invitación (invite.js)

@@ -241,3 +241,11 @@ test("found in review: Escape in a dialog over the open overlay cancels the dial
   await page.evaluate(async () => (await import("./i18n.js")).setLanguage("es"));
   assert.equal(await page.getAttribute("#host-addresses button", "title"), "Copiar 192.168.1.20:5555");
 });
+
+test("found in review: a room time no Date can hold is shown as now, not dropped", async () => {
+  const page = await openPage();
+  await joinRoom(page);
+  await emit(page, [connected(), msg(1, "ben", "from the far future", { time_ms: 9e18 }), msg(2, "ben", "and after it")]);
+  assert.deepEqual(await page.$$eval("#log .msg .text", (ns) => ns.map((n) => n.textContent)), ["from the far future", "and after it"]);
+  assert.deepEqual(page.errors, []);
+});
