@@ -45,12 +45,21 @@ function clearProblem() {
   $("saved-notice").hidden = true;
 }
 
+// Rebuilds the list. An open passphrase prompt survives it (what was typed, its error and
+// the focus in it), as long as its room is still listed.
 function render() {
   const list = $("saved-list");
-  const focused = document.activeElement?.closest?.("#saved-list li")?.dataset.id;
+  const active = document.activeElement;
+  const focused = active?.closest?.("#saved-list li")?.dataset.id;
+  const asking = list.querySelector(".saved-ask");
+  const askingId = asking?.closest("li")?.dataset.id;
+  const typingInPrompt = asking?.contains(active) ? active : null;
   list.replaceChildren(...rooms.map(item));
+  const owner = askingId && list.querySelector(`li[data-id="${CSS.escape(askingId)}"]`);
+  if (owner) owner.append(asking);
   $("saved-rooms").hidden = rooms.length === 0 && !$("saved-error").textContent;
-  if (focused) list.querySelector(`li[data-id="${CSS.escape(focused)}"] .saved-rejoin`)?.focus();
+  if (owner && typingInPrompt) typingInPrompt.focus();
+  else if (focused) list.querySelector(`li[data-id="${CSS.escape(focused)}"] .saved-rejoin`)?.focus();
 }
 
 function item(room) {
@@ -122,7 +131,8 @@ function ask(room, li, detail) {
   submit.type = "submit";
   buttons.append(cancel, submit);
   form.append(why, label, check, error, buttons);
-  const close = () => { form.remove(); li.querySelector(".saved-rejoin")?.focus(); };
+  // The prompt may have moved to a rebuilt item of the same room (render).
+  const close = () => { const owner = form.closest("li"); form.remove(); owner?.querySelector(".saved-rejoin")?.focus(); };
   cancel.addEventListener("click", close);
   form.addEventListener("keydown", (e) => { if (e.key === "Escape") { e.preventDefault(); close(); } });
   form.addEventListener("submit", async (e) => {
@@ -137,9 +147,10 @@ function ask(room, li, detail) {
     } catch (err) {
       leaveChat();
       error.textContent = errorText(err);
+      input.focus();
     }
   });
-  li.append(form);
+  (li.isConnected ? li : $("saved-list").querySelector(`li[data-id="${CSS.escape(room.id)}"]`) || li).append(form);
   input.focus();
 }
 

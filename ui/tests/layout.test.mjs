@@ -249,3 +249,24 @@ test("found in review: a room time no Date can hold is shown as now, not dropped
   assert.deepEqual(await page.$$eval("#log .msg .text", (ns) => ns.map((n) => n.textContent)), ["from the far future", "and after it"]);
   assert.deepEqual(page.errors, []);
 });
+
+test("found in review: the saved room's passphrase prompt survives a list refresh and a failed join", async () => {
+  const page = await openPage();
+  const room = { id: "192.168.1.20:5555", name: "192.168.1.20:5555", host: "192.168.1.20", port: 5555, nick: "ana", last_used_ms: Date.now(), passphrase_saved: false };
+  await page.evaluate((r) => { window.__responses.list_saved_rooms = [r]; }, room);
+  await page.evaluate(() => import("./saved.js").then((m) => m.refreshSaved()));
+  await page.click("#saved-list .saved-rejoin");
+  await page.waitForSelector(".saved-ask input[type=password]");
+  await page.fill(".saved-ask input[type=password]", "half typed");
+  await page.evaluate(() => import("./saved.js").then((m) => m.refreshSaved()));
+  assert.equal(await page.inputValue(".saved-ask input[type=password]"), "half typed", "a refresh keeps the prompt and what was typed");
+  assert.equal(await page.evaluate(() => document.activeElement.type), "password", "and the focus in it");
+  await page.evaluate(() => { window.__fail = { rejoin_saved_room: { kind: "not_connected", message: "not connected to a room" } }; });
+  await page.click(".saved-ask button[type=submit]");
+  await page.waitForSelector("#start:not([hidden])");
+  await page.waitForFunction(() => document.querySelector(".saved-ask .error")?.textContent);
+  assert.equal(await page.textContent(".saved-ask .error"), "Not connected to a room.", "the failure is said where it was asked");
+  await page.keyboard.press("Escape");
+  assert.equal(await page.$$eval(".saved-ask", (f) => f.length), 0, "Escape closes it");
+  assert.deepEqual(page.errors, []);
+});
