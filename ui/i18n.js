@@ -93,19 +93,16 @@ export function translate(node, key, vars) {
 
 const ATTRIBUTES = ["placeholder", "title", "aria-label"];
 
+// The vars kept on a translated node (translate(), data-i18n-vars); none when absent or unreadable.
+function varsOf(node) {
+  try { return node.dataset.i18nVars ? JSON.parse(node.dataset.i18nVars) : {}; } catch (_) { return {}; }
+}
+
 // Rewrites every translated text and attribute under `root` in the current language.
 export function applyTranslations(root) {
-  for (const node of root.querySelectorAll("[data-i18n]")) {
-    let vars = {};
-    try { vars = node.dataset.i18nVars ? JSON.parse(node.dataset.i18nVars) : {}; } catch (_) { vars = {}; }
-    node.textContent = t(node.dataset.i18n, vars);
-  }
+  for (const node of root.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n, varsOf(node));
   for (const attr of ATTRIBUTES) {
-    for (const node of root.querySelectorAll(`[data-i18n-${attr}]`)) {
-      let vars = {};
-      try { vars = node.dataset.i18nVars ? JSON.parse(node.dataset.i18nVars) : {}; } catch (_) { vars = {}; }
-      node.setAttribute(attr, t(node.getAttribute(`data-i18n-${attr}`), vars));
-    }
+    for (const node of root.querySelectorAll(`[data-i18n-${attr}]`)) node.setAttribute(attr, t(node.getAttribute(`data-i18n-${attr}`), varsOf(node)));
   }
 }
 

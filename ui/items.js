@@ -34,7 +34,7 @@ export function messageNode(ev) {
 
 // A message that may be taller than LONG_LINES lines (by its characters and line breaks).
 const LONG_LINES = 12;
-export function mayBeLong(text) { return text.length > 600 || text.split("\n", LONG_LINES + 1).length > LONG_LINES; }
+function mayBeLong(text) { return text.length > 600 || text.split("\n", LONG_LINES + 1).length > LONG_LINES; }
 
 // A very long message shows its start and a "Show more" button (then "Show less"), so a
 // message of thousands of lines never makes a bubble thousands of pixels tall. Once laid out,

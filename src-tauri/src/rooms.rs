@@ -258,18 +258,19 @@ impl RoomsFileStore {
     fn set_aside(&self) -> Option<PathBuf> {
         // A name no earlier damaged list has (two can be set aside within one millisecond;
         // renaming onto an existing one would fail, or replace it on some systems).
+        let file_name = self.path.file_name()?;
         let stamp = now_ms();
         let aside = (0u32..1000)
             .map(|n| {
-                let mut name = self.path.file_name()?.to_os_string();
+                let mut name = file_name.to_os_string();
                 name.push(if n == 0 {
                     format!(".damaged-{stamp}")
                 } else {
                     format!(".damaged-{stamp}-{n}")
                 });
-                Some(self.path.with_file_name(name))
+                self.path.with_file_name(name)
             })
-            .find(|candidate| candidate.as_ref().is_none_or(|p| !p.exists()))??;
+            .find(|candidate| !candidate.exists())?;
         match std::fs::rename(&self.path, &aside) {
             Ok(()) => {
                 tracing::warn!(from = %self.path.display(), to = %aside.display(), "saved rooms file set aside");

@@ -3,41 +3,11 @@
 //! error text shown to the user are checked as the UI receives them. Nothing here opens a
 //! connection: every case is answered before a session would start.
 
+mod support;
+
 use serde_json::{json, Value};
-use tauri::ipc::{CallbackFn, InvokeBody};
-use tauri::test::{get_ipc_response, mock_builder, mock_context, noop_assets, MockRuntime};
-use tauri::webview::InvokeRequest;
-use tauri::{App, WebviewWindow, WebviewWindowBuilder};
+use support::{invoke, mock_app as app};
 use tertulia_core::text::NickError;
-
-/// The app with its state, plugins and commands, and its main window.
-fn app() -> (App<MockRuntime>, WebviewWindow<MockRuntime>) {
-    let app = tertulia_app_lib::configure(mock_builder())
-        .build(mock_context(noop_assets()))
-        .expect("the app builds on the mock runtime");
-    let window = WebviewWindowBuilder::new(&app, "main", Default::default())
-        .build()
-        .expect("the main window");
-    (app, window)
-}
-
-/// Invoke `cmd` with `args` as the UI's `invoke(cmd, args)` does: the value it resolves to,
-/// or the one it rejects with.
-fn invoke(window: &WebviewWindow<MockRuntime>, cmd: &str, args: Value) -> Result<Value, Value> {
-    get_ipc_response(
-        window,
-        InvokeRequest {
-            cmd: cmd.into(),
-            callback: CallbackFn(0),
-            error: CallbackFn(1),
-            url: "tauri://localhost".parse().expect("url"),
-            body: InvokeBody::Json(args),
-            headers: Default::default(),
-            invoke_key: tauri::test::INVOKE_KEY.to_string(),
-        },
-    )
-    .map(|body| body.deserialize::<Value>().expect("a JSON result"))
-}
 
 /// A command error as the window receives it: its kind and its (English) message.
 fn refused(kind: &str, message: &str) -> Result<Value, Value> {

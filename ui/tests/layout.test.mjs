@@ -143,21 +143,14 @@ test("Arabic and Hebrew messages are laid out right to left, each message on its
 
 test("a refused nickname is not remembered; old errors leave the start screen", async () => {
   const page = await openPage();
-  await page.fill("#join-nick", "ben");
-  await page.fill("#join-host", "192.168.1.20");
-  await page.fill("#join-pass", "open sesame");
-  await page.click("#join-submit");
-  await page.waitForSelector("#chat:not([hidden])");
+  await joinRoom(page, "ben");
   await emit(page, [{ type: "nick_rejected", nick: "ben", reason: "taken", message: "taken" }]);
   await page.fill("#nick-input", "ana");
   await page.click("#nick-submit");
   assert.equal((await calls(page)).filter((c) => c.cmd === "set_nick").length, 1);
   await page.reload();
   assert.equal(await page.inputValue("#join-nick"), "", "neither the refused nor the not-yet-accepted name");
-  await page.fill("#join-nick", "ana");
-  await page.fill("#join-host", "192.168.1.20");
-  await page.fill("#join-pass", "open sesame");
-  await page.click("#join-submit");
+  await joinRoom(page, "ana");
   await emit(page, [connected("ana")]);
   await page.reload();
   assert.equal(await page.inputValue("#join-nick"), "ana", "the accepted one is");

@@ -1,4 +1,5 @@
-//! Shared by the saved-rooms IPC tests: the app on Tauri's mock runtime with its saved rooms
+//! Shared by the IPC tests: the app on Tauri's mock runtime and `invoke` as the window calls
+//! it ([`mock_app`], [`invoke`]); for the saved-rooms tests, the app with its saved rooms
 //! in a temporary file, invoking commands as the window does, waiting for the events it
 //! would get, a real room to join, and a real Secret Service (gnome-keyring on a private
 //! D-Bus session bus).
@@ -30,18 +31,42 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
 }
 
+/// The app with its state, plugins and commands (`configure`), and its main window.
+pub fn mock_app() -> (App<MockRuntime>, WebviewWindow<MockRuntime>) {
+    let app = tertulia_app_lib::configure(mock_builder())
+        .build(mock_context(noop_assets()))
+        .expect("the app builds on the mock runtime");
+    let window = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .expect("the main window");
+    (app, window)
+}
+
+/// Invoke `cmd` with `args` as the UI's `invoke(cmd, args)` does: the value it resolves to,
+/// or the one it rejects with.
+pub fn invoke(window: &WebviewWindow<MockRuntime>, cmd: &str, args: Value) -> Result<Value, Value> {
+    get_ipc_response(
+        window,
+        InvokeRequest {
+            cmd: cmd.into(),
+            callback: CallbackFn(0),
+            error: CallbackFn(1),
+            url: "tauri://localhost".parse().expect("url"),
+            body: InvokeBody::Json(args),
+            headers: Default::default(),
+            invoke_key: tauri::test::INVOKE_KEY.to_string(),
+        },
+    )
+    .map(|body| body.deserialize::<Value>().expect("a JSON result"))
+}
+
 impl TestApp {
     pub fn new() -> Self {
-        let app = tertulia_app_lib::configure(mock_builder())
-            .build(mock_context(noop_assets()))
-            .expect("the app builds on the mock runtime");
+        let (app, window) = mock_app();
         let dir = tempfile::tempdir().expect("temp dir");
         assert!(app
             .state::<SavedRooms>()
             .use_file(dir.path().join(ROOMS_FILE)));
-        let window = WebviewWindowBuilder::new(&app, "main", Default::default())
-            .build()
-            .expect("the main window");
         let (chat_tx, chat) = mpsc::channel();
         app.listen(CHAT_EVENT, move |e| {
             let _ = chat_tx.send(serde_json::from_str(e.payload()).expect("JSON event"));
@@ -65,19 +90,7 @@ impl TestApp {
 
     /// `invoke(cmd, args)` as the window calls it: what it resolves or rejects with.
     pub fn invoke(&self, cmd: &str, args: Value) -> Result<Value, Value> {
-        get_ipc_response(
-            &self.window,
-            InvokeRequest {
-                cmd: cmd.into(),
-                callback: CallbackFn(0),
-                error: CallbackFn(1),
-                url: "tauri://localhost".parse().expect("url"),
-                body: InvokeBody::Json(args),
-                headers: Default::default(),
-                invoke_key: tauri::test::INVOKE_KEY.to_string(),
-            },
-        )
-        .map(|body| body.deserialize::<Value>().expect("a JSON result"))
+        invoke(&self.window, cmd, args)
     }
 
     /// The next chat event matching `pred` (others are skipped).
