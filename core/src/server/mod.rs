@@ -92,6 +92,22 @@ pub struct ServerConfig {
     pub data_dir: Option<std::path::PathBuf>,
     /// Largest size of the room database; beyond it messages are refused as on a full disk.
     pub max_store_bytes: Option<u64>,
+    /// What to do when `data_dir` holds a room bound to a different passphrase.
+    pub previous_room: PreviousRoom,
+}
+
+/// What happens to a stored room whose passphrase differs from the one the server starts
+/// with: a room is bound to its passphrase, so a different one means a different room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreviousRoom {
+    /// Refuse to start ([`ServerError::RoomPassphraseChanged`]); the host decides.
+    #[default]
+    Refuse,
+    /// Start a new room; the previous room's files are kept, set aside in the data directory.
+    Keep,
+    /// Start a new room; the previous room's files are deleted.
+    Delete,
 }
 
 impl Default for ServerConfig {
@@ -111,6 +127,7 @@ impl Default for ServerConfig {
             socket_send_buffer: Some(256 * 1024),
             data_dir: None,
             max_store_bytes: None,
+            previous_room: PreviousRoom::Refuse,
         }
     }
 }
@@ -194,6 +211,9 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The data directory holds a room bound to a different passphrase.
+    #[error("the room stored in {} was created with a different passphrase; start a new room or use the previous passphrase", data_dir.display())]
+    RoomPassphraseChanged { data_dir: std::path::PathBuf },
 }
 
 struct Shared {
