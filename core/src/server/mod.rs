@@ -15,7 +15,8 @@
 //! - [`order`]: the order a member's connection sends in (pure), used by the writer.
 //! - [`link`]: what the room holds of a member connection, and what its writer reports.
 //! - [`handler`] and [`writer`]: the two halves of a connection (I/O).
-//! - [`addresses`]: the addresses a host shares with others.
+//! - [`addresses`]: the addresses a host shares with others; [`source`]: the unit per-address
+//!   limits count (an IPv4 address or an IPv6 /64).
 
 mod addresses;
 mod clock;
@@ -27,6 +28,7 @@ mod link;
 mod order;
 mod room;
 mod roster;
+pub(crate) mod source;
 mod store;
 mod writer;
 
@@ -59,6 +61,7 @@ use crate::text::MAX_MESSAGE_BYTES;
 use clock::{Now, RoomIdentity};
 use fanout::FanoutLog;
 use room::Room;
+use source::Source;
 use store::Store;
 
 /// Server tuning; see `docs/PROTOCOL.md` (Limits) for the defaults and their reasons.
@@ -67,7 +70,7 @@ pub struct ServerConfig {
     pub room: RoomConfig,
     /// Simultaneous connections (handshaking or joined).
     pub max_connections: usize,
-    /// Simultaneous connections from one IP address.
+    /// Simultaneous connections from one IPv4 address or IPv6 /64.
     pub max_connections_per_ip: usize,
     /// Largest frame body a client may send (at most [`MAX_BODY`]).
     pub max_frame_bytes: usize,
@@ -224,18 +227,19 @@ struct Shared {
     /// The room's broadcast log (see [`Room::fanout`]).
     log: Arc<FanoutLog>,
     next_conn_id: AtomicU64,
-    /// Open connections per peer IP address.
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Open connections per source (IPv4 address or IPv6 /64).
+    per_ip: Mutex<HashMap<Source, usize>>,
 }
 
-/// One connection counted against its IP address; released on drop.
+/// One connection counted against its source address; released on drop.
 struct IpSlot {
     shared: Arc<Shared>,
-    ip: IpAddr,
+    ip: Source,
 }
 
 impl IpSlot {
     fn acquire(shared: &Arc<Shared>, ip: IpAddr) -> Option<Self> {
+        let ip = Source::of(ip);
         let mut per_ip = shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         let count = per_ip.entry(ip).or_insert(0);
         if *count >= shared.config.max_connections_per_ip {
