@@ -148,6 +148,8 @@ pub struct Session {
     offered_salt: Option<Salt>,
     /// The last different salt reported as a changed room (reported once, not per attempt).
     reported_salt: Option<Salt>,
+    /// The server refused the nickname on this connection and the user is choosing another.
+    choosing_nick: bool,
 }
 
 impl Session {
@@ -177,6 +179,7 @@ impl Session {
             room_salt: None,
             offered_salt: None,
             reported_salt: None,
+            choosing_nick: false,
         }
     }
 
@@ -243,6 +246,7 @@ impl Session {
         }
         self.reported_salt = None;
         self.refusals = 0;
+        self.choosing_nick = false;
         self.connection = Some(Connection {
             joined: false,
             sent_through: 0,
@@ -535,6 +539,7 @@ impl Session {
                 self.leave_if_flushed();
             }
             ServerMessage::NickRejected { nick, reason } => {
+                self.choosing_nick = true;
                 self.emit(ClientEvent::NickRejected {
                     nick,
                     reason,
@@ -560,6 +565,12 @@ impl Session {
                     ErrorCode::Storage => (ErrorKind::ServerStorage, true),
                     ErrorCode::Flood => (ErrorKind::Flood, true),
                     ErrorCode::Replaced => (ErrorKind::Protocol, false),
+                    // The join deadline (the handshake timeout) passed while the user chose
+                    // another nickname: expected, not worth an error; the next connection
+                    // joins with whatever nickname is set by then.
+                    ErrorCode::Timeout if self.choosing_nick && !self.joined() => {
+                        (ErrorKind::Protocol, false)
+                    }
                     ErrorCode::Protocol | ErrorCode::Timeout => (ErrorKind::Protocol, true),
                 };
                 self.end(Ending::Retry {
@@ -1359,6 +1370,37 @@ mod tests {
         assert!(matches!(
             &sent(&drain(&mut s))[..],
             [ClientMessage::Join { nick, .. }] if nick == "Later"
+        ));
+    }
+
+    #[test]
+    fn the_join_deadline_passing_while_choosing_a_nickname_is_no_error() {
+        let mut s = session();
+        let timeout = || ServerMessage::Error {
+            code: ErrorCode::Timeout,
+            message: "no nickname chosen in time".into(),
+        };
+        s.connecting();
+        s.connected();
+        s.on_server_message(ServerMessage::NickRejected {
+            nick: "Ana".into(),
+            reason: NickError::Taken,
+        });
+        drain(&mut s);
+        s.on_server_message(timeout());
+        assert!(matches!(
+            &drain(&mut s)[..],
+            [Action::End(Ending::Retry { report: false, .. })]
+        ));
+        // Without a refused nickname a timeout is worth reporting.
+        let mut s = session();
+        s.connecting();
+        s.connected();
+        drain(&mut s);
+        s.on_server_message(timeout());
+        assert!(matches!(
+            &drain(&mut s)[..],
+            [Action::End(Ending::Retry { report: true, .. })]
         ));
     }
 
