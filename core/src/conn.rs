@@ -188,18 +188,20 @@ fn rejected(body: &[u8]) -> ConnError {
     }
 }
 
-/// Server side of the handshake. On a wrong passphrase the client gets a `Reject` frame,
-/// `reject_delay` after message 1 arrived (the throttle for online guessing).
-pub async fn accept_handshake<R, W>(
+/// Server side of the handshake. On a wrong passphrase `on_wrong_passphrase` is called at
+/// once (to count the failure even if the connection is dropped later) and the client gets
+/// a `Reject` frame after the delay it returns (the throttle for online guessing).
+pub async fn accept_handshake<R, W, F>(
     reader: &mut FrameReader<R>,
     writer: &mut W,
     salt: &Salt,
     psk: &Key,
-    reject_delay: std::time::Duration,
+    on_wrong_passphrase: F,
 ) -> Result<TransportKeys, ConnError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    F: FnOnce() -> std::time::Duration,
 {
     let hello = hello_body(salt);
     write_frame(writer, FrameKind::Hello, &hello).await?;
@@ -213,7 +215,7 @@ where
         Err(e) => {
             let code = match e {
                 HandshakeError::AuthenticationFailed => {
-                    tokio::time::sleep(reject_delay).await;
+                    tokio::time::sleep(on_wrong_passphrase()).await;
                     RejectCode::AuthenticationFailed
                 }
                 _ => RejectCode::Malformed,
@@ -340,7 +342,7 @@ mod tests {
             let (cr, mut cw) = tokio::io::split(client_io);
             let server = tokio::spawn(async move {
                 let mut reader = FrameReader::new(sr);
-                accept_handshake(&mut reader, &mut sw, &salt, &server_psk, Default::default())
+                accept_handshake(&mut reader, &mut sw, &salt, &server_psk, Default::default)
                     .await
                     .map(|k| k.handshake_hash)
             });

@@ -129,6 +129,59 @@ async fn failed_handshakes_are_throttled_per_address_and_the_real_client_says_so
     );
 }
 
+/// A guess whose answer would come after the handshake timeout (message 1 sent late, the
+/// `Reject(1)` held back) is counted all the same: the server counts it when message 1 fails,
+/// not when it answers, so a guesser cannot make delayed answers free by letting the timeout
+/// cut them (a right guess is answered at once, so the cut itself would tell).
+#[tokio::test]
+async fn guesses_cut_by_the_timeout_before_their_delayed_answer_still_count() {
+    use tertulia_core::frame::{self, FrameKind};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = ServerProcess::start(
+        "127.0.0.1:0",
+        PASS,
+        &[
+            "--handshake-timeout-secs",
+            "1",
+            "--max-failed-handshakes",
+            "6",
+        ],
+    )
+    .await;
+    let mut answered = 0;
+    for _ in 0..6 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.5:0".parse().expect("address"))
+            .expect("bind");
+        let mut stream = socket.connect(server.addr).await.expect("connect");
+        let mut hello = [0u8; 26];
+        stream.read_exact(&mut hello).await.expect("hello");
+        // Message 1 at 0.6 s: from the 5th failure on, the held-back Reject(1) (0.5 s) would
+        // come after the 1 s timeout.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let guess: Vec<u8> = (0..48).map(|_| rand::random::<u8>()).collect();
+        stream
+            .write_all(&frame::encode(FrameKind::HandshakeInit, &guess))
+            .await
+            .expect("message 1");
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut reply)).await;
+        if reply.first() == Some(&(FrameKind::Reject as u8)) {
+            answered += 1;
+        }
+    }
+    println!("{answered} of 6 late guesses answered before the timeout");
+    assert!(
+        answered < 6,
+        "some answers must have been cut by the timeout"
+    );
+    assert!(matches!(
+        RawMember::connect(server.addr, PASS, ip("127.0.0.5")).await,
+        Err(ConnError::Throttled { .. })
+    ));
+}
+
 #[tokio::test]
 async fn a_connection_that_handshakes_and_never_joins_is_closed_within_the_handshake_timeout() {
     let server =

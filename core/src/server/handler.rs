@@ -41,8 +41,8 @@ pub(super) async fn handle_connection(
     let (read_half, mut write_half) = stream.into_split();
     let source = Source::of(peer.ip());
     let admission = shared.failed_handshakes().0.admit(source, Instant::now());
-    let reject_delay = match admission {
-        Admission::Allow { reject_delay } => reject_delay.min(shared.config.handshake_timeout / 2),
+    match admission {
+        Admission::Allow => {}
         Admission::Refuse { retry_after_secs } => {
             debug!(%peer, conn = conn_id, retry_after_secs, "refused: too many failed handshakes");
             let _ = tokio::time::timeout(
@@ -52,36 +52,41 @@ pub(super) async fn handle_connection(
             .await;
             return;
         }
-    };
+    }
     let mut reader = FrameReader::new(read_half);
+    // Counted the moment message 1 fails, so that dropping the connection before the delayed
+    // Reject (or the handshake timeout cutting it) does not make a guess free.
+    let wrong_passphrase = || {
+        let now = Instant::now();
+        let mut guard = shared.failed_handshakes();
+        let (failures, log) = &mut *guard;
+        let failure = failures.failed(source, now);
+        if let Some(suppressed) = log.allow(now) {
+            match failure.lockout {
+                Some(lockout) => warn!(
+                    %source, conn = conn_id, lockout_secs = lockout.as_secs(), suppressed,
+                    "handshake failed: wrong passphrase; too many from this address, refusing it for a while"
+                ),
+                None => warn!(
+                    %source, conn = conn_id, suppressed,
+                    "handshake failed: wrong passphrase (authentication failed)"
+                ),
+            }
+        }
+        failure
+            .reject_delay
+            .min(shared.config.handshake_timeout / 2)
+    };
     let handshake = conn::accept_handshake(
         &mut reader,
         &mut write_half,
         &shared.salt,
         &shared.psk,
-        reject_delay,
+        wrong_passphrase,
     );
     let keys = match tokio::time::timeout(shared.config.handshake_timeout, handshake).await {
         Ok(Ok(keys)) => keys,
-        Ok(Err(e)) if e.is_wrong_passphrase() => {
-            let now = Instant::now();
-            let mut guard = shared.failed_handshakes();
-            let (failures, log) = &mut *guard;
-            let lockout = failures.failed(source, now);
-            if let Some(suppressed) = log.allow(now) {
-                match lockout {
-                    Some(lockout) => warn!(
-                        %source, conn = conn_id, lockout_secs = lockout.as_secs(), suppressed,
-                        "handshake failed: wrong passphrase; too many from this address, refusing it for a while"
-                    ),
-                    None => warn!(
-                        %source, conn = conn_id, suppressed,
-                        "handshake failed: wrong passphrase (authentication failed)"
-                    ),
-                }
-            }
-            return;
-        }
+        Ok(Err(e)) if e.is_wrong_passphrase() => return,
         Ok(Err(e)) => {
             info!(%peer, conn = conn_id, error = %e, "handshake failed");
             return;

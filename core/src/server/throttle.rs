@@ -51,10 +51,19 @@ impl Default for HandshakeThrottle {
 /// What to do with a new connection from a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    /// Go ahead; hold a `Reject(1)` back by `reject_delay` if this handshake fails too.
-    Allow { reject_delay: Duration },
+    /// Go ahead with the handshake.
+    Allow,
     /// Refuse with `Reject(6)`: try again in `retry_after_secs` (at least 1).
     Refuse { retry_after_secs: u16 },
+}
+
+/// What a failed handshake leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// Hold the `Reject(1)` back this long.
+    pub reject_delay: Duration,
+    /// The source is now refused for this long.
+    pub lockout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -93,15 +102,11 @@ impl FailedHandshakes {
     /// May a connection from `source` handshake now?
     pub fn admit(&mut self, source: Source, now: Instant) -> Admission {
         let Some(entry) = self.entries.get(&source).copied() else {
-            return Admission::Allow {
-                reject_delay: Duration::ZERO,
-            };
+            return Admission::Allow;
         };
         if self.forgotten(&entry, now) {
             self.entries.remove(&source);
-            return Admission::Allow {
-                reject_delay: Duration::ZERO,
-            };
+            return Admission::Allow;
         }
         if let Some(until) = entry.locked_until.filter(|until| *until > now) {
             let left = until.saturating_duration_since(now);
@@ -111,15 +116,18 @@ impl FailedHandshakes {
                 retry_after_secs: secs.clamp(1, u16::MAX.into()) as u16,
             };
         }
-        Admission::Allow {
-            reject_delay: reject_delay(entry.failures),
-        }
+        Admission::Allow
     }
 
-    /// A handshake from `source` failed authentication. Returns the lockout it starts, if any.
-    pub fn failed(&mut self, source: Source, now: Instant) -> Option<Duration> {
-        if !self.entries.contains_key(&source) {
-            self.make_room(now);
+    /// A handshake from `source` failed authentication: how long to hold its `Reject(1)`
+    /// back, and the lockout it starts, if any.
+    pub fn failed(&mut self, source: Source, now: Instant) -> Failure {
+        match self.entries.get(&source) {
+            Some(entry) if self.forgotten(entry, now) => {
+                self.entries.remove(&source);
+            }
+            Some(_) => {}
+            None => self.make_room(now),
         }
         let limits = self.limits;
         let entry = self.entries.entry(source).or_insert(Entry {
@@ -127,14 +135,18 @@ impl FailedHandshakes {
             last_failure: now,
             locked_until: None,
         });
+        let delay = reject_delay(entry.failures);
         entry.failures = entry.failures.saturating_add(1);
         entry.last_failure = now;
         let locked = entry.locked_until.is_some_and(|until| until > now);
-        if entry.failures >= limits.max_failures && !locked {
+        let lockout = (entry.failures >= limits.max_failures && !locked).then(|| {
             entry.locked_until = Some(now + limits.lockout);
-            return Some(limits.lockout);
+            limits.lockout
+        });
+        Failure {
+            reject_delay: delay,
+            lockout,
         }
-        None
     }
 
     /// Make room for one more source: drop forgotten entries, then the one idle the longest.
@@ -233,12 +245,10 @@ mod tests {
         let now = Instant::now();
         let mut delays = Vec::new();
         for i in 1..=6 {
-            match t.admit(attacker, now) {
-                Admission::Allow { reject_delay } => delays.push(reject_delay),
-                refused => panic!("refused before the limit: {refused:?}"),
-            }
-            let locked = t.failed(attacker, now);
-            assert_eq!(locked.is_some(), i == 6, "failure {i}");
+            assert_eq!(t.admit(attacker, now), Admission::Allow, "failure {i}");
+            let failure = t.failed(attacker, now);
+            assert_eq!(failure.lockout.is_some(), i == 6, "failure {i}");
+            delays.push(failure.reject_delay);
         }
         let ms = |d: &Duration| d.as_millis() as u64;
         assert_eq!(
@@ -252,22 +262,19 @@ mod tests {
             },
             "rounded up"
         );
-        assert_eq!(
-            t.admit(other, now),
-            Admission::Allow {
-                reject_delay: Duration::ZERO
-            }
-        );
+        assert_eq!(t.admit(other, now), Admission::Allow);
         // After the lockout one more failure locks it again.
         let later = now + Duration::from_secs(31);
-        assert!(matches!(t.admit(attacker, later), Admission::Allow { .. }));
-        assert!(t.failed(attacker, later).is_some());
-        // Long quiet: forgotten.
+        assert_eq!(t.admit(attacker, later), Admission::Allow);
+        assert!(t.failed(attacker, later).lockout.is_some());
+        // Long quiet: forgotten, and the next failure is answered at once.
         let much_later = later + Duration::from_secs(31 + 600);
+        assert_eq!(t.admit(attacker, much_later), Admission::Allow);
         assert_eq!(
-            t.admit(attacker, much_later),
-            Admission::Allow {
-                reject_delay: Duration::ZERO
+            t.failed(attacker, much_later + Duration::from_secs(1)),
+            Failure {
+                reject_delay: Duration::ZERO,
+                lockout: None
             }
         );
         assert_eq!(reject_delay(100), MAX_REJECT_DELAY);
