@@ -506,7 +506,12 @@ impl Proxy {
         let mut frame = vec![0x04];
         frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
         frame.extend_from_slice(body);
-        self.state.lock().expect("proxy state").forge = Some(frame);
+        self.forge_once(&frame);
+    }
+
+    /// Answer the next connection with `bytes` instead of the server's, then close it; once.
+    pub fn forge_once(&self, bytes: &[u8]) {
+        self.state.lock().expect("proxy state").forge = Some(bytes.to_vec());
     }
 
     /// Alter the room salt in the next connection's `Hello` (its last byte), once.

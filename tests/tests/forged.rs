@@ -65,6 +65,23 @@ async fn a_forged_reject_before_the_hello_is_checked_again_not_believed() {
 }
 
 #[tokio::test]
+async fn a_forged_answer_that_is_not_tertulia_is_checked_again_not_believed() {
+    let (_server, proxy, mut bea) = room().await;
+    proxy.forge_once(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let mut ana = ChatProcess::start(proxy.addr, "ana", PASS, &[]).await;
+    ana.say("typed before connecting").await;
+    let error = ana.wait_type("error").await;
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a Tertulia server") && m.contains("checking again")),
+        "{error}"
+    );
+    ana.wait_type("connected").await;
+    delivered_exactly_once(&mut ana, &mut bea, &["typed before connecting"]).await;
+}
+
+#[tokio::test]
 async fn a_flipped_byte_in_handshake_message_2_is_tampering_not_a_wrong_passphrase() {
     let (_server, proxy, mut bea) = room().await;
     proxy.flip_handshake_response_once();

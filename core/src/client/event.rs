@@ -37,7 +37,9 @@ pub enum ErrorKind {
     Network,
     /// The peer broke the protocol. Reconnecting.
     Protocol,
-    /// The address does not answer like a Tertulia server. Not retried.
+    /// The address does not answer like a Tertulia server, on
+    /// [`PASSPHRASE_VERDICTS`](super::PASSPHRASE_VERDICTS) fresh connections in a row (before
+    /// that: [`ErrorKind::Protocol`], retried). Not retried.
     NotTertulia,
     /// The server is at its connection limit. Reconnecting.
     ServerFull,

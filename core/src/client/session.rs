@@ -39,9 +39,10 @@ use crate::message::{
 use crate::passphrase::Salt;
 use crate::text::nick_key;
 
-/// Unauthenticated `Reject(1)` answers on fresh connections in a row (no handshake succeeding
-/// between them) after which the client believes the passphrase is wrong and stops. With the
-/// reconnect backoff, a forger would have to answer every connection for about a second.
+/// Unauthenticated verdicts (`Reject(1)`, "not a Tertulia server") on fresh connections in a
+/// row (no handshake completing between them) after which the client believes them and stops.
+/// With the reconnect backoff, a forger would have to answer every connection for about a
+/// second.
 pub const PASSPHRASE_VERDICTS: u32 = 3;
 /// The longest a `Reject(6)` makes the client wait (it is unauthenticated too).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
@@ -74,6 +75,16 @@ pub enum Ending {
     Fatal {
         kind: ErrorKind,
         reason: DisconnectReason,
+        message: String,
+    },
+    /// A verdict that would stop the client but arrived before a handshake completed, so an
+    /// attacker could have forged it: reported as `meanwhile` and retried, and believed —
+    /// ending like [`Ending::Fatal`] with `kind` and `reason` — only on the
+    /// [`PASSPHRASE_VERDICTS`]th in a row with no completed handshake between.
+    Verdict {
+        kind: ErrorKind,
+        reason: DisconnectReason,
+        meanwhile: ErrorKind,
         message: String,
     },
     /// Try again; `report`: tell the user why; `wait`: at least this long first (the
@@ -140,8 +151,8 @@ pub struct Session {
     /// `None` while offline.
     connection: Option<Connection>,
     actions: VecDeque<Action>,
-    /// `Reject(1)` answers since the last completed handshake.
-    refusals: u32,
+    /// Unauthenticated verdicts ([`Ending::Verdict`]) since the last completed handshake.
+    verdicts: u32,
     /// The salt the last completed handshake authenticated: the room's, as far as we know.
     room_salt: Option<Salt>,
     /// The salt offered on the current connection attempt.
@@ -175,7 +186,7 @@ impl Session {
             attempt: 0,
             connection: None,
             actions: VecDeque::new(),
-            refusals: 0,
+            verdicts: 0,
             room_salt: None,
             offered_salt: None,
             reported_salt: None,
@@ -245,7 +256,7 @@ impl Session {
             self.room_salt = Some(salt);
         }
         self.reported_salt = None;
-        self.refusals = 0;
+        self.verdicts = 0;
         self.choosing_nick = false;
         self.connection = Some(Connection {
             joined: false,
@@ -289,33 +300,37 @@ impl Session {
                 self.stop(reason, message);
                 return Next::Stop;
             }
-            Ending::Retry {
-                kind: ErrorKind::PassphraseRefused,
+            Ending::Verdict {
+                kind,
+                reason,
+                message,
                 ..
-            } if self.refusals + 1 >= PASSPHRASE_VERDICTS => {
-                let message = format!(
-                    "wrong passphrase: the server refused the room passphrase on \
-                     {PASSPHRASE_VERDICTS} connections in a row"
-                );
+            } if self.verdicts + 1 >= PASSPHRASE_VERDICTS => {
+                let message = format!("{message} (on {PASSPHRASE_VERDICTS} connections in a row)");
                 self.emit(ClientEvent::Error {
-                    kind: ErrorKind::WrongPassphrase,
+                    kind,
                     message: message.clone(),
                     retry_after_secs: None,
                 });
-                self.stop(DisconnectReason::WrongPassphrase, message);
+                self.stop(reason, message);
                 return Next::Stop;
+            }
+            Ending::Verdict {
+                meanwhile, message, ..
+            } => {
+                self.verdicts += 1;
+                let message = format!(
+                    "{message}; checking again (believed after {PASSPHRASE_VERDICTS} in a row, \
+                     as it could be forged)"
+                );
+                (meanwhile, message, true, None)
             }
             Ending::Retry {
                 kind,
                 message,
                 report,
                 wait,
-            } => {
-                if kind == ErrorKind::PassphraseRefused {
-                    self.refusals += 1;
-                }
-                (kind, message, report, wait)
-            }
+            } => (kind, message, report, wait),
         };
         if joined {
             self.attempt = 0;
@@ -699,10 +714,12 @@ pub fn classify(error: ConnError) -> Ending {
         );
     }
     match error {
+        // The Hello is not authenticated either: believed only when it repeats.
         ConnError::Hello(HelloError::NotTertulia | HelloError::UnsupportedVersion(_)) => {
-            Ending::Fatal {
+            Ending::Verdict {
                 kind: ErrorKind::NotTertulia,
                 reason: DisconnectReason::Fatal,
+                meanwhile: ErrorKind::Protocol,
                 message: error.to_string(),
             }
         }
@@ -719,13 +736,12 @@ pub fn classify(error: ConnError) -> Ending {
             "the server allows no more connections from your address",
         ),
         // Unauthenticated: believed only when it repeats (see `Session::connection_ended`).
-        ConnError::Rejected(Some(RejectCode::AuthenticationFailed)) => Ending::retry(
-            ErrorKind::PassphraseRefused,
-            format!(
-                "the server refused the room passphrase; checking again (a refusal is believed \
-                 after {PASSPHRASE_VERDICTS} in a row)"
-            ),
-        ),
+        ConnError::Rejected(Some(RejectCode::AuthenticationFailed)) => Ending::Verdict {
+            kind: ErrorKind::WrongPassphrase,
+            reason: DisconnectReason::WrongPassphrase,
+            meanwhile: ErrorKind::PassphraseRefused,
+            message: "wrong passphrase: the server refused the room passphrase".into(),
+        },
         ConnError::Handshake(HandshakeError::AuthenticationFailed) => Ending::retry(
             ErrorKind::HandshakeTampered,
             "the server's handshake reply failed authentication: altered on the way, or not \
@@ -1540,15 +1556,17 @@ mod tests {
     fn connection_errors_are_classified() {
         assert!(matches!(
             classify(ConnError::Hello(HelloError::NotTertulia)),
-            Ending::Fatal {
+            Ending::Verdict {
                 kind: ErrorKind::NotTertulia,
+                meanwhile: ErrorKind::Protocol,
                 ..
             }
         ));
         assert!(matches!(
             classify(ConnError::Rejected(Some(RejectCode::AuthenticationFailed))),
-            Ending::Retry {
-                kind: ErrorKind::PassphraseRefused,
+            Ending::Verdict {
+                kind: ErrorKind::WrongPassphrase,
+                meanwhile: ErrorKind::PassphraseRefused,
                 ..
             }
         ));
@@ -1642,6 +1660,36 @@ mod tests {
             events(&actions).last(),
             Some(ClientEvent::Disconnected {
                 reason: DisconnectReason::WrongPassphrase,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn an_answer_that_is_not_tertulia_is_believed_only_when_it_repeats() {
+        let mut s = session();
+        let mut rng = StdRng::seed_from_u64(4);
+        for _ in 1..PASSPHRASE_VERDICTS {
+            s.connecting();
+            let next = s.connection_ended(
+                classify(ConnError::Hello(HelloError::NotTertulia)),
+                &mut rng,
+            );
+            assert!(matches!(next, Next::Reconnect { .. }));
+        }
+        assert_eq!(
+            kinds(&drain(&mut s)),
+            [ErrorKind::Protocol, ErrorKind::Protocol]
+        );
+        s.connecting();
+        let ending = classify(ConnError::Hello(HelloError::UnsupportedVersion(2)));
+        assert_eq!(s.connection_ended(ending, &mut rng), Next::Stop);
+        let actions = drain(&mut s);
+        assert_eq!(kinds(&actions), [ErrorKind::NotTertulia]);
+        assert!(matches!(
+            events(&actions).last(),
+            Some(ClientEvent::Disconnected {
+                reason: DisconnectReason::Fatal,
                 ..
             })
         ));
