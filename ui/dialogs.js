@@ -6,12 +6,15 @@ import { nickRejectedText, errorText } from "./text.js";
 import { session } from "./session.js";
 import { invoke } from "./tauri.js";
 
+// Asked again while already open (the connection timed out waiting for the new nickname and
+// the reconnect's join was refused again): only the reason changes, what is typed stays.
 export function openNickDialog(nick, reason) {
   $("nick-reason").textContent = nickRejectedText(nick, reason);
+  const dialog = $("nick-dialog");
+  if (dialog.open) return;
   $("nick-input").value = nick;
   showError("nick-error", "");
-  const dialog = $("nick-dialog");
-  if (!dialog.open) dialog.showModal();
+  dialog.showModal();
   $("nick-input").select();
 }
 

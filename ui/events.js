@@ -71,7 +71,7 @@ const handlers = {
   error(ev) {
     // A failure to reach the room is the status line's (one line, updated per attempt); any
     // other problem is told in the log once per outage, a fatal one also in the bar.
-    const text = clientErrorText(ev.kind, ev.message);
+    const text = clientErrorText(ev.kind, ev.message, ev.retry_after_secs);
     const fatal = FATAL_ERRORS.has(ev.kind);
     if (connectionError(ev.kind) || fatal) notice(text, false);
     if (fatal) setConnState("failed", null, text);

@@ -47,7 +47,10 @@ export function reconnectingText(left, attempt) {
 // own (English) message when the reason is one this window does not know.
 export function nickErrorText(reason, message) { return knownOr("nick_error." + reason, message); }
 export function textErrorText(reason, message) { return knownOr("text_error." + reason, message); }
-export function clientErrorText(kind, message) { return knownOr("error." + kind, message); }
+// `retryAfter`: the seconds the server asked to wait (with too_many_failed_attempts).
+export function clientErrorText(kind, message, retryAfter) {
+  return knownOr("error." + kind, message, retryAfter === undefined ? undefined : { seconds: retryAfter });
+}
 
 function knownOr(key, fallback, vars) {
   const text = t(key, vars);

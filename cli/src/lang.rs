@@ -336,9 +336,33 @@ impl Lang {
     }
 
     /// `detail`: the core's English description (sanitized); in English it is the whole line.
-    pub fn client_error(self, kind: ErrorKind, detail: &str) -> String {
+    /// `retry_after_secs`: the wait the server asked for (with [`ErrorKind::TooManyFailedAttempts`]).
+    pub fn client_error(
+        self,
+        kind: ErrorKind,
+        detail: &str,
+        retry_after_secs: Option<u64>,
+    ) -> String {
         let lead = match kind {
             ErrorKind::WrongPassphrase => "la contraseña de la sala no es correcta",
+            ErrorKind::PassphraseRefused => {
+                "el servidor rechazó la contraseña; se comprueba de nuevo (un rechazo solo se cree si se repite)"
+            }
+            ErrorKind::HandshakeTampered => {
+                "la respuesta del servidor al saludo no se pudo autenticar: alterada por el camino o no es el servidor de esta sala; reconectando"
+            }
+            ErrorKind::RoomChanged => {
+                "la sala de esta dirección ha cambiado (otra sal que antes: una sala nueva tras reiniciar, o alguien la altera en la red)"
+            }
+            ErrorKind::TooManyFailedAttempts => {
+                return self.pick(
+                    detail,
+                    format!(
+                        "demasiados intentos fallidos desde tu red; reintenta en {} s",
+                        retry_after_secs.unwrap_or_default()
+                    ),
+                );
+            }
             ErrorKind::Integrity => {
                 "llegaron datos que no pasaron la comprobación de integridad (alterados o dañados)"
             }
@@ -447,6 +471,20 @@ mod tests {
             Lang::En.reconnecting(1500, 2),
             "reconnecting in 1.5 s (attempt 2)…"
         );
+    }
+
+    #[test]
+    fn too_many_failed_attempts_says_how_long_to_wait_in_both_languages() {
+        let en = "too many failed attempts from your network; retry in 42 s";
+        let kind = ErrorKind::TooManyFailedAttempts;
+        assert_eq!(Lang::En.client_error(kind, en, Some(42)), en);
+        assert_eq!(
+            Lang::Es.client_error(kind, en, Some(42)),
+            "demasiados intentos fallidos desde tu red; reintenta en 42 s"
+        );
+        assert!(Lang::Es
+            .client_error(ErrorKind::RoomChanged, "changed", None)
+            .starts_with("la sala de esta dirección ha cambiado"));
     }
 
     #[test]

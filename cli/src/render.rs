@@ -144,9 +144,11 @@ pub fn event(style: Style, lang: Lang, event: &ClientEvent) -> Option<String> {
             reason,
             message,
         } => style.warn(&lang.not_delivered(*id, *reason, &sanitize(message))),
-        ClientEvent::Error { kind, message } => {
-            style.error(&lang.client_error(*kind, &sanitize(message)))
-        }
+        ClientEvent::Error {
+            kind,
+            message,
+            retry_after_secs,
+        } => style.error(&lang.client_error(*kind, &sanitize(message), *retry_after_secs)),
         ClientEvent::Reconnecting {
             attempt, delay_ms, ..
         } => style.warn(&lang.reconnecting(*delay_ms, *attempt)),

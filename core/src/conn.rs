@@ -11,7 +11,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::cipher::{CryptoError, Key};
 use crate::frame::{self, FrameError, FrameKind, MAX_PREAUTH_BODY};
 use crate::handshake::{HandshakeError, Initiator, Responder, TransportKeys};
-use crate::hello::{hello_body, parse_hello, prologue, HelloError, RejectCode};
+use crate::hello::{
+    hello_body, parse_hello, parse_reject, prologue, reject_body, HelloError, RejectCode,
+};
 use crate::passphrase::Salt;
 use crate::sealed::SealError;
 
@@ -41,6 +43,10 @@ pub enum ConnError {
     Hello(#[from] HelloError),
     #[error("the server refused the handshake: {0:?}")]
     Rejected(Option<RejectCode>),
+    /// `Reject(6)`: too many failed handshakes from this address; try again after the time
+    /// given (`None`: the server did not say).
+    #[error("the server refuses handshakes from this address for now (too many failed attempts)")]
+    Throttled { retry_after_secs: Option<u16> },
     #[error("timed out")]
     Timeout,
     #[error("the passphrase key derivation did not finish: {0}")]
@@ -61,7 +67,9 @@ impl ConnError {
         )
     }
 
-    /// Is this a wrong-passphrase verdict (from either side)?
+    /// Is this a wrong-passphrase verdict? On the server: message 1 did not authenticate. On the
+    /// client: a `Reject(1)`, which is unauthenticated and so only a claim (the client believes
+    /// it only when it repeats); a message 2 that does not authenticate is tampering, not this.
     pub fn is_wrong_passphrase(&self) -> bool {
         matches!(
             self,
@@ -160,19 +168,40 @@ async fn write_frame<W: AsyncWrite + Unpin>(
 
 /// Send a `Reject` frame; errors are ignored because the connection is being dropped anyway.
 pub async fn send_reject<W: AsyncWrite + Unpin>(writer: &mut W, code: RejectCode) {
-    let _ = write_frame(writer, FrameKind::Reject, &[code as u8]).await;
+    let _ = write_frame(writer, FrameKind::Reject, &reject_body(code, 0)).await;
 }
 
-/// Server side of the handshake. On a wrong passphrase the client gets a `Reject` frame.
-pub async fn accept_handshake<R, W>(
+/// Send `Reject(6)`: too many failed attempts from the client's address, retry after `secs`.
+pub async fn send_throttled<W: AsyncWrite + Unpin>(writer: &mut W, secs: u16) {
+    let body = reject_body(RejectCode::TooManyFailedAttempts, secs);
+    let _ = write_frame(writer, FrameKind::Reject, &body).await;
+}
+
+/// The error a `Reject` frame body stands for.
+fn rejected(body: &[u8]) -> ConnError {
+    let reject = parse_reject(body);
+    match reject.code {
+        Some(RejectCode::TooManyFailedAttempts) => ConnError::Throttled {
+            retry_after_secs: reject.retry_after_secs,
+        },
+        code => ConnError::Rejected(code),
+    }
+}
+
+/// Server side of the handshake. On a wrong passphrase `on_wrong_passphrase` is called at
+/// once (to count the failure even if the connection is dropped later) and the client gets
+/// a `Reject` frame after the delay it returns (the throttle for online guessing).
+pub async fn accept_handshake<R, W, F>(
     reader: &mut FrameReader<R>,
     writer: &mut W,
     salt: &Salt,
     psk: &Key,
+    on_wrong_passphrase: F,
 ) -> Result<TransportKeys, ConnError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    F: FnOnce() -> std::time::Duration,
 {
     let hello = hello_body(salt);
     write_frame(writer, FrameKind::Hello, &hello).await?;
@@ -185,7 +214,10 @@ where
         Ok(ok) => ok,
         Err(e) => {
             let code = match e {
-                HandshakeError::AuthenticationFailed => RejectCode::AuthenticationFailed,
+                HandshakeError::AuthenticationFailed => {
+                    tokio::time::sleep(on_wrong_passphrase()).await;
+                    RejectCode::AuthenticationFailed
+                }
                 _ => RejectCode::Malformed,
             };
             send_reject(writer, code).await;
@@ -228,9 +260,7 @@ pub async fn read_hello<R: AsyncRead + Unpin>(
         })?;
     match kind {
         FrameKind::Hello => Ok(body),
-        FrameKind::Reject => Err(ConnError::Rejected(
-            body.first().copied().and_then(RejectCode::from_byte),
-        )),
+        FrameKind::Reject => Err(rejected(&body)),
         _ => Err(ConnError::Hello(HelloError::NotTertulia)),
     }
 }
@@ -251,9 +281,7 @@ where
     let (kind, body) = reader.expect_frame(MAX_PREAUTH_BODY).await?;
     match kind {
         FrameKind::HandshakeResponse => Ok(waiting.read_message(&body)?.0),
-        FrameKind::Reject => Err(ConnError::Rejected(
-            body.first().copied().and_then(RejectCode::from_byte),
-        )),
+        FrameKind::Reject => Err(rejected(&body)),
         other => Err(ConnError::UnexpectedFrame(other)),
     }
 }
@@ -314,7 +342,7 @@ mod tests {
             let (cr, mut cw) = tokio::io::split(client_io);
             let server = tokio::spawn(async move {
                 let mut reader = FrameReader::new(sr);
-                accept_handshake(&mut reader, &mut sw, &salt, &server_psk)
+                accept_handshake(&mut reader, &mut sw, &salt, &server_psk, Default::default)
                     .await
                     .map(|k| k.handshake_hash)
             });

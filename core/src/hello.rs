@@ -5,8 +5,11 @@
 //! ```text
 //! S → C  Hello              "TRTL" ‖ version (1) ‖ room salt (16)          plaintext
 //! C → S  HandshakeInit      Noise message 1 (48 bytes)
-//! S → C  HandshakeResponse  Noise message 2 (48 bytes)    or   Reject (1 code byte), close
+//! S → C  HandshakeResponse  Noise message 2 (48 bytes)    or   Reject (code byte ‖ …), close
 //! ```
+//! A `Reject` body is one code byte, and for code 6 (too many failed attempts) the seconds to
+//! wait as a big-endian u16 after it; readers look at the first byte and ignore what they do
+//! not know, so the body can grow within protocol version 1.
 //! The Noise prologue is `"tertulia/1\n" ‖ Hello body`, so an altered salt or version makes the
 //! handshake fail.
 
@@ -44,6 +47,45 @@ wire_byte_enum! {
         Malformed = 4,
         /// Too many connections from the client's IP address.
         TooManyFromAddress = 5,
+        /// Too many failed handshakes from the client's address (IPv4 or IPv6 /64): refused
+        /// for a while; the body carries the seconds to wait.
+        TooManyFailedAttempts = 6,
+    }
+}
+
+/// A parsed `Reject` body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reject {
+    /// `None`: a code this program does not know (or an empty body).
+    pub code: Option<RejectCode>,
+    /// For [`RejectCode::TooManyFailedAttempts`]: seconds to wait before trying again (`None`
+    /// when the body is too short to say).
+    pub retry_after_secs: Option<u16>,
+}
+
+/// The body of a `Reject` frame; `retry_after_secs` is sent only with
+/// [`RejectCode::TooManyFailedAttempts`].
+pub fn reject_body(code: RejectCode, retry_after_secs: u16) -> Vec<u8> {
+    let mut body = vec![code as u8];
+    if code == RejectCode::TooManyFailedAttempts {
+        body.extend_from_slice(&retry_after_secs.to_be_bytes());
+    }
+    body
+}
+
+/// Parse a `Reject` body: the first byte is the code; bytes after what a code defines are
+/// ignored.
+pub fn parse_reject(body: &[u8]) -> Reject {
+    let code = body.first().copied().and_then(RejectCode::from_byte);
+    let retry_after_secs = match (code, body.get(1..3)) {
+        (Some(RejectCode::TooManyFailedAttempts), Some(&[hi, lo])) => {
+            Some(u16::from_be_bytes([hi, lo]))
+        }
+        _ => None,
+    };
+    Reject {
+        code,
+        retry_after_secs,
     }
 }
 
@@ -105,10 +147,33 @@ mod tests {
             RejectCode::BadVersion,
             RejectCode::Malformed,
             RejectCode::TooManyFromAddress,
+            RejectCode::TooManyFailedAttempts,
         ] {
             assert_eq!(RejectCode::from_byte(code as u8), Some(code));
+            assert_eq!(parse_reject(&reject_body(code, 42)).code, Some(code));
         }
         assert_eq!(RejectCode::from_byte(0), None);
-        assert_eq!(RejectCode::from_byte(6), None);
+        assert_eq!(RejectCode::from_byte(7), None);
+    }
+
+    #[test]
+    fn reject_bodies_carry_a_retry_time_only_for_too_many_failures() {
+        assert_eq!(reject_body(RejectCode::AuthenticationFailed, 9), vec![1]);
+        assert_eq!(
+            reject_body(RejectCode::TooManyFailedAttempts, 300),
+            vec![6, 0x01, 0x2c]
+        );
+        assert_eq!(
+            parse_reject(&[6, 0x01, 0x2c, 0xff]),
+            Reject {
+                code: Some(RejectCode::TooManyFailedAttempts),
+                retry_after_secs: Some(300)
+            },
+            "later bytes are ignored"
+        );
+        assert_eq!(parse_reject(&[6, 1]).retry_after_secs, None, "short body");
+        assert_eq!(parse_reject(&[1, 0, 5]).retry_after_secs, None);
+        assert_eq!(parse_reject(&[]).code, None);
+        assert_eq!(parse_reject(&[99]).code, None);
     }
 }

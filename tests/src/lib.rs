@@ -371,6 +371,8 @@ struct Faults {
 struct ProxyState {
     /// One-shot: flip the last byte of frame number N (0-based) of the next connection in a direction.
     flip: Vec<(Direction, usize)>,
+    /// One-shot: answer the next connection with these bytes instead of the server's, then close.
+    forge: Option<Vec<u8>>,
     /// Abort handles of the live connections' pumps.
     live: Vec<tokio::task::AbortHandle>,
     connections: usize,
@@ -407,6 +409,17 @@ impl Proxy {
                     continue;
                 };
                 let _ = socket.set_recv_buffer_size(64 * 1024);
+                let forged = {
+                    let mut st = shared.lock().expect("proxy state");
+                    st.forge.take().inspect(|_| st.connections += 1)
+                };
+                if let Some(bytes) = forged {
+                    // The server never hears of this connection: the forger answers first.
+                    let mut client = client;
+                    let _ = client.write_all(&bytes).await;
+                    let _ = client.shutdown().await;
+                    continue;
+                }
                 let Ok(server) = socket.connect(upstream).await else {
                     continue;
                 };
@@ -485,6 +498,30 @@ impl Proxy {
             .expect("proxy state")
             .flip
             .push((direction, frame_index));
+    }
+
+    /// Answer the next connection, before any `Hello`, with a forged `Reject` frame carrying
+    /// `body` (e.g. `[1]`: "authentication failed"), then close it; once.
+    pub fn forge_reject_once(&self, body: &[u8]) {
+        let mut frame = vec![0x04];
+        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        frame.extend_from_slice(body);
+        self.forge_once(&frame);
+    }
+
+    /// Answer the next connection with `bytes` instead of the server's, then close it; once.
+    pub fn forge_once(&self, bytes: &[u8]) {
+        self.state.lock().expect("proxy state").forge = Some(bytes.to_vec());
+    }
+
+    /// Alter the room salt in the next connection's `Hello` (its last byte), once.
+    pub fn alter_salt_once(&self) {
+        self.flip_once(Direction::ServerToClient, 0);
+    }
+
+    /// Flip a byte of the next connection's Noise message 2 (`HandshakeResponse`), once.
+    pub fn flip_handshake_response_once(&self) {
+        self.flip_once(Direction::ServerToClient, 1);
     }
 
     /// Drop every live connection at once (both directions).

@@ -140,6 +140,10 @@ export default {
   "error.server_storage": "The host could not store a message; it will be sent again.",
   "error.bad_passphrase": "That passphrase cannot be used.",
   "error.flood": "Sending too fast: the server paused us; unsent messages will be sent again.",
+  "error.passphrase_refused": "The room refused the passphrase; checking again, since a refusal could be forged on the way.",
+  "error.handshake_tampered": "The room's reply could not be verified (altered on the way, or not this room's server); reconnecting.",
+  "error.room_changed": "The room at this address changed since you last connected: it restarted as a new room, or someone on the network is interfering. Trying the passphrase with it.",
+  "error.too_many_failed_attempts": "Too many failed attempts from your network; retrying in {seconds} s.",
 
   // the conversation: day separators, links, notifications
   "day.today": "Today",

@@ -139,6 +139,10 @@ export default {
   "error.server_storage": "El anfitrión no pudo guardar un mensaje; se enviará de nuevo.",
   "error.bad_passphrase": "Esa contraseña no se puede usar.",
   "error.flood": "Envías demasiado rápido: el servidor nos pausó; los mensajes pendientes se enviarán de nuevo.",
+  "error.passphrase_refused": "La sala rechazó la contraseña; se comprueba de nuevo, porque un rechazo podría ser falso.",
+  "error.handshake_tampered": "No se pudo verificar la respuesta de la sala (alterada por el camino o no es el servidor de esta sala); reconectando.",
+  "error.room_changed": "La sala de esta dirección ha cambiado desde la última vez: se reinició como sala nueva, o alguien interfiere en la red. Se prueba la contraseña con ella.",
+  "error.too_many_failed_attempts": "Demasiados intentos fallidos desde tu red; se reintentará en {seconds} s.",
 
   // la conversación: separadores de día, enlaces, avisos
   "day.today": "Hoy",

@@ -184,6 +184,19 @@ test("a taken nickname opens the dialog, which says why and lets you pick anothe
   assert.equal(await page.isVisible("#nick-dialog"), false);
 });
 
+test("refused again while choosing (the join deadline passed, the reconnect was refused): what is typed stays", async () => {
+  const page = await openPage();
+  await joinRoom(page, "Ben");
+  const refused = { type: "nick_rejected", nick: "Ben", reason: "taken", message: "that nickname is already taken in this room; pick another" };
+  await emit(page, [refused]);
+  await page.waitForSelector("#nick-dialog[open]");
+  await page.fill("#nick-input", "Benjam");
+  await emit(page, [{ type: "connecting", attempt: 2, addr: "127.0.0.1:5555" }, refused]);
+  assert.equal(await page.inputValue("#nick-input"), "Benjam");
+  assert.match(await page.textContent("#nick-reason"), /already taken/);
+  assert.deepEqual(page.errors, []);
+});
+
 test("connection state: reconnect countdown with a reconnect-now action", async () => {
   const page = await openPage();
   await joinRoom(page);

@@ -258,6 +258,7 @@ test("Spanish: the window's lines, plurals and 24-hour times", () => {
     assert.equal(nickErrorText("taken", "that nickname is already taken"), "ese apodo ya está en uso en esta sala; elige otro");
     assert.equal(clientErrorText("wrong_passphrase", "wrong passphrase"), "La contraseña de la sala no es correcta.");
     assert.equal(clientErrorText("some_new_kind", "the core's words"), "the core's words", "an unknown kind keeps the core's message");
+    assert.equal(clientErrorText("too_many_failed_attempts", "retry in 42 s", 42), "Demasiados intentos fallidos desde tu red; se reintentará en 42 s.");
   } finally {
     setLanguage("en");
   }

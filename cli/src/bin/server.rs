@@ -8,8 +8,8 @@ use tertulia_cli::{obtain_passphrase, shareable_addresses, PassphraseSource, DEF
 use tertulia_core::frame::MAX_BODY;
 use tertulia_core::passphrase;
 use tertulia_core::server::{
-    ConfigError, FloodLimit, Retention, RoomConfig, Server, ServerConfig, MAX_FLOOD_RATE,
-    MIN_FRAME_BYTES,
+    ConfigError, FloodLimit, HandshakeThrottle, Retention, RoomConfig, Server, ServerConfig,
+    MAX_FLOOD_RATE, MIN_FRAME_BYTES,
 };
 use tertulia_core::text::MAX_MESSAGE_BYTES;
 use tracing_subscriber::EnvFilter;
@@ -75,6 +75,13 @@ struct Args {
     /// Seconds a new connection has to complete the handshake.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     handshake_timeout_secs: u64,
+    /// Failed handshakes (wrong passphrase) from one IPv4 address or IPv6 /64 before it is
+    /// refused for --lockout-secs; replies to failures after the first 3 are delayed.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_failed_handshakes: u32,
+    /// Seconds an address with too many failed handshakes is refused.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=65_535))]
+    lockout_secs: u64,
     /// Maximum simultaneous connections from one IP address.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections_per_ip: u32,
@@ -177,6 +184,13 @@ async fn run(args: Args) -> i32 {
         },
         flood_queue: args.flood_queue as usize,
         handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
+        // The client joins right after the handshake: waiting longer only holds connections.
+        join_timeout: Duration::from_secs(args.handshake_timeout_secs),
+        handshake_throttle: HandshakeThrottle {
+            max_failures: args.max_failed_handshakes,
+            lockout: Duration::from_secs(args.lockout_secs),
+            ..HandshakeThrottle::default()
+        },
         data_dir: data_dir.clone(),
         max_store_bytes: args.max_store_mib.map(|m| m * 1024 * 1024),
         ..ServerConfig::default()

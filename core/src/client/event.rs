@@ -14,8 +14,21 @@ use crate::text::{MessageTextError, NickError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
-    /// The room passphrase is wrong (or the handshake was altered in transit). Not retried.
+    /// The server refused the passphrase on [`PASSPHRASE_VERDICTS`](super::PASSPHRASE_VERDICTS)
+    /// fresh connections in a row. Not retried.
     WrongPassphrase,
+    /// The server refused the passphrase (`Reject(1)`), fewer times than it takes to believe
+    /// it: the refusal is unauthenticated and could be forged. Checking again with backoff.
+    PassphraseRefused,
+    /// The server's handshake reply failed authentication: altered in transit (or a broken
+    /// server), not a wrong passphrase. Reconnecting.
+    HandshakeTampered,
+    /// The room at this address offered a different salt than before: the server restarted as
+    /// a new room, or someone on the network altered it. Reconnecting; the handshake decides.
+    RoomChanged,
+    /// Too many failed handshakes from this network: the server refuses it for a while
+    /// (`retry_after_secs` on the event). Waiting that long, then reconnecting.
+    TooManyFailedAttempts,
     /// Received data failed authentication (tampered, replayed, reordered). Reconnecting.
     Integrity,
     /// The server reported that data from this client failed authentication. Reconnecting.
@@ -24,7 +37,9 @@ pub enum ErrorKind {
     Network,
     /// The peer broke the protocol. Reconnecting.
     Protocol,
-    /// The address does not answer like a Tertulia server. Not retried.
+    /// The address does not answer like a Tertulia server, on
+    /// [`PASSPHRASE_VERDICTS`](super::PASSPHRASE_VERDICTS) fresh connections in a row (before
+    /// that: [`ErrorKind::Protocol`], retried). Not retried.
     NotTertulia,
     /// The server is at its connection limit. Reconnecting.
     ServerFull,
@@ -60,10 +75,7 @@ pub enum DisconnectReason {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientEvent {
     /// Connection attempt `attempt` (1 = first after start or after being connected).
-    Connecting {
-        attempt: u32,
-        addr: String,
-    },
+    Connecting { attempt: u32, addr: String },
     /// In the room. `room_reset`: the server restarted without its history; earlier sequence
     /// numbers are void. `gap`: some missed history was no longer available.
     Connected {
@@ -90,9 +102,7 @@ pub enum ClientEvent {
         message: String,
     },
     /// The live online list, sent after connecting and on every change.
-    Online {
-        members: Vec<String>,
-    },
+    Online { members: Vec<String> },
     /// A chat message. `own`: sent by this client, `msg_id` is then the id [`ClientHandle::send`](super::ClientHandle::send)
     /// returned. `history`: part of the backlog or a replay, not live.
     Message {
@@ -118,9 +128,7 @@ pub enum ClientEvent {
         history: bool,
     },
     /// These messages of ours are in the room.
-    Acked {
-        ids: Vec<u64>,
-    },
+    Acked { ids: Vec<u64> },
     /// The server refused one of our messages; it will not be delivered.
     MessageRejected {
         id: u64,
@@ -130,12 +138,14 @@ pub enum ClientEvent {
     Error {
         kind: ErrorKind,
         message: String,
+        /// For [`ErrorKind::TooManyFailedAttempts`]: seconds until the server accepts this
+        /// network again (the client waits that long).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_secs: Option<u64>,
     },
     /// Someone else is typing (sent at most about once a second per person while they type;
     /// show it for a few seconds).
-    Typing {
-        nick: String,
-    },
+    Typing { nick: String },
     /// Waiting `delay_ms` before connection attempt `attempt`.
     Reconnecting {
         attempt: u32,
@@ -144,10 +154,7 @@ pub enum ClientEvent {
     },
     /// While waiting to reconnect: whole seconds left before attempt `attempt` (sent each second
     /// when the wait is a second or longer).
-    Countdown {
-        attempt: u32,
-        remaining_secs: u64,
-    },
+    Countdown { attempt: u32, remaining_secs: u64 },
     /// The client stopped; no more events follow.
     Disconnected {
         reason: DisconnectReason,

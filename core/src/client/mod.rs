@@ -19,8 +19,9 @@ mod session;
 pub use address::{is_valid_host, join_host_port};
 pub use event::{ClientEvent, DisconnectReason, ErrorKind, SendError};
 pub use outbox::{OutboxError, MAX_OUTBOX};
-pub use session::OLDER_PAGE;
+pub use session::{OLDER_PAGE, PASSPHRASE_VERDICTS};
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
@@ -150,6 +151,9 @@ impl ClientHandle {
     }
 }
 
+/// Salts whose derived key is kept.
+const PSK_CACHE: usize = 2;
+
 /// How long leaving waits for the server to close the connection.
 const LEAVE_WAIT: Duration = Duration::from_secs(2);
 
@@ -170,7 +174,7 @@ pub fn spawn(config: ClientConfig) -> (ClientHandle, mpsc::Receiver<ClientEvent>
             config.give_up_after,
         ),
         config,
-        psk: None,
+        psks: VecDeque::new(),
         events: event_tx,
         commands: cmd_rx,
     };
@@ -181,8 +185,9 @@ pub fn spawn(config: ClientConfig) -> (ClientHandle, mpsc::Receiver<ClientEvent>
 struct ClientTask {
     config: ClientConfig,
     session: Session,
-    /// The pre-shared key for the last salt seen; Argon2id runs once per salt per process.
-    psk: Option<(Salt, Key)>,
+    /// Pre-shared keys for the last [`PSK_CACHE`] salts used, most recent first: Argon2id runs
+    /// once per salt per process, and one altered salt does not evict the room's key.
+    psks: VecDeque<(Salt, Key)>,
     events: mpsc::Sender<ClientEvent>,
     commands: mpsc::Receiver<Command>,
 }
@@ -331,15 +336,17 @@ impl ClientTask {
     }
 
     async fn psk_for(&mut self, salt: Salt) -> Result<Key, ConnError> {
-        if let Some((cached_salt, key)) = self.psk {
-            if cached_salt == salt {
-                return Ok(key);
+        if let Some(at) = self.psks.iter().position(|(s, _)| *s == salt) {
+            if let Some(entry) = self.psks.remove(at) {
+                self.psks.push_front(entry);
+                return Ok(entry.1);
             }
         }
         let passphrase = self.config.passphrase.clone();
         let key = tokio::task::spawn_blocking(move || passphrase::derive_psk(&passphrase, &salt))
             .await??;
-        self.psk = Some((salt, key));
+        self.psks.push_front((salt, key));
+        self.psks.truncate(PSK_CACHE);
         Ok(key)
     }
 
@@ -392,6 +399,8 @@ impl ClientTask {
             .await
             .map_err(|_| ConnError::Timeout)??;
         let salt = hello::parse_hello(&hello)?;
+        self.session.hello(salt);
+        self.emit_pending().await;
         let psk = self.psk_for(salt).await?;
         let finish = conn::finish_initiator(reader, writer, &hello, &psk);
         tokio::time::timeout(timeout, finish)

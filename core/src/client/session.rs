@@ -9,6 +9,15 @@
 //! with this key, end the connection — like rustls' `Output`. Time and randomness come in as
 //! arguments, so the tests below drive it directly, without sockets or sleeps.
 //!
+//! **What it believes before a handshake completes.** Nothing before the handshake is
+//! authenticated, so no verdict from then may stop the client on its own: a `Reject(1)` (wrong
+//! passphrase) stops it only after [`PASSPHRASE_VERDICTS`] fresh connections in a row say so
+//! with no successful handshake between them; a handshake reply that fails authentication is
+//! tampering (retried); the room's salt is remembered once a handshake has authenticated it,
+//! and a different one is reported ([`ErrorKind::RoomChanged`]) and then tried: if the
+//! handshake with it succeeds, the server really did start a new room (an in-memory server
+//! does on every restart), and the new salt is the room's from then on.
+//!
 //! [`ClientHandle`]: super::ClientHandle
 
 use std::collections::{BTreeMap, VecDeque};
@@ -21,12 +30,24 @@ use super::event::{ClientEvent, DisconnectReason, ErrorKind, SendError};
 use super::outbox::Outbox;
 use crate::cipher::Key;
 use crate::conn::ConnError;
+use crate::handshake::HandshakeError;
 use crate::hello::{HelloError, RejectCode};
 use crate::message::{
     BroadcastMessage, ClientId, ClientMessage, ErrorCode, Resume, RoomEvent, RoomEventKind,
     ServerMessage, MAX_SEND_WINDOW, TYPING_NOTICE_INTERVAL,
 };
+use crate::passphrase::Salt;
 use crate::text::nick_key;
+
+/// Unauthenticated verdicts (`Reject(1)`, "not a Tertulia server") on fresh connections in a
+/// row (no handshake completing between them) after which the client believes them and stops.
+/// With the reconnect backoff, a forger would have to answer every connection for about a
+/// second.
+pub const PASSPHRASE_VERDICTS: u32 = 3;
+/// The longest a `Reject(6)` makes the client wait (it is unauthenticated too).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// The wait after a `Reject(6)` that does not say how long.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Events asked for per page of older history.
 pub const OLDER_PAGE: usize = 100;
@@ -56,11 +77,23 @@ pub enum Ending {
         reason: DisconnectReason,
         message: String,
     },
-    /// Try again; `report`: tell the user why.
+    /// A verdict that would stop the client but arrived before a handshake completed, so an
+    /// attacker could have forged it: reported as `meanwhile` and retried, and believed —
+    /// ending like [`Ending::Fatal`] with `kind` and `reason` — only on the
+    /// [`PASSPHRASE_VERDICTS`]th in a row with no completed handshake between.
+    Verdict {
+        kind: ErrorKind,
+        reason: DisconnectReason,
+        meanwhile: ErrorKind,
+        message: String,
+    },
+    /// Try again; `report`: tell the user why; `wait`: at least this long first (the
+    /// server said so), plus the usual backoff.
     Retry {
         kind: ErrorKind,
         message: String,
         report: bool,
+        wait: Option<Duration>,
     },
 }
 
@@ -70,6 +103,7 @@ impl Ending {
             kind,
             message: message.to_string(),
             report: true,
+            wait: None,
         }
     }
 }
@@ -117,6 +151,16 @@ pub struct Session {
     /// `None` while offline.
     connection: Option<Connection>,
     actions: VecDeque<Action>,
+    /// Unauthenticated verdicts ([`Ending::Verdict`]) since the last completed handshake.
+    verdicts: u32,
+    /// The salt the last completed handshake authenticated: the room's, as far as we know.
+    room_salt: Option<Salt>,
+    /// The salt offered on the current connection attempt.
+    offered_salt: Option<Salt>,
+    /// The last different salt reported as a changed room (reported once, not per attempt).
+    reported_salt: Option<Salt>,
+    /// The server refused the nickname on this connection and the user is choosing another.
+    choosing_nick: bool,
 }
 
 impl Session {
@@ -142,6 +186,11 @@ impl Session {
             attempt: 0,
             connection: None,
             actions: VecDeque::new(),
+            verdicts: 0,
+            room_salt: None,
+            offered_salt: None,
+            reported_salt: None,
+            choosing_nick: false,
         }
     }
 
@@ -182,8 +231,33 @@ impl Session {
         });
     }
 
+    /// The server's hello offered `salt`. A salt other than the one the last handshake
+    /// authenticated is reported (once per new salt); the handshake then goes ahead with it.
+    pub fn hello(&mut self, salt: Salt) {
+        self.offered_salt = Some(salt);
+        let changed = self.room_salt.is_some_and(|known| known != salt);
+        if changed && self.reported_salt != Some(salt) {
+            self.reported_salt = Some(salt);
+            self.emit(ClientEvent::Error {
+                kind: ErrorKind::RoomChanged,
+                message: "the room at this address changed: its server offers a different salt \
+                          than before (a new room after a restart, or someone on the network \
+                          altering it); trying the passphrase with it"
+                    .into(),
+                retry_after_secs: None,
+            });
+        }
+    }
+
     /// The handshake succeeded: ask to join (resuming where this client left off).
     pub fn connected(&mut self) {
+        // The handshake authenticated the hello, salt included, and the passphrase.
+        if let Some(salt) = self.offered_salt.take() {
+            self.room_salt = Some(salt);
+        }
+        self.reported_salt = None;
+        self.verdicts = 0;
+        self.choosing_nick = false;
         self.connection = Some(Connection {
             joined: false,
             sent_through: 0,
@@ -205,9 +279,10 @@ impl Session {
     pub fn connection_ended(&mut self, ending: Ending, jitter: &mut impl Rng) -> Next {
         let joined = self.joined();
         self.connection = None;
+        self.offered_salt = None;
         // What was queued for the connection that is gone is void; events stay.
         self.actions.retain(|a| matches!(a, Action::Emit(_)));
-        let (kind, message, report) = match ending {
+        let (kind, message, report, wait) = match ending {
             Ending::Quit => {
                 self.stop(DisconnectReason::Quit, "left the room".into());
                 return Next::Stop;
@@ -220,15 +295,42 @@ impl Session {
                 self.emit(ClientEvent::Error {
                     kind,
                     message: message.clone(),
+                    retry_after_secs: None,
                 });
                 self.stop(reason, message);
                 return Next::Stop;
+            }
+            Ending::Verdict {
+                kind,
+                reason,
+                message,
+                ..
+            } if self.verdicts + 1 >= PASSPHRASE_VERDICTS => {
+                let message = format!("{message} (on {PASSPHRASE_VERDICTS} connections in a row)");
+                self.emit(ClientEvent::Error {
+                    kind,
+                    message: message.clone(),
+                    retry_after_secs: None,
+                });
+                self.stop(reason, message);
+                return Next::Stop;
+            }
+            Ending::Verdict {
+                meanwhile, message, ..
+            } => {
+                self.verdicts += 1;
+                let message = format!(
+                    "{message}; checking again (believed after {PASSPHRASE_VERDICTS} in a row, \
+                     as it could be forged)"
+                );
+                (meanwhile, message, true, None)
             }
             Ending::Retry {
                 kind,
                 message,
                 report,
-            } => (kind, message, report),
+                wait,
+            } => (kind, message, report, wait),
         };
         if joined {
             self.attempt = 0;
@@ -237,6 +339,7 @@ impl Session {
             self.emit(ClientEvent::Error {
                 kind,
                 message: message.clone(),
+                retry_after_secs: wait.map(|w| w.as_secs()),
             });
         }
         if self
@@ -248,7 +351,7 @@ impl Session {
             return Next::Stop;
         }
         let attempt = self.attempt + 1;
-        let delay = backoff::delay(attempt, jitter);
+        let delay = wait.unwrap_or_default() + backoff::delay(attempt, jitter);
         self.emit(ClientEvent::Reconnecting {
             attempt,
             delay_ms: delay.as_millis() as u64,
@@ -451,6 +554,7 @@ impl Session {
                 self.leave_if_flushed();
             }
             ServerMessage::NickRejected { nick, reason } => {
+                self.choosing_nick = true;
                 self.emit(ClientEvent::NickRejected {
                     nick,
                     reason,
@@ -476,12 +580,19 @@ impl Session {
                     ErrorCode::Storage => (ErrorKind::ServerStorage, true),
                     ErrorCode::Flood => (ErrorKind::Flood, true),
                     ErrorCode::Replaced => (ErrorKind::Protocol, false),
+                    // The join deadline (the handshake timeout) passed while the user chose
+                    // another nickname: expected, not worth an error; the next connection
+                    // joins with whatever nickname is set by then.
+                    ErrorCode::Timeout if self.choosing_nick && !self.joined() => {
+                        (ErrorKind::Protocol, false)
+                    }
                     ErrorCode::Protocol | ErrorCode::Timeout => (ErrorKind::Protocol, true),
                 };
                 self.end(Ending::Retry {
                     kind,
                     message: format!("server: {message}"),
                     report,
+                    wait: None,
                 });
             }
         }
@@ -596,13 +707,6 @@ impl Session {
 
 /// How a connection error ends the connection.
 pub fn classify(error: ConnError) -> Ending {
-    if error.is_wrong_passphrase() {
-        return Ending::Fatal {
-            kind: ErrorKind::WrongPassphrase,
-            reason: DisconnectReason::WrongPassphrase,
-            message: "wrong passphrase: the server did not accept the room passphrase".into(),
-        };
-    }
     if error.is_integrity_failure() {
         return Ending::retry(
             ErrorKind::Integrity,
@@ -610,10 +714,12 @@ pub fn classify(error: ConnError) -> Ending {
         );
     }
     match error {
+        // The Hello is not authenticated either: believed only when it repeats.
         ConnError::Hello(HelloError::NotTertulia | HelloError::UnsupportedVersion(_)) => {
-            Ending::Fatal {
+            Ending::Verdict {
                 kind: ErrorKind::NotTertulia,
                 reason: DisconnectReason::Fatal,
+                meanwhile: ErrorKind::Protocol,
                 message: error.to_string(),
             }
         }
@@ -629,6 +735,33 @@ pub fn classify(error: ConnError) -> Ending {
             ErrorKind::ServerFull,
             "the server allows no more connections from your address",
         ),
+        // Unauthenticated: believed only when it repeats (see `Session::connection_ended`).
+        ConnError::Rejected(Some(RejectCode::AuthenticationFailed)) => Ending::Verdict {
+            kind: ErrorKind::WrongPassphrase,
+            reason: DisconnectReason::WrongPassphrase,
+            meanwhile: ErrorKind::PassphraseRefused,
+            message: "wrong passphrase: the server refused the room passphrase".into(),
+        },
+        ConnError::Handshake(HandshakeError::AuthenticationFailed) => Ending::retry(
+            ErrorKind::HandshakeTampered,
+            "the server's handshake reply failed authentication: altered on the way, or not \
+             this room's server; reconnecting",
+        ),
+        ConnError::Throttled { retry_after_secs } => {
+            let wait = retry_after_secs
+                .map(|secs| Duration::from_secs(secs.into()))
+                .unwrap_or(DEFAULT_RETRY_AFTER)
+                .min(MAX_RETRY_AFTER);
+            Ending::Retry {
+                kind: ErrorKind::TooManyFailedAttempts,
+                message: format!(
+                    "too many failed attempts from your network; retry in {} s",
+                    wait.as_secs()
+                ),
+                report: true,
+                wait: Some(wait),
+            }
+        }
         // A key derivation that did not finish is retried like a connection that did not.
         ConnError::Io(_) | ConnError::Closed | ConnError::Timeout | ConnError::KeyDerivation(_) => {
             Ending::retry(ErrorKind::Network, error)
@@ -1257,6 +1390,37 @@ mod tests {
     }
 
     #[test]
+    fn the_join_deadline_passing_while_choosing_a_nickname_is_no_error() {
+        let mut s = session();
+        let timeout = || ServerMessage::Error {
+            code: ErrorCode::Timeout,
+            message: "no nickname chosen in time".into(),
+        };
+        s.connecting();
+        s.connected();
+        s.on_server_message(ServerMessage::NickRejected {
+            nick: "Ana".into(),
+            reason: NickError::Taken,
+        });
+        drain(&mut s);
+        s.on_server_message(timeout());
+        assert!(matches!(
+            &drain(&mut s)[..],
+            [Action::End(Ending::Retry { report: false, .. })]
+        ));
+        // Without a refused nickname a timeout is worth reporting.
+        let mut s = session();
+        s.connecting();
+        s.connected();
+        drain(&mut s);
+        s.on_server_message(timeout());
+        assert!(matches!(
+            &drain(&mut s)[..],
+            [Action::End(Ending::Retry { report: true, .. })]
+        ));
+    }
+
+    #[test]
     fn leaving_when_flushed_waits_for_the_last_ack() {
         let mut s = session();
         join_room(&mut s, Welcome::default());
@@ -1357,7 +1521,8 @@ mod tests {
             vec![Action::End(Ending::Retry {
                 kind: ErrorKind::Protocol,
                 message: "server: replaced".into(),
-                report: false
+                report: false,
+                wait: None,
             })],
             "a replaced connection reconnects quietly"
         );
@@ -1391,18 +1556,38 @@ mod tests {
     fn connection_errors_are_classified() {
         assert!(matches!(
             classify(ConnError::Hello(HelloError::NotTertulia)),
-            Ending::Fatal {
+            Ending::Verdict {
                 kind: ErrorKind::NotTertulia,
+                meanwhile: ErrorKind::Protocol,
                 ..
             }
         ));
         assert!(matches!(
             classify(ConnError::Rejected(Some(RejectCode::AuthenticationFailed))),
-            Ending::Fatal {
+            Ending::Verdict {
                 kind: ErrorKind::WrongPassphrase,
-                reason: DisconnectReason::WrongPassphrase,
+                meanwhile: ErrorKind::PassphraseRefused,
                 ..
             }
+        ));
+        assert!(matches!(
+            classify(ConnError::Handshake(HandshakeError::AuthenticationFailed)),
+            Ending::Retry {
+                kind: ErrorKind::HandshakeTampered,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(ConnError::Throttled { retry_after_secs: Some(42) }),
+            Ending::Retry {
+                kind: ErrorKind::TooManyFailedAttempts,
+                wait: Some(w),
+                ..
+            } if w == Duration::from_secs(42)
+        ));
+        assert!(matches!(
+            classify(ConnError::Throttled { retry_after_secs: Some(u16::MAX) }),
+            Ending::Retry { wait: Some(w), .. } if w == MAX_RETRY_AFTER
         ));
         assert!(matches!(
             classify(ConnError::Rejected(Some(RejectCode::ServerFull))),
@@ -1417,6 +1602,167 @@ mod tests {
                 kind: ErrorKind::Network,
                 ..
             }
+        ));
+    }
+
+    fn refused() -> Ending {
+        classify(ConnError::Rejected(Some(RejectCode::AuthenticationFailed)))
+    }
+
+    fn kinds(actions: &[Action]) -> Vec<ErrorKind> {
+        events(actions)
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Error { kind, .. } => Some(kind),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_refused_passphrase_is_believed_only_when_it_repeats_without_a_handshake_between() {
+        let mut s = session();
+        let mut rng = StdRng::seed_from_u64(1);
+        // Two refusals, then a handshake that succeeds: the count starts over.
+        for _ in 0..PASSPHRASE_VERDICTS - 1 {
+            s.connecting();
+            assert!(matches!(
+                s.connection_ended(refused(), &mut rng),
+                Next::Reconnect { .. }
+            ));
+        }
+        s.connecting();
+        s.connected();
+        s.connection_ended(network_failure("cut"), &mut rng);
+        drain(&mut s);
+        // A network failure between refusals does not reset it.
+        for i in 1..=PASSPHRASE_VERDICTS {
+            s.connecting();
+            let next = s.connection_ended(refused(), &mut rng);
+            if i < PASSPHRASE_VERDICTS {
+                assert!(matches!(next, Next::Reconnect { .. }), "refusal {i}");
+                s.connecting();
+                s.connection_ended(network_failure("cut"), &mut rng);
+            } else {
+                assert_eq!(next, Next::Stop);
+            }
+        }
+        let actions = drain(&mut s);
+        assert_eq!(
+            kinds(&actions)
+                .iter()
+                .filter(|k| **k == ErrorKind::PassphraseRefused)
+                .count(),
+            PASSPHRASE_VERDICTS as usize - 1
+        );
+        assert_eq!(kinds(&actions).last(), Some(&ErrorKind::WrongPassphrase));
+        assert!(matches!(
+            events(&actions).last(),
+            Some(ClientEvent::Disconnected {
+                reason: DisconnectReason::WrongPassphrase,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn an_answer_that_is_not_tertulia_is_believed_only_when_it_repeats() {
+        let mut s = session();
+        let mut rng = StdRng::seed_from_u64(4);
+        for _ in 1..PASSPHRASE_VERDICTS {
+            s.connecting();
+            let next = s.connection_ended(
+                classify(ConnError::Hello(HelloError::NotTertulia)),
+                &mut rng,
+            );
+            assert!(matches!(next, Next::Reconnect { .. }));
+        }
+        assert_eq!(
+            kinds(&drain(&mut s)),
+            [ErrorKind::Protocol, ErrorKind::Protocol]
+        );
+        s.connecting();
+        let ending = classify(ConnError::Hello(HelloError::UnsupportedVersion(2)));
+        assert_eq!(s.connection_ended(ending, &mut rng), Next::Stop);
+        let actions = drain(&mut s);
+        assert_eq!(kinds(&actions), [ErrorKind::NotTertulia]);
+        assert!(matches!(
+            events(&actions).last(),
+            Some(ClientEvent::Disconnected {
+                reason: DisconnectReason::Fatal,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_changed_salt_is_reported_once_and_adopted_when_a_handshake_proves_it() {
+        let mut s = session();
+        let mut rng = StdRng::seed_from_u64(2);
+        let (first, other) = ([1u8; 16], [2u8; 16]);
+        s.connecting();
+        s.hello(first);
+        s.connected();
+        s.connection_ended(network_failure("cut"), &mut rng);
+        assert!(kinds(&drain(&mut s))
+            .iter()
+            .all(|k| *k == ErrorKind::Network));
+        // A different salt: reported once however many attempts see it.
+        for _ in 0..2 {
+            s.connecting();
+            s.hello(other);
+            s.connection_ended(refused(), &mut rng);
+        }
+        let reported = kinds(&drain(&mut s));
+        assert_eq!(
+            reported
+                .iter()
+                .filter(|k| **k == ErrorKind::RoomChanged)
+                .count(),
+            1,
+            "{reported:?}"
+        );
+        // The known salt again: nothing to report; it connects.
+        s.connecting();
+        s.hello(first);
+        s.connected();
+        s.connection_ended(network_failure("cut"), &mut rng);
+        assert!(!kinds(&drain(&mut s)).contains(&ErrorKind::RoomChanged));
+        // A handshake that succeeds with a new salt makes it the room's.
+        s.connecting();
+        s.hello(other);
+        s.connected();
+        s.connection_ended(network_failure("cut"), &mut rng);
+        assert!(kinds(&drain(&mut s)).contains(&ErrorKind::RoomChanged));
+        s.connecting();
+        s.hello(other);
+        assert!(!kinds(&drain(&mut s)).contains(&ErrorKind::RoomChanged));
+    }
+
+    #[test]
+    fn too_many_failed_attempts_waits_what_the_server_says_plus_backoff() {
+        let mut s = session();
+        let mut rng = StdRng::seed_from_u64(3);
+        s.connecting();
+        let ending = classify(ConnError::Throttled {
+            retry_after_secs: Some(7),
+        });
+        match s.connection_ended(ending, &mut rng) {
+            Next::Reconnect { delay, .. } => {
+                assert!(delay >= Duration::from_secs(7) && delay < Duration::from_secs(8))
+            }
+            Next::Stop => panic!("a throttled client must not stop"),
+        }
+        let error = events(&drain(&mut s))
+            .into_iter()
+            .find(|e| matches!(e, ClientEvent::Error { .. }));
+        assert!(matches!(
+            error,
+            Some(ClientEvent::Error {
+                kind: ErrorKind::TooManyFailedAttempts,
+                retry_after_secs: Some(7),
+                ..
+            })
         ));
     }
 }

@@ -20,6 +20,8 @@ use super::clock::Now;
 use super::flood::TokenBucket;
 use super::link::MemberLink;
 use super::room::NotMember;
+use super::source::Source;
+use super::throttle::Admission;
 use super::writer::write_loop;
 use super::Shared;
 use crate::cipher::CipherState;
@@ -37,14 +39,54 @@ pub(super) async fn handle_connection(
 ) {
     let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let (read_half, mut write_half) = stream.into_split();
-    let mut reader = FrameReader::new(read_half);
-    let handshake = conn::accept_handshake(&mut reader, &mut write_half, &shared.salt, &shared.psk);
-    let keys = match tokio::time::timeout(shared.config.handshake_timeout, handshake).await {
-        Ok(Ok(keys)) => keys,
-        Ok(Err(e)) if e.is_wrong_passphrase() => {
-            warn!(%peer, conn = conn_id, "handshake failed: wrong passphrase (authentication failed)");
+    let source = Source::of(peer.ip());
+    let admission = shared.failed_handshakes().0.admit(source, Instant::now());
+    match admission {
+        Admission::Allow => {}
+        Admission::Refuse { retry_after_secs } => {
+            debug!(%peer, conn = conn_id, retry_after_secs, "refused: too many failed handshakes");
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                conn::send_throttled(&mut write_half, retry_after_secs),
+            )
+            .await;
             return;
         }
+    }
+    let mut reader = FrameReader::new(read_half);
+    // Counted the moment message 1 fails, so that dropping the connection before the delayed
+    // Reject (or the handshake timeout cutting it) does not make a guess free.
+    let wrong_passphrase = || {
+        let now = Instant::now();
+        let mut guard = shared.failed_handshakes();
+        let (failures, log) = &mut *guard;
+        let failure = failures.failed(source, now);
+        if let Some(suppressed) = log.allow(now) {
+            match failure.lockout {
+                Some(lockout) => warn!(
+                    %source, conn = conn_id, lockout_secs = lockout.as_secs(), suppressed,
+                    "handshake failed: wrong passphrase; too many from this address, refusing it for a while"
+                ),
+                None => warn!(
+                    %source, conn = conn_id, suppressed,
+                    "handshake failed: wrong passphrase (authentication failed)"
+                ),
+            }
+        }
+        failure
+            .reject_delay
+            .min(shared.config.handshake_timeout / 2)
+    };
+    let handshake = conn::accept_handshake(
+        &mut reader,
+        &mut write_half,
+        &shared.salt,
+        &shared.psk,
+        wrong_passphrase,
+    );
+    let keys = match tokio::time::timeout(shared.config.handshake_timeout, handshake).await {
+        Ok(Ok(keys)) => keys,
+        Ok(Err(e)) if e.is_wrong_passphrase() => return,
         Ok(Err(e)) => {
             info!(%peer, conn = conn_id, error = %e, "handshake failed");
             return;

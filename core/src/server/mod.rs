@@ -16,7 +16,8 @@
 //! - [`link`]: what the room holds of a member connection, and what its writer reports.
 //! - [`handler`] and [`writer`]: the two halves of a connection (I/O).
 //! - [`addresses`]: the addresses a host shares with others; [`source`]: the unit per-address
-//!   limits count (an IPv4 address or an IPv6 /64).
+//!   limits count (an IPv4 address or an IPv6 /64); [`throttle`]: failed handshakes per source
+//!   (online guessing).
 
 mod addresses;
 mod clock;
@@ -30,12 +31,14 @@ mod room;
 mod roster;
 pub(crate) mod source;
 mod store;
+mod throttle;
 mod writer;
 
 pub use addresses::shareable_addresses;
 pub use flood::FloodLimit;
 pub use room::RoomConfig;
 pub use store::{Retention, StoreError};
+pub use throttle::HandshakeThrottle;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -82,8 +85,11 @@ pub struct ServerConfig {
     pub flood_queue: usize,
     /// Time from TCP accept to a completed Noise handshake.
     pub handshake_timeout: Duration,
-    /// Time from the handshake to an accepted nickname.
+    /// Time from the handshake to an accepted nickname (the client joins right after the
+    /// handshake; `tertulia-server` sets it to the handshake timeout).
     pub join_timeout: Duration,
+    /// Failed handshakes per source address: delay, then a temporary refusal (`Reject(6)`).
+    pub handshake_throttle: HandshakeThrottle,
     /// A connection that sends nothing (not even a ping) for this long is closed.
     pub idle_timeout: Duration,
     /// Items (frames or private messages) in one member's send queue.
@@ -124,7 +130,8 @@ impl Default for ServerConfig {
             flood: FloodLimit::default(),
             flood_queue: 64,
             handshake_timeout: Duration::from_secs(10),
-            join_timeout: Duration::from_secs(300),
+            join_timeout: Duration::from_secs(10),
+            handshake_throttle: HandshakeThrottle::default(),
             idle_timeout: Duration::from_secs(60),
             send_queue_items: 8192,
             socket_send_buffer: Some(256 * 1024),
@@ -229,6 +236,8 @@ struct Shared {
     next_conn_id: AtomicU64,
     /// Open connections per source (IPv4 address or IPv6 /64).
     per_ip: Mutex<HashMap<Source, usize>>,
+    /// Failed handshakes per source, and the rate limit on logging them.
+    failed_handshakes: Mutex<(throttle::FailedHandshakes, throttle::LogLimit)>,
 }
 
 /// One connection counted against its source address; released on drop.
@@ -266,6 +275,14 @@ impl Drop for IpSlot {
 }
 
 impl Shared {
+    fn failed_handshakes(
+        &self,
+    ) -> MutexGuard<'_, (throttle::FailedHandshakes, throttle::LogLimit)> {
+        self.failed_handshakes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn room(&self) -> MutexGuard<'_, Room> {
         // A panic while holding the lock would be a bug; keep serving with the data as it is.
         self.room
@@ -334,13 +351,17 @@ impl Server {
         Ok(Self {
             listener,
             shared: Arc::new(Shared {
-                config,
                 salt,
                 psk,
                 room,
                 log,
                 next_conn_id: AtomicU64::new(1),
                 per_ip: Mutex::new(HashMap::new()),
+                failed_handshakes: Mutex::new((
+                    throttle::FailedHandshakes::new(config.handshake_throttle),
+                    throttle::LogLimit::default(),
+                )),
+                config,
             }),
         })
     }

@@ -1,0 +1,313 @@
+//! Online guessing: failed handshakes (wrong passphrase at Noise message 1) counted per
+//! [`Source`] (an IPv4 address or an IPv6 /64). Pure: time comes in as an argument.
+//!
+//! - The first [`FREE_FAILURES`] failures from a source are answered at once; after that each
+//!   `Reject(1)` is held back by a growing delay (250 ms, 500 ms, … up to [`MAX_REJECT_DELAY`]).
+//! - At [`HandshakeThrottle::max_failures`] the source is refused for
+//!   [`HandshakeThrottle::lockout`]: its connections get `Reject(6)` with the seconds left,
+//!   before any handshake work. After the lockout one more failure locks it again, until the
+//!   source has had no failure for [`HandshakeThrottle::forget_after`].
+//! - Other sources are not affected: a source only ever pays for its own failures.
+//! - The table is bounded ([`HandshakeThrottle::max_sources`] entries, about 64 bytes each):
+//!   when full, forgotten entries are dropped, then the one idle the longest.
+//! - [`LogLimit`] keeps the log of failures to a bounded rate, counting what it left out.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::source::Source;
+
+/// Failures answered without delay.
+pub const FREE_FAILURES: u32 = 3;
+/// The delay before the first held-back `Reject(1)`; it doubles with each further failure.
+pub const FIRST_REJECT_DELAY: Duration = Duration::from_millis(250);
+/// The longest a `Reject(1)` is held back.
+pub const MAX_REJECT_DELAY: Duration = Duration::from_secs(4);
+
+/// Limits on failed handshakes per source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeThrottle {
+    /// Failed handshakes from one source before it is refused for [`Self::lockout`].
+    pub max_failures: u32,
+    /// How long a source is refused.
+    pub lockout: Duration,
+    /// A source with no failure for this long starts over.
+    pub forget_after: Duration,
+    /// Sources remembered at most.
+    pub max_sources: usize,
+}
+
+impl Default for HandshakeThrottle {
+    fn default() -> Self {
+        Self {
+            max_failures: 10,
+            lockout: Duration::from_secs(60),
+            forget_after: Duration::from_secs(15 * 60),
+            max_sources: 16_384,
+        }
+    }
+}
+
+/// What to do with a new connection from a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go ahead with the handshake.
+    Allow,
+    /// Refuse with `Reject(6)`: try again in `retry_after_secs` (at least 1).
+    Refuse { retry_after_secs: u16 },
+}
+
+/// What a failed handshake leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// Hold the `Reject(1)` back this long.
+    pub reject_delay: Duration,
+    /// The source is now refused for this long.
+    pub lockout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    failures: u32,
+    last_failure: Instant,
+    locked_until: Option<Instant>,
+}
+
+/// Failed handshakes per source; see the module documentation.
+#[derive(Debug)]
+pub struct FailedHandshakes {
+    limits: HandshakeThrottle,
+    entries: HashMap<Source, Entry>,
+}
+
+impl FailedHandshakes {
+    pub fn new(limits: HandshakeThrottle) -> Self {
+        Self {
+            limits,
+            entries: HashMap::new(),
+        }
+    }
+
+    /// Sources currently remembered.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn forgotten(&self, entry: &Entry, now: Instant) -> bool {
+        entry.locked_until.is_none_or(|until| until <= now)
+            && now.saturating_duration_since(entry.last_failure) >= self.limits.forget_after
+    }
+
+    /// May a connection from `source` handshake now?
+    pub fn admit(&mut self, source: Source, now: Instant) -> Admission {
+        let Some(entry) = self.entries.get(&source).copied() else {
+            return Admission::Allow;
+        };
+        if self.forgotten(&entry, now) {
+            self.entries.remove(&source);
+            return Admission::Allow;
+        }
+        if let Some(until) = entry.locked_until.filter(|until| *until > now) {
+            let left = until.saturating_duration_since(now);
+            // Whole seconds, rounded up, so the client never comes back too early.
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            return Admission::Refuse {
+                retry_after_secs: secs.clamp(1, u16::MAX.into()) as u16,
+            };
+        }
+        Admission::Allow
+    }
+
+    /// A handshake from `source` failed authentication: how long to hold its `Reject(1)`
+    /// back, and the lockout it starts, if any.
+    pub fn failed(&mut self, source: Source, now: Instant) -> Failure {
+        match self.entries.get(&source) {
+            Some(entry) if self.forgotten(entry, now) => {
+                self.entries.remove(&source);
+            }
+            Some(_) => {}
+            None => self.make_room(now),
+        }
+        let limits = self.limits;
+        let entry = self.entries.entry(source).or_insert(Entry {
+            failures: 0,
+            last_failure: now,
+            locked_until: None,
+        });
+        let delay = reject_delay(entry.failures);
+        entry.failures = entry.failures.saturating_add(1);
+        entry.last_failure = now;
+        let locked = entry.locked_until.is_some_and(|until| until > now);
+        let lockout = (entry.failures >= limits.max_failures && !locked).then(|| {
+            entry.locked_until = Some(now + limits.lockout);
+            limits.lockout
+        });
+        Failure {
+            reject_delay: delay,
+            lockout,
+        }
+    }
+
+    /// Make room for one more source: drop forgotten entries, then the one idle the longest.
+    fn make_room(&mut self, now: Instant) {
+        if self.entries.len() < self.limits.max_sources {
+            return;
+        }
+        let limits = self.limits;
+        self.entries.retain(|_, e| {
+            !(e.locked_until.is_none_or(|until| until <= now)
+                && now.saturating_duration_since(e.last_failure) >= limits.forget_after)
+        });
+        while self.entries.len() >= self.limits.max_sources.max(1) {
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.last_failure)
+                .map(|(source, _)| *source)
+            else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+    }
+}
+
+/// The delay before a `Reject(1)` after `failures` earlier failures.
+fn reject_delay(failures: u32) -> Duration {
+    match failures.checked_sub(FREE_FAILURES) {
+        None => Duration::ZERO,
+        Some(extra) => FIRST_REJECT_DELAY
+            .saturating_mul(1u32 << extra.min(16))
+            .min(MAX_REJECT_DELAY),
+    }
+}
+
+/// A token bucket for log lines: a burst of [`LogLimit::BURST`], then one per second.
+#[derive(Debug)]
+pub struct LogLimit {
+    tokens: f64,
+    at: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Default for LogLimit {
+    fn default() -> Self {
+        Self {
+            tokens: Self::BURST,
+            at: None,
+            suppressed: 0,
+        }
+    }
+}
+
+impl LogLimit {
+    pub const BURST: f64 = 5.0;
+
+    /// May a line be logged now? `Some(n)`: yes, and `n` lines were left out since the last one.
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        if let Some(at) = self.at {
+            let refill = now.saturating_duration_since(at).as_secs_f64();
+            self.tokens = (self.tokens + refill).min(Self::BURST);
+        }
+        self.at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(text: &str) -> Source {
+        Source::of(text.parse().unwrap())
+    }
+
+    fn limits() -> HandshakeThrottle {
+        HandshakeThrottle {
+            max_failures: 6,
+            lockout: Duration::from_secs(30),
+            forget_after: Duration::from_secs(600),
+            max_sources: 3,
+        }
+    }
+
+    #[test]
+    fn failures_grow_the_delay_then_lock_the_source_out_and_only_it() {
+        let mut t = FailedHandshakes::new(limits());
+        let (attacker, other) = (source("192.0.2.1"), source("192.0.2.2"));
+        let now = Instant::now();
+        let mut delays = Vec::new();
+        for i in 1..=6 {
+            assert_eq!(t.admit(attacker, now), Admission::Allow, "failure {i}");
+            let failure = t.failed(attacker, now);
+            assert_eq!(failure.lockout.is_some(), i == 6, "failure {i}");
+            delays.push(failure.reject_delay);
+        }
+        let ms = |d: &Duration| d.as_millis() as u64;
+        assert_eq!(
+            delays.iter().map(ms).collect::<Vec<_>>(),
+            [0, 0, 0, 250, 500, 1000]
+        );
+        assert_eq!(
+            t.admit(attacker, now + Duration::from_millis(500)),
+            Admission::Refuse {
+                retry_after_secs: 30
+            },
+            "rounded up"
+        );
+        assert_eq!(t.admit(other, now), Admission::Allow);
+        // After the lockout one more failure locks it again.
+        let later = now + Duration::from_secs(31);
+        assert_eq!(t.admit(attacker, later), Admission::Allow);
+        assert!(t.failed(attacker, later).lockout.is_some());
+        // Long quiet: forgotten, and the next failure is answered at once.
+        let much_later = later + Duration::from_secs(31 + 600);
+        assert_eq!(t.admit(attacker, much_later), Admission::Allow);
+        assert_eq!(
+            t.failed(attacker, much_later + Duration::from_secs(1)),
+            Failure {
+                reject_delay: Duration::ZERO,
+                lockout: None
+            }
+        );
+        assert_eq!(reject_delay(100), MAX_REJECT_DELAY);
+    }
+
+    #[test]
+    fn the_table_is_bounded_dropping_the_longest_idle_source() {
+        let mut t = FailedHandshakes::new(limits());
+        let now = Instant::now();
+        for (i, ip) in ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
+            .iter()
+            .enumerate()
+        {
+            t.failed(source(ip), now + Duration::from_secs(i as u64));
+            assert!(t.len() <= 3);
+        }
+        assert!(
+            !t.entries.contains_key(&source("10.0.0.1")),
+            "oldest dropped"
+        );
+        assert!(t.entries.contains_key(&source("10.0.0.4")));
+        // An IPv6 /64 is one source.
+        t.failed(source("2001:db8::1"), now);
+        t.failed(source("2001:db8::2"), now);
+        assert_eq!(t.entries[&source("2001:db8::3")].failures, 2);
+    }
+
+    #[test]
+    fn the_log_is_rate_limited_and_counts_what_it_left_out() {
+        let mut log = LogLimit::default();
+        let now = Instant::now();
+        let allowed = (0..20).filter(|_| log.allow(now).is_some()).count();
+        assert_eq!(allowed, LogLimit::BURST as usize);
+        assert_eq!(log.allow(now + Duration::from_secs(1)), Some(15));
+    }
+}
