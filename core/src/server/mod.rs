@@ -18,7 +18,7 @@
 //! - [`addresses`]: the addresses a host shares with others; [`source`]: the unit per-address
 //!   limits count (an IPv4 address or an IPv6 /64).
 
-mod addresses;
+pub mod addresses;
 mod clock;
 pub(crate) mod dedupe;
 mod fanout;
