@@ -11,12 +11,18 @@
 //!   notifications.
 //! - [`rooms`]: the saved rooms on the start screen, their passphrases in the OS keyring.
 //! - [`links`]: a link from a message opened in the system browser, http(s) only.
+//! - [`notifications`]: desktop notifications escaped, coalesced and rate-limited (pure).
+//! - [`reach`]: where a hosted room is reachable from, and its listener.
+//! - [`strength`]: how guessable a room passphrase is, for the host form's warning.
 
 pub mod commands;
 pub mod forward;
 pub mod links;
+pub mod notifications;
+pub mod reach;
 pub mod rooms;
 pub mod session;
+pub mod strength;
 
 pub use forward::CHAT_EVENT;
 
@@ -49,12 +55,14 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             commands::load_older,
             commands::disconnect,
             commands::generate_passphrase,
+            commands::passphrase_strength,
             commands::hosting_info,
             rooms::list_saved_rooms,
             rooms::forget_saved_room,
             rooms::rejoin_saved_room,
             links::open_link,
             forward::set_notifications_muted,
+            forward::set_notification_summary,
         ])
 }
 
