@@ -108,8 +108,8 @@ fn usable(ip: IpAddr) -> bool {
 }
 
 /// How good an address is to share, lower first; `None`: not shareable. Private LAN IPv4
-/// (RFC 1918) on a physical interface, then IPv6 unique-local, other IPv4, global IPv6 —
-/// and anything on a virtual interface or in the carrier-grade NAT range 100.64.0.0/10
+/// (RFC 1918) on a physical interface, then other IPv4 (every device on a network speaks
+/// IPv4; not every one has IPv6), IPv6 unique-local, global IPv6 — and anything on a virtual interface or in the carrier-grade NAT range 100.64.0.0/10
 /// (which Tailscale uses) after all of them.
 pub fn rank(addr: &InterfaceAddr) -> Option<u8> {
     if !usable(addr.ip) || interface_kind(&addr.name) == InterfaceKind::Loopback {
@@ -118,8 +118,8 @@ pub fn rank(addr: &InterfaceAddr) -> Option<u8> {
     let by_ip = match addr.ip {
         IpAddr::V4(v4) if v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 => 4,
         IpAddr::V4(v4) if v4.is_private() => 0,
-        IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 => 1,
-        IpAddr::V4(_) => 2,
+        IpAddr::V4(_) => 1,
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 => 2,
         IpAddr::V6(_) => 3,
     };
     Some(match interface_kind(&addr.name) {
@@ -295,6 +295,12 @@ mod tests {
             shareable_on(&interfaces, listen("192.168.1.20:5555"), false),
             vec![listen("192.168.1.20:5555")]
         );
+    }
+
+    #[test]
+    fn ipv4_comes_before_ipv6_on_the_same_network() {
+        let interfaces = [at("eth0", "fd00::2"), at("eth0", "192.0.2.2")];
+        assert_eq!(lan_address(&interfaces), Some("192.0.2.2".parse().unwrap()));
     }
 
     #[test]
