@@ -177,6 +177,19 @@ async function main() {
     await session.waitFor("the background message in the window", ...has("#log .msg .text", "are you there, ana?"));
     await bus.waitFor("a desktop notification", (out) => out.includes("member=Notify") && out.includes("ben — Tertulia") && out.includes("are you there, ana?"));
     log("desktop notification seen on D-Bus");
+    // 3c. A flood while in the background is one more popup, not ten: "N new messages from
+    // ben", with the latest text's markup escaped for the notification body.
+    const notifyCount = () => bus.output().split("member=Notify").length - 1;
+    const beforeFlood = notifyCount();
+    for (let i = 1; i < 10; i += 1) ben.say(`spam ${i}`);
+    ben.say("<b>fuerte</b> & <a href='x'>co</a>");
+    await session.waitFor("the flood in the window", ...has("#log .msg .text", "<b>fuerte</b> & <a href='x'>co</a>"));
+    await bus.waitFor("one coalesced notification", (out) => out.includes("11 new messages from ben"), 15_000);
+    await new Promise((r) => setTimeout(r, 1000));
+    const popups = notifyCount() - beforeFlood;
+    if (popups !== 1) throw new Error(`10 messages in the background raised ${popups} notifications, not 1`);
+    if (!bus.output().includes("ben: &lt;b&gt;fuerte&lt;/b&gt; &amp; &lt;a href='x'&gt;co&lt;/a&gt;")) throw new Error("the notification body is not escaped: " + bus.output().slice(-1500));
+    log("10 background messages: 1 coalesced notification, markup escaped");
     await xdotool(display, ["windowfocus", appWindow.split("\n")[0]]);
     await linksAndAway(session, { ben, display, bus, opener });
 
@@ -603,6 +616,14 @@ async function hostForm(session) {
   await session.fill("#host-pass", "password1");
   await session.waitFor("the weak-passphrase warning", "return !document.querySelector('#host-pass-warning').hidden && document.querySelector('#host-pass-warning').textContent.includes('very common password');");
   await shot(session, "weak-passphrase-warning");
+  // The same at a phone's width.
+  const wide = await session.windowRect();
+  await session.setWindowRect({ width: 360, height: wide.height });
+  await session.run("document.querySelector('#host-reach-all').scrollIntoView({ block: 'end' });");
+  await shot(session, "weak-passphrase-warning-360");
+  const spills = await session.run("return document.documentElement.scrollWidth > window.innerWidth;");
+  await session.setWindowRect({ width: wide.width, height: wide.height });
+  if (spills) throw new Error("the host form scrolls sideways at 360 px");
   await session.click("#host-generate");
   await session.waitFor("the warning gone with a generated passphrase", "return document.querySelector('#host-pass-warning').hidden;");
 }
