@@ -65,8 +65,9 @@ pub fn listen(
         }
         Reach::All => match bind(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port), true) {
             Ok(listener) => (listener, true),
-            // No IPv6 on this computer: IPv4 on every interface.
-            Err(e) if no_ipv6(&e) => (
+            // No IPv6 on this computer (no such socket, or no [::]): IPv4 on every interface.
+            // A busy or forbidden port is that, whatever the family.
+            Err(e) if !port_problem(&e) => (
                 bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port), false)?,
                 false,
             ),
@@ -85,11 +86,11 @@ pub fn listen(
     })
 }
 
-fn no_ipv6(e: &io::Error) -> bool {
+fn port_problem(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::AddrNotAvailable | io::ErrorKind::Unsupported
-    ) || e.raw_os_error() == Some(97) // EAFNOSUPPORT on Linux
+        io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied
+    )
 }
 
 /// A non-blocking listener on `addr` (for tokio); `dual_stack` accepts IPv4 on an IPv6 socket.
