@@ -3,7 +3,7 @@
 // The Host form starts with a generated passphrase and warns, once, when the one typed is
 // easy to guess (the backend's passphrase_strength); hosting again uses it anyway.
 import { $, showError } from "./dom.js";
-import { checkNick, checkPort, checkPassphrase, checkHost } from "./validate.js";
+import { checkNick, checkPort, checkPassphrase, checkHost, checkKeep } from "./validate.js";
 import { parseInvite } from "./invite.js";
 import { remember, recall, rememberWhenJoined } from "./prefs.js";
 import { errorText } from "./text.js";
@@ -70,7 +70,9 @@ function fillFromInvite() {
 async function onHost(event) {
   event.preventDefault();
   const nick = $("host-nick").value, port = $("host-port").value, pass = $("host-pass").value;
-  const problem = checkNick(nick) || checkPort(port) || checkPassphrase(pass);
+  const keepMessages = $("host-keep-messages").value, keepDays = $("host-keep-days").value;
+  const problem = checkNick(nick) || checkPort(port) || checkPassphrase(pass)
+    || checkKeep(keepMessages, 10_000_000, "check.keep_messages") || checkKeep(keepDays, 3650, "check.keep_days");
   if (problem) return showError("host-error", problem);
   showError("host-error", "");
   $("host-submit").disabled = true;
@@ -84,6 +86,11 @@ async function onHost(event) {
     }
     const reach = chosenReach();
     const args = { port: Number(port), passphrase: pass, nick: nick.trim(), reach };
+    // History limits the host changed; blank ones keep the room's defaults.
+    const history = {};
+    if (keepMessages.trim()) history.maxMessages = Number(keepMessages.trim());
+    if (keepDays.trim()) history.maxDays = Number(keepDays.trim());
+    if (Object.keys(history).length) args.history = history;
     for (;;) {
       rememberWhenJoined({ hostPort: port.trim(), hostReach: reach });
       session.nick = nick.trim();
@@ -147,6 +154,7 @@ export function initStart() {
   $("host-form").addEventListener("input", () => showError("host-error", ""), true);
   $("join-form").addEventListener("input", () => showError("join-error", ""), true);
   $("host-generate").addEventListener("click", generatePassphrase);
+  showHistoryDefaults();
   $("host-pass").addEventListener("input", onPassphraseInput);
   // A new room starts with a strong passphrase; the host may type another.
   if (hasBackend() && !$("host-pass").value) generatePassphrase();
@@ -155,6 +163,21 @@ export function initStart() {
   }
   initLanguagePicker();
   initSaved();
+}
+
+// The history fields show the room's defaults as placeholders ("no limit" when none).
+async function showHistoryDefaults() {
+  if (!hasBackend()) return;
+  let defaults = null;
+  try { defaults = await invoke("history_defaults"); } catch (_) { /* placeholders stay generic */ }
+  const show = (id, value) => {
+    const input = $(id);
+    input.dataset.i18nPlaceholder = value == null ? "history.no_limit" : "history.default";
+    input.dataset.i18nVars = JSON.stringify(value == null ? {} : { n: value });
+    input.placeholder = value == null ? t("history.no_limit") : t("history.default", { n: value });
+  };
+  show("host-keep-messages", defaults?.maxMessages);
+  show("host-keep-days", defaults?.maxDays);
 }
 
 async function generatePassphrase() {

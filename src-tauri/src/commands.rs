@@ -14,6 +14,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::reach::{self, Reach, ReachError};
+use crate::retention::{self, HistoryChoice};
 use crate::rooms::{Remember, SavedRooms};
 use crate::session::{AppState, HostInfo, Hosting};
 use crate::strength::{self, Strength};
@@ -134,7 +135,8 @@ fn check_host(raw: &str) -> Result<String> {
 /// Host a room on `port`, reachable as `reach` says (absent: this network), and join it as
 /// `nick`. `previousRoom` (`"keep" | "delete"`) answers a `room_passphrase_changed` refusal:
 /// the room stored before with another passphrase is set aside or deleted, and a new one
-/// starts; absent, such a room is never opened.
+/// starts; absent, such a room is never opened. `history` (`{maxMessages?, maxDays?}`):
+/// how much history the room keeps, where the host changed the defaults.
 #[tauri::command]
 #[allow(clippy::too_many_arguments)]
 pub async fn host_server<R: Runtime>(
@@ -146,9 +148,13 @@ pub async fn host_server<R: Runtime>(
     nick: String,
     reach: Option<Reach>,
     previous_room: Option<PreviousRoom>,
+    history: Option<HistoryChoice>,
 ) -> Result<HostInfo> {
     let passphrase = check_passphrase(&passphrase)?;
     let nick = check_nick(&nick)?;
+    let mut config = ServerConfig::default();
+    config.room.retention = retention::apply(config.room.retention, history.unwrap_or_default())
+        .map_err(CommandError::Invalid)?;
     let reach = reach.unwrap_or_default();
     raise_open_file_limit();
     // A join still waiting to be saved is not this session's: hosted rooms are not saved.
@@ -169,7 +175,7 @@ pub async fn host_server<R: Runtime>(
     let config = ServerConfig {
         data_dir: Some(data_dir),
         previous_room: previous_room.unwrap_or(PreviousRoom::Refuse),
-        ..ServerConfig::default()
+        ..config
     };
     let interfaces = server::addresses::interface_addrs();
     let listening = reach::listen(reach, port, &interfaces).map_err(|e| match e {
@@ -214,6 +220,12 @@ fn raise_open_file_limit() {
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "could not raise the open-file limit");
     }
+}
+
+/// How much history a hosted room keeps unless the host changes it (`null`: no limit).
+#[tauri::command]
+pub fn history_defaults() -> HistoryChoice {
+    retention::defaults()
 }
 
 /// Whether `passphrase` is easy to guess offline, and why (the host form warns; it does not

@@ -13,6 +13,7 @@
 //! - [`links`]: a link from a message opened in the system browser, http(s) only.
 //! - [`notifications`]: desktop notifications escaped, coalesced and rate-limited (pure).
 //! - [`reach`]: where a hosted room is reachable from, and its listener.
+//! - [`retention`]: how much history the hosted room keeps, as the host chose.
 //! - [`strength`]: how guessable a room passphrase is, for the host form's warning.
 
 pub mod commands;
@@ -20,6 +21,7 @@ pub mod forward;
 pub mod links;
 pub mod notifications;
 pub mod reach;
+pub mod retention;
 pub mod rooms;
 pub mod session;
 pub mod strength;
@@ -56,6 +58,7 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             commands::disconnect,
             commands::generate_passphrase,
             commands::passphrase_strength,
+            commands::history_defaults,
             commands::hosting_info,
             rooms::list_saved_rooms,
             rooms::forget_saved_room,

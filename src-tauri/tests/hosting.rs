@@ -172,3 +172,73 @@ fn hosting_raises_the_open_file_limit() {
         "the room serves 1024 connections: soft limit {soft}, hard {hard}"
     );
 }
+
+/// The messages a new member `nick` is given as history when it joins `port` on loopback.
+fn history_seen_by_a_new_member(port: u16, nick: &str) -> Vec<String> {
+    use tertulia_core::client::{self, ClientConfig, ClientEvent};
+    tauri::async_runtime::block_on(async move {
+        let (handle, mut events) =
+            client::spawn(ClientConfig::new(format!("127.0.0.1:{port}"), nick, PASS));
+        let mut texts = Vec::new();
+        let deadline = tokio::time::Instant::now() + support::WAIT;
+        // Its history comes before anything said after it joined: say something, collect
+        // history until that comes back.
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(ClientEvent::Message {
+                    text,
+                    history: true,
+                    ..
+                })) => texts.push(text),
+                Ok(Some(ClientEvent::Connected { .. })) => {
+                    handle.send("ben is here").await.expect("ben sends");
+                }
+                Ok(Some(ClientEvent::Message { own: true, .. })) => break,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => panic!("{nick} never got into the room"),
+            }
+        }
+        handle.disconnect().await;
+        texts
+    })
+}
+
+#[test]
+fn the_host_can_keep_less_history_than_the_default() {
+    let _one = exclusive();
+    let app = TestApp::new();
+    let port = free_port();
+    let args = |history: Value| json!({ "port": port, "passphrase": PASS, "nick": "ana", "reach": "computer", "history": history });
+    let refused = app
+        .invoke("host_server", args(json!({ "maxMessages": 0 })))
+        .expect_err("keeping no message at all is refused");
+    assert_eq!(refused["kind"], "invalid", "{refused}");
+    assert!(refused["message"].as_str().unwrap().starts_with("History:"));
+
+    // A room that keeps its last 3 events, the host's own join among them.
+    let hosted = Hosted(&app);
+    app.invoke("host_server", args(json!({ "maxMessages": 3 })))
+        .expect("hosting");
+    app.chat_event("the host connected", is("connected"));
+    for i in 1..=6 {
+        app.invoke("send", json!({ "text": format!("message {i}") }))
+            .expect("sent");
+        app.chat_event(&format!("message {i} acked"), is("acked"));
+    }
+    let seen = history_seen_by_a_new_member(port, "ben");
+    println!(
+        "a new member got {} messages of history: {seen:?}",
+        seen.len()
+    );
+    assert!(seen.len() <= 3, "at most 3 events kept: {seen:?}");
+    assert!(seen.contains(&"message 6".to_owned()), "{seen:?}");
+    assert!(!seen.contains(&"message 1".to_owned()), "{seen:?}");
+    drop(hosted);
+
+    // The defaults (history absent) keep more than that: the choice made the difference.
+    let defaults = app.invoke("history_defaults", json!({})).expect("defaults");
+    assert!(
+        defaults["maxMessages"].is_null() || defaults["maxMessages"].as_u64() > Some(3),
+        "{defaults}"
+    );
+}

@@ -1,7 +1,8 @@
 // The Host form as the host uses it, against the mocked backend: a generated passphrase by
 // default, the weak-passphrase warning (once, then hosting goes ahead), where the room is
 // reachable (sent to host_server, said on the chat screen), and "Start a new room?" when the
-// room stored on this computer has another passphrase (keep, delete, or Cancel/Escape).
+// room stored on this computer has another passphrase (keep, delete, or Cancel/Escape),
+// and the history limits the host may change.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { useBrowser, openPage, calls } from "./harness.mjs";
@@ -146,5 +147,26 @@ test("\"Start a new room?\" in Spanish, and keeping the previous room's history"
   assert.equal(tries.length, 2);
   assert.equal(tries[1].args.previousRoom, "keep");
   assert.equal(await page.textContent("#host-reach"), "Accesible desde todas las redes de este equipo.", "the reach as the backend reports it");
+  assert.deepEqual(page.errors, []);
+});
+
+test("history limits: the defaults as placeholders, blank keeps them, a change goes to host_server, nonsense is refused", async () => {
+  const page = await openPage();
+  await page.click("#host-history summary");
+  assert.equal(await page.getAttribute("#host-keep-messages", "placeholder"), "Default: 100000");
+  assert.equal(await page.getAttribute("#host-keep-days", "placeholder"), "Default: no limit");
+  await page.fill("#host-nick", "ana");
+  await page.fill("#host-keep-days", "0");
+  await page.click("#host-submit");
+  assert.equal(await page.textContent("#host-error"), "History: keep it between 1 and 3650 days.");
+  assert.equal((await hostCalls(page)).length, 0);
+  await page.selectOption("#language", "es");
+  assert.equal(await page.getAttribute("#host-keep-days", "placeholder"), "Predeterminado: sin límite");
+  await page.selectOption("#language", "en");
+  await page.fill("#host-keep-days", "");
+  await page.fill("#host-keep-messages", " 500 ");
+  await page.click("#host-submit");
+  await page.waitForSelector("#host-panel:not([hidden])");
+  assert.deepEqual((await hostCalls(page))[0].args.history, { maxMessages: 500 }, "only what the host changed");
   assert.deepEqual(page.errors, []);
 });
