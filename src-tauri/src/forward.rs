@@ -11,7 +11,7 @@
 //! knows our nickname as the core confirmed it (`Connected`), whether the webview is
 //! throttled in the background or not.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -38,6 +38,9 @@ pub fn spawn<R: Runtime>(
             let event = tokio::select! {
                 event = events.recv() => event,
                 () = sleep_until(due) => {
+                    if desktop.caught_up(&app) {
+                        continue;
+                    }
                     let summary = summary_text(&app);
                     if let Some(popup) = desktop.unread.tick(Instant::now(), &summary) {
                         desktop.show(&app, popup);
@@ -80,6 +83,8 @@ fn summary_text<R: Runtime>(app: &AppHandle<R>) -> String {
 #[derive(Debug, Default)]
 pub struct NotifySettings {
     muted: AtomicBool,
+    /// Times the window got the focus: an unread run ends when it changes.
+    focus_count: AtomicU64,
     /// The coalesced notification's wording in the window's language (`{n}`, `{names}`).
     summary: Mutex<Option<String>>,
 }
@@ -87,6 +92,15 @@ pub struct NotifySettings {
 impl NotifySettings {
     pub fn muted(&self) -> bool {
         self.muted.load(Ordering::Relaxed)
+    }
+
+    /// The window got the focus (lib.rs, window events).
+    pub fn focused(&self) {
+        self.focus_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn focus_count(&self) -> u64 {
+        self.focus_count.load(Ordering::Relaxed)
     }
 
     pub fn summary(&self) -> String {
@@ -152,21 +166,37 @@ struct Desktop {
     unread: Coalescer,
     /// The notification server's id of the popup shown for the unread run.
     shown: std::sync::Arc<Mutex<Option<u32>>>,
+    /// [`NotifySettings`]' focus count when the unread run was last checked.
+    focus_seen: u64,
 }
 
 impl Desktop {
+    /// Ends the unread run if the window has the focus, or had it since the last check
+    /// (held-back messages then raise no popup); returns whether it has it now.
+    fn caught_up<R: Runtime>(&mut self, app: &AppHandle<R>) -> bool {
+        let focus_count = app
+            .try_state::<NotifySettings>()
+            .map_or(0, |s| s.focus_count());
+        let focused = app
+            .get_webview_window("main")
+            .and_then(|w| w.is_focused().ok())
+            .unwrap_or(false);
+        let caught_up = focused || focus_count != self.focus_seen;
+        self.focus_seen = focus_count;
+        if caught_up {
+            self.unread.read();
+        }
+        focused
+    }
+
     /// A message counts towards a popup if [`wants_notification`] says so; one seen while
     /// focused ends the unread run.
     fn on_event<R: Runtime>(&mut self, app: &AppHandle<R>, event: &ClientEvent, nick: &str) {
         let ClientEvent::Message { from, text, .. } = event else {
             return;
         };
-        let focused = app
-            .get_webview_window("main")
-            .and_then(|w| w.is_focused().ok())
-            .unwrap_or(false);
+        let focused = self.caught_up(app);
         if focused {
-            self.unread.read();
             return;
         }
         let muted = app.try_state::<NotifySettings>().is_some_and(|s| s.muted());

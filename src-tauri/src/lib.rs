@@ -28,7 +28,7 @@ pub mod strength;
 
 pub use forward::CHAT_EVENT;
 
-use tauri::Runtime;
+use tauri::{Manager, Runtime};
 
 /// Register state and commands on a builder (generic so tests can use the mock runtime:
 /// `tests/ipc.rs`).
@@ -46,6 +46,14 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
         .manage(forward::NotifySettings::default())
         .manage(session::AppState::default())
         .manage(rooms::SavedRooms::default())
+        // The focus ends the unread run that desktop notifications count (forward.rs).
+        .on_window_event(|window, event| {
+            if let tauri::WindowEvent::Focused(true) = event {
+                if let Some(settings) = window.try_state::<forward::NotifySettings>() {
+                    settings.focused();
+                }
+            }
+        })
         .invoke_handler(tauri::generate_handler![
             commands::host_server,
             commands::stop_hosting,
