@@ -87,7 +87,7 @@ test("WCAG AA contrast in both themes: start screen, chat with every kind of lin
   }
 });
 
-test("the host form's warning and reach choice, and \"Start a new room?\": AA contrast, nothing spills, at 360 px in both themes", async () => {
+test("the host form's warning, reach choice and history limits, and \"Start a new room?\": AA contrast, nothing spills, at 360 px in both themes", async () => {
   for (const colorScheme of ["light", "dark"]) {
     const page = await openPage({ colorScheme, viewport: { width: 360, height: 740 } });
     await page.evaluate(() => {
@@ -99,6 +99,7 @@ test("the host form's warning and reach choice, and \"Start a new room?\": AA co
     await page.click("#host-submit");
     await page.waitForSelector("#host-pass-warning:not([hidden])");
     await page.waitForSelector("#host-submit:not([disabled])");
+    await page.click("#host-history summary"); // the history limits, open
     await page.locator("#host-pass-warning").scrollIntoViewIfNeeded();
     assert.deepEqual(await contrastProblems(page), [], `${colorScheme} weak-passphrase warning`);
     const spills = () => page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
