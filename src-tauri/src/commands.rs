@@ -229,9 +229,10 @@ pub fn history_defaults() -> HistoryChoice {
 }
 
 /// Whether `passphrase` is easy to guess offline, and why (the host form warns; it does not
-/// refuse). `nick`: the host's nickname, a guesser's first try.
+/// refuse). `nick`: the host's nickname, a guesser's first try. Async: the estimate takes
+/// milliseconds, off the window's main thread.
 #[tauri::command]
-pub fn passphrase_strength(passphrase: String, nick: Option<String>) -> Strength {
+pub async fn passphrase_strength(passphrase: String, nick: Option<String>) -> Strength {
     let nick = nick.unwrap_or_default();
     let context: Vec<&str> = [nick.trim()]
         .into_iter()
