@@ -163,7 +163,8 @@ pub async fn host_server<R: Runtime>(
     if hosting.is_some() {
         return Err(CommandError::AlreadyHosting);
     }
-    // The hosted room lives in the app's data directory, so hosting again continues it.
+    // The hosted room lives in the app's data directory: hosting again with the same
+    // passphrase continues it (another one is refused unless `previous_room` says otherwise).
     let data_dir = app
         .path()
         .app_data_dir()
