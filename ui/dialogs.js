@@ -1,5 +1,6 @@
-// The modal dialogs: "Pick another nickname" when the core rejects ours, and the yes/no
-// confirmation before the host stops the room.
+// The modal dialogs: "Pick another nickname" when the core rejects ours, the yes/no
+// confirmation before the host stops the room, and "Start a new room?" when the room stored
+// on this computer has another passphrase.
 import { $, showError } from "./dom.js";
 import { checkNick } from "./validate.js";
 import { nickRejectedText, errorText } from "./text.js";
@@ -47,6 +48,21 @@ export function confirmDialog(text) {
     dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
     dialog.showModal();
     $("confirm-cancel").focus();
+  });
+}
+
+// "Start a new room?": resolves to "keep" or "delete" (the previous room's history), or null
+// (Cancel, Escape). Focus starts on the choice that loses nothing.
+export function askPreviousRoom() {
+  const dialog = $("previous-room-dialog");
+  dialog.returnValue = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      const v = dialog.returnValue;
+      resolve(v === "keep" || v === "delete" ? v : null);
+    }, { once: true });
+    dialog.showModal();
+    $("previous-room-keep").focus();
   });
 }
 

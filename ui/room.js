@@ -41,6 +41,8 @@ export function leaveChat() {
 export function showHosting(info) {
   session.hosting = info;
   $("host-panel").hidden = false;
+  // Where the room is reachable from, as the host chose it (backend's HostInfo.reach).
+  translate($("host-reach"), "reach.now." + (info.reach || "network"));
   $("stop-hosting").hidden = false;
   $("leave").hidden = true;
   const list = $("host-addresses");

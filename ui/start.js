@@ -1,15 +1,18 @@
 // The start screen: the Host and Join forms, checked on submit with a message saying what to
 // fix; a pasted invite code fills in the Join form; the values used last are remembered.
+// The Host form starts with a generated passphrase and warns, once, when the one typed is
+// easy to guess (the backend's passphrase_strength); hosting again uses it anyway.
 import { $, showError } from "./dom.js";
-import { checkNick, checkPort, checkPassphrase, checkHost } from "./validate.js";
+import { checkNick, checkPort, checkPassphrase, checkHost, checkKeep } from "./validate.js";
 import { parseInvite } from "./invite.js";
 import { remember, recall, rememberWhenJoined } from "./prefs.js";
 import { errorText } from "./text.js";
-import { t, setLanguage, language } from "./i18n.js";
+import { t, setLanguage, language, translate } from "./i18n.js";
 import { enterChat, leaveChat, showHosting } from "./room.js";
 import { session } from "./session.js";
-import { invoke } from "./tauri.js";
+import { invoke, hasBackend } from "./tauri.js";
 import { initSaved } from "./saved.js";
+import { askPreviousRoom } from "./dialogs.js";
 
 function fillRemembered() {
   $("host-nick").value = recall("nick");
@@ -17,6 +20,42 @@ function fillRemembered() {
   $("join-host").value = recall("host");
   if (recall("port")) $("join-port").value = recall("port");
   if (recall("hostPort")) $("host-port").value = recall("hostPort");
+  const reach = document.querySelector(`input[name=reach][value="${recall("hostReach")}"]`);
+  if (reach) reach.checked = true;
+}
+
+const chosenReach = () => document.querySelector("input[name=reach]:checked")?.value || "network";
+
+// The passphrase the weak-passphrase warning was shown for: submitting it again hosts.
+let warnedFor = null;
+
+// The backend's verdict on the Host form's passphrase ({weak, reason}); never weak when it
+// cannot say.
+async function judgePassphrase() {
+  try {
+    return (await invoke("passphrase_strength", { passphrase: $("host-pass").value, nick: $("host-nick").value.trim() })) || { weak: false };
+  } catch (_) { return { weak: false }; }
+}
+
+// The warning is three translated pieces (lead, reason, what to do), so a language switch
+// rewrites each of them.
+function showStrength(verdict) {
+  const box = $("host-pass-warning");
+  box.hidden = !verdict.weak;
+  if (!verdict.weak) { box.replaceChildren(); return; }
+  const reason = "strength." + (verdict.reason || "easy_to_guess");
+  const piece = (key) => translate(document.createElement("span"), t(key) === key ? "strength.easy_to_guess" : key);
+  box.replaceChildren(piece("strength.lead"), " ", piece(reason), " ", piece("strength.why"));
+}
+
+let judging = null;
+function onPassphraseInput() {
+  clearTimeout(judging);
+  judging = setTimeout(async () => {
+    const pass = $("host-pass").value;
+    const verdict = await judgePassphrase();
+    if ($("host-pass").value === pass) { showStrength(verdict); if (verdict.weak) warnedFor = pass; }
+  }, 250);
 }
 
 // An invite code in the address field is spread over address, port and passphrase; a
@@ -31,18 +70,50 @@ function fillFromInvite() {
 async function onHost(event) {
   event.preventDefault();
   const nick = $("host-nick").value, port = $("host-port").value, pass = $("host-pass").value;
-  const problem = checkNick(nick) || checkPort(port) || checkPassphrase(pass);
+  const keepMessages = $("host-keep-messages").value, keepDays = $("host-keep-days").value;
+  const problem = checkNick(nick) || checkPort(port) || checkPassphrase(pass)
+    || checkKeep(keepMessages, 10_000_000, "check.keep_messages") || checkKeep(keepDays, 3650, "check.keep_days");
   if (problem) return showError("host-error", problem);
   showError("host-error", "");
   $("host-submit").disabled = true;
   try {
-    rememberWhenJoined({ hostPort: port.trim() });
-    session.nick = nick.trim();
-    enterChat();
-    const info = await invoke("host_server", { port: Number(port), passphrase: pass, nick: nick.trim() });
-    showHosting(info);
+    // A weak passphrase is warned about once; the same one submitted again is used.
+    if (warnedFor !== pass) {
+      clearTimeout(judging);
+      const verdict = await judgePassphrase();
+      showStrength(verdict);
+      if (verdict.weak) { warnedFor = pass; $("host-pass").focus(); return; }
+    }
+    const reach = chosenReach();
+    const args = { port: Number(port), passphrase: pass, nick: nick.trim(), reach };
+    // History limits the host changed; blank ones keep the room's defaults.
+    const history = {};
+    if (keepMessages.trim()) history.maxMessages = Number(keepMessages.trim());
+    if (keepDays.trim()) history.maxDays = Number(keepDays.trim());
+    if (Object.keys(history).length) args.history = history;
+    for (;;) {
+      rememberWhenJoined({ hostPort: port.trim(), hostReach: reach });
+      session.nick = nick.trim();
+      enterChat();
+      try {
+        showHosting(await invoke("host_server", { ...args }));
+        return;
+      } catch (e) {
+        leaveChat();
+        // The room stored here has another passphrase: the host decides what becomes of it.
+        if (e && e.kind === "room_passphrase_changed" && !args.previousRoom) {
+          // The dialog is modal: the form waits under it, not greyed out.
+          $("host-submit").disabled = false;
+          const choice = await askPreviousRoom();
+          $("host-submit").disabled = true;
+          if (choice) { args.previousRoom = choice; continue; }
+          $("host-pass").focus();
+          return;
+        }
+        throw e;
+      }
+    }
   } catch (e) {
-    leaveChat();
     showError("host-error", errorText(e));
   } finally {
     $("host-submit").disabled = false;
@@ -82,17 +153,39 @@ export function initStart() {
   // field's own check, such as a damaged invite code, can still say something new).
   $("host-form").addEventListener("input", () => showError("host-error", ""), true);
   $("join-form").addEventListener("input", () => showError("join-error", ""), true);
-  $("host-generate").addEventListener("click", async () => {
-    try {
-      $("host-pass").value = await invoke("generate_passphrase");
-      setRevealed($("host-pass"), true);
-    } catch (e) { showError("host-error", errorText(e)); }
-  });
+  $("host-generate").addEventListener("click", generatePassphrase);
+  showHistoryDefaults();
+  $("host-pass").addEventListener("input", onPassphraseInput);
+  // A new room starts with a strong passphrase; the host may type another.
+  if (hasBackend() && !$("host-pass").value) generatePassphrase();
   for (const b of document.querySelectorAll(".reveal")) {
     b.addEventListener("click", () => { const input = $(b.dataset.for); setRevealed(input, input.type === "password"); });
   }
   initLanguagePicker();
   initSaved();
+}
+
+// The history fields show the room's defaults as placeholders ("no limit" when none).
+async function showHistoryDefaults() {
+  if (!hasBackend()) return;
+  let defaults = null;
+  try { defaults = await invoke("history_defaults"); } catch (_) { /* placeholders stay generic */ }
+  const show = (id, value) => {
+    const input = $(id);
+    input.dataset.i18nPlaceholder = value == null ? "history.no_limit" : "history.default";
+    input.dataset.i18nVars = JSON.stringify(value == null ? {} : { n: value });
+    input.placeholder = value == null ? t("history.no_limit") : t("history.default", { n: value });
+  };
+  show("host-keep-messages", defaults?.maxMessages);
+  show("host-keep-days", defaults?.maxDays);
+}
+
+async function generatePassphrase() {
+  try {
+    $("host-pass").value = await invoke("generate_passphrase");
+    setRevealed($("host-pass"), true);
+    showStrength({ weak: false });
+  } catch (e) { showError("host-error", errorText(e)); }
 }
 
 // Shows or hides a passphrase field, its toggle saying what a click will do.
@@ -111,5 +204,11 @@ function setRevealed(input, revealed) {
 function initLanguagePicker() {
   const select = $("language");
   select.value = language();
-  select.addEventListener("change", () => { setLanguage(select.value); remember("lang", select.value); });
+  select.addEventListener("change", () => { setLanguage(select.value); remember("lang", select.value); wordNotifications(); });
+  wordNotifications();
+}
+
+// The desktop's "N new messages from …" in the window's language.
+function wordNotifications() {
+  if (hasBackend()) invoke("set_notification_summary", { text: t("notification.summary") }).catch(() => {});
 }

@@ -18,6 +18,14 @@ export function checkPort(raw) {
   return null;
 }
 
+// A history limit on the Host form: blank (the default) or a whole number from 1 to max.
+export function checkKeep(raw, max, key) {
+  const text = raw.trim();
+  if (!text) return null;
+  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > max) return t(key, { max });
+  return null;
+}
+
 export function checkPassphrase(raw) {
   if (!raw.trim()) return t("check.passphrase");
   return null;

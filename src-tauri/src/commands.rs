@@ -8,13 +8,16 @@ use tauri::{AppHandle, Manager, Runtime, State};
 use tertulia_core::client::{self, ClientConfig};
 use tertulia_core::invite::Invite;
 use tertulia_core::passphrase;
-use tertulia_core::server::{self, Server, ServerConfig};
+use tertulia_core::server::{self, PreviousRoom, Server, ServerConfig};
 use tertulia_core::text::validate_nick;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use crate::reach::{self, Reach, ReachError};
+use crate::retention::{self, HistoryChoice};
 use crate::rooms::{Remember, SavedRooms};
 use crate::session::{AppState, HostInfo, Hosting};
+use crate::strength::{self, Strength};
 
 /// Errors shown to the user. Serialized as `{"kind": …, "message": …}` plus the values the
 /// message names (`port`, `reason`): the window words each kind in its own language
@@ -31,6 +34,13 @@ pub enum CommandError {
     HostFailed { port: u16, reason: String },
     #[error("you are already hosting a room; stop it first")]
     AlreadyHosting,
+    /// "This network" chosen on a computer with no local network address.
+    #[error("this computer has no address on a local network; choose \"this computer only\" or \"all networks\"")]
+    NoNetwork,
+    /// The stored room was created with another passphrase: the host decides what becomes
+    /// of it (`previousRoom`: keep or delete) and hosts again.
+    #[error("this passphrase is not the one of the room hosted before on this computer")]
+    RoomPassphraseChanged,
     #[error("not connected to a room")]
     NotConnected,
     #[error("{0}")]
@@ -46,6 +56,8 @@ impl CommandError {
             Self::PortNotAllowed { .. } => "port_not_allowed",
             Self::HostFailed { .. } => "host_failed",
             Self::AlreadyHosting => "already_hosting",
+            Self::NoNetwork => "no_network",
+            Self::RoomPassphraseChanged => "room_passphrase_changed",
             Self::NotConnected | Self::Client(client::SendError::Stopped) => "not_connected",
             Self::Client(client::SendError::OutboxFull(_)) => "outbox_full",
             Self::Client(_) => "send_refused",
@@ -54,6 +66,9 @@ impl CommandError {
 
     /// Why the room could not start on `port`, told apart where the user can act on it.
     fn host_failed(port: u16, error: &server::ServerError) -> Self {
+        if let server::ServerError::RoomPassphraseChanged { .. } = error {
+            return Self::RoomPassphraseChanged;
+        }
         if let server::ServerError::Io(io) = error {
             match io.kind() {
                 std::io::ErrorKind::AddrInUse => return Self::PortInUse { port },
@@ -117,8 +132,13 @@ fn check_host(raw: &str) -> Result<String> {
     Ok(host.to_owned())
 }
 
-/// Host a room on `port` (all interfaces) and join it as `nick`.
+/// Host a room on `port`, reachable as `reach` says (absent: this network), and join it as
+/// `nick`. `previousRoom` (`"keep" | "delete"`) answers a `room_passphrase_changed` refusal:
+/// the room stored before with another passphrase is set aside or deleted, and a new one
+/// starts; absent, such a room is never opened. `history` (`{maxMessages?, maxDays?}`):
+/// how much history the room keeps, where the host changed the defaults.
 #[tauri::command]
+#[allow(clippy::too_many_arguments)]
 pub async fn host_server<R: Runtime>(
     app: AppHandle<R>,
     state: State<'_, AppState>,
@@ -126,16 +146,25 @@ pub async fn host_server<R: Runtime>(
     port: u16,
     passphrase: String,
     nick: String,
+    reach: Option<Reach>,
+    previous_room: Option<PreviousRoom>,
+    history: Option<HistoryChoice>,
 ) -> Result<HostInfo> {
     let passphrase = check_passphrase(&passphrase)?;
     let nick = check_nick(&nick)?;
+    let mut config = ServerConfig::default();
+    config.room.retention = retention::apply(config.room.retention, history.unwrap_or_default())
+        .map_err(CommandError::Invalid)?;
+    let reach = reach.unwrap_or_default();
+    raise_open_file_limit();
     // A join still waiting to be saved is not this session's: hosted rooms are not saved.
     rooms.cancel_join(&app);
     let mut hosting = state.hosting.lock().await;
     if hosting.is_some() {
         return Err(CommandError::AlreadyHosting);
     }
-    // The hosted room lives in the app's data directory, so hosting again continues it.
+    // The hosted room lives in the app's data directory: hosting again with the same
+    // passphrase continues it (another one is refused unless `previous_room` says otherwise).
     let data_dir = app
         .path()
         .app_data_dir()
@@ -146,31 +175,30 @@ pub async fn host_server<R: Runtime>(
         .join("room");
     let config = ServerConfig {
         data_dir: Some(data_dir),
-        ..ServerConfig::default()
+        previous_room: previous_room.unwrap_or(PreviousRoom::Refuse),
+        ..config
     };
-    let server = Server::bind(&format!("0.0.0.0:{port}"), &passphrase, config)
+    let interfaces = server::addresses::interface_addrs();
+    let listening = reach::listen(reach, port, &interfaces).map_err(|e| match e {
+        ReachError::NoNetwork => CommandError::NoNetwork,
+        ReachError::Io(io) => CommandError::host_failed(port, &io.into()),
+    })?;
+    let invite_ip = reach::invite_ip(&listening);
+    let listener = tokio::net::TcpListener::from_std(listening.listener)
+        .map_err(|e| CommandError::host_failed(port, &e.into()))?;
+    let server = Server::with_listener(listener, &passphrase, config)
         .await
         .map_err(|e| CommandError::host_failed(port, &e))?;
-    let port = server
-        .local_addr()
-        .map_err(|e| CommandError::HostFailed {
-            port,
-            reason: e.to_string(),
-        })?
-        .port();
+    let port = listening.own.port();
     let stop = CancellationToken::new();
     let task = tauri::async_runtime::spawn(server.run(stop.clone().cancelled_owned()));
-    let addresses = server::shareable_addresses(port);
-    // The invite names the first shareable address; its passphrase is percent-encoded
+    // The invite names the best shared address; its passphrase is percent-encoded
     // (docs/PROTOCOL.md, "Invite codes"), so '%', '#' or spaces in it survive the trip.
-    let first_ip = addresses
-        .first()
-        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-        .map_or_else(|| "127.0.0.1".to_owned(), |a| a.ip().to_string());
     let info = HostInfo {
         port,
-        addresses,
-        invite: Invite::new(first_ip, port, passphrase.clone()).to_string(),
+        reach,
+        addresses: listening.shared.iter().map(ToString::to_string).collect(),
+        invite: Invite::new(invite_ip.to_string(), port, passphrase.clone()).to_string(),
     };
     *hosting = Some(Hosting {
         info: info.clone(),
@@ -181,10 +209,37 @@ pub async fn host_server<R: Runtime>(
     state
         .start_session(
             &app,
-            ClientConfig::new(format!("127.0.0.1:{port}"), nick, passphrase),
+            ClientConfig::new(listening.own.to_string(), nick, passphrase),
         )
         .await;
     Ok(info)
+}
+
+/// Each connection is a file descriptor and a room serves up to 1024: use all the operating
+/// system allows, as tertulia-server does.
+fn raise_open_file_limit() {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
+}
+
+/// How much history a hosted room keeps unless the host changes it (`null`: no limit).
+#[tauri::command]
+pub fn history_defaults() -> HistoryChoice {
+    retention::defaults()
+}
+
+/// Whether `passphrase` is easy to guess offline, and why (the host form warns; it does not
+/// refuse). `nick`: the host's nickname, a guesser's first try. Async: the estimate takes
+/// milliseconds, off the window's main thread.
+#[tauri::command]
+pub async fn passphrase_strength(passphrase: String, nick: Option<String>) -> Strength {
+    let nick = nick.unwrap_or_default();
+    let context: Vec<&str> = [nick.trim()]
+        .into_iter()
+        .filter(|n| !n.is_empty())
+        .collect();
+    strength::judge(&passphrase, &context)
 }
 
 /// What is being hosted, if anything.
@@ -369,6 +424,23 @@ mod tests {
         assert_eq!(value["kind"], "host_failed");
         assert_eq!(value["port"], 5555);
         assert!(value["reason"].as_str().unwrap().contains("disk on fire"));
+    }
+
+    #[test]
+    fn a_room_bound_to_another_passphrase_is_a_kind_of_its_own() {
+        let changed = server::ServerError::RoomPassphraseChanged {
+            data_dir: "/home/ana/.local/share/tertulia/room".into(),
+        };
+        let value = serde_json::to_value(CommandError::host_failed(5555, &changed)).unwrap();
+        assert_eq!(value["kind"], "room_passphrase_changed");
+        assert!(
+            !value.to_string().contains("/home/ana"),
+            "no path to word: {value}"
+        );
+        assert_eq!(
+            serde_json::from_str::<PreviousRoom>("\"keep\"").unwrap(),
+            PreviousRoom::Keep
+        );
     }
 
     #[test]

@@ -2,17 +2,24 @@
 //! as the [`CHAT_EVENT`] event, and a live message from someone else raises a desktop
 //! notification while the window is not focused — when notifications are muted (the
 //! window's "Mute" toggle, [`set_notifications_muted`]), only a message that mentions our
-//! nickname does ([`wants_notification`]). The forwarder ends after `Disconnected`.
+//! nickname does ([`wants_notification`]). Those messages are escaped, coalesced and
+//! rate-limited ([`notifications::Coalescer`]): one notification "N new messages from …",
+//! replaced as more arrive (on Linux and the BSDs, by its server id), at most one popup per
+//! [`notifications::MIN_INTERVAL`]. The forwarder ends after `Disconnected`.
 //!
 //! The rule lives here, not in the window: the backend sees every event as it arrives and
 //! knows our nickname as the core confirmed it (`Connected`), whether the webview is
 //! throttled in the background or not.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
 
 use tauri::{AppHandle, Emitter, Manager, Runtime, State};
 use tertulia_core::client::ClientEvent;
 use tokio::sync::mpsc;
+
+use crate::notifications::{self, Coalescer, Popup};
 
 /// The Tauri event carrying every core client event to the window.
 pub const CHAT_EVENT: &str = "chat-event";
@@ -25,7 +32,23 @@ pub fn spawn<R: Runtime>(
     tauri::async_runtime::spawn(async move {
         // Our nickname in this session, as the core confirmed it.
         let mut nick = String::new();
-        while let Some(event) = events.recv().await {
+        let mut desktop = Desktop::default();
+        loop {
+            let due = desktop.unread.due();
+            let event = tokio::select! {
+                event = events.recv() => event,
+                () = sleep_until(due) => {
+                    if desktop.caught_up(&app) {
+                        continue;
+                    }
+                    let summary = summary_text(&app);
+                    if let Some(popup) = desktop.unread.tick(Instant::now(), &summary) {
+                        desktop.show(&app, popup);
+                    }
+                    continue;
+                }
+            };
+            let Some(event) = event else { break };
             let _ = app.emit(CHAT_EVENT, &event);
             if let ClientEvent::Connected {
                 nick: confirmed, ..
@@ -33,7 +56,7 @@ pub fn spawn<R: Runtime>(
             {
                 nick.clone_from(confirmed);
             }
-            notify_if_unfocused(&app, &event, &nick);
+            desktop.on_event(&app, &event, &nick);
             if matches!(event, ClientEvent::Disconnected { .. }) {
                 break;
             }
@@ -41,22 +64,68 @@ pub fn spawn<R: Runtime>(
     })
 }
 
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn summary_text<R: Runtime>(app: &AppHandle<R>) -> String {
+    app.try_state::<NotifySettings>().map_or_else(
+        || notifications::DEFAULT_SUMMARY.to_owned(),
+        |s| s.summary(),
+    )
+}
+
 /// Whether desktop notifications are muted (all but mentions of our nickname); the window
 /// sets it from its remembered "Mute" toggle at start and on every change.
 #[derive(Debug, Default)]
 pub struct NotifySettings {
     muted: AtomicBool,
+    /// Times the window got the focus: an unread run ends when it changes.
+    focus_count: AtomicU64,
+    /// The coalesced notification's wording in the window's language (`{n}`, `{names}`).
+    summary: Mutex<Option<String>>,
 }
 
 impl NotifySettings {
     pub fn muted(&self) -> bool {
         self.muted.load(Ordering::Relaxed)
     }
+
+    /// The window got the focus (lib.rs, window events).
+    pub fn focused(&self) {
+        self.focus_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn focus_count(&self) -> u64 {
+        self.focus_count.load(Ordering::Relaxed)
+    }
+
+    pub fn summary(&self) -> String {
+        self.summary
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| notifications::DEFAULT_SUMMARY.to_owned())
+    }
 }
 
 #[tauri::command]
 pub fn set_notifications_muted(settings: State<'_, NotifySettings>, muted: bool) {
     settings.muted.store(muted, Ordering::Relaxed);
+}
+
+/// Longest summary wording the window may set, in bytes.
+const MAX_SUMMARY_BYTES: usize = 200;
+
+/// The window's wording for "N new messages from …" (`{n}`, `{names}`), in its language.
+#[tauri::command]
+pub fn set_notification_summary(settings: State<'_, NotifySettings>, text: String) {
+    if text.len() <= MAX_SUMMARY_BYTES {
+        *settings.summary.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+    }
 }
 
 /// The notification rule: a live message from someone else while the window is not focused;
@@ -91,34 +160,97 @@ pub fn mentions(text: &str, nick: &str) -> bool {
     })
 }
 
-/// A desktop notification for a message, if [`wants_notification`] says so.
-fn notify_if_unfocused<R: Runtime>(app: &AppHandle<R>, event: &ClientEvent, nick: &str) {
-    let ClientEvent::Message { from, text, .. } = event else {
-        return;
-    };
-    let focused = app
-        .get_webview_window("main")
-        .and_then(|w| w.is_focused().ok())
-        .unwrap_or(false);
-    let muted = app.try_state::<NotifySettings>().is_some_and(|s| s.muted());
-    if !wants_notification(event, focused, muted, nick) {
-        return;
+/// The session's desktop notifications: the unread run and the popup showing it.
+#[derive(Default)]
+struct Desktop {
+    unread: Coalescer,
+    /// The notification server's id of the popup shown for the unread run.
+    shown: std::sync::Arc<Mutex<Option<u32>>>,
+    /// [`NotifySettings`]' focus count when the unread run was last checked.
+    focus_seen: u64,
+}
+
+impl Desktop {
+    /// Ends the unread run if the window has the focus, or had it since the last check
+    /// (held-back messages then raise no popup); returns whether it has it now.
+    fn caught_up<R: Runtime>(&mut self, app: &AppHandle<R>) -> bool {
+        let focus_count = app
+            .try_state::<NotifySettings>()
+            .map_or(0, |s| s.focus_count());
+        let focused = app
+            .get_webview_window("main")
+            .and_then(|w| w.is_focused().ok())
+            .unwrap_or(false);
+        let caught_up = focused || focus_count != self.focus_seen;
+        self.focus_seen = focus_count;
+        if caught_up {
+            self.unread.read();
+        }
+        focused
     }
-    // Never let a missing plugin take the event forwarding down with it.
-    let Some(notifications) = app.try_state::<tauri_plugin_notification::Notification<R>>() else {
-        tracing::warn!("notification plugin not registered; no desktop notification");
-        return;
-    };
-    let body: String = text.chars().take(200).collect();
-    if let Err(e) = notifications
-        .builder()
-        .title(format!("{from} — Tertulia"))
-        .body(body)
-        .show()
-    {
-        tracing::debug!(error = %e, "desktop notification not shown");
-    } else {
-        tracing::debug!(%from, "desktop notification shown");
+
+    /// A message counts towards a popup if [`wants_notification`] says so; one seen while
+    /// focused ends the unread run.
+    fn on_event<R: Runtime>(&mut self, app: &AppHandle<R>, event: &ClientEvent, nick: &str) {
+        let ClientEvent::Message { from, text, .. } = event else {
+            return;
+        };
+        let focused = self.caught_up(app);
+        if focused {
+            return;
+        }
+        let muted = app.try_state::<NotifySettings>().is_some_and(|s| s.muted());
+        if !wants_notification(event, focused, muted, nick) {
+            return;
+        }
+        if let Some(popup) = self
+            .unread
+            .message(from, text, Instant::now(), &summary_text(app))
+        {
+            self.show(app, popup);
+        }
+    }
+
+    #[cfg(all(unix, not(target_os = "macos")))]
+    fn show<R: Runtime>(&mut self, _app: &AppHandle<R>, popup: Popup) {
+        // The freedesktop server replaces a notification given its id: one popup per run.
+        let shown = self.shown.clone();
+        tauri::async_runtime::spawn_blocking(move || {
+            let mut id = shown.lock().unwrap_or_else(|p| p.into_inner());
+            let mut notification = notify_rust::Notification::new();
+            notification
+                .appname("Tertulia")
+                .summary(&popup.title)
+                .body(&popup.body);
+            if let (true, Some(previous)) = (popup.replace, *id) {
+                notification.id(previous);
+            }
+            match notification.show() {
+                Ok(handle) => {
+                    *id = Some(handle.id());
+                    tracing::debug!(replace = popup.replace, "desktop notification shown");
+                }
+                Err(e) => tracing::debug!(error = %e, "desktop notification not shown"),
+            }
+        });
+    }
+
+    #[cfg(not(all(unix, not(target_os = "macos"))))]
+    fn show<R: Runtime>(&mut self, app: &AppHandle<R>, popup: Popup) {
+        // Never let a missing plugin take the event forwarding down with it.
+        let Some(notifications) = app.try_state::<tauri_plugin_notification::Notification<R>>()
+        else {
+            tracing::warn!("notification plugin not registered; no desktop notification");
+            return;
+        };
+        if let Err(e) = notifications
+            .builder()
+            .title(popup.title)
+            .body(popup.body)
+            .show()
+        {
+            tracing::debug!(error = %e, "desktop notification not shown");
+        }
     }
 }
 

@@ -11,16 +11,24 @@
 //!   notifications.
 //! - [`rooms`]: the saved rooms on the start screen, their passphrases in the OS keyring.
 //! - [`links`]: a link from a message opened in the system browser, http(s) only.
+//! - [`notifications`]: desktop notifications escaped, coalesced and rate-limited (pure).
+//! - [`reach`]: where a hosted room is reachable from, and its listener.
+//! - [`retention`]: how much history the hosted room keeps, as the host chose.
+//! - [`strength`]: how guessable a room passphrase is, for the host form's warning.
 
 pub mod commands;
 pub mod forward;
 pub mod links;
+pub mod notifications;
+pub mod reach;
+pub mod retention;
 pub mod rooms;
 pub mod session;
+pub mod strength;
 
 pub use forward::CHAT_EVENT;
 
-use tauri::Runtime;
+use tauri::{Manager, Runtime};
 
 /// Register state and commands on a builder (generic so tests can use the mock runtime:
 /// `tests/ipc.rs`).
@@ -38,6 +46,14 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
         .manage(forward::NotifySettings::default())
         .manage(session::AppState::default())
         .manage(rooms::SavedRooms::default())
+        // The focus ends the unread run that desktop notifications count (forward.rs).
+        .on_window_event(|window, event| {
+            if let tauri::WindowEvent::Focused(true) = event {
+                if let Some(settings) = window.try_state::<forward::NotifySettings>() {
+                    settings.focused();
+                }
+            }
+        })
         .invoke_handler(tauri::generate_handler![
             commands::host_server,
             commands::stop_hosting,
@@ -49,12 +65,15 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             commands::load_older,
             commands::disconnect,
             commands::generate_passphrase,
+            commands::passphrase_strength,
+            commands::history_defaults,
             commands::hosting_info,
             rooms::list_saved_rooms,
             rooms::forget_saved_room,
             rooms::rejoin_saved_room,
             links::open_link,
             forward::set_notifications_muted,
+            forward::set_notification_summary,
         ])
 }
 

@@ -12,9 +12,13 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Serialize)]
 pub struct HostInfo {
     pub port: u16,
-    /// `IP:PORT` for every non-loopback interface; others join with one of these.
+    /// Where the room is reachable from, as the host chose.
+    pub reach: crate::reach::Reach,
+    /// `IP:PORT` for every address the room listens on (only `127.0.0.1` for "this computer
+    /// only"), best first; others join with one of these.
     pub addresses: Vec<String>,
-    /// `tertulia://ADDRESS#PASSPHRASE` for the first address; pasting it into Join fills the form.
+    /// `tertulia://ADDRESS#PASSPHRASE` for the first address (the LAN one, not a VPN or
+    /// container bridge); pasting it into Join fills the form.
     pub invite: String,
 }
 

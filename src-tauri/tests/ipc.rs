@@ -75,3 +75,40 @@ fn without_a_session_commands_say_so() {
     assert_eq!(invoke(&window, "disconnect", json!({})), Ok(Value::Null));
     assert_eq!(invoke(&window, "typing", json!({})), Ok(Value::Null));
 }
+
+#[test]
+fn passphrase_strength_warns_with_a_reason_the_window_can_translate() {
+    let (_app, window) = app();
+    assert_eq!(
+        invoke(
+            &window,
+            "passphrase_strength",
+            json!({ "passphrase": "password", "nick": "ana" })
+        ),
+        Ok(json!({ "weak": true, "reason": "common_password" }))
+    );
+    let generated = invoke(&window, "generate_passphrase", json!({})).expect("a passphrase");
+    assert_eq!(
+        invoke(
+            &window,
+            "passphrase_strength",
+            json!({ "passphrase": generated })
+        ),
+        Ok(json!({ "weak": false, "reason": null })),
+        "a generated passphrase is never warned about"
+    );
+}
+
+#[test]
+fn history_defaults_are_the_servers() {
+    let (_app, window) = app();
+    let defaults = invoke(&window, "history_defaults", json!({})).expect("defaults");
+    let retention = tertulia_core::server::ServerConfig::default()
+        .room
+        .retention;
+    assert_eq!(
+        defaults["maxMessages"],
+        json!(retention.max_events),
+        "{defaults}"
+    );
+}

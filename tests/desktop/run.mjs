@@ -123,11 +123,17 @@ async function main() {
     await session.waitFor("the start screen", "return !!document.querySelector('#host-form') && !document.querySelector('#start').hidden;");
     await shot(session, "start");
 
-    // 1. The app hosts a room.
+    // 0. The Host form offers a generated passphrase; each reachability choice listens
+    // where the screen says, and nowhere else.
+    await hostForm(session);
+    await reachability(session);
+
+    // 1. The app hosts a room (on all networks: the terminal clients come over loopback).
     const port = await freePort();
     await session.fill("#host-nick", "ana");
     await session.fill("#host-port", String(port));
     await session.fill("#host-pass", PASS);
+    await session.click("#host-reach-all");
     await session.click("#host-submit");
     await session.waitFor("hosting", "return !document.querySelector('#host-panel').hidden && document.querySelector('#conn-state').textContent.includes('Connected as ana');");
     await shot(session, "hosting");
@@ -171,6 +177,19 @@ async function main() {
     await session.waitFor("the background message in the window", ...has("#log .msg .text", "are you there, ana?"));
     await bus.waitFor("a desktop notification", (out) => out.includes("member=Notify") && out.includes("ben — Tertulia") && out.includes("are you there, ana?"));
     log("desktop notification seen on D-Bus");
+    // 3c. A flood while in the background is one more popup, not ten: "N new messages from
+    // ben", with the latest text's markup escaped for the notification body.
+    const notifyCount = () => bus.output().split("member=Notify").length - 1;
+    const beforeFlood = notifyCount();
+    for (let i = 1; i < 10; i += 1) ben.say(`spam ${i}`);
+    ben.say("<b>fuerte</b> & <a href='x'>co</a>");
+    await session.waitFor("the flood in the window", ...has("#log .msg .text", "<b>fuerte</b> & <a href='x'>co</a>"));
+    await bus.waitFor("one coalesced notification", (out) => out.includes("11 new messages from ben"), 15_000);
+    await new Promise((r) => setTimeout(r, 1000));
+    const popups = notifyCount() - beforeFlood;
+    if (popups !== 1) throw new Error(`10 messages in the background raised ${popups} notifications, not 1`);
+    if (!bus.output().includes("ben: &lt;b&gt;fuerte&lt;/b&gt; &amp; &lt;a href='x'&gt;co&lt;/a&gt;")) throw new Error("the notification body is not escaped: " + bus.output().slice(-1500));
+    log("10 background messages: 1 coalesced notification, markup escaped");
     await xdotool(display, ["windowfocus", appWindow.split("\n")[0]]);
     await linksAndAway(session, { ben, display, bus, opener });
 
@@ -578,6 +597,104 @@ async function dbusSession() {
       throw new Error(`timed out waiting for ${what}; dbus-monitor saw: ${out.slice(-2000)}`);
     },
   };
+}
+
+/** Whether a TCP connection to `host`:`port` is accepted. */
+async function accepts(host, port) {
+  const { connect } = await import("node:net");
+  return new Promise((resolve) => {
+    const s = connect({ port, host, timeout: 2000 }, () => { s.destroy(); resolve(true); });
+    s.on("error", () => resolve(false));
+    s.on("timeout", () => { s.destroy(); resolve(false); });
+  });
+}
+
+// 0a. A generated passphrase by default; a weak one typed is warned about with a reason.
+async function hostForm(session) {
+  await session.waitFor("a generated passphrase", "return /^([a-z2-9]{5}-){4}[a-z2-9]{5}$/.test(document.querySelector('#host-pass').value);");
+  await session.fill("#host-nick", "ana");
+  await session.fill("#host-pass", "password1");
+  await session.waitFor("the weak-passphrase warning", "return !document.querySelector('#host-pass-warning').hidden && document.querySelector('#host-pass-warning').textContent.includes('very common password');");
+  await shot(session, "weak-passphrase-warning");
+  // The same at a phone's width.
+  const wide = await session.windowRect();
+  await session.setWindowRect({ width: 360, height: wide.height });
+  await session.run("document.querySelector('#host-reach-all').scrollIntoView({ block: 'end' });");
+  await shot(session, "weak-passphrase-warning-360");
+  const spills = await session.run("return document.documentElement.scrollWidth > window.innerWidth;");
+  await session.setWindowRect({ width: wide.width, height: wide.height });
+  if (spills) throw new Error("the host form scrolls sideways at 360 px");
+  await session.click("#host-generate");
+  await session.waitFor("the warning gone with a generated passphrase", "return document.querySelector('#host-pass-warning').hidden;");
+}
+
+// 0b. Each reachability choice: the addresses shown are the ones the room accepts on, and
+// a connection to any other address of this computer is refused.
+async function reachability(session) {
+  const { networkInterfaces } = await import("node:os");
+  const own = Object.values(networkInterfaces()).flat()
+    .filter((a) => !a.internal && !(a.family === "IPv6" && a.address.startsWith("fe80")))
+    .map((a) => a.address);
+  const shown = () => session.run("return [...document.querySelectorAll('#host-addresses button')].map((b) => b.textContent);");
+  const split = (addr) => { const m = addr.match(/^\[?([^\]]+?)\]?:(\d+)$/); return [m[1], Number(m[2])]; };
+  const hostWith = async (reach, port) => {
+    await session.fill("#host-nick", "ana");
+    await session.fill("#host-port", String(port));
+    await session.fill("#host-pass", PASS);
+    await session.click(`#host-reach-${reach}`);
+    await session.click("#host-submit");
+    return session.waitFor(`hosting (${reach}) or its error`, "return document.querySelector('#conn-state').textContent.includes('Connected as ana') ? 'hosting' : document.querySelector('#host-error').textContent;");
+  };
+  const stop = async () => {
+    await session.click("#stop-hosting");
+    await session.waitFor("confirmation", "return document.querySelector('#confirm-dialog').open;");
+    await session.click("#confirm-ok");
+    await session.waitFor("back at the start screen", "return !document.querySelector('#start').hidden;");
+  };
+
+  // This computer only: 127.0.0.1 and nothing else.
+  let port = await freePort();
+  if ((await hostWith("computer", port)) !== "hosting") throw new Error("could not host for this computer only");
+  const local = await shown();
+  if (JSON.stringify(local) !== JSON.stringify([`127.0.0.1:${port}`])) throw new Error(`this computer only shows ${JSON.stringify(local)}`);
+  if (!(await session.text("#host-reach")).includes("this computer only")) throw new Error("the screen does not say this computer only");
+  if (!(await accepts("127.0.0.1", port))) throw new Error("loopback refused for this computer only");
+  for (const ip of own) if (await accepts(ip, port)) throw new Error(`${ip} accepted a connection for this computer only`);
+  await shot(session, "reach-this-computer");
+  await stop();
+
+  // This network: the LAN address only (not loopback, not a bridge or VPN).
+  port = await freePort();
+  const result = await hostWith("network", port);
+  if (result === "hosting") {
+    const lan = await shown();
+    if (lan.length !== 1) throw new Error(`this network shows ${JSON.stringify(lan)}`);
+    const [ip, shownPort] = split(lan[0]);
+    if (shownPort !== port || !own.includes(ip)) throw new Error(`${lan[0]} is not an address of this computer`);
+    if (!(await accepts(ip, port))) throw new Error(`${ip} refused for this network`);
+    if (await accepts("127.0.0.1", port)) throw new Error("loopback accepted for this network");
+    for (const other of own.filter((a) => a !== ip)) if (await accepts(other, port)) throw new Error(`${other} accepted for this network`);
+    log(`this network: ${lan[0]}`);
+    await shot(session, "reach-this-network");
+    await stop();
+  } else {
+    if (!/no address on a local network/.test(result)) throw new Error(`this network failed: ${result}`);
+    log("this network: no LAN address on this machine, told so");
+    await session.waitFor("back at the start screen", "return !document.querySelector('#start').hidden;");
+  }
+
+  // All networks: every address shown accepts; IPv6 only if the room listens on IPv6.
+  port = await freePort();
+  if ((await hostWith("all", port)) !== "hosting") throw new Error("could not host on all networks");
+  const all = await shown();
+  for (const addr of all) {
+    const [ip, p] = split(addr);
+    if (!(await accepts(ip, p))) throw new Error(`${addr} is shown but refused`);
+  }
+  if (!(await accepts("127.0.0.1", port))) throw new Error("loopback refused on all networks");
+  log(`all networks: ${all.join(", ")}`);
+  await shot(session, "reach-all-networks");
+  await stop();
 }
 
 async function waitPort(port) {

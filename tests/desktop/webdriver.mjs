@@ -24,6 +24,8 @@ export class Session {
     const actions = [{ type: "key", id: "keyboard", actions: [{ type: "keyDown", value: key }, { type: "keyUp", value: key }] }];
     await request("POST", this.url("/actions"), { actions });
   }
+  async windowRect() { return request("GET", this.url("/window/rect")); }
+  async setWindowRect(rect) { return request("POST", this.url("/window/rect"), rect); }
   async screenshot() { return Buffer.from(await request("GET", this.url("/screenshot")), "base64"); }
   async close() { try { await request("DELETE", this.url(""), undefined, 10_000); } catch (_) { /* already gone */ } }
 

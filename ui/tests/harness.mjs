@@ -21,8 +21,9 @@ const fakeTauri = () => {
   let nextId = 0;
   window.__calls = [];
   window.__responses = {
-    host_server: { port: 5555, addresses: ["192.168.1.20:5555", "[fd00::2]:5555"], invite: "tertulia://192.168.1.20:5555#open sesame" },
+    host_server: { port: 5555, reach: "all", addresses: ["192.168.1.20:5555", "[fd00::2]:5555"], invite: "tertulia://192.168.1.20:5555#open sesame" },
     generate_passphrase: "abcde-fghij-kmnpq-rstuv-wxyz2",
+    history_defaults: { maxMessages: 100000, maxDays: null },
   };
   window.__TAURI__ = {
     core: {

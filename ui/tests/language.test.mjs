@@ -95,6 +95,10 @@ test("the passphrase toggle says what it will do, also after Generate", async ()
     const page = await openPage({ locale, viewport: { width: 360, height: 700 } });
     const toggle = ".reveal[data-for=host-pass]";
     const show = locale === "es-ES" ? "Mostrar" : "Show", hide = locale === "es-ES" ? "Ocultar" : "Hide";
+    // A new room starts with a generated passphrase, shown.
+    await page.waitForFunction(() => document.getElementById("host-pass").value !== "");
+    assert.equal(await page.textContent(toggle), hide);
+    await page.click(toggle);
     assert.equal(await page.textContent(toggle), show);
     await page.click("#host-generate");
     assert.equal(await page.getAttribute("#host-pass", "type"), "text");

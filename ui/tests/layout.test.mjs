@@ -87,6 +87,35 @@ test("WCAG AA contrast in both themes: start screen, chat with every kind of lin
   }
 });
 
+test("the host form's warning, reach choice and history limits, and \"Start a new room?\": AA contrast, nothing spills, at 360 px in both themes", async () => {
+  for (const colorScheme of ["light", "dark"]) {
+    const page = await openPage({ colorScheme, viewport: { width: 360, height: 740 } });
+    await page.evaluate(() => {
+      window.__responses.passphrase_strength = { weak: true, reason: "repeated_pattern" };
+      window.__fail = { host_server: { kind: "room_passphrase_changed", message: "changed" } };
+    });
+    await page.fill("#host-nick", "ana");
+    await page.fill("#host-pass", "abcabcabc");
+    await page.click("#host-submit");
+    await page.waitForSelector("#host-pass-warning:not([hidden])");
+    await page.waitForSelector("#host-submit:not([disabled])");
+    await page.click("#host-history summary"); // the history limits, open
+    await page.locator("#host-pass-warning").scrollIntoViewIfNeeded();
+    assert.deepEqual(await contrastProblems(page), [], `${colorScheme} weak-passphrase warning`);
+    const spills = () => page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+    assert.equal(await spills(), false, "the start screen fits 360 px");
+    await page.screenshot({ path: path.join(shots, `host-warning-360-${colorScheme}.png`), fullPage: true });
+    await page.click("#host-submit");
+    await page.waitForSelector("#previous-room-dialog[open]");
+    assert.deepEqual(await contrastProblems(page), [], `${colorScheme} "Start a new room?"`);
+    const fits = await page.$eval("#previous-room-dialog", (d) => d.getBoundingClientRect().right <= window.innerWidth && d.scrollWidth <= d.clientWidth);
+    assert.ok(fits, "the dialog fits 360 px");
+    await page.screenshot({ path: path.join(shots, `previous-room-360-${colorScheme}.png`) });
+    await page.keyboard.press("Escape");
+    assert.deepEqual(page.errors, []);
+  }
+});
+
 test("nothing spills sideways: long nicknames, a letter piled with combining marks, at 360 and 1280 px", async () => {
   for (const width of [360, 1280]) {
     const page = await openPage({ viewport: { width, height: 700 } });

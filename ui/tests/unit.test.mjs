@@ -2,7 +2,7 @@
 // paging), imported directly into node: no browser, no DOM. Views are tested in ui.test.mjs.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { checkNick, checkPort, checkPassphrase, checkHost } from "../validate.js";
+import { checkNick, checkPort, checkPassphrase, checkHost, checkKeep } from "../validate.js";
 import { readFileSync } from "node:fs";
 import { parseInvite, formatInvite, InviteError } from "../invite.js";
 import { mentions } from "../mention.js";
@@ -261,5 +261,15 @@ test("Spanish: the window's lines, plurals and 24-hour times", () => {
     assert.equal(clientErrorText("too_many_failed_attempts", "retry in 42 s", 42), "Demasiados intentos fallidos desde tu red; se reintentará en 42 s.");
   } finally {
     setLanguage("en");
+  }
+});
+
+test("checkKeep: blank keeps the default; a whole number from 1 to max, else what to fix", () => {
+  assert.equal(checkKeep("", 3650, "check.keep_days"), null);
+  assert.equal(checkKeep("  ", 3650, "check.keep_days"), null);
+  assert.equal(checkKeep(" 30 ", 3650, "check.keep_days"), null);
+  assert.equal(checkKeep("3650", 3650, "check.keep_days"), null);
+  for (const bad of ["0", "3651", "-1", "1.5", "1e3", "ten"]) {
+    assert.match(checkKeep(bad, 3650, "check.keep_days"), /between 1 and 3650 days/, bad);
   }
 });

@@ -1,28 +1,315 @@
-//! The addresses a host gives to others: every interface address a server listening on all
-//! interfaces can be reached at.
+//! The addresses a host gives to others: the interface addresses a server actually listens
+//! on, best first, and which of them is "the LAN address" an invite code should name.
+//!
+//! Interfaces are told apart by name ([`interface_kind`]): container bridges, VM networks
+//! and VPN tunnels (`docker0`, `br-…`, `veth…`, `virbr…`, `tun…`, `wg…`, `tailscale…`,
+//! `zt…`, …) are reachable by few or none of the people a host invites, so a private LAN
+//! address on a physical interface comes first. The ranking is pure ([`rank`],
+//! [`shareable_on`]); [`interface_addrs`] reads the live list.
 
 use std::net::{IpAddr, SocketAddr};
 
-/// Addresses others can use to reach a server listening on `port` on all interfaces: every
-/// non-loopback, non-link-local interface address, IPv4 first.
-pub fn shareable_addresses(port: u16) -> Vec<String> {
-    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+/// One address of one network interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceAddr {
+    pub name: String,
+    pub ip: IpAddr,
+}
+
+impl InterfaceAddr {
+    pub fn new(name: &str, ip: IpAddr) -> Self {
+        Self {
+            name: name.to_owned(),
+            ip,
+        }
+    }
+}
+
+/// What an interface is, judged by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterfaceKind {
+    Loopback,
+    /// A container bridge, VM network, VPN or other tunnel.
+    Virtual,
+    /// Anything else: Ethernet, Wi-Fi (`eth0`, `enp3s0`, `wlan0`, `wlp2s0`, `en0`, …).
+    Physical,
+}
+
+/// Name prefixes of virtual interfaces (Linux, macOS, the BSDs; Windows names its adapters
+/// by description, e.g. "vEthernet (WSL)", matched case-insensitively).
+const VIRTUAL_PREFIXES: &[&str] = &[
+    "docker",
+    "br-",
+    "veth",
+    "virbr",
+    "vnet",
+    "vmnet",
+    "vboxnet",
+    "lxcbr",
+    "lxdbr",
+    "incusbr",
+    "podman",
+    "cni",
+    "flannel",
+    "cali",
+    "cilium",
+    "kube",
+    "weave",
+    "tun",
+    "tap",
+    "utun",
+    "wg",
+    "tailscale",
+    "zt",
+    "nebula",
+    "ham",
+    "ipsec",
+    "ppp",
+    "gif",
+    "stf",
+    "awdl",
+    "llw",
+    "anpi",
+    "bridge",
+    "vethernet",
+    "zerotier",
+    "nordlynx",
+    "proton",
+    "mullvad",
+];
+
+/// Classify an interface by its name.
+pub fn interface_kind(name: &str) -> InterfaceKind {
+    let lower = name.to_ascii_lowercase();
+    if lower == "lo" || lower.starts_with("lo0") || lower.starts_with("loopback") {
+        return InterfaceKind::Loopback;
+    }
+    if VIRTUAL_PREFIXES.iter().any(|p| lower.starts_with(p)) {
+        InterfaceKind::Virtual
+    } else {
+        InterfaceKind::Physical
+    }
+}
+
+/// Whether others could use `ip` at all: not loopback, link-local, unspecified or multicast.
+fn usable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_multicast())
+        }
+        IpAddr::V6(v6) => {
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some())
+        }
+    }
+}
+
+/// How good an address is to share, lower first; `None`: not shareable. Private LAN IPv4
+/// (RFC 1918) on a physical interface, then other IPv4 (every device on a network speaks
+/// IPv4; not every one has IPv6), IPv6 unique-local, global IPv6 — and anything on a virtual interface or in the carrier-grade NAT range 100.64.0.0/10
+/// (which Tailscale uses) after all of them.
+pub fn rank(addr: &InterfaceAddr) -> Option<u8> {
+    if !usable(addr.ip) || interface_kind(&addr.name) == InterfaceKind::Loopback {
+        return None;
+    }
+    let by_ip = match addr.ip {
+        IpAddr::V4(v4) if v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 => 4,
+        IpAddr::V4(v4) if v4.is_private() => 0,
+        IpAddr::V4(_) => 1,
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 => 2,
+        IpAddr::V6(_) => 3,
+    };
+    Some(match interface_kind(&addr.name) {
+        InterfaceKind::Virtual => 5 + by_ip,
+        _ => by_ip,
+    })
+}
+
+/// The best address to invite people on this computer's network with: the best-ranked
+/// address on a physical interface, if any.
+pub fn lan_address(interfaces: &[InterfaceAddr]) -> Option<IpAddr> {
+    interfaces
+        .iter()
+        .filter(|a| interface_kind(&a.name) == InterfaceKind::Physical)
+        .filter_map(|a| rank(a).map(|r| (r, a.ip.is_ipv6(), a.ip)))
+        .min()
+        .map(|(_, _, ip)| ip)
+}
+
+/// The addresses others can reach a listener bound to `listen` at, best first (the first is
+/// the one for an invite code). A listener on one address is reachable at that address only
+/// (a loopback one too: it is all there is to show); on `0.0.0.0` at every usable IPv4
+/// address; on `[::]` at every usable IPv6 address, and the IPv4 ones too when `dual_stack`.
+pub fn shareable_on(
+    interfaces: &[InterfaceAddr],
+    listen: SocketAddr,
+    dual_stack: bool,
+) -> Vec<SocketAddr> {
+    let port = listen.port();
+    if !listen.ip().is_unspecified() {
+        return vec![listen];
+    }
+    let wanted = |ip: &IpAddr| match listen.ip() {
+        IpAddr::V4(_) => ip.is_ipv4(),
+        IpAddr::V6(_) => ip.is_ipv6() || dual_stack,
+    };
+    let mut ranked: Vec<(u8, bool, IpAddr)> = interfaces
+        .iter()
+        .filter(|a| wanted(&a.ip))
+        .filter_map(|a| rank(a).map(|r| (r, a.ip.is_ipv6(), a.ip)))
+        .collect();
+    ranked.sort();
+    let mut seen = Vec::new();
+    for (_, _, ip) in ranked {
+        if !seen.contains(&ip) {
+            seen.push(ip);
+        }
+    }
+    seen.into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect()
+}
+
+/// This computer's interface addresses, as the operating system lists them now.
+pub fn interface_addrs() -> Vec<InterfaceAddr> {
+    if_addrs::get_if_addrs()
         .unwrap_or_default()
         .into_iter()
-        .filter(|iface| !iface.is_loopback())
-        .map(|iface| iface.ip())
-        .filter(|ip| !matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
-        .collect();
-    ips.sort_by_key(|ip| (ip.is_ipv6(), *ip));
-    ips.dedup();
-    ips.into_iter()
-        .map(|ip| SocketAddr::new(ip, port).to_string())
+        .map(|iface| InterfaceAddr {
+            ip: iface.ip(),
+            name: iface.name,
+        })
+        .collect()
+}
+
+/// Addresses others can use to reach a server listening on `port` on all interfaces (IPv4
+/// and IPv6), best first.
+pub fn shareable_addresses(port: u16) -> Vec<String> {
+    let any = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port);
+    shareable_on(&interface_addrs(), any, true)
+        .into_iter()
+        .map(|a| a.to_string())
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(name: &str, ip: &str) -> InterfaceAddr {
+        InterfaceAddr::new(name, ip.parse().unwrap())
+    }
+
+    fn listen(addr: &str) -> SocketAddr {
+        addr.parse().unwrap()
+    }
+
+    #[test]
+    fn interfaces_are_classified_by_name() {
+        for name in ["lo", "lo0", "Loopback Pseudo-Interface 1"] {
+            assert_eq!(interface_kind(name), InterfaceKind::Loopback, "{name}");
+        }
+        for name in [
+            "docker0",
+            "br-3f2a9c",
+            "veth12ab",
+            "virbr0",
+            "vmnet8",
+            "vboxnet0",
+            "tun0",
+            "tap1",
+            "utun3",
+            "wg0",
+            "tailscale0",
+            "zt5u4nj2ea",
+            "lxcbr0",
+            "cni0",
+            "flannel.1",
+            "podman1",
+            "bridge100",
+            "vEthernet (WSL)",
+            "ppp0",
+        ] {
+            assert_eq!(interface_kind(name), InterfaceKind::Virtual, "{name}");
+        }
+        for name in ["eth0", "enp3s0", "eno1", "wlan0", "wlp2s0", "en0", "Wi-Fi"] {
+            assert_eq!(interface_kind(name), InterfaceKind::Physical, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_lan_address_beats_bridges_and_vpns() {
+        let interfaces = [
+            at("lo", "127.0.0.1"),
+            at("docker0", "172.17.0.1"),
+            at("tailscale0", "100.101.102.103"),
+            at("wg0", "10.8.0.2"),
+            at("virbr0", "192.168.122.1"),
+            at("wlp2s0", "fe80::1234"),
+            at("wlp2s0", "2a01:db8::5"),
+            at("wlp2s0", "192.168.1.20"),
+        ];
+        assert_eq!(
+            lan_address(&interfaces),
+            Some("192.168.1.20".parse().unwrap())
+        );
+        let all = shareable_on(&interfaces, listen("[::]:5555"), true);
+        assert_eq!(all[0], listen("192.168.1.20:5555"), "{all:?}");
+        assert_eq!(all[1], listen("[2a01:db8::5]:5555"), "{all:?}");
+        assert!(!all.contains(&listen("127.0.0.1:5555")));
+        assert!(!all.contains(&listen("[fe80::1234]:5555")), "link-local");
+        assert_eq!(all.len(), 6, "every listened-on address is shown: {all:?}");
+    }
+
+    #[test]
+    fn a_tailscale_address_on_a_physical_looking_name_comes_after_the_lan() {
+        let interfaces = [at("eth1", "100.64.0.7"), at("eth0", "10.0.0.5")];
+        assert_eq!(lan_address(&interfaces), Some("10.0.0.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv6_only_when_listening_on_ipv6() {
+        let interfaces = [at("eth0", "192.168.1.20"), at("eth0", "fd00::2")];
+        let v4 = shareable_on(&interfaces, listen("0.0.0.0:5555"), false);
+        assert_eq!(v4, vec![listen("192.168.1.20:5555")]);
+        let v6_only = shareable_on(&interfaces, listen("[::]:5555"), false);
+        assert_eq!(v6_only, vec![listen("[fd00::2]:5555")]);
+        let dual = shareable_on(&interfaces, listen("[::]:5555"), true);
+        assert_eq!(
+            dual,
+            vec![listen("192.168.1.20:5555"), listen("[fd00::2]:5555")]
+        );
+    }
+
+    #[test]
+    fn a_listener_on_one_address_is_shown_at_that_address_only() {
+        let interfaces = [at("lo", "127.0.0.1"), at("eth0", "192.168.1.20")];
+        assert_eq!(
+            shareable_on(&interfaces, listen("127.0.0.1:5555"), false),
+            vec![listen("127.0.0.1:5555")]
+        );
+        assert_eq!(
+            shareable_on(&interfaces, listen("192.168.1.20:5555"), false),
+            vec![listen("192.168.1.20:5555")]
+        );
+    }
+
+    #[test]
+    fn ipv4_comes_before_ipv6_on_the_same_network() {
+        let interfaces = [at("eth0", "fd00::2"), at("eth0", "192.0.2.2")];
+        assert_eq!(lan_address(&interfaces), Some("192.0.2.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn no_lan_address_when_there_are_only_virtual_ones() {
+        assert_eq!(
+            lan_address(&[at("lo", "127.0.0.1"), at("docker0", "172.17.0.1")]),
+            None
+        );
+    }
 
     #[test]
     fn shared_addresses_exclude_loopback() {

@@ -19,7 +19,7 @@
 //!   limits count (an IPv4 address or an IPv6 /64); [`throttle`]: failed handshakes per source
 //!   (online guessing).
 
-mod addresses;
+pub mod addresses;
 mod clock;
 pub(crate) mod dedupe;
 mod fanout;
