@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use tertulia_cli::{obtain_passphrase, shareable_addresses, PassphraseSource, DEFAULT_PORT};
+use tertulia_cli::{obtain_passphrase, PassphraseSource, DEFAULT_PORT};
 use tertulia_core::frame::MAX_BODY;
 use tertulia_core::passphrase;
 use tertulia_core::server::{
@@ -245,11 +245,12 @@ async fn run(args: Args) -> i32 {
     if generated {
         println!("room passphrase (generated): {passphrase}");
     }
-    let share = if local.ip().is_unspecified() {
-        shareable_addresses(local.port())
-    } else {
-        vec![local.to_string()]
-    };
+    let share: Vec<String> = server
+        .shareable_addresses()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     for addr in &share {
         println!("others can join with: tertulia-chat {addr} --nick NAME");
     }

@@ -370,6 +370,21 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The addresses others can reach this server at, best first: only ones its listener
+    /// accepts on (IPv6 only when it listens on IPv6).
+    pub fn shareable_addresses(&self) -> std::io::Result<Vec<SocketAddr>> {
+        let local = self.listener.local_addr()?;
+        let dual_stack = local.is_ipv6()
+            && !socket2::SockRef::from(&self.listener)
+                .only_v6()
+                .unwrap_or(true);
+        Ok(addresses::shareable_on(
+            &addresses::interface_addrs(),
+            local,
+            dual_stack,
+        ))
+    }
+
     /// Serve until `shutdown` completes, then tell members and wait briefly for connections to close.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server { listener, shared } = self;
@@ -533,6 +548,27 @@ mod tests {
             Ok(()),
             "0 turns it off"
         );
+    }
+
+    /// What a host is told to share matches what its listener accepts on: one address when
+    /// bound to one, IPv4 only on `0.0.0.0`.
+    #[tokio::test]
+    async fn shared_addresses_are_ones_the_listener_accepts_on() {
+        let one = Server::bind("127.0.0.1:0", "a fine passphrase", ServerConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            one.shareable_addresses().unwrap(),
+            vec![one.local_addr().unwrap()]
+        );
+        let v4 = Server::bind("0.0.0.0:0", "a fine passphrase", ServerConfig::default())
+            .await
+            .unwrap();
+        let shared = v4.shareable_addresses().unwrap();
+        assert!(shared.iter().all(|a| a.is_ipv4()), "{shared:?}");
+        assert!(shared
+            .iter()
+            .all(|a| a.port() == v4.local_addr().unwrap().port()));
     }
 
     #[tokio::test]
