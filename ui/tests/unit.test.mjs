@@ -255,7 +255,7 @@ test("Spanish: the window's lines, plurals and 24-hour times", () => {
     assert.equal(reconnectingText(3, 2), "Reconectando en 3 s (intento 2)");
     assert.equal(stopHostingQuestion(2), "¿Cerrar esta sala? Se avisará a los otros 2 miembros de que la sala se cierra.");
     assert.equal(checkNick(""), "Apodo: elige un apodo.");
-    assert.equal(nickErrorText("taken", "that nickname is already taken"), "ese apodo ya está en uso en esta sala; elige otro");
+    assert.equal(nickErrorText("taken", "that nickname is already taken"), "ese apodo, u otro que se ve igual, ya está en uso en esta sala; elige otro");
     assert.equal(clientErrorText("wrong_passphrase", "wrong passphrase"), "La contraseña de la sala no es correcta.");
     assert.equal(clientErrorText("some_new_kind", "the core's words"), "the core's words", "an unknown kind keeps the core's message");
   } finally {
