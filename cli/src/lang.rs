@@ -249,6 +249,7 @@ impl Lang {
             (Lang::Es, MessageTextError::InvisibleCharacters) => {
                 "el mensaje tiene caracteres de control o invisibles".into()
             }
+            (Lang::Es, MessageTextError::BadId) => "el número del mensaje debe ser 1 o más".into(),
         }
     }
 

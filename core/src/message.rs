@@ -52,6 +52,44 @@ pub enum ClientMessage {
     Leave,
     /// Page back through history: up to `limit` events before `before_seq`, answered by `older`.
     Older { before_seq: u64, limit: u32 },
+    /// A `type` this version does not know, named (`what`, at most
+    /// [`MAX_UNSUPPORTED_TYPE_BYTES`] bytes): answered by `unsupported`, the connection stays
+    /// open. Never sent.
+    #[serde(skip)]
+    Unsupported { what: String },
+    /// Any `type` this version does not know (a newer client's), as serde decodes it;
+    /// [`decode_client_message`] turns it into `Unsupported`. Never sent.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Decode a client message; one of a `type` this version does not know is `Unsupported`.
+pub fn decode_client_message(json: &[u8]) -> Result<ClientMessage, serde_json::Error> {
+    match serde_json::from_slice(json)? {
+        ClientMessage::Unknown => Ok(ClientMessage::Unsupported {
+            what: message_type(json).unwrap_or_default(),
+        }),
+        message => Ok(message),
+    }
+}
+
+/// The most bytes of an unknown message `type` the server repeats in `unsupported`.
+pub const MAX_UNSUPPORTED_TYPE_BYTES: usize = 32;
+
+/// The `type` of a JSON message, cut to at most [`MAX_UNSUPPORTED_TYPE_BYTES`] bytes (at a
+/// character boundary): what an `unsupported` reply names. `None` if there is no string `type`.
+pub fn message_type(json: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Tagged<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    let tagged: Tagged = serde_json::from_slice(json).ok()?;
+    let mut end = tagged.kind.len().min(MAX_UNSUPPORTED_TYPE_BYTES);
+    while !tagged.kind.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(tagged.kind[..end].to_owned())
 }
 
 /// Why someone left.
@@ -182,11 +220,19 @@ pub enum ServerMessage {
         reason: MessageTextError,
     },
     Pong,
+    /// The client sent a message `type` this server does not know (`what`: that type, at most
+    /// [`MAX_UNSUPPORTED_TYPE_BYTES`] bytes); it was ignored and the connection stays open.
+    Unsupported {
+        what: String,
+    },
     /// The server closes the connection after this.
     Error {
         code: ErrorCode,
         message: String,
     },
+    /// Any `type` this client does not know (a newer server's): logged and ignored. Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Sealed once with the room broadcast key and written identically to every member.
@@ -198,6 +244,9 @@ pub enum BroadcastMessage {
     Typing {
         nick: String,
     },
+    /// Any `type` this client does not know (a newer server's): ignored. Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 #[cfg(test)]
@@ -216,6 +265,37 @@ mod tests {
             r#"{"type":"say","id":3,"text":"a|b:c \"q\"\n<script>"}"#
         );
         assert_eq!(serde_json::from_str::<ClientMessage>(&json).unwrap(), msg);
+    }
+
+    #[test]
+    fn types_of_a_newer_version_decode_as_unknown_not_as_errors() {
+        let json = br#"{"type":"reaction","emoji":"x","to":3}"#;
+        assert_eq!(
+            decode_client_message(json).unwrap(),
+            ClientMessage::Unsupported {
+                what: "reaction".into()
+            }
+        );
+        let long = format!(r#"{{"type":"{}"}}"#, "é".repeat(100));
+        let ClientMessage::Unsupported { what } = decode_client_message(long.as_bytes()).unwrap()
+        else {
+            panic!("not unsupported")
+        };
+        assert_eq!(what, "é".repeat(16), "cut at a character boundary");
+        assert!(decode_client_message(br#"{"type":"say","id":"x"}"#).is_err());
+        assert!(decode_client_message(br#"{"type":7}"#).is_err());
+        assert_eq!(
+            serde_json::from_slice::<ServerMessage>(json).unwrap(),
+            ServerMessage::Unknown
+        );
+        assert_eq!(
+            serde_json::from_slice::<BroadcastMessage>(json).unwrap(),
+            BroadcastMessage::Unknown
+        );
+        assert!(
+            serde_json::to_string(&ClientMessage::Unsupported { what: "x".into() }).is_err(),
+            "never sent"
+        );
     }
 
     #[test]
@@ -240,8 +320,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_or_malformed_input_is_an_error() {
-        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"shout","text":"x"}"#).is_err());
+    fn malformed_input_is_an_error() {
         assert!(
             serde_json::from_str::<ClientMessage>(r#"{"type":"say","id":-1,"text":"x"}"#).is_err()
         );

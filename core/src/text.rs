@@ -58,6 +58,9 @@ pub enum MessageTextError {
     TooLong,
     #[error("the message contains control or invisible characters")]
     InvisibleCharacters,
+    /// Sent by the server only: message ids start at 1.
+    #[error("the message id must be 1 or more")]
+    BadId,
 }
 
 /// Characters that render as nothing or change how neighbouring text renders: Unicode format

@@ -131,6 +131,7 @@ export default {
   "text_error.empty": "the message is empty",
   "text_error.too_long": "the message is longer than the room allows",
   "text_error.invisible_characters": "the message contains control or invisible characters",
+  "text_error.bad_id": "the message id must be 1 or more",
   "error.wrong_passphrase": "Wrong room passphrase.",
   "error.integrity": "Received data failed its integrity check (tampered or damaged); reconnecting.",
   "error.integrity_reported_by_server": "The server says data from us failed its integrity check; reconnecting.",

@@ -130,6 +130,7 @@ export default {
   "text_error.empty": "el mensaje está vacío",
   "text_error.too_long": "el mensaje es más largo de lo que permite la sala",
   "text_error.invisible_characters": "el mensaje tiene caracteres de control o invisibles",
+  "text_error.bad_id": "el número del mensaje debe ser 1 o más",
   "error.wrong_passphrase": "La contraseña de la sala no es correcta.",
   "error.integrity": "Llegaron datos que no pasaron la comprobación de integridad (alterados o dañados); reconectando.",
   "error.integrity_reported_by_server": "El servidor dice que nuestros datos no pasaron la comprobación de integridad; reconectando.",

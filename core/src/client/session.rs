@@ -352,6 +352,9 @@ impl Session {
                     self.emit(ClientEvent::Typing { nick });
                 }
             }
+            BroadcastMessage::Unknown => {
+                tracing::debug!("ignoring a broadcast of a type this client does not know")
+            }
         }
     }
 
@@ -468,6 +471,12 @@ impl Session {
                 self.leave_if_flushed();
             }
             ServerMessage::Pong => {}
+            ServerMessage::Unsupported { what } => {
+                tracing::warn!(%what, "the server does not support a message this client sent")
+            }
+            ServerMessage::Unknown => {
+                tracing::debug!("ignoring a server message of a type this client does not know")
+            }
             ServerMessage::Error { code, message } => {
                 let (kind, report) = match code {
                     ErrorCode::Integrity => (ErrorKind::IntegrityReportedByServer, true),

@@ -25,7 +25,7 @@ use super::Shared;
 use crate::cipher::CipherState;
 use crate::conn::{self, ConnError, FrameReader};
 use crate::frame::{FrameKind, MAX_BODY};
-use crate::message::{ClientMessage, ErrorCode, ServerMessage};
+use crate::message::{decode_client_message, ClientMessage, ErrorCode, ServerMessage};
 use crate::sealed;
 use crate::text::{validate_message, MessageTextError};
 
@@ -222,12 +222,10 @@ impl Handler {
                     "only session frames are allowed after the handshake",
                 ));
             }
-            let message: ClientMessage = match sealed::open_session(&mut self.recv, &body) {
-                Ok(message) => message,
-                Err(sealed::SealError::Decode(_)) => {
-                    return Err(HandlerError::Protocol("undecodable message"))
-                }
-                Err(e) => return Err(ConnError::from(e).into()),
+            let plaintext =
+                sealed::open_session_plaintext(&mut self.recv, &body).map_err(ConnError::from)?;
+            let Ok(message) = decode_client_message(&plaintext) else {
+                return Err(HandlerError::Protocol("undecodable message"));
             };
             self.admit(message)?;
         }
@@ -310,17 +308,38 @@ impl Handler {
                     .room()
                     .reply(key, conn_id, ServerMessage::Pong)?
             }
+            // A newer client's message: answered like a ping (and limited like one), so the
+            // connection survives and the reply costs the server no more than a pong.
+            (ClientMessage::Unknown, _) => {} // decode_client_message names it: never here
+            (ClientMessage::Unsupported { what }, None) => {
+                debug!(peer = %self.peer, conn = conn_id, %what, "unsupported message type");
+                let _ = self.link.queue(ServerMessage::Unsupported { what });
+            }
+            (ClientMessage::Unsupported { what }, Some(key)) => {
+                debug!(peer = %self.peer, conn = conn_id, %what, "unsupported message type");
+                self.shared
+                    .room()
+                    .reply(key, conn_id, ServerMessage::Unsupported { what })?
+            }
             (ClientMessage::Say { .. }, None) => {
                 return Err(HandlerError::Protocol("message before joining"))
             }
             (ClientMessage::Say { id, text }, Some(key)) => {
-                match validate_message(&text).and_then(|text| {
-                    if text.len() > self.shared.config.max_message_bytes {
-                        Err(MessageTextError::TooLong)
-                    } else {
-                        Ok(text)
-                    }
-                }) {
+                // Ids start at 1 (0 is "nothing acked yet"): refused, never acked and dropped.
+                let valid_id = if id == 0 {
+                    Err(MessageTextError::BadId)
+                } else {
+                    Ok(())
+                };
+                match valid_id
+                    .and_then(|()| validate_message(&text))
+                    .and_then(|text| {
+                        if text.len() > self.shared.config.max_message_bytes {
+                            Err(MessageTextError::TooLong)
+                        } else {
+                            Ok(text)
+                        }
+                    }) {
                     Ok(text) => self
                         .shared
                         .room()
