@@ -97,9 +97,7 @@ impl Serialize for CommandError {
 type Result<T> = std::result::Result<T, CommandError>;
 
 pub(crate) fn check_passphrase(raw: &str) -> Result<String> {
-    passphrase::normalize(raw)
-        .map(str::to_owned)
-        .map_err(|e| CommandError::Invalid(format!("Passphrase: {e}")))
+    passphrase::normalize(raw).map_err(|e| CommandError::Invalid(format!("Passphrase: {e}")))
 }
 
 fn check_nick(raw: &str) -> Result<String> {
