@@ -22,6 +22,7 @@
 //! - [`client`]: the reconnecting client — a pure session state machine driven by one task —
 //!   and the events it reports.
 
+pub mod author;
 pub mod cipher;
 pub mod client;
 pub mod conn;

@@ -117,11 +117,15 @@ pub struct RoomEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RoomEventKind {
-    /// `msg_id` is the sender's own message id, so the sender can match it to its outbox.
+    /// `msg_id` is the sender's own message id, so the sender can match it to its outbox;
+    /// `author` is the sender's [`author_tag`](crate::author::author_tag), so the sender (and
+    /// no one else) can tell the message is its own. Empty in events stored before it existed.
     Message {
         from: String,
         text: String,
         msg_id: u64,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        author: String,
     },
     Join {
         nick: String,

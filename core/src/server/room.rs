@@ -22,6 +22,7 @@ use super::fanout::FanoutLog;
 use super::link::MemberLink;
 use super::roster::Roster;
 use super::store::{Retention, Store, StoreError};
+use crate::author::author_tag;
 use crate::cipher::Key;
 use crate::message::{
     BroadcastMessage, ClientId, Epoch, ErrorCode, LeaveReason, Resume, RoomEvent, RoomEventKind,
@@ -417,6 +418,7 @@ impl Room {
                 from,
                 text,
                 msg_id: id,
+                author: author_tag(&client_id),
             };
             if let Err(e) = self.publish(kind, Some(&client_id), now) {
                 tracing::error!(error = %e, "could not store a message; not acknowledged");

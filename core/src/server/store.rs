@@ -387,6 +387,7 @@ mod tests {
                 from: "ana".into(),
                 text: text.into(),
                 msg_id: seq,
+                author: String::new(),
             },
         }
     }
