@@ -33,5 +33,6 @@ pub mod invite;
 pub mod message;
 pub mod passphrase;
 pub mod sealed;
+pub mod secret;
 pub mod server;
 pub mod text;

@@ -10,6 +10,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use rand::Rng;
 use thiserror::Error;
 use unicode_normalization::UnicodeNormalization;
+use zeroize::Zeroizing;
 
 use crate::cipher::Key;
 
@@ -63,11 +64,12 @@ pub fn derive_psk(passphrase: &str, salt: &Salt) -> Result<Key, PassphraseError>
     let passphrase = normalize(passphrase)?;
     let params =
         Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, Some(32)).map_err(PassphraseError::Kdf)?;
-    let mut psk = [0u8; 32];
+    let passphrase = Zeroizing::new(passphrase);
+    let mut psk = Zeroizing::new([0u8; 32]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into(passphrase.as_bytes(), salt, &mut psk)
+        .hash_password_into(passphrase.as_bytes(), salt, &mut *psk)
         .map_err(PassphraseError::Kdf)?;
-    Ok(psk)
+    Ok(*psk)
 }
 
 /// A fresh random room salt.

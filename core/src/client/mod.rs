@@ -28,7 +28,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cipher::{CipherState, Key};
+use crate::cipher::CipherState;
 use crate::conn::{self, ConnError, FrameReader};
 use crate::frame::{FrameKind, MAX_BODY};
 use crate::handshake::TransportKeys;
@@ -36,6 +36,7 @@ use crate::hello;
 use crate::message::{ClientId, ClientMessage};
 use crate::passphrase::{self, Salt};
 use crate::sealed::{self, BroadcastOpener};
+use crate::secret::{SecretKey, SecretString};
 use crate::text::{validate_message, validate_nick};
 use session::{classify, network_failure, Action, Ending, Next, Session};
 
@@ -45,7 +46,8 @@ pub struct ClientConfig {
     /// `host:port` of the server.
     pub addr: String,
     pub nick: String,
-    pub passphrase: String,
+    /// Wiped on drop, `<secret>` in `Debug`.
+    pub passphrase: SecretString,
     /// Stop after this many failed connection attempts in a row (`None`: never give up).
     pub give_up_after: Option<u32>,
     pub connect_timeout: Duration,
@@ -64,7 +66,7 @@ impl ClientConfig {
         Self {
             addr: addr.into(),
             nick: nick.into(),
-            passphrase: passphrase.into(),
+            passphrase: SecretString::new(passphrase.into()),
             give_up_after: None,
             connect_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),
@@ -182,7 +184,7 @@ struct ClientTask {
     config: ClientConfig,
     session: Session,
     /// The pre-shared key for the last salt seen; Argon2id runs once per salt per process.
-    psk: Option<(Salt, Key)>,
+    psk: Option<(Salt, SecretKey)>,
     events: mpsc::Sender<ClientEvent>,
     commands: mpsc::Receiver<Command>,
 }
@@ -330,16 +332,17 @@ impl ClientTask {
         }
     }
 
-    async fn psk_for(&mut self, salt: Salt) -> Result<Key, ConnError> {
-        if let Some((cached_salt, key)) = self.psk {
-            if cached_salt == salt {
-                return Ok(key);
+    async fn psk_for(&mut self, salt: Salt) -> Result<SecretKey, ConnError> {
+        if let Some((cached_salt, key)) = &self.psk {
+            if *cached_salt == salt {
+                return Ok(key.clone());
             }
         }
         let passphrase = self.config.passphrase.clone();
         let key = tokio::task::spawn_blocking(move || passphrase::derive_psk(&passphrase, &salt))
             .await??;
-        self.psk = Some((salt, key));
+        let key = SecretKey::new(key);
+        self.psk = Some((salt, key.clone()));
         Ok(key)
     }
 

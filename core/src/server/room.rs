@@ -23,13 +23,13 @@ use super::link::MemberLink;
 use super::roster::Roster;
 use super::store::{Retention, Store, StoreError};
 use crate::author::author_tag;
-use crate::cipher::Key;
 use crate::message::{
     BroadcastMessage, ClientId, Epoch, ErrorCode, LeaveReason, Resume, RoomEvent, RoomEventKind,
     ServerMessage, TYPING_NOTICE_INTERVAL,
 };
 use crate::passphrase::Salt;
 use crate::sealed::{encode_json, BroadcastSealer};
+use crate::secret::SecretKey;
 use crate::text::{nick_key, validate_nick, NickError};
 
 /// Room tuning. Defaults are documented in `docs/PROTOCOL.md` (Limits).
@@ -117,7 +117,7 @@ pub enum NotMember {
 pub struct Room {
     config: RoomConfig,
     epoch: Epoch,
-    room_key: Key,
+    room_key: SecretKey,
     sealer: BroadcastSealer,
     next_seq: u64,
     history: VecDeque<RoomEvent>,
@@ -146,8 +146,8 @@ impl Room {
         Self {
             config,
             epoch,
-            room_key,
             sealer: BroadcastSealer::new(&room_key, 0),
+            room_key,
             next_seq: 1,
             history: VecDeque::new(),
             members: HashMap::new(),
@@ -372,7 +372,7 @@ impl Room {
             ServerMessage::Welcome {
                 nick: nick.to_owned(),
                 epoch: self.epoch.clone(),
-                room_key: hex::encode(self.room_key),
+                room_key: hex::encode(*self.room_key),
                 next_broadcast: self.sealer.next_counter(),
                 head_seq,
                 online: Vec::new(), // filled in by the writer from the roster
@@ -702,7 +702,7 @@ mod tests {
             config,
             RoomIdentity {
                 epoch: "e".repeat(32),
-                room_key: [9; 32],
+                room_key: [9; 32].into(),
             },
         )
     }
@@ -793,7 +793,8 @@ mod tests {
                                     panic!("not a welcome: {msg:?}");
                                 };
                                 *online = roster.names();
-                                let key: Key = hex::decode(&*room_key).unwrap().try_into().unwrap();
+                                let key: crate::cipher::Key =
+                                    hex::decode(&*room_key).unwrap().try_into().unwrap();
                                 self.opener = Some(BroadcastOpener::new(&key, *next_broadcast));
                                 self.private.push(msg);
                             }
