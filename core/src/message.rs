@@ -24,6 +24,17 @@ pub type Epoch = String;
 /// its own nickname back from a stale session, and keys duplicate suppression. Never broadcast.
 pub type ClientId = String;
 
+/// Shortest and longest client id, in bytes.
+pub const CLIENT_ID_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
+
+/// Is `id` a client id the server accepts: 16 to 64 ASCII letters, digits, `_` or `-`?
+pub fn is_valid_client_id(id: &str) -> bool {
+    CLIENT_ID_BYTES.contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Where a reconnecting client left off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resume {
@@ -269,6 +280,18 @@ mod tests {
             r#"{"type":"say","id":3,"text":"a|b:c \"q\"\n<script>"}"#
         );
         assert_eq!(serde_json::from_str::<ClientMessage>(&json).unwrap(), msg);
+    }
+
+    #[test]
+    fn client_ids_are_16_to_64_ascii_word_characters() {
+        assert!(is_valid_client_id(&"0123456789abcdef".repeat(2)));
+        assert!(is_valid_client_id(&"A_-z".repeat(4)));
+        assert!(is_valid_client_id(&"x".repeat(64)));
+        assert!(!is_valid_client_id(&"x".repeat(15)));
+        assert!(!is_valid_client_id(&"x".repeat(65)));
+        assert!(!is_valid_client_id(&"ñ".repeat(8)), "16 bytes, not ASCII");
+        assert!(!is_valid_client_id("0123456789abcde "));
+        assert!(!is_valid_client_id("0123456789abcde\n"));
     }
 
     #[test]

@@ -25,7 +25,9 @@ use super::Shared;
 use crate::cipher::CipherState;
 use crate::conn::{self, ConnError, FrameReader};
 use crate::frame::{FrameKind, MAX_BODY};
-use crate::message::{decode_client_message, ClientMessage, ErrorCode, ServerMessage};
+use crate::message::{
+    decode_client_message, is_valid_client_id, ClientMessage, ErrorCode, ServerMessage,
+};
 use crate::sealed;
 use crate::text::{validate_message, MessageTextError};
 
@@ -271,9 +273,9 @@ impl Handler {
                 },
                 None,
             ) => {
-                if client_id.len() < 16 || client_id.len() > 64 {
+                if !is_valid_client_id(&client_id) {
                     return Err(HandlerError::Protocol(
-                        "client id must be 16 to 64 characters",
+                        "client id must be 16 to 64 ASCII letters, digits, '_' or '-'",
                     ));
                 }
                 let mut room = self.shared.room();

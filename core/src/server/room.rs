@@ -353,7 +353,10 @@ impl Room {
     ) {
         let head_seq = self.next_seq - 1;
         let oldest = self.history.front().map_or(self.next_seq, |e| e.seq);
-        let same_epoch = resume.filter(|r| r.epoch == self.epoch);
+        // A resume point beyond the head (a room restored from an older copy, or a confused
+        // client) is treated like an unknown epoch: the client would otherwise skip the next
+        // events as "already shown".
+        let same_epoch = resume.filter(|r| r.epoch == self.epoch && r.last_seq <= head_seq);
         let (from_seq, gap) = match same_epoch {
             Some(r) => {
                 let wanted = r.last_seq.saturating_add(1);
