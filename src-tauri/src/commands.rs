@@ -9,7 +9,7 @@ use tertulia_core::client::{self, ClientConfig};
 use tertulia_core::invite::Invite;
 use tertulia_core::passphrase;
 use tertulia_core::server::{self, Server, ServerConfig};
-use tertulia_core::text::validate_nick;
+use tertulia_core::text::{validate_nick, NickError};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +23,9 @@ use crate::session::{AppState, HostInfo, Hosting};
 pub enum CommandError {
     #[error("{0}")]
     Invalid(String),
+    /// A nickname the core refuses; the window words `reason` in its language.
+    #[error("Nickname: {0}")]
+    InvalidNick(NickError),
     #[error("port {port} is already in use on this computer; choose another")]
     PortInUse { port: u16 },
     #[error("this computer does not allow a room on port {port}; choose a port above 1023")]
@@ -42,6 +45,7 @@ impl CommandError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Invalid(_) => "invalid",
+            Self::InvalidNick(_) => "invalid_nick",
             Self::PortInUse { .. } => "port_in_use",
             Self::PortNotAllowed { .. } => "port_not_allowed",
             Self::HostFailed { .. } => "host_failed",
@@ -88,6 +92,7 @@ impl Serialize for CommandError {
             Self::Client(client::SendError::InvalidText(reason)) => {
                 map.serialize_entry("reason", reason)?;
             }
+            Self::InvalidNick(reason) => map.serialize_entry("reason", reason)?,
             _ => {}
         }
         map.end()
@@ -101,7 +106,7 @@ pub(crate) fn check_passphrase(raw: &str) -> Result<String> {
 }
 
 fn check_nick(raw: &str) -> Result<String> {
-    validate_nick(raw).map_err(|e| CommandError::Invalid(format!("Nickname: {e}")))
+    validate_nick(raw).map_err(CommandError::InvalidNick)
 }
 
 fn check_host(raw: &str) -> Result<String> {

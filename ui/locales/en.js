@@ -103,6 +103,7 @@ export default {
   "command_error.host_failed": "Could not start the room on port {port}: {reason}",
   "command_error.already_hosting": "You are already hosting a room; stop it first.",
   "command_error.not_connected": "Not connected to a room.",
+  "command_error.invalid_nick": "Nickname: {reason}.",
   "command_error.saved_room_not_found": "That room is no longer in your saved rooms.",
   "command_error.rooms_file": "Your saved rooms list had a problem: {message}",
   "command_error.link_scheme": "Only http and https links are opened.",

@@ -102,6 +102,7 @@ export default {
   "command_error.host_failed": "No se pudo abrir la sala en el puerto {port}: {reason}",
   "command_error.already_hosting": "Ya tienes una sala abierta; ciérrala primero.",
   "command_error.not_connected": "No estás conectado a ninguna sala.",
+  "command_error.invalid_nick": "Apodo: {reason}.",
   "command_error.saved_room_not_found": "Esa sala ya no está entre tus salas guardadas.",
   "command_error.rooms_file": "Hubo un problema con tu lista de salas guardadas: {message}",
   "command_error.link_scheme": "Solo se abren enlaces http y https.",

@@ -188,11 +188,14 @@ test("errorText: a command error by its kind, in the window's language, else its
   assert.equal(errorText(busy), "Port 5555 is already in use on this computer; choose another.");
   assert.equal(errorText({ kind: "send_refused", reason: "too_long", message: "the message is longer…" }), "the message is longer than the room allows");
   assert.equal(errorText({ kind: "invalid", message: "Address: 'x y' is not an IP address or host name" }), "Address: 'x y' is not an IP address or host name");
+  assert.equal(errorText({ kind: "invalid_nick", reason: "mixed_scripts", message: "Nickname: …" }), "Nickname: a word of the nickname mixes alphabets (for example Latin and Cyrillic letters).");
+  assert.equal(errorText({ kind: "invalid_nick", reason: "from_a_newer_core", message: "Nickname: the core's words" }), "Nickname: the core's words", "an unknown reason keeps the core's message");
   assert.equal(errorText({ kind: "something_new", message: "as the backend words it" }), "as the backend words it");
   setLanguage("es");
   try {
     assert.equal(errorText(busy), "El puerto 5555 ya está en uso en este equipo; elige otro.");
     assert.equal(errorText({ kind: "host_failed", port: 80, reason: "no data directory" }), "No se pudo abrir la sala en el puerto 80: no data directory");
+    assert.equal(errorText({ kind: "invalid_nick", reason: "no_letter_or_digit", message: "Nickname: …" }), "Apodo: el apodo necesita al menos una letra o un número.");
   } finally {
     setLanguage("en");
   }
