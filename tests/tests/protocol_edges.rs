@@ -196,3 +196,54 @@ async fn a_resume_beyond_the_head_is_a_resync_with_the_backlog_not_a_skip() {
         RoomEventKind::Message { text, .. } if text == "said before the resume"
     )));
 }
+
+#[tokio::test]
+async fn a_flood_of_unknown_types_is_flood_controlled_like_chat() {
+    let server = ServerProcess::start(
+        "127.0.0.1:0",
+        PASS,
+        &[
+            "--flood-rate",
+            "1",
+            "--flood-burst",
+            "3",
+            "--flood-queue",
+            "8",
+        ],
+    )
+    .await;
+    let mut raw = RawMember::connect(server.addr, PASS, None)
+        .await
+        .expect("connect");
+    for i in 0..200 {
+        if raw
+            .send_json(&json!({"type": format!("future_{i}")}))
+            .await
+            .is_err()
+        {
+            break; // already closed for flooding
+        }
+    }
+    let mut replies = 0;
+    let ending = loop {
+        match raw.next_private().await {
+            Some(ServerMessage::Unsupported { .. }) => replies += 1,
+            other => break other,
+        }
+    };
+    println!("unknown-type flood: {replies} replies before {ending:?}");
+    assert!(
+        matches!(
+            ending,
+            Some(ServerMessage::Error {
+                code: ErrorCode::Flood,
+                ..
+            })
+        ),
+        "{ending:?}"
+    );
+    assert!(
+        replies <= 3 + 8,
+        "{replies} replies: burst and queue bound them"
+    );
+}

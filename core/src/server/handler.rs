@@ -310,8 +310,8 @@ impl Handler {
                     .room()
                     .reply(key, conn_id, ServerMessage::Pong)?
             }
-            // A newer client's message: answered like a ping (and limited like one), so the
-            // connection survives and the reply costs the server no more than a pong.
+            // A newer client's message: one short reply, the connection survives; it takes a
+            // flood token (`takes_token`), so it cannot make the server queue replies faster.
             (ClientMessage::Unknown, _) => {} // decode_client_message names it: never here
             (ClientMessage::Unsupported { what }, None) => {
                 debug!(peer = %self.peer, conn = conn_id, %what, "unsupported message type");
@@ -378,11 +378,12 @@ impl Handler {
     }
 }
 
-/// Chat messages and history requests count against the flood limit; pings, typing notices
-/// (rate-limited by the room) and leaving do not.
+/// Chat messages, history requests and messages of unknown types (each answered with
+/// `unsupported`) count against the flood limit; pings, typing notices (rate-limited by the
+/// room) and leaving do not.
 fn takes_token(message: &ClientMessage) -> bool {
     matches!(
         message,
-        ClientMessage::Say { .. } | ClientMessage::Older { .. }
+        ClientMessage::Say { .. } | ClientMessage::Older { .. } | ClientMessage::Unsupported { .. }
     )
 }
