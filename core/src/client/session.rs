@@ -420,7 +420,9 @@ impl Session {
                 if room_reset {
                     self.oldest_seen = None;
                 }
-                if self.own_after.as_ref().is_none_or(|a| a.epoch != epoch) {
+                // From the first welcome, and again whenever the room's numbering starts over
+                // (a new epoch, or a resync: sequence numbers from before mean nothing).
+                if room_reset || self.own_after.as_ref().is_none_or(|a| a.epoch != epoch) {
                     self.own_after = Some(Resume {
                         epoch: epoch.clone(),
                         last_seq: head_seq,
@@ -1209,6 +1211,33 @@ mod tests {
                 }
             )),
             "{replayed:?}"
+        );
+
+        // The room was restored from an older copy (same epoch, resync): numbering starts
+        // over from its head, and what we send next is ours even at a seq we saw before.
+        lose_connection(&mut s);
+        drain(&mut s);
+        join_room(
+            &mut s,
+            Welcome {
+                head_seq: 3,
+                resync: true,
+                ..Welcome::default()
+            },
+        );
+        s.on_broadcast(BroadcastMessage::Event(tagged(4, "Ana", 3, &ours)));
+        let after = events(&drain(&mut s));
+        assert!(
+            after.iter().any(|e| matches!(
+                e,
+                ClientEvent::Message {
+                    seq: 4,
+                    own: true,
+                    msg_id: Some(3),
+                    ..
+                }
+            )),
+            "{after:?}"
         );
     }
 
