@@ -12,6 +12,10 @@ const LEAVE_KEY = { quit: "log.left", connection_lost: "log.lost", renamed: "log
 export function errorText(e) {
   if (e && typeof e === "object" && typeof e.kind === "string") {
     if (e.kind === "send_refused" && e.reason) return textErrorText(e.reason, e.message);
+    if (e.kind === "invalid_nick" && e.reason) {
+      const reason = knownOr("nick_error." + e.reason, null);
+      return reason ? t("command_error.invalid_nick", { reason }) : e.message;
+    }
     const text = knownOr("command_error." + e.kind, null, e);
     if (text) return text;
   }

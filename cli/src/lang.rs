@@ -223,8 +223,18 @@ impl Lang {
             (Lang::Es, NickError::BadWhitespace) => {
                 "el apodo solo puede tener un espacio entre palabras".into()
             }
+            (Lang::Es, NickError::NoLetterOrDigit) => {
+                "el apodo necesita al menos una letra o un número".into()
+            }
+            (Lang::Es, NickError::StackedMarks) => {
+                "el apodo acumula demasiados acentos o signos sobre una letra".into()
+            }
+            (Lang::Es, NickError::MixedScripts) => {
+                "una palabra del apodo mezcla alfabetos (por ejemplo letras latinas y cirílicas)"
+                    .into()
+            }
             (Lang::Es, NickError::Taken) => {
-                "ese apodo ya está en uso en esta sala; elige otro".into()
+                "ese apodo, u otro que se ve igual, ya está en uso en esta sala; elige otro".into()
             }
         }
     }
@@ -239,6 +249,7 @@ impl Lang {
             (Lang::Es, MessageTextError::InvisibleCharacters) => {
                 "el mensaje tiene caracteres de control o invisibles".into()
             }
+            (Lang::Es, MessageTextError::BadId) => "el número del mensaje debe ser 1 o más".into(),
         }
     }
 

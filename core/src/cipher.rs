@@ -59,10 +59,20 @@ pub fn open_with(
         .map_err(|_| CryptoError::Integrity)
 }
 
-/// One direction of an encrypted stream: a key and the implicit counter.
+/// One direction of an encrypted stream: a key and the implicit counter. The key is wiped
+/// when the state is dropped (`chacha20poly1305` zeroizes it) and never shown by `Debug`.
 pub struct CipherState {
     aead: ChaCha20Poly1305,
     n: u64,
+}
+
+impl std::fmt::Debug for CipherState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CipherState")
+            .field("key", &format_args!("<secret>"))
+            .field("n", &self.n)
+            .finish()
+    }
 }
 
 impl CipherState {

@@ -17,6 +17,7 @@ use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::cipher::{CipherState, CryptoError, Key, TAG_LEN};
 
@@ -43,11 +44,22 @@ pub enum HandshakeError {
 }
 
 /// Session keys after a completed handshake, one per direction, plus the handshake hash.
+/// `Debug` shows the (public) handshake hash and counters, never a key.
 pub struct TransportKeys {
     pub send: CipherState,
     pub recv: CipherState,
     /// The final handshake hash `h`: a unique, public identifier of this session.
     pub handshake_hash: [u8; 32],
+}
+
+impl std::fmt::Debug for TransportKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportKeys")
+            .field("send", &self.send)
+            .field("recv", &self.recv)
+            .field("handshake_hash", &hex::encode(self.handshake_hash))
+            .finish()
+    }
 }
 
 /// Noise `SymmetricState` (§5.2): chaining key, handshake hash and the optional cipher key.
@@ -73,30 +85,31 @@ impl SymmetricState {
         self.h = hasher.finalize().into();
     }
 
-    /// Noise `HKDF(ck, ikm, n)` for n = 3; n = 2 callers ignore the third output.
-    fn hkdf3(&self, ikm: &[u8]) -> ([u8; 32], [u8; 32], [u8; 32]) {
-        let mut okm = [0u8; 96];
+    /// Noise `HKDF(ck, ikm, n)` for n = 3; n = 2 callers ignore the third output. The
+    /// outputs are keys: wiped when dropped.
+    fn hkdf3(&self, ikm: &[u8]) -> Zeroizing<[[u8; 32]; 3]> {
+        let mut okm = Zeroizing::new([0u8; 96]);
         Hkdf::<Sha256>::new(Some(&self.ck), ikm)
-            .expand(&[], &mut okm)
+            .expand(&[], &mut *okm)
             .unwrap_or_else(|_| unreachable!("96 bytes is within HKDF-SHA256's limit"));
-        let mut out = ([0u8; 32], [0u8; 32], [0u8; 32]);
-        out.0.copy_from_slice(&okm[..32]);
-        out.1.copy_from_slice(&okm[32..64]);
-        out.2.copy_from_slice(&okm[64..]);
+        let mut out = Zeroizing::new([[0u8; 32]; 3]);
+        for (part, chunk) in out.iter_mut().zip(okm.chunks_exact(32)) {
+            part.copy_from_slice(chunk);
+        }
         out
     }
 
     fn mix_key(&mut self, ikm: &[u8]) {
-        let (ck, k, _) = self.hkdf3(ikm);
-        self.ck = ck;
-        self.k = Some(CipherState::new(&k));
+        let out = self.hkdf3(ikm);
+        self.ck = out[0];
+        self.k = Some(CipherState::new(&out[1]));
     }
 
     fn mix_key_and_hash(&mut self, ikm: &[u8]) {
-        let (ck, temp_h, k) = self.hkdf3(ikm);
-        self.ck = ck;
-        self.mix_hash(&temp_h);
-        self.k = Some(CipherState::new(&k));
+        let out = self.hkdf3(ikm);
+        self.ck = out[0];
+        self.mix_hash(&out[1]);
+        self.k = Some(CipherState::new(&out[2]));
     }
 
     fn encrypt_and_hash(
@@ -125,19 +138,26 @@ impl SymmetricState {
     }
 
     /// `Split()`: the first key protects initiator → responder, the second the reverse.
-    fn split(&self) -> (Key, Key) {
-        let (k1, k2, _) = self.hkdf3(&[]);
-        (k1, k2)
+    fn split(&self) -> (CipherState, CipherState) {
+        let out = self.hkdf3(&[]);
+        (CipherState::new(&out[0]), CipherState::new(&out[1]))
     }
 }
 
-fn dh(secret: &StaticSecret, public: &[u8]) -> Result<[u8; 32], HandshakeError> {
+/// The chaining key is secret (it leads to every later key): wiped when the state goes.
+impl Drop for SymmetricState {
+    fn drop(&mut self) {
+        self.ck.zeroize();
+    }
+}
+
+fn dh(secret: &StaticSecret, public: &[u8]) -> Result<Zeroizing<[u8; 32]>, HandshakeError> {
     let public: [u8; 32] = public.try_into().map_err(|_| HandshakeError::BadLength)?;
     let shared = secret.diffie_hellman(&PublicKey::from(public));
     if !shared.was_contributory() {
         return Err(HandshakeError::WeakKey);
     }
-    Ok(shared.to_bytes())
+    Ok(Zeroizing::new(shared.to_bytes()))
 }
 
 fn check_len(message: &[u8]) -> Result<(), HandshakeError> {
@@ -147,6 +167,18 @@ fn check_len(message: &[u8]) -> Result<(), HandshakeError> {
     }
     Ok(())
 }
+
+/// Handshake states hold keys: `Debug` names the state only.
+macro_rules! opaque_debug {
+    ($($state:ident),*) => {$(
+        impl std::fmt::Debug for $state {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(concat!(stringify!($state), " { <secret> }"))
+            }
+        }
+    )*};
+}
+opaque_debug!(Initiator, AwaitingResponse, Responder, ReadyToRespond);
 
 /// The client side before message 1 is written.
 pub struct Initiator {
@@ -207,12 +239,12 @@ impl AwaitingResponse {
         self.state.mix_hash(re);
         self.state.mix_key(re);
         let shared = dh(&self.ephemeral, re)?;
-        self.state.mix_key(&shared);
+        self.state.mix_key(&shared[..]);
         let payload = self.state.decrypt_and_hash(rest)?;
-        let (k1, k2) = self.state.split();
+        let (send, recv) = self.state.split();
         let keys = TransportKeys {
-            send: CipherState::new(&k1),
-            recv: CipherState::new(&k2),
+            send,
+            recv,
             handshake_hash: self.state.h,
         };
         Ok((keys, payload))
@@ -281,12 +313,12 @@ impl ReadyToRespond {
         self.state.mix_hash(e_pub.as_bytes());
         self.state.mix_key(e_pub.as_bytes());
         let shared = dh(&self.ephemeral, &self.remote)?;
-        self.state.mix_key(&shared);
+        self.state.mix_key(&shared[..]);
         self.state.encrypt_and_hash(payload, &mut out)?;
-        let (k1, k2) = self.state.split();
+        let (recv, send) = self.state.split();
         let keys = TransportKeys {
-            send: CipherState::new(&k2),
-            recv: CipherState::new(&k1),
+            send,
+            recv,
             handshake_hash: self.state.h,
         };
         Ok((keys, out))

@@ -22,6 +22,7 @@
 //! - [`client`]: the reconnecting client — a pure session state machine driven by one task —
 //!   and the events it reports.
 
+pub mod author;
 pub mod cipher;
 pub mod client;
 pub mod conn;
@@ -32,5 +33,6 @@ pub mod invite;
 pub mod message;
 pub mod passphrase;
 pub mod sealed;
+pub mod secret;
 pub mod server;
 pub mod text;

@@ -24,6 +24,17 @@ pub type Epoch = String;
 /// its own nickname back from a stale session, and keys duplicate suppression. Never broadcast.
 pub type ClientId = String;
 
+/// Shortest and longest client id, in bytes.
+pub const CLIENT_ID_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
+
+/// Is `id` a client id the server accepts: 16 to 64 ASCII letters, digits, `_` or `-`?
+pub fn is_valid_client_id(id: &str) -> bool {
+    CLIENT_ID_BYTES.contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Where a reconnecting client left off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resume {
@@ -52,6 +63,44 @@ pub enum ClientMessage {
     Leave,
     /// Page back through history: up to `limit` events before `before_seq`, answered by `older`.
     Older { before_seq: u64, limit: u32 },
+    /// A `type` this version does not know, named (`what`, at most
+    /// [`MAX_UNSUPPORTED_TYPE_BYTES`] bytes): answered by `unsupported`, the connection stays
+    /// open. Never sent.
+    #[serde(skip)]
+    Unsupported { what: String },
+    /// Any `type` this version does not know (a newer client's), as serde decodes it;
+    /// [`decode_client_message`] turns it into `Unsupported`. Never sent.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Decode a client message; one of a `type` this version does not know is `Unsupported`.
+pub fn decode_client_message(json: &[u8]) -> Result<ClientMessage, serde_json::Error> {
+    match serde_json::from_slice(json)? {
+        ClientMessage::Unknown => Ok(ClientMessage::Unsupported {
+            what: message_type(json).unwrap_or_default(),
+        }),
+        message => Ok(message),
+    }
+}
+
+/// The most bytes of an unknown message `type` the server repeats in `unsupported`.
+pub const MAX_UNSUPPORTED_TYPE_BYTES: usize = 32;
+
+/// The `type` of a JSON message, cut to at most [`MAX_UNSUPPORTED_TYPE_BYTES`] bytes (at a
+/// character boundary): what an `unsupported` reply names. `None` if there is no string `type`.
+pub fn message_type(json: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Tagged<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    let tagged: Tagged = serde_json::from_slice(json).ok()?;
+    let mut end = tagged.kind.len().min(MAX_UNSUPPORTED_TYPE_BYTES);
+    while !tagged.kind.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(tagged.kind[..end].to_owned())
 }
 
 /// Why someone left.
@@ -79,11 +128,15 @@ pub struct RoomEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RoomEventKind {
-    /// `msg_id` is the sender's own message id, so the sender can match it to its outbox.
+    /// `msg_id` is the sender's own message id, so the sender can match it to its outbox;
+    /// `author` is the sender's [`author_tag`](crate::author::author_tag), so the sender (and
+    /// no one else) can tell the message is its own. Empty in events stored before it existed.
     Message {
         from: String,
         text: String,
         msg_id: u64,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        author: String,
     },
     Join {
         nick: String,
@@ -182,11 +235,19 @@ pub enum ServerMessage {
         reason: MessageTextError,
     },
     Pong,
+    /// The client sent a message `type` this server does not know (`what`: that type, at most
+    /// [`MAX_UNSUPPORTED_TYPE_BYTES`] bytes); it was ignored and the connection stays open.
+    Unsupported {
+        what: String,
+    },
     /// The server closes the connection after this.
     Error {
         code: ErrorCode,
         message: String,
     },
+    /// Any `type` this client does not know (a newer server's): logged and ignored. Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Sealed once with the room broadcast key and written identically to every member.
@@ -198,6 +259,9 @@ pub enum BroadcastMessage {
     Typing {
         nick: String,
     },
+    /// Any `type` this client does not know (a newer server's): ignored. Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 #[cfg(test)]
@@ -216,6 +280,49 @@ mod tests {
             r#"{"type":"say","id":3,"text":"a|b:c \"q\"\n<script>"}"#
         );
         assert_eq!(serde_json::from_str::<ClientMessage>(&json).unwrap(), msg);
+    }
+
+    #[test]
+    fn client_ids_are_16_to_64_ascii_word_characters() {
+        assert!(is_valid_client_id(&"0123456789abcdef".repeat(2)));
+        assert!(is_valid_client_id(&"A_-z".repeat(4)));
+        assert!(is_valid_client_id(&"x".repeat(64)));
+        assert!(!is_valid_client_id(&"x".repeat(15)));
+        assert!(!is_valid_client_id(&"x".repeat(65)));
+        assert!(!is_valid_client_id(&"ñ".repeat(8)), "16 bytes, not ASCII");
+        assert!(!is_valid_client_id("0123456789abcde "));
+        assert!(!is_valid_client_id("0123456789abcde\n"));
+    }
+
+    #[test]
+    fn types_of_a_newer_version_decode_as_unknown_not_as_errors() {
+        let json = br#"{"type":"reaction","emoji":"x","to":3}"#;
+        assert_eq!(
+            decode_client_message(json).unwrap(),
+            ClientMessage::Unsupported {
+                what: "reaction".into()
+            }
+        );
+        let long = format!(r#"{{"type":"{}"}}"#, "é".repeat(100));
+        let ClientMessage::Unsupported { what } = decode_client_message(long.as_bytes()).unwrap()
+        else {
+            panic!("not unsupported")
+        };
+        assert_eq!(what, "é".repeat(16), "cut at a character boundary");
+        assert!(decode_client_message(br#"{"type":"say","id":"x"}"#).is_err());
+        assert!(decode_client_message(br#"{"type":7}"#).is_err());
+        assert_eq!(
+            serde_json::from_slice::<ServerMessage>(json).unwrap(),
+            ServerMessage::Unknown
+        );
+        assert_eq!(
+            serde_json::from_slice::<BroadcastMessage>(json).unwrap(),
+            BroadcastMessage::Unknown
+        );
+        assert!(
+            serde_json::to_string(&ClientMessage::Unsupported { what: "x".into() }).is_err(),
+            "never sent"
+        );
     }
 
     #[test]
@@ -240,8 +347,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_or_malformed_input_is_an_error() {
-        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"shout","text":"x"}"#).is_err());
+    fn malformed_input_is_an_error() {
         assert!(
             serde_json::from_str::<ClientMessage>(r#"{"type":"say","id":-1,"text":"x"}"#).is_err()
         );

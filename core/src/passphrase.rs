@@ -1,6 +1,6 @@
 //! From a room passphrase to the 32-byte Noise pre-shared key.
 //!
-//! `psk = Argon2id(passphrase, salt = room salt, m = 19 MiB, t = 2, p = 1, 32 bytes)`: OWASP's
+//! `psk = Argon2id(NFC(trimmed passphrase), salt = room salt, m = 19 MiB, t = 2, p = 1, 32 bytes)`: OWASP's
 //! minimum Argon2id setting. The server computes it once at start and the client once per
 //! (passphrase, salt) per process, never per connection, so the KDF is not a CPU lever for a
 //! denial of service. A recorded handshake still allows offline guessing of a weak passphrase,
@@ -9,6 +9,8 @@
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::Rng;
 use thiserror::Error;
+use unicode_normalization::UnicodeNormalization;
+use zeroize::Zeroizing;
 
 use crate::cipher::Key;
 
@@ -38,16 +40,22 @@ pub enum PassphraseError {
 }
 
 /// Check a passphrase as typed: surrounding whitespace (a trailing newline from a file) is not
-/// part of it.
-pub fn normalize(passphrase: &str) -> Result<&str, PassphraseError> {
+/// part of it, and it is put in Unicode NFC, so `José` typed precomposed (macOS, Windows) or
+/// decomposed (some Linux input methods, files) is the same passphrase.
+pub fn normalize(passphrase: &str) -> Result<String, PassphraseError> {
     let trimmed = passphrase.trim();
     if trimmed.is_empty() {
         return Err(PassphraseError::Empty);
     }
-    if trimmed.len() > MAX_PASSPHRASE_BYTES {
+    // NFC never grows text by more than 3×: refuse the absurd before normalising it.
+    if trimmed.len() > MAX_PASSPHRASE_BYTES * 3 {
         return Err(PassphraseError::TooLong);
     }
-    Ok(trimmed)
+    let composed: String = trimmed.nfc().collect();
+    if composed.len() > MAX_PASSPHRASE_BYTES {
+        return Err(PassphraseError::TooLong);
+    }
+    Ok(composed)
 }
 
 /// Stretch a passphrase into the room's pre-shared key. Costs tens of milliseconds: call it off
@@ -56,11 +64,12 @@ pub fn derive_psk(passphrase: &str, salt: &Salt) -> Result<Key, PassphraseError>
     let passphrase = normalize(passphrase)?;
     let params =
         Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, Some(32)).map_err(PassphraseError::Kdf)?;
-    let mut psk = [0u8; 32];
+    let passphrase = Zeroizing::new(passphrase);
+    let mut psk = Zeroizing::new([0u8; 32]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into(passphrase.as_bytes(), salt, &mut psk)
+        .hash_password_into(passphrase.as_bytes(), salt, &mut *psk)
         .map_err(PassphraseError::Kdf)?;
-    Ok(psk)
+    Ok(*psk)
 }
 
 /// A fresh random room salt.
@@ -92,6 +101,15 @@ mod tests {
         assert_eq!(a, derive_psk("  correct horse\n", &salt).unwrap());
         assert_ne!(a, derive_psk("correct horse", &[2u8; SALT_LEN]).unwrap());
         assert_ne!(a, derive_psk("correct horsf", &salt).unwrap());
+    }
+
+    #[test]
+    fn precomposed_and_decomposed_are_one_passphrase() {
+        assert_eq!(normalize("Jose\u{301} ").unwrap(), "Jos\u{E9}");
+        assert_eq!(normalize("Jos\u{E9}").unwrap(), "Jos\u{E9}");
+        assert_ne!(normalize("JOS\u{C9}").unwrap(), "Jos\u{E9}", "case matters");
+        // NFKC is not applied: full-width letters are other characters of a passphrase.
+        assert_eq!(normalize("\u{FF21}").unwrap(), "\u{FF21}");
     }
 
     #[test]

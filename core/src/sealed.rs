@@ -81,9 +81,14 @@ pub fn open_session<T: DeserializeOwned>(
     cipher: &mut CipherState,
     body: &[u8],
 ) -> Result<T, SealError> {
-    let head = frame::header(FrameKind::Session, body.len());
-    let plaintext = cipher.open(&head, body)?;
+    let plaintext = open_session_plaintext(cipher, body)?;
     serde_json::from_slice(&plaintext).map_err(SealError::Decode)
+}
+
+/// Open the body of a `Session` frame, leaving its JSON undecoded.
+pub fn open_session_plaintext(cipher: &mut CipherState, body: &[u8]) -> Result<Vec<u8>, SealError> {
+    let head = frame::header(FrameKind::Session, body.len());
+    Ok(cipher.open(&head, body)?)
 }
 
 /// The room broadcast key: seals each broadcast once, for every member.

@@ -1,17 +1,27 @@
 //! Rules for user-supplied text: nicknames and chat messages.
 //!
-//! Nicknames are compared case-insensitively after trimming; they may not contain control,
-//! format or invisible characters, or any whitespace but single ASCII spaces, so two names that
-//! look alike on screen cannot both exist. Message text is free: `|`, `:`, quotes, markup and
+//! Nicknames (`docs/PROTOCOL.md` §7): two names that look alike on screen are the same name.
+//! A name is kept as typed (NFC); it is unique under [`nick_key`], its UTS #39 confusable
+//! skeleton after NFKC and case folding. It must hold a letter or digit, may not contain
+//! control, invisible (Default_Ignorable) or blank characters, any whitespace but single ASCII
+//! spaces, stacks of combining marks, or words that mix scripts (`аna` with a Cyrillic `а`).
+//! Every character class here comes from Unicode data (`unicode-normalization`,
+//! `unicode-security`, the standard library's properties), not from hand-kept lists. Message
+//! text is free: `|`, `:`, quotes, markup and
 //! newlines are plain characters; only control characters other than `\n` and `\t`, and
 //! invisible characters, are refused — except the invisible parts of emoji, where an emoji
 //! puts them (variation selectors, the zero-width joiner, flag tags: [`hidden_character`]).
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use unicode_normalization::char::is_combining_mark;
+use unicode_normalization::UnicodeNormalization;
+use unicode_security::{skeleton, MixedScript};
 
 /// Longest nickname, in characters.
 pub const MAX_NICK_CHARS: usize = 32;
+/// Most combining marks on one base character (after NFD), as UTS #39 §5.4 suggests.
+pub const MAX_NICK_MARKS: usize = 4;
 /// Longest chat message, in UTF-8 bytes.
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
 
@@ -27,7 +37,15 @@ pub enum NickError {
     InvisibleCharacters,
     #[error("the nickname may only contain single spaces between words")]
     BadWhitespace,
-    #[error("that nickname is already taken in this room; pick another")]
+    #[error("the nickname needs at least one letter or digit")]
+    NoLetterOrDigit,
+    #[error("the nickname stacks too many accents or marks on one letter")]
+    StackedMarks,
+    #[error("a word of the nickname mixes alphabets (for example Latin and Cyrillic letters)")]
+    MixedScripts,
+    #[error(
+        "that nickname, or one that looks the same, is already taken in this room; pick another"
+    )]
     Taken,
 }
 
@@ -40,6 +58,9 @@ pub enum MessageTextError {
     TooLong,
     #[error("the message contains control or invisible characters")]
     InvisibleCharacters,
+    /// Sent by the server only: message ids start at 1.
+    #[error("the message id must be 1 or more")]
+    BadId,
 }
 
 /// Characters that render as nothing or change how neighbouring text renders: Unicode format
@@ -96,32 +117,104 @@ pub fn hidden_character(text: &str, control_ok: impl Fn(char) -> bool) -> Option
     in_tags.then_some('\u{E007F}')
 }
 
-/// Validate a nickname; returns it trimmed.
+/// Validate a nickname; returns it trimmed and in NFC, otherwise as typed.
 pub fn validate_nick(raw: &str) -> Result<String, NickError> {
-    let nick = raw.trim();
+    let nick: String = raw.trim().nfc().collect();
     if nick.is_empty() {
         return Err(NickError::Empty);
     }
     if nick.chars().count() > MAX_NICK_CHARS {
         return Err(NickError::TooLong);
     }
-    if hidden_character(nick, |_| false).is_some() {
+    if hidden_character(&nick, |_| false).is_some()
+        || nick
+            .chars()
+            .any(|c| is_default_ignorable(c) && !is_emoji_part(c))
+    {
         return Err(NickError::InvisibleCharacters);
     }
-    if nick.chars().any(|c| c.is_whitespace() && c != ' ') || nick.contains("  ") {
+    if !nick
+        .chars()
+        .any(|c| c.is_alphanumeric() && !is_combining_mark(c))
+    {
+        return Err(NickError::NoLetterOrDigit);
+    }
+    if nick.chars().any(|c| c != ' ' && looks_blank(c)) || nick.contains("  ") {
         return Err(NickError::BadWhitespace);
     }
-    Ok(nick.to_owned())
+    if stacks_marks(&nick) {
+        return Err(NickError::StackedMarks);
+    }
+    if !nick.split(' ').all(|word| word.is_single_script()) {
+        return Err(NickError::MixedScripts);
+    }
+    Ok(nick)
 }
 
-/// The key under which nicknames are unique: trimmed and lower-cased, variation selectors
-/// dropped (`ana❤️` and `ana❤` look the same, so they are the same name).
+/// Default_Ignorable_Code_Point: the characters a UTS #39 skeleton drops (they render as
+/// nothing).
+fn is_default_ignorable(c: char) -> bool {
+    let mut buf = [0; 4];
+    let ignorable = skeleton(c.encode_utf8(&mut buf)).next().is_none();
+    ignorable
+}
+
+/// The invisible characters emoji are built with; [`hidden_character`] checks where they stand.
+fn is_emoji_part(c: char) -> bool {
+    matches!(
+        c,
+        '\u{FE0E}' | '\u{FE0F}' | '\u{200D}' | '\u{E0020}'..='\u{E007F}'
+    )
+}
+
+/// Whitespace, or a character whose confusable prototype is only whitespace (U+2800 BRAILLE
+/// PATTERN BLANK looks like a space).
+fn looks_blank(c: char) -> bool {
+    let mut buf = [0; 4];
+    let mut prototype = skeleton(c.encode_utf8(&mut buf)).peekable();
+    let blank =
+        c.is_whitespace() || (prototype.peek().is_some() && prototype.all(char::is_whitespace));
+    blank
+}
+
+/// Does `nick` put a combining mark where there is no letter to carry it, the same mark twice
+/// on one letter, or more than [`MAX_NICK_MARKS`] marks on one letter? Emoji variation
+/// selectors are not counted.
+fn stacks_marks(nick: &str) -> bool {
+    let mut run: Vec<char> = Vec::new();
+    let mut base = false;
+    for c in nick.nfd() {
+        if matches!(c, '\u{FE0E}' | '\u{FE0F}') {
+            continue;
+        }
+        if !is_combining_mark(c) {
+            base = c != ' ';
+            run.clear();
+            continue;
+        }
+        if !base || run.contains(&c) || run.len() == MAX_NICK_MARKS {
+            return true;
+        }
+        run.push(c);
+    }
+    false
+}
+
+/// The key under which nicknames are unique: names that look the same on screen have the same
+/// key. NFKC (full-width `ＡＮＡ` is `ANA`), case folding (upper- then lower-casing: `ß` is
+/// `ss`, final `ς` is `σ`), the UTS #39 confusable skeleton (Cyrillic `а` is Latin `a`,
+/// invisible characters such as variation selectors dropped), then folding and skeleton once
+/// more (a prototype may be a capital: `0` is `O`), blanks collapsed to single spaces.
 pub fn nick_key(nick: &str) -> String {
-    nick.trim()
-        .chars()
-        .filter(|c| !matches!(c, '\u{FE0E}' | '\u{FE0F}'))
-        .flat_map(char::to_lowercase)
-        .collect()
+    fn fold(chars: impl Iterator<Item = char>) -> String {
+        chars
+            .flat_map(char::to_uppercase)
+            .flat_map(char::to_lowercase)
+            .collect()
+    }
+    let once: String = skeleton(&fold(nick.nfkc())).collect();
+    let key: String = skeleton(&fold(once.chars())).collect();
+    key.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Validate chat text as typed. Surrounding blank lines are dropped; everything else is kept.
@@ -183,6 +276,81 @@ mod tests {
         assert_eq!(validate_nick("bo\nb"), Err(NickError::InvisibleCharacters));
         assert_eq!(validate_nick("bo  b"), Err(NickError::BadWhitespace));
         assert_eq!(validate_nick("bo\u{00A0}b"), Err(NickError::BadWhitespace));
+    }
+
+    #[test]
+    fn nicks_are_kept_as_typed_in_nfc() {
+        assert_eq!(validate_nick("Jose\u{301}"), Ok("Jos\u{E9}".into()));
+        assert_eq!(
+            validate_nick("ＡＮＡ"),
+            Ok("ＡＮＡ".into()),
+            "NFKC only in the key"
+        );
+        assert_eq!(validate_nick("Ана"), Ok("Ана".into()), "one script is fine");
+        assert_eq!(
+            validate_nick("Иван Smith"),
+            Ok("Иван Smith".into()),
+            "per word"
+        );
+        assert_eq!(
+            validate_nick("山田たろう"),
+            Ok("山田たろう".into()),
+            "Japanese mixes"
+        );
+        assert_eq!(
+            validate_nick("Nguyễn"),
+            Ok("Nguyễn".into()),
+            "two marks in NFD"
+        );
+        assert_eq!(validate_nick("R2-D2"), Ok("R2-D2".into()));
+    }
+
+    #[test]
+    fn look_alike_and_blank_nicks_are_refused() {
+        let blank = "\u{2800}";
+        assert_eq!(validate_nick(blank), Err(NickError::NoLetterOrDigit));
+        assert_eq!(
+            validate_nick(&blank.repeat(3)),
+            Err(NickError::NoLetterOrDigit)
+        );
+        assert_eq!(validate_nick("ana\u{2800}"), Err(NickError::BadWhitespace));
+        assert_eq!(
+            validate_nick("ana\u{3000}bob"),
+            Err(NickError::BadWhitespace)
+        );
+        assert_eq!(validate_nick("❤️"), Err(NickError::NoLetterOrDigit));
+        assert_eq!(validate_nick("-_-"), Err(NickError::NoLetterOrDigit));
+        assert_eq!(
+            validate_nick("\u{301}\u{302}\u{303}"),
+            Err(NickError::NoLetterOrDigit)
+        );
+        assert_eq!(
+            validate_nick("\u{345}\u{345}"),
+            Err(NickError::NoLetterOrDigit),
+            "an alphabetic mark is no letter"
+        );
+        let zalgo: String = "a"
+            .chars()
+            .chain("\u{300}\u{301}\u{302}\u{303}\u{304}\u{305}".chars())
+            .collect();
+        assert_eq!(validate_nick(&zalgo), Err(NickError::StackedMarks));
+        assert_eq!(
+            validate_nick("a\u{301}\u{301}"),
+            Err(NickError::StackedMarks)
+        );
+        assert_eq!(validate_nick("ana \u{301}"), Err(NickError::StackedMarks));
+        assert_eq!(validate_nick("\u{301}ana"), Err(NickError::StackedMarks));
+        assert_eq!(validate_nick("\u{0430}na"), Err(NickError::MixedScripts));
+        assert_eq!(validate_nick("pay\u{0440}al"), Err(NickError::MixedScripts));
+        // Default_Ignorable characters the hand-kept message list does not name.
+        assert_eq!(
+            validate_nick("an\u{1BCA0}a"),
+            Err(NickError::InvisibleCharacters)
+        );
+        assert_eq!(
+            validate_nick("ana\u{E0100}"),
+            Err(NickError::InvisibleCharacters)
+        );
     }
 
     /// Every fully-qualified emoji of the Unicode emoji test file, alone and in text, is a
@@ -267,7 +435,39 @@ mod tests {
     }
 
     #[test]
-    fn nick_keys_fold_case() {
+    fn nick_keys_fold_case_and_look_alikes() {
+        let ana = nick_key("ana");
+        for same in [
+            "Ana",
+            "ANA",
+            "\u{0430}na",               // Cyrillic а
+            "\u{FF21}\u{FF2E}\u{FF21}", // full-width ＡＮＡ
+            "ana\u{FE0F}",
+        ] {
+            assert_eq!(nick_key(same), ana, "{same:?}");
+        }
+        assert_eq!(
+            nick_key("Jos\u{E9}"),
+            nick_key("Jose\u{301}"),
+            "NFC and NFD"
+        );
+        assert_eq!(nick_key("JOSÉ"), nick_key("josé"));
+        assert_eq!(nick_key("a1ice"), nick_key("alice"), "1 looks like l");
+        assert_eq!(nick_key("b0b"), nick_key("BOB"), "0 looks like O");
+        assert_eq!(nick_key("straße"), nick_key("STRASSE"), "full case folding");
+        assert_eq!(nick_key("ΣΟΦΊΑ"), nick_key("σοφία"));
+        assert_eq!(
+            nick_key("ana\u{2800}"),
+            ana,
+            "blanks do not make a new name"
+        );
+        assert_ne!(nick_key("ana maría"), nick_key("anamaría"));
+        assert_ne!(
+            nick_key("josé"),
+            nick_key("jose"),
+            "an accent is a visible difference"
+        );
+
         assert_eq!(
             nick_key("ana❤️"),
             nick_key("ANA❤"),

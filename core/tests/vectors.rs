@@ -221,3 +221,64 @@ fn print_vectors() {
         serde_json::to_string_pretty(&compute()).unwrap_or_default()
     );
 }
+
+/// `docs/vectors/passphrase.json`: the passphrase as typed (UTF-8 hex), the exact bytes the
+/// KDF gets (trimmed, NFC) and the resulting key, so "José" typed precomposed and decomposed
+/// gives one key. Checked through `derive_psk` and through Argon2id called directly.
+#[test]
+fn passphrase_vectors_normalise_to_nfc_before_the_kdf() {
+    use argon2::{Algorithm, Argon2, Params, Version};
+    use tertulia_core::passphrase::{normalize, ARGON2_M_KIB, ARGON2_P, ARGON2_T};
+    let file: Value = serde_json::from_str(include_str!("../../docs/vectors/passphrase.json"))
+        .expect("docs/vectors/passphrase.json is JSON");
+    let vectors = file["vectors"].as_array().expect("vectors");
+    assert!(vectors.len() >= 3);
+    let hex_of = |v: &Value, k: &str| hex::decode(v[k].as_str().expect(k)).expect("hex");
+    for v in vectors {
+        let typed = String::from_utf8(hex_of(v, "typed_utf8")).expect("utf-8");
+        let kdf_input = hex_of(v, "kdf_input_utf8");
+        let salt: [u8; 16] = hex_of(v, "salt").try_into().expect("16 bytes");
+        let psk = hex_of(v, "psk");
+        assert_eq!(
+            normalize(&typed).expect("valid").as_bytes(),
+            kdf_input,
+            "{typed:?}"
+        );
+        assert_eq!(
+            derive_psk(&typed, &salt).expect("kdf").to_vec(),
+            psk,
+            "{typed:?}"
+        );
+        let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, Some(32)).expect("params");
+        let mut direct = [0u8; 32];
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into(&kdf_input, &salt, &mut direct)
+            .expect("argon2");
+        assert_eq!(direct.to_vec(), psk, "{typed:?}: Argon2id of the NFC bytes");
+    }
+    assert_eq!(
+        vectors[0]["psk"], vectors[1]["psk"],
+        "precomposed = decomposed"
+    );
+}
+
+#[test]
+#[ignore = "prints passphrase vectors for docs/vectors/passphrase.json"]
+fn print_passphrase_vectors() {
+    for typed in [
+        "Jos\u{e9} ma\u{f1}ana",
+        "Jose\u{301} man\u{303}ana",
+        "  Jos\u{e9} ma\u{f1}ana\n",
+    ] {
+        let salt = bytes(0x00, 16);
+        let input = tertulia_core::passphrase::normalize(typed).expect("valid");
+        let psk = derive_psk(typed, &salt.clone().try_into().expect("16")).expect("kdf");
+        println!(
+            "{{ \"typed_utf8\": \"{}\", \"kdf_input_utf8\": \"{}\", \"salt\": \"{}\", \"psk\": \"{}\" }},",
+            hex::encode(typed),
+            hex::encode(input),
+            hex::encode(salt),
+            hex::encode(psk)
+        );
+    }
+}

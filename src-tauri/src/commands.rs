@@ -9,7 +9,7 @@ use tertulia_core::client::{self, ClientConfig};
 use tertulia_core::invite::Invite;
 use tertulia_core::passphrase;
 use tertulia_core::server::{self, PreviousRoom, Server, ServerConfig};
-use tertulia_core::text::validate_nick;
+use tertulia_core::text::{validate_nick, NickError};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +26,9 @@ use crate::strength::{self, Strength};
 pub enum CommandError {
     #[error("{0}")]
     Invalid(String),
+    /// A nickname the core refuses; the window words `reason` in its language.
+    #[error("Nickname: {0}")]
+    InvalidNick(NickError),
     #[error("port {port} is already in use on this computer; choose another")]
     PortInUse { port: u16 },
     #[error("this computer does not allow a room on port {port}; choose a port above 1023")]
@@ -52,6 +55,7 @@ impl CommandError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Invalid(_) => "invalid",
+            Self::InvalidNick(_) => "invalid_nick",
             Self::PortInUse { .. } => "port_in_use",
             Self::PortNotAllowed { .. } => "port_not_allowed",
             Self::HostFailed { .. } => "host_failed",
@@ -103,6 +107,7 @@ impl Serialize for CommandError {
             Self::Client(client::SendError::InvalidText(reason)) => {
                 map.serialize_entry("reason", reason)?;
             }
+            Self::InvalidNick(reason) => map.serialize_entry("reason", reason)?,
             _ => {}
         }
         map.end()
@@ -112,13 +117,11 @@ impl Serialize for CommandError {
 type Result<T> = std::result::Result<T, CommandError>;
 
 pub(crate) fn check_passphrase(raw: &str) -> Result<String> {
-    passphrase::normalize(raw)
-        .map(str::to_owned)
-        .map_err(|e| CommandError::Invalid(format!("Passphrase: {e}")))
+    passphrase::normalize(raw).map_err(|e| CommandError::Invalid(format!("Passphrase: {e}")))
 }
 
 fn check_nick(raw: &str) -> Result<String> {
-    validate_nick(raw).map_err(|e| CommandError::Invalid(format!("Nickname: {e}")))
+    validate_nick(raw).map_err(CommandError::InvalidNick)
 }
 
 fn check_host(raw: &str) -> Result<String> {

@@ -54,7 +54,23 @@ fn connect_rejects_bad_fields_with_the_text_shown_to_the_user() {
     );
     assert_eq!(
         invoke(&window, "connect", connect_args("127.0.0.1", 5555, "  ")),
-        refused("invalid", &format!("Nickname: {}", NickError::Empty))
+        Err(json!({
+            "kind": "invalid_nick",
+            "message": format!("Nickname: {}", NickError::Empty),
+            "reason": "empty"
+        }))
+    );
+    assert_eq!(
+        invoke(
+            &window,
+            "connect",
+            connect_args("127.0.0.1", 5555, "\u{2800}")
+        ),
+        Err(json!({
+            "kind": "invalid_nick",
+            "message": format!("Nickname: {}", NickError::NoLetterOrDigit),
+            "reason": "no_letter_or_digit"
+        }))
     );
     let missing = invoke(&window, "connect", json!({ "host": "127.0.0.1" }))
         .expect_err("missing arguments are refused");

@@ -686,6 +686,14 @@ impl RawMember {
         self.writer.write_all(&buf).await
     }
 
+    /// Send any JSON object as a sealed session message (e.g. one of a `type` this version of
+    /// the protocol does not have).
+    pub async fn send_json(&mut self, message: &Value) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        tertulia_core::sealed::seal_session(&mut self.keys.send, message, &mut buf).expect("seal");
+        self.writer.write_all(&buf).await
+    }
+
     /// Write raw bytes (e.g. a frame header announcing an oversized body).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.writer.write_all(bytes).await

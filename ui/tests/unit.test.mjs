@@ -188,11 +188,14 @@ test("errorText: a command error by its kind, in the window's language, else its
   assert.equal(errorText(busy), "Port 5555 is already in use on this computer; choose another.");
   assert.equal(errorText({ kind: "send_refused", reason: "too_long", message: "the message is longer…" }), "the message is longer than the room allows");
   assert.equal(errorText({ kind: "invalid", message: "Address: 'x y' is not an IP address or host name" }), "Address: 'x y' is not an IP address or host name");
+  assert.equal(errorText({ kind: "invalid_nick", reason: "mixed_scripts", message: "Nickname: …" }), "Nickname: a word of the nickname mixes alphabets (for example Latin and Cyrillic letters).");
+  assert.equal(errorText({ kind: "invalid_nick", reason: "from_a_newer_core", message: "Nickname: the core's words" }), "Nickname: the core's words", "an unknown reason keeps the core's message");
   assert.equal(errorText({ kind: "something_new", message: "as the backend words it" }), "as the backend words it");
   setLanguage("es");
   try {
     assert.equal(errorText(busy), "El puerto 5555 ya está en uso en este equipo; elige otro.");
     assert.equal(errorText({ kind: "host_failed", port: 80, reason: "no data directory" }), "No se pudo abrir la sala en el puerto 80: no data directory");
+    assert.equal(errorText({ kind: "invalid_nick", reason: "no_letter_or_digit", message: "Nickname: …" }), "Apodo: el apodo necesita al menos una letra o un número.");
   } finally {
     setLanguage("en");
   }
@@ -255,7 +258,7 @@ test("Spanish: the window's lines, plurals and 24-hour times", () => {
     assert.equal(reconnectingText(3, 2), "Reconectando en 3 s (intento 2)");
     assert.equal(stopHostingQuestion(2), "¿Cerrar esta sala? Se avisará a los otros 2 miembros de que la sala se cierra.");
     assert.equal(checkNick(""), "Apodo: elige un apodo.");
-    assert.equal(nickErrorText("taken", "that nickname is already taken"), "ese apodo ya está en uso en esta sala; elige otro");
+    assert.equal(nickErrorText("taken", "that nickname is already taken"), "ese apodo, u otro que se ve igual, ya está en uso en esta sala; elige otro");
     assert.equal(clientErrorText("wrong_passphrase", "wrong passphrase"), "La contraseña de la sala no es correcta.");
     assert.equal(clientErrorText("some_new_kind", "the core's words"), "the core's words", "an unknown kind keeps the core's message");
     assert.equal(clientErrorText("too_many_failed_attempts", "retry in 42 s", 42), "Demasiados intentos fallidos desde tu red; se reintentará en 42 s.");

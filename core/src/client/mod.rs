@@ -29,7 +29,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cipher::{CipherState, Key};
+use crate::cipher::CipherState;
 use crate::conn::{self, ConnError, FrameReader};
 use crate::frame::{FrameKind, MAX_BODY};
 use crate::handshake::TransportKeys;
@@ -37,6 +37,7 @@ use crate::hello;
 use crate::message::{ClientId, ClientMessage};
 use crate::passphrase::{self, Salt};
 use crate::sealed::{self, BroadcastOpener};
+use crate::secret::{SecretKey, SecretString};
 use crate::text::{validate_message, validate_nick};
 use session::{classify, network_failure, Action, Ending, Next, Session};
 
@@ -46,7 +47,8 @@ pub struct ClientConfig {
     /// `host:port` of the server.
     pub addr: String,
     pub nick: String,
-    pub passphrase: String,
+    /// Wiped on drop, `<secret>` in `Debug`.
+    pub passphrase: SecretString,
     /// Stop after this many failed connection attempts in a row (`None`: never give up).
     pub give_up_after: Option<u32>,
     pub connect_timeout: Duration,
@@ -65,7 +67,7 @@ impl ClientConfig {
         Self {
             addr: addr.into(),
             nick: nick.into(),
-            passphrase: passphrase.into(),
+            passphrase: SecretString::new(passphrase.into()),
             give_up_after: None,
             connect_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),
@@ -187,7 +189,7 @@ struct ClientTask {
     session: Session,
     /// Pre-shared keys for the last [`PSK_CACHE`] salts used, most recent first: Argon2id runs
     /// once per salt per process, and one altered salt does not evict the room's key.
-    psks: VecDeque<(Salt, Key)>,
+    psks: VecDeque<(Salt, SecretKey)>,
     events: mpsc::Sender<ClientEvent>,
     commands: mpsc::Receiver<Command>,
 }
@@ -335,17 +337,19 @@ impl ClientTask {
         }
     }
 
-    async fn psk_for(&mut self, salt: Salt) -> Result<Key, ConnError> {
+    async fn psk_for(&mut self, salt: Salt) -> Result<SecretKey, ConnError> {
         if let Some(at) = self.psks.iter().position(|(s, _)| *s == salt) {
             if let Some(entry) = self.psks.remove(at) {
+                let key = entry.1.clone();
                 self.psks.push_front(entry);
-                return Ok(entry.1);
+                return Ok(key);
             }
         }
         let passphrase = self.config.passphrase.clone();
         let key = tokio::task::spawn_blocking(move || passphrase::derive_psk(&passphrase, &salt))
             .await??;
-        self.psks.push_front((salt, key));
+        let key = SecretKey::new(key);
+        self.psks.push_front((salt, key.clone()));
         self.psks.truncate(PSK_CACHE);
         Ok(key)
     }

@@ -28,6 +28,7 @@ use rand::Rng;
 use super::backoff;
 use super::event::{ClientEvent, DisconnectReason, ErrorKind, SendError};
 use super::outbox::Outbox;
+use crate::author::author_tag;
 use crate::cipher::Key;
 use crate::conn::ConnError;
 use crate::handshake::HandshakeError;
@@ -134,6 +135,12 @@ pub struct Session {
     give_up_after: Option<u32>,
     nick: String,
     client_id: ClientId,
+    /// This client's author tag: message events carrying it are its own.
+    author: String,
+    /// Own messages are only those after this point (epoch, room sequence): the room as it
+    /// was at this session's first welcome in that epoch. Older events with our tag are from
+    /// another process that used the same id, and their ids are not this outbox's.
+    own_after: Option<Resume>,
     outbox: Outbox,
     resume: Option<Resume>,
     /// Folded nickname → display nickname.
@@ -175,6 +182,8 @@ impl Session {
             addr: addr.into(),
             give_up_after,
             nick: nick.into(),
+            author: author_tag(&client_id),
+            own_after: None,
             client_id,
             outbox: Outbox::default(),
             resume: None,
@@ -216,8 +225,18 @@ impl Session {
     }
 
     /// Is `nick` this client's own nickname (the room's folding, the one place it is decided)?
+    /// Only for typing notices: messages are matched by author tag ([`Self::is_own_message`]).
     fn is_own(&self, nick: &str) -> bool {
         nick_key(nick) == nick_key(&self.nick)
+    }
+
+    /// Is the message event `seq` with tag `author` one this session sent: our tag, and
+    /// after this session's first welcome in the current epoch (live, or replayed to us)?
+    fn is_own_message(&self, seq: u64, author: &str) -> bool {
+        author == self.author
+            && self.own_after.as_ref().is_some_and(|after| {
+                self.resume.as_ref().is_some_and(|r| r.epoch == after.epoch) && seq > after.last_seq
+            })
     }
 
     // ---- connections ----
@@ -455,6 +474,9 @@ impl Session {
                     self.emit(ClientEvent::Typing { nick });
                 }
             }
+            BroadcastMessage::Unknown => {
+                tracing::debug!("ignoring a broadcast of a type this client does not know")
+            }
         }
     }
 
@@ -500,6 +522,14 @@ impl Session {
                 });
                 if room_reset {
                     self.oldest_seen = None;
+                }
+                // From the first welcome, and again whenever the room's numbering starts over
+                // (a new epoch, or a resync: sequence numbers from before mean nothing).
+                if room_reset || self.own_after.as_ref().is_none_or(|a| a.epoch != epoch) {
+                    self.own_after = Some(Resume {
+                        epoch: epoch.clone(),
+                        last_seq: head_seq,
+                    });
                 }
                 self.nick = nick.clone();
                 self.online = online.into_iter().map(|n| (nick_key(&n), n)).collect();
@@ -572,6 +602,12 @@ impl Session {
                 self.leave_if_flushed();
             }
             ServerMessage::Pong => {}
+            ServerMessage::Unsupported { what } => {
+                tracing::warn!(%what, "the server does not support a message this client sent")
+            }
+            ServerMessage::Unknown => {
+                tracing::debug!("ignoring a server message of a type this client does not know")
+            }
             ServerMessage::Error { code, message } => {
                 let (kind, report) = match code {
                     ErrorCode::Integrity => (ErrorKind::IntegrityReportedByServer, true),
@@ -645,8 +681,13 @@ impl Session {
     fn describe(&self, event: RoomEvent, history: bool) -> ClientEvent {
         let RoomEvent { seq, time_ms, kind } = event;
         match kind {
-            RoomEventKind::Message { from, text, msg_id } => {
-                let own = self.is_own(&from);
+            RoomEventKind::Message {
+                from,
+                text,
+                msg_id,
+                author,
+            } => {
+                let own = self.is_own_message(seq, &author);
                 ClientEvent::Message {
                     seq,
                     time_ms,
@@ -864,7 +905,17 @@ mod tests {
         }
     }
 
+    /// A message event from `from`; the server tags "Ana"'s (ours, in any case) with our id.
     fn message(seq: u64, from: &str, msg_id: u64) -> RoomEvent {
+        let client = if nick_key(from) == nick_key("Ana") {
+            "c".repeat(32)
+        } else {
+            format!("{from:x>32}")
+        };
+        tagged(seq, from, msg_id, &author_tag(&client))
+    }
+
+    fn tagged(seq: u64, from: &str, msg_id: u64, author: &str) -> RoomEvent {
         RoomEvent {
             seq,
             time_ms: 1000 + seq,
@@ -872,6 +923,7 @@ mod tests {
                 from: from.into(),
                 text: format!("m{seq}"),
                 msg_id,
+                author: author.into(),
             },
         }
     }
@@ -1228,6 +1280,100 @@ mod tests {
         );
     }
 
+    /// Own messages are matched by author tag, not by nickname, and only among events after
+    /// this session's first welcome (live or replayed on a resume).
+    #[test]
+    fn own_messages_are_this_sessions_by_tag_not_by_nickname() {
+        let ours = author_tag(&"c".repeat(32));
+        let mut s = session();
+        join_room(
+            &mut s,
+            Welcome {
+                head_seq: 5,
+                ..Welcome::default()
+            },
+        );
+        s.on_server_message(ServerMessage::History {
+            // A previous process of the same client: our tag, but before this session.
+            events: vec![tagged(5, "Ana", 1, &ours)],
+        });
+        s.on_broadcast(BroadcastMessage::Event(tagged(
+            6,
+            "Ana",
+            1,
+            "0123456789abcdef",
+        )));
+        s.on_broadcast(BroadcastMessage::Event(tagged(7, "Ana", 1, &ours)));
+        let owns: Vec<_> = events(&drain(&mut s))
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Message {
+                    seq, own, msg_id, ..
+                } => Some((seq, own, msg_id)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            owns,
+            [(5, false, None), (6, false, None), (7, true, Some(1))],
+            "backlog before we joined and a namesake of another client are not ours"
+        );
+
+        // After a reconnect, the replay of what we sent during this session is still ours.
+        lose_connection(&mut s);
+        drain(&mut s);
+        join_room(
+            &mut s,
+            Welcome {
+                head_seq: 9,
+                ..Welcome::default()
+            },
+        );
+        s.on_server_message(ServerMessage::History {
+            events: vec![tagged(8, "Ana", 2, &ours)],
+        });
+        let replayed = events(&drain(&mut s));
+        assert!(
+            replayed.iter().any(|e| matches!(
+                e,
+                ClientEvent::Message {
+                    seq: 8,
+                    own: true,
+                    msg_id: Some(2),
+                    ..
+                }
+            )),
+            "{replayed:?}"
+        );
+
+        // The room was restored from an older copy (same epoch, resync): numbering starts
+        // over from its head, and what we send next is ours even at a seq we saw before.
+        lose_connection(&mut s);
+        drain(&mut s);
+        join_room(
+            &mut s,
+            Welcome {
+                head_seq: 3,
+                resync: true,
+                ..Welcome::default()
+            },
+        );
+        s.on_broadcast(BroadcastMessage::Event(tagged(4, "Ana", 3, &ours)));
+        let after = events(&drain(&mut s));
+        assert!(
+            after.iter().any(|e| matches!(
+                e,
+                ClientEvent::Message {
+                    seq: 4,
+                    own: true,
+                    msg_id: Some(3),
+                    ..
+                }
+            )),
+            "{after:?}"
+        );
+    }
+
     #[test]
     fn own_is_decided_in_one_place_for_live_replayed_and_older_events() {
         let mut s = session();
@@ -1273,7 +1419,8 @@ mod tests {
         assert!(!more);
         assert_eq!(
             older.iter().map(owns).collect::<Vec<_>>(),
-            vec![Some((true, Some(2))), Some((false, None)), None]
+            vec![Some((false, None)), Some((false, None)), None],
+            "ours, but from before this session joined: another process's ids"
         );
         assert!(older.iter().all(|e| matches!(
             e,

@@ -6,8 +6,8 @@
 use std::time::Duration;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::cipher::Key;
 use crate::message::Epoch;
+use crate::secret::SecretKey;
 
 /// A moment as the room needs it: monotonic time for grace periods and stalls, wall-clock
 /// time for event timestamps. The server passes the current one in; tests pass any.
@@ -44,14 +44,33 @@ impl Now {
 #[derive(Debug, Clone)]
 pub struct RoomIdentity {
     pub epoch: Epoch,
-    pub room_key: Key,
+    pub room_key: SecretKey,
 }
 
 impl RoomIdentity {
     pub fn generate(rng: &mut impl rand::Rng) -> Self {
         Self {
             epoch: hex::encode(rng.gen::<[u8; 16]>()),
-            room_key: rng.gen(),
+            room_key: SecretKey::new(rng.gen()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_identity_never_shows_its_key() {
+        let identity = RoomIdentity {
+            epoch: "e".repeat(32),
+            room_key: SecretKey::new([0x9C; 32]),
+        };
+        let shown = format!("{identity:?}");
+        assert!(shown.contains(&"e".repeat(32)), "{shown}");
+        assert!(
+            !shown.contains("9c9c") && !shown.contains("156, 156"),
+            "{shown}"
+        );
     }
 }

@@ -27,7 +27,9 @@ use super::Shared;
 use crate::cipher::CipherState;
 use crate::conn::{self, ConnError, FrameReader};
 use crate::frame::{FrameKind, MAX_BODY};
-use crate::message::{ClientMessage, ErrorCode, ServerMessage};
+use crate::message::{
+    decode_client_message, is_valid_client_id, ClientMessage, ErrorCode, ServerMessage,
+};
 use crate::sealed;
 use crate::text::{validate_message, MessageTextError};
 
@@ -264,12 +266,10 @@ impl Handler {
                     "only session frames are allowed after the handshake",
                 ));
             }
-            let message: ClientMessage = match sealed::open_session(&mut self.recv, &body) {
-                Ok(message) => message,
-                Err(sealed::SealError::Decode(_)) => {
-                    return Err(HandlerError::Protocol("undecodable message"))
-                }
-                Err(e) => return Err(ConnError::from(e).into()),
+            let plaintext =
+                sealed::open_session_plaintext(&mut self.recv, &body).map_err(ConnError::from)?;
+            let Ok(message) = decode_client_message(&plaintext) else {
+                return Err(HandlerError::Protocol("undecodable message"));
             };
             self.admit(message)?;
         }
@@ -315,9 +315,9 @@ impl Handler {
                 },
                 None,
             ) => {
-                if client_id.len() < 16 || client_id.len() > 64 {
+                if !is_valid_client_id(&client_id) {
                     return Err(HandlerError::Protocol(
-                        "client id must be 16 to 64 characters",
+                        "client id must be 16 to 64 ASCII letters, digits, '_' or '-'",
                     ));
                 }
                 let mut room = self.shared.room();
@@ -352,17 +352,38 @@ impl Handler {
                     .room()
                     .reply(key, conn_id, ServerMessage::Pong)?
             }
+            // A newer client's message: one short reply, the connection survives; it takes a
+            // flood token (`takes_token`), so it cannot make the server queue replies faster.
+            (ClientMessage::Unknown, _) => {} // decode_client_message names it: never here
+            (ClientMessage::Unsupported { what }, None) => {
+                debug!(peer = %self.peer, conn = conn_id, %what, "unsupported message type");
+                let _ = self.link.queue(ServerMessage::Unsupported { what });
+            }
+            (ClientMessage::Unsupported { what }, Some(key)) => {
+                debug!(peer = %self.peer, conn = conn_id, %what, "unsupported message type");
+                self.shared
+                    .room()
+                    .reply(key, conn_id, ServerMessage::Unsupported { what })?
+            }
             (ClientMessage::Say { .. }, None) => {
                 return Err(HandlerError::Protocol("message before joining"))
             }
             (ClientMessage::Say { id, text }, Some(key)) => {
-                match validate_message(&text).and_then(|text| {
-                    if text.len() > self.shared.config.max_message_bytes {
-                        Err(MessageTextError::TooLong)
-                    } else {
-                        Ok(text)
-                    }
-                }) {
+                // Ids start at 1 (0 is "nothing acked yet"): refused, never acked and dropped.
+                let valid_id = if id == 0 {
+                    Err(MessageTextError::BadId)
+                } else {
+                    Ok(())
+                };
+                match valid_id
+                    .and_then(|()| validate_message(&text))
+                    .and_then(|text| {
+                        if text.len() > self.shared.config.max_message_bytes {
+                            Err(MessageTextError::TooLong)
+                        } else {
+                            Ok(text)
+                        }
+                    }) {
                     Ok(text) => self
                         .shared
                         .room()
@@ -399,11 +420,12 @@ impl Handler {
     }
 }
 
-/// Chat messages and history requests count against the flood limit; pings, typing notices
-/// (rate-limited by the room) and leaving do not.
+/// Chat messages, history requests and messages of unknown types (each answered with
+/// `unsupported`) count against the flood limit; pings, typing notices (rate-limited by the
+/// room) and leaving do not.
 fn takes_token(message: &ClientMessage) -> bool {
     matches!(
         message,
-        ClientMessage::Say { .. } | ClientMessage::Older { .. }
+        ClientMessage::Say { .. } | ClientMessage::Older { .. } | ClientMessage::Unsupported { .. }
     )
 }

@@ -54,12 +54,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::cipher::Key;
 use crate::conn;
 use crate::frame::MAX_BODY;
 use crate::hello::RejectCode;
 use crate::message::MAX_SEND_WINDOW;
 use crate::passphrase::{self, PassphraseError, Salt};
+use crate::secret::{SecretKey, SecretString};
 use crate::text::MAX_MESSAGE_BYTES;
 use clock::{Now, RoomIdentity};
 use fanout::FanoutLog;
@@ -229,7 +229,7 @@ pub enum ServerError {
 struct Shared {
     config: ServerConfig,
     salt: Salt,
-    psk: Key,
+    psk: SecretKey,
     room: Mutex<Room>,
     /// The room's broadcast log (see [`Room::fanout`]).
     log: Arc<FanoutLog>,
@@ -315,7 +315,7 @@ impl Server {
         config: ServerConfig,
     ) -> Result<Self, ServerError> {
         config.validate()?;
-        let passphrase = passphrase::normalize(passphrase)?.to_owned();
+        let passphrase = SecretString::new(passphrase::normalize(passphrase)?);
         let mut config = config;
         config.room.send_window = if config.flood.is_off() {
             MAX_SEND_WINDOW
@@ -346,6 +346,7 @@ impl Server {
         };
         let psk = tokio::task::spawn_blocking(move || passphrase::derive_psk(&passphrase, &salt))
             .await??;
+        let psk = SecretKey::new(psk);
         let log = room.fanout();
         let room = Mutex::new(room);
         Ok(Self {

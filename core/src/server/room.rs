@@ -22,13 +22,14 @@ use super::fanout::FanoutLog;
 use super::link::MemberLink;
 use super::roster::Roster;
 use super::store::{Retention, Store, StoreError};
-use crate::cipher::Key;
+use crate::author::author_tag;
 use crate::message::{
     BroadcastMessage, ClientId, Epoch, ErrorCode, LeaveReason, Resume, RoomEvent, RoomEventKind,
     ServerMessage, TYPING_NOTICE_INTERVAL,
 };
 use crate::passphrase::Salt;
 use crate::sealed::{encode_json, BroadcastSealer};
+use crate::secret::SecretKey;
 use crate::text::{nick_key, validate_nick, NickError};
 
 /// Room tuning. Defaults are documented in `docs/PROTOCOL.md` (Limits).
@@ -116,7 +117,7 @@ pub enum NotMember {
 pub struct Room {
     config: RoomConfig,
     epoch: Epoch,
-    room_key: Key,
+    room_key: SecretKey,
     sealer: BroadcastSealer,
     next_seq: u64,
     history: VecDeque<RoomEvent>,
@@ -145,8 +146,8 @@ impl Room {
         Self {
             config,
             epoch,
-            room_key,
             sealer: BroadcastSealer::new(&room_key, 0),
+            room_key,
             next_seq: 1,
             history: VecDeque::new(),
             members: HashMap::new(),
@@ -352,7 +353,10 @@ impl Room {
     ) {
         let head_seq = self.next_seq - 1;
         let oldest = self.history.front().map_or(self.next_seq, |e| e.seq);
-        let same_epoch = resume.filter(|r| r.epoch == self.epoch);
+        // A resume point beyond the head (a room restored from an older copy, or a confused
+        // client) is treated like an unknown epoch: the client would otherwise skip the next
+        // events as "already shown".
+        let same_epoch = resume.filter(|r| r.epoch == self.epoch && r.last_seq <= head_seq);
         let (from_seq, gap) = match same_epoch {
             Some(r) => {
                 let wanted = r.last_seq.saturating_add(1);
@@ -371,7 +375,7 @@ impl Room {
             ServerMessage::Welcome {
                 nick: nick.to_owned(),
                 epoch: self.epoch.clone(),
-                room_key: hex::encode(self.room_key),
+                room_key: hex::encode(*self.room_key),
                 next_broadcast: self.sealer.next_counter(),
                 head_seq,
                 online: Vec::new(), // filled in by the writer from the roster
@@ -417,6 +421,7 @@ impl Room {
                 from,
                 text,
                 msg_id: id,
+                author: author_tag(&client_id),
             };
             if let Err(e) = self.publish(kind, Some(&client_id), now) {
                 tracing::error!(error = %e, "could not store a message; not acknowledged");
@@ -700,7 +705,7 @@ mod tests {
             config,
             RoomIdentity {
                 epoch: "e".repeat(32),
-                room_key: [9; 32],
+                room_key: [9; 32].into(),
             },
         )
     }
@@ -791,7 +796,8 @@ mod tests {
                                     panic!("not a welcome: {msg:?}");
                                 };
                                 *online = roster.names();
-                                let key: Key = hex::decode(&*room_key).unwrap().try_into().unwrap();
+                                let key: crate::cipher::Key =
+                                    hex::decode(&*room_key).unwrap().try_into().unwrap();
                                 self.opener = Some(BroadcastOpener::new(&key, *next_broadcast));
                                 self.private.push(msg);
                             }

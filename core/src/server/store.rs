@@ -362,9 +362,11 @@ impl Store {
                 )?;
             }
             (RoomEventKind::Leave { nick, .. }, _) => {
+                // By nickname too: rows stored under an older version's key (the nickname
+                // rules changed, #12) must not outlive their member.
                 tx.execute(
-                    "DELETE FROM present WHERE nick_key = ?1",
-                    params![nick_key(nick)],
+                    "DELETE FROM present WHERE nick_key = ?1 OR nick = ?2",
+                    params![nick_key(nick), nick],
                 )?;
             }
             _ => {}
@@ -387,6 +389,7 @@ mod tests {
                 from: "ana".into(),
                 text: text.into(),
                 msg_id: seq,
+                author: String::new(),
             },
         }
     }
@@ -419,6 +422,32 @@ mod tests {
         );
         assert_eq!(loaded.dedupe, vec![("client-a".to_string(), 5)]);
         drop(store);
+    }
+
+    #[test]
+    fn a_leave_removes_a_presence_stored_under_an_older_nickname_key() {
+        let temp = tempfile::tempdir().unwrap();
+        let mut store = Store::open(temp.path()).unwrap();
+        store.load(10, [1; SALT_LEN], "e".into()).unwrap();
+        // As an earlier version stored it: its key was the lower-cased nickname.
+        store
+            .conn
+            .execute(
+                "INSERT INTO present (nick_key, nick, client_id) VALUES ('ｊｏｓé', 'Ｊｏｓé', 'c')",
+                [],
+            )
+            .unwrap();
+        let leave = RoomEvent {
+            seq: 1,
+            time_ms: 0,
+            kind: RoomEventKind::Leave {
+                nick: "Ｊｏｓé".into(),
+                reason: crate::message::LeaveReason::ConnectionLost,
+            },
+        };
+        store.append(&leave, None).unwrap();
+        let loaded = store.load(10, [1; SALT_LEN], "e".into()).unwrap();
+        assert!(loaded.present.is_empty(), "{:?}", loaded.present);
     }
 
     #[test]

@@ -535,6 +535,7 @@ mod tests {
                     from: "a".into(),
                     text: format!("{seq:0>4000}"),
                     msg_id: seq,
+                    author: String::new(),
                 },
             })
             .collect();
@@ -665,6 +666,7 @@ mod tests {
                     from: "a".into(),
                     text: "é".repeat(4000),
                     msg_id: seq,
+                    author: String::new(),
                 },
             })
             .collect();
