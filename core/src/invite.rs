@@ -16,11 +16,22 @@ pub const SCHEME: &str = "tertulia://";
 
 /// An invite code's contents. `host` is an IP address or host name, an IPv6 address without
 /// its brackets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Invite {
     pub host: String,
     pub port: u16,
     pub passphrase: String,
+}
+
+/// The passphrase is never printed (a log line or a panic message must not carry it).
+impl std::fmt::Debug for Invite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invite")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("passphrase", &"<secret>")
+            .finish()
+    }
 }
 
 /// Why a text is not a usable invite code.
@@ -282,5 +293,19 @@ mod tests {
             let invite = Invite::new("::1", 1, pass);
             assert_eq!(invite.to_string().parse::<Invite>(), Ok(invite));
         }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_passphrase() {
+        let invite = Invite {
+            host: "192.0.2.7".into(),
+            port: 5555,
+            passphrase: "correct horse battery".into(),
+        };
+        let shown = format!("{invite:?}");
+        assert!(
+            shown.contains("192.0.2.7") && !shown.contains("horse"),
+            "{shown}"
+        );
     }
 }
