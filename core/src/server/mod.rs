@@ -17,8 +17,10 @@
 //! - [`handler`] and [`writer`]: the two halves of a connection (I/O).
 //! - [`addresses`]: the addresses a host shares with others; [`source`]: the unit per-address
 //!   limits count (an IPv4 address or an IPv6 /64).
+//! - [`binding`]: a stored room is bound to its passphrase.
 
 mod addresses;
+mod binding;
 mod clock;
 pub(crate) mod dedupe;
 mod fanout;
@@ -129,11 +131,14 @@ impl Default for ServerConfig {
             send_queue_items: 8192,
             socket_send_buffer: Some(256 * 1024),
             data_dir: None,
-            max_store_bytes: None,
+            max_store_bytes: Some(DEFAULT_MAX_STORE_BYTES),
             previous_room: PreviousRoom::Refuse,
         }
     }
 }
+
+/// Default cap on the room database: 512 MiB (see `docs/PROTOCOL.md`, Limits).
+pub const DEFAULT_MAX_STORE_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Server settings that contradict each other or the protocol.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -305,30 +310,31 @@ impl Server {
         } else {
             (config.flood_queue as u32 / 2).clamp(1, MAX_SEND_WINDOW)
         };
-        let (room, salt) = match &config.data_dir {
+        let (room, salt, psk) = match &config.data_dir {
             Some(dir) => {
-                let store = Store::open(dir)?;
+                let (store, salt, psk) =
+                    open_bound_store(dir, &passphrase, config.previous_room).await?;
                 if let Some(bytes) = config.max_store_bytes {
                     store.set_max_bytes(bytes)?;
                 }
-                Room::with_store(
+                let (room, salt) = Room::with_store(
                     config.room.clone(),
                     store,
-                    passphrase::random_salt(),
+                    salt,
                     RoomIdentity::generate(&mut rand::thread_rng()),
                     Now::current(),
-                )?
+                )?;
+                (room, salt, psk)
             }
-            None => (
-                Room::new(
+            None => {
+                let salt = passphrase::random_salt();
+                let room = Room::new(
                     config.room.clone(),
                     RoomIdentity::generate(&mut rand::thread_rng()),
-                ),
-                passphrase::random_salt(),
-            ),
+                );
+                (room, salt, derive_psk(&passphrase, salt).await?)
+            }
         };
-        let psk = tokio::task::spawn_blocking(move || passphrase::derive_psk(&passphrase, &salt))
-            .await??;
         let log = room.fanout();
         let room = Mutex::new(room);
         Ok(Self {
@@ -432,6 +438,59 @@ impl Server {
             }
         }
     }
+}
+
+/// The room key from the passphrase, off the async runtime (Argon2id takes a while).
+async fn derive_psk(passphrase: &str, salt: Salt) -> Result<Key, ServerError> {
+    let passphrase = passphrase.to_owned();
+    Ok(tokio::task::spawn_blocking(move || passphrase::derive_psk(&passphrase, &salt)).await??)
+}
+
+/// Open the room stored in `dir` if it is bound to `passphrase` (a room stored before rooms
+/// were bound adopts it); otherwise refuse, or set it aside or delete it and start a new room,
+/// as `previous` says. Returns the store, the room's salt and its pre-shared key.
+async fn open_bound_store(
+    dir: &std::path::Path,
+    passphrase: &str,
+    previous: PreviousRoom,
+) -> Result<(Store, Salt, Key), ServerError> {
+    let mut store = Store::open(dir)?;
+    let salt = store.salt(passphrase::random_salt())?;
+    let psk = derive_psk(passphrase, salt).await?;
+    match store.verifier()? {
+        Some(stored) if !binding::matches(&stored, &psk) => {}
+        _ => {
+            store.set_verifier(&binding::verifier(&psk))?;
+            return Ok((store, salt, psk));
+        }
+    }
+    let directory_error = |error| StoreError::Directory {
+        path: dir.display().to_string(),
+        error,
+    };
+    match previous {
+        PreviousRoom::Refuse => {
+            return Err(ServerError::RoomPassphraseChanged {
+                data_dir: dir.to_path_buf(),
+            })
+        }
+        PreviousRoom::Keep => {
+            drop(store);
+            let kept =
+                binding::set_aside(dir, std::time::SystemTime::now()).map_err(directory_error)?;
+            info!(previous = %kept.display(), "new passphrase: the previous room was set aside; starting a new room");
+        }
+        PreviousRoom::Delete => {
+            drop(store);
+            binding::delete(dir).map_err(directory_error)?;
+            info!(dir = %dir.display(), "new passphrase: the previous room was deleted; starting a new room");
+        }
+    }
+    let mut store = Store::open(dir)?;
+    let salt = store.salt(passphrase::random_salt())?;
+    let psk = derive_psk(passphrase, salt).await?;
+    store.set_verifier(&binding::verifier(&psk))?;
+    Ok((store, salt, psk))
 }
 
 /// Announce members whose grace period ran out, twice a second; apply the retention

@@ -56,6 +56,10 @@ pub struct RoomConfig {
     pub send_window: u32,
 }
 
+/// Default retention: the newest million events (about 250 MiB of ordinary chat; see
+/// `docs/PROTOCOL.md`, Limits).
+pub const DEFAULT_RETAIN_EVENTS: u64 = 1_000_000;
+
 impl Default for RoomConfig {
     fn default() -> Self {
         Self {
@@ -65,7 +69,10 @@ impl Default for RoomConfig {
             send_queue_bytes: 1024 * 1024,
             send_queue_max_bytes: 4 * 1024 * 1024,
             stall_timeout: Duration::from_secs(5),
-            retention: Retention::default(),
+            retention: Retention {
+                max_events: Some(DEFAULT_RETAIN_EVENTS),
+                max_age_ms: None,
+            },
             send_window: 32,
         }
     }

@@ -13,6 +13,7 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension};
 use thiserror::Error;
 
+use super::binding::Verifier;
 use super::dedupe::MAX_DEDUPE_CLIENTS;
 use crate::message::{ClientId, Epoch, RoomEvent, RoomEventKind};
 use crate::passphrase::{Salt, SALT_LEN};
@@ -93,12 +94,19 @@ pub struct Store {
 impl Store {
     /// Open (or create) the room database in `dir`. A second server on the same directory is
     /// refused with [`StoreError::Locked`].
+    ///
+    /// The directory is created readable by its owner only (`0700`; an existing directory
+    /// open to others is reported, not changed: it may be one the host uses for more) and the
+    /// database files are made `0600` (SQLite gives its WAL the database file's mode).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|error| StoreError::Directory {
+        let directory_error = |error| StoreError::Directory {
             path: dir.display().to_string(),
             error,
-        })?;
-        let conn = Connection::open(dir.join(DB_FILE))?;
+        };
+        super::binding::create_private_dir(dir).map_err(directory_error)?;
+        let path = dir.join(DB_FILE);
+        make_private(dir, &path).map_err(directory_error)?;
+        let conn = Connection::open(&path)?;
         Self::init(conn)
     }
 
@@ -115,6 +123,8 @@ impl Store {
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Deleted history (retention) is overwritten, not left in free pages.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if check != "ok" {
             return Err(StoreError::Corrupt(check));
@@ -182,14 +192,9 @@ impl Store {
             .optional()?)
     }
 
-    /// Load the room, creating its salt and epoch on first use. Keeps the newest `keep` events.
-    pub fn load(
-        &mut self,
-        keep: usize,
-        new_salt: Salt,
-        new_epoch: Epoch,
-    ) -> Result<Loaded, StoreError> {
-        let salt = match self.meta_blob("salt")? {
+    /// The room's salt, stored as `new_salt` on first use.
+    pub fn salt(&mut self, new_salt: Salt) -> Result<Salt, StoreError> {
+        Ok(match self.meta_blob("salt")? {
             Some(bytes) => bytes
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("bad salt".into()))?,
@@ -200,7 +205,33 @@ impl Store {
                 )?;
                 new_salt
             }
-        };
+        })
+    }
+
+    /// The verifier of the passphrase the room is bound to (see `binding`); `None` for a new
+    /// room or one stored before rooms were bound to their passphrase.
+    pub fn verifier(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.meta_blob("verifier")
+    }
+
+    /// Bind the room to the passphrase whose verifier this is.
+    pub fn set_verifier(&mut self, verifier: &Verifier) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('verifier', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![verifier.to_vec()],
+        )?;
+        Ok(())
+    }
+
+    /// Load the room, creating its salt and epoch on first use. Keeps the newest `keep` events.
+    pub fn load(
+        &mut self,
+        keep: usize,
+        new_salt: Salt,
+        new_epoch: Epoch,
+    ) -> Result<Loaded, StoreError> {
+        let salt = self.salt(new_salt)?;
         let _: &[u8; SALT_LEN] = &salt;
         let epoch = match self.meta_blob("epoch")? {
             Some(bytes) => {
@@ -331,6 +362,12 @@ impl Store {
             params![MAX_DEDUPE_CLIENTS as i64],
         )?;
         tx.commit()?;
+        if removed > 0 {
+            // The WAL still holds copies of the deleted events' pages: write them back
+            // (overwritten, `secure_delete`) and empty it.
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
         Ok(removed)
     }
 
@@ -372,6 +409,40 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Create the database file `path` as `0600` if it is missing and make the room's files
+/// `0600` if they are more open; warn when the directory `dir` is open to other users.
+fn make_private(dir: &Path, path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the data directory is open to other users; the room's files in it are kept private, but consider chmod 700"
+            );
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let file = dir.join(format!("{DB_FILE}{suffix}"));
+            if let Ok(meta) = std::fs::metadata(&file) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, path);
+    Ok(())
 }
 
 #[cfg(test)]
