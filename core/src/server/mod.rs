@@ -18,9 +18,11 @@
 //! - [`addresses`]: the addresses a host shares with others; [`source`]: the unit per-address
 //!   limits count (an IPv4 address or an IPv6 /64).
 //! - [`binding`]: a stored room is bound to its passphrase.
+//! - [`buckets`]: flood buckets per client id and per source that outlive connections.
 
 mod addresses;
 mod binding;
+mod buckets;
 mod clock;
 pub(crate) mod dedupe;
 mod fanout;
@@ -60,6 +62,7 @@ use crate::hello::RejectCode;
 use crate::message::MAX_SEND_WINDOW;
 use crate::passphrase::{self, PassphraseError, Salt};
 use crate::text::MAX_MESSAGE_BYTES;
+use buckets::FloodBuckets;
 use clock::{Now, RoomIdentity};
 use fanout::FanoutLog;
 use room::Room;
@@ -234,6 +237,8 @@ struct Shared {
     next_conn_id: AtomicU64,
     /// Open connections per source (IPv4 address or IPv6 /64).
     per_ip: Mutex<HashMap<Source, usize>>,
+    /// Flood control per client id and per source, across connections.
+    flood: FloodBuckets,
 }
 
 /// One connection counted against its source address; released on drop.
@@ -337,6 +342,10 @@ impl Server {
         };
         let log = room.fanout();
         let room = Mutex::new(room);
+        let flood = FloodBuckets::new(
+            config.flood,
+            config.flood.per_source(config.max_connections_per_ip),
+        );
         Ok(Self {
             listener,
             shared: Arc::new(Shared {
@@ -347,6 +356,7 @@ impl Server {
                 log,
                 next_conn_id: AtomicU64::new(1),
                 per_ip: Mutex::new(HashMap::new()),
+                flood,
             }),
         })
     }
