@@ -1,11 +1,12 @@
 //! A member cannot fill the host's disk: flood limits hold per client id and per address
-//! across reconnects, and a full room database refuses messages clearly without losing any
-//! that were acknowledged.
+//! across reconnects, and a join/leave loop writes few events. (A full room database
+//! refusing messages clearly and delivering them once retention frees space is crossed in
+//! `history.rs`; the default caps are asserted in `tertulia-core`'s unit tests.)
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use tertulia_core::message::{ClientMessage, ErrorCode, ServerMessage};
-use tertulia_e2e::{RawMember, ServerProcess};
+use tertulia_e2e::{ChatProcess, DataDir, RawMember, ServerProcess};
 
 const PASS: &str = "disk limits passphrase";
 
@@ -106,4 +107,69 @@ async fn reconnecting_does_not_refill_the_flood_burst() {
         5,
         "another address is not held back"
     );
+}
+
+#[tokio::test]
+async fn a_join_leave_loop_writes_boundedly_few_events_and_the_room_goes_on() {
+    let dir = DataDir::new("churn");
+    // 4 connections per address: 4 new members at once, then 6 a minute.
+    let server = ServerProcess::start(
+        "127.0.0.1:0",
+        PASS,
+        &["--data-dir", dir.path(), "--max-connections-per-ip", "4"],
+    )
+    .await;
+    let mut ana = ChatProcess::start(server.addr, "ana", PASS, &[]).await;
+    ana.wait_type("connected").await;
+
+    let churner = loopback(9);
+    let (mut joined, mut refused) = (0, 0);
+    for i in 0..40 {
+        let mut member = RawMember::connect(server.addr, PASS, churner)
+            .await
+            .expect("connect");
+        member.join(&format!("churn{i}")).await;
+        match member.next_private().await {
+            Some(ServerMessage::Welcome { .. }) => {
+                joined += 1;
+                member.send(&ClientMessage::Leave).await.expect("leave");
+                while member.next_private().await.is_some() {}
+            }
+            Some(ServerMessage::Error { code, message }) => {
+                assert_eq!(code, ErrorCode::Flood);
+                assert!(message.contains("retry in"), "{message}");
+                refused += 1;
+            }
+            other => panic!("churn{i}: {other:?}"),
+        }
+    }
+    println!("join/leave loop: {joined} of 40 joins accepted, {refused} refused");
+    assert!(joined >= 4, "the burst is allowed");
+    assert!(joined <= 8, "{joined} joins: not rate-limited");
+
+    // Someone else (another address) still joins and chats; the room's event count stayed
+    // small: the newcomer's welcome tells how many events the room holds.
+    let mut ben = RawMember::connect(server.addr, PASS, loopback(10))
+        .await
+        .expect("connect");
+    ben.join("ben").await;
+    let head_seq = match ben.next_private().await {
+        Some(ServerMessage::Welcome { head_seq, .. }) => head_seq,
+        other => panic!("ben was not welcomed: {other:?}"),
+    };
+    println!("events stored after the loop: {head_seq}");
+    assert!(
+        head_seq <= 1 + 2 * 8,
+        "ana's join and at most 8 join/leave pairs, not {head_seq}"
+    );
+    ben.send(&ClientMessage::Say {
+        id: 1,
+        text: "still here".into(),
+    })
+    .await
+    .expect("say");
+    ana.wait_for("ben's message", |e| {
+        e["type"] == "message" && e["text"] == "still here"
+    })
+    .await;
 }

@@ -93,6 +93,11 @@ struct Args {
     /// Chat messages one member may send at once before the rate applies.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     flood_burst: u32,
+    /// New members one address may add per minute after a burst of
+    /// --max-connections-per-ip (rejoining within the grace period does not count); 0 turns
+    /// it off. Beyond it a join is refused ("retry in N s").
+    #[arg(long, value_name = "N", default_value_t = 6.0, value_parser = parse_joins)]
+    joins_per_minute: f64,
     /// Messages held back by flood control for one member before it is disconnected.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     flood_queue: u32,
@@ -163,6 +168,15 @@ impl Cap {
         Cap(ServerConfig::default()
             .max_store_bytes
             .map(|b| b / (1024 * 1024)))
+    }
+}
+
+fn parse_joins(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && (0.0..=MAX_FLOOD_RATE).contains(&rate) => Ok(rate),
+        _ => Err(format!(
+            "expected a number of new members per minute from 0 to {MAX_FLOOD_RATE}"
+        )),
     }
 }
 
@@ -250,6 +264,7 @@ async fn run(args: Args) -> i32 {
         handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
         data_dir: data_dir.clone(),
         max_store_bytes: args.max_store_mib.0.map(|m| m * 1024 * 1024),
+        joins_per_minute: args.joins_per_minute,
         previous_room: match args.new_room {
             None => PreviousRoom::Refuse,
             Some(NewRoom::Keep) => PreviousRoom::Keep,

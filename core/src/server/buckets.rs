@@ -103,6 +103,35 @@ impl FloodBuckets {
     }
 }
 
+/// One bucket per source, shared by all connections (new members joining, see `handler`).
+pub struct SourceBuckets {
+    inner: Mutex<Buckets<Source>>,
+    off: bool,
+}
+
+impl SourceBuckets {
+    pub fn new(limit: FloodLimit) -> Self {
+        Self {
+            off: limit.is_off(),
+            inner: Mutex::new(Buckets::new(limit, MAX_BUCKETS)),
+        }
+    }
+
+    /// Take a token for `source` if it has one; otherwise how long until it has.
+    pub fn try_take(&self, source: Source, now: Instant) -> Result<(), std::time::Duration> {
+        if self.off {
+            return Ok(());
+        }
+        let mut buckets = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = buckets.bucket(&source, now);
+        if bucket.try_take(now) {
+            Ok(())
+        } else {
+            Err(bucket.available_at(now).saturating_duration_since(now))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

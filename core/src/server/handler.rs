@@ -109,6 +109,16 @@ pub(super) async fn handle_connection(
                 "you sent messages faster than this room allows",
             );
         }
+        Err(HandlerError::TooManyJoins(wait)) => {
+            info!(%peer, conn = conn_id, "join refused: too many new members from this address");
+            link.close_with(
+                ErrorCode::Flood,
+                &format!(
+                    "too many people joined from your address; retry in {} s",
+                    wait.as_secs() + 1
+                ),
+            );
+        }
         Err(e) => debug!(%peer, conn = conn_id, error = %e, "connection ended"),
     }
     if let Some(key) = &handler.member {
@@ -164,6 +174,8 @@ enum HandlerError {
     Storage,
     #[error("flooding")]
     Flood,
+    #[error("too many new members from this address")]
+    TooManyJoins(Duration),
 }
 
 impl HandlerError {
@@ -299,6 +311,11 @@ impl Handler {
                     ));
                 }
                 let mut room = self.shared.room();
+                if room.would_add_member(&nick) {
+                    if let Err(wait) = self.shared.joins.try_take(self.source, Instant::now()) {
+                        return Err(HandlerError::TooManyJoins(wait));
+                    }
+                }
                 match room.join(
                     &nick,
                     &client_id,

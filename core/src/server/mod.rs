@@ -62,7 +62,7 @@ use crate::hello::RejectCode;
 use crate::message::MAX_SEND_WINDOW;
 use crate::passphrase::{self, PassphraseError, Salt};
 use crate::text::MAX_MESSAGE_BYTES;
-use buckets::FloodBuckets;
+use buckets::{FloodBuckets, SourceBuckets};
 use clock::{Now, RoomIdentity};
 use fanout::FanoutLog;
 use room::Room;
@@ -102,6 +102,10 @@ pub struct ServerConfig {
     pub max_store_bytes: Option<u64>,
     /// What to do when `data_dir` holds a room bound to a different passphrase.
     pub previous_room: PreviousRoom,
+    /// New members (joins that write a join event; resuming writes none) one source may
+    /// add per minute, after a burst of `max_connections_per_ip`; `0` turns it off. Bounds
+    /// the join and leave events a join/leave loop writes.
+    pub joins_per_minute: f64,
 }
 
 /// What happens to a stored room whose passphrase differs from the one the server starts
@@ -136,6 +140,7 @@ impl Default for ServerConfig {
             data_dir: None,
             max_store_bytes: Some(DEFAULT_MAX_STORE_BYTES),
             previous_room: PreviousRoom::Refuse,
+            joins_per_minute: 6.0,
         }
     }
 }
@@ -160,6 +165,8 @@ pub enum ConfigError {
     SendQueueCapBelowBudget { cap: usize, budget: usize },
     #[error("the flood rate must be from 0 to {MAX_FLOOD_RATE} messages per second, not {0}")]
     FloodRate(f64),
+    #[error("the join rate must be from 0 to {MAX_FLOOD_RATE} new members per minute, not {0}")]
+    JoinRate(f64),
     #[error("at least one connection (and one per address) must be allowed")]
     NoConnections,
 }
@@ -203,6 +210,10 @@ impl ServerConfig {
         if !(rate.is_finite() && (0.0..=MAX_FLOOD_RATE).contains(&rate)) {
             return Err(ConfigError::FloodRate(rate));
         }
+        let joins = self.joins_per_minute;
+        if !(joins.is_finite() && (0.0..=MAX_FLOOD_RATE).contains(&joins)) {
+            return Err(ConfigError::JoinRate(joins));
+        }
         if self.max_connections == 0 || self.max_connections_per_ip == 0 {
             return Err(ConfigError::NoConnections);
         }
@@ -239,6 +250,8 @@ struct Shared {
     per_ip: Mutex<HashMap<Source, usize>>,
     /// Flood control per client id and per source, across connections.
     flood: FloodBuckets,
+    /// New members per source (see [`ServerConfig::joins_per_minute`]).
+    joins: SourceBuckets,
 }
 
 /// One connection counted against its source address; released on drop.
@@ -342,6 +355,10 @@ impl Server {
         };
         let log = room.fanout();
         let room = Mutex::new(room);
+        let joins = SourceBuckets::new(FloodLimit {
+            per_second: config.joins_per_minute / 60.0,
+            burst: config.max_connections_per_ip as f64,
+        });
         let flood = FloodBuckets::new(
             config.flood,
             config.flood.per_source(config.max_connections_per_ip),
@@ -357,6 +374,7 @@ impl Server {
                 next_conn_id: AtomicU64::new(1),
                 per_ip: Mutex::new(HashMap::new()),
                 flood,
+                joins,
             }),
         })
     }
@@ -581,6 +599,15 @@ mod tests {
             Ok(()),
             "0 turns it off"
         );
+    }
+
+    #[test]
+    fn the_room_database_is_capped_by_default() {
+        let config = ServerConfig::default();
+        assert_eq!(config.max_store_bytes, Some(512 * 1024 * 1024));
+        assert_eq!(config.room.retention.max_events, Some(1_000_000));
+        assert_eq!(config.previous_room, PreviousRoom::Refuse);
+        assert!(config.joins_per_minute > 0.0);
     }
 
     #[tokio::test]

@@ -264,6 +264,12 @@ impl Room {
         self.members.values().filter(|m| m.link.is_some()).count()
     }
 
+    /// Whether a join as `raw_nick` would add a new member (and write a join event), rather
+    /// than resume one or be refused.
+    pub fn would_add_member(&self, raw_nick: &str) -> bool {
+        validate_nick(raw_nick).is_ok_and(|nick| !self.members.contains_key(&nick_key(&nick)))
+    }
+
     /// Add (or re-attach) a member. On success its link has been sent `welcome` and the
     /// history it needs; every later broadcast follows in order.
     pub fn join(
