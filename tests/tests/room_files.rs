@@ -174,12 +174,7 @@ async fn the_data_directory_and_database_files_are_private() {
 async fn history_removed_by_retention_is_gone_from_the_files() {
     let dir = DataDir::new("secure-delete");
     let path = Path::new(dir.path());
-    let server = ServerProcess::start(
-        "127.0.0.1:0",
-        FIRST,
-        &["--data-dir", dir.path(), "--retain-events", "unlimited"],
-    )
-    .await;
+    let server = ServerProcess::start("127.0.0.1:0", FIRST, &["--data-dir", dir.path()]).await;
     let texts = [
         "forget me: 7f3a9c",
         "kept a",
