@@ -601,6 +601,57 @@ mod tests {
         );
     }
 
+    /// The library interface the desktop app uses: a different passphrase is refused until
+    /// the host chooses to keep or delete the previous room.
+    #[tokio::test]
+    async fn a_stored_room_opens_only_with_its_passphrase_unless_told() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("room");
+        let open = |pass: &'static str, previous_room| {
+            let config = ServerConfig {
+                data_dir: Some(dir.clone()),
+                previous_room,
+                ..ServerConfig::default()
+            };
+            async move {
+                Server::bind("127.0.0.1:0", pass, config)
+                    .await
+                    .map(|server| server.shared.salt)
+            }
+        };
+        let first = open("first passphrase", PreviousRoom::Refuse)
+            .await
+            .unwrap();
+        assert_eq!(
+            open("first passphrase", PreviousRoom::Refuse)
+                .await
+                .unwrap(),
+            first,
+            "the same room"
+        );
+        match open("second passphrase", PreviousRoom::Refuse).await {
+            Err(ServerError::RoomPassphraseChanged { data_dir }) => assert_eq!(data_dir, dir),
+            other => panic!(
+                "expected RoomPassphraseChanged, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+        let second = open("second passphrase", PreviousRoom::Keep).await.unwrap();
+        assert_ne!(second, first, "a new room");
+        let kept: Vec<_> = std::fs::read_dir(dir.join(binding::PREVIOUS_ROOMS_DIR))
+            .unwrap()
+            .collect();
+        assert_eq!(kept.len(), 1);
+        let third = open("first passphrase", PreviousRoom::Delete)
+            .await
+            .unwrap();
+        assert_ne!(third, first);
+        assert_ne!(third, second);
+        assert!(open("second passphrase", PreviousRoom::Refuse)
+            .await
+            .is_err());
+    }
+
     #[test]
     fn the_room_database_is_capped_by_default() {
         let config = ServerConfig::default();
