@@ -486,8 +486,16 @@ async fn open_bound_store(
     let salt = store.salt(passphrase::random_salt())?;
     let psk = derive_psk(passphrase, salt).await?;
     match store.verifier()? {
-        Some(stored) if !binding::matches(&stored, &psk) => {}
-        _ => {
+        Some(stored) if binding::matches(&stored, &psk) => return Ok((store, salt, psk)),
+        Some(_) => {}
+        None => {
+            // A new room, or one stored before rooms were bound (and before deleted history
+            // was overwritten): it adopts this passphrase, and once, free space is wiped.
+            if store.has_history()? {
+                if let Err(e) = store.wipe_free_space() {
+                    warn!(error = %e, "could not wipe deleted history from the room database's free space");
+                }
+            }
             store.set_verifier(&binding::verifier(&psk))?;
             return Ok((store, salt, psk));
         }

@@ -224,6 +224,24 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the room has (or had) any history: a brand-new database has none.
+    pub fn has_history(&self) -> Result<bool, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM events) OR EXISTS(SELECT 1 FROM meta WHERE key = 'pruned_through')",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Rebuild the database file (`VACUUM`) so that nothing deleted before `secure_delete`
+    /// was on (a database from an older version) stays in free pages or free space.
+    pub fn wipe_free_space(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("VACUUM")?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// Load the room, creating its salt and epoch on first use. Keeps the newest `keep` events.
     pub fn load(
         &mut self,
@@ -616,6 +634,38 @@ mod tests {
             "everything acknowledged is still there"
         );
         drop(store);
+    }
+
+    #[test]
+    fn deleted_history_is_wiped_also_from_a_database_written_without_secure_delete() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let file_has = |needle: &str| {
+            ["", "-wal"].iter().any(|suffix| {
+                std::fs::read(dir.join(format!("{DB_FILE}{suffix}")))
+                    .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            })
+        };
+        let mut store = Store::open(&dir).unwrap();
+        store.load(10, [0; SALT_LEN], "e".into()).unwrap();
+        // As an older version wrote it: deletions left in place.
+        store
+            .conn
+            .pragma_update(None, "secure_delete", "OFF")
+            .unwrap();
+        store.append(&event(1, "old secret 9d2c"), None).unwrap();
+        store.append(&event(2, "kept"), None).unwrap();
+        let one = Retention {
+            max_events: Some(1),
+            max_age_ms: None,
+        };
+        assert_eq!(store.prune(one, 0).unwrap(), 1);
+        assert!(file_has("old secret 9d2c"), "left in free space");
+        store.wipe_free_space().unwrap();
+        assert!(!file_has("old secret 9d2c"));
+        assert!(file_has("kept"));
+        assert!(store.has_history().unwrap());
+        assert!(!Store::in_memory().unwrap().has_history().unwrap());
     }
 
     #[test]
