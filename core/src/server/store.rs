@@ -170,6 +170,22 @@ impl Store {
             .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
                 r.get(0)
             })?;
+        // A room stored before the cap (or under a higher one) may already be at it: then
+        // every message is refused until retention frees space. Tell the host at start.
+        let used_pages: i64 = self.conn.query_row(
+            "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
+            [],
+            |r| r.get(0),
+        )?;
+        let used = used_pages.max(0) as u64 * page_size.max(512) as u64;
+        if used.saturating_mul(10) >= bytes.saturating_mul(9) {
+            tracing::warn!(
+                used_mib = used / (1024 * 1024),
+                cap_mib = bytes / (1024 * 1024),
+                "the room database is at (or near) its size cap: new messages will be refused \
+                 until retention frees space; raise the cap or keep fewer events"
+            );
+        }
         Ok(())
     }
 
