@@ -110,7 +110,8 @@ pub(super) async fn handle_connection(
             );
         }
         Err(HandlerError::TooManyJoins(wait)) => {
-            info!(%peer, conn = conn_id, "join refused: too many new members from this address");
+            // Debug only: a join loop must not flood the host's log either.
+            debug!(%peer, conn = conn_id, "join refused: too many new members from this address");
             link.close_with(
                 ErrorCode::Flood,
                 &format!(
