@@ -8,8 +8,8 @@ use tertulia_cli::{obtain_passphrase, PassphraseSource, DEFAULT_PORT};
 use tertulia_core::frame::MAX_BODY;
 use tertulia_core::passphrase;
 use tertulia_core::server::{
-    ConfigError, FloodLimit, HandshakeThrottle, Retention, RoomConfig, Server, ServerConfig,
-    MAX_FLOOD_RATE, MIN_FRAME_BYTES,
+    ConfigError, FloodLimit, HandshakeThrottle, PreviousRoom, Retention, RoomConfig, Server,
+    ServerConfig, ServerError, MAX_FLOOD_RATE, MIN_FRAME_BYTES,
 };
 use tertulia_core::text::MAX_MESSAGE_BYTES;
 use tracing_subscriber::EnvFilter;
@@ -19,8 +19,12 @@ use tracing_subscriber::EnvFilter;
 /// The room passphrase is read from --passphrase-file, else the TERTULIA_PASSPHRASE
 /// environment variable, else a hidden prompt. With none of them and no terminal, a strong
 /// passphrase is generated and printed.
+///
+/// A stored room is bound to its passphrase: started with a different one on the same data
+/// directory, the server refuses (exit code 3) unless --new-room says what to do with the
+/// previous room.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, after_help = EXIT_CODES)]
 struct Args {
     /// Address and port to listen on.
     #[arg(long, default_value_t = format!("0.0.0.0:{DEFAULT_PORT}"))]
@@ -62,16 +66,21 @@ struct Args {
     /// Keep the room in memory only: its history is gone when the server stops.
     #[arg(long)]
     in_memory: bool,
-    /// Keep at most this many newest room events (messages, joins, leaves) [default: all].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    retain_events: Option<u64>,
-    /// Forget room events older than this many days [default: never].
-    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
-    retain_days: Option<u64>,
-    /// Largest size of the room database in MiB; beyond it new messages are refused (as on a
-    /// full disk) until retention frees space [default: no limit but the disk].
-    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
-    max_store_mib: Option<u64>,
+    /// The data directory holds a room with a different passphrase: start a new room and
+    /// keep the previous one's files (set aside in DIR/previous-rooms/<UTC time>/), or delete
+    /// them. Without it the server refuses to start (exit code 3).
+    #[arg(long, value_name = "WHAT", value_enum)]
+    new_room: Option<NewRoom>,
+    /// Keep at most this many newest room events (messages, joins, leaves), or `unlimited`.
+    #[arg(long, value_name = "N", default_value_t = Cap::default_events(), value_parser = Cap::parse_events)]
+    retain_events: Cap,
+    /// Forget room events older than this many days, or `unlimited`.
+    #[arg(long, value_name = "DAYS", default_value_t = Cap(None), value_parser = Cap::parse_days)]
+    retain_days: Cap,
+    /// Largest size of the room database in MiB, or `unlimited` (only the disk); beyond it new
+    /// messages are refused (as on a full disk) until retention frees space.
+    #[arg(long, value_name = "MIB", default_value_t = Cap::default_store_mib(), value_parser = Cap::parse_mib)]
+    max_store_mib: Cap,
     /// Seconds a new connection has to complete the handshake.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     handshake_timeout_secs: u64,
@@ -91,6 +100,11 @@ struct Args {
     /// Chat messages one member may send at once before the rate applies.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     flood_burst: u32,
+    /// New members one address may add per minute after a burst of
+    /// --max-connections-per-ip (rejoining within the grace period does not count); 0 turns
+    /// it off. Beyond it a join is refused ("retry in N s").
+    #[arg(long, value_name = "N", default_value_t = 6.0, value_parser = parse_joins)]
+    joins_per_minute: f64,
     /// Messages held back by flood control for one member before it is disconnected.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     flood_queue: u32,
@@ -100,6 +114,77 @@ struct Args {
     /// Largest frame a client may send, in bytes (must fit the longest message).
     #[arg(long, default_value_t = MAX_BODY as u32, value_parser = clap::value_parser!(u32).range(MIN_FRAME_BYTES as i64..=MAX_BODY as i64))]
     max_frame_bytes: u32,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 stopped, 1 could not start, 2 contradictory settings, \
+3 the data directory holds a room with a different passphrase (see --new-room).";
+
+/// Exit code when the stored room has a different passphrase.
+const EXIT_ROOM_PASSPHRASE_CHANGED: i32 = 3;
+
+/// What --new-room does with the previous room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum NewRoom {
+    /// Set the previous room's files aside in the data directory.
+    Keep,
+    /// Delete the previous room's files.
+    Delete,
+}
+
+/// A limit that may be `unlimited` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cap(Option<u64>);
+
+impl std::fmt::Display for Cap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("unlimited"),
+        }
+    }
+}
+
+impl Cap {
+    fn parse(text: &str, range: std::ops::RangeInclusive<u64>) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("unlimited") {
+            return Ok(Cap(None));
+        }
+        match text.parse::<u64>() {
+            Ok(n) if range.contains(&n) => Ok(Cap(Some(n))),
+            _ => Err(format!(
+                "expected a number from {} to {}, or `unlimited`",
+                range.start(),
+                range.end()
+            )),
+        }
+    }
+    fn parse_events(text: &str) -> Result<Self, String> {
+        Self::parse(text, 1..=u64::MAX >> 1)
+    }
+    fn parse_days(text: &str) -> Result<Self, String> {
+        Self::parse(text, 1..=36_500)
+    }
+    fn parse_mib(text: &str) -> Result<Self, String> {
+        Self::parse(text, 1..=1_048_576)
+    }
+    /// The library's defaults, so the app's hosted room and this server agree.
+    fn default_events() -> Self {
+        Cap(RoomConfig::default().retention.max_events)
+    }
+    fn default_store_mib() -> Self {
+        Cap(ServerConfig::default()
+            .max_store_bytes
+            .map(|b| b / (1024 * 1024)))
+    }
+}
+
+fn parse_joins(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && (0.0..=MAX_FLOOD_RATE).contains(&rate) => Ok(rate),
+        _ => Err(format!(
+            "expected a number of new members per minute from 0 to {MAX_FLOOD_RATE}"
+        )),
+    }
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -167,8 +252,8 @@ async fn run(args: Args) -> i32 {
             send_queue_max_bytes: send_queue_max_kib as usize * 1024,
             stall_timeout: Duration::from_secs(args.slow_consumer_secs),
             retention: Retention {
-                max_events: args.retain_events,
-                max_age_ms: args.retain_days.map(|d| d * 24 * 3600 * 1000),
+                max_events: args.retain_events.0,
+                max_age_ms: args.retain_days.0.map(|d| d * 24 * 3600 * 1000),
             },
             ..RoomConfig::default()
         },
@@ -192,7 +277,13 @@ async fn run(args: Args) -> i32 {
             ..HandshakeThrottle::default()
         },
         data_dir: data_dir.clone(),
-        max_store_bytes: args.max_store_mib.map(|m| m * 1024 * 1024),
+        max_store_bytes: args.max_store_mib.0.map(|m| m * 1024 * 1024),
+        joins_per_minute: args.joins_per_minute,
+        previous_room: match args.new_room {
+            None => PreviousRoom::Refuse,
+            Some(NewRoom::Keep) => PreviousRoom::Keep,
+            Some(NewRoom::Delete) => PreviousRoom::Delete,
+        },
         ..ServerConfig::default()
     };
     if let Err(e) = config.validate() {
@@ -225,6 +316,17 @@ async fn run(args: Args) -> i32 {
     };
     let server = match Server::bind(&args.listen, &passphrase, config).await {
         Ok(server) => server,
+        Err(ServerError::RoomPassphraseChanged { data_dir }) => {
+            eprintln!(
+                "error: the room stored in {} was created with a different passphrase. \
+                 Use that passphrase to continue it, or start a new room with \
+                 --new-room keep (the previous room's files are set aside in {}) or \
+                 --new-room delete (they are deleted).",
+                data_dir.display(),
+                data_dir.join("previous-rooms").display()
+            );
+            return EXIT_ROOM_PASSPHRASE_CHANGED;
+        }
         Err(e) => {
             eprintln!("error: cannot start the server on {}: {e}", args.listen);
             return 1;

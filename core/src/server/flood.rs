@@ -27,6 +27,17 @@ impl FloodLimit {
     pub fn is_off(&self) -> bool {
         self.per_second <= 0.0
     }
+
+    /// The limit of one source address: what its `connections` allowed connections may send
+    /// together. It holds across reconnects, so new connections or client ids from one
+    /// address do not bring new bursts beyond it.
+    pub fn per_source(&self, connections: usize) -> Self {
+        let n = connections.max(1) as f64;
+        Self {
+            per_second: self.per_second * n,
+            burst: self.burst * n,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +76,17 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+
+    /// Whether the bucket has refilled to its burst: then it is the same as a new one.
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.limit.burst.max(1.0)
+    }
+
+    /// When the bucket was last taken from (or refilled).
+    pub fn updated(&self) -> Instant {
+        self.updated
     }
 
     /// When the next token is available (`now` if one is).

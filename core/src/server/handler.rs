@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::clock::Now;
-use super::flood::TokenBucket;
 use super::link::MemberLink;
 use super::room::NotMember;
 use super::source::Source;
@@ -117,7 +116,8 @@ pub(super) async fn handle_connection(
         link: link.clone(),
         recv: keys.recv,
         member: None,
-        bucket: TokenBucket::new(shared.config.flood, Instant::now()),
+        client_id: None,
+        source: Source::of(peer.ip()),
         waiting: VecDeque::new(),
     };
     let end = handler.read_loop(&mut reader).await;
@@ -150,6 +150,17 @@ pub(super) async fn handle_connection(
             link.close_with(
                 ErrorCode::Flood,
                 "you sent messages faster than this room allows",
+            );
+        }
+        Err(HandlerError::TooManyJoins(wait)) => {
+            // Debug only: a join loop must not flood the host's log either.
+            debug!(%peer, conn = conn_id, "join refused: too many new members from this address");
+            link.close_with(
+                ErrorCode::Flood,
+                &format!(
+                    "too many people joined from your address; retry in {} s",
+                    wait.as_secs() + 1
+                ),
             );
         }
         Err(e) => debug!(%peer, conn = conn_id, error = %e, "connection ended"),
@@ -207,6 +218,8 @@ enum HandlerError {
     Storage,
     #[error("flooding")]
     Flood,
+    #[error("too many new members from this address")]
+    TooManyJoins(Duration),
 }
 
 impl HandlerError {
@@ -231,8 +244,10 @@ struct Handler {
     recv: CipherState,
     /// The member key once joined.
     member: Option<String>,
-    /// Flood control: chat messages take a token each.
-    bucket: TokenBucket,
+    /// The member's client id once joined: flood control takes a token from its bucket and
+    /// from its source's (shared with every connection; see `buckets`).
+    client_id: Option<String>,
+    source: Source,
     /// Messages held back by flood control, in arrival order.
     waiting: VecDeque<ClientMessage>,
 }
@@ -247,7 +262,7 @@ impl Handler {
         loop {
             let idle = tokio::time::sleep(self.shared.config.idle_timeout);
             let release = (!self.waiting.is_empty())
-                .then(|| tokio::time::Instant::from_std(self.bucket.available_at(Instant::now())));
+                .then(|| tokio::time::Instant::from_std(self.available_at(Instant::now())));
             let frame = tokio::select! {
                 _ = self.link.cancel.cancelled() => return Err(HandlerError::Detached),
                 _ = tokio::time::sleep_until(join_deadline), if self.member.is_none() => return Err(HandlerError::JoinTimeout),
@@ -280,7 +295,7 @@ impl Handler {
     fn admit(&mut self, message: ClientMessage) -> Result<(), HandlerError> {
         let now = Instant::now();
         let is_chat = takes_token(&message);
-        if self.waiting.is_empty() && (!is_chat || self.bucket.try_take(now)) {
+        if self.waiting.is_empty() && (!is_chat || self.try_take(now)) {
             return self.handle(message);
         }
         if self.waiting.len() >= self.shared.config.flood_queue {
@@ -294,7 +309,7 @@ impl Handler {
     fn release_waiting(&mut self) -> Result<(), HandlerError> {
         let now = Instant::now();
         while let Some(front) = self.waiting.front() {
-            if takes_token(front) && !self.bucket.try_take(now) {
+            if takes_token(front) && !self.try_take(now) {
                 break;
             }
             if let Some(message) = self.waiting.pop_front() {
@@ -302,6 +317,23 @@ impl Handler {
             }
         }
         Ok(())
+    }
+
+    /// Take a flood token for this member (before joining there is nothing to take from:
+    /// chat before joining is refused anyway).
+    fn try_take(&self, now: Instant) -> bool {
+        match &self.client_id {
+            Some(client) => self.shared.flood.try_take(client, self.source, now),
+            None => true,
+        }
+    }
+
+    /// When the next flood token is available for this member.
+    fn available_at(&self, now: Instant) -> Instant {
+        match &self.client_id {
+            Some(client) => self.shared.flood.available_at(client, self.source, now),
+            None => now,
+        }
     }
 
     fn handle(&mut self, message: ClientMessage) -> Result<(), HandlerError> {
@@ -321,6 +353,11 @@ impl Handler {
                     ));
                 }
                 let mut room = self.shared.room();
+                if room.would_add_member(&nick) {
+                    if let Err(wait) = self.shared.joins.try_take(self.source, Instant::now()) {
+                        return Err(HandlerError::TooManyJoins(wait));
+                    }
+                }
                 match room.join(
                     &nick,
                     &client_id,
@@ -331,6 +368,7 @@ impl Handler {
                     Ok(joined) => {
                         info!(peer = %self.peer, conn = conn_id, nick = %joined.nick, resumed = joined.resumed, "joined");
                         self.member = Some(joined.key);
+                        self.client_id = Some(client_id);
                     }
                     Err(reason) => {
                         debug!(peer = %self.peer, %nick, %reason, "nickname refused");

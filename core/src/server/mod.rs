@@ -18,8 +18,12 @@
 //! - [`addresses`]: the addresses a host shares with others; [`source`]: the unit per-address
 //!   limits count (an IPv4 address or an IPv6 /64); [`throttle`]: failed handshakes per source
 //!   (online guessing).
+//! - [`binding`]: a stored room is bound to its passphrase.
+//! - [`buckets`]: flood buckets per client id and per source that outlive connections.
 
 pub mod addresses;
+mod binding;
+mod buckets;
 mod clock;
 pub(crate) mod dedupe;
 mod fanout;
@@ -61,6 +65,7 @@ use crate::message::MAX_SEND_WINDOW;
 use crate::passphrase::{self, PassphraseError, Salt};
 use crate::secret::{SecretKey, SecretString};
 use crate::text::MAX_MESSAGE_BYTES;
+use buckets::{FloodBuckets, SourceBuckets};
 use clock::{Now, RoomIdentity};
 use fanout::FanoutLog;
 use room::Room;
@@ -103,6 +108,10 @@ pub struct ServerConfig {
     pub max_store_bytes: Option<u64>,
     /// What to do when `data_dir` holds a room bound to a different passphrase.
     pub previous_room: PreviousRoom,
+    /// New members (joins that write a join event; resuming writes none) one source may
+    /// add per minute, after a burst of `max_connections_per_ip`; `0` turns it off. Bounds
+    /// the join and leave events a join/leave loop writes.
+    pub joins_per_minute: f64,
 }
 
 /// What happens to a stored room whose passphrase differs from the one the server starts
@@ -136,11 +145,15 @@ impl Default for ServerConfig {
             send_queue_items: 8192,
             socket_send_buffer: Some(256 * 1024),
             data_dir: None,
-            max_store_bytes: None,
+            max_store_bytes: Some(DEFAULT_MAX_STORE_BYTES),
             previous_room: PreviousRoom::Refuse,
+            joins_per_minute: 6.0,
         }
     }
 }
+
+/// Default cap on the room database: 512 MiB (see `docs/PROTOCOL.md`, Limits).
+pub const DEFAULT_MAX_STORE_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Server settings that contradict each other or the protocol.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -159,6 +172,8 @@ pub enum ConfigError {
     SendQueueCapBelowBudget { cap: usize, budget: usize },
     #[error("the flood rate must be from 0 to {MAX_FLOOD_RATE} messages per second, not {0}")]
     FloodRate(f64),
+    #[error("the join rate must be from 0 to {MAX_FLOOD_RATE} new members per minute, not {0}")]
+    JoinRate(f64),
     #[error("at least one connection (and one per address) must be allowed")]
     NoConnections,
 }
@@ -202,6 +217,10 @@ impl ServerConfig {
         if !(rate.is_finite() && (0.0..=MAX_FLOOD_RATE).contains(&rate)) {
             return Err(ConfigError::FloodRate(rate));
         }
+        let joins = self.joins_per_minute;
+        if !(joins.is_finite() && (0.0..=MAX_FLOOD_RATE).contains(&joins)) {
+            return Err(ConfigError::JoinRate(joins));
+        }
         if self.max_connections == 0 || self.max_connections_per_ip == 0 {
             return Err(ConfigError::NoConnections);
         }
@@ -238,6 +257,10 @@ struct Shared {
     per_ip: Mutex<HashMap<Source, usize>>,
     /// Failed handshakes per source, and the rate limit on logging them.
     failed_handshakes: Mutex<(throttle::FailedHandshakes, throttle::LogLimit)>,
+    /// Flood control per client id and per source, across connections.
+    flood: FloodBuckets,
+    /// New members per source (see [`ServerConfig::joins_per_minute`]).
+    joins: SourceBuckets,
 }
 
 /// One connection counted against its source address; released on drop.
@@ -322,33 +345,41 @@ impl Server {
         } else {
             (config.flood_queue as u32 / 2).clamp(1, MAX_SEND_WINDOW)
         };
-        let (room, salt) = match &config.data_dir {
+        let (room, salt, psk) = match &config.data_dir {
             Some(dir) => {
-                let store = Store::open(dir)?;
+                let (store, salt, psk) =
+                    open_bound_store(dir, &passphrase, config.previous_room).await?;
                 if let Some(bytes) = config.max_store_bytes {
                     store.set_max_bytes(bytes)?;
                 }
-                Room::with_store(
+                let (room, salt) = Room::with_store(
                     config.room.clone(),
                     store,
-                    passphrase::random_salt(),
+                    salt,
                     RoomIdentity::generate(&mut rand::thread_rng()),
                     Now::current(),
-                )?
+                )?;
+                (room, salt, psk)
             }
-            None => (
-                Room::new(
+            None => {
+                let salt = passphrase::random_salt();
+                let room = Room::new(
                     config.room.clone(),
                     RoomIdentity::generate(&mut rand::thread_rng()),
-                ),
-                passphrase::random_salt(),
-            ),
+                );
+                (room, salt, derive_psk(&passphrase, salt).await?)
+            }
         };
-        let psk = tokio::task::spawn_blocking(move || passphrase::derive_psk(&passphrase, &salt))
-            .await??;
-        let psk = SecretKey::new(psk);
         let log = room.fanout();
         let room = Mutex::new(room);
+        let joins = SourceBuckets::new(FloodLimit {
+            per_second: config.joins_per_minute / 60.0,
+            burst: config.max_connections_per_ip as f64,
+        });
+        let flood = FloodBuckets::new(
+            config.flood,
+            config.flood.per_source(config.max_connections_per_ip),
+        );
         Ok(Self {
             listener,
             shared: Arc::new(Shared {
@@ -362,6 +393,8 @@ impl Server {
                     throttle::FailedHandshakes::new(config.handshake_throttle),
                     throttle::LogLimit::default(),
                 )),
+                flood,
+                joins,
                 config,
             }),
         })
@@ -471,6 +504,69 @@ impl Server {
     }
 }
 
+/// The room key from the passphrase, off the async runtime (Argon2id takes a while).
+async fn derive_psk(passphrase: &str, salt: Salt) -> Result<SecretKey, ServerError> {
+    let passphrase = SecretString::new(passphrase.to_owned());
+    let psk =
+        tokio::task::spawn_blocking(move || passphrase::derive_psk(&passphrase, &salt)).await??;
+    Ok(SecretKey::new(psk))
+}
+
+/// Open the room stored in `dir` if it is bound to `passphrase` (a room stored before rooms
+/// were bound adopts it); otherwise refuse, or set it aside or delete it and start a new room,
+/// as `previous` says. Returns the store, the room's salt and its pre-shared key.
+async fn open_bound_store(
+    dir: &std::path::Path,
+    passphrase: &str,
+    previous: PreviousRoom,
+) -> Result<(Store, Salt, SecretKey), ServerError> {
+    let mut store = Store::open(dir)?;
+    let salt = store.salt(passphrase::random_salt())?;
+    let psk = derive_psk(passphrase, salt).await?;
+    match store.verifier()? {
+        Some(stored) if binding::matches(&stored, &psk) => return Ok((store, salt, psk)),
+        Some(_) => {}
+        None => {
+            // A new room, or one stored before rooms were bound (and before deleted history
+            // was overwritten): it adopts this passphrase, and once, free space is wiped.
+            if store.has_history()? {
+                if let Err(e) = store.wipe_free_space() {
+                    warn!(error = %e, "could not wipe deleted history from the room database's free space");
+                }
+            }
+            store.set_verifier(&binding::verifier(&psk))?;
+            return Ok((store, salt, psk));
+        }
+    }
+    let directory_error = |error| StoreError::Directory {
+        path: dir.display().to_string(),
+        error,
+    };
+    match previous {
+        PreviousRoom::Refuse => {
+            return Err(ServerError::RoomPassphraseChanged {
+                data_dir: dir.to_path_buf(),
+            })
+        }
+        PreviousRoom::Keep => {
+            drop(store);
+            let kept =
+                binding::set_aside(dir, std::time::SystemTime::now()).map_err(directory_error)?;
+            info!(previous = %kept.display(), "new passphrase: the previous room was set aside; starting a new room");
+        }
+        PreviousRoom::Delete => {
+            drop(store);
+            binding::delete(dir).map_err(directory_error)?;
+            info!(dir = %dir.display(), "new passphrase: the previous room was deleted; starting a new room");
+        }
+    }
+    let mut store = Store::open(dir)?;
+    let salt = store.salt(passphrase::random_salt())?;
+    let psk = derive_psk(passphrase, salt).await?;
+    store.set_verifier(&binding::verifier(&psk))?;
+    Ok((store, salt, psk))
+}
+
 /// Announce members whose grace period ran out, twice a second; apply the retention
 /// settings once a minute.
 async fn expire_away_members(shared: Arc<Shared>, stop: CancellationToken) {
@@ -570,6 +666,66 @@ mod tests {
         assert!(shared
             .iter()
             .all(|a| a.port() == v4.local_addr().unwrap().port()));
+    }
+
+    /// The library interface the desktop app uses: a different passphrase is refused until
+    /// the host chooses to keep or delete the previous room.
+    #[tokio::test]
+    async fn a_stored_room_opens_only_with_its_passphrase_unless_told() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("room");
+        let open = |pass: &'static str, previous_room| {
+            let config = ServerConfig {
+                data_dir: Some(dir.clone()),
+                previous_room,
+                ..ServerConfig::default()
+            };
+            async move {
+                Server::bind("127.0.0.1:0", pass, config)
+                    .await
+                    .map(|server| server.shared.salt)
+            }
+        };
+        let first = open("first passphrase", PreviousRoom::Refuse)
+            .await
+            .unwrap();
+        assert_eq!(
+            open("first passphrase", PreviousRoom::Refuse)
+                .await
+                .unwrap(),
+            first,
+            "the same room"
+        );
+        match open("second passphrase", PreviousRoom::Refuse).await {
+            Err(ServerError::RoomPassphraseChanged { data_dir }) => assert_eq!(data_dir, dir),
+            other => panic!(
+                "expected RoomPassphraseChanged, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+        let second = open("second passphrase", PreviousRoom::Keep).await.unwrap();
+        assert_ne!(second, first, "a new room");
+        let kept: Vec<_> = std::fs::read_dir(dir.join(binding::PREVIOUS_ROOMS_DIR))
+            .unwrap()
+            .collect();
+        assert_eq!(kept.len(), 1);
+        let third = open("first passphrase", PreviousRoom::Delete)
+            .await
+            .unwrap();
+        assert_ne!(third, first);
+        assert_ne!(third, second);
+        assert!(open("second passphrase", PreviousRoom::Refuse)
+            .await
+            .is_err());
+    }
+
+    #[test]
+    fn the_room_database_is_capped_by_default() {
+        let config = ServerConfig::default();
+        assert_eq!(config.max_store_bytes, Some(512 * 1024 * 1024));
+        assert_eq!(config.room.retention.max_events, Some(1_000_000));
+        assert_eq!(config.previous_room, PreviousRoom::Refuse);
+        assert!(config.joins_per_minute > 0.0);
     }
 
     #[tokio::test]

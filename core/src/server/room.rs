@@ -57,6 +57,10 @@ pub struct RoomConfig {
     pub send_window: u32,
 }
 
+/// Default retention: the newest million events (about 250 MiB of ordinary chat; see
+/// `docs/PROTOCOL.md`, Limits).
+pub const DEFAULT_RETAIN_EVENTS: u64 = 1_000_000;
+
 impl Default for RoomConfig {
     fn default() -> Self {
         Self {
@@ -66,7 +70,10 @@ impl Default for RoomConfig {
             send_queue_bytes: 1024 * 1024,
             send_queue_max_bytes: 4 * 1024 * 1024,
             stall_timeout: Duration::from_secs(5),
-            retention: Retention::default(),
+            retention: Retention {
+                max_events: Some(DEFAULT_RETAIN_EVENTS),
+                max_age_ms: None,
+            },
             send_window: 32,
         }
     }
@@ -256,6 +263,12 @@ impl Room {
     #[cfg(test)]
     pub fn connected(&self) -> usize {
         self.members.values().filter(|m| m.link.is_some()).count()
+    }
+
+    /// Whether a join as `raw_nick` would add a new member (and write a join event), rather
+    /// than resume one or be refused.
+    pub fn would_add_member(&self, raw_nick: &str) -> bool {
+        validate_nick(raw_nick).is_ok_and(|nick| !self.members.contains_key(&nick_key(&nick)))
     }
 
     /// Add (or re-attach) a member. On success its link has been sent `welcome` and the

@@ -13,6 +13,7 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension};
 use thiserror::Error;
 
+use super::binding::Verifier;
 use super::dedupe::MAX_DEDUPE_CLIENTS;
 use crate::message::{ClientId, Epoch, RoomEvent, RoomEventKind};
 use crate::passphrase::{Salt, SALT_LEN};
@@ -93,12 +94,19 @@ pub struct Store {
 impl Store {
     /// Open (or create) the room database in `dir`. A second server on the same directory is
     /// refused with [`StoreError::Locked`].
+    ///
+    /// The directory is created readable by its owner only (`0700`; an existing directory
+    /// open to others is reported, not changed: it may be one the host uses for more) and the
+    /// database files are made `0600` (SQLite gives its WAL the database file's mode).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|error| StoreError::Directory {
+        let directory_error = |error| StoreError::Directory {
             path: dir.display().to_string(),
             error,
-        })?;
-        let conn = Connection::open(dir.join(DB_FILE))?;
+        };
+        super::binding::create_private_dir(dir).map_err(directory_error)?;
+        let path = dir.join(DB_FILE);
+        make_private(dir, &path).map_err(directory_error)?;
+        let conn = Connection::open(&path)?;
         Self::init(conn)
     }
 
@@ -115,6 +123,8 @@ impl Store {
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Deleted history (retention) is overwritten, not left in free pages.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if check != "ok" {
             return Err(StoreError::Corrupt(check));
@@ -160,6 +170,22 @@ impl Store {
             .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
                 r.get(0)
             })?;
+        // A room stored before the cap (or under a higher one) may already be at it: then
+        // every message is refused until retention frees space. Tell the host at start.
+        let used_pages: i64 = self.conn.query_row(
+            "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
+            [],
+            |r| r.get(0),
+        )?;
+        let used = used_pages.max(0) as u64 * page_size.max(512) as u64;
+        if used.saturating_mul(10) >= bytes.saturating_mul(9) {
+            tracing::warn!(
+                used_mib = used / (1024 * 1024),
+                cap_mib = bytes / (1024 * 1024),
+                "the room database is at (or near) its size cap: new messages will be refused \
+                 until retention frees space; raise the cap or keep fewer events"
+            );
+        }
         Ok(())
     }
 
@@ -182,14 +208,9 @@ impl Store {
             .optional()?)
     }
 
-    /// Load the room, creating its salt and epoch on first use. Keeps the newest `keep` events.
-    pub fn load(
-        &mut self,
-        keep: usize,
-        new_salt: Salt,
-        new_epoch: Epoch,
-    ) -> Result<Loaded, StoreError> {
-        let salt = match self.meta_blob("salt")? {
+    /// The room's salt, stored as `new_salt` on first use.
+    pub fn salt(&mut self, new_salt: Salt) -> Result<Salt, StoreError> {
+        Ok(match self.meta_blob("salt")? {
             Some(bytes) => bytes
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("bad salt".into()))?,
@@ -200,7 +221,51 @@ impl Store {
                 )?;
                 new_salt
             }
-        };
+        })
+    }
+
+    /// The verifier of the passphrase the room is bound to (see `binding`); `None` for a new
+    /// room or one stored before rooms were bound to their passphrase.
+    pub fn verifier(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.meta_blob("verifier")
+    }
+
+    /// Bind the room to the passphrase whose verifier this is.
+    pub fn set_verifier(&mut self, verifier: &Verifier) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('verifier', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![verifier.to_vec()],
+        )?;
+        Ok(())
+    }
+
+    /// Whether the room has (or had) any history: a brand-new database has none.
+    pub fn has_history(&self) -> Result<bool, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM events) OR EXISTS(SELECT 1 FROM meta WHERE key = 'pruned_through')",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Rebuild the database file (`VACUUM`) so that nothing deleted before `secure_delete`
+    /// was on (a database from an older version) stays in free pages or free space.
+    pub fn wipe_free_space(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("VACUUM")?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Load the room, creating its salt and epoch on first use. Keeps the newest `keep` events.
+    pub fn load(
+        &mut self,
+        keep: usize,
+        new_salt: Salt,
+        new_epoch: Epoch,
+    ) -> Result<Loaded, StoreError> {
+        let salt = self.salt(new_salt)?;
         let _: &[u8; SALT_LEN] = &salt;
         let epoch = match self.meta_blob("epoch")? {
             Some(bytes) => {
@@ -331,6 +396,12 @@ impl Store {
             params![MAX_DEDUPE_CLIENTS as i64],
         )?;
         tx.commit()?;
+        if removed > 0 {
+            // The WAL still holds copies of the deleted events' pages: write them back
+            // (overwritten, `secure_delete`) and empty it.
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
         Ok(removed)
     }
 
@@ -374,6 +445,40 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Create the database file `path` as `0600` if it is missing and make the room's files
+/// `0600` if they are more open; warn when the directory `dir` is open to other users.
+fn make_private(dir: &Path, path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the data directory is open to other users; the room's files in it are kept private, but consider chmod 700"
+            );
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let file = dir.join(format!("{DB_FILE}{suffix}"));
+            if let Ok(meta) = std::fs::metadata(&file) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, path);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -574,6 +679,38 @@ mod tests {
             "everything acknowledged is still there"
         );
         drop(store);
+    }
+
+    #[test]
+    fn deleted_history_is_wiped_also_from_a_database_written_without_secure_delete() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let file_has = |needle: &str| {
+            ["", "-wal"].iter().any(|suffix| {
+                std::fs::read(dir.join(format!("{DB_FILE}{suffix}")))
+                    .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            })
+        };
+        let mut store = Store::open(&dir).unwrap();
+        store.load(10, [0; SALT_LEN], "e".into()).unwrap();
+        // As an older version wrote it: deletions left in place.
+        store
+            .conn
+            .pragma_update(None, "secure_delete", "OFF")
+            .unwrap();
+        store.append(&event(1, "old secret 9d2c"), None).unwrap();
+        store.append(&event(2, "kept"), None).unwrap();
+        let one = Retention {
+            max_events: Some(1),
+            max_age_ms: None,
+        };
+        assert_eq!(store.prune(one, 0).unwrap(), 1);
+        assert!(file_has("old secret 9d2c"), "left in free space");
+        store.wipe_free_space().unwrap();
+        assert!(!file_has("old secret 9d2c"));
+        assert!(file_has("kept"));
+        assert!(store.has_history().unwrap());
+        assert!(!Store::in_memory().unwrap().has_history().unwrap());
     }
 
     #[test]
