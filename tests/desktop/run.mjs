@@ -38,8 +38,8 @@ function start(cmd, args, env = {}) {
 }
 
 /** A tertulia-chat --json process with an event log. */
-function chat(port, nick) {
-  const child = start(bin("tertulia-chat"), [`127.0.0.1:${port}`, "--nick", nick, "--json"], { TERTULIA_PASSPHRASE: PASS });
+function chat(port, nick, passphrase = PASS) {
+  const child = start(bin("tertulia-chat"), [`127.0.0.1:${port}`, "--nick", nick, "--json"], { TERTULIA_PASSPHRASE: passphrase });
   const events = [];
   const waiters = [];
   createInterface({ input: child.stdout }).on("line", (line) => {
@@ -259,6 +259,7 @@ async function main() {
       throw new Error("Escape on 'Stop hosting?' stopped the room: " + state);
     }
     await emojiAndSpanish(session, port);
+    await newRoom(session, port, home);
     await savedRoom(session, keyring, home);
     log("all steps passed");
   } finally {
@@ -389,6 +390,46 @@ async function emojiAndSpanish(session, port) {
   await session.waitFor("back at the start screen", "return !document.querySelector('#start').hidden;");
   await session.run(pick, "en");
   await session.waitFor("the start screen in English again", "return document.querySelector('#host-submit').textContent === 'Host a room';");
+}
+
+// 10. Hosting again with another passphrase: the stored room is bound to the one it was made
+// with, so the app asks "Start a new room?" (Escape cancels and nothing is hosted). Keeping
+// the previous room's history starts an empty room — the new group sees none of the previous
+// group's messages, in the window or from the terminal — and the old room's files stay set
+// aside in the app's data directory.
+async function newRoom(session, port, home) {
+  const other = "another group, another passphrase";
+  const roomDir = path.join(home, "data", "chat.tertulia.app", "room");
+  const dialogOpen = "return document.querySelector('#previous-room-dialog').open;";
+  const onStart = "return !document.querySelector('#start').hidden;";
+  await session.fill("#host-pass", other);
+  await session.click("#host-submit");
+  await session.waitFor("the 'Start a new room?' dialog", dialogOpen);
+  await shot(session, "start-new-room");
+  await session.press(ESCAPE);
+  await session.waitFor("the dialog cancelled by Escape", "return !document.querySelector('#previous-room-dialog').open;");
+  if (!(await session.run(onStart))) throw new Error("Escape on 'Start a new room?' did not stay on the start screen");
+  await session.click("#host-submit");
+  await session.waitFor("the dialog again", dialogOpen);
+  await session.click("#previous-room-keep");
+  await session.waitFor("hosting the new room", "return document.querySelector('#conn-state').textContent.includes('Connected as ana');");
+  const fay = chat(port, "fay", other);
+  await fay.wait("connected", (e) => e.type === "connected");
+  await session.waitFor("fay's join notice", ...has("#log .notice", "fay joined"));
+  const oldText = ["¡hola a todos!", "dan", "eva"];
+  const shown = await session.run("return [...document.querySelectorAll('#log .msg .text, #log .notice')].map((n) => n.textContent).join('\\n');");
+  if (oldText.some((t) => shown.includes(t))) throw new Error(`the new room shows the previous room's history:\n${shown}`);
+  const fromOld = fay.events.filter((e) => e.type === "message" || (e.type === "join" && e.nick !== "fay" && e.nick !== "ana"));
+  if (fromOld.length) throw new Error(`the new member got the previous room's history: ${JSON.stringify(fromOld)}`);
+  const kept = readdirSync(path.join(roomDir, "previous-rooms"));
+  if (kept.length !== 1) throw new Error(`expected the previous room set aside once, found ${JSON.stringify(kept)}`);
+  await shot(session, "new-room-hosted");
+  fay.quit();
+  await fay.exited;
+  await session.click("#stop-hosting");
+  await session.waitFor("confirmation", "return document.querySelector('#confirm-dialog').open;");
+  await session.click("#confirm-ok");
+  await session.waitFor("back at the start screen", onStart);
 }
 
 // The Secret Service for the saved-rooms step: gnome-keyring-daemon on the test's private
