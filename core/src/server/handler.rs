@@ -57,12 +57,18 @@ pub(super) async fn handle_connection(
     debug!(%peer, conn = conn_id, "handshake complete");
 
     let (tx, rx) = mpsc::channel(shared.config.send_queue_items);
-    let link = MemberLink::new(conn_id, tx, shared.log.clone(), stop.child_token());
+    let cap = shared
+        .config
+        .room
+        .send_queue_max_bytes
+        .max(shared.config.room.send_queue_bytes) as u64;
+    let link = MemberLink::new(conn_id, tx, shared.log.clone(), stop.child_token(), cap);
     let writer = tokio::spawn(write_loop(
         write_half,
         keys.send,
         rx,
         shared.log.clone(),
+        shared.recent.clone(),
         link.progress.clone(),
         link.wake.clone(),
         link.cancel.clone(),

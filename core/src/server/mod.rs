@@ -9,7 +9,8 @@
 //! - [`room`]: membership, presence, history and the seal-once fan-out (pure: time, the room
 //!   key and the epoch come in from outside); [`roster`]: its online list;
 //!   [`fanout`]: the shared log of sealed broadcasts; [`dedupe`]: exactly-once on the server's
-//!   side; [`flood`]: the per-member rate limit; [`store`]: the room's durable state (SQLite).
+//!   side; [`flood`]: the per-member rate limit; [`store`]: the room's durable state (SQLite);
+//!   [`recent`]: the recent history in memory, which writers replay from in pieces.
 
 //! - [`clock`]: the time and randomness the room is given.
 //! - [`order`]: the order a member's connection sends in (pure), used by the writer.
@@ -26,6 +27,7 @@ mod flood;
 mod handler;
 mod link;
 mod order;
+mod recent;
 mod room;
 mod roster;
 pub(crate) mod source;
@@ -226,6 +228,8 @@ struct Shared {
     room: Mutex<Room>,
     /// The room's broadcast log (see [`Room::fanout`]).
     log: Arc<FanoutLog>,
+    /// The room's recent history (see [`Room::recent`]).
+    recent: Arc<recent::RecentHistory>,
     next_conn_id: AtomicU64,
     /// Open connections per source (IPv4 address or IPv6 /64).
     per_ip: Mutex<HashMap<Source, usize>>,
@@ -330,6 +334,7 @@ impl Server {
         let psk = tokio::task::spawn_blocking(move || passphrase::derive_psk(&passphrase, &salt))
             .await??;
         let log = room.fanout();
+        let recent = room.recent();
         let room = Mutex::new(room);
         Ok(Self {
             listener,
@@ -339,6 +344,7 @@ impl Server {
                 psk,
                 room,
                 log,
+                recent,
                 next_conn_id: AtomicU64::new(1),
                 per_ip: Mutex::new(HashMap::new()),
             }),

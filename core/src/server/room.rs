@@ -11,7 +11,7 @@
 //! instead of letting the server buffer without bound; it keeps its place for the grace period
 //! and catches up by replay when it returns.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use super::clock::{Now, RoomIdentity};
 use super::dedupe::{Dedupe, Seen};
 use super::fanout::FanoutLog;
 use super::link::MemberLink;
+use super::recent::RecentHistory;
 use super::roster::Roster;
 use super::store::{Retention, Store, StoreError};
 use crate::cipher::Key;
@@ -119,7 +120,8 @@ pub struct Room {
     room_key: Key,
     sealer: BroadcastSealer,
     next_seq: u64,
-    history: VecDeque<RoomEvent>,
+    /// Recent events, shared with the writers that replay them.
+    history: Arc<RecentHistory>,
     /// Members by folded nickname; changed only through `add_member` and `remove_member`,
     /// which keep `roster` the same.
     members: HashMap<String, Member>,
@@ -148,7 +150,7 @@ impl Room {
             room_key,
             sealer: BroadcastSealer::new(&room_key, 0),
             next_seq: 1,
-            history: VecDeque::new(),
+            history: Arc::default(),
             members: HashMap::new(),
             roster: Arc::default(),
             dedupe: Dedupe::default(),
@@ -161,6 +163,11 @@ impl Room {
     /// The broadcast log member links and writers send from.
     pub fn fanout(&self) -> Arc<FanoutLog> {
         self.log.clone()
+    }
+
+    /// The recent history writers replay from.
+    pub fn recent(&self) -> Arc<RecentHistory> {
+        self.history.clone()
     }
 
     /// A room continuing from `store`: same salt, epoch, sequence numbers, history and
@@ -177,7 +184,9 @@ impl Room {
         room.epoch = loaded.epoch;
         room.next_seq = loaded.next_seq;
         room.oldest_seq = loaded.oldest_seq;
-        room.history = loaded.recent.into();
+        for event in loaded.recent {
+            room.history.push(event);
+        }
         for (client, highest) in &loaded.dedupe {
             room.dedupe.record(client, *highest);
         }
@@ -210,13 +219,8 @@ impl Room {
                 .is_some_and(|age| e.time_ms < now_ms.saturating_sub(age))
         };
         let max_events = retention.max_events.map_or(usize::MAX, |n| n as usize);
-        while self
-            .history
-            .front()
-            .is_some_and(|e| self.history.len() > max_events || too_old(e))
-        {
-            self.history.pop_front();
-        }
+        self.history
+            .forget_while(|e, len| len > max_events || too_old(e));
         match &mut self.store {
             Some(store) => {
                 let removed = store.prune(retention, now_ms)?;
@@ -224,7 +228,7 @@ impl Room {
                 Ok(removed)
             }
             None => {
-                self.oldest_seq = self.history.front().map_or(self.next_seq, |e| e.seq);
+                self.oldest_seq = self.history.oldest_seq().unwrap_or(self.next_seq);
                 Ok(0)
             }
         }
@@ -351,7 +355,7 @@ impl Room {
         link: &MemberLink,
     ) {
         let head_seq = self.next_seq - 1;
-        let oldest = self.history.front().map_or(self.next_seq, |e| e.seq);
+        let oldest = self.history.oldest_seq().unwrap_or(self.next_seq);
         let same_epoch = resume.filter(|r| r.epoch == self.epoch);
         let (from_seq, gap) = match same_epoch {
             Some(r) => {
@@ -365,8 +369,6 @@ impl Room {
                 false,
             ),
         };
-        let skip = from_seq.saturating_sub(oldest) as usize;
-        let events: Vec<RoomEvent> = self.history.iter().skip(skip).cloned().collect();
         link.queue_welcome(
             ServerMessage::Welcome {
                 nick: nick.to_owned(),
@@ -384,8 +386,9 @@ impl Room {
             },
             &self.roster,
         );
-        if !events.is_empty() {
-            link.queue(ServerMessage::History { events });
+        // The writer reads the replay from the recent history a piece at a time.
+        if from_seq <= head_seq {
+            link.queue_replay(self.history.pin(from_seq), head_seq);
         }
     }
 
@@ -449,15 +452,7 @@ impl Room {
                     (Vec::new(), false)
                 }
             },
-            None => {
-                let older: Vec<&RoomEvent> =
-                    self.history.iter().filter(|e| e.seq < before_seq).collect();
-                let skip = older.len().saturating_sub(limit);
-                (
-                    older[skip..].iter().map(|e| (*e).clone()).collect(),
-                    skip > 0,
-                )
-            }
+            None => self.history.before(before_seq, limit),
         };
         // Keep the newest events that fit one frame.
         let mut size = 0;
@@ -575,17 +570,15 @@ impl Room {
         }
         self.next_seq += 1;
         let message = BroadcastMessage::Event(event.clone());
-        self.history.push_back(event);
+        self.history.push(event);
         let keep = self
             .config
             .retention
             .max_events
             .map_or(self.config.history, |n| self.config.history.min(n as usize));
-        while self.history.len() > keep {
-            self.history.pop_front();
-        }
+        self.history.forget_while(|_, len| len > keep);
         if self.store.is_none() {
-            self.oldest_seq = self.history.front().map_or(self.next_seq, |e| e.seq);
+            self.oldest_seq = self.history.oldest_seq().unwrap_or(self.next_seq);
         }
         self.broadcast(&message, now.at);
         Ok(())
@@ -631,8 +624,10 @@ impl Room {
         let mut oldest = end;
         for member in self.members.values_mut() {
             let Some(link) = &member.link else { continue };
-            // Bytes already waiting for this member, before this frame.
-            let queued = link.behind(start);
+            // Bytes already waiting for this member, before this frame: broadcasts and
+            // private messages alike.
+            let unsent = link.behind(start);
+            let queued = unsent + link.private_queued();
             let behind = queued + frame.len() as u64;
             let stalled = if behind <= budget {
                 member.over_budget = None;
@@ -668,7 +663,7 @@ impl Room {
                 member.away_since = Some(now);
                 continue;
             }
-            oldest = oldest.min(end - behind);
+            oldest = oldest.min(start - unsent);
             link.wake.notify_one();
         }
         self.log.trim(oldest);
@@ -707,10 +702,17 @@ mod tests {
 
     fn link(room: &Room, conn_id: u64, capacity: usize) -> (MemberLink, Inbox) {
         let (tx, rx) = mpsc::channel(capacity);
-        let link = MemberLink::new(conn_id, tx, room.fanout(), CancellationToken::new());
+        let link = MemberLink::new(
+            conn_id,
+            tx,
+            room.fanout(),
+            CancellationToken::new(),
+            room.config.send_queue_max_bytes as u64,
+        );
         let inbox = Inbox {
             rx,
             log: room.fanout(),
+            recent: room.recent(),
             progress: link.progress.clone(),
             order: SendOrder::default(),
             opener: None,
@@ -728,6 +730,7 @@ mod tests {
     struct Inbox {
         rx: mpsc::Receiver<Outgoing>,
         log: Arc<FanoutLog>,
+        recent: Arc<RecentHistory>,
         progress: Arc<WriterProgress>,
         order: SendOrder,
         opener: Option<BroadcastOpener>,
@@ -771,6 +774,9 @@ mod tests {
             loop {
                 if self.order.wants_item() {
                     if let Ok(item) = self.rx.try_recv() {
+                        self.progress
+                            .queued
+                            .fetch_sub(item.queued_bytes(), Ordering::AcqRel);
                         self.order.offer(item);
                     }
                 }
@@ -800,6 +806,18 @@ mod tests {
                                     self.events.extend(events.iter().cloned());
                                 }
                                 self.private.push(*message);
+                            }
+                            Private::Replay {
+                                mut pin,
+                                through_seq,
+                            } => {
+                                while pin.next() <= through_seq {
+                                    let events =
+                                        self.recent.piece(pin.next(), through_seq, 4096).unwrap();
+                                    pin.advance(events.last().unwrap().seq + 1);
+                                    self.events.extend(events.iter().cloned());
+                                    self.private.push(ServerMessage::History { events });
+                                }
                             }
                             Private::Close => self.closed = true,
                         }
