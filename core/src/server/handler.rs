@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use super::clock::Now;
 use super::flood::TokenBucket;
 use super::link::MemberLink;
+use super::requests::{RequestBuckets, RequestLimits};
 use super::room::NotMember;
 use super::writer::write_loop;
 use super::Shared;
@@ -80,7 +81,16 @@ pub(super) async fn handle_connection(
         recv: keys.recv,
         member: None,
         bucket: TokenBucket::new(shared.config.flood, Instant::now()),
+        requests: RequestBuckets::new(
+            if shared.config.flood.is_off() {
+                RequestLimits::off()
+            } else {
+                shared.config.requests
+            },
+            Instant::now(),
+        ),
         waiting: VecDeque::new(),
+        waiting_bytes: 0,
     };
     let end = handler.read_loop(&mut reader).await;
     match &end {
@@ -195,8 +205,32 @@ struct Handler {
     member: Option<String>,
     /// Flood control: chat messages take a token each.
     bucket: TokenBucket,
-    /// Messages held back by flood control, in arrival order.
-    waiting: VecDeque<ClientMessage>,
+    /// Rate limits of `join` retries, `ping`, `typing` and `older`.
+    requests: RequestBuckets,
+    /// Messages held back by flood control, in arrival order, with their frame sizes.
+    waiting: VecDeque<(ClientMessage, usize)>,
+    /// The sum of the frame sizes in `waiting` (at most [`MAX_WAITING_BYTES`]).
+    waiting_bytes: usize,
+}
+
+/// Most bytes of messages one connection may have held back by flood control; one more and
+/// it is cut off as flooding. A well-behaved client's send window (32 messages of at most
+/// 8 KiB, up to 16 KiB as JSON) stays well inside it.
+const MAX_WAITING_BYTES: usize = 1024 * 1024;
+
+/// Most bytes of a peer-supplied string the server echoes back (cut on a character boundary).
+pub(super) const MAX_ECHO_BYTES: usize = 64;
+
+/// `text` cut to at most [`MAX_ECHO_BYTES`] on a character boundary.
+fn echo(mut text: String) -> String {
+    if text.len() > MAX_ECHO_BYTES {
+        let mut end = MAX_ECHO_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 impl Handler {
@@ -208,8 +242,9 @@ impl Handler {
         let max_frame = self.shared.config.max_frame_bytes.min(MAX_BODY);
         loop {
             let idle = tokio::time::sleep(self.shared.config.idle_timeout);
-            let release = (!self.waiting.is_empty())
-                .then(|| tokio::time::Instant::from_std(self.bucket.available_at(Instant::now())));
+            let release = self
+                .next_release(Instant::now())
+                .map(tokio::time::Instant::from_std);
             let frame = tokio::select! {
                 _ = self.link.cancel.cancelled() => return Err(HandlerError::Detached),
                 _ = tokio::time::sleep_until(join_deadline), if self.member.is_none() => return Err(HandlerError::JoinTimeout),
@@ -228,6 +263,7 @@ impl Handler {
                     "only session frames are allowed after the handshake",
                 ));
             }
+            let size = body.len();
             let message: ClientMessage = match sealed::open_session(&mut self.recv, &body) {
                 Ok(message) => message,
                 Err(sealed::SealError::Decode(_)) => {
@@ -235,33 +271,72 @@ impl Handler {
                 }
                 Err(e) => return Err(ConnError::from(e).into()),
             };
-            self.admit(message)?;
+            self.admit(message, size)?;
         }
+    }
+
+    /// Take the token `message` needs now, if it needs one; `false` if none is available.
+    fn take_token(&mut self, message: &ClientMessage, now: Instant) -> bool {
+        take_token(
+            &mut self.bucket,
+            &mut self.requests,
+            self.member.is_some(),
+            message,
+            now,
+        )
+    }
+
+    /// When the first held-back message's token is available (`None`: nothing held back).
+    fn next_release(&mut self, now: Instant) -> Option<Instant> {
+        let (front, _) = self.waiting.front()?;
+        if takes_token(front) {
+            return Some(self.bucket.available_at(now));
+        }
+        Some(
+            self.requests
+                .bucket(front, self.member.is_some())
+                .map_or(now, |bucket| bucket.available_at(now)),
+        )
     }
 
     /// Handle a message now, or hold it back if the member is over its flood limit (or
     /// earlier messages are still held: order is kept).
-    fn admit(&mut self, message: ClientMessage) -> Result<(), HandlerError> {
+    /// A typing notice over its limit is dropped instead (it is ephemeral; the room relays at
+    /// most one per interval anyway).
+    fn admit(&mut self, message: ClientMessage, size: usize) -> Result<(), HandlerError> {
         let now = Instant::now();
-        let is_chat = takes_token(&message);
-        if self.waiting.is_empty() && (!is_chat || self.bucket.try_take(now)) {
+        if matches!(message, ClientMessage::Typing) {
+            if !self.take_token(&message, now) {
+                return Ok(());
+            }
+            if self.waiting.is_empty() {
+                return self.handle(message);
+            }
+        } else if self.waiting.is_empty() && self.take_token(&message, now) {
             return self.handle(message);
         }
-        if self.waiting.len() >= self.shared.config.flood_queue {
+        if self.waiting.len() >= self.shared.config.flood_queue
+            || self.waiting_bytes + size > MAX_WAITING_BYTES
+        {
             return Err(HandlerError::Flood);
         }
-        self.waiting.push_back(message);
+        self.waiting_bytes += size;
+        self.waiting.push_back((message, size));
         Ok(())
     }
 
     /// Handle held-back messages whose turn has come.
     fn release_waiting(&mut self) -> Result<(), HandlerError> {
         let now = Instant::now();
-        while let Some(front) = self.waiting.front() {
-            if takes_token(front) && !self.bucket.try_take(now) {
+        while let Some((front, _)) = self.waiting.front() {
+            // A held typing notice already took its token.
+            let typing = matches!(front, ClientMessage::Typing);
+            let joined = self.member.is_some();
+            if !typing && !take_token(&mut self.bucket, &mut self.requests, joined, front, now) {
                 break;
             }
-            if let Some(message) = self.waiting.pop_front() {
+            if let Some((message, size)) = self.waiting.pop_front() {
+                self.waiting_bytes -= size;
                 self.handle(message)?;
             }
         }
@@ -299,6 +374,8 @@ impl Handler {
                     Err(reason) => {
                         debug!(peer = %self.peer, %nick, %reason, "nickname refused");
                         drop(room);
+                        // Never echo more than a few bytes of what the peer sent.
+                        let nick = echo(nick);
                         let _ = self
                             .link
                             .queue(ServerMessage::NickRejected { nick, reason });
@@ -363,11 +440,45 @@ impl Handler {
     }
 }
 
-/// Chat messages and history requests count against the flood limit; pings, typing notices
-/// (rate-limited by the room) and leaving do not.
+/// Chat messages count against the flood limit; `join` retries, pings, typing notices and
+/// history requests have their own ([`RequestBuckets`]); leaving has none.
 fn takes_token(message: &ClientMessage) -> bool {
-    matches!(
-        message,
-        ClientMessage::Say { .. } | ClientMessage::Older { .. }
-    )
+    matches!(message, ClientMessage::Say { .. })
+}
+
+/// Take the token `message` needs from `chat` or `requests` now, if it needs one; `false` if
+/// none is available.
+fn take_token(
+    chat: &mut TokenBucket,
+    requests: &mut RequestBuckets,
+    joined: bool,
+    message: &ClientMessage,
+    now: Instant,
+) -> bool {
+    if takes_token(message) {
+        return chat.try_take(now);
+    }
+    requests
+        .bucket(message, joined)
+        .is_none_or(|bucket| bucket.try_take(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_are_cut_to_a_few_bytes_on_a_character_boundary() {
+        assert_eq!(echo("ana".into()), "ana");
+        let long = "é".repeat(40_000);
+        let cut = echo(long);
+        assert_eq!(cut, "é".repeat(32));
+        let mixed = format!("a{}", "é".repeat(100));
+        let cut = echo(mixed);
+        assert!(
+            cut.len() <= MAX_ECHO_BYTES && cut.len() == 63,
+            "{}",
+            cut.len()
+        );
+    }
 }

@@ -10,7 +10,8 @@
 //!   key and the epoch come in from outside); [`roster`]: its online list;
 //!   [`fanout`]: the shared log of sealed broadcasts; [`dedupe`]: exactly-once on the server's
 //!   side; [`flood`]: the per-member rate limit; [`store`]: the room's durable state (SQLite);
-//!   [`recent`]: the recent history in memory, which writers replay from in pieces.
+//!   [`recent`]: the recent history in memory, which writers replay from in pieces;
+//!   [`requests`]: the rate limits of `join` retries, `ping`, `typing` and `older`.
 
 //! - [`clock`]: the time and randomness the room is given.
 //! - [`order`]: the order a member's connection sends in (pure), used by the writer.
@@ -28,6 +29,7 @@ mod handler;
 mod link;
 mod order;
 mod recent;
+mod requests;
 mod room;
 mod roster;
 pub(crate) mod source;
@@ -36,6 +38,7 @@ mod writer;
 
 pub use addresses::shareable_addresses;
 pub use flood::FloodLimit;
+pub use requests::RequestLimits;
 pub use room::RoomConfig;
 pub use store::{Retention, StoreError};
 
@@ -82,6 +85,8 @@ pub struct ServerConfig {
     pub flood: FloodLimit,
     /// Messages a member may have waiting for the flood limit; one more and it is cut off.
     pub flood_queue: usize,
+    /// Rates of `join` retries, `ping`, `typing` and `older` (off when `flood` is off).
+    pub requests: RequestLimits,
     /// Time from TCP accept to a completed Noise handshake.
     pub handshake_timeout: Duration,
     /// Time from the handshake to an accepted nickname.
@@ -125,6 +130,7 @@ impl Default for ServerConfig {
             max_message_bytes: MAX_MESSAGE_BYTES,
             flood: FloodLimit::default(),
             flood_queue: 64,
+            requests: RequestLimits::default(),
             handshake_timeout: Duration::from_secs(10),
             join_timeout: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(60),
