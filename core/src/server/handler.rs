@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use super::clock::Now;
 use super::flood::TokenBucket;
 use super::link::MemberLink;
+use super::pages::PageSource;
 use super::requests::{RequestBuckets, RequestLimits};
 use super::room::NotMember;
 use super::writer::write_loop;
@@ -91,6 +92,7 @@ pub(super) async fn handle_connection(
         ),
         waiting: VecDeque::new(),
         waiting_bytes: 0,
+        page: None,
     };
     let end = handler.read_loop(&mut reader).await;
     match &end {
@@ -211,6 +213,17 @@ struct Handler {
     waiting: VecDeque<(ClientMessage, usize)>,
     /// The sum of the frame sizes in `waiting` (at most [`MAX_WAITING_BYTES`]).
     waiting_bytes: usize,
+    /// A page of older history asked for, served (off the room's lock) before the next
+    /// message is handled.
+    page: Option<PageRequest>,
+}
+
+/// An `older` request, checked by the room and to be read without its lock.
+struct PageRequest {
+    link: MemberLink,
+    source: PageSource,
+    before_seq: u64,
+    limit: usize,
 }
 
 /// Most bytes of messages one connection may have held back by flood control; one more and
@@ -251,6 +264,7 @@ impl Handler {
                 _ = idle => return Err(HandlerError::Idle),
                 _ = tokio::time::sleep_until(release.unwrap_or(join_deadline)), if release.is_some() => {
                     self.release_waiting()?;
+                    self.serve_page().await;
                     continue;
                 }
                 frame = reader.read_frame(max_frame) => frame?,
@@ -272,6 +286,27 @@ impl Handler {
                 Err(e) => return Err(ConnError::from(e).into()),
             };
             self.admit(message, size)?;
+            self.serve_page().await;
+        }
+    }
+
+    /// Read the page of older history asked for (on a blocking thread, not holding the
+    /// room's lock) and queue it. One at a time: the next request waits for this one.
+    async fn serve_page(&mut self) {
+        let Some(PageRequest {
+            link,
+            source,
+            before_seq,
+            limit,
+        }) = self.page.take()
+        else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || source.read(before_seq, limit)).await {
+            Ok(page) => {
+                link.queue(page);
+            }
+            Err(e) => warn!(conn = link.conn_id, error = %e, "reading older history failed"),
         }
     }
 
@@ -338,6 +373,9 @@ impl Handler {
             if let Some((message, size)) = self.waiting.pop_front() {
                 self.waiting_bytes -= size;
                 self.handle(message)?;
+            }
+            if self.page.is_some() {
+                break; // served before anything else is handled
             }
         }
         Ok(())
@@ -428,9 +466,14 @@ impl Handler {
                 return Err(HandlerError::Protocol("typing before joining"))
             }
             (ClientMessage::Older { before_seq, limit }, Some(key)) => {
-                self.shared
-                    .room()
-                    .older(key, conn_id, before_seq, limit as usize)?
+                // Read and queued by `serve_page`, without the room's lock.
+                let (link, source) = self.shared.room().older(key, conn_id)?;
+                self.page = Some(PageRequest {
+                    link,
+                    source,
+                    before_seq,
+                    limit: limit as usize,
+                });
             }
             (ClientMessage::Older { .. }, None) => {
                 return Err(HandlerError::Protocol("history request before joining"))

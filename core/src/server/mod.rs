@@ -11,7 +11,8 @@
 //!   [`fanout`]: the shared log of sealed broadcasts; [`dedupe`]: exactly-once on the server's
 //!   side; [`flood`]: the per-member rate limit; [`store`]: the room's durable state (SQLite);
 //!   [`recent`]: the recent history in memory, which writers replay from in pieces;
-//!   [`requests`]: the rate limits of `join` retries, `ping`, `typing` and `older`.
+//!   [`requests`]: the rate limits of `join` retries, `ping`, `typing` and `older`;
+//!   [`pages`]: `older` pages, read off the room's lock.
 
 //! - [`clock`]: the time and randomness the room is given.
 //! - [`order`]: the order a member's connection sends in (pure), used by the writer.
@@ -28,6 +29,7 @@ mod flood;
 mod handler;
 mod link;
 mod order;
+mod pages;
 mod recent;
 mod requests;
 mod room;

@@ -13,13 +13,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::clock::{Now, RoomIdentity};
 use super::dedupe::{Dedupe, Seen};
 use super::fanout::FanoutLog;
 use super::link::MemberLink;
+use super::pages::PageSource;
 use super::recent::RecentHistory;
 use super::roster::Roster;
 use super::store::{Retention, Store, StoreError};
@@ -127,18 +128,21 @@ pub struct Room {
     members: HashMap<String, Member>,
     roster: Arc<Roster>,
     dedupe: Dedupe,
-    /// Durable storage; `None` for a memory-only room.
-    store: Option<Store>,
+    /// Durable storage; `None` for a memory-only room. Shared with readers of older pages,
+    /// who lock it only for their query (never with the room's lock held).
+    store: Option<Arc<Mutex<Store>>>,
     /// The oldest event still kept (on disk, or in memory for a memory-only room).
     oldest_seq: u64,
     /// Sealed broadcasts, appended once and sent from by every member's writer.
     log: Arc<FanoutLog>,
 }
 
-/// Most events one page of older history carries.
-pub const MAX_PAGE_EVENTS: usize = 200;
-/// Room for the page envelope inside one session frame.
-const PAGE_BYTES: usize = crate::sealed::MAX_SESSION_PLAINTEXT - 256;
+/// The room's database, if it is stored.
+fn lock_store(store: &Option<Arc<Mutex<Store>>>) -> Option<MutexGuard<'_, Store>> {
+    store
+        .as_ref()
+        .map(|store| store.lock().unwrap_or_else(PoisonError::into_inner))
+}
 
 impl Room {
     /// A new room epoch.
@@ -205,7 +209,7 @@ impl Room {
                 },
             );
         }
-        room.store = Some(store);
+        room.store = Some(Arc::new(Mutex::new(store)));
         room.apply_retention(now.wall_ms)?;
         Ok((room, loaded.salt))
     }
@@ -221,8 +225,8 @@ impl Room {
         let max_events = retention.max_events.map_or(usize::MAX, |n| n as usize);
         self.history
             .forget_while(|e, len| len > max_events || too_old(e));
-        match &mut self.store {
-            Some(store) => {
+        match lock_store(&self.store) {
+            Some(mut store) => {
                 let removed = store.prune(retention, now_ms)?;
                 self.oldest_seq = store.oldest_seq()?.unwrap_or(self.next_seq);
                 Ok(removed)
@@ -433,47 +437,15 @@ impl Room {
         Ok(())
     }
 
-    /// Up to `limit` (at most [`MAX_PAGE_EVENTS`], and what fits one frame) events before
-    /// `before_seq` for member `key`, who is scrolling back.
-    pub fn older(
-        &self,
-        key: &str,
-        conn_id: u64,
-        before_seq: u64,
-        limit: usize,
-    ) -> Result<(), NotMember> {
-        let link = self.link_of(key, conn_id)?;
-        let limit = limit.clamp(1, MAX_PAGE_EVENTS);
-        let (mut events, mut more) = match &self.store {
-            Some(store) => match store.page(before_seq, limit) {
-                Ok(page) => page,
-                Err(e) => {
-                    tracing::error!(error = %e, "could not read older history");
-                    (Vec::new(), false)
-                }
-            },
-            None => self.history.before(before_seq, limit),
+    /// Where member `key` on `conn_id`, scrolling back, reads its page of older history
+    /// (off the room's lock, see [`pages`](super::pages)), and the link to queue it on.
+    pub fn older(&self, key: &str, conn_id: u64) -> Result<(MemberLink, PageSource), NotMember> {
+        let link = self.link_of(key, conn_id)?.clone();
+        let source = match &self.store {
+            Some(store) => PageSource::Store(store.clone()),
+            None => PageSource::Memory(self.history.clone()),
         };
-        // Keep the newest events that fit one frame.
-        let mut size = 0;
-        let mut fits = events.len();
-        for (i, event) in events.iter().enumerate().rev() {
-            size += serde_json::to_vec(event).map_or(PAGE_BYTES, |v| v.len() + 1);
-            if size > PAGE_BYTES {
-                break;
-            }
-            fits = i;
-        }
-        if fits > 0 {
-            events.drain(..fits);
-            more = true;
-        }
-        link.queue(ServerMessage::Older {
-            before_seq,
-            events,
-            more,
-        });
-        Ok(())
+        Ok((link, source))
     }
 
     /// A private reply to a member connection (pong, rejections).
@@ -565,7 +537,7 @@ impl Room {
             time_ms: now.wall_ms,
             kind,
         };
-        if let Some(store) = &mut self.store {
+        if let Some(mut store) = lock_store(&self.store) {
             store.append(&event, client)?;
         }
         self.next_seq += 1;

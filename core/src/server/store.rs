@@ -272,25 +272,43 @@ impl Store {
 
     /// Up to `limit` stored events older than `before_seq`, oldest first, and whether even
     /// older ones exist.
+    #[cfg(test)]
     pub fn page(
         &self,
         before_seq: u64,
         limit: usize,
     ) -> Result<(Vec<RoomEvent>, bool), StoreError> {
+        let (rows, more) = self.page_json(before_seq, limit)?;
+        Ok((Self::decode_events(&rows)?, more))
+    }
+
+    /// [`page`](Self::page) as the stored JSON of each event, to be decoded (with
+    /// [`decode_events`](Self::decode_events)) without holding the database.
+    pub fn page_json(
+        &self,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT json FROM events WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2")?;
-        let mut events = stmt
+        let mut rows = stmt
             .query_map(
                 params![before_seq.min(i64::MAX as u64) as i64, limit as i64 + 1],
                 |r| r.get::<_, String>(0),
             )?
-            .map(|json| serde_json::from_str::<RoomEvent>(&json?).map_err(StoreError::BadEvent))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let more = events.len() > limit;
-        events.truncate(limit);
-        events.reverse();
-        Ok((events, more))
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        rows.reverse();
+        Ok((rows, more))
+    }
+
+    /// Decode events stored as JSON.
+    pub fn decode_events(rows: &[String]) -> Result<Vec<RoomEvent>, StoreError> {
+        rows.iter()
+            .map(|json| serde_json::from_str::<RoomEvent>(json).map_err(StoreError::BadEvent))
+            .collect()
     }
 
     /// Delete the events `retention` no longer keeps, and the dedupe state of the least
