@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::clock::Now;
 use super::flood::TokenBucket;
-use super::link::MemberLink;
+use super::link::{MemberLink, SendLimits};
 use super::pages::PageSource;
 use super::requests::{RequestBuckets, RequestLimits};
 use super::room::NotMember;
@@ -59,12 +59,13 @@ pub(super) async fn handle_connection(
     debug!(%peer, conn = conn_id, "handshake complete");
 
     let (tx, rx) = mpsc::channel(shared.config.send_queue_items);
-    let cap = shared
-        .config
-        .room
-        .send_queue_max_bytes
-        .max(shared.config.room.send_queue_bytes) as u64;
-    let link = MemberLink::new(conn_id, tx, shared.log.clone(), stop.child_token(), cap);
+    let room = &shared.config.room;
+    let limits = SendLimits {
+        budget: room.send_queue_bytes as u64,
+        cap: room.send_queue_max_bytes.max(room.send_queue_bytes) as u64,
+        stall: room.stall_timeout,
+    };
+    let link = MemberLink::new(conn_id, tx, shared.log.clone(), stop.child_token(), limits);
     let writer = tokio::spawn(write_loop(
         write_half,
         keys.send,

@@ -5,8 +5,9 @@
 //!
 //! Every private item is counted in bytes (its approximate JSON length) from when it is
 //! queued until the writer takes it, and together with the broadcasts the member has not been
-//! sent yet it must stay under the connection's cap ([`MemberLink::cap`]); a connection past it
-//! is cut off as a slow consumer, before joining as after. A replay of history is queued as a
+//! sent yet it must stay under the connection's cap ([`SendLimits::cap`]); a connection past it,
+//! or over its budget with nothing taken for the stall timeout, is cut off as a slow consumer,
+//! before joining as after. A replay of history is queued as a
 //! range ([`Outgoing::Replay`]) the writer reads in bounded pieces, so it costs next to nothing.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -113,9 +114,31 @@ pub struct MemberLink {
     pub wake: Arc<Notify>,
     /// Cancelling ends the connection at once (reader and writer).
     pub cancel: CancellationToken,
-    /// Most bytes (private items queued plus broadcasts not yet sent) this connection may
-    /// have waiting; past it the connection is cut off as a slow consumer.
+    /// How much may wait for this connection.
+    pub limits: SendLimits,
+}
+
+/// How many bytes (private items queued plus broadcasts not yet sent) may wait for one
+/// connection (the room's send-queue budget, cap and stall timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendLimits {
+    /// Past it the connection is cut off if it takes nothing for `stall`.
+    pub budget: u64,
+    /// Past it the connection is cut off at once.
     pub cap: u64,
+    pub stall: std::time::Duration,
+}
+
+impl SendLimits {
+    /// No limits (tests of the writer alone).
+    #[cfg(test)]
+    pub fn none() -> Self {
+        Self {
+            budget: u64::MAX,
+            cap: u64::MAX,
+            stall: std::time::Duration::MAX,
+        }
+    }
 }
 
 impl MemberLink {
@@ -124,7 +147,7 @@ impl MemberLink {
         tx: mpsc::Sender<Outgoing>,
         log: Arc<FanoutLog>,
         cancel: CancellationToken,
-        cap: u64,
+        limits: SendLimits,
     ) -> Self {
         Self {
             conn_id,
@@ -133,7 +156,7 @@ impl MemberLink {
             progress: Arc::default(),
             wake: Arc::default(),
             cancel,
-            cap,
+            limits,
         }
     }
 
@@ -146,18 +169,46 @@ impl MemberLink {
         let bytes = item.queued_bytes();
         let private = self.progress.queued.fetch_add(bytes, Ordering::AcqRel) + bytes;
         let total = private + self.behind(self.log.end());
-        if total <= self.cap && self.tx.try_send(item).is_ok() {
+        let stalled = self.stalled(total);
+        if total <= self.limits.cap && !stalled && self.tx.try_send(item).is_ok() {
             return true;
         }
         self.progress.queued.fetch_sub(bytes, Ordering::AcqRel);
         tracing::warn!(
             conn = self.conn_id,
             queued_bytes = total,
-            cap = self.cap,
+            budget = self.limits.budget,
+            cap = self.limits.cap,
+            stalled,
             "slow consumer: private send queue full, disconnecting"
         );
         self.cancel.cancel();
         false
+    }
+
+    /// Over budget with `total` bytes waiting, has the connection taken nothing for the stall
+    /// timeout? (Under budget, the watch is reset.)
+    fn stalled(&self, total: u64) -> bool {
+        let mut over = self
+            .progress
+            .over_budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if total <= self.limits.budget {
+            *over = None;
+            return false;
+        }
+        let sent = self.progress.sent.load(Ordering::Acquire);
+        let now = std::time::Instant::now();
+        match *over {
+            Some((seen, since)) if seen == sent => {
+                now.saturating_duration_since(since) >= self.limits.stall
+            }
+            _ => {
+                *over = Some((sent, now));
+                false
+            }
+        }
     }
 
     /// Queue a private message after every broadcast so far.
@@ -241,4 +292,70 @@ pub struct WriterProgress {
     pub queued: AtomicU64,
     /// The connection receives the room's broadcasts (it has joined).
     pub attached: AtomicBool,
+    /// While private items find it over its budget: what it had taken, and since when.
+    pub over_budget: std::sync::Mutex<Option<(u64, std::time::Instant)>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn link(limits: SendLimits) -> (MemberLink, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(1_000_000);
+        let log = Arc::new(FanoutLog::new());
+        (
+            MemberLink::new(1, tx, log, CancellationToken::new(), limits),
+            rx,
+        )
+    }
+
+    fn big() -> ServerMessage {
+        ServerMessage::NickRejected {
+            nick: "x".repeat(10_000),
+            reason: crate::text::NickError::TooLong,
+        }
+    }
+
+    /// Items count in bytes whatever their kind; the connection past its cap is cut off, and
+    /// what the writer takes no longer counts.
+    #[test]
+    fn private_bytes_count_against_the_cap_until_taken() {
+        let (link, mut rx) = link(SendLimits {
+            budget: 100_000,
+            cap: 100_000,
+            stall: Duration::MAX,
+        });
+        let mut queued = 0;
+        while link.queue(big()) {
+            queued += 1;
+        }
+        assert_eq!(queued, 9, "10 KiB items under a 100 000-byte cap");
+        assert!(link.cancel.is_cancelled(), "cut off as a slow consumer");
+        assert!(
+            !link.queue(ServerMessage::Pong),
+            "nothing more once cut off"
+        );
+        let item = rx.try_recv().unwrap();
+        let before = link.private_queued();
+        link.progress
+            .queued
+            .fetch_sub(item.queued_bytes(), Ordering::AcqRel);
+        let json = crate::sealed::encode_json(&big()).unwrap().len() as u64;
+        assert_eq!(before - link.private_queued(), json + ITEM_OVERHEAD);
+    }
+
+    /// Over its budget, a connection that takes nothing for the stall timeout is cut off.
+    #[test]
+    fn over_budget_and_stalled_is_cut_off() {
+        let (link, _rx) = link(SendLimits {
+            budget: 20_000,
+            cap: u64::MAX,
+            stall: Duration::from_millis(50),
+        });
+        assert!(link.queue(big()) && link.queue(big()) && link.queue(big()));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!link.queue(ServerMessage::Pong));
+        assert!(link.cancel.is_cancelled());
+    }
 }

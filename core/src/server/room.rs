@@ -644,7 +644,7 @@ impl Room {
 
 #[cfg(test)]
 mod tests {
-    use super::super::link::{Outgoing, WriterProgress};
+    use super::super::link::{Outgoing, SendLimits, WriterProgress};
     use super::super::order::{Private, SendOrder, Step};
     use super::*;
     use crate::sealed::BroadcastOpener;
@@ -679,7 +679,11 @@ mod tests {
             tx,
             room.fanout(),
             CancellationToken::new(),
-            room.config.send_queue_max_bytes as u64,
+            SendLimits {
+                budget: room.config.send_queue_bytes as u64,
+                cap: room.config.send_queue_max_bytes as u64,
+                stall: room.config.stall_timeout,
+            },
         );
         let inbox = Inbox {
             rx,

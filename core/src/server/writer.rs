@@ -394,7 +394,7 @@ pub(super) async fn write_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::super::link::MemberLink;
+    use super::super::link::{MemberLink, SendLimits};
     use super::*;
     use crate::cipher::Key;
     use crate::frame::{FrameKind, MAX_BODY};
@@ -425,7 +425,13 @@ mod tests {
             let log = Arc::new(FanoutLog::new());
             let (tx, rx) = mpsc::channel(queue);
             let recent = Arc::new(RecentHistory::default());
-            let link = MemberLink::new(1, tx, log.clone(), CancellationToken::new(), u64::MAX);
+            let link = MemberLink::new(
+                1,
+                tx,
+                log.clone(),
+                CancellationToken::new(),
+                SendLimits::none(),
+            );
             let writer = tokio::spawn(write_loop(
                 server_write,
                 CipherState::new(session_key),
