@@ -35,7 +35,7 @@ impl PageSource {
                 let rows = store
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .page_json(before_seq, limit);
+                    .page_json(before_seq, limit, PAGE_BYTES);
                 match rows.and_then(|(rows, more)| Ok((Store::decode_events(&rows)?, more))) {
                     Ok(page) => page,
                     Err(e) => {

@@ -278,30 +278,39 @@ impl Store {
         before_seq: u64,
         limit: usize,
     ) -> Result<(Vec<RoomEvent>, bool), StoreError> {
-        let (rows, more) = self.page_json(before_seq, limit)?;
+        let (rows, more) = self.page_json(before_seq, limit, usize::MAX)?;
         Ok((Self::decode_events(&rows)?, more))
     }
 
     /// [`page`](Self::page) as the stored JSON of each event, to be decoded (with
-    /// [`decode_events`](Self::decode_events)) without holding the database.
+    /// [`decode_events`](Self::decode_events)) without holding the database: the newest up to
+    /// `limit` events before `before_seq` whose JSON adds up to at most `max_bytes` (at least
+    /// one), so a page never reads more than it can send.
     pub fn page_json(
         &self,
         before_seq: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<(Vec<String>, bool), StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT json FROM events WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2")?;
-        let mut rows = stmt
-            .query_map(
-                params![before_seq.min(i64::MAX as u64) as i64, limit as i64 + 1],
-                |r| r.get::<_, String>(0),
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
-        let more = rows.len() > limit;
-        rows.truncate(limit);
-        rows.reverse();
-        Ok((rows, more))
+        let mut rows = stmt.query(params![
+            before_seq.min(i64::MAX as u64) as i64,
+            limit as i64 + 1
+        ])?;
+        let (mut page, mut size, mut more) = (Vec::new(), 0, false);
+        while let Some(row) = rows.next()? {
+            let json: String = row.get(0)?;
+            size += json.len() + 1;
+            if page.len() == limit || (!page.is_empty() && size > max_bytes) {
+                more = true;
+                break;
+            }
+            page.push(json);
+        }
+        page.reverse();
+        Ok((page, more))
     }
 
     /// Decode events stored as JSON.

@@ -183,9 +183,9 @@ impl Batch {
         pin: &mut ReplayPin,
         through: u64,
     ) -> bool {
-        let start = self.sealed.len();
         let mut failed = false;
         while self.room_left() > 0 && !failed && pin.next() <= through {
+            let start = self.sealed.len();
             let events = match recent.piece(pin.next(), through, self.room_left()) {
                 Ok(events) if !events.is_empty() => events,
                 Ok(_) => break,
@@ -210,8 +210,9 @@ impl Batch {
                     }
                 }
             }
+            // Counted at once, so the batch stops growing when it is full.
+            self.note_sealed(start);
         }
-        self.note_sealed(start);
         failed
     }
 
