@@ -198,7 +198,7 @@ async fn a_resume_beyond_the_head_is_a_resync_with_the_backlog_not_a_skip() {
 }
 
 #[tokio::test]
-async fn a_flood_of_unknown_types_is_flood_controlled_like_chat() {
+async fn a_flood_of_unknown_types_is_rate_limited_like_pings() {
     let server = ServerProcess::start(
         "127.0.0.1:0",
         PASS,
@@ -243,7 +243,7 @@ async fn a_flood_of_unknown_types_is_flood_controlled_like_chat() {
         "{ending:?}"
     );
     assert!(
-        replies <= 3 + 8,
-        "{replies} replies: burst and queue bound them"
+        replies <= 4 + 8,
+        "{replies} replies: the ping allowance (burst 4) and the flood queue bound them"
     );
 }

@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::clock::Now;
-use super::link::MemberLink;
+use super::link::{MemberLink, SendLimits};
+use super::pages::PageSource;
+use super::requests::{RequestBuckets, RequestLimits};
 use super::room::NotMember;
 use super::source::Source;
 use super::throttle::Admission;
@@ -100,12 +102,19 @@ pub(super) async fn handle_connection(
     debug!(%peer, conn = conn_id, "handshake complete");
 
     let (tx, rx) = mpsc::channel(shared.config.send_queue_items);
-    let link = MemberLink::new(conn_id, tx, shared.log.clone(), stop.child_token());
+    let room = &shared.config.room;
+    let limits = SendLimits {
+        budget: room.send_queue_bytes as u64,
+        cap: room.send_queue_max_bytes.max(room.send_queue_bytes) as u64,
+        stall: room.stall_timeout,
+    };
+    let link = MemberLink::new(conn_id, tx, shared.log.clone(), stop.child_token(), limits);
     let writer = tokio::spawn(write_loop(
         write_half,
         keys.send,
         rx,
         shared.log.clone(),
+        shared.recent.clone(),
         link.progress.clone(),
         link.wake.clone(),
         link.cancel.clone(),
@@ -118,7 +127,17 @@ pub(super) async fn handle_connection(
         member: None,
         client_id: None,
         source: Source::of(peer.ip()),
+        requests: RequestBuckets::new(
+            if shared.config.flood.is_off() {
+                RequestLimits::off()
+            } else {
+                shared.config.requests
+            },
+            Instant::now(),
+        ),
         waiting: VecDeque::new(),
+        waiting_bytes: 0,
+        page: None,
     };
     let end = handler.read_loop(&mut reader).await;
     match &end {
@@ -248,8 +267,43 @@ struct Handler {
     /// from its source's (shared with every connection; see `buckets`).
     client_id: Option<String>,
     source: Source,
-    /// Messages held back by flood control, in arrival order.
-    waiting: VecDeque<ClientMessage>,
+    /// Rate limits of `join` retries, `ping`, `typing` and `older`.
+    requests: RequestBuckets,
+    /// Messages held back by flood control, in arrival order, with their frame sizes.
+    waiting: VecDeque<(ClientMessage, usize)>,
+    /// The sum of the frame sizes in `waiting` (at most [`MAX_WAITING_BYTES`]).
+    waiting_bytes: usize,
+    /// A page of older history asked for, served (off the room's lock) before the next
+    /// message is handled.
+    page: Option<PageRequest>,
+}
+
+/// An `older` request, checked by the room and to be read without its lock.
+struct PageRequest {
+    link: MemberLink,
+    source: PageSource,
+    before_seq: u64,
+    limit: usize,
+}
+
+/// Most bytes of messages one connection may have held back by flood control; one more and
+/// it is cut off as flooding. A well-behaved client's send window (32 messages of at most
+/// 8 KiB, up to 16 KiB as JSON) stays well inside it.
+const MAX_WAITING_BYTES: usize = 1024 * 1024;
+
+/// Most bytes of a peer-supplied string the server echoes back (cut on a character boundary).
+pub(super) const MAX_ECHO_BYTES: usize = 64;
+
+/// `text` cut to at most [`MAX_ECHO_BYTES`] on a character boundary.
+fn echo(mut text: String) -> String {
+    if text.len() > MAX_ECHO_BYTES {
+        let mut end = MAX_ECHO_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 impl Handler {
@@ -261,14 +315,16 @@ impl Handler {
         let max_frame = self.shared.config.max_frame_bytes.min(MAX_BODY);
         loop {
             let idle = tokio::time::sleep(self.shared.config.idle_timeout);
-            let release = (!self.waiting.is_empty())
-                .then(|| tokio::time::Instant::from_std(self.available_at(Instant::now())));
+            let release = self
+                .next_release(Instant::now())
+                .map(tokio::time::Instant::from_std);
             let frame = tokio::select! {
                 _ = self.link.cancel.cancelled() => return Err(HandlerError::Detached),
                 _ = tokio::time::sleep_until(join_deadline), if self.member.is_none() => return Err(HandlerError::JoinTimeout),
                 _ = idle => return Err(HandlerError::Idle),
                 _ = tokio::time::sleep_until(release.unwrap_or(join_deadline)), if release.is_some() => {
                     self.release_waiting()?;
+                    self.serve_page().await;
                     continue;
                 }
                 frame = reader.read_frame(max_frame) => frame?,
@@ -281,39 +337,101 @@ impl Handler {
                     "only session frames are allowed after the handshake",
                 ));
             }
+            let size = body.len();
             let plaintext =
                 sealed::open_session_plaintext(&mut self.recv, &body).map_err(ConnError::from)?;
             let Ok(message) = decode_client_message(&plaintext) else {
                 return Err(HandlerError::Protocol("undecodable message"));
             };
-            self.admit(message)?;
+            self.admit(message, size)?;
+            self.serve_page().await;
         }
+    }
+
+    /// Read the page of older history asked for (on a blocking thread, not holding the
+    /// room's lock) and queue it. One at a time: the next request waits for this one.
+    async fn serve_page(&mut self) {
+        let Some(PageRequest {
+            link,
+            source,
+            before_seq,
+            limit,
+        }) = self.page.take()
+        else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || source.read(before_seq, limit)).await {
+            Ok(page) => {
+                link.queue(page);
+            }
+            Err(e) => warn!(conn = link.conn_id, error = %e, "reading older history failed"),
+        }
+    }
+
+    /// Take the token `message` needs now, if it needs one; `false` if none is available.
+    /// Chat takes from the member's shared flood buckets, requests from this connection's.
+    fn take_token(&mut self, message: &ClientMessage, now: Instant) -> bool {
+        if takes_token(message) {
+            return self.try_take(now);
+        }
+        let joined = self.member.is_some();
+        self.requests
+            .bucket(message, joined)
+            .is_none_or(|bucket| bucket.try_take(now))
+    }
+
+    /// When the first held-back message's token is available (`None`: nothing held back).
+    fn next_release(&mut self, now: Instant) -> Option<Instant> {
+        let (front, _) = self.waiting.front()?;
+        if takes_token(front) {
+            return Some(self.available_at(now));
+        }
+        Some(
+            self.requests
+                .bucket(front, self.member.is_some())
+                .map_or(now, |bucket| bucket.available_at(now)),
+        )
     }
 
     /// Handle a message now, or hold it back if the member is over its flood limit (or
     /// earlier messages are still held: order is kept).
-    fn admit(&mut self, message: ClientMessage) -> Result<(), HandlerError> {
+    /// A typing notice over its limit is dropped instead (it is ephemeral; the room relays at
+    /// most one per interval anyway).
+    fn admit(&mut self, message: ClientMessage, size: usize) -> Result<(), HandlerError> {
         let now = Instant::now();
-        let is_chat = takes_token(&message);
-        if self.waiting.is_empty() && (!is_chat || self.try_take(now)) {
+        if matches!(message, ClientMessage::Typing) {
+            if !self.take_token(&message, now) {
+                return Ok(());
+            }
+            if self.waiting.is_empty() {
+                return self.handle(message);
+            }
+        } else if self.waiting.is_empty() && self.take_token(&message, now) {
             return self.handle(message);
         }
-        if self.waiting.len() >= self.shared.config.flood_queue {
+        if self.waiting.len() >= self.shared.config.flood_queue
+            || self.waiting_bytes + size > MAX_WAITING_BYTES
+        {
             return Err(HandlerError::Flood);
         }
-        self.waiting.push_back(message);
+        self.waiting_bytes += size;
+        self.waiting.push_back((message, size));
         Ok(())
     }
 
     /// Handle held-back messages whose turn has come.
     fn release_waiting(&mut self) -> Result<(), HandlerError> {
         let now = Instant::now();
-        while let Some(front) = self.waiting.front() {
-            if takes_token(front) && !self.try_take(now) {
+        while let Some((message, size)) = self.waiting.pop_front() {
+            // A held typing notice already took its token.
+            if !matches!(message, ClientMessage::Typing) && !self.take_token(&message, now) {
+                self.waiting.push_front((message, size));
                 break;
             }
-            if let Some(message) = self.waiting.pop_front() {
-                self.handle(message)?;
+            self.waiting_bytes -= size;
+            self.handle(message)?;
+            if self.page.is_some() {
+                break; // served before anything else is handled
             }
         }
         Ok(())
@@ -373,6 +491,8 @@ impl Handler {
                     Err(reason) => {
                         debug!(peer = %self.peer, %nick, %reason, "nickname refused");
                         drop(room);
+                        // Never echo more than a few bytes of what the peer sent.
+                        let nick = echo(nick);
                         let _ = self
                             .link
                             .queue(ServerMessage::NickRejected { nick, reason });
@@ -390,8 +510,8 @@ impl Handler {
                     .room()
                     .reply(key, conn_id, ServerMessage::Pong)?
             }
-            // A newer client's message: one short reply, the connection survives; it takes a
-            // flood token (`takes_token`), so it cannot make the server queue replies faster.
+            // A newer client's message: one short reply, the connection survives; it is
+            // rate-limited like a ping, so it cannot make the server queue replies faster.
             (ClientMessage::Unknown, _) => {} // decode_client_message names it: never here
             (ClientMessage::Unsupported { what }, None) => {
                 debug!(peer = %self.peer, conn = conn_id, %what, "unsupported message type");
@@ -446,9 +566,14 @@ impl Handler {
                 return Err(HandlerError::Protocol("typing before joining"))
             }
             (ClientMessage::Older { before_seq, limit }, Some(key)) => {
-                self.shared
-                    .room()
-                    .older(key, conn_id, before_seq, limit as usize)?
+                // Read and queued by `serve_page`, without the room's lock.
+                let (link, source) = self.shared.room().older(key, conn_id)?;
+                self.page = Some(PageRequest {
+                    link,
+                    source,
+                    before_seq,
+                    limit: limit as usize,
+                });
             }
             (ClientMessage::Older { .. }, None) => {
                 return Err(HandlerError::Protocol("history request before joining"))
@@ -458,12 +583,28 @@ impl Handler {
     }
 }
 
-/// Chat messages, history requests and messages of unknown types (each answered with
-/// `unsupported`) count against the flood limit; pings, typing notices (rate-limited by the
-/// room) and leaving do not.
+/// Chat messages count against the flood limit; `join` retries, pings, typing notices and
+/// history requests have their own ([`RequestBuckets`]); leaving has none.
 fn takes_token(message: &ClientMessage) -> bool {
-    matches!(
-        message,
-        ClientMessage::Say { .. } | ClientMessage::Older { .. } | ClientMessage::Unsupported { .. }
-    )
+    matches!(message, ClientMessage::Say { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_are_cut_to_a_few_bytes_on_a_character_boundary() {
+        assert_eq!(echo("ana".into()), "ana");
+        let long = "é".repeat(40_000);
+        let cut = echo(long);
+        assert_eq!(cut, "é".repeat(32));
+        let mixed = format!("a{}", "é".repeat(100));
+        let cut = echo(mixed);
+        assert!(
+            cut.len() <= MAX_ECHO_BYTES && cut.len() == 63,
+            "{}",
+            cut.len()
+        );
+    }
 }

@@ -9,7 +9,10 @@
 //! - [`room`]: membership, presence, history and the seal-once fan-out (pure: time, the room
 //!   key and the epoch come in from outside); [`roster`]: its online list;
 //!   [`fanout`]: the shared log of sealed broadcasts; [`dedupe`]: exactly-once on the server's
-//!   side; [`flood`]: the per-member rate limit; [`store`]: the room's durable state (SQLite).
+//!   side; [`flood`]: the per-member rate limit; [`store`]: the room's durable state (SQLite);
+//!   [`recent`]: the recent history in memory, which writers replay from in pieces;
+//!   [`requests`]: the rate limits of `join` retries, `ping`, `typing` and `older`;
+//!   [`pages`]: `older` pages, read off the room's lock.
 
 //! - [`clock`]: the time and randomness the room is given.
 //! - [`order`]: the order a member's connection sends in (pure), used by the writer.
@@ -31,6 +34,9 @@ mod flood;
 mod handler;
 mod link;
 mod order;
+mod pages;
+mod recent;
+mod requests;
 mod room;
 mod roster;
 pub(crate) mod source;
@@ -40,6 +46,7 @@ mod writer;
 
 pub use addresses::shareable_addresses;
 pub use flood::FloodLimit;
+pub use requests::RequestLimits;
 pub use room::RoomConfig;
 pub use store::{Retention, StoreError};
 pub use throttle::HandshakeThrottle;
@@ -88,6 +95,8 @@ pub struct ServerConfig {
     pub flood: FloodLimit,
     /// Messages a member may have waiting for the flood limit; one more and it is cut off.
     pub flood_queue: usize,
+    /// Rates of `join` retries, `ping`, `typing` and `older` (off when `flood` is off).
+    pub requests: RequestLimits,
     /// Time from TCP accept to a completed Noise handshake.
     pub handshake_timeout: Duration,
     /// Time from the handshake to an accepted nickname (the client joins right after the
@@ -138,6 +147,7 @@ impl Default for ServerConfig {
             max_message_bytes: MAX_MESSAGE_BYTES,
             flood: FloodLimit::default(),
             flood_queue: 64,
+            requests: RequestLimits::default(),
             handshake_timeout: Duration::from_secs(10),
             join_timeout: Duration::from_secs(10),
             handshake_throttle: HandshakeThrottle::default(),
@@ -252,6 +262,8 @@ struct Shared {
     room: Mutex<Room>,
     /// The room's broadcast log (see [`Room::fanout`]).
     log: Arc<FanoutLog>,
+    /// The room's recent history (see [`Room::recent`]).
+    recent: Arc<recent::RecentHistory>,
     next_conn_id: AtomicU64,
     /// Open connections per source (IPv4 address or IPv6 /64).
     per_ip: Mutex<HashMap<Source, usize>>,
@@ -371,6 +383,7 @@ impl Server {
             }
         };
         let log = room.fanout();
+        let recent = room.recent();
         let room = Mutex::new(room);
         let joins = SourceBuckets::new(FloodLimit {
             per_second: config.joins_per_minute / 60.0,
@@ -387,6 +400,7 @@ impl Server {
                 psk,
                 room,
                 log,
+                recent,
                 next_conn_id: AtomicU64::new(1),
                 per_ip: Mutex::new(HashMap::new()),
                 failed_handshakes: Mutex::new((

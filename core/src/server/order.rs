@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::link::Outgoing;
+use super::recent::ReplayPin;
 use super::roster::Roster;
 use crate::message::ServerMessage;
 
@@ -22,6 +23,8 @@ pub enum Private {
         welcome: Box<ServerMessage>,
         roster: Arc<Roster>,
     },
+    /// Replay the room events `from_seq..=through_seq` from the recent history.
+    Replay { pin: ReplayPin, through_seq: u64 },
     /// Close once what came before is written; nothing follows.
     Close,
 }
@@ -117,6 +120,9 @@ impl SendOrder {
             Some(Outgoing::Welcome {
                 welcome, roster, ..
             }) => Step::Private(Private::Welcome { welcome, roster }),
+            Some(Outgoing::Replay {
+                pin, through_seq, ..
+            }) => Step::Private(Private::Replay { pin, through_seq }),
             Some(Outgoing::Close { .. }) => {
                 self.closed = true;
                 Step::Private(Private::Close)
@@ -193,6 +199,9 @@ mod tests {
                         Private::Message(m) if *m == ServerMessage::Pong => "P".into(),
                         Private::Message(m) => format!("{m:?}"),
                         Private::Welcome { .. } => "W".into(),
+                        Private::Replay { pin, through_seq } => {
+                            format!("R{}-{through_seq}", pin.next())
+                        }
                         Private::Close => "C".into(),
                     });
                 }

@@ -11,15 +11,17 @@
 //! instead of letting the server buffer without bound; it keeps its place for the grace period
 //! and catches up by replay when it returns.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::clock::{Now, RoomIdentity};
 use super::dedupe::{Dedupe, Seen};
 use super::fanout::FanoutLog;
 use super::link::MemberLink;
+use super::pages::PageSource;
+use super::recent::RecentHistory;
 use super::roster::Roster;
 use super::store::{Retention, Store, StoreError};
 use crate::author::author_tag;
@@ -127,24 +129,28 @@ pub struct Room {
     room_key: SecretKey,
     sealer: BroadcastSealer,
     next_seq: u64,
-    history: VecDeque<RoomEvent>,
+    /// Recent events, shared with the writers that replay them.
+    history: Arc<RecentHistory>,
     /// Members by folded nickname; changed only through `add_member` and `remove_member`,
     /// which keep `roster` the same.
     members: HashMap<String, Member>,
     roster: Arc<Roster>,
     dedupe: Dedupe,
-    /// Durable storage; `None` for a memory-only room.
-    store: Option<Store>,
+    /// Durable storage; `None` for a memory-only room. Shared with readers of older pages,
+    /// who lock it only for their query (never with the room's lock held).
+    store: Option<Arc<Mutex<Store>>>,
     /// The oldest event still kept (on disk, or in memory for a memory-only room).
     oldest_seq: u64,
     /// Sealed broadcasts, appended once and sent from by every member's writer.
     log: Arc<FanoutLog>,
 }
 
-/// Most events one page of older history carries.
-pub const MAX_PAGE_EVENTS: usize = 200;
-/// Room for the page envelope inside one session frame.
-const PAGE_BYTES: usize = crate::sealed::MAX_SESSION_PLAINTEXT - 256;
+/// The room's database, if it is stored.
+fn lock_store(store: &Option<Arc<Mutex<Store>>>) -> Option<MutexGuard<'_, Store>> {
+    store
+        .as_ref()
+        .map(|store| store.lock().unwrap_or_else(PoisonError::into_inner))
+}
 
 impl Room {
     /// A new room epoch.
@@ -156,7 +162,7 @@ impl Room {
             sealer: BroadcastSealer::new(&room_key, 0),
             room_key,
             next_seq: 1,
-            history: VecDeque::new(),
+            history: Arc::default(),
             members: HashMap::new(),
             roster: Arc::default(),
             dedupe: Dedupe::default(),
@@ -169,6 +175,11 @@ impl Room {
     /// The broadcast log member links and writers send from.
     pub fn fanout(&self) -> Arc<FanoutLog> {
         self.log.clone()
+    }
+
+    /// The recent history writers replay from.
+    pub fn recent(&self) -> Arc<RecentHistory> {
+        self.history.clone()
     }
 
     /// A room continuing from `store`: same salt, epoch, sequence numbers, history and
@@ -185,7 +196,9 @@ impl Room {
         room.epoch = loaded.epoch;
         room.next_seq = loaded.next_seq;
         room.oldest_seq = loaded.oldest_seq;
-        room.history = loaded.recent.into();
+        for event in loaded.recent {
+            room.history.push(event);
+        }
         for (client, highest) in &loaded.dedupe {
             room.dedupe.record(client, *highest);
         }
@@ -204,7 +217,7 @@ impl Room {
                 },
             );
         }
-        room.store = Some(store);
+        room.store = Some(Arc::new(Mutex::new(store)));
         room.apply_retention(now.wall_ms)?;
         Ok((room, loaded.salt))
     }
@@ -218,21 +231,16 @@ impl Room {
                 .is_some_and(|age| e.time_ms < now_ms.saturating_sub(age))
         };
         let max_events = retention.max_events.map_or(usize::MAX, |n| n as usize);
-        while self
-            .history
-            .front()
-            .is_some_and(|e| self.history.len() > max_events || too_old(e))
-        {
-            self.history.pop_front();
-        }
-        match &mut self.store {
-            Some(store) => {
+        self.history
+            .forget_while(|e, len| len > max_events || too_old(e));
+        match lock_store(&self.store) {
+            Some(mut store) => {
                 let removed = store.prune(retention, now_ms)?;
                 self.oldest_seq = store.oldest_seq()?.unwrap_or(self.next_seq);
                 Ok(removed)
             }
             None => {
-                self.oldest_seq = self.history.front().map_or(self.next_seq, |e| e.seq);
+                self.oldest_seq = self.history.oldest_seq().unwrap_or(self.next_seq);
                 Ok(0)
             }
         }
@@ -365,7 +373,7 @@ impl Room {
         link: &MemberLink,
     ) {
         let head_seq = self.next_seq - 1;
-        let oldest = self.history.front().map_or(self.next_seq, |e| e.seq);
+        let oldest = self.history.oldest_seq().unwrap_or(self.next_seq);
         // A resume point beyond the head (a room restored from an older copy, or a confused
         // client) is treated like an unknown epoch: the client would otherwise skip the next
         // events as "already shown".
@@ -382,8 +390,6 @@ impl Room {
                 false,
             ),
         };
-        let skip = from_seq.saturating_sub(oldest) as usize;
-        let events: Vec<RoomEvent> = self.history.iter().skip(skip).cloned().collect();
         link.queue_welcome(
             ServerMessage::Welcome {
                 nick: nick.to_owned(),
@@ -401,8 +407,9 @@ impl Room {
             },
             &self.roster,
         );
-        if !events.is_empty() {
-            link.queue(ServerMessage::History { events });
+        // The writer reads the replay from the recent history a piece at a time.
+        if from_seq <= head_seq {
+            link.queue_replay(self.history.pin(from_seq), head_seq);
         }
     }
 
@@ -448,55 +455,15 @@ impl Room {
         Ok(())
     }
 
-    /// Up to `limit` (at most [`MAX_PAGE_EVENTS`], and what fits one frame) events before
-    /// `before_seq` for member `key`, who is scrolling back.
-    pub fn older(
-        &self,
-        key: &str,
-        conn_id: u64,
-        before_seq: u64,
-        limit: usize,
-    ) -> Result<(), NotMember> {
-        let link = self.link_of(key, conn_id)?;
-        let limit = limit.clamp(1, MAX_PAGE_EVENTS);
-        let (mut events, mut more) = match &self.store {
-            Some(store) => match store.page(before_seq, limit) {
-                Ok(page) => page,
-                Err(e) => {
-                    tracing::error!(error = %e, "could not read older history");
-                    (Vec::new(), false)
-                }
-            },
-            None => {
-                let older: Vec<&RoomEvent> =
-                    self.history.iter().filter(|e| e.seq < before_seq).collect();
-                let skip = older.len().saturating_sub(limit);
-                (
-                    older[skip..].iter().map(|e| (*e).clone()).collect(),
-                    skip > 0,
-                )
-            }
+    /// Where member `key` on `conn_id`, scrolling back, reads its page of older history
+    /// (off the room's lock, see [`pages`](super::pages)), and the link to queue it on.
+    pub fn older(&self, key: &str, conn_id: u64) -> Result<(MemberLink, PageSource), NotMember> {
+        let link = self.link_of(key, conn_id)?.clone();
+        let source = match &self.store {
+            Some(store) => PageSource::Store(store.clone()),
+            None => PageSource::Memory(self.history.clone()),
         };
-        // Keep the newest events that fit one frame.
-        let mut size = 0;
-        let mut fits = events.len();
-        for (i, event) in events.iter().enumerate().rev() {
-            size += serde_json::to_vec(event).map_or(PAGE_BYTES, |v| v.len() + 1);
-            if size > PAGE_BYTES {
-                break;
-            }
-            fits = i;
-        }
-        if fits > 0 {
-            events.drain(..fits);
-            more = true;
-        }
-        link.queue(ServerMessage::Older {
-            before_seq,
-            events,
-            more,
-        });
-        Ok(())
+        Ok((link, source))
     }
 
     /// A private reply to a member connection (pong, rejections).
@@ -588,22 +555,20 @@ impl Room {
             time_ms: now.wall_ms,
             kind,
         };
-        if let Some(store) = &mut self.store {
+        if let Some(mut store) = lock_store(&self.store) {
             store.append(&event, client)?;
         }
         self.next_seq += 1;
         let message = BroadcastMessage::Event(event.clone());
-        self.history.push_back(event);
+        self.history.push(event);
         let keep = self
             .config
             .retention
             .max_events
             .map_or(self.config.history, |n| self.config.history.min(n as usize));
-        while self.history.len() > keep {
-            self.history.pop_front();
-        }
+        self.history.forget_while(|_, len| len > keep);
         if self.store.is_none() {
-            self.oldest_seq = self.history.front().map_or(self.next_seq, |e| e.seq);
+            self.oldest_seq = self.history.oldest_seq().unwrap_or(self.next_seq);
         }
         self.broadcast(&message, now.at);
         Ok(())
@@ -649,8 +614,10 @@ impl Room {
         let mut oldest = end;
         for member in self.members.values_mut() {
             let Some(link) = &member.link else { continue };
-            // Bytes already waiting for this member, before this frame.
-            let queued = link.behind(start);
+            // Bytes already waiting for this member, before this frame: broadcasts and
+            // private messages alike.
+            let unsent = link.behind(start);
+            let queued = unsent + link.private_queued();
             let behind = queued + frame.len() as u64;
             let stalled = if behind <= budget {
                 member.over_budget = None;
@@ -686,7 +653,7 @@ impl Room {
                 member.away_since = Some(now);
                 continue;
             }
-            oldest = oldest.min(end - behind);
+            oldest = oldest.min(start - unsent);
             link.wake.notify_one();
         }
         self.log.trim(oldest);
@@ -695,7 +662,7 @@ impl Room {
 
 #[cfg(test)]
 mod tests {
-    use super::super::link::{Outgoing, WriterProgress};
+    use super::super::link::{Outgoing, SendLimits, WriterProgress};
     use super::super::order::{Private, SendOrder, Step};
     use super::*;
     use crate::sealed::BroadcastOpener;
@@ -725,10 +692,21 @@ mod tests {
 
     fn link(room: &Room, conn_id: u64, capacity: usize) -> (MemberLink, Inbox) {
         let (tx, rx) = mpsc::channel(capacity);
-        let link = MemberLink::new(conn_id, tx, room.fanout(), CancellationToken::new());
+        let link = MemberLink::new(
+            conn_id,
+            tx,
+            room.fanout(),
+            CancellationToken::new(),
+            SendLimits {
+                budget: room.config.send_queue_bytes as u64,
+                cap: room.config.send_queue_max_bytes as u64,
+                stall: room.config.stall_timeout,
+            },
+        );
         let inbox = Inbox {
             rx,
             log: room.fanout(),
+            recent: room.recent(),
             progress: link.progress.clone(),
             order: SendOrder::default(),
             opener: None,
@@ -746,6 +724,7 @@ mod tests {
     struct Inbox {
         rx: mpsc::Receiver<Outgoing>,
         log: Arc<FanoutLog>,
+        recent: Arc<RecentHistory>,
         progress: Arc<WriterProgress>,
         order: SendOrder,
         opener: Option<BroadcastOpener>,
@@ -789,6 +768,9 @@ mod tests {
             loop {
                 if self.order.wants_item() {
                     if let Ok(item) = self.rx.try_recv() {
+                        self.progress
+                            .queued
+                            .fetch_sub(item.queued_bytes(), Ordering::AcqRel);
                         self.order.offer(item);
                     }
                 }
@@ -819,6 +801,18 @@ mod tests {
                                     self.events.extend(events.iter().cloned());
                                 }
                                 self.private.push(*message);
+                            }
+                            Private::Replay {
+                                mut pin,
+                                through_seq,
+                            } => {
+                                while pin.next() <= through_seq {
+                                    let events =
+                                        self.recent.piece(pin.next(), through_seq, 4096).unwrap();
+                                    pin.advance(events.last().unwrap().seq + 1);
+                                    self.events.extend(events.iter().cloned());
+                                    self.private.push(ServerMessage::History { events });
+                                }
                             }
                             Private::Close => self.closed = true,
                         }

@@ -337,25 +337,52 @@ impl Store {
 
     /// Up to `limit` stored events older than `before_seq`, oldest first, and whether even
     /// older ones exist.
+    #[cfg(test)]
     pub fn page(
         &self,
         before_seq: u64,
         limit: usize,
     ) -> Result<(Vec<RoomEvent>, bool), StoreError> {
+        let (rows, more) = self.page_json(before_seq, limit, usize::MAX)?;
+        Ok((Self::decode_events(&rows)?, more))
+    }
+
+    /// [`page`](Self::page) as the stored JSON of each event, to be decoded (with
+    /// [`decode_events`](Self::decode_events)) without holding the database: the newest up to
+    /// `limit` events before `before_seq` whose JSON adds up to at most `max_bytes` (at least
+    /// one), so a page never reads more than it can send.
+    pub fn page_json(
+        &self,
+        before_seq: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<String>, bool), StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT json FROM events WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2")?;
-        let mut events = stmt
-            .query_map(
-                params![before_seq.min(i64::MAX as u64) as i64, limit as i64 + 1],
-                |r| r.get::<_, String>(0),
-            )?
-            .map(|json| serde_json::from_str::<RoomEvent>(&json?).map_err(StoreError::BadEvent))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let more = events.len() > limit;
-        events.truncate(limit);
-        events.reverse();
-        Ok((events, more))
+        let mut rows = stmt.query(params![
+            before_seq.min(i64::MAX as u64) as i64,
+            limit as i64 + 1
+        ])?;
+        let (mut page, mut size, mut more) = (Vec::new(), 0, false);
+        while let Some(row) = rows.next()? {
+            let json: String = row.get(0)?;
+            size += json.len() + 1;
+            if page.len() == limit || (!page.is_empty() && size > max_bytes) {
+                more = true;
+                break;
+            }
+            page.push(json);
+        }
+        page.reverse();
+        Ok((page, more))
+    }
+
+    /// Decode events stored as JSON.
+    pub fn decode_events(rows: &[String]) -> Result<Vec<RoomEvent>, StoreError> {
+        rows.iter()
+            .map(|json| serde_json::from_str::<RoomEvent>(json).map_err(StoreError::BadEvent))
+            .collect()
     }
 
     /// Delete the events `retention` no longer keeps, and the dedupe state of the least

@@ -1,6 +1,7 @@
 //! One connection's writer: sends the member's broadcasts (slices of the shared
 //! [`FanoutLog`], never copied) and its private messages (sealed with the session key) in the
-//! order [`order`](super::order) decides, up to [`WRITE_BATCH`] bytes per `writev`.
+//! order [`order`](super::order) decides, up to [`WRITE_BATCH`] bytes per `writev`. A replay
+//! of history is read from the room's [`RecentHistory`] a batch at a time as it goes out.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -15,27 +16,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::fanout::{FanoutLog, Forgotten};
-use super::link::{Outgoing, WriterProgress};
+use super::link::{json_len, Outgoing, WriterProgress};
 use super::order::{Private, SendOrder, Step};
+use super::recent::{Forgotten as ReplayForgotten, RecentHistory, ReplayPin};
 use crate::cipher::CipherState;
 use crate::message::{RoomEvent, ServerMessage};
 use crate::sealed::{self, MAX_SESSION_PLAINTEXT};
-
-/// The length of `value` as JSON, without building it.
-fn json_len(value: &impl serde::Serialize) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, value).map_or(MAX_SESSION_PLAINTEXT, |()| count.0)
-}
 
 /// `items` in order, in runs whose JSON (as a list, plus `envelope` bytes for the message
 /// around it) fits one session frame. An item too large for a frame gets a run of its own.
@@ -59,7 +45,7 @@ fn runs_that_fit<T: serde::Serialize>(items: Vec<T>, envelope: usize) -> Vec<Vec
 }
 
 /// History split into runs of events that each fit one `History` message within the frame
-/// limit. The writer encodes and seals them a batch at a time.
+/// limit.
 fn history_runs(events: Vec<RoomEvent>) -> VecDeque<Vec<RoomEvent>> {
     runs_that_fit(events, 64).into()
 }
@@ -185,30 +171,48 @@ impl Batch {
             .fold(false, |failed, part| failed | self.seal(send, part))
     }
 
-    /// Seal `History` messages from the front of `runs` while the batch has room, so a long
-    /// replay goes out a batch at a time (and counts as progress) instead of all at once.
-    fn seal_history(
+    /// Seal `History` messages of the replay from `pin` through `through` while the batch has
+    /// room, read from `recent` a piece at a time, so a long replay goes out a batch at a time
+    /// (and counts as progress) and only one batch of it is ever in memory. Moves `pin` past
+    /// what was sealed; `true` if the connection must close (sealing failed, or the events it
+    /// needs are gone, which its pin prevents).
+    fn seal_replay(
         &mut self,
         send: &mut CipherState,
-        runs: &mut VecDeque<Vec<RoomEvent>>,
+        recent: &RecentHistory,
+        pin: &mut ReplayPin,
+        through: u64,
     ) -> bool {
-        let start = self.sealed.len();
         let mut failed = false;
-        while self.room_left() > 0 && !failed {
-            let Some(events) = runs.pop_front() else {
-                break;
-            };
-            match sealed::encode_json(&ServerMessage::History { events }) {
-                Ok(json) => {
-                    failed = sealed::seal_session_bytes(send, &json, &mut self.sealed).is_err();
-                }
-                Err(e) => {
-                    warn!(error = %e, "could not encode history; closing");
+        while self.room_left() > 0 && !failed && pin.next() <= through {
+            let start = self.sealed.len();
+            let events = match recent.piece(pin.next(), through, self.room_left()) {
+                Ok(events) if !events.is_empty() => events,
+                Ok(_) => break,
+                Err(ReplayForgotten(seq)) => {
+                    warn!(seq, "history to replay was forgotten meanwhile; closing");
                     failed = true;
+                    break;
+                }
+            };
+            if let Some(last) = events.last() {
+                pin.advance(last.seq + 1);
+            }
+            for events in history_runs(events) {
+                match sealed::encode_json(&ServerMessage::History { events }) {
+                    Ok(json) => {
+                        failed |=
+                            sealed::seal_session_bytes(send, &json, &mut self.sealed).is_err();
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "could not encode history; closing");
+                        failed = true;
+                    }
                 }
             }
+            // Counted at once, so the batch stops growing when it is full.
+            self.note_sealed(start);
         }
-        self.note_sealed(start);
         failed
     }
 
@@ -271,36 +275,49 @@ impl Batch {
 
 /// Send a member's broadcasts and private messages, in the room's order, until `Close`, a
 /// write error or cancellation.
+// The connection's parts, each shared with a different side (room, reader, log): bundling
+// them would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn write_loop(
     mut socket: OwnedWriteHalf,
     mut send: CipherState,
     mut rx: mpsc::Receiver<Outgoing>,
     log: Arc<FanoutLog>,
+    recent: Arc<RecentHistory>,
     progress: Arc<WriterProgress>,
     wake: Arc<Notify>,
     cancel: CancellationToken,
 ) {
     let mut batch = Batch::default();
-    // A replay of history being sent, a batch at a time, before anything queued after it.
-    let mut history: VecDeque<Vec<RoomEvent>> = VecDeque::new();
+    // A replay of history being sent (where it is, and its last sequence number), a batch
+    // at a time, before anything queued after it.
+    let mut replay: Option<(ReplayPin, u64)> = None;
+    // Items taken from the queue no longer count against the connection's cap.
+    let taken = |item: Outgoing| {
+        progress
+            .queued
+            .fetch_sub(item.queued_bytes(), Ordering::AcqRel);
+        item
+    };
     let mut order = SendOrder::default();
     let mut queue_open = true;
     let mut closing = false;
     loop {
         batch.clear();
         loop {
-            if !history.is_empty() {
-                closing |= batch.seal_history(&mut send, &mut history);
-                if !history.is_empty() {
+            if let Some((pin, through)) = &mut replay {
+                closing |= batch.seal_replay(&mut send, &recent, pin, *through);
+                if pin.next() <= *through && !closing {
                     break;
                 }
+                replay = None;
             }
             if closing || batch.room_left() == 0 {
                 break;
             }
             if order.wants_item() && queue_open {
                 match rx.try_recv() {
-                    Ok(item) => order.offer(item),
+                    Ok(item) => order.offer(taken(item)),
                     Err(mpsc::error::TryRecvError::Empty) => {}
                     Err(mpsc::error::TryRecvError::Disconnected) => queue_open = false,
                 }
@@ -322,10 +339,8 @@ pub(super) async fn write_loop(
                         closing |= batch.seal(&mut send, &ack);
                     }
                     match item {
-                        Private::Message(message) => match *message {
-                            ServerMessage::History { events } => history = history_runs(events),
-                            message => closing |= batch.seal(&mut send, &message),
-                        },
+                        Private::Message(message) => closing |= batch.seal(&mut send, &message),
+                        Private::Replay { pin, through_seq } => replay = Some((pin, through_seq)),
                         Private::Welcome {
                             mut welcome,
                             roster,
@@ -358,7 +373,7 @@ pub(super) async fn write_loop(
                     tokio::task::yield_now().await;
                 }
                 item = rx.recv(), if order.wants_item() && queue_open => match item {
-                    Some(item) => order.offer(item),
+                    Some(item) => order.offer(taken(item)),
                     None => queue_open = false,
                 },
             }
@@ -380,7 +395,7 @@ pub(super) async fn write_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::super::link::MemberLink;
+    use super::super::link::{MemberLink, SendLimits};
     use super::*;
     use crate::cipher::Key;
     use crate::frame::{FrameKind, MAX_BODY};
@@ -396,6 +411,7 @@ mod tests {
         _server_read: OwnedReadHalf,
         link: MemberLink,
         log: Arc<FanoutLog>,
+        recent: Arc<RecentHistory>,
         writer: tokio::task::JoinHandle<()>,
     }
 
@@ -409,12 +425,20 @@ mod tests {
             let (server_read, server_write) = server_side.into_split();
             let log = Arc::new(FanoutLog::new());
             let (tx, rx) = mpsc::channel(queue);
-            let link = MemberLink::new(1, tx, log.clone(), CancellationToken::new());
+            let recent = Arc::new(RecentHistory::default());
+            let link = MemberLink::new(
+                1,
+                tx,
+                log.clone(),
+                CancellationToken::new(),
+                SendLimits::none(),
+            );
             let writer = tokio::spawn(write_loop(
                 server_write,
                 CipherState::new(session_key),
                 rx,
                 log.clone(),
+                recent.clone(),
                 link.progress.clone(),
                 link.wake.clone(),
                 link.cancel.clone(),
@@ -424,6 +448,7 @@ mod tests {
                 _server_read: server_read,
                 link,
                 log,
+                recent,
                 writer,
             }
         }
@@ -514,8 +539,9 @@ mod tests {
         assert_eq!(link.progress.sent.load(Ordering::Acquire), sent as u64);
     }
 
-    /// A replay of history many writes long goes out whole and in order, before the
-    /// broadcasts that came after it, and what it wrote counts as progress.
+    /// A replay of history many writes long goes out whole and in order, read from the
+    /// recent history as it goes, before the broadcasts that came after it, and what it wrote
+    /// counts as progress.
     #[tokio::test]
     async fn writer_sends_a_long_replay_before_later_broadcasts() {
         let (session_key, room_key) = ([3u8; 32], [4u8; 32]);
@@ -523,12 +549,13 @@ mod tests {
             mut client,
             link,
             log,
+            recent,
             writer,
             ..
         } = WriterUnderTest::start(&session_key, 4096).await;
         link.tx.try_send(Outgoing::Attach(log.end())).unwrap();
-        let events: Vec<RoomEvent> = (1..=300)
-            .map(|seq| RoomEvent {
+        for seq in 1..=400 {
+            recent.push(RoomEvent {
                 seq,
                 time_ms: 0,
                 kind: RoomEventKind::Message {
@@ -537,9 +564,9 @@ mod tests {
                     msg_id: seq,
                     author: String::new(),
                 },
-            })
-            .collect();
-        assert!(link.queue(ServerMessage::History { events }));
+            });
+        }
+        assert!(link.queue_replay(recent.pin(1), 300));
         let mut sealer = BroadcastSealer::new(&room_key, 0);
         for i in 0..50u64 {
             log.append(&sealer.seal(&serde_json::to_vec(&i).unwrap()).unwrap());
