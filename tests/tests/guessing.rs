@@ -205,3 +205,63 @@ async fn a_connection_that_handshakes_and_never_joins_is_closed_within_the_hands
     );
     assert!(closed_after < Duration::from_secs(10), "{closed_after:?}");
 }
+
+/// Connections opened before the lockout do not keep guessing after it: the lockout is checked
+/// again when message 1 arrives, so a guesser that opens many connections at once (up to the
+/// per-address limit) and then guesses on each gets only `--max-failed-handshakes` answers;
+/// the rest are refused with `Reject(6)` without being evaluated.
+#[tokio::test]
+async fn connections_opened_before_the_lockout_do_not_guess_past_it() {
+    use tertulia_core::frame::{self, FrameKind};
+    use tertulia_core::hello::parse_reject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LIMIT: usize = 3;
+    let server = ServerProcess::start(
+        "127.0.0.1:0",
+        PASS,
+        &["--max-failed-handshakes", &LIMIT.to_string()],
+    )
+    .await;
+    // All admitted first: the source has no failure yet.
+    let mut streams = Vec::new();
+    for _ in 0..LIMIT + 4 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.6:0".parse().expect("address"))
+            .expect("bind");
+        let mut stream = socket.connect(server.addr).await.expect("connect");
+        let mut hello = [0u8; 26];
+        stream.read_exact(&mut hello).await.expect("hello");
+        streams.push(stream);
+    }
+    let mut codes = Vec::new();
+    for mut stream in streams {
+        let guess: Vec<u8> = (0..48).map(|_| rand::random::<u8>()).collect();
+        stream
+            .write_all(&frame::encode(FrameKind::HandshakeInit, &guess))
+            .await
+            .expect("message 1");
+        let mut reply = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut reply))
+            .await
+            .expect("an answer before the handshake timeout")
+            .expect("read");
+        assert_eq!(reply.first(), Some(&(FrameKind::Reject as u8)), "{reply:?}");
+        codes.push(
+            parse_reject(&reply[frame::HEADER_LEN..])
+                .code
+                .expect("a known code"),
+        );
+    }
+    let guessed = codes
+        .iter()
+        .filter(|c| **c == RejectCode::AuthenticationFailed)
+        .count();
+    assert_eq!(guessed, LIMIT, "guesses evaluated: {codes:?}");
+    assert!(
+        codes[LIMIT..]
+            .iter()
+            .all(|c| *c == RejectCode::TooManyFailedAttempts),
+        "{codes:?}"
+    );
+}
