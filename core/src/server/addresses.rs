@@ -129,14 +129,25 @@ pub fn rank(addr: &InterfaceAddr) -> Option<u8> {
 }
 
 /// The best address to invite people on this computer's network with: the best-ranked
-/// address on a physical interface, if any.
+/// *private* address (RFC 1918 IPv4, IPv6 unique-local) on a physical interface, if any. A
+/// public address (or a carrier-grade NAT one, shared with the ISP's other customers) is
+/// never "this network": a listener on it is reachable from beyond the local network.
 pub fn lan_address(interfaces: &[InterfaceAddr]) -> Option<IpAddr> {
     interfaces
         .iter()
         .filter(|a| interface_kind(&a.name) == InterfaceKind::Physical)
+        .filter(|a| private(a.ip))
         .filter_map(|a| rank(a).map(|r| (r, a.ip.is_ipv6(), a.ip)))
         .min()
         .map(|(_, _, ip)| ip)
+}
+
+/// A private-network address: RFC 1918 IPv4 or IPv6 unique-local (`fc00::/7`).
+fn private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
 }
 
 /// The addresses others can reach a listener bound to `listen` at, best first (the first is
@@ -299,8 +310,27 @@ mod tests {
 
     #[test]
     fn ipv4_comes_before_ipv6_on_the_same_network() {
-        let interfaces = [at("eth0", "fd00::2"), at("eth0", "192.0.2.2")];
-        assert_eq!(lan_address(&interfaces), Some("192.0.2.2".parse().unwrap()));
+        let interfaces = [at("eth0", "fd00::2"), at("eth0", "192.168.0.2")];
+        assert_eq!(
+            lan_address(&interfaces),
+            Some("192.168.0.2".parse().unwrap())
+        );
+    }
+
+    /// "This network" never listens on a public address: that is reachable from the Internet.
+    #[test]
+    fn a_public_address_is_never_the_lan_address() {
+        let public_only = [
+            at("eth0", "203.0.113.7"),
+            at("eth0", "2001:db8::7"),
+            at("eth1", "100.64.0.7"),
+        ];
+        assert_eq!(lan_address(&public_only), None);
+        let with_ula = [at("eth0", "203.0.113.7"), at("eth0", "fd12:3456::7")];
+        assert_eq!(
+            lan_address(&with_ula),
+            Some("fd12:3456::7".parse().unwrap())
+        );
     }
 
     #[test]
