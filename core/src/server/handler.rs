@@ -96,11 +96,15 @@ pub(super) async fn handle_connection(
         Ok(Err(e)) if e.is_wrong_passphrase() => return,
         Ok(Err(conn::ConnError::Throttled { .. })) => return,
         Ok(Err(e)) => {
-            info!(%peer, conn = conn_id, error = %e, "handshake failed");
+            if let Some(suppressed) = shared.connection_log() {
+                info!(%peer, conn = conn_id, error = %e, suppressed, "handshake failed");
+            }
             return;
         }
         Err(_) => {
-            info!(%peer, conn = conn_id, "handshake timed out");
+            if let Some(suppressed) = shared.connection_log() {
+                info!(%peer, conn = conn_id, suppressed, "handshake timed out");
+            }
             return;
         }
     };
