@@ -107,10 +107,12 @@ fn usable(ip: IpAddr) -> bool {
     }
 }
 
-/// How good an address is to share, lower first; `None`: not shareable. Private LAN IPv4
-/// (RFC 1918) on a physical interface, then other IPv4 (every device on a network speaks
-/// IPv4; not every one has IPv6), IPv6 unique-local, global IPv6 — and anything on a virtual interface or in the carrier-grade NAT range 100.64.0.0/10
-/// (which Tailscale uses) after all of them.
+/// How good an address is to share, lower first; `None`: not shareable. Private LAN
+/// addresses first — RFC 1918 IPv4, then IPv6 unique-local (so the first address shown, and
+/// the invite code's, is the LAN address [`lan_address`] picks, whenever there is one) — then
+/// public IPv4 (every device on a network speaks IPv4; not every one has IPv6), global IPv6,
+/// and anything on a virtual interface or in the carrier-grade NAT range 100.64.0.0/10 (which
+/// Tailscale uses) after all of them.
 pub fn rank(addr: &InterfaceAddr) -> Option<u8> {
     if !usable(addr.ip) || interface_kind(&addr.name) == InterfaceKind::Loopback {
         return None;
@@ -118,8 +120,8 @@ pub fn rank(addr: &InterfaceAddr) -> Option<u8> {
     let by_ip = match addr.ip {
         IpAddr::V4(v4) if v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 => 4,
         IpAddr::V4(v4) if v4.is_private() => 0,
-        IpAddr::V4(_) => 1,
-        IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 => 2,
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 => 1,
+        IpAddr::V4(_) => 2,
         IpAddr::V6(_) => 3,
     };
     Some(match interface_kind(&addr.name) {
@@ -330,6 +332,11 @@ mod tests {
         assert_eq!(
             lan_address(&with_ula),
             Some("fd12:3456::7".parse().unwrap())
+        );
+        // On all interfaces the LAN address is still the first shown (the invite's).
+        assert_eq!(
+            shareable_on(&with_ula, listen("[::]:5555"), true),
+            vec![listen("[fd12:3456::7]:5555"), listen("203.0.113.7:5555")]
         );
     }
 
