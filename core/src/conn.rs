@@ -188,19 +188,24 @@ fn rejected(body: &[u8]) -> ConnError {
     }
 }
 
-/// Server side of the handshake. On a wrong passphrase `on_wrong_passphrase` is called at
-/// once (to count the failure even if the connection is dropped later) and the client gets
-/// a `Reject` frame after the delay it returns (the throttle for online guessing).
-pub async fn accept_handshake<R, W, F>(
+/// Server side of the handshake. When message 1 arrives, `refused_now` is asked first: `Some(secs)`
+/// refuses it unevaluated with `Reject(6)` (the source got locked out while this connection
+/// waited, so connections opened before the lockout cannot keep guessing). On a wrong
+/// passphrase `on_wrong_passphrase` is called at once (to count the failure even if the
+/// connection is dropped later) and the client gets a `Reject` frame after the delay it
+/// returns (the throttle for online guessing).
+pub async fn accept_handshake<R, W, G, F>(
     reader: &mut FrameReader<R>,
     writer: &mut W,
     salt: &Salt,
     psk: &Key,
+    refused_now: G,
     on_wrong_passphrase: F,
 ) -> Result<TransportKeys, ConnError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    G: FnOnce() -> Option<u16>,
     F: FnOnce() -> std::time::Duration,
 {
     let hello = hello_body(salt);
@@ -209,6 +214,14 @@ where
     if kind != FrameKind::HandshakeInit {
         send_reject(writer, RejectCode::Malformed).await;
         return Err(ConnError::UnexpectedFrame(kind));
+    }
+    // No await between this check and counting a failure below, so at most one guess per
+    // worker thread can slip past a lockout being set.
+    if let Some(secs) = refused_now() {
+        send_throttled(writer, secs).await;
+        return Err(ConnError::Throttled {
+            retry_after_secs: Some(secs),
+        });
     }
     let (ready, _payload) = match Responder::new(psk, &prologue(&hello)).read_message(&body) {
         Ok(ok) => ok,
@@ -342,9 +355,16 @@ mod tests {
             let (cr, mut cw) = tokio::io::split(client_io);
             let server = tokio::spawn(async move {
                 let mut reader = FrameReader::new(sr);
-                accept_handshake(&mut reader, &mut sw, &salt, &server_psk, Default::default)
-                    .await
-                    .map(|k| k.handshake_hash)
+                accept_handshake(
+                    &mut reader,
+                    &mut sw,
+                    &salt,
+                    &server_psk,
+                    || None,
+                    Default::default,
+                )
+                .await
+                .map(|k| k.handshake_hash)
             });
             let mut reader = FrameReader::new(cr);
             let client = initiate_handshake(&mut reader, &mut cw, |s| async move {

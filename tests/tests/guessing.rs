@@ -205,3 +205,139 @@ async fn a_connection_that_handshakes_and_never_joins_is_closed_within_the_hands
     );
     assert!(closed_after < Duration::from_secs(10), "{closed_after:?}");
 }
+
+/// Connections opened before the lockout do not keep guessing after it: the lockout is checked
+/// again when message 1 arrives, so a guesser that opens many connections at once (up to the
+/// per-address limit) and then guesses on each gets only `--max-failed-handshakes` answers;
+/// the rest are refused with `Reject(6)` without being evaluated.
+#[tokio::test]
+async fn connections_opened_before_the_lockout_do_not_guess_past_it() {
+    use tertulia_core::frame::{self, FrameKind};
+    use tertulia_core::hello::parse_reject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LIMIT: usize = 3;
+    let server = ServerProcess::start(
+        "127.0.0.1:0",
+        PASS,
+        &["--max-failed-handshakes", &LIMIT.to_string()],
+    )
+    .await;
+    // All admitted first: the source has no failure yet.
+    let mut streams = Vec::new();
+    for _ in 0..LIMIT + 4 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.6:0".parse().expect("address"))
+            .expect("bind");
+        let mut stream = socket.connect(server.addr).await.expect("connect");
+        let mut hello = [0u8; 26];
+        stream.read_exact(&mut hello).await.expect("hello");
+        streams.push(stream);
+    }
+    let mut codes = Vec::new();
+    for mut stream in streams {
+        let guess: Vec<u8> = (0..48).map(|_| rand::random::<u8>()).collect();
+        stream
+            .write_all(&frame::encode(FrameKind::HandshakeInit, &guess))
+            .await
+            .expect("message 1");
+        let mut reply = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut reply))
+            .await
+            .expect("an answer before the handshake timeout")
+            .expect("read");
+        assert_eq!(reply.first(), Some(&(FrameKind::Reject as u8)), "{reply:?}");
+        codes.push(
+            parse_reject(&reply[frame::HEADER_LEN..])
+                .code
+                .expect("a known code"),
+        );
+    }
+    let guessed = codes
+        .iter()
+        .filter(|c| **c == RejectCode::AuthenticationFailed)
+        .count();
+    assert_eq!(guessed, LIMIT, "guesses evaluated: {codes:?}");
+    assert!(
+        codes[LIMIT..]
+            .iter()
+            .all(|c| *c == RejectCode::TooManyFailedAttempts),
+        "{codes:?}"
+    );
+}
+
+/// Connections anyone can make as fast as they connect — refused at the per-address limit,
+/// or failing the handshake with garbage — are logged at a bounded rate (a burst, then one a
+/// second), each line counting what was left out, so a peer cannot grow the host's log
+/// without bound.
+#[tokio::test]
+async fn refused_and_garbage_connections_are_logged_at_a_bounded_rate() {
+    use tertulia_core::frame::{self, FrameKind};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server =
+        ServerProcess::start("127.0.0.1:0", PASS, &["--max-connections-per-ip", "1"]).await;
+    let connect = |from: &'static str| async move {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(from.parse().expect("address")).expect("bind");
+        socket.connect(server.addr).await.expect("connect")
+    };
+    let started = Instant::now();
+    // One connection holds the address's only slot; the next ones are refused.
+    let mut held = connect("127.0.0.7:0").await;
+    let mut hello = [0u8; 26];
+    held.read_exact(&mut hello).await.expect("hello");
+    for _ in 0..150 {
+        let mut refused = connect("127.0.0.7:0").await;
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(WAIT, refused.read_to_end(&mut reply)).await;
+        assert_eq!(reply.first(), Some(&(FrameKind::Reject as u8)));
+    }
+    // Garbage instead of message 1 from other addresses.
+    for i in 0..50 {
+        let mut garbage = connect(if i % 2 == 0 {
+            "127.0.0.8:0"
+        } else {
+            "127.0.0.9:0"
+        })
+        .await;
+        garbage.read_exact(&mut hello).await.expect("hello");
+        let _ = garbage
+            .write_all(&frame::encode(FrameKind::HandshakeResponse, &[0; 48]))
+            .await;
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(WAIT, garbage.read_to_end(&mut reply)).await;
+    }
+    let elapsed = started.elapsed();
+    let noisy = |log: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains("limit reached; refusing")
+                    || (l.contains("handshake failed") && !l.contains("wrong passphrase"))
+            })
+            .count()
+    };
+    let lines = noisy(&server.log());
+    println!("200 noisy connections in {elapsed:?} logged in {lines} lines");
+    assert!(lines >= 1, "they are still logged");
+    assert!(
+        lines as u64 <= 5 + elapsed.as_secs() + 1,
+        "{lines} lines in {elapsed:?}"
+    );
+    // A line after a quiet second says how many were left out.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    drop(connect("127.0.0.7:0").await);
+    let left_out = |log: &str| {
+        log.lines().any(|l| {
+            l.split("suppressed=")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n > 0)
+        })
+    };
+    let deadline = Instant::now() + WAIT;
+    while !left_out(&server.log()) {
+        assert!(Instant::now() < deadline, "{}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -45,8 +45,11 @@ use crate::text::nick_key;
 /// With the reconnect backoff, a forger would have to answer every connection for about a
 /// second.
 pub const PASSPHRASE_VERDICTS: u32 = 3;
-/// The longest a `Reject(6)` makes the client wait (it is unauthenticated too).
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// The longest a `Reject(6)` makes the client wait before it asks again. The frame is
+/// unauthenticated, so whatever it says, one forged packet buys at most this much outage; a
+/// real lockout costs the server nothing to repeat (`Reject(6)` comes before any handshake
+/// work, with the seconds left), so asking again early is harmless.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// The wait after a `Reject(6)` that does not say how long.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
 
@@ -1732,10 +1735,13 @@ mod tests {
                 ..
             } if w == Duration::from_secs(42)
         ));
-        assert!(matches!(
-            classify(ConnError::Throttled { retry_after_secs: Some(u16::MAX) }),
-            Ending::Retry { wait: Some(w), .. } if w == MAX_RETRY_AFTER
-        ));
+        assert!(
+            matches!(
+                classify(ConnError::Throttled { retry_after_secs: Some(u16::MAX) }),
+                Ending::Retry { wait: Some(w), .. } if w == Duration::from_secs(60)
+            ),
+            "one forged Reject(6) keeps the client away a minute at most"
+        );
         assert!(matches!(
             classify(ConnError::Rejected(Some(RejectCode::ServerFull))),
             Ending::Retry {

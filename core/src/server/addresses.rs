@@ -107,10 +107,12 @@ fn usable(ip: IpAddr) -> bool {
     }
 }
 
-/// How good an address is to share, lower first; `None`: not shareable. Private LAN IPv4
-/// (RFC 1918) on a physical interface, then other IPv4 (every device on a network speaks
-/// IPv4; not every one has IPv6), IPv6 unique-local, global IPv6 — and anything on a virtual interface or in the carrier-grade NAT range 100.64.0.0/10
-/// (which Tailscale uses) after all of them.
+/// How good an address is to share, lower first; `None`: not shareable. Private LAN
+/// addresses first — RFC 1918 IPv4, then IPv6 unique-local (so the first address shown, and
+/// the invite code's, is the LAN address [`lan_address`] picks, whenever there is one) — then
+/// public IPv4 (every device on a network speaks IPv4; not every one has IPv6), global IPv6,
+/// and anything on a virtual interface or in the carrier-grade NAT range 100.64.0.0/10 (which
+/// Tailscale uses) after all of them.
 pub fn rank(addr: &InterfaceAddr) -> Option<u8> {
     if !usable(addr.ip) || interface_kind(&addr.name) == InterfaceKind::Loopback {
         return None;
@@ -118,8 +120,8 @@ pub fn rank(addr: &InterfaceAddr) -> Option<u8> {
     let by_ip = match addr.ip {
         IpAddr::V4(v4) if v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 => 4,
         IpAddr::V4(v4) if v4.is_private() => 0,
-        IpAddr::V4(_) => 1,
-        IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 => 2,
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 => 1,
+        IpAddr::V4(_) => 2,
         IpAddr::V6(_) => 3,
     };
     Some(match interface_kind(&addr.name) {
@@ -129,14 +131,25 @@ pub fn rank(addr: &InterfaceAddr) -> Option<u8> {
 }
 
 /// The best address to invite people on this computer's network with: the best-ranked
-/// address on a physical interface, if any.
+/// *private* address (RFC 1918 IPv4, IPv6 unique-local) on a physical interface, if any. A
+/// public address (or a carrier-grade NAT one, shared with the ISP's other customers) is
+/// never "this network": a listener on it is reachable from beyond the local network.
 pub fn lan_address(interfaces: &[InterfaceAddr]) -> Option<IpAddr> {
     interfaces
         .iter()
         .filter(|a| interface_kind(&a.name) == InterfaceKind::Physical)
+        .filter(|a| private(a.ip))
         .filter_map(|a| rank(a).map(|r| (r, a.ip.is_ipv6(), a.ip)))
         .min()
         .map(|(_, _, ip)| ip)
+}
+
+/// A private-network address: RFC 1918 IPv4 or IPv6 unique-local (`fc00::/7`).
+fn private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
 }
 
 /// The addresses others can reach a listener bound to `listen` at, best first (the first is
@@ -299,8 +312,32 @@ mod tests {
 
     #[test]
     fn ipv4_comes_before_ipv6_on_the_same_network() {
-        let interfaces = [at("eth0", "fd00::2"), at("eth0", "192.0.2.2")];
-        assert_eq!(lan_address(&interfaces), Some("192.0.2.2".parse().unwrap()));
+        let interfaces = [at("eth0", "fd00::2"), at("eth0", "192.168.0.2")];
+        assert_eq!(
+            lan_address(&interfaces),
+            Some("192.168.0.2".parse().unwrap())
+        );
+    }
+
+    /// "This network" never listens on a public address: that is reachable from the Internet.
+    #[test]
+    fn a_public_address_is_never_the_lan_address() {
+        let public_only = [
+            at("eth0", "203.0.113.7"),
+            at("eth0", "2001:db8::7"),
+            at("eth1", "100.64.0.7"),
+        ];
+        assert_eq!(lan_address(&public_only), None);
+        let with_ula = [at("eth0", "203.0.113.7"), at("eth0", "fd12:3456::7")];
+        assert_eq!(
+            lan_address(&with_ula),
+            Some("fd12:3456::7".parse().unwrap())
+        );
+        // On all interfaces the LAN address is still the first shown (the invite's).
+        assert_eq!(
+            shareable_on(&with_ula, listen("[::]:5555"), true),
+            vec![listen("[fd12:3456::7]:5555"), listen("203.0.113.7:5555")]
+        );
     }
 
     #[test]

@@ -80,22 +80,34 @@ pub(super) async fn handle_connection(
             .reject_delay
             .min(shared.config.handshake_timeout / 2)
     };
+    // Asked again when message 1 arrives: a lockout set since this connection was admitted
+    // applies to it too (otherwise each connection opened before it is one more guess).
+    let refused_now = || match shared.failed_handshakes().0.admit(source, Instant::now()) {
+        Admission::Allow => None,
+        Admission::Refuse { retry_after_secs } => Some(retry_after_secs),
+    };
     let handshake = conn::accept_handshake(
         &mut reader,
         &mut write_half,
         &shared.salt,
         &shared.psk,
+        refused_now,
         wrong_passphrase,
     );
     let keys = match tokio::time::timeout(shared.config.handshake_timeout, handshake).await {
         Ok(Ok(keys)) => keys,
         Ok(Err(e)) if e.is_wrong_passphrase() => return,
+        Ok(Err(conn::ConnError::Throttled { .. })) => return,
         Ok(Err(e)) => {
-            info!(%peer, conn = conn_id, error = %e, "handshake failed");
+            if let Some(suppressed) = shared.connection_log() {
+                info!(%peer, conn = conn_id, error = %e, suppressed, "handshake failed");
+            }
             return;
         }
         Err(_) => {
-            info!(%peer, conn = conn_id, "handshake timed out");
+            if let Some(suppressed) = shared.connection_log() {
+                info!(%peer, conn = conn_id, suppressed, "handshake timed out");
+            }
             return;
         }
     };

@@ -56,7 +56,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -273,6 +273,9 @@ struct Shared {
     flood: FloodBuckets,
     /// New members per source (see [`ServerConfig::joins_per_minute`]).
     joins: SourceBuckets,
+    /// The rate limit on logging other connections that end before joining (refused, failed
+    /// or timed-out handshakes): anyone can make those, as fast as they can connect.
+    connection_log: Mutex<throttle::LogLimit>,
 }
 
 /// One connection counted against its source address; released on drop.
@@ -316,6 +319,15 @@ impl Shared {
         self.failed_handshakes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// May a line about a connection that ended before joining be logged now? `Some(n)`:
+    /// yes, and `n` such lines were left out since the last one.
+    fn connection_log(&self) -> Option<u64> {
+        self.connection_log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .allow(Instant::now())
     }
 
     fn room(&self) -> MutexGuard<'_, Room> {
@@ -409,6 +421,7 @@ impl Server {
                 )),
                 flood,
                 joins,
+                connection_log: Mutex::new(throttle::LogLimit::default()),
                 config,
             }),
         })
@@ -478,11 +491,16 @@ impl Server {
                     });
                 }
                 (permit, slot) => {
+                    let logged = shared.connection_log();
                     let code = if permit.is_err() {
-                        warn!(%peer, "connection limit reached; refusing");
+                        if let Some(suppressed) = logged {
+                            warn!(%peer, suppressed, "connection limit reached; refusing");
+                        }
                         RejectCode::ServerFull
                     } else {
-                        warn!(%peer, "per-address connection limit reached; refusing");
+                        if let Some(suppressed) = logged {
+                            warn!(%peer, suppressed, "per-address connection limit reached; refusing");
+                        }
                         RejectCode::TooManyFromAddress
                     };
                     drop(slot);

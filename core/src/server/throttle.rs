@@ -9,7 +9,8 @@
 //!   source has had no failure for [`HandshakeThrottle::forget_after`].
 //! - Other sources are not affected: a source only ever pays for its own failures.
 //! - The table is bounded ([`HandshakeThrottle::max_sources`] entries, about 64 bytes each):
-//!   when full, forgotten entries are dropped, then the one idle the longest.
+//!   when full, forgotten entries are dropped, then an eighth of the table at once (sources
+//!   not locked out first, the longest idle first).
 //! - [`LogLimit`] keeps the log of failures to a bounded rate, counting what it left out.
 
 use std::collections::HashMap;
@@ -149,7 +150,11 @@ impl FailedHandshakes {
         }
     }
 
-    /// Make room for one more source: drop forgotten entries, then the one idle the longest.
+    /// Make room for one more source: drop forgotten entries, then, if still full, an eighth
+    /// of the table at once — sources not locked out first, the longest idle first — so that
+    /// a guesser with many sources (IPv6 /64s are cheap) neither pays one full scan of the
+    /// table per failure under the lock every connection takes, nor flushes a locked-out
+    /// source (its own) before the others.
     fn make_room(&mut self, now: Instant) {
         if self.entries.len() < self.limits.max_sources {
             return;
@@ -159,16 +164,25 @@ impl FailedHandshakes {
             !(e.locked_until.is_none_or(|until| until <= now)
                 && now.saturating_duration_since(e.last_failure) >= limits.forget_after)
         });
-        while self.entries.len() >= self.limits.max_sources.max(1) {
-            let Some(oldest) = self
-                .entries
-                .iter()
-                .min_by_key(|(_, e)| e.last_failure)
-                .map(|(source, _)| *source)
-            else {
-                break;
-            };
-            self.entries.remove(&oldest);
+        let max = self.limits.max_sources.max(1);
+        if self.entries.len() < max {
+            return;
+        }
+        let excess = self.entries.len() + 1 - max;
+        let batch = (max / 8).max(excess).min(self.entries.len());
+        let mut by_age: Vec<((bool, Instant), Source)> = self
+            .entries
+            .iter()
+            .map(|(source, e)| {
+                let locked = e.locked_until.is_some_and(|until| until > now);
+                ((locked, e.last_failure), *source)
+            })
+            .collect();
+        if batch < by_age.len() {
+            by_age.select_nth_unstable(batch - 1);
+        }
+        for (_, source) in &by_age[..batch] {
+            self.entries.remove(source);
         }
     }
 }
@@ -295,11 +309,53 @@ mod tests {
             !t.entries.contains_key(&source("10.0.0.1")),
             "oldest dropped"
         );
+        assert!(t.entries.contains_key(&source("10.0.0.3")));
         assert!(t.entries.contains_key(&source("10.0.0.4")));
         // An IPv6 /64 is one source.
         t.failed(source("2001:db8::1"), now);
         t.failed(source("2001:db8::2"), now);
         assert_eq!(t.entries[&source("2001:db8::3")].failures, 2);
+    }
+
+    /// A guesser with many sources cannot flush its own locked-out source by failing from new
+    /// ones, and a full table does not cost one scan per new source.
+    #[test]
+    fn a_full_table_drops_unlocked_sources_first_and_in_batches() {
+        let mut t = FailedHandshakes::new(HandshakeThrottle {
+            max_failures: 3,
+            max_sources: 64,
+            ..limits()
+        });
+        let now = Instant::now();
+        let locked = source("192.0.2.1");
+        for _ in 0..3 {
+            t.failed(locked, now);
+        }
+        assert!(matches!(t.admit(locked, now), Admission::Refuse { .. }));
+        // The attacker fails once from each of many other sources, all newer.
+        for i in 0..1000u32 {
+            let ip = std::net::Ipv6Addr::from((0x2001_0db8_u128 << 96) | (u128::from(i) << 64));
+            t.failed(Source::of(ip.into()), now + Duration::from_millis(1));
+            assert!(t.len() <= 64);
+        }
+        assert!(
+            matches!(
+                t.admit(locked, now + Duration::from_secs(1)),
+                Admission::Refuse { .. }
+            ),
+            "the locked-out source is still refused"
+        );
+        // Full again: the next new source drops a batch, not one.
+        let mut i = 0u8;
+        while t.len() < 64 {
+            t.failed(
+                source(&format!("198.51.100.{i}")),
+                now + Duration::from_secs(1),
+            );
+            i += 1;
+        }
+        t.failed(source("203.0.113.1"), now + Duration::from_secs(2));
+        assert_eq!(t.len(), 64 - 64 / 8 + 1);
     }
 
     #[test]
