@@ -502,6 +502,22 @@ fn make_private(dir: &Path, path: &Path) -> std::io::Result<()> {
                 }
             }
         }
+        // A write-ahead log or rollback journal without its database (a move of the room's
+        // files interrupted, or files moved by hand) would be applied to a new, empty
+        // database: the old room's pages in the new room, or a damaged one. Refused.
+        if std::fs::symlink_metadata(path).is_err() {
+            for suffix in ["-wal", "-journal"] {
+                let file = dir.join(format!("{DB_FILE}{suffix}"));
+                if std::fs::symlink_metadata(&file).is_ok_and(|m| m.len() > 0) {
+                    return Err(std::io::Error::other(format!(
+                        "{} is there without its database {}; move it away (with any other \
+                         {DB_FILE} files) to start a new room",
+                        file.display(),
+                        path.display()
+                    )));
+                }
+            }
+        }
         let opened = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -809,5 +825,34 @@ mod tests {
                 .file_type()
                 .is_symlink());
         }
+    }
+
+    /// A WAL left without its database (a set-aside interrupted between its files) is not
+    /// applied to a new, empty database: the directory is refused, naming the file, and the
+    /// file is left as it was.
+    #[test]
+    fn a_wal_without_its_database_is_refused() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("data");
+        {
+            let mut store = Store::open(&dir).unwrap();
+            store.load(10, [0; SALT_LEN], "e".into()).unwrap();
+            store.append(&event(1, "old room secret"), None).unwrap();
+        }
+        let wal = dir.join(format!("{DB_FILE}-wal"));
+        std::fs::write(&wal, b"a WAL of the previous room").unwrap();
+        std::fs::remove_file(dir.join(DB_FILE)).unwrap();
+        let error = Store::open(&dir).err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("without its database") && e.contains("-wal")),
+            "{error:?}"
+        );
+        assert!(!dir.join(DB_FILE).exists(), "no new database was created");
+        assert_eq!(std::fs::read(&wal).unwrap(), b"a WAL of the previous room");
+        // Once it is moved away, a new room starts.
+        std::fs::remove_file(&wal).unwrap();
+        Store::open(&dir).unwrap();
     }
 }
