@@ -213,8 +213,30 @@ pub fn nick_key(nick: &str) -> String {
             .collect()
     }
     let once: String = skeleton(&fold(nick.nfkc())).collect();
-    let key: String = skeleton(&fold(once.chars())).collect();
+    keyed(&once)
+}
+
+/// Case folding and the skeleton once more, blanks collapsed: the end of both keys.
+fn keyed(once: &str) -> String {
+    let folded: String = once
+        .chars()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect();
+    let key: String = skeleton(&folded).collect();
     key.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The second key under which nicknames are unique: the skeleton of the name *as shown*
+/// (after NFKC), before case folding. Capitals of other scripts that look like Latin
+/// capitals are confusables (Greek `ΑΝΑ`, Cyrillic `ТОМ` are `ANA`, `TOM`) while their
+/// lower-case forms are not (`ανα`, `том`), so [`nick_key`], which folds first, keeps
+/// them apart. Folding first is still needed for case variants that look different
+/// (`ΣΟΦΊΑ`, `σοφία`): a name is taken if either key is.
+pub fn nick_shown_key(nick: &str) -> String {
+    let shown: String = skeleton(&nick.nfkc().collect::<String>()).collect();
+    let once: String = skeleton(&keyed(&shown)).collect();
+    keyed(&once)
 }
 
 /// Validate chat text as typed. Surrounding blank lines are dropped; everything else is kept.
@@ -475,6 +497,49 @@ mod tests {
         );
         assert_eq!(nick_key(" Ana "), nick_key("aNA"));
         assert_eq!(nick_key("ÉLODIE"), nick_key("élodie"));
+    }
+
+    /// Names in capitals of another script that look the same as Latin capitals share
+    /// their shown key (with each other and with the Latin name in any case).
+    #[test]
+    fn capitals_of_other_scripts_share_the_shown_key() {
+        for (latin, other) in [
+            ("ANA", "\u{391}\u{39D}\u{391}"),         // Greek ΑΝΑ
+            ("TOM", "\u{422}\u{41E}\u{41C}"),         // Cyrillic ТОМ
+            ("BEN", "\u{392}\u{395}\u{39D}"),         // Greek ΒΕΝ
+            ("EBA", "\u{415}\u{412}\u{410}"),         // Cyrillic ЕВА
+            ("KIKO", "\u{41A}\u{406}\u{41A}\u{41E}"), // Cyrillic КІКО
+            ("HEKTOP", "\u{41D}\u{415}\u{41A}\u{422}\u{41E}\u{420}"), // Cyrillic НЕКТОР
+        ] {
+            assert_eq!(
+                validate_nick(other).as_deref(),
+                Ok(other),
+                "one script: allowed"
+            );
+            assert_eq!(
+                nick_shown_key(other),
+                nick_shown_key(latin),
+                "{other} looks like {latin}"
+            );
+            assert_eq!(
+                nick_key(latin),
+                nick_key(&latin.to_lowercase()),
+                "case: the first key"
+            );
+        }
+        // Lower case in those scripts looks different, and stays a different name.
+        assert_ne!(
+            nick_shown_key("\u{3B1}\u{3BD}\u{3B1}"),
+            nick_shown_key("ana"),
+            "Greek ανα"
+        );
+        assert_ne!(
+            nick_shown_key("\u{412}\u{415}\u{41D}"),
+            nick_shown_key("BEN"),
+            "ВЕН is BEH"
+        );
+        assert_ne!(nick_shown_key("José"), nick_shown_key("Jose"));
+        assert_eq!(nick_shown_key("JOSÉ"), nick_shown_key("jose\u{301}"));
         assert_ne!(nick_key("ana"), nick_key("ana2"));
     }
 

@@ -42,10 +42,11 @@ pub fn matches(stored: &[u8], psk: &Key) -> bool {
             == 0
 }
 
-/// The room database's files (the database, its WAL and shared-memory index, a rollback
-/// journal) that exist in `dir`.
+/// The room database's files (its WAL and shared-memory index, a rollback journal, the
+/// database itself: last, so a move interrupted part-way never leaves a WAL or journal
+/// without its database, to be applied to a new one) that exist in `dir`.
 fn room_files(dir: &Path) -> Vec<PathBuf> {
-    ["", "-wal", "-shm", "-journal"]
+    ["-wal", "-shm", "-journal", ""]
         .iter()
         .map(|suffix| dir.join(format!("{DB_FILE}{suffix}")))
         .filter(|path| path.exists())
@@ -149,6 +150,11 @@ mod tests {
         );
         assert!(!dir.join(DB_FILE).exists());
         assert!(dir.join("other.txt").exists());
+        assert_eq!(
+            room_files(first.as_path()).last(),
+            Some(&first.join(DB_FILE)),
+            "the database moves last"
+        );
         std::fs::write(dir.join(DB_FILE), b"db2").unwrap();
         let second = set_aside(dir, at).unwrap();
         assert_eq!(second, dir.join("previous-rooms/20251202T201045Z-2"));

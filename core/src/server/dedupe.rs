@@ -1,12 +1,14 @@
 //! The server's half of exactly-once delivery: per client id, the highest message id already
 //! put in the room. A message resent after a reconnect at or below it is acked again, not
-//! repeated. Bounded: the oldest clients are forgotten first.
+//! repeated. Bounded: the clients heard from least recently are forgotten first (never a
+//! member that keeps chatting, however many new client ids others make up).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::message::ClientId;
 
-/// Client ids whose dedupe state the server keeps (the oldest are forgotten first).
+/// Client ids whose dedupe state the server keeps (the least recently heard from are
+/// forgotten first).
 pub const MAX_DEDUPE_CLIENTS: usize = 65_536;
 
 /// Verdict on an incoming client message id.
@@ -21,28 +23,41 @@ pub enum Seen {
 /// The server's memory of the highest message id it accepted from each client id.
 #[derive(Debug, Default)]
 pub struct Dedupe {
-    highest: HashMap<ClientId, u64>,
-    /// Insertion order, for forgetting the oldest clients first.
-    order: VecDeque<ClientId>,
+    /// Client → (highest id accepted, when last heard from).
+    highest: HashMap<ClientId, (u64, u64)>,
+    /// When last heard from → client, for forgetting the least recently heard from first.
+    order: BTreeMap<u64, ClientId>,
+    /// Counts checks: the "when" above.
+    clock: u64,
 }
 
 impl Dedupe {
     /// Record `id` from `client` if it is new.
     pub fn check(&mut self, client: &ClientId, id: u64) -> Seen {
+        self.clock += 1;
+        let now = self.clock;
         match self.highest.get_mut(client) {
-            Some(highest) if id <= *highest => Seen::Duplicate,
-            Some(highest) => {
-                *highest = id;
-                Seen::Fresh
+            Some((highest, touched)) => {
+                let seen = if id <= *highest {
+                    Seen::Duplicate
+                } else {
+                    *highest = id;
+                    Seen::Fresh
+                };
+                let before = std::mem::replace(touched, now);
+                if let Some(key) = self.order.remove(&before) {
+                    self.order.insert(now, key);
+                }
+                seen
             }
             None => {
-                if self.order.len() >= MAX_DEDUPE_CLIENTS {
-                    if let Some(oldest) = self.order.pop_front() {
+                if self.highest.len() >= MAX_DEDUPE_CLIENTS {
+                    if let Some((_, oldest)) = self.order.pop_first() {
                         self.highest.remove(&oldest);
                     }
                 }
-                self.order.push_back(client.clone());
-                self.highest.insert(client.clone(), id);
+                self.order.insert(now, client.clone());
+                self.highest.insert(client.clone(), (id, now));
                 Seen::Fresh
             }
         }
@@ -64,7 +79,7 @@ impl Dedupe {
 
     /// The highest id accepted from `client` (0 when none).
     pub fn highest(&self, client: &ClientId) -> u64 {
-        self.highest.get(client).copied().unwrap_or(0)
+        self.highest.get(client).map_or(0, |&(highest, _)| highest)
     }
 }
 
@@ -96,5 +111,36 @@ mod tests {
         }
         assert_eq!(dedupe.highest.len(), MAX_DEDUPE_CLIENTS);
         assert_eq!(dedupe.highest(&"0".into()), 0, "oldest forgotten");
+        assert_eq!(dedupe.order.len(), MAX_DEDUPE_CLIENTS);
+    }
+
+    /// Made-up client ids (a member with the passphrase joining under many) push out the
+    /// clients heard from least recently, not a member that keeps chatting: its resent
+    /// messages are still recognised, and exactly-once holds for it.
+    #[test]
+    fn new_client_ids_do_not_push_out_a_member_that_keeps_chatting() {
+        let mut dedupe = Dedupe::default();
+        let ana: ClientId = "ana-client-id-0001".into();
+        let mut sent = 0;
+        for i in 0..2 * MAX_DEDUPE_CLIENTS {
+            if i % 1000 == 0 {
+                if sent > 0 {
+                    // Its connection dropped before the ack: the last message comes again.
+                    assert_eq!(dedupe.check(&ana, sent), Seen::Duplicate, "after {i} ids");
+                }
+                sent += 1;
+                assert_eq!(dedupe.check(&ana, sent), Seen::Fresh);
+            }
+            dedupe.check(&format!("made-up-{i}"), 1);
+        }
+        assert_eq!(dedupe.highest(&ana), sent);
+        assert_eq!(
+            dedupe.check(&ana, sent),
+            Seen::Duplicate,
+            "a resend is not repeated"
+        );
+        assert_eq!(dedupe.highest.len(), MAX_DEDUPE_CLIENTS);
+        assert_eq!(dedupe.order.len(), MAX_DEDUPE_CLIENTS);
+        assert_eq!(dedupe.highest(&"made-up-0".into()), 0, "the idle ones go");
     }
 }

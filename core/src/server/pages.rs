@@ -30,7 +30,7 @@ impl PageSource {
     pub fn read(&self, before_seq: u64, limit: usize) -> ServerMessage {
         let limit = limit.clamp(1, MAX_PAGE_EVENTS);
         let (events, more) = match self {
-            PageSource::Memory(history) => history.before(before_seq, limit),
+            PageSource::Memory(history) => history.before(before_seq, limit, PAGE_BYTES),
             PageSource::Store(store) => {
                 let rows = store
                     .lock()

@@ -156,19 +156,40 @@ impl RecentHistory {
         Ok(piece)
     }
 
-    /// Up to `limit` events before `before_seq`, oldest first, and whether older ones exist.
-    pub fn before(&self, before_seq: u64, limit: usize) -> (Vec<RoomEvent>, bool) {
-        let shared: Vec<Arc<RoomEvent>> = {
+    /// Up to `limit` events before `before_seq`, oldest first: the newest of them whose JSON
+    /// fits about `max_bytes` (at least one), and whether older ones exist. Only those are
+    /// copied out: a page never costs more memory than it sends.
+    pub fn before(
+        &self,
+        before_seq: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> (Vec<RoomEvent>, bool) {
+        let (shared, oldest): (Vec<Arc<RoomEvent>>, Option<u64>) = {
             let inner = self.lock();
             let events = &inner.events;
             let end = events.partition_point(|e| e.seq < before_seq);
             let start = end.saturating_sub(limit);
-            events.range(start..end).cloned().collect()
+            (
+                events.range(start..end).cloned().collect(),
+                events.front().map(|e| e.seq),
+            )
         };
-        let more = shared
+        // Sizes are counted after the lock, newest first.
+        let mut size = 0;
+        let mut fits = shared.len();
+        for (i, event) in shared.iter().enumerate().rev() {
+            size += json_len(&**event) + 1;
+            if fits < shared.len() && size > max_bytes {
+                break;
+            }
+            fits = i;
+        }
+        let page = &shared[fits..];
+        let more = page
             .first()
-            .is_some_and(|first| self.oldest_seq().is_some_and(|oldest| oldest < first.seq));
-        (shared.iter().map(|e| RoomEvent::clone(e)).collect(), more)
+            .is_some_and(|first| oldest.is_some_and(|oldest| oldest < first.seq));
+        (page.iter().map(|e| RoomEvent::clone(e)).collect(), more)
     }
 }
 
@@ -191,6 +212,27 @@ mod tests {
                 author: "t".into(),
             },
         }
+    }
+
+    /// A page of older history copies out only what fits its frame: asking for 200 events of
+    /// 8 KiB each copies about 64 KiB, not 1.6 MiB (per connection paging at once).
+    #[test]
+    fn a_page_copies_only_the_newest_events_that_fit() {
+        let history = RecentHistory::default();
+        for seq in 1..=300 {
+            history.push(event(seq, &"x".repeat(8 * 1024)));
+        }
+        let (page, more) = history.before(301, 200, 64 * 1024);
+        let size: usize = page.iter().map(|e| json_len(e) + 1).sum();
+        assert!(size <= 64 * 1024, "{size} bytes copied");
+        assert_eq!(page.len(), 7, "the newest seven 8 KiB events fit");
+        assert_eq!(page.last().map(|e| e.seq), Some(300), "newest kept");
+        assert_eq!(page.first().map(|e| e.seq), Some(294));
+        assert!(more, "older ones exist");
+        // At least one, even when a single event is larger than asked for.
+        let (page, more) = history.before(2, 200, 10);
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1]);
+        assert!(!more);
     }
 
     #[test]
@@ -225,13 +267,13 @@ mod tests {
         history.forget_while(|e, _| e.seq < 50);
         assert_eq!(history.piece(20, 90, 1024), Err(Forgotten(20)));
         assert_eq!(history.oldest_seq(), Some(50));
-        let (page, more) = history.before(60, 5);
+        let (page, more) = history.before(60, 5, usize::MAX);
         assert_eq!(
             page.iter().map(|e| e.seq).collect::<Vec<_>>(),
             vec![55, 56, 57, 58, 59]
         );
         assert!(more);
-        let (page, more) = history.before(52, 5);
+        let (page, more) = history.before(52, 5, usize::MAX);
         assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![50, 51]);
         assert!(!more);
     }

@@ -32,7 +32,7 @@ use crate::message::{
 use crate::passphrase::Salt;
 use crate::sealed::{encode_json, BroadcastSealer};
 use crate::secret::SecretKey;
-use crate::text::{nick_key, validate_nick, NickError};
+use crate::text::{nick_key, nick_shown_key, validate_nick, NickError};
 
 /// Room tuning. Defaults are documented in `docs/PROTOCOL.md` (Limits).
 #[derive(Debug, Clone)]
@@ -90,6 +90,8 @@ struct OverBudget {
 
 struct Member {
     nick: String,
+    /// [`nick_shown_key`] of `nick`: a second key no other client's name may share.
+    shown_key: String,
     client_id: ClientId,
     /// `None` while the member is away within its grace period.
     link: Option<MemberLink>,
@@ -208,6 +210,7 @@ impl Room {
             room.add_member(
                 nick_key(&nick),
                 Member {
+                    shown_key: nick_shown_key(&nick),
                     nick,
                     client_id,
                     link: None,
@@ -296,6 +299,15 @@ impl Room {
             Some(_) => true,
             None => false,
         };
+        // Look-alike capitals of another script (`ΑΝΑ` and `ANA`) differ under `nick_key`.
+        let shown_key = nick_shown_key(&nick);
+        if self
+            .members
+            .values()
+            .any(|m| &m.client_id != client_id && m.shown_key == shown_key)
+        {
+            return Err(NickError::Taken);
+        }
         if !resumed {
             // The same client under another nickname: that entry is replaced by this one.
             let renamed: Vec<String> = self
@@ -333,6 +345,7 @@ impl Room {
                 key.clone(),
                 Member {
                     nick: nick.clone(),
+                    shown_key: shown_key.clone(),
                     client_id: client_id.clone(),
                     link: None,
                     away_since: None,
@@ -908,6 +921,52 @@ mod tests {
         assert_eq!(
             room.join("", &"id-x".into(), None, link(&room, 2, 10).0, start()),
             Err(NickError::Empty)
+        );
+    }
+
+    /// Greek or Cyrillic capitals that look like a Latin name are that name: another client
+    /// cannot take them while it is in the room (either way round); the same client may.
+    #[test]
+    fn look_alike_capitals_of_another_script_are_taken() {
+        let mut room = new_room(RoomConfig::default());
+        room.join("ana", &"id-a".into(), None, link(&room, 1, 10).0, start())
+            .unwrap();
+        room.join(
+            "\u{422}\u{41E}\u{41C}",
+            &"id-t".into(),
+            None,
+            link(&room, 2, 10).0,
+            start(),
+        )
+        .unwrap(); // Cyrillic ТОМ
+        for (nick, conn) in [("\u{391}\u{39D}\u{391}", 3), ("TOM", 4), ("tom", 5)] {
+            assert_eq!(
+                room.join(nick, &"id-x".into(), None, link(&room, conn, 10).0, start()),
+                Err(NickError::Taken),
+                "{nick}"
+            );
+        }
+        // Lower-case Greek looks different; ТОМ's own client may switch to the Latin name.
+        room.join(
+            "\u{3B1}\u{3BD}\u{3B1}",
+            &"id-x".into(),
+            None,
+            link(&room, 6, 10).0,
+            start(),
+        )
+        .unwrap();
+        room.join("TOM", &"id-t".into(), None, link(&room, 7, 10).0, start())
+            .unwrap();
+        // And the capitals of ανα (ΑΝΑ) are ανα's name under case folding.
+        assert_eq!(
+            room.join(
+                "\u{391}\u{39D}\u{391}",
+                &"id-a".into(),
+                None,
+                link(&room, 8, 10).0,
+                start()
+            ),
+            Err(NickError::Taken)
         );
     }
 

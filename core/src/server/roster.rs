@@ -23,8 +23,32 @@ impl Roster {
     }
 
     /// The nicknames, sorted by folded nickname.
+    #[cfg(test)]
     pub fn names(&self) -> Vec<String> {
         self.lock().values().cloned().collect()
+    }
+
+    /// The nicknames after the folded nickname `after` (from the first if `None`), in
+    /// order, as many as fit about `max_bytes` of JSON (at least one), and the folded
+    /// nickname of the last one given (`None`: the list is done). A writer sends a long list
+    /// a piece at a time, so it never holds a copy of all of it.
+    pub fn piece(&self, after: Option<&str>, max_bytes: usize) -> (Vec<String>, Option<String>) {
+        use std::ops::Bound;
+        let names = self.lock();
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut piece = Vec::new();
+        let mut size = 0;
+        let mut last = None;
+        for (key, nick) in names.range::<str, _>((start, Bound::Unbounded)) {
+            let len = super::link::json_len(nick) + 1;
+            if !piece.is_empty() && size + len > max_bytes {
+                return (piece, last);
+            }
+            size += len;
+            piece.push(nick.clone());
+            last = Some(key.clone());
+        }
+        (piece, None)
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, String>> {

@@ -479,7 +479,7 @@ impl Store {
 fn make_private(dir: &Path, path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
         let mode = std::fs::metadata(dir)?.permissions().mode();
         if mode & 0o077 != 0 {
             tracing::warn!(
@@ -488,15 +488,56 @@ fn make_private(dir: &Path, path: &Path) -> std::io::Result<()> {
                 "the data directory is open to other users; the room's files in it are kept private, but consider chmod 700"
             );
         }
-        std::fs::OpenOptions::new()
+        // A room file that is a symbolic link (planted in a directory others can write, or
+        // by mistake) would make SQLite write the room's history, or overwrite a WAL header,
+        // wherever it points: refused, and never followed.
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let file = dir.join(format!("{DB_FILE}{suffix}"));
+            if let Ok(meta) = std::fs::symlink_metadata(&file) {
+                if !meta.file_type().is_file() {
+                    return Err(std::io::Error::other(format!(
+                        "{} is a symbolic link or not a regular file; refusing to use it",
+                        file.display()
+                    )));
+                }
+            }
+        }
+        // A write-ahead log or rollback journal without its database (a move of the room's
+        // files interrupted, or files moved by hand) would be applied to a new, empty
+        // database: the old room's pages in the new room, or a damaged one. Refused.
+        if std::fs::symlink_metadata(path).is_err() {
+            for suffix in ["-wal", "-journal"] {
+                let file = dir.join(format!("{DB_FILE}{suffix}"));
+                if std::fs::symlink_metadata(&file).is_ok_and(|m| m.len() > 0) {
+                    return Err(std::io::Error::other(format!(
+                        "{} is there without its database {}; move it away (with any other \
+                         {DB_FILE} files) to start a new room",
+                        file.display(),
+                        path.display()
+                    )));
+                }
+            }
+        }
+        let opened = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(path)?;
+            .open(path)?
+            .metadata()?;
+        // The file opened is the one at `path`, not one a link put there meanwhile pointed to.
+        let at_path = std::fs::symlink_metadata(path)?;
+        if !at_path.file_type().is_file()
+            || (at_path.dev(), at_path.ino()) != (opened.dev(), opened.ino())
+        {
+            return Err(std::io::Error::other(format!(
+                "{} changed while it was opened; refusing to use it",
+                path.display()
+            )));
+        }
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let file = dir.join(format!("{DB_FILE}{suffix}"));
-            if let Ok(meta) = std::fs::metadata(&file) {
+            if let Ok(meta) = std::fs::symlink_metadata(&file) {
                 if meta.permissions().mode() & 0o077 != 0 {
                     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
                 }
@@ -746,5 +787,72 @@ mod tests {
         store.load(10, [0; SALT_LEN], "e".into()).unwrap();
         store.append(&event(1, "a"), None).unwrap();
         assert!(store.append(&event(1, "again"), None).is_err());
+    }
+
+    /// A room file that is a symbolic link is refused, and what it points to is left alone:
+    /// the history is never written through a link (one planted in a directory others can
+    /// write), nor a WAL header over the file a `-wal` link names.
+    #[cfg(unix)]
+    #[test]
+    fn room_files_that_are_symbolic_links_are_refused_and_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let temp = tempfile::tempdir().unwrap();
+            let dir = temp.path().join("data");
+            let elsewhere = temp.path().join("victim.txt");
+            std::fs::write(&elsewhere, b"not a database").unwrap();
+            std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+            let link = dir.join(format!("{DB_FILE}{suffix}"));
+            std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+            let error = Store::open(&dir).err().map(|e| e.to_string());
+            assert!(
+                error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("symbolic link")),
+                "{suffix:?}: {error:?}"
+            );
+            assert_eq!(std::fs::read(&elsewhere).unwrap(), b"not a database");
+            let mode = std::fs::metadata(&elsewhere).unwrap().permissions().mode();
+            assert_eq!(
+                mode & 0o777,
+                0o644,
+                "{suffix:?}: the target's mode is untouched"
+            );
+            assert!(std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink());
+        }
+    }
+
+    /// A WAL left without its database (a set-aside interrupted between its files) is not
+    /// applied to a new, empty database: the directory is refused, naming the file, and the
+    /// file is left as it was.
+    #[test]
+    fn a_wal_without_its_database_is_refused() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("data");
+        {
+            let mut store = Store::open(&dir).unwrap();
+            store.load(10, [0; SALT_LEN], "e".into()).unwrap();
+            store.append(&event(1, "old room secret"), None).unwrap();
+        }
+        let wal = dir.join(format!("{DB_FILE}-wal"));
+        std::fs::write(&wal, b"a WAL of the previous room").unwrap();
+        std::fs::remove_file(dir.join(DB_FILE)).unwrap();
+        let error = Store::open(&dir).err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("without its database") && e.contains("-wal")),
+            "{error:?}"
+        );
+        assert!(!dir.join(DB_FILE).exists(), "no new database was created");
+        assert_eq!(std::fs::read(&wal).unwrap(), b"a WAL of the previous room");
+        // Once it is moved away, a new room starts.
+        std::fs::remove_file(&wal).unwrap();
+        Store::open(&dir).unwrap();
     }
 }

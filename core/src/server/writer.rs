@@ -19,6 +19,7 @@ use super::fanout::{FanoutLog, Forgotten};
 use super::link::{json_len, Outgoing, WriterProgress};
 use super::order::{Private, SendOrder, Step};
 use super::recent::{Forgotten as ReplayForgotten, RecentHistory, ReplayPin};
+use super::roster::Roster;
 use crate::cipher::CipherState;
 use crate::message::{RoomEvent, ServerMessage};
 use crate::sealed::{self, MAX_SESSION_PLAINTEXT};
@@ -50,18 +51,9 @@ fn history_runs(events: Vec<RoomEvent>) -> VecDeque<Vec<RoomEvent>> {
     runs_that_fit(events, 64).into()
 }
 
-/// A welcome as the messages that carry it within the frame limit: the welcome with as much
-/// of its online list as fits, then `more_online` messages with the rest.
-fn welcome_parts(mut welcome: ServerMessage) -> Vec<ServerMessage> {
-    let ServerMessage::Welcome { online, .. } = &mut welcome else {
-        return vec![welcome];
-    };
-    let mut lists = runs_that_fit(std::mem::take(online), 1024).into_iter();
-    *online = lists.next().unwrap_or_default();
-    std::iter::once(welcome)
-        .chain(lists.map(|online| ServerMessage::MoreOnline { online }))
-        .collect()
-}
+/// Most bytes of names in one piece of a welcome's online list (the welcome itself, then
+/// `more_online` messages): what fits one frame beside the welcome's other fields.
+const ONLINE_PIECE_BYTES: usize = MAX_SESSION_PLAINTEXT - 1024;
 
 /// Seal a private message into `buf`; `true` if that failed and the connection must close.
 fn seal_or_close(send: &mut CipherState, message: &ServerMessage, buf: &mut Vec<u8>) -> bool {
@@ -164,11 +156,27 @@ impl Batch {
         failed
     }
 
-    /// Seal a welcome as the messages that carry it within the frame limit.
-    fn seal_welcome(&mut self, send: &mut CipherState, welcome: ServerMessage) -> bool {
-        welcome_parts(welcome)
-            .iter()
-            .fold(false, |failed, part| failed | self.seal(send, part))
+    /// Seal the `more_online` messages of a welcome's online list after the folded nickname
+    /// `after` while the batch has room, read from `roster` a piece at a time as they go
+    /// out, so a long list never sits whole in memory (once per member joining). Moves
+    /// `after` on; `None` once the list is done. `true` if sealing failed.
+    fn seal_online(
+        &mut self,
+        send: &mut CipherState,
+        roster: &Roster,
+        after: &mut Option<String>,
+    ) -> bool {
+        while self.room_left() > 0 {
+            let Some(from) = after.as_deref() else {
+                return false;
+            };
+            let (online, next) = roster.piece(Some(from), ONLINE_PIECE_BYTES);
+            *after = next;
+            if !online.is_empty() && self.seal(send, &ServerMessage::MoreOnline { online }) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Seal `History` messages of the replay from `pin` through `through` while the batch has
@@ -292,6 +300,9 @@ pub(super) async fn write_loop(
     // A replay of history being sent (where it is, and its last sequence number), a batch
     // at a time, before anything queued after it.
     let mut replay: Option<(ReplayPin, u64)> = None;
+    // The rest of a welcome's online list being sent (the roster, and the folded nickname
+    // it continues after), a batch at a time, before anything queued after it.
+    let mut online: Option<(Arc<Roster>, Option<String>)> = None;
     // Items taken from the queue no longer count against the connection's cap.
     let taken = |item: Outgoing| {
         progress
@@ -305,6 +316,13 @@ pub(super) async fn write_loop(
     loop {
         batch.clear();
         loop {
+            if let Some((roster, after)) = &mut online {
+                closing |= batch.seal_online(&mut send, roster, after);
+                if after.is_some() && !closing {
+                    break;
+                }
+                online = None;
+            }
             if let Some((pin, through)) = &mut replay {
                 closing |= batch.seal_replay(&mut send, &recent, pin, *through);
                 if pin.next() <= *through && !closing {
@@ -345,11 +363,17 @@ pub(super) async fn write_loop(
                             mut welcome,
                             roster,
                         } => {
-                            // The list as of now: copied only here, one welcome at a time.
+                            // The list as it is when it goes out, a frame's worth at a time:
+                            // the rest follows in `more_online` messages (`seal_online`).
+                            // Changes meanwhile are joins and leaves whose events come after.
+                            let (first, after) = roster.piece(None, ONLINE_PIECE_BYTES);
                             if let ServerMessage::Welcome { online, .. } = &mut *welcome {
-                                *online = roster.names();
+                                *online = first;
                             }
-                            closing |= batch.seal_welcome(&mut send, *welcome);
+                            closing |= batch.seal(&mut send, &welcome);
+                            if after.is_some() {
+                                online = Some((roster, after));
+                            }
                         }
                         Private::Close => closing = true,
                     }
@@ -634,53 +658,109 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_long_online_list_is_split_into_frames_that_fit() {
-        let online: Vec<String> = (0..3000)
-            .map(|i| format!("{i:04}{}", "é".repeat(28)))
-            .collect();
-        let welcome = ServerMessage::Welcome {
+    fn welcome() -> ServerMessage {
+        ServerMessage::Welcome {
             nick: "ana".into(),
             epoch: "e".repeat(32),
             room_key: "k".repeat(64),
             next_broadcast: 0,
             head_seq: 0,
-            online: online.clone(),
+            online: Vec::new(),
             acked_up_to: 0,
             resync: false,
             gap: false,
             resumed: false,
             oldest_seq: 0,
             send_window: 32,
-        };
-        let parts = welcome_parts(welcome);
-        assert!(parts.len() >= 3);
-        let mut names = Vec::new();
-        for (i, part) in parts.iter().enumerate() {
-            assert!(sealed::encode_json(part).unwrap().len() <= MAX_SESSION_PLAINTEXT);
-            match part {
-                ServerMessage::Welcome { online, .. } if i == 0 => names.extend(online.clone()),
-                ServerMessage::MoreOnline { online } if i > 0 => names.extend(online.clone()),
-                other => panic!("unexpected part {i}: {other:?}"),
+        }
+    }
+
+    /// The online lists of a welcome and the `more_online` messages after it, in the frames
+    /// a writer sent (each within the frame limit).
+    fn online_lists(frames: &[(FrameKind, Vec<u8>)], key: &Key) -> Vec<Vec<String>> {
+        let mut recv = CipherState::new(key);
+        let mut lists = Vec::new();
+        for (i, (kind, body)) in frames.iter().enumerate() {
+            assert_eq!(*kind, FrameKind::Session);
+            assert!(body.len() <= MAX_BODY);
+            match sealed::open_session(&mut recv, body).unwrap() {
+                ServerMessage::Welcome { online, .. } if i == 0 => lists.push(online),
+                ServerMessage::MoreOnline { online } if i > 0 => lists.push(online),
+                other => panic!("unexpected frame {i}: {other:?}"),
             }
         }
-        assert_eq!(names, online);
+        lists
+    }
+
+    fn roster_of(names: &[String]) -> Arc<Roster> {
+        let roster = Arc::new(Roster::default());
+        for name in names {
+            roster.insert(name, name);
+        }
+        roster
+    }
+
+    #[tokio::test]
+    async fn a_long_online_list_is_split_into_frames_that_fit() {
+        let key = [6u8; 32];
+        let names: Vec<String> = (0..3000)
+            .map(|i| format!("{i:04}{}", "é".repeat(28)))
+            .collect();
+        let WriterUnderTest {
+            mut client,
+            link,
+            writer,
+            ..
+        } = WriterUnderTest::start(&key, 16).await;
+        assert!(link.queue_welcome(welcome(), &roster_of(&names)));
+        assert!(link.close());
+        let (frames, _) = frames_until_closed(&mut client, writer).await;
+        let lists = online_lists(&frames, &key);
+        assert!(lists.len() >= 3, "{} parts", lists.len());
+        assert_eq!(lists.concat(), names);
         // A short list stays in the welcome.
-        let small = ServerMessage::Welcome {
-            nick: "ana".into(),
-            epoch: "e".into(),
-            room_key: "k".into(),
-            next_broadcast: 0,
-            head_seq: 0,
-            online: vec!["ana".into()],
-            acked_up_to: 0,
-            resync: false,
-            gap: false,
-            resumed: false,
-            oldest_seq: 0,
-            send_window: 32,
-        };
-        assert_eq!(welcome_parts(small.clone()), vec![small]);
+        let WriterUnderTest {
+            mut client,
+            link,
+            writer,
+            ..
+        } = WriterUnderTest::start(&key, 16).await;
+        assert!(link.queue_welcome(welcome(), &roster_of(&["ana".into()])));
+        assert!(link.close());
+        let (frames, _) = frames_until_closed(&mut client, writer).await;
+        assert_eq!(online_lists(&frames, &key), vec![vec!["ana".to_string()]]);
+    }
+
+    /// A member that never reads its welcome in a large room holds no copy of the whole
+    /// online list: the writer reads it from the roster a piece at a time as the socket takes
+    /// it, so a name that sorts last, added once the writer is stuck on a full socket, is in
+    /// the list it sends (a list copied whole when the welcome went out would lack it).
+    #[tokio::test]
+    async fn a_long_online_list_is_read_from_the_roster_as_it_goes_out() {
+        let key = [7u8; 32];
+        // About 16 MiB of names: far more than loopback socket buffers hold.
+        let names: Vec<String> = (0..130_000)
+            .map(|i| format!("{i:07}{}", "x".repeat(120)))
+            .collect();
+        let roster = roster_of(&names);
+        let WriterUnderTest {
+            mut client,
+            link,
+            writer,
+            ..
+        } = WriterUnderTest::start(&key, 16).await;
+        assert!(link.queue_welcome(welcome(), &roster));
+        assert!(link.close());
+        // The writer has taken the welcome (and sent its first frames) but not the whole list.
+        while link.progress.sent.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        roster.insert("zzzzzzz late", "zzzzzzz late");
+        let (frames, sent) = frames_until_closed(&mut client, writer).await;
+        assert!(sent > 16 * 1024 * 1024, "{sent}");
+        let mut all = online_lists(&frames, &key).concat();
+        assert_eq!(all.pop().as_deref(), Some("zzzzzzz late"));
+        assert_eq!(all, names);
     }
 
     #[test]
