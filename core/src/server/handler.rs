@@ -501,10 +501,11 @@ impl Handler {
                         self.client_id = Some(client_id);
                     }
                     Err(reason) => {
-                        debug!(peer = %self.peer, %nick, %reason, "nickname refused");
                         drop(room);
-                        // Never echo more than a few bytes of what the peer sent.
+                        // Never echo (or log) more than a few bytes of what the peer sent,
+                        // and log it escaped: it may hold control characters.
                         let nick = echo(nick);
+                        debug!(peer = %self.peer, nick = ?nick, %reason, "nickname refused");
                         let _ = self
                             .link
                             .queue(ServerMessage::NickRejected { nick, reason });
@@ -526,11 +527,11 @@ impl Handler {
             // rate-limited like a ping, so it cannot make the server queue replies faster.
             (ClientMessage::Unknown, _) => {} // decode_client_message names it: never here
             (ClientMessage::Unsupported { what }, None) => {
-                debug!(peer = %self.peer, conn = conn_id, %what, "unsupported message type");
+                debug!(peer = %self.peer, conn = conn_id, what = ?what, "unsupported message type");
                 let _ = self.link.queue(ServerMessage::Unsupported { what });
             }
             (ClientMessage::Unsupported { what }, Some(key)) => {
-                debug!(peer = %self.peer, conn = conn_id, %what, "unsupported message type");
+                debug!(peer = %self.peer, conn = conn_id, what = ?what, "unsupported message type");
                 self.shared
                     .room()
                     .reply(key, conn_id, ServerMessage::Unsupported { what })?
