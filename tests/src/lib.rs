@@ -60,13 +60,43 @@ impl ServerProcess {
 
     /// Start a server on `listen` (e.g. `127.0.0.1:0`) with `passphrase` and extra arguments.
     pub async fn start(listen: &str, passphrase: &str, extra: &[&str]) -> Self {
+        Self::start_with_file_limit(listen, passphrase, extra, None).await
+    }
+
+    /// [`start`](Self::start), with the files the server writes limited to `max_file_bytes`
+    /// each (`RLIMIT_FSIZE`, `SIGXFSZ` ignored): writing beyond it fails as on a full disk —
+    /// a full disk without root or a tiny file system.
+    pub async fn start_with_file_limit(
+        listen: &str,
+        passphrase: &str,
+        extra: &[&str],
+        max_file_bytes: Option<u64>,
+    ) -> Self {
         // Tests keep rooms in memory unless they ask for a data directory (never the user's).
         let storage: &[&str] = if extra.contains(&"--data-dir") {
             &[]
         } else {
             &["--in-memory"]
         };
-        let mut child = Command::new(binary("tertulia-server"))
+        let mut command = match max_file_bytes {
+            None => Command::new(binary("tertulia-server")),
+            Some(limit) => {
+                // The shell ignores SIGXFSZ (kept across exec), so a write past the limit
+                // fails with EFBIG instead of killing the server.
+                let mut command = Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg("trap '' XFSZ; exec \"$0\" \"$@\"")
+                    .arg(binary("tertulia-server"));
+                // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+                unsafe {
+                    command
+                        .pre_exec(move || rlimit::setrlimit(rlimit::Resource::FSIZE, limit, limit));
+                }
+                command
+            }
+        };
+        let mut child = command
             .arg("--listen")
             .arg(listen)
             .args(storage)

@@ -1,7 +1,8 @@
 //! A member cannot fill the host's disk: flood limits hold per client id and per address
-//! across reconnects, and a join/leave loop writes few events. (A full room database
-//! refusing messages clearly and delivering them once retention frees space is crossed in
-//! `history.rs`; the default caps are asserted in `tertulia-core`'s unit tests.)
+//! across reconnects, and a join/leave loop writes few events. (Filling the room database's
+//! size cap makes the oldest history give way, `store_cap.rs`; a full disk refusing messages
+//! and delivering them once space is freed is crossed in `history.rs`; the default caps are
+//! asserted in `tertulia-core`'s unit tests.)
 
 use std::net::{IpAddr, Ipv4Addr};
 

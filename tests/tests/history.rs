@@ -1,6 +1,7 @@
 //! Stored history: the configurable backlog, paging back through older history, retention by
-//! count, and a full store (the room's storage limit standing in for a full disk) refusing
-//! messages with a clear error and losing none of them.
+//! count, and a full disk (a file size limit standing in for it) refusing messages with a
+//! clear error and losing none of them. (The size cap evicting the oldest history instead
+//! is crossed in `store_cap.rs`.)
 
 use std::time::Duration;
 
@@ -166,24 +167,26 @@ async fn backlog_paging_and_retention() {
 }
 
 #[tokio::test]
-async fn a_full_store_refuses_messages_clearly_and_delivers_them_once_space_is_freed() {
+async fn a_full_disk_refuses_messages_clearly_and_delivers_them_once_space_is_freed() {
     let dir = DataDir::new("full");
     let port = tertulia_e2e::free_port().await;
     let listen = format!("127.0.0.1:{port}");
-    let base = [
+    // No size cap: only the "disk" (each file may grow to 512 KiB) limits the room, so
+    // nothing is evicted and messages are refused.
+    let args = [
         "--data-dir",
         dir.path(),
         "--max-store-mib",
-        "1",
+        "unlimited",
         "--flood-rate",
         "0",
     ];
-    let server = ServerProcess::start(&listen, PASS, &base).await;
+    let server = ServerProcess::start_with_file_limit(&listen, PASS, &args, Some(512 * 1024)).await;
     let mut ana = ChatProcess::start(server.addr, "ana", PASS, &[]).await;
     let mut ben = ChatProcess::start(server.addr, "ben", PASS, &[]).await;
     ana.wait_type("connected").await;
     ben.wait_type("connected").await;
-    // 200 messages of 6 KB: about 1.2 MB, more than the 1 MiB the room may use.
+    // 200 messages of 6 KB: about 1.2 MB, more than the disk has room for.
     let said: Vec<String> = (0..200)
         .map(|i| format!("{i:03} {}", "x".repeat(6000)))
         .collect();
@@ -202,6 +205,10 @@ async fn a_full_store_refuses_messages_clearly_and_delivers_them_once_space_is_f
         "{error}"
     );
     server.wait_for_log("could not store a message").await;
+    assert!(
+        !server.log().contains("the oldest history was deleted"),
+        "a full disk evicts nothing"
+    );
     ben.drain_for(Duration::from_millis(500)).await;
     let delivered = ben.messages_from("ana");
     assert!(
@@ -224,11 +231,9 @@ async fn a_full_store_refuses_messages_clearly_and_delivers_them_once_space_is_f
         .collect();
     assert_eq!(acked.iter().max().copied(), Some(delivered.len() as u64));
 
-    // The host makes room (here: a larger limit) and restarts: the refused messages go
+    // The host makes room (here: the limit goes) and restarts: the refused messages go
     // through, each exactly once, and nobody misses any.
     assert_eq!(server.terminate().await, Some(0));
-    let mut args = base.to_vec();
-    args[3] = "8";
     let _server = ServerProcess::start(&listen, PASS, &args).await;
     assert_eq!(ben.wait_messages_from("ana", said.len()).await, said);
     ana.close_stdin();

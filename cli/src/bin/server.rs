@@ -77,8 +77,8 @@ struct Args {
     /// Forget room events older than this many days, or `unlimited`.
     #[arg(long, value_name = "DAYS", default_value_t = Cap(None), value_parser = Cap::parse_days)]
     retain_days: Cap,
-    /// Largest size of the room database in MiB, or `unlimited` (only the disk); beyond it new
-    /// messages are refused (as on a full disk) until retention frees space.
+    /// Largest size of the room database in MiB, or `unlimited` (only the disk); at it the
+    /// oldest history is deleted (down to about 90 %) so the room keeps working.
     #[arg(long, value_name = "MIB", default_value_t = Cap::default_store_mib(), value_parser = Cap::parse_mib)]
     max_store_mib: Cap,
     /// Seconds a new connection has to complete the handshake.

@@ -113,7 +113,8 @@ pub struct ServerConfig {
     pub socket_send_buffer: Option<usize>,
     /// Where the room's history and state are stored (`None`: in memory only).
     pub data_dir: Option<std::path::PathBuf>,
-    /// Largest size of the room database; beyond it messages are refused as on a full disk.
+    /// Largest size of the room database; at it the oldest history is deleted to make room
+    /// (messages are refused only when the disk itself is full).
     pub max_store_bytes: Option<u64>,
     /// What to do when `data_dir` holds a room bound to a different passphrase.
     pub previous_room: PreviousRoom,
@@ -371,7 +372,7 @@ impl Server {
         };
         let (room, salt, psk) = match &config.data_dir {
             Some(dir) => {
-                let (store, salt, psk) =
+                let (mut store, salt, psk) =
                     open_bound_store(dir, &passphrase, config.previous_room).await?;
                 if let Some(bytes) = config.max_store_bytes {
                     store.set_max_bytes(bytes)?;

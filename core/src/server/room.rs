@@ -386,7 +386,13 @@ impl Room {
         link: &MemberLink,
     ) {
         let head_seq = self.next_seq - 1;
-        let oldest = self.history.oldest_seq().unwrap_or(self.next_seq);
+        // What memory still holds, but nothing the database no longer has (a replay under way
+        // may keep evicted events in memory a while).
+        let oldest = self
+            .history
+            .oldest_seq()
+            .unwrap_or(self.next_seq)
+            .max(self.oldest_seq);
         // A resume point beyond the head (a room restored from an older copy, or a confused
         // client) is treated like an unknown epoch: the client would otherwise skip the next
         // events as "already shown".
@@ -568,8 +574,17 @@ impl Room {
             time_ms: now.wall_ms,
             kind,
         };
-        if let Some(mut store) = lock_store(&self.store) {
-            store.append(&event, client)?;
+        let evicted = match lock_store(&self.store) {
+            Some(mut store) => store.append(&event, client)?,
+            None => None,
+        };
+        if let Some(evicted) = evicted {
+            // The size cap deleted the oldest history: forget it here too (but for what a
+            // replay under way still needs), so backlogs and replays start where the
+            // database does, and tell newcomers the new oldest event.
+            self.history
+                .forget_while(|e, _| e.seq <= evicted.through_seq);
+            self.oldest_seq = self.oldest_seq.max(evicted.through_seq + 1);
         }
         self.next_seq += 1;
         let message = BroadcastMessage::Event(event.clone());

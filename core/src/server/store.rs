@@ -7,8 +7,14 @@
 //! `synchronous = NORMAL` in WAL mode: a committed transaction is in the WAL file before the
 //! ack goes out, which survives a process crash; an operating-system crash or power loss may
 //! lose the last transactions (see `docs/PROTOCOL.md`, Durability).
+//!
+//! A size cap ([`Store::set_max_bytes`]) is kept by deleting the **oldest** events when an
+//! append would not fit under it ([`Eviction`]), down to about 90 % of the cap, like
+//! retention; the dedupe state (per client id, in its own table) and presence are kept. Only
+//! a full disk, or a message that cannot fit even after eviction, refuses an append.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use thiserror::Error;
@@ -87,8 +93,74 @@ pub struct Retention {
     pub max_age_ms: Option<u64>,
 }
 
+/// The oldest history deleted to keep the room database under its size cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Eviction {
+    /// Events deleted.
+    pub events: usize,
+    /// Every event up to this sequence number is gone.
+    pub through_seq: u64,
+}
+
+impl Eviction {
+    fn and(self, later: Option<Eviction>) -> Eviction {
+        match later {
+            Some(later) => Eviction {
+                events: self.events + later.events,
+                through_seq: self.through_seq.max(later.through_seq),
+            },
+            None => self,
+        }
+    }
+}
+
+/// The room database's size cap, in pages.
+#[derive(Debug, Clone, Copy)]
+struct Cap {
+    pages: u64,
+    page_size: u64,
+}
+
+/// Most an eviction deletes at a time beyond what the message needs: 10 % of the cap, at
+/// most this much (deleting is `secure_delete` work done under the room's lock).
+const MAX_EVICTION_CHUNK: u64 = 16 * 1024 * 1024;
+/// Bytes an event takes on disk beyond its JSON (record header, cell pointer, row id).
+const EVENT_OVERHEAD: i64 = 32;
+
+/// Logs evictions at a bounded rate: the first at once, then at most one line a minute with
+/// what was deleted meanwhile.
+#[derive(Debug, Default)]
+struct EvictionLog {
+    last: Option<Instant>,
+    evictions: u64,
+    events: u64,
+}
+
+impl EvictionLog {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// Count `evicted`; `Some((evictions, events))` to log now, totals since the last line.
+    fn note(&mut self, evicted: &Eviction, now: Instant) -> Option<(u64, u64)> {
+        self.evictions += 1;
+        self.events += evicted.events as u64;
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < Self::EVERY)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some((
+            std::mem::take(&mut self.evictions),
+            std::mem::take(&mut self.events),
+        ))
+    }
+}
+
 pub struct Store {
     conn: Connection,
+    cap: Option<Cap>,
+    eviction_log: EvictionLog,
 }
 
 impl Store {
@@ -157,36 +229,154 @@ impl Store {
                 )))
             }
         }
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            cap: None,
+            eviction_log: EvictionLog::default(),
+        })
     }
 
-    /// Refuse to grow the database file beyond about `bytes` (a room's disk quota). Writes
-    /// beyond it fail with [`StoreError::DiskFull`], exactly as on a full disk.
-    pub fn set_max_bytes(&self, bytes: u64) -> Result<(), StoreError> {
+    /// Keep the room database within about `bytes` (a room's disk quota): the file never
+    /// grows beyond it (`max_page_count`), and an append that would not fit first deletes
+    /// the oldest events (see [`append`](Self::append)). The WAL is checkpointed and
+    /// truncated often enough to stay under about a quarter of the cap. A room stored under
+    /// a higher cap (or none) is brought under this one now, oldest history first.
+    pub fn set_max_bytes(&mut self, bytes: u64) -> Result<Option<Eviction>, StoreError> {
         let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        let pages = (bytes / page_size.max(512) as u64).max(16);
+        let page_size = page_size.max(512) as u64;
+        let pages = (bytes / page_size).max(16);
+        // Cannot go below the file's current size (a lower cap than the file's): then the
+        // file stays that large, its free pages reused, and the cap applies to what is used.
         let _: i64 = self
             .conn
             .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
                 r.get(0)
             })?;
-        // A room stored before the cap (or under a higher one) may already be at it: then
-        // every message is refused until retention frees space. Tell the host at start.
-        let used_pages: i64 = self.conn.query_row(
+        // SQLite checkpoints every 1000 pages (4 MiB) by default: for a small cap, sooner,
+        // and the WAL file is cut back after each checkpoint.
+        let checkpoint_pages = (pages / 8).clamp(16, 1000);
+        let _: i64 = self.conn.query_row(
+            &format!("PRAGMA wal_autocheckpoint = {checkpoint_pages}"),
+            [],
+            |r| r.get(0),
+        )?;
+        let _: i64 = self.conn.query_row(
+            &format!(
+                "PRAGMA journal_size_limit = {}",
+                checkpoint_pages * page_size
+            ),
+            [],
+            |r| r.get(0),
+        )?;
+        self.cap = Some(Cap { pages, page_size });
+        self.make_room(0)
+    }
+
+    /// Pages of the database file in use (not free).
+    fn used_pages(&self) -> Result<u64, StoreError> {
+        let used: i64 = self.conn.query_row(
             "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
             [],
             |r| r.get(0),
         )?;
-        let used = used_pages.max(0) as u64 * page_size.max(512) as u64;
-        if used.saturating_mul(10) >= bytes.saturating_mul(9) {
-            tracing::warn!(
-                used_mib = used / (1024 * 1024),
-                cap_mib = bytes / (1024 * 1024),
-                "the room database is at (or near) its size cap: new messages will be refused \
-                 until retention frees space; raise the cap or keep fewer events"
-            );
+        Ok(used.max(0) as u64)
+    }
+
+    /// Pages storing an event of `json_len` bytes may take, generously: its record and
+    /// overflow pages, and b-tree pages split on the way (events, dedupe and its index,
+    /// presence).
+    fn pages_needed(cap: Cap, json_len: usize) -> u64 {
+        let usable = cap.page_size.saturating_sub(40).max(1);
+        (json_len as u64 + EVENT_OVERHEAD as u64).div_ceil(usable) + 8
+    }
+
+    /// If `needed` more pages would not fit under the cap, delete the oldest events until
+    /// the database is back to about 90 % of it (and `needed` fits).
+    fn make_room(&mut self, needed: u64) -> Result<Option<Eviction>, StoreError> {
+        let Some(cap) = self.cap else {
+            return Ok(None);
+        };
+        if self.used_pages()? + needed <= cap.pages {
+            return Ok(None);
         }
-        Ok(())
+        let chunk = (cap.pages / 10)
+            .min(MAX_EVICTION_CHUNK / cap.page_size)
+            .max(1);
+        self.evict_to(cap.pages.saturating_sub(chunk + needed))
+    }
+
+    /// Delete the oldest events until at most `target` pages are in use (or no event is
+    /// left), then checkpoint the WAL as after retention.
+    fn evict_to(&mut self, target: u64) -> Result<Option<Eviction>, StoreError> {
+        let Some(cap) = self.cap else {
+            return Ok(None);
+        };
+        let mut evicted: Option<Eviction> = None;
+        // Each round deletes at least one event; sizes are estimated, so a few rounds may
+        // be needed (the next one measures again).
+        for _ in 0..64 {
+            let used = self.used_pages()?;
+            if used <= target {
+                break;
+            }
+            let to_free = ((used - target) * cap.page_size) as i64;
+            let cutoff: Option<i64> = {
+                let mut stmt = self
+                    .conn
+                    .prepare_cached("SELECT seq, octet_length(json) FROM events ORDER BY seq")?;
+                let mut rows = stmt.query([])?;
+                let (mut freed, mut cutoff) = (0i64, None);
+                while let Some(row) = rows.next()? {
+                    cutoff = Some(row.get::<_, i64>(0)?);
+                    freed += row.get::<_, i64>(1)? + EVENT_OVERHEAD;
+                    if freed >= to_free {
+                        break;
+                    }
+                }
+                cutoff
+            };
+            let Some(cutoff) = cutoff else {
+                break; // nothing left to delete
+            };
+            let tx = self.conn.transaction()?;
+            let events = delete_through(&tx, cutoff)?;
+            tx.commit()?;
+            let round = Eviction {
+                events,
+                through_seq: cutoff as u64,
+            };
+            evicted = Some(round.and(evicted));
+        }
+        if let Some(evicted) = evicted {
+            // The WAL still holds copies of the deleted events' pages: write them back
+            // (overwritten, `secure_delete`) and empty it.
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            if let Some((evictions, events)) = self.eviction_log.note(&evicted, Instant::now()) {
+                tracing::warn!(
+                    evictions,
+                    events,
+                    through_seq = evicted.through_seq,
+                    cap_kib = cap.pages * cap.page_size / 1024,
+                    "the room database reached its size cap: the oldest history was deleted to make room"
+                );
+            }
+        }
+        Ok(evicted)
+    }
+
+    /// After an append failed as on a full disk: was it the cap (the file is at its page
+    /// limit and `needed` more pages do not fit), rather than the disk?
+    fn at_cap(&self, needed: u64) -> Result<bool, StoreError> {
+        if self.cap.is_none() {
+            return Ok(false);
+        }
+        let (pages, free, max): (i64, i64, i64) = self.conn.query_row(
+            "SELECT (SELECT page_count FROM pragma_page_count()), (SELECT freelist_count FROM pragma_freelist_count()), (SELECT max_page_count FROM pragma_max_page_count())",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        Ok((free as u64) < needed && pages as u64 + needed > max as u64)
     }
 
     fn meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
@@ -407,13 +597,7 @@ impl Store {
             cutoff = cutoff.max(newest_too_old.unwrap_or(0));
         }
         let removed = if cutoff > 0 {
-            let removed = tx.execute("DELETE FROM events WHERE seq <= ?1", params![cutoff])?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('pruned_through', ?1)
-                 ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
-                params![cutoff],
-            )?;
-            removed
+            delete_through(&tx, cutoff)?
         } else {
             0
         };
@@ -433,13 +617,47 @@ impl Store {
     }
 
     /// Store an event atomically with its effect: for a chat message from `client`, the
-    /// client's new highest message id; for a join by `client` or any leave, the presence change.
+    /// client's new highest message id; for a join by `client` or any leave, the presence
+    /// change. Under a size cap, the oldest events are deleted first if it would not fit
+    /// (returned, so the room can forget them too); [`StoreError::DiskFull`] only when the
+    /// disk is full or the event does not fit even then.
     pub fn append(
         &mut self,
         event: &RoomEvent,
         client: Option<&ClientId>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Eviction>, StoreError> {
         let json = serde_json::to_string(event).map_err(StoreError::Encode)?;
+        let needed = self
+            .cap
+            .map_or(0, |cap| Self::pages_needed(cap, json.len()));
+        if self.cap.is_some_and(|cap| needed > cap.pages / 2) {
+            // Would take most of a (tiny) cap: refused without deleting history for it.
+            return Err(StoreError::DiskFull);
+        }
+        let evicted = self.make_room(needed)?;
+        match self.insert(event, &json, client) {
+            Ok(()) => Ok(evicted),
+            // The estimate fell short (the file is at its page limit): make more room, once.
+            Err(StoreError::DiskFull) if self.at_cap(needed)? => {
+                let chunk = self.cap.map_or(0, |cap| cap.pages / 10);
+                let target = self.used_pages()?.saturating_sub(chunk + needed);
+                let more = self.evict_to(target)?;
+                self.insert(event, &json, client)?;
+                Ok(match (evicted, more) {
+                    (Some(first), more) => Some(first.and(more)),
+                    (None, more) => more,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn insert(
+        &mut self,
+        event: &RoomEvent,
+        json: &str,
+        client: Option<&ClientId>,
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO events (seq, time_ms, json) VALUES (?1, ?2, ?3)",
@@ -472,6 +690,18 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Delete the events through `cutoff` (the oldest ones) and remember that numbering goes on
+/// after them. Returns how many were deleted.
+fn delete_through(tx: &rusqlite::Transaction<'_>, cutoff: i64) -> Result<usize, StoreError> {
+    let removed = tx.execute("DELETE FROM events WHERE seq <= ?1", params![cutoff])?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('pruned_through', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
+        params![cutoff],
+    )?;
+    Ok(removed)
 }
 
 /// Create the database file `path` as `0600` if it is missing and make the room's files
@@ -720,33 +950,131 @@ mod tests {
         );
     }
 
+    fn file_len(dir: &Path, suffix: &str) -> u64 {
+        std::fs::metadata(dir.join(format!("{DB_FILE}{suffix}"))).map_or(0, |m| m.len())
+    }
+
     #[test]
-    fn a_full_store_refuses_writes_with_disk_full_and_keeps_what_it_has() {
+    fn at_the_cap_the_oldest_history_gives_way_and_dedupe_state_and_numbering_stay() {
+        const CAP: u64 = 256 * 1024;
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().to_path_buf();
         let mut store = Store::open(&dir).unwrap();
         store.load(10, [0; SALT_LEN], "e".into()).unwrap();
-        store.set_max_bytes(256 * 1024).unwrap();
-        let big = "z".repeat(8000);
-        let mut stored = 0;
-        let err = loop {
-            match store.append(&event(stored + 1, &big), None) {
-                Ok(()) => stored += 1,
-                Err(e) => break e,
-            }
-            assert!(stored < 1000, "the limit never applied");
+        assert_eq!(store.set_max_bytes(CAP).unwrap(), None, "nothing to evict");
+        let message = |seq: u64, client: &str| RoomEvent {
+            seq,
+            time_ms: seq,
+            kind: RoomEventKind::Message {
+                from: client.into(),
+                text: format!("{seq:04} {}", "z".repeat(8000)),
+                msg_id: seq,
+                author: String::new(),
+            },
         };
-        assert!(matches!(err, StoreError::DiskFull), "got {err:?}");
-        assert!(stored > 5);
-        drop(store);
-        let mut store = Store::open(&dir).unwrap();
-        let loaded = store.load(10_000, [0; SALT_LEN], "e".into()).unwrap();
-        assert_eq!(
-            loaded.next_seq,
-            stored + 1,
-            "everything acknowledged is still there"
+        // Client b says one thing, first; client a then writes ten times the cap.
+        store.append(&message(1, "b"), Some(&"b".into())).unwrap();
+        let (mut evictions, mut last) = (0, None);
+        let (mut max_db, mut max_wal) = (0, 0);
+        for seq in 2..=320 {
+            // Never refused: at the cap the oldest events give way.
+            if let Some(evicted) = store.append(&message(seq, "a"), Some(&"a".into())).unwrap() {
+                evictions += 1;
+                assert!(evicted.events > 0 && evicted.through_seq < seq);
+                assert!(
+                    last.is_none_or(|l: Eviction| evicted.through_seq > l.through_seq),
+                    "oldest first"
+                );
+                last = Some(evicted);
+            }
+            max_db = max_db.max(file_len(&dir, ""));
+            max_wal = max_wal.max(file_len(&dir, "-wal"));
+        }
+        let last = last.expect("the cap was reached");
+        println!("cap {CAP}: {evictions} evictions, largest file {max_db}, largest WAL {max_wal}");
+        // A tenth of this cap is three such messages, plus the one that did not fit.
+        assert!(
+            evictions > 0 && evictions <= 320 / 4,
+            "in chunks, not one event at a time: {evictions}"
+        );
+        assert!(max_db <= CAP, "database file {max_db} over the cap");
+        // The WAL: the checkpoint interval (an eighth of the cap, here the floor of 16 pages)
+        // and one transaction.
+        assert!(max_wal <= 96 * 1024, "WAL {max_wal} beyond its margin");
+        let used = store.used_pages().unwrap() * 4096;
+        assert!(
+            used >= CAP / 2,
+            "not more evicted than needed: {used} in use"
         );
         drop(store);
+
+        let mut store = Store::open(&dir).unwrap();
+        let loaded = store.load(10_000, [0; SALT_LEN], "e".into()).unwrap();
+        assert_eq!(loaded.next_seq, 321, "numbering goes on");
+        assert_eq!(loaded.oldest_seq, last.through_seq + 1);
+        let seqs: Vec<u64> = loaded.recent.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            (last.through_seq + 1..=320).collect::<Vec<_>>(),
+            "the newest kept, contiguous"
+        );
+        assert!(seqs.len() >= 15, "kept {}", seqs.len());
+        // b's message is gone from history, not from duplicate suppression: a resend of it
+        // is still recognised.
+        assert_eq!(
+            loaded.dedupe,
+            vec![("b".to_string(), 1), ("a".to_string(), 320)]
+        );
+        assert!(store.has_history().unwrap());
+    }
+
+    #[test]
+    fn a_room_over_a_lowered_cap_is_brought_under_it_at_start() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let mut store = Store::open(&dir).unwrap();
+        store.load(10, [0; SALT_LEN], "e".into()).unwrap();
+        for seq in 1..=100 {
+            store.append(&event(seq, &"y".repeat(4000)), None).unwrap();
+        }
+        drop(store);
+        let mut store = Store::open(&dir).unwrap();
+        let evicted = store.set_max_bytes(128 * 1024).unwrap().expect("evicted");
+        assert!(store.used_pages().unwrap() * 4096 <= 128 * 1024);
+        let loaded = store.load(1000, [0; SALT_LEN], "e".into()).unwrap();
+        assert_eq!(
+            (loaded.oldest_seq, loaded.next_seq),
+            (evicted.through_seq + 1, 101)
+        );
+    }
+
+    #[test]
+    fn a_message_that_cannot_fit_even_after_eviction_is_refused_and_history_kept() {
+        let mut store = Store::in_memory().unwrap();
+        store.load(10, [0; SALT_LEN], "e".into()).unwrap();
+        store.append(&event(1, "kept"), None).unwrap();
+        store.set_max_bytes(16 * 4096).unwrap(); // the smallest cap: 16 pages
+        let err = store.append(&event(2, &"x".repeat(40_000)), None);
+        assert!(matches!(err, Err(StoreError::DiskFull)), "got {err:?}");
+        assert_eq!(store.page(10, 10).unwrap(), (vec![event(1, "kept")], false));
+    }
+
+    #[test]
+    fn evictions_are_logged_at_a_bounded_rate() {
+        let mut log = EvictionLog::default();
+        let t0 = Instant::now();
+        let e = Eviction {
+            events: 3,
+            through_seq: 9,
+        };
+        assert_eq!(log.note(&e, t0), Some((1, 3)), "the first at once");
+        assert_eq!(log.note(&e, t0 + Duration::from_secs(10)), None);
+        assert_eq!(log.note(&e, t0 + Duration::from_secs(59)), None);
+        assert_eq!(
+            log.note(&e, t0 + Duration::from_secs(60)),
+            Some((3, 9)),
+            "a minute later, with what was left out"
+        );
     }
 
     #[test]
