@@ -311,6 +311,13 @@ impl Store {
         let Some(cap) = self.cap else {
             return Ok(None);
         };
+        if self.used_pages()? <= target {
+            return Ok(None);
+        }
+        // Start the deletions on an empty WAL: it then holds at most what they write, not
+        // that on top of a checkpoint interval's worth.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         let mut evicted: Option<Eviction> = None;
         // Each round deletes at least one event; sizes are estimated, so a few rounds may
         // be needed (the next one measures again).
