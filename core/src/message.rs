@@ -234,7 +234,20 @@ pub enum ServerMessage {
         id: u64,
         reason: MessageTextError,
     },
-    Pong,
+    /// Answers `ping`. `broadcast_next`: the counter of the next broadcast frame this
+    /// connection gets after this pong (filled in by the connection's writer from its own
+    /// place in the stream); a client that expects a lower one has had broadcasts dropped on
+    /// the way. 0 before the connection has joined (the client ignores it then).
+    Pong {
+        broadcast_next: u64,
+    },
+    /// The room broadcast key changed: broadcasts with counter ≥ `from_broadcast` are sealed
+    /// with `room_key` (hex, 32 bytes). Sent to every member before the first broadcast
+    /// under the new key.
+    RoomKey {
+        room_key: String,
+        from_broadcast: u64,
+    },
     /// The client sent a message `type` this server does not know (`what`: that type, at most
     /// [`MAX_UNSUPPORTED_TYPE_BYTES`] bytes); it was ignored and the connection stays open.
     Unsupported {
@@ -344,6 +357,24 @@ mod tests {
             serde_json::from_str::<BroadcastMessage>(&json).unwrap(),
             BroadcastMessage::Event(event)
         );
+    }
+
+    #[test]
+    fn room_key_and_pong_encoding() {
+        let key = ServerMessage::RoomKey {
+            room_key: "ab".repeat(32),
+            from_broadcast: 7,
+        };
+        let json = serde_json::to_string(&key).unwrap();
+        assert_eq!(
+            json,
+            format!(r#"{{"type":"room_key","room_key":"{}","from_broadcast":7}}"#, "ab".repeat(32))
+        );
+        assert_eq!(serde_json::from_str::<ServerMessage>(&json).unwrap(), key);
+        let pong = ServerMessage::Pong { broadcast_next: 42 };
+        let json = serde_json::to_string(&pong).unwrap();
+        assert_eq!(json, r#"{"type":"pong","broadcast_next":42}"#);
+        assert_eq!(serde_json::from_str::<ServerMessage>(&json).unwrap(), pong);
     }
 
     #[test]
