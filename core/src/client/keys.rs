@@ -177,8 +177,16 @@ mod tests {
             })
         );
         assert_eq!(member.open::<u64>(body(&f0)).unwrap(), 0);
-        assert_eq!(member.open::<u64>(body(&f1)).unwrap(), 1, "still the old key");
-        assert_eq!(member.open::<u64>(body(&f2)).unwrap(), 2, "the new one from 2");
+        assert_eq!(
+            member.open::<u64>(body(&f1)).unwrap(),
+            1,
+            "still the old key"
+        );
+        assert_eq!(
+            member.open::<u64>(body(&f2)).unwrap(),
+            2,
+            "the new one from 2"
+        );
         assert_eq!(
             member.add(k1, 1),
             Err(StreamError::StaleKey {

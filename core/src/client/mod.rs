@@ -470,10 +470,7 @@ impl ClientTask {
                 self.session.on_server_message(message);
             }
             FrameKind::Broadcast => {
-                let keys = link
-                    .keys
-                    .as_mut()
-                    .ok_or(ConnError::UnexpectedFrame(kind))?;
+                let keys = link.keys.as_mut().ok_or(ConnError::UnexpectedFrame(kind))?;
                 self.session.on_broadcast(keys.open(body)?);
             }
             other => return Err(ConnError::UnexpectedFrame(other)),

@@ -2002,8 +2002,8 @@ mod tests {
         let (k0, k1) = ([7u8; 32], [8u8; 32]);
         let mut sealer = BroadcastSealer::new(&k0, 3);
         let frame = |sealer: &mut BroadcastSealer, seq: u64| {
-            let json = serde_json::to_vec(&BroadcastMessage::Event(message(seq, "ben", seq)))
-                .unwrap();
+            let json =
+                serde_json::to_vec(&BroadcastMessage::Event(message(seq, "ben", seq))).unwrap();
             sealer.seal(&json).unwrap()[crate::frame::HEADER_LEN..].to_vec()
         };
         let open = |s: &mut Session, keys: &mut Option<_>, body: Vec<u8>| {
@@ -2038,12 +2038,14 @@ mod tests {
 
         let _dropped_on_the_way = frame(&mut sealer, 4);
         s.on_server_message(ServerMessage::Pong { broadcast_next: 7 });
-        let Err(Ending::Retry { kind, message, .. }) = apply_keys(&drain(&mut s), &mut keys)
-        else {
+        let Err(Ending::Retry { kind, message, .. }) = apply_keys(&drain(&mut s), &mut keys) else {
             panic!("a dropped broadcast went unnoticed");
         };
         assert_eq!(kind, ErrorKind::Integrity);
-        assert!(message.contains("broadcasts are being dropped on the way"), "{message}");
+        assert!(
+            message.contains("broadcasts are being dropped on the way"),
+            "{message}"
+        );
 
         // A room key before any welcome ends the connection.
         let mut s = session();

@@ -241,11 +241,20 @@ mod tests {
     #[test]
     fn nothing_is_broadcast_before_attaching_and_items_wait_for_the_log() {
         // Not yet attached: private items go out as they come.
-        assert_eq!(play(vec![session(99, ServerMessage::Pong { broadcast_next: 0 })], 0), ["P"]);
+        assert_eq!(
+            play(
+                vec![session(99, ServerMessage::Pong { broadcast_next: 0 })],
+                0
+            ),
+            ["P"]
+        );
         // Attached, with an item positioned beyond what the log holds yet: it waits.
         assert_eq!(
             play(
-                vec![Outgoing::Attach(0), session(80, ServerMessage::Pong { broadcast_next: 0 })],
+                vec![
+                    Outgoing::Attach(0),
+                    session(80, ServerMessage::Pong { broadcast_next: 0 })
+                ],
                 50
             ),
             ["B0-50"]

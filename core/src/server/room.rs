@@ -926,7 +926,8 @@ mod tests {
                                     } => {
                                         let key: crate::cipher::Key =
                                             hex::decode(room_key).unwrap().try_into().unwrap();
-                                        let keys = self.keys.as_mut().expect("a key after the welcome");
+                                        let keys =
+                                            self.keys.as_mut().expect("a key after the welcome");
                                         keys.add(key, *from_broadcast).unwrap();
                                         self.keys_seen.push((key, *from_broadcast));
                                     }
@@ -1440,8 +1441,14 @@ mod tests {
         // Counters: joins 0–2, "before" 3, ben's leave 4, "after" 5.
         assert_eq!(rotations_announced(&ana), [4]);
         assert_eq!(rotations_announced(&cat), [4]);
-        assert!(rotations_announced(&ben).is_empty(), "the leaver gets no key");
-        assert!(ben.closed, "and its stream ends before the new key's broadcasts");
+        assert!(
+            rotations_announced(&ben).is_empty(),
+            "the leaver gets no key"
+        );
+        assert!(
+            ben.closed,
+            "and its stream ends before the new key's broadcasts"
+        );
         assert_eq!(ben.texts(), ["before"]);
         assert_eq!(ana.texts(), ["before", "after"]);
         assert_eq!(cat.texts(), ["before", "after"]);
@@ -1454,8 +1461,14 @@ mod tests {
         }
 
         // A rename (same client, another nickname) is not a leave: no rotation.
-        room.join("Anita", &"id-a".into(), None, link(&room, 4, 1000).0, start())
-            .unwrap();
+        room.join(
+            "Anita",
+            &"id-a".into(),
+            None,
+            link(&room, 4, 1000).0,
+            start(),
+        )
+        .unwrap();
         assert_eq!(room.rotations(), 1);
 
         // Connections lost for good: one rotation for all who expire together, before
@@ -1487,8 +1500,14 @@ mod tests {
         let t0 = start();
         assert!(!room.rotate_if_due(t0.after(Duration::from_secs(3600)), interval));
         let (la, mut ana) = link(&room, 1, 1000);
-        room.join("ana", &"id-a".into(), None, la, t0.after(Duration::from_secs(3600)))
-            .unwrap();
+        room.join(
+            "ana",
+            &"id-a".into(),
+            None,
+            la,
+            t0.after(Duration::from_secs(3600)),
+        )
+        .unwrap();
         let t1 = t0.after(Duration::from_secs(3600)); // the join notice: first use
         assert!(!room.rotate_if_due(t1.after(interval - Duration::from_millis(1)), interval));
         assert!(room.rotate_if_due(t1.after(interval), interval));
@@ -1550,7 +1569,11 @@ mod tests {
         assert_eq!(ana.texts(), all);
         assert_eq!(ben.texts(), all, "replayed, then live, each once");
         let current = ana.keys_seen.last().unwrap();
-        assert_eq!(cat.keys_seen, [(current.0, 63)], "the welcome's key is the current one");
+        assert_eq!(
+            cat.keys_seen,
+            [(current.0, 63)],
+            "the welcome's key is the current one"
+        );
         // Both pongs went out after m55 (counter 56) and before m56.
         assert_eq!(ana.pongs, [57]);
         assert_eq!(ben.pongs, [57]);

@@ -627,7 +627,10 @@ mod tests {
         for (kind, body) in frames {
             match kind {
                 FrameKind::Broadcast => {
-                    assert_eq!(member.open::<String>(&body).unwrap(), format!("{next:0>100}"));
+                    assert_eq!(
+                        member.open::<String>(&body).unwrap(),
+                        format!("{next:0>100}")
+                    );
                     next += 1;
                 }
                 FrameKind::Session => match sealed::open_session(&mut recv, &body).unwrap() {
