@@ -197,7 +197,7 @@ pub enum ConfigError {
     JoinRate(f64),
     #[error("at least one connection (and one per address) must be allowed")]
     NoConnections,
-    #[error("the room key must be kept at least 1 s before it is replaced, not {0:?}")]
+    #[error("the room key must be kept at least 1 s before it is replaced, not {} s", .0.as_secs_f64())]
     RekeyInterval(Duration),
 }
 
