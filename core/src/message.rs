@@ -206,13 +206,9 @@ pub enum ServerMessage {
     },
     /// More members present as of the welcome's `head_seq`, when its `online` list did not fit
     /// one frame. Follows the welcome directly, before anything else.
-    MoreOnline {
-        online: Vec<String>,
-    },
+    MoreOnline { online: Vec<String> },
     /// Room events you missed (or the recent backlog), oldest first, all with `seq <= head_seq`.
-    History {
-        events: Vec<RoomEvent>,
-    },
+    History { events: Vec<RoomEvent> },
     /// A page of older history answering `older`, oldest first, all with `seq < before_seq`.
     /// `more`: even older events exist.
     Older {
@@ -221,30 +217,28 @@ pub enum ServerMessage {
         more: bool,
     },
     /// Your messages up to and including `up_to` are in the room (cumulative).
-    Ack {
-        up_to: u64,
-    },
+    Ack { up_to: u64 },
     /// The join was refused; send another `join` on this same connection.
-    NickRejected {
-        nick: String,
-        reason: NickError,
-    },
+    NickRejected { nick: String, reason: NickError },
     /// A message you sent was refused and will not be delivered.
-    MessageRejected {
-        id: u64,
-        reason: MessageTextError,
+    MessageRejected { id: u64, reason: MessageTextError },
+    /// Answers `ping`. `broadcast_next`: the counter of the next broadcast frame this
+    /// connection gets after this pong (filled in by the connection's writer from its own
+    /// place in the stream); a client that expects a lower one has had broadcasts dropped on
+    /// the way. 0 before the connection has joined (the client ignores it then).
+    Pong { broadcast_next: u64 },
+    /// The room broadcast key changed: broadcasts with counter ≥ `from_broadcast` are sealed
+    /// with `room_key` (hex, 32 bytes). Sent to every member before the first broadcast
+    /// under the new key.
+    RoomKey {
+        room_key: String,
+        from_broadcast: u64,
     },
-    Pong,
     /// The client sent a message `type` this server does not know (`what`: that type, at most
     /// [`MAX_UNSUPPORTED_TYPE_BYTES`] bytes); it was ignored and the connection stays open.
-    Unsupported {
-        what: String,
-    },
+    Unsupported { what: String },
     /// The server closes the connection after this.
-    Error {
-        code: ErrorCode,
-        message: String,
-    },
+    Error { code: ErrorCode, message: String },
     /// Any `type` this client does not know (a newer server's): logged and ignored. Never sent.
     #[serde(other)]
     Unknown,
@@ -344,6 +338,27 @@ mod tests {
             serde_json::from_str::<BroadcastMessage>(&json).unwrap(),
             BroadcastMessage::Event(event)
         );
+    }
+
+    #[test]
+    fn room_key_and_pong_encoding() {
+        let key = ServerMessage::RoomKey {
+            room_key: "ab".repeat(32),
+            from_broadcast: 7,
+        };
+        let json = serde_json::to_string(&key).unwrap();
+        assert_eq!(
+            json,
+            format!(
+                r#"{{"type":"room_key","room_key":"{}","from_broadcast":7}}"#,
+                "ab".repeat(32)
+            )
+        );
+        assert_eq!(serde_json::from_str::<ServerMessage>(&json).unwrap(), key);
+        let pong = ServerMessage::Pong { broadcast_next: 42 };
+        let json = serde_json::to_string(&pong).unwrap();
+        assert_eq!(json, r#"{"type":"pong","broadcast_next":42}"#);
+        assert_eq!(serde_json::from_str::<ServerMessage>(&json).unwrap(), pong);
     }
 
     #[test]

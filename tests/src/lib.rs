@@ -395,6 +395,9 @@ struct Faults {
     /// Flip a byte of the next complete frame in this direction (client→server, server→client).
     corrupt_up: std::sync::atomic::AtomicBool,
     corrupt_down: std::sync::atomic::AtomicBool,
+    /// While set, every `Broadcast` frame (kind 0x11) from the server is dropped whole;
+    /// everything else passes.
+    drop_broadcasts: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -503,6 +506,14 @@ impl Proxy {
             .store(stalled, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Drop (or pass again) every `Broadcast` frame from the server, whole, on every
+    /// connection; session frames still pass.
+    pub fn drop_broadcasts(&self, dropping: bool) {
+        self.faults
+            .drop_broadcasts
+            .store(dropping, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Delay every forwarded chunk by `delay` (both directions).
     pub fn set_delay(&self, delay: Duration) {
         self.faults.delay_ms.store(
@@ -570,7 +581,7 @@ impl Proxy {
 }
 
 /// Copy bytes, tracking frame boundaries (5-byte header: kind, u32 BE length) so one frame's
-/// last byte can be flipped.
+/// last byte can be flipped, or broadcast frames dropped.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
@@ -583,6 +594,9 @@ async fn pump(
     let mut header = Vec::with_capacity(5);
     let mut body_left: usize = 0;
     let mut frame_index = 0usize;
+    // Whether the frame being copied is dropped (decided at its first byte).
+    let mut dropping = false;
+    let mut out = Vec::with_capacity(buf.len());
     let corrupt = match direction {
         Direction::ClientToServer => &faults.corrupt_up,
         Direction::ServerToClient => &faults.corrupt_down,
@@ -599,7 +613,13 @@ async fn pump(
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
+        out.clear();
         for byte in buf[..n].iter_mut() {
+            if body_left == 0 && header.is_empty() {
+                dropping = direction == Direction::ServerToClient
+                    && *byte == 0x11
+                    && faults.drop_broadcasts.load(SeqCst);
+            }
             if body_left == 0 {
                 header.push(*byte);
                 if header.len() == 5 {
@@ -619,8 +639,11 @@ async fn pump(
                     frame_index += 1;
                 }
             }
+            if !dropping {
+                out.push(*byte);
+            }
         }
-        if to.write_all(&buf[..n]).await.is_err() {
+        if to.write_all(&out).await.is_err() {
             break;
         }
     }
@@ -727,6 +750,21 @@ impl RawMember {
     /// Write raw bytes (e.g. a frame header announcing an oversized body).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.writer.write_all(bytes).await
+    }
+
+    /// The next frame from the server, whatever its kind, as (kind, body); `None` once the
+    /// connection is closed.
+    pub async fn next_frame(&mut self) -> Option<(tertulia_core::frame::FrameKind, Vec<u8>)> {
+        let frame =
+            tokio::time::timeout(WAIT, self.reader.read_frame(tertulia_core::frame::MAX_BODY))
+                .await
+                .expect("server went silent");
+        frame.ok().flatten()
+    }
+
+    /// Open the body of a session frame (the next one from the server).
+    pub fn open_session(&mut self, body: &[u8]) -> tertulia_core::message::ServerMessage {
+        tertulia_core::sealed::open_session(&mut self.keys.recv, body).expect("open session frame")
     }
 
     /// The next private message from the server, or `None` once the connection is closed.

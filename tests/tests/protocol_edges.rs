@@ -96,7 +96,10 @@ async fn an_unknown_message_type_gets_unsupported_and_the_connection_lives_on() 
         }
     );
     raw.send(&ClientMessage::Ping).await.expect("send");
-    assert_eq!(next_reply(&mut raw).await, ServerMessage::Pong);
+    assert!(matches!(
+        next_reply(&mut raw).await,
+        ServerMessage::Pong { .. }
+    ));
 
     // A known type with broken fields is still a protocol violation.
     raw.send_json(&json!({"type": "say", "id": "one"}))

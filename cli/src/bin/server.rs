@@ -9,7 +9,7 @@ use tertulia_core::frame::MAX_BODY;
 use tertulia_core::passphrase;
 use tertulia_core::server::{
     ConfigError, FloodLimit, HandshakeThrottle, PreviousRoom, Retention, RoomConfig, Server,
-    ServerConfig, ServerError, MAX_FLOOD_RATE, MIN_FRAME_BYTES,
+    ServerConfig, ServerError, DEFAULT_REKEY_INTERVAL, MAX_FLOOD_RATE, MIN_FRAME_BYTES,
 };
 use tertulia_core::text::MAX_MESSAGE_BYTES;
 use tracing_subscriber::EnvFilter;
@@ -114,6 +114,10 @@ struct Args {
     /// Largest frame a client may send, in bytes (must fit the longest message).
     #[arg(long, default_value_t = MAX_BODY as u32, value_parser = clap::value_parser!(u32).range(MIN_FRAME_BYTES as i64..=MAX_BODY as i64))]
     max_frame_bytes: u32,
+    /// Seconds a room broadcast key is used (from its first broadcast) before a fresh one
+    /// replaces it; at least 1. The key also changes whenever a member leaves.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_REKEY_INTERVAL.as_secs(), value_parser = clap::value_parser!(u64).range(0..=7 * 24 * 3600))]
+    rekey_secs: u64,
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 stopped, 1 could not start, 2 contradictory settings, \
@@ -208,6 +212,7 @@ fn in_flags(error: &ConfigError, args: &Args, send_queue_max_kib: u64) -> String
             args.send_queue_kib
         ),
         ConfigError::FloodRate(_) => format!("--flood-rate: {error}"),
+        ConfigError::RekeyInterval(_) => format!("--rekey-secs {}: {error}", args.rekey_secs),
         other => other.to_string(),
     }
 }
@@ -279,6 +284,7 @@ async fn run(args: Args) -> i32 {
         data_dir: data_dir.clone(),
         max_store_bytes: args.max_store_mib.0.map(|m| m * 1024 * 1024),
         joins_per_minute: args.joins_per_minute,
+        rekey_interval: Duration::from_secs(args.rekey_secs),
         previous_room: match args.new_room {
             None => PreviousRoom::Refuse,
             Some(NewRoom::Keep) => PreviousRoom::Keep,

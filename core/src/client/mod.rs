@@ -7,12 +7,14 @@
 //!   reconnect decisions); pure, unit-tested without sockets.
 //! - [`event`]: the events reported and the errors of [`ClientHandle`] calls.
 //! - [`outbox`]: messages kept until acknowledged; [`backoff`]: reconnect delays.
+//! - [`keys`]: the room broadcast keys (rotation) and the pong's broadcast-position check.
 //! - [`address`]: host names and `host:port` as users type them.
 //! - this module: the task and its socket.
 
 mod address;
 mod backoff;
 mod event;
+pub(crate) mod keys;
 mod outbox;
 mod session;
 
@@ -36,10 +38,11 @@ use crate::handshake::TransportKeys;
 use crate::hello;
 use crate::message::{ClientId, ClientMessage};
 use crate::passphrase::{self, Salt};
-use crate::sealed::{self, BroadcastOpener};
+use crate::sealed;
 use crate::secret::{SecretKey, SecretString};
 use crate::text::{validate_message, validate_nick};
-use session::{classify, network_failure, Action, Ending, Next, Session};
+use keys::BroadcastKeys;
+use session::{classify, integrity_failure, network_failure, Action, Ending, Next, Session};
 
 /// Client tuning.
 #[derive(Debug, Clone)]
@@ -199,7 +202,8 @@ struct Link {
     writer: OwnedWriteHalf,
     send: CipherState,
     recv: CipherState,
-    opener: Option<BroadcastOpener>,
+    /// The room broadcast keys, from the welcome on.
+    keys: Option<BroadcastKeys>,
 }
 
 impl Link {
@@ -208,7 +212,7 @@ impl Link {
             writer,
             send: keys.send,
             recv: keys.recv,
-            opener: None,
+            keys: None,
         }
     }
 
@@ -251,7 +255,10 @@ impl ClientTask {
             match action {
                 Action::Emit(event) => self.emit(event).await,
                 Action::End(end) => ending = Some(end),
-                Action::Send(_) | Action::OpenBroadcasts { .. } => {}
+                Action::Send(_)
+                | Action::OpenBroadcasts { .. }
+                | Action::NextRoomKey { .. }
+                | Action::CheckBroadcasts { .. } => {}
             }
         }
         ending
@@ -281,7 +288,18 @@ impl ClientTask {
                 }
                 Action::Send(_) => {}
                 Action::OpenBroadcasts { key, next_counter } => {
-                    link.opener = Some(BroadcastOpener::new(&key, next_counter));
+                    link.keys = Some(BroadcastKeys::new(&key, next_counter));
+                }
+                // The session asks for these only once joined, after `OpenBroadcasts`.
+                Action::NextRoomKey { key, from } => {
+                    if let Some(Err(e)) = link.keys.as_mut().map(|k| k.add(key, from)) {
+                        broken = broken.or(Some(integrity_failure(e)));
+                    }
+                }
+                Action::CheckBroadcasts { next } => {
+                    if let Some(Err(e)) = link.keys.as_ref().map(|k| k.check_position(next)) {
+                        broken = broken.or(Some(integrity_failure(e)));
+                    }
                 }
                 Action::End(end) => ending = ending.or(Some(end)),
             }
@@ -452,11 +470,8 @@ impl ClientTask {
                 self.session.on_server_message(message);
             }
             FrameKind::Broadcast => {
-                let opener = link
-                    .opener
-                    .as_mut()
-                    .ok_or(ConnError::UnexpectedFrame(kind))?;
-                self.session.on_broadcast(opener.open(body)?);
+                let keys = link.keys.as_mut().ok_or(ConnError::UnexpectedFrame(kind))?;
+                self.session.on_broadcast(keys.open(body)?);
             }
             other => return Err(ConnError::UnexpectedFrame(other)),
         }

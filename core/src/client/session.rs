@@ -66,6 +66,11 @@ pub enum Action {
     /// From now on open the room's broadcast frames with `key`, the next one numbered
     /// `next_counter` (from the welcome).
     OpenBroadcasts { key: Key, next_counter: u64 },
+    /// A `room_key`: broadcasts from counter `from` on are sealed with `key`.
+    NextRoomKey { key: Key, from: u64 },
+    /// A pong: the next broadcast after it must be `next` (broadcasts dropped on the way
+    /// otherwise: an integrity failure).
+    CheckBroadcasts { next: u64 },
     /// End the current connection (or, while offline, the wait before the next attempt).
     End(Ending),
 }
@@ -604,7 +609,36 @@ impl Session {
                 self.fill_window();
                 self.leave_if_flushed();
             }
-            ServerMessage::Pong => {}
+            // Before the welcome there is no broadcast position to check (the server sends 0).
+            ServerMessage::Pong { broadcast_next } => {
+                if self.joined() {
+                    self.actions.push_back(Action::CheckBroadcasts {
+                        next: broadcast_next,
+                    });
+                }
+            }
+            ServerMessage::RoomKey {
+                room_key,
+                from_broadcast,
+            } => {
+                let key = hex::decode(&room_key)
+                    .ok()
+                    .and_then(|k| Key::try_from(k).ok());
+                match key {
+                    Some(key) if self.joined() => self.actions.push_back(Action::NextRoomKey {
+                        key,
+                        from: from_broadcast,
+                    }),
+                    Some(_) => self.end(Ending::retry(
+                        ErrorKind::Protocol,
+                        "the server sent a room key before the welcome",
+                    )),
+                    None => self.end(Ending::retry(
+                        ErrorKind::Protocol,
+                        "the server sent an unusable room key",
+                    )),
+                }
+            }
             ServerMessage::Unsupported { what } => {
                 tracing::warn!(%what, "the server does not support a message this client sent")
             }
@@ -812,6 +846,15 @@ pub fn classify(error: ConnError) -> Ending {
         }
         other => Ending::retry(ErrorKind::Protocol, other),
     }
+}
+
+/// How a connection whose broadcast stream does not fit what the server says about it ends
+/// (broadcasts dropped on the way, a room key out of place): like any integrity failure.
+pub fn integrity_failure(error: impl std::fmt::Display) -> Ending {
+    Ending::retry(
+        ErrorKind::Integrity,
+        format!("data from the server failed its integrity check ({error}); reconnecting"),
+    )
 }
 
 /// How a connection that could not be opened, or that went quiet, ends.
@@ -1916,6 +1959,109 @@ mod tests {
                 retry_after_secs: Some(7),
                 ..
             })
+        ));
+    }
+
+    /// Do the broadcast-key actions as the client task does; `Err` ends the connection.
+    fn apply_keys(
+        actions: &[Action],
+        keys: &mut Option<crate::client::keys::BroadcastKeys>,
+    ) -> Result<(), Ending> {
+        use crate::client::keys::BroadcastKeys;
+        for action in actions {
+            let checked = match action {
+                Action::OpenBroadcasts { key, next_counter } => {
+                    *keys = Some(BroadcastKeys::new(key, *next_counter));
+                    Ok(())
+                }
+                Action::NextRoomKey { key, from } => keys.as_mut().unwrap().add(*key, *from),
+                Action::CheckBroadcasts { next } => keys.as_ref().unwrap().check_position(*next),
+                Action::End(ending) => return Err(ending.clone()),
+                _ => Ok(()),
+            };
+            checked.map_err(integrity_failure)?;
+        }
+        Ok(())
+    }
+
+    /// A `room_key` and a pong reach the broadcast keys only once joined (a pong before the
+    /// welcome carries no position; a room key before it is a protocol error); through a
+    /// rotation the stream opens and the pongs agree; a dropped broadcast shows at the next
+    /// pong as an integrity failure, and the client reconnects.
+    #[test]
+    fn room_keys_and_pong_positions_follow_the_broadcast_stream() {
+        use crate::sealed::BroadcastSealer;
+        let mut s = session();
+        s.connecting();
+        s.connected();
+        drain(&mut s);
+        s.on_server_message(ServerMessage::Pong { broadcast_next: 0 });
+        assert!(drain(&mut s).is_empty(), "not joined: nothing to check");
+        let mut keys = None;
+        apply_keys(&join_room(&mut s, Welcome::default()), &mut keys).unwrap();
+        let (k0, k1) = ([7u8; 32], [8u8; 32]);
+        let mut sealer = BroadcastSealer::new(&k0, 3);
+        let frame = |sealer: &mut BroadcastSealer, seq: u64| {
+            let json =
+                serde_json::to_vec(&BroadcastMessage::Event(message(seq, "ben", seq))).unwrap();
+            sealer.seal(&json).unwrap()[crate::frame::HEADER_LEN..].to_vec()
+        };
+        let open = |s: &mut Session, keys: &mut Option<_>, body: Vec<u8>| {
+            let keys: &mut crate::client::keys::BroadcastKeys = keys.as_mut().unwrap();
+            s.on_broadcast(keys.open(&body).unwrap());
+        };
+        open(&mut s, &mut keys, frame(&mut sealer, 1));
+        s.on_server_message(ServerMessage::Pong { broadcast_next: 4 });
+        s.on_server_message(ServerMessage::RoomKey {
+            room_key: hex::encode(k1),
+            from_broadcast: 4,
+        });
+        let actions = drain(&mut s);
+        let mut shown = shown_seqs(&actions);
+        let actions: Vec<Action> = actions
+            .into_iter()
+            .filter(|a| !matches!(a, Action::Emit(_)))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                Action::CheckBroadcasts { next: 4 },
+                Action::NextRoomKey { key: k1, from: 4 }
+            ]
+        );
+        apply_keys(&actions, &mut keys).unwrap();
+        let mut sealer = BroadcastSealer::new(&k1, sealer.next_counter());
+        open(&mut s, &mut keys, frame(&mut sealer, 2));
+        open(&mut s, &mut keys, frame(&mut sealer, 3));
+        shown.extend(shown_seqs(&drain(&mut s)));
+        assert_eq!(shown, [1, 2, 3]);
+
+        let _dropped_on_the_way = frame(&mut sealer, 4);
+        s.on_server_message(ServerMessage::Pong { broadcast_next: 7 });
+        let Err(Ending::Retry { kind, message, .. }) = apply_keys(&drain(&mut s), &mut keys) else {
+            panic!("a dropped broadcast went unnoticed");
+        };
+        assert_eq!(kind, ErrorKind::Integrity);
+        assert!(
+            message.contains("broadcasts are being dropped on the way"),
+            "{message}"
+        );
+
+        // A room key before any welcome ends the connection.
+        let mut s = session();
+        s.connecting();
+        s.connected();
+        drain(&mut s);
+        s.on_server_message(ServerMessage::RoomKey {
+            room_key: hex::encode(k1),
+            from_broadcast: 0,
+        });
+        assert!(matches!(
+            &drain(&mut s)[..],
+            [Action::End(Ending::Retry {
+                kind: ErrorKind::Protocol,
+                ..
+            })]
         ));
     }
 }

@@ -1,6 +1,7 @@
 //! What the room takes from outside instead of reading it itself: the time ([`Now`]) and
 //! the randomness of a new room epoch ([`RoomIdentity`]). The server passes the real ones;
-//! tests pass any, so the room's tests are deterministic and never sleep.
+//! tests pass any, so the room's tests are deterministic and never sleep. New broadcast keys
+//! after a rotation come from [`fresh_room_key`].
 
 #[cfg(test)]
 use std::time::Duration;
@@ -54,6 +55,15 @@ impl RoomIdentity {
             room_key: SecretKey::new(rng.gen()),
         }
     }
+}
+
+/// A new room broadcast key: 32 bytes from the operating system's generator, unrelated to
+/// every earlier key (a key handed out after a rotation says nothing about the ones before).
+pub fn fresh_room_key() -> SecretKey {
+    use rand::RngCore;
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(&mut *bytes);
+    SecretKey::new(*bytes)
 }
 
 #[cfg(test)]

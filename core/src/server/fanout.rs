@@ -11,11 +11,18 @@
 //! buffer that appends go to. Reading from the open part freezes it first, so readers never
 //! see bytes that may still change, and a slice handed to a writer stays valid after the log
 //! has forgotten it.
+//!
+//! The log also answers which broadcast counter starts at a frame boundary
+//! ([`FanoutLog::counter_at`]), so a writer can tell a member its place in the broadcast
+//! sequence (`pong.broadcast_next`) from its place in the log.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
+
+use crate::frame::HEADER_LEN;
+use crate::sealed::COUNTER_LEN;
 
 /// Size of the buffers appends go to (a larger frame gets a buffer of its own size).
 const CHUNK: usize = 64 * 1024;
@@ -40,6 +47,8 @@ struct Inner {
     /// Appended bytes not yet frozen; they cover `open_start..open_start + open.len()`.
     open: BytesMut,
     open_start: u64,
+    /// The counter the next broadcast appended will carry (one past the last one's).
+    next_counter: u64,
 }
 
 impl Inner {
@@ -67,9 +76,12 @@ impl FanoutLog {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Append one frame; returns the log's new end.
+    /// Append one `Broadcast` frame (header, counter, ciphertext); returns the log's new end.
     pub fn append(&self, frame: &[u8]) -> u64 {
         let mut inner = self.lock();
+        if let Some(counter) = counter_of(frame) {
+            inner.next_counter = counter.saturating_add(1);
+        }
         if inner.open.capacity() - inner.open.len() < frame.len() {
             inner.freeze();
             inner.open = BytesMut::with_capacity(CHUNK.max(frame.len()));
@@ -121,6 +133,29 @@ impl FanoutLog {
         Ok(until)
     }
 
+    /// The counter of the broadcast that starts at log position `at`, a frame boundary: of
+    /// the frame there, or, at the end, of the next one to be appended. `None` if the log has
+    /// forgotten that position.
+    pub fn counter_at(&self, at: u64) -> Option<u64> {
+        let inner = self.lock();
+        if at == inner.end() {
+            return Some(inner.next_counter);
+        }
+        if at < inner.frozen_start || at > inner.end() {
+            return None;
+        }
+        // A frame never straddles two slices: appends go whole into one buffer, and freezing
+        // takes all of it.
+        if at >= inner.open_start {
+            return counter_of(&inner.open[(at - inner.open_start) as usize..]);
+        }
+        let index = inner
+            .frozen
+            .partition_point(|(start, part)| start + part.len() as u64 <= at);
+        let (start, part) = inner.frozen.get(index)?;
+        counter_of(&part[(at - start) as usize..])
+    }
+
     /// Forget the frozen slices that end at or before `keep_from`.
     pub fn trim(&self, keep_from: u64) {
         let mut inner = self.lock();
@@ -142,9 +177,41 @@ impl FanoutLog {
     }
 }
 
+/// The counter of the broadcast frame `frame` starts with.
+fn counter_of(frame: &[u8]) -> Option<u64> {
+    let bytes = frame.get(HEADER_LEN..HEADER_LEN + COUNTER_LEN)?;
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sealed::BroadcastSealer;
+
+    /// The counter at every frame boundary, in the open part, in frozen slices and at the end,
+    /// and nothing once forgotten.
+    #[test]
+    fn the_counter_at_each_frame_boundary_is_known() {
+        let log = FanoutLog::new();
+        assert_eq!(log.counter_at(0), Some(0), "an empty log starts at 0");
+        let mut sealer = BroadcastSealer::new(&[1u8; 32], 0);
+        let mut starts = Vec::new();
+        for i in 0..2000u64 {
+            starts.push(log.end());
+            log.append(&sealer.seal(&vec![b'x'; (i % 300) as usize]).unwrap());
+            if i % 37 == 0 {
+                log.read(0, u64::MAX, usize::MAX, &mut Vec::new()).unwrap(); // freeze
+            }
+        }
+        for (counter, at) in starts.iter().enumerate() {
+            assert_eq!(log.counter_at(*at), Some(counter as u64), "at {at}");
+        }
+        assert_eq!(log.counter_at(log.end()), Some(2000));
+        assert_eq!(log.counter_at(log.end() + 1), None);
+        log.trim(starts[1500]);
+        assert_eq!(log.counter_at(0), None, "forgotten");
+        assert_eq!(log.counter_at(starts[1999]), Some(1999));
+    }
 
     fn read_all(log: &FanoutLog, from: u64, until: u64, max: usize) -> (Vec<u8>, u64, usize) {
         let mut out = Vec::new();

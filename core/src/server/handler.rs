@@ -516,12 +516,14 @@ impl Handler {
                 return Err(HandlerError::Protocol("already joined"))
             }
             (ClientMessage::Ping, None) => {
-                let _ = self.link.queue(ServerMessage::Pong);
+                // Not joined: no broadcast position (the writer fills it in; 0 here).
+                let _ = self.link.queue(ServerMessage::Pong { broadcast_next: 0 });
             }
             (ClientMessage::Ping, Some(key)) => {
                 self.shared
                     .room()
-                    .reply(key, conn_id, ServerMessage::Pong)?
+                    // `broadcast_next` is filled in by the writer as it sends the pong.
+                    .reply(key, conn_id, ServerMessage::Pong { broadcast_next: 0 })?
             }
             // A newer client's message: one short reply, the connection survives; it is
             // rate-limited like a ping, so it cannot make the server queue replies faster.

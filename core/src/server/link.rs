@@ -333,7 +333,7 @@ mod tests {
         assert_eq!(queued, 9, "10 KiB items under a 100 000-byte cap");
         assert!(link.cancel.is_cancelled(), "cut off as a slow consumer");
         assert!(
-            !link.queue(ServerMessage::Pong),
+            !link.queue(ServerMessage::Pong { broadcast_next: 0 }),
             "nothing more once cut off"
         );
         let item = rx.try_recv().unwrap();
@@ -355,7 +355,7 @@ mod tests {
         });
         assert!(link.queue(big()) && link.queue(big()) && link.queue(big()));
         std::thread::sleep(Duration::from_millis(60));
-        assert!(!link.queue(ServerMessage::Pong));
+        assert!(!link.queue(ServerMessage::Pong { broadcast_next: 0 }));
         assert!(link.cancel.is_cancelled());
     }
 }

@@ -122,6 +122,9 @@ pub struct ServerConfig {
     /// add per minute, after a burst of `max_connections_per_ip`; `0` turns it off. Bounds
     /// the join and leave events a join/leave loop writes.
     pub joins_per_minute: f64,
+    /// A room broadcast key in use this long (since the first broadcast sealed under it) is
+    /// replaced by a fresh one; at least [`MIN_REKEY_INTERVAL`].
+    pub rekey_interval: Duration,
 }
 
 /// What happens to a stored room whose passphrase differs from the one the server starts
@@ -159,9 +162,16 @@ impl Default for ServerConfig {
             max_store_bytes: Some(DEFAULT_MAX_STORE_BYTES),
             previous_room: PreviousRoom::Refuse,
             joins_per_minute: 6.0,
+            rekey_interval: DEFAULT_REKEY_INTERVAL,
         }
     }
 }
+
+/// Default [`ServerConfig::rekey_interval`]: 5 minutes.
+pub const DEFAULT_REKEY_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// The shortest [`ServerConfig::rekey_interval`]: every rotation costs each member one
+/// session message.
+pub const MIN_REKEY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Default cap on the room database: 512 MiB (see `docs/PROTOCOL.md`, Limits).
 pub const DEFAULT_MAX_STORE_BYTES: u64 = 512 * 1024 * 1024;
@@ -187,6 +197,8 @@ pub enum ConfigError {
     JoinRate(f64),
     #[error("at least one connection (and one per address) must be allowed")]
     NoConnections,
+    #[error("the room key must be kept at least 1 s before it is replaced, not {} s", .0.as_secs_f64())]
+    RekeyInterval(Duration),
 }
 
 /// The smallest frame limit a server may set.
@@ -234,6 +246,9 @@ impl ServerConfig {
         }
         if self.max_connections == 0 || self.max_connections_per_ip == 0 {
             return Err(ConfigError::NoConnections);
+        }
+        if self.rekey_interval < MIN_REKEY_INTERVAL {
+            return Err(ConfigError::RekeyInterval(self.rekey_interval));
         }
         Ok(())
     }
@@ -600,8 +615,8 @@ async fn open_bound_store(
     Ok((store, salt, psk))
 }
 
-/// Announce members whose grace period ran out, twice a second; apply the retention
-/// settings once a minute.
+/// Announce members whose grace period ran out and rotate a room key in use for the rekey
+/// interval, twice a second; apply the retention settings once a minute.
 async fn expire_away_members(shared: Arc<Shared>, stop: CancellationToken) {
     const TICK: Duration = Duration::from_millis(500);
     const RETENTION_EVERY: u32 = 120;
@@ -615,6 +630,7 @@ async fn expire_away_members(shared: Arc<Shared>, stop: CancellationToken) {
         let mut room = shared.room();
         let now = Now::current();
         room.expire_away(now);
+        room.rotate_if_due(now, shared.config.rekey_interval);
         ticks += 1;
         if ticks.is_multiple_of(RETENTION_EVERY) {
             if let Err(e) = room.apply_retention(now.wall_ms) {
@@ -677,6 +693,18 @@ mod tests {
             config(|c| c.flood.per_second = 0.0),
             Ok(()),
             "0 turns it off"
+        );
+        assert_eq!(
+            config(|c| c.rekey_interval = Duration::from_millis(999)),
+            Err(ConfigError::RekeyInterval(Duration::from_millis(999)))
+        );
+        assert_eq!(
+            config(|c| c.rekey_interval = Duration::from_secs(1)),
+            Ok(())
+        );
+        assert_eq!(
+            ServerConfig::default().rekey_interval,
+            Duration::from_secs(300)
         );
     }
 

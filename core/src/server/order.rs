@@ -196,8 +196,15 @@ mod tests {
                         out.push(format!("A{up_to}"));
                     }
                     out.push(match item {
-                        Private::Message(m) if *m == ServerMessage::Pong => "P".into(),
-                        Private::Message(m) => format!("{m:?}"),
+                        Private::Message(m) if matches!(*m, ServerMessage::Pong { .. }) => {
+                            "P".into()
+                        }
+                        Private::Message(m) => match *m {
+                            ServerMessage::RoomKey { from_broadcast, .. } => {
+                                format!("K{from_broadcast}")
+                            }
+                            m => format!("{m:?}"),
+                        },
                         Private::Welcome { .. } => "W".into(),
                         Private::Replay { pin, through_seq } => {
                             format!("R{}-{through_seq}", pin.next())
@@ -222,7 +229,7 @@ mod tests {
                 Outgoing::Attach(10),
                 session(20, ServerMessage::Ack { up_to: 1 }),
                 session(20, ServerMessage::Ack { up_to: 2 }),
-                session(30, ServerMessage::Pong),
+                session(30, ServerMessage::Pong { broadcast_next: 0 }),
                 session(30, ServerMessage::Ack { up_to: 3 }),
                 Outgoing::Close { after: 40 },
             ],
@@ -234,11 +241,20 @@ mod tests {
     #[test]
     fn nothing_is_broadcast_before_attaching_and_items_wait_for_the_log() {
         // Not yet attached: private items go out as they come.
-        assert_eq!(play(vec![session(99, ServerMessage::Pong)], 0), ["P"]);
+        assert_eq!(
+            play(
+                vec![session(99, ServerMessage::Pong { broadcast_next: 0 })],
+                0
+            ),
+            ["P"]
+        );
         // Attached, with an item positioned beyond what the log holds yet: it waits.
         assert_eq!(
             play(
-                vec![Outgoing::Attach(0), session(80, ServerMessage::Pong)],
+                vec![
+                    Outgoing::Attach(0),
+                    session(80, ServerMessage::Pong { broadcast_next: 0 })
+                ],
                 50
             ),
             ["B0-50"]
@@ -289,7 +305,7 @@ mod tests {
         };
         assert_eq!(range, 0..100);
         order.sent_through(50); // the batch was full half-way through a frame
-        order.offer(session(40, ServerMessage::Pong));
+        order.offer(session(40, ServerMessage::Pong { broadcast_next: 0 }));
         match order.step(100) {
             Step::Broadcasts(range) => assert_eq!(range, 50..100, "finish the frame"),
             other => panic!("sent {other:?} inside a frame"),

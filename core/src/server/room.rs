@@ -10,13 +10,19 @@
 //! connection takes nothing (it stopped reading), or that falls past the hard cap, is cut off
 //! instead of letting the server buffer without bound; it keeps its place for the grace period
 //! and catches up by replay when it returns.
+//!
+//! The broadcast key rotates (`docs/PROTOCOL.md` §5): when a member leaves for good, and once
+//! a key has been in use for the rekey interval. Each rotation draws a fresh key, keeps the
+//! broadcast counters going, and queues one `room_key` to every connected member at the log
+//! position where the new key starts, so its writer sends it just before the first
+//! broadcast under it.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::clock::{Now, RoomIdentity};
+use super::clock::{fresh_room_key, Now, RoomIdentity};
 use super::dedupe::{Dedupe, Seen};
 use super::fanout::FanoutLog;
 use super::link::MemberLink;
@@ -130,6 +136,11 @@ pub struct Room {
     epoch: Epoch,
     room_key: SecretKey,
     sealer: BroadcastSealer,
+    /// When the first broadcast under the current key was sealed (`None`: none yet, so an
+    /// idle room keeps its key).
+    key_in_use_since: Option<Instant>,
+    /// Keys drawn after the first, for the log and the tests.
+    rotations: u64,
     next_seq: u64,
     /// Recent events, shared with the writers that replay them.
     history: Arc<RecentHistory>,
@@ -163,6 +174,8 @@ impl Room {
             epoch,
             sealer: BroadcastSealer::new(&room_key, 0),
             room_key,
+            key_in_use_since: None,
+            rotations: 0,
             next_seq: 1,
             history: Arc::default(),
             members: HashMap::new(),
@@ -491,10 +504,16 @@ impl Room {
         Ok(())
     }
 
-    /// Member `key` said goodbye on `conn_id`.
+    /// Member `key` said goodbye on `conn_id`. Its connection's stream ends here, and the key
+    /// rotates before the leave notice, so the leaver holds no key for anything from its
+    /// notice on.
     pub fn leave(&mut self, key: &str, conn_id: u64, now: Now) {
         if self.link_of(key, conn_id).is_ok() {
             if let Some(member) = self.remove_member(key) {
+                if let Some(link) = &member.link {
+                    link.close();
+                }
+                self.rotate_key("a member left");
                 self.announce(
                     RoomEventKind::Leave {
                         nick: member.nick,
@@ -529,19 +548,75 @@ impl Room {
             })
             .map(|(k, _)| k.clone())
             .collect();
-        for key in &expired {
-            if let Some(member) = self.remove_member(key) {
-                self.announce(
-                    RoomEventKind::Leave {
-                        nick: member.nick,
-                        reason: LeaveReason::ConnectionLost,
-                    },
-                    None,
-                    now,
-                );
-            }
+        let gone: Vec<Member> = expired
+            .iter()
+            .filter_map(|key| self.remove_member(key))
+            .collect();
+        // One new key for all of them, before their notices.
+        if !gone.is_empty() {
+            self.rotate_key("a member's connection was lost");
+        }
+        for member in gone {
+            self.announce(
+                RoomEventKind::Leave {
+                    nick: member.nick,
+                    reason: LeaveReason::ConnectionLost,
+                },
+                None,
+                now,
+            );
         }
         expired.len()
+    }
+
+    /// Rotate the broadcast key if the current one has been in use (sealed its first
+    /// broadcast) for at least `interval`. Returns whether it rotated.
+    pub fn rotate_if_due(&mut self, now: Now, interval: Duration) -> bool {
+        let due = self
+            .key_in_use_since
+            .is_some_and(|since| now.at.saturating_duration_since(since) >= interval);
+        if due {
+            self.rotate_key("the rekey interval passed");
+        }
+        due
+    }
+
+    /// Draw a fresh broadcast key for the broadcasts from the next counter on, and queue a
+    /// `room_key` for it to every connected member at the log's end: before the first
+    /// broadcast under it in each member's stream (also one whose welcome or replay is still
+    /// going out, or whose queue is behind: the item waits its turn). Members away within
+    /// their grace period get the key in their next welcome; members gone get nothing.
+    fn rotate_key(&mut self, why: &str) {
+        let from = self.sealer.next_counter();
+        self.room_key = fresh_room_key();
+        self.sealer = BroadcastSealer::new(&self.room_key, from);
+        self.key_in_use_since = None;
+        self.rotations += 1;
+        let message = ServerMessage::RoomKey {
+            room_key: hex::encode(*self.room_key),
+            from_broadcast: from,
+        };
+        let mut told = 0usize;
+        for member in self.members.values() {
+            if let Some(link) = &member.link {
+                // A queue too full for it cuts the member off (slow consumer); it resumes
+                // with the current key in its welcome.
+                told += usize::from(link.queue(message.clone()));
+            }
+        }
+        tracing::debug!(
+            rotation = self.rotations,
+            from_broadcast = from,
+            members = told,
+            why,
+            "room key rotated"
+        );
+    }
+
+    /// Keys drawn since the room started, after its first.
+    #[cfg(test)]
+    pub fn rotations(&self) -> u64 {
+        self.rotations
     }
 
     /// Tell every connected member that the server is going away.
@@ -632,6 +707,7 @@ impl Room {
                 return;
             }
         };
+        self.key_in_use_since.get_or_insert(now);
         let end = self.log.append(&frame);
         let start = end - frame.len() as u64;
         let budget = self.config.send_queue_bytes as u64;
@@ -693,7 +769,7 @@ mod tests {
     use super::super::link::{Outgoing, SendLimits, WriterProgress};
     use super::super::order::{Private, SendOrder, Step};
     use super::*;
-    use crate::sealed::BroadcastOpener;
+    use crate::client::keys::BroadcastKeys;
     use std::sync::OnceLock;
     use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;
@@ -737,7 +813,10 @@ mod tests {
             recent: room.recent(),
             progress: link.progress.clone(),
             order: SendOrder::default(),
-            opener: None,
+            keys: None,
+            frames: vec![],
+            keys_seen: vec![],
+            pongs: vec![],
             events: vec![],
             broadcasts: vec![],
             private: vec![],
@@ -747,15 +826,22 @@ mod tests {
     }
 
     /// Plays a member's writer and client: takes its private queue and its broadcasts from
-    /// the log in the writer's order (the same [`SendOrder`]), opening broadcasts with the
-    /// key from its welcome.
+    /// the log in the writer's order (the same [`SendOrder`]), opening broadcasts as the
+    /// client does (the key from its welcome, then each `room_key`), and checking every
+    /// pong's position (stamped as the writer does) as the client does.
     struct Inbox {
         rx: mpsc::Receiver<Outgoing>,
         log: Arc<FanoutLog>,
         recent: Arc<RecentHistory>,
         progress: Arc<WriterProgress>,
         order: SendOrder,
-        opener: Option<BroadcastOpener>,
+        keys: Option<BroadcastKeys>,
+        /// Every broadcast frame body received, as sent (a recording of the wire).
+        frames: Vec<Vec<u8>>,
+        /// Every key received (welcome, then `room_key`s) with the counter it starts at.
+        keys_seen: Vec<(crate::cipher::Key, u64)>,
+        /// `broadcast_next` of every pong received.
+        pongs: Vec<u64>,
         events: Vec<RoomEvent>,
         broadcasts: Vec<BroadcastMessage>,
         private: Vec<ServerMessage>,
@@ -777,7 +863,8 @@ mod tests {
             let mut rest = &bytes[..];
             while let Some((f, used)) = crate::frame::decode(rest, crate::frame::MAX_BODY).unwrap()
             {
-                let message: BroadcastMessage = self.opener.as_mut().unwrap().open(f.body).unwrap();
+                self.frames.push(f.body.to_vec());
+                let message: BroadcastMessage = self.keys.as_mut().unwrap().open(f.body).unwrap();
                 if let BroadcastMessage::Event(e) = &message {
                     self.events.push(e.clone());
                 }
@@ -794,6 +881,7 @@ mod tests {
 
         fn drain(&mut self) {
             loop {
+                let end = self.log.end(); // before the queue, as the writer does
                 if self.order.wants_item() {
                     if let Ok(item) = self.rx.try_recv() {
                         self.progress
@@ -802,7 +890,7 @@ mod tests {
                         self.order.offer(item);
                     }
                 }
-                match self.order.step(self.log.end()) {
+                match self.order.step(end) {
                     Step::Broadcasts(range) => self.read_broadcasts(range),
                     Step::Private(item) => {
                         self.private.extend(self.order.take_ack());
@@ -821,10 +909,36 @@ mod tests {
                                 *online = roster.names();
                                 let key: crate::cipher::Key =
                                     hex::decode(&*room_key).unwrap().try_into().unwrap();
-                                self.opener = Some(BroadcastOpener::new(&key, *next_broadcast));
+                                self.keys = Some(BroadcastKeys::new(&key, *next_broadcast));
+                                self.keys_seen.push((key, *next_broadcast));
                                 self.private.push(msg);
                             }
-                            Private::Message(message) => {
+                            Private::Message(mut message) => {
+                                super::super::writer::stamp_position(
+                                    &mut message,
+                                    &self.order,
+                                    &self.log,
+                                );
+                                match &*message {
+                                    ServerMessage::RoomKey {
+                                        room_key,
+                                        from_broadcast,
+                                    } => {
+                                        let key: crate::cipher::Key =
+                                            hex::decode(room_key).unwrap().try_into().unwrap();
+                                        let keys =
+                                            self.keys.as_mut().expect("a key after the welcome");
+                                        keys.add(key, *from_broadcast).unwrap();
+                                        self.keys_seen.push((key, *from_broadcast));
+                                    }
+                                    ServerMessage::Pong { broadcast_next } => {
+                                        if let Some(keys) = &self.keys {
+                                            keys.check_position(*broadcast_next).unwrap();
+                                        }
+                                        self.pongs.push(*broadcast_next);
+                                    }
+                                    _ => {}
+                                }
                                 if let ServerMessage::History { events } = &*message {
                                     self.events.extend(events.iter().cloned());
                                 }
@@ -1277,5 +1391,191 @@ mod tests {
             Some(8),
             "oldest kept of 5: seqs 8..=12"
         );
+    }
+
+    /// The counter a recorded broadcast frame body carries.
+    fn counter(body: &[u8]) -> u64 {
+        u64::from_be_bytes(body[..8].try_into().unwrap())
+    }
+
+    /// Does `key` open the recorded broadcast `body`?
+    fn opens(key: &crate::cipher::Key, body: &[u8]) -> bool {
+        crate::sealed::BroadcastOpener::new(key, counter(body))
+            .open::<BroadcastMessage>(body)
+            .is_ok()
+    }
+
+    fn rotations_announced(inbox: &Inbox) -> Vec<u64> {
+        inbox
+            .private
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::RoomKey { from_broadcast, .. } => Some(*from_broadcast),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A member who quits, or whose connection is lost for good, holds no key for anything
+    /// from its leave notice on: the key rotates first, and every member still connected
+    /// gets the new one right before the first broadcast under it (its inbox opens every
+    /// frame, so the switch is at exactly the right place). A rename is no leave.
+    #[test]
+    fn leaving_for_good_rotates_the_key_before_the_notice_and_the_leaver_gets_none() {
+        let mut room = new_room(RoomConfig::default());
+        let (la, mut ana) = link(&room, 1, 1000);
+        let (lb, mut ben) = link(&room, 2, 1000);
+        let (lc, mut cat) = link(&room, 3, 1000);
+        room.join("ana", &"id-a".into(), None, la, start()).unwrap();
+        room.join("ben", &"id-b".into(), None, lb, start()).unwrap();
+        room.join("cat", &"id-c".into(), None, lc, start()).unwrap();
+        room.say("ana", 1, 1, "before".into(), start()).unwrap();
+        ben.drain();
+        let ben_key = ben.keys_seen.last().unwrap().0;
+        room.leave("ben", 2, start());
+        assert_eq!(room.rotations(), 1);
+        room.say("ana", 1, 2, "after".into(), start()).unwrap();
+        ana.drain();
+        cat.drain();
+        ben.drain();
+        // Counters: joins 0–2, "before" 3, ben's leave 4, "after" 5.
+        assert_eq!(rotations_announced(&ana), [4]);
+        assert_eq!(rotations_announced(&cat), [4]);
+        assert!(
+            rotations_announced(&ben).is_empty(),
+            "the leaver gets no key"
+        );
+        assert!(
+            ben.closed,
+            "and its stream ends before the new key's broadcasts"
+        );
+        assert_eq!(ben.texts(), ["before"]);
+        assert_eq!(ana.texts(), ["before", "after"]);
+        assert_eq!(cat.texts(), ["before", "after"]);
+        let new_key = ana.keys_seen.last().unwrap().0;
+        assert_ne!(new_key, ben_key);
+        for body in &ana.frames {
+            let c = counter(body);
+            assert_eq!(opens(&ben_key, body), c < 4, "ben's key, broadcast {c}");
+            assert_eq!(opens(&new_key, body), c >= 4, "the new key, broadcast {c}");
+        }
+
+        // A rename (same client, another nickname) is not a leave: no rotation.
+        room.join(
+            "Anita",
+            &"id-a".into(),
+            None,
+            link(&room, 4, 1000).0,
+            start(),
+        )
+        .unwrap();
+        assert_eq!(room.rotations(), 1);
+
+        // Connections lost for good: one rotation for all who expire together, before
+        // their notices; nothing for members within their grace period.
+        let t0 = start();
+        room.disconnected("cat", 3, t0);
+        assert_eq!(room.expire_away(t0.after(Duration::from_secs(1))), 0);
+        assert_eq!(room.rotations(), 1, "away, not gone");
+        let (ld, mut dan) = link(&room, 5, 1000);
+        room.join("dan", &"id-d".into(), None, ld, start()).unwrap();
+        room.disconnected("dan", 5, t0);
+        assert_eq!(room.expire_away(t0.after(Duration::from_secs(10))), 2);
+        assert_eq!(room.rotations(), 2);
+        // Its connection is gone (no writer reads the log for it): nothing was queued for it.
+        while let Ok(item) = dan.rx.try_recv() {
+            assert!(
+                !matches!(&item, Outgoing::Session { message, .. } if matches!(**message, ServerMessage::RoomKey { .. })),
+                "{item:?}"
+            );
+        }
+    }
+
+    /// The periodic rotation: a key in use (since its first broadcast) for the interval is
+    /// replaced; an idle room keeps its key however long it waits.
+    #[test]
+    fn the_key_rotates_once_in_use_for_the_interval_and_an_idle_room_keeps_it() {
+        let interval = Duration::from_secs(300);
+        let mut room = new_room(RoomConfig::default());
+        let t0 = start();
+        assert!(!room.rotate_if_due(t0.after(Duration::from_secs(3600)), interval));
+        let (la, mut ana) = link(&room, 1, 1000);
+        room.join(
+            "ana",
+            &"id-a".into(),
+            None,
+            la,
+            t0.after(Duration::from_secs(3600)),
+        )
+        .unwrap();
+        let t1 = t0.after(Duration::from_secs(3600)); // the join notice: first use
+        assert!(!room.rotate_if_due(t1.after(interval - Duration::from_millis(1)), interval));
+        assert!(room.rotate_if_due(t1.after(interval), interval));
+        assert!(
+            !room.rotate_if_due(t1.after(interval * 10), interval),
+            "the new key sealed nothing yet"
+        );
+        room.say("ana", 1, 1, "hi".into(), t1.after(interval * 10))
+            .unwrap();
+        assert!(room.rotate_if_due(t1.after(interval * 11), interval));
+        ana.drain();
+        assert_eq!(rotations_announced(&ana), [1, 2]);
+        assert_eq!(ana.texts(), ["hi"]);
+    }
+
+    /// A member whose welcome and replay have not gone out yet, or that is far behind,
+    /// still switches keys exactly where the new key starts; one that joins after a
+    /// rotation gets the current key in its welcome, and a pong says where the member is.
+    #[test]
+    fn members_behind_or_mid_replay_switch_keys_at_their_place() {
+        let mut room = new_room(RoomConfig::default());
+        let (la, mut ana) = link(&room, 1, 10_000);
+        room.join("ana", &"id-a".into(), None, la, start()).unwrap();
+        for i in 1..=50 {
+            room.say("ana", 1, i, format!("m{i}"), start()).unwrap();
+        }
+        // Ben resumes from the start: a 51-event replay queued, not yet sent.
+        let (lb, mut ben) = link(&room, 2, 10_000);
+        let resume = Resume {
+            epoch: room.epoch().to_owned(),
+            last_seq: 0,
+        };
+        room.join("ben", &"id-b".into(), Some(&resume), lb, start())
+            .unwrap();
+        room.rotate_key("test");
+        for i in 51..=60 {
+            room.say("ana", 1, i, format!("m{i}"), start()).unwrap();
+            if i == 55 {
+                room.reply("ana", 1, ServerMessage::Pong { broadcast_next: 0 })
+                    .unwrap();
+                room.reply("ben", 2, ServerMessage::Pong { broadcast_next: 0 })
+                    .unwrap();
+            }
+        }
+        room.rotate_key("test");
+        room.say("ana", 1, 61, "m61".into(), start()).unwrap();
+        let (lc, mut cat) = link(&room, 3, 10_000);
+        room.join("cat", &"id-c".into(), None, lc, start()).unwrap();
+        room.say("ana", 1, 62, "m62".into(), start()).unwrap();
+        ana.drain(); // ana, far behind, reads it all only now
+        ben.drain();
+        cat.drain();
+        // Counters: ana's join 0, m1–m50 1–50, ben's join 51, m51–m60 52–61, m61 62, cat's
+        // join 63, m62 64.
+        assert_eq!(rotations_announced(&ana), [52, 62]);
+        assert_eq!(rotations_announced(&ben), [52, 62]);
+        assert!(rotations_announced(&cat).is_empty());
+        let all: Vec<String> = (1..=62).map(|i| format!("m{i}")).collect();
+        assert_eq!(ana.texts(), all);
+        assert_eq!(ben.texts(), all, "replayed, then live, each once");
+        let current = ana.keys_seen.last().unwrap();
+        assert_eq!(
+            cat.keys_seen,
+            [(current.0, 63)],
+            "the welcome's key is the current one"
+        );
+        // Both pongs went out after m55 (counter 56) and before m56.
+        assert_eq!(ana.pongs, [57]);
+        assert_eq!(ben.pongs, [57]);
     }
 }

@@ -66,6 +66,18 @@ fn seal_or_close(send: &mut CipherState, message: &ServerMessage, buf: &mut Vec<
     }
 }
 
+/// Fill in a pong's `broadcast_next` as it goes out: the counter of the next broadcast after
+/// it in this connection's stream, from the writer's own place in the log (on a frame
+/// boundary whenever a private message is sealed). 0 before the connection is attached.
+pub(super) fn stamp_position(message: &mut ServerMessage, order: &SendOrder, log: &FanoutLog) {
+    if let ServerMessage::Pong { broadcast_next } = message {
+        *broadcast_next = order
+            .position()
+            .and_then(|at| log.counter_at(at))
+            .unwrap_or(0);
+    }
+}
+
 /// Largest batch of queued output written with one syscall.
 const WRITE_BATCH: usize = 64 * 1024;
 /// Most buffers in one `writev` (Linux's `IOV_MAX` is 1024).
@@ -333,6 +345,11 @@ pub(super) async fn write_loop(
             if closing || batch.room_left() == 0 {
                 break;
             }
+            // The log's end is read before the queue: the room queues an item (a new room
+            // key, a welcome) before it appends the broadcast that must follow it, so every
+            // item positioned before this end is already in the queue, and the broadcasts
+            // handed out never run past an item not yet taken.
+            let log_end = log.end();
             if order.wants_item() && queue_open {
                 match rx.try_recv() {
                     Ok(item) => order.offer(taken(item)),
@@ -340,7 +357,7 @@ pub(super) async fn write_loop(
                     Err(mpsc::error::TryRecvError::Disconnected) => queue_open = false,
                 }
             }
-            match order.step(log.end()) {
+            match order.step(log_end) {
                 Step::Broadcasts(range) => {
                     match batch.add_broadcasts(&log, range, &mut send, &mut order) {
                         Ok((moved, failed)) => {
@@ -357,7 +374,10 @@ pub(super) async fn write_loop(
                         closing |= batch.seal(&mut send, &ack);
                     }
                     match item {
-                        Private::Message(message) => closing |= batch.seal(&mut send, &message),
+                        Private::Message(mut message) => {
+                            stamp_position(&mut message, &order, &log);
+                            closing |= batch.seal(&mut send, &message)
+                        }
                         Private::Replay { pin, through_seq } => replay = Some((pin, through_seq)),
                         Private::Welcome {
                             mut welcome,
@@ -521,7 +541,7 @@ mod tests {
                 assert!(link.queue(ServerMessage::Ack { up_to: i }));
             }
             if i % 500 == 0 {
-                assert!(link.queue(ServerMessage::Pong));
+                assert!(link.queue(ServerMessage::Pong { broadcast_next: 0 }));
             }
         }
         assert!(
@@ -547,8 +567,9 @@ mod tests {
                         assert!(last_ack < Some(up_to), "acks only go up");
                         last_ack = Some(up_to);
                     }
-                    ServerMessage::Pong => {
+                    ServerMessage::Pong { broadcast_next } => {
                         assert!(broadcasts > pongs * 500, "pong after its broadcast");
+                        assert_eq!(broadcast_next, broadcasts, "its place in the stream");
                         pongs += 1;
                     }
                     other => panic!("unexpected {other:?}"),
@@ -561,6 +582,79 @@ mod tests {
         assert_eq!(pongs, 4);
         assert_eq!(link.progress.written.load(Ordering::Acquire), log.end());
         assert_eq!(link.progress.sent.load(Ordering::Acquire), sent as u64);
+    }
+
+    /// A room key rotation in the middle of a backlog several writes long: the writer sends
+    /// the `room_key` exactly before the first broadcast under it, so a member opening as the
+    /// client does (switching at `from_broadcast`) opens every frame, and the pongs in
+    /// between carry the counter of the broadcast that follows them.
+    #[tokio::test]
+    async fn writer_sends_a_new_room_key_just_before_its_first_broadcast() {
+        let (session_key, keys) = ([8u8; 32], [[10u8; 32], [11u8; 32], [12u8; 32]]);
+        let WriterUnderTest {
+            mut client,
+            link,
+            log,
+            writer,
+            ..
+        } = WriterUnderTest::start(&session_key, 4096).await;
+        link.tx.try_send(Outgoing::Attach(log.end())).unwrap();
+        let mut sealer = BroadcastSealer::new(&keys[0], 0);
+        let mut switches = Vec::new();
+        for i in 0..3000u64 {
+            if i == 1000 || i == 2500 {
+                let key = keys[if i == 1000 { 1 } else { 2 }];
+                sealer = BroadcastSealer::new(&key, sealer.next_counter());
+                assert!(link.queue(ServerMessage::RoomKey {
+                    room_key: hex::encode(key),
+                    from_broadcast: i,
+                }));
+                switches.push(i);
+            }
+            if i % 700 == 0 {
+                assert!(link.queue(ServerMessage::Pong { broadcast_next: 0 }));
+            }
+            let text = format!("{i:0>100}");
+            log.append(&sealer.seal(&serde_json::to_vec(&text).unwrap()).unwrap());
+            link.wake.notify_one();
+        }
+        assert!(link.close());
+        let (frames, sent) = frames_until_closed(&mut client, writer).await;
+        assert!(sent > 4 * WRITE_BATCH, "several writes' worth");
+        let mut member = crate::client::keys::BroadcastKeys::new(&keys[0], 0);
+        let mut recv = CipherState::new(&session_key);
+        let (mut next, mut announced, mut pongs) = (0u64, Vec::new(), Vec::new());
+        for (kind, body) in frames {
+            match kind {
+                FrameKind::Broadcast => {
+                    assert_eq!(
+                        member.open::<String>(&body).unwrap(),
+                        format!("{next:0>100}")
+                    );
+                    next += 1;
+                }
+                FrameKind::Session => match sealed::open_session(&mut recv, &body).unwrap() {
+                    ServerMessage::RoomKey {
+                        room_key,
+                        from_broadcast,
+                    } => {
+                        assert_eq!(from_broadcast, next, "right before its first broadcast");
+                        let key = hex::decode(room_key).unwrap().try_into().unwrap();
+                        member.add(key, from_broadcast).unwrap();
+                        announced.push(from_broadcast);
+                    }
+                    ServerMessage::Pong { broadcast_next } => {
+                        member.check_position(broadcast_next).unwrap();
+                        pongs.push(broadcast_next);
+                    }
+                    other => panic!("unexpected {other:?}"),
+                },
+                other => panic!("unexpected frame kind {other:?}"),
+            }
+        }
+        assert_eq!(next, 3000);
+        assert_eq!(announced, switches);
+        assert_eq!(pongs, [0, 700, 1400, 2100, 2800]);
     }
 
     /// A replay of history many writes long goes out whole and in order, read from the
