@@ -47,8 +47,10 @@ pub struct Resume {
     pub last_seq: u64,
 }
 
-/// Client → server, sealed with the client's session key. Type numbers 0–5 in order.
+/// Client → server, sealed with the client's session key. Type numbers 0–5 in order. (The
+/// snake-case names only show in human-readable formats: the JSON of the test vectors.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ClientMessage {
     /// Enter the room (again). Answered by `welcome` or `nick_rejected`.
     Join {
@@ -152,6 +154,7 @@ pub struct RoomEvent {
 
 /// What a [`RoomEvent`] is: on the wire a varint, 0–2 in order, then its fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RoomEventKind {
     /// `msg_id` is the sender's own message id, so the sender can match it to its outbox;
     /// `author` is the sender's [`author_tag`](crate::author::author_tag), so the sender (and
@@ -206,6 +209,7 @@ pub type RoomKey = [u8; 32];
 
 /// Server → client, sealed with the server's session key. Type numbers 0–9 in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ServerMessage {
     /// You are in. Broadcast frames follow with counters `next_broadcast`, `next_broadcast + 1`, …
     Welcome {
@@ -285,6 +289,7 @@ pub enum ServerMessage {
 /// Sealed once with the room broadcast key and written identically to every member. Type
 /// numbers 0–1 in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BroadcastMessage {
     Event(RoomEvent),
     /// `nick` is typing. Ephemeral: no sequence number, not in history, never replayed.
@@ -297,15 +302,19 @@ pub enum BroadcastMessage {
 }
 
 /// The events of `history` and `older`: a sequence of byte strings, each one encoded
-/// [`RoomEvent`], so an event a newer server extends (fields appended) still decodes.
+/// [`RoomEvent`], so an event a newer server extends (fields appended) still decodes. (In a
+/// human-readable format, the JSON of the test vectors, a plain list of events.)
 mod event_list {
     use serde::de::{SeqAccess, Visitor};
     use serde::ser::{Error as _, SerializeSeq};
-    use serde::{Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     use super::RoomEvent;
 
     pub fn serialize<S: Serializer>(events: &[RoomEvent], serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            return events.serialize(serializer);
+        }
         let mut seq = serializer.serialize_seq(Some(events.len()))?;
         for event in events {
             let bytes = super::encode(event).map_err(S::Error::custom)?;
@@ -345,6 +354,9 @@ mod event_list {
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Vec<RoomEvent>, D::Error> {
+        if deserializer.is_human_readable() {
+            return Vec::<RoomEvent>::deserialize(deserializer);
+        }
         struct Events;
         impl<'de> Visitor<'de> for Events {
             type Value = Vec<RoomEvent>;
