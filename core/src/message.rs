@@ -311,7 +311,10 @@ mod event_list {
 
     use super::RoomEvent;
 
-    pub fn serialize<S: Serializer>(events: &[RoomEvent], serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        events: &[RoomEvent],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         if serializer.is_human_readable() {
             return events.serialize(serializer);
         }
@@ -421,11 +424,22 @@ mod tests {
         let huge = [0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
         assert_eq!(
             decode_client_message(&huge).unwrap(),
-            ClientMessage::Unsupported { what: 1 << 35 | 0x7_ffff_ffff }
+            ClientMessage::Unsupported {
+                what: 1 << 35 | 0x7_ffff_ffff
+            }
         );
-        assert_eq!(decode::<ServerMessage>(&[11, 5]).unwrap(), ServerMessage::Unknown);
-        assert_eq!(decode::<ServerMessage>(&[200, 1]).unwrap(), ServerMessage::Unknown);
-        assert_eq!(decode::<BroadcastMessage>(&[2]).unwrap(), BroadcastMessage::Unknown);
+        assert_eq!(
+            decode::<ServerMessage>(&[11, 5]).unwrap(),
+            ServerMessage::Unknown
+        );
+        assert_eq!(
+            decode::<ServerMessage>(&[200, 1]).unwrap(),
+            ServerMessage::Unknown
+        );
+        assert_eq!(
+            decode::<BroadcastMessage>(&[2]).unwrap(),
+            BroadcastMessage::Unknown
+        );
         assert!(
             encode(&ClientMessage::Unsupported { what: 6 }).is_err()
                 && encode(&ClientMessage::Unknown).is_err()
@@ -434,10 +448,22 @@ mod tests {
             "never sent"
         );
         // A known type with fields that do not decode is an error, not "unsupported".
-        assert!(decode_client_message(&[1, 0x80]).is_err(), "say: id cut short");
-        assert!(decode_client_message(&[1, 1, 5, b'a']).is_err(), "say: text cut short");
-        assert!(decode_client_message(&[1, 1, 1, 0xff]).is_err(), "say: text not UTF-8");
-        assert!(decode_client_message(&[0, 0, 0, 2]).is_err(), "join: resume flag 2");
+        assert!(
+            decode_client_message(&[1, 0x80]).is_err(),
+            "say: id cut short"
+        );
+        assert!(
+            decode_client_message(&[1, 1, 5, b'a']).is_err(),
+            "say: text cut short"
+        );
+        assert!(
+            decode_client_message(&[1, 1, 1, 0xff]).is_err(),
+            "say: text not UTF-8"
+        );
+        assert!(
+            decode_client_message(&[0, 0, 0, 2]).is_err(),
+            "join: resume flag 2"
+        );
         assert!(decode_client_message(&[]).is_err(), "no type");
     }
 
@@ -537,7 +563,14 @@ mod tests {
 
     #[test]
     fn varint_lengths() {
-        for (n, len) in [(0, 1), (127, 1), (128, 2), (16_383, 2), (16_384, 3), (u64::MAX, 10)] {
+        for (n, len) in [
+            (0, 1),
+            (127, 1),
+            (128, 2),
+            (16_383, 2),
+            (16_384, 3),
+            (u64::MAX, 10),
+        ] {
             assert_eq!(varint_len(n), len, "{n}");
             assert_eq!(encode(&n).unwrap().len(), len, "{n}");
         }
@@ -545,8 +578,17 @@ mod tests {
 
     #[test]
     fn malformed_input_is_an_error() {
-        assert!(decode::<ServerMessage>(&[0]).is_err(), "welcome without fields");
+        assert!(
+            decode::<ServerMessage>(&[0]).is_err(),
+            "welcome without fields"
+        );
         assert!(decode::<BroadcastMessage>(&[1, 3, b'a']).is_err());
-        assert!(decode::<BroadcastMessage>(&[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err(), "varint too long");
+        assert!(
+            decode::<BroadcastMessage>(&[
+                1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01
+            ])
+            .is_err(),
+            "varint too long"
+        );
     }
 }

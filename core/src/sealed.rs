@@ -254,7 +254,9 @@ mod tests {
     #[test]
     fn broadcast_tamper_detected() {
         let key = [9u8; 32];
-        let frame = BroadcastSealer::new(&key, 0).seal(&encode(&"hi").unwrap()).unwrap();
+        let frame = BroadcastSealer::new(&key, 0)
+            .seal(&encode(&"hi").unwrap())
+            .unwrap();
         for i in HEADER_LEN + COUNTER_LEN..frame.len() {
             let mut bad = frame[HEADER_LEN..].to_vec();
             bad[i - HEADER_LEN] ^= 0x20;

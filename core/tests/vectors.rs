@@ -11,8 +11,8 @@ use tertulia_core::cipher::CipherState;
 use tertulia_core::handshake::{Initiator, Responder};
 use tertulia_core::hello::{hello_body, prologue};
 use tertulia_core::message::{
-    decode, decode_client_message, encode, BroadcastMessage, ClientMessage, ErrorCode,
-    LeaveReason, Resume, RoomEvent, RoomEventKind, ServerMessage,
+    decode, decode_client_message, encode, BroadcastMessage, ClientMessage, ErrorCode, LeaveReason,
+    Resume, RoomEvent, RoomEventKind, ServerMessage,
 };
 use tertulia_core::passphrase::derive_psk;
 use tertulia_core::sealed::{seal_session, BroadcastSealer};
@@ -162,7 +162,10 @@ fn stored_vectors_open_correctly() {
     let mut s2c = CipherState::new(&arr32(hex_of("session_key_server_to_client")));
     let ack = tertulia_core::sealed::open_session_plaintext(&mut s2c, &frame[5..]).expect("open");
     assert_eq!(ack, hex_of("server_ack_plaintext"));
-    assert_eq!(decode::<ServerMessage>(&ack).expect("ack"), ServerMessage::Ack { up_to: 1 });
+    assert_eq!(
+        decode::<ServerMessage>(&ack).expect("ack"),
+        ServerMessage::Ack { up_to: 1 }
+    );
     let broadcast = hex_of("broadcast_frame");
     let mut opener =
         tertulia_core::sealed::BroadcastOpener::new(&arr32(hex_of("broadcast_key")), 7);
@@ -471,11 +474,15 @@ mod erased {
 /// Encode a message given as JSON (its kind says which), and decode bytes back to JSON.
 fn encode_as(kind: &str, value: &Value) -> Vec<u8> {
     match kind {
-        "client" => encode(&serde_json::from_value::<ClientMessage>(value.clone()).expect("client")),
-        "server" => encode(&serde_json::from_value::<ServerMessage>(value.clone()).expect("server")),
-        "broadcast" => encode(
-            &serde_json::from_value::<BroadcastMessage>(value.clone()).expect("broadcast"),
-        ),
+        "client" => {
+            encode(&serde_json::from_value::<ClientMessage>(value.clone()).expect("client"))
+        }
+        "server" => {
+            encode(&serde_json::from_value::<ServerMessage>(value.clone()).expect("server"))
+        }
+        "broadcast" => {
+            encode(&serde_json::from_value::<BroadcastMessage>(value.clone()).expect("broadcast"))
+        }
         other => panic!("kind {other}"),
     }
     .expect("encode")
@@ -491,21 +498,30 @@ fn check_reads(kind: &str, bytes: &[u8], expected: &Value) {
             let got = decode_client_message(bytes).expect("client message");
             match expected["unsupported"].as_u64() {
                 Some(what) => assert_eq!(got, ClientMessage::Unsupported { what }),
-                None => assert_eq!(got, serde_json::from_value(expected.clone()).expect("value")),
+                None => assert_eq!(
+                    got,
+                    serde_json::from_value(expected.clone()).expect("value")
+                ),
             }
         }
         "server" => {
             let got = decode::<ServerMessage>(bytes).expect("server message");
             match ignored {
                 true => assert_eq!(got, ServerMessage::Unknown),
-                false => assert_eq!(got, serde_json::from_value(expected.clone()).expect("value")),
+                false => assert_eq!(
+                    got,
+                    serde_json::from_value(expected.clone()).expect("value")
+                ),
             }
         }
         "broadcast" => {
             let got = decode::<BroadcastMessage>(bytes).expect("broadcast");
             match ignored {
                 true => assert_eq!(got, BroadcastMessage::Unknown),
-                false => assert_eq!(got, serde_json::from_value(expected.clone()).expect("value")),
+                false => assert_eq!(
+                    got,
+                    serde_json::from_value(expected.clone()).expect("value")
+                ),
             }
         }
         other => panic!("kind {other}"),
@@ -637,7 +653,11 @@ fn message_vectors_encode_to_the_exact_bytes_and_decode_back() {
     for (kind, count) in [("client", 6), ("server", 10), ("broadcast", 2)] {
         let mut seen = types[kind].clone();
         seen.dedup();
-        assert_eq!(seen, (0..count).collect::<Vec<_>>(), "every {kind} type, in order");
+        assert_eq!(
+            seen,
+            (0..count).collect::<Vec<_>>(),
+            "every {kind} type, in order"
+        );
     }
     for v in stored["newer"].as_array().expect("newer") {
         let kind = v["kind"].as_str().expect("kind");

@@ -110,7 +110,11 @@ async fn an_unknown_message_type_gets_unsupported_and_the_connection_lives_on() 
         ServerMessage::Unsupported { what: 300 }
     );
     raw.send_plaintext(&[2, 0xde, 0xad]).await.expect("send");
-    assert_eq!(next_reply(&mut raw).await, ServerMessage::Pong, "a ping, extended");
+    assert_eq!(
+        next_reply(&mut raw).await,
+        ServerMessage::Pong,
+        "a ping, extended"
+    );
     let mut say = tertulia_core::message::encode(&ClientMessage::Say {
         id: 1,
         text: "from a newer client".into(),

@@ -599,7 +599,10 @@ impl Session {
             }
             ServerMessage::Pong => {}
             ServerMessage::Unsupported { what } => {
-                tracing::warn!(what, "the server does not support a message type this client sent")
+                tracing::warn!(
+                    what,
+                    "the server does not support a message type this client sent"
+                )
             }
             ServerMessage::Unknown => {
                 tracing::debug!("ignoring a server message of a type this client does not know")
@@ -712,7 +715,10 @@ impl Session {
                 history,
             },
             RoomEventKind::Other => {
-                tracing::debug!(seq, "not showing a kind of room event this client does not know");
+                tracing::debug!(
+                    seq,
+                    "not showing a kind of room event this client does not know"
+                );
                 return None;
             }
         })
@@ -1731,7 +1737,11 @@ mod tests {
                 reason: LeaveReason::Other,
             },
         }));
-        assert_eq!(shown_seqs(&drain(&mut s)), vec![2], "seq 1 was counted as seen");
+        assert_eq!(
+            shown_seqs(&drain(&mut s)),
+            vec![2],
+            "seq 1 was counted as seen"
+        );
         s.on_server_message(ServerMessage::Older {
             before_seq: 2,
             events: vec![RoomEvent {

@@ -223,7 +223,7 @@ mod tests {
             history.push(event(seq, &"x".repeat(8 * 1024)));
         }
         let (page, more) = history.before(301, 200, 64 * 1024);
-        let size: usize = page.iter().map(|e| entry_len(e)).sum();
+        let size: usize = page.iter().map(entry_len).sum();
         assert!(size <= 64 * 1024, "{size} bytes copied");
         assert_eq!(page.len(), 7, "the newest seven 8 KiB events fit");
         assert_eq!(page.last().map(|e| e.seq), Some(300), "newest kept");

@@ -583,9 +583,7 @@ impl Store {
 
     /// Decode events stored as JSON.
     pub fn decode_events(rows: &[String]) -> Result<Vec<RoomEvent>, StoreError> {
-        rows.iter()
-            .map(|json| StoredEvent::decode(json))
-            .collect()
+        rows.iter().map(|json| StoredEvent::decode(json)).collect()
     }
 
     /// Delete the events `retention` no longer keeps, and the dedupe state of the least
