@@ -770,22 +770,34 @@ mod tests {
 
     #[test]
     fn history_is_split_into_frames_that_fit() {
-        let events: Vec<RoomEvent> = (1..=40)
+        // Large events and many small ones (where a loose estimate would show).
+        let events: Vec<RoomEvent> = (1..=640)
             .map(|seq| RoomEvent {
                 seq,
                 time_ms: 0,
                 kind: RoomEventKind::Message {
                     from: "a".into(),
-                    text: "é".repeat(4000),
+                    text: "é".repeat(if seq <= 40 { 4000 } else { 250 }),
                     msg_id: seq,
                     author: String::new(),
                 },
             })
             .collect();
         let runs = history_runs(events);
-        assert!(runs.len() >= 5);
+        assert!(runs.len() >= 9);
         let mut seqs = Vec::new();
-        for events in runs {
+        let runs: Vec<Vec<RoomEvent>> = runs.into();
+        for (i, events) in runs.iter().cloned().enumerate() {
+            // Counted exactly: each run fits, and one more event would not have.
+            if let Some(next) = runs.get(i + 1).and_then(|r| r.first()) {
+                let mut more = events.clone();
+                more.push(next.clone());
+                let over = sealed::encode(&ServerMessage::History { events: more }).unwrap();
+                assert!(
+                    over.len() > MAX_SESSION_PLAINTEXT,
+                    "run {i} could hold one more"
+                );
+            }
             let chunk = sealed::encode(&ServerMessage::History { events }).unwrap();
             assert!(chunk.len() <= MAX_SESSION_PLAINTEXT);
             let ServerMessage::History { events } = sealed::decode(&chunk).unwrap() else {
@@ -793,6 +805,6 @@ mod tests {
             };
             seqs.extend(events.into_iter().map(|e| e.seq));
         }
-        assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+        assert_eq!(seqs, (1..=640).collect::<Vec<_>>());
     }
 }
