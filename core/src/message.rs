@@ -94,6 +94,23 @@ pub fn decode_client_message(bytes: &[u8]) -> Result<ClientMessage, postcard::Er
     }
 }
 
+/// Decode a server message; one of a type number this version does not know (a newer
+/// server's) is `Unknown`, to be logged and ignored.
+pub fn decode_server_message(bytes: &[u8]) -> Result<ServerMessage, postcard::Error> {
+    match type_number(bytes)? > u64::from(u32::MAX) {
+        true => Ok(ServerMessage::Unknown),
+        false => decode(bytes),
+    }
+}
+
+/// Decode a broadcast; one of a type number this version does not know is `Unknown`.
+pub fn decode_broadcast_message(bytes: &[u8]) -> Result<BroadcastMessage, postcard::Error> {
+    match type_number(bytes)? > u64::from(u32::MAX) {
+        true => Ok(BroadcastMessage::Unknown),
+        false => decode(bytes),
+    }
+}
+
 /// Decode a message of any of the three kinds, ignoring trailing bytes (§6: a newer version
 /// may append fields). A server or broadcast message of an unknown type decodes as `Unknown`.
 pub fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, postcard::Error> {
@@ -431,6 +448,22 @@ mod tests {
         assert_eq!(
             decode::<ServerMessage>(&[11, 5]).unwrap(),
             ServerMessage::Unknown
+        );
+        assert_eq!(
+            decode_server_message(&huge).unwrap(),
+            ServerMessage::Unknown
+        );
+        assert_eq!(
+            decode_broadcast_message(&huge).unwrap(),
+            BroadcastMessage::Unknown
+        );
+        assert!(
+            decode::<ServerMessage>(&huge).is_err(),
+            "beyond what postcard's enums read"
+        );
+        assert_eq!(
+            decode_server_message(&[4, 1]).unwrap(),
+            ServerMessage::Ack { up_to: 1 }
         );
         assert_eq!(
             decode::<ServerMessage>(&[200, 1]).unwrap(),

@@ -153,8 +153,15 @@ impl BroadcastOpener {
         }
     }
 
-    /// Open the body of a `Broadcast` frame; it must carry exactly the next counter.
+    /// Open the body of a `Broadcast` frame and decode it; it must carry exactly the next
+    /// counter.
     pub fn open<T: DeserializeOwned>(&mut self, body: &[u8]) -> Result<T, SealError> {
+        decode(&self.open_plaintext(body)?)
+    }
+
+    /// Open the body of a `Broadcast` frame, leaving its plaintext undecoded; it must carry
+    /// exactly the next counter.
+    pub fn open_plaintext(&mut self, body: &[u8]) -> Result<Vec<u8>, SealError> {
         if body.len() < COUNTER_LEN + TAG_LEN {
             return Err(SealError::Short);
         }
@@ -174,7 +181,7 @@ impl BroadcastOpener {
         let mut buf = ct.to_vec();
         cipher::open_with(&self.aead, counter, &ad, &mut buf)?;
         self.expected = counter.checked_add(1).ok_or(CryptoError::NonceExhausted)?;
-        decode(&buf)
+        Ok(buf)
     }
 }
 

@@ -26,8 +26,8 @@ where
 
 fuzz_target!(|data: &[u8]| {
     round_trips::<ClientMessage>(data, message::decode_client_message(data));
-    round_trips::<ServerMessage>(data, message::decode(data));
-    round_trips::<BroadcastMessage>(data, message::decode(data));
+    round_trips::<ServerMessage>(data, message::decode_server_message(data));
+    round_trips::<BroadcastMessage>(data, message::decode_broadcast_message(data));
     let key = [9u8; 32];
     let _ = sealed::open_session::<ClientMessage>(&mut CipherState::new(&key), data);
     let _ = BroadcastOpener::new(&key, 0).open::<BroadcastMessage>(data);
