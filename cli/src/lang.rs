@@ -236,6 +236,7 @@ impl Lang {
             (Lang::Es, NickError::Taken) => {
                 "ese apodo, u otro que se ve igual, ya está en uso en esta sala; elige otro".into()
             }
+            (Lang::Es, NickError::Other) => "la sala no aceptó el apodo; elige otro".into(),
         }
     }
 
@@ -250,6 +251,7 @@ impl Lang {
                 "el mensaje tiene caracteres de control o invisibles".into()
             }
             (Lang::Es, MessageTextError::BadId) => "el número del mensaje debe ser 1 o más".into(),
+            (Lang::Es, MessageTextError::Other) => "la sala no aceptó el mensaje".into(),
         }
     }
 
@@ -307,9 +309,11 @@ impl Lang {
             (Lang::En, LeaveReason::Quit) => "left",
             (Lang::En, LeaveReason::ConnectionLost) => "lost connection",
             (Lang::En, LeaveReason::Renamed) => "changed nickname",
+            (Lang::En, LeaveReason::Other) => "left",
             (Lang::Es, LeaveReason::Quit) => "se ha ido",
             (Lang::Es, LeaveReason::ConnectionLost) => "perdió la conexión",
             (Lang::Es, LeaveReason::Renamed) => "cambió de apodo",
+            (Lang::Es, LeaveReason::Other) => "se ha ido",
         };
         format!("[{time}] {nick} {verb}")
     }

@@ -1,6 +1,10 @@
-//! Typed chat messages carried inside encrypted frames, encoded as JSON objects with a `type`
-//! tag. Nothing is ever parsed out of free text: a nickname or message containing `|`, `:`,
-//! quotes, newlines or markup is a JSON string like any other.
+//! Typed chat messages carried inside encrypted frames, encoded with `postcard` as
+//! `varint(type) ‖ fields in order` (`docs/PROTOCOL.md` §6, which gives every type number and
+//! field). The serde derives below *are* that encoding: variant order is the type number, field
+//! order the wire order, so new variants and fields go at the end. Nothing is parsed out of
+//! free text: a nickname or message containing `|`, `:`, quotes or markup is a string like any
+//! other. Forward compatibility: unknown types decode as `Unknown`/`Unsupported`, unknown
+//! enum values as `Other`, and trailing bytes (fields a newer version appended) are ignored.
 
 use std::time::Duration;
 
@@ -43,9 +47,10 @@ pub struct Resume {
     pub last_seq: u64,
 }
 
-/// Client → server, sealed with the client's session key.
+/// Client → server, sealed with the client's session key. Type numbers 0–5 in order. (The
+/// snake-case names only show in human-readable formats: the JSON of the test vectors.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum ClientMessage {
     /// Enter the room (again). Answered by `welcome` or `nick_rejected`.
     Join {
@@ -63,47 +68,83 @@ pub enum ClientMessage {
     Leave,
     /// Page back through history: up to `limit` events before `before_seq`, answered by `older`.
     Older { before_seq: u64, limit: u32 },
-    /// A `type` this version does not know, named (`what`, at most
-    /// [`MAX_UNSUPPORTED_TYPE_BYTES`] bytes): answered by `unsupported`, the connection stays
-    /// open. Never sent.
+    // New client messages go here, before the two below (which are never sent).
+    /// A type number this version does not know (`what`): answered by `unsupported`, the
+    /// connection stays open. Never sent.
     #[serde(skip)]
-    Unsupported { what: String },
-    /// Any `type` this version does not know (a newer client's), as serde decodes it;
+    Unsupported { what: u64 },
+    /// Any type number this version does not know (a newer client's), as serde decodes it;
     /// [`decode_client_message`] turns it into `Unsupported`. Never sent.
-    #[serde(other)]
+    #[serde(other, skip_serializing)]
     Unknown,
 }
 
-/// Decode a client message; one of a `type` this version does not know is `Unsupported`.
-pub fn decode_client_message(json: &[u8]) -> Result<ClientMessage, serde_json::Error> {
-    match serde_json::from_slice(json)? {
-        ClientMessage::Unknown => Ok(ClientMessage::Unsupported {
-            what: message_type(json).unwrap_or_default(),
-        }),
+/// Decode a client message. One of a type number this version does not know (a newer
+/// client's) is `Unsupported { what: N }`; bytes after the fields this version knows (fields a
+/// newer version appended) are ignored.
+pub fn decode_client_message(bytes: &[u8]) -> Result<ClientMessage, postcard::Error> {
+    let what = type_number(bytes)?;
+    if what > u64::from(u32::MAX) {
+        // Beyond any variant index postcard reads (a u32): certainly not one we know.
+        return Ok(ClientMessage::Unsupported { what });
+    }
+    match decode(bytes)? {
+        ClientMessage::Unknown => Ok(ClientMessage::Unsupported { what }),
         message => Ok(message),
     }
 }
 
-/// The most bytes of an unknown message `type` the server repeats in `unsupported`.
-pub const MAX_UNSUPPORTED_TYPE_BYTES: usize = 32;
-
-/// The `type` of a JSON message, cut to at most [`MAX_UNSUPPORTED_TYPE_BYTES`] bytes (at a
-/// character boundary): what an `unsupported` reply names. `None` if there is no string `type`.
-pub fn message_type(json: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Tagged<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: std::borrow::Cow<'a, str>,
+/// Decode a server message; one of a type number this version does not know (a newer
+/// server's) is `Unknown`, to be logged and ignored.
+pub fn decode_server_message(bytes: &[u8]) -> Result<ServerMessage, postcard::Error> {
+    match type_number(bytes)? > u64::from(u32::MAX) {
+        true => Ok(ServerMessage::Unknown),
+        false => decode(bytes),
     }
-    let tagged: Tagged = serde_json::from_slice(json).ok()?;
-    let mut end = tagged.kind.len().min(MAX_UNSUPPORTED_TYPE_BYTES);
-    while !tagged.kind.is_char_boundary(end) {
-        end -= 1;
-    }
-    Some(tagged.kind[..end].to_owned())
 }
 
-/// Why someone left.
+/// Decode a broadcast; one of a type number this version does not know is `Unknown`.
+pub fn decode_broadcast_message(bytes: &[u8]) -> Result<BroadcastMessage, postcard::Error> {
+    match type_number(bytes)? > u64::from(u32::MAX) {
+        true => Ok(BroadcastMessage::Unknown),
+        false => decode(bytes),
+    }
+}
+
+/// Decode a message of any of the three kinds, ignoring trailing bytes (§6: a newer version
+/// may append fields). A server or broadcast message of an unknown type decodes as `Unknown`.
+pub fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, postcard::Error> {
+    postcard::take_from_bytes(bytes).map(|(value, _rest)| value)
+}
+
+/// Encode a message (postcard, §6).
+pub fn encode(message: &impl Serialize) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_allocvec(message)
+}
+
+/// The exact encoded length of a message, without building it.
+pub fn encoded_len(message: &(impl Serialize + ?Sized)) -> Result<usize, postcard::Error> {
+    postcard::experimental::serialized_size(message)
+}
+
+/// Bytes `event` takes inside a `history` or `older` message: the length of its encoding as
+/// a varint, then the encoding.
+pub fn history_entry_len(event: &RoomEvent) -> Result<usize, postcard::Error> {
+    let len = encoded_len(event)?;
+    Ok(varint_len(len as u64) + len)
+}
+
+/// Bytes of `n` as a LEB128 varint.
+pub fn varint_len(n: u64) -> usize {
+    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// The type number a message starts with (a varint).
+pub fn type_number(bytes: &[u8]) -> Result<u64, postcard::Error> {
+    decode::<u64>(bytes)
+}
+
+/// Why someone left. On the wire a varint, 0–2 in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaveReason {
@@ -113,6 +154,10 @@ pub enum LeaveReason {
     ConnectionLost,
     /// They took another nickname from the same client.
     Renamed,
+    /// A reason a newer server gives that this version does not know: shown as a plain
+    /// "left". Never sent.
+    #[serde(other, skip_serializing)]
+    Other,
 }
 
 /// Something that happened in the room, numbered by the room sequence.
@@ -121,12 +166,12 @@ pub struct RoomEvent {
     pub seq: u64,
     /// Server time, milliseconds since the Unix epoch.
     pub time_ms: u64,
-    #[serde(flatten)]
     pub kind: RoomEventKind,
 }
 
+/// What a [`RoomEvent`] is: on the wire a varint, 0–2 in order, then its fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum RoomEventKind {
     /// `msg_id` is the sender's own message id, so the sender can match it to its outbox;
     /// `author` is the sender's [`author_tag`](crate::author::author_tag), so the sender (and
@@ -135,7 +180,6 @@ pub enum RoomEventKind {
         from: String,
         text: String,
         msg_id: u64,
-        #[serde(default, skip_serializing_if = "String::is_empty")]
         author: String,
     },
     Join {
@@ -145,9 +189,13 @@ pub enum RoomEventKind {
         nick: String,
         reason: LeaveReason,
     },
+    /// A kind of event a newer server sends that this version does not know: it takes its
+    /// place in the numbering (its `seq` counts as seen) and is not shown. Never sent.
+    #[serde(other, skip_serializing)]
+    Other,
 }
 
-/// Error codes the server sends before closing a connection.
+/// Error codes the server sends before closing a connection. On the wire a varint, 0–7 in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -167,22 +215,25 @@ pub enum ErrorCode {
     Storage,
     /// The client kept sending faster than the room's flood limit after being slowed down.
     Flood,
+    /// A code a newer server sends that this version does not know: treated as a server error
+    /// worth reconnecting after (its `message` is shown). Never sent.
+    #[serde(other, skip_serializing)]
+    Other,
 }
 
-fn default_send_window() -> u32 {
-    32
-}
+/// The room broadcast key: 32 raw bytes on the wire.
+pub type RoomKey = [u8; 32];
 
-/// Server → client, sealed with the server's session key.
+/// Server → client, sealed with the server's session key. Type numbers 0–9 in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum ServerMessage {
     /// You are in. Broadcast frames follow with counters `next_broadcast`, `next_broadcast + 1`, …
     Welcome {
         nick: String,
         epoch: Epoch,
-        /// The room broadcast key, hex. Shared by all members of this room epoch.
-        room_key: String,
+        /// The room broadcast key. Shared by all members of this room epoch.
+        room_key: RoomKey,
         next_broadcast: u64,
         /// Sequence number of the newest room event at the time of joining.
         head_seq: u64,
@@ -197,22 +248,24 @@ pub enum ServerMessage {
         /// `true` when you took over your own earlier session (no join notice was sent).
         resumed: bool,
         /// The oldest event the room still keeps; older history can be paged back to it.
-        #[serde(default)]
         oldest_seq: u64,
         /// Send at most this many messages ahead of the acks (the server's flood queue holds
         /// them); more would get you disconnected for flooding.
-        #[serde(default = "default_send_window")]
         send_window: u32,
     },
     /// More members present as of the welcome's `head_seq`, when its `online` list did not fit
     /// one frame. Follows the welcome directly, before anything else.
     MoreOnline { online: Vec<String> },
     /// Room events you missed (or the recent backlog), oldest first, all with `seq <= head_seq`.
-    History { events: Vec<RoomEvent> },
+    History {
+        #[serde(with = "event_list")]
+        events: Vec<RoomEvent>,
+    },
     /// A page of older history answering `older`, oldest first, all with `seq < before_seq`.
     /// `more`: even older events exist.
     Older {
         before_seq: u64,
+        #[serde(with = "event_list")]
         events: Vec<RoomEvent>,
         more: bool,
     },
@@ -227,35 +280,115 @@ pub enum ServerMessage {
     /// place in the stream); a client that expects a lower one has had broadcasts dropped on
     /// the way. 0 before the connection has joined (the client ignores it then).
     Pong { broadcast_next: u64 },
-    /// The room broadcast key changed: broadcasts with counter ≥ `from_broadcast` are sealed
-    /// with `room_key` (hex, 32 bytes). Sent to every member before the first broadcast
-    /// under the new key.
-    RoomKey {
-        room_key: String,
-        from_broadcast: u64,
-    },
-    /// The client sent a message `type` this server does not know (`what`: that type, at most
-    /// [`MAX_UNSUPPORTED_TYPE_BYTES`] bytes); it was ignored and the connection stays open.
-    Unsupported { what: String },
+    /// The client sent a message type this server does not know (`what`: its type number); it
+    /// was ignored and the connection stays open.
+    Unsupported { what: u64 },
     /// The server closes the connection after this.
     Error { code: ErrorCode, message: String },
-    /// Any `type` this client does not know (a newer server's): logged and ignored. Never sent.
-    #[serde(other)]
+    /// The room broadcast key changed: broadcasts with counter ≥ `from_broadcast` are sealed
+    /// with `room_key`. Sent to every member before the first broadcast under the new key.
+    RoomKey {
+        room_key: RoomKey,
+        from_broadcast: u64,
+    },
+    // New server messages go here (type 11 on).
+    /// Any type number this client does not know (a newer server's): logged and ignored.
+    /// Never sent.
+    #[serde(other, skip_serializing)]
     Unknown,
 }
 
-/// Sealed once with the room broadcast key and written identically to every member.
+/// Sealed once with the room broadcast key and written identically to every member. Type
+/// numbers 0–1 in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum BroadcastMessage {
     Event(RoomEvent),
     /// `nick` is typing. Ephemeral: no sequence number, not in history, never replayed.
     Typing {
         nick: String,
     },
-    /// Any `type` this client does not know (a newer server's): ignored. Never sent.
-    #[serde(other)]
+    /// Any type number this client does not know (a newer server's): ignored. Never sent.
+    #[serde(other, skip_serializing)]
     Unknown,
+}
+
+/// The events of `history` and `older`: a sequence of byte strings, each one encoded
+/// [`RoomEvent`], so an event a newer server extends (fields appended) still decodes. (In a
+/// human-readable format, the JSON of the test vectors, a plain list of events.)
+mod event_list {
+    use serde::de::{SeqAccess, Visitor};
+    use serde::ser::{Error as _, SerializeSeq};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::RoomEvent;
+
+    pub fn serialize<S: Serializer>(
+        events: &[RoomEvent],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            return events.serialize(serializer);
+        }
+        let mut seq = serializer.serialize_seq(Some(events.len()))?;
+        for event in events {
+            let bytes = super::encode(event).map_err(S::Error::custom)?;
+            seq.serialize_element(&Entry(&bytes))?;
+        }
+        seq.end()
+    }
+
+    /// One event's encoding, written as a byte string.
+    struct Entry<'a>(&'a [u8]);
+
+    impl serde::Serialize for Entry<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(self.0)
+        }
+    }
+
+    /// One event read from its byte string.
+    struct Decoded(RoomEvent);
+
+    impl<'de> serde::Deserialize<'de> for Decoded {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Bytes;
+            impl Visitor<'_> for Bytes {
+                type Value = Decoded;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an encoded room event as a byte string")
+                }
+                fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Decoded, E> {
+                    super::decode(bytes).map(Decoded).map_err(E::custom)
+                }
+            }
+            deserializer.deserialize_bytes(Bytes)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<RoomEvent>, D::Error> {
+        if deserializer.is_human_readable() {
+            return Vec::<RoomEvent>::deserialize(deserializer);
+        }
+        struct Events;
+        impl<'de> Visitor<'de> for Events {
+            type Value = Vec<RoomEvent>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a sequence of encoded room events")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<RoomEvent>, A::Error> {
+                // Not preallocated from the peer's count: the events' bytes bound the list.
+                let mut events = Vec::new();
+                while let Some(Decoded(event)) = seq.next_element()? {
+                    events.push(event);
+                }
+                Ok(events)
+            }
+        }
+        deserializer.deserialize_seq(Events)
+    }
 }
 
 #[cfg(test)]
@@ -268,12 +401,11 @@ mod tests {
             id: 3,
             text: "a|b:c \"q\"\n<script>".into(),
         };
-        let json = serde_json::to_string(&msg).unwrap();
-        assert_eq!(
-            json,
-            r#"{"type":"say","id":3,"text":"a|b:c \"q\"\n<script>"}"#
-        );
-        assert_eq!(serde_json::from_str::<ClientMessage>(&json).unwrap(), msg);
+        let bytes = encode(&msg).unwrap();
+        let mut expected = vec![1, 3, 18];
+        expected.extend_from_slice(b"a|b:c \"q\"\n<script>");
+        assert_eq!(bytes, expected, "type 1, id 3, text: length 18 then UTF-8");
+        assert_eq!(decode_client_message(&bytes).unwrap(), msg);
     }
 
     #[test]
@@ -290,82 +422,217 @@ mod tests {
 
     #[test]
     fn types_of_a_newer_version_decode_as_unknown_not_as_errors() {
-        let json = br#"{"type":"reaction","emoji":"x","to":3}"#;
+        // Type 6 (a newer client's `reaction`, say) with fields this version never heard of.
+        let newer = [6, 1, b'x', 3];
         assert_eq!(
-            decode_client_message(json).unwrap(),
+            decode_client_message(&newer).unwrap(),
+            ClientMessage::Unsupported { what: 6 }
+        );
+        // A two-byte varint type number, and one beyond any u32.
+        assert_eq!(
+            decode_client_message(&[0xac, 0x02]).unwrap(),
+            ClientMessage::Unsupported { what: 300 }
+        );
+        let huge = [0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert_eq!(
+            decode_client_message(&huge).unwrap(),
             ClientMessage::Unsupported {
-                what: "reaction".into()
+                what: 1 << 35 | 0x7_ffff_ffff
             }
         );
-        let long = format!(r#"{{"type":"{}"}}"#, "é".repeat(100));
-        let ClientMessage::Unsupported { what } = decode_client_message(long.as_bytes()).unwrap()
-        else {
-            panic!("not unsupported")
-        };
-        assert_eq!(what, "é".repeat(16), "cut at a character boundary");
-        assert!(decode_client_message(br#"{"type":"say","id":"x"}"#).is_err());
-        assert!(decode_client_message(br#"{"type":7}"#).is_err());
         assert_eq!(
-            serde_json::from_slice::<ServerMessage>(json).unwrap(),
+            decode::<ServerMessage>(&[11, 5]).unwrap(),
             ServerMessage::Unknown
         );
         assert_eq!(
-            serde_json::from_slice::<BroadcastMessage>(json).unwrap(),
+            decode_server_message(&huge).unwrap(),
+            ServerMessage::Unknown
+        );
+        assert_eq!(
+            decode_broadcast_message(&huge).unwrap(),
             BroadcastMessage::Unknown
         );
         assert!(
-            serde_json::to_string(&ClientMessage::Unsupported { what: "x".into() }).is_err(),
+            decode::<ServerMessage>(&huge).is_err(),
+            "beyond what postcard's enums read"
+        );
+        assert_eq!(
+            decode_server_message(&[4, 1]).unwrap(),
+            ServerMessage::Ack { up_to: 1 }
+        );
+        assert_eq!(
+            decode::<ServerMessage>(&[200, 1]).unwrap(),
+            ServerMessage::Unknown
+        );
+        assert_eq!(
+            decode::<BroadcastMessage>(&[2]).unwrap(),
+            BroadcastMessage::Unknown
+        );
+        assert!(
+            encode(&ClientMessage::Unsupported { what: 6 }).is_err()
+                && encode(&ClientMessage::Unknown).is_err()
+                && encode(&ServerMessage::Unknown).is_err()
+                && encode(&BroadcastMessage::Unknown).is_err(),
             "never sent"
+        );
+        // A known type with fields that do not decode is an error, not "unsupported".
+        assert!(
+            decode_client_message(&[1, 0x80]).is_err(),
+            "say: id cut short"
+        );
+        assert!(
+            decode_client_message(&[1, 1, 5, b'a']).is_err(),
+            "say: text cut short"
+        );
+        assert!(
+            decode_client_message(&[1, 1, 1, 0xff]).is_err(),
+            "say: text not UTF-8"
+        );
+        assert!(
+            decode_client_message(&[0, 0, 0, 2]).is_err(),
+            "join: resume flag 2"
+        );
+        assert!(decode_client_message(&[]).is_err(), "no type");
+    }
+
+    #[test]
+    fn fields_appended_by_a_newer_version_are_ignored() {
+        let mut ping = encode(&ClientMessage::Ping).unwrap();
+        assert_eq!(ping, [2]);
+        ping.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(decode_client_message(&ping).unwrap(), ClientMessage::Ping);
+        let mut ack = encode(&ServerMessage::Ack { up_to: 300 }).unwrap();
+        assert_eq!(ack, [4, 0xac, 0x02]);
+        ack.push(9);
+        assert_eq!(
+            decode::<ServerMessage>(&ack).unwrap(),
+            ServerMessage::Ack { up_to: 300 }
         );
     }
 
     #[test]
-    fn event_encoding_is_flat() {
-        let event = RoomEvent {
-            seq: 9,
-            time_ms: 1000,
-            kind: RoomEventKind::Leave {
-                nick: "ana".into(),
-                reason: LeaveReason::ConnectionLost,
-            },
+    fn unknown_values_inside_known_messages_are_other() {
+        // A leave with reason 7, a nick refused for reason 20, an error with code 30, an event
+        // of kind 9 with fields: each decodes to something the client can show.
+        let leave = [0, 4, 0, 2, 2, b'a', b'b', 7];
+        let BroadcastMessage::Event(event) = decode::<BroadcastMessage>(&leave).unwrap() else {
+            panic!("not an event")
         };
-        let json = serde_json::to_string(&BroadcastMessage::Event(event.clone())).unwrap();
         assert_eq!(
-            json,
-            r#"{"type":"event","seq":9,"time_ms":1000,"kind":"leave","nick":"ana","reason":"connection_lost"}"#
+            event.kind,
+            RoomEventKind::Leave {
+                nick: "ab".into(),
+                reason: LeaveReason::Other
+            }
         );
         assert_eq!(
-            serde_json::from_str::<BroadcastMessage>(&json).unwrap(),
-            BroadcastMessage::Event(event)
+            decode::<ServerMessage>(&[5, 1, b'x', 20]).unwrap(),
+            ServerMessage::NickRejected {
+                nick: "x".into(),
+                reason: NickError::Other
+            }
         );
+        assert_eq!(
+            decode::<ServerMessage>(&[6, 1, 9]).unwrap(),
+            ServerMessage::MessageRejected {
+                id: 1,
+                reason: MessageTextError::Other
+            }
+        );
+        assert_eq!(
+            decode::<ServerMessage>(&[9, 30, 2, b'h', b'i']).unwrap(),
+            ServerMessage::Error {
+                code: ErrorCode::Other,
+                message: "hi".into()
+            }
+        );
+        let kind9 = [0, 5, 0, 9, 1, 2, 3];
+        assert_eq!(
+            decode::<BroadcastMessage>(&kind9).unwrap(),
+            BroadcastMessage::Event(RoomEvent {
+                seq: 5,
+                time_ms: 0,
+                kind: RoomEventKind::Other
+            })
+        );
+        assert!(encode(&LeaveReason::Other).is_err(), "never sent");
+    }
+
+    #[test]
+    fn history_carries_each_event_as_a_byte_string_so_events_can_grow() {
+        let join = RoomEvent {
+            seq: 1,
+            time_ms: 2,
+            kind: RoomEventKind::Join { nick: "ana".into() },
+        };
+        let history = ServerMessage::History {
+            events: vec![join.clone(), join.clone()],
+        };
+        let bytes = encode(&history).unwrap();
+        let one = [1, 2, 1, 3, b'a', b'n', b'a'];
+        let mut expected = vec![2, 2];
+        for _ in 0..2 {
+            expected.push(one.len() as u8);
+            expected.extend_from_slice(&one);
+        }
+        assert_eq!(bytes, expected);
+        assert_eq!(encoded_len(&history).unwrap(), bytes.len());
+        assert_eq!(history_entry_len(&join).unwrap(), 1 + one.len());
+        // A newer server appended a field to the first event: both still decode.
+        let mut grown = vec![2, 2, one.len() as u8 + 2];
+        grown.extend_from_slice(&one);
+        grown.extend_from_slice(&[0xaa, 0xbb]);
+        grown.push(one.len() as u8);
+        grown.extend_from_slice(&one);
+        assert_eq!(decode::<ServerMessage>(&grown).unwrap(), history);
+        // A count promising more events than there are bytes fails, it does not allocate.
+        assert!(decode::<ServerMessage>(&[2, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    }
+
+    #[test]
+    fn varint_lengths() {
+        for (n, len) in [
+            (0, 1),
+            (127, 1),
+            (128, 2),
+            (16_383, 2),
+            (16_384, 3),
+            (u64::MAX, 10),
+        ] {
+            assert_eq!(varint_len(n), len, "{n}");
+            assert_eq!(encode(&n).unwrap().len(), len, "{n}");
+        }
     }
 
     #[test]
     fn room_key_and_pong_encoding() {
         let key = ServerMessage::RoomKey {
-            room_key: "ab".repeat(32),
+            room_key: [0xab; 32],
             from_broadcast: 7,
         };
-        let json = serde_json::to_string(&key).unwrap();
-        assert_eq!(
-            json,
-            format!(
-                r#"{{"type":"room_key","room_key":"{}","from_broadcast":7}}"#,
-                "ab".repeat(32)
-            )
-        );
-        assert_eq!(serde_json::from_str::<ServerMessage>(&json).unwrap(), key);
-        let pong = ServerMessage::Pong { broadcast_next: 42 };
-        let json = serde_json::to_string(&pong).unwrap();
-        assert_eq!(json, r#"{"type":"pong","broadcast_next":42}"#);
-        assert_eq!(serde_json::from_str::<ServerMessage>(&json).unwrap(), pong);
+        let mut expected = vec![10];
+        expected.extend_from_slice(&[0xab; 32]);
+        expected.push(7);
+        assert_eq!(encode(&key).unwrap(), expected, "type 10, raw key, varint counter");
+        assert_eq!(decode::<ServerMessage>(&expected).unwrap(), key);
+        let pong = ServerMessage::Pong { broadcast_next: 300 };
+        assert_eq!(encode(&pong).unwrap(), [7, 0xac, 0x02]);
+        assert_eq!(decode::<ServerMessage>(&[7, 0xac, 0x02]).unwrap(), pong);
     }
 
     #[test]
     fn malformed_input_is_an_error() {
         assert!(
-            serde_json::from_str::<ClientMessage>(r#"{"type":"say","id":-1,"text":"x"}"#).is_err()
+            decode::<ServerMessage>(&[0]).is_err(),
+            "welcome without fields"
         );
-        assert!(serde_json::from_str::<ClientMessage>("not json").is_err());
+        assert!(decode::<BroadcastMessage>(&[1, 3, b'a']).is_err());
+        assert!(
+            decode::<BroadcastMessage>(&[
+                1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01
+            ])
+            .is_err(),
+            "varint too long"
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! Sealed message frames: typed messages ↔ encrypted frame bytes. Pure, no I/O.
+//! Sealed message frames: typed messages ↔ encrypted frame bytes. Pure, no I/O. Plaintexts
+//! are [`message`](crate::message) encodings (postcard, `docs/PROTOCOL.md` §6).
 //!
 //! * `Session` frame body: `ciphertext ‖ tag`, nonce = the direction's implicit counter,
 //!   associated data = the 5-byte frame header.
@@ -10,6 +11,8 @@ use chacha20poly1305::aead::KeyInit;
 use chacha20poly1305::ChaCha20Poly1305;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::message;
 use thiserror::Error;
 
 use crate::cipher::{self, CipherState, CryptoError, Key, TAG_LEN};
@@ -29,9 +32,9 @@ pub enum SealError {
     #[error("message of {0} bytes does not fit in one frame")]
     TooLarge(usize),
     #[error("message could not be encoded: {0}")]
-    Encode(#[source] serde_json::Error),
+    Encode(#[source] postcard::Error),
     #[error("message could not be decoded: {0}")]
-    Decode(#[source] serde_json::Error),
+    Decode(#[source] postcard::Error),
     #[error(
         "broadcast counter {got} where {expected} was expected (replayed, dropped or reordered)"
     )]
@@ -40,9 +43,14 @@ pub enum SealError {
     Short,
 }
 
-/// Serialize `message` to JSON.
-pub fn encode_json(message: &impl Serialize) -> Result<Vec<u8>, SealError> {
-    serde_json::to_vec(message).map_err(SealError::Encode)
+/// Encode `message` as a plaintext (§6).
+pub fn encode(message: &impl Serialize) -> Result<Vec<u8>, SealError> {
+    message::encode(message).map_err(SealError::Encode)
+}
+
+/// Decode a plaintext (§6), ignoring bytes after the fields this version knows.
+pub fn decode<T: DeserializeOwned>(plaintext: &[u8]) -> Result<T, SealError> {
+    message::decode(plaintext).map_err(SealError::Decode)
 }
 
 /// Seal already-encoded plaintext as a `Session` frame appended to `out`.
@@ -73,7 +81,7 @@ pub fn seal_session(
     message: &impl Serialize,
     out: &mut Vec<u8>,
 ) -> Result<(), SealError> {
-    seal_session_bytes(cipher, &encode_json(message)?, out)
+    seal_session_bytes(cipher, &encode(message)?, out)
 }
 
 /// Open the body of a `Session` frame.
@@ -82,10 +90,10 @@ pub fn open_session<T: DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, SealError> {
     let plaintext = open_session_plaintext(cipher, body)?;
-    serde_json::from_slice(&plaintext).map_err(SealError::Decode)
+    decode(&plaintext)
 }
 
-/// Open the body of a `Session` frame, leaving its JSON undecoded.
+/// Open the body of a `Session` frame, leaving its plaintext undecoded.
 pub fn open_session_plaintext(cipher: &mut CipherState, body: &[u8]) -> Result<Vec<u8>, SealError> {
     let head = frame::header(FrameKind::Session, body.len());
     Ok(cipher.open(&head, body)?)
@@ -145,8 +153,15 @@ impl BroadcastOpener {
         }
     }
 
-    /// Open the body of a `Broadcast` frame; it must carry exactly the next counter.
+    /// Open the body of a `Broadcast` frame and decode it; it must carry exactly the next
+    /// counter.
     pub fn open<T: DeserializeOwned>(&mut self, body: &[u8]) -> Result<T, SealError> {
+        decode(&self.open_plaintext(body)?)
+    }
+
+    /// Open the body of a `Broadcast` frame, leaving its plaintext undecoded; it must carry
+    /// exactly the next counter.
+    pub fn open_plaintext(&mut self, body: &[u8]) -> Result<Vec<u8>, SealError> {
         if body.len() < COUNTER_LEN + TAG_LEN {
             return Err(SealError::Short);
         }
@@ -166,7 +181,7 @@ impl BroadcastOpener {
         let mut buf = ct.to_vec();
         cipher::open_with(&self.aead, counter, &ad, &mut buf)?;
         self.expected = counter.checked_add(1).ok_or(CryptoError::NonceExhausted)?;
-        serde_json::from_slice(&buf).map_err(SealError::Decode)
+        Ok(buf)
     }
 }
 
@@ -221,8 +236,8 @@ mod tests {
     fn broadcast_in_order_only() {
         let key = [9u8; 32];
         let mut sealer = BroadcastSealer::new(&key, 5);
-        let f5 = sealer.seal(b"\"five\"").unwrap();
-        let f6 = sealer.seal(b"\"six\"").unwrap();
+        let f5 = sealer.seal(&encode(&"five").unwrap()).unwrap();
+        let f6 = sealer.seal(&encode(&"six").unwrap()).unwrap();
         let body = |f: &[u8]| f[HEADER_LEN..].to_vec();
         let mut member = BroadcastOpener::new(&key, 5);
         assert!(matches!(
@@ -246,7 +261,9 @@ mod tests {
     #[test]
     fn broadcast_tamper_detected() {
         let key = [9u8; 32];
-        let frame = BroadcastSealer::new(&key, 0).seal(b"\"hi\"").unwrap();
+        let frame = BroadcastSealer::new(&key, 0)
+            .seal(&encode(&"hi").unwrap())
+            .unwrap();
         for i in HEADER_LEN + COUNTER_LEN..frame.len() {
             let mut bad = frame[HEADER_LEN..].to_vec();
             bad[i - HEADER_LEN] ^= 0x20;

@@ -25,7 +25,8 @@ pub const MAX_NICK_MARKS: usize = 4;
 /// Longest chat message, in UTF-8 bytes.
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
 
-/// Why a nickname was refused. Sent to the client as a code; the display text says what to do.
+/// Why a nickname was refused. Sent to the client as a code (on the wire a varint, 0–7 in
+/// order); the display text says what to do.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NickError {
@@ -47,6 +48,10 @@ pub enum NickError {
         "that nickname, or one that looks the same, is already taken in this room; pick another"
     )]
     Taken,
+    /// A reason a newer server gives that this version does not know. Never sent.
+    #[error("the room refused the nickname; pick another")]
+    #[serde(other, skip_serializing)]
+    Other,
 }
 
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +66,10 @@ pub enum MessageTextError {
     /// Sent by the server only: message ids start at 1.
     #[error("the message id must be 1 or more")]
     BadId,
+    /// A reason a newer server gives that this version does not know. Never sent.
+    #[error("the room refused the message")]
+    #[serde(other, skip_serializing)]
+    Other,
 }
 
 /// Characters that render as nothing or change how neighbouring text renders: Unicode format

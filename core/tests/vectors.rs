@@ -2,16 +2,22 @@
 //!
 //! `testdata/vectors.json` holds the expected values; `docs/PROTOCOL.md` quotes the same hex
 //! strings (checked below), and the handshake bytes are reproduced independently with `snow`.
+//! The session and broadcast frames are sealed with fixed keys listed in the vectors (not
+//! keys from the handshake), with postcard plaintexts; `docs/vectors/messages.json` holds one
+//! encoded message of every type.
 
 use serde_json::{json, Value};
 use tertulia_core::cipher::CipherState;
 use tertulia_core::handshake::{Initiator, Responder};
 use tertulia_core::hello::{hello_body, prologue};
 use tertulia_core::message::{
-    BroadcastMessage, ClientMessage, RoomEvent, RoomEventKind, ServerMessage,
+    decode, decode_broadcast_message, decode_client_message, decode_server_message, encode,
+    BroadcastMessage, ClientMessage, ErrorCode, LeaveReason, Resume, RoomEvent, RoomEventKind,
+    ServerMessage,
 };
 use tertulia_core::passphrase::derive_psk;
 use tertulia_core::sealed::{seal_session, BroadcastSealer};
+use tertulia_core::text::{MessageTextError, NickError};
 use x25519_dalek::StaticSecret;
 
 const PASSPHRASE: &str = "correct horse battery staple";
@@ -29,6 +35,8 @@ struct Inputs {
     client_ephemeral: [u8; 32],
     server_ephemeral: [u8; 32],
     broadcast_key: [u8; 32],
+    session_key_c2s: [u8; 32],
+    session_key_s2c: [u8; 32],
 }
 
 fn inputs() -> Inputs {
@@ -37,6 +45,8 @@ fn inputs() -> Inputs {
         client_ephemeral: arr32(bytes(0x20, 32)),
         server_ephemeral: arr32(bytes(0x40, 32)),
         broadcast_key: arr32(bytes(0x60, 32)),
+        session_key_c2s: arr32(bytes(0x80, 32)),
+        session_key_s2c: arr32(bytes(0xa0, 32)),
     }
 }
 
@@ -62,19 +72,29 @@ fn compute() -> Value {
         Responder::with_ephemeral(&psk, &prologue, StaticSecret::from(i.server_ephemeral))
             .read_message(&msg1)
             .expect("read msg1");
-    let (mut server, msg2) = ready.write_message(&[]).expect("msg2");
-    let (mut client, _) = waiting.read_message(&msg2).expect("read msg2");
+    let (_server, msg2) = ready.write_message(&[]).expect("msg2");
+    let (client, _) = waiting.read_message(&msg2).expect("read msg2");
     let mut c2s = Vec::new();
-    seal_session(&mut client.send, &join_message(), &mut c2s).expect("seal");
+    seal_session(
+        &mut CipherState::new(&i.session_key_c2s),
+        &join_message(),
+        &mut c2s,
+    )
+    .expect("seal");
     let mut s2c = Vec::new();
-    seal_session(&mut server.send, &ServerMessage::Ack { up_to: 1 }, &mut s2c).expect("seal");
+    seal_session(
+        &mut CipherState::new(&i.session_key_s2c),
+        &ServerMessage::Ack { up_to: 1 },
+        &mut s2c,
+    )
+    .expect("seal");
     let event = BroadcastMessage::Event(RoomEvent {
         seq: 1,
         time_ms: 0,
         kind: RoomEventKind::Join { nick: "ana".into() },
     });
     let broadcast = BroadcastSealer::new(&i.broadcast_key, 7)
-        .seal(&serde_json::to_vec(&event).expect("json"))
+        .seal(&encode(&event).expect("encode"))
         .expect("seal broadcast");
     json!({
         "passphrase": PASSPHRASE,
@@ -87,8 +107,13 @@ fn compute() -> Value {
         "noise_message_1": hex::encode(&msg1),
         "noise_message_2": hex::encode(&msg2),
         "handshake_hash": hex::encode(client.handshake_hash),
+        "session_key_client_to_server": hex::encode(i.session_key_c2s),
+        "session_key_server_to_client": hex::encode(i.session_key_s2c),
+        "client_join_plaintext": hex::encode(encode(&join_message()).expect("encode")),
         "client_join_frame": hex::encode(&c2s),
+        "server_ack_plaintext": hex::encode(encode(&ServerMessage::Ack { up_to: 1 }).expect("encode")),
         "server_ack_frame": hex::encode(&s2c),
+        "broadcast_plaintext": hex::encode(encode(&event).expect("encode")),
         "broadcast_key": hex::encode(i.broadcast_key),
         "broadcast_counter": 7,
         "broadcast_frame": hex::encode(&broadcast),
@@ -126,12 +151,22 @@ fn stored_vectors_open_correctly() {
     )
     .read_message(&hex_of("noise_message_1"))
     .expect("stored message 1 authenticates");
-    let (mut server, msg2) = ready.write_message(&[]).expect("msg2");
+    let (_server, msg2) = ready.write_message(&[]).expect("msg2");
     assert_eq!(msg2, hex_of("noise_message_2"));
+    // The session frames open with the listed keys, at n = 0.
     let frame = hex_of("client_join_frame");
+    let mut c2s = CipherState::new(&arr32(hex_of("session_key_client_to_server")));
     let join: ClientMessage =
-        tertulia_core::sealed::open_session(&mut server.recv, &frame[5..]).expect("open join");
+        tertulia_core::sealed::open_session(&mut c2s, &frame[5..]).expect("open join");
     assert_eq!(join, join_message());
+    let frame = hex_of("server_ack_frame");
+    let mut s2c = CipherState::new(&arr32(hex_of("session_key_server_to_client")));
+    let ack = tertulia_core::sealed::open_session_plaintext(&mut s2c, &frame[5..]).expect("open");
+    assert_eq!(ack, hex_of("server_ack_plaintext"));
+    assert_eq!(
+        decode::<ServerMessage>(&ack).expect("ack"),
+        ServerMessage::Ack { up_to: 1 }
+    );
     let broadcast = hex_of("broadcast_frame");
     let mut opener =
         tertulia_core::sealed::BroadcastOpener::new(&arr32(hex_of("broadcast_key")), 7);
@@ -281,4 +316,409 @@ fn print_passphrase_vectors() {
             hex::encode(psk)
         );
     }
+}
+
+// ---- docs/vectors/messages.json: one encoded message of every type ----
+
+/// Every message of the vectors file: (kind, name, message as JSON, the Rust value).
+fn message_vectors() -> Vec<(&'static str, &'static str, Value)> {
+    let event = |seq: u64, kind: RoomEventKind| RoomEvent {
+        seq,
+        time_ms: 1_700_000_000_000,
+        kind,
+    };
+    let chat = event(
+        1000,
+        RoomEventKind::Message {
+            from: "ana".into(),
+            text: "hola, ¿qué tal?".into(),
+            msg_id: 1,
+            author: "0011223344556677".into(),
+        },
+    );
+    let leave = event(
+        1001,
+        RoomEventKind::Leave {
+            nick: "ben".into(),
+            reason: LeaveReason::ConnectionLost,
+        },
+    );
+    let client = [
+        (
+            "join",
+            ClientMessage::Join {
+                nick: "ana".into(),
+                client_id: "00112233445566778899aabbccddeeff".into(),
+                resume: None,
+            },
+        ),
+        (
+            "join with resume",
+            ClientMessage::Join {
+                nick: "ana".into(),
+                client_id: "00112233445566778899aabbccddeeff".into(),
+                resume: Some(Resume {
+                    epoch: "000102030405060708090a0b0c0d0e0f".into(),
+                    last_seq: 300,
+                }),
+            },
+        ),
+        (
+            "say",
+            ClientMessage::Say {
+                id: 1,
+                text: "hola, ¿qué tal?".into(),
+            },
+        ),
+        ("ping", ClientMessage::Ping),
+        ("typing", ClientMessage::Typing),
+        ("leave", ClientMessage::Leave),
+        (
+            "older",
+            ClientMessage::Older {
+                before_seq: 1000,
+                limit: 200,
+            },
+        ),
+    ];
+    let server = [
+        (
+            "welcome",
+            ServerMessage::Welcome {
+                nick: "ana".into(),
+                epoch: "000102030405060708090a0b0c0d0e0f".into(),
+                room_key: arr32(bytes(0x60, 32)),
+                next_broadcast: 7,
+                head_seq: 300,
+                online: vec!["ana".into(), "ben".into()],
+                acked_up_to: 0,
+                resync: false,
+                gap: true,
+                resumed: false,
+                oldest_seq: 1,
+                send_window: 32,
+            },
+        ),
+        (
+            "more_online",
+            ServerMessage::MoreOnline {
+                online: vec!["cy".into()],
+            },
+        ),
+        (
+            "history",
+            ServerMessage::History {
+                events: vec![chat.clone(), leave.clone()],
+            },
+        ),
+        (
+            "older",
+            ServerMessage::Older {
+                before_seq: 1000,
+                events: vec![event(999, RoomEventKind::Join { nick: "ana".into() })],
+                more: true,
+            },
+        ),
+        ("ack", ServerMessage::Ack { up_to: 1 }),
+        (
+            "nick_rejected",
+            ServerMessage::NickRejected {
+                nick: "ana".into(),
+                reason: NickError::Taken,
+            },
+        ),
+        (
+            "message_rejected",
+            ServerMessage::MessageRejected {
+                id: 2,
+                reason: MessageTextError::TooLong,
+            },
+        ),
+        ("pong", ServerMessage::Pong { broadcast_next: 300 }),
+        ("unsupported", ServerMessage::Unsupported { what: 6 }),
+        (
+            "error",
+            ServerMessage::Error {
+                code: ErrorCode::Flood,
+                message: "slow down".into(),
+            },
+        ),
+        (
+            "room_key",
+            ServerMessage::RoomKey {
+                room_key: std::array::from_fn(|i| 0x60 + i as u8),
+                from_broadcast: 7,
+            },
+        ),
+    ];
+    let broadcast = [
+        ("event: message", BroadcastMessage::Event(chat)),
+        (
+            "event: join",
+            BroadcastMessage::Event(event(1002, RoomEventKind::Join { nick: "cy".into() })),
+        ),
+        ("event: leave", BroadcastMessage::Event(leave)),
+        ("typing", BroadcastMessage::Typing { nick: "ana".into() }),
+    ];
+    let json = |v: &dyn erased::Json| v.json();
+    let mut all = Vec::new();
+    all.extend(client.iter().map(|(n, m)| ("client", *n, json(m))));
+    all.extend(server.iter().map(|(n, m)| ("server", *n, json(m))));
+    all.extend(broadcast.iter().map(|(n, m)| ("broadcast", *n, json(m))));
+    all
+}
+
+mod erased {
+    pub trait Json {
+        fn json(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> serde_json::Value {
+            serde_json::to_value(self).expect("json")
+        }
+    }
+}
+
+/// Encode a message given as JSON (its kind says which), and decode bytes back to JSON.
+fn encode_as(kind: &str, value: &Value) -> Vec<u8> {
+    match kind {
+        "client" => {
+            encode(&serde_json::from_value::<ClientMessage>(value.clone()).expect("client"))
+        }
+        "server" => {
+            encode(&serde_json::from_value::<ServerMessage>(value.clone()).expect("server"))
+        }
+        "broadcast" => {
+            encode(&serde_json::from_value::<BroadcastMessage>(value.clone()).expect("broadcast"))
+        }
+        other => panic!("kind {other}"),
+    }
+    .expect("encode")
+}
+
+/// Check what a reader of this version makes of `bytes`: the message `expected` describes as
+/// JSON, or what it does with one of a type it does not know (`{"unsupported": N}` for a client
+/// message, `"ignored"` for the others).
+fn check_reads(kind: &str, bytes: &[u8], expected: &Value) {
+    let ignored = expected == &json!("ignored");
+    match kind {
+        "client" => {
+            let got = decode_client_message(bytes).expect("client message");
+            match expected["unsupported"].as_u64() {
+                Some(what) => assert_eq!(got, ClientMessage::Unsupported { what }),
+                None => assert_eq!(
+                    got,
+                    serde_json::from_value(expected.clone()).expect("value")
+                ),
+            }
+        }
+        "server" => {
+            let got = decode_server_message(bytes).expect("server message");
+            match ignored {
+                true => assert_eq!(got, ServerMessage::Unknown),
+                false => assert_eq!(
+                    got,
+                    serde_json::from_value(expected.clone()).expect("value")
+                ),
+            }
+        }
+        "broadcast" => {
+            let got = decode_broadcast_message(bytes).expect("broadcast");
+            match ignored {
+                true => assert_eq!(got, BroadcastMessage::Unknown),
+                false => assert_eq!(
+                    got,
+                    serde_json::from_value(expected.clone()).expect("value")
+                ),
+            }
+        }
+        other => panic!("kind {other}"),
+    }
+}
+
+/// Messages of a newer version: (kind, what it is, hex, what this version reads).
+fn forward_vectors() -> Vec<(&'static str, &'static str, String, Value)> {
+    let ack = encode(&ServerMessage::Ack { up_to: 1 }).expect("ack");
+    let join = RoomEvent {
+        seq: 5,
+        time_ms: 0,
+        kind: RoomEventKind::Join { nick: "ana".into() },
+    };
+    let mut grown_event = encode(&join).expect("event");
+    grown_event.extend_from_slice(&[0x01, 0x02]);
+    let mut history = vec![2, 1, grown_event.len() as u8];
+    history.extend_from_slice(&grown_event);
+    vec![
+        (
+            "client",
+            "type 6, unknown to this version, with fields",
+            "0603f09f918d".into(),
+            json!({ "unsupported": 6 }),
+        ),
+        (
+            "client",
+            "type 300 (a two-byte varint)",
+            "ac02".into(),
+            json!({ "unsupported": 300 }),
+        ),
+        (
+            "client",
+            "ping with two bytes appended",
+            "020102".into(),
+            json!("ping"),
+        ),
+        (
+            "server",
+            "type 11, unknown to this version",
+            "0b00".into(),
+            json!("ignored"),
+        ),
+        (
+            "server",
+            "type 2^32, beyond 32 bits",
+            "8080808010".into(),
+            json!("ignored"),
+        ),
+        (
+            "server",
+            "ack with a field appended",
+            hex::encode([&ack[..], &[0x05, 0x2a]].concat()),
+            serde_json::to_value(ServerMessage::Ack { up_to: 1 }).expect("json"),
+        ),
+        (
+            "server",
+            "history whose event has a field appended",
+            hex::encode(&history),
+            serde_json::to_value(ServerMessage::History { events: vec![join] }).expect("json"),
+        ),
+        (
+            "broadcast",
+            "type 2, unknown to this version",
+            "02".into(),
+            json!("ignored"),
+        ),
+        (
+            "broadcast",
+            "leave with reason 3, unknown to this version: reason other",
+            "000500020361 6e6103".replace(' ', ""),
+            json!({"event": {"seq": 5, "time_ms": 0, "kind": {"leave": {"nick": "ana", "reason": "other"}}}}),
+        ),
+        (
+            "broadcast",
+            "event of kind 3, unknown to this version: kind other, not shown",
+            "00050003ffff".into(),
+            json!({"event": {"seq": 5, "time_ms": 0, "kind": "other"}}),
+        ),
+    ]
+}
+
+fn compute_messages() -> Value {
+    let messages: Vec<Value> = message_vectors()
+        .into_iter()
+        .map(|(kind, name, value)| {
+            let bytes = encode_as(kind, &value);
+            json!({
+                "kind": kind,
+                "name": name,
+                "type": bytes[0],
+                "hex": hex::encode(&bytes),
+                "value": value,
+            })
+        })
+        .collect();
+    let newer: Vec<Value> = forward_vectors()
+        .into_iter()
+        .map(|(kind, name, hex, reads_as)| {
+            json!({ "kind": kind, "name": name, "hex": hex, "reads_as": reads_as })
+        })
+        .collect();
+    json!({
+        "about": "Protocol version 2 message plaintexts (docs/PROTOCOL.md §6): postcard, varint(type) then the fields in order. `value` is the message as JSON (externally tagged: {\"type name\": {fields}}, or \"type name\" alone when it has no fields; room_key as its 32 byte values). `newer` holds messages of a newer version and what this version reads from them: {\"unsupported\": N} (a client message, answered with unsupported), \"ignored\" (a server or broadcast message), or the known message without the appended bytes.",
+        "messages": messages,
+        "newer": newer,
+    })
+}
+
+fn stored_messages() -> Value {
+    serde_json::from_str(include_str!("../../docs/vectors/messages.json"))
+        .expect("docs/vectors/messages.json is JSON")
+}
+
+#[test]
+fn message_vectors_encode_to_the_exact_bytes_and_decode_back() {
+    let stored = stored_messages();
+    let computed = compute_messages();
+    assert_eq!(
+        computed,
+        stored,
+        "computed:\n{}",
+        serde_json::to_string_pretty(&computed).unwrap_or_default()
+    );
+    // Independently of how the file was made: every entry, read from the file alone.
+    let mut types: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+    for v in stored["messages"].as_array().expect("messages") {
+        let kind = v["kind"].as_str().expect("kind");
+        let bytes = hex::decode(v["hex"].as_str().expect("hex")).expect("hex");
+        assert_eq!(encode_as(kind, &v["value"]), bytes, "{v}");
+        check_reads(kind, &bytes, &v["value"]);
+        assert_eq!(u64::from(bytes[0]), v["type"].as_u64().expect("type"));
+        types.entry(kind).or_default().push(u64::from(bytes[0]));
+    }
+    for (kind, count) in [("client", 6), ("server", 11), ("broadcast", 2)] {
+        let mut seen = types[kind].clone();
+        seen.dedup();
+        assert_eq!(
+            seen,
+            (0..count).collect::<Vec<_>>(),
+            "every {kind} type, in order"
+        );
+    }
+    for v in stored["newer"].as_array().expect("newer") {
+        let kind = v["kind"].as_str().expect("kind");
+        let bytes = hex::decode(v["hex"].as_str().expect("hex")).expect("hex");
+        check_reads(kind, &bytes, &v["reads_as"]);
+    }
+}
+
+#[test]
+#[ignore = "prints docs/vectors/messages.json; run with --ignored to regenerate it"]
+fn print_message_vectors() {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&compute_messages()).unwrap_or_default()
+    );
+}
+
+/// The size on the wire of a broadcast chat message with 128 bytes of text and a 3-letter
+/// nickname (issue #13: about 260 bytes in version 1, as JSON).
+#[test]
+fn a_broadcast_chat_message_is_much_smaller_than_in_version_1() {
+    let text = "x".repeat(128);
+    let event = RoomEvent {
+        seq: 12_345,
+        time_ms: 1_700_000_000_000,
+        kind: RoomEventKind::Message {
+            from: "ana".into(),
+            text: text.clone(),
+            msg_id: 42,
+            author: "0011223344556677".into(),
+        },
+    };
+    let frame = BroadcastSealer::new(&[1; 32], 99)
+        .seal(&encode(&BroadcastMessage::Event(event)).expect("encode"))
+        .expect("seal");
+    // Version 1's plaintext of the same event.
+    let v1 = json!({"type": "event", "seq": 12_345, "time_ms": 1_700_000_000_000u64,
+        "kind": "message", "from": "ana", "text": text, "msg_id": 42,
+        "author": "0011223344556677"});
+    let v1_plaintext = serde_json::to_vec(&v1).expect("json").len();
+    let v1_frame = 5 + 8 + v1_plaintext + 16;
+    println!(
+        "broadcast chat message, 128 bytes of text, 3-letter nick: {} bytes on the wire, plaintext {} \
+         (version 1: {v1_frame}, plaintext {v1_plaintext})",
+        frame.len(),
+        frame.len() - 5 - 8 - 16
+    );
+    assert_eq!(frame.len(), 191);
+    assert!(v1_frame >= 250, "{v1_frame}");
 }

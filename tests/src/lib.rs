@@ -739,11 +739,12 @@ impl RawMember {
         self.writer.write_all(&buf).await
     }
 
-    /// Send any JSON object as a sealed session message (e.g. one of a `type` this version of
-    /// the protocol does not have).
-    pub async fn send_json(&mut self, message: &Value) -> std::io::Result<()> {
+    /// Send any plaintext as a sealed session message (e.g. a type number this version of the
+    /// protocol does not have, or a known message with fields appended by a newer version).
+    pub async fn send_plaintext(&mut self, plaintext: &[u8]) -> std::io::Result<()> {
         let mut buf = Vec::new();
-        tertulia_core::sealed::seal_session(&mut self.keys.send, message, &mut buf).expect("seal");
+        tertulia_core::sealed::seal_session_bytes(&mut self.keys.send, plaintext, &mut buf)
+            .expect("seal");
         self.writer.write_all(&buf).await
     }
 

@@ -1,13 +1,11 @@
 //! Corners of the protocol an independent implementation would hit (issue #12), over the wire
 //! with a raw client: a `say` with id 0 is refused rather than acknowledged and dropped; a
-//! message `type` the server does not know gets `unsupported` (naming at most 32 bytes of
-//! it) and the connection stays usable, before and after joining; a client id is 16–64 ASCII
+//! message type number the server does not know gets `unsupported` naming it, and fields a
+//! newer client appends are ignored, the connection staying usable, before and after joining
+//! (`docs/PROTOCOL.md` §6, forward compatibility); a client id is 16–64 ASCII
 //! letters, digits, `_` or `-`; a resume point beyond the room's head is a resync.
 
-use serde_json::json;
-use tertulia_core::message::{
-    ClientMessage, ErrorCode, Resume, RoomEventKind, ServerMessage, MAX_UNSUPPORTED_TYPE_BYTES,
-};
+use tertulia_core::message::{ClientMessage, ErrorCode, Resume, RoomEventKind, ServerMessage};
 use tertulia_core::text::MessageTextError;
 use tertulia_e2e::{ChatProcess, RawMember, ServerProcess};
 
@@ -56,58 +54,89 @@ async fn a_say_with_id_zero_is_refused_not_acknowledged_and_dropped() {
     assert_eq!(ben.wait_messages_from("raw", 1).await, ["id one"]);
 }
 
+/// A plaintext: `type` as a varint, then `fields` (already encoded).
+fn message_of_type(type_number: u64, fields: &[u8]) -> Vec<u8> {
+    let mut bytes = tertulia_core::message::encode(&type_number).expect("varint");
+    bytes.extend_from_slice(fields);
+    bytes
+}
+
 #[tokio::test]
 async fn an_unknown_message_type_gets_unsupported_and_the_connection_lives_on() {
     let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let mut ben = ChatProcess::start(server.addr, "ben", PASS, &[]).await;
+    ben.wait_type("connected").await;
     let mut raw = RawMember::connect(server.addr, PASS, None)
         .await
         .expect("connect");
-    let long_type = format!("reaction_{}", "ñ".repeat(200));
-    let mut cut = long_type.len().min(MAX_UNSUPPORTED_TYPE_BYTES);
-    while !long_type.is_char_boundary(cut) {
-        cut -= 1;
-    }
 
-    // Before joining: a newer client's message, with fields this server has never heard of.
-    raw.send_json(&json!({"type": long_type, "emoji": "👍", "seq": 3}))
+    // Before joining: a newer client's message (type 6, say a reaction), with fields this
+    // server has never heard of.
+    raw.send_plaintext(&message_of_type(6, &[4, 0xf0, 0x9f, 0x91, 0x8d, 3]))
         .await
         .expect("send");
     assert_eq!(
         next_reply(&mut raw).await,
-        ServerMessage::Unsupported {
-            what: long_type[..cut].to_owned()
-        },
-        "at most {MAX_UNSUPPORTED_TYPE_BYTES} bytes of peer input are repeated"
+        ServerMessage::Unsupported { what: 6 }
     );
-    raw.join("raw").await;
+    // A type number beyond 32 bits: named back in full.
+    raw.send_plaintext(&message_of_type(1 << 40, &[]))
+        .await
+        .expect("send");
+    assert_eq!(
+        next_reply(&mut raw).await,
+        ServerMessage::Unsupported { what: 1 << 40 }
+    );
+    // A newer client's join, with a field appended at its end: joined as usual.
+    let mut join = tertulia_core::message::encode(&ClientMessage::Join {
+        nick: "raw".into(),
+        client_id: "f".repeat(32),
+        resume: None,
+    })
+    .expect("encode");
+    join.extend_from_slice(&[1, 0x2a, 0xff]);
+    raw.send_plaintext(&join).await.expect("send");
     match raw.next_private().await.expect("open") {
-        ServerMessage::Welcome { .. } => {}
+        ServerMessage::Welcome { nick, .. } => assert_eq!(nick, "raw"),
         other => panic!("expected a welcome, got {other:?}"),
     }
 
-    // After joining, too; and the connection still serves chat.
-    raw.send_json(&json!({"type": "edit", "id": 1, "text": "new text"}))
+    // After joining, too; and the connection still serves chat, with trailing bytes too.
+    raw.send_plaintext(&message_of_type(300, &[1, 4, b'n', b'e', b'w', b'!']))
         .await
         .expect("send");
     assert_eq!(
         next_reply(&mut raw).await,
-        ServerMessage::Unsupported {
-            what: "edit".into()
-        }
+        ServerMessage::Unsupported { what: 300 }
     );
-    raw.send(&ClientMessage::Ping).await.expect("send");
-    assert!(matches!(
-        next_reply(&mut raw).await,
-        ServerMessage::Pong { .. }
-    ));
+    raw.send_plaintext(&[2, 0xde, 0xad]).await.expect("send");
+    assert!(
+        matches!(next_reply(&mut raw).await, ServerMessage::Pong { .. }),
+        "a ping, extended"
+    );
+    let mut say = tertulia_core::message::encode(&ClientMessage::Say {
+        id: 1,
+        text: "from a newer client".into(),
+    })
+    .expect("encode");
+    say.extend_from_slice(&[0x01, 0x05]);
+    raw.send_plaintext(&say).await.expect("send");
+    assert_eq!(next_reply(&mut raw).await, ServerMessage::Ack { up_to: 1 });
+    assert_eq!(
+        ben.wait_messages_from("raw", 1).await,
+        ["from a newer client"],
+        "delivered to the room, without the appended bytes"
+    );
 
-    // A known type with broken fields is still a protocol violation.
-    raw.send_json(&json!({"type": "say", "id": "one"}))
-        .await
-        .expect("send");
+    // A known type whose fields do not decode is still a protocol violation: a `say` whose
+    // text is cut short.
+    raw.send_plaintext(&[1, 2, 9, b'x']).await.expect("send");
     assert!(matches!(
         raw.until_closed().await,
-        Some(ServerMessage::Error { .. })
+        Some(ServerMessage::Error {
+            code: ErrorCode::Protocol,
+            ..
+        })
     ));
 }
 
@@ -220,7 +249,7 @@ async fn a_flood_of_unknown_types_is_rate_limited_like_pings() {
         .expect("connect");
     for i in 0..200 {
         if raw
-            .send_json(&json!({"type": format!("future_{i}")}))
+            .send_plaintext(&message_of_type(100 + i, &[]))
             .await
             .is_err()
         {

@@ -29,12 +29,6 @@ fn opens(key: &Key, body: &[u8]) -> bool {
         .is_ok()
 }
 
-fn key_of(hex_key: &str) -> Key {
-    hex::decode(hex_key)
-        .expect("hex")
-        .try_into()
-        .expect("32 bytes")
-}
 
 /// A member that records every broadcast frame it receives and opens each with the key for
 /// its counter, as the protocol says (the welcome's key, then each `room_key` from its
@@ -61,7 +55,7 @@ impl Recorder {
                 } => {
                     return Self {
                         raw,
-                        keys: vec![(key_of(&room_key), next_broadcast)],
+                        keys: vec![(room_key, next_broadcast)],
                         next: next_broadcast,
                         frames: Vec::new(),
                         events: Vec::new(),
@@ -96,7 +90,7 @@ impl Recorder {
                             from_broadcast, self.next,
                             "a room key right before its first broadcast"
                         );
-                        self.keys.push((key_of(&room_key), from_broadcast));
+                        self.keys.push((room_key, from_broadcast));
                     }
                     ServerMessage::Pong { broadcast_next } => {
                         assert_eq!(broadcast_next, self.next)

@@ -104,10 +104,7 @@ pub async fn connect(
                     ..
                 } = msg
                 {
-                    let key: Key = hex::decode(room_key)
-                        .ok()
-                        .and_then(|k| k.try_into().ok())
-                        .ok_or_else(|| ClientError::Protocol("bad room key".into()))?;
+                    let key: Key = room_key;
                     let mut shared = opened.borrow_mut();
                     if shared.aead.is_none() {
                         shared.aead = Some(ChaCha20Poly1305::new(&key.into()));
@@ -137,7 +134,7 @@ fn open(aead: &ChaCha20Poly1305, body: &[u8]) -> Option<BroadcastMessage> {
     ad[HEADER_LEN..].copy_from_slice(&body[..8]);
     let mut buf = body[8..].to_vec();
     cipher::open_with(aead, counter, &ad, &mut buf).ok()?;
-    serde_json::from_slice(&buf).ok()
+    tertulia_core::message::decode(&buf).ok()
 }
 
 pub async fn run(

@@ -36,9 +36,9 @@ use crate::conn::{self, ConnError, FrameReader};
 use crate::frame::{FrameKind, MAX_BODY};
 use crate::handshake::TransportKeys;
 use crate::hello;
-use crate::message::{ClientId, ClientMessage};
+use crate::message::{decode_broadcast_message, decode_server_message, ClientId, ClientMessage};
 use crate::passphrase::{self, Salt};
-use crate::sealed;
+use crate::sealed::{self, SealError};
 use crate::secret::{SecretKey, SecretString};
 use crate::text::{validate_message, validate_nick};
 use keys::BroadcastKeys;
@@ -466,12 +466,15 @@ impl ClientTask {
     fn on_frame(&mut self, link: &mut Link, kind: FrameKind, body: &[u8]) -> Result<(), ConnError> {
         match kind {
             FrameKind::Session => {
-                let message = sealed::open_session(&mut link.recv, body)?;
+                let plaintext = sealed::open_session_plaintext(&mut link.recv, body)?;
+                let message = decode_server_message(&plaintext).map_err(SealError::Decode)?;
                 self.session.on_server_message(message);
             }
             FrameKind::Broadcast => {
                 let keys = link.keys.as_mut().ok_or(ConnError::UnexpectedFrame(kind))?;
-                self.session.on_broadcast(keys.open(body)?);
+                let plaintext = keys.open_plaintext(body)?;
+                let message = decode_broadcast_message(&plaintext).map_err(SealError::Decode)?;
+                self.session.on_broadcast(message);
             }
             other => return Err(ConnError::UnexpectedFrame(other)),
         }

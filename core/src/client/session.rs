@@ -505,18 +505,8 @@ impl Session {
                 oldest_seq,
                 send_window,
             } => {
-                let Some(key) = hex::decode(&room_key)
-                    .ok()
-                    .and_then(|k| Key::try_from(k).ok())
-                else {
-                    self.end(Ending::retry(
-                        ErrorKind::Protocol,
-                        "the server sent an unusable room key",
-                    ));
-                    return;
-                };
                 self.actions.push_back(Action::OpenBroadcasts {
-                    key,
+                    key: Key::from(room_key),
                     next_counter: next_broadcast,
                 });
                 let room_reset = resync || self.resume.as_ref().is_some_and(|r| r.epoch != epoch);
@@ -583,7 +573,10 @@ impl Session {
                 if let Some(first) = events.first() {
                     self.oldest_seen = Some(first.seq);
                 }
-                let events = events.into_iter().map(|e| self.describe(e, true)).collect();
+                let events = events
+                    .into_iter()
+                    .filter_map(|e| self.describe(e, true))
+                    .collect();
                 self.emit(ClientEvent::Older { events, more });
             }
             ServerMessage::Ack { up_to } => {
@@ -621,26 +614,23 @@ impl Session {
                 room_key,
                 from_broadcast,
             } => {
-                let key = hex::decode(&room_key)
-                    .ok()
-                    .and_then(|k| Key::try_from(k).ok());
-                match key {
-                    Some(key) if self.joined() => self.actions.push_back(Action::NextRoomKey {
-                        key,
+                if self.joined() {
+                    self.actions.push_back(Action::NextRoomKey {
+                        key: room_key,
                         from: from_broadcast,
-                    }),
-                    Some(_) => self.end(Ending::retry(
+                    });
+                } else {
+                    self.end(Ending::retry(
                         ErrorKind::Protocol,
                         "the server sent a room key before the welcome",
-                    )),
-                    None => self.end(Ending::retry(
-                        ErrorKind::Protocol,
-                        "the server sent an unusable room key",
-                    )),
+                    ));
                 }
             }
             ServerMessage::Unsupported { what } => {
-                tracing::warn!(%what, "the server does not support a message this client sent")
+                tracing::warn!(
+                    what,
+                    "the server does not support a message type this client sent"
+                )
             }
             ServerMessage::Unknown => {
                 tracing::debug!("ignoring a server message of a type this client does not know")
@@ -659,7 +649,10 @@ impl Session {
                     ErrorCode::Timeout if self.choosing_nick && !self.joined() => {
                         (ErrorKind::Protocol, false)
                     }
-                    ErrorCode::Protocol | ErrorCode::Timeout => (ErrorKind::Protocol, true),
+                    // A code from a newer server: its message says what happened.
+                    ErrorCode::Protocol | ErrorCode::Timeout | ErrorCode::Other => {
+                        (ErrorKind::Protocol, true)
+                    }
                 };
                 self.end(Ending::Retry {
                     kind,
@@ -714,10 +707,11 @@ impl Session {
         self.emit(ClientEvent::Online { members });
     }
 
-    /// A room event as the user sees it: the one place that decides what is `own`.
-    fn describe(&self, event: RoomEvent, history: bool) -> ClientEvent {
+    /// A room event as the user sees it: the one place that decides what is `own`. `None`
+    /// for a kind of event this version does not know (a newer server's): not shown.
+    fn describe(&self, event: RoomEvent, history: bool) -> Option<ClientEvent> {
         let RoomEvent { seq, time_ms, kind } = event;
-        match kind {
+        Some(match kind {
             RoomEventKind::Message {
                 from,
                 text,
@@ -748,7 +742,14 @@ impl Session {
                 reason,
                 history,
             },
-        }
+            RoomEventKind::Other => {
+                tracing::debug!(
+                    seq,
+                    "not showing a kind of room event this client does not know"
+                );
+                return None;
+            }
+        })
     }
 
     /// A live or replayed room event: shown once (by sequence number), and applied to the
@@ -773,10 +774,11 @@ impl Session {
                     self.online.insert(nick_key(nick), nick.clone()).as_ref() != Some(nick)
                 }
                 RoomEventKind::Leave { nick, .. } => self.online.remove(&nick_key(nick)).is_some(),
-                RoomEventKind::Message { .. } => false,
+                RoomEventKind::Message { .. } | RoomEventKind::Other => false,
             };
-        let shown = self.describe(event, history);
-        self.emit(shown);
+        if let Some(shown) = self.describe(event, history) {
+            self.emit(shown);
+        }
         if changed {
             self.emit_online();
         }
@@ -937,7 +939,7 @@ mod tests {
             ServerMessage::Welcome {
                 nick: "Ana".into(),
                 epoch: self.epoch.into(),
-                room_key: hex::encode([7u8; 32]),
+                room_key: [7u8; 32],
                 next_broadcast: 3,
                 head_seq: self.head_seq,
                 online: self.online.into_iter().map(String::from).collect(),
@@ -1731,18 +1733,68 @@ mod tests {
                 ..
             })]
         ));
-        let mut bad = Welcome::default().message();
-        if let ServerMessage::Welcome { room_key, .. } = &mut bad {
-            *room_key = "zz".into();
-        }
-        s.on_server_message(bad);
-        assert!(matches!(
-            &drain(&mut s)[..],
-            [Action::End(Ending::Retry {
+        // A code from a newer server: reported with its message, and the client reconnects.
+        s.on_server_message(ServerMessage::Error {
+            code: ErrorCode::Other,
+            message: "something new".into(),
+        });
+        assert_eq!(
+            drain(&mut s),
+            vec![Action::End(Ending::Retry {
                 kind: ErrorKind::Protocol,
-                ..
+                message: "server: something new".into(),
+                report: true,
+                wait: None,
             })]
-        ));
+        );
+    }
+
+    /// What a newer server sends that this version does not know is skipped or shown plainly,
+    /// never the end of the connection: an unknown event kind takes its place in the
+    /// numbering unshown, an unknown leave reason is a leave, unknown messages are ignored.
+    #[test]
+    fn unknown_kinds_and_values_from_a_newer_server_are_skipped_or_shown_plainly() {
+        let mut s = session();
+        join_room(&mut s, Welcome::default());
+        let other = RoomEvent {
+            seq: 1,
+            time_ms: 0,
+            kind: RoomEventKind::Other,
+        };
+        s.on_broadcast(BroadcastMessage::Event(other.clone()));
+        s.on_broadcast(BroadcastMessage::Unknown);
+        s.on_server_message(ServerMessage::Unknown);
+        assert_eq!(drain(&mut s), vec![], "nothing shown, nothing ended");
+        s.on_broadcast(BroadcastMessage::Event(other));
+        s.on_broadcast(BroadcastMessage::Event(RoomEvent {
+            seq: 2,
+            time_ms: 0,
+            kind: RoomEventKind::Leave {
+                nick: "Ana".into(),
+                reason: LeaveReason::Other,
+            },
+        }));
+        assert_eq!(
+            shown_seqs(&drain(&mut s)),
+            vec![2],
+            "seq 1 was counted as seen"
+        );
+        s.on_server_message(ServerMessage::Older {
+            before_seq: 2,
+            events: vec![RoomEvent {
+                seq: 0,
+                time_ms: 0,
+                kind: RoomEventKind::Other,
+            }],
+            more: false,
+        });
+        assert_eq!(
+            events(&drain(&mut s)),
+            vec![ClientEvent::Older {
+                events: vec![],
+                more: false
+            }]
+        );
     }
 
     #[test]
@@ -2002,9 +2054,9 @@ mod tests {
         let (k0, k1) = ([7u8; 32], [8u8; 32]);
         let mut sealer = BroadcastSealer::new(&k0, 3);
         let frame = |sealer: &mut BroadcastSealer, seq: u64| {
-            let json =
-                serde_json::to_vec(&BroadcastMessage::Event(message(seq, "ben", seq))).unwrap();
-            sealer.seal(&json).unwrap()[crate::frame::HEADER_LEN..].to_vec()
+            let plaintext =
+                crate::message::encode(&BroadcastMessage::Event(message(seq, "ben", seq))).unwrap();
+            sealer.seal(&plaintext).unwrap()[crate::frame::HEADER_LEN..].to_vec()
         };
         let open = |s: &mut Session, keys: &mut Option<_>, body: Vec<u8>| {
             let keys: &mut crate::client::keys::BroadcastKeys = keys.as_mut().unwrap();
@@ -2013,7 +2065,7 @@ mod tests {
         open(&mut s, &mut keys, frame(&mut sealer, 1));
         s.on_server_message(ServerMessage::Pong { broadcast_next: 4 });
         s.on_server_message(ServerMessage::RoomKey {
-            room_key: hex::encode(k1),
+            room_key: k1,
             from_broadcast: 4,
         });
         let actions = drain(&mut s);
@@ -2053,7 +2105,7 @@ mod tests {
         s.connected();
         drain(&mut s);
         s.on_server_message(ServerMessage::RoomKey {
-            room_key: hex::encode(k1),
+            room_key: k1,
             from_broadcast: 0,
         });
         assert!(matches!(

@@ -300,7 +300,7 @@ struct PageRequest {
 
 /// Most bytes of messages one connection may have held back by flood control; one more and
 /// it is cut off as flooding. A well-behaved client's send window (32 messages of at most
-/// 8 KiB, up to 16 KiB as JSON) stays well inside it.
+/// 8 KiB, a few bytes more encoded) stays well inside it.
 const MAX_WAITING_BYTES: usize = 1024 * 1024;
 
 /// Most bytes of a peer-supplied string the server echoes back (cut on a character boundary).

@@ -3,7 +3,7 @@
 //! the [`WriterProgress`] the connection's writer reports back through. The room decides,
 //! the writer sends; this is the channel between them.
 //!
-//! Every private item is counted in bytes (its approximate JSON length) from when it is
+//! Every private item is counted in bytes (its exact encoded length, plus a fixed overhead) from when it is
 //! queued until the writer takes it, and together with the broadcasts the member has not been
 //! sent yet it must stay under the connection's cap ([`SendLimits::cap`]); a connection past it,
 //! or over its budget with nothing taken for the stall timeout, is cut off as a slow consumer,
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::fanout::FanoutLog;
 use super::recent::ReplayPin;
 use super::roster::Roster;
-use crate::message::{ErrorCode, ServerMessage};
+use crate::message::{ErrorCode, RoomEvent, ServerMessage};
 
 /// An item in a member's private queue. Private messages and closing are marked with the
 /// room's broadcast log position when they were queued: the writer sends the broadcasts before
@@ -54,7 +54,7 @@ pub enum Outgoing {
     Close { after: u64 },
 }
 
-/// Bytes counted for an item besides its JSON: its frame, tag and queue slot.
+/// Bytes counted for an item besides its encoding: its frame, tag and queue slot.
 const ITEM_OVERHEAD: u64 = 64;
 
 impl Outgoing {
@@ -75,7 +75,7 @@ impl Outgoing {
             Outgoing::Session { message, .. }
             | Outgoing::Welcome {
                 welcome: message, ..
-            } => json_len(&**message) as u64 + ITEM_OVERHEAD,
+            } => wire_len(&**message) as u64 + ITEM_OVERHEAD,
             Outgoing::Replay { .. } => ITEM_OVERHEAD,
             // Queued past the cap (they end or start the connection), so never counted.
             Outgoing::Attach(_) | Outgoing::Close { .. } => 0,
@@ -83,21 +83,16 @@ impl Outgoing {
     }
 }
 
-/// The length of `value` as JSON, without building it.
-pub(super) fn json_len(value: &impl serde::Serialize) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, value)
-        .map_or(crate::sealed::MAX_SESSION_PLAINTEXT, |()| count.0)
+/// The exact encoded length of `value` (§6), without building it; a value that cannot be
+/// encoded counts as a whole frame.
+pub(super) fn wire_len(value: &(impl serde::Serialize + ?Sized)) -> usize {
+    crate::message::encoded_len(value).unwrap_or(crate::sealed::MAX_SESSION_PLAINTEXT)
+}
+
+/// The exact bytes `event` takes inside a `history` or `older` message (length prefix and
+/// encoding).
+pub(super) fn entry_len(event: &RoomEvent) -> usize {
+    crate::message::history_entry_len(event).unwrap_or(crate::sealed::MAX_SESSION_PLAINTEXT)
 }
 
 /// The room's handle on one member connection.
@@ -341,8 +336,8 @@ mod tests {
         link.progress
             .queued
             .fetch_sub(item.queued_bytes(), Ordering::AcqRel);
-        let json = crate::sealed::encode_json(&big()).unwrap().len() as u64;
-        assert_eq!(before - link.private_queued(), json + ITEM_OVERHEAD);
+        let encoded = crate::sealed::encode(&big()).unwrap().len() as u64;
+        assert_eq!(before - link.private_queued(), encoded + ITEM_OVERHEAD);
     }
 
     /// Over its budget, a connection that takes nothing for the stall timeout is cut off.

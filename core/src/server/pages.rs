@@ -59,7 +59,7 @@ fn fit_one_frame(mut events: Vec<RoomEvent>, mut more: bool) -> (Vec<RoomEvent>,
     let mut size = 0;
     let mut fits = events.len();
     for (i, event) in events.iter().enumerate().rev() {
-        size += super::link::json_len(event) + 1;
+        size += super::link::entry_len(event);
         if size > PAGE_BYTES {
             break;
         }
@@ -98,13 +98,13 @@ mod tests {
         };
         assert!(more);
         assert_eq!(events.last().map(|e| e.seq), Some(40));
-        let json = crate::sealed::encode_json(&ServerMessage::Older {
+        let encoded = crate::sealed::encode(&ServerMessage::Older {
             before_seq: 41,
             events: events.clone(),
             more,
         })
         .unwrap();
-        assert!(json.len() <= crate::sealed::MAX_SESSION_PLAINTEXT);
+        assert!(encoded.len() <= crate::sealed::MAX_SESSION_PLAINTEXT);
         assert!(events.len() > 4 && events.len() < 40, "{}", events.len());
     }
 }

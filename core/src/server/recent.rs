@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::link::json_len;
+use super::link::entry_len;
 use crate::message::RoomEvent;
 
 /// The events a replay still needs were forgotten (by the history bound or retention) while
@@ -117,8 +117,8 @@ impl RecentHistory {
         self.lock().events.front().map(|e| e.seq)
     }
 
-    /// The events from `from_seq` through `through_seq`, as many as fit about `max_bytes` of
-    /// JSON (at least one). Empty once `from_seq` is past `through_seq`; [`Forgotten`] if
+    /// The events from `from_seq` through `through_seq`, as many as fit `max_bytes` as
+    /// `history` entries (at least one). Empty once `from_seq` is past `through_seq`; [`Forgotten`] if
     /// `from_seq` is no longer kept.
     pub fn piece(
         &self,
@@ -147,7 +147,7 @@ impl RecentHistory {
         let mut size = 0;
         let mut piece = Vec::new();
         for event in shared {
-            size += json_len(&*event) + 1;
+            size += entry_len(&event);
             if !piece.is_empty() && size > max_bytes {
                 break;
             }
@@ -156,8 +156,8 @@ impl RecentHistory {
         Ok(piece)
     }
 
-    /// Up to `limit` events before `before_seq`, oldest first: the newest of them whose JSON
-    /// fits about `max_bytes` (at least one), and whether older ones exist. Only those are
+    /// Up to `limit` events before `before_seq`, oldest first: the newest of them whose entries
+    /// fit `max_bytes` (at least one), and whether older ones exist. Only those are
     /// copied out: a page never costs more memory than it sends.
     pub fn before(
         &self,
@@ -179,7 +179,7 @@ impl RecentHistory {
         let mut size = 0;
         let mut fits = shared.len();
         for (i, event) in shared.iter().enumerate().rev() {
-            size += json_len(&**event) + 1;
+            size += entry_len(event);
             if fits < shared.len() && size > max_bytes {
                 break;
             }
@@ -223,7 +223,7 @@ mod tests {
             history.push(event(seq, &"x".repeat(8 * 1024)));
         }
         let (page, more) = history.before(301, 200, 64 * 1024);
-        let size: usize = page.iter().map(|e| json_len(e) + 1).sum();
+        let size: usize = page.iter().map(entry_len).sum();
         assert!(size <= 64 * 1024, "{size} bytes copied");
         assert_eq!(page.len(), 7, "the newest seven 8 KiB events fit");
         assert_eq!(page.last().map(|e| e.seq), Some(300), "newest kept");

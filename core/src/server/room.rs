@@ -36,7 +36,7 @@ use crate::message::{
     ServerMessage, TYPING_NOTICE_INTERVAL,
 };
 use crate::passphrase::Salt;
-use crate::sealed::{encode_json, BroadcastSealer};
+use crate::sealed::{encode, BroadcastSealer};
 use crate::secret::SecretKey;
 use crate::text::{nick_key, nick_shown_key, validate_nick, NickError};
 
@@ -426,7 +426,7 @@ impl Room {
             ServerMessage::Welcome {
                 nick: nick.to_owned(),
                 epoch: self.epoch.clone(),
-                room_key: hex::encode(*self.room_key),
+                room_key: *self.room_key,
                 next_broadcast: self.sealer.next_counter(),
                 head_seq,
                 online: Vec::new(), // filled in by the writer from the roster
@@ -593,7 +593,7 @@ impl Room {
         self.key_in_use_since = None;
         self.rotations += 1;
         let message = ServerMessage::RoomKey {
-            room_key: hex::encode(*self.room_key),
+            room_key: *self.room_key,
             from_broadcast: from,
         };
         let mut told = 0usize;
@@ -697,7 +697,7 @@ impl Room {
     /// Seal `message` once and queue the same bytes to every connected member; cut off members
     /// whose queue is full.
     fn broadcast(&mut self, message: &BroadcastMessage, now: Instant) {
-        let sealed = encode_json(message).and_then(|json| self.sealer.seal(&json));
+        let sealed = encode(message).and_then(|plaintext| self.sealer.seal(&plaintext));
         let frame = match sealed {
             Ok(frame) => frame,
             Err(e) => {
@@ -907,8 +907,7 @@ mod tests {
                                     panic!("not a welcome: {msg:?}");
                                 };
                                 *online = roster.names();
-                                let key: crate::cipher::Key =
-                                    hex::decode(&*room_key).unwrap().try_into().unwrap();
+                                let key: crate::cipher::Key = *room_key;
                                 self.keys = Some(BroadcastKeys::new(&key, *next_broadcast));
                                 self.keys_seen.push((key, *next_broadcast));
                                 self.private.push(msg);
@@ -924,8 +923,7 @@ mod tests {
                                         room_key,
                                         from_broadcast,
                                     } => {
-                                        let key: crate::cipher::Key =
-                                            hex::decode(room_key).unwrap().try_into().unwrap();
+                                        let key: crate::cipher::Key = *room_key;
                                         let keys =
                                             self.keys.as_mut().expect("a key after the welcome");
                                         keys.add(key, *from_broadcast).unwrap();

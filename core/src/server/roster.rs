@@ -29,7 +29,7 @@ impl Roster {
     }
 
     /// The nicknames after the folded nickname `after` (from the first if `None`), in
-    /// order, as many as fit about `max_bytes` of JSON (at least one), and the folded
+    /// order, as many as fit `max_bytes` encoded (at least one), and the folded
     /// nickname of the last one given (`None`: the list is done). A writer sends a long list
     /// a piece at a time, so it never holds a copy of all of it.
     pub fn piece(&self, after: Option<&str>, max_bytes: usize) -> (Vec<String>, Option<String>) {
@@ -40,7 +40,7 @@ impl Roster {
         let mut size = 0;
         let mut last = None;
         for (key, nick) in names.range::<str, _>((start, Bound::Unbounded)) {
-            let len = super::link::json_len(nick) + 1;
+            let len = super::link::wire_len(nick);
             if !piece.is_empty() && size + len > max_bytes {
                 return (piece, last);
             }

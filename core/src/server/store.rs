@@ -12,16 +12,20 @@
 //! append would not fit under it ([`Eviction`]), down to about 90 % of the cap, like
 //! retention; the dedupe state (per client id, in its own table) and presence are kept. Only
 //! a full disk, or a message that cannot fit even after eviction, refuses an append.
+//!
+//! Events are stored as JSON in a format of their own ([`StoredEvent`]), independent of the
+//! wire encoding (`docs/PROTOCOL.md` §6), so rooms stored by earlier versions keep opening.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::binding::Verifier;
 use super::dedupe::MAX_DEDUPE_CLIENTS;
-use crate::message::{ClientId, Epoch, RoomEvent, RoomEventKind};
+use crate::message::{ClientId, Epoch, LeaveReason, RoomEvent, RoomEventKind};
 use crate::passphrase::{Salt, SALT_LEN};
 use crate::text::nick_key;
 
@@ -47,6 +51,8 @@ pub enum StoreError {
     BadEvent(#[source] serde_json::Error),
     #[error("an event could not be encoded for the room database: {0}")]
     Encode(#[source] serde_json::Error),
+    #[error("a room event of a kind this server does not store")]
+    Unstorable,
     #[error("the disk (or the room's storage limit) is full: the message was not stored")]
     DiskFull,
     #[error("room database error: {0}")]
@@ -493,7 +499,7 @@ impl Store {
             .query_map(params![keep as i64], |r| r.get::<_, String>(0))?
             .map(|json| {
                 let json = json?;
-                serde_json::from_str::<RoomEvent>(&json).map_err(StoreError::BadEvent)
+                StoredEvent::decode(&json)
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         recent.reverse();
@@ -577,9 +583,7 @@ impl Store {
 
     /// Decode events stored as JSON.
     pub fn decode_events(rows: &[String]) -> Result<Vec<RoomEvent>, StoreError> {
-        rows.iter()
-            .map(|json| serde_json::from_str::<RoomEvent>(json).map_err(StoreError::BadEvent))
-            .collect()
+        rows.iter().map(|json| StoredEvent::decode(json)).collect()
     }
 
     /// Delete the events `retention` no longer keeps, and the dedupe state of the least
@@ -633,7 +637,7 @@ impl Store {
         event: &RoomEvent,
         client: Option<&ClientId>,
     ) -> Result<Option<Eviction>, StoreError> {
-        let json = serde_json::to_string(event).map_err(StoreError::Encode)?;
+        let json = StoredEvent::encode(event)?;
         let needed = self
             .cap
             .map_or(0, |cap| Self::pages_needed(cap, json.len()));
@@ -786,10 +790,113 @@ fn make_private(dir: &Path, path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A room event as the database keeps it: the JSON object written since the first version,
+/// `{"seq":…,"time_ms":…,"kind":"message","from":…,"text":…,"msg_id":…,"author":…}` (no
+/// `author` when empty), `"kind":"join","nick":…` or `"kind":"leave","nick":…,"reason":…`.
+#[derive(Serialize, Deserialize)]
+struct StoredEvent {
+    seq: u64,
+    time_ms: u64,
+    #[serde(flatten)]
+    kind: StoredKind,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum StoredKind {
+    Message {
+        from: String,
+        text: String,
+        msg_id: u64,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        author: String,
+    },
+    Join {
+        nick: String,
+    },
+    Leave {
+        nick: String,
+        reason: StoredLeaveReason,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StoredLeaveReason {
+    Quit,
+    ConnectionLost,
+    Renamed,
+}
+
+impl StoredEvent {
+    fn encode(event: &RoomEvent) -> Result<String, StoreError> {
+        let kind = match &event.kind {
+            RoomEventKind::Message {
+                from,
+                text,
+                msg_id,
+                author,
+            } => StoredKind::Message {
+                from: from.clone(),
+                text: text.clone(),
+                msg_id: *msg_id,
+                author: author.clone(),
+            },
+            RoomEventKind::Join { nick } => StoredKind::Join { nick: nick.clone() },
+            RoomEventKind::Leave { nick, reason } => StoredKind::Leave {
+                nick: nick.clone(),
+                reason: match reason {
+                    LeaveReason::Quit => StoredLeaveReason::Quit,
+                    LeaveReason::ConnectionLost => StoredLeaveReason::ConnectionLost,
+                    LeaveReason::Renamed => StoredLeaveReason::Renamed,
+                    LeaveReason::Other => return Err(StoreError::Unstorable),
+                },
+            },
+            RoomEventKind::Other => return Err(StoreError::Unstorable),
+        };
+        let stored = StoredEvent {
+            seq: event.seq,
+            time_ms: event.time_ms,
+            kind,
+        };
+        serde_json::to_string(&stored).map_err(StoreError::Encode)
+    }
+
+    fn decode(json: &str) -> Result<RoomEvent, StoreError> {
+        let stored: StoredEvent = serde_json::from_str(json).map_err(StoreError::BadEvent)?;
+        let kind = match stored.kind {
+            StoredKind::Message {
+                from,
+                text,
+                msg_id,
+                author,
+            } => RoomEventKind::Message {
+                from,
+                text,
+                msg_id,
+                author,
+            },
+            StoredKind::Join { nick } => RoomEventKind::Join { nick },
+            StoredKind::Leave { nick, reason } => RoomEventKind::Leave {
+                nick,
+                reason: match reason {
+                    StoredLeaveReason::Quit => LeaveReason::Quit,
+                    StoredLeaveReason::ConnectionLost => LeaveReason::ConnectionLost,
+                    StoredLeaveReason::Renamed => LeaveReason::Renamed,
+                },
+            },
+        };
+        Ok(RoomEvent {
+            seq: stored.seq,
+            time_ms: stored.time_ms,
+            kind,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::RoomEventKind;
 
     fn event(seq: u64, text: &str) -> RoomEvent {
         RoomEvent {
@@ -802,6 +909,78 @@ mod tests {
                 author: String::new(),
             },
         }
+    }
+
+    /// Rows exactly as version 1 wrote them (its `RoomEvent` as JSON), one of each kind and
+    /// reason, and a message from before author tags: they load, page and are written again
+    /// byte for byte, whatever the wire encoding.
+    const VERSION_1_ROWS: [&str; 6] = [
+        r#"{"seq":1,"time_ms":1000,"kind":"join","nick":"ana"}"#,
+        r#"{"seq":2,"time_ms":2000,"kind":"message","from":"ana","text":"hola \"tú\"\n","msg_id":1,"author":"0011223344556677"}"#,
+        r#"{"seq":3,"time_ms":3000,"kind":"message","from":"ana","text":"before author tags","msg_id":2}"#,
+        r#"{"seq":4,"time_ms":4000,"kind":"leave","nick":"ana","reason":"renamed"}"#,
+        r#"{"seq":5,"time_ms":5000,"kind":"leave","nick":"ben","reason":"connection_lost"}"#,
+        r#"{"seq":6,"time_ms":6000,"kind":"leave","nick":"cy","reason":"quit"}"#,
+    ];
+
+    #[test]
+    fn events_stored_by_version_1_still_load_and_are_stored_the_same_way() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        {
+            let mut store = Store::open(&dir).unwrap();
+            store.load(10, [7; SALT_LEN], "e".into()).unwrap();
+            for (i, json) in VERSION_1_ROWS.iter().enumerate() {
+                let seq = i as i64 + 1;
+                store
+                    .conn
+                    .execute(
+                        "INSERT INTO events (seq, time_ms, json) VALUES (?1, ?2, ?3)",
+                        params![seq, seq * 1000, json],
+                    )
+                    .unwrap();
+            }
+        }
+        let mut store = Store::open(&dir).unwrap();
+        let loaded = store.load(10, [9; SALT_LEN], "other".into()).unwrap();
+        assert_eq!(loaded.next_seq, 7);
+        let kinds: Vec<RoomEventKind> = loaded.recent.iter().map(|e| e.kind.clone()).collect();
+        let message = |text: &str, msg_id, author: &str| RoomEventKind::Message {
+            from: "ana".into(),
+            text: text.into(),
+            msg_id,
+            author: author.into(),
+        };
+        let leave = |nick: &str, reason| RoomEventKind::Leave {
+            nick: nick.into(),
+            reason,
+        };
+        assert_eq!(
+            kinds,
+            [
+                RoomEventKind::Join { nick: "ana".into() },
+                message("hola \"tú\"\n", 1, "0011223344556677"),
+                message("before author tags", 2, ""),
+                leave("ana", LeaveReason::Renamed),
+                leave("ben", LeaveReason::ConnectionLost),
+                leave("cy", LeaveReason::Quit),
+            ]
+        );
+        assert_eq!(loaded.recent[1].time_ms, 2000);
+        let (page, more) = store.page(7, 10).unwrap();
+        assert_eq!((page, more), (loaded.recent.clone(), false));
+        for (event, json) in loaded.recent.iter().zip(VERSION_1_ROWS) {
+            assert_eq!(StoredEvent::encode(event).unwrap(), json);
+        }
+        let unstorable = RoomEvent {
+            seq: 7,
+            time_ms: 0,
+            kind: RoomEventKind::Other,
+        };
+        assert!(matches!(
+            store.append(&unstorable, None),
+            Err(StoreError::Unstorable)
+        ));
     }
 
     #[test]

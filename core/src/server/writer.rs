@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::fanout::{FanoutLog, Forgotten};
-use super::link::{json_len, Outgoing, WriterProgress};
+use super::link::{entry_len, Outgoing, WriterProgress};
 use super::order::{Private, SendOrder, Step};
 use super::recent::{Forgotten as ReplayForgotten, RecentHistory, ReplayPin};
 use super::roster::Roster;
@@ -24,14 +24,19 @@ use crate::cipher::CipherState;
 use crate::message::{RoomEvent, ServerMessage};
 use crate::sealed::{self, MAX_SESSION_PLAINTEXT};
 
-/// `items` in order, in runs whose JSON (as a list, plus `envelope` bytes for the message
-/// around it) fits one session frame. An item too large for a frame gets a run of its own.
-fn runs_that_fit<T: serde::Serialize>(items: Vec<T>, envelope: usize) -> Vec<Vec<T>> {
+/// Bytes of a `history` message around its events: the type number and the count (a varint
+/// of at most 3 bytes, as a frame holds fewer than 2^21 events).
+const HISTORY_ENVELOPE: usize = 1 + 3;
+
+/// `events` in order, in runs whose encoding as one `history` message (exactly: each entry's
+/// length prefix and bytes, plus the envelope) fits one session frame. An event too large for
+/// a frame gets a run of its own.
+fn runs_that_fit(items: Vec<RoomEvent>, envelope: usize) -> Vec<Vec<RoomEvent>> {
     let mut runs = Vec::new();
     let mut current = Vec::new();
     let mut size = envelope;
     for item in items {
-        let len = json_len(&item) + 1;
+        let len = entry_len(&item);
         if !current.is_empty() && size + len > MAX_SESSION_PLAINTEXT {
             runs.push(std::mem::take(&mut current));
             size = envelope;
@@ -48,7 +53,7 @@ fn runs_that_fit<T: serde::Serialize>(items: Vec<T>, envelope: usize) -> Vec<Vec
 /// History split into runs of events that each fit one `History` message within the frame
 /// limit.
 fn history_runs(events: Vec<RoomEvent>) -> VecDeque<Vec<RoomEvent>> {
-    runs_that_fit(events, 64).into()
+    runs_that_fit(events, HISTORY_ENVELOPE).into()
 }
 
 /// Most bytes of names in one piece of a welcome's online list (the welcome itself, then
@@ -219,10 +224,10 @@ impl Batch {
                 pin.advance(last.seq + 1);
             }
             for events in history_runs(events) {
-                match sealed::encode_json(&ServerMessage::History { events }) {
-                    Ok(json) => {
+                match sealed::encode(&ServerMessage::History { events }) {
+                    Ok(plaintext) => {
                         failed |=
-                            sealed::seal_session_bytes(send, &json, &mut self.sealed).is_err();
+                            sealed::seal_session_bytes(send, &plaintext, &mut self.sealed).is_err();
                     }
                     Err(e) => {
                         warn!(error = %e, "could not encode history; closing");
@@ -535,7 +540,7 @@ mod tests {
         const COUNT: u64 = 2000;
         for i in 0..COUNT {
             let text = format!("{i:0>200}");
-            log.append(&sealer.seal(&serde_json::to_vec(&text).unwrap()).unwrap());
+            log.append(&sealer.seal(&sealed::encode(&text).unwrap()).unwrap());
             link.wake.notify_one();
             if i % 7 == 0 {
                 assert!(link.queue(ServerMessage::Ack { up_to: i }));
@@ -606,7 +611,7 @@ mod tests {
                 let key = keys[if i == 1000 { 1 } else { 2 }];
                 sealer = BroadcastSealer::new(&key, sealer.next_counter());
                 assert!(link.queue(ServerMessage::RoomKey {
-                    room_key: hex::encode(key),
+                    room_key: key,
                     from_broadcast: i,
                 }));
                 switches.push(i);
@@ -615,7 +620,7 @@ mod tests {
                 assert!(link.queue(ServerMessage::Pong { broadcast_next: 0 }));
             }
             let text = format!("{i:0>100}");
-            log.append(&sealer.seal(&serde_json::to_vec(&text).unwrap()).unwrap());
+            log.append(&sealer.seal(&crate::message::encode(&text).unwrap()).unwrap());
             link.wake.notify_one();
         }
         assert!(link.close());
@@ -639,8 +644,7 @@ mod tests {
                         from_broadcast,
                     } => {
                         assert_eq!(from_broadcast, next, "right before its first broadcast");
-                        let key = hex::decode(room_key).unwrap().try_into().unwrap();
-                        member.add(key, from_broadcast).unwrap();
+                        member.add(room_key, from_broadcast).unwrap();
                         announced.push(from_broadcast);
                     }
                     ServerMessage::Pong { broadcast_next } => {
@@ -687,7 +691,7 @@ mod tests {
         assert!(link.queue_replay(recent.pin(1), 300));
         let mut sealer = BroadcastSealer::new(&room_key, 0);
         for i in 0..50u64 {
-            log.append(&sealer.seal(&serde_json::to_vec(&i).unwrap()).unwrap());
+            log.append(&sealer.seal(&sealed::encode(&i).unwrap()).unwrap());
             link.wake.notify_one();
         }
         assert!(link.close());
@@ -756,7 +760,7 @@ mod tests {
         ServerMessage::Welcome {
             nick: "ana".into(),
             epoch: "e".repeat(32),
-            room_key: "k".repeat(64),
+            room_key: [0x6b; 32],
             next_broadcast: 0,
             head_seq: 0,
             online: Vec::new(),
@@ -833,7 +837,7 @@ mod tests {
     async fn a_long_online_list_is_read_from_the_roster_as_it_goes_out() {
         let key = [7u8; 32];
         // About 16 MiB of names: far more than loopback socket buffers hold.
-        let names: Vec<String> = (0..130_000)
+        let names: Vec<String> = (0..135_000)
             .map(|i| format!("{i:07}{}", "x".repeat(120)))
             .collect();
         let roster = roster_of(&names);
@@ -859,29 +863,41 @@ mod tests {
 
     #[test]
     fn history_is_split_into_frames_that_fit() {
-        let events: Vec<RoomEvent> = (1..=40)
+        // Large events and many small ones (where a loose estimate would show).
+        let events: Vec<RoomEvent> = (1..=640)
             .map(|seq| RoomEvent {
                 seq,
                 time_ms: 0,
                 kind: RoomEventKind::Message {
                     from: "a".into(),
-                    text: "é".repeat(4000),
+                    text: "é".repeat(if seq <= 40 { 4000 } else { 250 }),
                     msg_id: seq,
                     author: String::new(),
                 },
             })
             .collect();
         let runs = history_runs(events);
-        assert!(runs.len() >= 5);
+        assert!(runs.len() >= 9);
         let mut seqs = Vec::new();
-        for events in runs {
-            let chunk = sealed::encode_json(&ServerMessage::History { events }).unwrap();
+        let runs: Vec<Vec<RoomEvent>> = runs.into();
+        for (i, events) in runs.iter().cloned().enumerate() {
+            // Counted exactly: each run fits, and one more event would not have.
+            if let Some(next) = runs.get(i + 1).and_then(|r| r.first()) {
+                let mut more = events.clone();
+                more.push(next.clone());
+                let over = sealed::encode(&ServerMessage::History { events: more }).unwrap();
+                assert!(
+                    over.len() > MAX_SESSION_PLAINTEXT,
+                    "run {i} could hold one more"
+                );
+            }
+            let chunk = sealed::encode(&ServerMessage::History { events }).unwrap();
             assert!(chunk.len() <= MAX_SESSION_PLAINTEXT);
-            let ServerMessage::History { events } = serde_json::from_slice(&chunk).unwrap() else {
+            let ServerMessage::History { events } = sealed::decode(&chunk).unwrap() else {
                 panic!()
             };
             seqs.extend(events.into_iter().map(|e| e.seq));
         }
-        assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+        assert_eq!(seqs, (1..=640).collect::<Vec<_>>());
     }
 }
