@@ -613,9 +613,15 @@ mod tests {
         let mut expected = vec![10];
         expected.extend_from_slice(&[0xab; 32]);
         expected.push(7);
-        assert_eq!(encode(&key).unwrap(), expected, "type 10, raw key, varint counter");
+        assert_eq!(
+            encode(&key).unwrap(),
+            expected,
+            "type 10, raw key, varint counter"
+        );
         assert_eq!(decode::<ServerMessage>(&expected).unwrap(), key);
-        let pong = ServerMessage::Pong { broadcast_next: 300 };
+        let pong = ServerMessage::Pong {
+            broadcast_next: 300,
+        };
         assert_eq!(encode(&pong).unwrap(), [7, 0xac, 0x02]);
         assert_eq!(decode::<ServerMessage>(&[7, 0xac, 0x02]).unwrap(), pong);
     }

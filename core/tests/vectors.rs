@@ -434,7 +434,12 @@ fn message_vectors() -> Vec<(&'static str, &'static str, Value)> {
                 reason: MessageTextError::TooLong,
             },
         ),
-        ("pong", ServerMessage::Pong { broadcast_next: 300 }),
+        (
+            "pong",
+            ServerMessage::Pong {
+                broadcast_next: 300,
+            },
+        ),
         ("unsupported", ServerMessage::Unsupported { what: 6 }),
         (
             "error",

@@ -29,7 +29,6 @@ fn opens(key: &Key, body: &[u8]) -> bool {
         .is_ok()
 }
 
-
 /// A member that records every broadcast frame it receives and opens each with the key for
 /// its counter, as the protocol says (the welcome's key, then each `room_key` from its
 /// `from_broadcast` on): any frame that does not open fails the test.

@@ -3,7 +3,6 @@
 //! broadcasts open in strict counter order, and a pong's `broadcast_next` must be exactly the
 //! next counter expected (§7, bound streams). Pure: no I/O.
 
-use serde::de::DeserializeOwned;
 use thiserror::Error;
 
 use crate::cipher::{CryptoError, Key};
@@ -83,7 +82,7 @@ impl BroadcastKeys {
     /// Open the body of a `Broadcast` frame and decode it: the next counter, under the key
     /// for it.
     #[cfg(test)]
-    pub fn open<T: DeserializeOwned>(&mut self, body: &[u8]) -> Result<T, SealError> {
+    pub fn open<T: serde::de::DeserializeOwned>(&mut self, body: &[u8]) -> Result<T, SealError> {
         crate::sealed::decode(&self.open_plaintext(body)?)
     }
 
@@ -134,11 +133,19 @@ mod tests {
         let (k0, k1) = ([1u8; 32], [2u8; 32]);
         let mut sealer = BroadcastSealer::new(&k0, 10);
         let before: Vec<Vec<u8>> = (0..3)
-            .map(|i| sealer.seal(&crate::message::encode(&(i as u64)).unwrap()).unwrap())
+            .map(|i| {
+                sealer
+                    .seal(&crate::message::encode(&(i as u64)).unwrap())
+                    .unwrap()
+            })
             .collect();
         let mut sealer = BroadcastSealer::new(&k1, sealer.next_counter());
         let after: Vec<Vec<u8>> = (3..6)
-            .map(|i| sealer.seal(&crate::message::encode(&(i as u64)).unwrap()).unwrap())
+            .map(|i| {
+                sealer
+                    .seal(&crate::message::encode(&(i as u64)).unwrap())
+                    .unwrap()
+            })
             .collect();
 
         let mut member = BroadcastKeys::new(&k0, 10);
@@ -173,7 +180,9 @@ mod tests {
         let mut s0 = BroadcastSealer::new(&k0, 0);
         let f0 = s0.seal(&crate::message::encode(&0u64).unwrap()).unwrap();
         let f1 = s0.seal(&crate::message::encode(&1u64).unwrap()).unwrap();
-        let f2 = BroadcastSealer::new(&k2, 2).seal(&crate::message::encode(&2u64).unwrap()).unwrap();
+        let f2 = BroadcastSealer::new(&k2, 2)
+            .seal(&crate::message::encode(&2u64).unwrap())
+            .unwrap();
         let mut member = BroadcastKeys::new(&k0, 0);
         member.add(k1, 2).unwrap();
         member.add(k2, 2).unwrap(); // replaces k1, unused
@@ -212,7 +221,9 @@ mod tests {
         let mut sealer = BroadcastSealer::new(&key, 5);
         let member = BroadcastKeys::new(&key, 5);
         member.check_position(5).unwrap();
-        let _dropped = sealer.seal(&crate::message::encode(&1u64).unwrap()).unwrap();
+        let _dropped = sealer
+            .seal(&crate::message::encode(&1u64).unwrap())
+            .unwrap();
         assert_eq!(
             member.check_position(6),
             Err(StreamError::Dropped {

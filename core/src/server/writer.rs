@@ -620,7 +620,11 @@ mod tests {
                 assert!(link.queue(ServerMessage::Pong { broadcast_next: 0 }));
             }
             let text = format!("{i:0>100}");
-            log.append(&sealer.seal(&crate::message::encode(&text).unwrap()).unwrap());
+            log.append(
+                &sealer
+                    .seal(&crate::message::encode(&text).unwrap())
+                    .unwrap(),
+            );
             link.wake.notify_one();
         }
         assert!(link.close());
