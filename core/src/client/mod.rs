@@ -56,6 +56,14 @@ pub struct ClientConfig {
     pub ping_interval: Duration,
     /// With nothing from the server for this long, the connection is considered dead.
     pub server_silence: Duration,
+    /// The file of pinned host identities (`ADDRESS HEX-PUBLIC-KEY` lines; see
+    /// [`KnownHosts`](crate::identity::KnownHosts)). `None`: pins are kept in memory for the
+    /// life of the process only.
+    pub known_hosts: Option<std::path::PathBuf>,
+    /// The host identity to insist on (from an invite code, or the user accepting a new
+    /// identity): any other is refused, and this one is pinned, replacing an older pin.
+    /// `None`: the pinned identity, or trust on first use.
+    pub expected_host: Option<crate::identity::Fingerprint>,
 }
 
 impl ClientConfig {
@@ -72,6 +80,8 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),
             server_silence: Duration::from_secs(45),
+            known_hosts: None,
+            expected_host: None,
         }
     }
 }

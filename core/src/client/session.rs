@@ -33,6 +33,7 @@ use crate::cipher::Key;
 use crate::conn::ConnError;
 use crate::handshake::HandshakeError;
 use crate::hello::{HelloError, RejectCode};
+use crate::identity::{check_host, Fingerprint, HostPublicKey, HostVerdict};
 use crate::message::{
     BroadcastMessage, ClientId, ClientMessage, ErrorCode, Resume, RoomEvent, RoomEventKind,
     ServerMessage, MAX_SEND_WINDOW, TYPING_NOTICE_INTERVAL,
@@ -90,6 +91,12 @@ pub enum Ending {
         reason: DisconnectReason,
         meanwhile: ErrorKind,
         message: String,
+    },
+    /// The handshake completed but the host presented another identity than the trusted
+    /// one: reported with both fingerprints, and the client stops (nothing was sent).
+    HostChanged {
+        pinned: Fingerprint,
+        presented: Fingerprint,
     },
     /// Try again; `report`: tell the user why; `wait`: at least this long first (the
     /// server said so), plus the usual backoff.
@@ -171,6 +178,8 @@ pub struct Session {
     reported_salt: Option<Salt>,
     /// The server refused the nickname on this connection and the user is choosing another.
     choosing_nick: bool,
+    /// The identity the current connection's host presented and this client trusts.
+    host_fingerprint: Option<Fingerprint>,
 }
 
 impl Session {
@@ -203,6 +212,7 @@ impl Session {
             offered_salt: None,
             reported_salt: None,
             choosing_nick: false,
+            host_fingerprint: None,
         }
     }
 
@@ -267,8 +277,34 @@ impl Session {
                           altering it); trying the passphrase with it"
                     .into(),
                 retry_after_secs: None,
+                pinned_fingerprint: None,
+                presented_fingerprint: None,
             });
         }
+    }
+
+    /// The handshake completed (the host proved it knows the passphrase) and the host
+    /// presented `presented`; `pinned` is the pin for this address and `expected` the
+    /// identity insisted on (invite code, or the user accepting a new one). Trusted: joins
+    /// (and the caller pins it if the verdict says so). Changed: ends the connection with
+    /// [`Ending::HostChanged`] without sending anything.
+    pub fn handshake_completed(
+        &mut self,
+        presented: HostPublicKey,
+        pinned: Option<HostPublicKey>,
+        expected: Option<Fingerprint>,
+    ) -> HostVerdict {
+        let verdict = check_host(presented, pinned, expected);
+        match verdict {
+            HostVerdict::Trusted { .. } => {
+                self.host_fingerprint = Some(presented.fingerprint());
+                self.connected();
+            }
+            HostVerdict::Changed { pinned, presented } => {
+                self.end(Ending::HostChanged { pinned, presented })
+            }
+        }
+        verdict
     }
 
     /// The handshake succeeded: ask to join (resuming where this client left off).
@@ -318,8 +354,25 @@ impl Session {
                     kind,
                     message: message.clone(),
                     retry_after_secs: None,
+                    pinned_fingerprint: None,
+                    presented_fingerprint: None,
                 });
                 self.stop(reason, message);
+                return Next::Stop;
+            }
+            Ending::HostChanged { pinned, presented } => {
+                let message = format!(
+                    "the host's identity changed — if the host did not reset the room, someone \
+                     may be intercepting (pinned {pinned}, presented {presented})"
+                );
+                self.emit(ClientEvent::Error {
+                    kind: ErrorKind::HostIdentityChanged,
+                    message: message.clone(),
+                    retry_after_secs: None,
+                    pinned_fingerprint: Some(pinned.to_string()),
+                    presented_fingerprint: Some(presented.to_string()),
+                });
+                self.stop(DisconnectReason::Fatal, message);
                 return Next::Stop;
             }
             Ending::Verdict {
@@ -333,6 +386,8 @@ impl Session {
                     kind,
                     message: message.clone(),
                     retry_after_secs: None,
+                    pinned_fingerprint: None,
+                    presented_fingerprint: None,
                 });
                 self.stop(reason, message);
                 return Next::Stop;
@@ -362,6 +417,8 @@ impl Session {
                 kind,
                 message: message.clone(),
                 retry_after_secs: wait.map(|w| w.as_secs()),
+                pinned_fingerprint: None,
+                presented_fingerprint: None,
             });
         }
         if self
@@ -544,6 +601,10 @@ impl Session {
                     window,
                 });
                 self.emit(ClientEvent::Connected {
+                    host_fingerprint: self
+                        .host_fingerprint
+                        .map(|fp| fp.to_string())
+                        .unwrap_or_default(),
                     nick,
                     epoch,
                     resumed,
