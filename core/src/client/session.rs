@@ -46,6 +46,10 @@ use crate::text::nick_key;
 /// With the reconnect backoff, a forger would have to answer every connection for about a
 /// second.
 pub const PASSPHRASE_VERDICTS: u32 = 3;
+/// What a refused passphrase is reported as: the client cannot tell a wrong passphrase from
+/// an active attacker in the middle.
+pub const PASSPHRASE_REFUSED: &str =
+    "the room did not accept the passphrase (or someone interfered)";
 /// The longest a `Reject(6)` makes the client wait before it asks again. The frame is
 /// unauthenticated, so whatever it says, one forged packet buys at most this much outage; a
 /// real lockout costs the server nothing to repeat (`Reject(6)` comes before any handshake
@@ -820,11 +824,24 @@ pub fn classify(error: ConnError) -> Ending {
     }
     match error {
         // The Hello is not authenticated either: believed only when it repeats.
-        ConnError::Hello(HelloError::NotTertulia | HelloError::UnsupportedVersion(_)) => {
+        ConnError::Hello(HelloError::NotTertulia) => Ending::Verdict {
+            kind: ErrorKind::NotTertulia,
+            reason: DisconnectReason::Fatal,
+            meanwhile: ErrorKind::Protocol,
+            message: error.to_string(),
+        },
+        // Version verdicts, counted like the others; their text is shown as it is.
+        ConnError::Hello(HelloError::NeedsNewer { .. }) => Ending::Verdict {
+            kind: ErrorKind::NeedsNewer,
+            reason: DisconnectReason::Fatal,
+            meanwhile: ErrorKind::NeedsNewer,
+            message: error.to_string(),
+        },
+        ConnError::Hello(HelloError::HostOutdated { .. }) | ConnError::BadVersion(_) => {
             Ending::Verdict {
-                kind: ErrorKind::NotTertulia,
+                kind: ErrorKind::HostOutdated,
                 reason: DisconnectReason::Fatal,
-                meanwhile: ErrorKind::Protocol,
+                meanwhile: ErrorKind::HostOutdated,
                 message: error.to_string(),
             }
         }
@@ -840,18 +857,16 @@ pub fn classify(error: ConnError) -> Ending {
             ErrorKind::ServerFull,
             "the server allows no more connections from your address",
         ),
-        // Unauthenticated: believed only when it repeats (see `Session::connection_ended`).
-        ConnError::Rejected(Some(RejectCode::AuthenticationFailed)) => Ending::Verdict {
+        // A response that fails its check means the SPAKE2 keys differ: a wrong passphrase
+        // or someone in the middle, which the client cannot tell apart; a `Reject(1)` is
+        // unauthenticated. Both believed only when they repeat (`Session::connection_ended`).
+        ConnError::Rejected(Some(RejectCode::AuthenticationFailed))
+        | ConnError::Handshake(HandshakeError::AuthenticationFailed) => Ending::Verdict {
             kind: ErrorKind::WrongPassphrase,
             reason: DisconnectReason::WrongPassphrase,
             meanwhile: ErrorKind::PassphraseRefused,
-            message: "wrong passphrase: the server refused the room passphrase".into(),
+            message: PASSPHRASE_REFUSED.into(),
         },
-        ConnError::Handshake(HandshakeError::AuthenticationFailed) => Ending::retry(
-            ErrorKind::HandshakeTampered,
-            "the server's handshake reply failed authentication: altered on the way, or not \
-             this room's server; reconnecting",
-        ),
         ConnError::Throttled { retry_after_secs } => {
             let wait = retry_after_secs
                 .map(|secs| Duration::from_secs(secs.into()))
@@ -1781,13 +1796,42 @@ mod tests {
                 ..
             }
         ));
+        // Version 2: a response that fails its check is a refused passphrase (or someone in
+        // the middle): counted like a `Reject(1)`.
         assert!(matches!(
             classify(ConnError::Handshake(HandshakeError::AuthenticationFailed)),
-            Ending::Retry {
-                kind: ErrorKind::HandshakeTampered,
+            Ending::Verdict {
+                kind: ErrorKind::WrongPassphrase,
+                meanwhile: ErrorKind::PassphraseRefused,
+                ref message,
                 ..
-            }
+            } if message == "the room did not accept the passphrase (or someone interfered)"
         ));
+        for (error, kind) in [
+            (
+                ConnError::Hello(HelloError::NeedsNewer { min: 3, max: 3 }),
+                ErrorKind::NeedsNewer,
+            ),
+            (
+                ConnError::Hello(HelloError::HostOutdated { max: 1 }),
+                ErrorKind::HostOutdated,
+            ),
+            (ConnError::BadVersion("old".into()), ErrorKind::HostOutdated),
+        ] {
+            let text = error.to_string();
+            match classify(error) {
+                Ending::Verdict {
+                    kind: k,
+                    meanwhile,
+                    message,
+                    ..
+                } => {
+                    assert_eq!((k, meanwhile), (kind, kind));
+                    assert_eq!(message, text, "shown verbatim");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
         assert!(matches!(
             classify(ConnError::Throttled { retry_after_secs: Some(42) }),
             Ending::Retry {
@@ -1896,7 +1940,7 @@ mod tests {
             [ErrorKind::Protocol, ErrorKind::Protocol]
         );
         s.connecting();
-        let ending = classify(ConnError::Hello(HelloError::UnsupportedVersion(2)));
+        let ending = classify(ConnError::Hello(HelloError::NotTertulia));
         assert_eq!(s.connection_ended(ending, &mut rng), Next::Stop);
         let actions = drain(&mut s);
         assert_eq!(kinds(&actions), [ErrorKind::NotTertulia]);
@@ -1907,6 +1951,105 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_room_that_needs_a_newer_tertulia_is_believed_on_the_third_and_shown_verbatim() {
+        let mut s = session();
+        let mut rng = StdRng::seed_from_u64(5);
+        let needs_newer = || classify(ConnError::Hello(HelloError::NeedsNewer { min: 3, max: 4 }));
+        for _ in 1..PASSPHRASE_VERDICTS {
+            s.connecting();
+            assert!(matches!(
+                s.connection_ended(needs_newer(), &mut rng),
+                Next::Reconnect { .. }
+            ));
+        }
+        s.connecting();
+        assert_eq!(s.connection_ended(needs_newer(), &mut rng), Next::Stop);
+        let errors: Vec<(ErrorKind, String)> = events(&drain(&mut s))
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Error { kind, message, .. } => Some((kind, message)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(errors.len(), PASSPHRASE_VERDICTS as usize);
+        for (kind, message) in errors {
+            assert_eq!(kind, ErrorKind::NeedsNewer);
+            assert!(
+                message.starts_with(
+                    "this room needs a newer Tertulia (it speaks protocol 3–4; this program speaks 2)"
+                ),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_changed_host_identity_stops_the_client_before_it_joins() {
+        use crate::identity::HostKey;
+        let (a, b) = (
+            HostKey::from_bytes([1; 32]).public(),
+            HostKey::from_bytes([2; 32]).public(),
+        );
+        let mut s = session();
+        let mut rng = StdRng::seed_from_u64(6);
+        s.connecting();
+        assert_eq!(
+            s.handshake_completed(b, Some(a), None),
+            HostVerdict::Changed {
+                pinned: a.fingerprint(),
+                presented: b.fingerprint()
+            }
+        );
+        let actions = drain(&mut s);
+        assert!(sent(&actions).is_empty(), "no join to an unknown host");
+        let ending = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::End(e) => Some(e.clone()),
+                _ => None,
+            })
+            .expect("ends the connection");
+        assert_eq!(s.connection_ended(ending, &mut rng), Next::Stop);
+        let reported = events(&drain(&mut s));
+        match &reported[0] {
+            ClientEvent::Error {
+                kind: ErrorKind::HostIdentityChanged,
+                message,
+                pinned_fingerprint: Some(pinned),
+                presented_fingerprint: Some(presented),
+                ..
+            } => {
+                assert_eq!(pinned, &a.fingerprint().to_string());
+                assert_eq!(presented, &b.fingerprint().to_string());
+                assert!(message.starts_with("the host's identity changed — if the host did not reset the room, someone may be intercepting"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            reported.last(),
+            Some(ClientEvent::Disconnected {
+                reason: DisconnectReason::Fatal,
+                ..
+            })
+        ));
+        // The trusted identity joins and is shown in `connected`.
+        let mut s = session();
+        s.connecting();
+        assert_eq!(
+            s.handshake_completed(a, None, Some(a.fingerprint())),
+            HostVerdict::Trusted { pin: true }
+        );
+        assert!(matches!(
+            sent(&drain(&mut s))[..],
+            [ClientMessage::Join { .. }]
+        ));
+        s.on_server_message(Welcome::default().message());
+        let joined = drain(&mut s);
+        assert!(events(&joined).iter().any(|e| matches!(e,
+            ClientEvent::Connected { host_fingerprint, .. } if *host_fingerprint == a.fingerprint().to_string())));
     }
 
     #[test]
