@@ -5,8 +5,12 @@
 
 use serde_json::{json, Value};
 use tertulia_core::cipher::CipherState;
-use tertulia_core::handshake::{Initiator, Responder};
-use tertulia_core::hello::{hello_body, prologue};
+use tertulia_core::handshake::{
+    client_start_with, prologue, server_respond_with, FixedEntropy, NoiseResponder,
+    SPAKE2_ID_CLIENT, SPAKE2_ID_SERVER, SPAKE2_LEN,
+};
+use tertulia_core::hello::hello_body;
+use tertulia_core::identity::HostKey;
 use tertulia_core::message::{
     BroadcastMessage, ClientMessage, RoomEvent, RoomEventKind, ServerMessage,
 };
@@ -29,6 +33,9 @@ struct Inputs {
     client_ephemeral: [u8; 32],
     server_ephemeral: [u8; 32],
     broadcast_key: [u8; 32],
+    host_static: [u8; 32],
+    client_spake_entropy: [u8; 64],
+    server_spake_entropy: [u8; 64],
 }
 
 fn inputs() -> Inputs {
@@ -37,7 +44,28 @@ fn inputs() -> Inputs {
         client_ephemeral: arr32(bytes(0x20, 32)),
         server_ephemeral: arr32(bytes(0x40, 32)),
         broadcast_key: arr32(bytes(0x60, 32)),
+        host_static: arr32(bytes(0xa0, 32)),
+        client_spake_entropy: bytes(0x80, 64).try_into().expect("64"),
+        server_spake_entropy: bytes(0xc0, 64).try_into().expect("64"),
     }
+}
+
+/// SPAKE2 with the crate directly (the same fixed randomness): A, B and the key K.
+fn spake2_reference(w: &[u8; 32], i: &Inputs) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    type S = spake2::Spake2<spake2::Ed25519Group>;
+    let (ida, idb) = (
+        spake2::Identity::new(SPAKE2_ID_CLIENT),
+        spake2::Identity::new(SPAKE2_ID_SERVER),
+    );
+    let pw = spake2::Password::new(w);
+    let (a_state, a) =
+        S::start_a_with_rng(&pw, &ida, &idb, FixedEntropy::new(i.client_spake_entropy));
+    let (b_state, b) =
+        S::start_b_with_rng(&pw, &ida, &idb, FixedEntropy::new(i.server_spake_entropy));
+    let ka = a_state.finish(&b).expect("A finishes");
+    let kb = b_state.finish(&a).expect("B finishes");
+    assert_eq!(ka, kb);
+    (a, b, ka)
 }
 
 fn join_message() -> ClientMessage {
@@ -51,19 +79,32 @@ fn join_message() -> ClientMessage {
 /// Compute every vector with this crate's implementation.
 fn compute() -> Value {
     let i = inputs();
-    let psk = derive_psk(PASSPHRASE, &i.salt).expect("kdf");
+    let w = derive_psk(PASSPHRASE, &i.salt).expect("kdf");
     let hello = hello_body(&i.salt);
-    let prologue = prologue(&hello);
-    let (waiting, msg1) =
-        Initiator::with_ephemeral(&psk, &prologue, StaticSecret::from(i.client_ephemeral))
-            .write_message(&[])
-            .expect("msg1");
-    let (ready, _) =
-        Responder::with_ephemeral(&psk, &prologue, StaticSecret::from(i.server_ephemeral))
-            .read_message(&msg1)
-            .expect("read msg1");
-    let (mut server, msg2) = ready.write_message(&[]).expect("msg2");
-    let (mut client, _) = waiting.read_message(&msg2).expect("read msg2");
+    let host = HostKey::from_bytes(i.host_static);
+    let (waiting, init) = client_start_with(
+        &w,
+        &hello,
+        i.client_spake_entropy,
+        StaticSecret::from(i.client_ephemeral),
+    )
+    .expect("init");
+    let (mut server, response) = server_respond_with(
+        &w,
+        &host,
+        &hello,
+        &init,
+        i.server_spake_entropy,
+        StaticSecret::from(i.server_ephemeral),
+    )
+    .expect("response");
+    let done = waiting.read_response(&response).expect("client finishes");
+    assert_eq!(done.host, host.public());
+    let mut client = done.keys;
+    let (a, b, k) = spake2_reference(&w, &i);
+    assert_eq!(&init[1..1 + SPAKE2_LEN], a.as_slice());
+    assert_eq!(&response[..SPAKE2_LEN], b.as_slice());
+    let prologue = prologue(&hello, 2, &a);
     let mut c2s = Vec::new();
     seal_session(&mut client.send, &join_message(), &mut c2s).expect("seal");
     let mut s2c = Vec::new();
@@ -79,13 +120,23 @@ fn compute() -> Value {
     json!({
         "passphrase": PASSPHRASE,
         "salt": hex::encode(i.salt),
-        "psk": hex::encode(psk),
+        "w": hex::encode(w),
         "hello_frame": hex::encode(tertulia_core::frame::encode(tertulia_core::frame::FrameKind::Hello, &hello)),
+        "client_spake2_entropy": hex::encode(i.client_spake_entropy),
+        "server_spake2_entropy": hex::encode(i.server_spake_entropy),
+        "spake2_a": hex::encode(&a),
+        "spake2_b": hex::encode(&b),
+        "spake2_key": hex::encode(&k),
+        "host_static_private": hex::encode(i.host_static),
+        "host_public_key": host.public().to_hex(),
+        "host_fingerprint": host.public().fingerprint().to_string(),
         "prologue": hex::encode(&prologue),
         "client_ephemeral_private": hex::encode(i.client_ephemeral),
         "server_ephemeral_private": hex::encode(i.server_ephemeral),
-        "noise_message_1": hex::encode(&msg1),
-        "noise_message_2": hex::encode(&msg2),
+        "noise_message_1": hex::encode(&init[1 + SPAKE2_LEN..]),
+        "noise_message_2": hex::encode(&response[SPAKE2_LEN..]),
+        "handshake_init_frame": hex::encode(tertulia_core::frame::encode(tertulia_core::frame::FrameKind::HandshakeInit, &init)),
+        "handshake_response_frame": hex::encode(tertulia_core::frame::encode(tertulia_core::frame::FrameKind::HandshakeResponse, &response)),
         "handshake_hash": hex::encode(client.handshake_hash),
         "client_join_frame": hex::encode(&c2s),
         "server_ack_frame": hex::encode(&s2c),
@@ -115,17 +166,18 @@ fn implementation_matches_stored_vectors() {
 fn stored_vectors_open_correctly() {
     let v = stored();
     let hex_of = |k: &str| hex::decode(v[k].as_str().expect("hex string")).expect("hex");
-    // Replay the stored transcript with a fresh responder and check the frames open to the
-    // expected messages.
-    let psk = arr32(hex_of("psk"));
+    // Replay the stored transcript with a fresh Noise responder keyed with the stored
+    // SPAKE2 key and check the frames open to the expected messages.
+    let k = arr32(hex_of("spake2_key"));
     let prologue = hex_of("prologue");
-    let (ready, _) = Responder::with_ephemeral(
-        &psk,
+    let (ready, _) = NoiseResponder::with_ephemeral(
+        &k,
         &prologue,
+        &StaticSecret::from(arr32(hex_of("host_static_private"))),
         StaticSecret::from(arr32(hex_of("server_ephemeral_private"))),
     )
     .read_message(&hex_of("noise_message_1"))
-    .expect("stored message 1 authenticates");
+    .expect("stored message 1 reads");
     let (mut server, msg2) = ready.write_message(&[]).expect("msg2");
     assert_eq!(msg2, hex_of("noise_message_2"));
     let frame = hex_of("client_join_frame");
@@ -150,22 +202,23 @@ fn stored_vectors_open_correctly() {
 fn snow_produces_the_same_handshake_bytes() {
     let v = stored();
     let hex_of = |k: &str| hex::decode(v[k].as_str().expect("hex string")).expect("hex");
-    let params: snow::params::NoiseParams = "Noise_NNpsk0_25519_ChaChaPoly_SHA256"
+    let params: snow::params::NoiseParams = "Noise_NXpsk2_25519_ChaChaPoly_SHA256"
         .parse()
         .expect("params");
-    let psk = hex_of("psk");
+    let psk = hex_of("spake2_key");
     let prologue = hex_of("prologue");
     let client_e = hex_of("client_ephemeral_private");
     let server_e = hex_of("server_ephemeral_private");
     let mut init = snow::Builder::new(params.clone())
         .prologue(&prologue)
-        .psk(0, &psk)
+        .psk(2, &psk)
         .fixed_ephemeral_key_for_testing_only(&client_e)
         .build_initiator()
         .expect("initiator");
     let mut resp = snow::Builder::new(params)
         .prologue(&prologue)
-        .psk(0, &psk)
+        .psk(2, &psk)
+        .local_private_key(&hex_of("host_static_private"))
         .fixed_ephemeral_key_for_testing_only(&server_e)
         .build_responder()
         .expect("responder");
@@ -180,6 +233,10 @@ fn snow_produces_the_same_handshake_bytes() {
     assert_eq!(&m2[..n2], hex_of("noise_message_2").as_slice());
     init.read_message(&m2[..n2], &mut scratch)
         .expect("snow reads msg2");
+    assert_eq!(
+        init.get_remote_static().expect("server static"),
+        hex_of("host_public_key").as_slice()
+    );
     assert_eq!(
         init.get_handshake_hash(),
         hex_of("handshake_hash").as_slice()

@@ -687,7 +687,8 @@ impl RawMember {
             CACHE.lock().expect("psk cache").push((pass, salt, key));
             Ok(key)
         })
-        .await?;
+        .await?
+        .keys;
         Ok(Self {
             reader,
             writer,
