@@ -108,7 +108,14 @@ impl HostKey {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
                 }
-                let mut file = create_private(path).map_err(io_error(path))?;
+                let mut file = match create_private(path) {
+                    Ok(file) => file,
+                    // Another process created it meanwhile: use that one.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Self::load(path)
+                    }
+                    Err(e) => return Err(io_error(path)(e)),
+                };
                 file.write_all(text.as_bytes())
                     .and_then(|()| file.sync_all())
                     .map_err(io_error(path))?;

@@ -59,7 +59,11 @@ fn python_spake2_reproduces_the_stored_vectors() {
         .output()
         .expect("run python");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(text.matches(": ok").count(), 4, "{text}");
 }
 
@@ -78,7 +82,11 @@ fn rust_client_with_python_server_and_python_client_with_rust_server() {
             .args([&script(), "as-server", &hex::encode(w), &hex::encode(&a)])
             .output()
             .expect("run python");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got = lines(&out.stdout);
         let (b, python_key) = (&got[0], &got[1]);
         assert_eq!(b[0], b'B');
@@ -113,6 +121,10 @@ fn rust_client_with_python_server_and_python_client_with_rust_server() {
         std::io::BufRead::read_line(&mut stdout, &mut line).expect("K");
         assert!(child.wait().expect("python exits").success());
         let rust_key = b_state.finish(&a).expect("finish with python's A");
-        assert_eq!(hex::encode(rust_key), line.trim(), "round {round}: server in Rust");
+        assert_eq!(
+            hex::encode(rust_key),
+            line.trim(),
+            "round {round}: server in Rust"
+        );
     }
 }
