@@ -202,10 +202,11 @@ fn rejected(body: &[u8]) -> ConnError {
 /// Server side of the handshake: Hello, then the `HandshakeInit`, answered with the
 /// `HandshakeResponse` for room secret `w` as host `host_key`. When the init arrives,
 /// `refused_now` is asked first: `Some(secs)` refuses it unevaluated with `Reject(6)` (the
-/// source got locked out while this connection waited). Just before the response is
-/// written — the moment a guess is answered — `answering` is called; what it returns comes
-/// back with the keys (a guard that counts a failed guess unless the client confirms the
-/// key, so a connection dropped from here on still counts).
+/// source got locked out while this connection waited). Then `answering` is called: it
+/// returns a value that comes back with the keys (a guard that counts a failed guess unless
+/// the client confirms the key, so a connection dropped from here on still counts) and how
+/// long to hold the response back (the response is what tells a guesser whether its guess
+/// was right, so it is what the online-guessing throttle delays).
 pub async fn accept_handshake<R, W, G, A, T>(
     reader: &mut FrameReader<R>,
     writer: &mut W,
@@ -219,7 +220,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
     G: FnOnce() -> Option<u16>,
-    A: FnOnce() -> T,
+    A: FnOnce() -> (T, std::time::Duration),
 {
     let hello = hello_body(salt);
     write_frame(writer, FrameKind::Hello, &hello).await?;
@@ -247,7 +248,10 @@ where
             return Err(e.into());
         }
     };
-    let guard = answering();
+    let (guard, delay) = answering();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     write_frame(writer, FrameKind::HandshakeResponse, &response).await?;
     Ok((keys, guard))
 }

@@ -75,11 +75,19 @@ pub(super) async fn handle_connection(
         refused_now,
         // Armed as the response goes out: from then on the peer holds an answer to its
         // guess, so a connection that ends without confirming counts as a failed one.
-        || Unconfirmed {
-            shared: &shared,
-            source,
-            conn_id,
-            settled: false,
+        || {
+            let delay = shared
+                .failed_handshakes()
+                .0
+                .answer_delay(source, Instant::now())
+                .min(shared.config.handshake_timeout / 2);
+            let guard = Unconfirmed {
+                shared: &shared,
+                source,
+                conn_id,
+                settled: false,
+            };
+            (guard, delay)
         },
     );
     let (keys, unconfirmed) = match tokio::time::timeout_at(deadline, handshake).await {
