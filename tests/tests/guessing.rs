@@ -257,7 +257,9 @@ async fn a_connection_that_handshakes_and_never_joins_is_closed_within_the_hands
     println!("closed {closed_after:?} after the handshake without a join");
     assert_eq!(last, None, "nothing is sent before the key is confirmed");
     assert!(closed_after < Duration::from_secs(3), "{closed_after:?}");
-    server.wait_for_log("handshake failed: wrong passphrase").await;
+    server
+        .wait_for_log("handshake failed: wrong passphrase")
+        .await;
     assert!(matches!(
         RawMember::connect(server.addr, PASS, ip("127.0.0.10")).await,
         Err(ConnError::Throttled { .. })
