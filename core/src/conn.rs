@@ -380,7 +380,7 @@ mod tests {
                     &server_psk,
                     &host,
                     || None,
-                    || (),
+                    || ((), std::time::Duration::ZERO),
                 )
                 .await
                 .map(|(k, ())| k.handshake_hash)
