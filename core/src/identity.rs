@@ -106,7 +106,7 @@ impl HostKey {
                     hex::encode(key.0.to_bytes())
                 ));
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+                    create_private_dir(dir).map_err(io_error(dir))?;
                 }
                 let mut file = match create_private(path) {
                     Ok(file) => file,
@@ -146,6 +146,18 @@ impl HostKey {
             .map_err(|_| damaged("the key is not 64 hex digits"))?;
         Ok(Self(StaticSecret::from(*secret)))
     }
+}
+
+/// Create `dir` and its missing parents with mode 0700 (an existing one is left as it is).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 /// Create a new file with mode 0600. `create_new` (`O_EXCL`) fails on anything already at
@@ -369,7 +381,7 @@ fn save_atomically(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
         }
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        create_private_dir(dir).map_err(io_error(dir))?;
     }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
@@ -472,6 +484,11 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+            let dir_mode = std::fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(dir_mode & 0o777, 0o700, "a directory it creates is private");
         }
         assert_eq!(format!("{first:?}"), "HostKey(<secret>)");
         assert!(!format!("{first:?}").contains(&text[21..29]));
