@@ -36,6 +36,7 @@ deps:
 # packages (playwright-core, Tauri CLI), tauri-driver and cargo-fuzz.
 deps-test: deps deps-fuzz
 	@scripts/install-deps.sh xvfb xauth webkit2gtk-driver chromium dbus-daemon dbus-bin x11-utils xdotool unicode-data gnome-keyring libsecret-tools
+	@scripts/install-deps.sh python3 python3-pip pip:spake2==0.9
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/install-deps.sh nodejs npm
 	@[ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
 	@command -v tauri-driver >/dev/null 2>&1 || $(CARGO) install tauri-driver --locked --version $(TAURI_DRIVER_VERSION)
@@ -69,9 +70,10 @@ lint: deps
 
 test: deps-test build lint test-rust test-faults test-ui test-desktop fuzz-smoke
 
-# make test installs gnome-keyring: the saved-rooms keyring tests must run, not skip.
+# make test installs gnome-keyring and python-spake2: the saved-rooms keyring tests and the
+# SPAKE2 interop test must run, not skip.
 test-rust:
-	TERTULIA_REQUIRE_KEYRING=1 $(CARGO) test --workspace -- --skip fault_injection_suite
+	TERTULIA_REQUIRE_KEYRING=1 TERTULIA_REQUIRE_INTEROP=1 $(CARGO) test --workspace -- --skip fault_injection_suite
 
 # The fault-injection suite on its own (about 2.5 minutes), printing its summary table.
 test-faults:

@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
 # Install what building and testing Tertulia needs on Debian/Ubuntu, skipping what is present.
-# Usage: scripts/install-deps.sh [PACKAGE...]   (extra apt packages on top of the base set)
+# Usage: scripts/install-deps.sh [PACKAGE...]   (extra apt packages on top of the base set;
+#        pip:SPEC installs a Python package with pip instead, e.g. pip:spake2==0.9)
 set -euo pipefail
+
+pip_specs=()
+apt_extra=()
+for arg in "$@"; do
+  case "$arg" in
+    pip:*) pip_specs+=("${arg#pip:}") ;;
+    *) apt_extra+=("$arg") ;;
+  esac
+done
+set -- ${apt_extra[@]+"${apt_extra[@]}"}
 
 # Build tools, the system libraries the Tauri desktop app links against (WebKitGTK 4.1), and
 # a colour emoji font so emoji draw as emoji, not boxes (the .deb depends on it too).
@@ -28,6 +39,16 @@ if command -v dpkg-query >/dev/null 2>&1; then
 else
   echo "note: not a Debian/Ubuntu system; make sure these are installed: ${packages[*]}" >&2
 fi
+
+# Python packages the tests use (the independent SPAKE2 implementation for the interop test).
+for spec in ${pip_specs[@]+"${pip_specs[@]}"}; do
+  name=${spec%%[=<>]*}
+  if ! python3 -c "import $name" 2>/dev/null; then
+    echo "==> installing Python package: $spec"
+    python3 -m pip install --quiet "$spec" 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages "$spec"
+  fi
+done
 
 # The Rust toolchain: the highest rust-version among the crates in Cargo.lock (tauri 2.12 and
 # its crates, the app itself; tauri-driver 2.1, which make test installs, asks the same).

@@ -88,6 +88,14 @@ enum Command {
         #[arg(long)]
         pin: bool,
     },
+    /// Full version-2 handshakes per second on one core (one thread, both sides in this
+    /// process: client start, server response, client check), and the server's side alone.
+    /// Prints one JSON object; no network, no KDF (the room secret is derived once).
+    Handshakes {
+        /// Seconds to measure each figure for.
+        #[arg(long, default_value_t = 2.0)]
+        secs: f64,
+    },
     /// Run a matrix of configurations and write bench/results/.
     Matrix {
         #[arg(long, value_enum, default_value_t = Preset::Full)]
@@ -493,6 +501,44 @@ fn matrix(preset: Preset, out: &std::path::Path, only: &[Target]) -> std::io::Re
     Ok(())
 }
 
+/// `handshakes`: see [`Command::Handshakes`].
+fn handshakes(secs: f64) {
+    use tertulia_core::handshake::{client_start, server_respond};
+    use tertulia_core::identity::HostKey;
+    let window = std::time::Duration::from_secs_f64(secs.clamp(0.1, 600.0));
+    let w = [0x42u8; 32];
+    let hello = tertulia_core::hello::hello_body(&[7u8; 16]);
+    let host = HostKey::generate();
+    let rate = |mut one: Box<dyn FnMut()>| {
+        let started = std::time::Instant::now();
+        let mut done = 0u64;
+        while started.elapsed() < window {
+            one();
+            done += 1;
+        }
+        done as f64 / started.elapsed().as_secs_f64()
+    };
+    let full = rate(Box::new(|| {
+        let (waiting, init) = client_start(&w, &hello).expect("init");
+        let (_, response) = server_respond(&w, &host, &hello, &init).expect("response");
+        waiting
+            .read_response(&response)
+            .expect("handshake completes");
+    }));
+    let (_, init) = client_start(&w, &hello).expect("init");
+    let server_side = rate(Box::new(|| {
+        server_respond(&w, &host, &hello, &init).expect("response");
+    }));
+    println!(
+        "{}",
+        serde_json::json!({
+            "full_handshakes_per_s_one_core": full.round(),
+            "server_side_handshakes_per_s_one_core": server_side.round(),
+            "note": "one thread; full = client start + server response + client check in one process",
+        })
+    );
+}
+
 fn main() {
     let cli = Cli::parse();
     // A room of thousands of connections needs as many file descriptors.
@@ -532,6 +578,7 @@ fn main() {
                 std::process::exit(1);
             }
         }
+        Command::Handshakes { secs } => handshakes(secs),
         Command::Matrix {
             preset,
             out,

@@ -134,6 +134,7 @@ impl Lang {
             (Lang::Es, InviteError::EmptyPassphrase) => {
                 "el código de invitación no trae la contraseña tras '#'".into()
             }
+            (Lang::Es, InviteError::BadFingerprint) => "el código de invitación está dañado: la huella del anfitrión tras '/' no tiene 24 dígitos hexadecimales (¿se cortó o se copió a mano?)".into(),
         }
     }
 
@@ -366,6 +367,16 @@ impl Lang {
             ErrorKind::HandshakeTampered => {
                 "la respuesta del servidor al saludo no se pudo autenticar: alterada por el camino o no es el servidor de esta sala; reconectando"
             }
+            ErrorKind::HostIdentityChanged => {
+                "la identidad del anfitrión ha cambiado: si el anfitrión no reinició la sala, alguien podría estar interceptando"
+            }
+            ErrorKind::NeedsNewer => "esta sala necesita un Tertulia más reciente",
+            ErrorKind::HostOutdated => {
+                "el anfitrión usa un Tertulia más antiguo; pídele que lo actualice"
+            }
+            ErrorKind::KnownHosts => {
+                "no se pudo leer o escribir el archivo de anfitriones conocidos"
+            }
             ErrorKind::RoomChanged => {
                 "la sala de esta dirección ha cambiado (otra sal que antes: una sala nueva tras reiniciar, o alguien la altera en la red)"
             }
@@ -399,6 +410,22 @@ impl Lang {
             }
         };
         self.pick(detail, format!("{lead} ({detail})"))
+    }
+
+    /// The host's identity, shown on connecting.
+    pub fn host_identity(self, fingerprint: &str) -> String {
+        self.pick(
+            format!("host identity {fingerprint}"),
+            format!("identidad del anfitrión {fingerprint}"),
+        )
+    }
+
+    /// How to accept a changed host identity deliberately.
+    pub fn accept_new_host_hint(self, presented: &str) -> String {
+        self.pick(
+            format!("if you have checked with the host that {presented} is its new identity, run again with --accept-new-host {presented}"),
+            format!("si has comprobado con el anfitrión que {presented} es su nueva identidad, vuelve a ejecutar con --accept-new-host {presented}"),
+        )
     }
 
     pub fn reconnecting(self, delay_ms: u64, attempt: u32) -> String {

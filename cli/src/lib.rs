@@ -134,8 +134,13 @@ pub fn parse_server_addr(raw: &str) -> Result<String, AddressError> {
 pub enum Target {
     /// A server address (`host:port`); the passphrase comes from elsewhere.
     Address(String),
-    /// An invite code: the server address and the room passphrase, as the code carries them.
-    Invite { addr: String, passphrase: String },
+    /// An invite code: the server address, the host's fingerprint (if the code carries one)
+    /// and the room passphrase, as the code carries them.
+    Invite {
+        addr: String,
+        fingerprint: Option<tertulia_core::identity::Fingerprint>,
+        passphrase: String,
+    },
 }
 
 /// Why the server argument is unusable.
@@ -157,6 +162,7 @@ pub fn parse_target(raw: &str) -> Result<Target, TargetError> {
             ))?;
             Ok(Target::Invite {
                 addr,
+                fingerprint: invite.fingerprint,
                 passphrase: invite.passphrase,
             })
         }
@@ -206,7 +212,16 @@ mod tests {
             parse_target(" tertulia://[::1]:7#50%25%20off "),
             Ok(Target::Invite {
                 addr: "[::1]:7".into(),
+                fingerprint: None,
                 passphrase: "50% off".into()
+            })
+        );
+        assert_eq!(
+            parse_target("tertulia://h:1/6521fc47c9b66c07b6a296fc#p"),
+            Ok(Target::Invite {
+                addr: "h:1".into(),
+                fingerprint: "6521-fc47-c9b6-6c07-b6a2-96fc".parse().ok(),
+                passphrase: "p".into()
             })
         );
         assert_eq!(

@@ -6,7 +6,7 @@
 //! so a message can never pass itself off as a notice from the program.
 
 use chrono::{Local, TimeZone};
-use tertulia_core::client::ClientEvent;
+use tertulia_core::client::{ClientEvent, ErrorKind};
 use tertulia_core::text::{hidden_character, is_invisible};
 
 use crate::lang::Lang;
@@ -102,8 +102,13 @@ pub fn event(style: Style, lang: Lang, event: &ClientEvent) -> Option<String> {
             resumed,
             room_reset,
             gap,
+            host_fingerprint,
             ..
-        } => style.notice(&lang.in_room(&sanitize(nick), *resumed, *room_reset, *gap)),
+        } => format!(
+            "{}\n{}",
+            style.notice(&lang.in_room(&sanitize(nick), *resumed, *room_reset, *gap)),
+            style.notice(&lang.host_identity(&sanitize(host_fingerprint)))
+        ),
         ClientEvent::NickRejected {
             nick,
             reason,
@@ -148,7 +153,19 @@ pub fn event(style: Style, lang: Lang, event: &ClientEvent) -> Option<String> {
             kind,
             message,
             retry_after_secs,
-        } => style.error(&lang.client_error(*kind, &sanitize(message), *retry_after_secs)),
+            presented_fingerprint,
+            ..
+        } => {
+            let line =
+                style.error(&lang.client_error(*kind, &sanitize(message), *retry_after_secs));
+            match (kind, presented_fingerprint) {
+                (ErrorKind::HostIdentityChanged, Some(presented)) => format!(
+                    "{line}\n{}",
+                    style.warn(&lang.accept_new_host_hint(&sanitize(presented)))
+                ),
+                _ => line,
+            }
+        }
         ClientEvent::Reconnecting {
             attempt, delay_ms, ..
         } => style.warn(&lang.reconnecting(*delay_ms, *attempt)),

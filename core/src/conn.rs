@@ -10,10 +10,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::cipher::{CryptoError, Key};
 use crate::frame::{self, FrameError, FrameKind, MAX_PREAUTH_BODY};
-use crate::handshake::{HandshakeError, Initiator, Responder, TransportKeys};
+use crate::handshake::{self, ClientDone, HandshakeError, TransportKeys};
 use crate::hello::{
-    hello_body, parse_hello, parse_reject, prologue, reject_body, HelloError, RejectCode,
+    bad_version_body, bad_version_text, hello_body, parse_hello, parse_reject, reject_body,
+    HelloError, RejectCode,
 };
+use crate::identity::HostKey;
 use crate::passphrase::Salt;
 use crate::sealed::SealError;
 
@@ -43,6 +45,9 @@ pub enum ConnError {
     Hello(#[from] HelloError),
     #[error("the server refused the handshake: {0:?}")]
     Rejected(Option<RejectCode>),
+    /// `Reject(3)`: the server does not speak the version asked for; its text, shown as is.
+    #[error("{0}")]
+    BadVersion(String),
     /// `Reject(6)`: too many failed handshakes from this address; try again after the time
     /// given (`None`: the server did not say).
     #[error("the server refuses handshakes from this address for now (too many failed attempts)")]
@@ -67,9 +72,10 @@ impl ConnError {
         )
     }
 
-    /// Is this a wrong-passphrase verdict? On the server: message 1 did not authenticate. On the
-    /// client: a `Reject(1)`, which is unauthenticated and so only a claim (the client believes
-    /// it only when it repeats); a message 2 that does not authenticate is tampering, not this.
+    /// Is this a wrong-passphrase verdict (as far as the client can tell)? A
+    /// `HandshakeResponse` that does not authenticate (the SPAKE2 keys differ: a wrong
+    /// passphrase or someone in the middle), or a `Reject(1)`; both unauthenticated, so the
+    /// client believes them only when they repeat.
     pub fn is_wrong_passphrase(&self) -> bool {
         matches!(
             self,
@@ -184,29 +190,37 @@ fn rejected(body: &[u8]) -> ConnError {
         Some(RejectCode::TooManyFailedAttempts) => ConnError::Throttled {
             retry_after_secs: reject.retry_after_secs,
         },
+        Some(RejectCode::BadVersion) => {
+            ConnError::BadVersion(reject.text.unwrap_or_else(|| {
+                "the server does not speak this program's protocol version".into()
+            }))
+        }
         code => ConnError::Rejected(code),
     }
 }
 
-/// Server side of the handshake. When message 1 arrives, `refused_now` is asked first: `Some(secs)`
-/// refuses it unevaluated with `Reject(6)` (the source got locked out while this connection
-/// waited, so connections opened before the lockout cannot keep guessing). On a wrong
-/// passphrase `on_wrong_passphrase` is called at once (to count the failure even if the
-/// connection is dropped later) and the client gets a `Reject` frame after the delay it
-/// returns (the throttle for online guessing).
-pub async fn accept_handshake<R, W, G, F>(
+/// Server side of the handshake: Hello, then the `HandshakeInit`, answered with the
+/// `HandshakeResponse` for room secret `w` as host `host_key`. When the init arrives,
+/// `refused_now` is asked first: `Some(secs)` refuses it unevaluated with `Reject(6)` (the
+/// source got locked out while this connection waited). Then `answering` is called: it
+/// returns a value that comes back with the keys (a guard that counts a failed guess unless
+/// the client confirms the key, so a connection dropped from here on still counts) and how
+/// long to hold the response back (the response is what tells a guesser whether its guess
+/// was right, so it is what the online-guessing throttle delays).
+pub async fn accept_handshake<R, W, G, A, T>(
     reader: &mut FrameReader<R>,
     writer: &mut W,
     salt: &Salt,
-    psk: &Key,
+    w: &Key,
+    host_key: &HostKey,
     refused_now: G,
-    on_wrong_passphrase: F,
-) -> Result<TransportKeys, ConnError>
+    answering: A,
+) -> Result<(TransportKeys, T), ConnError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
     G: FnOnce() -> Option<u16>,
-    F: FnOnce() -> std::time::Duration,
+    A: FnOnce() -> (T, std::time::Duration),
 {
     let hello = hello_body(salt);
     write_frame(writer, FrameKind::Hello, &hello).await?;
@@ -215,7 +229,7 @@ where
         send_reject(writer, RejectCode::Malformed).await;
         return Err(ConnError::UnexpectedFrame(kind));
     }
-    // No await between this check and counting a failure below, so at most one guess per
+    // No await between this check and arming the guard below, so at most one guess per
     // worker thread can slip past a lockout being set.
     if let Some(secs) = refused_now() {
         send_throttled(writer, secs).await;
@@ -223,32 +237,32 @@ where
             retry_after_secs: Some(secs),
         });
     }
-    let (ready, _payload) = match Responder::new(psk, &prologue(&hello)).read_message(&body) {
+    let (keys, response) = match handshake::server_respond(w, host_key, &hello, &body) {
         Ok(ok) => ok,
         Err(e) => {
-            let code = match e {
-                HandshakeError::AuthenticationFailed => {
-                    tokio::time::sleep(on_wrong_passphrase()).await;
-                    RejectCode::AuthenticationFailed
-                }
-                _ => RejectCode::Malformed,
+            let reply = match e {
+                HandshakeError::BadVersion(_) => bad_version_body(&bad_version_text()),
+                _ => reject_body(RejectCode::Malformed, 0),
             };
-            send_reject(writer, code).await;
+            let _ = write_frame(writer, FrameKind::Reject, &reply).await;
             return Err(e.into());
         }
     };
-    let (keys, message) = ready.write_message(&[])?;
-    write_frame(writer, FrameKind::HandshakeResponse, &message).await?;
-    Ok(keys)
+    let (guard, delay) = answering();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    write_frame(writer, FrameKind::HandshakeResponse, &response).await?;
+    Ok((keys, guard))
 }
 
-/// Client side of the handshake. `psk_for_salt` turns the room salt into the pre-shared key
+/// Client side of the handshake. `w_for_salt` turns the room salt into the room secret
 /// (normally a cached Argon2id derivation).
 pub async fn initiate_handshake<R, W, F, Fut>(
     reader: &mut FrameReader<R>,
     writer: &mut W,
-    psk_for_salt: F,
-) -> Result<TransportKeys, ConnError>
+    w_for_salt: F,
+) -> Result<ClientDone, ConnError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -256,8 +270,8 @@ where
     Fut: Future<Output = Result<Key, ConnError>>,
 {
     let hello = read_hello(reader).await?;
-    let psk = psk_for_salt(parse_hello(&hello)?).await?;
-    finish_initiator(reader, writer, &hello, &psk).await
+    let w = w_for_salt(parse_hello(&hello)?).await?;
+    finish_initiator(reader, writer, &hello, &w).await
 }
 
 /// Client: read the server's `Hello` frame (or its `Reject`); returns the hello body.
@@ -278,22 +292,24 @@ pub async fn read_hello<R: AsyncRead + Unpin>(
     }
 }
 
-/// Client: after the hello, send Noise message 1 and read message 2.
+/// Client: after the hello, send the `HandshakeInit` and read the `HandshakeResponse`. The
+/// result is authenticated (the host knows the passphrase, and proved the identity key in
+/// [`ClientDone::host`]); the server takes it as confirmed at the first session frame.
 pub async fn finish_initiator<R, W>(
     reader: &mut FrameReader<R>,
     writer: &mut W,
     hello: &[u8],
-    psk: &Key,
-) -> Result<TransportKeys, ConnError>
+    w: &Key,
+) -> Result<ClientDone, ConnError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (waiting, message) = Initiator::new(psk, &prologue(hello)).write_message(&[])?;
-    write_frame(writer, FrameKind::HandshakeInit, &message).await?;
+    let (waiting, init) = handshake::client_start(w, hello)?;
+    write_frame(writer, FrameKind::HandshakeInit, &init).await?;
     let (kind, body) = reader.expect_frame(MAX_PREAUTH_BODY).await?;
     match kind {
-        FrameKind::HandshakeResponse => Ok(waiting.read_message(&body)?.0),
+        FrameKind::HandshakeResponse => Ok(waiting.read_response(&body)?),
         FrameKind::Reject => Err(rejected(&body)),
         other => Err(ConnError::UnexpectedFrame(other)),
     }
@@ -347,9 +363,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn handshake_over_a_stream_and_wrong_passphrase_on_both_sides() {
+    async fn handshake_over_a_stream_and_wrong_passphrase_on_the_client() {
         let salt = [5u8; SALT_LEN];
+        let host = HostKey::from_bytes([9; 32]);
         for (server_psk, client_psk) in [([1u8; 32], [1u8; 32]), ([1u8; 32], [2u8; 32])] {
+            let host = host.clone();
             let (client_io, server_io) = tokio::io::duplex(4096);
             let (sr, mut sw) = tokio::io::split(server_io);
             let (cr, mut cw) = tokio::io::split(client_io);
@@ -360,11 +378,12 @@ mod tests {
                     &mut sw,
                     &salt,
                     &server_psk,
+                    &host,
                     || None,
-                    Default::default,
+                    || ((), std::time::Duration::ZERO),
                 )
                 .await
-                .map(|k| k.handshake_hash)
+                .map(|(k, ())| k.handshake_hash)
             });
             let mut reader = FrameReader::new(cr);
             let client = initiate_handshake(&mut reader, &mut cw, |s| async move {
@@ -374,11 +393,14 @@ mod tests {
             .await;
             let server = server.await.unwrap();
             if server_psk == client_psk {
-                assert_eq!(client.unwrap().handshake_hash, server.unwrap());
+                let client = client.unwrap();
+                assert_eq!(client.keys.handshake_hash, server.unwrap());
+                assert_eq!(client.host, HostKey::from_bytes([9; 32]).public());
             } else {
-                let (client, server) = (client.err().unwrap(), server.err().unwrap());
+                // The server answered (it cannot tell); the client's check failed.
+                assert!(server.is_ok());
+                let client = client.err().unwrap();
                 assert!(client.is_wrong_passphrase(), "{client}");
-                assert!(server.is_wrong_passphrase(), "{server}");
             }
         }
     }

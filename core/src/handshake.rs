@@ -1,16 +1,19 @@
-//! The Noise `NNpsk0_25519_ChaChaPoly_SHA256` handshake (Noise rev 34), byte for byte.
+//! The version-2 handshake (`docs/PROTOCOL.md` §3), byte for byte: SPAKE2 on the room
+//! secret `w`, whose key `K` is the PSK of `Noise_NXpsk2_25519_ChaChaPoly_SHA256` (Noise
+//! rev 34), in which the server also proves its static identity key.
 //!
 //! ```text
-//! NNpsk0:
-//!   -> psk, e          (client: 32-byte ephemeral key ‖ sealed payload)
-//!   <- e, ee           (server: 32-byte ephemeral key ‖ sealed payload)
+//! HandshakeInit      C→S  version (2) ‖ SPAKE2 A (33) ‖ Noise msg 1 (-> e: 48)
+//! HandshakeResponse  S→C  SPAKE2 B (33) ‖ Noise msg 2 (<- e, ee, s, es, psk: 96)
 //! ```
-//! No sockets here: each side is a value that consumes bytes and produces bytes. A state is
-//! consumed to produce the next ([`Initiator`] → [`AwaitingResponse`] → [`TransportKeys`]),
-//! so a message cannot be processed twice or out of order.
+//! No sockets here: each side is a value that consumes bytes and produces bytes; a state is
+//! consumed to produce the next, so a message cannot be processed twice or out of order.
+//! The Noise layer ([`NoiseInitiator`], [`NoiseResponder`]) is public so the tests check it
+//! against `snow`; the protocol uses it through [`client_start`] and [`server_respond`].
 //!
-//! A client that does not know the room's pre-shared key fails at message 1 on the server,
-//! which therefore never sends bytes that depend on the key to such a peer.
+//! A wrong passphrase (or an active attacker) gives different SPAKE2 keys on the two sides:
+//! the client's check of message 2 fails. The server learns it only from the missing key
+//! confirmation (the client's first session frame), see `server::handler`.
 
 use hkdf::Hkdf;
 use rand::rngs::OsRng;
@@ -20,9 +23,23 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::cipher::{CipherState, CryptoError, Key, TAG_LEN};
+use crate::hello::PROLOGUE_PREFIX;
+use crate::identity::{HostKey, HostPublicKey};
 
 /// The Noise protocol name; its SHA-256 initialises the handshake hash.
-pub const PROTOCOL_NAME: &[u8] = b"Noise_NNpsk0_25519_ChaChaPoly_SHA256";
+pub const PROTOCOL_NAME: &[u8] = b"Noise_NXpsk2_25519_ChaChaPoly_SHA256";
+/// The protocol version whose handshake this is (first byte of `HandshakeInit`).
+pub const VERSION: u8 = 2;
+/// Bytes of a SPAKE2 message (side byte ‖ Ed25519 point).
+pub const SPAKE2_LEN: usize = 33;
+/// SPAKE2 identity of the client (side A).
+pub const SPAKE2_ID_CLIENT: &[u8] = b"tertulia client";
+/// SPAKE2 identity of the server (side B).
+pub const SPAKE2_ID_SERVER: &[u8] = b"tertulia server";
+/// Bytes of Noise message 1 with an empty payload (`e` ‖ tag).
+pub const NOISE_MSG1_LEN: usize = DH_LEN + TAG_LEN;
+/// Bytes of Noise message 2 with an empty payload (`e` ‖ sealed `s` ‖ tag).
+pub const NOISE_MSG2_LEN: usize = DH_LEN + DH_LEN + TAG_LEN + TAG_LEN;
 /// Bytes of an X25519 public key.
 pub const DH_LEN: usize = 32;
 /// Largest handshake payload this implementation sends or accepts.
@@ -39,6 +56,9 @@ pub enum HandshakeError {
     /// The peer's ephemeral key is a low-order point: the shared secret would be predictable.
     #[error("peer sent a degenerate public key")]
     WeakKey,
+    /// The `HandshakeInit` names a protocol version this side does not speak.
+    #[error("the client speaks protocol version {0}")]
+    BadVersion(u8),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
 }
@@ -160,9 +180,8 @@ fn dh(secret: &StaticSecret, public: &[u8]) -> Result<Zeroizing<[u8; 32]>, Hands
     Ok(Zeroizing::new(shared.to_bytes()))
 }
 
-fn check_len(message: &[u8]) -> Result<(), HandshakeError> {
-    let len = message.len();
-    if !(DH_LEN + TAG_LEN..=DH_LEN + TAG_LEN + MAX_HANDSHAKE_PAYLOAD).contains(&len) {
+fn check_len(message: &[u8], min: usize) -> Result<(), HandshakeError> {
+    if !(min..=min + MAX_HANDSHAKE_PAYLOAD).contains(&message.len()) {
         return Err(HandshakeError::BadLength);
     }
     Ok(())
@@ -178,48 +197,55 @@ macro_rules! opaque_debug {
         }
     )*};
 }
-opaque_debug!(Initiator, AwaitingResponse, Responder, ReadyToRespond);
+opaque_debug!(
+    NoiseInitiator,
+    NoiseAwaiting,
+    NoiseResponder,
+    NoiseReady,
+    ClientAwaiting
+);
 
-/// The client side before message 1 is written.
-pub struct Initiator {
+/// Noise NXpsk2, initiator, before message 1.
+pub struct NoiseInitiator {
     state: SymmetricState,
     ephemeral: StaticSecret,
 }
 
-/// The client side after writing message 1, waiting for message 2.
-pub struct AwaitingResponse {
+/// Noise NXpsk2, initiator, after message 1: the PSK is needed only to read message 2.
+pub struct NoiseAwaiting {
     state: SymmetricState,
     ephemeral: StaticSecret,
 }
 
-impl Initiator {
-    pub fn new(psk: &Key, prologue: &[u8]) -> Self {
-        Self::with_ephemeral(psk, prologue, StaticSecret::random_from_rng(OsRng))
+impl NoiseInitiator {
+    pub fn new(prologue: &[u8]) -> Self {
+        Self::with_ephemeral(prologue, StaticSecret::random_from_rng(OsRng))
     }
 
     /// Fixed ephemeral key: only for known-answer test vectors.
-    pub fn with_ephemeral(psk: &Key, prologue: &[u8], ephemeral: StaticSecret) -> Self {
-        let mut state = SymmetricState::new(prologue);
-        state.mix_key_and_hash(psk);
-        Self { state, ephemeral }
+    pub fn with_ephemeral(prologue: &[u8], ephemeral: StaticSecret) -> Self {
+        Self {
+            state: SymmetricState::new(prologue),
+            ephemeral,
+        }
     }
 
-    /// Write message 1 (`psk, e`) carrying `payload`.
+    /// Write message 1 (`-> e`) carrying `payload`.
     pub fn write_message(
         mut self,
         payload: &[u8],
-    ) -> Result<(AwaitingResponse, Vec<u8>), HandshakeError> {
+    ) -> Result<(NoiseAwaiting, Vec<u8>), HandshakeError> {
         if payload.len() > MAX_HANDSHAKE_PAYLOAD {
             return Err(HandshakeError::BadLength);
         }
         let e_pub = PublicKey::from(&self.ephemeral);
-        let mut out = Vec::with_capacity(DH_LEN + payload.len() + TAG_LEN);
+        let mut out = Vec::with_capacity(NOISE_MSG1_LEN + payload.len());
         out.extend_from_slice(e_pub.as_bytes());
         self.state.mix_hash(e_pub.as_bytes());
-        self.state.mix_key(e_pub.as_bytes());
+        self.state.mix_key(e_pub.as_bytes()); // PSK handshake: `e` also calls MixKey
         self.state.encrypt_and_hash(payload, &mut out)?;
         Ok((
-            AwaitingResponse {
+            NoiseAwaiting {
                 state: self.state,
                 ephemeral: self.ephemeral,
             },
@@ -228,18 +254,26 @@ impl Initiator {
     }
 }
 
-impl AwaitingResponse {
-    /// Read message 2 (`e, ee`); returns the session keys and the server's payload.
+impl NoiseAwaiting {
+    /// Read message 2 (`<- e, ee, s, es, psk`); returns the session keys, the responder's
+    /// static key and its payload. Fails unless the responder used the same `psk`.
     pub fn read_message(
         mut self,
+        psk: &Key,
         message: &[u8],
-    ) -> Result<(TransportKeys, Vec<u8>), HandshakeError> {
-        check_len(message)?;
+    ) -> Result<(TransportKeys, [u8; 32], Vec<u8>), HandshakeError> {
+        check_len(message, NOISE_MSG2_LEN)?;
         let (re, rest) = message.split_at(DH_LEN);
         self.state.mix_hash(re);
         self.state.mix_key(re);
-        let shared = dh(&self.ephemeral, re)?;
-        self.state.mix_key(&shared[..]);
+        let ee = dh(&self.ephemeral, re)?;
+        self.state.mix_key(&ee[..]);
+        let (sealed_s, rest) = rest.split_at(DH_LEN + TAG_LEN);
+        let rs = self.state.decrypt_and_hash(sealed_s)?;
+        let rs: [u8; 32] = rs.try_into().map_err(|_| HandshakeError::BadLength)?;
+        let es = dh(&self.ephemeral, &rs)?;
+        self.state.mix_key(&es[..]);
+        self.state.mix_key_and_hash(psk);
         let payload = self.state.decrypt_and_hash(rest)?;
         let (send, recv) = self.state.split();
         let keys = TransportKeys {
@@ -247,43 +281,54 @@ impl AwaitingResponse {
             recv,
             handshake_hash: self.state.h,
         };
-        Ok((keys, payload))
+        Ok((keys, rs, payload))
     }
 }
 
-/// The server side: reads message 1 and answers with message 2 in one step.
-pub struct Responder {
+/// Noise NXpsk2, responder (the server, with its static key), before message 1.
+pub struct NoiseResponder {
     state: SymmetricState,
+    psk: Zeroizing<Key>,
+    static_key: StaticSecret,
     ephemeral: StaticSecret,
 }
 
-impl Responder {
-    pub fn new(psk: &Key, prologue: &[u8]) -> Self {
-        Self::with_ephemeral(psk, prologue, StaticSecret::random_from_rng(OsRng))
+impl NoiseResponder {
+    pub fn new(psk: &Key, prologue: &[u8], static_key: &StaticSecret) -> Self {
+        Self::with_ephemeral(
+            psk,
+            prologue,
+            static_key,
+            StaticSecret::random_from_rng(OsRng),
+        )
     }
 
     /// Fixed ephemeral key: only for known-answer test vectors.
-    pub fn with_ephemeral(psk: &Key, prologue: &[u8], ephemeral: StaticSecret) -> Self {
-        let mut state = SymmetricState::new(prologue);
-        state.mix_key_and_hash(psk);
-        Self { state, ephemeral }
+    pub fn with_ephemeral(
+        psk: &Key,
+        prologue: &[u8],
+        static_key: &StaticSecret,
+        ephemeral: StaticSecret,
+    ) -> Self {
+        Self {
+            state: SymmetricState::new(prologue),
+            psk: Zeroizing::new(*psk),
+            static_key: static_key.clone(),
+            ephemeral,
+        }
     }
 
-    /// Read message 1; on success returns the client's payload and the ready responder.
-    pub fn read_message(
-        mut self,
-        message: &[u8],
-    ) -> Result<(ReadyToRespond, Vec<u8>), HandshakeError> {
-        check_len(message)?;
+    /// Read message 1 (`-> e`); returns the ready responder and the client's payload.
+    pub fn read_message(mut self, message: &[u8]) -> Result<(NoiseReady, Vec<u8>), HandshakeError> {
+        check_len(message, NOISE_MSG1_LEN)?;
         let (re, rest) = message.split_at(DH_LEN);
         self.state.mix_hash(re);
         self.state.mix_key(re);
         let payload = self.state.decrypt_and_hash(rest)?;
         let remote: [u8; 32] = re.try_into().map_err(|_| HandshakeError::BadLength)?;
         Ok((
-            ReadyToRespond {
-                state: self.state,
-                ephemeral: self.ephemeral,
+            NoiseReady {
+                inner: self,
                 remote,
             },
             payload,
@@ -291,132 +336,421 @@ impl Responder {
     }
 }
 
-/// The server side after an authentic message 1.
-pub struct ReadyToRespond {
-    state: SymmetricState,
-    ephemeral: StaticSecret,
+/// Noise NXpsk2, responder, after message 1.
+pub struct NoiseReady {
+    inner: NoiseResponder,
     remote: [u8; 32],
 }
 
-impl ReadyToRespond {
-    /// Write message 2 (`e, ee`) with `payload`; returns the session keys and the bytes to send.
-    pub fn write_message(
-        mut self,
-        payload: &[u8],
-    ) -> Result<(TransportKeys, Vec<u8>), HandshakeError> {
+impl NoiseReady {
+    /// Write message 2 (`<- e, ee, s, es, psk`) with `payload`; returns the session keys and
+    /// the bytes to send.
+    pub fn write_message(self, payload: &[u8]) -> Result<(TransportKeys, Vec<u8>), HandshakeError> {
         if payload.len() > MAX_HANDSHAKE_PAYLOAD {
             return Err(HandshakeError::BadLength);
         }
-        let e_pub = PublicKey::from(&self.ephemeral);
-        let mut out = Vec::with_capacity(DH_LEN + payload.len() + TAG_LEN);
+        let NoiseReady { inner, remote } = self;
+        let NoiseResponder {
+            mut state,
+            psk,
+            static_key,
+            ephemeral,
+        } = inner;
+        let e_pub = PublicKey::from(&ephemeral);
+        let mut out = Vec::with_capacity(NOISE_MSG2_LEN + payload.len());
         out.extend_from_slice(e_pub.as_bytes());
-        self.state.mix_hash(e_pub.as_bytes());
-        self.state.mix_key(e_pub.as_bytes());
-        let shared = dh(&self.ephemeral, &self.remote)?;
-        self.state.mix_key(&shared[..]);
-        self.state.encrypt_and_hash(payload, &mut out)?;
-        let (recv, send) = self.state.split();
+        state.mix_hash(e_pub.as_bytes());
+        state.mix_key(e_pub.as_bytes());
+        let ee = dh(&ephemeral, &remote)?;
+        state.mix_key(&ee[..]);
+        let s_pub = PublicKey::from(&static_key);
+        state.encrypt_and_hash(s_pub.as_bytes(), &mut out)?;
+        let es = dh(&static_key, &remote)?;
+        state.mix_key(&es[..]);
+        state.mix_key_and_hash(&psk[..]);
+        state.encrypt_and_hash(payload, &mut out)?;
+        let (recv, send) = state.split();
         let keys = TransportKeys {
             send,
             recv,
-            handshake_hash: self.state.h,
+            handshake_hash: state.h,
         };
         Ok((keys, out))
     }
+}
+
+/// The Noise prologue of version 2: `"tertulia/2\n" ‖ Hello body ‖ version ‖ SPAKE2 A`.
+pub fn prologue(hello_body: &[u8], version: u8, spake_a: &[u8]) -> Vec<u8> {
+    [PROLOGUE_PREFIX, hello_body, &[version], spake_a].concat()
+}
+
+/// A byte stream given in advance, as the randomness of a SPAKE2 side: only for known-answer
+/// test vectors (the scalar is these 64 bytes, little-endian, reduced mod the group order).
+pub struct FixedEntropy {
+    bytes: Zeroizing<[u8; 64]>,
+    used: usize,
+}
+
+impl FixedEntropy {
+    pub fn new(bytes: [u8; 64]) -> Self {
+        Self {
+            bytes: Zeroizing::new(bytes),
+            used: 0,
+        }
+    }
+}
+
+impl rand::RngCore for FixedEntropy {
+    fn next_u32(&mut self) -> u32 {
+        rand_core_next_u32(self)
+    }
+    fn next_u64(&mut self) -> u64 {
+        u64::from(self.next_u32()) << 32 | u64::from(self.next_u32())
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for byte in dest {
+            // Past the given bytes the stream repeats: a vector never reads that far.
+            *byte = self.bytes[self.used % 64];
+            self.used += 1;
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+fn rand_core_next_u32(rng: &mut FixedEntropy) -> u32 {
+    let mut b = [0u8; 4];
+    rand::RngCore::fill_bytes(rng, &mut b);
+    u32::from_le_bytes(b)
+}
+
+impl rand::CryptoRng for FixedEntropy {}
+
+type Spake = spake2::Spake2<spake2::Ed25519Group>;
+
+fn spake_ids() -> (spake2::Identity, spake2::Identity) {
+    (
+        spake2::Identity::new(SPAKE2_ID_CLIENT),
+        spake2::Identity::new(SPAKE2_ID_SERVER),
+    )
+}
+
+/// The SPAKE2 key as the Noise PSK. Any SPAKE2 failure (not a point, wrong side byte) is an
+/// authentication failure: an honest peer never sends such a message.
+fn spake_finish(spake: Spake, peer: &[u8]) -> Result<Zeroizing<Key>, HandshakeError> {
+    let key = Zeroizing::new(
+        spake
+            .finish(peer)
+            .map_err(|_| HandshakeError::AuthenticationFailed)?,
+    );
+    let mut psk = Zeroizing::new([0u8; 32]);
+    if key.len() != psk.len() {
+        return Err(HandshakeError::AuthenticationFailed);
+    }
+    psk.copy_from_slice(&key);
+    Ok(psk)
+}
+
+/// The client after sending `HandshakeInit`, waiting for `HandshakeResponse`.
+pub struct ClientAwaiting {
+    spake: Spake,
+    noise: NoiseAwaiting,
+}
+
+/// A completed handshake on the client: session keys and the identity the host proved.
+#[derive(Debug)]
+pub struct ClientDone {
+    pub keys: TransportKeys,
+    pub host: HostPublicKey,
+}
+
+/// Client: start the handshake with room secret `w` after the Hello `hello_body`; returns the
+/// `HandshakeInit` body.
+pub fn client_start(
+    w: &Key,
+    hello_body: &[u8],
+) -> Result<(ClientAwaiting, Vec<u8>), HandshakeError> {
+    let (id_a, id_b) = spake_ids();
+    let (spake, a) = Spake::start_a(&spake2::Password::new(w), &id_a, &id_b);
+    client_continue(spake, a, hello_body, NoiseInitiator::new)
+}
+
+/// [`client_start`] with fixed randomness: only for known-answer test vectors.
+pub fn client_start_with(
+    w: &Key,
+    hello_body: &[u8],
+    spake_entropy: [u8; 64],
+    ephemeral: StaticSecret,
+) -> Result<(ClientAwaiting, Vec<u8>), HandshakeError> {
+    let (id_a, id_b) = spake_ids();
+    let (spake, a) = Spake::start_a_with_rng(
+        &spake2::Password::new(w),
+        &id_a,
+        &id_b,
+        FixedEntropy::new(spake_entropy),
+    );
+    client_continue(spake, a, hello_body, |p| {
+        NoiseInitiator::with_ephemeral(p, ephemeral)
+    })
+}
+
+fn client_continue(
+    spake: Spake,
+    a: Vec<u8>,
+    hello_body: &[u8],
+    noise: impl FnOnce(&[u8]) -> NoiseInitiator,
+) -> Result<(ClientAwaiting, Vec<u8>), HandshakeError> {
+    let (noise, msg1) = noise(&prologue(hello_body, VERSION, &a)).write_message(&[])?;
+    let mut init = Vec::with_capacity(1 + a.len() + msg1.len());
+    init.push(VERSION);
+    init.extend_from_slice(&a);
+    init.extend_from_slice(&msg1);
+    Ok((ClientAwaiting { spake, noise }, init))
+}
+
+impl ClientAwaiting {
+    /// Read the `HandshakeResponse` body. [`HandshakeError::AuthenticationFailed`]: the
+    /// SPAKE2 keys differ — a wrong passphrase, or someone in the middle; the client cannot
+    /// tell which.
+    pub fn read_response(self, body: &[u8]) -> Result<ClientDone, HandshakeError> {
+        if body.len() < SPAKE2_LEN + NOISE_MSG2_LEN {
+            return Err(HandshakeError::BadLength);
+        }
+        let (b, msg2) = body.split_at(SPAKE2_LEN);
+        let psk = spake_finish(self.spake, b)?;
+        let (keys, host, _payload) = self.noise.read_message(&psk, msg2)?;
+        Ok(ClientDone {
+            keys,
+            host: HostPublicKey(host),
+        })
+    }
+}
+
+/// Server: answer the `HandshakeInit` body `init` for the room secret `w`, as the host
+/// `host_key`, after the Hello `hello_body`. Returns the session keys (unconfirmed until the
+/// client's first session frame opens) and the `HandshakeResponse` body.
+pub fn server_respond(
+    w: &Key,
+    host_key: &HostKey,
+    hello_body: &[u8],
+    init: &[u8],
+) -> Result<(TransportKeys, Vec<u8>), HandshakeError> {
+    let (id_a, id_b) = spake_ids();
+    let a = check_init(init)?;
+    let (spake, b) = Spake::start_b(&spake2::Password::new(w), &id_a, &id_b);
+    server_continue(spake, b, a, hello_body, init, |psk, p| {
+        NoiseResponder::new(psk, p, host_key.secret())
+    })
+}
+
+/// [`server_respond`] with fixed randomness: only for known-answer test vectors.
+pub fn server_respond_with(
+    w: &Key,
+    host_key: &HostKey,
+    hello_body: &[u8],
+    init: &[u8],
+    spake_entropy: [u8; 64],
+    ephemeral: StaticSecret,
+) -> Result<(TransportKeys, Vec<u8>), HandshakeError> {
+    let (id_a, id_b) = spake_ids();
+    let a = check_init(init)?;
+    let (spake, b) = Spake::start_b_with_rng(
+        &spake2::Password::new(w),
+        &id_a,
+        &id_b,
+        FixedEntropy::new(spake_entropy),
+    );
+    server_continue(spake, b, a, hello_body, init, |psk, p| {
+        NoiseResponder::with_ephemeral(psk, p, host_key.secret(), ephemeral)
+    })
+}
+
+/// The version and length of a `HandshakeInit`; returns SPAKE2 message A.
+fn check_init(init: &[u8]) -> Result<&[u8], HandshakeError> {
+    match init.first() {
+        None => return Err(HandshakeError::BadLength),
+        Some(&v) if v != VERSION => return Err(HandshakeError::BadVersion(v)),
+        Some(_) => {}
+    }
+    if init.len() < 1 + SPAKE2_LEN + NOISE_MSG1_LEN {
+        return Err(HandshakeError::BadLength);
+    }
+    Ok(&init[1..1 + SPAKE2_LEN])
+}
+
+fn server_continue(
+    spake: Spake,
+    b: Vec<u8>,
+    a: &[u8],
+    hello_body: &[u8],
+    init: &[u8],
+    noise: impl FnOnce(&Key, &[u8]) -> NoiseResponder,
+) -> Result<(TransportKeys, Vec<u8>), HandshakeError> {
+    // A that is not a point (or not side A) cannot come from any client: malformed.
+    let psk = spake.finish(a).map_err(|_| HandshakeError::BadLength)?;
+    let psk: Zeroizing<Key> = Zeroizing::new(
+        psk.as_slice()
+            .try_into()
+            .map_err(|_| HandshakeError::BadLength)?,
+    );
+    let msg1 = &init[1 + SPAKE2_LEN..];
+    let responder = noise(&psk, &prologue(hello_body, VERSION, a));
+    let (ready, _payload) = responder.read_message(msg1)?;
+    let (keys, msg2) = ready.write_message(&[])?;
+    let mut response = Vec::with_capacity(b.len() + msg2.len());
+    response.extend_from_slice(&b);
+    response.extend_from_slice(&msg2);
+    Ok((keys, response))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const PSK: Key = [7u8; 32];
-    const PROLOGUE: &[u8] = b"tertulia/1 test";
+    const W: Key = [7u8; 32];
+    const PSK: Key = [3u8; 32];
+    const PROLOGUE: &[u8] = b"tertulia/2 test";
+    const HELLO: &[u8] = b"TRTL\x02\x020123456789abcdef";
+
+    fn host() -> HostKey {
+        HostKey::from_bytes([0x44; 32])
+    }
 
     fn snow_params() -> snow::params::NoiseParams {
-        "Noise_NNpsk0_25519_ChaChaPoly_SHA256"
+        "Noise_NXpsk2_25519_ChaChaPoly_SHA256"
             .parse()
             .expect("valid noise params")
     }
 
+    fn secret(byte: u8) -> StaticSecret {
+        StaticSecret::from([byte; 32])
+    }
+
     #[test]
-    fn both_sides_agree() {
-        let (waiting, m1) = Initiator::new(&PSK, PROLOGUE).write_message(b"hi").unwrap();
-        let (ready, p1) = Responder::new(&PSK, PROLOGUE).read_message(&m1).unwrap();
-        assert_eq!(p1, b"hi");
-        let (mut server, m2) = ready.write_message(b"").unwrap();
-        let (mut client, p2) = waiting.read_message(&m2).unwrap();
-        assert!(p2.is_empty());
-        assert_eq!(client.handshake_hash, server.handshake_hash);
-        let ct = client.send.seal(b"", b"to server").unwrap();
+    fn both_sides_agree_and_the_client_learns_the_host_key() {
+        let (waiting, init) = client_start(&W, HELLO).unwrap();
+        assert_eq!(init.len(), 1 + SPAKE2_LEN + NOISE_MSG1_LEN);
+        assert_eq!(init[0], VERSION);
+        assert_eq!(init[1], b'A');
+        let (mut server, response) = server_respond(&W, &host(), HELLO, &init).unwrap();
+        assert_eq!(response.len(), SPAKE2_LEN + NOISE_MSG2_LEN);
+        assert_eq!(response[0], b'B');
+        let mut client = waiting.read_response(&response).unwrap();
+        assert_eq!(client.host, host().public());
+        assert_eq!(client.keys.handshake_hash, server.handshake_hash);
+        let ct = client.keys.send.seal(b"", b"to server").unwrap();
         assert_eq!(server.recv.open(b"", &ct).unwrap(), b"to server");
         let ct = server.send.seal(b"", b"to client").unwrap();
-        assert_eq!(client.recv.open(b"", &ct).unwrap(), b"to client");
+        assert_eq!(client.keys.recv.open(b"", &ct).unwrap(), b"to client");
     }
 
     #[test]
-    fn wrong_psk_fails_at_message_one() {
-        let (_, m1) = Initiator::new(&PSK, PROLOGUE).write_message(b"").unwrap();
-        let wrong = [8u8; 32];
+    fn a_wrong_secret_fails_on_the_client_and_the_server_cannot_tell() {
+        let (waiting, init) = client_start(&[8u8; 32], HELLO).unwrap();
+        // The server answers normally: nothing in message 1 depends on the secret.
+        let (_, response) = server_respond(&W, &host(), HELLO, &init).unwrap();
         assert_eq!(
-            Responder::new(&wrong, PROLOGUE).read_message(&m1).err(),
+            waiting.read_response(&response).err(),
             Some(HandshakeError::AuthenticationFailed)
         );
     }
 
     #[test]
-    fn different_prologue_fails() {
-        let (_, m1) = Initiator::new(&PSK, PROLOGUE).write_message(b"").unwrap();
+    fn anything_altered_fails() {
+        // Another Hello (salt, versions) on the two sides.
+        // (Message 1's tag covers the prologue: the server refuses it already.)
+        let (_, init) = client_start(&W, HELLO).unwrap();
         assert_eq!(
-            Responder::new(&PSK, b"tertulia/1 other room")
-                .read_message(&m1)
-                .err(),
+            server_respond(&W, &host(), b"TRTL\x02\x02other salt......", &init).err(),
             Some(HandshakeError::AuthenticationFailed)
         );
+        // Any byte of the init or the response.
+        for at in 1..1 + SPAKE2_LEN + NOISE_MSG1_LEN {
+            let (waiting, mut init) = client_start(&W, HELLO).unwrap();
+            init[at] ^= 0x01;
+            if let Ok((_, response)) = server_respond(&W, &host(), HELLO, &init) {
+                assert!(waiting.read_response(&response).is_err(), "init byte {at}");
+            }
+        }
+        for at in 0..SPAKE2_LEN + NOISE_MSG2_LEN {
+            let (waiting, init) = client_start(&W, HELLO).unwrap();
+            let (_, mut response) = server_respond(&W, &host(), HELLO, &init).unwrap();
+            response[at] ^= 0x01;
+            assert!(
+                waiting.read_response(&response).is_err(),
+                "response byte {at}"
+            );
+        }
     }
 
     #[test]
-    fn altered_message_two_fails_on_client() {
-        let (waiting, m1) = Initiator::new(&PSK, PROLOGUE).write_message(b"").unwrap();
-        let (ready, _) = Responder::new(&PSK, PROLOGUE).read_message(&m1).unwrap();
-        let (_, mut m2) = ready.write_message(b"").unwrap();
-        let last = m2.len() - 1;
-        m2[last] ^= 0x80;
+    fn versions_lengths_and_weak_keys_are_refused() {
+        let (_, mut init) = client_start(&W, HELLO).unwrap();
+        init[0] = 3;
         assert_eq!(
-            waiting.read_message(&m2).err(),
-            Some(HandshakeError::AuthenticationFailed)
+            server_respond(&W, &host(), HELLO, &init).err(),
+            Some(HandshakeError::BadVersion(3))
         );
-    }
-
-    #[test]
-    fn bad_lengths_and_weak_keys_rejected() {
         assert_eq!(
-            Responder::new(&PSK, PROLOGUE)
-                .read_message(&[0u8; 47])
-                .err(),
+            server_respond(&W, &host(), HELLO, &[]).err(),
             Some(HandshakeError::BadLength)
         );
         assert_eq!(
-            Responder::new(&PSK, PROLOGUE)
-                .read_message(&vec![0u8; 48 + MAX_HANDSHAKE_PAYLOAD + 1])
-                .err(),
+            server_respond(&W, &host(), HELLO, &init[..40]).err(),
+            Some(HandshakeError::BadVersion(3))
+        );
+        init[0] = VERSION;
+        assert_eq!(
+            server_respond(&W, &host(), HELLO, &init[..40]).err(),
             Some(HandshakeError::BadLength)
         );
-        // An all-zero ephemeral key from the "server" is a low-order point.
-        let (waiting, _) = Initiator::new(&PSK, PROLOGUE).write_message(b"").unwrap();
+        let mut long = init.clone();
+        long.extend(vec![0u8; MAX_HANDSHAKE_PAYLOAD + 1]);
         assert_eq!(
-            waiting.read_message(&[0u8; 48]).err(),
+            server_respond(&W, &host(), HELLO, &long).err(),
+            Some(HandshakeError::BadLength)
+        );
+        // An all-zero ephemeral key from the client (a message 1 made for it): the server's
+        // DH is refused.
+        let mut forged = SymmetricState::new(PROLOGUE);
+        let mut weak = vec![0u8; DH_LEN];
+        forged.mix_hash(&weak[..]);
+        forged.mix_key(&[0u8; DH_LEN]);
+        forged.encrypt_and_hash(&[], &mut weak).unwrap();
+        let (ready, _) = NoiseResponder::new(&PSK, PROLOGUE, &secret(1))
+            .read_message(&weak)
+            .unwrap();
+        assert_eq!(
+            ready.write_message(&[]).err(),
             Some(HandshakeError::WeakKey)
+        );
+        // And from the server, at the client.
+        let (waiting, init) = client_start(&W, HELLO).unwrap();
+        let (_, mut response) = server_respond(&W, &host(), HELLO, &init).unwrap();
+        response[SPAKE2_LEN..SPAKE2_LEN + DH_LEN].fill(0);
+        assert_eq!(
+            waiting.read_response(&response).err(),
+            Some(HandshakeError::WeakKey)
+        );
+        let (waiting, _) = client_start(&W, HELLO).unwrap();
+        assert_eq!(
+            waiting.read_response(&[0u8; 100]).err(),
+            Some(HandshakeError::BadLength)
         );
     }
 
     #[test]
     fn our_initiator_with_snow_responder() {
+        let static_key = secret(0x55);
         let mut snow_resp = snow::Builder::new(snow_params())
             .prologue(PROLOGUE)
-            .psk(0, &PSK)
+            .psk(2, &PSK)
+            .local_private_key(&static_key.to_bytes())
             .build_responder()
             .unwrap();
-        let (waiting, m1) = Initiator::new(&PSK, PROLOGUE)
+        let (waiting, m1) = NoiseInitiator::new(PROLOGUE)
             .write_message(b"client hello")
             .unwrap();
         let mut buf = [0u8; 1024];
@@ -424,8 +758,10 @@ mod tests {
         assert_eq!(&buf[..n], b"client hello");
         let mut m2 = [0u8; 1024];
         let n = snow_resp.write_message(b"server hello", &mut m2).unwrap();
-        let (mut keys, payload) = waiting.read_message(&m2[..n]).unwrap();
+        assert_eq!(n, NOISE_MSG2_LEN + 12);
+        let (mut keys, rs, payload) = waiting.read_message(&PSK, &m2[..n]).unwrap();
         assert_eq!(payload, b"server hello");
+        assert_eq!(rs, PublicKey::from(&static_key).to_bytes());
         assert_eq!(
             keys.handshake_hash.as_slice(),
             snow_resp.get_handshake_hash()
@@ -442,14 +778,16 @@ mod tests {
 
     #[test]
     fn snow_initiator_with_our_responder() {
+        let static_key = secret(0x66);
         let mut snow_init = snow::Builder::new(snow_params())
             .prologue(PROLOGUE)
-            .psk(0, &PSK)
+            .psk(2, &PSK)
             .build_initiator()
             .unwrap();
         let mut m1 = [0u8; 1024];
         let n = snow_init.write_message(b"from snow", &mut m1).unwrap();
-        let (ready, payload) = Responder::new(&PSK, PROLOGUE)
+        assert_eq!(n, NOISE_MSG1_LEN + 9);
+        let (ready, payload) = NoiseResponder::new(&PSK, PROLOGUE, &static_key)
             .read_message(&m1[..n])
             .unwrap();
         assert_eq!(payload, b"from snow");
@@ -457,6 +795,10 @@ mod tests {
         let mut buf = [0u8; 1024];
         let n = snow_init.read_message(&m2, &mut buf).unwrap();
         assert_eq!(&buf[..n], b"from us");
+        assert_eq!(
+            snow_init.get_remote_static().unwrap(),
+            PublicKey::from(&static_key).as_bytes()
+        );
         assert_eq!(
             keys.handshake_hash.as_slice(),
             snow_init.get_handshake_hash()
@@ -471,23 +813,34 @@ mod tests {
 
     #[test]
     fn snow_rejects_our_wrong_psk_and_we_reject_snows() {
-        let mut snow_resp = snow::Builder::new(snow_params())
-            .prologue(PROLOGUE)
-            .psk(0, &[9u8; 32])
-            .build_responder()
-            .unwrap();
-        let (_, m1) = Initiator::new(&PSK, PROLOGUE).write_message(b"").unwrap();
+        let static_key = secret(0x77);
         let mut buf = [0u8; 1024];
-        assert!(snow_resp.read_message(&m1, &mut buf).is_err());
-
+        // Our responder with another PSK: snow's initiator refuses message 2.
         let mut snow_init = snow::Builder::new(snow_params())
             .prologue(PROLOGUE)
-            .psk(0, &[9u8; 32])
+            .psk(2, &[9u8; 32])
             .build_initiator()
             .unwrap();
         let n = snow_init.write_message(b"", &mut buf).unwrap();
-        assert!(Responder::new(&PSK, PROLOGUE)
+        let (ready, _) = NoiseResponder::new(&PSK, PROLOGUE, &static_key)
             .read_message(&buf[..n])
-            .is_err());
+            .unwrap();
+        let (_, m2) = ready.write_message(b"").unwrap();
+        assert!(snow_init.read_message(&m2, &mut buf).is_err());
+
+        // Snow's responder with another PSK: our initiator refuses message 2.
+        let mut snow_resp = snow::Builder::new(snow_params())
+            .prologue(PROLOGUE)
+            .psk(2, &[9u8; 32])
+            .local_private_key(&static_key.to_bytes())
+            .build_responder()
+            .unwrap();
+        let (waiting, m1) = NoiseInitiator::new(PROLOGUE).write_message(b"").unwrap();
+        snow_resp.read_message(&m1, &mut buf).unwrap();
+        let n = snow_resp.write_message(b"", &mut buf).unwrap();
+        assert_eq!(
+            waiting.read_message(&PSK, &buf[..n]).err(),
+            Some(HandshakeError::AuthenticationFailed)
+        );
     }
 }

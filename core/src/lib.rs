@@ -10,6 +10,7 @@
 //! - [`hello`]: the plaintext `Hello`, the Noise prologue and `Reject` codes.
 //! - [`cipher`]: ChaCha20-Poly1305 with counter nonces (Noise `CipherState`).
 //! - [`handshake`]: the Noise NNpsk0 handshake as consuming state types.
+//! - [`identity`]: the host's static key, its fingerprint, and the client's pins.
 //! - [`passphrase`]: passphrase → pre-shared key (Argon2id), generated passphrases.
 //! - [`sealed`]: typed messages ↔ sealed session and broadcast frames.
 //! - [`message`]: the typed chat messages (client, server, room events) and their numbers.
@@ -29,6 +30,7 @@ pub mod conn;
 pub mod frame;
 pub mod handshake;
 pub mod hello;
+pub mod identity;
 pub mod invite;
 pub mod message;
 pub mod passphrase;

@@ -63,21 +63,19 @@ mod tests {
     fn no_struct_holding_a_secret_prints_it() {
         use crate::cipher::CipherState;
         use crate::client::ClientConfig;
-        use crate::handshake::{Initiator, Responder};
+        use crate::handshake::{client_start, server_respond};
+        use crate::identity::HostKey;
 
         let psk: Key = [0x5A; 32];
         let room_key: Key = [0x9C; 32];
+        let host_secret = [0x3B; 32];
         let passphrase = "correct horse battery staple";
         let forms = |key: &Key| [hex::encode(&key[..4]), format!("{}, {}", key[0], key[1])];
-        let prologue = b"prologue";
-        let initiator = Initiator::new(&psk, prologue);
-        let responder = Responder::new(&psk, prologue);
-        let mut shown = vec![format!("{initiator:?}"), format!("{responder:?}")];
-        let (waiting, m1) = initiator.write_message(&[]).expect("m1");
-        let (ready, _) = responder.read_message(&m1).expect("read m1");
-        shown.extend([format!("{waiting:?}"), format!("{ready:?}")]);
-        let (server, m2) = ready.write_message(&[]).expect("m2");
-        let (client, _) = waiting.read_message(&m2).expect("read m2");
+        let host = HostKey::from_bytes(host_secret);
+        let (waiting, init) = client_start(&psk, b"hello").expect("init");
+        let mut shown = vec![format!("{waiting:?}"), format!("{host:?}")];
+        let (server, response) = server_respond(&psk, &host, b"hello", &init).expect("response");
+        let client = waiting.read_response(&response).expect("done").keys;
         shown.extend([
             format!("{:?}", CipherState::new(&psk)),
             format!("{:?}", SecretKey::new(psk)),
@@ -85,7 +83,11 @@ mod tests {
             format!("{:?}", ClientConfig::new("h:1", "ana", passphrase)),
         ]);
         for text in &shown {
-            for form in forms(&psk).iter().chain(&forms(&room_key)) {
+            for form in forms(&psk)
+                .iter()
+                .chain(&forms(&room_key))
+                .chain(&forms(&host_secret))
+            {
                 assert!(!text.contains(form.as_str()), "{form} in {text}");
             }
             assert!(!text.contains("horse"), "the passphrase in {text}");

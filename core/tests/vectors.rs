@@ -8,8 +8,12 @@
 
 use serde_json::{json, Value};
 use tertulia_core::cipher::CipherState;
-use tertulia_core::handshake::{Initiator, Responder};
-use tertulia_core::hello::{hello_body, prologue};
+use tertulia_core::handshake::{
+    client_start_with, prologue, server_respond_with, FixedEntropy, NoiseResponder,
+    SPAKE2_ID_CLIENT, SPAKE2_ID_SERVER, SPAKE2_LEN,
+};
+use tertulia_core::hello::hello_body;
+use tertulia_core::identity::HostKey;
 use tertulia_core::message::{
     decode, decode_broadcast_message, decode_client_message, decode_server_message, encode,
     BroadcastMessage, ClientMessage, ErrorCode, LeaveReason, Resume, RoomEvent, RoomEventKind,
@@ -37,6 +41,9 @@ struct Inputs {
     broadcast_key: [u8; 32],
     session_key_c2s: [u8; 32],
     session_key_s2c: [u8; 32],
+    host_static: [u8; 32],
+    client_spake_entropy: [u8; 64],
+    server_spake_entropy: [u8; 64],
 }
 
 fn inputs() -> Inputs {
@@ -47,7 +54,28 @@ fn inputs() -> Inputs {
         broadcast_key: arr32(bytes(0x60, 32)),
         session_key_c2s: arr32(bytes(0x80, 32)),
         session_key_s2c: arr32(bytes(0xa0, 32)),
+        host_static: arr32(bytes(0xa0, 32)),
+        client_spake_entropy: bytes(0x80, 64).try_into().expect("64"),
+        server_spake_entropy: bytes(0xc0, 64).try_into().expect("64"),
     }
+}
+
+/// SPAKE2 with the crate directly (the same fixed randomness): A, B and the key K.
+fn spake2_reference(w: &[u8; 32], i: &Inputs) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    type S = spake2::Spake2<spake2::Ed25519Group>;
+    let (ida, idb) = (
+        spake2::Identity::new(SPAKE2_ID_CLIENT),
+        spake2::Identity::new(SPAKE2_ID_SERVER),
+    );
+    let pw = spake2::Password::new(w);
+    let (a_state, a) =
+        S::start_a_with_rng(&pw, &ida, &idb, FixedEntropy::new(i.client_spake_entropy));
+    let (b_state, b) =
+        S::start_b_with_rng(&pw, &ida, &idb, FixedEntropy::new(i.server_spake_entropy));
+    let ka = a_state.finish(&b).expect("A finishes");
+    let kb = b_state.finish(&a).expect("B finishes");
+    assert_eq!(ka, kb);
+    (a, b, ka)
 }
 
 fn join_message() -> ClientMessage {
@@ -61,19 +89,47 @@ fn join_message() -> ClientMessage {
 /// Compute every vector with this crate's implementation.
 fn compute() -> Value {
     let i = inputs();
-    let psk = derive_psk(PASSPHRASE, &i.salt).expect("kdf");
+    let w = derive_psk(PASSPHRASE, &i.salt).expect("kdf");
     let hello = hello_body(&i.salt);
-    let prologue = prologue(&hello);
-    let (waiting, msg1) =
-        Initiator::with_ephemeral(&psk, &prologue, StaticSecret::from(i.client_ephemeral))
-            .write_message(&[])
-            .expect("msg1");
-    let (ready, _) =
-        Responder::with_ephemeral(&psk, &prologue, StaticSecret::from(i.server_ephemeral))
-            .read_message(&msg1)
-            .expect("read msg1");
-    let (_server, msg2) = ready.write_message(&[]).expect("msg2");
-    let (client, _) = waiting.read_message(&msg2).expect("read msg2");
+    let host = HostKey::from_bytes(i.host_static);
+    let (waiting, init) = client_start_with(
+        &w,
+        &hello,
+        i.client_spake_entropy,
+        StaticSecret::from(i.client_ephemeral),
+    )
+    .expect("init");
+    let (mut server, response) = server_respond_with(
+        &w,
+        &host,
+        &hello,
+        &init,
+        i.server_spake_entropy,
+        StaticSecret::from(i.server_ephemeral),
+    )
+    .expect("response");
+    let done = waiting.read_response(&response).expect("client finishes");
+    assert_eq!(done.host, host.public());
+    let mut client = done.keys;
+    let (a, b, k) = spake2_reference(&w, &i);
+    assert_eq!(&init[1..1 + SPAKE2_LEN], a.as_slice());
+    assert_eq!(&response[..SPAKE2_LEN], b.as_slice());
+    let prologue = prologue(&hello, 2, &a);
+    // The handshake's own transport keys: the first frame each side seals after it.
+    let mut confirm = Vec::new();
+    seal_session(
+        &mut client.send,
+        &ServerMessage::Ack { up_to: 0 },
+        &mut confirm,
+    )
+    .expect("seal");
+    let mut first_reply = Vec::new();
+    seal_session(
+        &mut server.send,
+        &ServerMessage::Ack { up_to: 0 },
+        &mut first_reply,
+    )
+    .expect("seal");
     let mut c2s = Vec::new();
     seal_session(
         &mut CipherState::new(&i.session_key_c2s),
@@ -96,20 +152,55 @@ fn compute() -> Value {
     let broadcast = BroadcastSealer::new(&i.broadcast_key, 7)
         .seal(&encode(&event).expect("encode"))
         .expect("seal broadcast");
+    // A rotation (§5): the server's second session frame (n = 1) hands out a new key from
+    // counter 8 on, and broadcast 8 is sealed with it.
+    let mut s2c_cipher = CipherState::new(&i.session_key_s2c);
+    let mut skipped = Vec::new();
+    seal_session(
+        &mut s2c_cipher,
+        &ServerMessage::Ack { up_to: 1 },
+        &mut skipped,
+    )
+    .expect("seal");
+    let mut room_key_frame = Vec::new();
+    seal_session(
+        &mut s2c_cipher,
+        &ServerMessage::RoomKey {
+            room_key: ROTATED_KEY,
+            from_broadcast: 8,
+        },
+        &mut room_key_frame,
+    )
+    .expect("seal");
+    let rotated = BroadcastSealer::new(&ROTATED_KEY, 8)
+        .seal(&encode(&BroadcastMessage::Typing { nick: "ana".into() }).expect("encode"))
+        .expect("seal broadcast");
     json!({
         "passphrase": PASSPHRASE,
         "salt": hex::encode(i.salt),
-        "psk": hex::encode(psk),
+        "w": hex::encode(w),
         "hello_frame": hex::encode(tertulia_core::frame::encode(tertulia_core::frame::FrameKind::Hello, &hello)),
+        "client_spake2_entropy": hex::encode(i.client_spake_entropy),
+        "server_spake2_entropy": hex::encode(i.server_spake_entropy),
+        "spake2_a": hex::encode(&a),
+        "spake2_b": hex::encode(&b),
+        "spake2_key": hex::encode(&k),
+        "host_static_private": hex::encode(i.host_static),
+        "host_public_key": host.public().to_hex(),
+        "host_fingerprint": host.public().fingerprint().to_string(),
         "prologue": hex::encode(&prologue),
         "client_ephemeral_private": hex::encode(i.client_ephemeral),
         "server_ephemeral_private": hex::encode(i.server_ephemeral),
-        "noise_message_1": hex::encode(&msg1),
-        "noise_message_2": hex::encode(&msg2),
+        "noise_message_1": hex::encode(&init[1 + SPAKE2_LEN..]),
+        "noise_message_2": hex::encode(&response[SPAKE2_LEN..]),
+        "handshake_init_frame": hex::encode(tertulia_core::frame::encode(tertulia_core::frame::FrameKind::HandshakeInit, &init)),
+        "handshake_response_frame": hex::encode(tertulia_core::frame::encode(tertulia_core::frame::FrameKind::HandshakeResponse, &response)),
         "handshake_hash": hex::encode(client.handshake_hash),
         "session_key_client_to_server": hex::encode(i.session_key_c2s),
         "session_key_server_to_client": hex::encode(i.session_key_s2c),
         "client_join_plaintext": hex::encode(encode(&join_message()).expect("encode")),
+        "handshake_client_first_frame": hex::encode(&confirm),
+        "handshake_server_first_frame": hex::encode(&first_reply),
         "client_join_frame": hex::encode(&c2s),
         "server_ack_plaintext": hex::encode(encode(&ServerMessage::Ack { up_to: 1 }).expect("encode")),
         "server_ack_frame": hex::encode(&s2c),
@@ -117,8 +208,14 @@ fn compute() -> Value {
         "broadcast_key": hex::encode(i.broadcast_key),
         "broadcast_counter": 7,
         "broadcast_frame": hex::encode(&broadcast),
+        "rotated_key": hex::encode(ROTATED_KEY),
+        "room_key_frame": hex::encode(&room_key_frame),
+        "rotated_broadcast_frame": hex::encode(&rotated),
     })
 }
+
+/// The key of the rotation vector (§11).
+const ROTATED_KEY: [u8; 32] = [0x5a; 32];
 
 fn stored() -> Value {
     serde_json::from_str(include_str!("../testdata/vectors.json")).expect("valid vectors.json")
@@ -140,19 +237,33 @@ fn implementation_matches_stored_vectors() {
 fn stored_vectors_open_correctly() {
     let v = stored();
     let hex_of = |k: &str| hex::decode(v[k].as_str().expect("hex string")).expect("hex");
-    // Replay the stored transcript with a fresh responder and check the frames open to the
-    // expected messages.
-    let psk = arr32(hex_of("psk"));
+    // Replay the stored transcript with a fresh Noise responder keyed with the stored
+    // SPAKE2 key and check the frames open to the expected messages.
+    let k = arr32(hex_of("spake2_key"));
     let prologue = hex_of("prologue");
-    let (ready, _) = Responder::with_ephemeral(
-        &psk,
+    let (ready, _) = NoiseResponder::with_ephemeral(
+        &k,
         &prologue,
+        &StaticSecret::from(arr32(hex_of("host_static_private"))),
         StaticSecret::from(arr32(hex_of("server_ephemeral_private"))),
     )
     .read_message(&hex_of("noise_message_1"))
-    .expect("stored message 1 authenticates");
-    let (_server, msg2) = ready.write_message(&[]).expect("msg2");
+    .expect("stored message 1 reads");
+    let (mut server, msg2) = ready.write_message(&[]).expect("msg2");
     assert_eq!(msg2, hex_of("noise_message_2"));
+    // The handshake's transport keys (k1, k2 of Split) open the first frames sealed with them.
+    let frame = hex_of("handshake_client_first_frame");
+    let first: ServerMessage =
+        tertulia_core::sealed::open_session(&mut server.recv, &frame[5..]).expect("k1 opens");
+    assert_eq!(first, ServerMessage::Ack { up_to: 0 });
+    let mut reply = Vec::new();
+    seal_session(
+        &mut server.send,
+        &ServerMessage::Ack { up_to: 0 },
+        &mut reply,
+    )
+    .expect("seal");
+    assert_eq!(reply, hex_of("handshake_server_first_frame"), "k2");
     // The session frames open with the listed keys, at n = 0.
     let frame = hex_of("client_join_frame");
     let mut c2s = CipherState::new(&arr32(hex_of("session_key_client_to_server")));
@@ -166,6 +277,35 @@ fn stored_vectors_open_correctly() {
     assert_eq!(
         decode::<ServerMessage>(&ack).expect("ack"),
         ServerMessage::Ack { up_to: 1 }
+    );
+    // The rotation: the room_key frame (n = 1 under the server → client key) names the new key
+    // and its first counter; broadcast 8 opens with it and not with the old key.
+    let frame = hex_of("room_key_frame");
+    let mut s2c = CipherState::new(&arr32(hex_of("session_key_server_to_client")));
+    let _: ServerMessage =
+        tertulia_core::sealed::open_session(&mut s2c, &hex_of("server_ack_frame")[5..])
+            .expect("n=0");
+    let room_key: ServerMessage =
+        tertulia_core::sealed::open_session(&mut s2c, &frame[5..]).expect("n=1 opens");
+    let rotated = arr32(hex_of("rotated_key"));
+    assert_eq!(
+        room_key,
+        ServerMessage::RoomKey {
+            room_key: rotated,
+            from_broadcast: 8
+        }
+    );
+    let body = hex_of("rotated_broadcast_frame");
+    let mut old = tertulia_core::sealed::BroadcastOpener::new(&arr32(hex_of("broadcast_key")), 8);
+    assert!(
+        old.open::<BroadcastMessage>(&body[5..]).is_err(),
+        "the old key does not open it"
+    );
+    let mut new = tertulia_core::sealed::BroadcastOpener::new(&rotated, 8);
+    assert_eq!(
+        new.open::<BroadcastMessage>(&body[5..])
+            .expect("the new key opens it"),
+        BroadcastMessage::Typing { nick: "ana".into() }
     );
     let broadcast = hex_of("broadcast_frame");
     let mut opener =
@@ -185,22 +325,23 @@ fn stored_vectors_open_correctly() {
 fn snow_produces_the_same_handshake_bytes() {
     let v = stored();
     let hex_of = |k: &str| hex::decode(v[k].as_str().expect("hex string")).expect("hex");
-    let params: snow::params::NoiseParams = "Noise_NNpsk0_25519_ChaChaPoly_SHA256"
+    let params: snow::params::NoiseParams = "Noise_NXpsk2_25519_ChaChaPoly_SHA256"
         .parse()
         .expect("params");
-    let psk = hex_of("psk");
+    let psk = hex_of("spake2_key");
     let prologue = hex_of("prologue");
     let client_e = hex_of("client_ephemeral_private");
     let server_e = hex_of("server_ephemeral_private");
     let mut init = snow::Builder::new(params.clone())
         .prologue(&prologue)
-        .psk(0, &psk)
+        .psk(2, &psk)
         .fixed_ephemeral_key_for_testing_only(&client_e)
         .build_initiator()
         .expect("initiator");
     let mut resp = snow::Builder::new(params)
         .prologue(&prologue)
-        .psk(0, &psk)
+        .psk(2, &psk)
+        .local_private_key(&hex_of("host_static_private"))
         .fixed_ephemeral_key_for_testing_only(&server_e)
         .build_responder()
         .expect("responder");
@@ -215,6 +356,10 @@ fn snow_produces_the_same_handshake_bytes() {
     assert_eq!(&m2[..n2], hex_of("noise_message_2").as_slice());
     init.read_message(&m2[..n2], &mut scratch)
         .expect("snow reads msg2");
+    assert_eq!(
+        init.get_remote_static().expect("server static"),
+        hex_of("host_public_key").as_slice()
+    );
     assert_eq!(
         init.get_handshake_hash(),
         hex_of("handshake_hash").as_slice()

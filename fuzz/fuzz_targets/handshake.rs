@@ -1,71 +1,68 @@
-//! The Noise NNpsk0 handshake state machine fed hostile bytes on either side: arbitrary
-//! message 1 to the server, a genuine message 1 with fuzzer-chosen corruption, and arbitrary
-//! message 2 to the client. Never panics; corrupted messages never authenticate; a genuine
-//! exchange always yields matching session keys.
+//! The version-2 handshake (SPAKE2 + Noise NXpsk2) fed hostile bytes on either side: an
+//! arbitrary `HandshakeInit` to the server, a genuine init with fuzzer-chosen corruption, and
+//! an arbitrary `HandshakeResponse` to the client. Never panics; a corrupted response never
+//! authenticates; a genuine exchange always yields matching session keys and the host key.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tertulia_core::handshake::{Initiator, Responder};
+use tertulia_core::handshake::{client_start_with, server_respond_with};
+use tertulia_core::identity::HostKey;
 use x25519_dalek::StaticSecret;
 
-const PSK: [u8; 32] = [7; 32];
-const PROLOGUE: &[u8] = b"tertulia fuzz prologue";
+const W: [u8; 32] = [7; 32];
+const HELLO: &[u8] = b"TRTL\x02\x02fuzz salt 16 by";
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let client_e = StaticSecret::from([1u8; 32]);
-    let server_e = StaticSecret::from([2u8; 32]);
+    let host = HostKey::from_bytes([3u8; 32]);
+    let client = || client_start_with(&W, HELLO, [1u8; 64], StaticSecret::from([1u8; 32]));
+    let server = |init: &[u8]| {
+        server_respond_with(&W, &host, HELLO, init, [2u8; 64], StaticSecret::from([2u8; 32]))
+    };
     match mode % 3 {
-        // Arbitrary message 1 to the server.
+        // Arbitrary init to the server.
         0 => {
-            let responder = Responder::with_ephemeral(&PSK, PROLOGUE, server_e);
-            if let Ok((ready, _payload)) = responder.read_message(rest) {
-                let _ = ready.write_message(b"");
-            }
+            let _ = server(rest);
         }
-        // A genuine message 1, then corrupted at fuzzer-chosen bytes (or truncated).
+        // A genuine init, corrupted at fuzzer-chosen bytes (or truncated): the client never
+        // accepts the server's answer to it.
         1 => {
-            let (_, mut msg1) = Initiator::with_ephemeral(&PSK, PROLOGUE, client_e)
-                .write_message(b"hello")
-                .expect("message 1");
-            let original = msg1.clone();
+            let (awaiting, mut init) = client().expect("init");
+            let original = init.clone();
             for pair in rest.chunks(2) {
                 if let [pos, xor] = pair {
-                    let i = *pos as usize % msg1.len();
-                    msg1[i] ^= xor;
+                    let i = *pos as usize % init.len();
+                    init[i] ^= xor;
                 } else if let [cut] = pair {
-                    msg1.truncate(*cut as usize % (msg1.len() + 1));
+                    init.truncate(*cut as usize % (init.len() + 1));
                 }
             }
-            let responder = Responder::with_ephemeral(&PSK, PROLOGUE, server_e);
-            let result = responder.read_message(&msg1);
-            if msg1 != original {
-                assert!(result.is_err(), "a corrupted message 1 authenticated");
-            } else {
-                let (_, payload) = result.expect("genuine message 1");
-                assert_eq!(payload, b"hello");
+            match server(&init) {
+                Ok((keys, response)) => {
+                    let done = awaiting.read_response(&response);
+                    if init != original {
+                        assert!(done.is_err(), "a corrupted init completed");
+                    } else {
+                        let done = done.expect("genuine exchange");
+                        assert_eq!(done.keys.handshake_hash, keys.handshake_hash);
+                        assert_eq!(done.host, host.public());
+                    }
+                }
+                Err(_) => assert_ne!(init, original, "a genuine init refused"),
             }
         }
-        // A genuine message 1; the fuzzer plays the server's message 2.
+        // A genuine init; the fuzzer plays the server's response.
         _ => {
-            let (awaiting, msg1) = Initiator::with_ephemeral(&PSK, PROLOGUE, client_e)
-                .write_message(b"")
-                .expect("message 1");
-            let genuine = Responder::with_ephemeral(&PSK, PROLOGUE, server_e)
-                .read_message(&msg1)
-                .expect("genuine")
-                .0
-                .write_message(b"")
-                .expect("message 2");
-            match awaiting.read_message(rest) {
-                Ok((keys, _)) => {
-                    // Only the genuine message 2 can authenticate.
-                    assert_eq!(rest, &genuine.1[..], "a forged message 2 authenticated");
-                    assert_eq!(keys.handshake_hash, genuine.0.handshake_hash);
+            let (awaiting, init) = client().expect("init");
+            let (keys, genuine) = server(&init).expect("genuine");
+            match awaiting.read_response(rest) {
+                Ok(done) => {
+                    assert_eq!(rest, &genuine[..], "a forged response authenticated");
+                    assert_eq!(done.keys.handshake_hash, keys.handshake_hash);
                 }
-                Err(_) => assert_ne!(rest, &genuine.1[..]),
+                Err(_) => assert_ne!(rest, &genuine[..]),
             }
         }
     }

@@ -73,11 +73,22 @@ impl ServerProcess {
         max_file_bytes: Option<u64>,
     ) -> Self {
         // Tests keep rooms in memory unless they ask for a data directory (never the user's).
-        let storage: &[&str] = if extra.contains(&"--data-dir") {
-            &[]
-        } else {
-            &["--in-memory"]
-        };
+        // An in-memory room keeps one host identity per listen address (a test that restarts
+        // a server on the same address gets the same identity back) unless the test passes
+        // its own --host-key.
+        let mut storage: Vec<String> = Vec::new();
+        if !extra.contains(&"--data-dir") {
+            storage.push("--in-memory".into());
+            if !extra.contains(&"--host-key") && !listen.ends_with(":0") {
+                let dir = std::env::temp_dir().join("tertulia-test-host-keys");
+                let name: String = listen
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                storage.push("--host-key".into());
+                storage.push(dir.join(format!("{name}.key")).display().to_string());
+            }
+        }
         let mut command = match max_file_bytes {
             None => Command::new(binary("tertulia-server")),
             Some(limit) => {
@@ -99,7 +110,7 @@ impl ServerProcess {
         let mut child = command
             .arg("--listen")
             .arg(listen)
-            .args(storage)
+            .args(&storage)
             .args(extra)
             .env("TERTULIA_PASSPHRASE", passphrase)
             .env("RUST_LOG", "info")
@@ -221,16 +232,37 @@ pub struct ChatProcess {
     events: mpsc::Receiver<Value>,
     /// Every event received so far, in order.
     pub seen: Vec<Value>,
+    /// Where its pinned host identities are kept (never the user's), unless the test chose.
+    _pins: Option<tempfile::TempDir>,
 }
 
 impl ChatProcess {
     pub async fn start(addr: SocketAddr, nick: &str, passphrase: &str, extra: &[&str]) -> Self {
+        Self::start_target(&addr.to_string(), nick, passphrase, extra).await
+    }
+
+    /// Start with `target` as the server argument (an address or an invite code).
+    pub async fn start_target(target: &str, nick: &str, passphrase: &str, extra: &[&str]) -> Self {
+        // Pins in a scratch file per process unless the test passes its own.
+        let pins = if extra.contains(&"--known-hosts") {
+            None
+        } else {
+            Some(tempfile::tempdir().expect("scratch dir"))
+        };
+        let pin_args: Vec<String> = match &pins {
+            Some(dir) => vec![
+                "--known-hosts".into(),
+                dir.path().join("known_hosts").display().to_string(),
+            ],
+            None => Vec::new(),
+        };
         let mut child = Command::new(binary("tertulia-chat"))
-            .arg(addr.to_string())
+            .arg(target)
             .arg("--nick")
             .arg(nick)
             .arg("--json")
             .args(extra)
+            .args(&pin_args)
             .env("TERTULIA_PASSPHRASE", passphrase)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -256,6 +288,7 @@ impl ChatProcess {
             stdin,
             events,
             seen: Vec::new(),
+            _pins: pins,
         }
     }
 
@@ -710,7 +743,8 @@ impl RawMember {
             CACHE.lock().expect("psk cache").push((pass, salt, key));
             Ok(key)
         })
-        .await?;
+        .await?
+        .keys;
         Ok(Self {
             reader,
             writer,

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tertulia_core::conn::ConnError;
+use tertulia_core::handshake::HandshakeError;
 use tertulia_core::hello::RejectCode;
 use tertulia_core::message::ServerMessage;
 use tertulia_e2e::{binary, ChatProcess, RawMember, ServerProcess, WAIT};
@@ -22,13 +23,15 @@ fn ip(text: &str) -> Option<IpAddr> {
 }
 
 /// Guess wrong from `source` until refused with `Reject(6)`; returns the retry time and how
-/// long each refused guess took to be answered.
+/// long each refused guess took to be answered. (Version 2: a wrong guess fails at the
+/// guesser's own check of the handshake response; the guesser then hangs up, and the server
+/// counts the unconfirmed handshake as a failure.)
 async fn guess_until_refused(server: &ServerProcess, source: &str) -> (u16, Vec<Duration>) {
     let mut answered_in = Vec::new();
     for _ in 0..MAX_FAILURES + 5 {
         let started = Instant::now();
         match RawMember::connect(server.addr, "a wrong guess", ip(source)).await {
-            Err(ConnError::Rejected(Some(RejectCode::AuthenticationFailed))) => {
+            Err(ConnError::Handshake(HandshakeError::AuthenticationFailed)) => {
                 answered_in.push(started.elapsed())
             }
             Err(ConnError::Throttled {
@@ -80,7 +83,7 @@ async fn failed_handshakes_are_throttled_per_address_and_the_real_client_says_so
     );
     assert!(matches!(
         RawMember::connect(server.addr, "another guess", ip("127.0.0.4")).await,
-        Err(ConnError::Rejected(Some(RejectCode::AuthenticationFailed)))
+        Err(ConnError::Handshake(HandshakeError::AuthenticationFailed))
     ));
     server.wait_for_log("too many from this address").await;
 
@@ -129,13 +132,14 @@ async fn failed_handshakes_are_throttled_per_address_and_the_real_client_says_so
     );
 }
 
-/// A guess whose answer would come after the handshake timeout (message 1 sent late, the
-/// `Reject(1)` held back) is counted all the same: the server counts it when message 1 fails,
-/// not when it answers, so a guesser cannot make delayed answers free by letting the timeout
-/// cut them (a right guess is answered at once, so the cut itself would tell).
+/// A guess whose answer would come after the handshake timeout (the init sent late, the
+/// response held back by the throttle) is counted all the same: the server counts every
+/// answered-but-unconfirmed handshake, also one the timeout cuts, so a guesser cannot make
+/// delayed answers free by letting the timeout cut them.
 #[tokio::test]
 async fn guesses_cut_by_the_timeout_before_their_delayed_answer_still_count() {
     use tertulia_core::frame::{self, FrameKind};
+    use tertulia_core::handshake::client_start;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = ServerProcess::start(
         "127.0.0.1:0",
@@ -155,19 +159,19 @@ async fn guesses_cut_by_the_timeout_before_their_delayed_answer_still_count() {
             .bind("127.0.0.5:0".parse().expect("address"))
             .expect("bind");
         let mut stream = socket.connect(server.addr).await.expect("connect");
-        let mut hello = [0u8; 26];
+        let mut hello = [0u8; 5 + tertulia_core::hello::HELLO_LEN];
         stream.read_exact(&mut hello).await.expect("hello");
-        // Message 1 at 0.6 s: from the 5th failure on, the held-back Reject(1) (0.5 s) would
+        // The init at 0.6 s: from the 5th failure on, the held-back response (0.5 s) would
         // come after the 1 s timeout.
         tokio::time::sleep(Duration::from_millis(600)).await;
-        let guess: Vec<u8> = (0..48).map(|_| rand::random::<u8>()).collect();
+        let (_, init) = client_start(&rand::random::<[u8; 32]>(), &hello[5..]).expect("init");
         stream
-            .write_all(&frame::encode(FrameKind::HandshakeInit, &guess))
+            .write_all(&frame::encode(FrameKind::HandshakeInit, &init))
             .await
-            .expect("message 1");
+            .expect("init");
         let mut reply = Vec::new();
         let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut reply)).await;
-        if reply.first() == Some(&(FrameKind::Reject as u8)) {
+        if reply.first() == Some(&(FrameKind::HandshakeResponse as u8)) {
             answered += 1;
         }
     }
@@ -182,28 +186,84 @@ async fn guesses_cut_by_the_timeout_before_their_delayed_answer_still_count() {
     ));
 }
 
+/// The key confirmation: a client that gets the response and then sends a first session
+/// frame that does not open (it does not hold the key) is answered `Reject(1)` and counted.
+#[tokio::test]
+async fn a_first_session_frame_that_does_not_open_is_a_failed_guess() {
+    use tertulia_core::frame::{self, FrameKind};
+    use tertulia_core::handshake::client_start;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &["--max-failed-handshakes", "3"]).await;
+    for attempt in 0..3 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.6:0".parse().expect("address"))
+            .expect("bind");
+        let mut stream = socket.connect(server.addr).await.expect("connect");
+        let mut hello = [0u8; 5 + tertulia_core::hello::HELLO_LEN];
+        stream.read_exact(&mut hello).await.expect("hello");
+        let (_, init) = client_start(&[attempt; 32], &hello[5..]).expect("init");
+        stream
+            .write_all(&frame::encode(FrameKind::HandshakeInit, &init))
+            .await
+            .expect("init");
+        let mut header = [0u8; 5];
+        stream.read_exact(&mut header).await.expect("response");
+        assert_eq!(header[0], FrameKind::HandshakeResponse as u8);
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).await.expect("response body");
+        // A "join" sealed with a key the server does not have.
+        stream
+            .write_all(&frame::encode(FrameKind::Session, &[0x55; 60]))
+            .await
+            .expect("frame");
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut reply)).await;
+        assert_eq!(reply, [FrameKind::Reject as u8, 0, 0, 0, 1, 1], "Reject(1)");
+    }
+    assert!(matches!(
+        RawMember::connect(server.addr, PASS, ip("127.0.0.6")).await,
+        Err(ConnError::Throttled { .. })
+    ));
+    // Another address is not affected.
+    assert!(RawMember::connect(server.addr, PASS, ip("127.0.0.7"))
+        .await
+        .is_ok());
+}
+
+/// Version 2: a connection that completes the handshake but never sends its first session
+/// frame (the join, which confirms the key) is closed at the handshake timeout without a word
+/// — and counted as a failed guess, since the server cannot tell it from one.
 #[tokio::test]
 async fn a_connection_that_handshakes_and_never_joins_is_closed_within_the_handshake_timeout() {
-    let server =
-        ServerProcess::start("127.0.0.1:0", PASS, &["--handshake-timeout-secs", "2"]).await;
-    let mut idle = RawMember::connect(server.addr, PASS, None)
+    let server = ServerProcess::start(
+        "127.0.0.1:0",
+        PASS,
+        &[
+            "--handshake-timeout-secs",
+            "2",
+            "--max-failed-handshakes",
+            "1",
+        ],
+    )
+    .await;
+    let started = Instant::now();
+    let mut idle = RawMember::connect(server.addr, PASS, ip("127.0.0.10"))
         .await
         .expect("handshake");
-    let started = Instant::now();
     let last = idle.until_closed().await;
     let closed_after = started.elapsed();
     println!("closed {closed_after:?} after the handshake without a join");
-    assert!(
-        matches!(
-            last,
-            Some(ServerMessage::Error {
-                code: tertulia_core::message::ErrorCode::Timeout,
-                ..
-            })
-        ),
-        "{last:?}"
-    );
-    assert!(closed_after < Duration::from_secs(10), "{closed_after:?}");
+    assert_eq!(last, None, "nothing is sent before the key is confirmed");
+    assert!(closed_after < Duration::from_secs(3), "{closed_after:?}");
+    server
+        .wait_for_log("handshake failed: wrong passphrase")
+        .await;
+    assert!(matches!(
+        RawMember::connect(server.addr, PASS, ip("127.0.0.10")).await,
+        Err(ConnError::Throttled { .. })
+    ));
 }
 
 /// Connections opened before the lockout do not keep guessing after it: the lockout is checked
@@ -230,40 +290,60 @@ async fn connections_opened_before_the_lockout_do_not_guess_past_it() {
             .bind("127.0.0.6:0".parse().expect("address"))
             .expect("bind");
         let mut stream = socket.connect(server.addr).await.expect("connect");
-        let mut hello = [0u8; 26];
+        let mut hello = [0u8; 5 + tertulia_core::hello::HELLO_LEN];
         stream.read_exact(&mut hello).await.expect("hello");
         streams.push(stream);
     }
-    let mut codes = Vec::new();
-    for mut stream in streams {
-        let guess: Vec<u8> = (0..48).map(|_| rand::random::<u8>()).collect();
+    // Each guess is answered (a handshake response the guesser's check refuses; it hangs
+    // up, which the server counts) until the lockout; the rest get `Reject(6)` unevaluated.
+    let mut answers = Vec::new();
+    for (i, mut stream) in streams.into_iter().enumerate() {
+        let (_, init) = tertulia_core::handshake::client_start(&[i as u8; 32], &hello_of(&server))
+            .expect("init");
         stream
-            .write_all(&frame::encode(FrameKind::HandshakeInit, &guess))
+            .write_all(&frame::encode(FrameKind::HandshakeInit, &init))
             .await
-            .expect("message 1");
-        let mut reply = Vec::new();
-        tokio::time::timeout(WAIT, stream.read_to_end(&mut reply))
+            .expect("init");
+        let mut header = [0u8; frame::HEADER_LEN];
+        tokio::time::timeout(WAIT, stream.read_exact(&mut header))
             .await
             .expect("an answer before the handshake timeout")
             .expect("read");
-        assert_eq!(reply.first(), Some(&(FrameKind::Reject as u8)), "{reply:?}");
-        codes.push(
-            parse_reject(&reply[frame::HEADER_LEN..])
-                .code
-                .expect("a known code"),
-        );
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).await.expect("body");
+        if header[0] == FrameKind::HandshakeResponse as u8 {
+            answers.push(None);
+            drop(stream);
+            // Let the server see the hang-up (and count it) before the next guess.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        } else {
+            assert_eq!(header[0], FrameKind::Reject as u8);
+            answers.push(parse_reject(&body).code);
+        }
     }
-    let guessed = codes
-        .iter()
-        .filter(|c| **c == RejectCode::AuthenticationFailed)
-        .count();
-    assert_eq!(guessed, LIMIT, "guesses evaluated: {codes:?}");
+    let guessed = answers.iter().filter(|a| a.is_none()).count();
+    assert_eq!(guessed, LIMIT, "guesses evaluated: {answers:?}");
     assert!(
-        codes[LIMIT..]
+        answers[LIMIT..]
             .iter()
-            .all(|c| *c == RejectCode::TooManyFailedAttempts),
-        "{codes:?}"
+            .all(|c| *c == Some(RejectCode::TooManyFailedAttempts)),
+        "{answers:?}"
     );
+}
+
+/// The Hello body a server sends (its salt is fixed for the server's life).
+fn hello_of(server: &ServerProcess) -> Vec<u8> {
+    let addr = server.addr;
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        let mut hello = [0u8; 5 + tertulia_core::hello::HELLO_LEN];
+        stream.read_exact(&mut hello).expect("hello");
+        hello[5..].to_vec()
+    })
+    .join()
+    .expect("hello thread")
 }
 
 /// Connections anyone can make as fast as they connect — refused at the per-address limit,
@@ -284,7 +364,7 @@ async fn refused_and_garbage_connections_are_logged_at_a_bounded_rate() {
     let started = Instant::now();
     // One connection holds the address's only slot; the next ones are refused.
     let mut held = connect("127.0.0.7:0").await;
-    let mut hello = [0u8; 26];
+    let mut hello = [0u8; 5 + tertulia_core::hello::HELLO_LEN];
     held.read_exact(&mut hello).await.expect("hello");
     for _ in 0..150 {
         let mut refused = connect("127.0.0.7:0").await;

@@ -46,7 +46,8 @@ async fn member_that_stops_reading_is_cut_off_while_others_chat() {
         )
     })
     .await
-    .expect("handshake");
+    .expect("handshake")
+    .keys;
     let join = ClientMessage::Join {
         nick: "sleepy".into(),
         client_id: "0123456789abcdef0123456789abcdef".into(),

@@ -155,6 +155,7 @@ export default {
   "invite_error.bad_host": "Invite code damaged: it has no valid address before the port.",
   "invite_error.bad_port": "Invite code damaged: its port is missing or not a number from 1 to 65535.",
   "invite_error.damaged_encoding": "Invite code damaged: the passphrase after '#' is garbled (was the code cut short or retyped?). Copy it again.",
+  "invite_error.bad_fingerprint": "Invite code damaged: the host fingerprint after '/' is not 24 hex digits (was the code cut short or retyped?). Copy it again.",
   "invite_error.empty_passphrase": "Invite code incomplete: there is no passphrase after '#'.",
 
   // what the core reports, by kind

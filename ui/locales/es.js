@@ -154,6 +154,7 @@ export default {
   "invite_error.bad_host": "Código de invitación dañado: no tiene una dirección válida antes del puerto.",
   "invite_error.bad_port": "Código de invitación dañado: falta el puerto o no es un número del 1 al 65535.",
   "invite_error.damaged_encoding": "Código de invitación dañado: la contraseña tras «#» está corrupta (¿se cortó o se copió a mano?). Cópialo de nuevo.",
+  "invite_error.bad_fingerprint": "Código de invitación dañado: la huella del anfitrión tras «/» no tiene 24 dígitos hexadecimales (¿se cortó o se copió a mano?). Cópialo de nuevo.",
   "invite_error.empty_passphrase": "Código de invitación incompleto: no hay contraseña tras «#».",
 
   // lo que informa el núcleo, por tipo

@@ -73,7 +73,8 @@ pub async fn connect(
         psk_for(opened, salt).await
     })
     .await
-    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    .map_err(|e| ClientError::Protocol(e.to_string()))?
+    .keys;
     let read_half = reader.into_inner();
     let mut stream = read_half
         .reunite(write_half)

@@ -14,6 +14,7 @@ use tertulia_core::client::MAX_OUTBOX;
 use tertulia_core::client::{
     self, ClientConfig, ClientEvent, ClientHandle, DisconnectReason, SendError,
 };
+use tertulia_core::identity::Fingerprint;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Notify;
 use tracing_subscriber::EnvFilter;
@@ -59,6 +60,20 @@ struct Args {
     /// Language of the messages (default: the system's, from LC_ALL, LC_MESSAGES or LANG).
     #[arg(long, value_enum, value_name = "LANG")]
     lang: Option<Lang>,
+    /// The file of pinned host identities (default: known_hosts in the user's data
+    /// directory, e.g. ~/.local/share/tertulia/chat/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    known_hosts: Option<PathBuf>,
+    /// Accept exactly this new host identity (the fingerprint the host shows, e.g.
+    /// 3f2a-91c0-5b7e-0d44-a1c9-77e2) and pin it, replacing the old one: only after checking
+    /// with the host that its identity really changed.
+    #[arg(long, value_name = "FINGERPRINT")]
+    accept_new_host: Option<Fingerprint>,
+}
+
+/// Where the pins are kept when --known-hosts is not given.
+fn default_known_hosts() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join("tertulia").join("chat").join("known_hosts"))
 }
 
 #[tokio::main]
@@ -87,11 +102,19 @@ async fn run(args: Args) -> i32 {
         Ok(target) => target,
         Err(e) => return fail(lang.target_error(&e), exit::USAGE),
     };
+    let mut expected_host = args.accept_new_host;
     let (server, passphrase) = match target {
         Target::Invite { .. } if args.passphrase_file.is_some() => {
             return fail(lang.invite_and_passphrase_file(), exit::USAGE);
         }
-        Target::Invite { addr, passphrase } => {
+        Target::Invite {
+            addr,
+            fingerprint,
+            passphrase,
+        } => {
+            // The code's fingerprint leaves no trust-on-first-use window; an explicit
+            // --accept-new-host still wins (the user checked with the host).
+            expected_host = expected_host.or(fingerprint);
             if std::env::var_os(tertulia_cli::PASSPHRASE_ENV).is_some() {
                 tracing::info!(
                     "{} is ignored: the invite code carries the passphrase",
@@ -118,6 +141,11 @@ async fn run(args: Args) -> i32 {
     };
     let mut config = ClientConfig::new(server, args.nick.clone(), passphrase);
     config.give_up_after = args.give_up_after;
+    config.expected_host = expected_host;
+    config.known_hosts = args.known_hosts.clone().or_else(default_known_hosts);
+    if config.known_hosts.is_none() {
+        tracing::warn!("no data directory found: host identities are pinned for this run only (use --known-hosts FILE)");
+    }
     let (handle, events) = client::spawn(config);
     if args.json {
         json_mode(handle, events).await

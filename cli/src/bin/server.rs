@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::Parser;
 use tertulia_cli::{obtain_passphrase, PassphraseSource, DEFAULT_PORT};
 use tertulia_core::frame::MAX_BODY;
+use tertulia_core::identity::HostKey;
+use tertulia_core::invite::Invite;
 use tertulia_core::passphrase;
 use tertulia_core::server::{
     ConfigError, FloodLimit, HandshakeThrottle, PreviousRoom, Retention, RoomConfig, Server,
@@ -66,6 +68,11 @@ struct Args {
     /// Keep the room in memory only: its history is gone when the server stops.
     #[arg(long)]
     in_memory: bool,
+    /// The file holding the host's identity key (created, mode 0600, if missing)
+    /// [default: DATA_DIR/host.key; with --in-memory: a new identity at every start, which
+    /// members who pinned the old one are warned about].
+    #[arg(long, value_name = "FILE")]
+    host_key: Option<PathBuf>,
     /// The data directory holds a room with a different passphrase: start a new room and
     /// keep the previous one's files (set aside in DIR/previous-rooms/<UTC time>/), or delete
     /// them. Without it the server refuses to start (exit code 3).
@@ -248,7 +255,25 @@ async fn run(args: Args) -> i32 {
             }
         }
     };
+    let key_file = args
+        .host_key
+        .clone()
+        .or_else(|| data_dir.as_ref().map(|d| d.join("host.key")));
+    let host_key = match &key_file {
+        Some(path) => match HostKey::load_or_create(path) {
+            Ok(key) => key,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        },
+        None => {
+            tracing::warn!("no --host-key with --in-memory: a new host identity for this run; members who pinned the previous one will be told it changed");
+            HostKey::generate()
+        }
+    };
     let config = ServerConfig {
+        host_key: Some(host_key),
         room: RoomConfig {
             history: args.history as usize,
             backlog: args.backlog as usize,
@@ -350,6 +375,8 @@ async fn run(args: Args) -> i32 {
         Some(dir) => println!("room stored in {}", dir.display()),
         None => println!("room kept in memory only (--in-memory)"),
     }
+    let fingerprint = server.host_fingerprint();
+    println!("host identity: {fingerprint}");
     if generated {
         println!("room passphrase (generated): {passphrase}");
     }
@@ -361,6 +388,13 @@ async fn run(args: Args) -> i32 {
         .collect();
     for addr in &share {
         println!("others can join with: tertulia-chat {addr} --nick NAME");
+    }
+    if generated {
+        for addr in server.shareable_addresses().unwrap_or_default() {
+            let invite = Invite::new(addr.ip().to_string(), addr.port(), passphrase.clone())
+                .with_fingerprint(fingerprint);
+            println!("invite code: {invite}");
+        }
     }
     if share.is_empty() {
         println!(

@@ -21,8 +21,23 @@ pub enum ErrorKind {
     /// it: the refusal is unauthenticated and could be forged. Checking again with backoff.
     PassphraseRefused,
     /// The server's handshake reply failed authentication: altered in transit (or a broken
-    /// server), not a wrong passphrase. Reconnecting.
+    /// server), not a wrong passphrase. Reconnecting. (Version 1 only: in version 2 a reply
+    /// that fails is [`ErrorKind::PassphraseRefused`], as the client cannot tell the two apart.)
     HandshakeTampered,
+    /// The host presented another identity than the one pinned for this address (or than the
+    /// invite code's / the one the user accepted): `pinned_fingerprint` and
+    /// `presented_fingerprint` on the event. Nothing was sent to it. Not retried; accepting
+    /// the new identity is the user's deliberate choice (`tertulia-chat --accept-new-host`).
+    HostIdentityChanged,
+    /// The room speaks only protocol versions newer than this program's: "this room needs a
+    /// newer Tertulia". Believed on the 3rd in a row (the Hello is unauthenticated), then not
+    /// retried.
+    NeedsNewer,
+    /// The host runs an older Tertulia whose protocol this program no longer speaks. Believed
+    /// on the 3rd in a row, then not retried.
+    HostOutdated,
+    /// The known-hosts file (the pinned host identities) cannot be read or written.
+    KnownHosts,
     /// The room at this address offered a different salt than before: the server restarted as
     /// a new room, or someone on the network altered it. Reconnecting; the handshake decides.
     RoomChanged,
@@ -80,6 +95,9 @@ pub enum ClientEvent {
     /// numbers are void. `gap`: some missed history was no longer available.
     Connected {
         nick: String,
+        /// The host's identity fingerprint, as authenticated by the handshake and checked
+        /// against the pin (e.g. `3f2a-91c0-5b7e-0d44-a1c9-77e2`).
+        host_fingerprint: String,
         epoch: String,
         resumed: bool,
         room_reset: bool,
@@ -142,6 +160,13 @@ pub enum ClientEvent {
         /// network again (the client waits that long).
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_after_secs: Option<u64>,
+        /// For [`ErrorKind::HostIdentityChanged`]: the fingerprint this client trusts for the
+        /// address (pinned, or expected from the invite code / `--accept-new-host`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pinned_fingerprint: Option<String>,
+        /// For [`ErrorKind::HostIdentityChanged`]: the fingerprint the host presented.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        presented_fingerprint: Option<String>,
     },
     /// Someone else is typing (sent at most about once a second per person while they type;
     /// show it for a few seconds).

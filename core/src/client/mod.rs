@@ -34,8 +34,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cipher::CipherState;
 use crate::conn::{self, ConnError, FrameReader};
 use crate::frame::{FrameKind, MAX_BODY};
-use crate::handshake::TransportKeys;
+use crate::handshake::{ClientDone, TransportKeys};
 use crate::hello;
+use crate::identity::{HostVerdict, KnownHosts};
 use crate::message::{decode_broadcast_message, decode_server_message, ClientId, ClientMessage};
 use crate::passphrase::{self, Salt};
 use crate::sealed::{self, SealError};
@@ -59,6 +60,14 @@ pub struct ClientConfig {
     pub ping_interval: Duration,
     /// With nothing from the server for this long, the connection is considered dead.
     pub server_silence: Duration,
+    /// The file of pinned host identities (`ADDRESS HEX-PUBLIC-KEY` lines; see
+    /// [`KnownHosts`](crate::identity::KnownHosts)). `None`: pins are kept in memory for the
+    /// life of the process only.
+    pub known_hosts: Option<std::path::PathBuf>,
+    /// The host identity to insist on (from an invite code, or the user accepting a new
+    /// identity): any other is refused, and this one is pinned, replacing an older pin.
+    /// `None`: the pinned identity, or trust on first use.
+    pub expected_host: Option<crate::identity::Fingerprint>,
 }
 
 impl ClientConfig {
@@ -75,6 +84,8 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),
             server_silence: Duration::from_secs(45),
+            known_hosts: None,
+            expected_host: None,
         }
     }
 }
@@ -180,6 +191,7 @@ pub fn spawn(config: ClientConfig) -> (ClientHandle, mpsc::Receiver<ClientEvent>
         ),
         config,
         psks: VecDeque::new(),
+        known_hosts: None,
         events: event_tx,
         commands: cmd_rx,
     };
@@ -193,6 +205,8 @@ struct ClientTask {
     /// Pre-shared keys for the last [`PSK_CACHE`] salts used, most recent first: Argon2id runs
     /// once per salt per process, and one altered salt does not evict the room's key.
     psks: VecDeque<(Salt, SecretKey)>,
+    /// The pinned host identities, loaded at the first connection.
+    known_hosts: Option<KnownHosts>,
     events: mpsc::Sender<ClientEvent>,
     commands: mpsc::Receiver<Command>,
 }
@@ -372,8 +386,29 @@ impl ClientTask {
         Ok(key)
     }
 
+    /// The pins, read from [`ClientConfig::known_hosts`] the first time.
+    fn known_hosts(&mut self) -> Result<&mut KnownHosts, Ending> {
+        if self.known_hosts.is_none() {
+            let hosts = match &self.config.known_hosts {
+                None => KnownHosts::in_memory(),
+                Some(path) => KnownHosts::load(path).map_err(|e| Ending::Fatal {
+                    kind: ErrorKind::KnownHosts,
+                    reason: DisconnectReason::Fatal,
+                    message: e.to_string(),
+                })?,
+            };
+            self.known_hosts = Some(hosts);
+        }
+        Ok(self.known_hosts.get_or_insert_with(KnownHosts::in_memory))
+    }
+
     /// One connection, from TCP connect to its end.
     async fn connection(&mut self) -> Ending {
+        let addr = self.config.addr.clone();
+        let pinned = match self.known_hosts() {
+            Ok(hosts) => hosts.pinned(&addr),
+            Err(ending) => return ending,
+        };
         let connect = TcpStream::connect(self.config.addr.as_str());
         let stream = match tokio::time::timeout(self.config.connect_timeout, connect).await {
             Ok(Ok(stream)) => stream,
@@ -387,12 +422,29 @@ impl ClientTask {
         let _ = stream.set_nodelay(true);
         let (read_half, mut writer) = stream.into_split();
         let mut reader = FrameReader::new(read_half);
-        let keys = match self.handshake(&mut reader, &mut writer).await {
-            Ok(keys) => keys,
+        let ClientDone { keys, host } = match self.handshake(&mut reader, &mut writer).await {
+            Ok(done) => done,
             Err(e) => return classify(e),
         };
+        // The host proved the passphrase and this identity: is it the one we trust here?
+        let verdict = self
+            .session
+            .handshake_completed(host, pinned, self.config.expected_host);
+        if verdict == (HostVerdict::Trusted { pin: true }) {
+            if let Ok(hosts) = self.known_hosts() {
+                if let Err(e) = hosts.pin(&addr, host) {
+                    self.emit(ClientEvent::Error {
+                        kind: ErrorKind::KnownHosts,
+                        message: format!("the host identity could not be saved: {e}"),
+                        retry_after_secs: None,
+                        pinned_fingerprint: None,
+                        presented_fingerprint: None,
+                    })
+                    .await;
+                }
+            }
+        }
         let mut link = Link::new(writer, keys);
-        self.session.connected();
         let ending = match self.perform(&mut link).await {
             Some(ending) => ending,
             None => self.serve(&mut link, &mut reader).await,
@@ -413,7 +465,7 @@ impl ClientTask {
         &mut self,
         reader: &mut FrameReader<OwnedReadHalf>,
         writer: &mut OwnedWriteHalf,
-    ) -> Result<TransportKeys, ConnError> {
+    ) -> Result<ClientDone, ConnError> {
         // The salt arrives in the server's hello; the key for it is derived (once per salt)
         // before the handshake proper.
         let timeout = self.config.connect_timeout;

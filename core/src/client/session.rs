@@ -33,6 +33,7 @@ use crate::cipher::Key;
 use crate::conn::ConnError;
 use crate::handshake::HandshakeError;
 use crate::hello::{HelloError, RejectCode};
+use crate::identity::{check_host, Fingerprint, HostPublicKey, HostVerdict};
 use crate::message::{
     BroadcastMessage, ClientId, ClientMessage, ErrorCode, Resume, RoomEvent, RoomEventKind,
     ServerMessage, MAX_SEND_WINDOW, TYPING_NOTICE_INTERVAL,
@@ -45,6 +46,10 @@ use crate::text::nick_key;
 /// With the reconnect backoff, a forger would have to answer every connection for about a
 /// second.
 pub const PASSPHRASE_VERDICTS: u32 = 3;
+/// What a refused passphrase is reported as: the client cannot tell a wrong passphrase from
+/// an active attacker in the middle.
+pub const PASSPHRASE_REFUSED: &str =
+    "the room did not accept the passphrase (or someone interfered)";
 /// The longest a `Reject(6)` makes the client wait before it asks again. The frame is
 /// unauthenticated, so whatever it says, one forged packet buys at most this much outage; a
 /// real lockout costs the server nothing to repeat (`Reject(6)` comes before any handshake
@@ -95,6 +100,12 @@ pub enum Ending {
         reason: DisconnectReason,
         meanwhile: ErrorKind,
         message: String,
+    },
+    /// The handshake completed but the host presented another identity than the trusted
+    /// one: reported with both fingerprints, and the client stops (nothing was sent).
+    HostChanged {
+        pinned: Fingerprint,
+        presented: Fingerprint,
     },
     /// Try again; `report`: tell the user why; `wait`: at least this long first (the
     /// server said so), plus the usual backoff.
@@ -176,6 +187,8 @@ pub struct Session {
     reported_salt: Option<Salt>,
     /// The server refused the nickname on this connection and the user is choosing another.
     choosing_nick: bool,
+    /// The identity the current connection's host presented and this client trusts.
+    host_fingerprint: Option<Fingerprint>,
 }
 
 impl Session {
@@ -208,6 +221,7 @@ impl Session {
             offered_salt: None,
             reported_salt: None,
             choosing_nick: false,
+            host_fingerprint: None,
         }
     }
 
@@ -272,8 +286,34 @@ impl Session {
                           altering it); trying the passphrase with it"
                     .into(),
                 retry_after_secs: None,
+                pinned_fingerprint: None,
+                presented_fingerprint: None,
             });
         }
+    }
+
+    /// The handshake completed (the host proved it knows the passphrase) and the host
+    /// presented `presented`; `pinned` is the pin for this address and `expected` the
+    /// identity insisted on (invite code, or the user accepting a new one). Trusted: joins
+    /// (and the caller pins it if the verdict says so). Changed: ends the connection with
+    /// [`Ending::HostChanged`] without sending anything.
+    pub fn handshake_completed(
+        &mut self,
+        presented: HostPublicKey,
+        pinned: Option<HostPublicKey>,
+        expected: Option<Fingerprint>,
+    ) -> HostVerdict {
+        let verdict = check_host(presented, pinned, expected);
+        match verdict {
+            HostVerdict::Trusted { .. } => {
+                self.host_fingerprint = Some(presented.fingerprint());
+                self.connected();
+            }
+            HostVerdict::Changed { pinned, presented } => {
+                self.end(Ending::HostChanged { pinned, presented })
+            }
+        }
+        verdict
     }
 
     /// The handshake succeeded: ask to join (resuming where this client left off).
@@ -323,8 +363,25 @@ impl Session {
                     kind,
                     message: message.clone(),
                     retry_after_secs: None,
+                    pinned_fingerprint: None,
+                    presented_fingerprint: None,
                 });
                 self.stop(reason, message);
+                return Next::Stop;
+            }
+            Ending::HostChanged { pinned, presented } => {
+                let message = format!(
+                    "the host's identity changed — if the host did not reset the room, someone \
+                     may be intercepting (pinned {pinned}, presented {presented})"
+                );
+                self.emit(ClientEvent::Error {
+                    kind: ErrorKind::HostIdentityChanged,
+                    message: message.clone(),
+                    retry_after_secs: None,
+                    pinned_fingerprint: Some(pinned.to_string()),
+                    presented_fingerprint: Some(presented.to_string()),
+                });
+                self.stop(DisconnectReason::Fatal, message);
                 return Next::Stop;
             }
             Ending::Verdict {
@@ -338,6 +395,8 @@ impl Session {
                     kind,
                     message: message.clone(),
                     retry_after_secs: None,
+                    pinned_fingerprint: None,
+                    presented_fingerprint: None,
                 });
                 self.stop(reason, message);
                 return Next::Stop;
@@ -367,6 +426,8 @@ impl Session {
                 kind,
                 message: message.clone(),
                 retry_after_secs: wait.map(|w| w.as_secs()),
+                pinned_fingerprint: None,
+                presented_fingerprint: None,
             });
         }
         if self
@@ -539,6 +600,10 @@ impl Session {
                     window,
                 });
                 self.emit(ClientEvent::Connected {
+                    host_fingerprint: self
+                        .host_fingerprint
+                        .map(|fp| fp.to_string())
+                        .unwrap_or_default(),
                     nick,
                     epoch,
                     resumed,
@@ -795,11 +860,24 @@ pub fn classify(error: ConnError) -> Ending {
     }
     match error {
         // The Hello is not authenticated either: believed only when it repeats.
-        ConnError::Hello(HelloError::NotTertulia | HelloError::UnsupportedVersion(_)) => {
+        ConnError::Hello(HelloError::NotTertulia) => Ending::Verdict {
+            kind: ErrorKind::NotTertulia,
+            reason: DisconnectReason::Fatal,
+            meanwhile: ErrorKind::Protocol,
+            message: error.to_string(),
+        },
+        // Version verdicts, counted like the others; their text is shown as it is.
+        ConnError::Hello(HelloError::NeedsNewer { .. }) => Ending::Verdict {
+            kind: ErrorKind::NeedsNewer,
+            reason: DisconnectReason::Fatal,
+            meanwhile: ErrorKind::NeedsNewer,
+            message: error.to_string(),
+        },
+        ConnError::Hello(HelloError::HostOutdated { .. }) | ConnError::BadVersion(_) => {
             Ending::Verdict {
-                kind: ErrorKind::NotTertulia,
+                kind: ErrorKind::HostOutdated,
                 reason: DisconnectReason::Fatal,
-                meanwhile: ErrorKind::Protocol,
+                meanwhile: ErrorKind::HostOutdated,
                 message: error.to_string(),
             }
         }
@@ -815,18 +893,16 @@ pub fn classify(error: ConnError) -> Ending {
             ErrorKind::ServerFull,
             "the server allows no more connections from your address",
         ),
-        // Unauthenticated: believed only when it repeats (see `Session::connection_ended`).
-        ConnError::Rejected(Some(RejectCode::AuthenticationFailed)) => Ending::Verdict {
+        // A response that fails its check means the SPAKE2 keys differ: a wrong passphrase
+        // or someone in the middle, which the client cannot tell apart; a `Reject(1)` is
+        // unauthenticated. Both believed only when they repeat (`Session::connection_ended`).
+        ConnError::Rejected(Some(RejectCode::AuthenticationFailed))
+        | ConnError::Handshake(HandshakeError::AuthenticationFailed) => Ending::Verdict {
             kind: ErrorKind::WrongPassphrase,
             reason: DisconnectReason::WrongPassphrase,
             meanwhile: ErrorKind::PassphraseRefused,
-            message: "wrong passphrase: the server refused the room passphrase".into(),
+            message: PASSPHRASE_REFUSED.into(),
         },
-        ConnError::Handshake(HandshakeError::AuthenticationFailed) => Ending::retry(
-            ErrorKind::HandshakeTampered,
-            "the server's handshake reply failed authentication: altered on the way, or not \
-             this room's server; reconnecting",
-        ),
         ConnError::Throttled { retry_after_secs } => {
             let wait = retry_after_secs
                 .map(|secs| Duration::from_secs(secs.into()))
@@ -1815,13 +1891,42 @@ mod tests {
                 ..
             }
         ));
+        // Version 2: a response that fails its check is a refused passphrase (or someone in
+        // the middle): counted like a `Reject(1)`.
         assert!(matches!(
             classify(ConnError::Handshake(HandshakeError::AuthenticationFailed)),
-            Ending::Retry {
-                kind: ErrorKind::HandshakeTampered,
+            Ending::Verdict {
+                kind: ErrorKind::WrongPassphrase,
+                meanwhile: ErrorKind::PassphraseRefused,
+                ref message,
                 ..
-            }
+            } if message == "the room did not accept the passphrase (or someone interfered)"
         ));
+        for (error, kind) in [
+            (
+                ConnError::Hello(HelloError::NeedsNewer { min: 3, max: 3 }),
+                ErrorKind::NeedsNewer,
+            ),
+            (
+                ConnError::Hello(HelloError::HostOutdated { max: 1 }),
+                ErrorKind::HostOutdated,
+            ),
+            (ConnError::BadVersion("old".into()), ErrorKind::HostOutdated),
+        ] {
+            let text = error.to_string();
+            match classify(error) {
+                Ending::Verdict {
+                    kind: k,
+                    meanwhile,
+                    message,
+                    ..
+                } => {
+                    assert_eq!((k, meanwhile), (kind, kind));
+                    assert_eq!(message, text, "shown verbatim");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
         assert!(matches!(
             classify(ConnError::Throttled { retry_after_secs: Some(42) }),
             Ending::Retry {
@@ -1930,7 +2035,7 @@ mod tests {
             [ErrorKind::Protocol, ErrorKind::Protocol]
         );
         s.connecting();
-        let ending = classify(ConnError::Hello(HelloError::UnsupportedVersion(2)));
+        let ending = classify(ConnError::Hello(HelloError::NotTertulia));
         assert_eq!(s.connection_ended(ending, &mut rng), Next::Stop);
         let actions = drain(&mut s);
         assert_eq!(kinds(&actions), [ErrorKind::NotTertulia]);
@@ -1941,6 +2046,105 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_room_that_needs_a_newer_tertulia_is_believed_on_the_third_and_shown_verbatim() {
+        let mut s = session();
+        let mut rng = StdRng::seed_from_u64(5);
+        let needs_newer = || classify(ConnError::Hello(HelloError::NeedsNewer { min: 3, max: 4 }));
+        for _ in 1..PASSPHRASE_VERDICTS {
+            s.connecting();
+            assert!(matches!(
+                s.connection_ended(needs_newer(), &mut rng),
+                Next::Reconnect { .. }
+            ));
+        }
+        s.connecting();
+        assert_eq!(s.connection_ended(needs_newer(), &mut rng), Next::Stop);
+        let errors: Vec<(ErrorKind, String)> = events(&drain(&mut s))
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Error { kind, message, .. } => Some((kind, message)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(errors.len(), PASSPHRASE_VERDICTS as usize);
+        for (kind, message) in errors {
+            assert_eq!(kind, ErrorKind::NeedsNewer);
+            assert!(
+                message.starts_with(
+                    "this room needs a newer Tertulia (it speaks protocol 3–4; this program speaks 2)"
+                ),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_changed_host_identity_stops_the_client_before_it_joins() {
+        use crate::identity::HostKey;
+        let (a, b) = (
+            HostKey::from_bytes([1; 32]).public(),
+            HostKey::from_bytes([2; 32]).public(),
+        );
+        let mut s = session();
+        let mut rng = StdRng::seed_from_u64(6);
+        s.connecting();
+        assert_eq!(
+            s.handshake_completed(b, Some(a), None),
+            HostVerdict::Changed {
+                pinned: a.fingerprint(),
+                presented: b.fingerprint()
+            }
+        );
+        let actions = drain(&mut s);
+        assert!(sent(&actions).is_empty(), "no join to an unknown host");
+        let ending = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::End(e) => Some(e.clone()),
+                _ => None,
+            })
+            .expect("ends the connection");
+        assert_eq!(s.connection_ended(ending, &mut rng), Next::Stop);
+        let reported = events(&drain(&mut s));
+        match &reported[0] {
+            ClientEvent::Error {
+                kind: ErrorKind::HostIdentityChanged,
+                message,
+                pinned_fingerprint: Some(pinned),
+                presented_fingerprint: Some(presented),
+                ..
+            } => {
+                assert_eq!(pinned, &a.fingerprint().to_string());
+                assert_eq!(presented, &b.fingerprint().to_string());
+                assert!(message.starts_with("the host's identity changed — if the host did not reset the room, someone may be intercepting"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            reported.last(),
+            Some(ClientEvent::Disconnected {
+                reason: DisconnectReason::Fatal,
+                ..
+            })
+        ));
+        // The trusted identity joins and is shown in `connected`.
+        let mut s = session();
+        s.connecting();
+        assert_eq!(
+            s.handshake_completed(a, None, Some(a.fingerprint())),
+            HostVerdict::Trusted { pin: true }
+        );
+        assert!(matches!(
+            sent(&drain(&mut s))[..],
+            [ClientMessage::Join { .. }]
+        ));
+        s.on_server_message(Welcome::default().message());
+        let joined = drain(&mut s);
+        assert!(events(&joined).iter().any(|e| matches!(e,
+            ClientEvent::Connected { host_fingerprint, .. } if *host_fingerprint == a.fingerprint().to_string())));
     }
 
     #[test]

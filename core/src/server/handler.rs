@@ -28,6 +28,7 @@ use super::Shared;
 use crate::cipher::CipherState;
 use crate::conn::{self, ConnError, FrameReader};
 use crate::frame::{FrameKind, MAX_BODY};
+use crate::hello::RejectCode;
 use crate::message::{
     decode_client_message, is_valid_client_id, ClientMessage, ErrorCode, ServerMessage,
 };
@@ -57,46 +58,40 @@ pub(super) async fn handle_connection(
         }
     }
     let mut reader = FrameReader::new(read_half);
-    // Counted the moment message 1 fails, so that dropping the connection before the delayed
-    // Reject (or the handshake timeout cutting it) does not make a guess free.
-    let wrong_passphrase = || {
-        let now = Instant::now();
-        let mut guard = shared.failed_handshakes();
-        let (failures, log) = &mut *guard;
-        let failure = failures.failed(source, now);
-        if let Some(suppressed) = log.allow(now) {
-            match failure.lockout {
-                Some(lockout) => warn!(
-                    %source, conn = conn_id, lockout_secs = lockout.as_secs(), suppressed,
-                    "handshake failed: wrong passphrase; too many from this address, refusing it for a while"
-                ),
-                None => warn!(
-                    %source, conn = conn_id, suppressed,
-                    "handshake failed: wrong passphrase (authentication failed)"
-                ),
-            }
-        }
-        failure
-            .reject_delay
-            .min(shared.config.handshake_timeout / 2)
-    };
-    // Asked again when message 1 arrives: a lockout set since this connection was admitted
+    // Asked again when the init arrives: a lockout set since this connection was admitted
     // applies to it too (otherwise each connection opened before it is one more guess).
     let refused_now = || match shared.failed_handshakes().0.admit(source, Instant::now()) {
         Admission::Allow => None,
         Admission::Refuse { retry_after_secs } => Some(retry_after_secs),
     };
+    // The handshake timeout covers the key confirmation (the first session frame) too.
+    let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
     let handshake = conn::accept_handshake(
         &mut reader,
         &mut write_half,
         &shared.salt,
         &shared.psk,
+        &shared.host_key,
         refused_now,
-        wrong_passphrase,
+        // Armed as the response goes out: from then on the peer holds an answer to its
+        // guess, so a connection that ends without confirming counts as a failed one.
+        || {
+            let delay = shared
+                .failed_handshakes()
+                .0
+                .answer_delay(source, Instant::now())
+                .min(shared.config.handshake_timeout / 2);
+            let guard = Unconfirmed {
+                shared: &shared,
+                source,
+                conn_id,
+                settled: false,
+            };
+            (guard, delay)
+        },
     );
-    let keys = match tokio::time::timeout(shared.config.handshake_timeout, handshake).await {
-        Ok(Ok(keys)) => keys,
-        Ok(Err(e)) if e.is_wrong_passphrase() => return,
+    let (keys, unconfirmed) = match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(Ok(done)) => done,
         Ok(Err(conn::ConnError::Throttled { .. })) => return,
         Ok(Err(e)) => {
             if let Some(suppressed) = shared.connection_log() {
@@ -108,6 +103,35 @@ pub(super) async fn handle_connection(
             if let Some(suppressed) = shared.connection_log() {
                 info!(%peer, conn = conn_id, suppressed, "handshake timed out");
             }
+            return;
+        }
+    };
+    let mut recv = keys.recv;
+    // Key confirmation: the client's first session frame (its join) must open with the
+    // session key. A wrong passphrase (or an attacker's guess) cannot produce one.
+    let max_frame = shared.config.max_frame_bytes.min(MAX_BODY);
+    let first = match tokio::time::timeout_at(deadline, reader.read_frame(max_frame)).await {
+        Ok(Ok(Some((FrameKind::Session, body)))) => {
+            sealed::open_session_plaintext(&mut recv, &body)
+                .map(|plaintext| (plaintext, body.len()))
+        }
+        // Closed, cut, timed out, garbage: `unconfirmed` counts the failure when dropped.
+        Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
+        Ok(Ok(Some(_))) => Err(crate::sealed::SealError::Short),
+    };
+    let first = match first {
+        Ok(first) => {
+            unconfirmed.confirm();
+            first
+        }
+        Err(_) => {
+            let delay = unconfirmed.fail();
+            tokio::time::sleep(delay).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                conn::send_reject(&mut write_half, RejectCode::AuthenticationFailed),
+            )
+            .await;
             return;
         }
     };
@@ -135,7 +159,7 @@ pub(super) async fn handle_connection(
         shared: shared.clone(),
         peer,
         link: link.clone(),
-        recv: keys.recv,
+        recv,
         member: None,
         client_id: None,
         source: Source::of(peer.ip()),
@@ -151,7 +175,7 @@ pub(super) async fn handle_connection(
         waiting_bytes: 0,
         page: None,
     };
-    let end = handler.read_loop(&mut reader).await;
+    let end = handler.read_loop(&mut reader, first).await;
     match &end {
         Ok(()) => {}
         Err(e) if e.is_integrity_failure() => {
@@ -228,6 +252,61 @@ pub(super) async fn handle_connection(
     .await;
     if flushed.is_err() {
         cancel.cancel();
+    }
+}
+
+/// A handshake answered but not yet confirmed by the client's first session frame. Dropped
+/// unsettled (the connection closed, was cut, or timed out first), it counts as a failed
+/// guess: a guess cannot be made free by hanging up.
+struct Unconfirmed<'a> {
+    shared: &'a Shared,
+    source: Source,
+    conn_id: u64,
+    settled: bool,
+}
+
+impl Unconfirmed<'_> {
+    /// The client proved the key: not a failure.
+    fn confirm(mut self) {
+        self.settled = true;
+    }
+
+    /// The first frame did not open: count the failure now; returns the delay before the
+    /// `Reject(1)` (the throttle for online guessing).
+    fn fail(mut self) -> Duration {
+        self.settled = true;
+        self.record()
+    }
+
+    fn record(&self) -> Duration {
+        let now = Instant::now();
+        let mut guard = self.shared.failed_handshakes();
+        let (failures, log) = &mut *guard;
+        let failure = failures.failed(self.source, now);
+        if let Some(suppressed) = log.allow(now) {
+            let (source, conn) = (self.source, self.conn_id);
+            match failure.lockout {
+                Some(lockout) => warn!(
+                    %source, conn, lockout_secs = lockout.as_secs(), suppressed,
+                    "handshake failed: wrong passphrase; too many from this address, refusing it for a while"
+                ),
+                None => warn!(
+                    %source, conn, suppressed,
+                    "handshake failed: wrong passphrase (no key confirmation)"
+                ),
+            }
+        }
+        failure
+            .reject_delay
+            .min(self.shared.config.handshake_timeout / 2)
+    }
+}
+
+impl Drop for Unconfirmed<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.record();
+        }
     }
 }
 
@@ -319,12 +398,21 @@ fn echo(mut text: String) -> String {
 }
 
 impl Handler {
+    /// Handle the first message (`first`: its plaintext, opened for the key confirmation,
+    /// and its frame size), then every frame that follows.
     async fn read_loop(
         &mut self,
         reader: &mut FrameReader<OwnedReadHalf>,
+        first: (Vec<u8>, usize),
     ) -> Result<(), HandlerError> {
         let join_deadline = tokio::time::Instant::now() + self.shared.config.join_timeout;
         let max_frame = self.shared.config.max_frame_bytes.min(MAX_BODY);
+        let (plaintext, size) = first;
+        let Ok(message) = decode_client_message(&plaintext) else {
+            return Err(HandlerError::Protocol("undecodable message"));
+        };
+        self.admit(message, size)?;
+        self.serve_page().await;
         loop {
             let idle = tokio::time::sleep(self.shared.config.idle_timeout);
             let release = self

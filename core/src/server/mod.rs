@@ -68,6 +68,7 @@ use tracing::{info, warn};
 use crate::conn;
 use crate::frame::MAX_BODY;
 use crate::hello::RejectCode;
+use crate::identity::{Fingerprint, HostKey, HostPublicKey};
 use crate::message::MAX_SEND_WINDOW;
 use crate::passphrase::{self, PassphraseError, Salt};
 use crate::secret::{SecretKey, SecretString};
@@ -125,6 +126,10 @@ pub struct ServerConfig {
     /// A room broadcast key in use this long (since the first broadcast sealed under it) is
     /// replaced by a fresh one; at least [`MIN_REKEY_INTERVAL`].
     pub rekey_interval: Duration,
+    /// The host's long-term identity, presented in every handshake (clients pin it).
+    /// `None`: a new identity for this process (an in-memory room; members who pinned the
+    /// previous one are warned that it changed).
+    pub host_key: Option<HostKey>,
 }
 
 /// What happens to a stored room whose passphrase differs from the one the server starts
@@ -163,6 +168,7 @@ impl Default for ServerConfig {
             previous_room: PreviousRoom::Refuse,
             joins_per_minute: 6.0,
             rekey_interval: DEFAULT_REKEY_INTERVAL,
+            host_key: None,
         }
     }
 }
@@ -275,6 +281,8 @@ struct Shared {
     config: ServerConfig,
     salt: Salt,
     psk: SecretKey,
+    /// The host's identity ([`ServerConfig::host_key`], or one made at start).
+    host_key: HostKey,
     room: Mutex<Room>,
     /// The room's broadcast log (see [`Room::fanout`]).
     log: Arc<FanoutLog>,
@@ -424,6 +432,7 @@ impl Server {
         Ok(Self {
             listener,
             shared: Arc::new(Shared {
+                host_key: config.host_key.clone().unwrap_or_else(HostKey::generate),
                 salt,
                 psk,
                 room,
@@ -441,6 +450,16 @@ impl Server {
                 config,
             }),
         })
+    }
+
+    /// The host identity's public key, presented in every handshake.
+    pub fn host_public_key(&self) -> HostPublicKey {
+        self.shared.host_key.public()
+    }
+
+    /// The fingerprint members compare and pin (shown at start, carried in invite codes).
+    pub fn host_fingerprint(&self) -> Fingerprint {
+        self.host_public_key().fingerprint()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

@@ -120,6 +120,15 @@ impl FailedHandshakes {
         Admission::Allow
     }
 
+    /// How long to hold back the answer to a guess from `source` (the handshake response,
+    /// which tells a guesser whether it guessed right): the delay its earlier failures earned.
+    pub fn answer_delay(&self, source: Source, now: Instant) -> Duration {
+        match self.entries.get(&source) {
+            Some(entry) if !self.forgotten(entry, now) => reject_delay(entry.failures),
+            _ => Duration::ZERO,
+        }
+    }
+
     /// A handshake from `source` failed authentication: how long to hold its `Reject(1)`
     /// back, and the lockout it starts, if any.
     pub fn failed(&mut self, source: Source, now: Instant) -> Failure {
