@@ -9,7 +9,7 @@ import { t } from "./i18n.js";
 const SCHEME = "tertulia://";
 
 // A text that starts like an invite code but cannot be used. `reason`: "bad_host",
-// "bad_port", "damaged_encoding" or "empty_passphrase" (the vectors' names).
+// "bad_port", "bad_fingerprint", "damaged_encoding" or "empty_passphrase" (the vectors' names).
 export class InviteError extends Error {
   constructor(reason, message) {
     super(message);
@@ -29,8 +29,12 @@ export function parseInvite(text) {
   if (!trimmed.startsWith(SCHEME)) return null;
   const rest = trimmed.slice(SCHEME.length);
   const hash = rest.indexOf("#");
-  const authority = hash < 0 ? rest : rest.slice(0, hash);
+  const beforeHash = hash < 0 ? rest : rest.slice(0, hash);
   const encoded = hash < 0 ? "" : rest.slice(hash + 1);
+  const slash = beforeHash.indexOf("/");
+  const authority = slash < 0 ? beforeHash : beforeHash.slice(0, slash);
+  let fingerprint = null;
+  if (slash >= 0) fingerprint = parseFingerprint(beforeHash.slice(slash + 1));
   let host, port;
   if (authority.startsWith("[")) {
     const close = authority.indexOf("]");
@@ -51,11 +55,23 @@ export function parseInvite(text) {
   let passphrase;
   try { passphrase = decodeURIComponent(encoded); } catch (_) { fail("damaged_encoding"); }
   if (passphrase === "") fail("empty_passphrase");
-  return { host, port: Number(port), passphrase };
+  const invite = { host, port: Number(port), passphrase };
+  if (fingerprint !== null) invite.fingerprint = fingerprint;
+  return invite;
+}
+
+// A host fingerprint: 24 hex digits, any case, dashes allowed between them; returned in the
+// canonical form (6 groups of 4 lowercase digits joined by "-"). Damaged: InviteError.
+function parseFingerprint(text) {
+  if (/^-|-$|--/.test(text)) fail("bad_fingerprint");
+  const digits = text.replace(/-/g, "");
+  if (!/^[0-9A-Fa-f]{24}$/.test(digits)) fail("bad_fingerprint");
+  return digits.toLowerCase().match(/.{4}/g).join("-");
 }
 
 // The invite code for { host, port, passphrase }.
-export function formatInvite({ host, port, passphrase }) {
+export function formatInvite({ host, port, passphrase, fingerprint }) {
   const shown = host.includes(":") ? `[${host}]` : host;
-  return `${SCHEME}${shown}:${port}#${encodeURIComponent(passphrase)}`;
+  const fp = fingerprint ? `/${fingerprint}` : "";
+  return `${SCHEME}${shown}:${port}${fp}#${encodeURIComponent(passphrase)}`;
 }

@@ -134,6 +134,7 @@ impl Lang {
             (Lang::Es, InviteError::EmptyPassphrase) => {
                 "el código de invitación no trae la contraseña tras '#'".into()
             }
+            (Lang::Es, InviteError::BadFingerprint) => "el código de invitación está dañado: la huella del anfitrión tras '/' no tiene 24 dígitos hexadecimales (¿se cortó o se copió a mano?)".into(),
         }
     }
 

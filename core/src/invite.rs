@@ -1,5 +1,5 @@
-//! Invite codes: `tertulia://HOST:PORT#PASSPHRASE`, as `docs/PROTOCOL.md` ("Invite codes")
-//! specifies them. One code carries everything needed to join a room; the app shows one when
+//! Invite codes: `tertulia://HOST:PORT/FINGERPRINT#PASSPHRASE` (the host fingerprint is
+//! optional), as `docs/PROTOCOL.md` §12 specifies them. One code carries everything needed to join a room; the app shows one when
 //! it hosts, its Join form and `tertulia-chat` read them.
 //!
 //! The passphrase is percent-encoded as UTF-8 exactly as JavaScript's `encodeURIComponent`
@@ -11,6 +11,8 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
+use crate::identity::Fingerprint;
+
 /// What every invite code starts with.
 pub const SCHEME: &str = "tertulia://";
 
@@ -20,6 +22,9 @@ pub const SCHEME: &str = "tertulia://";
 pub struct Invite {
     pub host: String,
     pub port: u16,
+    /// The host's identity: a client insists on it (no trust-on-first-use window). `None`
+    /// in codes made before version 2.
+    pub fingerprint: Option<Fingerprint>,
     pub passphrase: String,
 }
 
@@ -29,6 +34,7 @@ impl std::fmt::Debug for Invite {
         f.debug_struct("Invite")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("fingerprint", &self.fingerprint)
             .field("passphrase", &"<secret>")
             .finish()
     }
@@ -49,6 +55,9 @@ pub enum InviteError {
     /// A `%` not followed by two hex digits, or escapes that are not UTF-8.
     #[error("the invite code is damaged: the passphrase after '#' is not correctly percent-encoded (was it cut or retyped?)")]
     DamagedEncoding,
+    /// A `/` after the port not followed by 24 hex digits (dashes allowed).
+    #[error("the invite code is damaged: the host fingerprint after '/' is not 24 hex digits (was it cut or retyped?)")]
+    BadFingerprint,
     /// Nothing (or no `#`) after the port.
     #[error("the invite code has no passphrase after '#'")]
     EmptyPassphrase,
@@ -59,8 +68,15 @@ impl Invite {
         Self {
             host: host.into(),
             port,
+            fingerprint: None,
             passphrase: passphrase.into(),
         }
+    }
+
+    /// The same invite carrying the host's fingerprint.
+    pub fn with_fingerprint(mut self, fingerprint: Fingerprint) -> Self {
+        self.fingerprint = Some(fingerprint);
+        self
     }
 }
 
@@ -72,7 +88,11 @@ impl fmt::Display for Invite {
         } else {
             f.write_str(&self.host)?;
         }
-        write!(f, ":{}#{}", self.port, encode_component(&self.passphrase))
+        write!(f, ":{}", self.port)?;
+        if let Some(fingerprint) = &self.fingerprint {
+            write!(f, "/{fingerprint}")?;
+        }
+        write!(f, "#{}", encode_component(&self.passphrase))
     }
 }
 
@@ -88,6 +108,18 @@ impl FromStr for Invite {
             .strip_prefix(SCHEME)
             .ok_or(InviteError::NotAnInvite)?;
         let (authority, encoded) = rest.split_once('#').unwrap_or((rest, ""));
+        let (authority, fingerprint) = match authority.split_once('/') {
+            Some((authority, fp)) => (
+                authority,
+                Some(
+                    fp.parse::<Fingerprint>()
+                        .ok()
+                        .filter(|_| !fp.contains(char::is_whitespace))
+                        .ok_or(InviteError::BadFingerprint)?,
+                ),
+            ),
+            None => (authority, None),
+        };
         let (host, port) = match authority.strip_prefix('[') {
             Some(bracketed) => {
                 let (host, after) = bracketed.split_once(']').ok_or(InviteError::BadHost)?;
@@ -118,7 +150,9 @@ impl FromStr for Invite {
         if passphrase.is_empty() {
             return Err(InviteError::EmptyPassphrase);
         }
-        Ok(Self::new(host, port, passphrase))
+        let mut invite = Self::new(host, port, passphrase);
+        invite.fingerprint = fingerprint;
+        Ok(invite)
     }
 }
 
@@ -194,6 +228,7 @@ mod tests {
             InviteError::BadPort => "bad_port",
             InviteError::DamagedEncoding => "damaged_encoding",
             InviteError::EmptyPassphrase => "empty_passphrase",
+            InviteError::BadFingerprint => "bad_fingerprint",
         }
     }
 
@@ -215,15 +250,15 @@ mod tests {
                 .parse()
                 .unwrap_or_else(|e| panic!("{v}: {e}"));
             let port = v["port"].as_u64().and_then(|p| u16::try_from(p).ok());
-            assert_eq!(
-                invite,
-                Invite::new(
-                    field(v, "host"),
-                    port.expect("port"),
-                    field(v, "passphrase")
-                ),
-                "{v}"
+            let mut expected = Invite::new(
+                field(v, "host"),
+                port.expect("port"),
+                field(v, "passphrase"),
             );
+            if let Some(fp) = v["fingerprint"].as_str() {
+                expected = expected.with_fingerprint(fp.parse().expect("a fingerprint"));
+            }
+            assert_eq!(invite, expected, "{v}");
             assert_eq!(invite.to_string(), field(v, "formatted"), "{v}");
             // What is formatted reads back as the same invite.
             assert_eq!(invite.to_string().parse::<Invite>(), Ok(invite), "{v}");
@@ -300,6 +335,7 @@ mod tests {
         let invite = Invite {
             host: "192.0.2.7".into(),
             port: 5555,
+            fingerprint: None,
             passphrase: "correct horse battery".into(),
         };
         let shown = format!("{invite:?}");

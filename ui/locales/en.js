@@ -50,6 +50,7 @@ export default {
   "join.address": "Address (IP or host name) or invite code",
   "join.address_placeholder": "192.168.1.20 or tertulia://…",
   "join.submit": "Join",
+  "join.identity": "The invite code names the room's identity: {fingerprint}. Only that room is joined.",
   "field.nick": "Your nickname",
   "field.port": "Port",
   "field.passphrase": "Room passphrase",
@@ -80,6 +81,10 @@ export default {
   "chat.address_copied": "Address copied",
   "chat.invite_copied": "Invite code copied — paste it into Join",
   "chat.copy_failed": "Copy failed — select and copy: {text}",
+  "chat.room_identity": "Room identity:",
+  "chat.copy_fingerprint": "Copy the room identity (members can compare it)",
+  "chat.fingerprint_copied": "Room identity copied",
+  "chat.identity": "Room identity: {fingerprint}",
   "chat.members": { one: "{n} member", other: "{n} members" },
   "chat.messages": "Messages",
   "chat.older": "Show earlier messages",
@@ -131,11 +136,20 @@ export default {
   "confirm.stop": "Stop hosting",
   "confirm.stop_question_alone": "Stop hosting this room? Nobody else is in the room.",
   "confirm.stop_question": { one: "Stop hosting this room? The other member will be told the room is closing.", other: "Stop hosting this room? The {n} other members will be told the room is closing." },
+  "identity.title": "The host's identity changed",
+  "identity.text": "If the host did not reset the room, someone may be intercepting your connection. Compare the new fingerprint with the host by another channel.",
+  "identity.pinned": "Pinned (trusted until now)",
+  "identity.presented": "Presented by the host now",
+  "identity.nothing_sent": "Nothing was sent to it. Until you choose, you are not in the room.",
+  "identity.cancel": "Cancel",
+  "identity.trust": "Trust the new identity",
+  "identity.cancelled": "Not joined: the host presented another identity ({presented}) than the one trusted for this address ({pinned}).",
 
   // a command the window asked for could not be done (src-tauri CommandError kinds)
   "command_error.port_in_use": "Port {port} is already in use on this computer; choose another.",
   "command_error.port_not_allowed": "This computer does not allow a room on port {port}; choose a port above 1023.",
   "command_error.host_failed": "Could not start the room on port {port}: {reason}",
+  "command_error.host_key": "The room's identity key could not be used: {reason}",
   "command_error.already_hosting": "You are already hosting a room; stop it first.",
   "command_error.no_network": "This computer has no address on a local network. Choose “This computer only” or “All networks”.",
   "command_error.room_passphrase_changed": "This passphrase is not the one of the room hosted before on this computer.",
@@ -155,6 +169,7 @@ export default {
   "invite_error.bad_host": "Invite code damaged: it has no valid address before the port.",
   "invite_error.bad_port": "Invite code damaged: its port is missing or not a number from 1 to 65535.",
   "invite_error.damaged_encoding": "Invite code damaged: the passphrase after '#' is garbled (was the code cut short or retyped?). Copy it again.",
+  "invite_error.bad_fingerprint": "Invite code damaged: the host fingerprint after '/' is not 24 hex digits (was the code cut short or retyped?). Copy it again.",
   "invite_error.empty_passphrase": "Invite code incomplete: there is no passphrase after '#'.",
 
   // what the core reports, by kind
@@ -186,6 +201,10 @@ export default {
   "error.handshake_tampered": "The room's reply could not be verified (altered on the way, or not this room's server); reconnecting.",
   "error.room_changed": "The room at this address changed since you last connected: it restarted as a new room, or someone on the network is interfering. Trying the passphrase with it.",
   "error.too_many_failed_attempts": "Too many failed attempts from your network; retrying in {seconds} s.",
+  "error.host_identity_changed": "The host's identity changed; nothing was sent to it.",
+  "error.needs_newer": "Cannot join: {message}",
+  "error.host_outdated": "Cannot join: {message}",
+  "error.known_hosts": "The list of trusted room identities could not be used: {message}",
 
   // the conversation: day separators, links, notifications
   "day.today": "Today",

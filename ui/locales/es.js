@@ -48,6 +48,7 @@ export default {
   "join.title": "Unirse a una sala",
   "join.address": "Dirección (IP o nombre del equipo) o código de invitación",
   "join.address_placeholder": "192.168.1.20 o tertulia://…",
+  "join.identity": "El código de invitación indica la identidad de la sala: {fingerprint}. Solo se entra en esa sala.",
   "join.submit": "Unirse",
   "field.nick": "Tu apodo",
   "field.port": "Puerto",
@@ -79,6 +80,10 @@ export default {
   "chat.address_copied": "Dirección copiada",
   "chat.invite_copied": "Código copiado: pégalo en «Unirse»",
   "chat.copy_failed": "No se pudo copiar; selecciónalo y cópialo: {text}",
+  "chat.room_identity": "Identidad de la sala:",
+  "chat.copy_fingerprint": "Copiar la identidad de la sala (los miembros pueden compararla)",
+  "chat.fingerprint_copied": "Identidad de la sala copiada",
+  "chat.identity": "Identidad de la sala: {fingerprint}",
   "chat.members": { one: "{n} miembro", other: "{n} miembros" },
   "chat.messages": "Mensajes",
   "chat.older": "Ver mensajes anteriores",
@@ -130,11 +135,20 @@ export default {
   "confirm.stop": "Cerrar la sala",
   "confirm.stop_question_alone": "¿Cerrar esta sala? No hay nadie más en ella.",
   "confirm.stop_question": { one: "¿Cerrar esta sala? Se avisará al otro miembro de que la sala se cierra.", other: "¿Cerrar esta sala? Se avisará a los otros {n} miembros de que la sala se cierra." },
+  "identity.title": "La identidad del anfitrión ha cambiado",
+  "identity.text": "Si el anfitrión no ha reiniciado la sala, alguien podría estar interceptando tu conexión. Compara la nueva huella con el anfitrión por otro medio.",
+  "identity.pinned": "Fijada (la de confianza hasta ahora)",
+  "identity.presented": "La que presenta ahora el anfitrión",
+  "identity.nothing_sent": "No se le ha enviado nada. Hasta que elijas, no estás en la sala.",
+  "identity.cancel": "Cancelar",
+  "identity.trust": "Confiar en la nueva identidad",
+  "identity.cancelled": "No has entrado: el anfitrión presentó otra identidad ({presented}) que la de confianza para esta dirección ({pinned}).",
 
   // una orden de la ventana que no se pudo cumplir (tipos de CommandError en src-tauri)
   "command_error.port_in_use": "El puerto {port} ya está en uso en este equipo; elige otro.",
   "command_error.port_not_allowed": "Este equipo no permite abrir una sala en el puerto {port}; elige un puerto mayor que 1023.",
   "command_error.host_failed": "No se pudo abrir la sala en el puerto {port}: {reason}",
+  "command_error.host_key": "No se pudo usar la clave de identidad de la sala: {reason}",
   "command_error.already_hosting": "Ya tienes una sala abierta; ciérrala primero.",
   "command_error.no_network": "Este equipo no tiene dirección en una red local. Elige «Solo este equipo» o «Todas las redes».",
   "command_error.room_passphrase_changed": "Esta contraseña no es la de la sala que se abrió antes en este equipo.",
@@ -154,6 +168,7 @@ export default {
   "invite_error.bad_host": "Código de invitación dañado: no tiene una dirección válida antes del puerto.",
   "invite_error.bad_port": "Código de invitación dañado: falta el puerto o no es un número del 1 al 65535.",
   "invite_error.damaged_encoding": "Código de invitación dañado: la contraseña tras «#» está corrupta (¿se cortó o se copió a mano?). Cópialo de nuevo.",
+  "invite_error.bad_fingerprint": "Código de invitación dañado: la huella del anfitrión tras «/» no tiene 24 dígitos hexadecimales (¿se cortó o se copió a mano?). Cópialo de nuevo.",
   "invite_error.empty_passphrase": "Código de invitación incompleto: no hay contraseña tras «#».",
 
   // lo que informa el núcleo, por tipo
@@ -185,6 +200,10 @@ export default {
   "error.handshake_tampered": "No se pudo verificar la respuesta de la sala (alterada por el camino o no es el servidor de esta sala); reconectando.",
   "error.room_changed": "La sala de esta dirección ha cambiado desde la última vez: se reinició como sala nueva, o alguien interfiere en la red. Se prueba la contraseña con ella.",
   "error.too_many_failed_attempts": "Demasiados intentos fallidos desde tu red; se reintentará en {seconds} s.",
+  "error.host_identity_changed": "La identidad del anfitrión ha cambiado; no se le ha enviado nada.",
+  "error.needs_newer": "No se puede entrar: {message}",
+  "error.host_outdated": "No se puede entrar: {message}",
+  "error.known_hosts": "No se pudo usar la lista de identidades de sala de confianza: {message}",
 
   // la conversación: separadores de día, enlaces, avisos
   "day.today": "Hoy",
