@@ -1,6 +1,6 @@
 // The modal dialogs: "Pick another nickname" when the core rejects ours, the yes/no
-// confirmation before the host stops the room, and "Start a new room?" when the room stored
-// on this computer has another passphrase.
+// confirmation before the host stops the room, "Start a new room?" when the room stored
+// on this computer has another passphrase, and "The host's identity changed".
 import { $, showError } from "./dom.js";
 import { checkNick } from "./validate.js";
 import { nickRejectedText, errorText } from "./text.js";
@@ -66,6 +66,31 @@ export function askPreviousRoom() {
   });
 }
 
+// "The host's identity changed": both fingerprints shown; resolves to "trust" only when
+// the user clicks "Trust the new identity", else (Cancel, Escape, a click outside the
+// dialog) to null. Focus starts on Cancel, so Enter or Space right away cancels too.
+export function askHostChanged(pinned, presented) {
+  const dialog = $("identity-dialog");
+  $("identity-pinned").textContent = pinned;
+  $("identity-presented").textContent = presented;
+  dialog.returnValue = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "trust" ? "trust" : null), { once: true });
+    if (!dialog.open) dialog.showModal();
+    $("identity-cancel").focus();
+  });
+}
+
+// A click on the backdrop (outside the dialog's box) cancels it.
+function closeOnClickOutside(dialog) {
+  dialog.addEventListener("click", (event) => {
+    if (event.target !== dialog) return;
+    const r = dialog.getBoundingClientRect();
+    const inside = event.clientX >= r.left && event.clientX <= r.right && event.clientY >= r.top && event.clientY <= r.bottom;
+    if (!inside) { dialog.returnValue = "cancel"; dialog.close(); }
+  });
+}
+
 // onNickCancel: giving up on a nickname leaves the room.
 // Escape in the nickname dialog means what its Cancel button means: give up and leave, never
 // a closed dialog with the room half-joined under a refused name.
@@ -80,4 +105,5 @@ export function initDialogs({ onNickCancel }) {
     event.preventDefault();
     cancel();
   });
+  closeOnClickOutside($("identity-dialog"));
 }

@@ -12,9 +12,10 @@ import { t } from "./i18n.js";
 import { session } from "./session.js";
 import { incoming } from "./away.js";
 import { joined } from "./prefs.js";
+import { showRoomIdentity, hostIdentityChanged } from "./room.js";
 
 // Errors after which the client does not retry: the bar says why it failed.
-const FATAL_ERRORS = new Set(["wrong_passphrase", "not_tertulia", "bad_passphrase"]);
+const FATAL_ERRORS = new Set(["wrong_passphrase", "not_tertulia", "bad_passphrase", "host_identity_changed"]);
 
 // The log node of a room event, by kind; older pages carry these same events.
 const roomEventNode = { message: messageNode, join: joinNode, leave: leaveNode };
@@ -35,6 +36,7 @@ const handlers = {
     joined(ev.nick);
     setMe(ev.nick);
     setConnState("connected", "conn.connected", { nick: ev.nick });
+    showRoomIdentity(ev.host_fingerprint || "");
     roomKeepsFrom(ev.oldest_seq, ev.room_reset);
     if (ev.room_reset) notice("log.room_reset", false, {});
     else if (ev.gap) notice("log.gap", false, {});
@@ -75,6 +77,10 @@ const handlers = {
     const fatal = FATAL_ERRORS.has(ev.kind);
     if (connectionError(ev.kind) || fatal) notice(text, false);
     if (fatal) setConnState("failed", null, text);
+    // Not in the room, nothing sent: the user decides, in a dialog, before anything else.
+    if (ev.kind === "host_identity_changed" && ev.pinned_fingerprint && ev.presented_fingerprint) {
+      hostIdentityChanged(ev.pinned_fingerprint, ev.presented_fingerprint);
+    }
   },
   reconnecting(ev) {
     startCountdown(ev.delay_ms, ev.attempt);

@@ -1,11 +1,13 @@
 // The chat screen's life: entering it (empty log, connecting), the host panel (addresses to
-// copy, invite code), leaving or stopping hosting (asking first), and back to the start.
+// copy, the room identity, invite code), leaving or stopping hosting (asking first), the
+// host's identity once connected — and when it changed, the choice the user makes — and back
+// to the start.
 import { $, el, showError } from "./dom.js";
 import { resetLog, notice } from "./log.js";
 import { clearOnline, onlineCount } from "./people.js";
 import { setConnState, clearCountdown } from "./connection.js";
 import { clearTyping } from "./typing.js";
-import { confirmDialog } from "./dialogs.js";
+import { confirmDialog, askHostChanged } from "./dialogs.js";
 import { errorText, stopHostingQuestion } from "./text.js";
 import { t, translate } from "./i18n.js";
 import { session } from "./session.js";
@@ -18,6 +20,7 @@ export function enterChat() {
   $("start").hidden = true;
   $("chat").hidden = false;
   translate($("room-title"), "app.name");
+  showRoomIdentity("");
   setConnState("connecting", "conn.connecting");
   $("message").focus();
 }
@@ -31,16 +34,56 @@ export function leaveChat() {
   session.hosting = null;
   clearTyping();
   $("host-panel").hidden = true;
+  showRoomIdentity("");
   $("stop-hosting").hidden = true;
   $("leave").hidden = false;
   $("chat").hidden = true;
   $("start").hidden = false;
 }
 
-// info: the backend's HostInfo ({port, addresses, invite}).
+// The host's fingerprint in the chat header once the handshake proved it ("" hides it).
+export function showRoomIdentity(fingerprint) {
+  const node = $("room-identity");
+  node.hidden = !fingerprint;
+  if (fingerprint) translate(node, "chat.identity", { fingerprint });
+  else { node.textContent = ""; delete node.dataset.i18n; delete node.dataset.i18nVars; }
+}
+
+// The host presented another identity than the trusted one (the core's
+// host_identity_changed error: nothing was sent, the session stopped). Nothing else happens
+// until the user chooses: trusting joins again accepting exactly the presented identity
+// (which re-pins it); anything else leaves for the start screen with the reason on the Join
+// form.
+let askingIdentity = false;
+export async function hostIdentityChanged(pinned, presented) {
+  if (askingIdentity) return;
+  askingIdentity = true;
+  let choice;
+  try { choice = await askHostChanged(pinned, presented); } finally { askingIdentity = false; }
+  if (choice === "trust") {
+    enterChat();
+    try {
+      await invoke("trust_host", { fingerprint: presented });
+      return;
+    } catch (e) {
+      leaveChat();
+      showError("join-error", errorText(e));
+      return;
+    }
+  }
+  await invoke(session.hosting ? "stop_hosting" : "disconnect").catch(() => {});
+  leaveChat();
+  showError("join-error", t("identity.cancelled", { pinned, presented }));
+  $("join-submit").focus();
+}
+
+// info: the backend's HostInfo ({port, addresses, fingerprint, invite}).
 export function showHosting(info) {
   session.hosting = info;
   $("host-panel").hidden = false;
+  const fp = $("copy-fingerprint");
+  fp.textContent = info.fingerprint || "";
+  fp.parentElement.hidden = !info.fingerprint;
   // Where the room is reachable from, as the host chose it (backend's HostInfo.reach).
   translate($("host-reach"), "reach.now." + (info.reach || "network"));
   $("stop-hosting").hidden = false;
@@ -95,5 +138,6 @@ export function initRoom() {
   $("leave").addEventListener("click", leaveRoom);
   $("stop-hosting").addEventListener("click", leaveRoom);
   $("copy-invite").addEventListener("click", () => session.hosting && copy(session.hosting.invite, "chat.invite_copied"));
+  $("copy-fingerprint").addEventListener("click", () => session.hosting && copy(session.hosting.fingerprint, "chat.fingerprint_copied"));
   $("reconnect-now").addEventListener("click", () => invoke("reconnect_now").catch((e) => notice(errorText(e), false)));
 }

@@ -1,5 +1,6 @@
 // The start screen: the Host and Join forms, checked on submit with a message saying what to
-// fix; a pasted invite code fills in the Join form; the values used last are remembered.
+// fix; a pasted invite code fills in the Join form (its room identity, when it names one, is
+// the only one the join accepts); the values used last are remembered.
 // The Host form starts with a generated passphrase and warns, once, when the one typed is
 // easy to guess (the backend's passphrase_strength); hosting again uses it anyway.
 import { $, showError } from "./dom.js";
@@ -58,13 +59,34 @@ function onPassphraseInput() {
   }, 250);
 }
 
-// An invite code in the address field is spread over address, port and passphrase; a
-// damaged one is said so on the form (false).
+// The room identity the last invite code pasted named (until the address or port is
+// edited: then it is another room), shown under the address.
+let inviteFingerprint = null;
+function setInviteFingerprint(fingerprint) {
+  inviteFingerprint = fingerprint || null;
+  const hint = $("join-identity");
+  hint.hidden = !inviteFingerprint;
+  if (inviteFingerprint) translate(hint, "join.identity", { fingerprint: inviteFingerprint });
+}
+
+// An invite code in the address field is spread over address, port and passphrase (and its
+// room identity kept); a damaged one is said so on the form (false).
 function fillFromInvite() {
   let invite;
-  try { invite = parseInvite($("join-host").value); } catch (e) { showError("join-error", errorText(e)); return false; }
-  if (invite) { $("join-host").value = invite.host; $("join-port").value = invite.port; $("join-pass").value = invite.passphrase; showError("join-error", ""); }
+  try { invite = parseInvite($("join-host").value); } catch (e) { showError("join-error", errorText(e)); setInviteFingerprint(null); return false; }
+  if (invite) {
+    $("join-host").value = invite.host; $("join-port").value = invite.port; $("join-pass").value = invite.passphrase;
+    setInviteFingerprint(invite.fingerprint);
+    showError("join-error", "");
+  }
   return true;
+}
+
+// Typing in the address: an invite code fills the form, anything else is another room than
+// the last code's.
+function onAddressInput() {
+  setInviteFingerprint(null);
+  fillFromInvite();
 }
 
 async function onHost(event) {
@@ -135,7 +157,8 @@ async function onJoin(event) {
     // "Remember passphrase": stored in the system keyring once in the room; unticked
     // (absent) deletes a stored one.
     const keyring = $("join-remember").checked ? { remember: true } : {};
-    await invoke("connect", { host: host.trim(), port: Number(port), passphrase: pass, nick: nick.trim(), ...keyring });
+    const identity = inviteFingerprint ? { fingerprint: inviteFingerprint } : {};
+    await invoke("connect", { host: host.trim(), port: Number(port), passphrase: pass, nick: nick.trim(), ...keyring, ...identity });
   } catch (e) {
     leaveChat();
     showError("join-error", errorText(e));
@@ -148,7 +171,8 @@ export function initStart() {
   fillRemembered();
   $("host-form").addEventListener("submit", onHost);
   $("join-form").addEventListener("submit", onJoin);
-  $("join-host").addEventListener("input", fillFromInvite);
+  $("join-host").addEventListener("input", onAddressInput);
+  $("join-port").addEventListener("input", () => setInviteFingerprint(null));
   // An error is about what was submitted: editing the form clears it (capturing, so that a
   // field's own check, such as a damaged invite code, can still say something new).
   $("host-form").addEventListener("input", () => showError("host-error", ""), true);

@@ -51,9 +51,13 @@ export function reconnectingText(left, attempt) {
 // own (English) message when the reason is one this window does not know.
 export function nickErrorText(reason, message) { return knownOr("nick_error." + reason, message); }
 export function textErrorText(reason, message) { return knownOr("text_error." + reason, message); }
-// `retryAfter`: the seconds the server asked to wait (with too_many_failed_attempts).
+// `retryAfter`: the seconds the server asked to wait (with too_many_failed_attempts). Some
+// kinds show the core's message verbatim after a translated prefix (needs_newer,
+// host_outdated: the versions it names).
 export function clientErrorText(kind, message, retryAfter) {
-  return knownOr("error." + kind, message, retryAfter === undefined ? undefined : { seconds: retryAfter });
+  const vars = { message: message ?? "" };
+  if (retryAfter !== undefined) vars.seconds = retryAfter;
+  return knownOr("error." + kind, message, vars);
 }
 
 function knownOr(key, fallback, vars) {

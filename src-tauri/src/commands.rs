@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tauri::{AppHandle, Manager, Runtime, State};
 use tertulia_core::client::{self, ClientConfig};
+use tertulia_core::identity::{Fingerprint, HostKey};
 use tertulia_core::invite::Invite;
 use tertulia_core::passphrase;
 use tertulia_core::server::{self, PreviousRoom, Server, ServerConfig};
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::reach::{self, Reach, ReachError};
 use crate::retention::{self, HistoryChoice};
 use crate::rooms::{Remember, SavedRooms};
-use crate::session::{AppState, HostInfo, Hosting};
+use crate::session::{AppState, HostInfo, Hosting, LastJoin, HOST_KEY_FILE};
 use crate::strength::{self, Strength};
 
 /// Errors shown to the user. Serialized as `{"kind": …, "message": …}` plus the values the
@@ -35,6 +36,10 @@ pub enum CommandError {
     PortNotAllowed { port: u16 },
     #[error("could not start the room on port {port}: {reason}")]
     HostFailed { port: u16, reason: String },
+    /// The room's identity key (`host.key` in the app's data directory) cannot be read or
+    /// made: the room does not start under another identity.
+    #[error("the room's identity key could not be used: {reason}")]
+    HostKey { reason: String },
     #[error("you are already hosting a room; stop it first")]
     AlreadyHosting,
     /// "This network" chosen on a computer with no local network address.
@@ -59,6 +64,7 @@ impl CommandError {
             Self::PortInUse { .. } => "port_in_use",
             Self::PortNotAllowed { .. } => "port_not_allowed",
             Self::HostFailed { .. } => "host_failed",
+            Self::HostKey { .. } => "host_key",
             Self::AlreadyHosting => "already_hosting",
             Self::NoNetwork => "no_network",
             Self::RoomPassphraseChanged => "room_passphrase_changed",
@@ -104,6 +110,7 @@ impl Serialize for CommandError {
                 map.serialize_entry("port", port)?;
                 map.serialize_entry("reason", reason)?;
             }
+            Self::HostKey { reason } => map.serialize_entry("reason", reason)?,
             Self::Client(client::SendError::InvalidText(reason)) => {
                 map.serialize_entry("reason", reason)?;
             }
@@ -133,6 +140,11 @@ fn check_host(raw: &str) -> Result<String> {
         )));
     }
     Ok(host.to_owned())
+}
+
+fn check_fingerprint(raw: &str) -> Result<Fingerprint> {
+    raw.parse()
+        .map_err(|e| CommandError::Invalid(format!("Room identity: {e}")))
 }
 
 /// Host a room on `port`, reachable as `reach` says (absent: this network), and join it as
@@ -167,18 +179,25 @@ pub async fn host_server<R: Runtime>(
         return Err(CommandError::AlreadyHosting);
     }
     // The hosted room lives in the app's data directory: hosting again with the same
-    // passphrase continues it (another one is refused unless `previous_room` says otherwise).
-    let data_dir = app
+    // passphrase continues it (another one is refused unless `previous_room` says otherwise),
+    // under the same identity (its host key beside it).
+    let app_dir = app
         .path()
         .app_data_dir()
         .map_err(|e| CommandError::HostFailed {
             port,
             reason: format!("no data directory: {e}"),
-        })?
-        .join("room");
+        })?;
+    let host_key = HostKey::load_or_create(&app_dir.join(HOST_KEY_FILE)).map_err(|e| {
+        CommandError::HostKey {
+            reason: e.to_string(),
+        }
+    })?;
+    let fingerprint = host_key.public().fingerprint();
     let config = ServerConfig {
-        data_dir: Some(data_dir),
+        data_dir: Some(app_dir.join("room")),
         previous_room: previous_room.unwrap_or(PreviousRoom::Refuse),
+        host_key: Some(host_key),
         ..config
     };
     let interfaces = server::addresses::interface_addrs();
@@ -195,13 +214,16 @@ pub async fn host_server<R: Runtime>(
     let port = listening.own.port();
     let stop = CancellationToken::new();
     let task = tauri::async_runtime::spawn(server.run(stop.clone().cancelled_owned()));
-    // The invite names the best shared address; its passphrase is percent-encoded
-    // (docs/PROTOCOL.md, "Invite codes"), so '%', '#' or spaces in it survive the trip.
+    // The invite names the best shared address and the room's identity; its passphrase is
+    // percent-encoded (docs/PROTOCOL.md, "Invite codes"), so '%', '#' or spaces survive.
     let info = HostInfo {
         port,
         reach,
         addresses: listening.shared.iter().map(ToString::to_string).collect(),
-        invite: Invite::new(invite_ip.to_string(), port, passphrase.clone()).to_string(),
+        fingerprint: fingerprint.to_string(),
+        invite: Invite::new(invite_ip.to_string(), port, passphrase.clone())
+            .with_fingerprint(fingerprint)
+            .to_string(),
     };
     *hosting = Some(Hosting {
         info: info.clone(),
@@ -209,12 +231,15 @@ pub async fn host_server<R: Runtime>(
         task,
     });
     drop(hosting);
-    state
-        .start_session(
-            &app,
-            ClientConfig::new(listening.own.to_string(), nick, passphrase),
-        )
-        .await;
+    *state.last_join.lock().await = None;
+    // The host's own window knows its room's identity: it expects exactly that one, and
+    // pins nothing (its loopback address may be another room's another day).
+    let own = ClientConfig {
+        expected_host: Some(fingerprint),
+        known_hosts: None,
+        ..ClientConfig::new(listening.own.to_string(), nick, passphrase)
+    };
+    state.start_session(&app, own).await;
     Ok(info)
 }
 
@@ -256,6 +281,7 @@ pub async fn hosting_info(state: State<'_, AppState>) -> Result<Option<HostInfo>
 pub async fn stop_hosting(state: State<'_, AppState>) -> Result<()> {
     let hosting = state.hosting.lock().await.take();
     let session = state.session.lock().await.take();
+    *state.last_join.lock().await = None;
     if let Some(session) = session {
         // Leave the room before it stops, so the host's nickname is free when it hosts again.
         session.end().await;
@@ -276,9 +302,13 @@ pub(crate) struct Join<'a> {
     /// Once in the room: `Some(true)` stores the passphrase in the keyring, `Some(false)`
     /// deletes any stored one, `None` leaves the keyring as it is.
     pub remember: Option<bool>,
+    /// The host identity to insist on (an invite code's, or the new one the user chose to
+    /// trust); `None`: the one pinned for the address, or trust on first use.
+    pub expected_host: Option<Fingerprint>,
 }
 
-/// Check a join's fields and start its session; the room is saved when it connects.
+/// Check a join's fields and start its session; the room is saved when it connects. The
+/// host's identity is checked against the pins in the app's data directory.
 pub(crate) async fn join<R: Runtime>(
     app: &AppHandle<R>,
     state: &AppState,
@@ -293,23 +323,31 @@ pub(crate) async fn join<R: Runtime>(
     }
     let passphrase = check_passphrase(join.passphrase)?;
     let nick = check_nick(join.nick)?;
+    *state.last_join.lock().await = Some(LastJoin {
+        host: host.clone(),
+        port: join.port,
+        passphrase: passphrase.clone().into(),
+        nick: nick.clone(),
+        remember: join.remember,
+    });
     let remember = match join.remember {
         Some(true) => Remember::Store(passphrase.clone()),
         Some(false) => Remember::Forget,
         None => Remember::Keep,
     };
     rooms.expect_join(app, &host, join.port, remember);
-    state
-        .start_session(
-            app,
-            ClientConfig::new(client::join_host_port(&host, join.port), nick, passphrase),
-        )
-        .await;
+    let config = ClientConfig {
+        known_hosts: state.known_hosts(app),
+        expected_host: join.expected_host,
+        ..ClientConfig::new(client::join_host_port(&host, join.port), nick, passphrase)
+    };
+    state.start_session(app, config).await;
     Ok(())
 }
 
 /// Join the room at `host`:`port`. `remember` ("Remember passphrase"; unticked when absent):
 /// once in the room, store the passphrase in the keyring, or delete any stored one.
+/// `fingerprint`: the room identity an invite code named; only that one is accepted.
 #[tauri::command]
 #[allow(clippy::too_many_arguments)]
 pub async fn connect<R: Runtime>(
@@ -321,13 +359,44 @@ pub async fn connect<R: Runtime>(
     passphrase: String,
     nick: String,
     remember: Option<bool>,
+    fingerprint: Option<String>,
 ) -> Result<()> {
+    let expected_host = fingerprint.as_deref().map(check_fingerprint).transpose()?;
     let request = Join {
         host: &host,
         port,
         passphrase: &passphrase,
         nick: &nick,
         remember: Some(remember.unwrap_or(false)),
+        expected_host,
+    };
+    join(&app, &state, &rooms, request).await
+}
+
+/// "Trust the new identity", after a `host_identity_changed` error: the last join again,
+/// accepting only the identity `fingerprint` (the presented one the user saw), which
+/// replaces the old pin once the handshake proves it. Nothing else is trusted by this.
+#[tauri::command]
+pub async fn trust_host<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, AppState>,
+    rooms: State<'_, SavedRooms>,
+    fingerprint: String,
+) -> Result<()> {
+    let expected = check_fingerprint(&fingerprint)?;
+    let last = state
+        .last_join
+        .lock()
+        .await
+        .clone()
+        .ok_or(CommandError::NotConnected)?;
+    let request = Join {
+        host: &last.host,
+        port: last.port,
+        passphrase: &last.passphrase,
+        nick: &last.nick,
+        remember: last.remember,
+        expected_host: Some(expected),
     };
     join(&app, &state, &rooms, request).await
 }
@@ -381,6 +450,7 @@ pub async fn disconnect<R: Runtime>(
 ) -> Result<()> {
     rooms.cancel_join(&app);
     let session = state.session.lock().await.take();
+    *state.last_join.lock().await = None;
     if let Some(session) = session {
         session.end().await;
     }

@@ -58,6 +58,7 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             commands::host_server,
             commands::stop_hosting,
             commands::connect,
+            commands::trust_host,
             commands::send,
             commands::set_nick,
             commands::reconnect_now,

@@ -766,6 +766,7 @@ pub async fn rejoin_saved_room<R: Runtime>(
         passphrase: &passphrase,
         nick: &room.nick,
         remember,
+        expected_host: None,
     };
     commands::join(&app, &state, &rooms, join).await?;
     Ok(Rejoin::Joining)

@@ -1,7 +1,8 @@
 // Desktop end-to-end test: the real Tertulia app under Xvfb, driven through tauri-driver and
 // WebKitWebDriver, talking to real tertulia-chat / tertulia-server processes on 127.0.0.1.
 // Screenshots of every step go to artifacts/desktop/.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync, copyFileSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { createServer } from "node:net";
@@ -19,6 +20,14 @@ const ESCAPE = "\uE00C"; // the WebDriver key code
 const children = [];
 const tempDirs = [];
 let step = 0;
+// Version 2 (host identities): tertulia-server keeps its identity in --host-key (default
+// DATA_DIR/host.key) and tertulia-chat pins hosts in --known-hosts. The terminal clients'
+// pins go to a throw-away directory (never the user's), and a server restarted --in-memory
+// keeps one identity through a --host-key file there.
+const helpOf = (name) => spawnSync(bin(name), ["--help"], { encoding: "utf8" }).stdout || "";
+const pinsDir = mkdtempSync(path.join(tmpdir(), "tertulia-e2e-pins-"));
+tempDirs.push(pinsDir);
+let identities = false;
 
 function log(msg) { console.log(`[desktop-e2e] ${msg}`); }
 
@@ -39,7 +48,8 @@ function start(cmd, args, env = {}) {
 
 /** A tertulia-chat --json process with an event log. */
 function chat(port, nick, passphrase = PASS) {
-  const child = start(bin("tertulia-chat"), [`127.0.0.1:${port}`, "--nick", nick, "--json"], { TERTULIA_PASSPHRASE: passphrase });
+  const pins = identities ? ["--known-hosts", path.join(pinsDir, `known_hosts-${nick}`)] : [];
+  const child = start(bin("tertulia-chat"), [`127.0.0.1:${port}`, "--nick", nick, "--json", ...pins], { TERTULIA_PASSPHRASE: passphrase });
   const events = [];
   const waiters = [];
   createInterface({ input: child.stdout }).on("line", (line) => {
@@ -89,6 +99,7 @@ async function main() {
   for (const b of ["tertulia-app", "tertulia-chat", "tertulia-server"]) {
     if (!existsSync(bin(b))) throw new Error(`${bin(b)} is missing: build first (make test does)`);
   }
+  identities = helpOf("tertulia-server").includes("--host-key") && helpOf("tertulia-chat").includes("--known-hosts");
   const display = `:${90 + Math.floor(Math.random() * 400)}`;
   start("Xvfb", [display, "-screen", "0", "1100x760x24", "-nolisten", "tcp"]);
   await new Promise((r) => setTimeout(r, 800));
@@ -136,6 +147,7 @@ async function main() {
     await session.click("#host-reach-all");
     await session.click("#host-submit");
     await session.waitFor("hosting", "return !document.querySelector('#host-panel').hidden && document.querySelector('#conn-state').textContent.includes('Connected as ana');");
+    await hostIdentity(session, home, port);
     await shot(session, "hosting");
 
     // 2. A terminal client joins; both see each other online.
@@ -209,7 +221,9 @@ async function main() {
 
     // 6. Join another room where the nickname is taken: the dialog says why; pick another.
     const otherPort = await freePort();
-    const otherServer = () => start(bin("tertulia-server"), ["--listen", `127.0.0.1:${otherPort}`, "--in-memory"], { TERTULIA_PASSPHRASE: PASS });
+    // Restarted below: one identity throughout (the app pinned it), as a host's would be.
+    const keyFlag = identities ? ["--host-key", path.join(pinsDir, "other-room.key")] : [];
+    const otherServer = () => start(bin("tertulia-server"), ["--listen", `127.0.0.1:${otherPort}`, "--in-memory", ...keyFlag], { TERTULIA_PASSPHRASE: PASS });
     const firstServer = otherServer();
     await waitPort(otherPort);
     const carol = chat(otherPort, "carol");
@@ -261,6 +275,7 @@ async function main() {
     await emojiAndSpanish(session, port);
     await newRoom(session, port, home);
     await savedRoom(session, keyring, home);
+    await identityChanged(session);
     log("all steps passed");
   } finally {
     await session.close();
@@ -532,6 +547,116 @@ async function savedRoom(session, keyring, home) {
   log(`saved room rejoined with one click; passphrase only in the keyring (${files.length} files checked)`);
   await session.click("#leave");
   await session.waitFor("the start screen", onStart);
+}
+
+// A host fingerprint computed here, independently of the app and the core, from a host key
+// file (`tertulia-host-key-v1 <64 hex>`): X25519 public key of the secret, then
+// SHA-256("tertulia host identity v2" ‖ 0x00 ‖ public key), first 12 bytes, 6 groups of 4.
+function fingerprintOf(keyFile) {
+  const hex = readFileSync(keyFile, "utf8").trim().split(/\s+/)[1];
+  const pkcs8 = Buffer.concat([Buffer.from("302e020100300506032b656e04220420", "hex"), Buffer.from(hex, "hex")]);
+  const spki = createPublicKey(createPrivateKey({ key: pkcs8, format: "der", type: "pkcs8" })).export({ format: "der", type: "spki" });
+  const digest = createHash("sha256").update(Buffer.concat([Buffer.from("tertulia host identity v2"), Buffer.from([0]), spki.subarray(-32)])).digest("hex");
+  return digest.slice(0, 24).match(/.{4}/g).join("-");
+}
+
+// 1a. The host screen shows the room's identity (the fingerprint of host.key in the app's
+// data directory) with a copy button, and the invite code carries it.
+async function hostIdentity(session, home, port) {
+  const keyFile = path.join(home, "data", "chat.tertulia.app", "host.key");
+  if (!existsSync(keyFile)) throw new Error(`hosting made no ${keyFile}`);
+  const fp = fingerprintOf(keyFile);
+  const shown = await session.text("#copy-fingerprint");
+  if (shown !== fp) throw new Error(`the host screen shows room identity ${JSON.stringify(shown)}, host.key's is ${fp}`);
+  if (!(await session.text("#host-panel .identity-row")).startsWith("Room identity:")) throw new Error("the identity is not labelled");
+  await session.run("window.__info = null; window.__TAURI__.core.invoke('hosting_info').then((i) => { window.__info = i; }); return true;");
+  const info = await session.waitFor("hosting_info", "return window.__info;");
+  if (!info.invite.startsWith(`tertulia://`) || !info.invite.includes(`:${port}/${fp}#`)) throw new Error(`the invite code does not carry the identity: ${info.invite}`);
+  if (identities) await session.waitFor("the identity in the header", ...has("#room-identity", fp));
+  log(`host screen: room identity ${fp}, in the invite code`);
+}
+
+// 11. The host's identity changes under a pinned address: tertulia-server A (its own
+// --data-dir) is joined and pinned; A stops, and B (another --data-dir: the same
+// passphrase, another identity) listens on the same port. Joining again shows "The host's
+// identity changed" with both fingerprints and nothing reaches B; Escape cancels (back on
+// the Join form, the reason said); joining again and trusting the new identity gets in, and
+// chat works both ways.
+async function identityChanged(session) {
+  if (!identities) {
+    log("SKIPPED: step 11 (host identity changed): these tertulia-server / tertulia-chat speak protocol version 1, without host identities (no --host-key / --known-hosts)");
+    return;
+  }
+  const port = await freePort();
+  const dirA = mkdtempSync(path.join(tmpdir(), "tertulia-e2e-room-a-"));
+  const dirB = mkdtempSync(path.join(tmpdir(), "tertulia-e2e-room-b-"));
+  tempDirs.push(dirA, dirB);
+  const server = (dir) => {
+    const child = start(bin("tertulia-server"), ["--listen", `127.0.0.1:${port}`, "--data-dir", dir], { TERTULIA_PASSPHRASE: PASS });
+    return { child, exited: new Promise((resolve) => child.on("exit", resolve)) };
+  };
+  const onStart = "return !document.querySelector('#start').hidden;";
+  const dialogOpen = "return document.querySelector('#identity-dialog').open;";
+  const joinAs = async () => {
+    await session.fill("#join-nick", "gil");
+    await session.fill("#join-host", "127.0.0.1");
+    await session.fill("#join-port", String(port));
+    await session.fill("#join-pass", PASS);
+    await session.click("#join-submit");
+  };
+
+  const a = server(dirA);
+  await waitPort(port);
+  const fpA = fingerprintOf(path.join(dirA, "host.key"));
+  await joinAs();
+  await session.waitFor("joined A", "return document.querySelector('#conn-state').textContent.includes('Connected as gil');");
+  await session.waitFor("A's identity in the header", ...has("#room-identity", fpA));
+  await session.click("#leave");
+  await session.waitFor("the start screen", onStart);
+  a.child.kill("SIGTERM");
+  await a.exited;
+
+  const b = server(dirB);
+  await waitPort(port);
+  const fpB = fingerprintOf(path.join(dirB, "host.key"));
+  if (fpA === fpB) throw new Error("the two rooms have one identity");
+  const hal = chat(port, "hal");
+  await hal.wait("hal in B", (e) => e.type === "connected");
+  await joinAs();
+  await session.waitFor("the identity dialog", dialogOpen);
+  const pinned = await session.text("#identity-pinned"), presented = await session.text("#identity-presented");
+  if (pinned !== fpA || presented !== fpB) throw new Error(`the dialog shows pinned ${pinned}, presented ${presented}; expected ${fpA}, ${fpB}`);
+  if (!(await session.text("#identity-dialog")).includes("someone may be intercepting your connection")) throw new Error("the dialog does not explain");
+  await shot(session, "host-identity-changed");
+  const focused = await session.run("return document.activeElement && document.activeElement.id;");
+  if (focused !== "identity-cancel") throw new Error(`the default is ${focused}, not Cancel`);
+  await session.press(ESCAPE);
+  await session.waitFor("Escape cancels, back on the Join form", "return !document.querySelector('#identity-dialog').open && !document.querySelector('#start').hidden;");
+  const reason = await session.waitFor("the reason on the Join form", "return document.querySelector('#join-error').textContent;");
+  if (!reason.includes(fpA) || !reason.includes(fpB)) throw new Error(`the Join form says: ${reason}`);
+  await shot(session, "host-identity-cancelled");
+  await new Promise((r) => setTimeout(r, 1000));
+  if (hal.events.some((e) => e.type === "join" && e.nick === "gil")) throw new Error("the refused join reached the other host");
+
+  await joinAs();
+  await session.waitFor("the identity dialog again", dialogOpen);
+  await session.click("#identity-trust");
+  await session.waitFor("joined B after trusting it", "return document.querySelector('#conn-state').textContent.includes('Connected as gil');");
+  await session.waitFor("B's identity in the header", ...has("#room-identity", fpB));
+  await hal.wait("gil joined B", (e) => e.type === "join" && e.nick === "gil");
+  hal.say("bienvenido, gil");
+  await session.waitFor("hal's message in the window", ...has("#log .msg .text", "bienvenido, gil"));
+  await session.click("#message");
+  await session.type("#message", "gracias, hal\uE007");
+  await hal.wait("gil's message", (e) => e.type === "message" && e.from === "gil" && e.text === "gracias, hal");
+  await shot(session, "host-identity-trusted");
+  hal.quit();
+  await hal.exited;
+  await session.click("#leave");
+  await session.waitFor("the start screen", onStart);
+  b.child.kill("SIGTERM");
+  await b.exited;
+  log(`identity changed: pinned ${fpA}, presented ${fpB}; Escape cancelled, trusting it joined and chat works`);
 }
 
 // 3c. Links and being away. A member sends a URL: clicking the link in the real window asks

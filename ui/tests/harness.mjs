@@ -21,7 +21,7 @@ const fakeTauri = () => {
   let nextId = 0;
   window.__calls = [];
   window.__responses = {
-    host_server: { port: 5555, reach: "all", addresses: ["192.168.1.20:5555", "[fd00::2]:5555"], invite: "tertulia://192.168.1.20:5555#open sesame" },
+    host_server: { port: 5555, reach: "all", addresses: ["192.168.1.20:5555", "[fd00::2]:5555"], fingerprint: "3f2a-91c0-5b7e-0d44-a1c9-77e2", invite: "tertulia://192.168.1.20:5555/3f2a-91c0-5b7e-0d44-a1c9-77e2#open%20sesame" },
     generate_passphrase: "abcde-fghij-kmnpq-rstuv-wxyz2",
     history_defaults: { maxMessages: 100000, maxDays: null },
   };
@@ -91,3 +91,47 @@ export async function joinRoom(page, nick = "ana") {
   await page.waitForSelector("#chat:not([hidden])");
 }
 
+// Every visible piece of text with a contrast below AA (4.5:1; 3:1 for large text), every
+// field or toggle border and state dot below 3:1, and anything drawn half-transparent.
+// Backgrounds are found by walking up to the first opaque one.
+export const contrastProblems = (page) => page.evaluate(() => {
+  const rgba = (c) => { const m = c.match(/[\d.]+/g).map(Number); return { r: m[0], g: m[1], b: m[2], a: m.length > 3 ? m[3] : 1 }; };
+  const lum = ({ r, g, b }) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const background = (node) => {
+    for (let n = node; n; n = n.parentElement) {
+      const c = rgba(getComputedStyle(n).backgroundColor);
+      if (c.a > 0.5) return c;
+    }
+    return rgba(getComputedStyle(document.documentElement).backgroundColor);
+  };
+  const visible = (n) => n.getClientRects().length > 0 && getComputedStyle(n).visibility !== "hidden";
+  const name = (n) => n.id ? "#" + n.id : n.tagName.toLowerCase() + "." + [...n.classList].join(".");
+  const problems = [];
+  for (const n of document.querySelectorAll("body *")) {
+    if (!visible(n) || ["SCRIPT", "STYLE", "OPTION"].includes(n.tagName)) continue;
+    const style = getComputedStyle(n);
+    if (Number(style.opacity) < 1) problems.push(`${name(n)} is drawn at opacity ${style.opacity}`);
+    const ownText = [...n.childNodes].some((c) => c.nodeType === 3 && c.textContent.trim());
+    if (ownText) {
+      const size = parseFloat(style.fontSize), bold = Number(style.fontWeight) >= 700;
+      const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+      const r = ratio(rgba(style.color), background(n));
+      if (r < need) problems.push(`${name(n)} "${n.textContent.trim().slice(0, 30)}" text ${r.toFixed(2)}:1 < ${need}`);
+    }
+    if (["INPUT", "TEXTAREA", "SELECT"].includes(n.tagName) || n.matches("button.secondary")) {
+      const r = ratio(rgba(style.borderTopColor), background(n.parentElement));
+      if (r < 3) problems.push(`${name(n)} border ${r.toFixed(2)}:1 < 3`);
+    }
+    if (n.matches("input, textarea") && n.placeholder) {
+      const r = ratio(rgba(getComputedStyle(n, "::placeholder").color), background(n));
+      if (r < 4.5) problems.push(`${name(n)} placeholder ${r.toFixed(2)}:1 < 4.5`);
+    }
+    if (n.matches(".state")) {
+      const r = ratio(rgba(getComputedStyle(n, "::before").color), background(n));
+      if (r < 3) problems.push(`${name(n)} state dot ${r.toFixed(2)}:1 < 3`);
+    }
+  }
+  return problems;
+});

@@ -11,7 +11,7 @@ useBrowser();
 // Every non-blank text node and text-bearing attribute of the page that no translation key
 // covers: dynamic containers (peer text, addresses) and language names are left out.
 const untranslated = (page) => page.evaluate(() => {
-  const dynamic = "#log, #online, #host-addresses, #typing, #online-count, #copy-status, #nick-reason, #confirm-text, .error, option, title";
+  const dynamic = "#log, #online, #host-addresses, #typing, #online-count, #copy-status, #copy-fingerprint, #identity-pinned, #identity-presented, #nick-reason, #confirm-text, .error, option, title";
   const found = [];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let n = walker.nextNode(); n; n = walker.nextNode()) {

@@ -4,57 +4,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { useBrowser, openPage, emit, joinRoom, shots, calls } from "./harness.mjs";
+import { useBrowser, openPage, emit, joinRoom, shots, calls, contrastProblems } from "./harness.mjs";
 
 useBrowser();
 
 const msg = (seq, from, text, extra = {}) => ({ type: "message", seq, time_ms: 0, from, text, own: false, msg_id: null, history: false, ...extra });
 const connected = (nick = "ana") => ({ type: "connected", nick, epoch: "e", resumed: false, room_reset: false, gap: false, oldest_seq: 1 });
-
-// Every visible piece of text with a contrast below AA (4.5:1; 3:1 for large text), every
-// field or toggle border and state dot below 3:1, and anything drawn half-transparent.
-// Backgrounds are found by walking up to the first opaque one.
-const contrastProblems = (page) => page.evaluate(() => {
-  const rgba = (c) => { const m = c.match(/[\d.]+/g).map(Number); return { r: m[0], g: m[1], b: m[2], a: m.length > 3 ? m[3] : 1 }; };
-  const lum = ({ r, g, b }) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
-    .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
-  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
-  const background = (node) => {
-    for (let n = node; n; n = n.parentElement) {
-      const c = rgba(getComputedStyle(n).backgroundColor);
-      if (c.a > 0.5) return c;
-    }
-    return rgba(getComputedStyle(document.documentElement).backgroundColor);
-  };
-  const visible = (n) => n.getClientRects().length > 0 && getComputedStyle(n).visibility !== "hidden";
-  const name = (n) => n.id ? "#" + n.id : n.tagName.toLowerCase() + "." + [...n.classList].join(".");
-  const problems = [];
-  for (const n of document.querySelectorAll("body *")) {
-    if (!visible(n) || ["SCRIPT", "STYLE", "OPTION"].includes(n.tagName)) continue;
-    const style = getComputedStyle(n);
-    if (Number(style.opacity) < 1) problems.push(`${name(n)} is drawn at opacity ${style.opacity}`);
-    const ownText = [...n.childNodes].some((c) => c.nodeType === 3 && c.textContent.trim());
-    if (ownText) {
-      const size = parseFloat(style.fontSize), bold = Number(style.fontWeight) >= 700;
-      const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
-      const r = ratio(rgba(style.color), background(n));
-      if (r < need) problems.push(`${name(n)} "${n.textContent.trim().slice(0, 30)}" text ${r.toFixed(2)}:1 < ${need}`);
-    }
-    if (["INPUT", "TEXTAREA", "SELECT"].includes(n.tagName) || n.matches("button.secondary")) {
-      const r = ratio(rgba(style.borderTopColor), background(n.parentElement));
-      if (r < 3) problems.push(`${name(n)} border ${r.toFixed(2)}:1 < 3`);
-    }
-    if (n.matches("input, textarea") && n.placeholder) {
-      const r = ratio(rgba(getComputedStyle(n, "::placeholder").color), background(n));
-      if (r < 4.5) problems.push(`${name(n)} placeholder ${r.toFixed(2)}:1 < 4.5`);
-    }
-    if (n.matches(".state")) {
-      const r = ratio(rgba(getComputedStyle(n, "::before").color), background(n));
-      if (r < 3) problems.push(`${name(n)} state dot ${r.toFixed(2)}:1 < 3`);
-    }
-  }
-  return problems;
-});
 
 test("WCAG AA contrast in both themes: start screen, chat with every kind of line, dialog", async () => {
   for (const colorScheme of ["light", "dark"]) {

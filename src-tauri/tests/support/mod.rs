@@ -1,6 +1,6 @@
 //! Shared by the IPC tests: the app on Tauri's mock runtime and `invoke` as the window calls
-//! it ([`mock_app`], [`invoke`]); for the saved-rooms tests, the app with its saved rooms
-//! in a temporary file, invoking commands as the window does, waiting for the events it
+//! it ([`mock_app`], [`invoke`]); for the saved-rooms and identity tests, the app with its
+//! saved rooms and pinned host identities in temporary files, invoking commands as the window does, waiting for the events it
 //! would get, a real room to join, and a real Secret Service (gnome-keyring on a private
 //! D-Bus session bus).
 #![allow(dead_code)]
@@ -17,6 +17,7 @@ use tauri::test::{get_ipc_response, mock_builder, mock_context, noop_assets, Moc
 use tauri::webview::InvokeRequest;
 use tauri::{App, Listener, Manager, WebviewWindow, WebviewWindowBuilder};
 use tertulia_app_lib::rooms::{SavedRooms, ROOMS_FILE, SAVED_ROOMS_EVENT};
+use tertulia_app_lib::session::{AppState, KNOWN_HOSTS_FILE};
 use tertulia_app_lib::CHAT_EVENT;
 use tertulia_core::server::{Server, ServerConfig};
 
@@ -67,6 +68,9 @@ impl TestApp {
         assert!(app
             .state::<SavedRooms>()
             .use_file(dir.path().join(ROOMS_FILE)));
+        assert!(app
+            .state::<AppState>()
+            .use_known_hosts(dir.path().join(KNOWN_HOSTS_FILE)));
         let (chat_tx, chat) = mpsc::channel();
         app.listen(CHAT_EVENT, move |e| {
             let _ = chat_tx.send(serde_json::from_str(e.payload()).expect("JSON event"));
