@@ -4,9 +4,6 @@
 //! `known_hosts`; another host at the same address is refused with both fingerprints and
 //! nothing sent, until `trust_host` with the presented fingerprint re-pins it; an invite's
 //! fingerprint admits no other host.
-//!
-//! The identity checks need the version-2 handshake in the core (`PROTOCOL_VERSION` 2):
-//! built against a version-1 core, those tests say so and do not run.
 
 mod support;
 
@@ -47,18 +44,6 @@ fn data_dir(app: &TestApp) -> PathBuf {
         dir.display()
     );
     dir
-}
-
-/// Whether the core speaks the version-2 handshake, which presents and checks host keys.
-fn identity_checked() -> bool {
-    if tertulia_core::hello::PROTOCOL_VERSION >= 2 {
-        return true;
-    }
-    support::skip(&format!(
-        "the core speaks protocol version {}: host identities are neither presented nor checked before version 2",
-        tertulia_core::hello::PROTOCOL_VERSION
-    ));
-    false
 }
 
 fn free_port() -> u16 {
@@ -172,9 +157,7 @@ fn the_hosted_room_keeps_one_identity_shows_it_and_its_invite_carries_it() {
     let read: Invite = invite.parse().expect("the invite reads back");
     assert_eq!(read.fingerprint, Some(key.public().fingerprint()));
     assert_eq!(read.passphrase, PASS);
-    if identity_checked() {
-        assert_eq!(connected["host_fingerprint"], json!(fingerprint));
-    }
+    assert_eq!(connected["host_fingerprint"], json!(fingerprint));
     assert_eq!(app.invoke("stop_hosting", json!({})), Ok(Value::Null));
 
     // Hosting again (another app on the same data directory): the same identity.
@@ -235,9 +218,6 @@ fn fingerprints_from_the_window_are_checked_and_trust_needs_a_join() {
 #[test]
 fn another_identity_at_a_pinned_address_is_refused_until_the_user_trusts_it() {
     let _one = exclusive();
-    if !identity_checked() {
-        return;
-    }
     let app = TestApp::new();
     let pins = app.dir.path().join("known_hosts");
     let port = free_port();

@@ -1,7 +1,7 @@
 // Desktop end-to-end test: the real Tertulia app under Xvfb, driven through tauri-driver and
 // WebKitWebDriver, talking to real tertulia-chat / tertulia-server processes on 127.0.0.1.
 // Screenshots of every step go to artifacts/desktop/.
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync, copyFileSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -20,14 +20,12 @@ const ESCAPE = "\uE00C"; // the WebDriver key code
 const children = [];
 const tempDirs = [];
 let step = 0;
-// Version 2 (host identities): tertulia-server keeps its identity in --host-key (default
+// Host identities: tertulia-server keeps its identity in --host-key (default
 // DATA_DIR/host.key) and tertulia-chat pins hosts in --known-hosts. The terminal clients'
 // pins go to a throw-away directory (never the user's), and a server restarted --in-memory
 // keeps one identity through a --host-key file there.
-const helpOf = (name) => spawnSync(bin(name), ["--help"], { encoding: "utf8" }).stdout || "";
 const pinsDir = mkdtempSync(path.join(tmpdir(), "tertulia-e2e-pins-"));
 tempDirs.push(pinsDir);
-let identities = false;
 
 function log(msg) { console.log(`[desktop-e2e] ${msg}`); }
 
@@ -48,7 +46,7 @@ function start(cmd, args, env = {}) {
 
 /** A tertulia-chat --json process with an event log. */
 function chat(port, nick, passphrase = PASS) {
-  const pins = identities ? ["--known-hosts", path.join(pinsDir, `known_hosts-${nick}`)] : [];
+  const pins = ["--known-hosts", path.join(pinsDir, `known_hosts-${nick}`)];
   const child = start(bin("tertulia-chat"), [`127.0.0.1:${port}`, "--nick", nick, "--json", ...pins], { TERTULIA_PASSPHRASE: passphrase });
   const events = [];
   const waiters = [];
@@ -99,7 +97,6 @@ async function main() {
   for (const b of ["tertulia-app", "tertulia-chat", "tertulia-server"]) {
     if (!existsSync(bin(b))) throw new Error(`${bin(b)} is missing: build first (make test does)`);
   }
-  identities = helpOf("tertulia-server").includes("--host-key") && helpOf("tertulia-chat").includes("--known-hosts");
   const display = `:${90 + Math.floor(Math.random() * 400)}`;
   start("Xvfb", [display, "-screen", "0", "1100x760x24", "-nolisten", "tcp"]);
   await new Promise((r) => setTimeout(r, 800));
@@ -222,7 +219,7 @@ async function main() {
     // 6. Join another room where the nickname is taken: the dialog says why; pick another.
     const otherPort = await freePort();
     // Restarted below: one identity throughout (the app pinned it), as a host's would be.
-    const keyFlag = identities ? ["--host-key", path.join(pinsDir, "other-room.key")] : [];
+    const keyFlag = ["--host-key", path.join(pinsDir, "other-room.key")];
     const otherServer = () => start(bin("tertulia-server"), ["--listen", `127.0.0.1:${otherPort}`, "--in-memory", ...keyFlag], { TERTULIA_PASSPHRASE: PASS });
     const firstServer = otherServer();
     await waitPort(otherPort);
@@ -572,7 +569,7 @@ async function hostIdentity(session, home, port) {
   await session.run("window.__info = null; window.__TAURI__.core.invoke('hosting_info').then((i) => { window.__info = i; }); return true;");
   const info = await session.waitFor("hosting_info", "return window.__info;");
   if (!info.invite.startsWith(`tertulia://`) || !info.invite.includes(`:${port}/${fp}#`)) throw new Error(`the invite code does not carry the identity: ${info.invite}`);
-  if (identities) await session.waitFor("the identity in the header", ...has("#room-identity", fp));
+  await session.waitFor("the identity in the header", ...has("#room-identity", fp));
   log(`host screen: room identity ${fp}, in the invite code`);
 }
 
@@ -583,10 +580,6 @@ async function hostIdentity(session, home, port) {
 // the Join form, the reason said); joining again and trusting the new identity gets in, and
 // chat works both ways.
 async function identityChanged(session) {
-  if (!identities) {
-    log("SKIPPED: step 11 (host identity changed): these tertulia-server / tertulia-chat speak protocol version 1, without host identities (no --host-key / --known-hosts)");
-    return;
-  }
   const port = await freePort();
   const dirA = mkdtempSync(path.join(tmpdir(), "tertulia-e2e-room-a-"));
   const dirB = mkdtempSync(path.join(tmpdir(), "tertulia-e2e-room-b-"));
