@@ -120,10 +120,12 @@ BENCH_PIN := $(shell [ "$$(nproc 2>/dev/null || echo 1)" -ge 2 ] && echo "taskse
 bench: deps-bench
 	$(CARGO) build --release -p tertulia-cli -p tertulia-bench
 	$(BENCH_PIN) target/release/tertulia-bench matrix --preset full --out bench/results
+	$(BENCH_PIN) target/release/tertulia-bench handshakes --secs 5 | tee bench/results/handshakes.json
 
 bench-quick: deps-bench
 	$(CARGO) build --release -p tertulia-cli -p tertulia-bench
 	$(BENCH_PIN) target/release/tertulia-bench matrix --preset quick --out bench/results/quick
+	$(BENCH_PIN) target/release/tertulia-bench handshakes --secs 2 | tee bench/results/quick/handshakes.json
 
 package: deps
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/install-deps.sh nodejs npm
