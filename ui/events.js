@@ -16,6 +16,9 @@ import { showRoomIdentity, hostIdentityChanged } from "./room.js";
 
 // Errors after which the client does not retry: the bar says why it failed.
 const FATAL_ERRORS = new Set(["wrong_passphrase", "not_tertulia", "bad_passphrase", "host_identity_changed"]);
+// The words of the last fatal error, in the window's language: the `disconnected` that
+// follows it says the same, not the core's English message.
+let fatalText = null;
 
 // The log node of a room event, by kind; older pages carry these same events.
 const roomEventNode = { message: messageNode, join: joinNode, leave: leaveNode };
@@ -28,6 +31,7 @@ function showRoomEvent(ev) {
 
 const handlers = {
   connecting(ev) {
+    fatalText = null;
     connectionAttempt(ev.attempt, ev.addr);
   },
   connected(ev) {
@@ -76,7 +80,10 @@ const handlers = {
     const text = clientErrorText(ev.kind, ev.message, ev.retry_after_secs);
     const fatal = FATAL_ERRORS.has(ev.kind);
     if (connectionError(ev.kind) || fatal) notice(text, false);
-    if (fatal) setConnState("failed", null, text);
+    if (fatal) {
+      fatalText = text;
+      setConnState("failed", null, text);
+    }
     // Not in the room, nothing sent: the user decides, in a dialog, before anything else.
     if (ev.kind === "host_identity_changed" && ev.pinned_fingerprint && ev.presented_fingerprint) {
       hostIdentityChanged(ev.pinned_fingerprint, ev.presented_fingerprint);
@@ -94,7 +101,9 @@ const handlers = {
   disconnected(ev) {
     clearCountdown();
     sessionEnded();
-    setConnState("failed", null, disconnectedText(ev.reason, ev.message));
+    const message = ev.reason === "fatal" && fatalText ? fatalText : ev.message;
+    fatalText = null;
+    setConnState("failed", null, disconnectedText(ev.reason, message));
   },
 };
 

@@ -132,9 +132,14 @@ test("\"Trust the new identity\" joins again expecting exactly the presented fin
 test("the dialog in Spanish; a version mismatch shows the core's text verbatim", async () => {
   const page = await openPage({ locale: "es-ES" });
   await joinRoom(page);
-  await emit(page, [changed]);
+  await emit(page, [changed, stopped]);
   await page.waitForSelector("#identity-dialog[open]");
   assert.equal(await page.textContent("#identity-title"), "La identidad del anfitrión ha cambiado");
+  assert.equal(
+    await page.textContent("#conn-state"),
+    "Desconectado: La identidad del anfitrión ha cambiado; no se le ha enviado nada.",
+    "the status line in the window's language, not the core's English",
+  );
   assert.equal(await page.textContent("#identity-trust"), "Confiar en la nueva identidad");
   assert.equal(await page.textContent("#identity-cancel"), "Cancelar");
   await page.keyboard.press("Escape");
