@@ -343,32 +343,52 @@ impl KnownHosts {
         self.entries.get(&pin_address(addr)).copied()
     }
 
-    /// Pin `key` for `addr` (replacing any previous pin) and save the file, if there is one:
-    /// written to a temporary file beside it and renamed over it.
+    /// Pin `key` for `addr` (replacing any previous pin) and save the file, if there is one.
+    /// Other processes may pin in the same file (two `tertulia-chat`s, the app): under an
+    /// advisory lock on `FILE.lock`, the file is read again, this pin merged in, and the
+    /// result written to a temporary file beside it and renamed over it, so no one's pin is
+    /// lost.
     pub fn pin(&mut self, addr: &str, key: HostPublicKey) -> Result<(), IdentityError> {
         let addr = pin_address(addr);
         if addr.is_empty() || addr.contains(char::is_whitespace) {
             return Ok(()); // not an address a line can hold; kept for nothing
         }
-        let previous = self.entries.insert(addr.clone(), key);
-        if previous == Some(key) {
-            return Ok(());
-        }
         let Some(path) = self.path.clone() else {
+            self.entries.insert(addr, key);
             return Ok(());
         };
-        let mut text = String::from("# tertulia known hosts: ADDRESS HOST-PUBLIC-KEY\n");
-        for (addr, key) in &self.entries {
-            text.push_str(&format!("{addr} {}\n", key.to_hex()));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir).map_err(io_error(dir))?;
         }
-        if text.len() as u64 > MAX_KNOWN_HOSTS_BYTES {
-            match previous {
-                Some(old) => self.entries.insert(addr, old),
-                None => self.entries.remove(&addr),
-            };
-            return Err(IdentityError::TooLarge { path });
-        }
-        save_atomically(&path, text.as_bytes())
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock_path = PathBuf::from(lock_path);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_error(&lock_path))?;
+        lock.lock().map_err(io_error(&lock_path))?;
+        let mut current = Self::load(&path)?;
+        let previous = current.entries.insert(addr, key);
+        let saved = if previous == Some(key) {
+            Ok(())
+        } else {
+            let mut text = String::from("# tertulia known hosts: ADDRESS HOST-PUBLIC-KEY\n");
+            for (addr, key) in &current.entries {
+                text.push_str(&format!("{addr} {}\n", key.to_hex()));
+            }
+            if text.len() as u64 > MAX_KNOWN_HOSTS_BYTES {
+                Err(IdentityError::TooLarge { path: path.clone() })
+            } else {
+                save_atomically(&path, text.as_bytes())
+            }
+        };
+        drop(lock); // releases the advisory lock
+        saved?;
+        self.entries = current.entries;
+        Ok(())
     }
 }
 
@@ -409,29 +429,39 @@ pub enum HostVerdict {
     },
 }
 
-/// The pinning rule (pure): an `expected` fingerprint (invite code, or the user accepting a
-/// new identity) must match and is then pinned; else an existing pin must match; else the
-/// key is pinned on first use.
+/// The pinning rule (pure):
+/// 1. `accepted` — an identity the user accepted deliberately (`--accept-new-host`, the app's
+///    "Trust the new identity"): if presented, it is trusted and pinned, replacing any pin;
+/// 2. `expected` — an invite code's fingerprint: any other identity is refused;
+/// 3. an existing pin must match — also when an invite code names the presented identity
+///    (anyone holding the passphrase can write an invite code; only the user's deliberate
+///    acceptance replaces a pin);
+/// 4. else the key is pinned on first use.
 pub fn check_host(
     presented: HostPublicKey,
     pinned: Option<HostPublicKey>,
     expected: Option<Fingerprint>,
+    accepted: Option<Fingerprint>,
 ) -> HostVerdict {
     let shown = presented.fingerprint();
-    match (expected, pinned) {
-        (Some(expected), _) if expected == shown => HostVerdict::Trusted {
+    if accepted == Some(shown) {
+        return HostVerdict::Trusted {
             pin: pinned != Some(presented),
-        },
-        (Some(expected), _) => HostVerdict::Changed {
+        };
+    }
+    if let Some(expected) = expected.filter(|expected| *expected != shown) {
+        return HostVerdict::Changed {
             pinned: expected,
             presented: shown,
-        },
-        (None, Some(pin)) if pin == presented => HostVerdict::Trusted { pin: false },
-        (None, Some(pin)) => HostVerdict::Changed {
+        };
+    }
+    match pinned {
+        Some(pin) if pin == presented => HostVerdict::Trusted { pin: false },
+        Some(pin) => HostVerdict::Changed {
             pinned: pin.fingerprint(),
             presented: shown,
         },
-        (None, None) => HostVerdict::Trusted { pin: true },
+        None => HostVerdict::Trusted { pin: true },
     }
 }
 
@@ -545,8 +575,12 @@ mod tests {
             KnownHosts::load(&path).unwrap().pinned("host.lan:5555"),
             Some(b)
         );
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "no temporary file left");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(leftovers.len(), 2, "no temporary file left: {leftovers:?}");
+        assert!(leftovers.contains(&"known_hosts.lock".to_string()));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -572,42 +606,78 @@ mod tests {
         assert_eq!(memory.pinned("h:1"), Some(a));
     }
 
+    /// Two processes with the same file (two `tertulia-chat`s, or one and the app), each
+    /// loaded before the other pinned: neither pin is lost.
+    #[test]
+    fn pins_from_two_holders_of_one_file_are_both_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        let a = HostKey::from_bytes([1; 32]).public();
+        let b = HostKey::from_bytes([2; 32]).public();
+        let (mut first, mut second) = (
+            KnownHosts::load(&path).unwrap(),
+            KnownHosts::load(&path).unwrap(),
+        );
+        first.pin("one:1", a).unwrap();
+        second.pin("two:2", b).unwrap();
+        let both = KnownHosts::load(&path).unwrap();
+        assert_eq!(both.pinned("one:1"), Some(a), "the first's pin survives");
+        assert_eq!(both.pinned("two:2"), Some(b));
+        assert_eq!(
+            second.pinned("one:1"),
+            Some(a),
+            "the writer sees the merged list"
+        );
+    }
+
     #[test]
     fn pinning_verdicts() {
         let a = HostKey::from_bytes([1; 32]).public();
         let b = HostKey::from_bytes([2; 32]).public();
         let (fa, fb) = (a.fingerprint(), b.fingerprint());
+        let changed = |pinned, presented| HostVerdict::Changed { pinned, presented };
         assert_eq!(
-            check_host(a, None, None),
+            check_host(a, None, None, None),
             HostVerdict::Trusted { pin: true }
         );
         assert_eq!(
-            check_host(a, Some(a), None),
+            check_host(a, Some(a), None, None),
             HostVerdict::Trusted { pin: false }
         );
+        assert_eq!(check_host(b, Some(a), None, None), changed(fa, fb));
+        // An invite code's fingerprint: on first contact it is the only identity admitted
+        // (no first-use window) and is pinned; it never replaces another pin.
         assert_eq!(
-            check_host(b, Some(a), None),
-            HostVerdict::Changed {
-                pinned: fa,
-                presented: fb
-            }
-        );
-        // An expected identity wins over the pin and replaces it.
-        assert_eq!(
-            check_host(b, Some(a), Some(fb)),
+            check_host(b, None, Some(fb), None),
             HostVerdict::Trusted { pin: true }
         );
         assert_eq!(
-            check_host(a, Some(a), Some(fa)),
-            HostVerdict::Trusted { pin: false }
-        );
-        assert_eq!(
-            check_host(a, None, Some(fb)),
-            HostVerdict::Changed {
-                pinned: fb,
-                presented: fa
-            },
+            check_host(a, None, Some(fb), None),
+            changed(fb, fa),
             "an invite's fingerprint leaves no first-use window"
+        );
+        assert_eq!(
+            check_host(a, Some(a), Some(fa), None),
+            HostVerdict::Trusted { pin: false }
+        );
+        assert_eq!(
+            check_host(b, Some(a), Some(fb), None),
+            changed(fa, fb),
+            "an invite naming another identity than the pinned one does not replace the pin"
+        );
+        // Only the user's deliberate acceptance replaces a pin, and only with that identity.
+        assert_eq!(
+            check_host(b, Some(a), None, Some(fb)),
+            HostVerdict::Trusted { pin: true }
+        );
+        assert_eq!(
+            check_host(b, Some(a), Some(fa), Some(fb)),
+            HostVerdict::Trusted { pin: true }
+        );
+        assert_eq!(check_host(a, Some(b), None, Some(fb)), changed(fb, fa));
+        assert_eq!(
+            check_host(b, Some(b), None, Some(fb)),
+            HostVerdict::Trusted { pin: false }
         );
     }
 }

@@ -224,7 +224,7 @@ pub enum ErrorCode {
 /// The room broadcast key: 32 raw bytes on the wire.
 pub type RoomKey = [u8; 32];
 
-/// Server → client, sealed with the server's session key. Type numbers 0–9 in order.
+/// Server → client, sealed with the server's session key. Type numbers 0–10 in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServerMessage {

@@ -302,9 +302,12 @@ pub(crate) struct Join<'a> {
     /// Once in the room: `Some(true)` stores the passphrase in the keyring, `Some(false)`
     /// deletes any stored one, `None` leaves the keyring as it is.
     pub remember: Option<bool>,
-    /// The host identity to insist on (an invite code's, or the new one the user chose to
-    /// trust); `None`: the one pinned for the address, or trust on first use.
+    /// An invite code's host identity: no other is admitted, and it never replaces another
+    /// pin; `None`: the one pinned for the address, or trust on first use.
     pub expected_host: Option<Fingerprint>,
+    /// The new identity the user chose to trust in the "identity changed" dialog: it
+    /// replaces the pin.
+    pub accept_new_host: Option<Fingerprint>,
 }
 
 /// Check a join's fields and start its session; the room is saved when it connects. The
@@ -339,6 +342,7 @@ pub(crate) async fn join<R: Runtime>(
     let config = ClientConfig {
         known_hosts: state.known_hosts(app),
         expected_host: join.expected_host,
+        accept_new_host: join.accept_new_host,
         ..ClientConfig::new(client::join_host_port(&host, join.port), nick, passphrase)
     };
     state.start_session(app, config).await;
@@ -369,6 +373,7 @@ pub async fn connect<R: Runtime>(
         nick: &nick,
         remember: Some(remember.unwrap_or(false)),
         expected_host,
+        accept_new_host: None,
     };
     join(&app, &state, &rooms, request).await
 }
@@ -396,7 +401,8 @@ pub async fn trust_host<R: Runtime>(
         passphrase: &last.passphrase,
         nick: &last.nick,
         remember: last.remember,
-        expected_host: Some(expected),
+        expected_host: None,
+        accept_new_host: Some(expected),
     };
     join(&app, &state, &rooms, request).await
 }

@@ -767,6 +767,7 @@ pub async fn rejoin_saved_room<R: Runtime>(
         nick: &room.nick,
         remember,
         expected_host: None,
+        accept_new_host: None,
     };
     commands::join(&app, &state, &rooms, join).await?;
     Ok(Rejoin::Joining)

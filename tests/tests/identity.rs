@@ -173,6 +173,14 @@ async fn a_recorded_handshake_gives_a_dictionary_nothing_to_test() {
 }
 
 /// The fingerprint of the key file `path` (created if missing).
+/// The hex public key of the host key file at `path`, as `known_hosts` stores it.
+fn public_key_hex(path: &std::path::Path) -> String {
+    HostKey::load_or_create(path)
+        .expect("host key")
+        .public()
+        .to_hex()
+}
+
 fn fingerprint_of(path: &std::path::Path) -> Fingerprint {
     HostKey::load_or_create(path)
         .expect("host key")
@@ -240,6 +248,24 @@ async fn a_pinned_client_refuses_an_impostor_with_the_passphrase_until_told_to_a
     // The pin still names the real host.
     let mut again = ChatProcess::start(fake.addr, "ana", PASS, &["--known-hosts", &pins_arg]).await;
     assert!(again.exit_code().await.is_some_and(|c| c != 0));
+    // An invite code naming the impostor (anyone with the passphrase can write one, e.g.
+    // posted in the room) does not replace the pin either: the same refusal.
+    let pass = tertulia_core::invite::encode_component(PASS);
+    let code = format!("tertulia://{}/{fake_fp}#{pass}", fake.addr);
+    let mut invited =
+        ChatProcess::start_target(&code, "ana", "", &["--known-hosts", &pins_arg]).await;
+    let refused = invited
+        .wait_for("host_identity_changed", |e| e["type"] == "error")
+        .await;
+    assert_eq!(refused["kind"], "host_identity_changed", "{refused}");
+    assert_eq!(refused["pinned_fingerprint"], real_fp.to_string());
+    assert!(invited.exit_code().await.is_some_and(|c| c != 0));
+    assert!(
+        std::fs::read_to_string(&pins)
+            .expect("pins")
+            .contains(&public_key_hex(&real_key)),
+        "the pin still names the real host"
+    );
 
     // The user checked with the host and accepts exactly the new identity: joins, re-pinned.
     let fake_text = fake_fp.to_string();

@@ -102,7 +102,7 @@ async fn run(args: Args) -> i32 {
         Ok(target) => target,
         Err(e) => return fail(lang.target_error(&e), exit::USAGE),
     };
-    let mut expected_host = args.accept_new_host;
+    let mut expected_host = None;
     let (server, passphrase) = match target {
         Target::Invite { .. } if args.passphrase_file.is_some() => {
             return fail(lang.invite_and_passphrase_file(), exit::USAGE);
@@ -112,9 +112,9 @@ async fn run(args: Args) -> i32 {
             fingerprint,
             passphrase,
         } => {
-            // The code's fingerprint leaves no trust-on-first-use window; an explicit
-            // --accept-new-host still wins (the user checked with the host).
-            expected_host = expected_host.or(fingerprint);
+            // The code's fingerprint leaves no trust-on-first-use window; it does not
+            // replace another pin (only --accept-new-host does: the user checked with the host).
+            expected_host = fingerprint;
             if std::env::var_os(tertulia_cli::PASSPHRASE_ENV).is_some() {
                 tracing::info!(
                     "{} is ignored: the invite code carries the passphrase",
@@ -142,6 +142,7 @@ async fn run(args: Args) -> i32 {
     let mut config = ClientConfig::new(server, args.nick.clone(), passphrase);
     config.give_up_after = args.give_up_after;
     config.expected_host = expected_host;
+    config.accept_new_host = args.accept_new_host;
     config.known_hosts = args.known_hosts.clone().or_else(default_known_hosts);
     if config.known_hosts.is_none() {
         tracing::warn!("no data directory found: host identities are pinned for this run only (use --known-hosts FILE)");

@@ -64,10 +64,13 @@ pub struct ClientConfig {
     /// [`KnownHosts`](crate::identity::KnownHosts)). `None`: pins are kept in memory for the
     /// life of the process only.
     pub known_hosts: Option<std::path::PathBuf>,
-    /// The host identity to insist on (from an invite code, or the user accepting a new
-    /// identity): any other is refused, and this one is pinned, replacing an older pin.
-    /// `None`: the pinned identity, or trust on first use.
+    /// An invite code's host identity: any other is refused; on first contact it is pinned.
+    /// It does not replace a different pin (that needs `accept_new_host`). `None`: the
+    /// pinned identity, or trust on first use.
     pub expected_host: Option<crate::identity::Fingerprint>,
+    /// An identity the user accepted deliberately after being told the host's identity
+    /// changed: if the host presents it, it is trusted and pinned, replacing the old pin.
+    pub accept_new_host: Option<crate::identity::Fingerprint>,
 }
 
 impl ClientConfig {
@@ -86,6 +89,7 @@ impl ClientConfig {
             server_silence: Duration::from_secs(45),
             known_hosts: None,
             expected_host: None,
+            accept_new_host: None,
         }
     }
 }
@@ -427,9 +431,12 @@ impl ClientTask {
             Err(e) => return classify(e),
         };
         // The host proved the passphrase and this identity: is it the one we trust here?
-        let verdict = self
-            .session
-            .handshake_completed(host, pinned, self.config.expected_host);
+        let verdict = self.session.handshake_completed(
+            host,
+            pinned,
+            self.config.expected_host,
+            self.config.accept_new_host,
+        );
         if verdict == (HostVerdict::Trusted { pin: true }) {
             if let Ok(hosts) = self.known_hosts() {
                 if let Err(e) = hosts.pin(&addr, host) {

@@ -293,8 +293,9 @@ impl Session {
     }
 
     /// The handshake completed (the host proved it knows the passphrase) and the host
-    /// presented `presented`; `pinned` is the pin for this address and `expected` the
-    /// identity insisted on (invite code, or the user accepting a new one). Trusted: joins
+    /// presented `presented`; `pinned` is the pin for this address, `expected` an invite
+    /// code's identity and `accepted` one the user accepted deliberately
+    /// ([`check_host`]). Trusted: joins
     /// (and the caller pins it if the verdict says so). Changed: ends the connection with
     /// [`Ending::HostChanged`] without sending anything.
     pub fn handshake_completed(
@@ -302,8 +303,9 @@ impl Session {
         presented: HostPublicKey,
         pinned: Option<HostPublicKey>,
         expected: Option<Fingerprint>,
+        accepted: Option<Fingerprint>,
     ) -> HostVerdict {
-        let verdict = check_host(presented, pinned, expected);
+        let verdict = check_host(presented, pinned, expected, accepted);
         match verdict {
             HostVerdict::Trusted { .. } => {
                 self.host_fingerprint = Some(presented.fingerprint());
@@ -2092,7 +2094,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(6);
         s.connecting();
         assert_eq!(
-            s.handshake_completed(b, Some(a), None),
+            s.handshake_completed(b, Some(a), None, None),
             HostVerdict::Changed {
                 pinned: a.fingerprint(),
                 presented: b.fingerprint()
@@ -2134,7 +2136,7 @@ mod tests {
         let mut s = session();
         s.connecting();
         assert_eq!(
-            s.handshake_completed(a, None, Some(a.fingerprint())),
+            s.handshake_completed(a, None, Some(a.fingerprint()), None),
             HostVerdict::Trusted { pin: true }
         );
         assert!(matches!(
