@@ -420,6 +420,15 @@ impl Lang {
         )
     }
 
+    /// The host at a pinned address presented another identity (`detail`: the core's
+    /// English message, shown as it is in English).
+    pub fn host_identity_changed(self, detail: &str, pinned: &str, presented: &str) -> String {
+        self.pick(
+            detail.to_owned(),
+            format!("la identidad del anfitrión ha cambiado: si el anfitrión no reinició la sala, alguien podría estar interceptando (la de confianza hasta ahora era {pinned}, la que presenta es {presented}); no se le ha enviado nada"),
+        )
+    }
+
     /// How to accept a changed host identity deliberately.
     pub fn accept_new_host_hint(self, presented: &str) -> String {
         self.pick(
@@ -450,7 +459,8 @@ impl Lang {
             (Lang::Es, DisconnectReason::GaveUp) => {
                 format!("desconectado: se dejó de intentar ({detail})")
             }
-            (Lang::Es, DisconnectReason::Fatal) => format!("desconectado ({detail})"),
+            // The error line just before says why, in Spanish; the core's detail is English.
+            (Lang::Es, DisconnectReason::Fatal) => "desconectado por el error anterior".into(),
         }
     }
 }
@@ -474,6 +484,26 @@ mod tests {
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| (*v).to_owned())
         })
+    }
+
+    /// A changed host identity reads wholly in Spanish, with both fingerprints; the
+    /// disconnection after it does not repeat the core's English message.
+    #[test]
+    fn a_changed_host_identity_in_spanish() {
+        let english = "the host's identity changed — if the host did not reset the room, someone may be intercepting (pinned a, presented b)";
+        let es = Lang::Es.host_identity_changed(english, "aaaa", "bbbb");
+        assert!(
+            es.starts_with("la identidad del anfitrión ha cambiado"),
+            "{es}"
+        );
+        assert!(es.contains("aaaa") && es.contains("bbbb"), "{es}");
+        assert!(!es.contains("intercepting"), "{es}");
+        assert_eq!(
+            Lang::En.host_identity_changed(english, "aaaa", "bbbb"),
+            english
+        );
+        let gone = Lang::Es.disconnected(DisconnectReason::Fatal, english);
+        assert!(!gone.contains("intercepting"), "{gone}");
     }
 
     #[test]

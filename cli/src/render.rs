@@ -153,19 +153,20 @@ pub fn event(style: Style, lang: Lang, event: &ClientEvent) -> Option<String> {
             kind,
             message,
             retry_after_secs,
+            pinned_fingerprint,
             presented_fingerprint,
-            ..
-        } => {
-            let line =
-                style.error(&lang.client_error(*kind, &sanitize(message), *retry_after_secs));
-            match (kind, presented_fingerprint) {
-                (ErrorKind::HostIdentityChanged, Some(presented)) => format!(
-                    "{line}\n{}",
-                    style.warn(&lang.accept_new_host_hint(&sanitize(presented)))
-                ),
-                _ => line,
-            }
-        }
+        } => match (kind, pinned_fingerprint, presented_fingerprint) {
+            (ErrorKind::HostIdentityChanged, Some(pinned), Some(presented)) => format!(
+                "{}\n{}",
+                style.error(&lang.host_identity_changed(
+                    &sanitize(message),
+                    &sanitize(pinned),
+                    &sanitize(presented)
+                )),
+                style.warn(&lang.accept_new_host_hint(&sanitize(presented)))
+            ),
+            _ => style.error(&lang.client_error(*kind, &sanitize(message), *retry_after_secs)),
+        },
         ClientEvent::Reconnecting {
             attempt, delay_ms, ..
         } => style.warn(&lang.reconnecting(*delay_ms, *attempt)),
