@@ -365,7 +365,7 @@ impl Lang {
                 "el servidor rechazó la contraseña; se comprueba de nuevo (un rechazo solo se cree si se repite)"
             }
             ErrorKind::HandshakeTampered => {
-                "la respuesta del servidor al saludo no se pudo autenticar: alterada por el camino o no es el servidor de esta sala; reconectando"
+                "la respuesta de la sala no se pudo comprobar (la contraseña ya se aceptó aquí antes): alguien podría estar interfiriendo; reconectando"
             }
             ErrorKind::HostIdentityChanged => {
                 "la identidad del anfitrión ha cambiado: si el anfitrión no reinició la sala, alguien podría estar interceptando"

@@ -437,6 +437,8 @@ struct Faults {
 struct ProxyState {
     /// One-shot: flip the last byte of frame number N (0-based) of the next connection in a direction.
     flip: Vec<(Direction, usize)>,
+    /// Flip a byte of message 2 (the `HandshakeResponse`) on this many of the next connections.
+    flip_responses: usize,
     /// One-shot: answer the next connection with these bytes instead of the server's, then close.
     forge: Option<Vec<u8>>,
     /// Abort handles of the live connections' pumps.
@@ -492,7 +494,12 @@ impl Proxy {
                 let flips = {
                     let mut st = shared.lock().expect("proxy state");
                     st.connections += 1;
-                    std::mem::take(&mut st.flip)
+                    let mut flips = std::mem::take(&mut st.flip);
+                    if st.flip_responses > 0 {
+                        st.flip_responses -= 1;
+                        flips.push((Direction::ServerToClient, 1));
+                    }
+                    flips
                 };
                 let c2s = flips
                     .iter()
@@ -596,6 +603,12 @@ impl Proxy {
     /// Flip a byte of the next connection's Noise message 2 (`HandshakeResponse`), once.
     pub fn flip_handshake_response_once(&self) {
         self.flip_once(Direction::ServerToClient, 1);
+    }
+
+    /// Flip a byte of Noise message 2 (`HandshakeResponse`) on each of the next `count`
+    /// connections.
+    pub fn flip_handshake_responses(&self, count: usize) {
+        self.state.lock().expect("proxy state").flip_responses = count;
     }
 
     /// Drop every live connection at once (both directions).

@@ -1,7 +1,8 @@
 //! One forged packet must not stop a client for good. Through a proxy that injects each fault
 //! once — a forged `Reject` before the `Hello`, a flipped byte in the handshake response, an
 //! altered salt in the `Hello` — the real `tertulia-chat` ends up in the room, says what happened, and
-//! every message typed before or while it retried arrives exactly once.
+//! every message typed before or while it retried arrives exactly once. Handshake responses
+//! that keep failing after the passphrase was proven are tampering, slowed down, never a stop.
 
 use std::time::Duration;
 
@@ -180,4 +181,78 @@ async fn a_refusal_that_repeats_on_fresh_connections_is_believed() {
         ],
         "believed on the third refusal"
     );
+}
+
+/// After ana's passphrase completed a handshake through the proxy, the proxy spoils message 2
+/// on the next 4 connections (what an attacker playing the server with wrong guesses causes):
+/// each is `handshake_tampered`, not a refusal — so no `wrong_passphrase` stop on the 3rd —
+/// and the 4th makes the next attempt wait an extra second, which the client reports and
+/// counts down; then it gets back in and delivers.
+#[tokio::test]
+async fn failing_responses_after_a_proven_passphrase_are_tampering_slowed_down_not_a_stop() {
+    let (_server, proxy, mut bea) = room().await;
+    let mut ana = ChatProcess::start(proxy.addr, "ana", PASS, &[]).await;
+    ana.wait_type("connected").await;
+    ana.say("before the cut").await;
+    bea.wait_messages_from("ana", 1).await;
+    proxy.flip_handshake_responses(4);
+    proxy.cut_all();
+    ana.say("typed while reconnecting").await;
+    ana.wait_for("connected again", |e| {
+        e["type"] == "connected" && e["resumed"] == true
+    })
+    .await;
+    ana.say("typed once back").await;
+    delivered_exactly_once(
+        &mut ana,
+        &mut bea,
+        &[
+            "before the cut",
+            "typed while reconnecting",
+            "typed once back",
+        ],
+    )
+    .await;
+    let kinds = error_kinds(&ana);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "handshake_tampered").count(),
+        4,
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| k == "passphrase_refused" || k == "wrong_passphrase"),
+        "{kinds:?}"
+    );
+    let tampered: Vec<usize> = ana
+        .seen
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["kind"] == "handshake_tampered")
+        .map(|(i, _)| i)
+        .collect();
+    for (n, &at) in tampered.iter().enumerate() {
+        let error = &ana.seen[at];
+        assert!(
+            error["message"].as_str().is_some_and(|m| m
+                .starts_with("the room's answer did not check out — someone may be interfering")),
+            "{error}"
+        );
+        let reconnecting = ana.seen[at..]
+            .iter()
+            .find(|e| e["type"] == "reconnecting")
+            .expect("a reconnect after it");
+        let delay_ms = reconnecting["delay_ms"].as_u64().unwrap_or_default();
+        if n < 3 {
+            assert!(error["retry_after_secs"].is_null(), "{error}");
+        } else {
+            assert_eq!(error["retry_after_secs"], 1, "{error}");
+            assert!(
+                delay_ms >= 1000,
+                "the extra second is in the delay: {reconnecting}"
+            );
+        }
+    }
+    assert!(proxy.connections() >= 6, "one per attempt");
 }

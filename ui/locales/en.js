@@ -198,7 +198,7 @@ export default {
   "error.bad_passphrase": "That passphrase cannot be used.",
   "error.flood": "Sending too fast: the server paused us; unsent messages will be sent again.",
   "error.passphrase_refused": "The room refused the passphrase; checking again, since a refusal could be forged on the way.",
-  "error.handshake_tampered": "The room's reply could not be verified (altered on the way, or not this room's server); reconnecting.",
+  "error.handshake_tampered": "The room's answer did not check out, although this passphrase was accepted here before: someone may be interfering. Reconnecting.",
   "error.room_changed": "The room at this address changed since you last connected: it restarted as a new room, or someone on the network is interfering. Trying the passphrase with it.",
   "error.too_many_failed_attempts": "Too many failed attempts from your network; retrying in {seconds} s.",
   "error.host_identity_changed": "The host's identity changed; nothing was sent to it.",

@@ -197,7 +197,7 @@ export default {
   "error.bad_passphrase": "Esa contraseña no se puede usar.",
   "error.flood": "Envías demasiado rápido: el servidor nos pausó; los mensajes pendientes se enviarán de nuevo.",
   "error.passphrase_refused": "La sala rechazó la contraseña; se comprueba de nuevo, porque un rechazo podría ser falso.",
-  "error.handshake_tampered": "No se pudo verificar la respuesta de la sala (alterada por el camino o no es el servidor de esta sala); reconectando.",
+  "error.handshake_tampered": "La respuesta de la sala no se pudo comprobar, aunque la contraseña ya se aceptó aquí antes: alguien podría estar interfiriendo. Reconectando.",
   "error.room_changed": "La sala de esta dirección ha cambiado desde la última vez: se reinició como sala nueva, o alguien interfiere en la red. Se prueba la contraseña con ella.",
   "error.too_many_failed_attempts": "Demasiados intentos fallidos desde tu red; se reintentará en {seconds} s.",
   "error.host_identity_changed": "La identidad del anfitrión ha cambiado; no se le ha enviado nada.",

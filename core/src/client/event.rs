@@ -17,12 +17,15 @@ pub enum ErrorKind {
     /// The server refused the passphrase on [`PASSPHRASE_VERDICTS`](super::PASSPHRASE_VERDICTS)
     /// fresh connections in a row. Not retried.
     WrongPassphrase,
-    /// The server refused the passphrase (`Reject(1)`), fewer times than it takes to believe
-    /// it: the refusal is unauthenticated and could be forged. Checking again with backoff.
+    /// The room refused the passphrase (its handshake reply failed its check, or a
+    /// `Reject(1)`), fewer times than it takes to believe it: it could be someone in the middle,
+    /// or forged. Checking again with backoff; from the 4th failing reply at the address, with an
+    /// extra wait (`retry_after_secs` on the event) that doubles up to 60 s.
     PassphraseRefused,
-    /// The server's handshake reply failed authentication: altered in transit (or a broken
-    /// server), not a wrong passphrase. Reconnecting. (Version 1 only: in version 2 a reply
-    /// that fails is [`ErrorKind::PassphraseRefused`], as the client cannot tell the two apart.)
+    /// The room's handshake reply failed its check although this passphrase already completed
+    /// a handshake with this salt at the address in this process: not a wrong passphrase, so
+    /// someone may be interfering. Reconnecting, slowed down like
+    /// [`ErrorKind::PassphraseRefused`]; never counted towards the wrong-passphrase stop.
     HandshakeTampered,
     /// The host presented another identity than the one pinned for this address (or than the
     /// invite code's / the one the user accepted): `pinned_fingerprint` and

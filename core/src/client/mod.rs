@@ -9,6 +9,7 @@
 //! - [`outbox`]: messages kept until acknowledged; [`backoff`]: reconnect delays.
 //! - [`keys`]: the room broadcast keys (rotation) and the pong's broadcast-position check.
 //! - [`address`]: host names and `host:port` as users type them.
+//! - [`throttle`]: failing handshake answers per address, slowed down like guesses.
 //! - this module: the task and its socket.
 
 mod address;
@@ -17,6 +18,7 @@ mod event;
 pub(crate) mod keys;
 mod outbox;
 mod session;
+mod throttle;
 
 pub use address::{is_valid_host, join_host_port};
 pub use event::{ClientEvent, DisconnectReason, ErrorKind, SendError};
@@ -192,7 +194,8 @@ pub fn spawn(config: ClientConfig) -> (ClientHandle, mpsc::Receiver<ClientEvent>
             config.nick.clone(),
             client_id,
             config.give_up_after,
-        ),
+        )
+        .sharing_answers(throttle::for_address(&config.addr)),
         config,
         psks: VecDeque::new(),
         known_hosts: None,
@@ -248,9 +251,9 @@ impl ClientTask {
             self.session.connecting();
             self.emit_pending().await;
             let ending = self.connection().await;
-            let next = self
-                .session
-                .connection_ended(ending, &mut rand::thread_rng());
+            let next =
+                self.session
+                    .connection_ended(ending, Instant::now(), &mut rand::thread_rng());
             self.emit_pending().await;
             match next {
                 Next::Stop => return,
@@ -483,6 +486,7 @@ impl ClientTask {
         self.session.hello(salt);
         self.emit_pending().await;
         let psk = self.psk_for(salt).await?;
+        self.session.key_ready(throttle::KeyTag::of(&psk));
         let finish = conn::finish_initiator(reader, writer, &hello, &psk);
         tokio::time::timeout(timeout, finish)
             .await

@@ -12,8 +12,12 @@
 //! **What it believes before a handshake completes.** Nothing before the handshake is
 //! authenticated, so no verdict from then may stop the client on its own: a `Reject(1)` (wrong
 //! passphrase) stops it only after [`PASSPHRASE_VERDICTS`] fresh connections in a row say so
-//! with no successful handshake between them; a handshake reply that fails authentication is
-//! tampering (retried); the room's salt is remembered once a handshake has authenticated it,
+//! with no successful handshake between them; a handshake reply that fails its check counts the
+//! same way (the client cannot tell a wrong passphrase from someone in the middle) unless a
+//! handshake under this passphrase and salt already completed at the address in this process,
+//! when it can only be interference ([`ErrorKind::HandshakeTampered`]); either way such failures
+//! are throttled per address ([`throttle`](super::throttle)), as each one can be an on-path
+//! attacker's passphrase guess. The room's salt is remembered once a handshake has authenticated it,
 //! and a different one is reported ([`ErrorKind::RoomChanged`]) and then tried: if the
 //! handshake with it succeeds, the server really did start a new room (an in-memory server
 //! does on every restart), and the new salt is the room's from then on.
@@ -28,6 +32,7 @@ use rand::Rng;
 use super::backoff;
 use super::event::{ClientEvent, DisconnectReason, ErrorKind, SendError};
 use super::outbox::Outbox;
+use super::throttle::{KeyTag, SharedThrottle};
 use crate::author::author_tag;
 use crate::cipher::Key;
 use crate::conn::ConnError;
@@ -50,6 +55,10 @@ pub const PASSPHRASE_VERDICTS: u32 = 3;
 /// an active attacker in the middle.
 pub const PASSPHRASE_REFUSED: &str =
     "the room did not accept the passphrase (or someone interfered)";
+/// What a failing handshake answer is reported as once this passphrase has completed a
+/// handshake with this salt at the address: the passphrase is right, so someone interfered.
+pub const HANDSHAKE_TAMPERED: &str =
+    "the room's answer did not check out — someone may be interfering";
 /// The longest a `Reject(6)` makes the client wait before it asks again. The frame is
 /// unauthenticated, so whatever it says, one forged packet buys at most this much outage; a
 /// real lockout costs the server nothing to repeat (`Reject(6)` comes before any handshake
@@ -85,6 +94,10 @@ pub enum Action {
 pub enum Ending {
     /// The user left.
     Quit,
+    /// The handshake answer (message 2) failed its check: the SPAKE2 keys differ. A refused
+    /// passphrase ([`Ending::Verdict`]-like) or, under a key proven at the address,
+    /// interference; throttled either way (see [`Session::connection_ended`]).
+    AnswerFailed,
     /// Stop for good.
     Fatal {
         kind: ErrorKind,
@@ -183,6 +196,11 @@ pub struct Session {
     room_salt: Option<Salt>,
     /// The salt offered on the current connection attempt.
     offered_salt: Option<Salt>,
+    /// The key (passphrase and offered salt) the current attempt's handshake uses.
+    offered_key: Option<KeyTag>,
+    /// Failing handshake answers and proven keys at this address (shared process-wide by
+    /// [`super::spawn`]; private to the session otherwise).
+    answers: SharedThrottle,
     /// The last different salt reported as a changed room (reported once, not per attempt).
     reported_salt: Option<Salt>,
     /// The server refused the nickname on this connection and the user is choosing another.
@@ -219,10 +237,19 @@ impl Session {
             verdicts: 0,
             room_salt: None,
             offered_salt: None,
+            offered_key: None,
+            answers: SharedThrottle::default(),
             reported_salt: None,
             choosing_nick: false,
             host_fingerprint: None,
         }
+    }
+
+    /// Count failing handshake answers and proven keys in `answers` (the address's
+    /// process-wide throttle, [`throttle::for_address`](super::throttle::for_address)).
+    pub fn sharing_answers(mut self, answers: SharedThrottle) -> Self {
+        self.answers = answers;
+        self
     }
 
     /// The next thing to do, oldest first.
@@ -292,6 +319,17 @@ impl Session {
         }
     }
 
+    /// The key for the offered salt is ready; `key` names it (this passphrase with that salt).
+    pub fn key_ready(&mut self, key: KeyTag) {
+        self.offered_key = Some(key);
+    }
+
+    fn answers(&self) -> std::sync::MutexGuard<'_, super::throttle::AnswerThrottle> {
+        self.answers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// The handshake completed (the host proved it knows the passphrase) and the host
     /// presented `presented`; `pinned` is the pin for this address, `expected` an invite
     /// code's identity and `accepted` one the user accepted deliberately
@@ -324,6 +362,11 @@ impl Session {
         if let Some(salt) = self.offered_salt.take() {
             self.room_salt = Some(salt);
         }
+        // This passphrase is right with this salt here: a later failing answer under the
+        // same key is interference, not a refusal.
+        if let Some(key) = self.offered_key.take() {
+            self.answers().prove(key);
+        }
         self.reported_salt = None;
         self.verdicts = 0;
         self.choosing_nick = false;
@@ -343,12 +386,25 @@ impl Session {
         });
     }
 
-    /// The connection (or the attempt) ended as `ending`: report it and decide what next.
-    /// `jitter` spreads reconnects out (see [`backoff::delay`]).
-    pub fn connection_ended(&mut self, ending: Ending, jitter: &mut impl Rng) -> Next {
+    /// The connection (or the attempt) ended as `ending` at `now`: report it and decide what
+    /// next. `jitter` spreads reconnects out (see [`backoff::delay`]).
+    ///
+    /// A failing handshake answer ([`Ending::AnswerFailed`]) is counted in the address's
+    /// throttle: after the first few, the next attempt waits an extra delay
+    /// ([`throttle::extra_wait`](super::throttle::extra_wait)), shown as `retry_after_secs` and
+    /// included in the `reconnecting` delay. Under a key that completed a handshake here it is
+    /// [`ErrorKind::HandshakeTampered`] and does not count towards the wrong-passphrase stop;
+    /// otherwise it is a refusal like a `Reject(1)`.
+    pub fn connection_ended(
+        &mut self,
+        ending: Ending,
+        now: Instant,
+        jitter: &mut impl Rng,
+    ) -> Next {
         let joined = self.joined();
         self.connection = None;
         self.offered_salt = None;
+        let offered_key = self.offered_key.take();
         // What was queued for the connection that is gone is void; events stay.
         self.actions.retain(|a| matches!(a, Action::Emit(_)));
         let (kind, message, report, wait) = match ending {
@@ -386,32 +442,62 @@ impl Session {
                 self.stop(DisconnectReason::Fatal, message);
                 return Next::Stop;
             }
+            Ending::AnswerFailed => {
+                let (proven, extra, failures) = {
+                    let mut answers = self.answers();
+                    let proven = offered_key.is_some_and(|key| answers.is_proven(&key));
+                    let extra = answers.failed(now);
+                    (proven, extra, answers.failures(now))
+                };
+                tracing::warn!(
+                    addr = %self.addr,
+                    proven,
+                    failures,
+                    extra_wait_secs = extra.as_secs(),
+                    "the handshake answer failed its check"
+                );
+                let wait = (!extra.is_zero()).then_some(extra);
+                let slowed = match wait {
+                    Some(w) => format!(
+                        "; failed answers from this address are slowed down: retrying in {} s",
+                        w.as_secs()
+                    ),
+                    None => String::new(),
+                };
+                if proven {
+                    let message = format!(
+                        "{HANDSHAKE_TAMPERED} (this passphrase was accepted here before){slowed}"
+                    );
+                    (ErrorKind::HandshakeTampered, message, true, wait)
+                } else if self.verdicts + 1 >= PASSPHRASE_VERDICTS {
+                    return self.believe(
+                        ErrorKind::WrongPassphrase,
+                        DisconnectReason::WrongPassphrase,
+                        PASSPHRASE_REFUSED,
+                    );
+                } else {
+                    self.verdicts += 1;
+                    (
+                        ErrorKind::PassphraseRefused,
+                        Self::checking_again(PASSPHRASE_REFUSED) + &slowed,
+                        true,
+                        wait,
+                    )
+                }
+            }
             Ending::Verdict {
                 kind,
                 reason,
                 message,
                 ..
             } if self.verdicts + 1 >= PASSPHRASE_VERDICTS => {
-                let message = format!("{message} (on {PASSPHRASE_VERDICTS} connections in a row)");
-                self.emit(ClientEvent::Error {
-                    kind,
-                    message: message.clone(),
-                    retry_after_secs: None,
-                    pinned_fingerprint: None,
-                    presented_fingerprint: None,
-                });
-                self.stop(reason, message);
-                return Next::Stop;
+                return self.believe(kind, reason, &message);
             }
             Ending::Verdict {
                 meanwhile, message, ..
             } => {
                 self.verdicts += 1;
-                let message = format!(
-                    "{message}; checking again (believed after {PASSPHRASE_VERDICTS} in a row, \
-                     as it could be forged)"
-                );
-                (meanwhile, message, true, None)
+                (meanwhile, Self::checking_again(&message), true, None)
             }
             Ending::Retry {
                 kind,
@@ -448,6 +534,29 @@ impl Session {
             reason: message,
         });
         Next::Reconnect { attempt, delay }
+    }
+
+    /// An unauthenticated verdict reported while it is not yet believed.
+    fn checking_again(message: &str) -> String {
+        format!(
+            "{message}; checking again (believed after {PASSPHRASE_VERDICTS} in a row, as it \
+             could be forged)"
+        )
+    }
+
+    /// The [`PASSPHRASE_VERDICTS`]th unauthenticated verdict in a row: believed, the client
+    /// stops.
+    fn believe(&mut self, kind: ErrorKind, reason: DisconnectReason, message: &str) -> Next {
+        let message = format!("{message} (on {PASSPHRASE_VERDICTS} connections in a row)");
+        self.emit(ClientEvent::Error {
+            kind,
+            message: message.clone(),
+            retry_after_secs: None,
+            pinned_fingerprint: None,
+            presented_fingerprint: None,
+        });
+        self.stop(reason, message);
+        Next::Stop
     }
 
     /// The user left while offline (or the handle went away).
@@ -896,10 +1005,13 @@ pub fn classify(error: ConnError) -> Ending {
             "the server allows no more connections from your address",
         ),
         // A response that fails its check means the SPAKE2 keys differ: a wrong passphrase
-        // or someone in the middle, which the client cannot tell apart; a `Reject(1)` is
-        // unauthenticated. Both believed only when they repeat (`Session::connection_ended`).
-        ConnError::Rejected(Some(RejectCode::AuthenticationFailed))
-        | ConnError::Handshake(HandshakeError::AuthenticationFailed) => Ending::Verdict {
+        // or someone in the middle, which the client cannot tell apart (unless the passphrase
+        // was proven with this salt here), and possibly an on-path attacker's guess: counted
+        // and throttled by `Session::connection_ended`.
+        ConnError::Handshake(HandshakeError::AuthenticationFailed) => Ending::AnswerFailed,
+        // A `Reject(1)` is unauthenticated: believed only when it repeats. (It tests no
+        // guess: an attacker that sends it made none.)
+        ConnError::Rejected(Some(RejectCode::AuthenticationFailed)) => Ending::Verdict {
             kind: ErrorKind::WrongPassphrase,
             reason: DisconnectReason::WrongPassphrase,
             meanwhile: ErrorKind::PassphraseRefused,
@@ -1096,6 +1208,7 @@ mod tests {
     fn lose_connection(s: &mut Session) -> Next {
         s.connection_ended(
             network_failure("the server closed the connection"),
+            Instant::now(),
             &mut StdRng::seed_from_u64(1),
         )
     }
@@ -1726,7 +1839,7 @@ mod tests {
         let mut delays = Vec::new();
         for expected in 2..=3 {
             s.connecting();
-            match s.connection_ended(network_failure("refused"), &mut rng) {
+            match s.connection_ended(network_failure("refused"), Instant::now(), &mut rng) {
                 Next::Reconnect { attempt, delay } => {
                     assert_eq!(attempt, expected);
                     delays.push(delay);
@@ -1737,7 +1850,7 @@ mod tests {
         assert!(delays[0] <= delays[1], "backs off: {delays:?}");
         s.connecting();
         assert_eq!(
-            s.connection_ended(network_failure("refused"), &mut rng),
+            s.connection_ended(network_failure("refused"), Instant::now(), &mut rng),
             Next::Stop
         );
         let last = events(&drain(&mut s)).pop();
@@ -1752,11 +1865,11 @@ mod tests {
         let mut s = Session::new("h:1", "Ana", "c".repeat(32), Some(3));
         for _ in 0..2 {
             s.connecting();
-            s.connection_ended(network_failure("refused"), &mut rng);
+            s.connection_ended(network_failure("refused"), Instant::now(), &mut rng);
         }
         join_room(&mut s, Welcome::default());
         assert!(matches!(
-            s.connection_ended(network_failure("cut"), &mut rng),
+            s.connection_ended(network_failure("cut"), Instant::now(), &mut rng),
             Next::Reconnect { attempt: 1, .. }
         ));
     }
@@ -1893,17 +2006,12 @@ mod tests {
                 ..
             }
         ));
-        // Version 2: a response that fails its check is a refused passphrase (or someone in
-        // the middle): counted like a `Reject(1)`.
-        assert!(matches!(
+        // Version 2: a response that fails its check is a refused passphrase or someone in
+        // the middle; the session decides which it can tell, and throttles it.
+        assert_eq!(
             classify(ConnError::Handshake(HandshakeError::AuthenticationFailed)),
-            Ending::Verdict {
-                kind: ErrorKind::WrongPassphrase,
-                meanwhile: ErrorKind::PassphraseRefused,
-                ref message,
-                ..
-            } if message == "the room did not accept the passphrase (or someone interfered)"
-        ));
+            Ending::AnswerFailed
+        );
         for (error, kind) in [
             (
                 ConnError::Hello(HelloError::NeedsNewer { min: 3, max: 3 }),
@@ -1982,22 +2090,22 @@ mod tests {
         for _ in 0..PASSPHRASE_VERDICTS - 1 {
             s.connecting();
             assert!(matches!(
-                s.connection_ended(refused(), &mut rng),
+                s.connection_ended(refused(), Instant::now(), &mut rng),
                 Next::Reconnect { .. }
             ));
         }
         s.connecting();
         s.connected();
-        s.connection_ended(network_failure("cut"), &mut rng);
+        s.connection_ended(network_failure("cut"), Instant::now(), &mut rng);
         drain(&mut s);
         // A network failure between refusals does not reset it.
         for i in 1..=PASSPHRASE_VERDICTS {
             s.connecting();
-            let next = s.connection_ended(refused(), &mut rng);
+            let next = s.connection_ended(refused(), Instant::now(), &mut rng);
             if i < PASSPHRASE_VERDICTS {
                 assert!(matches!(next, Next::Reconnect { .. }), "refusal {i}");
                 s.connecting();
-                s.connection_ended(network_failure("cut"), &mut rng);
+                s.connection_ended(network_failure("cut"), Instant::now(), &mut rng);
             } else {
                 assert_eq!(next, Next::Stop);
             }
@@ -2020,6 +2128,178 @@ mod tests {
         ));
     }
 
+    fn answer_failed() -> Ending {
+        classify(ConnError::Handshake(HandshakeError::AuthenticationFailed))
+    }
+
+    /// The error reported for the attempt that just ended and the wait before the next one.
+    fn reported(actions: &[Action]) -> (ErrorKind, String, Option<u64>, Option<Duration>) {
+        let events = events(actions);
+        let (kind, message, retry) = events
+            .iter()
+            .find_map(|e| match e {
+                ClientEvent::Error {
+                    kind,
+                    message,
+                    retry_after_secs,
+                    ..
+                } => Some((*kind, message.clone(), *retry_after_secs)),
+                _ => None,
+            })
+            .expect("an error");
+        let delay = events.iter().find_map(|e| match e {
+            ClientEvent::Reconnecting { delay_ms, .. } => Some(Duration::from_millis(*delay_ms)),
+            _ => None,
+        });
+        (kind, message, retry, delay)
+    }
+
+    /// One attempt whose handshake answer fails at `now` under key `key`.
+    fn fail_answer(
+        s: &mut Session,
+        key: KeyTag,
+        now: Instant,
+        rng: &mut StdRng,
+    ) -> (Next, (ErrorKind, String, Option<u64>, Option<Duration>)) {
+        s.connecting();
+        s.hello([1; 16]);
+        s.key_ready(key);
+        let next = s.connection_ended(answer_failed(), now, rng);
+        (next, reported(&drain(s)))
+    }
+
+    /// One attempt whose handshake completes under `key`, then the connection is cut.
+    fn complete(s: &mut Session, key: KeyTag, now: Instant, rng: &mut StdRng) {
+        s.connecting();
+        s.hello([1; 16]);
+        s.key_ready(key);
+        s.connected();
+        s.connection_ended(network_failure("cut"), now, rng);
+        drain(s);
+    }
+
+    /// An attacker on the path guesses twice, lets one connection through to the real server
+    /// (which used to reset everything), and goes on: from the 4th failing answer each retry
+    /// waits 1 s, 2 s, 4 s, … up to 60 s more, and says so.
+    #[test]
+    fn failing_answers_are_slowed_down_after_three_and_a_handshake_does_not_reset_that() {
+        use crate::client::throttle::extra_wait;
+        let mut s = session();
+        let mut rng = StdRng::seed_from_u64(7);
+        let (room, guess) = (KeyTag::of(&[1; 32]), KeyTag::of(&[2; 32]));
+        let mut now = Instant::now();
+        let mut waits = Vec::new();
+        for failure in 1..=12u32 {
+            if failure % 2 == 1 {
+                complete(&mut s, room, now, &mut rng);
+            }
+            let (next, (kind, message, retry, delay)) = fail_answer(&mut s, guess, now, &mut rng);
+            assert!(matches!(next, Next::Reconnect { .. }), "failure {failure}");
+            assert_eq!(
+                kind,
+                ErrorKind::PassphraseRefused,
+                "another salt: not proven"
+            );
+            let extra = extra_wait(failure);
+            let delay = delay.expect("reconnecting");
+            assert!(
+                delay >= extra && delay <= extra + backoff::MAX_DELAY,
+                "failure {failure}: {delay:?}"
+            );
+            if extra.is_zero() {
+                assert_eq!(retry, None);
+            } else {
+                assert_eq!(retry, Some(extra.as_secs()), "the countdown shows the wait");
+                assert!(
+                    message.contains(&format!("retrying in {} s", extra.as_secs())),
+                    "{message}"
+                );
+            }
+            waits.push(retry.unwrap_or_default());
+            now += delay;
+        }
+        assert_eq!(waits, [0, 0, 0, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    #[test]
+    fn failing_answers_are_forgotten_after_fifteen_minutes_without_one() {
+        use crate::client::throttle::FORGET_AFTER;
+        let mut s = session();
+        let mut rng = StdRng::seed_from_u64(8);
+        let (room, guess) = (KeyTag::of(&[1; 32]), KeyTag::of(&[2; 32]));
+        let start = Instant::now();
+        let mut now = start;
+        for _ in 0..5 {
+            complete(&mut s, room, now, &mut rng);
+            now += Duration::from_secs(1);
+            fail_answer(&mut s, guess, now, &mut rng);
+        }
+        complete(&mut s, room, now, &mut rng);
+        let (_, (_, _, retry, _)) = fail_answer(
+            &mut s,
+            guess,
+            now + FORGET_AFTER - Duration::from_secs(1),
+            &mut rng,
+        );
+        assert_eq!(retry, Some(4), "still counted: the 6th");
+        now += FORGET_AFTER - Duration::from_secs(1);
+        complete(&mut s, room, now, &mut rng);
+        let (_, (_, _, retry, _)) = fail_answer(&mut s, guess, now + FORGET_AFTER, &mut rng);
+        assert_eq!(retry, None, "15 minutes without a failure: starts over");
+    }
+
+    /// Once this passphrase completed a handshake with this salt at the address, a failing
+    /// answer under the same key cannot be a wrong passphrase: it is reported as tampering,
+    /// never stops the client, and is still slowed down. Clients of the address in one process
+    /// share that knowledge (and the count).
+    #[test]
+    fn a_failing_answer_under_a_proven_key_is_tampering_not_a_refusal() {
+        use crate::client::throttle::{extra_wait, SharedThrottle};
+        let shared = SharedThrottle::default();
+        let mut s = session().sharing_answers(shared.clone());
+        let mut rng = StdRng::seed_from_u64(9);
+        let (room, other) = (KeyTag::of(&[1; 32]), KeyTag::of(&[3; 32]));
+        let now = Instant::now();
+        // Before any completed handshake it is a refusal.
+        let (_, (kind, ..)) = fail_answer(&mut s, room, now, &mut rng);
+        assert_eq!(kind, ErrorKind::PassphraseRefused);
+        let mut failures = 1;
+        complete(&mut s, room, now, &mut rng);
+        for _ in 0..PASSPHRASE_VERDICTS + 3 {
+            failures += 1;
+            let (next, (kind, message, retry, _)) = fail_answer(&mut s, room, now, &mut rng);
+            assert!(matches!(next, Next::Reconnect { .. }), "failure {failures}");
+            assert_eq!(kind, ErrorKind::HandshakeTampered);
+            assert!(
+                message.starts_with(
+                    "the room's answer did not check out — someone may be interfering"
+                ),
+                "{message}"
+            );
+            let extra = extra_wait(failures);
+            assert_eq!(retry, (!extra.is_zero()).then_some(extra.as_secs()));
+        }
+        // Another key (another salt, or passphrase) is not proven: refusals, counted towards
+        // the stop again.
+        for _ in 1..PASSPHRASE_VERDICTS {
+            let (next, (kind, ..)) = fail_answer(&mut s, other, now, &mut rng);
+            assert!(matches!(next, Next::Reconnect { .. }));
+            assert_eq!(kind, ErrorKind::PassphraseRefused);
+        }
+        let (next, (kind, ..)) = fail_answer(&mut s, other, now, &mut rng);
+        assert_eq!((next, kind), (Next::Stop, ErrorKind::WrongPassphrase));
+        failures += PASSPHRASE_VERDICTS;
+        // A new client of the address in this process knows the key, and the count.
+        let mut later = session().sharing_answers(shared);
+        let (_, (kind, _, retry, _)) = fail_answer(&mut later, room, now, &mut rng);
+        assert_eq!(kind, ErrorKind::HandshakeTampered);
+        assert_eq!(retry, Some(extra_wait(failures + 1).as_secs()));
+        // One that does not share the throttle knows neither.
+        let mut apart = session();
+        let (_, (kind, _, retry, _)) = fail_answer(&mut apart, room, now, &mut rng);
+        assert_eq!((kind, retry), (ErrorKind::PassphraseRefused, None));
+    }
+
     #[test]
     fn an_answer_that_is_not_tertulia_is_believed_only_when_it_repeats() {
         let mut s = session();
@@ -2028,6 +2308,7 @@ mod tests {
             s.connecting();
             let next = s.connection_ended(
                 classify(ConnError::Hello(HelloError::NotTertulia)),
+                Instant::now(),
                 &mut rng,
             );
             assert!(matches!(next, Next::Reconnect { .. }));
@@ -2038,7 +2319,10 @@ mod tests {
         );
         s.connecting();
         let ending = classify(ConnError::Hello(HelloError::NotTertulia));
-        assert_eq!(s.connection_ended(ending, &mut rng), Next::Stop);
+        assert_eq!(
+            s.connection_ended(ending, Instant::now(), &mut rng),
+            Next::Stop
+        );
         let actions = drain(&mut s);
         assert_eq!(kinds(&actions), [ErrorKind::NotTertulia]);
         assert!(matches!(
@@ -2058,12 +2342,15 @@ mod tests {
         for _ in 1..PASSPHRASE_VERDICTS {
             s.connecting();
             assert!(matches!(
-                s.connection_ended(needs_newer(), &mut rng),
+                s.connection_ended(needs_newer(), Instant::now(), &mut rng),
                 Next::Reconnect { .. }
             ));
         }
         s.connecting();
-        assert_eq!(s.connection_ended(needs_newer(), &mut rng), Next::Stop);
+        assert_eq!(
+            s.connection_ended(needs_newer(), Instant::now(), &mut rng),
+            Next::Stop
+        );
         let errors: Vec<(ErrorKind, String)> = events(&drain(&mut s))
             .into_iter()
             .filter_map(|e| match e {
@@ -2109,7 +2396,10 @@ mod tests {
                 _ => None,
             })
             .expect("ends the connection");
-        assert_eq!(s.connection_ended(ending, &mut rng), Next::Stop);
+        assert_eq!(
+            s.connection_ended(ending, Instant::now(), &mut rng),
+            Next::Stop
+        );
         let reported = events(&drain(&mut s));
         match &reported[0] {
             ClientEvent::Error {
@@ -2157,7 +2447,7 @@ mod tests {
         s.connecting();
         s.hello(first);
         s.connected();
-        s.connection_ended(network_failure("cut"), &mut rng);
+        s.connection_ended(network_failure("cut"), Instant::now(), &mut rng);
         assert!(kinds(&drain(&mut s))
             .iter()
             .all(|k| *k == ErrorKind::Network));
@@ -2165,7 +2455,7 @@ mod tests {
         for _ in 0..2 {
             s.connecting();
             s.hello(other);
-            s.connection_ended(refused(), &mut rng);
+            s.connection_ended(refused(), Instant::now(), &mut rng);
         }
         let reported = kinds(&drain(&mut s));
         assert_eq!(
@@ -2180,13 +2470,13 @@ mod tests {
         s.connecting();
         s.hello(first);
         s.connected();
-        s.connection_ended(network_failure("cut"), &mut rng);
+        s.connection_ended(network_failure("cut"), Instant::now(), &mut rng);
         assert!(!kinds(&drain(&mut s)).contains(&ErrorKind::RoomChanged));
         // A handshake that succeeds with a new salt makes it the room's.
         s.connecting();
         s.hello(other);
         s.connected();
-        s.connection_ended(network_failure("cut"), &mut rng);
+        s.connection_ended(network_failure("cut"), Instant::now(), &mut rng);
         assert!(kinds(&drain(&mut s)).contains(&ErrorKind::RoomChanged));
         s.connecting();
         s.hello(other);
@@ -2201,7 +2491,7 @@ mod tests {
         let ending = classify(ConnError::Throttled {
             retry_after_secs: Some(7),
         });
-        match s.connection_ended(ending, &mut rng) {
+        match s.connection_ended(ending, Instant::now(), &mut rng) {
             Next::Reconnect { delay, .. } => {
                 assert!(delay >= Duration::from_secs(7) && delay < Duration::from_secs(8))
             }
