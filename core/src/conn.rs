@@ -201,26 +201,30 @@ fn rejected(body: &[u8]) -> ConnError {
 
 /// Server side of the handshake: Hello, then the `HandshakeInit`, answered with the
 /// `HandshakeResponse` for room secret `w` as host `host_key`. When the init arrives,
-/// `refused_now` is asked first: `Some(secs)` refuses it unevaluated with `Reject(6)` (the
-/// source got locked out while this connection waited). Then `answering` is called: it
-/// returns a value that comes back with the keys (a guard that counts a failed guess unless
-/// the client confirms the key, so a connection dropped from here on still counts) and how
-/// long to hold the response back (the response is what tells a guesser whether its guess
-/// was right, so it is what the online-guessing throttle delays).
-pub async fn accept_handshake<R, W, G, A, T>(
+/// `turn` is awaited first: it may wait (the source has as many answered, unconfirmed
+/// handshakes as it may), then it decides — `Err(secs)` refuses the init unevaluated with
+/// `Reject(6)` (the source got locked out, or is at its limit, while this connection
+/// waited); `Ok(turn)` goes on. Then `answering(turn)` is called: it decides again, at once
+/// with arming (`Err(secs)`: `Reject(6)` after all, the response not sent), or returns a
+/// value that comes back with the keys (a guard that counts a failed guess unless the client
+/// confirms the key, so a connection dropped from here on still counts) and how long to
+/// hold the response back (the response is what tells a guesser whether its guess was
+/// right, so it is what the online-guessing throttle delays).
+pub async fn accept_handshake<R, W, G, F, P, A, T>(
     reader: &mut FrameReader<R>,
     writer: &mut W,
     salt: &Salt,
     w: &Key,
     host_key: &HostKey,
-    refused_now: G,
+    turn: G,
     answering: A,
 ) -> Result<(TransportKeys, T), ConnError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
-    G: FnOnce() -> Option<u16>,
-    A: FnOnce() -> (T, std::time::Duration),
+    G: FnOnce() -> F,
+    F: Future<Output = Result<P, u16>>,
+    A: FnOnce(P) -> Result<(T, std::time::Duration), u16>,
 {
     let hello = hello_body(salt);
     write_frame(writer, FrameKind::Hello, &hello).await?;
@@ -229,14 +233,11 @@ where
         send_reject(writer, RejectCode::Malformed).await;
         return Err(ConnError::UnexpectedFrame(kind));
     }
-    // No await between this check and arming the guard below, so at most one guess per
-    // worker thread can slip past a lockout being set.
-    if let Some(secs) = refused_now() {
-        send_throttled(writer, secs).await;
-        return Err(ConnError::Throttled {
-            retry_after_secs: Some(secs),
-        });
-    }
+    // Refused here, the init is not even evaluated.
+    let turn = match turn().await {
+        Ok(turn) => turn,
+        Err(secs) => return Err(throttled(writer, secs).await),
+    };
     let (keys, response) = match handshake::server_respond(w, host_key, &hello, &body) {
         Ok(ok) => ok,
         Err(e) => {
@@ -248,12 +249,24 @@ where
             return Err(e.into());
         }
     };
-    let (guard, delay) = answering();
+    // Decided again with the guard armed under one lock: exact when others arm meanwhile.
+    let (guard, delay) = match answering(turn) {
+        Ok(armed) => armed,
+        Err(secs) => return Err(throttled(writer, secs).await),
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     write_frame(writer, FrameKind::HandshakeResponse, &response).await?;
     Ok((keys, guard))
+}
+
+/// Refuse with `Reject(6)`, retry after `secs`.
+async fn throttled<W: AsyncWrite + Unpin>(writer: &mut W, secs: u16) -> ConnError {
+    send_throttled(writer, secs).await;
+    ConnError::Throttled {
+        retry_after_secs: Some(secs),
+    }
 }
 
 /// Client side of the handshake. `w_for_salt` turns the room salt into the room secret
@@ -379,8 +392,8 @@ mod tests {
                     &salt,
                     &server_psk,
                     &host,
-                    || None,
-                    || ((), std::time::Duration::ZERO),
+                    || async { Ok(()) },
+                    |()| Ok(((), std::time::Duration::ZERO)),
                 )
                 .await
                 .map(|(k, ())| k.handshake_hash)

@@ -266,84 +266,207 @@ async fn a_connection_that_handshakes_and_never_joins_is_closed_within_the_hands
     ));
 }
 
-/// Connections opened before the lockout do not keep guessing after it: the lockout is checked
-/// again when message 1 arrives, so a guesser that opens many connections at once (up to the
-/// per-address limit) and then guesses on each gets only `--max-failed-handshakes` answers;
-/// the rest are refused with `Reject(6)` without being evaluated.
-#[tokio::test]
-async fn connections_opened_before_the_lockout_do_not_guess_past_it() {
+/// What a guesser's connection got for its init.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// A handshake response: the guesser can check its guess against it.
+    Response,
+    /// A `Reject` frame with this code.
+    Reject(Option<RejectCode>),
+    /// Closed without a word.
+    Closed,
+    /// Nothing yet.
+    Silent,
+}
+
+/// Open `n` connections from `source`, each reading its Hello (all admitted while the source
+/// has no failure), then send a guess's init on every one of them before reading anything.
+async fn send_parallel_guesses(
+    server: &ServerProcess,
+    source: &str,
+    n: usize,
+) -> Vec<tokio::net::TcpStream> {
     use tertulia_core::frame::{self, FrameKind};
-    use tertulia_core::hello::parse_reject;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const LIMIT: usize = 3;
-    let server = ServerProcess::start(
-        "127.0.0.1:0",
-        PASS,
-        &["--max-failed-handshakes", &LIMIT.to_string()],
-    )
-    .await;
-    // All admitted first: the source has no failure yet.
     let mut streams = Vec::new();
-    for _ in 0..LIMIT + 4 {
+    for _ in 0..n {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket
-            .bind("127.0.0.6:0".parse().expect("address"))
+            .bind(format!("{source}:0").parse().expect("address"))
             .expect("bind");
         let mut stream = socket.connect(server.addr).await.expect("connect");
         let mut hello = [0u8; 5 + tertulia_core::hello::HELLO_LEN];
         stream.read_exact(&mut hello).await.expect("hello");
-        streams.push(stream);
+        streams.push((stream, hello));
     }
-    // Each guess is answered (a handshake response the guesser's check refuses; it hangs
-    // up, which the server counts) until the lockout; the rest get `Reject(6)` unevaluated.
-    let mut answers = Vec::new();
-    for (i, mut stream) in streams.into_iter().enumerate() {
-        let (_, init) = tertulia_core::handshake::client_start(&[i as u8; 32], &hello_of(&server))
-            .expect("init");
+    let mut sent = Vec::new();
+    for (i, (mut stream, hello)) in streams.into_iter().enumerate() {
+        let (_, init) =
+            tertulia_core::handshake::client_start(&[i as u8; 32], &hello[5..]).expect("init");
         stream
             .write_all(&frame::encode(FrameKind::HandshakeInit, &init))
             .await
             .expect("init");
-        let mut header = [0u8; frame::HEADER_LEN];
-        tokio::time::timeout(WAIT, stream.read_exact(&mut header))
-            .await
-            .expect("an answer before the handshake timeout")
-            .expect("read");
-        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        let mut body = vec![0u8; len];
-        stream.read_exact(&mut body).await.expect("body");
-        if header[0] == FrameKind::HandshakeResponse as u8 {
-            answers.push(None);
-            drop(stream);
-            // Let the server see the hang-up (and count it) before the next guess.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        } else {
-            assert_eq!(header[0], FrameKind::Reject as u8);
-            answers.push(parse_reject(&body).code);
-        }
+        sent.push(stream);
     }
-    let guessed = answers.iter().filter(|a| a.is_none()).count();
-    assert_eq!(guessed, LIMIT, "guesses evaluated: {answers:?}");
-    assert!(
-        answers[LIMIT..]
-            .iter()
-            .all(|c| *c == Some(RejectCode::TooManyFailedAttempts)),
-        "{answers:?}"
-    );
+    sent
 }
 
-/// The Hello body a server sends (its salt is fixed for the server's life).
-fn hello_of(server: &ServerProcess) -> Vec<u8> {
-    let addr = server.addr;
-    std::thread::spawn(move || {
-        use std::io::Read;
-        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-        let mut hello = [0u8; 5 + tertulia_core::hello::HELLO_LEN];
-        stream.read_exact(&mut hello).expect("hello");
-        hello[5..].to_vec()
-    })
-    .join()
-    .expect("hello thread")
+/// The answer waiting on `stream`, if one comes within `within` (the stream stays open).
+async fn answer_of(stream: &mut tokio::net::TcpStream, within: Duration) -> Answer {
+    use tertulia_core::frame::{self, FrameKind};
+    use tertulia_core::hello::parse_reject;
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; frame::HEADER_LEN];
+    match tokio::time::timeout(within, stream.read_exact(&mut header)).await {
+        Err(_) => return Answer::Silent,
+        Ok(Err(_)) => return Answer::Closed,
+        Ok(Ok(_)) => {}
+    }
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.expect("body");
+    match header[0] {
+        k if k == FrameKind::HandshakeResponse as u8 => Answer::Response,
+        k if k == FrameKind::Reject as u8 => Answer::Reject(parse_reject(&body).code),
+        other => panic!("unexpected frame kind {other} in answer to an init"),
+    }
+}
+
+/// The answers on every stream within `within` of now, read at once (each stream stays open).
+async fn answers_within(
+    streams: Vec<tokio::net::TcpStream>,
+    within: Duration,
+) -> (Vec<tokio::net::TcpStream>, Vec<Answer>) {
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                let answer = answer_of(&mut stream, within).await;
+                (stream, answer)
+            })
+        })
+        .collect();
+    let mut streams = Vec::new();
+    let mut answers = Vec::new();
+    for task in tasks {
+        let (stream, answer) = task.await.expect("reader task");
+        streams.push(stream);
+        answers.push(answer);
+    }
+    (streams, answers)
+}
+
+/// Guesses sent in parallel do not go past the limit. Version 2 only learns that a guess
+/// failed when its connection ends without a first session frame that opens; a guesser that
+/// opens as many connections as the address may (16), sends every init before closing any,
+/// then reads every answer would get 16 answers to check its guesses against if failures
+/// were counted only at the end. The server counts each answered, unconfirmed handshake as a
+/// failure from the moment it answers, so it answers at most `--max-failed-handshakes` of
+/// them (as version 1 did) and refuses the rest with `Reject(6)`, their inits unevaluated —
+/// while a member with the passphrase from another address gets in at once.
+#[tokio::test]
+async fn connections_opened_before_the_lockout_do_not_guess_past_it() {
+    const LIMIT: usize = 1;
+    let server = ServerProcess::start(
+        "127.0.0.1:0",
+        PASS,
+        &[
+            "--max-failed-handshakes",
+            &LIMIT.to_string(),
+            "--handshake-timeout-secs",
+            "3",
+        ],
+    )
+    .await;
+    let streams = send_parallel_guesses(&server, "127.0.0.11", 16).await;
+    // Every answer, in order (a connection the server keeps waiting is closed at the
+    // handshake timeout), before closing any connection.
+    let mut answers = Vec::new();
+    let mut open = Vec::new();
+    for mut stream in streams {
+        answers.push(answer_of(&mut stream, WAIT).await);
+        open.push(stream);
+    }
+    let guessed = answers.iter().filter(|a| **a == Answer::Response).count();
+    println!("{guessed} of 16 parallel guesses answered: {answers:?}");
+    assert!(guessed <= LIMIT, "guesses answered: {answers:?}");
+    assert!(
+        answers.iter().all(|a| matches!(
+            a,
+            Answer::Response
+                | Answer::Closed
+                | Answer::Reject(Some(RejectCode::TooManyFailedAttempts))
+        )),
+        "{answers:?}"
+    );
+    // Another address is not affected, while the guesses are still unconfirmed.
+    let mut member = RawMember::connect(server.addr, PASS, ip("127.0.0.12"))
+        .await
+        .expect("another address is not locked out");
+    member.join("cleo").await;
+    assert!(matches!(
+        member.next_private().await,
+        Some(ServerMessage::Welcome { .. })
+    ));
+    drop(open);
+    // The hung-up guess counted: the address is locked out, the right passphrase too.
+    server.wait_for_log("too many from this address").await;
+    assert!(matches!(
+        RawMember::connect(server.addr, PASS, ip("127.0.0.11")).await,
+        Err(ConnError::Throttled { .. })
+    ));
+}
+
+/// At most two handshakes from one address are answered and unconfirmed at once: a further
+/// init waits for its answer until one of the two is settled (here: the guesser hangs up),
+/// so parallel connections buy a guesser no more than two guesses at a time, below the limit
+/// too. A member from another address is not held up.
+#[tokio::test]
+async fn at_most_two_unconfirmed_handshakes_per_address_at_once() {
+    let server =
+        ServerProcess::start("127.0.0.1:0", PASS, &["--handshake-timeout-secs", "6"]).await;
+    let streams = send_parallel_guesses(&server, "127.0.0.13", 16).await;
+    let (streams, answers) = answers_within(streams, Duration::from_secs(1)).await;
+    println!("within 1 s: {answers:?}");
+    let answered: Vec<usize> = (0..answers.len())
+        .filter(|i| answers[*i] == Answer::Response)
+        .collect();
+    assert_eq!(answered.len(), 2, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, Answer::Response | Answer::Silent)),
+        "{answers:?}"
+    );
+    let started = Instant::now();
+    let mut member = RawMember::connect(server.addr, PASS, ip("127.0.0.14"))
+        .await
+        .expect("another address is not held up");
+    member.join("dora").await;
+    assert!(matches!(
+        member.next_private().await,
+        Some(ServerMessage::Welcome { .. })
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // The guesser hangs up the two answered guesses: the next two waiting are answered.
+    let waiting: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !answered.contains(i))
+        .map(|(_, stream)| stream)
+        .collect();
+    let (_waiting, answers) = answers_within(waiting, Duration::from_secs(2)).await;
+    println!("after hanging up those two, within 2 s: {answers:?}");
+    assert_eq!(
+        answers.iter().filter(|a| **a == Answer::Response).count(),
+        2,
+        "{answers:?}"
+    );
 }
 
 /// Connections anyone can make as fast as they connect — refused at the per-address limit,

@@ -23,6 +23,7 @@ use super::requests::{RequestBuckets, RequestLimits};
 use super::room::NotMember;
 use super::source::Source;
 use super::throttle::Admission;
+use super::turns::Turn;
 use super::writer::write_loop;
 use super::Shared;
 use crate::cipher::CipherState;
@@ -58,41 +59,57 @@ pub(super) async fn handle_connection(
         }
     }
     let mut reader = FrameReader::new(read_half);
-    // Asked again when the init arrives: a lockout set since this connection was admitted
-    // applies to it too (otherwise each connection opened before it is one more guess).
-    let refused_now = || match shared.failed_handshakes().0.admit(source, Instant::now()) {
-        Admission::Allow => None,
-        Admission::Refuse { retry_after_secs } => Some(retry_after_secs),
+    let sh: &Shared = &shared;
+    // Asked again when the init arrives, after waiting for a turn (at most `MAX_IN_FLIGHT`
+    // answered, unconfirmed handshakes per source; the handshake timeout cuts the wait): a
+    // lockout set since this connection was admitted applies to it too, and so do the
+    // source's guesses in flight (otherwise each connection opened before they settle is one
+    // more guess).
+    let turn = move || async move {
+        let turn = sh.handshake_turns.wait(source).await;
+        match sh.failed_handshakes().0.admit(source, Instant::now()) {
+            Admission::Allow => Ok(turn),
+            Admission::Refuse { retry_after_secs } => Err(retry_after_secs),
+        }
     };
     // The handshake timeout covers the key confirmation (the first session frame) too.
-    let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
+    let deadline = tokio::time::Instant::now() + sh.config.handshake_timeout;
     let handshake = conn::accept_handshake(
         &mut reader,
         &mut write_half,
-        &shared.salt,
-        &shared.psk,
-        &shared.host_key,
-        refused_now,
+        &sh.salt,
+        &sh.psk,
+        &sh.host_key,
+        turn,
         // Armed as the response goes out: from then on the peer holds an answer to its
-        // guess, so a connection that ends without confirming counts as a failed one.
-        || {
-            let delay = shared
-                .failed_handshakes()
-                .0
-                .answer_delay(source, Instant::now())
-                .min(shared.config.handshake_timeout / 2);
+        // guess, so it counts as a failure at once, until the client confirms the key (taken
+        // back) or the connection ends without confirming (a failure for good). Checked
+        // again under the same lock, so parallel connections cannot each slip in.
+        move |turn| {
+            let now = Instant::now();
+            let delay = {
+                let mut throttle = sh.failed_handshakes();
+                if let Admission::Refuse { retry_after_secs } = throttle.0.admit(source, now) {
+                    return Err(retry_after_secs);
+                }
+                throttle.0.answering(source, now)
+            };
             let guard = Unconfirmed {
-                shared: &shared,
+                shared: sh,
                 source,
                 conn_id,
                 settled: false,
+                _turn: turn,
             };
-            (guard, delay)
+            Ok((guard, delay.min(sh.config.handshake_timeout / 2)))
         },
     );
     let (keys, unconfirmed) = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(done)) => done,
-        Ok(Err(conn::ConnError::Throttled { .. })) => return,
+        Ok(Err(conn::ConnError::Throttled { retry_after_secs })) => {
+            debug!(%peer, conn = conn_id, ?retry_after_secs, "init refused: too many failed or unconfirmed handshakes");
+            return;
+        }
         Ok(Err(e)) => {
             if let Some(suppressed) = shared.connection_log() {
                 info!(%peer, conn = conn_id, error = %e, suppressed, "handshake failed");
@@ -255,20 +272,24 @@ pub(super) async fn handle_connection(
     }
 }
 
-/// A handshake answered but not yet confirmed by the client's first session frame. Dropped
-/// unsettled (the connection closed, was cut, or timed out first), it counts as a failed
-/// guess: a guess cannot be made free by hanging up.
+/// A handshake answered but not yet confirmed by the client's first session frame: counted
+/// by the throttle as a failure while it is in flight (from the moment it was armed), and
+/// holding one of its source's turns. Dropped unsettled (the connection closed, was cut, or
+/// timed out first), it becomes a failed guess for good: a guess cannot be made free by
+/// hanging up. Settling gives the turn back.
 struct Unconfirmed<'a> {
     shared: &'a Shared,
     source: Source,
     conn_id: u64,
     settled: bool,
+    _turn: Turn<'a>,
 }
 
 impl Unconfirmed<'_> {
-    /// The client proved the key: not a failure.
+    /// The client proved the key: not a failure; the source's earlier failures stay.
     fn confirm(mut self) {
         self.settled = true;
+        self.shared.failed_handshakes().0.confirmed(self.source);
     }
 
     /// The first frame did not open: count the failure now; returns the delay before the
@@ -282,7 +303,7 @@ impl Unconfirmed<'_> {
         let now = Instant::now();
         let mut guard = self.shared.failed_handshakes();
         let (failures, log) = &mut *guard;
-        let failure = failures.failed(self.source, now);
+        let failure = failures.unconfirmed_failed(self.source, now);
         if let Some(suppressed) = log.allow(now) {
             let (source, conn) = (self.source, self.conn_id);
             match failure.lockout {

@@ -42,6 +42,7 @@ mod roster;
 pub(crate) mod source;
 mod store;
 mod throttle;
+mod turns;
 mod writer;
 
 pub use addresses::shareable_addresses;
@@ -293,6 +294,8 @@ struct Shared {
     per_ip: Mutex<HashMap<Source, usize>>,
     /// Failed handshakes per source, and the rate limit on logging them.
     failed_handshakes: Mutex<(throttle::FailedHandshakes, throttle::LogLimit)>,
+    /// Turns to be answered: at most two unconfirmed handshakes per source at once.
+    handshake_turns: turns::HandshakeTurns,
     /// Flood control per client id and per source, across connections.
     flood: FloodBuckets,
     /// New members per source (see [`ServerConfig::joins_per_minute`]).
@@ -444,6 +447,7 @@ impl Server {
                     throttle::FailedHandshakes::new(config.handshake_throttle),
                     throttle::LogLimit::default(),
                 )),
+                handshake_turns: turns::HandshakeTurns::default(),
                 flood,
                 joins,
                 connection_log: Mutex::new(throttle::LogLimit::default()),

@@ -8,6 +8,16 @@
 //!   before any handshake work. After the lockout one more failure locks it again, until the
 //!   source has had no failure for [`HandshakeThrottle::forget_after`].
 //! - Other sources are not affected: a source only ever pays for its own failures.
+//! - A handshake the server has answered but the client has not yet confirmed (its first
+//!   session frame) is *in flight*: the server cannot tell it from a failed guess until it
+//!   settles, so every decision above counts it as a failure ([`FailedHandshakes::answering`]
+//!   when the answer goes out). It then settles exactly once: as a real failure
+//!   ([`FailedHandshakes::unconfirmed_failed`]) or, confirmed, it is taken back
+//!   ([`FailedHandshakes::confirmed`]) without touching the source's real failures. A source
+//!   whose failures and guesses in flight together reach the limit is refused (`Reject(6)`,
+//!   retry in [`IN_FLIGHT_RETRY_SECS`]) until they settle. The guesses in flight are kept
+//!   apart from the failures, one entry per source with at least one, so they are bounded by
+//!   the open connections and never dropped to make room.
 //! - The table is bounded ([`HandshakeThrottle::max_sources`] entries, about 64 bytes each):
 //!   when full, forgotten entries are dropped, then an eighth of the table at once (sources
 //!   not locked out first, the longest idle first).
@@ -24,6 +34,10 @@ pub const FREE_FAILURES: u32 = 3;
 pub const FIRST_REJECT_DELAY: Duration = Duration::from_millis(250);
 /// The longest a `Reject(1)` is held back.
 pub const MAX_REJECT_DELAY: Duration = Duration::from_secs(4);
+/// The retry time a source is told while its guesses in flight keep it at the limit: they
+/// settle within the handshake timeout, usually at once (a guesser hangs up, a member
+/// confirms), and a real lockout then answers with its own time.
+pub const IN_FLIGHT_RETRY_SECS: u16 = 1;
 
 /// Limits on failed handshakes per source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +93,8 @@ struct Entry {
 pub struct FailedHandshakes {
     limits: HandshakeThrottle,
     entries: HashMap<Source, Entry>,
+    /// Answered, unconfirmed handshakes per source (never zero: removed at zero).
+    in_flight: HashMap<Source, u32>,
 }
 
 impl FailedHandshakes {
@@ -86,6 +102,7 @@ impl FailedHandshakes {
         Self {
             limits,
             entries: HashMap::new(),
+            in_flight: HashMap::new(),
         }
     }
 
@@ -95,37 +112,87 @@ impl FailedHandshakes {
         self.entries.len()
     }
 
+    /// Handshakes from `source` answered and not yet settled.
+    pub fn in_flight(&self, source: Source) -> u32 {
+        self.in_flight.get(&source).copied().unwrap_or(0)
+    }
+
+    /// Failures from `source` that still count, and its guesses in flight, together.
+    fn counted(&self, source: Source, now: Instant) -> u32 {
+        let failures = match self.entries.get(&source) {
+            Some(entry) if !self.forgotten(entry, now) => entry.failures,
+            _ => 0,
+        };
+        failures.saturating_add(self.in_flight(source))
+    }
+
     fn forgotten(&self, entry: &Entry, now: Instant) -> bool {
         entry.locked_until.is_none_or(|until| until <= now)
             && now.saturating_duration_since(entry.last_failure) >= self.limits.forget_after
     }
 
-    /// May a connection from `source` handshake now?
+    /// May a connection from `source` handshake now (and, asked again when its init arrives,
+    /// be answered)? Refused while locked out, and while its failures and guesses in flight
+    /// together have reached the limit (each in flight may still turn out a failure).
     pub fn admit(&mut self, source: Source, now: Instant) -> Admission {
-        let Some(entry) = self.entries.get(&source).copied() else {
-            return Admission::Allow;
-        };
-        if self.forgotten(&entry, now) {
-            self.entries.remove(&source);
-            return Admission::Allow;
+        if let Some(entry) = self.entries.get(&source).copied() {
+            if self.forgotten(&entry, now) {
+                self.entries.remove(&source);
+            } else if let Some(until) = entry.locked_until.filter(|until| *until > now) {
+                let left = until.saturating_duration_since(now);
+                // Whole seconds, rounded up, so the client never comes back too early.
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                return Admission::Refuse {
+                    retry_after_secs: secs.clamp(1, u16::MAX.into()) as u16,
+                };
+            }
         }
-        if let Some(until) = entry.locked_until.filter(|until| *until > now) {
-            let left = until.saturating_duration_since(now);
-            // Whole seconds, rounded up, so the client never comes back too early.
-            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        // Only with a guess in flight: after a lockout the failures alone stay at the limit,
+        // and one more guess (which then locks again) is allowed.
+        if self.in_flight(source) > 0 && self.counted(source, now) >= self.limits.max_failures {
             return Admission::Refuse {
-                retry_after_secs: secs.clamp(1, u16::MAX.into()) as u16,
+                retry_after_secs: IN_FLIGHT_RETRY_SECS,
             };
         }
         Admission::Allow
     }
 
     /// How long to hold back the answer to a guess from `source` (the handshake response,
-    /// which tells a guesser whether it guessed right): the delay its earlier failures earned.
+    /// which tells a guesser whether it guessed right): the delay its earlier failures and
+    /// its guesses in flight earned.
     pub fn answer_delay(&self, source: Source, now: Instant) -> Duration {
-        match self.entries.get(&source) {
-            Some(entry) if !self.forgotten(entry, now) => reject_delay(entry.failures),
-            _ => Duration::ZERO,
+        reject_delay(self.counted(source, now))
+    }
+
+    /// The answer to a guess from `source` goes out now: from here on it counts as a failure
+    /// until it settles ([`Self::confirmed`] or [`Self::unconfirmed_failed`], exactly once).
+    /// Returns how long to hold the answer back ([`Self::answer_delay`] before counting it).
+    pub fn answering(&mut self, source: Source, now: Instant) -> Duration {
+        let delay = self.answer_delay(source, now);
+        let count = self.in_flight.entry(source).or_insert(0);
+        *count = count.saturating_add(1);
+        delay
+    }
+
+    /// A guess in flight from `source` was confirmed (its first session frame opened): not a
+    /// failure. Its earlier failures stay as they were.
+    pub fn confirmed(&mut self, source: Source) {
+        self.settle(source);
+    }
+
+    /// A guess in flight from `source` was not confirmed (a first frame that did not open, a
+    /// close, a cut, the timeout): it becomes a real failure; see [`Self::failed`].
+    pub fn unconfirmed_failed(&mut self, source: Source, now: Instant) -> Failure {
+        self.settle(source);
+        self.failed(source, now)
+    }
+
+    fn settle(&mut self, source: Source) {
+        if let Some(count) = self.in_flight.get_mut(&source) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.in_flight.remove(&source);
+            }
         }
     }
 
@@ -301,6 +368,85 @@ mod tests {
             }
         );
         assert_eq!(reject_delay(100), MAX_REJECT_DELAY);
+    }
+
+    /// Guesses in flight count as failures for the delay and the lockout from the moment
+    /// they are answered; a confirmed one is taken back without erasing an earlier failure,
+    /// an unconfirmed one becomes a real failure.
+    #[test]
+    fn guesses_in_flight_count_until_settled_and_a_confirm_takes_back_only_its_own() {
+        let mut t = FailedHandshakes::new(limits());
+        let (attacker, other) = (source("192.0.2.1"), source("192.0.2.2"));
+        let now = Instant::now();
+        let ms = |d: Duration| d.as_millis() as u64;
+        // Two guesses answered at once, before any failure: the second already pays for the
+        // first.
+        for _ in 0..3 {
+            t.failed(attacker, now);
+        }
+        assert_eq!(ms(t.answering(attacker, now)), 250);
+        assert_eq!(ms(t.answering(attacker, now)), 500);
+        assert_eq!(ms(t.answer_delay(attacker, now)), 1000);
+        assert_eq!(t.in_flight(attacker), 2);
+        // One confirms: only it is taken back, the 3 earlier failures stay.
+        t.confirmed(attacker);
+        assert_eq!(ms(t.answer_delay(attacker, now)), 500);
+        t.confirmed(attacker);
+        assert_eq!(ms(t.answer_delay(attacker, now)), 250);
+        assert_eq!(t.entries[&attacker].failures, 3);
+        assert_eq!(t.in_flight(attacker), 0);
+        assert!(t.in_flight.is_empty(), "nothing kept at zero");
+        // Five failures and one guess in flight reach the limit (6): refused until it
+        // settles; confirmed, the source may go on.
+        t.failed(attacker, now);
+        t.failed(attacker, now);
+        t.answering(attacker, now);
+        let in_flight_refusal = Admission::Refuse {
+            retry_after_secs: IN_FLIGHT_RETRY_SECS,
+        };
+        assert_eq!(t.admit(attacker, now), in_flight_refusal);
+        assert_eq!(t.admit(other, now), Admission::Allow, "only its own");
+        t.confirmed(attacker);
+        assert_eq!(t.admit(attacker, now), Admission::Allow);
+        // Not confirmed: a real failure, which locks the source out.
+        t.answering(attacker, now);
+        let failure = t.unconfirmed_failed(attacker, now);
+        assert_eq!(failure.lockout, Some(Duration::from_secs(30)));
+        assert_eq!(t.in_flight(attacker), 0);
+        assert_eq!(
+            t.admit(attacker, now),
+            Admission::Refuse {
+                retry_after_secs: 30
+            }
+        );
+        // After the lockout the failures alone do not refuse (one more guess is allowed),
+        // but that guess in flight does, until it settles.
+        let later = now + Duration::from_secs(31);
+        assert_eq!(t.admit(attacker, later), Admission::Allow);
+        t.answering(attacker, later);
+        assert_eq!(t.admit(attacker, later), in_flight_refusal);
+        t.confirmed(attacker);
+        assert_eq!(t.admit(attacker, later), Admission::Allow);
+        // Settling more than was answered changes nothing.
+        t.confirmed(attacker);
+        assert_eq!(t.entries[&attacker].failures, 6);
+    }
+
+    /// Making room in a full table of failures never drops a guess in flight.
+    #[test]
+    fn guesses_in_flight_survive_a_full_table() {
+        let mut t = FailedHandshakes::new(HandshakeThrottle {
+            max_failures: 1,
+            ..limits()
+        });
+        let now = Instant::now();
+        let guesser = source("10.0.0.1");
+        t.answering(guesser, now);
+        for i in 2..10 {
+            t.failed(source(&format!("10.0.0.{i}")), now);
+        }
+        assert!(matches!(t.admit(guesser, now), Admission::Refuse { .. }));
+        assert!(t.unconfirmed_failed(guesser, now).lockout.is_some());
     }
 
     #[test]
