@@ -9,27 +9,13 @@
 mod support;
 
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{is, TestApp};
+use support::{exclusive, is, TestApp};
 use tertulia_core::server::addresses;
 
 const PASS: &str = "hosting test passphrase, long enough";
-
-/// One hosting test at a time, all in one temporary data directory.
-fn exclusive() -> MutexGuard<'static, ()> {
-    static DATA: OnceLock<tempfile::TempDir> = OnceLock::new();
-    static ONE: Mutex<()> = Mutex::new(());
-    DATA.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        // Before any app exists, so every app_data_dir() is under it.
-        std::env::set_var("XDG_DATA_HOME", dir.path());
-        dir
-    });
-    ONE.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

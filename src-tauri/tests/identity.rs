@@ -8,10 +8,9 @@
 mod support;
 
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use serde_json::{json, Value};
-use support::{is, TestApp, WAIT};
+use support::{exclusive, is, TestApp, WAIT};
 use tauri::Manager;
 use tertulia_core::client::{self, ClientConfig, ClientEvent};
 use tertulia_core::identity::{HostKey, KnownHosts};
@@ -20,20 +19,6 @@ use tertulia_core::server::{Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
 const PASS: &str = "identity test passphrase, long enough";
-
-/// A throw-away `XDG_DATA_HOME` for the app's data directory, shared by every test here; one
-/// test at a time (hosting uses one `host.key` there).
-fn exclusive() -> MutexGuard<'static, ()> {
-    static DATA: OnceLock<tempfile::TempDir> = OnceLock::new();
-    static ONE: Mutex<()> = Mutex::new(());
-    DATA.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        // Before any app exists, so every app_data_dir() is under it.
-        std::env::set_var("XDG_DATA_HOME", dir.path());
-        dir
-    });
-    ONE.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The app's data directory (under the throw-away `XDG_DATA_HOME`).
 fn data_dir(app: &TestApp) -> PathBuf {

@@ -416,17 +416,7 @@ impl Session {
                 kind,
                 reason,
                 message,
-            } => {
-                self.emit(ClientEvent::Error {
-                    kind,
-                    message: message.clone(),
-                    retry_after_secs: None,
-                    pinned_fingerprint: None,
-                    presented_fingerprint: None,
-                });
-                self.stop(reason, message);
-                return Next::Stop;
-            }
+            } => return self.stop_with_error(kind, reason, message),
             Ending::HostChanged { pinned, presented } => {
                 let message = format!(
                     "the host's identity changed — if the host did not reset the room, someone \
@@ -548,6 +538,16 @@ impl Session {
     /// stops.
     fn believe(&mut self, kind: ErrorKind, reason: DisconnectReason, message: &str) -> Next {
         let message = format!("{message} (on {PASSPHRASE_VERDICTS} connections in a row)");
+        self.stop_with_error(kind, reason, message)
+    }
+
+    /// A final error: say it, then stop for `reason`.
+    fn stop_with_error(
+        &mut self,
+        kind: ErrorKind,
+        reason: DisconnectReason,
+        message: String,
+    ) -> Next {
         self.emit(ClientEvent::Error {
             kind,
             message: message.clone(),

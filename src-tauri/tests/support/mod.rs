@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -22,6 +22,20 @@ use tertulia_app_lib::CHAT_EVENT;
 use tertulia_core::server::{Server, ServerConfig};
 
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// One test at a time in this test binary, all under one throw-away `XDG_DATA_HOME` (the
+/// app's data directory: hosting uses one `host.key` and room there), set before any app
+/// exists so every `app_data_dir()` is under it.
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    static DATA: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static ONE: Mutex<()> = Mutex::new(());
+    DATA.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::env::set_var("XDG_DATA_HOME", dir.path());
+        dir
+    });
+    ONE.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// The app, its main window, and the events it sent the window.
 pub struct TestApp {
