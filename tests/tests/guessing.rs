@@ -22,6 +22,18 @@ fn ip(text: &str) -> Option<IpAddr> {
     Some(text.parse().expect("an IP address"))
 }
 
+/// A member with the right passphrase from `source` gets in: handshake, join, welcome.
+async fn joins_from(server: &ServerProcess, source: &str, nick: &str) {
+    let mut member = RawMember::connect(server.addr, PASS, ip(source))
+        .await
+        .expect("another address is not locked out or held up");
+    member.join(nick).await;
+    assert!(matches!(
+        member.next_private().await,
+        Some(ServerMessage::Welcome { .. })
+    ));
+}
+
 /// Guess wrong from `source` until refused with `Reject(6)`; returns the retry time and how
 /// long each refused guess took to be answered. (Version 2: a wrong guess fails at the
 /// guesser's own check of the handshake response; the guesser then hangs up, and the server
@@ -69,14 +81,7 @@ async fn failed_handshakes_are_throttled_per_address_and_the_real_client_says_so
     // Other addresses are not locked out: a member from 127.0.0.3 gets in at once, and a wrong
     // guess from 127.0.0.4 is still just a wrong guess.
     let started = Instant::now();
-    let mut member = RawMember::connect(server.addr, PASS, ip("127.0.0.3"))
-        .await
-        .expect("another address is not locked out");
-    member.join("cleo").await;
-    assert!(matches!(
-        member.next_private().await,
-        Some(ServerMessage::Welcome { .. })
-    ));
+    joins_from(&server, "127.0.0.3", "cleo").await;
     println!(
         "member from another address in the room after {:?}",
         started.elapsed()
@@ -401,14 +406,7 @@ async fn connections_opened_before_the_lockout_do_not_guess_past_it() {
         "{answers:?}"
     );
     // Another address is not affected, while the guesses are still unconfirmed.
-    let mut member = RawMember::connect(server.addr, PASS, ip("127.0.0.12"))
-        .await
-        .expect("another address is not locked out");
-    member.join("cleo").await;
-    assert!(matches!(
-        member.next_private().await,
-        Some(ServerMessage::Welcome { .. })
-    ));
+    joins_from(&server, "127.0.0.12", "cleo").await;
     drop(open);
     // The hung-up guess counted: the address is locked out, the right passphrase too.
     server.wait_for_log("too many from this address").await;
@@ -440,14 +438,7 @@ async fn at_most_two_unconfirmed_handshakes_per_address_at_once() {
         "{answers:?}"
     );
     let started = Instant::now();
-    let mut member = RawMember::connect(server.addr, PASS, ip("127.0.0.14"))
-        .await
-        .expect("another address is not held up");
-    member.join("dora").await;
-    assert!(matches!(
-        member.next_private().await,
-        Some(ServerMessage::Welcome { .. })
-    ));
+    joins_from(&server, "127.0.0.14", "dora").await;
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
