@@ -45,13 +45,14 @@ pub(crate) use wire_byte_enum;
 wire_byte_enum! {
     /// What a frame carries. The numeric values are the wire encoding.
     pub enum FrameKind {
-        /// Server → client, plaintext: protocol magic, version and the room's KDF salt.
+        /// Server → client, plaintext: protocol magic, the versions it speaks and the room's KDF salt.
         Hello = 0x01,
-        /// Client → server: Noise NNpsk0 message 1 (`psk, e`).
+        /// Client → server: version ‖ SPAKE2 message A ‖ Noise NXpsk2 message 1 (`e`).
         HandshakeInit = 0x02,
-        /// Server → client: Noise NNpsk0 message 2 (`e, ee`).
+        /// Server → client: SPAKE2 message B ‖ Noise NXpsk2 message 2 (`e, ee, s, es, psk`).
         HandshakeResponse = 0x03,
-        /// Server → client, plaintext: the handshake was refused (one code byte), then close.
+        /// Server → client, plaintext: the handshake was refused (a code byte and what the code
+        /// defines), then close.
         Reject = 0x04,
         /// Either direction: a message sealed with the connection's session key.
         Session = 0x10,

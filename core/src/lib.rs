@@ -9,9 +9,9 @@
 //! - [`frame`]: the length-prefixed frame codec and its limits.
 //! - [`hello`]: the plaintext `Hello`, the Noise prologue and `Reject` codes.
 //! - [`cipher`]: ChaCha20-Poly1305 with counter nonces (Noise `CipherState`).
-//! - [`handshake`]: the Noise NNpsk0 handshake as consuming state types.
+//! - [`handshake`]: SPAKE2 inside the Noise NXpsk2 handshake, as consuming state types.
 //! - [`identity`]: the host's static key, its fingerprint, and the client's pins.
-//! - [`passphrase`]: passphrase → pre-shared key (Argon2id), generated passphrases.
+//! - [`passphrase`]: passphrase → room secret (Argon2id), generated passphrases.
 //! - [`sealed`]: typed messages ↔ sealed session and broadcast frames.
 //! - [`message`]: the typed chat messages (client, server, room events) and their numbers.
 //! - [`text`]: nickname and message-text rules.
