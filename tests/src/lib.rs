@@ -36,6 +36,17 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// `tertulia-chat` started with a private data directory (`XDG_DATA_HOME`), so its pinned
+/// host identities never mix with the user's or another test's: test servers get a new
+/// identity each run and ports are reused, so a shared `known_hosts` would see "the host's
+/// identity changed". Keep the returned directory alive while the process runs.
+pub fn chat_command() -> (tokio::process::Command, tempfile::TempDir) {
+    let home = tempfile::tempdir().expect("scratch data directory");
+    let mut command = tokio::process::Command::new(binary("tertulia-chat"));
+    command.env("XDG_DATA_HOME", home.path());
+    (command, home)
+}
+
 /// A running `tertulia-server`.
 pub struct ServerProcess {
     pub child: Child,

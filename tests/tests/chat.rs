@@ -282,7 +282,8 @@ async fn terminal_client_sends_lists_who_is_online_and_leaves_at_end_of_input() 
     let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
     let mut bob = ChatProcess::start(server.addr, "bob", PASS, &[]).await;
     bob.wait_type("connected").await;
-    let mut cy = tokio::process::Command::new(tertulia_e2e::binary("tertulia-chat"))
+    let (mut command, _data_home) = tertulia_e2e::chat_command();
+    let mut cy = command
         .arg(server.addr.to_string())
         .args(["--nick", "cy", "--no-color", "--lang", "en"])
         .env("TERTULIA_PASSPHRASE", PASS)

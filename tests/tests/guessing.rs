@@ -12,7 +12,7 @@ use tertulia_core::conn::ConnError;
 use tertulia_core::handshake::HandshakeError;
 use tertulia_core::hello::RejectCode;
 use tertulia_core::message::ServerMessage;
-use tertulia_e2e::{binary, ChatProcess, RawMember, ServerProcess, WAIT};
+use tertulia_e2e::{ChatProcess, RawMember, ServerProcess, WAIT};
 
 const PASS: &str = "online guessing passphrase";
 const LOCKOUT_SECS: u16 = 6;
@@ -95,9 +95,10 @@ async fn failed_handshakes_are_throttled_per_address_and_the_real_client_says_so
     // Guesses from 127.0.0.1 lock out the address tertulia-chat connects from (a shared one):
     // the real client gets the message with the time, in both languages, and gets in after it.
     let (retry_after, _) = guess_until_refused(&server, "127.0.0.1").await;
+    let (mut command, _data_home) = tertulia_e2e::chat_command();
     let output = tokio::time::timeout(
         WAIT,
-        tokio::process::Command::new(binary("tertulia-chat"))
+        command
             .arg(server.addr.to_string())
             .args(["--nick", "dora", "--lang", "es", "--give-up-after", "1"])
             .env("TERTULIA_PASSPHRASE", PASS)

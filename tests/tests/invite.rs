@@ -5,7 +5,7 @@ use std::process::Stdio;
 
 use serde_json::Value;
 use tertulia_core::invite::Invite;
-use tertulia_e2e::{binary, ChatProcess, ServerProcess, WAIT};
+use tertulia_e2e::{ChatProcess, ServerProcess, WAIT};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -14,9 +14,9 @@ use tokio::sync::mpsc;
 const PASS: &str = "50% off #1 ñ ❤️";
 
 /// `tertulia-chat` with `args`, no passphrase in the environment unless `env` puts one there,
-/// and only the locale variables `env` sets.
-fn chat_command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(binary("tertulia-chat"));
+/// and only the locale variables `env` sets; its private data directory comes with it.
+fn chat_command(args: &[&str], env: &[(&str, &str)]) -> (Command, tempfile::TempDir) {
+    let (mut command, data_home) = tertulia_e2e::chat_command();
     command
         .args(args)
         .env_remove("TERTULIA_PASSPHRASE")
@@ -26,7 +26,7 @@ fn chat_command(args: &[&str], env: &[(&str, &str)]) -> Command {
         .env("NO_COLOR", "1")
         .envs(env.iter().copied())
         .kill_on_drop(true);
-    command
+    (command, data_home)
 }
 
 /// A running `tertulia-chat` whose stdout lines arrive on a channel.
@@ -34,11 +34,13 @@ struct Chat {
     child: Child,
     lines: mpsc::UnboundedReceiver<String>,
     seen: Vec<String>,
+    _data_home: tempfile::TempDir,
 }
 
 impl Chat {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = chat_command(args, env)
+        let (mut command, data_home) = chat_command(args, env);
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -58,6 +60,7 @@ impl Chat {
             child,
             lines,
             seen: Vec::new(),
+            _data_home: data_home,
         }
     }
 
@@ -103,9 +106,10 @@ impl Chat {
 
 /// A chat that is expected to refuse to start: its exit code and stderr.
 async fn refused(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let (mut command, _data_home) = chat_command(args, env);
     let output = tokio::time::timeout(
         WAIT,
-        chat_command(args, env)
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
