@@ -141,6 +141,12 @@ pub fn event(style: Style, lang: Lang, event: &ClientEvent) -> Option<String> {
             lines.push(style.notice(&lang.older_end(*more, events.is_empty())));
             lines.join("\n")
         }
+        // Files: shown by the transfer code (not yet).
+        ClientEvent::FileOffered { .. }
+        | ClientEvent::FileProgress { .. }
+        | ClientEvent::FileSent { .. }
+        | ClientEvent::FileReceived { .. }
+        | ClientEvent::FileFailed { .. } => return None,
         ClientEvent::Acked { .. } | ClientEvent::Countdown { .. } | ClientEvent::Typing { .. } => {
             return None
         }

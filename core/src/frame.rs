@@ -58,6 +58,8 @@ wire_byte_enum! {
         Session = 0x10,
         /// Server → client: a room event sealed once with the room broadcast key.
         Broadcast = 0x11,
+        /// Server → client: one chunk of a file, sealed once with that file's key (§13).
+        FileChunk = 0x12,
     }
 }
 

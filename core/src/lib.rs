@@ -15,6 +15,7 @@
 //! - [`sealed`]: typed messages ↔ sealed session and broadcast frames.
 //! - [`message`]: the typed chat messages (client, server, room events) and their numbers.
 //! - [`text`]: nickname and message-text rules.
+//! - [`files`]: file chunks sealed once per file, safe file names, image signatures.
 //! - [`conn`]: the one I/O module of the protocol: frames and the handshake over a byte stream.
 //!
 //! The two sides:
@@ -27,6 +28,7 @@ pub mod author;
 pub mod cipher;
 pub mod client;
 pub mod conn;
+pub mod files;
 pub mod frame;
 pub mod handshake;
 pub mod hello;

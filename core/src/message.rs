@@ -47,7 +47,10 @@ pub struct Resume {
     pub last_seq: u64,
 }
 
-/// Client → server, sealed with the client's session key. Type numbers 0–5 in order. (The
+/// A SHA-256 digest: 32 raw bytes on the wire.
+pub type Sha256 = [u8; 32];
+
+/// Client → server, sealed with the client's session key. Type numbers 0–10 in order. (The
 /// snake-case names only show in human-readable formats: the JSON of the test vectors.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -68,6 +71,31 @@ pub enum ClientMessage {
     Leave,
     /// Page back through history: up to `limit` events before `before_seq`, answered by `older`.
     Older { before_seq: u64, limit: u32 },
+    /// Start or resume upload `upload_id` (the client's own increasing number, from 1) of a
+    /// file of `size` bytes whose SHA-256 is `sha256`. Answered by `file_accepted`,
+    /// `file_refused` or (already in the room) `file_done` (`docs/PROTOCOL.md` §13).
+    FileOffer {
+        upload_id: u64,
+        name: String,
+        size: u64,
+        mime: String,
+        sha256: Sha256,
+    },
+    /// The chunk of the active upload at `offset` (a multiple of
+    /// [`CHUNK_BYTES`](crate::files::CHUNK_BYTES)).
+    FileChunk {
+        upload_id: u64,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Drop upload `upload_id` and whatever the host holds of it. No answer.
+    FileCancel { upload_id: u64 },
+    /// Download file `file_id` from `offset` on: answered by `file_begin` and chunk frames,
+    /// or `file_missing`. Replaces the connection's download in progress.
+    FileGet { file_id: u64, offset: u64 },
+    /// Stop downloading `file_id`.
+    FileStop { file_id: u64 },
     // New client messages go here, before the two below (which are never sent).
     /// A type number this version does not know (`what`): answered by `unsupported`, the
     /// connection stays open. Never sent.
@@ -169,7 +197,7 @@ pub struct RoomEvent {
     pub kind: RoomEventKind,
 }
 
-/// What a [`RoomEvent`] is: on the wire a varint, 0–2 in order, then its fields.
+/// What a [`RoomEvent`] is: on the wire a varint, 0–3 in order, then its fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RoomEventKind {
@@ -188,6 +216,19 @@ pub enum RoomEventKind {
     Leave {
         nick: String,
         reason: LeaveReason,
+    },
+    /// A file a member shared, kept by the host as `file_id` (fetch it with `file_get`).
+    /// `name` is a safe name (`docs/PROTOCOL.md` §13); `mime` only the sender's hint.
+    /// `upload_id` and `author` let the sender recognise its own upload, as for messages.
+    File {
+        from: String,
+        file_id: u64,
+        name: String,
+        size: u64,
+        mime: String,
+        sha256: Sha256,
+        upload_id: u64,
+        author: String,
     },
     /// A kind of event a newer server sends that this version does not know: it takes its
     /// place in the numbering (its `seq` counts as seen) and is not shown. Never sent.
@@ -224,7 +265,41 @@ pub enum ErrorCode {
 /// The room broadcast key: 32 raw bytes on the wire.
 pub type RoomKey = [u8; 32];
 
-/// Server → client, sealed with the server's session key. Type numbers 0–10 in order.
+/// Why the host refused a file offer. On the wire a varint, 0–5 in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileRefusal {
+    /// Larger than the host's per-file limit.
+    TooLarge,
+    /// It would not fit the room's file quota even after older files gave way, or the disk is full.
+    NoSpace,
+    /// What arrived did not have the announced SHA-256: discarded; the sender may start again.
+    Corrupt,
+    /// This client, or its address, holds the most unfinished uploads allowed.
+    Busy,
+    /// The offer itself is unusable (`upload_id` 0).
+    BadOffer,
+    /// The host takes no files.
+    Disabled,
+    /// A reason a newer server gives that this version does not know. Never sent.
+    #[serde(other, skip_serializing)]
+    Other,
+}
+
+/// Why a file cannot be downloaded. On the wire a varint, 0–1 in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileMissingReason {
+    /// No such file in this room.
+    Unknown,
+    /// The host no longer keeps it (retention, the quota), or never finished storing it.
+    Gone,
+    /// A reason a newer server gives that this version does not know. Never sent.
+    #[serde(other, skip_serializing)]
+    Other,
+}
+
+/// Server → client, sealed with the server's session key. Type numbers 0–16 in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServerMessage {
@@ -291,7 +366,40 @@ pub enum ServerMessage {
         room_key: RoomKey,
         from_broadcast: u64,
     },
-    // New server messages go here (type 11 on).
+    /// The offer is accepted: the host holds `have` bytes of it already; send chunks from
+    /// there, at most `window` chunks beyond the last `have` told.
+    FileAccepted {
+        upload_id: u64,
+        have: u64,
+        window: u32,
+    },
+    /// Upload progress: the host has stored `have` bytes (cumulative).
+    FileStored { upload_id: u64, have: u64 },
+    /// The offer (or, with `Corrupt`, the finished upload) was refused; nothing is kept.
+    FileRefused {
+        upload_id: u64,
+        reason: FileRefusal,
+        message: String,
+    },
+    /// The file is in the room as `file_id`, event `seq` (both 0: it already was).
+    FileDone {
+        upload_id: u64,
+        file_id: u64,
+        seq: u64,
+    },
+    /// Answers `file_get`: chunk frames of `file_id` from `offset` on follow, sealed with `key`.
+    FileBegin {
+        file_id: u64,
+        size: u64,
+        offset: u64,
+        key: RoomKey,
+    },
+    /// Answers `file_get`: the file cannot be had.
+    FileMissing {
+        file_id: u64,
+        reason: FileMissingReason,
+    },
+    // New server messages go here (type 17 on).
     /// Any type number this client does not know (a newer server's): logged and ignored.
     /// Never sent.
     #[serde(other, skip_serializing)]
@@ -422,11 +530,11 @@ mod tests {
 
     #[test]
     fn types_of_a_newer_version_decode_as_unknown_not_as_errors() {
-        // Type 6 (a newer client's `reaction`, say) with fields this version never heard of.
-        let newer = [6, 1, b'x', 3];
+        // Type 11 (a newer client's `reaction`, say) with fields this version never heard of.
+        let newer = [11, 1, b'x', 3];
         assert_eq!(
             decode_client_message(&newer).unwrap(),
-            ClientMessage::Unsupported { what: 6 }
+            ClientMessage::Unsupported { what: 11 }
         );
         // A two-byte varint type number, and one beyond any u32.
         assert_eq!(
@@ -441,7 +549,7 @@ mod tests {
             }
         );
         assert_eq!(
-            decode::<ServerMessage>(&[11, 5]).unwrap(),
+            decode::<ServerMessage>(&[17, 5]).unwrap(),
             ServerMessage::Unknown
         );
         assert_eq!(
@@ -469,7 +577,7 @@ mod tests {
             BroadcastMessage::Unknown
         );
         assert!(
-            encode(&ClientMessage::Unsupported { what: 6 }).is_err()
+            encode(&ClientMessage::Unsupported { what: 11 }).is_err()
                 && encode(&ClientMessage::Unknown).is_err()
                 && encode(&ServerMessage::Unknown).is_err()
                 && encode(&BroadcastMessage::Unknown).is_err(),

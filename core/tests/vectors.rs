@@ -16,8 +16,8 @@ use tertulia_core::hello::hello_body;
 use tertulia_core::identity::HostKey;
 use tertulia_core::message::{
     decode, decode_broadcast_message, decode_client_message, decode_server_message, encode,
-    BroadcastMessage, ClientMessage, ErrorCode, LeaveReason, Resume, RoomEvent, RoomEventKind,
-    ServerMessage,
+    BroadcastMessage, ClientMessage, ErrorCode, FileMissingReason, FileRefusal, LeaveReason,
+    Resume, RoomEvent, RoomEventKind, ServerMessage,
 };
 use tertulia_core::passphrase::derive_psk;
 use tertulia_core::sealed::{seal_session, BroadcastSealer};
@@ -525,6 +525,38 @@ fn message_vectors() -> Vec<(&'static str, &'static str, Value)> {
                 limit: 200,
             },
         ),
+        (
+            "file_offer",
+            ClientMessage::FileOffer {
+                upload_id: 1,
+                name: "playa.png".into(),
+                size: 100_000,
+                mime: "image/png".into(),
+                sha256: std::array::from_fn(|i| 0x80 + i as u8),
+            },
+        ),
+        (
+            "file_chunk",
+            ClientMessage::FileChunk {
+                upload_id: 1,
+                offset: 61_440,
+                data: b"\x89PNG".to_vec(),
+            },
+        ),
+        ("file_cancel", ClientMessage::FileCancel { upload_id: 1 }),
+        (
+            "file_get",
+            ClientMessage::FileGet {
+                file_id: 0x1122_3344_5566_7788,
+                offset: 0,
+            },
+        ),
+        (
+            "file_stop",
+            ClientMessage::FileStop {
+                file_id: 0x1122_3344_5566_7788,
+            },
+        ),
     ];
     let server = [
         (
@@ -585,7 +617,7 @@ fn message_vectors() -> Vec<(&'static str, &'static str, Value)> {
                 broadcast_next: 300,
             },
         ),
-        ("unsupported", ServerMessage::Unsupported { what: 6 }),
+        ("unsupported", ServerMessage::Unsupported { what: 11 }),
         (
             "error",
             ServerMessage::Error {
@@ -600,6 +632,53 @@ fn message_vectors() -> Vec<(&'static str, &'static str, Value)> {
                 from_broadcast: 7,
             },
         ),
+        (
+            "file_accepted",
+            ServerMessage::FileAccepted {
+                upload_id: 1,
+                have: 61_440,
+                window: 16,
+            },
+        ),
+        (
+            "file_stored",
+            ServerMessage::FileStored {
+                upload_id: 1,
+                have: 100_000,
+            },
+        ),
+        (
+            "file_refused",
+            ServerMessage::FileRefused {
+                upload_id: 2,
+                reason: FileRefusal::TooLarge,
+                message: "files up to 100 MiB".into(),
+            },
+        ),
+        (
+            "file_done",
+            ServerMessage::FileDone {
+                upload_id: 1,
+                file_id: 0x1122_3344_5566_7788,
+                seq: 1003,
+            },
+        ),
+        (
+            "file_begin",
+            ServerMessage::FileBegin {
+                file_id: 0x1122_3344_5566_7788,
+                size: 100_000,
+                offset: 0,
+                key: std::array::from_fn(|i| 0xa0 + i as u8),
+            },
+        ),
+        (
+            "file_missing",
+            ServerMessage::FileMissing {
+                file_id: 9,
+                reason: FileMissingReason::Gone,
+            },
+        ),
     ];
     let broadcast = [
         ("event: message", BroadcastMessage::Event(chat)),
@@ -608,6 +687,22 @@ fn message_vectors() -> Vec<(&'static str, &'static str, Value)> {
             BroadcastMessage::Event(event(1002, RoomEventKind::Join { nick: "cy".into() })),
         ),
         ("event: leave", BroadcastMessage::Event(leave)),
+        (
+            "event: file",
+            BroadcastMessage::Event(event(
+                1003,
+                RoomEventKind::File {
+                    from: "ana".into(),
+                    file_id: 0x1122_3344_5566_7788,
+                    name: "playa.png".into(),
+                    size: 100_000,
+                    mime: "image/png".into(),
+                    sha256: std::array::from_fn(|i| 0x80 + i as u8),
+                    upload_id: 1,
+                    author: "0011223344556677".into(),
+                },
+            )),
+        ),
         ("typing", BroadcastMessage::Typing { nick: "ana".into() }),
     ];
     let json = |v: &dyn erased::Json| v.json();
@@ -701,9 +796,9 @@ fn forward_vectors() -> Vec<(&'static str, &'static str, String, Value)> {
     vec![
         (
             "client",
-            "type 6, unknown to this version, with fields",
-            "0603f09f918d".into(),
-            json!({ "unsupported": 6 }),
+            "type 11, unknown to this version, with fields",
+            "0b03f09f918d".into(),
+            json!({ "unsupported": 11 }),
         ),
         (
             "client",
@@ -719,8 +814,8 @@ fn forward_vectors() -> Vec<(&'static str, &'static str, String, Value)> {
         ),
         (
             "server",
-            "type 11, unknown to this version",
-            "0b00".into(),
+            "type 17, unknown to this version",
+            "1100".into(),
             json!("ignored"),
         ),
         (
@@ -755,8 +850,8 @@ fn forward_vectors() -> Vec<(&'static str, &'static str, String, Value)> {
         ),
         (
             "broadcast",
-            "event of kind 3, unknown to this version: kind other, not shown",
-            "00050003ffff".into(),
+            "event of kind 4, unknown to this version: kind other, not shown",
+            "00050004ffff".into(),
             json!({"event": {"seq": 5, "time_ms": 0, "kind": "other"}}),
         ),
     ]
@@ -814,7 +909,7 @@ fn message_vectors_encode_to_the_exact_bytes_and_decode_back() {
         assert_eq!(u64::from(bytes[0]), v["type"].as_u64().expect("type"));
         types.entry(kind).or_default().push(u64::from(bytes[0]));
     }
-    for (kind, count) in [("client", 6), ("server", 11), ("broadcast", 2)] {
+    for (kind, count) in [("client", 11), ("server", 17), ("broadcast", 2)] {
         let mut seen = types[kind].clone();
         seen.dedup();
         assert_eq!(

@@ -70,14 +70,14 @@ async fn an_unknown_message_type_gets_unsupported_and_the_connection_lives_on() 
         .await
         .expect("connect");
 
-    // Before joining: a newer client's message (type 6, say a reaction), with fields this
+    // Before joining: a newer client's message (type 11, say a reaction), with fields this
     // server has never heard of.
-    raw.send_plaintext(&message_of_type(6, &[4, 0xf0, 0x9f, 0x91, 0x8d, 3]))
+    raw.send_plaintext(&message_of_type(11, &[4, 0xf0, 0x9f, 0x91, 0x8d, 3]))
         .await
         .expect("send");
     assert_eq!(
         next_reply(&mut raw).await,
-        ServerMessage::Unsupported { what: 6 }
+        ServerMessage::Unsupported { what: 11 }
     );
     // A type number beyond 32 bits: named back in full.
     raw.send_plaintext(&message_of_type(1 << 40, &[]))

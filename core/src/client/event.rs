@@ -75,6 +75,40 @@ pub enum ErrorKind {
     Flood,
 }
 
+/// Which way a file transfer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferDirection {
+    /// This client sends a file to the room.
+    Upload,
+    /// This client fetches a file from the room.
+    Download,
+}
+
+/// Why a transfer ended without the file arriving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFailure {
+    /// Larger than the host takes (`message` names its limit).
+    TooLarge,
+    /// The host has no room for it.
+    NoSpace,
+    /// What arrived did not have the announced SHA-256, again after retrying.
+    Corrupt,
+    /// The host holds the most unfinished uploads it allows from this client or network.
+    Busy,
+    /// The host takes no files.
+    Disabled,
+    /// The host no longer keeps the file (or never had it).
+    Gone,
+    /// The user cancelled it.
+    Cancelled,
+    /// The local file could not be read or written (`message` says why).
+    Io,
+    /// The host refused it for a reason this version does not know.
+    Refused,
+}
+
 /// Why the client stopped for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -150,6 +184,60 @@ pub enum ClientEvent {
     },
     /// These messages of ours are in the room.
     Acked { ids: Vec<u64> },
+    /// A file shared in the room (live, or in the backlog/replay with `history`): fetch it
+    /// with [`ClientHandle::fetch_file`](super::ClientHandle::fetch_file). `name` is already
+    /// a safe name; `mime` is only the sender's hint (decide by the bytes); `sha256` is hex.
+    /// `own`: sent by this client, `upload_id` is then the id
+    /// [`ClientHandle::send_file`](super::ClientHandle::send_file) returned.
+    FileOffered {
+        seq: u64,
+        time_ms: u64,
+        from: String,
+        file_id: u64,
+        name: String,
+        size: u64,
+        mime: String,
+        sha256: String,
+        own: bool,
+        upload_id: Option<u64>,
+        history: bool,
+    },
+    /// A transfer moved on: `done` of `size` bytes (uploads: stored by the host; downloads:
+    /// received and checked chunk by chunk). `id` is the upload id or the file id. Reported
+    /// at most every 1 % or so, and when a transfer starts or resumes.
+    FileProgress {
+        direction: TransferDirection,
+        id: u64,
+        name: String,
+        done: u64,
+        size: u64,
+    },
+    /// Our upload `upload_id` is in the room as `file_id` (its `file_offered` event follows or
+    /// came already).
+    FileSent {
+        upload_id: u64,
+        file_id: u64,
+        seq: u64,
+    },
+    /// A file arrived whole and its SHA-256 matched the room's: saved at `path`, or (fetched
+    /// into memory) in `bytes`, which is not serialized.
+    FileReceived {
+        file_id: u64,
+        name: String,
+        size: u64,
+        sha256: String,
+        path: Option<String>,
+        #[serde(skip)]
+        bytes: Option<std::sync::Arc<[u8]>>,
+    },
+    /// A transfer ended without the file: `id` is the upload id or the file id.
+    FileFailed {
+        direction: TransferDirection,
+        id: u64,
+        name: String,
+        reason: FileFailure,
+        message: String,
+    },
     /// The server refused one of our messages; it will not be delivered.
     MessageRejected {
         id: u64,

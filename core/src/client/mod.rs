@@ -21,7 +21,9 @@ mod session;
 mod throttle;
 
 pub use address::{is_valid_host, join_host_port};
-pub use event::{ClientEvent, DisconnectReason, ErrorKind, SendError};
+pub use event::{
+    ClientEvent, DisconnectReason, ErrorKind, FileFailure, SendError, TransferDirection,
+};
 pub use outbox::{OutboxError, MAX_OUTBOX};
 pub use session::{OLDER_PAGE, PASSPHRASE_VERDICTS};
 

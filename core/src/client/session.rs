@@ -811,6 +811,15 @@ impl Session {
             ServerMessage::Unknown => {
                 tracing::debug!("ignoring a server message of a type this client does not know")
             }
+            // Transfers (docs/PROTOCOL.md §13): not driven by this session yet.
+            ServerMessage::FileAccepted { .. }
+            | ServerMessage::FileStored { .. }
+            | ServerMessage::FileRefused { .. }
+            | ServerMessage::FileDone { .. }
+            | ServerMessage::FileBegin { .. }
+            | ServerMessage::FileMissing { .. } => {
+                tracing::debug!("ignoring a file transfer message")
+            }
             ServerMessage::Error { code, message } => {
                 let (kind, report) = match code {
                     ErrorCode::Integrity => (ErrorKind::IntegrityReportedByServer, true),
@@ -918,6 +927,31 @@ impl Session {
                 reason,
                 history,
             },
+            RoomEventKind::File {
+                from,
+                file_id,
+                name,
+                size,
+                mime,
+                sha256,
+                upload_id,
+                author,
+            } => {
+                let own = self.is_own_message(seq, &author);
+                ClientEvent::FileOffered {
+                    seq,
+                    time_ms,
+                    from,
+                    file_id,
+                    name: crate::files::safe_name(&name),
+                    size,
+                    mime: crate::files::kept_mime(&mime),
+                    sha256: hex::encode(sha256),
+                    own,
+                    upload_id: own.then_some(upload_id),
+                    history,
+                }
+            }
             RoomEventKind::Other => {
                 tracing::debug!(
                     seq,
@@ -950,7 +984,9 @@ impl Session {
                     self.online.insert(nick_key(nick), nick.clone()).as_ref() != Some(nick)
                 }
                 RoomEventKind::Leave { nick, .. } => self.online.remove(&nick_key(nick)).is_some(),
-                RoomEventKind::Message { .. } | RoomEventKind::Other => false,
+                RoomEventKind::Message { .. }
+                | RoomEventKind::File { .. }
+                | RoomEventKind::Other => false,
             };
         if let Some(shown) = self.describe(event, history) {
             self.emit(shown);

@@ -702,6 +702,38 @@ impl Handler {
             (ClientMessage::Older { .. }, None) => {
                 return Err(HandlerError::Protocol("history request before joining"))
             }
+            // Files (docs/PROTOCOL.md §13): this host does not take them yet.
+            (
+                ClientMessage::FileOffer { .. }
+                | ClientMessage::FileChunk { .. }
+                | ClientMessage::FileCancel { .. }
+                | ClientMessage::FileGet { .. }
+                | ClientMessage::FileStop { .. },
+                None,
+            ) => return Err(HandlerError::Protocol("file transfer before joining")),
+            (ClientMessage::FileOffer { upload_id, .. }, Some(key)) => self.shared.room().reply(
+                key,
+                conn_id,
+                ServerMessage::FileRefused {
+                    upload_id,
+                    reason: crate::message::FileRefusal::Disabled,
+                    message: "this host does not take files".into(),
+                },
+            )?,
+            (ClientMessage::FileGet { file_id, .. }, Some(key)) => self.shared.room().reply(
+                key,
+                conn_id,
+                ServerMessage::FileMissing {
+                    file_id,
+                    reason: crate::message::FileMissingReason::Unknown,
+                },
+            )?,
+            (
+                ClientMessage::FileChunk { .. }
+                | ClientMessage::FileCancel { .. }
+                | ClientMessage::FileStop { .. },
+                Some(_),
+            ) => {}
         }
         Ok(())
     }

@@ -818,6 +818,18 @@ enum StoredKind {
         nick: String,
         reason: StoredLeaveReason,
     },
+    File {
+        from: String,
+        file_id: u64,
+        name: String,
+        size: u64,
+        mime: String,
+        /// Hex.
+        sha256: String,
+        upload_id: u64,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        author: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -852,6 +864,25 @@ impl StoredEvent {
                     LeaveReason::Other => return Err(StoreError::Unstorable),
                 },
             },
+            RoomEventKind::File {
+                from,
+                file_id,
+                name,
+                size,
+                mime,
+                sha256,
+                upload_id,
+                author,
+            } => StoredKind::File {
+                from: from.clone(),
+                file_id: *file_id,
+                name: name.clone(),
+                size: *size,
+                mime: mime.clone(),
+                sha256: hex::encode(sha256),
+                upload_id: *upload_id,
+                author: author.clone(),
+            },
             RoomEventKind::Other => return Err(StoreError::Unstorable),
         };
         let stored = StoredEvent {
@@ -885,6 +916,31 @@ impl StoredEvent {
                     StoredLeaveReason::Renamed => LeaveReason::Renamed,
                 },
             },
+            StoredKind::File {
+                from,
+                file_id,
+                name,
+                size,
+                mime,
+                sha256,
+                upload_id,
+                author,
+            } => {
+                let mut digest = [0u8; 32];
+                hex::decode_to_slice(&sha256, &mut digest).map_err(|_| {
+                    StoreError::BadEvent(serde::de::Error::custom("sha256 is not 64 hex digits"))
+                })?;
+                RoomEventKind::File {
+                    from,
+                    file_id,
+                    name,
+                    size,
+                    mime,
+                    sha256: digest,
+                    upload_id,
+                    author,
+                }
+            }
         };
         Ok(RoomEvent {
             seq: stored.seq,
