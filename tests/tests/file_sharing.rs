@@ -1,0 +1,494 @@
+//! End-to-end: files shared in a room (`docs/PROTOCOL.md` §13) through the real
+//! `tertulia-server` and `tertulia-chat --json` processes over 127.0.0.1 — byte-identical
+//! arrival both ways, safe names and no overwriting in the download folder, resuming after a
+//! cut connection and after a host restart (exactly once), fetching from the history, and a
+//! damaged host copy never saved as good.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use tertulia_core::files::{safe_name, CHUNK_BYTES};
+use tertulia_core::message::{ClientMessage, ServerMessage};
+use tertulia_e2e::{ChatProcess, DataDir, Proxy, RawMember, ServerProcess};
+
+const PASS: &str = "correct horse battery staple";
+
+/// Content that differs at every offset (a misplaced chunk cannot pass for another).
+fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// The SHA-256 of a file, hex, by the system's own tool (not the code under test).
+fn sha256sum(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("run sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A small PNG (a valid signature and header; the rest is arbitrary).
+fn png_bytes(len: usize) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10\0\0\0\x10\x08\x06\0\0\0".to_vec();
+    png.extend(content(len.saturating_sub(png.len()), 99));
+    png
+}
+
+/// A chat client saving into `dir`.
+async fn member(addr: std::net::SocketAddr, nick: &str, dir: &Path) -> ChatProcess {
+    let dir = dir.display().to_string();
+    let mut chat = ChatProcess::start(addr, nick, PASS, &["--download-dir", &dir]).await;
+    chat.wait_type("connected").await;
+    chat
+}
+
+fn of_type<'a>(chat: &'a ChatProcess, kind: &'a str) -> impl Iterator<Item = &'a Value> {
+    chat.seen.iter().filter(move |e| e["type"] == kind)
+}
+
+/// Write `bytes` as `name` in a fresh scratch folder; returns (folder, path).
+fn source_file(name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("scratch");
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).expect("write source");
+    (dir, path)
+}
+
+/// `/send PATH`, then wait until the upload is in the room; returns its `file_sent`.
+async fn send(chat: &mut ChatProcess, path: &Path) -> Value {
+    chat.say(&format!("/send {}", path.display())).await;
+    let queued = chat.wait_type("file_queued").await;
+    let upload_id = queued["upload_id"].clone();
+    chat.wait_for("file_sent", |e| {
+        e["type"] == "file_sent" && e["upload_id"] == upload_id
+    })
+    .await
+}
+
+/// Wait for `file_received` of `file_id`.
+async fn received(chat: &mut ChatProcess, file_id: &Value) -> Value {
+    let id = file_id.clone();
+    chat.wait_for("file_received", |e| {
+        e["type"] == "file_received" && e["file_id"] == id
+    })
+    .await
+}
+
+/// The file received is byte-identical to `bytes`, and its SHA-256 is the one reported.
+fn assert_identical(got: &Value, bytes: &[u8]) {
+    let path = PathBuf::from(got["path"].as_str().expect("a path"));
+    let saved = std::fs::read(&path).expect("read the received file");
+    assert!(
+        saved == bytes,
+        "{} differs from what was sent",
+        path.display()
+    );
+    assert_eq!(got["size"], bytes.len() as u64);
+    assert_eq!(got["sha256"].as_str(), Some(sha256sum(&path).as_str()));
+}
+
+/// Nothing but the files named `names` in `dir` (no temporary file left behind).
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_file_arrives_byte_identical_both_ways() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ana = member(server.addr, "ana", ana_dir.path()).await;
+    let mut ben = member(server.addr, "ben", ben_dir.path()).await;
+
+    // Several chunks, the last one short.
+    let notes = content(3 * CHUNK_BYTES as usize + 1234, 1);
+    let (_src, path) = source_file("notes.bin", &notes);
+    let sent = send(&mut ana, &path).await;
+    let own = ana
+        .wait_for("own file_offered", |e| {
+            e["type"] == "file_offered" && e["file_id"] == sent["file_id"]
+        })
+        .await;
+    assert_eq!(own["own"], true);
+    assert_eq!(own["upload_id"], sent["upload_id"]);
+    let got = received(&mut ben, &sent["file_id"]).await;
+    assert_identical(&got, &notes);
+    assert_eq!(got["name"], "notes.bin");
+    assert_eq!(
+        PathBuf::from(got["path"].as_str().unwrap()),
+        ben_dir.path().join("notes.bin")
+    );
+    assert!(
+        of_type(&ana, "file_received").next().is_none(),
+        "own files are not fetched back"
+    );
+
+    // And the other way.
+    let reply = content(CHUNK_BYTES as usize * 2, 2);
+    let (_src2, path2) = source_file("reply.dat", &reply);
+    let sent2 = send(&mut ben, &path2).await;
+    let got2 = received(&mut ana, &sent2["file_id"]).await;
+    assert_identical(&got2, &reply);
+    assert_eq!(listing(ana_dir.path()), vec!["reply.dat"]);
+    assert_eq!(listing(ben_dir.path()), vec!["notes.bin"]);
+}
+
+#[tokio::test]
+async fn a_png_arrives_and_never_overwrites_a_file_in_the_download_folder() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::write(ben_dir.path().join("photo.png"), b"ben's own photo").unwrap();
+    let mut ana = member(server.addr, "ana", ana_dir.path()).await;
+    let mut ben = member(server.addr, "ben", ben_dir.path()).await;
+
+    let png = png_bytes(100_000);
+    let (_src, path) = source_file("photo.png", &png);
+    let sent = send(&mut ana, &path).await;
+    let offered = ben
+        .wait_for("file_offered", |e| {
+            e["type"] == "file_offered" && e["file_id"] == sent["file_id"]
+        })
+        .await;
+    assert_eq!(offered["mime"], "image/png");
+    assert_eq!(offered["history"], false);
+    let got = received(&mut ben, &sent["file_id"]).await;
+    assert_identical(&got, &png);
+    assert_eq!(
+        PathBuf::from(got["path"].as_str().unwrap()),
+        ben_dir.path().join("photo (1).png")
+    );
+    assert_eq!(
+        std::fs::read(ben_dir.path().join("photo.png")).unwrap(),
+        b"ben's own photo",
+        "the existing file is untouched"
+    );
+
+    // The same again: the next free name.
+    let sent = send(&mut ana, &path).await;
+    let got = received(&mut ben, &sent["file_id"]).await;
+    assert_eq!(
+        PathBuf::from(got["path"].as_str().unwrap()),
+        ben_dir.path().join("photo (2).png")
+    );
+    assert_eq!(
+        listing(ben_dir.path()),
+        vec!["photo (1).png", "photo (2).png", "photo.png"]
+    );
+}
+
+/// A member speaking the protocol by hand uploads `bytes` under `name`; returns the file id.
+async fn raw_upload(raw: &mut RawMember, name: &str, bytes: &[u8]) -> u64 {
+    use sha2_free_sha256 as sha;
+    raw.send(&ClientMessage::FileOffer {
+        upload_id: 1,
+        name: name.into(),
+        size: bytes.len() as u64,
+        mime: "text/plain".into(),
+        sha256: sha::digest(bytes),
+    })
+    .await
+    .expect("offer");
+    loop {
+        match raw.next_private().await.expect("the server answers") {
+            ServerMessage::FileAccepted { have: 0, .. } => break,
+            ServerMessage::FileRefused {
+                reason, message, ..
+            } => {
+                panic!("refused: {reason:?} {message}")
+            }
+            _ => {}
+        }
+    }
+    for (i, chunk) in bytes.chunks(CHUNK_BYTES as usize).enumerate() {
+        raw.send(&ClientMessage::FileChunk {
+            upload_id: 1,
+            offset: i as u64 * CHUNK_BYTES,
+            data: chunk.to_vec(),
+        })
+        .await
+        .expect("chunk");
+    }
+    loop {
+        if let ServerMessage::FileDone { file_id, .. } =
+            raw.next_private().await.expect("the server answers")
+        {
+            return file_id;
+        }
+    }
+}
+
+/// SHA-256 without a dependency the test crate does not have: the system's tool on a
+/// scratch copy.
+mod sha2_free_sha256 {
+    pub fn digest(bytes: &[u8]) -> [u8; 32] {
+        let dir = tempfile::tempdir().expect("scratch");
+        let path = dir.path().join("x");
+        std::fs::write(&path, bytes).expect("write");
+        let hex = super::sha256sum(&path);
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex, &mut out).expect("sha256sum prints hex");
+        out
+    }
+}
+
+#[tokio::test]
+async fn a_hostile_name_is_saved_as_a_safe_name_inside_the_folder() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let ben_dir = tempfile::tempdir().unwrap();
+    let mut ben = member(server.addr, "ben", ben_dir.path()).await;
+    let mut raw = RawMember::connect(server.addr, PASS, None)
+        .await
+        .expect("handshake");
+    raw.join("mallory").await;
+
+    let hostile = format!(
+        "../../../etc/\u{202E}gnp.exe\u{1b}[2J\0{}.txt",
+        "x".repeat(10_000)
+    );
+    let bytes = content(CHUNK_BYTES as usize + 10, 3);
+    let file_id = raw_upload(&mut raw, &hostile, &bytes).await;
+    let got = received(&mut ben, &serde_json::json!(file_id)).await;
+    assert_identical(&got, &bytes);
+    let path = PathBuf::from(got["path"].as_str().unwrap());
+    assert_eq!(path.parent(), Some(ben_dir.path()), "inside the folder");
+    let saved = path.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(saved, safe_name(&hostile));
+    assert!(saved.len() <= 255 && saved.ends_with(".txt"), "{saved}");
+    assert!(
+        !saved.chars().any(|c| c.is_control() || c == '\u{202E}'),
+        "{saved:?}"
+    );
+    assert_eq!(listing(ben_dir.path()), vec![saved]);
+}
+
+/// Upload progress events of `chat` from event index `from` on.
+fn progress_since(chat: &ChatProcess, from: usize, direction: &str) -> Vec<u64> {
+    chat.seen[from..]
+        .iter()
+        .filter(|e| e["type"] == "file_progress" && e["direction"] == direction)
+        .filter_map(|e| e["done"].as_u64())
+        .collect()
+}
+
+/// Wait for a `file_progress` in `direction` with some bytes done but not all.
+async fn partway(chat: &mut ChatProcess, direction: &'static str) {
+    chat.wait_for("progress partway", move |e| {
+        e["type"] == "file_progress"
+            && e["direction"] == direction
+            && e["done"].as_u64().unwrap_or(0) > 0
+            && e["done"] != e["size"]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cut_upload_resumes_where_it_stopped_and_arrives_once() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let proxy = Proxy::start(server.addr).await;
+    // Slow enough to be cut in the middle.
+    proxy.set_delay(Duration::from_millis(2));
+    let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ana = member(proxy.addr, "ana", ana_dir.path()).await;
+    let mut ben = member(server.addr, "ben", ben_dir.path()).await;
+
+    let big = content(8 << 20, 4);
+    let (_src, path) = source_file("big.bin", &big);
+    ana.say(&format!("/send {}", path.display())).await;
+    partway(&mut ana, "upload").await;
+    let cut_at = ana.seen.len();
+    proxy.cut_all();
+    ana.wait_type("reconnecting").await;
+    let sent = ana.wait_type("file_sent").await;
+
+    let after = progress_since(&ana, cut_at, "upload");
+    assert!(
+        after.first().is_some_and(|&done| done > 0),
+        "the upload resumed where the host was, not from 0: {after:?}"
+    );
+    let got = received(&mut ben, &sent["file_id"]).await;
+    assert_identical(&got, &big);
+    // Exactly once: one file event in the room, one file saved.
+    ana.say("done").await;
+    ben.wait_messages_from("ana", 1).await;
+    assert_eq!(of_type(&ben, "file_offered").count(), 1);
+    assert_eq!(listing(ben_dir.path()), vec!["big.bin"]);
+}
+
+#[tokio::test]
+async fn a_cut_download_resumes_from_the_first_chunk_not_received() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let proxy = Proxy::start(server.addr).await;
+    let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ana = member(server.addr, "ana", ana_dir.path()).await;
+    let mut ben = member(proxy.addr, "ben", ben_dir.path()).await;
+
+    let big = content(8 << 20, 5);
+    let (_src, path) = source_file("movie.bin", &big);
+    proxy.set_delay(Duration::from_millis(2));
+    let sent = send(&mut ana, &path).await;
+    partway(&mut ben, "download").await;
+    let cut_at = ben.seen.len();
+    proxy.cut_all();
+    let got = received(&mut ben, &sent["file_id"]).await;
+    let after = progress_since(&ben, cut_at, "download");
+    assert!(
+        after.first().is_some_and(|&done| done > 0),
+        "the download resumed, not from 0: {after:?}"
+    );
+    assert!(
+        of_type(&ben, "reconnecting").count() >= 1,
+        "it was really cut"
+    );
+    assert_identical(&got, &big);
+    assert_eq!(of_type(&ben, "file_received").count(), 1);
+    assert_eq!(listing(ben_dir.path()), vec!["movie.bin"]);
+}
+
+#[tokio::test]
+async fn an_upload_survives_a_host_restart_and_is_in_the_room_once() {
+    let data = DataDir::new("files-restart");
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &["--data-dir", data.path()]).await;
+    let addr = server.addr;
+    let proxy = Proxy::start(addr).await;
+    proxy.set_delay(Duration::from_millis(2));
+    let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ana = member(proxy.addr, "ana", ana_dir.path()).await;
+
+    let big = content(6 << 20, 6);
+    let (_src, path) = source_file("backup.tar", &big);
+    ana.say(&format!("/send {}", path.display())).await;
+    partway(&mut ana, "upload").await;
+    server.kill9().await;
+    let server = ServerProcess::start(&addr.to_string(), PASS, &["--data-dir", data.path()]).await;
+    let sent = ana.wait_type("file_sent").await;
+    proxy.set_delay(Duration::ZERO);
+
+    let mut ben = member(server.addr, "ben", ben_dir.path()).await;
+    let offered = ben
+        .wait_for("the file in the backlog", |e| {
+            e["type"] == "file_offered" && e["file_id"] == sent["file_id"]
+        })
+        .await;
+    assert_eq!(offered["history"], true);
+    ben.say(&format!("/get {}", sent["file_id"])).await;
+    let got = received(&mut ben, &sent["file_id"]).await;
+    assert_identical(&got, &big);
+    ana.say("after").await;
+    ben.wait_messages_from("ana", 1).await;
+    let files: Vec<&Value> = of_type(&ben, "file_offered").collect();
+    assert_eq!(files.len(), 1, "in the room once: {files:#?}");
+}
+
+#[tokio::test]
+async fn a_member_who_joins_later_sees_the_file_in_the_backlog_and_gets_it() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let (ana_dir, carl_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ana = member(server.addr, "ana", ana_dir.path()).await;
+    let doc = content(CHUNK_BYTES as usize * 2 + 1, 7);
+    let (_src, path) = source_file("minutes.txt", &doc);
+    let sent = send(&mut ana, &path).await;
+    ana.say("after the file").await;
+
+    let mut carl = member(server.addr, "carl", carl_dir.path()).await;
+    carl.wait_messages_from("ana", 1).await;
+    let offered = carl
+        .wait_for("the file in the backlog", |e| {
+            e["type"] == "file_offered" && e["file_id"] == sent["file_id"]
+        })
+        .await;
+    assert_eq!(offered["history"], true);
+    assert_eq!(offered["name"], "minutes.txt");
+    assert_eq!(offered["size"], doc.len() as u64);
+    assert!(
+        of_type(&carl, "file_progress").next().is_none(),
+        "files from the history are not fetched on their own"
+    );
+    assert!(listing(carl_dir.path()).is_empty());
+    carl.say(&format!("/get {}", sent["file_id"])).await;
+    carl.wait_type("fetch_queued").await;
+    let got = received(&mut carl, &sent["file_id"]).await;
+    assert_identical(&got, &doc);
+    assert_eq!(got["sha256"], offered["sha256"]);
+
+    // An id that is no file in the room is refused plainly.
+    carl.say("/get 12345").await;
+    let failed = carl.wait_type("fetch_failed").await;
+    assert_eq!(failed["file_id"], 12345);
+}
+
+/// Every regular file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_host_copy_altered_on_disk_is_never_saved_as_good() {
+    let data = DataDir::new("files-corrupt");
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &["--data-dir", data.path()]).await;
+    let (ana_dir, carl_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ana = member(server.addr, "ana", ana_dir.path()).await;
+    let doc = content(CHUNK_BYTES as usize * 3, 8);
+    let (_src, path) = source_file("ledger.xls", &doc);
+    let sent = send(&mut ana, &path).await;
+
+    // Flip a byte in the middle of every stored file (the file's frames).
+    let stored = files_under(&Path::new(data.path()).join("files"));
+    assert!(!stored.is_empty(), "the host keeps files under files/");
+    for file in &stored {
+        let mut bytes = std::fs::read(file).unwrap();
+        if bytes.len() > CHUNK_BYTES as usize / 2 {
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x40;
+            std::fs::write(file, bytes).unwrap();
+        }
+    }
+
+    let mut carl = member(server.addr, "carl", carl_dir.path()).await;
+    carl.wait_for("the file in the backlog", |e| {
+        e["type"] == "file_offered" && e["file_id"] == sent["file_id"]
+    })
+    .await;
+    carl.say(&format!("/get {}", sent["file_id"])).await;
+    let id = sent["file_id"].clone();
+    let failed = carl
+        .wait_for("the download failing", |e| {
+            e["type"] == "file_failed" && e["id"] == id
+        })
+        .await;
+    assert_eq!(failed["reason"], "corrupt", "{failed}");
+    assert!(of_type(&carl, "file_received").next().is_none());
+    assert!(
+        listing(carl_dir.path()).is_empty(),
+        "nothing saved, no partial file left: {:?}",
+        listing(carl_dir.path())
+    );
+}
