@@ -985,7 +985,8 @@ impl RawMember {
     }
 
     /// Send the chunks of `content` from `from` on within the `window` (waiting for
-    /// `file_stored` as it fills), stopping after `until` bytes if given; returns the
+    /// `file_stored` as it fills), stopping after `until` bytes if given (then waiting for
+    /// the `file_stored` that reaches it: make it a multiple of half the window); returns the
     /// server's last answer for the upload (`file_done` or `file_refused` once complete, the
     /// last `file_stored` when stopped early); `None` if it closed.
     pub async fn send_chunks(
