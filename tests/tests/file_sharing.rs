@@ -69,9 +69,14 @@ fn source_file(name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
 
 /// `/send PATH`, then wait until the upload is in the room; returns its `file_sent`.
 async fn send(chat: &mut ChatProcess, path: &Path) -> Value {
+    // Upload ids count from 1 in each process: this one is the next.
+    let upload_id = serde_json::json!(of_type(chat, "file_queued").count() + 1);
     chat.say(&format!("/send {}", path.display())).await;
-    let queued = chat.wait_type("file_queued").await;
-    let upload_id = queued["upload_id"].clone();
+    let expected = upload_id.clone();
+    chat.wait_for("file_queued", |e| {
+        e["type"] == "file_queued" && e["upload_id"] == expected
+    })
+    .await;
     chat.wait_for("file_sent", |e| {
         e["type"] == "file_sent" && e["upload_id"] == upload_id
     })
@@ -491,4 +496,32 @@ async fn a_host_copy_altered_on_disk_is_never_saved_as_good() {
         "nothing saved, no partial file left: {:?}",
         listing(carl_dir.path())
     );
+}
+
+#[tokio::test]
+async fn chat_goes_first_while_a_large_file_is_being_sent() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let proxy = Proxy::start(server.addr).await;
+    proxy.set_delay(Duration::from_millis(2));
+    let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ana = member(proxy.addr, "ana", ana_dir.path()).await;
+    let mut ben = member(server.addr, "ben", ben_dir.path()).await;
+
+    let big = content(8 << 20, 9);
+    let (_src, path) = source_file("video.bin", &big);
+    ana.say(&format!("/send {}", path.display())).await;
+    partway(&mut ana, "upload").await;
+    ana.say("typed during the upload").await;
+    ben.wait_messages_from("ana", 1).await;
+    // The message is in the room while the file is still on its way: it did not wait for it.
+    assert!(
+        of_type(&ben, "file_offered").next().is_none(),
+        "the message waited for the file"
+    );
+    let sent = ana.wait_type("file_sent").await;
+    let acked_at = ana.seen.iter().position(|e| e["type"] == "acked");
+    let sent_at = ana.seen.iter().position(|e| e["type"] == "file_sent");
+    assert!(acked_at < sent_at, "acked before the upload ended");
+    let got = received(&mut ben, &sent["file_id"]).await;
+    assert_identical(&got, &big);
 }
