@@ -16,9 +16,10 @@
 //!   sources, writing downloads to their temporary files and moving them into place).
 //!
 //! ## Chat first
-//! The task sends an upload's chunks one at a time, only when nothing else is ready (frames
-//! to read, the user's commands, a ping due): a message typed during a large upload waits
-//! behind one chunk at most.
+//! The task sends an upload's chunks one at a time, only when nothing else is ready (the
+//! user's commands, a ping due, frames to read; while a download keeps frames coming, one
+//! chunk every few frames): a message typed during a large upload waits behind one chunk at
+//! most.
 
 mod address;
 mod backoff;
@@ -280,6 +281,9 @@ pub const EVENT_QUEUE: usize = 1024;
 /// Hashing results waiting for the task (one upload is hashed at a time; a cancelled one's
 /// result may still be on its way).
 const PREPARED_QUEUE: usize = 8;
+
+/// While frames keep arriving (a download), an upload's chunk still goes after this many.
+const FRAMES_PER_CHUNK: u32 = 4;
 
 /// How often a download is checked for a stall.
 const TRANSFER_TICK: Duration = Duration::from_secs(5);
@@ -941,13 +945,34 @@ impl ClientTask {
         ping.tick().await;
         let mut transfers = tokio::time::interval(TRANSFER_TICK);
         let silence = self.config.server_silence;
+        // Frames read since the last chunk went out.
+        let mut frames_in_a_row = 0u32;
         loop {
             let deadline = tokio::time::sleep(silence);
             let chunk_due = self.uploads.chunk_ready();
-            // In this order: an upload's chunk goes only when nothing else is ready.
+            let chunk_turn = chunk_due && frames_in_a_row >= FRAMES_PER_CHUNK;
+            // In this order. The user's commands and pings first (a human's pace: they cannot
+            // starve the rest); then what the server sends; an upload's chunk only when nothing
+            // else is ready — or, while a download keeps frames coming, one every
+            // FRAMES_PER_CHUNK frames, so neither transfer stops the other.
             tokio::select! {
                 biased;
+                command = self.commands.recv() => self.apply(command),
+                _ = ping.tick() => {
+                    if let Err(e) = link.send(&ClientMessage::Ping).await {
+                        return classify(e);
+                    }
+                }
+                Some((id, result)) = self.prepared_rx.recv() => self.uploads.prepared(id, result),
+                _ = transfers.tick() => self.downloads.tick(Instant::now()),
+                _ = std::future::ready(()), if chunk_turn => {
+                    frames_in_a_row = 0;
+                    if let Err(e) = self.send_chunk(link).await {
+                        return classify(e);
+                    }
+                }
                 frame = reader.read_frame(MAX_BODY) => {
+                    frames_in_a_row = frames_in_a_row.saturating_add(1);
                     let (kind, body) = match frame {
                         Ok(Some(frame)) => frame,
                         Ok(None) => return network_failure("the server closed the connection"),
@@ -957,16 +982,9 @@ impl ClientTask {
                         return ending;
                     }
                 }
-                command = self.commands.recv() => self.apply(command),
-                _ = ping.tick() => {
-                    if let Err(e) = link.send(&ClientMessage::Ping).await {
-                        return classify(e);
-                    }
-                }
-                Some((id, result)) = self.prepared_rx.recv() => self.uploads.prepared(id, result),
-                _ = transfers.tick() => self.downloads.tick(Instant::now()),
                 _ = deadline => return network_failure("the server stopped responding"),
                 _ = std::future::ready(()), if chunk_due => {
+                    frames_in_a_row = 0;
                     if let Err(e) = self.send_chunk(link).await {
                         return classify(e);
                     }

@@ -811,7 +811,8 @@ impl Session {
             ServerMessage::Unknown => {
                 tracing::debug!("ignoring a server message of a type this client does not know")
             }
-            // Transfers (docs/PROTOCOL.md §13): not driven by this session yet.
+            // Transfers (docs/PROTOCOL.md §13): the task hands these to its upload and download
+            // state machines (`uploads`, `downloads`) before the session sees a message.
             ServerMessage::FileAccepted { .. }
             | ServerMessage::FileStored { .. }
             | ServerMessage::FileRefused { .. }
