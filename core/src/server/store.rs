@@ -1271,6 +1271,88 @@ mod tests {
         drop(store);
     }
 
+    /// A finished upload commits its event, its file record, the client's highest upload id
+    /// and the end of its unfinished row together; the file leaves with its event.
+    #[test]
+    fn a_file_is_recorded_with_its_event_and_leaves_with_it() {
+        let temp = tempfile::tempdir().unwrap();
+        let client = "client-a".to_string();
+        let file = FileRecord {
+            file_id: u64::MAX - 1,
+            size: 1234,
+            key: [5; 32],
+        };
+        let upload = UploadRecord {
+            client_id: client.clone(),
+            upload_id: 3,
+            file: file.clone(),
+            name: "a.png".into(),
+            mime: "image/png".into(),
+            sha256: [6; 32],
+            source: "127.0.0.1".into(),
+        };
+        {
+            let mut store = Store::open(temp.path()).unwrap();
+            store.load(10, [7; SALT_LEN], "epoch".into()).unwrap();
+            store.insert_upload(&upload).unwrap();
+            let other = UploadRecord {
+                upload_id: 4,
+                ..upload.clone()
+            };
+            store.insert_upload(&other).unwrap();
+            let stored = store.load_files().unwrap();
+            assert_eq!(stored.uploads, vec![upload.clone(), other.clone()]);
+            store.append(&event(1, "hi"), Some(&client)).unwrap();
+            let shared = RoomEvent {
+                seq: 2,
+                time_ms: 20,
+                kind: RoomEventKind::File {
+                    from: "ana".into(),
+                    file_id: file.file_id,
+                    name: "a.png".into(),
+                    size: 1234,
+                    mime: "image/png".into(),
+                    sha256: [6; 32],
+                    upload_id: 3,
+                    author: "0011223344556677".into(),
+                },
+            };
+            store.append_file(&shared, &client, &file).unwrap();
+        }
+        let mut store = Store::open(temp.path()).unwrap();
+        let loaded = store.load(10, [7; SALT_LEN], "epoch".into()).unwrap();
+        assert!(matches!(
+            loaded.recent[1].kind,
+            RoomEventKind::File { upload_id: 3, .. }
+        ));
+        let stored = store.load_files().unwrap();
+        assert_eq!(stored.finished, vec![(2, file.clone())]);
+        assert_eq!(stored.highest, vec![(client.clone(), 3)]);
+        assert_eq!(
+            stored
+                .uploads
+                .iter()
+                .map(|u| u.upload_id)
+                .collect::<Vec<_>>(),
+            vec![4],
+            "the finished upload's row is gone, the other stays"
+        );
+        store.delete_upload(&client, 4).unwrap();
+        store
+            .prune(
+                Retention {
+                    max_events: Some(0),
+                    max_age_ms: None,
+                },
+                0,
+            )
+            .unwrap();
+        let stored = store.load_files().unwrap();
+        assert!(stored.finished.is_empty(), "the file left with its event");
+        assert!(stored.uploads.is_empty());
+        assert_eq!(stored.highest, vec![(client, 3)], "exactly once still");
+    }
+
     #[test]
     fn a_leave_removes_a_presence_stored_under_an_older_nickname_key() {
         let temp = tempfile::tempdir().unwrap();
