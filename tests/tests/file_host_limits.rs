@@ -341,3 +341,34 @@ async fn a_file_leaves_with_its_event() {
         other => panic!("expected gone, got {:?}", other.map(|c| c.len())),
     }
 }
+
+#[tokio::test]
+async fn the_file_flags_are_in_the_help() {
+    let output = tokio::process::Command::new(tertulia_e2e::binary("tertulia-server"))
+        .arg("--help")
+        .output()
+        .await
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--max-file-mib",
+        "--max-files-mib",
+        "--unfinished-upload-secs",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+    // A frame too small for a chunk is refused unless the host takes no files.
+    let (code, stderr) = ServerProcess::refused(
+        PASS,
+        &[
+            "--in-memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-frame-bytes",
+            "20000",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--max-file-mib 0"), "{stderr}");
+}

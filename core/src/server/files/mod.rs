@@ -329,6 +329,10 @@ impl FileHost {
                 },
             );
         }
+        for file_id in stored.gone {
+            state.gone.insert(file_id);
+            state.gone_order.push_back(file_id);
+        }
         for (client, highest) in stored.highest {
             state.highest.insert(client, highest);
         }
@@ -338,7 +342,7 @@ impl FileHost {
                 file_id = format!("{file_id:016x}"),
                 "a kept file is missing or damaged on disk; its event stays, the file is gone"
             );
-            self.with_store(|s| s.delete_file(*file_id));
+            self.with_store(|s| s.file_gone(*file_id));
             self.state().gone.insert(*file_id);
         }
         for (client, upload_id, path) in &expired {
@@ -507,7 +511,7 @@ impl FileHost {
         state.uploads.insert(key, upload.clone());
         drop(state);
         for id in &give_way {
-            self.with_store(|s| s.delete_file(*id));
+            self.with_store(|s| s.file_gone(*id));
         }
         let record = UploadRecord {
             client_id: client.to_string(),
