@@ -357,18 +357,16 @@ async fn the_file_flags_are_in_the_help() {
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
-    // A frame too small for a chunk is refused unless the host takes no files.
-    let (code, stderr) = ServerProcess::refused(
-        PASS,
-        &[
-            "--in-memory",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-frame-bytes",
-            "20000",
-        ],
-    )
-    .await;
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("--max-file-mib 0"), "{stderr}");
+    // With frames too small for a chunk the host takes no files (and says so at start).
+    let small = ServerProcess::start("127.0.0.1:0", PASS, &["--max-frame-bytes", "20000"]).await;
+    let mut ana = member(&small, "ana").await;
+    assert_eq!(
+        refusal(ana.offer(1, "a.txt", b"hi").await),
+        FileRefusal::Disabled
+    );
+    assert!(
+        small.log().contains("too small to carry file chunks"),
+        "{}",
+        small.log()
+    );
 }
