@@ -458,7 +458,11 @@ impl FileHost {
                 drop(state);
                 let path = self.dir.file_path(upload.file_id);
                 let keep = have_to_stored(upload.size, upload.have);
-                return match file_store::open_for_upload(&path, keep) {
+                return match self
+                    .dir
+                    .ensure()
+                    .and_then(|()| file_store::open_for_upload(&path, keep))
+                {
                     Ok(file) => OfferOutcome::Accepted(ActiveUpload {
                         upload_id: offer.upload_id,
                         file_id: upload.file_id,
@@ -570,7 +574,10 @@ impl FileHost {
             None => Ok(()),
         };
         let opened = recorded.map_err(|e| e.to_string()).and_then(|()| {
-            file_store::open_for_upload(&self.dir.file_path(file_id), 0).map_err(|e| e.to_string())
+            self.dir
+                .ensure()
+                .and_then(|()| file_store::open_for_upload(&self.dir.file_path(file_id), 0))
+                .map_err(|e| e.to_string())
         });
         match opened {
             Ok(file) => OfferOutcome::Accepted(ActiveUpload {
