@@ -311,3 +311,62 @@ async fn unfinished_uploads_expire_and_free_the_quota() {
         other => panic!("expected a fresh start, got {other:?}"),
     }
 }
+
+/// A file leaves with its event: once retention no longer keeps the event, the file is gone.
+#[tokio::test]
+async fn a_file_leaves_with_its_event() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &["--retain-events", "2"]).await;
+    let mut ana = member(&server, "ana").await;
+    let id = file_id(ana.upload(1, "old.txt", b"soon gone").await);
+    let mut bea = member(&server, "bea").await;
+    assert_eq!(
+        bea.download(id, 0).await.expect("kept for now"),
+        b"soon gone"
+    );
+    for n in 1..=3u64 {
+        ana.send(&ClientMessage::Say {
+            id: n,
+            text: format!("message {n}"),
+        })
+        .await
+        .unwrap();
+        ana.wait_private(|m| matches!(m, ServerMessage::Ack { up_to } if *up_to == n))
+            .await
+            .expect("ack");
+    }
+    match bea.download(id, 0).await {
+        Err(Some(ServerMessage::FileMissing { reason, .. })) => {
+            assert_eq!(reason, FileMissingReason::Gone)
+        }
+        other => panic!("expected gone, got {:?}", other.map(|c| c.len())),
+    }
+}
+
+#[tokio::test]
+async fn the_file_flags_are_in_the_help() {
+    let output = tokio::process::Command::new(tertulia_e2e::binary("tertulia-server"))
+        .arg("--help")
+        .output()
+        .await
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--max-file-mib",
+        "--max-files-mib",
+        "--unfinished-upload-secs",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+    // With frames too small for a chunk the host takes no files (and says so at start).
+    let small = ServerProcess::start("127.0.0.1:0", PASS, &["--max-frame-bytes", "20000"]).await;
+    let mut ana = member(&small, "ana").await;
+    assert_eq!(
+        refusal(ana.offer(1, "a.txt", b"hi").await),
+        FileRefusal::Disabled
+    );
+    assert!(
+        small.log().contains("too small to carry file chunks"),
+        "{}",
+        small.log()
+    );
+}

@@ -12,7 +12,8 @@ use tertulia_core::passphrase;
 use tertulia_core::server::{
     ConfigError, FileLimits, FloodLimit, HandshakeThrottle, PreviousRoom, Retention, RoomConfig,
     Server, ServerConfig, ServerError, DEFAULT_MAX_FILES_BYTES, DEFAULT_MAX_FILE_BYTES,
-    DEFAULT_REKEY_INTERVAL, DEFAULT_UNFINISHED_TTL, MAX_FLOOD_RATE, MIN_FRAME_BYTES,
+    DEFAULT_REKEY_INTERVAL, DEFAULT_UNFINISHED_TTL, FRAME_NEEDED_FOR_FILES, MAX_FLOOD_RATE,
+    MIN_FRAME_BYTES,
 };
 use tertulia_core::text::MAX_MESSAGE_BYTES;
 use tracing_subscriber::EnvFilter;
@@ -234,10 +235,6 @@ fn in_flags(error: &ConfigError, args: &Args, send_queue_max_kib: u64) -> String
         ),
         ConfigError::FloodRate(_) => format!("--flood-rate: {error}"),
         ConfigError::RekeyInterval(_) => format!("--rekey-secs {}: {error}", args.rekey_secs),
-        ConfigError::FrameTooSmallForFiles { needed, .. } => format!(
-            "--max-frame-bytes {} is too small for file chunks (needs at least {needed}); raise it or pass --max-file-mib 0",
-            args.max_frame_bytes
-        ),
         ConfigError::FileOverQuota { .. } => format!(
             "--max-file-mib {} is above --max-files-mib {}",
             args.max_file_mib, args.max_files_mib
@@ -349,6 +346,7 @@ async fn run(args: Args) -> i32 {
         eprintln!("error: {}", in_flags(&e, &args, send_queue_max_kib));
         return 2;
     }
+    let takes_files = config.takes_files();
     // Each connection is a file descriptor: use all the operating system allows.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "could not raise the open-file limit");
@@ -405,6 +403,10 @@ async fn run(args: Args) -> i32 {
     }
     if args.max_file_mib == 0 {
         println!("files: not taken (--max-file-mib 0)");
+    } else if !takes_files {
+        println!(
+            "files: not taken (--max-frame-bytes is below {FRAME_NEEDED_FOR_FILES}, too small for a file chunk)"
+        );
     } else {
         println!(
             "files: up to {} MiB each, {} MiB in all",

@@ -53,7 +53,8 @@ fn room_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Move the room's files (closed) to `dir/previous-rooms/<UTC time>/`; returns that folder.
+/// Move the room's files (closed, and its shared files) to `dir/previous-rooms/<UTC time>/`;
+/// returns that folder.
 pub fn set_aside(dir: &Path, now: SystemTime) -> std::io::Result<PathBuf> {
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let parent = dir.join(PREVIOUS_ROOMS_DIR);
@@ -65,6 +66,11 @@ pub fn set_aside(dir: &Path, now: SystemTime) -> std::io::Result<PathBuf> {
         target = parent.join(format!("{stamp}-{n}"));
     }
     create_private_dir(&target)?;
+    // The shared files go with their room (first: the database, last, marks a whole move).
+    let files = dir.join(super::files::file_store::FILES_DIR);
+    if files.is_dir() {
+        std::fs::rename(&files, target.join(super::files::file_store::FILES_DIR))?;
+    }
     for file in room_files(dir) {
         if let Some(name) = file.file_name() {
             std::fs::rename(&file, target.join(name))?;
@@ -73,8 +79,12 @@ pub fn set_aside(dir: &Path, now: SystemTime) -> std::io::Result<PathBuf> {
     Ok(target)
 }
 
-/// Delete the room's files (closed).
+/// Delete the room's files (closed), its shared files included.
 pub fn delete(dir: &Path) -> std::io::Result<()> {
+    let files = dir.join(super::files::file_store::FILES_DIR);
+    if files.is_dir() {
+        std::fs::remove_dir_all(&files)?;
+    }
     for file in room_files(dir) {
         std::fs::remove_file(file)?;
     }
@@ -140,6 +150,8 @@ mod tests {
         std::fs::write(dir.join(DB_FILE), b"db").unwrap();
         std::fs::write(dir.join(format!("{DB_FILE}-wal")), b"wal").unwrap();
         std::fs::write(dir.join("other.txt"), b"not ours").unwrap();
+        std::fs::create_dir(dir.join("files")).unwrap();
+        std::fs::write(dir.join("files/0000000000000001"), b"a shared file").unwrap();
         let at = UNIX_EPOCH + std::time::Duration::from_secs(1_764_706_245);
         let first = set_aside(dir, at).unwrap();
         assert_eq!(first, dir.join("previous-rooms/20251202T201045Z"));
@@ -151,6 +163,12 @@ mod tests {
         assert!(!dir.join(DB_FILE).exists());
         assert!(dir.join("other.txt").exists());
         assert_eq!(
+            std::fs::read(first.join("files/0000000000000001")).unwrap(),
+            b"a shared file",
+            "shared files go with their room"
+        );
+        assert!(!dir.join("files").exists());
+        assert_eq!(
             room_files(first.as_path()).last(),
             Some(&first.join(DB_FILE)),
             "the database moves last"
@@ -159,8 +177,11 @@ mod tests {
         let second = set_aside(dir, at).unwrap();
         assert_eq!(second, dir.join("previous-rooms/20251202T201045Z-2"));
         std::fs::write(dir.join(DB_FILE), b"db3").unwrap();
+        std::fs::create_dir(dir.join("files")).unwrap();
+        std::fs::write(dir.join("files/0000000000000002"), b"x").unwrap();
         delete(dir).unwrap();
         assert!(!dir.join(DB_FILE).exists());
+        assert!(!dir.join("files").exists(), "deleted with the room");
         assert!(second.join(DB_FILE).exists());
     }
 }

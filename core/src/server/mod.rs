@@ -214,8 +214,6 @@ pub enum ConfigError {
     NoConnections,
     #[error("the room key must be kept at least 1 s before it is replaced, not {} s", .0.as_secs_f64())]
     RekeyInterval(Duration),
-    #[error("a frame of {frame} bytes cannot carry a file chunk (needs at least {needed}); take no files or allow larger frames")]
-    FrameTooSmallForFiles { frame: usize, needed: usize },
     #[error("the largest file ({file} bytes) does not fit the room's file quota ({quota} bytes)")]
     FileOverQuota { file: u64, quota: u64 },
 }
@@ -272,21 +270,19 @@ impl ServerConfig {
         if self.rekey_interval < MIN_REKEY_INTERVAL {
             return Err(ConfigError::RekeyInterval(self.rekey_interval));
         }
-        if self.files.enabled() {
-            if self.max_frame_bytes < FRAME_NEEDED_FOR_FILES {
-                return Err(ConfigError::FrameTooSmallForFiles {
-                    frame: self.max_frame_bytes,
-                    needed: FRAME_NEEDED_FOR_FILES,
-                });
-            }
-            if self.files.max_file_bytes > self.files.max_total_bytes {
-                return Err(ConfigError::FileOverQuota {
-                    file: self.files.max_file_bytes,
-                    quota: self.files.max_total_bytes,
-                });
-            }
+        if self.files.enabled() && self.files.max_file_bytes > self.files.max_total_bytes {
+            return Err(ConfigError::FileOverQuota {
+                file: self.files.max_file_bytes,
+                quota: self.files.max_total_bytes,
+            });
         }
         Ok(())
+    }
+
+    /// Does this server take files? Not with `files.max_file_bytes` 0, nor with frames too
+    /// small to carry a chunk ([`FRAME_NEEDED_FOR_FILES`]): then offers are `disabled`.
+    pub fn takes_files(&self) -> bool {
+        self.files.enabled() && self.max_frame_bytes >= FRAME_NEEDED_FOR_FILES
     }
 }
 
@@ -455,6 +451,14 @@ impl Server {
             }
         };
         let mut room = room;
+        if config.files.enabled() && !config.takes_files() {
+            warn!(
+                max_frame_bytes = config.max_frame_bytes,
+                needed = FRAME_NEEDED_FOR_FILES,
+                "frames are too small to carry file chunks: this room takes no files"
+            );
+            config.files.max_file_bytes = 0;
+        }
         let file_limits = config.files;
         let file_dir = config.data_dir.clone();
         let store = room.store_handle();

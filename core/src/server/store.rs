@@ -214,7 +214,7 @@ impl Store {
              CREATE TABLE IF NOT EXISTS dedupe (client_id TEXT PRIMARY KEY, highest INTEGER NOT NULL, touched INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS dedupe_touched ON dedupe (touched);
              CREATE TABLE IF NOT EXISTS present (nick_key TEXT PRIMARY KEY, nick TEXT NOT NULL, client_id TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS files (file_id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, size INTEGER NOT NULL, file_key BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS files (file_id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, size INTEGER NOT NULL, file_key BLOB NOT NULL, gone INTEGER NOT NULL DEFAULT 0);
              CREATE INDEX IF NOT EXISTS files_seq ON files (seq);
              CREATE TABLE IF NOT EXISTS uploads (client_id TEXT NOT NULL, upload_id INTEGER NOT NULL, file_id INTEGER NOT NULL, file_key BLOB NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL, mime TEXT NOT NULL, sha256 BLOB NOT NULL, source TEXT NOT NULL, PRIMARY KEY (client_id, upload_id));
              CREATE TABLE IF NOT EXISTS upload_dedupe (client_id TEXT PRIMARY KEY, highest INTEGER NOT NULL, touched INTEGER NOT NULL);
@@ -757,9 +757,9 @@ impl Store {
             blob.try_into()
                 .map_err(|_| StoreError::Corrupt("a file key is not 32 bytes".into()))
         };
-        let mut stmt = self
-            .conn
-            .prepare("SELECT file_id, seq, size, file_key FROM files ORDER BY seq")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT file_id, seq, size, file_key FROM files WHERE gone = 0 ORDER BY seq",
+        )?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
@@ -782,6 +782,11 @@ impl Store {
             ));
         }
         drop(stmt);
+        let gone = self
+            .conn
+            .prepare("SELECT file_id FROM files WHERE gone = 1 ORDER BY seq")?
+            .query_map([], |r| Ok(r.get::<_, i64>(0)? as u64))?
+            .collect::<Result<Vec<_>, _>>()?;
         let mut stmt = self.conn.prepare(
             "SELECT client_id, upload_id, file_id, file_key, name, size, mime, sha256, source FROM uploads",
         )?;
@@ -827,6 +832,7 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(StoredFiles {
             finished,
+            gone,
             uploads,
             highest,
         })
@@ -861,10 +867,11 @@ impl Store {
         Ok(())
     }
 
-    /// Forget a kept file (it gave way to the quota, or its stored copy is lost); its event stays.
-    pub fn delete_file(&mut self, file_id: u64) -> Result<(), StoreError> {
+    /// A kept file is gone (it gave way to the quota, or its stored copy is lost); its event
+    /// stays, and so does the row, to answer `gone` until the event leaves too.
+    pub fn file_gone(&mut self, file_id: u64) -> Result<(), StoreError> {
         self.conn.execute(
-            "DELETE FROM files WHERE file_id = ?1",
+            "UPDATE files SET gone = 1, file_key = zeroblob(32) WHERE file_id = ?1",
             params![file_id as i64],
         )?;
         Ok(())
@@ -898,6 +905,8 @@ pub struct UploadRecord {
 pub struct StoredFiles {
     /// Files kept, with their event's sequence number, oldest first.
     pub finished: Vec<(u64, FileRecord)>,
+    /// Files no longer kept whose events are still in the room.
+    pub gone: Vec<u64>,
     pub uploads: Vec<UploadRecord>,
     /// Highest upload id in the room per client id, least recently updated first.
     pub highest: Vec<(ClientId, u64)>,
@@ -1269,6 +1278,99 @@ mod tests {
         );
         assert_eq!(loaded.dedupe, vec![("client-a".to_string(), 5)]);
         drop(store);
+    }
+
+    /// A finished upload commits its event, its file record, the client's highest upload id
+    /// and the end of its unfinished row together; the file leaves with its event.
+    #[test]
+    fn a_file_is_recorded_with_its_event_and_leaves_with_it() {
+        let temp = tempfile::tempdir().unwrap();
+        let client = "client-a".to_string();
+        let file = FileRecord {
+            file_id: u64::MAX - 1,
+            size: 1234,
+            key: [5; 32],
+        };
+        let upload = UploadRecord {
+            client_id: client.clone(),
+            upload_id: 3,
+            file: file.clone(),
+            name: "a.png".into(),
+            mime: "image/png".into(),
+            sha256: [6; 32],
+            source: "127.0.0.1".into(),
+        };
+        {
+            let mut store = Store::open(temp.path()).unwrap();
+            store.load(10, [7; SALT_LEN], "epoch".into()).unwrap();
+            store.insert_upload(&upload).unwrap();
+            let other = UploadRecord {
+                upload_id: 4,
+                ..upload.clone()
+            };
+            store.insert_upload(&other).unwrap();
+            let stored = store.load_files().unwrap();
+            assert_eq!(stored.uploads, vec![upload.clone(), other.clone()]);
+            store.append(&event(1, "hi"), Some(&client)).unwrap();
+            let shared = RoomEvent {
+                seq: 2,
+                time_ms: 20,
+                kind: RoomEventKind::File {
+                    from: "ana".into(),
+                    file_id: file.file_id,
+                    name: "a.png".into(),
+                    size: 1234,
+                    mime: "image/png".into(),
+                    sha256: [6; 32],
+                    upload_id: 3,
+                    author: "0011223344556677".into(),
+                },
+            };
+            store.append_file(&shared, &client, &file).unwrap();
+        }
+        let mut store = Store::open(temp.path()).unwrap();
+        let loaded = store.load(10, [7; SALT_LEN], "epoch".into()).unwrap();
+        assert!(matches!(
+            loaded.recent[1].kind,
+            RoomEventKind::File { upload_id: 3, .. }
+        ));
+        let stored = store.load_files().unwrap();
+        assert_eq!(stored.finished, vec![(2, file.clone())]);
+        assert_eq!(stored.highest, vec![(client.clone(), 3)]);
+        assert_eq!(
+            stored
+                .uploads
+                .iter()
+                .map(|u| u.upload_id)
+                .collect::<Vec<_>>(),
+            vec![4],
+            "the finished upload's row is gone, the other stays"
+        );
+        store.delete_upload(&client, 4).unwrap();
+        store.file_gone(file.file_id).unwrap();
+        let stored = store.load_files().unwrap();
+        assert!(stored.finished.is_empty());
+        assert_eq!(
+            stored.gone,
+            vec![file.file_id],
+            "gone while its event stays"
+        );
+        store
+            .prune(
+                Retention {
+                    max_events: Some(0),
+                    max_age_ms: None,
+                },
+                0,
+            )
+            .unwrap();
+        let stored = store.load_files().unwrap();
+        assert!(
+            stored.finished.is_empty() && stored.gone.is_empty(),
+            "the file left with its event"
+        );
+        assert!(stored.uploads.is_empty());
+        assert_eq!(stored.highest, vec![(client, 3)], "exactly once still");
     }
 
     #[test]

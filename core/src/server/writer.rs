@@ -641,6 +641,131 @@ mod tests {
         assert_eq!(link.progress.sent.load(Ordering::Acquire), sent as u64);
     }
 
+    /// A stored file of `chunks` whole chunks sealed under `key` as file `file_id`.
+    fn stored_file(key: &Key, file_id: u64, chunks: u64) -> (tempfile::NamedTempFile, u64) {
+        use crate::files::{ChunkCipher, CHUNK_BYTES};
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let cipher = ChunkCipher::new(key, file_id);
+        let size = chunks * CHUNK_BYTES;
+        for i in 0..chunks {
+            let chunk = vec![i as u8; CHUNK_BYTES as usize];
+            let frame = cipher.seal(i * CHUNK_BYTES, &chunk).unwrap();
+            super::super::files::file_store::write_frame(
+                file.as_file(),
+                size,
+                i * CHUNK_BYTES,
+                &frame,
+            )
+            .unwrap();
+        }
+        (file, size)
+    }
+
+    /// A download goes out after its `file_begin`, its chunks read from disk only when
+    /// nothing else waits (a pong queued with it goes first), each opening in its place; a
+    /// newer download generation (`file_stop`, another `file_get`) stops it, and chat queued
+    /// after still goes out.
+    #[tokio::test]
+    async fn a_download_streams_after_its_begin_behind_everything_else_and_stops_when_told() {
+        use crate::files::{ChunkCipher, CHUNK_BYTES};
+        let (session_key, file_key) = ([3u8; 32], [4u8; 32]);
+        let WriterUnderTest {
+            client,
+            link,
+            log,
+            writer,
+            ..
+        } = WriterUnderTest::start(&session_key, 64).await;
+        let (stored, size) = stored_file(&file_key, 9, 40);
+        link.tx.try_send(Outgoing::Attach(log.end())).unwrap();
+        let generation = link.stop_download();
+        assert!(link.queue_download(
+            ServerMessage::FileBegin {
+                file_id: 9,
+                size,
+                offset: CHUNK_BYTES,
+                key: file_key,
+            },
+            crate::server::link::DownloadJob {
+                size,
+                next: CHUNK_BYTES,
+                file: Arc::new(stored.reopen().unwrap()),
+                generation,
+            },
+        ));
+        assert!(link.queue(ServerMessage::Pong { broadcast_next: 0 }));
+        let mut reader = crate::conn::FrameReader::new(client);
+        let mut recv = CipherState::new(&session_key);
+        let next = |kind: FrameKind, body: Vec<u8>, recv: &mut CipherState| match kind {
+            FrameKind::Session => format!(
+                "{:?}",
+                sealed::open_session::<ServerMessage>(recv, &body).unwrap()
+            ),
+            FrameKind::FileChunk => "chunk".into(),
+            other => panic!("unexpected {other:?}"),
+        };
+        let mut seen = Vec::new();
+        let cipher = ChunkCipher::new(&file_key, 9);
+        let mut offset = CHUNK_BYTES;
+        while seen.iter().filter(|s: &&String| *s == "chunk").count() < 3 {
+            let (kind, body) = reader.read_frame(MAX_BODY).await.unwrap().unwrap();
+            if kind == FrameKind::FileChunk {
+                let chunk = cipher.open(offset, &body).unwrap();
+                assert_eq!(chunk[0], (offset / CHUNK_BYTES) as u8, "in its place");
+                offset += CHUNK_BYTES;
+            }
+            seen.push(next(kind, body, &mut recv));
+        }
+        assert!(seen[0].starts_with("FileBegin"), "{seen:?}");
+        assert!(
+            seen[1].starts_with("Pong"),
+            "what waits goes first: {seen:?}"
+        );
+        drop(reader);
+        writer.abort();
+
+        // Stopped (a `file_stop`, or a newer `file_get`) before it went out: the begin, then
+        // no chunk at all; what is queued after still goes out.
+        let WriterUnderTest {
+            client,
+            link,
+            log,
+            writer,
+            ..
+        } = WriterUnderTest::start(&session_key, 64).await;
+        link.tx.try_send(Outgoing::Attach(log.end())).unwrap();
+        let generation = link.stop_download();
+        assert!(link.queue_download(
+            ServerMessage::FileBegin {
+                file_id: 9,
+                size,
+                offset: 0,
+                key: file_key,
+            },
+            crate::server::link::DownloadJob {
+                size,
+                next: 0,
+                file: Arc::new(stored.reopen().unwrap()),
+                generation,
+            },
+        ));
+        link.stop_download();
+        assert!(link.queue(ServerMessage::Ack { up_to: 1 }));
+        assert!(link.close());
+        let mut reader = crate::conn::FrameReader::new(client);
+        let mut recv = CipherState::new(&session_key);
+        let mut rest = Vec::new();
+        while let Some((kind, body)) = reader.read_frame(MAX_BODY).await.unwrap() {
+            rest.push(next(kind, body, &mut recv));
+        }
+        writer.await.unwrap();
+        assert_eq!(rest.len(), 2, "{rest:?}");
+        assert!(
+            rest[0].starts_with("FileBegin") && rest[1].starts_with("Ack"),
+            "{rest:?}"
+        );
+    }
+
     /// A room key rotation in the middle of a backlog several writes long: the writer sends
     /// the `room_key` exactly before the first broadcast under it, so a member opening as the
     /// client does (switching at `from_broadcast`) opens every frame, and the pongs in

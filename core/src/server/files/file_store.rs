@@ -28,10 +28,17 @@ pub struct FileDir {
 }
 
 impl FileDir {
-    /// `DATA_DIR/files`, created `0700` if missing.
+    /// `DATA_DIR/files` (created `0700` when the first file is stored in it).
     pub fn open(data_dir: &Path) -> std::io::Result<Self> {
         let path = data_dir.join(FILES_DIR);
-        create_private(&path)?;
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            if !meta.is_dir() {
+                return Err(std::io::Error::other(format!(
+                    "{} is not a directory; refusing to use it",
+                    path.display()
+                )));
+            }
+        }
         Ok(Self {
             path,
             temporary: false,
@@ -58,10 +65,20 @@ impl FileDir {
         self.path.join(format!("{file_id:016x}"))
     }
 
+    /// Create the directory (`0700`) if it is not there yet.
+    pub fn ensure(&self) -> std::io::Result<()> {
+        create_private(&self.path)
+    }
+
     /// The ids of the files in the directory, and the paths of anything else in it.
     pub fn list(&self) -> std::io::Result<(Vec<u64>, Vec<PathBuf>)> {
         let (mut ids, mut other) = (Vec::new(), Vec::new());
-        for entry in std::fs::read_dir(&self.path)? {
+        let entries = match std::fs::read_dir(&self.path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((ids, other)),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
             let entry = entry?;
             let name = entry.file_name();
             let id = name

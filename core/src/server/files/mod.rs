@@ -79,6 +79,20 @@ impl FileLimits {
 /// `unknown` for them.
 const MAX_GONE: usize = 65_536;
 
+/// Most unfinished uploads the host holds in all (each is a database row and a file): past
+/// it an offer is `busy`, whatever its client and address.
+const MAX_UNFINISHED: usize = 1024;
+
+/// Most client ids whose highest upload id is kept in memory (as for messages); the least
+/// recently updated is forgotten first.
+const MAX_HIGHEST: usize = super::dedupe::MAX_DEDUPE_CLIENTS;
+
+/// What a file counts against the quota: its content, and at least a disk block, so a flood
+/// of empty files is bounded by the quota too.
+pub fn charge(size: u64) -> u64 {
+    size.max(4096)
+}
+
 /// A finished file the room keeps.
 #[derive(Debug, Clone)]
 struct Kept {
@@ -115,8 +129,10 @@ struct State {
     uploads: HashMap<(String, u64), Unfinished>,
     /// Offered bytes of the unfinished uploads.
     unfinished_bytes: u64,
-    /// Highest upload id in the room per client id.
-    highest: HashMap<String, u64>,
+    /// Highest upload id in the room per client id, and when it was last updated (a
+    /// counter), to forget the least recently updated beyond [`MAX_HIGHEST`].
+    highest: HashMap<String, (u64, u64)>,
+    highest_clock: u64,
     gone: HashSet<u64>,
     gone_order: VecDeque<u64>,
     /// Stored files to delete (off every lock, by [`FileHost::empty_trash`]).
@@ -124,10 +140,27 @@ struct State {
 }
 
 impl State {
+    fn record_highest(&mut self, client: &str, upload_id: u64) {
+        self.highest_clock += 1;
+        let clock = self.highest_clock;
+        let entry = self.highest.entry(client.to_string()).or_insert((0, clock));
+        *entry = (entry.0.max(upload_id), clock);
+        if self.highest.len() > MAX_HIGHEST {
+            let oldest = self
+                .highest
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(c, _)| c.clone());
+            if let Some(oldest) = oldest {
+                self.highest.remove(&oldest);
+            }
+        }
+    }
+
     fn forget_kept(&mut self, file_id: u64, dir: &FileDir) {
         if let Some(kept) = self.kept.remove(&file_id) {
             self.by_seq.remove(&kept.seq);
-            self.kept_bytes -= kept.size;
+            self.kept_bytes -= charge(kept.size);
             self.trash.push(dir.file_path(file_id));
             self.gone.insert(file_id);
             self.gone_order.push_back(file_id);
@@ -141,7 +174,7 @@ impl State {
 
     fn forget_upload(&mut self, client: &str, upload_id: u64, dir: &FileDir) -> Option<Unfinished> {
         let upload = self.uploads.remove(&(client.to_string(), upload_id))?;
-        self.unfinished_bytes -= upload.size;
+        self.unfinished_bytes -= charge(upload.size);
         self.trash.push(dir.file_path(upload.file_id));
         Some(upload)
     }
@@ -288,7 +321,7 @@ impl FileHost {
                 lost.push(record.file_id);
                 continue;
             }
-            state.kept_bytes += record.size;
+            state.kept_bytes += charge(record.size);
             state.by_seq.insert(seq, record.file_id);
             state.kept.insert(
                 record.file_id,
@@ -312,7 +345,7 @@ impl FileHost {
                 continue;
             }
             let (have, _) = have_from_len(upload.file.size, file_store::stored_len_of(&path));
-            state.unfinished_bytes += upload.file.size;
+            state.unfinished_bytes += charge(upload.file.size);
             state.uploads.insert(
                 (upload.client_id, upload.upload_id),
                 Unfinished {
@@ -329,8 +362,12 @@ impl FileHost {
                 },
             );
         }
+        for file_id in stored.gone {
+            state.gone.insert(file_id);
+            state.gone_order.push_back(file_id);
+        }
         for (client, highest) in stored.highest {
-            state.highest.insert(client, highest);
+            state.record_highest(&client, highest);
         }
         drop(state);
         for file_id in &lost {
@@ -338,7 +375,7 @@ impl FileHost {
                 file_id = format!("{file_id:016x}"),
                 "a kept file is missing or damaged on disk; its event stays, the file is gone"
             );
-            self.with_store(|s| s.delete_file(*file_id));
+            self.with_store(|s| s.file_gone(*file_id));
             self.state().gone.insert(*file_id);
         }
         for (client, upload_id, path) in &expired {
@@ -379,7 +416,7 @@ impl FileHost {
 
     /// The highest upload id of `client` in the room (0: none).
     pub fn highest_done(&self, client: &str) -> u64 {
-        self.state().highest.get(client).copied().unwrap_or(0)
+        self.state().highest.get(client).map_or(0, |(h, _)| *h)
     }
 
     /// Answer an offer from `client` (at `source`) on connection `conn`. Blocking (it may
@@ -408,7 +445,7 @@ impl FileHost {
         if state
             .highest
             .get(client)
-            .is_some_and(|&h| offer.upload_id <= h)
+            .is_some_and(|&(h, _)| offer.upload_id <= h)
         {
             return OfferOutcome::AlreadyInRoom;
         }
@@ -421,7 +458,11 @@ impl FileHost {
                 drop(state);
                 let path = self.dir.file_path(upload.file_id);
                 let keep = have_to_stored(upload.size, upload.have);
-                return match file_store::open_for_upload(&path, keep) {
+                return match self
+                    .dir
+                    .ensure()
+                    .and_then(|()| file_store::open_for_upload(&path, keep))
+                {
                     Ok(file) => OfferOutcome::Accepted(ActiveUpload {
                         upload_id: offer.upload_id,
                         file_id: upload.file_id,
@@ -453,7 +494,10 @@ impl FileHost {
             .values()
             .filter(|u| u.source == source)
             .count();
-        if by_client >= limits.unfinished_per_client || by_source >= limits.unfinished_per_source {
+        if by_client >= limits.unfinished_per_client
+            || by_source >= limits.unfinished_per_source
+            || state.uploads.len() >= MAX_UNFINISHED
+        {
             return OfferOutcome::Refused(
                 FileRefusal::Busy,
                 "too many unfinished uploads; finish or cancel one first".into(),
@@ -467,9 +511,9 @@ impl FileHost {
         let oldest: Vec<(u64, u64)> = state
             .by_seq
             .values()
-            .filter_map(|id| state.kept.get(id).map(|k| (*id, k.size)))
+            .filter_map(|id| state.kept.get(id).map(|k| (*id, charge(k.size))))
             .collect();
-        let give_way = match quota::make_room(usage, offer.size, oldest) {
+        let give_way = match quota::make_room(usage, charge(offer.size), oldest) {
             Ok(ids) => ids,
             Err(quota::NoSpace) => {
                 return OfferOutcome::Refused(
@@ -503,11 +547,11 @@ impl FileHost {
             touched: Instant::now(),
             owner: Some(conn),
         };
-        state.unfinished_bytes += upload.size;
+        state.unfinished_bytes += charge(upload.size);
         state.uploads.insert(key, upload.clone());
         drop(state);
         for id in &give_way {
-            self.with_store(|s| s.delete_file(*id));
+            self.with_store(|s| s.file_gone(*id));
         }
         let record = UploadRecord {
             client_id: client.to_string(),
@@ -530,7 +574,10 @@ impl FileHost {
             None => Ok(()),
         };
         let opened = recorded.map_err(|e| e.to_string()).and_then(|()| {
-            file_store::open_for_upload(&self.dir.file_path(file_id), 0).map_err(|e| e.to_string())
+            self.dir
+                .ensure()
+                .and_then(|()| file_store::open_for_upload(&self.dir.file_path(file_id), 0))
+                .map_err(|e| e.to_string())
         });
         match opened {
             Ok(file) => OfferOutcome::Accepted(ActiveUpload {
@@ -579,11 +626,10 @@ impl FileHost {
     /// keep it as a file. Called under the room's lock.
     pub fn finished(&self, client: &str, upload_id: u64, seq: u64) {
         let mut state = self.state();
-        let highest = state.highest.entry(client.to_string()).or_insert(0);
-        *highest = (*highest).max(upload_id);
+        state.record_highest(client, upload_id);
         if let Some(upload) = state.uploads.remove(&(client.to_string(), upload_id)) {
-            state.unfinished_bytes -= upload.size;
-            state.kept_bytes += upload.size;
+            state.unfinished_bytes -= charge(upload.size);
+            state.kept_bytes += charge(upload.size);
             state.by_seq.insert(seq, upload.file_id);
             state.kept.insert(
                 upload.file_id,
