@@ -525,3 +525,112 @@ async fn chat_goes_first_while_a_large_file_is_being_sent() {
     let got = received(&mut ben, &sent["file_id"]).await;
     assert_identical(&got, &big);
 }
+
+/// `tertulia-chat` in interactive mode (stdin piped, no terminal), read line by line.
+struct Terminal {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    shown: Vec<String>,
+    _data: tempfile::TempDir,
+}
+
+impl Terminal {
+    async fn start(addr: std::net::SocketAddr, nick: &str, dir: &Path) -> Self {
+        use std::process::Stdio;
+        use tokio::io::AsyncBufReadExt;
+        let (mut command, data) = tertulia_e2e::chat_command();
+        let mut child = command
+            .arg(addr.to_string())
+            .args([
+                "--nick",
+                nick,
+                "--lang",
+                "en",
+                "--no-color",
+                "--download-dir",
+            ])
+            .arg(dir)
+            .env("TERTULIA_PASSPHRASE", PASS)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start tertulia-chat");
+        let stdin = child.stdin.take().expect("stdin");
+        let lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Self {
+            child,
+            stdin,
+            lines,
+            shown: Vec::new(),
+            _data: data,
+        }
+    }
+
+    async fn type_line(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("type");
+    }
+
+    /// The next line containing `needle`.
+    async fn until(&mut self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + tertulia_e2e::WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.next_line()).await {
+                Ok(Ok(Some(line))) => {
+                    self.shown.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                _ => panic!("never showed {needle:?}; showed: {:#?}", self.shown),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_terminal_shows_one_readable_line_per_file() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ana = Terminal::start(server.addr, "ana", ana_dir.path()).await;
+    ana.until("in the room").await;
+    let mut ben = member(server.addr, "ben", ben_dir.path()).await;
+
+    ana.type_line("/help").await;
+    let help = ana.until("/send PATH").await;
+    assert!(help.contains("/get ID"), "{help}");
+
+    let notes = content(CHUNK_BYTES as usize + 3, 10);
+    let (_src, path) = source_file("notes.txt", &notes);
+    ana.type_line(&format!("/send {}", path.display())).await;
+    ana.until("sending notes.txt…").await;
+    let shared = ana.until("ana shared notes.txt").await;
+    assert!(shared.ends_with("(60.0 KiB)"), "{shared}");
+    ana.until("is in the room").await;
+    let offered = ben.wait_type("file_offered").await;
+    received(&mut ben, &offered["file_id"]).await;
+
+    let png = png_bytes(100_000);
+    let (_src2, path2) = source_file("reply.png", &png);
+    send(&mut ben, &path2).await;
+    let line = ana.until("ben shared reply.png").await;
+    assert!(line.ends_with("(97.7 KiB)"), "{line}");
+    let saved = ana.until("received and checked").await;
+    let target = ana_dir.path().join("reply.png");
+    assert!(
+        saved.ends_with(&format!("saved as {}", target.display())),
+        "{saved}"
+    );
+    assert!(std::fs::read(&target).unwrap() == png);
+    // Terse: a few progress lines at most, never one per chunk.
+    let progress = ana.shown.iter().filter(|l| l.contains(" % of ")).count();
+    assert!(progress <= 8, "{:#?}", ana.shown);
+    ana.type_line("/quit").await;
+    let _ = tokio::time::timeout(tertulia_e2e::WAIT, ana.child.wait()).await;
+}
