@@ -370,3 +370,43 @@ async fn the_file_flags_are_in_the_help() {
         small.log()
     );
 }
+
+/// A disk that fills up (files limited to 256 KiB each): the upload is refused `no_space`
+/// and what was held of it removed; the room goes on, and a smaller file still fits.
+#[tokio::test]
+async fn a_full_disk_refuses_the_upload_and_the_room_goes_on() {
+    let data = tertulia_e2e::DataDir::new("file-disk-full");
+    let server = ServerProcess::start_with_file_limit(
+        "127.0.0.1:0",
+        PASS,
+        &["--data-dir", data.path()],
+        Some(256 * KIB as u64),
+    )
+    .await;
+    let mut ana = member(&server, "ana").await;
+    let big = vec![8u8; 400 * KIB];
+    assert_eq!(
+        refusal(ana.upload(1, "big.bin", &big).await),
+        FileRefusal::NoSpace
+    );
+    ana.send(&ClientMessage::Say {
+        id: 1,
+        text: "still here".into(),
+    })
+    .await
+    .unwrap();
+    ana.wait_private(|m| matches!(m, ServerMessage::Ack { up_to: 1 }))
+        .await
+        .expect("chat goes on");
+    let small = vec![9u8; 100 * KIB];
+    let id = file_id(ana.upload(2, "small.bin", &small).await);
+    let files = std::path::Path::new(data.path()).join("files");
+    let left: Vec<_> = std::fs::read_dir(&files).unwrap().collect();
+    assert_eq!(
+        left.len(),
+        1,
+        "only the stored file: the refused one was removed"
+    );
+    let mut bea = member(&server, "bea").await;
+    assert!(bea.download(id, 0).await.expect("the small file") == small);
+}

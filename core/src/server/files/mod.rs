@@ -553,6 +553,7 @@ impl FileHost {
         for id in &give_way {
             self.with_store(|s| s.file_gone(*id));
         }
+        self.empty_trash();
         let record = UploadRecord {
             client_id: client.to_string(),
             upload_id: offer.upload_id,
@@ -619,6 +620,15 @@ impl FileHost {
         let forgotten = self.state().forget_upload(client, upload_id, &self.dir);
         if forgotten.is_some() {
             self.with_store(|s| s.delete_upload(client, upload_id));
+        }
+        self.empty_trash();
+    }
+
+    /// Delete the stored files that left (off every lock). Blocking.
+    fn empty_trash(&self) {
+        let trash = std::mem::take(&mut self.state().trash);
+        for path in trash {
+            file_store::remove(&path);
         }
     }
 
