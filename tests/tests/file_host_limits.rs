@@ -410,3 +410,41 @@ async fn a_full_disk_refuses_the_upload_and_the_room_goes_on() {
     let mut bea = member(&server, "bea").await;
     assert!(bea.download(id, 0).await.expect("the small file") == small);
 }
+
+/// File data does not queue behind chat held back by the flood limit: an upload finishes
+/// while the sender's burst of messages is still being let through at the flood rate.
+#[tokio::test]
+async fn chunks_do_not_wait_behind_held_back_chat() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let mut ana = member(&server, "ana").await;
+    let file = vec![4u8; 3 * C];
+    let Some(ServerMessage::FileAccepted { .. }) = ana.offer(1, "f.bin", &file).await else {
+        panic!("accepted");
+    };
+    for id in 1..=25 {
+        ana.send(&ClientMessage::Say {
+            id,
+            text: format!("burst {id}"),
+        })
+        .await
+        .unwrap();
+    }
+    for i in 0..3 {
+        ana.send_chunk(1, (i * C) as u64, &file[i * C..(i + 1) * C])
+            .await
+            .unwrap();
+    }
+    let mut done_before_last_ack = None;
+    while done_before_last_ack.is_none() {
+        match ana.next_private().await.expect("open") {
+            ServerMessage::FileDone { .. } => done_before_last_ack = Some(true),
+            ServerMessage::Ack { up_to: 25 } => done_before_last_ack = Some(false),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        done_before_last_ack,
+        Some(true),
+        "the file did not wait for the chat"
+    );
+}

@@ -237,16 +237,26 @@ pub enum VerifyError {
     Mismatch,
 }
 
-/// Make a finished upload durable (fsync) and check that the content of its frames has the
-/// announced SHA-256, reading it back a frame at a time. Blocking: run it on a blocking thread.
+/// Make a finished upload durable (fsync) and check that its content has the announced
+/// SHA-256: `hashed`, the digest of what was sealed as it arrived, or else (an upload resumed
+/// part-way) the content of its frames read back a frame at a time. Blocking: run it on a
+/// blocking thread.
 pub fn verify(
     file: &File,
     key: &Key,
     file_id: u64,
     size: u64,
     sha256: &[u8; 32],
+    hashed: Option<[u8; 32]>,
 ) -> Result<(), VerifyError> {
     file.sync_all()?;
+    if let Some(digest) = hashed {
+        return if &digest == sha256 {
+            Ok(())
+        } else {
+            Err(VerifyError::Mismatch)
+        };
+    }
     let cipher = ChunkCipher::new(key, file_id);
     let mut hasher = Sha256::new();
     let mut buf = Vec::with_capacity(FULL_FRAME as usize);
@@ -296,10 +306,20 @@ mod tests {
             write_frame(&file, size, offset, &frame).unwrap();
         }
         let digest: [u8; 32] = Sha256::digest(&content).into();
-        verify(&file, &key, 42, size, &digest).unwrap();
+        verify(&file, &key, 42, size, &digest, None).unwrap();
         assert!(matches!(
-            verify(&file, &key, 42, size, &[0; 32]),
+            verify(&file, &key, 42, size, &[0; 32], None),
             Err(VerifyError::Mismatch)
+        ));
+        verify(&file, &key, 42, size, &digest, Some(digest)).unwrap();
+        assert!(matches!(
+            verify(&file, &key, 42, size, &digest, Some([1; 32])),
+            Err(VerifyError::Mismatch)
+        ));
+        // A frame that does not open under the key is found reading back.
+        assert!(matches!(
+            verify(&file, &[8; 32], 42, size, &digest, None),
+            Err(VerifyError::Sealed)
         ));
         let mut buf = Vec::new();
         read_frame(&file, size, CHUNK_BYTES, &mut buf).unwrap();

@@ -212,6 +212,9 @@ pub struct ActiveUpload {
     /// The last `have` told the client.
     pub told: u64,
     pub file: Arc<File>,
+    /// The SHA-256 of the content so far, while this connection has stored all of it (from
+    /// 0): then the finished file need not be read back to be checked.
+    pub hasher: Option<sha2::Sha256>,
 }
 
 /// The answer to an offer.
@@ -474,6 +477,7 @@ impl FileHost {
                         have: upload.have,
                         told: upload.have,
                         file: Arc::new(file),
+                        hasher: (upload.have == 0).then(sha2::Sha256::default),
                     }),
                     Err(e) => {
                         warn!(error = %e, "could not reopen an unfinished upload");
@@ -592,6 +596,7 @@ impl FileHost {
                 have: 0,
                 told: 0,
                 file: Arc::new(file),
+                hasher: Some(sha2::Sha256::default()),
             }),
             Err(e) => {
                 warn!(error = %e, "could not start storing an upload");
