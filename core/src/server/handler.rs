@@ -554,7 +554,7 @@ impl Handler {
                             window: self.shared.files.limits().window,
                         });
                         let complete = upload.have == upload.size;
-                        self.upload = Some(upload);
+                        self.upload = Some(*upload);
                         if complete {
                             self.finish_upload().await?;
                         }

@@ -223,7 +223,7 @@ pub enum OfferOutcome {
     /// At or below the client's highest upload id in the room: already there.
     AlreadyInRoom,
     Refused(FileRefusal, String),
-    Accepted(ActiveUpload),
+    Accepted(Box<ActiveUpload>),
 }
 
 /// A file to send, as `file_get` finds it.
@@ -466,7 +466,7 @@ impl FileHost {
                     .ensure()
                     .and_then(|()| file_store::open_for_upload(&path, keep))
                 {
-                    Ok(file) => OfferOutcome::Accepted(ActiveUpload {
+                    Ok(file) => OfferOutcome::Accepted(Box::new(ActiveUpload {
                         upload_id: offer.upload_id,
                         file_id: upload.file_id,
                         key: upload.key,
@@ -478,7 +478,7 @@ impl FileHost {
                         told: upload.have,
                         file: Arc::new(file),
                         hasher: (upload.have == 0).then(sha2::Sha256::default),
-                    }),
+                    })),
                     Err(e) => {
                         warn!(error = %e, "could not reopen an unfinished upload");
                         OfferOutcome::Refused(
@@ -585,7 +585,7 @@ impl FileHost {
                 .map_err(|e| e.to_string())
         });
         match opened {
-            Ok(file) => OfferOutcome::Accepted(ActiveUpload {
+            Ok(file) => OfferOutcome::Accepted(Box::new(ActiveUpload {
                 upload_id: offer.upload_id,
                 file_id,
                 key: upload.key,
@@ -597,7 +597,7 @@ impl FileHost {
                 told: 0,
                 file: Arc::new(file),
                 hasher: Some(sha2::Sha256::default()),
-            }),
+            })),
             Err(e) => {
                 warn!(error = %e, "could not start storing an upload");
                 self.cancel(client, offer.upload_id);
