@@ -244,3 +244,30 @@ async fn hostile_names_are_kept_and_announced_as_safe_names() {
         );
     }
 }
+
+/// An in-memory room keeps its files in a private temporary directory, removed at exit.
+#[tokio::test]
+async fn an_in_memory_room_keeps_files_in_a_private_temporary_directory_removed_at_exit() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let mut ana = member(&server, "ana").await;
+    done(ana.upload(1, "a.txt", b"kept for this run only").await);
+    server.wait_for_log("room files ready").await;
+    let log = server.log();
+    let dir = log
+        .lines()
+        .find(|l| l.contains("room files ready"))
+        .and_then(|l| l.split("dir=").nth(1))
+        .map(|d| std::path::PathBuf::from(d.trim()))
+        .expect("the files directory in the log");
+    assert!(dir.starts_with(std::env::temp_dir()), "{}", dir.display());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+    drop(ana);
+    assert_eq!(server.terminate().await, Some(0));
+    assert!(!dir.exists(), "removed at exit: {}", dir.display());
+}
