@@ -56,7 +56,9 @@ fn done(answer: Option<ServerMessage>) -> (u64, u64) {
 #[tokio::test]
 async fn what_is_uploaded_is_downloaded_byte_identical_and_announced_once() {
     let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
-    let mut ana = member(&server, "ana").await;
+    let client = format!("{:032x}", rand::random::<u128>());
+    let mut ana = RawMember::connect(server.addr, PASS, None).await.unwrap();
+    ana.join_as("ana", &client).await;
     let photo = content(3 * CHUNK_BYTES as usize + 1234, 7);
     let (file_id, seq) = done(ana.upload(1, "photo.png", &photo).await);
     assert_ne!(file_id, 0);
@@ -80,6 +82,16 @@ async fn what_is_uploaded_is_downloaded_byte_identical_and_announced_once() {
         ],
         "each file in the room once, as offered"
     );
+    for event in &history {
+        if let RoomEventKind::File { from, author, .. } = &event.kind {
+            assert_eq!(from, "ana");
+            assert_eq!(
+                author,
+                &tertulia_core::author::author_tag(&client),
+                "her tag"
+            );
+        }
+    }
     let got = bea.download(file_id, 0).await.expect("the file");
     assert!(got == photo, "byte-identical");
     let rest = bea

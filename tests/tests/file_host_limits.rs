@@ -448,3 +448,77 @@ async fn chunks_do_not_wait_behind_held_back_chat() {
         "the file did not wait for the chat"
     );
 }
+
+/// `file_get` and `file_stop` beyond their burst are held back, and far beyond it closed for
+/// flooding.
+#[tokio::test]
+async fn a_flood_of_gets_is_held_back_then_closed() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let mut flooder = member(&server, "flooder").await;
+    for n in 0..300u64 {
+        let get = if n % 2 == 0 {
+            ClientMessage::FileGet {
+                file_id: n + 1,
+                offset: 0,
+            }
+        } else {
+            ClientMessage::FileStop { file_id: n }
+        };
+        if flooder.send(&get).await.is_err() {
+            break;
+        }
+    }
+    let (mut answered, mut last_error) = (0, None);
+    while let Some(message) = flooder.next_private().await {
+        match message {
+            ServerMessage::FileMissing { .. } => answered += 1,
+            ServerMessage::Error { code, .. } => last_error = Some(code),
+            _ => {}
+        }
+    }
+    assert_eq!(last_error, Some(ErrorCode::Flood));
+    assert!((8..150).contains(&answered), "{answered} gets answered");
+}
+
+/// The room database's size cap takes the oldest events, and a file goes with its event.
+#[tokio::test]
+async fn a_file_leaves_with_its_event_at_the_store_cap() {
+    let data = tertulia_e2e::DataDir::new("file-store-cap");
+    let server = ServerProcess::start(
+        "127.0.0.1:0",
+        PASS,
+        &[
+            "--data-dir",
+            data.path(),
+            "--max-store-mib",
+            "1",
+            "--flood-rate",
+            "0",
+        ],
+    )
+    .await;
+    let mut ana = member(&server, "ana").await;
+    let id = file_id(ana.upload(1, "old.txt", b"evicted with its event").await);
+    let text = "e".repeat(8000);
+    for n in 1..=300u64 {
+        ana.send(&ClientMessage::Say {
+            id: n,
+            text: text.clone(),
+        })
+        .await
+        .unwrap();
+        if n % 50 == 0 {
+            ana.wait_private(|m| matches!(m, ServerMessage::Ack { up_to } if *up_to == n))
+                .await
+                .expect("ack");
+        }
+    }
+    server.wait_for_log("size cap").await;
+    let mut bea = member(&server, "bea").await;
+    match bea.download(id, 0).await {
+        Err(Some(ServerMessage::FileMissing { reason, .. })) => {
+            assert_eq!(reason, FileMissingReason::Gone)
+        }
+        other => panic!("expected gone, got {:?}", other.map(|c| c.len())),
+    }
+}
