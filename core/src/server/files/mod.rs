@@ -655,6 +655,21 @@ impl FileHost {
                 },
             );
         }
+        // Its earlier unfinished uploads can never be put in the room now (an offer at or
+        // below the highest is already there): they go, and free their quota.
+        let stale: Vec<u64> = state
+            .uploads
+            .keys()
+            .filter(|(c, id)| c == client && *id < upload_id)
+            .map(|(_, id)| *id)
+            .collect();
+        for id in &stale {
+            state.forget_upload(client, *id, &self.dir);
+        }
+        drop(state);
+        for id in stale {
+            self.with_store(|s| s.delete_upload(client, id));
+        }
     }
 
     /// Files leave with their events: forget every file whose event is at or before `seq`.
