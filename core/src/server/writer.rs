@@ -442,7 +442,11 @@ pub(super) async fn write_loop(
                 }
                 continue;
             }
+            // Done, stopped or replaced: the file and the buffer are let go.
             download = None;
+            if chunk.capacity() > 0 {
+                chunk = Vec::new();
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = wake.notified(), if order.is_attached() => {
