@@ -56,7 +56,9 @@ fn done(answer: Option<ServerMessage>) -> (u64, u64) {
 #[tokio::test]
 async fn what_is_uploaded_is_downloaded_byte_identical_and_announced_once() {
     let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
-    let mut ana = member(&server, "ana").await;
+    let client = format!("{:032x}", rand::random::<u128>());
+    let mut ana = RawMember::connect(server.addr, PASS, None).await.unwrap();
+    ana.join_as("ana", &client).await;
     let photo = content(3 * CHUNK_BYTES as usize + 1234, 7);
     let (file_id, seq) = done(ana.upload(1, "photo.png", &photo).await);
     assert_ne!(file_id, 0);
@@ -80,6 +82,16 @@ async fn what_is_uploaded_is_downloaded_byte_identical_and_announced_once() {
         ],
         "each file in the room once, as offered"
     );
+    for event in &history {
+        if let RoomEventKind::File { from, author, .. } = &event.kind {
+            assert_eq!(from, "ana");
+            assert_eq!(
+                author,
+                &tertulia_core::author::author_tag(&client),
+                "her tag"
+            );
+        }
+    }
     let got = bea.download(file_id, 0).await.expect("the file");
     assert!(got == photo, "byte-identical");
     let rest = bea
@@ -157,8 +169,17 @@ async fn an_upload_at_or_below_the_highest_done_is_answered_done_with_no_second_
     let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
     let mut ana = member(&server, "ana").await;
     let file = content(1000, 1);
+    // Upload 4 is left unfinished; once 5 is in the room it can never be, and it goes.
+    let Some(ServerMessage::FileAccepted { .. }) = ana.offer(4, "four.txt", &file).await else {
+        panic!("accepted");
+    };
     done(ana.upload(5, "five.txt", &file).await);
-    for again in [5, 3] {
+    for next in [6, 7] {
+        let Some(ServerMessage::FileAccepted { .. }) = ana.offer(next, "n.txt", &file).await else {
+            panic!("two unfinished uploads allowed: 4 no longer counts");
+        };
+    }
+    for again in [5, 4, 3] {
         match ana.offer(again, "five.txt", &file).await {
             Some(ServerMessage::FileDone {
                 upload_id,
@@ -243,4 +264,31 @@ async fn hostile_names_are_kept_and_announced_as_safe_names() {
             "{name}"
         );
     }
+}
+
+/// An in-memory room keeps its files in a private temporary directory, removed at exit.
+#[tokio::test]
+async fn an_in_memory_room_keeps_files_in_a_private_temporary_directory_removed_at_exit() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let mut ana = member(&server, "ana").await;
+    done(ana.upload(1, "a.txt", b"kept for this run only").await);
+    server.wait_for_log("room files ready").await;
+    let log = server.log();
+    let dir = log
+        .lines()
+        .find(|l| l.contains("room files ready"))
+        .and_then(|l| l.split("dir=").nth(1))
+        .map(|d| std::path::PathBuf::from(d.trim()))
+        .expect("the files directory in the log");
+    assert!(dir.starts_with(std::env::temp_dir()), "{}", dir.display());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+    drop(ana);
+    assert_eq!(server.terminate().await, Some(0));
+    assert!(!dir.exists(), "removed at exit: {}", dir.display());
 }

@@ -370,3 +370,155 @@ async fn the_file_flags_are_in_the_help() {
         small.log()
     );
 }
+
+/// A disk that fills up (files limited to 256 KiB each): the upload is refused `no_space`
+/// and what was held of it removed; the room goes on, and a smaller file still fits.
+#[tokio::test]
+async fn a_full_disk_refuses_the_upload_and_the_room_goes_on() {
+    let data = tertulia_e2e::DataDir::new("file-disk-full");
+    let server = ServerProcess::start_with_file_limit(
+        "127.0.0.1:0",
+        PASS,
+        &["--data-dir", data.path()],
+        Some(256 * KIB as u64),
+    )
+    .await;
+    let mut ana = member(&server, "ana").await;
+    let big = vec![8u8; 400 * KIB];
+    assert_eq!(
+        refusal(ana.upload(1, "big.bin", &big).await),
+        FileRefusal::NoSpace
+    );
+    ana.send(&ClientMessage::Say {
+        id: 1,
+        text: "still here".into(),
+    })
+    .await
+    .unwrap();
+    ana.wait_private(|m| matches!(m, ServerMessage::Ack { up_to: 1 }))
+        .await
+        .expect("chat goes on");
+    let small = vec![9u8; 100 * KIB];
+    let id = file_id(ana.upload(2, "small.bin", &small).await);
+    let files = std::path::Path::new(data.path()).join("files");
+    let left: Vec<_> = std::fs::read_dir(&files).unwrap().collect();
+    assert_eq!(
+        left.len(),
+        1,
+        "only the stored file: the refused one was removed"
+    );
+    let mut bea = member(&server, "bea").await;
+    assert!(bea.download(id, 0).await.expect("the small file") == small);
+}
+
+/// File data does not queue behind chat held back by the flood limit: an upload finishes
+/// while the sender's burst of messages is still being let through at the flood rate.
+#[tokio::test]
+async fn chunks_do_not_wait_behind_held_back_chat() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let mut ana = member(&server, "ana").await;
+    let file = vec![4u8; 3 * C];
+    let Some(ServerMessage::FileAccepted { .. }) = ana.offer(1, "f.bin", &file).await else {
+        panic!("accepted");
+    };
+    for id in 1..=25 {
+        ana.send(&ClientMessage::Say {
+            id,
+            text: format!("burst {id}"),
+        })
+        .await
+        .unwrap();
+    }
+    for i in 0..3 {
+        ana.send_chunk(1, (i * C) as u64, &file[i * C..(i + 1) * C])
+            .await
+            .unwrap();
+    }
+    let mut done_before_last_ack = None;
+    while done_before_last_ack.is_none() {
+        match ana.next_private().await.expect("open") {
+            ServerMessage::FileDone { .. } => done_before_last_ack = Some(true),
+            ServerMessage::Ack { up_to: 25 } => done_before_last_ack = Some(false),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        done_before_last_ack,
+        Some(true),
+        "the file did not wait for the chat"
+    );
+}
+
+/// `file_get` and `file_stop` beyond their burst are held back, and far beyond it closed for
+/// flooding.
+#[tokio::test]
+async fn a_flood_of_gets_is_held_back_then_closed() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let mut flooder = member(&server, "flooder").await;
+    for n in 0..300u64 {
+        let get = if n % 2 == 0 {
+            ClientMessage::FileGet {
+                file_id: n + 1,
+                offset: 0,
+            }
+        } else {
+            ClientMessage::FileStop { file_id: n }
+        };
+        if flooder.send(&get).await.is_err() {
+            break;
+        }
+    }
+    let (mut answered, mut last_error) = (0, None);
+    while let Some(message) = flooder.next_private().await {
+        match message {
+            ServerMessage::FileMissing { .. } => answered += 1,
+            ServerMessage::Error { code, .. } => last_error = Some(code),
+            _ => {}
+        }
+    }
+    assert_eq!(last_error, Some(ErrorCode::Flood));
+    assert!((8..150).contains(&answered), "{answered} gets answered");
+}
+
+/// The room database's size cap takes the oldest events, and a file goes with its event.
+#[tokio::test]
+async fn a_file_leaves_with_its_event_at_the_store_cap() {
+    let data = tertulia_e2e::DataDir::new("file-store-cap");
+    let server = ServerProcess::start(
+        "127.0.0.1:0",
+        PASS,
+        &[
+            "--data-dir",
+            data.path(),
+            "--max-store-mib",
+            "1",
+            "--flood-rate",
+            "0",
+        ],
+    )
+    .await;
+    let mut ana = member(&server, "ana").await;
+    let id = file_id(ana.upload(1, "old.txt", b"evicted with its event").await);
+    let text = "e".repeat(8000);
+    for n in 1..=300u64 {
+        ana.send(&ClientMessage::Say {
+            id: n,
+            text: text.clone(),
+        })
+        .await
+        .unwrap();
+        if n % 50 == 0 {
+            ana.wait_private(|m| matches!(m, ServerMessage::Ack { up_to } if *up_to == n))
+                .await
+                .expect("ack");
+        }
+    }
+    server.wait_for_log("size cap").await;
+    let mut bea = member(&server, "bea").await;
+    match bea.download(id, 0).await {
+        Err(Some(ServerMessage::FileMissing { reason, .. })) => {
+            assert_eq!(reason, FileMissingReason::Gone)
+        }
+        other => panic!("expected gone, got {:?}", other.map(|c| c.len())),
+    }
+}

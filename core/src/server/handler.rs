@@ -554,7 +554,7 @@ impl Handler {
                             window: self.shared.files.limits().window,
                         });
                         let complete = upload.have == upload.size;
-                        self.upload = Some(upload);
+                        self.upload = Some(*upload);
                         if complete {
                             self.finish_upload().await?;
                         }
@@ -567,18 +567,25 @@ impl Handler {
                 };
                 let (file, key, file_id, size) =
                     (upload.file.clone(), upload.key, upload.file_id, upload.size);
+                let mut hasher = self.upload.as_mut().and_then(|u| u.hasher.take());
                 let len = data.len() as u64;
-                // Sealed once, as every member will get it, and stored as it is.
-                let written = blocking(move || {
-                    let frame = ChunkCipher::new(&key, file_id)
+                // Sealed once, as every member will get it, and stored as it is; hashed as it
+                // goes, so the finished file need not be read back.
+                let (written, hasher) = blocking(move || {
+                    if let Some(hasher) = &mut hasher {
+                        sha2::Digest::update(hasher, &data);
+                    }
+                    let written = ChunkCipher::new(&key, file_id)
                         .seal(offset, &data)
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    file_store::write_frame(&file, size, offset, &frame)
+                        .map_err(|e| std::io::Error::other(e.to_string()))
+                        .and_then(|frame| file_store::write_frame(&file, size, offset, &frame));
+                    (written, hasher)
                 })
                 .await?;
                 let Some(upload) = self.upload.as_mut() else {
                     return Ok(());
                 };
+                upload.hasher = hasher;
                 if let Err(e) = written {
                     warn!(conn, error = %e, "could not store a file chunk");
                     let upload_id = upload.upload_id;
@@ -679,8 +686,13 @@ impl Handler {
             upload.size,
             upload.sha256,
         );
+        let hashed = upload
+            .hasher
+            .clone()
+            .map(|hasher| <[u8; 32]>::from(sha2::Digest::finalize(hasher)));
         let verified =
-            blocking(move || file_store::verify(&file, &key, file_id, size, &sha256)).await?;
+            blocking(move || file_store::verify(&file, &key, file_id, size, &sha256, hashed))
+                .await?;
         let refuse = |reason, message: &str| ServerMessage::FileRefused {
             upload_id,
             reason,
@@ -788,6 +800,13 @@ impl Handler {
                 return self.handle(message);
             }
         } else if self.waiting.is_empty() && self.take_token(&message, now) {
+            return self.handle(message);
+        } else if matches!(message, ClientMessage::FileChunk { .. })
+            && !self.waiting.iter().any(|(m, _)| is_file_message(m))
+        {
+            // File data is bounded by the upload window, not the flood limit: it does not
+            // queue behind held-back chat (whose order it has nothing to do with), only
+            // behind a held-back file request.
             return self.handle(message);
         }
         if self.waiting.len() >= self.shared.config.flood_queue
@@ -1031,6 +1050,18 @@ impl Handler {
         }
         Ok(())
     }
+}
+
+/// Messages of the file protocol (§13), whose order among themselves matters.
+fn is_file_message(message: &ClientMessage) -> bool {
+    matches!(
+        message,
+        ClientMessage::FileOffer { .. }
+            | ClientMessage::FileChunk { .. }
+            | ClientMessage::FileCancel { .. }
+            | ClientMessage::FileGet { .. }
+            | ClientMessage::FileStop { .. }
+    )
 }
 
 /// Chat messages count against the flood limit; `join` retries, pings, typing notices and

@@ -442,7 +442,11 @@ pub(super) async fn write_loop(
                 }
                 continue;
             }
+            // Done, stopped or replaced: the file and the buffer are let go.
             download = None;
+            if chunk.capacity() > 0 {
+                chunk = Vec::new();
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = wake.notified(), if order.is_attached() => {
@@ -471,8 +475,13 @@ pub(super) async fn write_loop(
     let _ = socket.shutdown().await;
 }
 
-/// Read the next chunk frame of `job` from disk (on a blocking thread) and write it whole;
-/// returns the job moved on and the buffer for the next one.
+/// Chunk frames read and written at once when nothing else waits (240 KiB): few enough that
+/// whatever is queued meanwhile waits at most that long, enough to keep thread hand-offs and
+/// system calls few per megabyte.
+const CHUNKS_PER_WRITE: u64 = 4;
+
+/// Read the next chunk frames of `job` from disk (on a blocking thread) and write them whole;
+/// returns the job moved on and the buffer for the next ones.
 async fn send_chunk(
     socket: &mut OwnedWriteHalf,
     mut job: DownloadJob,
@@ -481,16 +490,24 @@ async fn send_chunk(
 ) -> std::io::Result<(DownloadJob, Vec<u8>)> {
     let (file, size, offset) = (job.file.clone(), job.size, job.next);
     let (read, buf_back) = tokio::task::spawn_blocking(move || {
-        let read = super::files::file_store::read_frame(&file, size, offset, &mut buf);
+        let read =
+            super::files::file_store::read_frames(&file, size, offset, CHUNKS_PER_WRITE, &mut buf);
         (read, buf)
     })
     .await
     .map_err(std::io::Error::other)?;
     buf = buf_back;
-    read?;
-    socket.write_all(&buf).await?;
-    sent.fetch_add(buf.len() as u64, Ordering::Release);
-    job.next = offset + crate::files::CHUNK_BYTES;
+    job.next = read?;
+    // Counted as the socket takes it: a member reading slowly is still reading.
+    let mut at = 0;
+    while at < buf.len() {
+        let n = socket.write(&buf[at..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        sent.fetch_add(n as u64, Ordering::Release);
+        at += n;
+    }
     Ok((job, buf))
 }
 

@@ -176,6 +176,39 @@ pub fn read_frame(file: &File, size: u64, offset: u64, buf: &mut Vec<u8>) -> std
     }
 }
 
+/// Read the frames of up to `max` chunks from content `offset` on (they lie one after
+/// another) into `buf`, in one read; returns the content offset after them.
+pub fn read_frames(
+    file: &File,
+    size: u64,
+    offset: u64,
+    max: u64,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<u64> {
+    let end = offset
+        .saturating_add(max.saturating_mul(CHUNK_BYTES))
+        .min(size);
+    let (start, _) = frame_at(size, offset);
+    let stop = if end >= size {
+        super::layout::stored_len(size)
+    } else {
+        frame_at(size, end).0
+    };
+    buf.resize(stop.saturating_sub(start) as usize, 0);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(buf, start)?;
+    }
+    #[cfg(not(unix))]
+    {
+        let mut file = file;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(buf)?;
+    }
+    Ok(end)
+}
+
 /// Write the sealed frame of the chunk at content `offset` in its place (positioned, so a
 /// write repeated by a replaced connection lands on the same bytes).
 pub fn write_frame(file: &File, size: u64, offset: u64, frame: &[u8]) -> std::io::Result<()> {
@@ -204,16 +237,26 @@ pub enum VerifyError {
     Mismatch,
 }
 
-/// Make a finished upload durable (fsync) and check that the content of its frames has the
-/// announced SHA-256, reading it back a frame at a time. Blocking: run it on a blocking thread.
+/// Make a finished upload durable (fsync) and check that its content has the announced
+/// SHA-256: `hashed`, the digest of what was sealed as it arrived, or else (an upload resumed
+/// part-way) the content of its frames read back a frame at a time. Blocking: run it on a
+/// blocking thread.
 pub fn verify(
     file: &File,
     key: &Key,
     file_id: u64,
     size: u64,
     sha256: &[u8; 32],
+    hashed: Option<[u8; 32]>,
 ) -> Result<(), VerifyError> {
     file.sync_all()?;
+    if let Some(digest) = hashed {
+        return if &digest == sha256 {
+            Ok(())
+        } else {
+            Err(VerifyError::Mismatch)
+        };
+    }
     let cipher = ChunkCipher::new(key, file_id);
     let mut hasher = Sha256::new();
     let mut buf = Vec::with_capacity(FULL_FRAME as usize);
@@ -263,10 +306,20 @@ mod tests {
             write_frame(&file, size, offset, &frame).unwrap();
         }
         let digest: [u8; 32] = Sha256::digest(&content).into();
-        verify(&file, &key, 42, size, &digest).unwrap();
+        verify(&file, &key, 42, size, &digest, None).unwrap();
         assert!(matches!(
-            verify(&file, &key, 42, size, &[0; 32]),
+            verify(&file, &key, 42, size, &[0; 32], None),
             Err(VerifyError::Mismatch)
+        ));
+        verify(&file, &key, 42, size, &digest, Some(digest)).unwrap();
+        assert!(matches!(
+            verify(&file, &key, 42, size, &digest, Some([1; 32])),
+            Err(VerifyError::Mismatch)
+        ));
+        // A frame that does not open under the key is found reading back.
+        assert!(matches!(
+            verify(&file, &[8; 32], 42, size, &digest, None),
+            Err(VerifyError::Sealed)
         ));
         let mut buf = Vec::new();
         read_frame(&file, size, CHUNK_BYTES, &mut buf).unwrap();
@@ -278,6 +331,26 @@ mod tests {
             &content[CHUNK_BYTES as usize..2 * CHUNK_BYTES as usize]
         );
         assert_eq!(dir.list().unwrap().0, vec![42]);
+        // Several frames in one read: the second and the short last one, whole.
+        let next = read_frames(&file, size, CHUNK_BYTES, 4, &mut buf).unwrap();
+        assert_eq!(next, size);
+        let (frame, used) = crate::frame::decode(&buf, crate::frame::MAX_BODY)
+            .unwrap()
+            .unwrap();
+        assert_eq!(cipher.open(CHUNK_BYTES, frame.body).unwrap(), opened);
+        let (last, rest) = crate::frame::decode(&buf[used..], crate::frame::MAX_BODY)
+            .unwrap()
+            .unwrap();
+        assert_eq!(rest, buf.len() - used);
+        assert_eq!(
+            cipher.open(2 * CHUNK_BYTES, last.body).unwrap(),
+            &content[2 * CHUNK_BYTES as usize..]
+        );
+        assert_eq!(
+            read_frames(&file, size, 0, 1, &mut buf).unwrap(),
+            CHUNK_BYTES
+        );
+        assert_eq!(buf.len() as u64, FULL_FRAME);
         // Reopened for resuming, cut to its first frame.
         drop(file);
         let file = open_for_upload(&path, FULL_FRAME).unwrap();

@@ -212,6 +212,9 @@ pub struct ActiveUpload {
     /// The last `have` told the client.
     pub told: u64,
     pub file: Arc<File>,
+    /// The SHA-256 of the content so far, while this connection has stored all of it (from
+    /// 0): then the finished file need not be read back to be checked.
+    pub hasher: Option<sha2::Sha256>,
 }
 
 /// The answer to an offer.
@@ -220,7 +223,7 @@ pub enum OfferOutcome {
     /// At or below the client's highest upload id in the room: already there.
     AlreadyInRoom,
     Refused(FileRefusal, String),
-    Accepted(ActiveUpload),
+    Accepted(Box<ActiveUpload>),
 }
 
 /// A file to send, as `file_get` finds it.
@@ -463,7 +466,7 @@ impl FileHost {
                     .ensure()
                     .and_then(|()| file_store::open_for_upload(&path, keep))
                 {
-                    Ok(file) => OfferOutcome::Accepted(ActiveUpload {
+                    Ok(file) => OfferOutcome::Accepted(Box::new(ActiveUpload {
                         upload_id: offer.upload_id,
                         file_id: upload.file_id,
                         key: upload.key,
@@ -474,7 +477,8 @@ impl FileHost {
                         have: upload.have,
                         told: upload.have,
                         file: Arc::new(file),
-                    }),
+                        hasher: (upload.have == 0).then(sha2::Sha256::default),
+                    })),
                     Err(e) => {
                         warn!(error = %e, "could not reopen an unfinished upload");
                         OfferOutcome::Refused(
@@ -553,6 +557,7 @@ impl FileHost {
         for id in &give_way {
             self.with_store(|s| s.file_gone(*id));
         }
+        self.empty_trash();
         let record = UploadRecord {
             client_id: client.to_string(),
             upload_id: offer.upload_id,
@@ -580,7 +585,7 @@ impl FileHost {
                 .map_err(|e| e.to_string())
         });
         match opened {
-            Ok(file) => OfferOutcome::Accepted(ActiveUpload {
+            Ok(file) => OfferOutcome::Accepted(Box::new(ActiveUpload {
                 upload_id: offer.upload_id,
                 file_id,
                 key: upload.key,
@@ -591,7 +596,8 @@ impl FileHost {
                 have: 0,
                 told: 0,
                 file: Arc::new(file),
-            }),
+                hasher: Some(sha2::Sha256::default()),
+            })),
             Err(e) => {
                 warn!(error = %e, "could not start storing an upload");
                 self.cancel(client, offer.upload_id);
@@ -620,6 +626,15 @@ impl FileHost {
         if forgotten.is_some() {
             self.with_store(|s| s.delete_upload(client, upload_id));
         }
+        self.empty_trash();
+    }
+
+    /// Delete the stored files that left (off every lock). Blocking.
+    fn empty_trash(&self) {
+        let trash = std::mem::take(&mut self.state().trash);
+        for path in trash {
+            file_store::remove(&path);
+        }
     }
 
     /// The upload is in the room as event `seq` (the database has recorded it with the event):
@@ -639,6 +654,21 @@ impl FileHost {
                     key: upload.key,
                 },
             );
+        }
+        // Its earlier unfinished uploads can never be put in the room now (an offer at or
+        // below the highest is already there): they go, and free their quota.
+        let stale: Vec<u64> = state
+            .uploads
+            .keys()
+            .filter(|(c, id)| c == client && *id < upload_id)
+            .map(|(_, id)| *id)
+            .collect();
+        for id in &stale {
+            state.forget_upload(client, *id, &self.dir);
+        }
+        drop(state);
+        for id in stale {
+            self.with_store(|s| s.delete_upload(client, id));
         }
     }
 
