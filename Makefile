@@ -121,11 +121,13 @@ bench: deps-bench
 	$(CARGO) build --release -p tertulia-cli -p tertulia-bench
 	$(BENCH_PIN) target/release/tertulia-bench matrix --preset full --out bench/results
 	$(BENCH_PIN) target/release/tertulia-bench handshakes --secs 5 | tee bench/results/handshakes.json
+	$(BENCH_PIN) target/release/tertulia-bench files --mib 100 --receivers 10 | tee bench/results/files.json
 
 bench-quick: deps-bench
 	$(CARGO) build --release -p tertulia-cli -p tertulia-bench
 	$(BENCH_PIN) target/release/tertulia-bench matrix --preset quick --out bench/results/quick
 	$(BENCH_PIN) target/release/tertulia-bench handshakes --secs 2 | tee bench/results/quick/handshakes.json
+	$(BENCH_PIN) target/release/tertulia-bench files --mib 20 --receivers 10 | tee bench/results/quick/files.json
 
 package: deps
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/install-deps.sh nodejs npm

@@ -6,6 +6,7 @@
 //! repetitions) and writes `bench/results/` (runs.jsonl, results.md, chart.png).
 
 mod chart;
+mod files;
 mod payload;
 mod procfs;
 mod record;
@@ -95,6 +96,16 @@ enum Command {
         /// Seconds to measure each figure for.
         #[arg(long, default_value_t = 2.0)]
         secs: f64,
+    },
+    /// One member sends a file that `receivers` members fetch while two others chat: upload
+    /// and fan-out MB/s, the host's CPU, and the chat latency meanwhile. Prints one JSON object.
+    Files {
+        /// Size of the file, MiB.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100))]
+        mib: u64,
+        /// Members fetching it.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100))]
+        receivers: u64,
     },
     /// Run a matrix of configurations and write bench/results/.
     Matrix {
@@ -579,6 +590,16 @@ fn main() {
             }
         }
         Command::Handshakes { secs } => handshakes(secs),
+        Command::Files { mib, receivers } => match files::run(mib, receivers as usize) {
+            Ok(result) => println!(
+                "{}",
+                serde_json::to_string_pretty(&result).unwrap_or_default()
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        },
         Command::Matrix {
             preset,
             out,

@@ -39,11 +39,11 @@ pub struct Opened {
 pub type SharedOpened = Rc<RefCell<Opened>>;
 
 pub struct Connected {
-    stream: TcpStream,
-    send: CipherState,
-    recv: CipherState,
+    pub(crate) stream: TcpStream,
+    pub(crate) send: CipherState,
+    pub(crate) recv: CipherState,
     /// Bytes read after the welcome.
-    buf: Vec<u8>,
+    pub(crate) buf: Vec<u8>,
     next_counter: u64,
 }
 
