@@ -243,7 +243,7 @@ pub struct ChatProcess {
     events: mpsc::Receiver<Value>,
     /// Every event received so far, in order.
     pub seen: Vec<Value>,
-    /// Where its pinned host identities are kept (never the user's), unless the test chose.
+    /// Its scratch directory: pinned host identities and downloads, unless the test chose.
     _pins: Option<tempfile::TempDir>,
 }
 
@@ -254,19 +254,21 @@ impl ChatProcess {
 
     /// Start with `target` as the server argument (an address or an invite code).
     pub async fn start_target(target: &str, nick: &str, passphrase: &str, extra: &[&str]) -> Self {
-        // Pins in a scratch file per process unless the test passes its own.
-        let pins = if extra.contains(&"--known-hosts") {
-            None
-        } else {
-            Some(tempfile::tempdir().expect("scratch dir"))
-        };
-        let pin_args: Vec<String> = match &pins {
-            Some(dir) => vec![
-                "--known-hosts".into(),
-                dir.path().join("known_hosts").display().to_string(),
-            ],
-            None => Vec::new(),
-        };
+        // Pins and downloads in a scratch directory per process unless the test passes its
+        // own (files offered live are fetched on their own: never into the working directory).
+        let scratch = tempfile::tempdir().expect("scratch dir");
+        let mut pin_args: Vec<String> = Vec::new();
+        if !extra.contains(&"--known-hosts") {
+            pin_args.push("--known-hosts".into());
+            pin_args.push(scratch.path().join("known_hosts").display().to_string());
+        }
+        if !extra.contains(&"--download-dir") {
+            let downloads = scratch.path().join("downloads");
+            std::fs::create_dir(&downloads).expect("scratch downloads");
+            pin_args.push("--download-dir".into());
+            pin_args.push(downloads.display().to_string());
+        }
+        let pins = Some(scratch);
         let mut child = Command::new(binary("tertulia-chat"))
             .arg(target)
             .arg("--nick")

@@ -542,11 +542,11 @@ impl Room {
             key: upload.key,
         };
         let seq = self.next_seq;
+        // Registers the file with `files` once committed, before broadcasting.
         if let Err(e) = self.publish_with(kind, Some(&client_id), Some(&record), now) {
             tracing::error!(error = %e, "could not store a file event; not announced");
             return Err(NotMember::StorageFailed);
         }
-        files.finished(&client_id, upload.upload_id, seq);
         Ok(Some((upload.file_id, seq)))
     }
 
@@ -739,6 +739,15 @@ impl Room {
             self.oldest_seq = self.oldest_seq.max(evicted.through_seq + 1);
             if let Some(files) = &self.files {
                 files.forget_through(evicted.through_seq);
+            }
+        }
+        // A file is registered before its event goes out: a member fetching it as soon as the
+        // event arrives finds it (lookups do not take the room's lock).
+        if let (Some(_), Some(client), RoomEventKind::File { upload_id, .. }) =
+            (file, client, &event.kind)
+        {
+            if let Some(files) = &self.files {
+                files.finished(client, *upload_id, event.seq);
             }
         }
         self.next_seq += 1;
