@@ -8,7 +8,7 @@
 //! Times are 24-hour in both languages (see `render::clock`).
 
 use tertulia_core::client::{
-    DisconnectReason, ErrorKind, FileFailure, SendError, TransferDirection,
+    DisconnectReason, ErrorKind, FileFailure, FileRequestError, SendError, TransferDirection,
 };
 use tertulia_core::invite::InviteError;
 use tertulia_core::message::LeaveReason;
@@ -152,8 +152,8 @@ impl Lang {
 
     pub fn interactive_intro(self) -> String {
         self.pick(
-            "type a message and press Enter; /who lists who is online, /older shows earlier messages, /quit leaves",
-            "escribe un mensaje y pulsa Intro; /who muestra quién está en línea, /older los mensajes anteriores, /quit sale",
+            "type a message and press Enter; /who lists who is online, /older shows earlier messages, /send PATH shares a file, /get ID fetches one, /help lists all, /quit leaves",
+            "escribe un mensaje y pulsa Intro; /who muestra quién está en línea, /older los mensajes anteriores, /send RUTA comparte un archivo, /get ID descarga uno, /help los lista todos, /quit sale",
         )
     }
 
@@ -210,11 +210,37 @@ impl Lang {
                 "ya estás en la sala; el apodo solo se puede cambiar antes de entrar".into()
             }
             (Lang::Es, SendError::Stopped) => "el cliente se ha detenido".into(),
-            (Lang::Es, SendError::File(detail)) => format!("problema con el archivo: {detail}"),
+            (Lang::Es, SendError::File(e)) => self.file_request_error(e),
         }
     }
 
     // ---- files ----
+
+    /// Why a `/send` or `/get` was refused at once, in Spanish (English: the error's own words).
+    fn file_request_error(self, e: &FileRequestError) -> String {
+        match e {
+            FileRequestError::Unreadable { path, reason } => {
+                format!("no se puede leer {path}: {reason}")
+            }
+            FileRequestError::NotAFile { path } => format!("{path} no es un archivo normal"),
+            FileRequestError::NoName { path } => format!("{path} no tiene nombre de archivo"),
+            FileRequestError::UnknownFile { file_id } => {
+                format!("no hay ningún archivo {file_id} en esta sala")
+            }
+            FileRequestError::AlreadyFetching { file_id } => {
+                format!("el archivo {file_id} ya se está descargando")
+            }
+            FileRequestError::TooManyUploads { max } => {
+                format!("demasiados envíos en cola (como mucho {max})")
+            }
+            FileRequestError::TooManyDownloads { max } => {
+                format!("demasiadas descargas en cola (como mucho {max})")
+            }
+            FileRequestError::MemoryFull { max_mib } => {
+                format!("demasiados datos esperando a enviarse desde la memoria (como mucho {max_mib} MiB)")
+            }
+        }
+    }
 
     /// A size for people: bytes, KiB, MiB or GiB with one decimal (a comma in Spanish).
     pub fn size(self, bytes: u64) -> String {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256 as Hasher};
 
-use super::event::{ClientEvent, FileFailure, SendError, TransferDirection};
+use super::event::{ClientEvent, FileFailure, FileRequestError, SendError, TransferDirection};
 use super::progress::ProgressGate;
 use crate::files::{chunk_len, chunk_place, ChunkCipher, ChunkError};
 use crate::message::{ClientMessage, FileMissingReason, RoomKey, Sha256};
@@ -194,19 +194,18 @@ impl Downloads {
         now: Instant,
     ) -> Result<(), SendError> {
         let Some(meta) = self.known.map.get(&file_id).cloned() else {
-            return Err(SendError::File(format!("no file {file_id} in this room")));
+            return Err(FileRequestError::UnknownFile { file_id }.into());
         };
         let busy = self.active.as_ref().is_some_and(|a| a.file_id == file_id)
             || self.queue.iter().any(|(id, _)| *id == file_id);
         if busy {
-            return Err(SendError::File(format!(
-                "file {file_id} is already being fetched"
-            )));
+            return Err(FileRequestError::AlreadyFetching { file_id }.into());
         }
         if self.queue.len() >= MAX_QUEUED_DOWNLOADS {
-            return Err(SendError::File(format!(
-                "too many downloads queued (at most {MAX_QUEUED_DOWNLOADS})"
-            )));
+            return Err(FileRequestError::TooManyDownloads {
+                max: MAX_QUEUED_DOWNLOADS,
+            }
+            .into());
         }
         if let FetchTarget::Memory { max_bytes } = target {
             if meta.size > max_bytes {

@@ -291,8 +291,33 @@ pub enum SendError {
     AlreadyJoined,
     #[error("the client has stopped")]
     Stopped,
-    /// A file cannot be sent or fetched (unreadable path, not a regular file, a queue full,
-    /// a file this client has not seen in the room): the message says which.
-    #[error("{0}")]
-    File(String),
+    /// A file cannot be sent or fetched.
+    #[error(transparent)]
+    File(#[from] FileRequestError),
+}
+
+/// Why [`ClientHandle::send_file`](super::ClientHandle::send_file),
+/// [`send_file_bytes`](super::ClientHandle::send_file_bytes) or
+/// [`fetch_file`](super::ClientHandle::fetch_file) refused a request at once.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum FileRequestError {
+    /// The file cannot be read (`reason`: the system's words).
+    #[error("cannot read {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("{path} is not a regular file")]
+    NotAFile { path: String },
+    #[error("{path} has no file name")]
+    NoName { path: String },
+    /// No file with this id has been seen in the room.
+    #[error("no file {file_id} in this room")]
+    UnknownFile { file_id: u64 },
+    #[error("file {file_id} is already being fetched")]
+    AlreadyFetching { file_id: u64 },
+    #[error("too many uploads queued (at most {max})")]
+    TooManyUploads { max: usize },
+    #[error("too many downloads queued (at most {max})")]
+    TooManyDownloads { max: usize },
+    /// Too many bytes of [`send_file_bytes`](super::ClientHandle::send_file_bytes) waiting.
+    #[error("too many bytes waiting to be sent from memory (at most {max_mib} MiB)")]
+    MemoryFull { max_mib: u64 },
 }

@@ -35,7 +35,8 @@ mod uploads;
 pub use address::{is_valid_host, join_host_port};
 pub use downloads::{FetchTarget, KNOWN_FILES, MAX_QUEUED_DOWNLOADS, MAX_REFETCHES};
 pub use event::{
-    ClientEvent, DisconnectReason, ErrorKind, FileFailure, SendError, TransferDirection,
+    ClientEvent, DisconnectReason, ErrorKind, FileFailure, FileRequestError, SendError,
+    TransferDirection,
 };
 pub use outbox::{OutboxError, MAX_OUTBOX};
 pub use session::{OLDER_PAGE, PASSPHRASE_VERDICTS};
@@ -169,19 +170,21 @@ impl ClientHandle {
     /// Uploads go one at a time in order, resume after reconnects, and report FileProgress,
     /// then FileSent (and the room's FileOffered with own: true), or FileFailed.
     pub async fn send_file(&self, path: PathBuf) -> Result<u64, SendError> {
-        let unreadable =
-            |e: std::io::Error| SendError::File(format!("cannot read {}: {e}", path.display()));
+        let shown = path.display().to_string();
+        let unreadable = |e: std::io::Error| FileRequestError::Unreadable {
+            path: shown.clone(),
+            reason: e.to_string(),
+        };
         let meta = tokio::fs::metadata(&path).await.map_err(unreadable)?;
         if !meta.is_file() {
-            return Err(SendError::File(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
+            return Err(FileRequestError::NotAFile { path: shown }.into());
         }
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| SendError::File(format!("{} has no file name", path.display())))?;
+            .ok_or_else(|| FileRequestError::NoName {
+                path: shown.clone(),
+            })?;
         let source = UploadSource::Path(path);
         self.request(|reply| Command::SendFile {
             name,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::event::{ClientEvent, FileFailure, SendError, TransferDirection};
+use super::event::{ClientEvent, FileFailure, FileRequestError, SendError, TransferDirection};
 use super::progress::ProgressGate;
 use crate::files::{chunk_len, is_chunk_offset, CHUNK_BYTES};
 use crate::message::{ClientMessage, FileRefusal, Sha256};
@@ -153,9 +153,10 @@ impl Uploads {
     /// Queue an upload of `source` under `name` (a file name, no path); returns its id.
     pub fn queue(&mut self, name: String, source: UploadSource) -> Result<u64, SendError> {
         if self.items.len() >= MAX_QUEUED_UPLOADS {
-            return Err(SendError::File(format!(
-                "too many uploads queued (at most {MAX_QUEUED_UPLOADS})"
-            )));
+            return Err(FileRequestError::TooManyUploads {
+                max: MAX_QUEUED_UPLOADS,
+            }
+            .into());
         }
         let upload = Upload {
             id: self.last_id + 1,
@@ -168,10 +169,10 @@ impl Uploads {
         };
         let bytes = upload.memory_bytes();
         if self.memory_bytes + bytes > MAX_MEMORY_UPLOAD_BYTES {
-            return Err(SendError::File(format!(
-                "too many bytes waiting to be sent from memory (at most {} MiB)",
-                MAX_MEMORY_UPLOAD_BYTES >> 20
-            )));
+            return Err(FileRequestError::MemoryFull {
+                max_mib: MAX_MEMORY_UPLOAD_BYTES >> 20,
+            }
+            .into());
         }
         self.last_id = upload.id;
         self.memory_bytes += bytes;
