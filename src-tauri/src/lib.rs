@@ -20,6 +20,7 @@ pub mod commands;
 pub mod forward;
 pub mod links;
 pub mod notifications;
+pub mod preview;
 pub mod reach;
 pub mod retention;
 pub mod rooms;
