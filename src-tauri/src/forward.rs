@@ -7,6 +7,11 @@
 //! replaced as more arrive (on Linux and the BSDs, by its server id), at most one popup per
 //! [`notifications::MIN_INTERVAL`]. The forwarder ends after `Disconnected`.
 //!
+//! Files: an image offered in the room (live, in the backlog or in an older page) is fetched
+//! into memory for its preview ([`fetch_preview`]) and validated off the async runtime
+//! before the window hears of it ([`files::PREVIEW_EVENT`]); a file or photo shared by
+//! someone else notifies like a message ("ana shared a photo"), unless muted.
+//!
 //! The rule lives here, not in the window: the backend sees every event as it arrives and
 //! knows our nickname as the core confirmed it (`Connected`), whether the webview is
 //! throttled in the background or not.
@@ -15,18 +20,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use serde::Serialize;
 use tauri::{AppHandle, Emitter, Manager, Runtime, State};
-use tertulia_core::client::ClientEvent;
+use tertulia_core::client::{ClientEvent, ClientHandle, FetchTarget, TransferDirection};
 use tokio::sync::mpsc;
 
+use crate::files;
 use crate::notifications::{self, Coalescer, Popup};
+use crate::preview::{self, Preview, Previews};
 
 /// The Tauri event carrying every core client event to the window.
 pub const CHAT_EVENT: &str = "chat-event";
 
-/// Forward `events` to the window until the session is over (or the task is aborted).
+/// Forward `events` to the window until the session is over (or the task is aborted);
+/// `handle` fetches the previews of the images offered.
 pub fn spawn<R: Runtime>(
     app: AppHandle<R>,
+    handle: ClientHandle,
     mut events: mpsc::Receiver<ClientEvent>,
 ) -> tauri::async_runtime::JoinHandle<()> {
     tauri::async_runtime::spawn(async move {
@@ -50,6 +60,7 @@ pub fn spawn<R: Runtime>(
             };
             let Some(event) = event else { break };
             let _ = app.emit(CHAT_EVENT, &event);
+            on_file_event(&app, &handle, &event).await;
             if let ClientEvent::Connected {
                 nick: confirmed, ..
             } = &event
@@ -62,6 +73,177 @@ pub fn spawn<R: Runtime>(
             }
         }
     })
+}
+
+/// What the window hears about an image's preview ([`files::PREVIEW_EVENT`]).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PreviewState {
+    /// Being fetched (progress comes as the download's `file_progress`).
+    Loading { file_id: u64 },
+    /// Checked and kept: `preview` gives its bytes, to be shown as `mime` (the sniffed one).
+    Ready {
+        file_id: u64,
+        mime: &'static str,
+        width: u32,
+        height: u32,
+    },
+    /// Its bytes are not an image the window may show: it is a file.
+    NotImage { file_id: u64, reason: String },
+    /// The fetch did not complete (the download's `file_failed` says why).
+    Failed { file_id: u64 },
+    /// Dropped to make room for newer previews: the window lets it go too.
+    Dropped { file_id: u64 },
+}
+
+fn tell_preview<R: Runtime>(app: &AppHandle<R>, state: PreviewState) {
+    let _ = app.emit(files::PREVIEW_EVENT, &state);
+}
+
+/// Queue the fetch of a preview for an offered file, if it is announced as an image of a
+/// preview's size; true if it is (or already was) on its way or kept.
+pub async fn fetch_preview<R: Runtime>(
+    app: &AppHandle<R>,
+    handle: &ClientHandle,
+    file_id: u64,
+    mime: &str,
+    size: u64,
+) -> bool {
+    if !preview::wants_preview(mime, size) {
+        return false;
+    }
+    let Some(previews) = app.try_state::<Previews>() else {
+        return false;
+    };
+    if let Some(kept) = previews.get(file_id) {
+        tell_preview(app, ready(file_id, &kept));
+        return true;
+    }
+    if !previews.start_fetch(file_id) {
+        return true;
+    }
+    let target = FetchTarget::Memory {
+        max_bytes: preview::MAX_PREVIEW_FILE_BYTES,
+    };
+    match handle.fetch_file(file_id, target).await {
+        Ok(()) => {
+            tell_preview(app, PreviewState::Loading { file_id });
+            true
+        }
+        Err(e) => {
+            previews.end_fetch(file_id);
+            tracing::debug!(file_id, error = %e, "preview not fetched");
+            tell_preview(app, PreviewState::Failed { file_id });
+            false
+        }
+    }
+}
+
+fn ready(file_id: u64, kept: &Preview) -> PreviewState {
+    PreviewState::Ready {
+        file_id,
+        mime: kept.image.mime(),
+        width: kept.image.width,
+        height: kept.image.height,
+    }
+}
+
+/// The preview side of a client event: fetch offered images, check what arrived.
+async fn on_file_event<R: Runtime>(app: &AppHandle<R>, handle: &ClientHandle, event: &ClientEvent) {
+    match event {
+        ClientEvent::FileOffered {
+            file_id,
+            mime,
+            size,
+            ..
+        } => {
+            fetch_preview(app, handle, *file_id, mime, *size).await;
+        }
+        ClientEvent::Older { events, .. } => {
+            for older in events {
+                if let ClientEvent::FileOffered {
+                    file_id,
+                    mime,
+                    size,
+                    ..
+                } = older
+                {
+                    fetch_preview(app, handle, *file_id, mime, *size).await;
+                }
+            }
+        }
+        ClientEvent::FileReceived {
+            file_id,
+            bytes: Some(bytes),
+            ..
+        } => {
+            let Some(previews) = app.try_state::<Previews>() else {
+                return;
+            };
+            if previews.end_fetch(*file_id) {
+                check_preview(app.clone(), *file_id, bytes.clone());
+            }
+        }
+        ClientEvent::FileFailed {
+            direction: TransferDirection::Download,
+            id,
+            ..
+        } => {
+            if app
+                .try_state::<Previews>()
+                .is_some_and(|p| p.end_fetch(*id))
+            {
+                tell_preview(app, PreviewState::Failed { file_id: *id });
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Validate a fetched preview off the async runtime, one at a time, then keep it and tell
+/// the window (or tell it the file is not an image).
+fn check_preview<R: Runtime>(app: AppHandle<R>, file_id: u64, bytes: std::sync::Arc<[u8]>) {
+    tauri::async_runtime::spawn(async move {
+        let Some(previews) = app.try_state::<Previews>() else {
+            return;
+        };
+        let Ok(_slot) = previews.decode_slot.acquire().await else {
+            return;
+        };
+        let checked = {
+            let bytes = bytes.clone();
+            tauri::async_runtime::spawn_blocking(move || preview::check_image(&bytes)).await
+        };
+        match checked {
+            Ok(Ok(image)) => {
+                let kept = Preview { bytes, image };
+                let state = ready(file_id, &kept);
+                let dropped = previews.insert(file_id, kept);
+                for old in dropped.iter().filter(|id| **id != file_id) {
+                    tell_preview(&app, PreviewState::Dropped { file_id: *old });
+                }
+                if dropped.contains(&file_id) {
+                    tell_preview(&app, PreviewState::Failed { file_id });
+                } else {
+                    tell_preview(&app, state);
+                }
+            }
+            Ok(Err(not_image)) => {
+                tracing::info!(file_id, reason = %not_image, "offered as an image, shown as a file");
+                tell_preview(
+                    &app,
+                    PreviewState::NotImage {
+                        file_id,
+                        reason: not_image.to_string(),
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!(file_id, error = %e, "preview check did not finish");
+                tell_preview(&app, PreviewState::Failed { file_id });
+            }
+        }
+    });
 }
 
 async fn sleep_until(due: Option<Instant>) {
@@ -87,6 +269,8 @@ pub struct NotifySettings {
     focus_count: AtomicU64,
     /// The coalesced notification's wording in the window's language (`{n}`, `{names}`).
     summary: Mutex<Option<String>>,
+    /// "{from} shared a photo" / "… a file", in the window's language.
+    shared: Mutex<Option<(String, String)>>,
 }
 
 impl NotifySettings {
@@ -110,6 +294,23 @@ impl NotifySettings {
             .clone()
             .unwrap_or_else(|| notifications::DEFAULT_SUMMARY.to_owned())
     }
+
+    /// What a notification says for a file `from` shared (`photo`: announced as an image).
+    pub fn shared_text(&self, from: &str, photo: bool) -> String {
+        let words = self
+            .shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (photo_words, file_words) = words.unwrap_or_else(|| {
+            (
+                notifications::DEFAULT_SHARED_PHOTO.to_owned(),
+                notifications::DEFAULT_SHARED_FILE.to_owned(),
+            )
+        });
+        let words = if photo { photo_words } else { file_words };
+        words.replace("{from}", from)
+    }
 }
 
 #[tauri::command]
@@ -120,11 +321,22 @@ pub fn set_notifications_muted(settings: State<'_, NotifySettings>, muted: bool)
 /// Longest summary wording the window may set, in bytes.
 const MAX_SUMMARY_BYTES: usize = 200;
 
-/// The window's wording for "N new messages from …" (`{n}`, `{names}`), in its language.
+/// The window's wording for "N new messages from …" (`{n}`, `{names}`), in its language;
+/// `photo` and `file`: "{from} shared a photo" / "… a file".
 #[tauri::command]
-pub fn set_notification_summary(settings: State<'_, NotifySettings>, text: String) {
+pub fn set_notification_summary(
+    settings: State<'_, NotifySettings>,
+    text: String,
+    photo: Option<String>,
+    file: Option<String>,
+) {
     if text.len() <= MAX_SUMMARY_BYTES {
         *settings.summary.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+    }
+    if let (Some(photo), Some(file)) = (photo, file) {
+        if photo.len() <= MAX_SUMMARY_BYTES && file.len() <= MAX_SUMMARY_BYTES {
+            *settings.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some((photo, file));
+        }
     }
 }
 
@@ -141,6 +353,20 @@ pub fn wants_notification(event: &ClientEvent, focused: bool, muted: bool, nick:
         return false;
     };
     !focused && (!muted || mentions(text, nick))
+}
+
+/// The rule for files: one shared live by someone else while the window is not focused,
+/// not while muted (only mentions notify then, and a file mentions nobody).
+pub fn wants_file_notification(event: &ClientEvent, focused: bool, muted: bool) -> bool {
+    matches!(
+        event,
+        ClientEvent::FileOffered {
+            own: false,
+            history: false,
+            ..
+        }
+    ) && !focused
+        && !muted
 }
 
 /// Does `text` name `nick`? As the window highlights mentions (ui/mention.js): the nickname
@@ -192,6 +418,28 @@ impl Desktop {
     /// A message counts towards a popup if [`wants_notification`] says so; one seen while
     /// focused ends the unread run.
     fn on_event<R: Runtime>(&mut self, app: &AppHandle<R>, event: &ClientEvent, nick: &str) {
+        if let ClientEvent::FileOffered {
+            from, mime, size, ..
+        } = event
+        {
+            let focused = self.caught_up(app);
+            let muted = app.try_state::<NotifySettings>().is_some_and(|s| s.muted());
+            if !wants_file_notification(event, focused, muted) {
+                return;
+            }
+            let photo = preview::wants_preview(mime, *size);
+            let text = app
+                .try_state::<NotifySettings>()
+                .map(|s| s.shared_text(from, photo))
+                .unwrap_or_default();
+            if let Some(popup) = self
+                .unread
+                .message(from, &text, Instant::now(), &summary_text(app))
+            {
+                self.show(app, popup);
+            }
+            return;
+        }
         let ClientEvent::Message { from, text, .. } = event else {
             return;
         };

@@ -12,7 +12,7 @@
 //! [`Previews`] keeps accepted images in memory for the window to pull by file id, at most
 //! [`PREVIEW_MEMORY_BYTES`] in all: the oldest previews give way.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 
@@ -153,13 +153,49 @@ struct Kept {
     bytes: usize,
 }
 
-/// The previews kept for the window, bounded in bytes ([`PREVIEW_MEMORY_BYTES`]).
-#[derive(Default)]
+/// The previews kept for the window, bounded in bytes ([`PREVIEW_MEMORY_BYTES`]), and the
+/// files being fetched for one (as many as the client queues: it refuses more).
 pub struct Previews {
     kept: Mutex<Kept>,
+    fetching: Mutex<HashSet<u64>>,
+    /// One image decoded at a time: a decode may take hundreds of MB.
+    pub decode_slot: tokio::sync::Semaphore,
+}
+
+impl Default for Previews {
+    fn default() -> Self {
+        Self {
+            kept: Mutex::default(),
+            fetching: Mutex::default(),
+            decode_slot: tokio::sync::Semaphore::new(1),
+        }
+    }
 }
 
 impl Previews {
+    /// A fetch for `file_id`'s preview was queued; false if one already is.
+    pub fn start_fetch(&self, file_id: u64) -> bool {
+        self.fetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(file_id)
+    }
+
+    /// The fetch for `file_id` ended; true if it was a preview's.
+    pub fn end_fetch(&self, file_id: u64) -> bool {
+        self.fetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&file_id)
+    }
+
+    pub fn is_fetching(&self, file_id: u64) -> bool {
+        self.fetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&file_id)
+    }
+
     /// Keep `preview` for `file_id`; returns the file ids of the older previews dropped to
     /// make room (the window forgets them too).
     pub fn insert(&self, file_id: u64, preview: Preview) -> Vec<u64> {
@@ -197,9 +233,13 @@ impl Previews {
         kept.by_id.get(&file_id).cloned()
     }
 
-    /// Forget every preview (the session ended).
+    /// Forget every preview and fetch (a new session).
     pub fn clear(&self) {
         *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = Kept::default();
+        self.fetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Bytes kept now.
