@@ -291,4 +291,8 @@ pub enum SendError {
     AlreadyJoined,
     #[error("the client has stopped")]
     Stopped,
+    /// A file cannot be sent or fetched (unreadable path, not a regular file, a queue full,
+    /// a file this client has not seen in the room): the message says which.
+    #[error("{0}")]
+    File(String),
 }

@@ -10,27 +10,42 @@
 //! - [`keys`]: the room broadcast keys (rotation) and the pong's broadcast-position check.
 //! - [`address`]: host names and `host:port` as users type them.
 //! - [`throttle`]: failing handshake answers per address, slowed down like guesses.
-//! - this module: the task and its socket.
+//! - [`uploads`], [`downloads`]: the file transfers' state machines (`docs/PROTOCOL.md` §13),
+//!   pure; [`progress`]: how often they report.
+//! - this module: the task and its socket, and the transfers' file I/O (hashing and reading
+//!   sources, writing downloads to their temporary files and moving them into place).
+//!
+//! ## Chat first
+//! The task sends an upload's chunks one at a time, only when nothing else is ready (frames
+//! to read, the user's commands, a ping due): a message typed during a large upload waits
+//! behind one chunk at most.
 
 mod address;
 mod backoff;
+mod downloads;
 mod event;
 pub(crate) mod keys;
 mod outbox;
+mod progress;
 mod session;
 mod throttle;
+mod uploads;
 
 pub use address::{is_valid_host, join_host_port};
+pub use downloads::{FetchTarget, KNOWN_FILES, MAX_QUEUED_DOWNLOADS, MAX_REFETCHES};
 pub use event::{
     ClientEvent, DisconnectReason, ErrorKind, FileFailure, SendError, TransferDirection,
 };
 pub use outbox::{OutboxError, MAX_OUTBOX};
 pub use session::{OLDER_PAGE, PASSPHRASE_VERDICTS};
+pub use uploads::{MAX_MEMORY_UPLOAD_BYTES, MAX_QUEUED_UPLOADS, MAX_UPLOAD_RESTARTS};
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use sha2::{Digest, Sha256 as Hasher};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -41,13 +56,17 @@ use crate::frame::{FrameKind, MAX_BODY};
 use crate::handshake::{ClientDone, TransportKeys};
 use crate::hello;
 use crate::identity::{HostVerdict, KnownHosts};
-use crate::message::{decode_broadcast_message, decode_server_message, ClientId, ClientMessage};
+use crate::message::{
+    decode_broadcast_message, decode_server_message, ClientId, ClientMessage, ServerMessage,
+};
 use crate::passphrase::{self, Salt};
 use crate::sealed::{self, SealError};
 use crate::secret::{SecretKey, SecretString};
 use crate::text::{validate_message, validate_nick};
+use downloads::{numbered_name, DownloadOut, Downloads, FileMeta, Place};
 use keys::BroadcastKeys;
 use session::{classify, integrity_failure, network_failure, Action, Ending, Next, Session};
+use uploads::{ChunkDue, Prepared, UploadOut, UploadSource, Uploads};
 
 /// Client tuning.
 #[derive(Debug, Clone)]
@@ -112,6 +131,18 @@ enum Command {
     LoadOlder,
     Disconnect,
     QuitWhenFlushed,
+    SendFile {
+        name: String,
+        source: UploadSource,
+        reply: oneshot::Sender<Result<u64, SendError>>,
+    },
+    CancelUpload(u64),
+    FetchFile {
+        file_id: u64,
+        target: FetchTarget,
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
+    CancelFetch(u64),
 }
 
 /// Controls a running client. Cheap to clone.
@@ -131,6 +162,67 @@ impl ClientHandle {
     pub async fn set_nick(&self, nick: &str) -> Result<(), SendError> {
         let nick = validate_nick(nick)?;
         self.request(|reply| Command::SetNick { nick, reply }).await
+    }
+
+    /// Queue a file upload; returns its upload id (the client's own increasing number, from 1).
+    /// Uploads go one at a time in order, resume after reconnects, and report FileProgress,
+    /// then FileSent (and the room's FileOffered with own: true), or FileFailed.
+    pub async fn send_file(&self, path: PathBuf) -> Result<u64, SendError> {
+        let unreadable =
+            |e: std::io::Error| SendError::File(format!("cannot read {}: {e}", path.display()));
+        let meta = tokio::fs::metadata(&path).await.map_err(unreadable)?;
+        if !meta.is_file() {
+            return Err(SendError::File(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| SendError::File(format!("{} has no file name", path.display())))?;
+        let source = UploadSource::Path(path);
+        self.request(|reply| Command::SendFile {
+            name,
+            source,
+            reply,
+        })
+        .await
+    }
+
+    /// The same for bytes already in memory (a pasted image), under `name`.
+    pub async fn send_file_bytes(&self, name: String, bytes: Vec<u8>) -> Result<u64, SendError> {
+        let source = UploadSource::Memory(bytes.into());
+        self.request(|reply| Command::SendFile {
+            name,
+            source,
+            reply,
+        })
+        .await
+    }
+
+    /// Stop an upload (queued or in progress): FileFailed { reason: Cancelled }.
+    pub async fn cancel_upload(&self, upload_id: u64) {
+        let _ = self.commands.send(Command::CancelUpload(upload_id)).await;
+    }
+
+    /// Fetch file `file_id` (from a FileOffered) into `to`: reports FileProgress, then
+    /// FileReceived (path or bytes) once its SHA-256 matched, or FileFailed. One download runs
+    /// at a time; others wait in order. Resumes after reconnects from the first chunk not yet
+    /// received.
+    pub async fn fetch_file(&self, file_id: u64, to: FetchTarget) -> Result<(), SendError> {
+        self.request(|reply| Command::FetchFile {
+            file_id,
+            target: to,
+            reply,
+        })
+        .await
+    }
+
+    /// Stop a download (queued or in progress): FileFailed { reason: Cancelled }; a partial
+    /// file is removed.
+    pub async fn cancel_fetch(&self, file_id: u64) {
+        let _ = self.commands.send(Command::CancelFetch(file_id)).await;
     }
 
     /// Send a command that answers, and wait for the answer.
@@ -169,7 +261,8 @@ impl ClientHandle {
         let _ = self.commands.send(Command::Disconnect).await;
     }
 
-    /// Leave once every queued message has been acknowledged (reconnecting as needed).
+    /// Leave once every queued message has been acknowledged and every queued upload and
+    /// download has ended (reconnecting as needed).
     pub async fn disconnect_when_flushed(&self) {
         let _ = self.commands.send(Command::QuitWhenFlushed).await;
     }
@@ -184,12 +277,23 @@ const LEAVE_WAIT: Duration = Duration::from_secs(2);
 /// Capacity of the event channel; a consumer that falls behind slows the client down.
 pub const EVENT_QUEUE: usize = 1024;
 
+/// Hashing results waiting for the task (one upload is hashed at a time; a cancelled one's
+/// result may still be on its way).
+const PREPARED_QUEUE: usize = 8;
+
+/// How often a download is checked for a stall.
+const TRANSFER_TICK: Duration = Duration::from_secs(5);
+
+/// What hashing an upload's source gives, for the task.
+type PreparedResult = (u64, Result<Prepared, String>);
+
 /// Start a client task. Events arrive on the receiver until a `disconnected` event, after
 /// which it closes.
 pub fn spawn(config: ClientConfig) -> (ClientHandle, mpsc::Receiver<ClientEvent>) {
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let client_id: ClientId = hex::encode(rand::random::<[u8; 16]>());
+    let (prepared_tx, prepared_rx) = mpsc::channel(PREPARED_QUEUE);
     let task = ClientTask {
         session: Session::new(
             config.addr.clone(),
@@ -203,6 +307,14 @@ pub fn spawn(config: ClientConfig) -> (ClientHandle, mpsc::Receiver<ClientEvent>
         known_hosts: None,
         events: event_tx,
         commands: cmd_rx,
+        uploads: Uploads::new(),
+        downloads: Downloads::new(),
+        prepared_tx,
+        prepared_rx,
+        upload_file: None,
+        download_file: None,
+        rejoined: false,
+        quit_when_idle: false,
     };
     tokio::spawn(task.run());
     (ClientHandle { commands: cmd_tx }, event_rx)
@@ -218,6 +330,18 @@ struct ClientTask {
     known_hosts: Option<KnownHosts>,
     events: mpsc::Sender<ClientEvent>,
     commands: mpsc::Receiver<Command>,
+    uploads: Uploads,
+    downloads: Downloads,
+    prepared_tx: mpsc::Sender<PreparedResult>,
+    prepared_rx: mpsc::Receiver<PreparedResult>,
+    /// The open source file of the upload in progress.
+    upload_file: Option<(u64, tokio::fs::File)>,
+    /// The open temporary file of the download in progress.
+    download_file: Option<(u64, tokio::fs::File)>,
+    /// The session reported being in the room: the transfers resume once its actions are done.
+    rejoined: bool,
+    /// The user asked to leave once everything queued is done.
+    quit_when_idle: bool,
 }
 
 /// The write side of an established connection plus its receive state.
@@ -253,17 +377,19 @@ impl ClientTask {
             self.session.connecting();
             self.emit_pending().await;
             let ending = self.connection().await;
+            self.uploads.offline();
+            self.downloads.offline();
             let next =
                 self.session
                     .connection_ended(ending, Instant::now(), &mut rand::thread_rng());
             self.emit_pending().await;
             match next {
-                Next::Stop => return,
+                Next::Stop => return self.abandon_transfers().await,
                 Next::Reconnect { attempt, delay } => {
                     if self.wait_offline(attempt, delay).await {
                         self.session.stop_offline();
                         self.emit_pending().await;
-                        return;
+                        return self.abandon_transfers().await;
                     }
                 }
             }
@@ -273,10 +399,11 @@ impl ClientTask {
     /// Report the events the session has queued (offline: it queues nothing else but
     /// [`Action::End`], returned if present).
     async fn emit_pending(&mut self) -> Option<Ending> {
+        self.quit_if_idle();
         let mut ending = None;
         while let Some(action) = self.session.next_action() {
             match action {
-                Action::Emit(event) => self.emit(event).await,
+                Action::Emit(event) => self.report(event).await,
                 Action::End(end) => ending = Some(end),
                 Action::Send(_)
                 | Action::OpenBroadcasts { .. }
@@ -284,7 +411,281 @@ impl ClientTask {
                 | Action::CheckBroadcasts { .. } => {}
             }
         }
+        self.drain_files(None).await;
         ending
+    }
+
+    /// Report a session event, noting what the transfers need: the files offered in the room
+    /// (to check what is fetched), our own (to name a re-offer's file), being in the room.
+    async fn report(&mut self, event: ClientEvent) {
+        match &event {
+            ClientEvent::FileOffered { .. } => self.note_file(&event),
+            ClientEvent::Older { events, .. } => {
+                for e in events {
+                    self.note_file(e);
+                }
+            }
+            ClientEvent::Connected { .. } => self.rejoined = true,
+            _ => {}
+        }
+        self.emit(event).await;
+    }
+
+    fn note_file(&mut self, event: &ClientEvent) {
+        if let ClientEvent::FileOffered {
+            seq,
+            file_id,
+            name,
+            size,
+            sha256,
+            upload_id,
+            ..
+        } = event
+        {
+            let mut hash = [0u8; 32];
+            if hex::decode_to_slice(sha256, &mut hash).is_ok() {
+                let meta = FileMeta {
+                    name: name.clone(),
+                    size: *size,
+                    sha256: hash,
+                };
+                self.downloads.remember(*file_id, meta);
+            }
+            if let Some(upload_id) = upload_id {
+                self.uploads.own_file_seen(*upload_id, *file_id, *seq);
+            }
+        }
+    }
+
+    /// Do what the transfers ask: on `link` when connected (sends are skipped offline, where
+    /// the state machines ask for none). Returns how the connection ends if a send failed.
+    async fn drain_files(&mut self, mut link: Option<&mut Link>) -> Option<Ending> {
+        let mut broken = None;
+        loop {
+            if let Some(out) = self.uploads.next_out() {
+                match out {
+                    UploadOut::Send(message) => {
+                        if let (Some(link), None) = (link.as_mut(), &broken) {
+                            if let Err(e) = link.send(&message).await {
+                                broken = Some(classify(e));
+                            }
+                        }
+                    }
+                    UploadOut::Emit(event) => self.emit(event).await,
+                    UploadOut::Prepare {
+                        upload_id,
+                        name,
+                        source,
+                    } => self.spawn_prepare(upload_id, name, source),
+                    UploadOut::Release { upload_id } => {
+                        if self
+                            .upload_file
+                            .as_ref()
+                            .is_some_and(|(id, _)| *id == upload_id)
+                        {
+                            self.upload_file = None;
+                        }
+                    }
+                }
+                continue;
+            }
+            if let Some(out) = self.downloads.next_out() {
+                if let DownloadOut::Send(message) = &out {
+                    if let (Some(link), None) = (link.as_mut(), &broken) {
+                        if let Err(e) = link.send(message).await {
+                            broken = Some(classify(e));
+                        }
+                    }
+                } else {
+                    self.download_io(out).await;
+                }
+                continue;
+            }
+            return broken;
+        }
+    }
+
+    /// Hash an upload's source off the async thread; the result arrives on `prepared_rx`.
+    fn spawn_prepare(&self, upload_id: u64, name: String, source: UploadSource) {
+        let results = self.prepared_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = prepare(&name, &source);
+            let _ = results.blocking_send((upload_id, result));
+        });
+    }
+
+    /// The next chunk of the upload in progress, read and sent.
+    async fn send_chunk(&mut self, link: &mut Link) -> Result<(), ConnError> {
+        let Some(due) = self.uploads.next_chunk() else {
+            return Ok(());
+        };
+        match self.read_chunk(&due).await {
+            Ok(data) => {
+                let chunk = ClientMessage::FileChunk {
+                    upload_id: due.upload_id,
+                    offset: due.offset,
+                    data,
+                };
+                link.send(&chunk).await
+            }
+            Err((message, changed)) => {
+                tracing::warn!(upload_id = due.upload_id, %message, "an upload's source could not be read");
+                self.uploads.read_failed(due.upload_id, message, changed);
+                Ok(())
+            }
+        }
+    }
+
+    /// Read the chunk `due` from its source. `Err((why, changed))`: `changed` when the source
+    /// is shorter than it was when hashed.
+    async fn read_chunk(&mut self, due: &ChunkDue) -> Result<Vec<u8>, (String, bool)> {
+        let path = match &due.source {
+            UploadSource::Memory(bytes) => {
+                let start = due.offset as usize;
+                return bytes
+                    .get(start..start + due.len)
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| ("the bytes are shorter than announced".to_string(), true));
+            }
+            UploadSource::Path(path) => path,
+        };
+        let io = |e: std::io::Error| (format!("cannot read {}: {e}", path.display()), false);
+        if self
+            .upload_file
+            .as_ref()
+            .is_none_or(|(id, _)| *id != due.upload_id)
+        {
+            let file = tokio::fs::File::open(path).await.map_err(io)?;
+            self.upload_file = Some((due.upload_id, file));
+        }
+        let Some((_, file)) = self.upload_file.as_mut() else {
+            return Err(("the file is not open".into(), false));
+        };
+        file.seek(std::io::SeekFrom::Start(due.offset))
+            .await
+            .map_err(io)?;
+        let mut data = vec![0u8; due.len];
+        match file.read_exact(&mut data).await {
+            Ok(_) => Ok(data),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err((
+                format!("{} got shorter while it was sent", path.display()),
+                true,
+            )),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// A download's file operation; a failure fails the download.
+    async fn download_io(&mut self, out: DownloadOut) {
+        let (file_id, result) = match out {
+            DownloadOut::Send(_) => return,
+            DownloadOut::Emit(event) => return self.emit(event).await,
+            DownloadOut::Open { file_id, temp } => {
+                let opened = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(true)
+                    .open(&temp)
+                    .await;
+                let result = opened.map(|file| self.download_file = Some((file_id, file)));
+                (
+                    file_id,
+                    result.map_err(|e| format!("cannot create {}: {e}", temp.display())),
+                )
+            }
+            DownloadOut::Write {
+                file_id,
+                offset,
+                data,
+            } => {
+                let result = match self.download_file.as_mut() {
+                    Some((id, file)) if *id == file_id => write_at(file, offset, &data).await,
+                    _ => Err(std::io::Error::other("the temporary file is not open")),
+                };
+                (
+                    file_id,
+                    result.map_err(|e| format!("cannot write the file: {e}")),
+                )
+            }
+            DownloadOut::Truncate { file_id } => {
+                let result = match self.download_file.as_mut() {
+                    Some((id, file)) if *id == file_id => file.set_len(0).await,
+                    _ => Err(std::io::Error::other("the temporary file is not open")),
+                };
+                (
+                    file_id,
+                    result.map_err(|e| format!("cannot write the file: {e}")),
+                )
+            }
+            DownloadOut::Discard { file_id, temp } => {
+                self.close_download(file_id).await;
+                if let Err(e) = tokio::fs::remove_file(&temp).await {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(path = %temp.display(), "cannot remove a partial download: {e}");
+                    }
+                }
+                return;
+            }
+            DownloadOut::Finish {
+                file_id,
+                meta,
+                temp,
+                place,
+            } => {
+                let placed = async {
+                    if let Some((id, mut file)) = self.download_file.take() {
+                        if id == file_id {
+                            file.flush().await?;
+                            file.sync_all().await?;
+                        }
+                    }
+                    put_in_place(&temp, &place).await
+                }
+                .await;
+                match placed {
+                    Ok(path) => {
+                        return self
+                            .emit(ClientEvent::FileReceived {
+                                file_id,
+                                name: meta.name,
+                                size: meta.size,
+                                sha256: hex::encode(meta.sha256),
+                                path: Some(path.display().to_string()),
+                                bytes: None,
+                            })
+                            .await
+                    }
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(&temp).await;
+                        (file_id, Err(format!("cannot save the file: {e}")))
+                    }
+                }
+            }
+        };
+        if let Err(message) = result {
+            tracing::warn!(file_id, %message, "a download's file operation failed");
+            self.close_download(file_id).await;
+            self.downloads.io_failed(file_id, message, Instant::now());
+        }
+    }
+
+    async fn close_download(&mut self, file_id: u64) {
+        if self
+            .download_file
+            .as_ref()
+            .is_some_and(|(id, _)| *id == file_id)
+        {
+            self.download_file = None;
+        }
+    }
+
+    /// The client stops: a partial download is removed.
+    async fn abandon_transfers(&mut self) {
+        self.download_file = None;
+        self.upload_file = None;
+        if let Some(temp) = self.downloads.abandon() {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
     }
 
     async fn emit(&self, event: ClientEvent) {
@@ -296,11 +697,12 @@ impl ClientTask {
     /// session said so, or a send failed (then the remaining sends are skipped; events are
     /// still reported).
     async fn perform(&mut self, link: &mut Link) -> Option<Ending> {
+        self.quit_if_idle();
         let mut ending = None;
         let mut broken = None;
         while let Some(action) = self.session.next_action() {
             match action {
-                Action::Emit(event) => self.emit(event).await,
+                Action::Emit(event) => self.report(event).await,
                 Action::Send(message) if broken.is_none() => {
                     if let Err(e) = link.send(&message).await {
                         // A goodbye that cannot be sent changes nothing: the user is leaving.
@@ -327,7 +729,12 @@ impl ClientTask {
                 Action::End(end) => ending = ending.or(Some(end)),
             }
         }
-        broken.or(ending)
+        if std::mem::take(&mut self.rejoined) && ending.is_none() && broken.is_none() {
+            self.uploads.joined();
+            self.downloads.joined(Instant::now());
+        }
+        let files = self.drain_files(Some(link)).await;
+        broken.or(ending).or(files)
     }
 
     /// Handle commands while disconnected. Returns `true` if the user quit.
@@ -350,6 +757,11 @@ impl ClientTask {
                     continue;
                 }
                 command = self.commands.recv() => command,
+                Some((id, result)) = self.prepared_rx.recv() => {
+                    self.uploads.prepared(id, result);
+                    self.drain_files(None).await;
+                    continue;
+                }
             };
             if matches!(command, Some(Command::ReconnectNow)) {
                 return false;
@@ -358,6 +770,15 @@ impl ClientTask {
             if self.emit_pending().await == Some(Ending::Quit) {
                 return true;
             }
+        }
+    }
+
+    /// After `disconnect_when_flushed`, once no transfer is left: the session leaves when its
+    /// outbox is empty.
+    fn quit_if_idle(&mut self) {
+        if self.quit_when_idle && self.uploads.pending() == 0 && self.downloads.pending() == 0 {
+            self.quit_when_idle = false;
+            self.session.disconnect_when_flushed();
         }
     }
 
@@ -374,7 +795,26 @@ impl ClientTask {
             Some(Command::SetNick { nick, reply }) => {
                 let _ = reply.send(self.session.set_nick(nick));
             }
-            Some(Command::QuitWhenFlushed) => self.session.disconnect_when_flushed(),
+            Some(Command::QuitWhenFlushed) => {
+                self.quit_when_idle = true;
+                self.quit_if_idle();
+            }
+            Some(Command::SendFile {
+                name,
+                source,
+                reply,
+            }) => {
+                let _ = reply.send(self.uploads.queue(name, source));
+            }
+            Some(Command::CancelUpload(id)) => self.uploads.cancel(id),
+            Some(Command::FetchFile {
+                file_id,
+                target,
+                reply,
+            }) => {
+                let _ = reply.send(self.downloads.fetch(file_id, target, Instant::now()));
+            }
+            Some(Command::CancelFetch(id)) => self.downloads.cancel(id, Instant::now()),
         }
     }
 
@@ -499,18 +939,22 @@ impl ClientTask {
     async fn serve(&mut self, link: &mut Link, reader: &mut FrameReader<OwnedReadHalf>) -> Ending {
         let mut ping = tokio::time::interval(self.config.ping_interval);
         ping.tick().await;
+        let mut transfers = tokio::time::interval(TRANSFER_TICK);
         let silence = self.config.server_silence;
         loop {
             let deadline = tokio::time::sleep(silence);
+            let chunk_due = self.uploads.chunk_ready();
+            // In this order: an upload's chunk goes only when nothing else is ready.
             tokio::select! {
+                biased;
                 frame = reader.read_frame(MAX_BODY) => {
                     let (kind, body) = match frame {
                         Ok(Some(frame)) => frame,
                         Ok(None) => return network_failure("the server closed the connection"),
                         Err(e) => return classify(e),
                     };
-                    if let Err(e) = self.on_frame(link, kind, &body) {
-                        return classify(e);
+                    if let Err(ending) = self.on_frame(link, kind, &body) {
+                        return ending;
                     }
                 }
                 command = self.commands.recv() => self.apply(command),
@@ -519,7 +963,14 @@ impl ClientTask {
                         return classify(e);
                     }
                 }
+                Some((id, result)) = self.prepared_rx.recv() => self.uploads.prepared(id, result),
+                _ = transfers.tick() => self.downloads.tick(Instant::now()),
                 _ = deadline => return network_failure("the server stopped responding"),
+                _ = std::future::ready(()), if chunk_due => {
+                    if let Err(e) = self.send_chunk(link).await {
+                        return classify(e);
+                    }
+                }
             }
             if let Some(ending) = self.perform(link).await {
                 return ending;
@@ -527,22 +978,166 @@ impl ClientTask {
         }
     }
 
-    /// Open a frame and hand its message to the session.
-    fn on_frame(&mut self, link: &mut Link, kind: FrameKind, body: &[u8]) -> Result<(), ConnError> {
+    /// Open a frame and hand its message to the session, or to the transfers.
+    fn on_frame(&mut self, link: &mut Link, kind: FrameKind, body: &[u8]) -> Result<(), Ending> {
         match kind {
             FrameKind::Session => {
-                let plaintext = sealed::open_session_plaintext(&mut link.recv, body)?;
-                let message = decode_server_message(&plaintext).map_err(SealError::Decode)?;
-                self.session.on_server_message(message);
+                let plaintext = sealed::open_session_plaintext(&mut link.recv, body)
+                    .map_err(|e| classify(e.into()))?;
+                let message = decode_server_message(&plaintext)
+                    .map_err(|e| classify(SealError::Decode(e).into()))?;
+                if let Some(message) = self.on_transfer_message(message)? {
+                    self.session.on_server_message(message);
+                }
             }
             FrameKind::Broadcast => {
-                let keys = link.keys.as_mut().ok_or(ConnError::UnexpectedFrame(kind))?;
-                let plaintext = keys.open_plaintext(body)?;
-                let message = decode_broadcast_message(&plaintext).map_err(SealError::Decode)?;
+                let keys = link
+                    .keys
+                    .as_mut()
+                    .ok_or(classify(ConnError::UnexpectedFrame(kind)))?;
+                let plaintext = keys.open_plaintext(body).map_err(|e| classify(e.into()))?;
+                let message = decode_broadcast_message(&plaintext)
+                    .map_err(|e| classify(SealError::Decode(e).into()))?;
                 self.session.on_broadcast(message);
             }
-            other => return Err(ConnError::UnexpectedFrame(other)),
+            // Integrity failures: reconnect, and the download resumes from its first missing chunk.
+            FrameKind::FileChunk => self
+                .downloads
+                .on_chunk(body, Instant::now())
+                .map_err(integrity_failure)?,
+            other => return Err(classify(ConnError::UnexpectedFrame(other))),
         }
         Ok(())
+    }
+
+    /// A transfer's answer goes to its state machine; anything else is returned for the
+    /// session.
+    fn on_transfer_message(
+        &mut self,
+        message: ServerMessage,
+    ) -> Result<Option<ServerMessage>, Ending> {
+        let now = Instant::now();
+        match message {
+            ServerMessage::FileAccepted {
+                upload_id,
+                have,
+                window,
+            } => self
+                .uploads
+                .on_accepted(upload_id, have, window, now)
+                .map_err(|e| Ending::Retry {
+                    kind: ErrorKind::Protocol,
+                    message: e.to_string(),
+                    report: true,
+                    wait: None,
+                })?,
+            ServerMessage::FileStored { upload_id, have } => {
+                self.uploads.on_stored(upload_id, have, now)
+            }
+            ServerMessage::FileRefused {
+                upload_id,
+                reason,
+                message,
+            } => self.uploads.on_refused(upload_id, reason, message),
+            ServerMessage::FileDone {
+                upload_id,
+                file_id,
+                seq,
+            } => self.uploads.on_done(upload_id, file_id, seq),
+            ServerMessage::FileBegin {
+                file_id,
+                size,
+                offset,
+                key,
+            } => self.downloads.on_begin(file_id, size, offset, key, now),
+            ServerMessage::FileMissing { file_id, reason } => {
+                self.downloads.on_missing(file_id, reason, now)
+            }
+            other => return Ok(Some(other)),
+        }
+        Ok(None)
+    }
+}
+
+/// Size, SHA-256 and MIME hint of an upload's source (blocking: run off the async thread).
+fn prepare(name: &str, source: &UploadSource) -> Result<Prepared, String> {
+    match source {
+        UploadSource::Memory(bytes) => Ok(Prepared {
+            size: bytes.len() as u64,
+            sha256: Hasher::digest(bytes).into(),
+            mime: crate::files::mime_hint(name, bytes).to_string(),
+        }),
+        UploadSource::Path(path) => {
+            use std::io::Read;
+            let io = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+            let mut file = std::fs::File::open(path).map_err(io)?;
+            if !file.metadata().map_err(io)?.is_file() {
+                return Err(format!("{} is not a regular file", path.display()));
+            }
+            let mut hasher = Hasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut head = Vec::new();
+            let mut size = 0u64;
+            loop {
+                let n = match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(io(e)),
+                };
+                if head.len() < 16 {
+                    head.extend_from_slice(&buf[..n.min(16)]);
+                }
+                hasher.update(&buf[..n]);
+                size += n as u64;
+            }
+            Ok(Prepared {
+                size,
+                sha256: hasher.finalize().into(),
+                mime: crate::files::mime_hint(name, &head).to_string(),
+            })
+        }
+    }
+}
+
+/// Write `data` at `offset` of `file`.
+async fn write_at(file: &mut tokio::fs::File, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
+    file.write_all(data).await
+}
+
+/// Move a checked download from `temp` into `place`; returns where it went. In a folder it
+/// never replaces a file: `name`, `name (1).ext`, … (a hard link claims the name atomically;
+/// where links are not possible, the first name not taken).
+async fn put_in_place(temp: &Path, place: &Place) -> std::io::Result<PathBuf> {
+    match place {
+        Place::Path(path) => {
+            tokio::fs::rename(temp, path).await?;
+            Ok(path.clone())
+        }
+        Place::Folder { dir, name } => {
+            let name = crate::files::safe_name(name);
+            for n in 0..10_000 {
+                let candidate = dir.join(numbered_name(&name, n));
+                match tokio::fs::hard_link(temp, &candidate).await {
+                    Ok(()) => {
+                        tokio::fs::remove_file(temp).await?;
+                        return Ok(candidate);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(_) => {
+                        if tokio::fs::try_exists(&candidate).await? {
+                            continue;
+                        }
+                        tokio::fs::rename(temp, &candidate).await?;
+                        return Ok(candidate);
+                    }
+                }
+            }
+            Err(std::io::Error::other(format!(
+                "too many files named like {name} in {}",
+                dir.display()
+            )))
+        }
     }
 }
