@@ -195,7 +195,9 @@ fn percent_decode(raw: &str) -> String {
 #[tauri::command]
 pub async fn paste_file(state: State<'_, AppState>, request: Request<'_>) -> Result<QueuedUpload> {
     let InvokeBody::Raw(bytes) = request.body() else {
-        return Err(CommandError::Invalid("paste: expected the file's bytes".into()));
+        return Err(CommandError::Invalid(
+            "paste: expected the file's bytes".into(),
+        ));
     };
     if bytes.is_empty() {
         return Err(CommandError::Invalid("paste: the file is empty".into()));
@@ -308,6 +310,9 @@ mod tests {
         assert_eq!(percent_decode("%C3%B1and%C3%BA.png"), "ñandú.png");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
-        assert_eq!(safe_name(&percent_decode("..%2F..%2Fetc%2Fpasswd")), "passwd");
+        assert_eq!(
+            safe_name(&percent_decode("..%2F..%2Fetc%2Fpasswd")),
+            "passwd"
+        );
     }
 }

@@ -188,13 +188,11 @@ async fn on_file_event<R: Runtime>(app: &AppHandle<R>, handle: &ClientHandle, ev
             direction: TransferDirection::Download,
             id,
             ..
-        } => {
-            if app
-                .try_state::<Previews>()
-                .is_some_and(|p| p.end_fetch(*id))
-            {
-                tell_preview(app, PreviewState::Failed { file_id: *id });
-            }
+        } if app
+            .try_state::<Previews>()
+            .is_some_and(|p| p.end_fetch(*id)) =>
+        {
+            tell_preview(app, PreviewState::Failed { file_id: *id });
         }
         _ => {}
     }
@@ -432,9 +430,9 @@ impl Desktop {
                 .try_state::<NotifySettings>()
                 .map(|s| s.shared_text(from, photo))
                 .unwrap_or_default();
-            if let Some(popup) = self
-                .unread
-                .message(from, &text, Instant::now(), &summary_text(app))
+            if let Some(popup) =
+                self.unread
+                    .message(from, &text, Instant::now(), &summary_text(app))
             {
                 self.show(app, popup);
             }

@@ -251,7 +251,7 @@ impl Previews {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{DynamicImage, ImageEncoder, RgbaImage};
+    use image::{DynamicImage, RgbaImage};
 
     fn picture(width: u32, height: u32) -> DynamicImage {
         DynamicImage::ImageRgba8(RgbaImage::from_fn(width, height, |x, y| {
@@ -310,7 +310,11 @@ mod tests {
         chunk(&mut out, b"IHDR", &ihdr);
         // zlib stream of nothing useful: a decoder that trusted the header would allocate
         // width × height × 4 bytes before finding out.
-        chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+        chunk(
+            &mut out,
+            b"IDAT",
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        );
         chunk(&mut out, b"IEND", &[]);
         out
     }

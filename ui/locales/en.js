@@ -285,5 +285,5 @@ export default {
   "file.kind.other": "{format} file",
   "file.kind.unknown": "File",
   "command_error.file_too_large": "The file is larger than the most a room takes (100 MB).",
-  "command_error.file_refused": "{message}",
+  "command_error.file_refused": "The file could not be queued: {message}",
 };

@@ -284,5 +284,5 @@ export default {
   "file.kind.other": "Archivo {format}",
   "file.kind.unknown": "Archivo",
   "command_error.file_too_large": "El archivo ocupa más de lo que admite una sala (100 MB).",
-  "command_error.file_refused": "{message}",
+  "command_error.file_refused": "No se pudo poner el archivo en cola: {message}",
 };
