@@ -7,7 +7,9 @@
 //!
 //! Times are 24-hour in both languages (see `render::clock`).
 
-use tertulia_core::client::{DisconnectReason, ErrorKind, SendError};
+use tertulia_core::client::{
+    DisconnectReason, ErrorKind, FileFailure, SendError, TransferDirection,
+};
 use tertulia_core::invite::InviteError;
 use tertulia_core::message::LeaveReason;
 use tertulia_core::passphrase::{PassphraseError, MAX_PASSPHRASE_BYTES};
@@ -157,8 +159,8 @@ impl Lang {
 
     pub fn help(self) -> String {
         self.pick(
-            "/who: who is online · /older: earlier messages · /quit: leave · anything else is sent to the room",
-            "/who: quién está en línea · /older: mensajes anteriores · /quit: salir · todo lo demás se envía a la sala",
+            "/who: who is online · /older: earlier messages · /send PATH: share a file · /get ID: fetch an earlier file · /quit: leave · anything else is sent to the room",
+            "/who: quién está en línea · /older: mensajes anteriores · /send RUTA: compartir un archivo · /get ID: descargar un archivo anterior · /quit: salir · todo lo demás se envía a la sala",
         )
     }
 
@@ -208,7 +210,149 @@ impl Lang {
                 "ya estás en la sala; el apodo solo se puede cambiar antes de entrar".into()
             }
             (Lang::Es, SendError::Stopped) => "el cliente se ha detenido".into(),
+            (Lang::Es, SendError::File(detail)) => format!("problema con el archivo: {detail}"),
         }
+    }
+
+    // ---- files ----
+
+    /// A size for people: bytes, KiB, MiB or GiB with one decimal (a comma in Spanish).
+    pub fn size(self, bytes: u64) -> String {
+        const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+        if bytes < 1024 {
+            return format!("{bytes} B");
+        }
+        let mut value = bytes as f64 / 1024.0;
+        let mut unit = 0;
+        while value >= 1024.0 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        let text = format!("{value:.1} {}", UNITS[unit]);
+        match self {
+            Lang::En => text,
+            Lang::Es => text.replace('.', ","),
+        }
+    }
+
+    /// `/send PATH` was queued. `name` sanitized.
+    pub fn file_queued(self, name: &str) -> String {
+        self.pick(format!("sending {name}…"), format!("enviando {name}…"))
+    }
+
+    /// `/get ID` was queued.
+    pub fn fetch_queued(self, id: u64) -> String {
+        self.pick(
+            format!("fetching file {id}…"),
+            format!("descargando el archivo {id}…"),
+        )
+    }
+
+    /// `/send` or `/get` without what it needs.
+    pub fn file_command_usage(self) -> String {
+        self.pick(
+            "use /send PATH to share a file, /get ID to fetch one listed earlier",
+            "usa /send RUTA para compartir un archivo, /get ID para descargar uno de los anteriores",
+        )
+    }
+
+    /// Someone shared a file (`who` painted, `name` sanitized). `earlier`: from the history,
+    /// not fetched on its own: `/get ID` fetches it.
+    pub fn file_offered(
+        self,
+        time: &str,
+        who: &str,
+        name: &str,
+        size: u64,
+        earlier: Option<u64>,
+    ) -> String {
+        let size = self.size(size);
+        let head = self.pick(
+            format!("[{time}] {who} shared {name} ({size})"),
+            format!("[{time}] {who} compartió {name} ({size})"),
+        );
+        match earlier {
+            None => head,
+            Some(id) => {
+                head + &self.pick(
+                    format!(" — /get {id} to fetch it"),
+                    format!(" — /get {id} para descargarlo"),
+                )
+            }
+        }
+    }
+
+    /// A transfer's progress (terse). `name` sanitized.
+    pub fn file_progress(
+        self,
+        direction: TransferDirection,
+        name: &str,
+        done: u64,
+        size: u64,
+    ) -> String {
+        let percent = (done.saturating_mul(100)).checked_div(size).unwrap_or(100);
+        let (total, arrow) = (
+            self.size(size),
+            match direction {
+                TransferDirection::Upload => "↑",
+                TransferDirection::Download => "↓",
+            },
+        );
+        self.pick(
+            format!("{arrow} {name}: {percent} % of {total}"),
+            format!("{arrow} {name}: {percent} % de {total}"),
+        )
+    }
+
+    /// A file arrived and matched its SHA-256. Both sanitized.
+    pub fn file_saved(self, name: &str, path: &str) -> String {
+        self.pick(
+            format!("{name} received and checked, saved as {path}"),
+            format!("{name} recibido y comprobado, guardado como {path}"),
+        )
+    }
+
+    /// Our file is in the room.
+    pub fn file_sent(self, upload_id: u64) -> String {
+        self.pick(
+            format!("your file (upload {upload_id}) is in the room"),
+            format!("tu archivo (envío {upload_id}) ya está en la sala"),
+        )
+    }
+
+    /// A transfer failed. `name` and `detail` (the core's English words) sanitized.
+    pub fn file_failed(
+        self,
+        direction: TransferDirection,
+        name: &str,
+        reason: FileFailure,
+        detail: &str,
+    ) -> String {
+        let what = match (self, direction) {
+            (Lang::En, TransferDirection::Upload) => format!("{name} was not sent"),
+            (Lang::En, TransferDirection::Download) => format!("{name} was not received"),
+            (Lang::Es, TransferDirection::Upload) => format!("{name} no se envió"),
+            (Lang::Es, TransferDirection::Download) => format!("{name} no se recibió"),
+        };
+        let why = match (self, reason) {
+            (Lang::En, _) => detail.to_string(),
+            (Lang::Es, FileFailure::TooLarge) => {
+                "es más grande de lo que admite el anfitrión".into()
+            }
+            (Lang::Es, FileFailure::NoSpace) => "el anfitrión no tiene sitio para él".into(),
+            (Lang::Es, FileFailure::Corrupt) => {
+                "lo que llegó no coincidía con su SHA-256, tampoco al reintentar".into()
+            }
+            (Lang::Es, FileFailure::Busy) => {
+                "el anfitrión tiene demasiados envíos a medias desde aquí".into()
+            }
+            (Lang::Es, FileFailure::Disabled) => "el anfitrión no acepta archivos".into(),
+            (Lang::Es, FileFailure::Gone) => "el anfitrión ya no lo guarda".into(),
+            (Lang::Es, FileFailure::Cancelled) => "cancelado".into(),
+            (Lang::Es, FileFailure::Io) => format!("error de archivo local ({detail})"),
+            (Lang::Es, FileFailure::Refused) => format!("el anfitrión lo rechazó ({detail})"),
+        };
+        format!("{what}: {why}")
     }
 
     pub fn nick_error(self, e: NickError) -> String {
@@ -531,6 +675,36 @@ mod tests {
             Lang::Es,
             "an empty variable is not set"
         );
+    }
+
+    #[test]
+    fn file_lines_speak_both_languages() {
+        assert_eq!(Lang::En.size(512), "512 B");
+        assert_eq!(Lang::En.size(1536), "1.5 KiB");
+        assert_eq!(Lang::Es.size(100 << 20), "100,0 MiB");
+        assert_eq!(
+            Lang::Es.file_offered("10:00", "ana", "foto.png", 2048, Some(7)),
+            "[10:00] ana compartió foto.png (2,0 KiB) — /get 7 para descargarlo"
+        );
+        assert_eq!(
+            Lang::En.file_progress(TransferDirection::Upload, "a", 50, 200),
+            "↑ a: 25 % of 200 B"
+        );
+        assert_eq!(
+            Lang::En.file_progress(TransferDirection::Download, "a", 0, 0),
+            "↓ a: 100 % of 0 B"
+        );
+        let es = Lang::Es.file_failed(
+            TransferDirection::Download,
+            "a.png",
+            FileFailure::Corrupt,
+            "did not match",
+        );
+        assert!(
+            es.starts_with("a.png no se recibió: ") && !es.contains("match"),
+            "{es}"
+        );
+        assert!(Lang::Es.help().contains("/send") && Lang::En.help().contains("/get"));
     }
 
     #[test]

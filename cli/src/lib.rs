@@ -173,6 +173,30 @@ pub fn parse_target(raw: &str) -> Result<Target, TargetError> {
 
 pub use tertulia_core::server::shareable_addresses;
 
+/// A typed line that is a file command rather than a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileCommand {
+    /// `/send PATH`: share this file (the rest of the line, spaces included).
+    Send(std::path::PathBuf),
+    /// `/get ID`: fetch the file with this id (listed from the history).
+    Get(u64),
+    /// `/send` or `/get` without a usable argument.
+    Usage,
+}
+
+/// `/send PATH` or `/get ID` (`None`: any other line, a message).
+pub fn file_command(line: &str) -> Option<FileCommand> {
+    let line = line.trim();
+    let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let rest = rest.trim();
+    match command {
+        "/send" if rest.is_empty() => Some(FileCommand::Usage),
+        "/send" => Some(FileCommand::Send(rest.into())),
+        "/get" => Some(rest.parse().map_or(FileCommand::Usage, FileCommand::Get)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +260,19 @@ mod tests {
             parse_target("host:port"),
             Err(TargetError::Address(AddressError::BadPort(_)))
         ));
+    }
+
+    #[test]
+    fn file_commands_are_told_from_messages() {
+        assert_eq!(
+            file_command("/send /tmp/a b.png "),
+            Some(FileCommand::Send("/tmp/a b.png".into()))
+        );
+        assert_eq!(file_command(" /get 42"), Some(FileCommand::Get(42)));
+        assert_eq!(file_command("/get x"), Some(FileCommand::Usage));
+        assert_eq!(file_command("/send"), Some(FileCommand::Usage));
+        assert_eq!(file_command("/sender x"), None);
+        assert_eq!(file_command("hello /send x"), None);
     }
 
     #[test]

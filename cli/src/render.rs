@@ -5,8 +5,10 @@
 //! escapes, and continuation lines of a multi-line message are indented behind a `│` gutter,
 //! so a message can never pass itself off as a notice from the program.
 
+use std::collections::HashMap;
+
 use chrono::{Local, TimeZone};
-use tertulia_core::client::{ClientEvent, ErrorKind};
+use tertulia_core::client::{ClientEvent, ErrorKind, TransferDirection};
 use tertulia_core::text::{hidden_character, is_invisible};
 
 use crate::lang::Lang;
@@ -141,12 +143,44 @@ pub fn event(style: Style, lang: Lang, event: &ClientEvent) -> Option<String> {
             lines.push(style.notice(&lang.older_end(*more, events.is_empty())));
             lines.join("\n")
         }
-        // Files: shown by the transfer code (not yet).
-        ClientEvent::FileOffered { .. }
-        | ClientEvent::FileProgress { .. }
-        | ClientEvent::FileSent { .. }
-        | ClientEvent::FileReceived { .. }
-        | ClientEvent::FileFailed { .. } => return None,
+        ClientEvent::FileOffered {
+            time_ms,
+            from,
+            file_id,
+            name,
+            size,
+            own,
+            history,
+            ..
+        } => {
+            let from = sanitize(from);
+            let who = if *own {
+                style.paint("1;32", &from)
+            } else {
+                style.paint("1;34", &from)
+            };
+            // Files from the history are not fetched on their own: say how to.
+            let earlier = (*history && !*own).then_some(*file_id);
+            lang.file_offered(&clock(*time_ms), &who, &sanitize(name), *size, earlier)
+        }
+        ClientEvent::FileReceived {
+            name,
+            path: Some(path),
+            ..
+        } => style.notice(&lang.file_saved(&sanitize(name), &sanitize(path))),
+        ClientEvent::FileReceived { path: None, .. } => return None,
+        ClientEvent::FileSent { upload_id, .. } => style.notice(&lang.file_sent(*upload_id)),
+        ClientEvent::FileFailed {
+            direction,
+            name,
+            reason,
+            message,
+            ..
+        } => {
+            style.warn(&lang.file_failed(*direction, &sanitize(name), *reason, &sanitize(message)))
+        }
+        // Kept terse by [`ProgressLines`].
+        ClientEvent::FileProgress { .. } => return None,
         ClientEvent::Acked { .. } | ClientEvent::Countdown { .. } | ClientEvent::Typing { .. } => {
             return None
         }
@@ -180,6 +214,60 @@ pub fn event(style: Style, lang: Lang, event: &ClientEvent) -> Option<String> {
             style.notice(&lang.disconnected(*reason, &sanitize(message)))
         }
     })
+}
+
+/// Progress shown terse: a line when a transfer starts or resumes and at each quarter, not at
+/// every report.
+#[derive(Debug, Default)]
+pub struct ProgressLines {
+    /// The last quarter shown per transfer in progress.
+    shown: HashMap<(TransferDirection, u64), u64>,
+}
+
+/// Transfers whose progress is followed at once (more are shown without the quarters).
+const PROGRESS_FOLLOWED: usize = 256;
+
+impl ProgressLines {
+    /// The line for `event` if it is worth one.
+    pub fn line(&mut self, style: Style, lang: Lang, event: &ClientEvent) -> Option<String> {
+        match event {
+            ClientEvent::FileProgress {
+                direction,
+                id,
+                name,
+                done,
+                size,
+            } => {
+                let quarter = done.saturating_mul(4).checked_div(*size).unwrap_or(4);
+                let key = (*direction, *id);
+                let show = match self.shown.get(&key) {
+                    Some(&last) => quarter > last || *done == 0,
+                    None => true,
+                };
+                if !show || quarter >= 4 {
+                    return None;
+                }
+                if self.shown.len() >= PROGRESS_FOLLOWED && !self.shown.contains_key(&key) {
+                    self.shown.clear();
+                }
+                self.shown.insert(key, quarter);
+                Some(style.notice(&lang.file_progress(*direction, &sanitize(name), *done, *size)))
+            }
+            ClientEvent::FileSent { upload_id, .. } => {
+                self.shown.remove(&(TransferDirection::Upload, *upload_id));
+                None
+            }
+            ClientEvent::FileReceived { file_id, .. } => {
+                self.shown.remove(&(TransferDirection::Download, *file_id));
+                None
+            }
+            ClientEvent::FileFailed { direction, id, .. } => {
+                self.shown.remove(&(*direction, *id));
+                None
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -246,6 +334,44 @@ mod tests {
         let shown = event(PLAIN, Lang::Es, &older).unwrap_or_default();
         assert_eq!(shown.lines().count(), 3);
         assert!(shown.contains("se ha unido") && shown.contains("inicio del historial"));
+    }
+
+    #[test]
+    fn file_names_are_shown_inert_and_progress_is_terse() {
+        let offered = ClientEvent::FileOffered {
+            seq: 1,
+            time_ms: 0,
+            from: "mallory".into(),
+            file_id: 9,
+            name: "invoice\u{202E}gnp.exe\x1b[2J".into(),
+            size: 10,
+            mime: "application/octet-stream".into(),
+            sha256: String::new(),
+            own: false,
+            upload_id: None,
+            history: true,
+        };
+        let shown = event(PLAIN, Lang::En, &offered).unwrap_or_default();
+        assert!(
+            !shown.chars().any(|c| c.is_control() || c == '\u{202E}'),
+            "{shown:?}"
+        );
+        assert!(
+            shown.contains("<U+202E>") && shown.ends_with("/get 9 to fetch it"),
+            "{shown}"
+        );
+        let mut lines = ProgressLines::default();
+        let progress = |done| ClientEvent::FileProgress {
+            direction: TransferDirection::Download,
+            id: 9,
+            name: "a".into(),
+            done,
+            size: 100,
+        };
+        let shown: Vec<u64> = (0..=100)
+            .filter(|done| lines.line(PLAIN, Lang::En, &progress(*done)).is_some())
+            .collect();
+        assert_eq!(shown, vec![0, 25, 50, 75]);
     }
 
     #[test]

@@ -776,6 +776,17 @@ impl RawMember {
         })
     }
 
+    /// Send a join with this client id (to come back as the same client).
+    pub async fn join_as(&mut self, nick: &str, client_id: &str) {
+        self.send(&tertulia_core::message::ClientMessage::Join {
+            nick: nick.into(),
+            client_id: client_id.into(),
+            resume: None,
+        })
+        .await
+        .expect("send join");
+    }
+
     /// Send a join with a random client id.
     pub async fn join(&mut self, nick: &str) {
         let client_id = format!("{:032x}", rand::random::<u128>());
@@ -856,4 +867,250 @@ impl RawMember {
         }
         last_error
     }
+
+    /// Join as `nick` (a random client id) and read the welcome and the backlog it brings:
+    /// the room's recent events, oldest first.
+    pub async fn join_for_history(&mut self, nick: &str) -> Vec<tertulia_core::message::RoomEvent> {
+        use tertulia_core::message::ServerMessage;
+        self.join(nick).await;
+        let welcome = self
+            .wait_private(|m| matches!(m, ServerMessage::Welcome { .. }))
+            .await
+            .expect("welcome");
+        let ServerMessage::Welcome { head_seq, .. } = welcome else {
+            unreachable!()
+        };
+        let mut events = Vec::new();
+        while events
+            .last()
+            .is_none_or(|e: &tertulia_core::message::RoomEvent| e.seq < head_seq)
+            && head_seq > 0
+        {
+            match self
+                .wait_private(|m| matches!(m, ServerMessage::History { .. }))
+                .await
+                .expect("history")
+            {
+                ServerMessage::History { events: more } => events.extend(more),
+                _ => unreachable!(),
+            }
+        }
+        events
+    }
+
+    /// The next thing from the server: a private message, a file chunk frame's body, or a
+    /// broadcast (skipped by the caller); `None` once the connection is closed.
+    pub async fn next_incoming(&mut self) -> Option<Incoming> {
+        use tertulia_core::frame::{FrameKind, MAX_BODY};
+        let frame = tokio::time::timeout(WAIT, self.reader.read_frame(MAX_BODY))
+            .await
+            .expect("server went silent");
+        match frame {
+            Ok(Some((FrameKind::Session, body))) => Some(Incoming::Private(
+                tertulia_core::sealed::open_session(&mut self.keys.recv, &body)
+                    .expect("open session frame"),
+            )),
+            Ok(Some((FrameKind::FileChunk, body))) => Some(Incoming::Chunk(body)),
+            Ok(Some(_)) => Some(Incoming::Broadcast),
+            Ok(None) | Err(_) => None,
+        }
+    }
+
+    /// Read until a private message `pred` accepts (other messages, chunks and broadcasts are
+    /// skipped); `None` if the server closes first.
+    pub async fn wait_private(
+        &mut self,
+        pred: impl Fn(&tertulia_core::message::ServerMessage) -> bool,
+    ) -> Option<tertulia_core::message::ServerMessage> {
+        loop {
+            match self.next_incoming().await? {
+                Incoming::Private(message) if pred(&message) => return Some(message),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Offer `content` as upload `upload_id` named `name`: the server's answer
+    /// (`file_accepted`, `file_refused` or `file_done`); `None` if it closed.
+    pub async fn offer(
+        &mut self,
+        upload_id: u64,
+        name: &str,
+        content: &[u8],
+    ) -> Option<tertulia_core::message::ServerMessage> {
+        self.offer_as(upload_id, name, content.len() as u64, sha256(content))
+            .await
+    }
+
+    /// Offer an upload of `size` bytes with SHA-256 `digest` (they may lie).
+    pub async fn offer_as(
+        &mut self,
+        upload_id: u64,
+        name: &str,
+        size: u64,
+        digest: [u8; 32],
+    ) -> Option<tertulia_core::message::ServerMessage> {
+        use tertulia_core::message::{ClientMessage, ServerMessage};
+        self.send(&ClientMessage::FileOffer {
+            upload_id,
+            name: name.into(),
+            size,
+            mime: "application/octet-stream".into(),
+            sha256: digest,
+        })
+        .await
+        .ok()?;
+        self.wait_private(|m| {
+            matches!(m,
+                ServerMessage::FileAccepted { upload_id: id, .. }
+                | ServerMessage::FileRefused { upload_id: id, .. }
+                | ServerMessage::FileDone { upload_id: id, .. } if *id == upload_id)
+        })
+        .await
+    }
+
+    /// Send one `file_chunk`.
+    pub async fn send_chunk(
+        &mut self,
+        upload_id: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> std::io::Result<()> {
+        self.send(&tertulia_core::message::ClientMessage::FileChunk {
+            upload_id,
+            offset,
+            data: data.to_vec(),
+        })
+        .await
+    }
+
+    /// Send the chunks of `content` from `from` on within the `window` (waiting for
+    /// `file_stored` as it fills), stopping after `until` bytes if given; returns the
+    /// server's last answer for the upload (`file_done` or `file_refused` once complete, the
+    /// last `file_stored` when stopped early); `None` if it closed.
+    pub async fn send_chunks(
+        &mut self,
+        upload_id: u64,
+        content: &[u8],
+        from: u64,
+        window: u32,
+        until: Option<u64>,
+    ) -> Option<tertulia_core::message::ServerMessage> {
+        use tertulia_core::files::CHUNK_BYTES;
+        use tertulia_core::message::ServerMessage;
+        let size = content.len() as u64;
+        let end = until.unwrap_or(size).min(size);
+        let (mut next, mut told) = (from, from);
+        let mut last = None;
+        loop {
+            while next < end && next < told + u64::from(window) * CHUNK_BYTES {
+                let stop = (next + CHUNK_BYTES).min(size);
+                self.send_chunk(upload_id, next, &content[next as usize..stop as usize])
+                    .await
+                    .ok()?;
+                next = stop;
+            }
+            if until.is_some() && next >= end && told >= end {
+                return last;
+            }
+            let answer = self
+                .wait_private(|m| {
+                    matches!(m,
+                        ServerMessage::FileStored { upload_id: id, .. }
+                        | ServerMessage::FileRefused { upload_id: id, .. }
+                        | ServerMessage::FileDone { upload_id: id, .. } if *id == upload_id)
+                })
+                .await?;
+            match answer {
+                ServerMessage::FileStored { have, .. } => {
+                    told = have;
+                    last = Some(answer);
+                }
+                done => return Some(done),
+            }
+        }
+    }
+
+    /// Offer `content` and send all of it: the final answer (`file_done` or `file_refused`).
+    pub async fn upload(
+        &mut self,
+        upload_id: u64,
+        name: &str,
+        content: &[u8],
+    ) -> Option<tertulia_core::message::ServerMessage> {
+        use tertulia_core::message::ServerMessage;
+        match self.offer(upload_id, name, content).await? {
+            ServerMessage::FileAccepted { have, window, .. } => {
+                if have == content.len() as u64 {
+                    return self
+                        .wait_private(|m| {
+                            matches!(m,
+                                ServerMessage::FileRefused { upload_id: id, .. }
+                                | ServerMessage::FileDone { upload_id: id, .. } if *id == upload_id)
+                        })
+                        .await;
+                }
+                self.send_chunks(upload_id, content, have, window, None)
+                    .await
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Ask for file `file_id` from `offset` and read it to its end, opening every chunk frame
+    /// with the key from `file_begin` (a frame out of place or that does not open panics):
+    /// `Ok(content from offset)`, or `Err` with the `file_missing` (or `None` if closed).
+    pub async fn download(
+        &mut self,
+        file_id: u64,
+        offset: u64,
+    ) -> Result<Vec<u8>, Option<tertulia_core::message::ServerMessage>> {
+        use tertulia_core::files::{ChunkCipher, CHUNK_BYTES};
+        use tertulia_core::message::{ClientMessage, ServerMessage};
+        self.send(&ClientMessage::FileGet { file_id, offset })
+            .await
+            .map_err(|_| None)?;
+        let begin = self
+            .wait_private(|m| {
+                matches!(m,
+                    ServerMessage::FileBegin { file_id: id, .. }
+                    | ServerMessage::FileMissing { file_id: id, .. } if *id == file_id)
+            })
+            .await
+            .ok_or(None)?;
+        let ServerMessage::FileBegin { size, key, .. } = begin else {
+            return Err(Some(begin));
+        };
+        let cipher = ChunkCipher::new(&key, file_id);
+        let mut content = Vec::new();
+        let mut next = offset;
+        while next < size {
+            match self.next_incoming().await.ok_or(None)? {
+                Incoming::Chunk(body) => {
+                    let chunk = cipher
+                        .open(next, &body)
+                        .expect("a chunk in place that opens");
+                    content.extend_from_slice(&chunk);
+                    next += CHUNK_BYTES;
+                }
+                _ => continue,
+            }
+        }
+        Ok(content)
+    }
+}
+
+/// What [`RawMember::next_incoming`] read.
+#[derive(Debug)]
+pub enum Incoming {
+    Private(tertulia_core::message::ServerMessage),
+    /// The body of a `FileChunk` frame.
+    Chunk(Vec<u8>),
+    Broadcast,
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }

@@ -9,10 +9,12 @@ use clap::Parser;
 use serde_json::json;
 use tertulia_cli::lang::Lang;
 use tertulia_cli::render::{self, Style};
-use tertulia_cli::{exit, obtain_passphrase, parse_target, PassphraseSourceError, Target};
+use tertulia_cli::{
+    exit, file_command, obtain_passphrase, parse_target, FileCommand, PassphraseSourceError, Target,
+};
 use tertulia_core::client::MAX_OUTBOX;
 use tertulia_core::client::{
-    self, ClientConfig, ClientEvent, ClientHandle, DisconnectReason, SendError,
+    self, ClientConfig, ClientEvent, ClientHandle, DisconnectReason, FetchTarget, SendError,
 };
 use tertulia_core::identity::Fingerprint;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -28,7 +30,9 @@ use tracing_subscriber::EnvFilter;
 /// anything else English) unless --lang says otherwise; this help and --json output are
 /// always English.
 ///
-/// Interactive commands: /who (online list), /quit (leave), /help.
+/// Interactive commands: /who (online list), /older (earlier messages), /send PATH (share a
+/// file), /get ID (fetch a file listed from the history), /quit (leave), /help. Files shared
+/// live are fetched into --download-dir on their own, never overwriting a file there.
 ///
 /// Exit codes: 0 left normally, 1 other error, 2 bad arguments, 3 wrong passphrase,
 /// 4 nickname rejected (with --json or without a terminal), 5 gave up reconnecting.
@@ -47,10 +51,16 @@ struct Args {
     /// File whose content (trimmed) is the room passphrase.
     #[arg(long, value_name = "PATH")]
     passphrase_file: Option<PathBuf>,
-    /// Machine mode: stdin lines are messages, stdout is one JSON event per line; on stdin EOF
-    /// wait until every message is acknowledged, then exit.
+    /// Machine mode: stdin lines are messages (or `/send PATH`, `/get ID`), stdout is one
+    /// JSON event per line; on stdin EOF wait until every message is acknowledged and every
+    /// transfer has ended, then exit.
     #[arg(long)]
     json: bool,
+    /// Where received files are saved (default: the user's download directory, else the
+    /// current directory). Files shared live are fetched on their own; earlier ones with
+    /// `/get ID`.
+    #[arg(long, value_name = "DIR")]
+    download_dir: Option<PathBuf>,
     /// Give up after this many failed connection attempts in a row (default: never).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     give_up_after: Option<u32>,
@@ -147,15 +157,31 @@ async fn run(args: Args) -> i32 {
     if config.known_hosts.is_none() {
         tracing::warn!("no data directory found: host identities are pinned for this run only (use --known-hosts FILE)");
     }
+    let download_dir = args
+        .download_dir
+        .clone()
+        .or_else(dirs::download_dir)
+        .unwrap_or_else(|| PathBuf::from("."));
+    if let Err(e) = std::fs::create_dir_all(&download_dir) {
+        tracing::warn!(dir = %download_dir.display(), "cannot create the download directory: {e}");
+    }
     let (handle, events) = client::spawn(config);
     if args.json {
-        json_mode(handle, events).await
+        json_mode(handle, events, download_dir).await
     } else {
         let color = !args.no_color
             && std::env::var_os("NO_COLOR").is_none()
             && std::io::stdout().is_terminal();
         let can_prompt = std::io::stdin().is_terminal();
-        interactive(handle, events, Style { color }, lang, can_prompt).await
+        interactive(
+            handle,
+            events,
+            Style { color },
+            lang,
+            can_prompt,
+            download_dir,
+        )
+        .await
     }
 }
 
@@ -221,22 +247,92 @@ async fn send_when_room(
     }
 }
 
-/// Stdin lines → messages; events → JSON lines on stdout.
+/// A file shared live (by someone else) is fetched into `dir` on its own; earlier ones wait
+/// for `/get`. The request runs apart from the event loop (the client may be waiting for its
+/// events to be taken); `failed` hears why it could not be queued.
+fn fetch_if_live(
+    handle: &ClientHandle,
+    event: &ClientEvent,
+    dir: &std::path::Path,
+    failed: impl FnOnce(u64, SendError) + Send + 'static,
+) {
+    if let ClientEvent::FileOffered {
+        file_id,
+        own: false,
+        history: false,
+        ..
+    } = event
+    {
+        fetch(handle, *file_id, dir, failed);
+    }
+}
+
+fn fetch(
+    handle: &ClientHandle,
+    file_id: u64,
+    dir: &std::path::Path,
+    failed: impl FnOnce(u64, SendError) + Send + 'static,
+) {
+    let (handle, target) = (handle.clone(), FetchTarget::Folder(dir.to_path_buf()));
+    tokio::spawn(async move {
+        if let Err(e) = handle.fetch_file(file_id, target).await {
+            failed(file_id, e);
+        }
+    });
+}
+
+/// Stdin lines → messages (or file commands); events → JSON lines on stdout.
 ///
 /// Stdin is read by its own task: a `send` waits for the client, and the client may be waiting
 /// for its events to be taken, so one loop doing both could stall for good.
 async fn json_mode(
     handle: ClientHandle,
     mut events: tokio::sync::mpsc::Receiver<ClientEvent>,
+    download_dir: PathBuf,
 ) -> i32 {
     let room = Arc::new(Notify::new());
+    let fetch_failed = |file_id: u64, e: SendError| {
+        print_json(&json!({"type": "fetch_failed", "file_id": file_id, "message": e.to_string()}))
+    };
     let input = tokio::spawn({
-        let (handle, room) = (handle.clone(), room.clone());
+        let (handle, room, dir) = (handle.clone(), room.clone(), download_dir.clone());
         async move {
             let mut stdin = BufReader::new(tokio::io::stdin()).lines();
             while let Ok(Some(line)) = stdin.next_line().await {
                 if line.trim().is_empty() {
                     continue;
+                }
+                match file_command(&line) {
+                    Some(FileCommand::Send(path)) => {
+                        match handle.send_file(path.clone()).await {
+                            Ok(id) => print_json(
+                                &json!({"type": "file_queued", "upload_id": id, "path": path}),
+                            ),
+                            Err(e) => print_json(
+                                &json!({"type": "send_failed", "text": line, "message": e.to_string()}),
+                            ),
+                        }
+                        continue;
+                    }
+                    Some(FileCommand::Get(file_id)) => {
+                        match handle
+                            .fetch_file(file_id, FetchTarget::Folder(dir.clone()))
+                            .await
+                        {
+                            Ok(()) => {
+                                print_json(&json!({"type": "fetch_queued", "file_id": file_id}))
+                            }
+                            Err(e) => fetch_failed(file_id, e),
+                        }
+                        continue;
+                    }
+                    Some(FileCommand::Usage) => {
+                        print_json(
+                            &json!({"type": "send_failed", "text": line, "message": "usage: /send PATH or /get ID"}),
+                        );
+                        continue;
+                    }
+                    None => {}
                 }
                 match send_when_room(&handle, &room, &line).await {
                     Ok(id) => print_json(&json!({"type": "queued", "id": id, "text": line})),
@@ -254,6 +350,7 @@ async fn json_mode(
             event = events.recv() => {
                 let Some(event) = event else { break exit::ERROR };
                 print_json(&event);
+                fetch_if_live(&handle, &event, &download_dir, fetch_failed);
                 if makes_room(&event) {
                     room.notify_one();
                 }
@@ -283,7 +380,13 @@ struct Shared {
 
 /// Typed lines: commands, a new nickname when asked, or messages (held while the outbox is
 /// full, with a notice). Runs apart from the event loop, like [`json_mode`]'s input.
-async fn read_terminal(handle: ClientHandle, style: Style, lang: Lang, shared: Arc<Shared>) {
+async fn read_terminal(
+    handle: ClientHandle,
+    style: Style,
+    lang: Lang,
+    shared: Arc<Shared>,
+    download_dir: PathBuf,
+) {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = stdin.next_line().await {
         let trimmed = line.trim();
@@ -304,6 +407,9 @@ async fn read_terminal(handle: ClientHandle, style: Style, lang: Lang, shared: A
             }
             "/older" => handle.load_older().await,
             "/help" => println!("{}", style.notice(&lang.help())),
+            _ if file_command(trimmed).is_some() => {
+                file_line(&handle, style, lang, trimmed, &download_dir).await
+            }
             _ => {
                 let result = match handle.send(&line).await {
                     Err(SendError::OutboxFull(_)) => {
@@ -322,6 +428,41 @@ async fn read_terminal(handle: ClientHandle, style: Style, lang: Lang, shared: A
     handle.disconnect_when_flushed().await;
 }
 
+/// `/send PATH` or `/get ID` typed at the terminal.
+async fn file_line(
+    handle: &ClientHandle,
+    style: Style,
+    lang: Lang,
+    line: &str,
+    download_dir: &std::path::Path,
+) {
+    match file_command(line) {
+        Some(FileCommand::Send(path)) => match handle.send_file(path.clone()).await {
+            Ok(_) => {
+                let name = path
+                    .file_name()
+                    .unwrap_or(path.as_os_str())
+                    .to_string_lossy();
+                println!(
+                    "{}",
+                    style.notice(&lang.file_queued(&render::sanitize(&name)))
+                )
+            }
+            Err(e) => println!("{}", style.warn(&lang.not_sent(&e))),
+        },
+        Some(FileCommand::Get(file_id)) => {
+            let target = FetchTarget::Folder(download_dir.to_path_buf());
+            match handle.fetch_file(file_id, target).await {
+                Ok(()) => println!("{}", style.notice(&lang.fetch_queued(file_id))),
+                Err(e) => println!("{}", style.warn(&lang.send_error(&e))),
+            }
+        }
+        Some(FileCommand::Usage) | None => {
+            println!("{}", style.warn(&lang.file_command_usage()))
+        }
+    }
+}
+
 /// A coloured, line-based chat on the terminal.
 async fn interactive(
     handle: ClientHandle,
@@ -329,11 +470,20 @@ async fn interactive(
     style: Style,
     lang: Lang,
     can_prompt: bool,
+    download_dir: PathBuf,
 ) -> i32 {
     let shared = Arc::new(Shared::default());
     shared.stdin_open.store(true, Ordering::Release);
     println!("{}", style.notice(&lang.interactive_intro()));
-    let input = tokio::spawn(read_terminal(handle.clone(), style, lang, shared.clone()));
+    let input = tokio::spawn(read_terminal(
+        handle.clone(),
+        style,
+        lang,
+        shared.clone(),
+        download_dir.clone(),
+    ));
+    let mut progress = render::ProgressLines::default();
+    let fetch_failed = move |_: u64, e: SendError| println!("{}", style.warn(&lang.send_error(&e)));
     let mut nick_rejected = false;
     let code = loop {
         tokio::select! {
@@ -347,6 +497,10 @@ async fn interactive(
                 if let Some(text) = render::event(style, lang, &event) {
                     println!("{text}");
                 }
+                if let Some(text) = progress.line(style, lang, &event) {
+                    println!("{text}");
+                }
+                fetch_if_live(&handle, &event, &download_dir, fetch_failed);
                 if makes_room(&event) {
                     shared.room.notify_one();
                 }

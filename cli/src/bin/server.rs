@@ -10,8 +10,9 @@ use tertulia_core::identity::HostKey;
 use tertulia_core::invite::Invite;
 use tertulia_core::passphrase;
 use tertulia_core::server::{
-    ConfigError, FloodLimit, HandshakeThrottle, PreviousRoom, Retention, RoomConfig, Server,
-    ServerConfig, ServerError, DEFAULT_REKEY_INTERVAL, MAX_FLOOD_RATE, MIN_FRAME_BYTES,
+    ConfigError, FileLimits, FloodLimit, HandshakeThrottle, PreviousRoom, Retention, RoomConfig,
+    Server, ServerConfig, ServerError, DEFAULT_MAX_FILES_BYTES, DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_REKEY_INTERVAL, DEFAULT_UNFINISHED_TTL, MAX_FLOOD_RATE, MIN_FRAME_BYTES,
 };
 use tertulia_core::text::MAX_MESSAGE_BYTES;
 use tracing_subscriber::EnvFilter;
@@ -125,7 +126,20 @@ struct Args {
     /// replaces it; at least 1. The key also changes whenever a member leaves.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_REKEY_INTERVAL.as_secs(), value_parser = clap::value_parser!(u64).range(0..=7 * 24 * 3600))]
     rekey_secs: u64,
+    /// Largest file a member may share, in MiB; 0: the room takes no files.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_FILE_BYTES / MIB, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
+    max_file_mib: u64,
+    /// Space for all shared files together, in MiB (unfinished uploads included); at it the
+    /// oldest files give way (their messages stay). Files also leave with their message
+    /// (--retain-events, --retain-days, --max-store-mib).
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_FILES_BYTES / MIB, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    max_files_mib: u64,
+    /// Seconds an unfinished upload is kept after its last chunk before it is deleted.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_UNFINISHED_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=30 * 24 * 3600))]
+    unfinished_upload_secs: u64,
 }
+
+const MIB: u64 = 1024 * 1024;
 
 const EXIT_CODES: &str = "Exit codes: 0 stopped, 1 could not start, 2 contradictory settings, \
 3 the data directory holds a room with a different passphrase (see --new-room).";
@@ -220,6 +234,14 @@ fn in_flags(error: &ConfigError, args: &Args, send_queue_max_kib: u64) -> String
         ),
         ConfigError::FloodRate(_) => format!("--flood-rate: {error}"),
         ConfigError::RekeyInterval(_) => format!("--rekey-secs {}: {error}", args.rekey_secs),
+        ConfigError::FrameTooSmallForFiles { needed, .. } => format!(
+            "--max-frame-bytes {} is too small for file chunks (needs at least {needed}); raise it or pass --max-file-mib 0",
+            args.max_frame_bytes
+        ),
+        ConfigError::FileOverQuota { .. } => format!(
+            "--max-file-mib {} is above --max-files-mib {}",
+            args.max_file_mib, args.max_files_mib
+        ),
         other => other.to_string(),
     }
 }
@@ -315,6 +337,12 @@ async fn run(args: Args) -> i32 {
             Some(NewRoom::Keep) => PreviousRoom::Keep,
             Some(NewRoom::Delete) => PreviousRoom::Delete,
         },
+        files: FileLimits {
+            max_file_bytes: args.max_file_mib * MIB,
+            max_total_bytes: args.max_files_mib * MIB,
+            unfinished_ttl: Duration::from_secs(args.unfinished_upload_secs),
+            ..FileLimits::default()
+        },
         ..ServerConfig::default()
     };
     if let Err(e) = config.validate() {
@@ -374,6 +402,14 @@ async fn run(args: Args) -> i32 {
     match &data_dir {
         Some(dir) => println!("room stored in {}", dir.display()),
         None => println!("room kept in memory only (--in-memory)"),
+    }
+    if args.max_file_mib == 0 {
+        println!("files: not taken (--max-file-mib 0)");
+    } else {
+        println!(
+            "files: up to {} MiB each, {} MiB in all",
+            args.max_file_mib, args.max_files_mib
+        );
     }
     let fingerprint = server.host_fingerprint();
     println!("host identity: {fingerprint}");

@@ -25,6 +25,11 @@ pub const KNOWN_FILES: usize = 4096;
 pub const MAX_REFETCHES: u32 = 2;
 /// With no chunk for this long while connected, the download is asked for again.
 pub const STALL: Duration = Duration::from_secs(30);
+/// A chunk that fails to open at the same place this many times in a row (each time after
+/// reconnecting and asking again) means the host's copy is damaged: the download fails as
+/// corrupt instead of reconnecting for ever. Likewise a download that stalls this many times
+/// in a row without a chunk fails.
+pub const MAX_BAD_CHUNKS: u32 = 3;
 
 /// Where a fetched file goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +129,10 @@ struct Active {
     memory: Option<Vec<u8>>,
     cipher: Option<ChunkCipher>,
     refetches: u32,
+    /// Chunks refused in a row at `received` (reset by a good one).
+    bad_chunks: u32,
+    /// Stalls in a row (reset by a good chunk).
+    stalls: u32,
     stage: Stage,
     progress: ProgressGate,
 }
@@ -281,6 +290,8 @@ impl Downloads {
             memory,
             cipher: None,
             refetches: 0,
+            bad_chunks: 0,
+            stalls: 0,
             stage: Stage::Asked(now),
             progress: ProgressGate::default(),
         };
@@ -330,14 +341,31 @@ impl Downloads {
             return Ok(());
         };
         let offset = active.received;
-        let data = cipher.open(offset, body)?;
         let expected = chunk_len(active.meta.size, offset);
-        if data.len() != expected {
-            return Err(DownloadIntegrity::Length {
+        let opened = match cipher.open(offset, body) {
+            Ok(data) if data.len() == expected => Ok(data),
+            Ok(data) => Err(DownloadIntegrity::Length {
                 expected,
                 got: data.len(),
-            });
-        }
+            }),
+            Err(e) => Err(e.into()),
+        };
+        let data = match opened {
+            Ok(data) => data,
+            Err(e) => {
+                active.bad_chunks += 1;
+                if active.bad_chunks >= MAX_BAD_CHUNKS {
+                    let message = format!(
+                        "the host's copy is damaged: the chunk at {offset} failed its check {} times ({e})",
+                        active.bad_chunks
+                    );
+                    self.fail_active(FileFailure::Corrupt, message, now);
+                }
+                return Err(e);
+            }
+        };
+        active.bad_chunks = 0;
+        active.stalls = 0;
         active.hasher.update(&data);
         active.received += data.len() as u64;
         active.stage = Stage::Receiving(now);
@@ -512,6 +540,15 @@ impl Downloads {
             Stage::Asked(at) | Stage::Receiving(at) => at,
         };
         if now.saturating_duration_since(since) >= STALL {
+            active.stalls += 1;
+            if active.stalls >= MAX_BAD_CHUNKS {
+                let message = format!(
+                    "the host stopped sending this file ({} stalls)",
+                    active.stalls
+                );
+                self.fail_active(FileFailure::Gone, message, now);
+                return;
+            }
             tracing::info!(file_id = active.file_id, "a download stalled: asking again");
             active.cipher = None;
             active.stage = Stage::Asked(now);
@@ -739,6 +776,33 @@ mod tests {
         d.on_chunk(&other[5..], Instant::now()).unwrap();
         d.on_chunk(&frames[0], Instant::now()).unwrap();
         assert_eq!(written(&drain(&mut d)), vec![0]);
+    }
+
+    #[test]
+    fn a_chunk_that_keeps_failing_at_one_place_fails_the_download_as_corrupt() {
+        let data = content(2 * CHUNK_BYTES as usize);
+        let mut d = downloads(&data, sha(&data), folder());
+        let frames = frames(&data);
+        let mut damaged = frames[1].clone();
+        damaged[100] ^= 1;
+        d.on_begin(FILE, data.len() as u64, 0, KEY, Instant::now());
+        d.on_chunk(&frames[0], Instant::now()).unwrap();
+        for attempt in 1..=MAX_BAD_CHUNKS {
+            assert!(d.on_chunk(&damaged, Instant::now()).is_err());
+            let outs = drain(&mut d);
+            if attempt < MAX_BAD_CHUNKS {
+                assert!(failures(&outs).is_empty(), "attempt {attempt}");
+                d.offline();
+                d.joined(Instant::now());
+                d.on_begin(FILE, data.len() as u64, CHUNK_BYTES, KEY, Instant::now());
+            } else {
+                assert_eq!(failures(&outs), vec![FileFailure::Corrupt]);
+                assert!(outs
+                    .iter()
+                    .any(|o| matches!(o, DownloadOut::Discard { .. })));
+            }
+        }
+        assert_eq!(d.pending(), 0);
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub enum ErrorKind {
 }
 
 /// Which way a file transfer goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferDirection {
     /// This client sends a file to the room.

@@ -17,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::clock::Now;
+use super::files::file_store::{self, VerifyError};
+use super::files::layout::{judge_chunk, progress_due, ChunkVerdict};
+use super::files::{ActiveUpload, Lookup, Offer, OfferOutcome};
+use super::link::DownloadJob;
 use super::link::{MemberLink, SendLimits};
 use super::pages::PageSource;
 use super::requests::{RequestBuckets, RequestLimits};
@@ -28,10 +32,12 @@ use super::writer::write_loop;
 use super::Shared;
 use crate::cipher::CipherState;
 use crate::conn::{self, ConnError, FrameReader};
+use crate::files::{is_chunk_offset, ChunkCipher};
 use crate::frame::{FrameKind, MAX_BODY};
 use crate::hello::RejectCode;
 use crate::message::{
-    decode_client_message, is_valid_client_id, ClientMessage, ErrorCode, ServerMessage,
+    decode_client_message, is_valid_client_id, ClientMessage, ErrorCode, FileMissingReason,
+    FileRefusal, ServerMessage,
 };
 use crate::sealed;
 use crate::text::{validate_message, MessageTextError};
@@ -191,6 +197,9 @@ pub(super) async fn handle_connection(
         waiting: VecDeque::new(),
         waiting_bytes: 0,
         page: None,
+        file_work: None,
+        upload: None,
+        downloading: None,
     };
     let end = handler.read_loop(&mut reader, first).await;
     match &end {
@@ -331,6 +340,15 @@ impl Drop for Unconfirmed<'_> {
     }
 }
 
+/// Run blocking work (disk, database, hashing) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, HandlerError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| HandlerError::Storage)
+}
+
 #[derive(Debug, Error)]
 enum HandlerError {
     #[error(transparent)]
@@ -388,6 +406,28 @@ struct Handler {
     /// A page of older history asked for, served (off the room's lock) before the next
     /// message is handled.
     page: Option<PageRequest>,
+    /// File work asked for (disk, database, hashing), done off the room's lock and the
+    /// async threads before the next message is handled.
+    file_work: Option<FileWork>,
+    /// The connection's active upload.
+    upload: Option<ActiveUpload>,
+    /// The file this connection is downloading (the last `file_get` answered with a begin).
+    downloading: Option<u64>,
+}
+
+/// File work a message asked for (see [`Handler::serve_file_work`]).
+enum FileWork {
+    Offer(Offer),
+    /// Store the active upload's chunk at `offset` (already judged the next one).
+    Chunk {
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Cancel(u64),
+    Get {
+        file_id: u64,
+        offset: u64,
+    },
 }
 
 /// An `older` request, checked by the room and to be read without its lock.
@@ -434,6 +474,7 @@ impl Handler {
         };
         self.admit(message, size)?;
         self.serve_page().await;
+        self.serve_file_work().await?;
         loop {
             let idle = tokio::time::sleep(self.shared.config.idle_timeout);
             let release = self
@@ -446,6 +487,7 @@ impl Handler {
                 _ = tokio::time::sleep_until(release.unwrap_or(join_deadline)), if release.is_some() => {
                     self.release_waiting()?;
                     self.serve_page().await;
+                    self.serve_file_work().await?;
                     continue;
                 }
                 frame = reader.read_frame(max_frame) => frame?,
@@ -466,7 +508,225 @@ impl Handler {
             };
             self.admit(message, size)?;
             self.serve_page().await;
+            self.serve_file_work().await?;
         }
+    }
+
+    /// Do the file work the last message asked for: on blocking threads (the database, the
+    /// disk, hashing), never holding the room's lock across it.
+    async fn serve_file_work(&mut self) -> Result<(), HandlerError> {
+        let Some(work) = self.file_work.take() else {
+            return Ok(());
+        };
+        let Some(client) = self.client_id.clone() else {
+            return Ok(());
+        };
+        let files = self.shared.files.clone();
+        let conn = self.link.conn_id;
+        match work {
+            FileWork::Offer(offer) => {
+                let upload_id = offer.upload_id;
+                let source = self.source.to_string();
+                let answer = {
+                    let client = client.clone();
+                    blocking(move || files.offer(&client, &source, conn, offer)).await?
+                };
+                match answer {
+                    OfferOutcome::AlreadyInRoom => {
+                        self.link.queue(ServerMessage::FileDone {
+                            upload_id,
+                            file_id: 0,
+                            seq: 0,
+                        });
+                    }
+                    OfferOutcome::Refused(reason, message) => {
+                        debug!(peer = %self.peer, conn, upload_id, ?reason, "file offer refused");
+                        self.link.queue(ServerMessage::FileRefused {
+                            upload_id,
+                            reason,
+                            message,
+                        });
+                    }
+                    OfferOutcome::Accepted(upload) => {
+                        self.link.queue(ServerMessage::FileAccepted {
+                            upload_id,
+                            have: upload.have,
+                            window: self.shared.files.limits().window,
+                        });
+                        let complete = upload.have == upload.size;
+                        self.upload = Some(upload);
+                        if complete {
+                            self.finish_upload().await?;
+                        }
+                    }
+                }
+            }
+            FileWork::Chunk { offset, data } => {
+                let Some(upload) = self.upload.as_ref() else {
+                    return Ok(());
+                };
+                let (file, key, file_id, size) =
+                    (upload.file.clone(), upload.key, upload.file_id, upload.size);
+                let len = data.len() as u64;
+                // Sealed once, as every member will get it, and stored as it is.
+                let written = blocking(move || {
+                    let frame = ChunkCipher::new(&key, file_id)
+                        .seal(offset, &data)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    file_store::write_frame(&file, size, offset, &frame)
+                })
+                .await?;
+                let Some(upload) = self.upload.as_mut() else {
+                    return Ok(());
+                };
+                if let Err(e) = written {
+                    warn!(conn, error = %e, "could not store a file chunk");
+                    let upload_id = upload.upload_id;
+                    self.upload = None;
+                    blocking(move || files.cancel(&client, upload_id)).await?;
+                    self.link.queue(ServerMessage::FileRefused {
+                        upload_id,
+                        reason: FileRefusal::NoSpace,
+                        message: "the host could not store the file".into(),
+                    });
+                    return Ok(());
+                }
+                upload.have = offset + len;
+                if !files.stored(&client, upload.upload_id, conn, upload.have) {
+                    self.upload = None; // taken over by another connection, or cancelled
+                    return Ok(());
+                }
+                let window = files.limits().window;
+                if progress_due(upload.size, upload.have, upload.told, window) {
+                    upload.told = upload.have;
+                    self.link.queue(ServerMessage::FileStored {
+                        upload_id: upload.upload_id,
+                        have: upload.have,
+                    });
+                }
+                if upload.have == upload.size {
+                    self.finish_upload().await?;
+                }
+            }
+            FileWork::Cancel(upload_id) => {
+                blocking(move || files.cancel(&client, upload_id)).await?;
+            }
+            FileWork::Get { file_id, offset } => {
+                // A get replaces the download in progress, whatever its answer.
+                let generation = self.link.stop_download();
+                self.downloading = None;
+                let missing = |reason| ServerMessage::FileMissing { file_id, reason };
+                let (size, key, path) = match files.lookup(file_id) {
+                    Lookup::Kept { size, key, path } => (size, key, path),
+                    Lookup::Gone => {
+                        self.link.queue(missing(FileMissingReason::Gone));
+                        return Ok(());
+                    }
+                    Lookup::Unknown => {
+                        self.link.queue(missing(FileMissingReason::Unknown));
+                        return Ok(());
+                    }
+                };
+                if !is_chunk_offset(size, offset) {
+                    return Err(HandlerError::Protocol(
+                        "file_get offset is not a chunk's place in the file",
+                    ));
+                }
+                match blocking(move || file_store::open_for_reading(&path)).await? {
+                    Ok(file) => {
+                        self.link.queue_download(
+                            ServerMessage::FileBegin {
+                                file_id,
+                                size,
+                                offset,
+                                key,
+                            },
+                            DownloadJob {
+                                size,
+                                next: offset,
+                                file: Arc::new(file),
+                                generation,
+                            },
+                        );
+                        self.downloading = Some(file_id);
+                    }
+                    Err(e) => {
+                        warn!(conn, error = %e, "a kept file could not be opened");
+                        self.link.queue(missing(FileMissingReason::Gone));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The active upload is complete: make it durable and check its SHA-256 (on a blocking
+    /// thread), then put it in the room — or refuse it as corrupt and drop what was stored.
+    async fn finish_upload(&mut self) -> Result<(), HandlerError> {
+        let Some(upload) = self.upload.take() else {
+            return Ok(());
+        };
+        let (Some(client), Some(member)) = (self.client_id.clone(), self.member.clone()) else {
+            return Ok(());
+        };
+        let files = self.shared.files.clone();
+        let conn = self.link.conn_id;
+        let upload_id = upload.upload_id;
+        let (file, key, file_id, size, sha256) = (
+            upload.file.clone(),
+            upload.key,
+            upload.file_id,
+            upload.size,
+            upload.sha256,
+        );
+        let verified =
+            blocking(move || file_store::verify(&file, &key, file_id, size, &sha256)).await?;
+        let refuse = |reason, message: &str| ServerMessage::FileRefused {
+            upload_id,
+            reason,
+            message: message.into(),
+        };
+        match verified {
+            Ok(()) => {
+                let shared = self
+                    .shared
+                    .room()
+                    .share_file(&member, conn, &upload, Now::current());
+                match shared? {
+                    Some((file_id, seq)) => {
+                        info!(peer = %self.peer, conn, file_id = format!("{file_id:016x}"), seq, size, "file shared");
+                        self.link.queue(ServerMessage::FileDone {
+                            upload_id,
+                            file_id,
+                            seq,
+                        });
+                    }
+                    None => {
+                        blocking(move || files.cancel(&client, upload_id)).await?;
+                        self.link.queue(ServerMessage::FileDone {
+                            upload_id,
+                            file_id: 0,
+                            seq: 0,
+                        });
+                    }
+                }
+            }
+            Err(e) => {
+                let (reason, message) = match e {
+                    VerifyError::Mismatch | VerifyError::Sealed => (
+                        FileRefusal::Corrupt,
+                        "what arrived does not have the announced SHA-256; send it again",
+                    ),
+                    VerifyError::Io(_) => {
+                        (FileRefusal::NoSpace, "the host could not store the file")
+                    }
+                };
+                info!(peer = %self.peer, conn, upload_id, error = %e, "a finished upload was refused");
+                blocking(move || files.cancel(&client, upload_id)).await?;
+                self.link.queue(refuse(reason, message));
+            }
+        }
+        Ok(())
     }
 
     /// Read the page of older history asked for (on a blocking thread, not holding the
@@ -551,7 +811,7 @@ impl Handler {
             }
             self.waiting_bytes -= size;
             self.handle(message)?;
-            if self.page.is_some() {
+            if self.page.is_some() || self.file_work.is_some() {
                 break; // served before anything else is handled
             }
         }
@@ -702,7 +962,8 @@ impl Handler {
             (ClientMessage::Older { .. }, None) => {
                 return Err(HandlerError::Protocol("history request before joining"))
             }
-            // Files (docs/PROTOCOL.md §13): this host does not take them yet.
+            // Files (docs/PROTOCOL.md §13): the disk and database work is done by
+            // `serve_file_work`, off the room's lock, before the next message is handled.
             (
                 ClientMessage::FileOffer { .. }
                 | ClientMessage::FileChunk { .. }
@@ -711,29 +972,62 @@ impl Handler {
                 | ClientMessage::FileStop { .. },
                 None,
             ) => return Err(HandlerError::Protocol("file transfer before joining")),
-            (ClientMessage::FileOffer { upload_id, .. }, Some(key)) => self.shared.room().reply(
-                key,
-                conn_id,
-                ServerMessage::FileRefused {
-                    upload_id,
-                    reason: crate::message::FileRefusal::Disabled,
-                    message: "this host does not take files".into(),
-                },
-            )?,
-            (ClientMessage::FileGet { file_id, .. }, Some(key)) => self.shared.room().reply(
-                key,
-                conn_id,
-                ServerMessage::FileMissing {
-                    file_id,
-                    reason: crate::message::FileMissingReason::Unknown,
-                },
-            )?,
             (
-                ClientMessage::FileChunk { .. }
-                | ClientMessage::FileCancel { .. }
-                | ClientMessage::FileStop { .. },
+                ClientMessage::FileOffer {
+                    upload_id,
+                    name,
+                    size,
+                    mime,
+                    sha256,
+                },
                 Some(_),
-            ) => {}
+            ) => {
+                self.file_work = Some(FileWork::Offer(Offer {
+                    upload_id,
+                    name,
+                    size,
+                    mime,
+                    sha256,
+                }))
+            }
+            (
+                ClientMessage::FileChunk {
+                    upload_id,
+                    offset,
+                    data,
+                },
+                Some(_),
+            ) => {
+                // A chunk of an upload that is not the active one (cancelled, replaced,
+                // finished) is dropped.
+                let Some(upload) = self.upload.as_ref().filter(|u| u.upload_id == upload_id) else {
+                    return Ok(());
+                };
+                match judge_chunk(upload.size, upload.have, offset, data.len()) {
+                    ChunkVerdict::Store => self.file_work = Some(FileWork::Chunk { offset, data }),
+                    ChunkVerdict::Drop => {}
+                    ChunkVerdict::Violation(why) => return Err(HandlerError::Protocol(why)),
+                }
+            }
+            (ClientMessage::FileCancel { upload_id }, Some(_)) => {
+                if self
+                    .upload
+                    .as_ref()
+                    .is_some_and(|u| u.upload_id == upload_id)
+                {
+                    self.upload = None;
+                }
+                self.file_work = Some(FileWork::Cancel(upload_id));
+            }
+            (ClientMessage::FileGet { file_id, offset }, Some(_)) => {
+                self.file_work = Some(FileWork::Get { file_id, offset })
+            }
+            (ClientMessage::FileStop { file_id }, Some(_)) => {
+                if self.downloading == Some(file_id) {
+                    self.link.stop_download();
+                    self.downloading = None;
+                }
+            }
         }
         Ok(())
     }

@@ -50,8 +50,30 @@ pub enum Outgoing {
         pin: ReplayPin,
         through_seq: u64,
     },
+    /// Start sending a file (`file_get`): the writer sends `begin` (the `file_begin`) in its
+    /// place, then the file's chunk frames, read from disk only when nothing else is waiting.
+    /// Replaces the download in progress.
+    Download {
+        after: u64,
+        begin: Box<ServerMessage>,
+        job: DownloadJob,
+    },
     /// Close the connection once everything queued before has been written.
     Close { after: u64 },
+}
+
+/// A file being sent to a member: the writer reads its frames from `file` as the connection
+/// takes them (never the whole file in memory; never counted against the send queue).
+#[derive(Debug)]
+pub struct DownloadJob {
+    /// The file's content size.
+    pub size: u64,
+    /// The content offset of the next chunk to send.
+    pub next: u64,
+    pub file: Arc<std::fs::File>,
+    /// The connection's download generation it belongs to ([`WriterProgress::download_gen`]):
+    /// a newer `file_get` or a `file_stop` moves it on, and this job stops.
+    pub generation: u64,
 }
 
 /// Bytes counted for an item besides its encoding: its frame, tag and queue slot.
@@ -65,6 +87,7 @@ impl Outgoing {
             Outgoing::Session { after, .. }
             | Outgoing::Welcome { after, .. }
             | Outgoing::Replay { after, .. }
+            | Outgoing::Download { after, .. }
             | Outgoing::Close { after } => *after,
         }
     }
@@ -75,7 +98,10 @@ impl Outgoing {
             Outgoing::Session { message, .. }
             | Outgoing::Welcome {
                 welcome: message, ..
-            } => wire_len(&**message) as u64 + ITEM_OVERHEAD,
+            }
+            | Outgoing::Download { begin: message, .. } => {
+                wire_len(&**message) as u64 + ITEM_OVERHEAD
+            }
             Outgoing::Replay { .. } => ITEM_OVERHEAD,
             // Queued past the cap (they end or start the connection), so never counted.
             Outgoing::Attach(_) | Outgoing::Close { .. } => 0,
@@ -233,6 +259,21 @@ impl MemberLink {
         })
     }
 
+    /// Send `begin` (a `file_begin`) after everything queued so far, then the chunks of `job`
+    /// as the connection has nothing else to send.
+    pub(super) fn queue_download(&self, begin: ServerMessage, job: DownloadJob) -> bool {
+        self.push(Outgoing::Download {
+            after: self.log.end(),
+            begin: Box::new(begin),
+            job,
+        })
+    }
+
+    /// Stop the download in progress (if any) and return the generation a new one gets.
+    pub(super) fn stop_download(&self) -> u64 {
+        self.progress.download_gen.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
     /// Close once everything queued so far has been written.
     pub fn close(&self) -> bool {
         self.tx
@@ -289,6 +330,8 @@ pub struct WriterProgress {
     pub attached: AtomicBool,
     /// While private items find it over its budget: what it had taken, and since when.
     pub over_budget: std::sync::Mutex<Option<(u64, std::time::Instant)>>,
+    /// The current download generation: a [`DownloadJob`] of another one is not sent on.
+    pub download_gen: AtomicU64,
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@
 //!   (online guessing).
 //! - [`binding`]: a stored room is bound to its passphrase.
 //! - [`buckets`]: flood buckets per client id and per source that outlive connections.
+//! - [`files`]: the files the room keeps, uploads under way, and their limits (§13).
 
 pub mod addresses;
 mod binding;
@@ -30,6 +31,7 @@ mod buckets;
 mod clock;
 pub(crate) mod dedupe;
 mod fanout;
+mod files;
 mod flood;
 mod handler;
 mod link;
@@ -46,6 +48,9 @@ mod turns;
 mod writer;
 
 pub use addresses::shareable_addresses;
+pub use files::{
+    FileLimits, DEFAULT_MAX_FILES_BYTES, DEFAULT_MAX_FILE_BYTES, DEFAULT_UNFINISHED_TTL,
+};
 pub use flood::FloodLimit;
 pub use requests::RequestLimits;
 pub use room::RoomConfig;
@@ -131,6 +136,8 @@ pub struct ServerConfig {
     /// `None`: a new identity for this process (an in-memory room; members who pinned the
     /// previous one are warned that it changed).
     pub host_key: Option<HostKey>,
+    /// Files members share: the per-file limit (0: none taken), the quota, unfinished uploads.
+    pub files: FileLimits,
 }
 
 /// What happens to a stored room whose passphrase differs from the one the server starts
@@ -170,6 +177,7 @@ impl Default for ServerConfig {
             joins_per_minute: 6.0,
             rekey_interval: DEFAULT_REKEY_INTERVAL,
             host_key: None,
+            files: FileLimits::default(),
         }
     }
 }
@@ -206,7 +214,14 @@ pub enum ConfigError {
     NoConnections,
     #[error("the room key must be kept at least 1 s before it is replaced, not {} s", .0.as_secs_f64())]
     RekeyInterval(Duration),
+    #[error("a frame of {frame} bytes cannot carry a file chunk (needs at least {needed}); take no files or allow larger frames")]
+    FrameTooSmallForFiles { frame: usize, needed: usize },
+    #[error("the largest file ({file} bytes) does not fit the room's file quota ({quota} bytes)")]
+    FileOverQuota { file: u64, quota: u64 },
 }
+
+/// The smallest frame a client's `file_chunk` needs: a whole chunk, its fields and the tag.
+pub const FRAME_NEEDED_FOR_FILES: usize = crate::files::CHUNK_BYTES as usize + 64;
 
 /// The smallest frame limit a server may set.
 pub const MIN_FRAME_BYTES: usize = 1024;
@@ -257,6 +272,20 @@ impl ServerConfig {
         if self.rekey_interval < MIN_REKEY_INTERVAL {
             return Err(ConfigError::RekeyInterval(self.rekey_interval));
         }
+        if self.files.enabled() {
+            if self.max_frame_bytes < FRAME_NEEDED_FOR_FILES {
+                return Err(ConfigError::FrameTooSmallForFiles {
+                    frame: self.max_frame_bytes,
+                    needed: FRAME_NEEDED_FOR_FILES,
+                });
+            }
+            if self.files.max_file_bytes > self.files.max_total_bytes {
+                return Err(ConfigError::FileOverQuota {
+                    file: self.files.max_file_bytes,
+                    quota: self.files.max_total_bytes,
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -273,6 +302,8 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot use the room's files directory: {0}")]
+    Files(#[source] std::io::Error),
     /// The data directory holds a room bound to a different passphrase.
     #[error("the room stored in {} was created with a different passphrase; start a new room or use the previous passphrase", data_dir.display())]
     RoomPassphraseChanged { data_dir: std::path::PathBuf },
@@ -303,6 +334,8 @@ struct Shared {
     /// The rate limit on logging other connections that end before joining (refused, failed
     /// or timed-out handshakes): anyone can make those, as fast as they can connect.
     connection_log: Mutex<throttle::LogLimit>,
+    /// The room's files (§13).
+    files: Arc<files::FileHost>,
 }
 
 /// One connection counted against its source address; released on drop.
@@ -421,6 +454,21 @@ impl Server {
                 (room, salt, derive_psk(&passphrase, salt).await?)
             }
         };
+        let mut room = room;
+        let file_limits = config.files;
+        let file_dir = config.data_dir.clone();
+        let store = room.store_handle();
+        let files = tokio::task::spawn_blocking(move || {
+            files::FileHost::open(file_limits, file_dir.as_deref(), store)
+        })
+        .await
+        .map_err(|e| ServerError::Files(std::io::Error::other(e)))?
+        .map_err(|e| match e {
+            files::FilesError::Io(e) => ServerError::Files(e),
+            files::FilesError::Store(e) => ServerError::Store(e),
+        })?;
+        let files = Arc::new(files);
+        room.set_files(files.clone());
         let log = room.fanout();
         let recent = room.recent();
         let room = Mutex::new(room);
@@ -451,6 +499,7 @@ impl Server {
                 flood,
                 joins,
                 connection_log: Mutex::new(throttle::LogLimit::default()),
+                files,
                 config,
             }),
         })
@@ -650,16 +699,21 @@ async fn expire_away_members(shared: Arc<Shared>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let mut room = shared.room();
-        let now = Now::current();
-        room.expire_away(now);
-        room.rotate_if_due(now, shared.config.rekey_interval);
-        ticks += 1;
-        if ticks.is_multiple_of(RETENTION_EVERY) {
-            if let Err(e) = room.apply_retention(now.wall_ms) {
-                warn!(error = %e, "could not apply the retention settings");
+        {
+            let mut room = shared.room();
+            let now = Now::current();
+            room.expire_away(now);
+            room.rotate_if_due(now, shared.config.rekey_interval);
+            ticks += 1;
+            if ticks.is_multiple_of(RETENTION_EVERY) {
+                if let Err(e) = room.apply_retention(now.wall_ms) {
+                    warn!(error = %e, "could not apply the retention settings");
+                }
             }
         }
+        // Unfinished uploads past their time, and files that left: off the room's lock.
+        let files = shared.files.clone();
+        let _ = tokio::task::spawn_blocking(move || files.expire(Instant::now())).await;
     }
 }
 

@@ -8,7 +8,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::link::Outgoing;
+use super::link::{DownloadJob, Outgoing};
 use super::recent::ReplayPin;
 use super::roster::Roster;
 use crate::message::ServerMessage;
@@ -25,6 +25,11 @@ pub enum Private {
     },
     /// Replay the room events `from_seq..=through_seq` from the recent history.
     Replay { pin: ReplayPin, through_seq: u64 },
+    /// Send `begin`, then stream the file of `job` when nothing else is due.
+    Download {
+        begin: Box<ServerMessage>,
+        job: DownloadJob,
+    },
     /// Close once what came before is written; nothing follows.
     Close,
 }
@@ -123,6 +128,9 @@ impl SendOrder {
             Some(Outgoing::Replay {
                 pin, through_seq, ..
             }) => Step::Private(Private::Replay { pin, through_seq }),
+            Some(Outgoing::Download { begin, job, .. }) => {
+                Step::Private(Private::Download { begin, job })
+            }
             Some(Outgoing::Close { .. }) => {
                 self.closed = true;
                 Step::Private(Private::Close)
@@ -209,6 +217,7 @@ mod tests {
                         Private::Replay { pin, through_seq } => {
                             format!("R{}-{through_seq}", pin.next())
                         }
+                        Private::Download { .. } => "D".into(),
                         Private::Close => "C".into(),
                     });
                 }

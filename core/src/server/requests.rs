@@ -1,5 +1,7 @@
 //! Rate limits for the requests besides chat that make the server answer or work: `join`
-//! retries before joining, `ping`, `typing` and `older` (which reads the disk). Each has its
+//! retries before joining, `ping`, `typing`, `older` (which reads the disk), `file_offer`
+//! (which may write the database and evict files) and `file_get`/`file_stop` (which open a
+//! file and queue a reply). Each has its
 //! own token bucket per connection; see `docs/PROTOCOL.md` (Limits) for the defaults and
 //! what happens beyond them.
 
@@ -17,6 +19,10 @@ pub struct RequestLimits {
     pub typing: FloodLimit,
     /// `older`: far lower than chat, each page is a disk read of up to a frame.
     pub older: FloodLimit,
+    /// `file_offer`: friends dropping a handful of photos at once.
+    pub file_offer: FloodLimit,
+    /// `file_get` and `file_stop` together: the app fetches previews one at a time.
+    pub file_get: FloodLimit,
 }
 
 impl Default for RequestLimits {
@@ -38,6 +44,14 @@ impl Default for RequestLimits {
                 per_second: 1.0,
                 burst: 4.0,
             },
+            file_offer: FloodLimit {
+                per_second: 1.0,
+                burst: 8.0,
+            },
+            file_get: FloodLimit {
+                per_second: 4.0,
+                burst: 16.0,
+            },
         }
     }
 }
@@ -54,6 +68,8 @@ impl RequestLimits {
             ping: off,
             typing: off,
             older: off,
+            file_offer: off,
+            file_get: off,
         }
     }
 }
@@ -65,6 +81,8 @@ pub struct RequestBuckets {
     ping: TokenBucket,
     typing: TokenBucket,
     older: TokenBucket,
+    file_offer: TokenBucket,
+    file_get: TokenBucket,
 }
 
 impl RequestBuckets {
@@ -74,6 +92,8 @@ impl RequestBuckets {
             ping: TokenBucket::new(limits.ping, now),
             typing: TokenBucket::new(limits.typing, now),
             older: TokenBucket::new(limits.older, now),
+            file_offer: TokenBucket::new(limits.file_offer, now),
+            file_get: TokenBucket::new(limits.file_get, now),
         }
     }
 
@@ -86,6 +106,10 @@ impl RequestBuckets {
             ClientMessage::Ping | ClientMessage::Unsupported { .. } => Some(&mut self.ping),
             ClientMessage::Typing => Some(&mut self.typing),
             ClientMessage::Older { .. } => Some(&mut self.older),
+            ClientMessage::FileOffer { .. } => Some(&mut self.file_offer),
+            ClientMessage::FileGet { .. } | ClientMessage::FileStop { .. } => {
+                Some(&mut self.file_get)
+            }
             _ => None,
         }
     }
@@ -134,6 +158,40 @@ mod tests {
         assert!(
             buckets.bucket(&join, true).is_none(),
             "a protocol error, not a retry"
+        );
+        let offer = ClientMessage::FileOffer {
+            upload_id: 1,
+            name: "a.png".into(),
+            size: 1,
+            mime: String::new(),
+            sha256: [0; 32],
+        };
+        assert!((0..8).all(|_| buckets.bucket(&offer, true).unwrap().try_take(now)));
+        assert!(
+            !buckets.bucket(&offer, true).unwrap().try_take(now),
+            "burst of 8"
+        );
+        let get = ClientMessage::FileGet {
+            file_id: 1,
+            offset: 0,
+        };
+        let stop = ClientMessage::FileStop { file_id: 1 };
+        assert!(
+            (0..8).all(|_| buckets.bucket(&get, true).unwrap().try_take(now)
+                && buckets.bucket(&stop, true).unwrap().try_take(now))
+        );
+        assert!(
+            !buckets.bucket(&get, true).unwrap().try_take(now),
+            "gets and stops share 16"
+        );
+        let chunk = ClientMessage::FileChunk {
+            upload_id: 1,
+            offset: 0,
+            data: vec![],
+        };
+        assert!(
+            buckets.bucket(&chunk, true).is_none(),
+            "chunks are bounded by the window"
         );
         let mut off = RequestBuckets::new(RequestLimits::off(), now);
         assert!((0..1000).all(|_| off.bucket(&older, true).unwrap().try_take(now)));

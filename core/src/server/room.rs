@@ -25,11 +25,12 @@ use std::time::{Duration, Instant};
 use super::clock::{fresh_room_key, Now, RoomIdentity};
 use super::dedupe::{Dedupe, Seen};
 use super::fanout::FanoutLog;
+use super::files::{ActiveUpload, FileHost};
 use super::link::MemberLink;
 use super::pages::PageSource;
 use super::recent::RecentHistory;
 use super::roster::Roster;
-use super::store::{Retention, Store, StoreError};
+use super::store::{FileRecord, Retention, Store, StoreError};
 use crate::author::author_tag;
 use crate::message::{
     BroadcastMessage, ClientId, Epoch, ErrorCode, LeaveReason, Resume, RoomEvent, RoomEventKind,
@@ -156,6 +157,8 @@ pub struct Room {
     oldest_seq: u64,
     /// Sealed broadcasts, appended once and sent from by every member's writer.
     log: Arc<FanoutLog>,
+    /// The room's files, which leave with their events (`None`: no file host attached).
+    files: Option<Arc<FileHost>>,
 }
 
 /// The room's database, if it is stored.
@@ -184,7 +187,19 @@ impl Room {
             store: None,
             oldest_seq: 1,
             log: Arc::new(FanoutLog::new()),
+            files: None,
         }
+    }
+
+    /// The room's database, shared (`None` for a memory-only room).
+    pub fn store_handle(&self) -> Option<Arc<Mutex<Store>>> {
+        self.store.clone()
+    }
+
+    /// Attach the room's files: from now on a file leaves with its event.
+    pub fn set_files(&mut self, files: Arc<FileHost>) {
+        files.forget_through(self.oldest_seq.saturating_sub(1));
+        self.files = Some(files);
     }
 
     /// The broadcast log member links and writers send from.
@@ -249,17 +264,21 @@ impl Room {
         let max_events = retention.max_events.map_or(usize::MAX, |n| n as usize);
         self.history
             .forget_while(|e, len| len > max_events || too_old(e));
-        match lock_store(&self.store) {
+        let removed = match lock_store(&self.store) {
             Some(mut store) => {
                 let removed = store.prune(retention, now_ms)?;
                 self.oldest_seq = store.oldest_seq()?.unwrap_or(self.next_seq);
-                Ok(removed)
+                removed
             }
             None => {
                 self.oldest_seq = self.history.oldest_seq().unwrap_or(self.next_seq);
-                Ok(0)
+                0
             }
+        };
+        if let Some(files) = &self.files {
+            files.forget_through(self.oldest_seq.saturating_sub(1));
         }
+        Ok(removed)
     }
 
     #[cfg(test)]
@@ -487,6 +506,50 @@ impl Room {
         Ok(())
     }
 
+    /// A finished, checked upload from member `key` on connection `conn_id`: put its `file`
+    /// event in the room (committed with the file's record and the client's new highest upload
+    /// id), unless it is there already. Returns the event's `(file_id, seq)`, or `None` if it
+    /// was in the room before.
+    pub fn share_file(
+        &mut self,
+        key: &str,
+        conn_id: u64,
+        upload: &ActiveUpload,
+        now: Now,
+    ) -> Result<Option<(u64, u64)>, NotMember> {
+        self.link_of(key, conn_id)?;
+        let member = self.members.get(key).ok_or(NotMember::Detached)?;
+        let (from, client_id) = (member.nick.clone(), member.client_id.clone());
+        let Some(files) = self.files.clone() else {
+            return Err(NotMember::StorageFailed);
+        };
+        if files.highest_done(&client_id) >= upload.upload_id {
+            return Ok(None);
+        }
+        let kind = RoomEventKind::File {
+            from,
+            file_id: upload.file_id,
+            name: upload.name.clone(),
+            size: upload.size,
+            mime: upload.mime.clone(),
+            sha256: upload.sha256,
+            upload_id: upload.upload_id,
+            author: author_tag(&client_id),
+        };
+        let record = FileRecord {
+            file_id: upload.file_id,
+            size: upload.size,
+            key: upload.key,
+        };
+        let seq = self.next_seq;
+        if let Err(e) = self.publish_with(kind, Some(&client_id), Some(&record), now) {
+            tracing::error!(error = %e, "could not store a file event; not announced");
+            return Err(NotMember::StorageFailed);
+        }
+        files.finished(&client_id, upload.upload_id, seq);
+        Ok(Some((upload.file_id, seq)))
+    }
+
     /// Where member `key` on `conn_id`, scrolling back, reads its page of older history
     /// (off the room's lock, see [`pages`](super::pages)), and the link to queue it on.
     pub fn older(&self, key: &str, conn_id: u64) -> Result<(MemberLink, PageSource), NotMember> {
@@ -644,13 +707,27 @@ impl Room {
         client: Option<&ClientId>,
         now: Now,
     ) -> Result<(), StoreError> {
+        self.publish_with(kind, client, None, now)
+    }
+
+    /// [`publish`](Self::publish), for a `file` event with the file's record.
+    fn publish_with(
+        &mut self,
+        kind: RoomEventKind,
+        client: Option<&ClientId>,
+        file: Option<&FileRecord>,
+        now: Now,
+    ) -> Result<(), StoreError> {
         let event = RoomEvent {
             seq: self.next_seq,
             time_ms: now.wall_ms,
             kind,
         };
         let evicted = match lock_store(&self.store) {
-            Some(mut store) => store.append(&event, client)?,
+            Some(mut store) => match (file, client) {
+                (Some(file), Some(client)) => store.append_file(&event, client, file)?,
+                _ => store.append(&event, client)?,
+            },
             None => None,
         };
         if let Some(evicted) = evicted {
@@ -660,6 +737,9 @@ impl Room {
             self.history
                 .forget_while(|e, _| e.seq <= evicted.through_seq);
             self.oldest_seq = self.oldest_seq.max(evicted.through_seq + 1);
+            if let Some(files) = &self.files {
+                files.forget_through(evicted.through_seq);
+            }
         }
         self.next_seq += 1;
         let message = BroadcastMessage::Event(event.clone());
@@ -672,6 +752,9 @@ impl Room {
         self.history.forget_while(|_, len| len > keep);
         if self.store.is_none() {
             self.oldest_seq = self.history.oldest_seq().unwrap_or(self.next_seq);
+            if let Some(files) = &self.files {
+                files.forget_through(self.oldest_seq.saturating_sub(1));
+            }
         }
         self.broadcast(&message, now.at);
         Ok(())
@@ -954,6 +1037,7 @@ mod tests {
                                     self.private.push(ServerMessage::History { events });
                                 }
                             }
+                            Private::Download { begin, .. } => self.private.push(*begin),
                             Private::Close => self.closed = true,
                         }
                     }

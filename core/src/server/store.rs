@@ -214,6 +214,10 @@ impl Store {
              CREATE TABLE IF NOT EXISTS dedupe (client_id TEXT PRIMARY KEY, highest INTEGER NOT NULL, touched INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS dedupe_touched ON dedupe (touched);
              CREATE TABLE IF NOT EXISTS present (nick_key TEXT PRIMARY KEY, nick TEXT NOT NULL, client_id TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS files (file_id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, size INTEGER NOT NULL, file_key BLOB NOT NULL);
+             CREATE INDEX IF NOT EXISTS files_seq ON files (seq);
+             CREATE TABLE IF NOT EXISTS uploads (client_id TEXT NOT NULL, upload_id INTEGER NOT NULL, file_id INTEGER NOT NULL, file_key BLOB NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL, mime TEXT NOT NULL, sha256 BLOB NOT NULL, source TEXT NOT NULL, PRIMARY KEY (client_id, upload_id));
+             CREATE TABLE IF NOT EXISTS upload_dedupe (client_id TEXT PRIMARY KEY, highest INTEGER NOT NULL, touched INTEGER NOT NULL);
              COMMIT;",
         )?;
         let version: Option<i64> = conn
@@ -617,6 +621,11 @@ impl Store {
              (SELECT client_id FROM dedupe ORDER BY touched DESC LIMIT ?1)",
             params![MAX_DEDUPE_CLIENTS as i64],
         )?;
+        tx.execute(
+            "DELETE FROM upload_dedupe WHERE client_id NOT IN
+             (SELECT client_id FROM upload_dedupe ORDER BY touched DESC LIMIT ?1)",
+            params![MAX_DEDUPE_CLIENTS as i64],
+        )?;
         tx.commit()?;
         if removed > 0 {
             // The WAL still holds copies of the deleted events' pages: write them back
@@ -637,6 +646,27 @@ impl Store {
         event: &RoomEvent,
         client: Option<&ClientId>,
     ) -> Result<Option<Eviction>, StoreError> {
+        self.append_with(event, client, None)
+    }
+
+    /// [`append`](Self::append) for a `file` event: in the same transaction the file's row
+    /// (its key, to serve it), the client's new highest upload id, and the end of its
+    /// unfinished upload's row — so a file in the room is there exactly once.
+    pub fn append_file(
+        &mut self,
+        event: &RoomEvent,
+        client: &ClientId,
+        file: &FileRecord,
+    ) -> Result<Option<Eviction>, StoreError> {
+        self.append_with(event, Some(client), Some(file))
+    }
+
+    fn append_with(
+        &mut self,
+        event: &RoomEvent,
+        client: Option<&ClientId>,
+        file: Option<&FileRecord>,
+    ) -> Result<Option<Eviction>, StoreError> {
         let json = StoredEvent::encode(event)?;
         let needed = self
             .cap
@@ -646,14 +676,14 @@ impl Store {
             return Err(StoreError::DiskFull);
         }
         let evicted = self.make_room(needed)?;
-        match self.insert(event, &json, client) {
+        match self.insert(event, &json, client, file) {
             Ok(()) => Ok(evicted),
             // The estimate fell short (the file is at its page limit): make more room, once.
             Err(StoreError::DiskFull) if self.at_cap(needed)? => {
                 let chunk = self.cap.map_or(0, |cap| cap.pages / 10);
                 let target = self.used_pages()?.saturating_sub(chunk + needed);
                 let more = self.evict_to(target)?;
-                self.insert(event, &json, client)?;
+                self.insert(event, &json, client, file)?;
                 Ok(match (evicted, more) {
                     (Some(first), more) => Some(first.and(more)),
                     (None, more) => more,
@@ -668,6 +698,7 @@ impl Store {
         event: &RoomEvent,
         json: &str,
         client: Option<&ClientId>,
+        file: Option<&FileRecord>,
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute(
@@ -696,17 +727,188 @@ impl Store {
                     params![nick_key(nick), nick],
                 )?;
             }
+            (RoomEventKind::File { upload_id, .. }, Some(client)) => {
+                tx.execute(
+                    "INSERT INTO upload_dedupe (client_id, highest, touched) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(client_id) DO UPDATE SET highest = MAX(highest, excluded.highest), touched = excluded.touched",
+                    params![client, *upload_id as i64, event.seq as i64],
+                )?;
+                if let Some(file) = file {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO files (file_id, seq, size, file_key) VALUES (?1, ?2, ?3, ?4)",
+                        params![file.file_id as i64, event.seq as i64, file.size as i64, &file.key[..]],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM uploads WHERE client_id = ?1 AND upload_id = ?2",
+                        params![client, *upload_id as i64],
+                    )?;
+                }
+            }
             _ => {}
         }
         tx.commit()?;
         Ok(())
     }
+
+    /// The files the room keeps, the unfinished uploads, and each client's highest upload id
+    /// put in the room.
+    pub fn load_files(&self) -> Result<StoredFiles, StoreError> {
+        let key_of = |blob: Vec<u8>| -> Result<[u8; 32], StoreError> {
+            blob.try_into()
+                .map_err(|_| StoreError::Corrupt("a file key is not 32 bytes".into()))
+        };
+        let mut stmt = self
+            .conn
+            .prepare("SELECT file_id, seq, size, file_key FROM files ORDER BY seq")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut finished = Vec::with_capacity(rows.len());
+        for (file_id, seq, size, key) in rows {
+            finished.push((
+                seq,
+                FileRecord {
+                    file_id,
+                    size,
+                    key: key_of(key)?,
+                },
+            ));
+        }
+        drop(stmt);
+        let mut stmt = self.conn.prepare(
+            "SELECT client_id, upload_id, file_id, file_key, name, size, mime, sha256, source FROM uploads",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)? as u64,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, Vec<u8>>(7)?,
+                    r.get::<_, String>(8)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut uploads = Vec::with_capacity(rows.len());
+        for (client_id, upload_id, file_id, key, name, size, mime, sha256, source) in rows {
+            uploads.push(UploadRecord {
+                client_id,
+                upload_id,
+                file: FileRecord {
+                    file_id,
+                    size,
+                    key: key_of(key)?,
+                },
+                name,
+                mime,
+                sha256: key_of(sha256)?,
+                source,
+            });
+        }
+        drop(stmt);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT client_id, highest FROM upload_dedupe ORDER BY touched")?;
+        let highest = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(StoredFiles {
+            finished,
+            uploads,
+            highest,
+        })
+    }
+
+    /// Record an unfinished upload (before any of it is stored), so it resumes after a restart.
+    pub fn insert_upload(&mut self, upload: &UploadRecord) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO uploads (client_id, upload_id, file_id, file_key, name, size, mime, sha256, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                upload.client_id,
+                upload.upload_id as i64,
+                upload.file.file_id as i64,
+                &upload.file.key[..],
+                upload.name,
+                upload.file.size as i64,
+                upload.mime,
+                &upload.sha256[..],
+                upload.source,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Forget an unfinished upload (cancelled, expired, corrupt or replaced).
+    pub fn delete_upload(&mut self, client_id: &str, upload_id: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM uploads WHERE client_id = ?1 AND upload_id = ?2",
+            params![client_id, upload_id as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Forget a kept file (it gave way to the quota, or its stored copy is lost); its event stays.
+    pub fn delete_file(&mut self, file_id: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM files WHERE file_id = ?1",
+            params![file_id as i64],
+        )?;
+        Ok(())
+    }
+}
+
+/// A file the room keeps: its id, content size and file key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    pub file_id: u64,
+    pub size: u64,
+    pub key: [u8; 32],
+}
+
+/// An unfinished upload as the database keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub client_id: ClientId,
+    pub upload_id: u64,
+    pub file: FileRecord,
+    /// The safe name.
+    pub name: String,
+    pub mime: String,
+    pub sha256: [u8; 32],
+    /// The sender's source address (for the per-address limit).
+    pub source: String,
+}
+
+/// What [`Store::load_files`] finds.
+#[derive(Debug, Default)]
+pub struct StoredFiles {
+    /// Files kept, with their event's sequence number, oldest first.
+    pub finished: Vec<(u64, FileRecord)>,
+    pub uploads: Vec<UploadRecord>,
+    /// Highest upload id in the room per client id, least recently updated first.
+    pub highest: Vec<(ClientId, u64)>,
 }
 
 /// Delete the events through `cutoff` (the oldest ones) and remember that numbering goes on
 /// after them. Returns how many were deleted.
 fn delete_through(tx: &rusqlite::Transaction<'_>, cutoff: i64) -> Result<usize, StoreError> {
     let removed = tx.execute("DELETE FROM events WHERE seq <= ?1", params![cutoff])?;
+    // A file leaves with its event.
+    tx.execute("DELETE FROM files WHERE seq <= ?1", params![cutoff])?;
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('pruned_through', ?1)
          ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::fanout::{FanoutLog, Forgotten};
-use super::link::{entry_len, Outgoing, WriterProgress};
+use super::link::{entry_len, DownloadJob, Outgoing, WriterProgress};
 use super::order::{Private, SendOrder, Step};
 use super::recent::{Forgotten as ReplayForgotten, RecentHistory, ReplayPin};
 use super::roster::Roster;
@@ -330,6 +330,9 @@ pub(super) async fn write_loop(
     let mut order = SendOrder::default();
     let mut queue_open = true;
     let mut closing = false;
+    // The file being sent, a chunk at a time whenever nothing else is due.
+    let mut download: Option<DownloadJob> = None;
+    let mut chunk = Vec::new();
     loop {
         batch.clear();
         loop {
@@ -400,6 +403,10 @@ pub(super) async fn write_loop(
                                 online = Some((roster, after));
                             }
                         }
+                        Private::Download { begin, job } => {
+                            closing |= batch.seal(&mut send, &begin);
+                            download = Some(job);
+                        }
                         Private::Close => closing = true,
                     }
                 }
@@ -414,6 +421,28 @@ pub(super) async fn write_loop(
             if closing || (!queue_open && order.wants_item()) {
                 break;
             }
+            // Nothing else waits: the next chunk of the file being sent, if any.
+            let current = progress.download_gen.load(Ordering::Acquire);
+            if let Some(job) =
+                download.take_if(|job| job.generation == current && job.next < job.size)
+            {
+                let sent = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    sent = send_chunk(&mut socket, job, std::mem::take(&mut chunk), &progress.sent) => sent,
+                };
+                match sent {
+                    Ok((job, buf)) => {
+                        chunk = buf;
+                        download = Some(job);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "sending a file chunk failed; closing");
+                        break;
+                    }
+                }
+                continue;
+            }
+            download = None;
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = wake.notified(), if order.is_attached() => {
@@ -440,6 +469,29 @@ pub(super) async fn write_loop(
         }
     }
     let _ = socket.shutdown().await;
+}
+
+/// Read the next chunk frame of `job` from disk (on a blocking thread) and write it whole;
+/// returns the job moved on and the buffer for the next one.
+async fn send_chunk(
+    socket: &mut OwnedWriteHalf,
+    mut job: DownloadJob,
+    mut buf: Vec<u8>,
+    sent: &AtomicU64,
+) -> std::io::Result<(DownloadJob, Vec<u8>)> {
+    let (file, size, offset) = (job.file.clone(), job.size, job.next);
+    let (read, buf_back) = tokio::task::spawn_blocking(move || {
+        let read = super::files::file_store::read_frame(&file, size, offset, &mut buf);
+        (read, buf)
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    buf = buf_back;
+    read?;
+    socket.write_all(&buf).await?;
+    sent.fetch_add(buf.len() as u64, Ordering::Release);
+    job.next = offset + crate::files::CHUNK_BYTES;
+    Ok((job, buf))
 }
 
 #[cfg(test)]
