@@ -36,6 +36,8 @@ export function resetFiles() {
   readyInfo.clear();
 }
 
+// File ids are decimal text (random u64s, more than a JavaScript number holds: the backend
+// sends them as strings and takes them back as strings); upload ids are small numbers.
 const idKey = (id) => String(id);
 
 // ---------- the file line ----------
@@ -271,7 +273,7 @@ export function fileFailed(ev) {
 function showPreview(fileId, info) {
   const node = byFile.get(idKey(fileId));
   if (!node) { readyInfo.set(idKey(fileId), info); return; }
-  invoke("preview", { fileId: Number(fileId) }).then((bytes) => {
+  invoke("preview", { fileId: idKey(fileId) }).then((bytes) => {
     if (!node.isConnected && !byFile.has(idKey(fileId))) return;
     const old = blobs.get(idKey(fileId));
     if (old) URL.revokeObjectURL(old);
@@ -330,7 +332,7 @@ export function onPreview(ev) {
 }
 
 function reloadPreview(node) {
-  const fileId = Number(node.dataset.fileId);
+  const fileId = node.dataset.fileId;
   part(node, ".show-preview").hidden = true;
   invoke("load_preview", { fileId, mime: node.dataset.mime, size: Number(node.dataset.size) })
     .catch((e) => { part(node, ".show-preview").hidden = false; notice(errorText(e), false); });
@@ -339,7 +341,7 @@ function reloadPreview(node) {
 // ---------- actions ----------
 
 async function saveFile(node) {
-  const fileId = Number(node.dataset.fileId);
+  const fileId = node.dataset.fileId;
   try {
     const path = await invoke("save_file", { fileId, name: node.dataset.name });
     if (path) { node.classList.remove("failed"); setState(node, "file.saving"); showProgress(node, "download", 0, Number(node.dataset.size)); }
@@ -351,7 +353,7 @@ async function saveFile(node) {
 function cancelTransfer(node) {
   const direction = part(node, ".transfer").dataset.direction;
   if (direction === "upload" && node.dataset.uploadId) invoke("cancel_upload", { uploadId: Number(node.dataset.uploadId) }).catch(() => {});
-  else if (node.dataset.fileId) invoke("cancel_download", { fileId: Number(node.dataset.fileId) }).catch(() => {});
+  else if (node.dataset.fileId) invoke("cancel_download", { fileId: node.dataset.fileId }).catch(() => {});
 }
 
 // The full-size overlay of a preview.

@@ -23,6 +23,7 @@ use tertulia_core::files::{mime_hint, safe_name};
 use tokio::sync::oneshot;
 
 use crate::commands::CommandError;
+use crate::forward::FileId;
 use crate::preview::Previews;
 use crate::session::AppState;
 
@@ -234,7 +235,7 @@ pub async fn paste_file(state: State<'_, AppState>, request: Request<'_>) -> Res
 pub async fn save_file<R: Runtime>(
     app: AppHandle<R>,
     state: State<'_, AppState>,
-    file_id: u64,
+    file_id: FileId,
     name: String,
 ) -> Result<Option<String>> {
     let handle = state.client().await.ok_or(CommandError::NotConnected)?;
@@ -253,7 +254,7 @@ pub async fn save_file<R: Runtime>(
         return Ok(None);
     };
     handle
-        .fetch_file(file_id, FetchTarget::Path(path.clone()))
+        .fetch_file(file_id.0, FetchTarget::Path(path.clone()))
         .await?;
     Ok(Some(path.display().to_string()))
 }
@@ -269,9 +270,9 @@ pub async fn cancel_upload(state: State<'_, AppState>, upload_id: u64) -> Result
 
 /// Stop a download (a preview or a save; a partial file is removed).
 #[tauri::command]
-pub async fn cancel_download(state: State<'_, AppState>, file_id: u64) -> Result<()> {
+pub async fn cancel_download(state: State<'_, AppState>, file_id: FileId) -> Result<()> {
     if let Some(handle) = state.client().await {
-        handle.cancel_fetch(file_id).await;
+        handle.cancel_fetch(file_id.0).await;
     }
     Ok(())
 }
@@ -282,20 +283,20 @@ pub async fn cancel_download(state: State<'_, AppState>, file_id: u64) -> Result
 pub async fn load_preview<R: Runtime>(
     app: AppHandle<R>,
     state: State<'_, AppState>,
-    file_id: u64,
+    file_id: FileId,
     mime: String,
     size: u64,
 ) -> Result<bool> {
     let handle = state.client().await.ok_or(CommandError::NotConnected)?;
-    Ok(crate::forward::fetch_preview(&app, &handle, file_id, &mime, size).await)
+    Ok(crate::forward::fetch_preview(&app, &handle, file_id.0, &mime, size).await)
 }
 
 /// The bytes of an accepted preview, as a raw IPC response (an `ArrayBuffer` in the window),
 /// which makes them a `blob:` URL of the MIME type [`PREVIEW_EVENT`] named.
 #[tauri::command]
-pub fn preview(previews: State<'_, Previews>, file_id: u64) -> Result<Response> {
+pub fn preview(previews: State<'_, Previews>, file_id: FileId) -> Result<Response> {
     let kept = previews
-        .get(file_id)
+        .get(file_id.0)
         .ok_or(CommandError::Invalid("no preview for this file".into()))?;
     Ok(Response::new(kept.bytes.to_vec()))
 }

@@ -59,7 +59,7 @@ pub fn spawn<R: Runtime>(
                 }
             };
             let Some(event) = event else { break };
-            let _ = app.emit(CHAT_EVENT, &event);
+            let _ = app.emit(CHAT_EVENT, for_window(&event));
             on_file_event(&app, &handle, &event).await;
             if let ClientEvent::Connected {
                 nick: confirmed, ..
@@ -75,25 +75,99 @@ pub fn spawn<R: Runtime>(
     })
 }
 
+/// A client event as the window gets it: as the core serializes it, but with file ids as
+/// decimal strings. They are random u64s (`docs/PROTOCOL.md` §13), which a JavaScript number
+/// (53 bits) cannot hold: the window keeps them as text and sends them back as text
+/// ([`FileId`]). Upload ids (the client's own small counter) stay numbers.
+pub fn for_window(event: &ClientEvent) -> serde_json::Value {
+    let mut value = serde_json::to_value(event).unwrap_or(serde_json::Value::Null);
+    file_ids_as_text(&mut value);
+    value
+}
+
+fn file_ids_as_text(value: &mut serde_json::Value) {
+    let as_text = |v: &mut serde_json::Value, field: &str| {
+        if let Some(n) = v.get(field).and_then(serde_json::Value::as_u64) {
+            v[field] = serde_json::Value::String(n.to_string());
+        }
+    };
+    match value.get("type").and_then(serde_json::Value::as_str) {
+        Some("file_offered" | "file_sent" | "file_received") => as_text(value, "file_id"),
+        Some("file_progress" | "file_failed") if value["direction"] == "download" => {
+            as_text(value, "id");
+        }
+        Some("older") => {
+            if let Some(events) = value
+                .get_mut("events")
+                .and_then(serde_json::Value::as_array_mut)
+            {
+                events.iter_mut().for_each(file_ids_as_text);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A file id from the window: the decimal text [`for_window`] gave it (a plain number is
+/// taken too, for small ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId(pub u64);
+
+impl<'de> serde::Deserialize<'de> for FileId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Number(u64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Number(n) => Ok(Self(n)),
+            Either::Text(t) => t
+                .parse()
+                .map(Self)
+                .map_err(|_| serde::de::Error::custom("a file id is a decimal number")),
+        }
+    }
+}
+
+fn id_text<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
 /// What the window hears about an image's preview ([`files::PREVIEW_EVENT`]).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum PreviewState {
     /// Being fetched (progress comes as the download's `file_progress`).
-    Loading { file_id: u64 },
+    Loading {
+        #[serde(serialize_with = "id_text")]
+        file_id: u64,
+    },
     /// Checked and kept: `preview` gives its bytes, to be shown as `mime` (the sniffed one).
     Ready {
+        #[serde(serialize_with = "id_text")]
         file_id: u64,
         mime: &'static str,
         width: u32,
         height: u32,
     },
     /// Its bytes are not an image the window may show: it is a file.
-    NotImage { file_id: u64, reason: String },
+    NotImage {
+        #[serde(serialize_with = "id_text")]
+        file_id: u64,
+        reason: String,
+    },
     /// The fetch did not complete (the download's `file_failed` says why).
-    Failed { file_id: u64 },
+    Failed {
+        #[serde(serialize_with = "id_text")]
+        file_id: u64,
+    },
     /// Dropped to make room for newer previews: the window lets it go too.
-    Dropped { file_id: u64 },
+    Dropped {
+        #[serde(serialize_with = "id_text")]
+        file_id: u64,
+    },
 }
 
 fn tell_preview<R: Runtime>(app: &AppHandle<R>, state: PreviewState) {
@@ -533,6 +607,97 @@ mod tests {
             false,
             false,
             "ana"
+        ));
+    }
+
+    fn file(file_id: u64, own: bool, history: bool) -> ClientEvent {
+        ClientEvent::FileOffered {
+            seq: 9,
+            time_ms: 0,
+            from: "ben".into(),
+            file_id,
+            name: "playa.png".into(),
+            size: 1000,
+            mime: "image/png".into(),
+            sha256: "00".into(),
+            own,
+            upload_id: own.then_some(3),
+            history,
+        }
+    }
+
+    #[test]
+    fn file_ids_reach_the_window_as_text_that_a_javascript_number_cannot_round() {
+        let id = 0x42f6_8bb9_7ec2_ea1a_u64; // above 2^53
+        let text = serde_json::json!(id.to_string());
+        assert_ne!((id as f64) as u64, id, "a double cannot hold it");
+        let offered = for_window(&file(id, true, false));
+        assert_eq!(offered["file_id"], text);
+        assert_eq!(offered["upload_id"], 3, "upload ids stay numbers");
+        let older = for_window(&ClientEvent::Older {
+            events: vec![file(id, false, true)],
+            more: false,
+        });
+        assert_eq!(older["events"][0]["file_id"], text);
+        let download = for_window(&ClientEvent::FileProgress {
+            direction: TransferDirection::Download,
+            id,
+            name: "a".into(),
+            done: 1,
+            size: 2,
+        });
+        assert_eq!(download["id"], text);
+        let upload = for_window(&ClientEvent::FileProgress {
+            direction: TransferDirection::Upload,
+            id: 7,
+            name: "a".into(),
+            done: 1,
+            size: 2,
+        });
+        assert_eq!(upload["id"], 7);
+        let sent = for_window(&ClientEvent::FileSent {
+            upload_id: 7,
+            file_id: id,
+            seq: 3,
+        });
+        assert_eq!(sent["file_id"], text);
+        let back: FileId = serde_json::from_value(offered["file_id"].clone()).unwrap();
+        assert_eq!(back, FileId(id));
+        assert_eq!(serde_json::from_str::<FileId>("42").unwrap(), FileId(42));
+        assert!(serde_json::from_str::<FileId>("\"4.5e18\"").is_err());
+        let ready = serde_json::to_value(PreviewState::Failed { file_id: id }).unwrap();
+        assert_eq!(
+            ready,
+            serde_json::json!({ "state": "failed", "file_id": id.to_string() })
+        );
+    }
+
+    #[test]
+    fn a_live_file_from_someone_else_notifies_unless_focused_or_muted() {
+        assert!(wants_file_notification(
+            &file(1, false, false),
+            false,
+            false
+        ));
+        assert!(!wants_file_notification(
+            &file(1, false, false),
+            true,
+            false
+        ));
+        assert!(!wants_file_notification(
+            &file(1, false, false),
+            false,
+            true
+        ));
+        assert!(!wants_file_notification(
+            &file(1, true, false),
+            false,
+            false
+        ));
+        assert!(!wants_file_notification(
+            &file(1, false, true),
+            false,
+            false
         ));
     }
 

@@ -113,10 +113,12 @@ fn a_kept_preview_is_pulled_by_id_as_raw_bytes_and_an_unknown_one_is_refused() {
     let (app, window) = app();
     let bytes = png();
     let image = check_image(&bytes).expect("a real PNG");
+    // A random file id above 2^53, as the window has it: text.
+    let id = 0x42f6_8bb9_7ec2_ea1a_u64;
     assert!(app
         .state::<Previews>()
         .insert(
-            42,
+            id,
             Preview {
                 bytes: bytes.clone().into(),
                 image

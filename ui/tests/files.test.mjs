@@ -34,7 +34,7 @@ function png(width, height) {
 
 const connected = () => ({ type: "connected", nick: "ana", epoch: "e", resumed: false, room_reset: false, gap: false, oldest_seq: 1 });
 const offered = (seq, extra = {}) => ({
-  type: "file_offered", seq, time_ms: 1795604686046 + seq, from: "ben", file_id: 1000 + seq, name: "informe.pdf",
+  type: "file_offered", seq, time_ms: 1795604686046 + seq, from: "ben", file_id: String(1000 + seq), name: "informe.pdf",
   size: 1_234_567, mime: "application/pdf", sha256: "ab".repeat(32), own: false, upload_id: null, history: false, ...extra,
 });
 
@@ -66,12 +66,12 @@ test("a file's line: name, size and type in the locale, Save through the backend
   await line.locator(".save").click();
   await page.waitForFunction(() => window.__calls.some((c) => c.cmd === "save_file"));
   const save = (await calls(page)).find((c) => c.cmd === "save_file");
-  assert.deepEqual(save.args, { fileId: 1005, name: "informe.pdf" });
-  await emit(page, [{ type: "file_progress", direction: "download", id: 1005, name: "informe.pdf", done: 614_400, size: 1_234_567 }]);
+  assert.deepEqual(save.args, { fileId: "1005", name: "informe.pdf" }, "file ids travel as text");
+  await emit(page, [{ type: "file_progress", direction: "download", id: "1005", name: "informe.pdf", done: 614_400, size: 1_234_567 }]);
   assert.equal(await line.locator(".transfer").isVisible(), true);
   assert.equal(await line.locator(".bar").evaluate((b) => b.value), 49);
   assert.equal(await line.locator(".transfer-text").textContent(), "49 % · 614 kB of 1.2 MB");
-  await emit(page, [{ type: "file_received", file_id: 1005, name: "informe.pdf", size: 1_234_567, sha256: "ab".repeat(32), path: "/home/ana/Descargas/informe.pdf" }]);
+  await emit(page, [{ type: "file_received", file_id: "1005", name: "informe.pdf", size: 1_234_567, sha256: "ab".repeat(32), path: "/home/ana/Descargas/informe.pdf" }]);
   assert.equal(await line.locator(".transfer").isVisible(), false);
   assert.equal(await line.locator(".file-state").textContent(), "Saved to /home/ana/Descargas/informe.pdf");
   // Cancelling the save dialog writes nothing and shows nothing.
@@ -97,12 +97,12 @@ test("an image preview: the backend's checked bytes through a blob: URL of the s
   const page = await inRoom();
   const bytes = png(800, 500);
   await emit(page, [offered(8, { name: "playa.png", size: bytes.length, mime: "image/png" })]);
-  await emitTo(page, "file-preview", { state: "loading", file_id: 1008 });
+  await emitTo(page, "file-preview", { state: "loading", file_id: "1008" });
   const line = page.locator('[data-file-id="1008"]');
   assert.equal(await line.locator(".transfer").isVisible(), true, "the download of the preview shows its progress");
-  await emit(page, [{ type: "file_progress", direction: "download", id: 1008, name: "playa.png", done: bytes.length / 2, size: bytes.length }]);
-  await emit(page, [{ type: "file_received", file_id: 1008, name: "playa.png", size: bytes.length, sha256: "00", path: null }]);
-  await previewReady(page, 1008, bytes, 800, 500);
+  await emit(page, [{ type: "file_progress", direction: "download", id: "1008", name: "playa.png", done: bytes.length / 2, size: bytes.length }]);
+  await emit(page, [{ type: "file_received", file_id: "1008", name: "playa.png", size: bytes.length, sha256: "00", path: null }]);
+  await previewReady(page, "1008", bytes, 800, 500);
   const img = line.locator(".preview img");
   const seen = await img.evaluate(async (n) => {
     const blob = await (await fetch(n.src)).blob();
@@ -138,8 +138,8 @@ test("an SVG, or a file announced as an image that is not one, stays a file: no 
   const page = await inRoom();
   await emit(page, [offered(9, { name: "logo.svg", size: 2048, mime: "image/svg+xml" }),
     offered(10, { name: "foto.png", size: 40, mime: "image/png" })]);
-  await emitTo(page, "file-preview", { state: "loading", file_id: 1010 });
-  await emitTo(page, "file-preview", { state: "not_image", file_id: 1010, reason: "its bytes are not a PNG, JPEG, GIF or WebP image" });
+  await emitTo(page, "file-preview", { state: "loading", file_id: "1010" });
+  await emitTo(page, "file-preview", { state: "not_image", file_id: "1010", reason: "its bytes are not a PNG, JPEG, GIF or WebP image" });
   assert.equal(await page.locator("#log img").count(), 0);
   assert.equal(await page.locator('[data-file-id="1009"] .file-details').textContent(), "2 kB · SVG image");
   assert.equal(await page.locator('[data-file-id="1010"] .transfer').isVisible(), false);
@@ -184,12 +184,12 @@ test("a pasted image is sent as raw bytes under a name; its line shows upload pr
     { type: "reconnecting", attempt: 1, delay_ms: 500, reason: "network" }, connected(),
     { type: "file_progress", direction: "upload", id: 2, name: "captura.png", done: 300, size: bytes.length }]);
   assert.equal(await second.locator(".bar").evaluate((b) => b.value), Math.floor((300 / bytes.length) * 100), "the bar continues");
-  await emit(page, [{ type: "file_sent", upload_id: 2, file_id: 77, seq: 12 },
-    { ...offered(12, { from: "ana", own: true, upload_id: 2, file_id: 77, name: "captura.png", size: bytes.length, mime: "image/png" }) }]);
-  assert.equal(await page.locator('#log .msg.file[data-file-id="77"]').count(), 1, "one line for the file");
+  await emit(page, [{ type: "file_sent", upload_id: 2, file_id: "18446744073709551557", seq: 12 },
+    { ...offered(12, { from: "ana", own: true, upload_id: 2, file_id: "18446744073709551557", name: "captura.png", size: bytes.length, mime: "image/png" }) }]);
+  assert.equal(await page.locator('#log .msg.file[data-file-id="18446744073709551557"]').count(), 1, "one line for the file");
   assert.equal(await second.evaluate((n) => n.classList.contains("pending")), false);
   assert.equal(await second.locator(".status").textContent(), "");
-  await previewReady(page, 77, bytes, 40, 30);
+  await previewReady(page, "18446744073709551557", bytes, 40, 30);
   assert.deepEqual(page.errors, []);
 });
 
@@ -255,22 +255,22 @@ test("files in history and older pages can be previewed and saved; one the host 
   const old = page.locator('[data-file-id="1003"]');
   assert.equal(await old.locator(".file-name").textContent(), "viejo.pdf");
   await old.locator(".save").click();
-  await page.waitForFunction(() => window.__calls.some((c) => c.cmd === "save_file" && c.args.fileId === 1003));
-  await emit(page, [{ type: "file_failed", direction: "download", id: 1003, name: "viejo.pdf", reason: "gone", message: "gone" }]);
+  await page.waitForFunction(() => window.__calls.some((c) => c.cmd === "save_file" && c.args.fileId === "1003"));
+  await emit(page, [{ type: "file_failed", direction: "download", id: "1003", name: "viejo.pdf", reason: "gone", message: "gone" }]);
   assert.equal(await old.locator(".file-state").textContent(), "No longer available: the host no longer keeps this file.");
   assert.equal(await old.locator(".save").isVisible(), false);
   // A preview dropped to save memory: its blob: URL is revoked, "Show preview" fetches it again.
   const bytes = png(20, 20);
   await emit(page, [offered(41, { name: "a.png", mime: "image/png", size: bytes.length })]);
-  await previewReady(page, 1041, bytes, 20, 20);
+  await previewReady(page, "1041", bytes, 20, 20);
   const url = await page.locator('[data-file-id="1041"] img').getAttribute("src");
-  await emitTo(page, "file-preview", { state: "dropped", file_id: 1041 });
+  await emitTo(page, "file-preview", { state: "dropped", file_id: "1041" });
   assert.equal(await page.locator('[data-file-id="1041"] img').count(), 0);
   const revoked = await page.evaluate((u) => fetch(u).then(() => false, () => true), url);
   assert.equal(revoked, true, "the blob: URL is revoked");
   await page.locator('[data-file-id="1041"] .show-preview').click();
   await page.waitForFunction(() => window.__calls.some((c) => c.cmd === "load_preview"));
-  assert.deepEqual((await calls(page)).find((c) => c.cmd === "load_preview").args, { fileId: 1041, mime: "image/png", size: bytes.length });
+  assert.deepEqual((await calls(page)).find((c) => c.cmd === "load_preview").args, { fileId: "1041", mime: "image/png", size: bytes.length });
   assert.deepEqual(page.errors, []);
 });
 
@@ -282,9 +282,9 @@ test("WCAG AA contrast with file lines, progress, failures, a preview and the fu
       await emit(page, [{ type: "message", seq: 2, time_ms: 1795604686046, from: "ben", text: "mira la foto", own: false, msg_id: null, history: false },
         offered(3, { name: "playa.png", mime: "image/png", size: bytes.length }), offered(4),
         offered(5, { name: "viejo.zip", mime: "application/zip" })]);
-      await previewReady(page, 1003, bytes, 640, 400);
-      await emit(page, [{ type: "file_progress", direction: "download", id: 1004, name: "informe.pdf", done: 400_000, size: 1_234_567 },
-        { type: "file_failed", direction: "download", id: 1005, name: "viejo.zip", reason: "gone", message: "" }]);
+      await previewReady(page, "1003", bytes, 640, 400);
+      await emit(page, [{ type: "file_progress", direction: "download", id: "1004", name: "informe.pdf", done: 400_000, size: 1_234_567 },
+        { type: "file_failed", direction: "download", id: "1005", name: "viejo.zip", reason: "gone", message: "" }]);
       await page.evaluate(() => { window.__responses.paste_file = null; });
       await emitTo(page, "files-queued", { queued: [{ upload_id: 9, name: "notas.txt", size: 3000, mime: "text/plain" }], failed: [] });
       await emit(page, [{ type: "file_progress", direction: "upload", id: 9, name: "notas.txt", done: 1000, size: 3000 }]);
