@@ -52,7 +52,9 @@ function chat(port, nick, passphrase = PASS, extra = []) {
   const events = [];
   const waiters = [];
   createInterface({ input: child.stdout }).on("line", (line) => {
-    const event = JSON.parse(line);
+    // File ids are random u64s, more than a JavaScript number holds: kept exact, as text
+    // (as the app's window has them).
+    const event = JSON.parse(line.replace(/"(file_id|id)":(\d{16,})/g, '"$1":"$2"'));
     events.push(event);
     for (const w of [...waiters]) if (w.pred(event)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(event); }
   });
@@ -295,14 +297,24 @@ function png(width, height, hue = 0) {
   const rows = [];
   for (let y = 0; y < height; y += 1) {
     const row = Buffer.alloc(1 + width * 3);
-    for (let x = 0; x < width; x += 1) {
-      const disc = (x - width * 0.62) ** 2 + (y - height * 0.4) ** 2 < (height * 0.22) ** 2;
-      const px = disc ? [250, 200 - hue, 60] : [40 + (x * 120) / width, 110 + hue + (y * 60) / height, 190 - (y * 90) / height];
-      row.set(px.map((v) => Math.max(0, Math.min(255, Math.round(v)))), 1 + x * 3);
-    }
+    for (let x = 0; x < width; x += 1) row.set(pixel(x, y, width, height, hue), 1 + x * 3);
     rows.push(row);
   }
   return Buffer.concat([Buffer.from("89504e470d0a1a0a", "hex"), chunk("IHDR", ihdr), chunk("IDAT", deflateSync(Buffer.concat(rows))), chunk("IEND", Buffer.alloc(0))]);
+}
+
+// The colour of pixel (x, y) of png(width, height, hue).
+function pixel(x, y, width, height, hue) {
+  const disc = (x - width * 0.62) ** 2 + (y - height * 0.4) ** 2 < (height * 0.22) ** 2;
+  const px = disc ? [250, 200 - hue, 60] : [40 + (x * 120) / width, 110 + hue + (y * 60) / height, 190 - (y * 90) / height];
+  return px.map((v) => Math.max(0, Math.min(255, Math.round(v))));
+}
+
+// The pixels of png(width, height, hue) as a canvas holds them (RGBA, opaque).
+function rgba(width, height, hue = 0) {
+  const out = Buffer.alloc(width * height * 4, 255);
+  for (let y = 0; y < height; y += 1) for (let x = 0; x < width; x += 1) out.set(pixel(x, y, width, height, hue), (y * width + x) * 4);
+  return out;
 }
 
 const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
@@ -310,8 +322,8 @@ const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
 // 3d. Files both ways with a terminal member (`fil`, --download-dir a temp dir). An image
 // pasted into the app's composer (a real paste event carrying a File built in the page from
 // bytes made here) shows as a preview in the app and arrives byte-identical at the terminal
-// member; the terminal member /sends a PNG and the app shows it as a preview whose bytes in
-// the page (the blob: URL's, hashed in the page) are the file's. Screenshots of the
+// member; the terminal member /sends a PNG and the app shows it as a preview whose pixels
+// and bytes in the page are the file's. Screenshots of the
 // conversation with images at normal width and at 360 px (the README's).
 async function filesBothWays(session, port, ben) {
   const downloads = mkdtempSync(path.join(tmpdir(), "tertulia-e2e-downloads-"));
@@ -340,7 +352,11 @@ async function filesBothWays(session, port, ben) {
   if (!/^pasted image \d{4}-\d\d-\d\d \d\d\.\d\d\.png$/.test(path.basename(received.path))) throw new Error(`saved as ${path.basename(received.path)}`);
   const ownPreview = `#log .msg.file.own[data-file-id="${offered.file_id}"] .preview img`;
   await session.waitFor("the pasted image as a preview in the app", "const i = document.querySelector(arguments[0]); return !!i && i.complete && i.naturalWidth === 480;", ownPreview)
-    .catch(async (e) => { throw new Error(`${e.message}; the log's file lines: ${await session.run("return [...document.querySelectorAll('#log .msg.file')].map((n) => n.outerHTML).join('\\n');")}`); });
+    .catch(async (e) => {
+      await session.run("window.__probe = null; const n = document.querySelector('#log .msg.file.own'); const i = n && n.querySelector('img'); window.__TAURI__.core.invoke('preview', { fileId: n.dataset.fileId }).then((b) => { window.__probe = { type: Object.prototype.toString.call(b), len: b.byteLength ?? b.length, complete: i && i.complete, w: i && i.naturalWidth }; }, (x) => { window.__probe = { error: JSON.stringify(x) }; }); return true;");
+      const probe = await session.waitFor("the probe", "return window.__probe;").catch(() => null);
+      throw new Error(`${e.message}; probe ${JSON.stringify(probe)}`);
+    });
   log(`pasted PNG: a preview in the app, byte-identical at the terminal member (${pasted.length} bytes, sha256 ${pastedSha.slice(0, 16)}…)`);
 
   const sent = png(360, 420, 60);
@@ -351,17 +367,35 @@ async function filesBothWays(session, port, ben) {
   const name = path.basename(sentFile);
   const line = `#log .msg.file:not(.own)[data-name="${name}"]`;
   await session.waitFor("the terminal member's image as a preview", "const i = document.querySelector(arguments[0] + ' .preview img'); return !!i && i.complete && i.naturalWidth === 360 && i.naturalHeight === 420;", line);
+  // What the page shows: the preview's pixels, drawn on a canvas, are the file's exactly
+  // (PNG is lossless), and the bytes the page got for its blob: URL hash to the file's
+  // SHA-256. The blob: URL itself cannot be fetched: the CSP allows blob: for images only
+  // (connect-src has no blob:), which this checks too.
   await session.run(`
     window.__digest = null;
     const img = document.querySelector(arguments[0] + " .preview img");
-    fetch(img.src).then((r) => r.arrayBuffer()).then((b) => crypto.subtle.digest("SHA-256", b))
-      .then((d) => { window.__digest = { src: img.src, sha: [...new Uint8Array(d)].map((x) => x.toString(16).padStart(2, "0")).join("") }; },
+    const line = document.querySelector(arguments[0]);
+    const canvas = document.createElement("canvas");
+    canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+    const g = canvas.getContext("2d");
+    g.drawImage(img, 0, 0);
+    const shown = g.getImageData(0, 0, canvas.width, canvas.height).data;
+    const expected = Uint8Array.from(atob(arguments[1]), (c) => c.charCodeAt(0));
+    let differ = shown.length === expected.length ? 0 : -1;
+    for (let i = 0; differ >= 0 && i < shown.length; i += 1) if (shown[i] !== expected[i]) differ += 1;
+    const hex = (d) => [...new Uint8Array(d)].map((x) => x.toString(16).padStart(2, "0")).join("");
+    const blobFetch = fetch(img.src).then(() => "fetched", () => "refused");
+    window.__TAURI__.core.invoke("preview", { fileId: line.dataset.fileId })
+      .then((b) => crypto.subtle.digest("SHA-256", b))
+      .then(async (d) => { window.__digest = { src: img.src, differ, sha: hex(d), blobFetch: await blobFetch }; },
         (e) => { window.__digest = { error: String(e) }; });
-    return true;`, line);
-  const digest = await session.waitFor("the preview's bytes hashed in the page", "return window.__digest;");
-  if (digest.error) throw new Error(`the page could not read its blob: URL: ${digest.error}`);
+    return true;`, line, rgba(360, 420, 60).toString("base64"));
+  const digest = await session.waitFor("the preview's pixels and bytes checked in the page", "return window.__digest;");
+  if (digest.error) throw new Error(`the page could not get the preview's bytes: ${digest.error}`);
   if (!digest.src.startsWith("blob:")) throw new Error(`the preview is not a blob: URL: ${digest.src}`);
-  if (digest.sha !== sha256(sent)) throw new Error(`the page shows bytes with sha256 ${digest.sha}, the file's is ${sha256(sent)}`);
+  if (digest.differ !== 0) throw new Error(`the preview's pixels differ from the file's in ${digest.differ} bytes`);
+  if (digest.sha !== sha256(sent)) throw new Error(`the page's preview bytes have sha256 ${digest.sha}, the file's is ${sha256(sent)}`);
+  if (digest.blobFetch !== "refused") throw new Error("the page could fetch a blob: URL: the CSP's connect-src allows blob:");
   const kind = await session.text(`${line} .file-details`);
   if (!/PNG image$/.test(kind || "")) throw new Error(`the file's line says ${kind}`);
   log(`the terminal member's PNG: a preview in the app with the file's exact bytes (sha256 ${digest.sha.slice(0, 16)}…)`);
