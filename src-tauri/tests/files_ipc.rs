@@ -128,7 +128,7 @@ fn a_kept_preview_is_pulled_by_id_as_raw_bytes_and_an_unknown_one_is_refused() {
     match call(
         &window,
         "preview",
-        InvokeBody::Json(json!({ "fileId": 42 })),
+        InvokeBody::Json(json!({ "fileId": id.to_string() })),
         None,
     ) {
         Ok(InvokeResponseBody::Raw(raw)) => assert_eq!(raw, bytes, "the exact bytes, raw"),
@@ -142,5 +142,15 @@ fn a_kept_preview_is_pulled_by_id_as_raw_bytes_and_an_unknown_one_is_refused() {
             None
         )),
         "invalid"
+    );
+    assert!(
+        call(
+            &window,
+            "preview",
+            InvokeBody::Json(json!({ "fileId": "4.8e18" })),
+            None
+        )
+        .is_err(),
+        "a file id is a decimal number"
     );
 }
