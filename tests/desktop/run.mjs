@@ -48,7 +48,10 @@ function start(cmd, args, env = {}) {
 /** A tertulia-chat --json process with an event log. */
 function chat(port, nick, passphrase = PASS, extra = []) {
   const pins = ["--known-hosts", path.join(pinsDir, `known_hosts-${nick}`)];
-  const child = start(bin("tertulia-chat"), [`127.0.0.1:${port}`, "--nick", nick, "--json", ...pins, ...extra], { TERTULIA_PASSPHRASE: passphrase });
+  // Files shared live are fetched on their own: into a throw-away folder, never the
+  // current directory or the user's downloads (unless the step gives its own).
+  const downloads = extra.includes("--download-dir") ? [] : ["--download-dir", mkdtempSync(path.join(pinsDir, `downloads-${nick}-`))];
+  const child = start(bin("tertulia-chat"), [`127.0.0.1:${port}`, "--nick", nick, "--json", ...pins, ...downloads, ...extra], { TERTULIA_PASSPHRASE: passphrase });
   const events = [];
   const waiters = [];
   createInterface({ input: child.stdout }).on("line", (line) => {
