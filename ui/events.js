@@ -13,6 +13,7 @@ import { session } from "./session.js";
 import { incoming } from "./away.js";
 import { joined } from "./prefs.js";
 import { showRoomIdentity, hostIdentityChanged } from "./room.js";
+import { fileNode, fileOffered, fileProgress, fileSent, fileReceived, fileFailed } from "./files.js";
 
 // Errors after which the client does not retry: the bar says why it failed.
 const FATAL_ERRORS = new Set(["wrong_passphrase", "not_tertulia", "bad_passphrase", "host_identity_changed"]);
@@ -21,7 +22,7 @@ const FATAL_ERRORS = new Set(["wrong_passphrase", "not_tertulia", "bad_passphras
 let fatalText = null;
 
 // The log node of a room event, by kind; older pages carry these same events.
-const roomEventNode = { message: messageNode, join: joinNode, leave: leaveNode };
+const roomEventNode = { message: messageNode, join: joinNode, leave: leaveNode, file_offered: fileNode };
 
 // A room event shown live or from the backlog, at the bottom of the log.
 function showRoomEvent(ev) {
@@ -61,6 +62,14 @@ const handlers = {
   },
   join: showRoomEvent,
   leave: showRoomEvent,
+  file_offered(ev) {
+    fileOffered(ev);
+    if (!ev.history && !ev.own) incoming();
+  },
+  file_progress: fileProgress,
+  file_sent: fileSent,
+  file_received: fileReceived,
+  file_failed: fileFailed,
   older(ev) {
     const items = ev.events
       .filter((item) => Object.hasOwn(roomEventNode, item.type))

@@ -5,7 +5,8 @@
 // Modules: validate, invite, mention, text, paging, conversation, links (pure, unit-tested
 // with node --test); dom, tauri, prefs, session (shared helpers); start, room, log, items,
 // people, connection, typing, composer, dialogs, thread (groups, days), opener (links), away
-// (title count, mute) (views); events (core event -> views).
+// (title count, mute), files (file lines, previews, attach/drop/paste) (views); filemeta
+// (sizes, types; pure); events (core event -> views).
 import { $, showError } from "./dom.js";
 import { hasBackend, listen } from "./tauri.js";
 import { errorText } from "./text.js";
@@ -20,6 +21,7 @@ import { initDialogs } from "./dialogs.js";
 import { onChatEvent } from "./events.js";
 import { initLinks } from "./opener.js";
 import { initAway } from "./away.js";
+import { initFiles, listenFiles } from "./files.js";
 import { notice } from "./log.js";
 
 async function main() {
@@ -32,9 +34,11 @@ async function main() {
   initDialogs({ onNickCancel: abandonRoom });
   initLinks($("log"), (text) => notice(text, false));
   initAway();
+  initFiles();
   if (!hasBackend()) { showError("join-error", t("app.no_backend")); return; }
   try {
     await listen("chat-event", (e) => onChatEvent(e.payload));
+    await listenFiles();
   } catch (e) {
     showError("join-error", t("app.no_events", { error: errorText(e) }));
   }

@@ -4,6 +4,7 @@
 // to the start.
 import { $, el, showError } from "./dom.js";
 import { resetLog, notice } from "./log.js";
+import { resetFiles } from "./files.js";
 import { clearOnline, onlineCount } from "./people.js";
 import { setConnState, clearCountdown } from "./connection.js";
 import { clearTyping } from "./typing.js";
@@ -16,6 +17,7 @@ import { invoke } from "./tauri.js";
 
 export function enterChat() {
   resetLog();
+  resetFiles();
   clearOnline();
   $("start").hidden = true;
   $("chat").hidden = false;

@@ -234,5 +234,5 @@ function initLanguagePicker() {
 
 // The desktop's "N new messages from …" in the window's language.
 function wordNotifications() {
-  if (hasBackend()) invoke("set_notification_summary", { text: t("notification.summary") }).catch(() => {});
+  if (hasBackend()) invoke("set_notification_summary", { text: t("notification.summary"), photo: t("notification.shared_photo"), file: t("notification.shared_file") }).catch(() => {});
 }

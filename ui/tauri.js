@@ -2,5 +2,5 @@
 // of core client events. Read from window.__TAURI__ when called, never at import.
 
 export const hasBackend = () => !!window.__TAURI__;
-export const invoke = (cmd, args) => window.__TAURI__.core.invoke(cmd, args);
+export const invoke = (cmd, args, options) => window.__TAURI__.core.invoke(cmd, args, options);
 export const listen = (name, handler) => window.__TAURI__.event.listen(name, handler);

@@ -51,6 +51,9 @@ pub enum CommandError {
     RoomPassphraseChanged,
     #[error("not connected to a room")]
     NotConnected,
+    /// A pasted file over the host's per-file limit.
+    #[error("the file is larger than {max_bytes} bytes, the most a room takes")]
+    FileTooLarge { max_bytes: u64 },
     #[error("{0}")]
     Client(#[from] client::SendError),
 }
@@ -69,6 +72,8 @@ impl CommandError {
             Self::NoNetwork => "no_network",
             Self::RoomPassphraseChanged => "room_passphrase_changed",
             Self::NotConnected | Self::Client(client::SendError::Stopped) => "not_connected",
+            Self::FileTooLarge { .. } => "file_too_large",
+            Self::Client(client::SendError::File(_)) => "file_refused",
             Self::Client(client::SendError::OutboxFull(_)) => "outbox_full",
             Self::Client(_) => "send_refused",
         }
@@ -111,6 +116,7 @@ impl Serialize for CommandError {
                 map.serialize_entry("reason", reason)?;
             }
             Self::HostKey { reason } => map.serialize_entry("reason", reason)?,
+            Self::FileTooLarge { max_bytes } => map.serialize_entry("max_bytes", max_bytes)?,
             Self::Client(client::SendError::InvalidText(reason)) => {
                 map.serialize_entry("reason", reason)?;
             }

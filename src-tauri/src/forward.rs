@@ -7,6 +7,11 @@
 //! replaced as more arrive (on Linux and the BSDs, by its server id), at most one popup per
 //! [`notifications::MIN_INTERVAL`]. The forwarder ends after `Disconnected`.
 //!
+//! Files: an image offered in the room (live, in the backlog or in an older page) is fetched
+//! into memory for its preview ([`fetch_preview`]) and validated off the async runtime
+//! before the window hears of it ([`files::PREVIEW_EVENT`]); a file or photo shared by
+//! someone else notifies like a message ("ana shared a photo"), unless muted.
+//!
 //! The rule lives here, not in the window: the backend sees every event as it arrives and
 //! knows our nickname as the core confirmed it (`Connected`), whether the webview is
 //! throttled in the background or not.
@@ -15,18 +20,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use serde::Serialize;
 use tauri::{AppHandle, Emitter, Manager, Runtime, State};
-use tertulia_core::client::ClientEvent;
+use tertulia_core::client::{ClientEvent, ClientHandle, FetchTarget, TransferDirection};
 use tokio::sync::mpsc;
 
+use crate::files;
 use crate::notifications::{self, Coalescer, Popup};
+use crate::preview::{self, Preview, Previews};
 
 /// The Tauri event carrying every core client event to the window.
 pub const CHAT_EVENT: &str = "chat-event";
 
-/// Forward `events` to the window until the session is over (or the task is aborted).
+/// Forward `events` to the window until the session is over (or the task is aborted);
+/// `handle` fetches the previews of the images offered.
 pub fn spawn<R: Runtime>(
     app: AppHandle<R>,
+    handle: ClientHandle,
     mut events: mpsc::Receiver<ClientEvent>,
 ) -> tauri::async_runtime::JoinHandle<()> {
     tauri::async_runtime::spawn(async move {
@@ -49,7 +59,8 @@ pub fn spawn<R: Runtime>(
                 }
             };
             let Some(event) = event else { break };
-            let _ = app.emit(CHAT_EVENT, &event);
+            let _ = app.emit(CHAT_EVENT, for_window(&event));
+            on_file_event(&app, &handle, &event).await;
             if let ClientEvent::Connected {
                 nick: confirmed, ..
             } = &event
@@ -62,6 +73,249 @@ pub fn spawn<R: Runtime>(
             }
         }
     })
+}
+
+/// A client event as the window gets it: as the core serializes it, but with file ids as
+/// decimal strings. They are random u64s (`docs/PROTOCOL.md` §13), which a JavaScript number
+/// (53 bits) cannot hold: the window keeps them as text and sends them back as text
+/// ([`FileId`]). Upload ids (the client's own small counter) stay numbers.
+pub fn for_window(event: &ClientEvent) -> serde_json::Value {
+    let mut value = serde_json::to_value(event).unwrap_or(serde_json::Value::Null);
+    file_ids_as_text(&mut value);
+    value
+}
+
+fn file_ids_as_text(value: &mut serde_json::Value) {
+    let as_text = |v: &mut serde_json::Value, field: &str| {
+        if let Some(n) = v.get(field).and_then(serde_json::Value::as_u64) {
+            v[field] = serde_json::Value::String(n.to_string());
+        }
+    };
+    match value.get("type").and_then(serde_json::Value::as_str) {
+        Some("file_offered" | "file_sent" | "file_received") => as_text(value, "file_id"),
+        Some("file_progress" | "file_failed") if value["direction"] == "download" => {
+            as_text(value, "id");
+        }
+        Some("older") => {
+            if let Some(events) = value
+                .get_mut("events")
+                .and_then(serde_json::Value::as_array_mut)
+            {
+                events.iter_mut().for_each(file_ids_as_text);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A file id from the window: the decimal text [`for_window`] gave it (a plain number is
+/// taken too, for small ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId(pub u64);
+
+impl<'de> serde::Deserialize<'de> for FileId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Number(u64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Number(n) => Ok(Self(n)),
+            Either::Text(t) => t
+                .parse()
+                .map(Self)
+                .map_err(|_| serde::de::Error::custom("a file id is a decimal number")),
+        }
+    }
+}
+
+fn id_text<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+/// What the window hears about an image's preview ([`files::PREVIEW_EVENT`]).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PreviewState {
+    /// Being fetched (progress comes as the download's `file_progress`).
+    Loading {
+        #[serde(serialize_with = "id_text")]
+        file_id: u64,
+    },
+    /// Checked and kept: `preview` gives its bytes, to be shown as `mime` (the sniffed one).
+    Ready {
+        #[serde(serialize_with = "id_text")]
+        file_id: u64,
+        mime: &'static str,
+        width: u32,
+        height: u32,
+    },
+    /// Its bytes are not an image the window may show: it is a file.
+    NotImage {
+        #[serde(serialize_with = "id_text")]
+        file_id: u64,
+        reason: String,
+    },
+    /// The fetch did not complete (the download's `file_failed` says why).
+    Failed {
+        #[serde(serialize_with = "id_text")]
+        file_id: u64,
+    },
+    /// Dropped to make room for newer previews: the window lets it go too.
+    Dropped {
+        #[serde(serialize_with = "id_text")]
+        file_id: u64,
+    },
+}
+
+fn tell_preview<R: Runtime>(app: &AppHandle<R>, state: PreviewState) {
+    let _ = app.emit(files::PREVIEW_EVENT, &state);
+}
+
+/// Queue the fetch of a preview for an offered file, if it is announced as an image of a
+/// preview's size; true if it is (or already was) on its way or kept.
+pub async fn fetch_preview<R: Runtime>(
+    app: &AppHandle<R>,
+    handle: &ClientHandle,
+    file_id: u64,
+    mime: &str,
+    size: u64,
+) -> bool {
+    if !preview::wants_preview(mime, size) {
+        return false;
+    }
+    let Some(previews) = app.try_state::<Previews>() else {
+        return false;
+    };
+    if let Some(kept) = previews.get(file_id) {
+        tell_preview(app, ready(file_id, &kept));
+        return true;
+    }
+    if !previews.start_fetch(file_id) {
+        return true;
+    }
+    let target = FetchTarget::Memory {
+        max_bytes: preview::MAX_PREVIEW_FILE_BYTES,
+    };
+    match handle.fetch_file(file_id, target).await {
+        Ok(()) => {
+            tell_preview(app, PreviewState::Loading { file_id });
+            true
+        }
+        Err(e) => {
+            previews.end_fetch(file_id);
+            tracing::debug!(file_id, error = %e, "preview not fetched");
+            tell_preview(app, PreviewState::Failed { file_id });
+            false
+        }
+    }
+}
+
+fn ready(file_id: u64, kept: &Preview) -> PreviewState {
+    PreviewState::Ready {
+        file_id,
+        mime: kept.image.mime(),
+        width: kept.image.width,
+        height: kept.image.height,
+    }
+}
+
+/// The preview side of a client event: fetch offered images, check what arrived.
+async fn on_file_event<R: Runtime>(app: &AppHandle<R>, handle: &ClientHandle, event: &ClientEvent) {
+    match event {
+        ClientEvent::FileOffered {
+            file_id,
+            mime,
+            size,
+            ..
+        } => {
+            fetch_preview(app, handle, *file_id, mime, *size).await;
+        }
+        ClientEvent::Older { events, .. } => {
+            for older in events {
+                if let ClientEvent::FileOffered {
+                    file_id,
+                    mime,
+                    size,
+                    ..
+                } = older
+                {
+                    fetch_preview(app, handle, *file_id, mime, *size).await;
+                }
+            }
+        }
+        ClientEvent::FileReceived {
+            file_id,
+            bytes: Some(bytes),
+            ..
+        } => {
+            let Some(previews) = app.try_state::<Previews>() else {
+                return;
+            };
+            if previews.end_fetch(*file_id) {
+                check_preview(app.clone(), *file_id, bytes.clone());
+            }
+        }
+        ClientEvent::FileFailed {
+            direction: TransferDirection::Download,
+            id,
+            ..
+        } if app
+            .try_state::<Previews>()
+            .is_some_and(|p| p.end_fetch(*id)) =>
+        {
+            tell_preview(app, PreviewState::Failed { file_id: *id });
+        }
+        _ => {}
+    }
+}
+
+/// Validate a fetched preview off the async runtime, one at a time, then keep it and tell
+/// the window (or tell it the file is not an image).
+fn check_preview<R: Runtime>(app: AppHandle<R>, file_id: u64, bytes: std::sync::Arc<[u8]>) {
+    tauri::async_runtime::spawn(async move {
+        let Some(previews) = app.try_state::<Previews>() else {
+            return;
+        };
+        let Ok(_slot) = previews.decode_slot.acquire().await else {
+            return;
+        };
+        let checked = {
+            let bytes = bytes.clone();
+            tauri::async_runtime::spawn_blocking(move || preview::check_image(&bytes)).await
+        };
+        match checked {
+            Ok(Ok(image)) => {
+                let kept = Preview { bytes, image };
+                let state = ready(file_id, &kept);
+                let dropped = previews.insert(file_id, kept);
+                for old in dropped.iter().filter(|id| **id != file_id) {
+                    tell_preview(&app, PreviewState::Dropped { file_id: *old });
+                }
+                if dropped.contains(&file_id) {
+                    tell_preview(&app, PreviewState::Failed { file_id });
+                } else {
+                    tell_preview(&app, state);
+                }
+            }
+            Ok(Err(not_image)) => {
+                tracing::info!(file_id, reason = %not_image, "offered as an image, shown as a file");
+                tell_preview(
+                    &app,
+                    PreviewState::NotImage {
+                        file_id,
+                        reason: not_image.to_string(),
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!(file_id, error = %e, "preview check did not finish");
+                tell_preview(&app, PreviewState::Failed { file_id });
+            }
+        }
+    });
 }
 
 async fn sleep_until(due: Option<Instant>) {
@@ -87,6 +341,8 @@ pub struct NotifySettings {
     focus_count: AtomicU64,
     /// The coalesced notification's wording in the window's language (`{n}`, `{names}`).
     summary: Mutex<Option<String>>,
+    /// "{from} shared a photo" / "… a file", in the window's language.
+    shared: Mutex<Option<(String, String)>>,
 }
 
 impl NotifySettings {
@@ -110,6 +366,23 @@ impl NotifySettings {
             .clone()
             .unwrap_or_else(|| notifications::DEFAULT_SUMMARY.to_owned())
     }
+
+    /// What a notification says for a file `from` shared (`photo`: announced as an image).
+    pub fn shared_text(&self, from: &str, photo: bool) -> String {
+        let words = self
+            .shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (photo_words, file_words) = words.unwrap_or_else(|| {
+            (
+                notifications::DEFAULT_SHARED_PHOTO.to_owned(),
+                notifications::DEFAULT_SHARED_FILE.to_owned(),
+            )
+        });
+        let words = if photo { photo_words } else { file_words };
+        words.replace("{from}", from)
+    }
 }
 
 #[tauri::command]
@@ -120,11 +393,22 @@ pub fn set_notifications_muted(settings: State<'_, NotifySettings>, muted: bool)
 /// Longest summary wording the window may set, in bytes.
 const MAX_SUMMARY_BYTES: usize = 200;
 
-/// The window's wording for "N new messages from …" (`{n}`, `{names}`), in its language.
+/// The window's wording for "N new messages from …" (`{n}`, `{names}`), in its language;
+/// `photo` and `file`: "{from} shared a photo" / "… a file".
 #[tauri::command]
-pub fn set_notification_summary(settings: State<'_, NotifySettings>, text: String) {
+pub fn set_notification_summary(
+    settings: State<'_, NotifySettings>,
+    text: String,
+    photo: Option<String>,
+    file: Option<String>,
+) {
     if text.len() <= MAX_SUMMARY_BYTES {
         *settings.summary.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+    }
+    if let (Some(photo), Some(file)) = (photo, file) {
+        if photo.len() <= MAX_SUMMARY_BYTES && file.len() <= MAX_SUMMARY_BYTES {
+            *settings.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some((photo, file));
+        }
     }
 }
 
@@ -141,6 +425,20 @@ pub fn wants_notification(event: &ClientEvent, focused: bool, muted: bool, nick:
         return false;
     };
     !focused && (!muted || mentions(text, nick))
+}
+
+/// The rule for files: one shared live by someone else while the window is not focused,
+/// not while muted (only mentions notify then, and a file mentions nobody).
+pub fn wants_file_notification(event: &ClientEvent, focused: bool, muted: bool) -> bool {
+    matches!(
+        event,
+        ClientEvent::FileOffered {
+            own: false,
+            history: false,
+            ..
+        }
+    ) && !focused
+        && !muted
 }
 
 /// Does `text` name `nick`? As the window highlights mentions (ui/mention.js): the nickname
@@ -192,6 +490,28 @@ impl Desktop {
     /// A message counts towards a popup if [`wants_notification`] says so; one seen while
     /// focused ends the unread run.
     fn on_event<R: Runtime>(&mut self, app: &AppHandle<R>, event: &ClientEvent, nick: &str) {
+        if let ClientEvent::FileOffered {
+            from, mime, size, ..
+        } = event
+        {
+            let focused = self.caught_up(app);
+            let muted = app.try_state::<NotifySettings>().is_some_and(|s| s.muted());
+            if !wants_file_notification(event, focused, muted) {
+                return;
+            }
+            let photo = preview::wants_preview(mime, *size);
+            let text = app
+                .try_state::<NotifySettings>()
+                .map(|s| s.shared_text(from, photo))
+                .unwrap_or_default();
+            if let Some(popup) =
+                self.unread
+                    .message(from, &text, Instant::now(), &summary_text(app))
+            {
+                self.show(app, popup);
+            }
+            return;
+        }
         let ClientEvent::Message { from, text, .. } = event else {
             return;
         };
@@ -287,6 +607,97 @@ mod tests {
             false,
             false,
             "ana"
+        ));
+    }
+
+    fn file(file_id: u64, own: bool, history: bool) -> ClientEvent {
+        ClientEvent::FileOffered {
+            seq: 9,
+            time_ms: 0,
+            from: "ben".into(),
+            file_id,
+            name: "playa.png".into(),
+            size: 1000,
+            mime: "image/png".into(),
+            sha256: "00".into(),
+            own,
+            upload_id: own.then_some(3),
+            history,
+        }
+    }
+
+    #[test]
+    fn file_ids_reach_the_window_as_text_that_a_javascript_number_cannot_round() {
+        let id = 0x42f6_8bb9_7ec2_ea1a_u64; // above 2^53
+        let text = serde_json::json!(id.to_string());
+        assert_ne!((id as f64) as u64, id, "a double cannot hold it");
+        let offered = for_window(&file(id, true, false));
+        assert_eq!(offered["file_id"], text);
+        assert_eq!(offered["upload_id"], 3, "upload ids stay numbers");
+        let older = for_window(&ClientEvent::Older {
+            events: vec![file(id, false, true)],
+            more: false,
+        });
+        assert_eq!(older["events"][0]["file_id"], text);
+        let download = for_window(&ClientEvent::FileProgress {
+            direction: TransferDirection::Download,
+            id,
+            name: "a".into(),
+            done: 1,
+            size: 2,
+        });
+        assert_eq!(download["id"], text);
+        let upload = for_window(&ClientEvent::FileProgress {
+            direction: TransferDirection::Upload,
+            id: 7,
+            name: "a".into(),
+            done: 1,
+            size: 2,
+        });
+        assert_eq!(upload["id"], 7);
+        let sent = for_window(&ClientEvent::FileSent {
+            upload_id: 7,
+            file_id: id,
+            seq: 3,
+        });
+        assert_eq!(sent["file_id"], text);
+        let back: FileId = serde_json::from_value(offered["file_id"].clone()).unwrap();
+        assert_eq!(back, FileId(id));
+        assert_eq!(serde_json::from_str::<FileId>("42").unwrap(), FileId(42));
+        assert!(serde_json::from_str::<FileId>("\"4.5e18\"").is_err());
+        let ready = serde_json::to_value(PreviewState::Failed { file_id: id }).unwrap();
+        assert_eq!(
+            ready,
+            serde_json::json!({ "state": "failed", "file_id": id.to_string() })
+        );
+    }
+
+    #[test]
+    fn a_live_file_from_someone_else_notifies_unless_focused_or_muted() {
+        assert!(wants_file_notification(
+            &file(1, false, false),
+            false,
+            false
+        ));
+        assert!(!wants_file_notification(
+            &file(1, false, false),
+            true,
+            false
+        ));
+        assert!(!wants_file_notification(
+            &file(1, false, false),
+            false,
+            true
+        ));
+        assert!(!wants_file_notification(
+            &file(1, true, false),
+            false,
+            false
+        ));
+        assert!(!wants_file_notification(
+            &file(1, false, true),
+            false,
+            false
         ));
     }
 

@@ -9,6 +9,8 @@
 //! - [`forward`]: every [`ClientEvent`](tertulia_core::client::ClientEvent) of the active
 //!   session, forwarded unchanged to the window as the [`CHAT_EVENT`] event, and the desktop
 //!   notifications.
+//! - [`files`]: attach (open dialog), drop, paste, save (save dialog), cancel, previews.
+//! - [`preview`]: what an image's bytes must be before the window shows it; previews kept.
 //! - [`rooms`]: the saved rooms on the start screen, their passphrases in the OS keyring.
 //! - [`links`]: a link from a message opened in the system browser, http(s) only.
 //! - [`notifications`]: desktop notifications escaped, coalesced and rate-limited (pure).
@@ -17,9 +19,11 @@
 //! - [`strength`]: how guessable a room passphrase is, for the host form's warning.
 
 pub mod commands;
+pub mod files;
 pub mod forward;
 pub mod links;
 pub mod notifications;
+pub mod preview;
 pub mod reach;
 pub mod retention;
 pub mod rooms;
@@ -35,6 +39,9 @@ use tauri::{Manager, Runtime};
 pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
     builder
         .plugin(tauri_plugin_notification::init())
+        // The open and save dialogs, opened from Rust only (files.rs): no permission for
+        // the window.
+        .plugin(tauri_plugin_dialog::init())
         .plugin(links::navigation_guard())
         // Links are opened only through links::open_link; the plugin's own script that opens
         // clicked <a target=_blank> links without asking stays out of the window.
@@ -46,13 +53,20 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
         .manage(forward::NotifySettings::default())
         .manage(session::AppState::default())
         .manage(rooms::SavedRooms::default())
+        .manage(preview::Previews::default())
         // The focus ends the unread run that desktop notifications count (forward.rs).
-        .on_window_event(|window, event| {
-            if let tauri::WindowEvent::Focused(true) = event {
+        // Files dropped on the window are sent from here: their paths never pass through
+        // the webview's hands (it only shows the drop overlay, from Tauri's drag events).
+        .on_window_event(|window, event| match event {
+            tauri::WindowEvent::Focused(true) => {
                 if let Some(settings) = window.try_state::<forward::NotifySettings>() {
                     settings.focused();
                 }
             }
+            tauri::WindowEvent::DragDrop(tauri::DragDropEvent::Drop { paths, .. }) => {
+                files::files_dropped(window.app_handle(), paths.clone());
+            }
+            _ => {}
         })
         .invoke_handler(tauri::generate_handler![
             commands::host_server,
@@ -73,6 +87,13 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             rooms::forget_saved_room,
             rooms::rejoin_saved_room,
             links::open_link,
+            files::attach_files,
+            files::paste_file,
+            files::save_file,
+            files::cancel_upload,
+            files::cancel_download,
+            files::load_preview,
+            files::preview,
             forward::set_notifications_muted,
             forward::set_notification_summary,
         ])

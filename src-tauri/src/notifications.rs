@@ -19,6 +19,10 @@ const NAME_CHARS: usize = 32;
 
 /// The summary's wording, `{n}` and `{names}` filled in; the window sets it in its language.
 pub const DEFAULT_SUMMARY: &str = "{n} new messages from {names}";
+/// A photo shared by `{from}`; the window sets it in its language.
+pub const DEFAULT_SHARED_PHOTO: &str = "{from} shared a photo";
+/// Any other file shared by `{from}`; the window sets it in its language.
+pub const DEFAULT_SHARED_FILE: &str = "{from} shared a file";
 
 /// Escape `text` for a notification body: `&`, `<` and `>` become entities.
 pub fn escape_markup(text: &str) -> String {

@@ -123,8 +123,11 @@ impl AppState {
         if let Some(old) = session.take() {
             old.end().await;
         }
+        if let Some(previews) = app.try_state::<crate::preview::Previews>() {
+            previews.clear();
+        }
         let (handle, events) = client::spawn(config);
-        let forwarder = crate::forward::spawn(app.clone(), events);
+        let forwarder = crate::forward::spawn(app.clone(), handle.clone(), events);
         *session = Some(Session { handle, forwarder });
     }
 }

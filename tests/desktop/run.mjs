@@ -3,6 +3,7 @@
 // Screenshots of every step go to artifacts/desktop/.
 import { spawn } from "node:child_process";
 import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
+import { deflateSync, crc32 } from "node:zlib";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync, copyFileSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { createServer } from "node:net";
@@ -45,13 +46,18 @@ function start(cmd, args, env = {}) {
 }
 
 /** A tertulia-chat --json process with an event log. */
-function chat(port, nick, passphrase = PASS) {
+function chat(port, nick, passphrase = PASS, extra = []) {
   const pins = ["--known-hosts", path.join(pinsDir, `known_hosts-${nick}`)];
-  const child = start(bin("tertulia-chat"), [`127.0.0.1:${port}`, "--nick", nick, "--json", ...pins], { TERTULIA_PASSPHRASE: passphrase });
+  // Files shared live are fetched on their own: into a throw-away folder, never the
+  // current directory or the user's downloads (unless the step gives its own).
+  const downloads = extra.includes("--download-dir") ? [] : ["--download-dir", mkdtempSync(path.join(pinsDir, `downloads-${nick}-`))];
+  const child = start(bin("tertulia-chat"), [`127.0.0.1:${port}`, "--nick", nick, "--json", ...pins, ...downloads, ...extra], { TERTULIA_PASSPHRASE: passphrase });
   const events = [];
   const waiters = [];
   createInterface({ input: child.stdout }).on("line", (line) => {
-    const event = JSON.parse(line);
+    // File ids are random u64s, more than a JavaScript number holds: kept exact, as text
+    // (as the app's window has them).
+    const event = JSON.parse(line.replace(/"(file_id|id)":(\d{16,})/g, '"$1":"$2"'));
     events.push(event);
     for (const w of [...waiters]) if (w.pred(event)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(event); }
   });
@@ -166,8 +172,7 @@ async function main() {
     await session.type("#message", "\uE007"); // Enter
     await ben.wait("ana's message", (e) => e.type === "message" && e.from === "ana" && e.text === "hi ben, from the app");
     await session.waitFor("own message acked", "return [...document.querySelectorAll('#log .msg.own')].some((n) => !n.classList.contains('pending'));");
-    const conversation = await shot(session, "conversation");
-    if (process.env.UPDATE_README_SCREENSHOT) copyFileSync(conversation, path.join(root, "docs/screenshot.png"));
+    await shot(session, "conversation");
     await burst(session, ben, "ana", "host");
 
     // 3b. No notification while the window had the focus; with the window in the
@@ -201,6 +206,7 @@ async function main() {
     log("10 background messages: 1 coalesced notification, markup escaped");
     await xdotool(display, ["windowfocus", appWindow.split("\n")[0]]);
     await linksAndAway(session, { ben, display, bus, opener });
+    await filesBothWays(session, port, ben);
 
     // 4. The terminal client quits; the window shows the leave notice.
     ben.quit();
@@ -277,6 +283,139 @@ async function main() {
   } finally {
     await session.close();
   }
+}
+
+// A real RGB PNG of width × height, a gradient with a disc, made here (not by the app or
+// the core).
+function png(width, height, hue = 0) {
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4); len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type), data]);
+    const crc = Buffer.alloc(4); crc.writeUInt32BE(crc32(body) >>> 0);
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0); ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8; ihdr[9] = 2;
+  const rows = [];
+  for (let y = 0; y < height; y += 1) {
+    const row = Buffer.alloc(1 + width * 3);
+    for (let x = 0; x < width; x += 1) row.set(pixel(x, y, width, height, hue), 1 + x * 3);
+    rows.push(row);
+  }
+  return Buffer.concat([Buffer.from("89504e470d0a1a0a", "hex"), chunk("IHDR", ihdr), chunk("IDAT", deflateSync(Buffer.concat(rows))), chunk("IEND", Buffer.alloc(0))]);
+}
+
+// The colour of pixel (x, y) of png(width, height, hue).
+function pixel(x, y, width, height, hue) {
+  const disc = (x - width * 0.62) ** 2 + (y - height * 0.4) ** 2 < (height * 0.22) ** 2;
+  const px = disc ? [250, 200 - hue, 60] : [40 + (x * 120) / width, 110 + hue + (y * 60) / height, 190 - (y * 90) / height];
+  return px.map((v) => Math.max(0, Math.min(255, Math.round(v))));
+}
+
+// The pixels of png(width, height, hue) as a canvas holds them (RGBA, opaque).
+function rgba(width, height, hue = 0) {
+  const out = Buffer.alloc(width * height * 4, 255);
+  for (let y = 0; y < height; y += 1) for (let x = 0; x < width; x += 1) out.set(pixel(x, y, width, height, hue), (y * width + x) * 4);
+  return out;
+}
+
+const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
+
+// 3d. Files both ways with a terminal member (`fil`, --download-dir a temp dir). An image
+// pasted into the app's composer (a real paste event carrying a File built in the page from
+// bytes made here) shows as a preview in the app and arrives byte-identical at the terminal
+// member; the terminal member /sends a PNG and the app shows it as a preview whose pixels
+// and bytes in the page are the file's. Screenshots of the
+// conversation with images at normal width and at 360 px (the README's).
+async function filesBothWays(session, port, ben) {
+  const downloads = mkdtempSync(path.join(tmpdir(), "tertulia-e2e-downloads-"));
+  tempDirs.push(downloads);
+  const fil = chat(port, "fil", PASS, ["--download-dir", downloads]);
+  await fil.wait("fil connected", (e) => e.type === "connected");
+  ben.say("¿alguien tiene las fotos de la playa?");
+  await session.waitFor("ben's question", ...has("#log .msg .text", "¿alguien tiene las fotos de la playa?"));
+
+  const pasted = png(480, 300);
+  const pastedSha = sha256(pasted);
+  await session.run(`
+    const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+    const data = new DataTransfer();
+    data.items.add(new File([bytes], "image.png", { type: "image/png" }));
+    const box = document.querySelector("#message");
+    box.focus();
+    box.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true }));
+    return true;`, pasted.toString("base64"));
+  const offered = await fil.wait("the pasted image offered", (e) => e.type === "file_offered" && e.from === "ana", 30_000);
+  if (offered.sha256 !== pastedSha) throw new Error(`the room announces ${offered.sha256}, the pasted bytes are ${pastedSha}`);
+  const received = await fil.wait("the pasted image received", (e) => e.type === "file_received" && e.file_id === offered.file_id, 30_000);
+  if (!received.path || !received.path.startsWith(downloads)) throw new Error(`saved at ${received.path}, not under ${downloads}`);
+  const onDisk = readFileSync(received.path);
+  if (!onDisk.equals(pasted)) throw new Error(`the terminal member's file (${onDisk.length} bytes, ${sha256(onDisk)}) is not the pasted image (${pasted.length} bytes, ${pastedSha})`);
+  if (!/^pasted image \d{4}-\d\d-\d\d \d\d\.\d\d\.png$/.test(path.basename(received.path))) throw new Error(`saved as ${path.basename(received.path)}`);
+  const ownPreview = `#log .msg.file.own[data-file-id="${offered.file_id}"] .preview img`;
+  await session.waitFor("the pasted image as a preview in the app", "const i = document.querySelector(arguments[0]); return !!i && i.complete && i.naturalWidth === 480;", ownPreview)
+    .catch(async (e) => {
+      await session.run("window.__probe = null; const n = document.querySelector('#log .msg.file.own'); const i = n && n.querySelector('img'); window.__TAURI__.core.invoke('preview', { fileId: n.dataset.fileId }).then((b) => { window.__probe = { type: Object.prototype.toString.call(b), len: b.byteLength ?? b.length, complete: i && i.complete, w: i && i.naturalWidth }; }, (x) => { window.__probe = { error: JSON.stringify(x) }; }); return true;");
+      const probe = await session.waitFor("the probe", "return window.__probe;").catch(() => null);
+      throw new Error(`${e.message}; probe ${JSON.stringify(probe)}`);
+    });
+  log(`pasted PNG: a preview in the app, byte-identical at the terminal member (${pasted.length} bytes, sha256 ${pastedSha.slice(0, 16)}…)`);
+
+  const sent = png(360, 420, 60);
+  const sentFile = path.join(downloads, "..", `${path.basename(downloads)}-atardecer.png`);
+  writeFileSync(sentFile, sent);
+  tempDirs.push(sentFile);
+  fil.say(`/send ${sentFile}`);
+  const name = path.basename(sentFile);
+  const line = `#log .msg.file:not(.own)[data-name="${name}"]`;
+  await session.waitFor("the terminal member's image as a preview", "const i = document.querySelector(arguments[0] + ' .preview img'); return !!i && i.complete && i.naturalWidth === 360 && i.naturalHeight === 420;", line);
+  // What the page shows: the preview's pixels, drawn on a canvas, are the file's exactly
+  // (PNG is lossless), and the bytes the page got for its blob: URL hash to the file's
+  // SHA-256. The blob: URL itself cannot be fetched: the CSP allows blob: for images only
+  // (connect-src has no blob:), which this checks too.
+  await session.run(`
+    window.__digest = null;
+    const img = document.querySelector(arguments[0] + " .preview img");
+    const line = document.querySelector(arguments[0]);
+    const canvas = document.createElement("canvas");
+    canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+    const g = canvas.getContext("2d");
+    g.drawImage(img, 0, 0);
+    const shown = g.getImageData(0, 0, canvas.width, canvas.height).data;
+    const expected = Uint8Array.from(atob(arguments[1]), (c) => c.charCodeAt(0));
+    let differ = shown.length === expected.length ? 0 : -1;
+    for (let i = 0; differ >= 0 && i < shown.length; i += 1) if (shown[i] !== expected[i]) differ += 1;
+    const hex = (d) => [...new Uint8Array(d)].map((x) => x.toString(16).padStart(2, "0")).join("");
+    const blobFetch = fetch(img.src).then(() => "fetched", () => "refused");
+    window.__TAURI__.core.invoke("preview", { fileId: line.dataset.fileId })
+      .then((b) => crypto.subtle.digest("SHA-256", b))
+      .then(async (d) => { window.__digest = { src: img.src, differ, sha: hex(d), blobFetch: await blobFetch }; },
+        (e) => { window.__digest = { error: String(e) }; });
+    return true;`, line, rgba(360, 420, 60).toString("base64"));
+  const digest = await session.waitFor("the preview's pixels and bytes checked in the page", "return window.__digest;");
+  if (digest.error) throw new Error(`the page could not get the preview's bytes: ${digest.error}`);
+  if (!digest.src.startsWith("blob:")) throw new Error(`the preview is not a blob: URL: ${digest.src}`);
+  if (digest.differ !== 0) throw new Error(`the preview's pixels differ from the file's in ${digest.differ} bytes`);
+  if (digest.sha !== sha256(sent)) throw new Error(`the page's preview bytes have sha256 ${digest.sha}, the file's is ${sha256(sent)}`);
+  if (digest.blobFetch !== "refused") throw new Error("the page could fetch a blob: URL: the CSP's connect-src allows blob:");
+  const kind = await session.text(`${line} .file-details`);
+  if (!/PNG image$/.test(kind || "")) throw new Error(`the file's line says ${kind}`);
+  log(`the terminal member's PNG: a preview in the app with the file's exact bytes (sha256 ${digest.sha.slice(0, 16)}…)`);
+  ben.say("¡qué bonitas! 😍");
+  await session.waitFor("ben's reply", ...has("#log .msg .text", "¡qué bonitas! 😍"));
+  await session.run("const l = document.querySelector('#log'); l.scrollTop = l.scrollHeight; return true;");
+  const withImages = await shot(session, "conversation-images");
+  if (process.env.UPDATE_README_SCREENSHOT) copyFileSync(withImages, path.join(root, "docs/screenshot.png"));
+  const wide = await session.windowRect();
+  await session.setWindowRect({ width: 360, height: wide.height });
+  await session.run("const l = document.querySelector('#log'); l.scrollTop = l.scrollHeight; return true;");
+  await shot(session, "conversation-images-360");
+  const spills = await session.run("return document.documentElement.scrollWidth > window.innerWidth || [...document.querySelectorAll('#log .preview img')].some((i) => i.getBoundingClientRect().right > document.querySelector('#log').getBoundingClientRect().right + 1);");
+  await session.setWindowRect({ width: wide.width, height: wide.height });
+  if (spills) throw new Error("an image spills out of the conversation at 360 px");
+  fil.quit();
+  await fil.exited;
 }
 
 // 3a/6a. A burst from the app window (hosting, then joined to another room): 20 messages
@@ -870,7 +1009,7 @@ async function waitPort(port) {
   throw new Error(`port ${port} never opened`);
 }
 
-const timeout = setTimeout(() => { console.error("[desktop-e2e] overall timeout"); cleanup(); process.exit(1); }, 180_000);
+const timeout = setTimeout(() => { console.error("[desktop-e2e] overall timeout"); cleanup(); process.exit(1); }, 300_000);
 function cleanup() {
   for (const c of children.reverse()) { try { c.kill("SIGTERM"); } catch (_) { /* gone */ } }
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });

@@ -20,6 +20,8 @@ const fakeTauri = () => {
   const listeners = {};
   let nextId = 0;
   window.__calls = [];
+  window.__uploads = 0;
+  window.__previews = {};
   window.__responses = {
     host_server: { port: 5555, reach: "all", addresses: ["192.168.1.20:5555", "[fd00::2]:5555"], fingerprint: "3f2a-91c0-5b7e-0d44-a1c9-77e2", invite: "tertulia://192.168.1.20:5555/3f2a-91c0-5b7e-0d44-a1c9-77e2#open%20sesame" },
     generate_passphrase: "abcde-fghij-kmnpq-rstuv-wxyz2",
@@ -27,7 +29,7 @@ const fakeTauri = () => {
   };
   window.__TAURI__ = {
     core: {
-      invoke: async (cmd, args = {}) => {
+      invoke: async (cmd, args = {}, options = {}) => {
         window.__calls.push({ cmd, args });
         if (cmd === "send") {
           if (window.__fail && window.__fail.send) throw window.__fail.send;
@@ -45,12 +47,26 @@ const fakeTauri = () => {
           return id;
         }
         if (window.__fail && window.__fail[cmd]) throw window.__fail[cmd];
+        // A pasted file: its raw bytes and the name header, as the backend gets them.
+        if (cmd === "paste_file") {
+          const name = decodeURIComponent(options.headers?.["x-file-name"] ?? "");
+          window.__calls.at(-1).args = { bytes: [...args], name };
+          return { upload_id: ++window.__uploads, name, size: args.length, mime: args[0] === 0x89 ? "image/png" : "application/octet-stream" };
+        }
+        // A preview's bytes (an ArrayBuffer, as a raw IPC response is), set by the test.
+        if (cmd === "preview") {
+          const bytes = window.__previews[args.fileId];
+          if (!bytes) throw { kind: "invalid", message: "no preview for this file" };
+          return new Uint8Array(bytes).buffer;
+        }
         return window.__responses[cmd] ?? null;
       },
     },
     event: { listen: async (name, cb) => { (listeners[name] ||= []).push(cb); return () => {}; } },
   };
   window.__emit = (payload) => (listeners["chat-event"] || []).forEach((cb) => cb({ event: "chat-event", payload, id: 0 }));
+  // Any other backend event ("file-preview", "files-queued", "tauri://drag-enter", …).
+  window.__emitTo = (name, payload) => (listeners[name] || []).forEach((cb) => cb({ event: name, payload, id: 0 }));
 };
 
 let browser, server, pageUrl;
@@ -80,6 +96,7 @@ export async function openPage(options = {}) {
   return page;
 }
 export const calls = (page) => page.evaluate(() => window.__calls);
+export const emitTo = (page, name, payload) => page.evaluate(([n, p]) => window.__emitTo(n, p), [name, payload]);
 export const emit = (page, events) => page.evaluate((evs) => evs.forEach((e) => window.__emit(e)), events);
 
 export async function joinRoom(page, nick = "ana") {

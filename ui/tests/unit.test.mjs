@@ -278,3 +278,53 @@ test("checkKeep: blank keeps the default; a whole number from 1 to max, else wha
     assert.match(checkKeep(bad, 3650, "check.keep_days"), /between 1 and 3650 days/, bad);
   }
 });
+
+// ---------- files (filemeta.js) ----------
+import { humanSize, fileKind, percent, pasteName, MAX_PASTE_BYTES } from "../filemeta.js";
+
+test("file sizes read in the locale: decimal units, one decimal at most, nonsense as 0", () => {
+  assert.equal(humanSize(0, "en"), "0 bytes");
+  assert.equal(humanSize(980, "en"), "980 bytes");
+  assert.equal(humanSize(1_234_567, "en"), "1.2 MB");
+  assert.equal(humanSize(1_234_567, "es"), "1,2 MB");
+  assert.equal(humanSize(512_000, "en"), "512 kB");
+  assert.equal(humanSize(104_857_600, "en"), "105 MB");
+  assert.equal(humanSize(3.5e12, "en"), "3.5 TB");
+  assert.equal(humanSize(-5, "en"), "0 bytes");
+  assert.equal(humanSize("lots", "en"), "0 bytes");
+  assert.equal(MAX_PASTE_BYTES, 100 * 1024 * 1024, "the host's per-file limit");
+});
+
+test("a file's type by its MIME hint, else its extension; no markup or long junk from a hostile name", () => {
+  setLanguage("en");
+  assert.equal(t(...fileKind("a.png", "image/png")), "PNG image");
+  assert.equal(t(...fileKind("logo.svg", "image/svg+xml")), "SVG image");
+  assert.equal(t(...fileKind("informe.pdf", "application/pdf")), "PDF document");
+  assert.equal(t(...fileKind("datos.tar.gz", "application/octet-stream")), "GZ file");
+  assert.equal(t(...fileKind("README", "application/octet-stream")), "File");
+  assert.equal(t(...fileKind("x.<b>bold</b>", "application/octet-stream")), "File");
+  assert.equal(t(...fileKind(".bashrc", "")), "File");
+  setLanguage("es");
+  assert.equal(t(...fileKind("a.png", "image/png")), "Imagen PNG");
+  setLanguage("en");
+});
+
+test("transfer progress is whole percent, 100 only when done, sane with nonsense", () => {
+  assert.equal(percent(0, 1000), 0);
+  assert.equal(percent(999, 1000), 99);
+  assert.equal(percent(1000, 1000), 100);
+  assert.equal(percent(5000, 1000), 100);
+  assert.equal(percent(-3, 1000), 0);
+  assert.equal(percent(0, 0), 100, "an empty file is done");
+});
+
+test("a pasted image is named by the time, with its type's extension, unless it has a real name", () => {
+  setLanguage("en");
+  const at = new Date(2026, 11, 3, 9, 5);
+  assert.equal(pasteName({ name: "image.png", type: "image/png" }, at), "pasted image 2026-12-03 09.05.png");
+  assert.equal(pasteName({ name: "", type: "image/jpeg" }, at), "pasted image 2026-12-03 09.05.jpg");
+  assert.equal(pasteName({ name: "captura.webp", type: "image/webp" }, at), "captura.webp");
+  setLanguage("es");
+  assert.equal(pasteName({ name: "image.gif", type: "image/gif" }, at), "imagen pegada 2026-12-03 09.05.gif");
+  setLanguage("en");
+});
