@@ -12,7 +12,7 @@ use tertulia_core::passphrase;
 use tertulia_core::server::{
     ConfigError, FileLimits, FloodLimit, HandshakeThrottle, PreviousRoom, Retention, RoomConfig,
     Server, ServerConfig, ServerError, DEFAULT_MAX_FILES_BYTES, DEFAULT_MAX_FILE_BYTES,
-    DEFAULT_REKEY_INTERVAL, DEFAULT_UNFINISHED_TTL, FRAME_NEEDED_FOR_FILES, MAX_FLOOD_RATE,
+    DEFAULT_REKEY_INTERVAL, DEFAULT_UNFINISHED_TTL, DEFAULT_UNSTARTED_TTL, FRAME_NEEDED_FOR_FILES, MAX_FLOOD_RATE,
     MIN_FRAME_BYTES,
 };
 use tertulia_core::text::MAX_MESSAGE_BYTES;
@@ -130,14 +130,19 @@ struct Args {
     /// Largest file a member may share, in MiB; 0: the room takes no files.
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_FILE_BYTES / MIB, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
     max_file_mib: u64,
-    /// Space for all shared files together, in MiB (unfinished uploads included); at it the
-    /// oldest files give way (their messages stay). Files also leave with their message
+    /// Space for all shared files together, in MiB (unfinished uploads by what has arrived,
+    /// at most half of it); at it the oldest files give way as chunks arrive (their messages
+    /// stay). Files also leave with their message
     /// (--retain-events, --retain-days, --max-store-mib).
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_FILES_BYTES / MIB, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
     max_files_mib: u64,
-    /// Seconds an unfinished upload is kept after its last chunk before it is deleted.
+    /// Seconds an unfinished upload is kept after its last stored chunk before it is deleted.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_UNFINISHED_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=30 * 24 * 3600))]
     unfinished_upload_secs: u64,
+    /// Seconds an offered upload that has received no chunk is kept before it is deleted (an
+    /// offer holds a place, never space).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_UNSTARTED_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=24 * 3600))]
+    unstarted_upload_secs: u64,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -338,6 +343,7 @@ async fn run(args: Args) -> i32 {
             max_file_bytes: args.max_file_mib * MIB,
             max_total_bytes: args.max_files_mib * MIB,
             unfinished_ttl: Duration::from_secs(args.unfinished_upload_secs),
+            unstarted_ttl: Duration::from_secs(args.unstarted_upload_secs),
             ..FileLimits::default()
         },
         ..ServerConfig::default()

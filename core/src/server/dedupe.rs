@@ -81,6 +81,11 @@ impl Dedupe {
     pub fn highest(&self, client: &ClientId) -> u64 {
         self.highest.get(client).map_or(0, |&(highest, _)| highest)
     }
+
+    /// How many client ids are remembered (at most [`MAX_DEDUPE_CLIENTS`]).
+    pub fn len(&self) -> usize {
+        self.highest.len()
+    }
 }
 
 #[cfg(test)]

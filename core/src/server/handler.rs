@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use super::clock::Now;
 use super::files::file_store::{self, VerifyError};
 use super::files::layout::{judge_chunk, progress_due, ChunkVerdict};
-use super::files::{ActiveUpload, Lookup, Offer, OfferOutcome};
+use super::files::{ActiveUpload, ChunkError, Lookup, Offer, OfferOutcome};
 use super::link::DownloadJob;
 use super::link::{MemberLink, SendLimits};
 use super::pages::PageSource;
@@ -32,7 +32,7 @@ use super::writer::write_loop;
 use super::Shared;
 use crate::cipher::CipherState;
 use crate::conn::{self, ConnError, FrameReader};
-use crate::files::{is_chunk_offset, ChunkCipher};
+use crate::files::is_chunk_offset;
 use crate::frame::{FrameKind, MAX_BODY};
 use crate::hello::RejectCode;
 use crate::message::{
@@ -565,38 +565,49 @@ impl Handler {
                 let Some(upload) = self.upload.as_ref() else {
                     return Ok(());
                 };
-                let (file, key, file_id, size) =
-                    (upload.file.clone(), upload.key, upload.file_id, upload.size);
+                let target = upload.target();
                 let mut hasher = self.upload.as_mut().and_then(|u| u.hasher.take());
                 let len = data.len() as u64;
-                // Sealed once, as every member will get it, and stored as it is; hashed as it
-                // goes, so the finished file need not be read back.
-                let (written, hasher) = blocking(move || {
-                    if let Some(hasher) = &mut hasher {
-                        sha2::Digest::update(hasher, &data);
-                    }
-                    let written = ChunkCipher::new(&key, file_id)
-                        .seal(offset, &data)
-                        .map_err(|e| std::io::Error::other(e.to_string()))
-                        .and_then(|frame| file_store::write_frame(&file, size, offset, &frame));
-                    (written, hasher)
-                })
-                .await?;
+                // Charged to the quota as it arrives (the oldest files may give way), sealed
+                // once and stored as it is; hashed as it goes, so the finished file need not
+                // be read back.
+                let (written, hasher) = {
+                    let (files, client) = (files.clone(), client.clone());
+                    blocking(move || {
+                        let written = files.store_chunk(&client, conn, &target, offset, &data);
+                        if let (Ok(()), Some(hasher)) = (&written, &mut hasher) {
+                            sha2::Digest::update(hasher, &data);
+                        }
+                        (written, hasher)
+                    })
+                    .await?
+                };
                 let Some(upload) = self.upload.as_mut() else {
                     return Ok(());
                 };
                 upload.hasher = hasher;
-                if let Err(e) = written {
-                    warn!(conn, error = %e, "could not store a file chunk");
-                    let upload_id = upload.upload_id;
-                    self.upload = None;
-                    blocking(move || files.cancel(&client, upload_id)).await?;
-                    self.link.queue(ServerMessage::FileRefused {
-                        upload_id,
-                        reason: FileRefusal::NoSpace,
-                        message: "the host could not store the file".into(),
-                    });
-                    return Ok(());
+                match written {
+                    Ok(()) => {}
+                    Err(ChunkError::NotActive) => {
+                        self.upload = None; // taken over by another connection, or gone
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        warn!(conn, error = %e, "could not store a file chunk");
+                        let upload_id = upload.upload_id;
+                        self.upload = None;
+                        blocking(move || files.cancel(&client, upload_id)).await?;
+                        let message = match e {
+                            ChunkError::NoSpace => "the room's file space is full; try again later",
+                            _ => "the host could not store the file",
+                        };
+                        self.link.queue(ServerMessage::FileRefused {
+                            upload_id,
+                            reason: FileRefusal::NoSpace,
+                            message: message.into(),
+                        });
+                        return Ok(());
+                    }
                 }
                 upload.have = offset + len;
                 if !files.stored(&client, upload.upload_id, conn, upload.have) {
@@ -768,6 +779,16 @@ impl Handler {
             return self.try_take(now);
         }
         let joined = self.member.is_some();
+        if let (ClientMessage::FileOffer { .. }, Some(client)) = (message, &self.client_id) {
+            // Also from its client id's and its address's buckets, across connections.
+            let ready = self
+                .requests
+                .bucket(message, joined)
+                .is_none_or(|bucket| bucket.available_at(now) <= now);
+            if !(ready && self.shared.file_offers.try_take(client, self.source, now)) {
+                return false;
+            }
+        }
         self.requests
             .bucket(message, joined)
             .is_none_or(|bucket| bucket.try_take(now))
@@ -779,11 +800,19 @@ impl Handler {
         if takes_token(front) {
             return Some(self.available_at(now));
         }
-        Some(
-            self.requests
-                .bucket(front, self.member.is_some())
-                .map_or(now, |bucket| bucket.available_at(now)),
-        )
+        let own = self
+            .requests
+            .bucket(front, self.member.is_some())
+            .map_or(now, |bucket| bucket.available_at(now));
+        let shared = match (front, &self.client_id) {
+            (ClientMessage::FileOffer { .. }, Some(client)) => {
+                self.shared
+                    .file_offers
+                    .available_at(client, self.source, now)
+            }
+            _ => now,
+        };
+        Some(own.max(shared))
     }
 
     /// Handle a message now, or hold it back if the member is over its flood limit (or

@@ -49,7 +49,7 @@ mod writer;
 
 pub use addresses::shareable_addresses;
 pub use files::{
-    FileLimits, DEFAULT_MAX_FILES_BYTES, DEFAULT_MAX_FILE_BYTES, DEFAULT_UNFINISHED_TTL,
+    FileLimits, DEFAULT_MAX_FILES_BYTES, DEFAULT_MAX_FILE_BYTES, DEFAULT_UNFINISHED_TTL, DEFAULT_UNSTARTED_TTL,
 };
 pub use flood::FloodLimit;
 pub use requests::RequestLimits;
@@ -325,6 +325,9 @@ struct Shared {
     handshake_turns: turns::HandshakeTurns,
     /// Flood control per client id and per source, across connections.
     flood: FloodBuckets,
+    /// `file_offer`s per client id and per source, across connections (each connection has
+    /// its own bucket too, see `requests`).
+    file_offers: FloodBuckets,
     /// New members per source (see [`ServerConfig::joins_per_minute`]).
     joins: SourceBuckets,
     /// The rate limit on logging other connections that end before joining (refused, failed
@@ -484,6 +487,8 @@ impl Server {
             config.flood,
             config.flood.per_source(config.max_connections_per_ip),
         );
+        let offers = config.requests.file_offer;
+        let file_offers = FloodBuckets::new(offers, offers.per_source(requests::FILE_OFFERS_PER_SOURCE));
         Ok(Self {
             listener,
             shared: Arc::new(Shared {
@@ -501,6 +506,7 @@ impl Server {
                 )),
                 handshake_turns: turns::HandshakeTurns::default(),
                 flood,
+                file_offers,
                 joins,
                 connection_log: Mutex::new(throttle::LogLimit::default()),
                 files,

@@ -2,13 +2,19 @@
 //! retries before joining, `ping`, `typing`, `older` (which reads the disk), `file_offer`
 //! (which may write the database and evict files) and `file_get`/`file_stop` (which open a
 //! file and queue a reply). Each has its
-//! own token bucket per connection; see `docs/PROTOCOL.md` (Limits) for the defaults and
-//! what happens beyond them.
+//! own token bucket per connection; `file_offer` also takes from its client id's and its
+//! address's (shared by their connections, see `buckets`: a new connection or client id does
+//! not bring a new burst). See `docs/PROTOCOL.md` (Limits) for the defaults and what happens
+//! beyond them.
 
 use std::time::Instant;
 
 use super::flood::{FloodLimit, TokenBucket};
 use crate::message::ClientMessage;
+
+/// An address's `file_offer` bucket holds this many client ids' (a few members behind one
+/// address dropping photos at once).
+pub const FILE_OFFERS_PER_SOURCE: usize = 4;
 
 /// The rates of the rate-limited requests.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -19,7 +25,8 @@ pub struct RequestLimits {
     pub typing: FloodLimit,
     /// `older`: far lower than chat, each page is a disk read of up to a frame.
     pub older: FloodLimit,
-    /// `file_offer`: friends dropping a handful of photos at once.
+    /// `file_offer`, per connection and per client id (× [`FILE_OFFERS_PER_SOURCE`] per
+    /// address): friends dropping a handful of photos at once.
     pub file_offer: FloodLimit,
     /// `file_get` and `file_stop` together: the app fetches previews one at a time.
     pub file_get: FloodLimit,

@@ -743,11 +743,11 @@ impl Room {
         }
         // A file is registered before its event goes out: a member fetching it as soon as the
         // event arrives finds it (lookups do not take the room's lock).
-        if let (Some(_), Some(client), RoomEventKind::File { upload_id, .. }) =
+        if let (Some(file), Some(client), RoomEventKind::File { upload_id, .. }) =
             (file, client, &event.kind)
         {
             if let Some(files) = &self.files {
-                files.finished(client, *upload_id, event.seq);
+                files.finished(client, *upload_id, file.file_id, event.seq);
             }
         }
         self.next_seq += 1;

@@ -218,6 +218,7 @@ impl Store {
              CREATE INDEX IF NOT EXISTS files_seq ON files (seq);
              CREATE TABLE IF NOT EXISTS uploads (client_id TEXT NOT NULL, upload_id INTEGER NOT NULL, file_id INTEGER NOT NULL, file_key BLOB NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL, mime TEXT NOT NULL, sha256 BLOB NOT NULL, source TEXT NOT NULL, PRIMARY KEY (client_id, upload_id));
              CREATE TABLE IF NOT EXISTS upload_dedupe (client_id TEXT PRIMARY KEY, highest INTEGER NOT NULL, touched INTEGER NOT NULL);
+             CREATE INDEX IF NOT EXISTS upload_dedupe_touched ON upload_dedupe (touched);
              COMMIT;",
         )?;
         let version: Option<i64> = conn
@@ -838,6 +839,20 @@ impl Store {
         })
     }
 
+    /// The highest upload id `client_id` has put in the room, if the database remembers it
+    /// (for a client the host's memory has forgotten).
+    pub fn upload_highest(&self, client_id: &str) -> Result<Option<u64>, StoreError> {
+        let highest: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT highest FROM upload_dedupe WHERE client_id = ?1",
+                params![client_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(highest.map(|h| h as u64))
+    }
+
     /// Record an unfinished upload (before any of it is stored), so it resumes after a restart.
     pub fn insert_upload(&mut self, upload: &UploadRecord) -> Result<(), StoreError> {
         self.conn.execute(
@@ -1029,45 +1044,62 @@ enum StoredKind {
         nick: String,
         reason: StoredLeaveReason,
     },
-    File {
-        from: String,
-        file_id: u64,
-        name: String,
-        size: u64,
-        mime: String,
-        /// Hex.
-        sha256: String,
-        upload_id: u64,
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        author: String,
-    },
+    File(StoredFile),
 }
 
+/// A `file` event as the database keeps it: `"kind":"file","from":…,"file_id":…,"name":…,
+/// "size":…,"mime":…,"sha256":"<64 hex digits>","upload_id":…,"author":…` (no `author` when
+/// empty).
 #[derive(Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum StoredLeaveReason {
-    Quit,
-    ConnectionLost,
-    Renamed,
+struct StoredFile {
+    from: String,
+    file_id: u64,
+    name: String,
+    size: u64,
+    mime: String,
+    #[serde(with = "hex_digest")]
+    sha256: crate::message::Sha256,
+    upload_id: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    author: String,
 }
 
-impl StoredEvent {
-    fn encode(event: &RoomEvent) -> Result<String, StoreError> {
-        let kind = match &event.kind {
+/// A SHA-256 as 64 hex digits.
+mod hex_digest {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(digest: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(digest))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(&text, &mut digest)
+            .map_err(|_| serde::de::Error::custom("sha256 is not 64 hex digits"))?;
+        Ok(digest)
+    }
+}
+
+impl TryFrom<&RoomEventKind> for StoredKind {
+    type Error = StoreError;
+
+    fn try_from(kind: &RoomEventKind) -> Result<Self, StoreError> {
+        Ok(match kind.clone() {
             RoomEventKind::Message {
                 from,
                 text,
                 msg_id,
                 author,
             } => StoredKind::Message {
-                from: from.clone(),
-                text: text.clone(),
-                msg_id: *msg_id,
-                author: author.clone(),
+                from,
+                text,
+                msg_id,
+                author,
             },
-            RoomEventKind::Join { nick } => StoredKind::Join { nick: nick.clone() },
+            RoomEventKind::Join { nick } => StoredKind::Join { nick },
             RoomEventKind::Leave { nick, reason } => StoredKind::Leave {
-                nick: nick.clone(),
+                nick,
                 reason: match reason {
                     LeaveReason::Quit => StoredLeaveReason::Quit,
                     LeaveReason::ConnectionLost => StoredLeaveReason::ConnectionLost,
@@ -1084,29 +1116,24 @@ impl StoredEvent {
                 sha256,
                 upload_id,
                 author,
-            } => StoredKind::File {
-                from: from.clone(),
-                file_id: *file_id,
-                name: name.clone(),
-                size: *size,
-                mime: mime.clone(),
-                sha256: hex::encode(sha256),
-                upload_id: *upload_id,
-                author: author.clone(),
-            },
+            } => StoredKind::File(StoredFile {
+                from,
+                file_id,
+                name,
+                size,
+                mime,
+                sha256,
+                upload_id,
+                author,
+            }),
             RoomEventKind::Other => return Err(StoreError::Unstorable),
-        };
-        let stored = StoredEvent {
-            seq: event.seq,
-            time_ms: event.time_ms,
-            kind,
-        };
-        serde_json::to_string(&stored).map_err(StoreError::Encode)
+        })
     }
+}
 
-    fn decode(json: &str) -> Result<RoomEvent, StoreError> {
-        let stored: StoredEvent = serde_json::from_str(json).map_err(StoreError::BadEvent)?;
-        let kind = match stored.kind {
+impl From<StoredKind> for RoomEventKind {
+    fn from(kind: StoredKind) -> Self {
+        match kind {
             StoredKind::Message {
                 from,
                 text,
@@ -1127,7 +1154,7 @@ impl StoredEvent {
                     StoredLeaveReason::Renamed => LeaveReason::Renamed,
                 },
             },
-            StoredKind::File {
+            StoredKind::File(StoredFile {
                 from,
                 file_id,
                 name,
@@ -1136,27 +1163,44 @@ impl StoredEvent {
                 sha256,
                 upload_id,
                 author,
-            } => {
-                let mut digest = [0u8; 32];
-                hex::decode_to_slice(&sha256, &mut digest).map_err(|_| {
-                    StoreError::BadEvent(serde::de::Error::custom("sha256 is not 64 hex digits"))
-                })?;
-                RoomEventKind::File {
-                    from,
-                    file_id,
-                    name,
-                    size,
-                    mime,
-                    sha256: digest,
-                    upload_id,
-                    author,
-                }
-            }
+            }) => RoomEventKind::File {
+                from,
+                file_id,
+                name,
+                size,
+                mime,
+                sha256,
+                upload_id,
+                author,
+            },
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StoredLeaveReason {
+    Quit,
+    ConnectionLost,
+    Renamed,
+}
+
+impl StoredEvent {
+    fn encode(event: &RoomEvent) -> Result<String, StoreError> {
+        let stored = StoredEvent {
+            seq: event.seq,
+            time_ms: event.time_ms,
+            kind: StoredKind::try_from(&event.kind)?,
         };
+        serde_json::to_string(&stored).map_err(StoreError::Encode)
+    }
+
+    fn decode(json: &str) -> Result<RoomEvent, StoreError> {
+        let stored: StoredEvent = serde_json::from_str(json).map_err(StoreError::BadEvent)?;
         Ok(RoomEvent {
             seq: stored.seq,
             time_ms: stored.time_ms,
-            kind,
+            kind: stored.kind.into(),
         })
     }
 }
@@ -1371,6 +1415,95 @@ mod tests {
         );
         assert!(stored.uploads.is_empty());
         assert_eq!(stored.highest, vec![(client, 3)], "exactly once still");
+    }
+
+    #[test]
+    fn a_file_event_is_stored_as_before_and_a_bad_digest_is_a_bad_event() {
+        let event = RoomEvent {
+            seq: 2,
+            time_ms: 20,
+            kind: RoomEventKind::File {
+                from: "ana".into(),
+                file_id: u64::MAX - 1,
+                name: "a.png".into(),
+                size: 1234,
+                mime: "image/png".into(),
+                sha256: [0xab; 32],
+                upload_id: 3,
+                author: "0011223344556677".into(),
+            },
+        };
+        let json = format!(
+            r#"{{"seq":2,"time_ms":20,"kind":"file","from":"ana","file_id":18446744073709551614,"name":"a.png","size":1234,"mime":"image/png","sha256":"{}","upload_id":3,"author":"0011223344556677"}}"#,
+            "ab".repeat(32)
+        );
+        assert_eq!(StoredEvent::encode(&event).unwrap(), json);
+        assert_eq!(StoredEvent::decode(&json).unwrap(), event);
+        let no_author = json.replace(r#","author":"0011223344556677""#, "");
+        assert!(matches!(
+            StoredEvent::decode(&no_author).unwrap().kind,
+            RoomEventKind::File { author, .. } if author.is_empty()
+        ));
+        for bad in ["ab", &"zz".repeat(32)] {
+            let json = json.replace(&"ab".repeat(32), bad);
+            assert!(matches!(
+                StoredEvent::decode(&json),
+                Err(StoreError::BadEvent(_))
+            ));
+        }
+    }
+
+    /// The highest upload id per client is found by client id (for a client the host's
+    /// memory forgot), and the table is indexed by `touched` for pruning — also in a database
+    /// written before the index existed.
+    #[test]
+    fn upload_highest_is_looked_up_and_indexed_also_in_an_older_database() {
+        let temp = tempfile::tempdir().unwrap();
+        let client = "client-a".to_string();
+        let shared = |seq, upload_id| RoomEvent {
+            seq,
+            time_ms: 0,
+            kind: RoomEventKind::File {
+                from: "ana".into(),
+                file_id: seq,
+                name: "a".into(),
+                size: 1,
+                mime: String::new(),
+                sha256: [0; 32],
+                upload_id,
+                author: String::new(),
+            },
+        };
+        let record = |file_id| FileRecord {
+            file_id,
+            size: 1,
+            key: [1; 32],
+        };
+        {
+            let mut store = Store::open(temp.path()).unwrap();
+            store.load(10, [7; SALT_LEN], "epoch".into()).unwrap();
+            assert_eq!(store.upload_highest(&client).unwrap(), None);
+            store.append_file(&shared(1, 5), &client, &record(1)).unwrap();
+            store.append_file(&shared(2, 4), &client, &record(2)).unwrap();
+            assert_eq!(store.upload_highest(&client).unwrap(), Some(5));
+            assert_eq!(store.upload_highest("someone else").unwrap(), None);
+            // As a database of the previous version: no index.
+            store
+                .conn
+                .execute("DROP INDEX upload_dedupe_touched", [])
+                .unwrap();
+        }
+        let store = Store::open(temp.path()).unwrap();
+        let plan: String = store
+            .conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT client_id FROM upload_dedupe ORDER BY touched DESC LIMIT 5",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("upload_dedupe_touched"), "{plan}");
+        assert_eq!(store.upload_highest(&client).unwrap(), Some(5));
     }
 
     #[test]

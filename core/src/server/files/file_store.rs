@@ -65,9 +65,17 @@ impl FileDir {
         self.path.join(format!("{file_id:016x}"))
     }
 
-    /// Create the directory (`0700`) if it is not there yet.
+    /// Create the directory (`0700`) if it is not there yet (and make its entry in the data
+    /// directory durable).
     pub fn ensure(&self) -> std::io::Result<()> {
-        create_private(&self.path)
+        if self.path.is_dir() {
+            return Ok(());
+        }
+        create_private(&self.path)?;
+        match self.path.parent() {
+            Some(parent) => sync_dir(parent),
+            None => Ok(()),
+        }
     }
 
     /// The ids of the files in the directory, and the paths of anything else in it.
@@ -114,11 +122,29 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     builder.create(path)
 }
 
+/// Make the entries of directory `path` durable (the names created, renamed or removed in
+/// it): `fsync` on the directory itself. A no-op where directories cannot be opened so
+/// (Windows, where the file system orders this itself).
+pub fn sync_dir(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(path)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
 /// Open (creating it `0600` if missing) the stored file of an upload, cut to `keep` bytes
 /// (what whole frames it holds). A stored file that is a symbolic link or not a regular file
-/// is refused, never followed.
+/// is refused, never followed. A file created here has its directory entry made durable
+/// before it is returned: the finished file the database will name is then on disk under its
+/// name after a crash, once its content has been fsynced ([`verify`]).
 pub fn open_for_upload(path: &Path, keep: u64) -> std::io::Result<File> {
     refuse_links(path)?;
+    let created = std::fs::symlink_metadata(path).is_err();
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
@@ -131,6 +157,11 @@ pub fn open_for_upload(path: &Path, keep: u64) -> std::io::Result<File> {
         return Err(std::io::Error::other("not a regular file"));
     }
     file.set_len(keep)?;
+    if created {
+        if let Some(dir) = path.parent() {
+            sync_dir(dir)?;
+        }
+    }
     Ok(file)
 }
 

@@ -3,14 +3,21 @@
 //!
 //! - [`layout`]: where each chunk's frame sits in a stored file, and the verdict on an
 //!   upload's next chunk (pure);
-//! - [`quota`]: which files give way for an offer (pure);
+//! - [`quota`]: which finished files give way for a chunk, and the unfinished uploads' share
+//!   (pure);
 //! - [`file_store`]: the files directory (blocking I/O).
 //!
 //! [`FileHost`] is the shared state behind its own lock (never the room's; lock order: room,
-//! then files, then the database). Its methods that touch the disk or the database are
-//! blocking and run on blocking threads; the room only asks it cheap questions under its lock.
-//! Files live in `DATA_DIR/files/` as their sealed frames, not in SQLite: serving a chunk is a
-//! plain positioned read, large writes never churn the WAL, and the quota is kept by size.
+//! then files). The files lock is never held across disk or database I/O, nor while taking
+//! the database's lock: lookups take it on async threads. Its methods that touch the disk or
+//! the database are blocking and run on blocking threads; the room only asks it cheap
+//! questions under its lock. Files live in `DATA_DIR/files/` as their sealed frames, not in
+//! SQLite: serving a chunk is a plain positioned read, large writes never churn the WAL, and
+//! the quota is kept by size.
+//!
+//! The quota is charged what has **arrived** (see [`quota`]): an offer reserves nothing, the
+//! oldest finished files give way only just before a chunk is stored, and only a stored chunk
+//! keeps an unfinished upload from expiring.
 
 pub mod file_store;
 pub mod layout;
@@ -25,25 +32,31 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::RngCore;
 use tracing::{info, warn};
 
+use super::dedupe::{Dedupe, MAX_DEDUPE_CLIENTS};
 use super::store::{FileRecord, Store, StoreError, StoredFiles, UploadRecord};
 use crate::cipher::Key;
+use crate::files::ChunkCipher;
 use crate::message::{FileRefusal, Sha256};
 use file_store::FileDir;
 use layout::{have_from_len, stored_len};
+use quota::charge;
 
 /// The host's limits on files; see `docs/PROTOCOL.md` (Limits) for the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileLimits {
     /// Largest file, in bytes; 0: the host takes no files (`file_refused: disabled`).
     pub max_file_bytes: u64,
-    /// All files kept together, unfinished uploads included (by their offered size).
+    /// All files kept together, unfinished uploads included (by what has arrived of them);
+    /// unfinished uploads hold at most [`quota::unfinished_share`] of it.
     pub max_total_bytes: u64,
     /// Unfinished uploads one client id may hold.
     pub unfinished_per_client: usize,
     /// Unfinished uploads one IPv4 address or IPv6 /64 may hold.
     pub unfinished_per_source: usize,
-    /// An unfinished upload is deleted this long after its last chunk.
+    /// An unfinished upload is deleted this long after its last stored chunk.
     pub unfinished_ttl: Duration,
+    /// An upload that has received no chunk is deleted this long after its offer.
+    pub unstarted_ttl: Duration,
     /// Chunks a client may send beyond the last `have` it was told.
     pub window: u32,
 }
@@ -54,6 +67,9 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
 pub const DEFAULT_MAX_FILES_BYTES: u64 = 2048 * 1024 * 1024;
 /// Default [`FileLimits::unfinished_ttl`]: 1 hour.
 pub const DEFAULT_UNFINISHED_TTL: Duration = Duration::from_secs(3600);
+/// Default [`FileLimits::unstarted_ttl`]: 60 s. A client sends its first chunk as soon as its
+/// offer is accepted; an offer that sends nothing only holds a place.
+pub const DEFAULT_UNSTARTED_TTL: Duration = Duration::from_secs(60);
 
 impl Default for FileLimits {
     fn default() -> Self {
@@ -63,6 +79,7 @@ impl Default for FileLimits {
             unfinished_per_client: 2,
             unfinished_per_source: 8,
             unfinished_ttl: DEFAULT_UNFINISHED_TTL,
+            unstarted_ttl: DEFAULT_UNSTARTED_TTL,
             window: 16,
         }
     }
@@ -73,6 +90,11 @@ impl FileLimits {
     pub fn enabled(&self) -> bool {
         self.max_file_bytes > 0
     }
+
+    /// The most the unfinished uploads may hold together.
+    pub fn unfinished_share(&self) -> u64 {
+        quota::unfinished_share(self.max_total_bytes, self.max_file_bytes)
+    }
 }
 
 /// Most ids of files no longer kept that are remembered, to answer `gone` rather than
@@ -82,16 +104,6 @@ const MAX_GONE: usize = 65_536;
 /// Most unfinished uploads the host holds in all (each is a database row and a file): past
 /// it an offer is `busy`, whatever its client and address.
 const MAX_UNFINISHED: usize = 1024;
-
-/// Most client ids whose highest upload id is kept in memory (as for messages); the least
-/// recently updated is forgotten first.
-const MAX_HIGHEST: usize = super::dedupe::MAX_DEDUPE_CLIENTS;
-
-/// What a file counts against the quota: its content, and at least a disk block, so a flood
-/// of empty files is bounded by the quota too.
-pub fn charge(size: u64) -> u64 {
-    size.max(4096)
-}
 
 /// A finished file the room keeps.
 #[derive(Debug, Clone)]
@@ -113,46 +125,85 @@ struct Unfinished {
     source: String,
     /// Content bytes stored (whole chunks, or the whole size).
     have: u64,
-    /// The last chunk (or the offer).
+    /// What it counts against the quota: the bytes that have arrived, and the chunk being
+    /// stored (the whole [`charge`] of the file once the last one arrives).
+    charged: u64,
+    /// The offer, then the last stored chunk (never a re-offer).
     touched: Instant,
     /// The connection it is active on.
     owner: Option<u64>,
+    /// All of it has arrived and its connection is putting it in the room: another file
+    /// under its id is `busy` until then.
+    finishing: bool,
 }
 
-#[derive(Debug, Default)]
+impl Unfinished {
+    /// How long it is kept after [`touched`](Self::touched).
+    fn ttl(&self, limits: &FileLimits) -> Duration {
+        if self.charged == 0 {
+            limits.unstarted_ttl
+        } else {
+            limits.unfinished_ttl
+        }
+    }
+}
+
+#[derive(Debug)]
 struct State {
     kept: HashMap<u64, Kept>,
     /// Kept files by their event's sequence number: the oldest give way first.
     by_seq: BTreeMap<u64, u64>,
-    /// Content bytes of the kept files.
+    /// Charged bytes of the kept files.
     kept_bytes: u64,
     uploads: HashMap<(String, u64), Unfinished>,
-    /// Offered bytes of the unfinished uploads.
+    /// Charged bytes of the unfinished uploads (what has arrived).
     unfinished_bytes: u64,
-    /// Highest upload id in the room per client id, and when it was last updated (a
-    /// counter), to forget the least recently updated beyond [`MAX_HIGHEST`].
-    highest: HashMap<String, (u64, u64)>,
-    highest_clock: u64,
+    /// Highest upload id in the room per client id, the least recently updated forgotten
+    /// first beyond [`MAX_DEDUPE_CLIENTS`] (the database keeps as many: a client forgotten
+    /// here is looked up there).
+    highest: Dedupe,
+    /// Nothing has been forgotten from `highest`: a client it does not know has put no file
+    /// in the room (no need to ask the database).
+    highest_complete: bool,
     gone: HashSet<u64>,
     gone_order: VecDeque<u64>,
     /// Stored files to delete (off every lock, by [`FileHost::empty_trash`]).
     trash: Vec<PathBuf>,
 }
 
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            kept: HashMap::new(),
+            by_seq: BTreeMap::new(),
+            kept_bytes: 0,
+            uploads: HashMap::new(),
+            unfinished_bytes: 0,
+            highest: Dedupe::default(),
+            highest_complete: true,
+            gone: HashSet::new(),
+            gone_order: VecDeque::new(),
+            trash: Vec::new(),
+        }
+    }
+}
+
 impl State {
     fn record_highest(&mut self, client: &str, upload_id: u64) {
-        self.highest_clock += 1;
-        let clock = self.highest_clock;
-        let entry = self.highest.entry(client.to_string()).or_insert((0, clock));
-        *entry = (entry.0.max(upload_id), clock);
-        if self.highest.len() > MAX_HIGHEST {
-            let oldest = self
-                .highest
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(c, _)| c.clone());
-            if let Some(oldest) = oldest {
-                self.highest.remove(&oldest);
+        let client = client.to_string();
+        if self.highest.highest(&client) == 0 && self.highest.len() >= MAX_DEDUPE_CLIENTS {
+            self.highest_complete = false; // the least recently updated is forgotten
+        }
+        self.highest.record(&client, upload_id);
+    }
+
+    fn mark_gone(&mut self, file_id: u64) {
+        if self.gone.insert(file_id) {
+            self.gone_order.push_back(file_id);
+        }
+        while self.gone_order.len() > MAX_GONE {
+            if let Some(old) = self.gone_order.pop_front() {
+                self.gone.remove(&old);
             }
         }
     }
@@ -160,21 +211,33 @@ impl State {
     fn forget_kept(&mut self, file_id: u64, dir: &FileDir) {
         if let Some(kept) = self.kept.remove(&file_id) {
             self.by_seq.remove(&kept.seq);
-            self.kept_bytes -= charge(kept.size);
+            self.kept_bytes = self.kept_bytes.saturating_sub(charge(kept.size));
             self.trash.push(dir.file_path(file_id));
-            self.gone.insert(file_id);
-            self.gone_order.push_back(file_id);
-            while self.gone_order.len() > MAX_GONE {
-                if let Some(old) = self.gone_order.pop_front() {
-                    self.gone.remove(&old);
-                }
-            }
+            self.mark_gone(file_id);
         }
     }
 
-    fn forget_upload(&mut self, client: &str, upload_id: u64, dir: &FileDir) -> Option<Unfinished> {
+    fn keep(&mut self, file_id: u64, seq: u64, size: u64, key: Key) {
+        self.kept_bytes += charge(size);
+        self.by_seq.insert(seq, file_id);
+        self.kept.insert(file_id, Kept { seq, size, key });
+    }
+
+    fn insert_upload(&mut self, client: &str, upload_id: u64, upload: Unfinished) {
+        self.unfinished_bytes += upload.charged;
+        if let Some(old) = self.uploads.insert((client.to_string(), upload_id), upload) {
+            self.unfinished_bytes = self.unfinished_bytes.saturating_sub(old.charged);
+        }
+    }
+
+    fn remove_upload(&mut self, client: &str, upload_id: u64) -> Option<Unfinished> {
         let upload = self.uploads.remove(&(client.to_string(), upload_id))?;
-        self.unfinished_bytes -= charge(upload.size);
+        self.unfinished_bytes = self.unfinished_bytes.saturating_sub(upload.charged);
+        Some(upload)
+    }
+
+    fn forget_upload(&mut self, client: &str, upload_id: u64, dir: &FileDir) -> Option<Unfinished> {
+        let upload = self.remove_upload(client, upload_id)?;
         self.trash.push(dir.file_path(upload.file_id));
         Some(upload)
     }
@@ -184,6 +247,26 @@ impl State {
             || self.kept.contains_key(&id)
             || self.gone.contains(&id)
             || self.uploads.values().any(|u| u.file_id == id)
+    }
+
+    /// Make room for `bytes` more of the unfinished uploads: the finished files that gave
+    /// way (forgotten here, their stored files in the trash), or [`quota::NoSpace`].
+    fn make_room(&mut self, limits: &FileLimits, bytes: u64, dir: &FileDir) -> Result<Vec<u64>, quota::NoSpace> {
+        let usage = quota::Usage {
+            finished: self.kept_bytes,
+            unfinished: self.unfinished_bytes,
+            quota: limits.max_total_bytes,
+            unfinished_cap: limits.unfinished_share(),
+        };
+        let oldest = self
+            .by_seq
+            .values()
+            .filter_map(|id| self.kept.get(id).map(|k| (*id, charge(k.size))));
+        let give_way = quota::make_room(usage, bytes, oldest)?;
+        for id in &give_way {
+            self.forget_kept(*id, dir);
+        }
+        Ok(give_way)
     }
 }
 
@@ -217,6 +300,29 @@ pub struct ActiveUpload {
     pub hasher: Option<sha2::Sha256>,
 }
 
+impl ActiveUpload {
+    /// Where its chunks go ([`FileHost::store_chunk`]).
+    pub fn target(&self) -> ChunkTarget {
+        ChunkTarget {
+            upload_id: self.upload_id,
+            file_id: self.file_id,
+            key: self.key,
+            size: self.size,
+            file: self.file.clone(),
+        }
+    }
+}
+
+/// What [`FileHost::store_chunk`] needs of an [`ActiveUpload`] (to take to a blocking thread).
+#[derive(Debug, Clone)]
+pub struct ChunkTarget {
+    pub upload_id: u64,
+    pub file_id: u64,
+    pub key: Key,
+    pub size: u64,
+    pub file: Arc<File>,
+}
+
 /// The answer to an offer.
 #[derive(Debug)]
 pub enum OfferOutcome {
@@ -224,6 +330,20 @@ pub enum OfferOutcome {
     AlreadyInRoom,
     Refused(FileRefusal, String),
     Accepted(Box<ActiveUpload>),
+}
+
+/// Why a chunk was not stored ([`FileHost::store_chunk`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    /// The upload is no longer this connection's (taken over by another, cancelled, expired
+    /// or finished): the chunk is dropped, and the connection stops sending it.
+    #[error("the upload is not active on this connection")]
+    NotActive,
+    /// The unfinished uploads hold their whole share of the quota.
+    #[error("the unfinished uploads hold their whole share of the room's file space")]
+    NoSpace,
+    #[error("could not store the chunk: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// A file to send, as `file_get` finds it.
@@ -305,6 +425,7 @@ impl FileHost {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Update the database (never under the files lock).
     fn with_store(&self, f: impl FnOnce(&mut Store) -> Result<(), StoreError>) {
         if let Some(store) = &self.store {
             let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
@@ -314,8 +435,10 @@ impl FileHost {
         }
     }
 
+    /// Build the state from the database and the disk (all of the I/O first, then the state
+    /// is put in place).
     fn restore(&self, stored: StoredFiles) -> Result<(), FilesError> {
-        let mut state = self.state();
+        let mut state = State::default();
         let now = Instant::now();
         let mut lost = Vec::new();
         for (seq, record) in stored.finished {
@@ -324,16 +447,7 @@ impl FileHost {
                 lost.push(record.file_id);
                 continue;
             }
-            state.kept_bytes += charge(record.size);
-            state.by_seq.insert(seq, record.file_id);
-            state.kept.insert(
-                record.file_id,
-                Kept {
-                    seq,
-                    size: record.size,
-                    key: record.key,
-                },
-            );
+            state.keep(record.file_id, seq, record.size, record.key);
         }
         let mut expired = Vec::new();
         for upload in stored.uploads {
@@ -343,43 +457,51 @@ impl FileHost {
                 .ok()
                 .and_then(|t| SystemTime::now().duration_since(t).ok())
                 .unwrap_or_default();
-            if age >= self.limits.unfinished_ttl {
+            let size = upload.file.size;
+            let (have, _) = have_from_len(size, file_store::stored_len_of(&path));
+            let restored = Unfinished {
+                file_id: upload.file.file_id,
+                key: upload.file.key,
+                name: upload.name,
+                size,
+                mime: upload.mime,
+                sha256: upload.sha256,
+                source: upload.source,
+                have,
+                charged: if have == size { charge(size) } else { have },
+                touched: now.checked_sub(age).unwrap_or(now),
+                owner: None,
+                finishing: false,
+            };
+            if age >= restored.ttl(&self.limits) {
                 expired.push((upload.client_id, upload.upload_id, path));
                 continue;
             }
-            let (have, _) = have_from_len(upload.file.size, file_store::stored_len_of(&path));
-            state.unfinished_bytes += charge(upload.file.size);
-            state.uploads.insert(
-                (upload.client_id, upload.upload_id),
-                Unfinished {
-                    file_id: upload.file.file_id,
-                    key: upload.file.key,
-                    name: upload.name,
-                    size: upload.file.size,
-                    mime: upload.mime,
-                    sha256: upload.sha256,
-                    source: upload.source,
-                    have,
-                    touched: now.checked_sub(age).unwrap_or(now),
-                    owner: None,
-                },
-            );
+            state.insert_upload(&upload.client_id, upload.upload_id, restored);
         }
         for file_id in stored.gone {
-            state.gone.insert(file_id);
-            state.gone_order.push_back(file_id);
+            state.mark_gone(file_id);
         }
         for (client, highest) in stored.highest {
             state.record_highest(&client, highest);
         }
-        drop(state);
+        for file_id in &lost {
+            state.mark_gone(*file_id);
+        }
+        let known: HashSet<u64> = state
+            .kept
+            .keys()
+            .copied()
+            .chain(state.uploads.values().map(|u| u.file_id))
+            .collect();
+        let (files, unfinished) = (state.kept.len(), state.uploads.len());
+        *self.state() = state;
         for file_id in &lost {
             warn!(
                 file_id = format!("{file_id:016x}"),
                 "a kept file is missing or damaged on disk; its event stays, the file is gone"
             );
             self.with_store(|s| s.file_gone(*file_id));
-            self.state().gone.insert(*file_id);
         }
         for (client, upload_id, path) in &expired {
             self.with_store(|s| s.delete_upload(client, *upload_id));
@@ -387,14 +509,6 @@ impl FileHost {
         }
         // Orphans: files the database does not know (a crash between writing and recording).
         let (ids, other) = self.dir.list()?;
-        let state = self.state();
-        let known: HashSet<u64> = state
-            .kept
-            .keys()
-            .copied()
-            .chain(state.uploads.values().map(|u| u.file_id))
-            .collect();
-        drop(state);
         let mut orphans = 0;
         for id in ids.into_iter().filter(|id| !known.contains(id)) {
             file_store::remove(&self.dir.file_path(id));
@@ -406,10 +520,9 @@ impl FileHost {
                 orphans += 1;
             }
         }
-        let state = self.state();
         info!(
-            files = state.kept.len(),
-            unfinished = state.uploads.len(),
+            files,
+            unfinished,
             orphans_removed = orphans,
             dir = %self.dir.path().display(),
             "room files ready"
@@ -417,13 +530,41 @@ impl FileHost {
         Ok(())
     }
 
-    /// The highest upload id of `client` in the room (0: none).
+    /// The highest upload id of `client` in the room (0: none). A client forgotten from
+    /// memory is looked up in the database (not under the files lock). Blocking when it
+    /// does.
     pub fn highest_done(&self, client: &str) -> u64 {
-        self.state().highest.get(client).map_or(0, |(h, _)| *h)
+        let (known, complete) = {
+            let state = self.state();
+            (state.highest.highest(&client.to_string()), state.highest_complete)
+        };
+        if known > 0 || complete {
+            return known;
+        }
+        let Some(store) = &self.store else {
+            return known;
+        };
+        let stored = store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .upload_highest(client);
+        match stored {
+            Ok(Some(highest)) => {
+                self.state().record_highest(client, highest);
+                highest
+            }
+            Ok(None) => 0,
+            Err(e) => {
+                warn!(error = %e, "could not look up a client's highest upload id");
+                0
+            }
+        }
     }
 
     /// Answer an offer from `client` (at `source`) on connection `conn`. Blocking (it may
-    /// write the database and open the stored file).
+    /// write the database and open the stored file). An offer reserves no quota and evicts
+    /// nothing (but an empty file, which arrives whole with its offer), and offering an
+    /// unfinished upload again does not extend its time.
     pub fn offer(&self, client: &str, source: &str, conn: u64, offer: Offer) -> OfferOutcome {
         let limits = self.limits;
         if offer.upload_id == 0 {
@@ -444,53 +585,40 @@ impl FileHost {
                 ),
             );
         }
-        let mut state = self.state();
-        if state
-            .highest
-            .get(client)
-            .is_some_and(|&(h, _)| offer.upload_id <= h)
-        {
+        if offer.upload_id <= self.highest_done(client) {
             return OfferOutcome::AlreadyInRoom;
         }
         let key = (client.to_string(), offer.upload_id);
+        let mut state = self.state();
+        if offer.upload_id <= state.highest.highest(&key.0) {
+            return OfferOutcome::AlreadyInRoom; // put in the room meanwhile
+        }
         if let Some(upload) = state.uploads.get_mut(&key) {
             if upload.size == offer.size && upload.sha256 == offer.sha256 {
                 upload.owner = Some(conn);
-                upload.touched = Instant::now();
+                upload.finishing = upload.have == upload.size;
                 let upload = upload.clone();
                 drop(state);
-                let path = self.dir.file_path(upload.file_id);
-                let keep = have_to_stored(upload.size, upload.have);
-                return match self
-                    .dir
-                    .ensure()
-                    .and_then(|()| file_store::open_for_upload(&path, keep))
-                {
-                    Ok(file) => OfferOutcome::Accepted(Box::new(ActiveUpload {
-                        upload_id: offer.upload_id,
-                        file_id: upload.file_id,
-                        key: upload.key,
-                        size: upload.size,
-                        sha256: upload.sha256,
-                        name: upload.name,
-                        mime: upload.mime,
-                        have: upload.have,
-                        told: upload.have,
-                        file: Arc::new(file),
-                        hasher: (upload.have == 0).then(sha2::Sha256::default),
-                    })),
-                    Err(e) => {
-                        warn!(error = %e, "could not reopen an unfinished upload");
-                        OfferOutcome::Refused(
-                            FileRefusal::NoSpace,
-                            "the host could not store it".into(),
-                        )
-                    }
-                };
+                return self.resume(offer.upload_id, upload);
+            }
+            if upload.finishing {
+                return OfferOutcome::Refused(
+                    FileRefusal::Busy,
+                    "an upload with this id is being put in the room".into(),
+                );
             }
             // Another file under the same id: what is held of it goes, and it starts again.
             state.forget_upload(client, offer.upload_id, &self.dir);
+            drop(state);
             self.with_store(|s| s.delete_upload(client, offer.upload_id));
+            self.empty_trash();
+            state = self.state();
+            if state.uploads.contains_key(&key) {
+                return OfferOutcome::Refused(
+                    FileRefusal::Busy,
+                    "this upload was offered again from another connection".into(),
+                );
+            }
         }
         let by_client = state.uploads.keys().filter(|(c, _)| c == client).count();
         let by_source = state
@@ -507,34 +635,20 @@ impl FileHost {
                 "too many unfinished uploads; finish or cancel one first".into(),
             );
         }
-        let usage = quota::Usage {
-            finished: state.kept_bytes,
-            unfinished: state.unfinished_bytes,
-            quota: limits.max_total_bytes,
-        };
-        let oldest: Vec<(u64, u64)> = state
-            .by_seq
-            .values()
-            .filter_map(|id| state.kept.get(id).map(|k| (*id, charge(k.size))))
-            .collect();
-        let give_way = match quota::make_room(usage, charge(offer.size), oldest) {
-            Ok(ids) => ids,
-            Err(quota::NoSpace) => {
-                return OfferOutcome::Refused(
-                    FileRefusal::NoSpace,
-                    "the room's file space is full".into(),
-                )
+        // An empty file has arrived whole: it is charged now (a disk block), as a chunk is.
+        let (charged, give_way) = if offer.size == 0 {
+            match state.make_room(&limits, charge(0), &self.dir) {
+                Ok(ids) => (charge(0), ids),
+                Err(quota::NoSpace) => {
+                    return OfferOutcome::Refused(
+                        FileRefusal::NoSpace,
+                        "the room's file space is full".into(),
+                    )
+                }
             }
+        } else {
+            (0, Vec::new())
         };
-        for id in &give_way {
-            state.forget_kept(*id, &self.dir);
-        }
-        if !give_way.is_empty() {
-            info!(
-                files = give_way.len(),
-                "the room's file quota is full: the oldest files gave way"
-            );
-        }
         let mut file_id = rand::random::<u64>();
         while state.id_in_use(file_id) {
             file_id = rand::random::<u64>();
@@ -548,16 +662,14 @@ impl FileHost {
             sha256: offer.sha256,
             source: source.to_string(),
             have: 0,
+            charged,
             touched: Instant::now(),
             owner: Some(conn),
+            finishing: offer.size == 0,
         };
-        state.unfinished_bytes += charge(upload.size);
-        state.uploads.insert(key, upload.clone());
+        state.insert_upload(client, offer.upload_id, upload.clone());
         drop(state);
-        for id in &give_way {
-            self.with_store(|s| s.file_gone(*id));
-        }
-        self.empty_trash();
+        self.gave_way(&give_way);
         let record = UploadRecord {
             client_id: client.to_string(),
             upload_id: offer.upload_id,
@@ -606,14 +718,105 @@ impl FileHost {
         }
     }
 
+    /// An unfinished upload offered again: reopen its stored file at the whole frames held.
+    fn resume(&self, upload_id: u64, upload: Unfinished) -> OfferOutcome {
+        let path = self.dir.file_path(upload.file_id);
+        let keep = have_to_stored(upload.size, upload.have);
+        match self
+            .dir
+            .ensure()
+            .and_then(|()| file_store::open_for_upload(&path, keep))
+        {
+            Ok(file) => OfferOutcome::Accepted(Box::new(ActiveUpload {
+                upload_id,
+                file_id: upload.file_id,
+                key: upload.key,
+                size: upload.size,
+                sha256: upload.sha256,
+                name: upload.name,
+                mime: upload.mime,
+                have: upload.have,
+                told: upload.have,
+                file: Arc::new(file),
+                hasher: (upload.have == 0).then(sha2::Sha256::default),
+            })),
+            Err(e) => {
+                warn!(error = %e, "could not reopen an unfinished upload");
+                OfferOutcome::Refused(FileRefusal::NoSpace, "the host could not store it".into())
+            }
+        }
+    }
+
+    /// Finished files gave way (already forgotten in memory): record it and delete them.
+    fn gave_way(&self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        for id in ids {
+            self.with_store(|s| s.file_gone(*id));
+        }
+        self.empty_trash();
+        info!(
+            files = ids.len(),
+            "the room's file quota is full: the oldest files gave way"
+        );
+    }
+
+    /// Store `data`, the chunk at `offset` of `client`'s upload `target`, as connection `conn`
+    /// sends it. First the quota is charged for it — the oldest finished files give way if it
+    /// would not fit otherwise — then it is sealed once, as every member will get it, and
+    /// written in its place. Blocking.
+    pub fn store_chunk(
+        &self,
+        client: &str,
+        conn: u64,
+        target: &ChunkTarget,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), ChunkError> {
+        let ChunkTarget {
+            upload_id,
+            file_id,
+            ref key,
+            size,
+            ref file,
+        } = *target;
+        let end = offset.saturating_add(data.len() as u64);
+        let mut state = self.state();
+        let Some(upload) = state.uploads.get(&(client.to_string(), upload_id)) else {
+            return Err(ChunkError::NotActive);
+        };
+        if upload.owner != Some(conn) || upload.file_id != file_id {
+            return Err(ChunkError::NotActive);
+        }
+        let arrived = if end >= size { charge(size) } else { end };
+        let more = arrived.saturating_sub(upload.charged);
+        let give_way = state
+            .make_room(&self.limits, more, &self.dir)
+            .map_err(|quota::NoSpace| ChunkError::NoSpace)?;
+        state.unfinished_bytes += more;
+        if let Some(upload) = state.uploads.get_mut(&(client.to_string(), upload_id)) {
+            upload.charged += more;
+        }
+        drop(state);
+        self.gave_way(&give_way);
+        let frame = ChunkCipher::new(key, file_id)
+            .seal(offset, data)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        file_store::write_frame(file, size, offset, &frame)?;
+        Ok(())
+    }
+
     /// Chunks of `client`'s upload are stored up to `have`: is `conn` still the connection it
-    /// is active on? (If not, it stops sending it.)
+    /// is active on? (If not, it stops sending it.) A stored chunk keeps the upload from
+    /// expiring; once all of it is there it is being put in the room.
     pub fn stored(&self, client: &str, upload_id: u64, conn: u64, have: u64) -> bool {
         let mut state = self.state();
         match state.uploads.get_mut(&(client.to_string(), upload_id)) {
             Some(upload) if upload.owner == Some(conn) => {
                 upload.have = have;
                 upload.touched = Instant::now();
+                upload.finishing = have == upload.size;
                 true
             }
             _ => false,
@@ -637,36 +840,46 @@ impl FileHost {
         }
     }
 
-    /// The upload is in the room as event `seq` (the database has recorded it with the event):
-    /// keep it as a file. Called under the room's lock.
-    pub fn finished(&self, client: &str, upload_id: u64, seq: u64) {
+    /// File `file_id`, upload `upload_id` of `client`, is in the room as event `seq` (the
+    /// database has recorded it with the event): keep it. Matched by its file id: if the
+    /// upload under that id is another file now, that one is not kept in its place — the
+    /// event's file is gone. Called under the room's lock (no disk I/O: what leaves goes to
+    /// the trash).
+    pub fn finished(&self, client: &str, upload_id: u64, file_id: u64, seq: u64) {
         let mut state = self.state();
         state.record_highest(client, upload_id);
-        if let Some(upload) = state.uploads.remove(&(client.to_string(), upload_id)) {
-            state.unfinished_bytes -= charge(upload.size);
-            state.kept_bytes += charge(upload.size);
-            state.by_seq.insert(seq, upload.file_id);
-            state.kept.insert(
-                upload.file_id,
-                Kept {
-                    seq,
-                    size: upload.size,
-                    key: upload.key,
-                },
-            );
-        }
-        // Its earlier unfinished uploads can never be put in the room now (an offer at or
-        // below the highest is already there): they go, and free their quota.
+        let key = (client.to_string(), upload_id);
+        let lost = match state.uploads.get(&key) {
+            Some(upload) if upload.file_id == file_id => {
+                if let Some(upload) = state.remove_upload(client, upload_id) {
+                    state.keep(file_id, seq, upload.size, upload.key);
+                }
+                false
+            }
+            _ => {
+                state.mark_gone(file_id);
+                true
+            }
+        };
+        // Its other unfinished uploads at or below this id can never be put in the room now
+        // (an offer at or below the highest is already there): they go, and free their quota.
         let stale: Vec<u64> = state
             .uploads
             .keys()
-            .filter(|(c, id)| c == client && *id < upload_id)
+            .filter(|(c, id)| c == client && *id <= upload_id)
             .map(|(_, id)| *id)
             .collect();
         for id in &stale {
             state.forget_upload(client, *id, &self.dir);
         }
         drop(state);
+        if lost {
+            warn!(
+                file_id = format!("{file_id:016x}"),
+                "a file was put in the room after its upload was replaced; the file is gone"
+            );
+            self.with_store(|s| s.file_gone(file_id));
+        }
         for id in stale {
             self.with_store(|s| s.delete_upload(client, id));
         }
@@ -696,15 +909,16 @@ impl FileHost {
         }
     }
 
-    /// Delete unfinished uploads whose last chunk is older than the limit, and the stored
-    /// files waiting in the trash. Blocking. Returns how many uploads expired.
+    /// Delete unfinished uploads past their time (60 s after an offer that sent nothing, an
+    /// hour after the last stored chunk, by default), and the stored files waiting in the
+    /// trash. Blocking. Returns how many uploads expired.
     pub fn expire(&self, now: Instant) -> usize {
-        let ttl = self.limits.unfinished_ttl;
+        let limits = self.limits;
         let mut state = self.state();
         let expired: Vec<(String, u64)> = state
             .uploads
             .iter()
-            .filter(|(_, u)| now.saturating_duration_since(u.touched) >= ttl)
+            .filter(|(_, u)| now.saturating_duration_since(u.touched) >= u.ttl(&limits))
             .map(|(k, _)| k.clone())
             .collect();
         for (client, upload_id) in &expired {
@@ -743,5 +957,272 @@ pub fn human_size(bytes: u64) -> String {
         format!("{} KiB", bytes / 1024)
     } else {
         format!("{bytes} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::CHUNK_BYTES;
+    use crate::message::{RoomEvent, RoomEventKind};
+    use sha2::Digest;
+
+    const C: u64 = CHUNK_BYTES;
+
+    /// A quota of 10 chunks, files up to 4: unfinished uploads may hold 5 chunks.
+    fn small() -> FileLimits {
+        FileLimits {
+            max_file_bytes: 4 * C,
+            max_total_bytes: 10 * C,
+            ..FileLimits::default()
+        }
+    }
+
+    fn host(limits: FileLimits) -> FileHost {
+        FileHost::open(limits, None, None).unwrap()
+    }
+
+    fn offer_of(upload_id: u64, content: &[u8]) -> Offer {
+        Offer {
+            upload_id,
+            name: "f.bin".into(),
+            size: content.len() as u64,
+            mime: String::new(),
+            sha256: sha2::Sha256::digest(content).into(),
+        }
+    }
+
+    fn accepted(outcome: OfferOutcome) -> Box<ActiveUpload> {
+        match outcome {
+            OfferOutcome::Accepted(upload) => upload,
+            other => panic!("expected accepted, got {other:?}"),
+        }
+    }
+
+    fn refused(outcome: OfferOutcome) -> FileRefusal {
+        match outcome {
+            OfferOutcome::Refused(reason, _) => reason,
+            other => panic!("expected refused, got {other:?}"),
+        }
+    }
+
+    fn content(chunks: u64, fill: u8) -> Vec<u8> {
+        vec![fill; (chunks * C) as usize]
+    }
+
+    /// Store chunks `from..to` of `content` as connection `conn` would.
+    fn send(
+        host: &FileHost,
+        client: &str,
+        conn: u64,
+        upload: &ActiveUpload,
+        content: &[u8],
+        chunks: std::ops::Range<u64>,
+    ) -> Result<(), ChunkError> {
+        let target = upload.target();
+        for i in chunks {
+            let (start, end) = (i * C, ((i + 1) * C).min(content.len() as u64));
+            host.store_chunk(
+                client,
+                conn,
+                &target,
+                start,
+                &content[start as usize..end as usize],
+            )?;
+            assert!(host.stored(client, upload.upload_id, conn, end));
+        }
+        Ok(())
+    }
+
+    /// Upload `content` whole and put it in the room as event `seq`: its file id.
+    fn put(host: &FileHost, client: &str, upload_id: u64, content: &[u8], seq: u64) -> u64 {
+        let upload = accepted(host.offer(client, "192.0.2.1", seq, offer_of(upload_id, content)));
+        let chunks = content.len().div_ceil(C as usize) as u64;
+        send(host, client, seq, &upload, content, 0..chunks).unwrap();
+        host.finished(client, upload_id, upload.file_id, seq);
+        upload.file_id
+    }
+
+    fn kept(host: &FileHost, file_id: u64) -> bool {
+        matches!(host.lookup(file_id), Lookup::Kept { .. })
+    }
+
+    /// The review's attack, on the host itself: offers that never send anything, from many
+    /// client ids and addresses, take no space and make nothing give way; an honest upload
+    /// then evicts the oldest file only once its chunks need the room.
+    #[test]
+    fn bare_offers_reserve_nothing_and_files_give_way_only_as_chunks_arrive() {
+        let host = host(small());
+        let first = put(&host, "ana", 1, &content(4, 1), 1);
+        let second = put(&host, "ana", 2, &content(4, 2), 2);
+        for i in 0..24u64 {
+            let source = format!("192.0.2.{}", 10 + i / 8);
+            let outcome = host.offer(
+                &format!("made-up-{i}"),
+                &source,
+                100 + i,
+                offer_of(1, &content(4, i as u8)),
+            );
+            accepted(outcome);
+        }
+        assert!(kept(&host, first) && kept(&host, second), "nothing gave way");
+        let honest = content(4, 9);
+        let upload = accepted(host.offer("bea", "198.51.100.1", 7, offer_of(1, &honest)));
+        send(&host, "bea", 7, &upload, &honest, 0..2).unwrap();
+        assert!(kept(&host, first), "8 + 2 chunks fit the quota of 10");
+        send(&host, "bea", 7, &upload, &honest, 2..3).unwrap();
+        assert!(matches!(host.lookup(first), Lookup::Gone), "the oldest, for the third");
+        send(&host, "bea", 7, &upload, &honest, 3..4).unwrap();
+        host.finished("bea", 1, upload.file_id, 3);
+        assert!(kept(&host, second) && kept(&host, upload.file_id));
+    }
+
+    /// Unfinished uploads hold at most half the quota: the chunk past it is refused, and the
+    /// finished files keep the other half.
+    #[test]
+    fn unfinished_uploads_never_hold_more_than_their_share() {
+        let host = host(small());
+        let first = put(&host, "ana", 1, &content(4, 1), 1);
+        let second = put(&host, "ana", 2, &content(4, 2), 2);
+        let (a, b) = (content(4, 3), content(4, 4));
+        let one = accepted(host.offer("c1", "192.0.2.1", 10, offer_of(1, &a)));
+        let two = accepted(host.offer("c2", "192.0.2.2", 11, offer_of(1, &b)));
+        send(&host, "c1", 10, &one, &a, 0..3).unwrap();
+        send(&host, "c2", 11, &two, &b, 0..2).unwrap();
+        assert!(matches!(
+            send(&host, "c2", 11, &two, &b, 2..3),
+            Err(ChunkError::NoSpace)
+        ));
+        assert!(!kept(&host, first) && kept(&host, second), "half is kept");
+        // Once one is cancelled the other goes on.
+        host.cancel("c1", 1);
+        send(&host, "c2", 11, &two, &b, 2..4).unwrap();
+    }
+
+    /// An offer that sends nothing is gone after the short time; a stored chunk keeps an
+    /// upload for the long one; offering it again extends neither.
+    #[test]
+    fn only_stored_chunks_keep_an_upload_and_a_bare_offer_expires_quickly() {
+        let host = host(small());
+        let start = Instant::now();
+        let a = content(2, 1);
+        accepted(host.offer("ana", "192.0.2.1", 1, offer_of(1, &a)));
+        let secs = |n| start + Duration::from_secs(n);
+        assert_eq!(host.expire(secs(30)), 0);
+        // Offered again (a reconnect) later on: no longer time for it.
+        accepted(host.offer("ana", "192.0.2.1", 2, offer_of(1, &a)));
+        assert_eq!(host.expire(secs(61)), 1, "60 s after its offer");
+        let upload = accepted(host.offer("ana", "192.0.2.1", 3, offer_of(1, &a)));
+        assert_eq!(upload.have, 0, "starts again");
+        send(&host, "ana", 3, &upload, &a, 0..1).unwrap();
+        assert_eq!(host.expire(Instant::now() + Duration::from_secs(120)), 0);
+        let again = accepted(host.offer("ana", "192.0.2.1", 4, offer_of(1, &a)));
+        assert_eq!(again.have, C, "resumes");
+        assert_eq!(host.expire(Instant::now() + Duration::from_secs(3599)), 0);
+        assert_eq!(host.expire(Instant::now() + Duration::from_secs(3601)), 1);
+        // The older connection no longer stores anything.
+        assert!(matches!(
+            send(&host, "ana", 3, &upload, &a, 1..2),
+            Err(ChunkError::NotActive)
+        ));
+    }
+
+    /// `finished` keeps the file the event names: when the upload under that id is another
+    /// file by then, that one is not kept in its place (the event's file is gone).
+    #[test]
+    fn finished_keeps_the_file_its_event_names_not_another_under_the_same_id() {
+        let host = host(small());
+        let (p, q) = (content(2, 1), content(2, 2));
+        let first = accepted(host.offer("ana", "192.0.2.1", 1, offer_of(1, &p)));
+        send(&host, "ana", 1, &first, &p, 0..1).unwrap();
+        // Another file under the same id, from another connection, before it was complete.
+        let second = accepted(host.offer("ana", "192.0.2.1", 2, offer_of(1, &q)));
+        assert_ne!(second.file_id, first.file_id);
+        host.finished("ana", 1, first.file_id, 5);
+        assert!(matches!(host.lookup(first.file_id), Lookup::Gone));
+        assert!(
+            matches!(host.lookup(second.file_id), Lookup::Unknown),
+            "a half-stored replacement is never served as the event's file"
+        );
+        assert!(matches!(
+            host.offer("ana", "192.0.2.1", 3, offer_of(1, &q)),
+            OfferOutcome::AlreadyInRoom
+        ));
+        assert!(matches!(
+            send(&host, "ana", 2, &second, &q, 1..2),
+            Err(ChunkError::NotActive)
+        ));
+    }
+
+    /// An upload whose chunks have all arrived is being put in the room: another file under
+    /// its id is `busy` (the same file is taken over, as after a reconnect).
+    #[test]
+    fn a_complete_upload_is_not_replaced_while_it_is_put_in_the_room() {
+        let host = host(small());
+        let (p, q) = (content(2, 1), content(2, 2));
+        let upload = accepted(host.offer("ana", "192.0.2.1", 1, offer_of(1, &p)));
+        send(&host, "ana", 1, &upload, &p, 0..2).unwrap();
+        assert_eq!(
+            refused(host.offer("ana", "192.0.2.1", 2, offer_of(1, &q))),
+            FileRefusal::Busy
+        );
+        let same = accepted(host.offer("ana", "192.0.2.1", 3, offer_of(1, &p)));
+        assert_eq!((same.file_id, same.have), (upload.file_id, 2 * C));
+        host.finished("ana", 1, upload.file_id, 4);
+        assert!(kept(&host, upload.file_id));
+    }
+
+    /// A client whose highest upload id memory has forgotten (65 536 others uploaded since)
+    /// is looked up in the database: its old upload is not accepted again.
+    #[test]
+    fn a_client_forgotten_in_memory_is_found_in_the_database() {
+        let store = Arc::new(Mutex::new(Store::in_memory().unwrap()));
+        store
+            .lock()
+            .unwrap()
+            .load(10, [1; crate::passphrase::SALT_LEN], "e".into())
+            .unwrap();
+        let host = FileHost::open(small(), None, Some(store.clone())).unwrap();
+        let empty = offer_of(1, b"");
+        let upload = accepted(host.offer("ana", "192.0.2.1", 1, empty.clone()));
+        let event = RoomEvent {
+            seq: 1,
+            time_ms: 0,
+            kind: RoomEventKind::File {
+                from: "ana".into(),
+                file_id: upload.file_id,
+                name: upload.name.clone(),
+                size: 0,
+                mime: upload.mime.clone(),
+                sha256: upload.sha256,
+                upload_id: 1,
+                author: String::new(),
+            },
+        };
+        let record = FileRecord {
+            file_id: upload.file_id,
+            size: 0,
+            key: upload.key,
+        };
+        store
+            .lock()
+            .unwrap()
+            .append_file(&event, &"ana".to_string(), &record)
+            .unwrap();
+        host.finished("ana", 1, upload.file_id, 1);
+        for i in 0..MAX_DEDUPE_CLIENTS {
+            host.state().record_highest(&format!("client-{i}"), 1);
+        }
+        assert_eq!(
+            host.state().highest.highest(&"ana".to_string()),
+            0,
+            "forgotten in memory"
+        );
+        assert_eq!(host.highest_done("ana"), 1);
+        assert!(matches!(
+            host.offer("ana", "192.0.2.1", 2, empty),
+            OfferOutcome::AlreadyInRoom
+        ));
+        assert_eq!(host.highest_done("never-uploaded"), 0);
     }
 }
