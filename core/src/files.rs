@@ -133,9 +133,36 @@ pub fn chunk_place(body: &[u8]) -> Result<(u64, u64), ChunkError> {
 
 /// Windows device names that cannot be file names, with any extension.
 const RESERVED_NAMES: [&str; 30] = [
-    "CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$", "COM1", "COM2", "COM3", "COM4", "COM5",
-    "COM6", "COM7", "COM8", "COM9", "COM\u{b9}", "COM\u{b2}", "COM\u{b3}", "LPT1", "LPT2", "LPT3",
-    "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9", "LPT\u{b9}", "LPT\u{b2}", "LPT\u{b3}",
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    "CONIN$",
+    "CONOUT$",
+    "COM1",
+    "COM2",
+    "COM3",
+    "COM4",
+    "COM5",
+    "COM6",
+    "COM7",
+    "COM8",
+    "COM9",
+    "COM\u{b9}",
+    "COM\u{b2}",
+    "COM\u{b3}",
+    "LPT1",
+    "LPT2",
+    "LPT3",
+    "LPT4",
+    "LPT5",
+    "LPT6",
+    "LPT7",
+    "LPT8",
+    "LPT9",
+    "LPT\u{b9}",
+    "LPT\u{b2}",
+    "LPT\u{b3}",
 ];
 
 /// The safe form of a file name a peer sent (`docs/PROTOCOL.md` §13, Names): no directory
@@ -348,8 +375,16 @@ mod tests {
     #[test]
     fn every_reserved_windows_name_gets_a_prefix_in_any_case_and_with_an_extension() {
         for name in [
-            "COM\u{b9}", "com\u{b2}", "Com\u{b3}", "LPT\u{b9}", "lpt\u{b2}", "LpT\u{b3}",
-            "CONIN$", "conin$", "CONOUT$", "ConOut$",
+            "COM\u{b9}",
+            "com\u{b2}",
+            "Com\u{b3}",
+            "LPT\u{b9}",
+            "lpt\u{b2}",
+            "LpT\u{b3}",
+            "CONIN$",
+            "conin$",
+            "CONOUT$",
+            "ConOut$",
         ] {
             assert_eq!(safe_name(name), format!("_{name}"));
             for ext in [".txt", ".tar.gz", " .log"] {
@@ -359,7 +394,14 @@ mod tests {
         }
         assert_eq!(safe_name("dir/COM\u{b9}.png"), "_COM\u{b9}.png");
         // Near misses stay as they are.
-        for name in ["COM\u{b9}0", "COM\u{2074}", "CONIN", "CONOUT", "CONIN$x", "LPT\u{b3}a.txt"] {
+        for name in [
+            "COM\u{b9}0",
+            "COM\u{2074}",
+            "CONIN",
+            "CONOUT",
+            "CONIN$x",
+            "LPT\u{b3}a.txt",
+        ] {
             assert_eq!(safe_name(name), name, "{name:?}");
         }
     }

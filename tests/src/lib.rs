@@ -3,6 +3,10 @@
 //! that can corrupt a frame or cut connections.
 //!
 //! The binaries must be built first (`cargo build --bins`; `make test` does it).
+//!
+//! [`hostile`]: the set-up of the tests that attack a running room.
+
+pub mod hostile;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

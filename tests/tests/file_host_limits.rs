@@ -1,35 +1,29 @@
 //! The host's limits on files hold against hostile members (`docs/PROTOCOL.md` §8, §13),
 //! through the real `tertulia-server`: sizes that lie and chunks out of place close the
 //! connection with `error: protocol` while the rest of the room chats on; files over the
-//! per-file limit are `too_large`; at the quota the oldest file gives way (`file_missing:
-//! gone`) and one that can never fit is `no_space`; a flood of offers is held back, then
-//! closed for flooding; unfinished uploads are limited per client and per address (`busy`)
-//! and expire, freeing the quota.
+//! per-file limit are `too_large`; the quota is charged what has arrived, so offers that send
+//! nothing — many, from several addresses and made-up client ids — make no earlier file give
+//! way and refuse no honest one; the oldest file gives way only as chunks arrive, and
+//! unfinished uploads hold at most half the quota (`no_space` past it); a flood of offers is
+//! held back, then closed for flooding, and a new connection or client id brings no new
+//! burst; unfinished uploads are limited per client and per address (`busy`) and expire — an
+//! offer that sends nothing quickly, whether or not it is offered again — freeing the quota.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use tertulia_core::files::CHUNK_BYTES;
 use tertulia_core::message::{
     ClientMessage, ErrorCode, FileMissingReason, FileRefusal, ServerMessage,
 };
-use tertulia_e2e::{ChatProcess, RawMember, ServerProcess};
+use tertulia_e2e::hostile::{client_id, loopback, still_chatting, two_members, welcomed};
+use tertulia_e2e::{ChatProcess, RawMember, ServerProcess, WAIT};
 
 const PASS: &str = "file limits passphrase";
 const C: usize = CHUNK_BYTES as usize;
 const KIB: usize = 1024;
 
-fn loopback(last: u8) -> Option<IpAddr> {
-    Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
-}
-
 async fn member_from(server: &ServerProcess, nick: &str, source: Option<IpAddr>) -> RawMember {
-    let mut member = RawMember::connect(server.addr, PASS, source).await.unwrap();
-    member.join(nick).await;
-    member
-        .wait_private(|m| matches!(m, ServerMessage::Welcome { .. }))
-        .await
-        .expect("welcome");
-    member
+    welcomed(server.addr, PASS, nick, None, source).await
 }
 
 async fn member(server: &ServerProcess, nick: &str) -> RawMember {
@@ -38,17 +32,7 @@ async fn member(server: &ServerProcess, nick: &str) -> RawMember {
 
 /// Two ordinary members (the real client), connected to each other.
 async fn two_chatting(server: &ServerProcess) -> (ChatProcess, ChatProcess) {
-    let mut ana = ChatProcess::start(server.addr, "ana", PASS, &[]).await;
-    let mut ben = ChatProcess::start(server.addr, "ben", PASS, &[]).await;
-    ana.wait_type("connected").await;
-    ben.wait_type("connected").await;
-    (ana, ben)
-}
-
-async fn still_chatting(ana: &mut ChatProcess, ben: &mut ChatProcess, text: &str) {
-    ana.say(text).await;
-    ben.wait_for(text, |e| e["type"] == "message" && e["text"] == text)
-        .await;
+    two_members(server, PASS).await
 }
 
 fn refusal(answer: Option<ServerMessage>) -> FileRefusal {
@@ -143,45 +127,143 @@ async fn a_file_over_the_limit_is_too_large_and_a_host_without_files_says_disabl
     );
 }
 
-/// A quota of 1 MiB: a second 600 KiB file makes the first give way (its get says `gone`),
-/// and while an unfinished upload holds 600 KiB, another 600 KiB can never fit: `no_space`.
-#[tokio::test]
-async fn at_the_quota_the_oldest_file_gives_way_and_what_can_never_fit_is_no_space() {
-    let server = ServerProcess::start(
-        "127.0.0.1:0",
-        PASS,
-        &["--max-file-mib", "1", "--max-files-mib", "1"],
-    )
-    .await;
-    let mut ana = member(&server, "ana").await;
-    let first = vec![1u8; 600 * KIB];
-    let second = vec![2u8; 600 * KIB];
-    let first_id = file_id(ana.upload(1, "first.bin", &first).await);
-    let second_id = file_id(ana.upload(2, "second.bin", &second).await);
-    let mut bea = member(&server, "bea").await;
-    match bea.download(first_id, 0).await {
+fn gone(answer: Result<Vec<u8>, Option<ServerMessage>>) {
+    match answer {
         Err(Some(ServerMessage::FileMissing { reason, .. })) => {
             assert_eq!(reason, FileMissingReason::Gone)
         }
         other => panic!("expected gone, got {:?}", other.map(|c| c.len())),
     }
-    assert!(bea.download(second_id, 0).await.expect("the newer file") == second);
-    // An unfinished upload holds its whole size; what cannot fit next to it is refused.
-    let third = vec![3u8; 600 * KIB];
-    let Some(ServerMessage::FileAccepted { .. }) = ana.offer(3, "third.bin", &third).await else {
-        panic!("accepted (the second file gives way)");
+}
+
+fn chunks(n: usize, fill: u8) -> Vec<u8> {
+    (0..n * C).map(|i| fill ^ (i / 4099) as u8).collect()
+}
+
+/// The review's attack (#14, finding 1): a room with a 2 MiB quota keeps a photo; then
+/// members from three more addresses, each connection under a made-up client id, offer 1 MiB
+/// files they never send — as many as the per-address limit allows — and offer them again.
+/// They take no space: the photo is still fetched byte for byte, and an honest 1 MiB upload
+/// that follows is taken whole (and fetched too).
+#[tokio::test]
+async fn bare_offers_from_many_addresses_and_client_ids_evict_nothing_and_refuse_no_one() {
+    let server = ServerProcess::start(
+        "127.0.0.1:0",
+        PASS,
+        &["--max-file-mib", "1", "--max-files-mib", "2"],
+    )
+    .await;
+    let mut ana = member(&server, "ana").await;
+    let photo = chunks(10, 0x89);
+    let photo_id = file_id(ana.upload(1, "photo.jpg", &photo).await);
+
+    let mut attackers = Vec::new();
+    for address in 2..=4u8 {
+        for n in 0..4usize {
+            let nick = format!("a{address}x{n}");
+            let id = client_id(n);
+            let mut attacker =
+                welcomed(server.addr, PASS, &nick, Some(&id), loopback(address)).await;
+            for upload in 1..=2u64 {
+                let answer = attacker
+                    .offer_as(upload, "big.bin", 1024 * 1024, [upload as u8; 32])
+                    .await;
+                assert!(
+                    matches!(answer, Some(ServerMessage::FileAccepted { have: 0, .. })),
+                    "{nick}: {answer:?}"
+                );
+            }
+            attackers.push(attacker);
+        }
+    }
+    // Offered again, as after a reconnect: still nothing stored, nothing reserved.
+    for attacker in &mut attackers {
+        for upload in 1..=2u64 {
+            let answer = attacker
+                .offer_as(upload, "big.bin", 1024 * 1024, [upload as u8; 32])
+                .await;
+            assert!(matches!(answer, Some(ServerMessage::FileAccepted { .. })));
+        }
+    }
+    let mut bea = member(&server, "bea").await;
+    assert!(
+        bea.download(photo_id, 0).await.expect("the photo is kept") == photo,
+        "byte for byte"
+    );
+    let mut cy = member(&server, "cy").await;
+    let honest = chunks(17, 0x42);
+    let honest_id = file_id(cy.upload(1, "honest.bin", &honest).await);
+    assert!(bea.download(honest_id, 0).await.expect("the honest file") == honest);
+    assert!(bea.download(photo_id, 0).await.expect("still kept") == photo);
+    assert!(
+        !server.log().contains("the oldest files gave way"),
+        "{}",
+        server.log()
+    );
+}
+
+/// A quota of 2 MiB (files up to 1 MiB): an offer makes nothing give way; the oldest file
+/// gives way only once the chunks that need its room arrive; unfinished uploads hold at most
+/// half the quota — the chunk past it is `no_space` — so the files kept keep the rest.
+#[tokio::test]
+async fn the_oldest_file_gives_way_as_chunks_arrive_and_unfinished_ones_hold_at_most_half() {
+    let server = ServerProcess::start(
+        "127.0.0.1:0",
+        PASS,
+        &["--max-file-mib", "1", "--max-files-mib", "2"],
+    )
+    .await;
+    let mut ana = member(&server, "ana").await;
+    let mut bea = member(&server, "bea").await;
+    let (first, second, third) = (chunks(10, 1), chunks(10, 2), chunks(15, 3));
+    let first_id = file_id(ana.upload(1, "first.bin", &first).await);
+    let second_id = file_id(ana.upload(2, "second.bin", &second).await);
+    let Some(ServerMessage::FileAccepted { window, .. }) = ana.offer(3, "third.bin", &third).await
+    else {
+        panic!("accepted");
     };
-    let fourth = vec![4u8; 600 * KIB];
+    assert!(
+        bea.download(first_id, 0)
+            .await
+            .expect("an offer evicts nothing")
+            == first,
+        "still whole"
+    );
+    // 600 + 600 + 900 KiB do not fit 2 MiB: the first gives way to the third's last chunks.
+    let third_id = file_id(ana.send_chunks(3, &third, 0, window, None).await);
+    gone(bea.download(first_id, 0).await);
+    assert!(bea.download(second_id, 0).await.expect("the second") == second);
+
+    // Bea holds 960 KiB of an unfinished upload (the second gives way to it)...
+    let fourth = chunks(17, 4);
+    let Some(ServerMessage::FileAccepted { window, .. }) =
+        bea.offer(1, "fourth.bin", &fourth).await
+    else {
+        panic!("accepted");
+    };
+    bea.send_chunks(1, &fourth, 0, window, Some(16 * CHUNK_BYTES))
+        .await
+        .expect("progress");
+    gone(bea.download(second_id, 0).await);
+    // ... so another can store only what is left of half the quota, 60 KiB: then `no_space`.
+    let mut cy = member(&server, "cy").await;
+    let fifth = chunks(17, 5);
     assert_eq!(
-        refusal(bea.offer(1, "fourth.bin", &fourth).await),
+        refusal(cy.upload(1, "fifth.bin", &fifth).await),
         FileRefusal::NoSpace
     );
-    match bea.download(second_id, 0).await {
-        Err(Some(ServerMessage::FileMissing { reason, .. })) => {
-            assert_eq!(reason, FileMissingReason::Gone, "it gave way to the third")
-        }
-        other => panic!("expected gone, got {:?}", other.map(|c| c.len())),
-    }
+    assert!(
+        bea.download(third_id, 0).await.expect("the third is kept") == third,
+        "unfinished uploads evict no more than half"
+    );
+    // Bea's upload goes on; its last chunk fits next to the third.
+    let fourth_id = file_id(
+        bea.send_chunks(1, &fourth, 16 * CHUNK_BYTES, window, None)
+            .await,
+    );
+    let mut dan = member(&server, "dan").await;
+    assert!(dan.download(fourth_id, 0).await.expect("the fourth") == fourth);
+    assert!(dan.download(third_id, 0).await.expect("the third") == third);
 }
 
 /// Offers beyond their burst are held back (and answered at the rate); far beyond it the
@@ -218,6 +300,85 @@ async fn a_flood_of_offers_is_held_back_then_closed_and_others_are_unaffected() 
         "the burst is answered, the rest held back then cut: {answered}"
     );
     still_chatting(&mut ana, &mut ben, "after the offer flood").await;
+}
+
+/// Send `count` offers without reading; then read until the server closes: how many were
+/// answered, and the last error.
+async fn offer_flood(
+    member: &mut RawMember,
+    first_id: u64,
+    count: u64,
+) -> (usize, Option<ErrorCode>) {
+    for id in first_id..first_id + count {
+        let offer = ClientMessage::FileOffer {
+            upload_id: id,
+            name: "x".into(),
+            size: 10,
+            mime: String::new(),
+            sha256: [0; 32],
+        };
+        if member.send(&offer).await.is_err() {
+            break;
+        }
+    }
+    let (mut answered, mut last_error) = (0, None);
+    while let Some(message) = member.next_private().await {
+        match message {
+            ServerMessage::FileAccepted { .. } | ServerMessage::FileRefused { .. } => answered += 1,
+            ServerMessage::Error { code, .. } => last_error = Some(code),
+            _ => {}
+        }
+    }
+    (answered, last_error)
+}
+
+/// Send `count` offers and read their answers (within the burst: answered at once).
+async fn offers_answered(member: &mut RawMember, first_id: u64, count: u64) {
+    for id in first_id..first_id + count {
+        let answer = member.offer_as(id, "x", 10, [id as u8; 32]).await;
+        assert!(
+            matches!(
+                answer,
+                Some(ServerMessage::FileAccepted { .. } | ServerMessage::FileRefused { .. })
+            ),
+            "{answer:?}"
+        );
+    }
+}
+
+/// The rate of offers is kept per client id and per address, across connections: a client
+/// that spent its burst and reconnects, or a new client id at an address whose members spent
+/// the address's, gets no new burst — its flood is held back and closed, answered (almost)
+/// not at all, while a fresh connection would be answered its whole burst of 8 at once.
+#[tokio::test]
+async fn a_new_connection_or_client_id_brings_no_new_burst_of_offers() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let id = client_id(1);
+    let mut first = welcomed(server.addr, PASS, "ana", Some(&id), loopback(41)).await;
+    offers_answered(&mut first, 1, 8).await;
+    drop(first);
+    let mut again = welcomed(server.addr, PASS, "ana2", Some(&id), loopback(42)).await;
+    let (answered, error) = offer_flood(&mut again, 100, 100).await;
+    assert_eq!(error, Some(ErrorCode::Flood));
+    assert!(
+        answered < 8,
+        "the same client id again: {answered} answered"
+    );
+
+    for n in 0..4 {
+        let mut member = welcomed(server.addr, PASS, &format!("m{n}"), None, loopback(43)).await;
+        offers_answered(&mut member, 1, 8).await;
+    }
+    let mut fifth = welcomed(server.addr, PASS, "m5", None, loopback(43)).await;
+    let (answered, error) = offer_flood(&mut fifth, 1, 100).await;
+    assert_eq!(error, Some(ErrorCode::Flood));
+    assert!(
+        answered < 8,
+        "a new client id at a spent address: {answered} answered"
+    );
+    // Another address is not affected.
+    let mut elsewhere = welcomed(server.addr, PASS, "far", None, loopback(44)).await;
+    offers_answered(&mut elsewhere, 1, 8).await;
 }
 
 /// Two unfinished uploads per client id, eight per address: the next offer is `busy`.
@@ -271,7 +432,7 @@ async fn unfinished_uploads_are_limited_per_client_and_per_address() {
 }
 
 /// An unfinished upload is deleted after the time given (`--unfinished-upload-secs`), and
-/// the quota it held is free again.
+/// the share of the quota it held is free again.
 #[tokio::test]
 async fn unfinished_uploads_expire_and_free_the_quota() {
     let server = ServerProcess::start(
@@ -288,7 +449,7 @@ async fn unfinished_uploads_expire_and_free_the_quota() {
     )
     .await;
     let mut ana = member(&server, "ana").await;
-    let file = vec![5u8; 900 * KIB];
+    let file = chunks(15, 5);
     let Some(ServerMessage::FileAccepted { window, .. }) = ana.offer(1, "a.bin", &file).await
     else {
         panic!("accepted");
@@ -297,18 +458,55 @@ async fn unfinished_uploads_expire_and_free_the_quota() {
         .await
         .expect("progress");
     let mut bea = member(&server, "bea").await;
-    let other = vec![6u8; 900 * KIB];
+    let other = chunks(15, 6);
     assert_eq!(
-        refusal(bea.offer(1, "b.bin", &other).await),
+        refusal(bea.upload(1, "b.bin", &other).await),
         FileRefusal::NoSpace,
-        "ana's unfinished upload holds the quota"
+        "ana's unfinished upload holds the quota's share"
     );
     server.wait_for_log("unfinished uploads expired").await;
-    file_id(bea.upload(1, "b.bin", &other).await);
-    // Ana's upload starts again from nothing (bea's finished file gives way to it).
+    file_id(bea.upload(2, "b.bin", &other).await);
+    // Ana's upload starts again from nothing.
     match ana.offer(1, "a.bin", &file).await {
         Some(ServerMessage::FileAccepted { have, .. }) => assert_eq!(have, 0, "deleted"),
         other => panic!("expected a fresh start, got {other:?}"),
+    }
+}
+
+/// An offer that sends nothing is deleted soon after it (`--unstarted-upload-secs`) however
+/// often it is offered again; an upload with a stored chunk is kept for the long time.
+#[tokio::test]
+async fn an_offer_that_sends_nothing_expires_soon_even_when_offered_again() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &["--unstarted-upload-secs", "1"]).await;
+    let mut bea = member_from(&server, "bea", loopback(31)).await;
+    let started = chunks(9, 7);
+    let Some(ServerMessage::FileAccepted { window, .. }) = bea.offer(1, "s.bin", &started).await
+    else {
+        panic!("accepted");
+    };
+    bea.send_chunks(1, &started, 0, window, Some(8 * CHUNK_BYTES))
+        .await
+        .expect("stored");
+    let mut idle = member_from(&server, "idle", loopback(32)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !server.log().contains("unfinished uploads expired") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "offered again and again, it never expired; log:\n{}",
+            server.log()
+        );
+        let answer = idle.offer_as(1, "never.bin", 5000, [9; 32]).await;
+        assert!(matches!(
+            answer,
+            Some(ServerMessage::FileAccepted { have: 0, .. })
+        ));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    match bea.offer(1, "s.bin", &started).await {
+        Some(ServerMessage::FileAccepted { have, .. }) => {
+            assert_eq!(have, 8 * CHUNK_BYTES, "a stored chunk keeps it")
+        }
+        other => panic!("expected it to resume, got {other:?}"),
     }
 }
 
@@ -354,6 +552,7 @@ async fn the_file_flags_are_in_the_help() {
         "--max-file-mib",
         "--max-files-mib",
         "--unfinished-upload-secs",
+        "--unstarted-upload-secs",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }

@@ -3,97 +3,18 @@
 //! large replies — before joining, after joining, paging history, resuming from the start of
 //! a large history. Each attack runs against the real `tertulia-server` while two ordinary
 //! members (`tertulia-chat`) keep chatting; the server's resident memory must stay under its
-//! idle size plus [`BOUND`]. A last test measures chat latency while a member pages history as
-//! fast as it can (printed, not asserted).
+//! idle size plus [`RSS_BOUND`](tertulia_e2e::hostile::RSS_BOUND). A last test measures chat
+//! latency while a member pages history as fast as it can (printed, not asserted).
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tertulia_core::message::{ClientMessage, Resume, ServerMessage};
-use tertulia_e2e::{rss_bytes, ChatProcess, DataDir, RawMember, ServerProcess};
+use tertulia_e2e::hostile::{
+    client_id, idle_rss, loopback, never_reading, still_chatting, two_members, PeakRss,
+};
+use tertulia_e2e::{DataDir, RawMember, ServerProcess};
 
 const PASS: &str = "hostile memory passphrase";
-/// How far above its idle size the server's RSS may go during an attack.
-const BOUND: u64 = 64 * 1024 * 1024;
-const MIB: u64 = 1024 * 1024;
-
-fn loopback(last: u8) -> Option<IpAddr> {
-    Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
-}
-
-fn client_id(n: usize) -> String {
-    format!("{n:0>8}{:024x}", rand::random::<u128>() >> 32)
-}
-
-/// The highest RSS of a process, sampled every 20 ms while it runs.
-struct PeakRss {
-    peak: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl PeakRss {
-    fn watch(pid: u32) -> Self {
-        let peak = Arc::new(AtomicU64::new(0));
-        let seen = peak.clone();
-        let task = tokio::spawn(async move {
-            while let Some(rss) = rss_bytes(pid) {
-                seen.fetch_max(rss, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
-        Self { peak, task }
-    }
-
-    fn peak(&self) -> u64 {
-        self.peak.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for PeakRss {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Two ordinary members, connected to each other.
-async fn two_members(server: &ServerProcess) -> (ChatProcess, ChatProcess) {
-    let mut ana = ChatProcess::start(server.addr, "ana", PASS, &[]).await;
-    let mut ben = ChatProcess::start(server.addr, "ben", PASS, &[]).await;
-    ana.wait_type("connected").await;
-    ben.wait_type("connected").await;
-    (ana, ben)
-}
-
-/// Ana says `text` and Ben gets it.
-async fn still_chatting(ana: &mut ChatProcess, ben: &mut ChatProcess, text: &str) {
-    ana.say(text).await;
-    ben.wait_for(text, |e| e["type"] == "message" && e["text"] == text)
-        .await;
-}
-
-/// The server's RSS once two members have joined (and its history is loaded).
-async fn idle_rss(server: &ServerProcess) -> u64 {
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    rss_bytes(server.child.id().expect("pid")).expect("rss")
-}
-
-fn assert_bounded(what: &str, idle: u64, peak: u64) {
-    println!(
-        "{what}: idle RSS {} MiB, peak {} MiB (+{} MiB, bound +{} MiB)",
-        idle / MIB,
-        peak / MIB,
-        peak.saturating_sub(idle) / MIB,
-        BOUND / MIB
-    );
-    assert!(
-        peak < idle + BOUND,
-        "{what}: RSS grew from {} MiB to {} MiB",
-        idle / MIB,
-        peak / MIB
-    );
-}
 
 /// Fill a stored room with `count` messages of `bytes` bytes each (flood control off), stop
 /// the server and return the room's epoch. The room is then served again by the caller.
@@ -140,9 +61,9 @@ async fn stored_room(dir: &DataDir, count: u64, bytes: usize) -> String {
 #[tokio::test]
 async fn rejected_joins_with_huge_nicknames_from_members_that_never_read() {
     let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
-    let (mut ana, mut ben) = two_members(&server).await;
+    let (mut ana, mut ben) = two_members(&server, PASS).await;
     let idle = idle_rss(&server).await;
-    let watch = PeakRss::watch(server.child.id().expect("pid"));
+    let watch = PeakRss::watch(&server);
 
     let mut attackers = Vec::new();
     for i in 0..8 {
@@ -176,7 +97,7 @@ async fn rejected_joins_with_huge_nicknames_from_members_that_never_read() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!("joins sent per connection before it was closed: {sent:?}");
-    assert_bounded("rejected-join flood", idle, watch.peak());
+    watch.assert_bounded("rejected-join flood", idle);
     still_chatting(&mut ana, &mut ben, "after the join flood").await;
     // What the server did send back is short: the first reply echoes at most 64 bytes.
     let mut first = members.swap_remove(0);
@@ -194,16 +115,19 @@ async fn pings_and_older_pages_from_members_that_never_read() {
     let dir = DataDir::new("hostile-older");
     stored_room(&dir, 600, 8000).await;
     let server = ServerProcess::start("127.0.0.1:0", PASS, &["--data-dir", dir.path()]).await;
-    let (mut ana, mut ben) = two_members(&server).await;
+    let (mut ana, mut ben) = two_members(&server, PASS).await;
     let idle = idle_rss(&server).await;
-    let watch = PeakRss::watch(server.child.id().expect("pid"));
+    let watch = PeakRss::watch(&server);
 
     let mut attackers = Vec::new();
     for i in 0..48usize {
-        let mut raw = RawMember::connect(server.addr, PASS, loopback(20 + (i % 3) as u8))
-            .await
-            .expect("connect");
-        raw.join(&format!("pager{i}")).await;
+        let mut raw = never_reading(
+            server.addr,
+            PASS,
+            &format!("pager{i}"),
+            loopback(20 + (i % 3) as u8),
+        )
+        .await;
         attackers.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             let start = Instant::now();
@@ -230,7 +154,7 @@ async fn pings_and_older_pages_from_members_that_never_read() {
         sent.push(attacker.await.expect("attacker"));
     }
     println!("older requests sent per connection: {sent:?}");
-    assert_bounded("older/ping storm", idle, watch.peak());
+    watch.assert_bounded("older/ping storm", idle);
     still_chatting(&mut ana, &mut ben, "after the paging storm").await;
 }
 
@@ -242,9 +166,9 @@ async fn resume_storm_from_the_start_of_a_large_history() {
     let dir = DataDir::new("hostile-resume");
     let epoch = stored_room(&dir, 2000, 8000).await;
     let server = ServerProcess::start("127.0.0.1:0", PASS, &["--data-dir", dir.path()]).await;
-    let (mut ana, mut ben) = two_members(&server).await;
+    let (mut ana, mut ben) = two_members(&server, PASS).await;
     let idle = idle_rss(&server).await;
-    let watch = PeakRss::watch(server.child.id().expect("pid"));
+    let watch = PeakRss::watch(&server);
 
     let mut resumers = Vec::new();
     for i in 0..24usize {
@@ -266,7 +190,7 @@ async fn resume_storm_from_the_start_of_a_large_history() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     still_chatting(&mut ana, &mut ben, "during the resume storm").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_bounded("resume storm", idle, watch.peak());
+    watch.assert_bounded("resume storm", idle);
 
     // A resumer that does read gets the whole history up to its welcome's head, once and in
     // order, in pieces.
@@ -312,7 +236,7 @@ async fn chat_latency_while_a_member_pages_history_as_fast_as_it_can() {
         &["--data-dir", dir.path(), "--flood-rate", "0"],
     )
     .await;
-    let (mut ana, mut ben) = two_members(&server).await;
+    let (mut ana, mut ben) = two_members(&server, PASS).await;
 
     let mut pager = RawMember::connect(server.addr, PASS, None)
         .await

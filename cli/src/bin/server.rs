@@ -12,8 +12,8 @@ use tertulia_core::passphrase;
 use tertulia_core::server::{
     ConfigError, FileLimits, FloodLimit, HandshakeThrottle, PreviousRoom, Retention, RoomConfig,
     Server, ServerConfig, ServerError, DEFAULT_MAX_FILES_BYTES, DEFAULT_MAX_FILE_BYTES,
-    DEFAULT_REKEY_INTERVAL, DEFAULT_UNFINISHED_TTL, DEFAULT_UNSTARTED_TTL, FRAME_NEEDED_FOR_FILES, MAX_FLOOD_RATE,
-    MIN_FRAME_BYTES,
+    DEFAULT_REKEY_INTERVAL, DEFAULT_UNFINISHED_TTL, DEFAULT_UNSTARTED_TTL, FRAME_NEEDED_FOR_FILES,
+    MAX_FLOOD_RATE, MIN_FRAME_BYTES,
 };
 use tertulia_core::text::MAX_MESSAGE_BYTES;
 use tracing_subscriber::EnvFilter;

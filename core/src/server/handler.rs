@@ -805,11 +805,10 @@ impl Handler {
             .bucket(front, self.member.is_some())
             .map_or(now, |bucket| bucket.available_at(now));
         let shared = match (front, &self.client_id) {
-            (ClientMessage::FileOffer { .. }, Some(client)) => {
-                self.shared
-                    .file_offers
-                    .available_at(client, self.source, now)
-            }
+            (ClientMessage::FileOffer { .. }, Some(client)) => self
+                .shared
+                .file_offers
+                .available_at(client, self.source, now),
             _ => now,
         };
         Some(own.max(shared))

@@ -49,7 +49,8 @@ mod writer;
 
 pub use addresses::shareable_addresses;
 pub use files::{
-    FileLimits, DEFAULT_MAX_FILES_BYTES, DEFAULT_MAX_FILE_BYTES, DEFAULT_UNFINISHED_TTL, DEFAULT_UNSTARTED_TTL,
+    FileLimits, DEFAULT_MAX_FILES_BYTES, DEFAULT_MAX_FILE_BYTES, DEFAULT_UNFINISHED_TTL,
+    DEFAULT_UNSTARTED_TTL,
 };
 pub use flood::FloodLimit;
 pub use requests::RequestLimits;
@@ -488,7 +489,8 @@ impl Server {
             config.flood.per_source(config.max_connections_per_ip),
         );
         let offers = config.requests.file_offer;
-        let file_offers = FloodBuckets::new(offers, offers.per_source(requests::FILE_OFFERS_PER_SOURCE));
+        let file_offers =
+            FloodBuckets::new(offers, offers.per_source(requests::FILE_OFFERS_PER_SOURCE));
         Ok(Self {
             listener,
             shared: Arc::new(Shared {

@@ -1483,8 +1483,12 @@ mod tests {
             let mut store = Store::open(temp.path()).unwrap();
             store.load(10, [7; SALT_LEN], "epoch".into()).unwrap();
             assert_eq!(store.upload_highest(&client).unwrap(), None);
-            store.append_file(&shared(1, 5), &client, &record(1)).unwrap();
-            store.append_file(&shared(2, 4), &client, &record(2)).unwrap();
+            store
+                .append_file(&shared(1, 5), &client, &record(1))
+                .unwrap();
+            store
+                .append_file(&shared(2, 4), &client, &record(2))
+                .unwrap();
             assert_eq!(store.upload_highest(&client).unwrap(), Some(5));
             assert_eq!(store.upload_highest("someone else").unwrap(), None);
             // As a database of the previous version: no index.

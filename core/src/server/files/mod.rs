@@ -251,7 +251,12 @@ impl State {
 
     /// Make room for `bytes` more of the unfinished uploads: the finished files that gave
     /// way (forgotten here, their stored files in the trash), or [`quota::NoSpace`].
-    fn make_room(&mut self, limits: &FileLimits, bytes: u64, dir: &FileDir) -> Result<Vec<u64>, quota::NoSpace> {
+    fn make_room(
+        &mut self,
+        limits: &FileLimits,
+        bytes: u64,
+        dir: &FileDir,
+    ) -> Result<Vec<u64>, quota::NoSpace> {
         let usage = quota::Usage {
             finished: self.kept_bytes,
             unfinished: self.unfinished_bytes,
@@ -536,7 +541,10 @@ impl FileHost {
     pub fn highest_done(&self, client: &str) -> u64 {
         let (known, complete) = {
             let state = self.state();
-            (state.highest.highest(&client.to_string()), state.highest_complete)
+            (
+                state.highest.highest(&client.to_string()),
+                state.highest_complete,
+            )
         };
         if known > 0 || complete {
             return known;
@@ -1065,13 +1073,19 @@ mod tests {
             );
             accepted(outcome);
         }
-        assert!(kept(&host, first) && kept(&host, second), "nothing gave way");
+        assert!(
+            kept(&host, first) && kept(&host, second),
+            "nothing gave way"
+        );
         let honest = content(4, 9);
         let upload = accepted(host.offer("bea", "198.51.100.1", 7, offer_of(1, &honest)));
         send(&host, "bea", 7, &upload, &honest, 0..2).unwrap();
         assert!(kept(&host, first), "8 + 2 chunks fit the quota of 10");
         send(&host, "bea", 7, &upload, &honest, 2..3).unwrap();
-        assert!(matches!(host.lookup(first), Lookup::Gone), "the oldest, for the third");
+        assert!(
+            matches!(host.lookup(first), Lookup::Gone),
+            "the oldest, for the third"
+        );
         send(&host, "bea", 7, &upload, &honest, 3..4).unwrap();
         host.finished("bea", 1, upload.file_id, 3);
         assert!(kept(&host, second) && kept(&host, upload.file_id));
