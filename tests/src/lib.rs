@@ -53,10 +53,46 @@ pub fn chat_command() -> (tokio::process::Command, tempfile::TempDir) {
 
 /// A running `tertulia-server`.
 pub struct ServerProcess {
+    /// The server (or, under [`start_traced`](Self::start_traced), strace).
     pub child: Child,
     pub addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
     _stderr_task: JoinHandle<()>,
+    /// The server's process id when `child` is strace running it (killed on drop: a tracee
+    /// outlives a killed tracer).
+    traced: Option<u32>,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(pid) = self.traced {
+            let _ = std::process::Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The first process whose parent is `parent` (from /proc).
+fn child_of(parent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // "pid (comm) state ppid …": the name may hold spaces, so after the last ')'.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == parent).then_some(pid)
+        })
 }
 
 impl ServerProcess {
@@ -87,24 +123,7 @@ impl ServerProcess {
         extra: &[&str],
         max_file_bytes: Option<u64>,
     ) -> Self {
-        // Tests keep rooms in memory unless they ask for a data directory (never the user's).
-        // An in-memory room keeps one host identity per listen address (a test that restarts
-        // a server on the same address gets the same identity back) unless the test passes
-        // its own --host-key.
-        let mut storage: Vec<String> = Vec::new();
-        if !extra.contains(&"--data-dir") {
-            storage.push("--in-memory".into());
-            if !extra.contains(&"--host-key") && !listen.ends_with(":0") {
-                let dir = std::env::temp_dir().join("tertulia-test-host-keys");
-                let name: String = listen
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                    .collect();
-                storage.push("--host-key".into());
-                storage.push(dir.join(format!("{name}.key")).display().to_string());
-            }
-        }
-        let mut command = match max_file_bytes {
+        let command = match max_file_bytes {
             None => Command::new(binary("tertulia-server")),
             Some(limit) => {
                 // The shell ignores SIGXFSZ (kept across exec), so a write past the limit
@@ -122,6 +141,66 @@ impl ServerProcess {
                 command
             }
         };
+        Self::launch(command, listen, passphrase, extra).await
+    }
+
+    /// [`start`](Self::start) under strace, the system calls named in `calls` (e.g.
+    /// `openat,fsync`) of each thread written in order to its own file `LOG.<thread id>`
+    /// (`strace -ff`); `None` (after saying why) where strace is missing or may not trace here.
+    pub async fn start_traced(
+        listen: &str,
+        passphrase: &str,
+        extra: &[&str],
+        calls: &str,
+        log: &std::path::Path,
+    ) -> Option<Self> {
+        let usable = Command::new("strace")
+            .args(["-f", "-qq", "-e", "trace=none", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|status| status.success());
+        if !usable {
+            println!("SKIPPED: strace is not installed or may not trace processes here");
+            return None;
+        }
+        let mut command = Command::new("strace");
+        command
+            .args(["-ff", "-qq", "-e"])
+            .arg(format!("trace={calls}"))
+            .arg("-o")
+            .arg(log)
+            .arg(binary("tertulia-server"));
+        let mut server = Self::launch(command, listen, passphrase, extra).await;
+        server.traced = server.child.id().and_then(child_of);
+        assert!(
+            server.traced.is_some(),
+            "the server under strace has a process id"
+        );
+        Some(server)
+    }
+
+    /// Run `command` (the server binary, or something that runs it) with the test's
+    /// arguments, and wait until it listens.
+    async fn launch(mut command: Command, listen: &str, passphrase: &str, extra: &[&str]) -> Self {
+        // Tests keep rooms in memory unless they ask for a data directory (never the user's).
+        // An in-memory room keeps one host identity per listen address (a test that restarts
+        // a server on the same address gets the same identity back) unless the test passes
+        // its own --host-key.
+        let mut storage: Vec<String> = Vec::new();
+        if !extra.contains(&"--data-dir") {
+            storage.push("--in-memory".into());
+            if !extra.contains(&"--host-key") && !listen.ends_with(":0") {
+                let dir = std::env::temp_dir().join("tertulia-test-host-keys");
+                let name: String = listen
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                storage.push("--host-key".into());
+                storage.push(dir.join(format!("{name}.key")).display().to_string());
+            }
+        }
         let mut child = command
             .arg("--listen")
             .arg(listen)
@@ -165,6 +244,7 @@ impl ServerProcess {
             addr,
             stderr,
             _stderr_task: task,
+            traced: None,
         }
     }
 
@@ -195,9 +275,10 @@ impl ServerProcess {
             .expect("wait");
     }
 
-    /// SIGTERM, then wait for the process to exit; returns its exit status code.
+    /// SIGTERM, then wait for the process to exit; returns its exit status code (under
+    /// strace, strace's, once the server has exited and its trace is complete).
     pub async fn terminate(mut self) -> Option<i32> {
-        if let Some(pid) = self.child.id() {
+        if let Some(pid) = self.traced.or(self.child.id()) {
             let _ = std::process::Command::new("kill")
                 .arg("-TERM")
                 .arg(pid.to_string())
@@ -207,6 +288,7 @@ impl ServerProcess {
             .await
             .expect("server did not stop")
             .expect("wait");
+        self.traced = None;
         status.code()
     }
 }
