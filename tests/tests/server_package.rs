@@ -42,6 +42,9 @@ const ENABLED: &str = "/etc/systemd/system/multi-user.target.wants/tertulia.serv
 const SERVER: &str = "/usr/bin/tertulia-server";
 const CHAT: &str = "/usr/bin/tertulia-chat";
 const INVITE: &str = "/usr/sbin/tertulia-invite";
+/// Present while this test has the package installed: a run that was killed before its
+/// clean-up left this behind with the install, which the next run may then purge.
+const MARKER: &str = "/var/tmp/tertulia-server-package-test";
 /// What the first install prints before the generated passphrase.
 const GENERATED: &str = "Room passphrase (generated, kept in /etc/tertulia/passphrase): ";
 
@@ -146,6 +149,13 @@ impl Drop for Purge {
         if systemd_runs() {
             let _ = output("systemctl", &["stop", "tertulia.service"]);
         }
+        // The installed server a killed run left running (the package is this test's).
+        while let Some(pid) = server_pid() {
+            if !succeeds("kill", &["-KILL", &pid.to_string()]) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let _ = output("dpkg", &["--purge", PACKAGE]);
         if package_present() {
             let _ = output("dpkg", &["--purge", "--force-all", PACKAGE]);
@@ -159,6 +169,7 @@ impl Drop for Purge {
         // Both were absent before the test (checked): nothing of anyone else's is in them.
         let _ = std::fs::remove_dir_all("/etc/tertulia");
         let _ = std::fs::remove_dir_all(STATE);
+        let _ = std::fs::remove_file(MARKER);
     }
 }
 
@@ -625,6 +636,10 @@ async fn the_server_package_installs_runs_as_its_unit_says_and_purges_clean() {
         return;
     }
     let deb = PathBuf::from(std::env::var_os("TERTULIA_SERVER_DEB").expect("checked"));
+    if Path::new(MARKER).exists() {
+        println!("an earlier run of this test was interrupted: purging what it installed");
+        drop(Purge);
+    }
     assert!(
         !package_present(),
         "{PACKAGE} is installed on this machine: this test would purge it (and its room)"
@@ -639,6 +654,11 @@ async fn the_server_package_installs_runs_as_its_unit_says_and_purges_clean() {
         service_user().is_none() && !group_exists(),
         "a user or group `{USER}` exists: this test would delete it"
     );
+    std::fs::write(
+        MARKER,
+        "tests/tests/server_package.rs has tertulia-server installed\n",
+    )
+    .expect("write the marker");
     let _purge = Purge;
 
     // What is in it.
