@@ -11,15 +11,19 @@
 //! privileges and no capabilities — and the installed `tertulia-chat` joins it over loopback,
 //! once with the passphrase file and once with the invite code `tertulia-invite` prints. Under
 //! strace (where installed), every system call and socket family the server used must be one
-//! the unit's `SystemCallFilter=` and `RestrictAddressFamilies=` allow. Where systemd runs, the
-//! service itself is restarted with the new settings and joined too. Last, remove keeps the
-//! room and purge deletes all of it; the test purges at the end, also when it fails.
+//! the unit's `SystemCallFilter=` and `RestrictAddressFamilies=` allow, and every file it
+//! reached one the unit's file-system hardening leaves it (writes only in its state directory
+//! or private /tmp, nothing under /home or /root, only `PrivateDevices=` devices, only its own
+//! /proc). Where systemd runs, the service itself is restarted with the new settings and joined
+//! too. Last, remove keeps the room and purge deletes all of it; the test purges at the end,
+//! also when it fails.
 //!
 //! It changes the machine (a package, a system user), so it is `#[ignore]`d: `make
 //! test-package` runs it with `--ignored` and `TERTULIA_SERVER_DEB`. Without root, dpkg or
 //! that variable it is skipped with a message, and fails instead under
 //! `TERTULIA_REQUIRE_PACKAGE=1` (as `make test` sets it). It refuses to run where the package,
-//! the user or its directories already exist: it would delete them.
+//! the user or its directories already exist (it would delete them), unless a marker says an
+//! interrupted run of its own left them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -346,41 +350,177 @@ fn allowed_syscalls(filters: &[String]) -> BTreeSet<String> {
     allowed
 }
 
-/// From an `strace -f` log: the system calls and socket families of the process after it
-/// executed `program`.
-fn traced(log: &str, program: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+/// The server's part of an `strace -ff -o PREFIX` trace (one file per process or thread):
+/// the lines after it executed `program`, in the process that did, and all of its threads'.
+fn server_trace(prefix: &Path, program: &str) -> Vec<String> {
     let exec = format!("execve(\"{program}\"");
+    let dir = prefix.parent().expect("trace dir");
+    let name = format!("{}.", prefix.file_name().expect("name").to_string_lossy());
+    let mut lines = Vec::new();
+    let mut execs = 0;
+    for entry in std::fs::read_dir(dir).expect("trace dir") {
+        let path = entry.expect("entry").path();
+        if !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(&name))
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("trace file");
+        let all: Vec<&str> = text.lines().collect();
+        // setpriv and sh run in the process that executes the server; threads start later.
+        let start = match all
+            .iter()
+            .position(|l| l.starts_with(&exec) && l.contains(") = 0"))
+        {
+            Some(at) => {
+                execs += 1;
+                at + 1
+            }
+            None => 0,
+        };
+        lines.extend(all[start..].iter().map(|l| l.to_string()));
+    }
+    assert_eq!(execs, 1, "one {exec} in the trace");
+    lines
+}
+
+/// The name of the system call a trace line records, if it records one.
+fn call_name(line: &str) -> Option<&str> {
+    let end = line.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))?;
+    (end > 0 && line[end..].starts_with('(')).then(|| &line[..end])
+}
+
+/// The system calls and socket families in the server's trace lines.
+fn calls_and_families(lines: &[String]) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut calls = BTreeSet::new();
     let mut families = BTreeSet::new();
-    let mut started = false;
-    for line in log.lines() {
-        // "PID  name(args…" or "PID  <... name resumed>…"
-        let rest = line
-            .trim_start()
-            .trim_start_matches(|c: char| c.is_ascii_digit())
-            .trim_start();
-        if !started {
-            started = rest.starts_with(&exec) && rest.contains(") = 0");
+    for line in lines {
+        let Some(name) = call_name(line) else {
             continue;
-        }
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        if name.is_empty() || !rest[name.len()..].starts_with('(') {
-            continue;
-        }
+        };
         if name == "socket" || name == "socketpair" {
-            let family: String = rest[name.len() + 1..]
+            let family: String = line[name.len() + 1..]
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
             families.insert(family);
         }
-        calls.insert(name);
+        calls.insert(name.to_owned());
     }
-    assert!(started, "no {exec} in the trace");
     (calls, families)
+}
+
+/// A file the server reached by name and the system call succeeded.
+struct Access {
+    path: String,
+    write: bool,
+    line: String,
+}
+
+/// From `strace -y` lines (file descriptors shown as `N</path>`): every path a successful
+/// call named, made absolute (relative to its directory descriptor or `workdir`).
+fn file_accesses(lines: &[String], workdir: &str) -> Vec<Access> {
+    const WRITES: &[&str] = &[
+        "mkdir",
+        "mkdirat",
+        "unlink",
+        "unlinkat",
+        "rmdir",
+        "rename",
+        "renameat",
+        "renameat2",
+        "link",
+        "linkat",
+        "truncate",
+        "chmod",
+        "fchmodat",
+        "chown",
+        "fchownat",
+        "lchown",
+        "mknod",
+        "mknodat",
+        "utimensat",
+    ];
+    const READS: &[&str] = &[
+        "stat",
+        "lstat",
+        "newfstatat",
+        "statx",
+        "access",
+        "faccessat",
+        "faccessat2",
+        "readlink",
+        "readlinkat",
+        "chdir",
+        "statfs",
+        "execve",
+    ];
+    let mut accesses = Vec::new();
+    for line in lines {
+        let Some(name) = call_name(line) else {
+            continue;
+        };
+        let opens = matches!(name, "open" | "openat" | "openat2" | "creat");
+        if !opens && !WRITES.contains(&name) && !READS.contains(&name) {
+            continue;
+        }
+        let Some((args, result)) = line.rsplit_once(") = ") else {
+            continue;
+        };
+        if result.starts_with('-') || result.starts_with('?') {
+            continue;
+        }
+        let args = &args[name.len() + 1..];
+        let write = WRITES.contains(&name)
+            || name == "creat"
+            || (opens
+                && ["O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC"]
+                    .iter()
+                    .any(|f| args.contains(f)));
+        // Tokens: "strings", N</dir> descriptors and AT_FDCWD, in order.
+        let mut dir: Option<String> = None;
+        let mut rest = args;
+        while let Some(at) = rest.find(['"', '<', 'A']) {
+            let tail = &rest[at..];
+            if let Some(after) = tail.strip_prefix("AT_FDCWD") {
+                dir = Some(workdir.to_owned());
+                rest = after;
+            } else if let Some(after) = tail.strip_prefix('<') {
+                let end = after.find('>').unwrap_or(after.len());
+                dir = Some(after[..end].to_owned());
+                rest = &after[end.min(after.len())..];
+            } else if let Some(after) = tail.strip_prefix('"') {
+                let end = after.find('"').unwrap_or(after.len());
+                let path = &after[..end];
+                let base = dir.take().unwrap_or_else(|| workdir.to_owned());
+                let full = if path.starts_with('/') {
+                    path.to_owned()
+                } else if path.is_empty() {
+                    base
+                } else {
+                    format!("{base}/{path}")
+                };
+                accesses.push(Access {
+                    path: full,
+                    write,
+                    line: line.clone(),
+                });
+                rest = &after[(end + 1).min(after.len())..];
+                if name.starts_with("open") || name == "creat" {
+                    break;
+                }
+            } else {
+                rest = &tail[1..];
+            }
+        }
+    }
+    accesses
+}
+
+/// Whether `path` is `dir` or inside it.
+fn under(path: &str, dir: &str) -> bool {
+    path == dir || path.starts_with(&format!("{}/", dir.trim_end_matches('/')))
 }
 
 /// The pid of the installed server started with `--data-dir`, if one runs.
@@ -414,6 +554,9 @@ struct UnitServer {
     pid: u32,
     log: Arc<Mutex<String>>,
     trace: Option<PathBuf>,
+    /// Its `WorkingDirectory=` and its credentials directory (`%d`).
+    workdir: String,
+    credentials: String,
     _scratch: tempfile::TempDir,
 }
 
@@ -469,7 +612,7 @@ impl UnitServer {
         let trace = scratch.path().join("strace.log");
         let mut command = if strace {
             let mut c = tokio::process::Command::new("strace");
-            c.args(["-f", "-qq", "-e", "signal=none", "-o"])
+            c.args(["-ff", "-y", "-qq", "-e", "signal=none", "-o"])
                 .arg(&trace)
                 .arg("--")
                 .arg("setpriv");
@@ -551,6 +694,8 @@ impl UnitServer {
             pid,
             log,
             trace: strace.then_some(trace),
+            workdir,
+            credentials,
             _scratch: scratch,
         }
     }
@@ -887,8 +1032,8 @@ async fn the_server_package_installs_runs_as_its_unit_says_and_purges_clean() {
 
     // Every system call and socket family is one the unit allows.
     if let Some(trace) = &server.trace {
-        let log = std::fs::read_to_string(trace).expect("strace log");
-        let (calls, families) = traced(&log, SERVER);
+        let lines = server_trace(trace, SERVER);
+        let (calls, families) = calls_and_families(&lines);
         let allowed = allowed_syscalls(&service["SystemCallFilter"]);
         let refused: Vec<&String> = calls.iter().filter(|c| !allowed.contains(*c)).collect();
         assert!(
@@ -909,6 +1054,84 @@ async fn the_server_package_installs_runs_as_its_unit_says_and_purges_clean() {
         println!(
             "{} system calls and families {families:?} used, all allowed by the unit",
             calls.len()
+        );
+
+        // The files it used are all the hardened unit lets it have: writes only in its state
+        // directory (ProtectSystem=strict; its private /tmp, PrivateTmp=), nothing of the
+        // users' (ProtectHome=), only the devices of PrivateDevices=, only its own
+        // processes in /proc (ProcSubset=pid).
+        let accesses = file_accesses(&lines, &server.workdir);
+        let state = format!("/var/lib/{}", one(&service, "StateDirectory"));
+        let devices = [
+            "/dev/null",
+            "/dev/zero",
+            "/dev/full",
+            "/dev/random",
+            "/dev/urandom",
+            "/dev/tty",
+            "/dev/pts",
+            "/dev/ptmx",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/dev/hugepages",
+            "/dev/log",
+            "/dev/stdin",
+            "/dev/stdout",
+            "/dev/stderr",
+            "/dev/fd",
+        ];
+        let wrong: Vec<&Access> = accesses
+            .iter()
+            .filter(|a| {
+                let p = a.path.as_str();
+                let writable = [state.as_str(), "/tmp", "/var/tmp"]
+                    .iter()
+                    .any(|d| under(p, d))
+                    || devices.iter().any(|d| under(p, d));
+                let own_proc = p
+                    .strip_prefix("/proc/")
+                    .map(|rest| rest.split('/').next().unwrap_or_default())
+                    .is_none_or(|first| {
+                        first == "self"
+                            || first == "thread-self"
+                            || first.chars().all(|c| c.is_ascii_digit())
+                    });
+                (a.write && !writable)
+                    || ["/home", "/root", "/run/user"].iter().any(|d| under(p, d))
+                    || (under(p, "/dev") && !devices.iter().any(|d| under(p, d)))
+                    || !own_proc
+                    || (a.write && under(p, &server.credentials))
+            })
+            .collect();
+        let wrong: Vec<String> = wrong
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} ({}): {}",
+                    a.path,
+                    if a.write { "write" } else { "read" },
+                    a.line
+                )
+            })
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "file accesses the unit's hardening would refuse:\n{}",
+            wrong.join("\n")
+        );
+        let writes: BTreeSet<&str> = accesses
+            .iter()
+            .filter(|a| a.write)
+            .map(|a| a.path.as_str())
+            .collect();
+        assert!(
+            writes.iter().any(|p| under(p, &state)),
+            "the trace shows the room's writes: {writes:?}"
+        );
+        println!(
+            "{} file accesses, {} writes, all where the unit allows them",
+            accesses.len(),
+            writes.len()
         );
     }
     drop(server);
