@@ -932,12 +932,15 @@ async fn the_server_package_installs_runs_as_its_unit_says_and_purges_clean() {
     if systemd_runs() {
         ok("systemctl", &["daemon-reload"]);
         ok("systemctl", &["restart", "tertulia.service"]);
+        // This start's lines only: an earlier run's journal may hold the same words.
+        let invocation = ok(
+            "systemctl",
+            &["show", "-p", "InvocationID", "--value", "tertulia.service"],
+        );
+        let this_start = format!("_SYSTEMD_INVOCATION_ID={}", invocation.trim());
         let journal = tokio::time::timeout(WAIT, async {
             loop {
-                let journal = ok(
-                    "journalctl",
-                    &["-u", "tertulia.service", "-o", "cat", "--no-pager"],
-                );
+                let journal = ok("journalctl", &[&this_start, "-o", "cat", "--no-pager"]);
                 if journal.contains(&format!("listening on {addr}")) {
                     return journal;
                 }
