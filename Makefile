@@ -8,6 +8,7 @@ NICK ?= $(USER)
 
 TAURI_DRIVER_VERSION := 2.1.0
 CARGO_FUZZ_VERSION := 0.13.2
+CARGO_DEB_VERSION := 3.8.0
 FUZZ_TARGETS := frame_decoder handshake message_decoder
 # Seconds per fuzz target: a short run in `make test`, a longer one in `make fuzz`.
 FUZZ_SMOKE_SECONDS ?= 20
@@ -16,7 +17,7 @@ FUZZ_SECONDS ?= 600
 # toolchain accept them for this build only.
 FUZZ := cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
 
-.PHONY: bench bench-quick deps-bench run host chat test test-rust test-faults test-ui test-desktop fuzz fuzz-smoke deps deps-test deps-fuzz package build release lint clean help
+.PHONY: bench bench-quick deps-bench run host chat test test-rust test-faults test-ui test-desktop test-package fuzz fuzz-smoke deps deps-test deps-fuzz deps-package package package-server build release lint clean help
 
 help:
 	@echo "make run    build and start the desktop app (headless server when there is no display)"
@@ -24,7 +25,8 @@ help:
 	@echo "make chat   join a room from the terminal: make chat SERVER=HOST:PORT NICK=name"
 	@echo "make test   install what is missing, build, lint and run every test (Rust, fault suite, UI, desktop e2e under Xvfb, fuzz smoke)"
 	@echo "make fuzz   fuzz each target for FUZZ_SECONDS (default 600)"
-	@echo "make package  build an installable .deb (target/release/bundle/deb/)"
+	@echo "make package  build the installable .debs: the app (target/release/bundle/deb/) and the server (target/debian/)"
+	@echo "make package-server  only the server package: tertulia-server + tertulia-chat as a systemd service (target/debian/)"
 	@echo "make bench  fan-out benchmark against Redis, NATS and ngIRCd (about 20 min); make bench-quick: about a minute"
 
 deps:
@@ -68,7 +70,7 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: deps-test build lint test-rust test-faults test-ui test-desktop fuzz-smoke
+test: deps-test build lint test-rust test-package test-faults test-ui test-desktop fuzz-smoke
 
 # make test installs gnome-keyring and python-spake2: the saved-rooms keyring tests and the
 # SPAKE2 interop test must run, not skip.
@@ -129,7 +131,28 @@ bench-quick: deps-bench
 	$(BENCH_PIN) target/release/tertulia-bench handshakes --secs 2 | tee bench/results/quick/handshakes.json
 	$(BENCH_PIN) target/release/tertulia-bench files --mib 20 --receivers 10 | tee bench/results/quick/files.json
 
-package: deps
+# cargo-deb at the pinned version, and what the server package's test uses: systemd-analyze
+# (the systemd package; no running systemd needed), strace (the system-call check), adduser.
+deps-package: deps
+	@scripts/install-deps.sh systemd strace adduser
+	@command -v cargo-deb >/dev/null 2>&1 && cargo-deb --version | grep -qx "cargo-deb $(CARGO_DEB_VERSION)" \
+	  || $(CARGO) install cargo-deb --locked --version $(CARGO_DEB_VERSION)
+
+# The headless pair as a Debian package with its systemd unit (cli/Cargo.toml
+# [package.metadata.deb], packaging/deb/), from the release binaries.
+package-server: deps-package
+	$(CARGO) build --release -p tertulia-cli --bins
+	@rm -f target/debian/tertulia-server_*.deb
+	$(CARGO) deb -p tertulia-cli --no-build --output target/debian/
+	@ls -1 target/debian/tertulia-server_*.deb
+
+# Installs that package on this machine (root), runs the server as its unit says and purges
+# it again: tests/tests/server_package.rs.
+test-package: package-server
+	TERTULIA_REQUIRE_PACKAGE=1 TERTULIA_SERVER_DEB="$$(realpath target/debian/tertulia-server_*.deb)" \
+	  $(CARGO) test -p tertulia-e2e --test server_package -- --ignored --nocapture
+
+package: deps package-server
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/install-deps.sh nodejs npm
 	@[ -d node_modules/@tauri-apps/cli ] || npm ci --no-audit --no-fund
 	npx tauri build --bundles deb

@@ -340,6 +340,17 @@ impl ChatProcess {
 
     /// Start with `target` as the server argument (an address or an invite code).
     pub async fn start_target(target: &str, nick: &str, passphrase: &str, extra: &[&str]) -> Self {
+        Self::start_program(&binary("tertulia-chat"), target, nick, passphrase, extra).await
+    }
+
+    /// [`start_target`](Self::start_target) with another `tertulia-chat` (an installed one).
+    pub async fn start_program(
+        program: &std::path::Path,
+        target: &str,
+        nick: &str,
+        passphrase: &str,
+        extra: &[&str],
+    ) -> Self {
         // Pins and downloads in a scratch directory per process unless the test passes its
         // own (files offered live are fetched on their own: never into the working directory).
         let scratch = tempfile::tempdir().expect("scratch dir");
@@ -355,7 +366,7 @@ impl ChatProcess {
             pin_args.push(downloads.display().to_string());
         }
         let pins = Some(scratch);
-        let mut child = Command::new(binary("tertulia-chat"))
+        let mut child = Command::new(program)
             .arg(target)
             .arg("--nick")
             .arg(nick)

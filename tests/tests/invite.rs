@@ -279,3 +279,65 @@ async fn interactive_mode_speaks_the_system_language_unless_lang_says_otherwise(
         .await;
     assert!(has_24_hour_time(&left), "{left}");
 }
+
+/// `tertulia-server --print-invite` (what the server package shows at install and with
+/// `tertulia-invite`) prints, without serving, the invite code of the server that later runs
+/// with the same settings: same identity (created by the first of them), same passphrase, the
+/// `--listen` address. A member joins with it; a generated passphrase has the app's shape.
+#[tokio::test]
+async fn print_invite_names_the_server_that_runs_later() {
+    let generated = std::process::Command::new(tertulia_e2e::binary("tertulia-server"))
+        .arg("--print-passphrase")
+        .output()
+        .expect("run tertulia-server");
+    assert!(generated.status.success());
+    let generated = String::from_utf8(generated.stdout).expect("UTF-8");
+    let groups: Vec<&str> = generated.trim_end_matches('\n').split('-').collect();
+    assert!(
+        groups.len() == 5 && groups.iter().all(|g| g.len() == 5),
+        "{generated:?}"
+    );
+
+    let dir = tertulia_e2e::DataDir::new("print-invite");
+    let port = tertulia_e2e::free_port().await;
+    let listen = format!("127.0.0.1:{port}");
+    let printed = std::process::Command::new(tertulia_e2e::binary("tertulia-server"))
+        .args([
+            "--print-invite",
+            "--listen",
+            &listen,
+            "--data-dir",
+            dir.path(),
+        ])
+        .env("TERTULIA_PASSPHRASE", PASS)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tertulia-server");
+    assert!(printed.status.success(), "{printed:?}");
+    let printed = String::from_utf8(printed.stdout).expect("UTF-8");
+    let codes: Vec<Invite> = printed
+        .lines()
+        .filter_map(|l| l.strip_prefix("invite code: "))
+        .map(|c| c.parse().expect("an invite code"))
+        .collect();
+    let [invite] = codes.as_slice() else {
+        panic!("one invite code for {listen}:\n{printed}");
+    };
+    assert_eq!((invite.host.as_str(), invite.port), ("127.0.0.1", port));
+    assert_eq!(invite.passphrase, PASS);
+    assert!(
+        printed.contains(&format!(
+            "host identity: {}",
+            invite.fingerprint.expect("a fingerprint")
+        )),
+        "{printed}"
+    );
+
+    // The code's fingerprint must be the server's: the client refuses any other identity.
+    let server = ServerProcess::start(&listen, PASS, &["--data-dir", dir.path()]).await;
+    let mut ana = ChatProcess::start_target(&invite.to_string(), "ana", "", &[]).await;
+    ana.wait_type("connected").await;
+    ana.close_stdin();
+    assert_eq!(ana.exit_code().await, Some(0));
+    let _ = server.terminate().await;
+}

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use tertulia_cli::{obtain_passphrase, PassphraseSource, DEFAULT_PORT};
+use tertulia_cli::{obtain_passphrase, PassphraseSource, DEFAULT_PORT, PASSPHRASE_ENV};
 use tertulia_core::frame::MAX_BODY;
 use tertulia_core::identity::HostKey;
 use tertulia_core::invite::Invite;
 use tertulia_core::passphrase;
+use tertulia_core::server::shareable_for;
 use tertulia_core::server::{
     ConfigError, FileLimits, FloodLimit, HandshakeThrottle, PreviousRoom, Retention, RoomConfig,
     Server, ServerConfig, ServerError, DEFAULT_MAX_FILES_BYTES, DEFAULT_MAX_FILE_BYTES,
@@ -39,6 +40,16 @@ struct Args {
     /// Generate a strong passphrase and print it, instead of asking for one.
     #[arg(long)]
     generate_passphrase: bool,
+    /// Print a new strong passphrase (as the app generates them) on a line of its own and
+    /// exit, e.g. to create a passphrase file: `tertulia-server --print-passphrase > FILE`.
+    #[arg(long, exclusive = true)]
+    print_passphrase: bool,
+    /// Print the host identity and the invite codes for --listen (the passphrase from
+    /// --passphrase-file or TERTULIA_PASSPHRASE; the identity from --host-key or
+    /// DATA_DIR/host.key, created if missing as at start) and exit without serving: for a
+    /// server that runs, or will run, with the same settings.
+    #[arg(long, conflicts_with_all = ["generate_passphrase", "in_memory"])]
+    print_invite: bool,
     /// Maximum simultaneous connections.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
@@ -253,16 +264,48 @@ fn default_data_dir() -> Option<PathBuf> {
     dirs::data_dir().map(|d| d.join("tertulia").join("server"))
 }
 
+/// Whether stderr is connected to the systemd journal (`JOURNAL_STREAM` names its device and
+/// inode), which stamps every line itself.
+fn logging_to_journal() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+            return false;
+        };
+        let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+            return false;
+        };
+        let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+            return false;
+        };
+        std::fs::File::from(fd)
+            .metadata()
+            .is_ok_and(|m| dev.parse() == Ok(m.dev()) && ino.parse() == Ok(m.ino()))
+    }
+    #[cfg(not(unix))]
+    false
+}
+
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if logging_to_journal() {
+        // journald stamps each line: a second timestamp only makes `journalctl` lines longer.
+        logs.without_time().init();
+    } else {
+        logs.init();
+    }
     let args = Args::parse();
+    if args.print_passphrase {
+        println!("{}", passphrase::generate());
+        return;
+    }
     std::process::exit(run(args).await);
 }
 
@@ -351,6 +394,9 @@ async fn run(args: Args) -> i32 {
     if let Err(e) = config.validate() {
         eprintln!("error: {}", in_flags(&e, &args, send_queue_max_kib));
         return 2;
+    }
+    if args.print_invite {
+        return print_invite(&args, &config);
     }
     let takes_files = config.takes_files();
     // Each connection is a file descriptor: use all the operating system allows.
@@ -448,6 +494,50 @@ async fn run(args: Args) -> i32 {
     }
     server.run(shutdown_signal()).await;
     println!("server stopped");
+    0
+}
+
+/// `--print-invite`: the host identity and an invite code per address a server listening on
+/// `--listen` is reachable at; nothing is bound, so the server may be running meanwhile.
+fn print_invite(args: &Args, config: &ServerConfig) -> i32 {
+    let listen = match args.listen.parse::<std::net::SocketAddr>() {
+        Ok(listen) => listen,
+        Err(_) => {
+            eprintln!(
+                "error: --print-invite needs --listen as IP:PORT, not {}",
+                args.listen
+            );
+            return 2;
+        }
+    };
+    let passphrase = match obtain_passphrase(args.passphrase_file.as_deref(), "") {
+        Ok(Some((pass, _))) => pass,
+        Ok(None) => {
+            eprintln!("error: --print-invite needs the room passphrase: --passphrase-file PATH or {PASSPHRASE_ENV}");
+            return 2;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let Some(fingerprint) = config.host_key.as_ref().map(|k| k.public().fingerprint()) else {
+        eprintln!("error: no host identity: pass --data-dir DIR or --host-key FILE");
+        return 2;
+    };
+    println!("host identity: {fingerprint}");
+    let share = shareable_for(listen);
+    if share.is_empty() {
+        println!(
+            "invite code: none, no network address found; others join with: tertulia-chat HOST:{} --nick NAME (and the passphrase)",
+            listen.port()
+        );
+    }
+    for addr in share {
+        let invite = Invite::new(addr.ip().to_string(), addr.port(), passphrase.clone())
+            .with_fingerprint(fingerprint);
+        println!("invite code: {invite}");
+    }
     0
 }
 

@@ -208,6 +208,17 @@ pub fn shareable_addresses(port: u16) -> Vec<String> {
         .collect()
 }
 
+/// The addresses others could reach a server at once it listens on `listen`, best first,
+/// without binding it: for an invite code printed while that server runs (or before it
+/// starts). An IPv6 wildcard counts as dual-stack unless the system binds IPv6 sockets to
+/// IPv6 only (Linux: `net.ipv6.bindv6only = 1`), as [`crate::server::Server::bind`] would find.
+pub fn shareable_for(listen: SocketAddr) -> Vec<SocketAddr> {
+    let dual_stack = listen.is_ipv6()
+        && std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
+            .map_or(!cfg!(windows), |v| v.trim() == "0");
+    shareable_on(&interface_addrs(), listen, dual_stack)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +229,17 @@ mod tests {
 
     fn listen(addr: &str) -> SocketAddr {
         addr.parse().unwrap()
+    }
+
+    #[test]
+    fn shareable_for_a_specific_address_is_that_address() {
+        for addr in ["127.0.0.1:5555", "[::1]:7", "192.0.2.9:1"] {
+            assert_eq!(shareable_for(listen(addr)), vec![listen(addr)]);
+        }
+        let any = shareable_for(listen("0.0.0.0:5555"));
+        assert!(any
+            .iter()
+            .all(|a| a.is_ipv4() && a.port() == 5555 && !a.ip().is_loopback()));
     }
 
     #[test]

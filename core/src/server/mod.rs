@@ -47,7 +47,7 @@ mod throttle;
 mod turns;
 mod writer;
 
-pub use addresses::shareable_addresses;
+pub use addresses::{shareable_addresses, shareable_for};
 pub use files::{
     FileLimits, DEFAULT_MAX_FILES_BYTES, DEFAULT_MAX_FILE_BYTES, DEFAULT_UNFINISHED_TTL,
     DEFAULT_UNSTARTED_TTL,
