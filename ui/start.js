@@ -4,15 +4,16 @@
 // The Host form starts with a generated passphrase and warns, once, when the one typed is
 // easy to guess (the backend's passphrase_strength); hosting again uses it anyway.
 import { $, showError } from "./dom.js";
-import { checkNick, checkPort, checkPassphrase, checkHost, checkKeep } from "./validate.js";
+import { checkNick, checkPort, checkPassphrase, checkHost, checkKeep, checkRoomName, fitRoomName } from "./validate.js";
 import { parseInvite } from "./invite.js";
 import { remember, recall, rememberWhenJoined } from "./prefs.js";
 import { errorText } from "./text.js";
-import { t, setLanguage, language, translate } from "./i18n.js";
+import { t, setLanguage, language, translate, onLanguageChange } from "./i18n.js";
 import { enterChat, leaveChat, showHosting } from "./room.js";
 import { session } from "./session.js";
 import { invoke, hasBackend } from "./tauri.js";
 import { initSaved } from "./saved.js";
+import { initDiscovered } from "./discovered.js";
 import { askPreviousRoom } from "./dialogs.js";
 
 function fillRemembered() {
@@ -23,6 +24,18 @@ function fillRemembered() {
   if (recall("hostPort")) $("host-port").value = recall("hostPort");
   const reach = document.querySelector(`input[name=reach][value="${recall("hostReach")}"]`);
   if (reach) reach.checked = true;
+  if (recall("hostRoomName")) { $("host-room-name").value = recall("hostRoomName"); roomNameEdited = true; }
+  if (recall("hostAnnounce") === "off") $("host-announce").checked = false;
+}
+
+// The room name follows the nickname ("Ana's room") until the host types one of their own.
+let roomNameEdited = false;
+const defaultRoomName = () => {
+  const nick = $("host-nick").value.trim();
+  return nick ? fitRoomName(t("host.room_name_default", { nick })) : "";
+};
+function followNick() {
+  if (!roomNameEdited) $("host-room-name").value = defaultRoomName();
 }
 
 const chosenReach = () => document.querySelector("input[name=reach]:checked")?.value || "network";
@@ -93,7 +106,8 @@ async function onHost(event) {
   event.preventDefault();
   const nick = $("host-nick").value, port = $("host-port").value, pass = $("host-pass").value;
   const keepMessages = $("host-keep-messages").value, keepDays = $("host-keep-days").value;
-  const problem = checkNick(nick) || checkPort(port) || checkPassphrase(pass)
+  const roomName = $("host-room-name").value.trim() || defaultRoomName(), announce = $("host-announce").checked;
+  const problem = checkNick(nick) || checkRoomName(roomName) || checkPort(port) || checkPassphrase(pass)
     || checkKeep(keepMessages, 10_000_000, "check.keep_messages") || checkKeep(keepDays, 3650, "check.keep_days");
   if (problem) return showError("host-error", problem);
   showError("host-error", "");
@@ -107,14 +121,14 @@ async function onHost(event) {
       if (verdict.weak) { warnedFor = pass; $("host-pass").focus(); return; }
     }
     const reach = chosenReach();
-    const args = { port: Number(port), passphrase: pass, nick: nick.trim(), reach };
+    const args = { port: Number(port), passphrase: pass, nick: nick.trim(), reach, roomName, announce };
     // History limits the host changed; blank ones keep the room's defaults.
     const history = {};
     if (keepMessages.trim()) history.maxMessages = Number(keepMessages.trim());
     if (keepDays.trim()) history.maxDays = Number(keepDays.trim());
     if (Object.keys(history).length) args.history = history;
     for (;;) {
-      rememberWhenJoined({ hostPort: port.trim(), hostReach: reach });
+      rememberWhenJoined({ hostPort: port.trim(), hostReach: reach, hostRoomName: roomNameEdited ? roomName : "", hostAnnounce: announce ? "on" : "off" });
       session.nick = nick.trim();
       enterChat();
       try {
@@ -169,6 +183,12 @@ async function onJoin(event) {
 
 export function initStart() {
   fillRemembered();
+  followNick();
+  $("host-nick").addEventListener("input", followNick);
+  // Emptied, the name follows the nickname again.
+  $("host-room-name").addEventListener("input", () => { roomNameEdited = $("host-room-name").value.trim() !== ""; });
+  $("host-room-name").addEventListener("blur", followNick);
+  onLanguageChange(followNick);
   $("host-form").addEventListener("submit", onHost);
   $("join-form").addEventListener("submit", onJoin);
   $("join-host").addEventListener("input", onAddressInput);
@@ -187,6 +207,7 @@ export function initStart() {
   }
   initLanguagePicker();
   initSaved();
+  initDiscovered();
 }
 
 // The history fields show the room's defaults as placeholders ("no limit" when none).

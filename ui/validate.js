@@ -38,3 +38,27 @@ export function checkHost(raw) {
   if (!ipv6 && !/^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/.test(host)) return t("check.host_bad");
   return null;
 }
+
+// The longest room name the network announcement carries (docs/PROTOCOL.md §14: the TXT
+// value `room`, in UTF-8 bytes).
+export const ROOM_NAME_MAX_BYTES = 63;
+const utf8Length = (text) => new TextEncoder().encode(text).length;
+
+// The Host form's room name: blank means the default; at most 63 bytes of UTF-8, no
+// control or invisible characters.
+export function checkRoomName(raw) {
+  const name = raw.trim();
+  if (utf8Length(name) > ROOM_NAME_MAX_BYTES || /[\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]/.test(name)) return t("check.room_name");
+  return null;
+}
+
+// `name` cut to fit the announcement, at a character boundary (a default made from a long
+// nickname).
+export function fitRoomName(name) {
+  let out = "";
+  for (const ch of name) {
+    if (utf8Length(out + ch) > ROOM_NAME_MAX_BYTES) break;
+    out += ch;
+  }
+  return out.trim();
+}
