@@ -32,7 +32,7 @@ function fillRemembered() {
 let roomNameEdited = false;
 const defaultRoomName = () => {
   const nick = $("host-nick").value.trim();
-  return nick ? fitRoomName(t("host.room_name_default", { nick })) : "";
+  return nick ? fitRoomName((n) => t("host.room_name_default", { nick: n }), nick) : "";
 };
 function followNick() {
   if (!roomNameEdited) $("host-room-name").value = defaultRoomName();

@@ -52,13 +52,10 @@ export function checkRoomName(raw) {
   return null;
 }
 
-// `name` cut to fit the announcement, at a character boundary (a default made from a long
-// nickname).
-export function fitRoomName(name) {
-  let out = "";
-  for (const ch of name) {
-    if (utf8Length(out + ch) > ROOM_NAME_MAX_BYTES) break;
-    out += ch;
-  }
-  return out.trim();
+// The default room name, `make(nick)`, with the nickname shortened (at a character
+// boundary) until it fits the announcement.
+export function fitRoomName(make, nick) {
+  const chars = [...nick];
+  while (chars.length && utf8Length(make(chars.join(""))) > ROOM_NAME_MAX_BYTES) chars.pop();
+  return make(chars.join(""));
 }
