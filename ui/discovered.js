@@ -5,10 +5,10 @@
 // moves to the passphrase; Escape there undoes the choice, Escape in the list goes back to
 // the address field; arrow keys, Home and End move through the list.
 //
-// Everything in a room comes from the network and proves nothing: names and host names only
-// via textContent (the backend already strips control and bidi characters and bounds them),
-// and the identity a room advertises is shown for comparing, never taken as the identity to
-// expect (an invite code, from a person, can say that; an advertisement cannot).
+// Everything in a room comes from the network: names and host names only via textContent
+// (core already strips control and bidi characters and bounds them). The identity a room
+// announces is the one the join then insists on, as with an invite code (docs/PROTOCOL.md
+// §14); it can only refuse more: a pin already held for the address must still match.
 import { $, el } from "./dom.js";
 import { t, translate, onLanguageChange } from "./i18n.js";
 import { errorText } from "./text.js";
@@ -19,6 +19,8 @@ let problem = null;
 let browsing = false;
 // The room picked last and what the form said before it ({id, name, host, port}).
 let picked = null;
+// start.js: the identity the join insists on (null: none), said under the address.
+let expectIdentity = () => {};
 // Why the "rooms-found" events cannot be received, if they cannot.
 let listenProblem = null;
 
@@ -88,6 +90,7 @@ function pick(room) {
   picked = { ...picked, id: room.id, name: room.name };
   setField("join-host", room.join_host);
   setField("join-port", String(room.port));
+  expectIdentity(room.fingerprint || null);
   showStatus();
   $("join-pass").focus();
 }
@@ -140,7 +143,8 @@ function stop() {
   invoke("stop_browsing").catch(() => { /* nothing is browsing then */ });
 }
 
-export async function initDiscovered() {
+export async function initDiscovered({ expect } = {}) {
+  if (expect) expectIdentity = expect;
   if (!hasBackend()) { $("discovered").hidden = true; return; }
   $("discovered-list").addEventListener("keydown", onListKey);
   // A user edit of the address or port is their own choice: nothing to undo any more.

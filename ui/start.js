@@ -75,11 +75,12 @@ function onPassphraseInput() {
 // The room identity the last invite code pasted named (until the address or port is
 // edited: then it is another room), shown under the address.
 let inviteFingerprint = null;
-function setInviteFingerprint(fingerprint) {
+// `key`: where it comes from (an invite code, or a room picked from those on this network).
+function setInviteFingerprint(fingerprint, key = "join.identity") {
   inviteFingerprint = fingerprint || null;
   const hint = $("join-identity");
   hint.hidden = !inviteFingerprint;
-  if (inviteFingerprint) translate(hint, "join.identity", { fingerprint: inviteFingerprint });
+  if (inviteFingerprint) translate(hint, key, { fingerprint: inviteFingerprint });
 }
 
 // An invite code in the address field is spread over address, port and passphrase (and its
@@ -207,7 +208,7 @@ export function initStart() {
   }
   initLanguagePicker();
   initSaved();
-  initDiscovered();
+  initDiscovered({ expect: (fingerprint) => setInviteFingerprint(fingerprint, "join.identity_announced") });
 }
 
 // The history fields show the room's defaults as placeholders ("no limit" when none).

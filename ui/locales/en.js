@@ -66,6 +66,7 @@ export default {
   "discovered.pick_label": "Join {name} at {address}",
   "discovered.incompatible": "needs another version of Tertulia",
   "discovered.no_address": "no address this app can join",
+  "join.identity_announced": "The room announces its identity: {fingerprint}. Only that room is joined.",
   "join.identity": "The invite code names the room's identity: {fingerprint}. Only that room is joined.",
   "field.nick": "Your nickname",
   "field.port": "Port",

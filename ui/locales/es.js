@@ -64,6 +64,7 @@ export default {
   "discovered.pick_label": "Entrar en {name} en {address}",
   "discovered.incompatible": "necesita otra versión de Tertulia",
   "discovered.no_address": "sin una dirección a la que se pueda entrar",
+  "join.identity_announced": "La sala anuncia su identidad: {fingerprint}. Solo se entra en esa sala.",
   "join.identity": "El código de invitación indica la identidad de la sala: {fingerprint}. Solo se entra en esa sala.",
   "join.submit": "Unirse",
   "field.nick": "Tu apodo",

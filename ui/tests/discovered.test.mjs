@@ -44,8 +44,8 @@ test("rooms on this network appear and disappear live, as text; browsing stops i
   await page.click("#join-submit");
   await page.waitForSelector("#chat:not([hidden])");
   const connect = (await calls(page)).find((c) => c.cmd === "connect");
-  assert.deepEqual(connect.args, { host: "fd00::3", port: 6000, passphrase: "open sesame", nick: "ana" },
-    "the advertised identity is shown, never expected: an advertisement proves nothing");
+  assert.deepEqual(connect.args, { host: "fd00::3", port: 6000, passphrase: "open sesame", nick: "ana", fingerprint: HOSTILE.fingerprint },
+    "the announced identity is insisted on, as an invite code's");
   await page.waitForFunction(() => window.__calls.some((c) => c.cmd === "stop_browsing"));
   assert.equal(await page.$$eval("#discovered-list li", (n) => n.length), 0, "the list of before is not kept");
   // Rooms announced while in a room are not listed.
@@ -99,12 +99,21 @@ test("picking a room by keyboard fills address and port and asks for the passphr
   await page.keyboard.press("Escape");
   assert.equal(await page.evaluate(() => document.activeElement.id), "join-host");
 
-  // An invite code's identity is forgotten when a room is picked instead.
-  await page.fill("#join-host", "tertulia://192.168.1.20:5555/3f2a-91c0-5b7e-0d44-a1c9-77e2#open%20sesame");
-  assert.equal(await page.isVisible("#join-identity"), true);
+  // A picked room's identity replaces an invite code's; one without any expects none, and
+  // an edited address is another room.
+  await page.fill("#join-host", "tertulia://192.168.1.20:5555/aaaa-bbbb-cccc-dddd-eeee-ffff#open%20sesame");
+  assert.match(await page.textContent("#join-identity"), /The invite code names the room's identity: aaaa-bbbb/);
   await page.click("#discovered-list li:first-child button");
-  assert.equal(await page.isVisible("#join-identity"), false);
   assert.equal(await page.inputValue("#join-host"), "fd00::3");
+  assert.equal(await page.textContent("#join-identity"), `The room announces its identity: ${HOSTILE.fingerprint}. Only that room is joined.`);
+  await emitTo(page, "rooms-found", { rooms: [{ ...SALA, fingerprint: "" }], problem: null });
+  await page.click("#discovered-list li:first-child button");
+  assert.equal(await page.isVisible("#join-identity"), false, "no identity announced: none expected");
+  await emitTo(page, "rooms-found", { rooms: [SALA], problem: null });
+  await page.click("#discovered-list li:first-child button");
+  assert.equal(await page.isVisible("#join-identity"), true);
+  await page.fill("#join-host", "10.77.0.2 ");
+  assert.equal(await page.isVisible("#join-identity"), false, "edited: another room");
   assert.deepEqual(page.errors, []);
 });
 
