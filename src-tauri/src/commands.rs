@@ -229,6 +229,11 @@ pub async fn host_server<R: Runtime>(
         ReachError::Io(io) => CommandError::host_failed(port, &io.into()),
     })?;
     let invite_ip = reach::invite_ip(&listening);
+    let bound = listening
+        .listener
+        .local_addr()
+        .map_err(|e| CommandError::host_failed(port, &e.into()))?
+        .ip();
     let listener = tokio::net::TcpListener::from_std(listening.listener)
         .map_err(|e| CommandError::host_failed(port, &e.into()))?;
     let server = Server::with_listener(listener, &passphrase, config)
@@ -240,6 +245,7 @@ pub async fn host_server<R: Runtime>(
     let (announce, announcer) = discovery::announce(
         announce.unwrap_or(true),
         reach,
+        bound,
         &room_name,
         port,
         &fingerprint.to_string(),
@@ -321,7 +327,7 @@ pub async fn stop_hosting(state: State<'_, AppState>) -> Result<()> {
     if let Some(mut hosting) = hosting {
         // Withdrawn first: browsers drop the room before it stops answering.
         if let Some(announcer) = hosting.announcer.take() {
-            announcer.stop();
+            discovery::withdraw(announcer).await;
         }
         hosting.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), hosting.task).await;

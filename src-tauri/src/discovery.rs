@@ -25,9 +25,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, Manager, Runtime, State};
 use tertulia_core::client::join_host_port;
-use tertulia_core::discovery::{
-    Advert, Announcer, Browser, DiscoveryError, DiscoveryEvent, FoundRoom,
-};
+use tertulia_core::discovery::{Advert, Announcer, Browser, DiscoveryEvent, FoundRoom};
 use tertulia_core::hello::PROTOCOL_VERSION;
 use tokio::sync::Mutex;
 
@@ -94,11 +92,14 @@ pub enum AnnounceState {
     Failed { reason: String },
 }
 
-/// Announce the hosted room as `name` if the host wants it and others can reach it. The
-/// announcer (kept with the hosting) withdraws it when stopped or dropped.
+/// Announce the hosted room as `name` if the host wants it and others can reach it, on the
+/// interfaces of `listen` (the address the room's listener is bound to: one LAN address, or
+/// all of them for `[::]` / `0.0.0.0`). The announcer (kept with the hosting) withdraws it
+/// when stopped or dropped.
 pub fn announce(
     wanted: bool,
     reach: Reach,
+    listen: IpAddr,
     name: &str,
     port: u16,
     fingerprint: &str,
@@ -120,16 +121,13 @@ pub fn announce(
         fingerprint: fingerprint.to_owned(),
         version: PROTOCOL_VERSION,
     };
-    match Announcer::start(advert) {
-        Ok(announcer) => {
-            tracing::info!(room = name, port, "room shown on this network");
-            (
-                AnnounceState::On {
-                    name: name.to_owned(),
-                },
-                Some(announcer),
-            )
-        }
+    match Announcer::start_for(advert, listen) {
+        Ok(announcer) => (
+            AnnounceState::On {
+                name: announcer.room_name().to_owned(),
+            },
+            Some(announcer),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "the room could not be shown on this network");
             (
@@ -142,8 +140,8 @@ pub fn announce(
     }
 }
 
-/// Withdraw the hosted room's announcement (goodbye packets) when the app exits; the room
-/// itself ends with the process.
+/// Withdraw the hosted room's announcement (goodbye packets, waited for: a few seconds at
+/// most) when the app exits; the room itself ends with the process.
 pub fn withdraw_on_exit<R: Runtime>(app: &AppHandle<R>) {
     let Some(state) = app.try_state::<AppState>() else {
         return;
@@ -161,13 +159,20 @@ pub fn withdraw_on_exit<R: Runtime>(app: &AppHandle<R>) {
     }
 }
 
+/// Withdraw the hosted room (goodbye packets) off the async threads: it takes a moment.
+pub async fn withdraw(announcer: Announcer) {
+    if let Err(e) = tauri::async_runtime::spawn_blocking(move || announcer.stop()).await {
+        tracing::warn!(error = %e, "withdrawing the room from the network failed");
+    }
+}
+
 /// A room found, as the window lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RoomView {
     /// The DNS-SD instance name: unique on the network, the list's key.
     pub id: String,
     pub name: String,
-    /// The host's name on the network, without the final dot (`lanA.local`).
+    /// The host's name on the network (`lanA.local`).
     pub host: String,
     /// `IP:PORT` of [`join_host`](Self::join_host), as shown; `None` when there is none.
     pub address: Option<String>,
@@ -192,7 +197,7 @@ impl RoomView {
         Self {
             id: room.instance.clone(),
             name: room.room_name.clone(),
-            host: room.host.trim_end_matches('.').to_owned(),
+            host: room.host.clone(),
             address: join_host.as_deref().map(|h| join_host_port(h, room.port)),
             join_host,
             port: room.port,
@@ -283,7 +288,9 @@ pub async fn browse_rooms<R: Runtime>(
             reason: format!("turned off by {DISCOVERY_ENV}=off"),
         });
     }
-    let (browser, mut events) = Browser::start().map_err(discovery_failed)?;
+    let (browser, mut events) = Browser::start().map_err(|e| CommandError::Discovery {
+        reason: e.to_string(),
+    })?;
     let rooms = Arc::new(StdMutex::new(Rooms::default()));
     let shared = rooms.clone();
     let task = tauri::async_runtime::spawn(async move {
@@ -334,12 +341,6 @@ fn emit<R: Runtime>(app: &AppHandle<R>, rooms: Vec<RoomView>, problem: Option<Co
     }
 }
 
-fn discovery_failed(e: DiscoveryError) -> CommandError {
-    CommandError::Discovery {
-        reason: e.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,7 +350,7 @@ mod tests {
         FoundRoom {
             instance: instance.into(),
             room_name: name.into(),
-            host: "lanA.local.".into(),
+            host: "lanA.local".into(),
             addresses,
             port: 5555,
             version: PROTOCOL_VERSION,
