@@ -28,14 +28,28 @@ function fillRemembered() {
   if (recall("hostAnnounce") === "off") $("host-announce").checked = false;
 }
 
-// The room name follows the nickname ("Ana's room") until the host types one of their own.
+// The room name follows the nickname ("Ana's room") until the host types one of their own;
+// emptied, the field shows that default as its placeholder, and hosting uses it.
 let roomNameEdited = false;
-const defaultRoomName = () => {
+const defaultRoomNick = () => {
   const nick = $("host-nick").value.trim();
-  return nick ? fitRoomName((n) => t("host.room_name_default", { nick: n }), nick) : "";
+  return nick && fitRoomName((n) => t("host.room_name_default", { nick: n }), nick).nick;
+};
+const defaultRoomName = () => {
+  const nick = defaultRoomNick();
+  return nick ? t("host.room_name_default", { nick }) : "";
 };
 function followNick() {
-  if (!roomNameEdited) $("host-room-name").value = defaultRoomName();
+  const input = $("host-room-name"), nick = defaultRoomNick();
+  if (!roomNameEdited) input.value = defaultRoomName();
+  if (nick) {
+    input.dataset.i18nPlaceholder = "host.room_name_default";
+    input.dataset.i18nVars = JSON.stringify({ nick });
+    input.placeholder = defaultRoomName();
+  } else {
+    delete input.dataset.i18nPlaceholder;
+    input.removeAttribute("placeholder");
+  }
 }
 
 const chosenReach = () => document.querySelector("input[name=reach]:checked")?.value || "network";
@@ -188,7 +202,6 @@ export function initStart() {
   $("host-nick").addEventListener("input", followNick);
   // Emptied, the name follows the nickname again.
   $("host-room-name").addEventListener("input", () => { roomNameEdited = $("host-room-name").value.trim() !== ""; });
-  $("host-room-name").addEventListener("blur", followNick);
   onLanguageChange(followNick);
   $("host-form").addEventListener("submit", onHost);
   $("join-form").addEventListener("submit", onJoin);

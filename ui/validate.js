@@ -53,9 +53,9 @@ export function checkRoomName(raw) {
 }
 
 // The default room name, `make(nick)`, with the nickname shortened (at a character
-// boundary) until it fits the announcement.
+// boundary) until it fits the announcement: {name, nick} (the nickname used).
 export function fitRoomName(make, nick) {
   const chars = [...nick];
   while (chars.length && utf8Length(make(chars.join(""))) > ROOM_NAME_MAX_BYTES) chars.pop();
-  return make(chars.join(""));
+  return { name: make(chars.join("")), nick: chars.join("") };
 }

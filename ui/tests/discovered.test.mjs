@@ -171,7 +171,15 @@ test("the host names the room (it follows the nickname until edited) and chooses
   await quiet.waitForSelector("#host-panel:not([hidden])");
   const [quietCall] = (await calls(quiet)).filter((c) => c.cmd === "host_server");
   assert.equal(quietCall.args.announce, false);
-  assert.equal(quietCall.args.roomName, "bea's room", "a blank name is the default");
+  assert.equal(quietCall.args.roomName, "bea's room");
+  // Emptied, the field shows the default, which is what hosting uses.
+  await quiet.click("#stop-hosting");
+  await quiet.click("#confirm-ok");
+  await quiet.waitForSelector("#start:not([hidden])");
+  await quiet.fill("#host-room-name", "");
+  assert.equal(await quiet.getAttribute("#host-room-name", "placeholder"), "bea's room");
+  await quiet.fill("#host-nick", "bea2");
+  assert.equal(await quiet.inputValue("#host-room-name"), "bea2's room", "emptied, it follows the nickname again");
   assert.equal(await quiet.isHidden("#host-announced"), true);
 
   const failed = await openPage();
