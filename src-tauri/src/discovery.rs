@@ -239,9 +239,7 @@ impl Rooms {
     /// By name (case-insensitively), then instance: a stable order while rooms come and go.
     pub fn list(&self) -> Vec<RoomView> {
         let mut rooms: Vec<RoomView> = self.by_id.values().cloned().collect();
-        rooms.sort_by(|a, b| {
-            (a.name.to_lowercase(), &a.id).cmp(&(b.name.to_lowercase(), &b.id))
-        });
+        rooms.sort_by(|a, b| (a.name.to_lowercase(), &a.id).cmp(&(b.name.to_lowercase(), &b.id)));
         rooms
     }
 }
@@ -295,10 +293,16 @@ pub async fn browse_rooms<R: Runtime>(
     let shared = rooms.clone();
     let task = tauri::async_runtime::spawn(async move {
         while let Some(event) = events.recv().await {
-            let mut changed = shared.lock().unwrap_or_else(|p| p.into_inner()).apply(&event);
+            let mut changed = shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply(&event);
             // A burst (a browser's first answers) is one update.
             while let Ok(event) = events.try_recv() {
-                changed |= shared.lock().unwrap_or_else(|p| p.into_inner()).apply(&event);
+                changed |= shared
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .apply(&event);
             }
             if changed {
                 emit(&app, listed(&shared), None);
@@ -372,7 +376,10 @@ mod tests {
         let view = RoomView::new(&found("a", "Sala", vec![LINK, ULA]));
         assert_eq!(view.address.as_deref(), Some("[fd00::3]:5555"));
         let view = RoomView::new(&found("a", "Sala", vec![LINK]));
-        assert_eq!(view.join_host, None, "link-local needs an interface an address field cannot hold");
+        assert_eq!(
+            view.join_host, None,
+            "link-local needs an interface an address field cannot hold"
+        );
         assert_eq!(view.address, None);
     }
 
@@ -388,30 +395,59 @@ mod tests {
         let mut rooms = Rooms::default();
         assert!(rooms.apply(&DiscoveryEvent::Found(found("b", "bea", vec![V4]))));
         assert!(rooms.apply(&DiscoveryEvent::Found(found("a", "Ana", vec![V4]))));
-        assert!(!rooms.apply(&DiscoveryEvent::Found(found("a", "Ana", vec![V4]))), "the same again is no change");
+        assert!(
+            !rooms.apply(&DiscoveryEvent::Found(found("a", "Ana", vec![V4]))),
+            "the same again is no change"
+        );
         let names = |r: &Rooms| r.list().into_iter().map(|v| v.name).collect::<Vec<_>>();
         assert_eq!(names(&rooms), ["Ana", "bea"]);
         assert!(rooms.apply(&DiscoveryEvent::Updated(found("a", "Zoe", vec![V4]))));
         assert_eq!(names(&rooms), ["bea", "Zoe"]);
-        assert!(rooms.apply(&DiscoveryEvent::Lost { instance: "b".into() }));
-        assert!(!rooms.apply(&DiscoveryEvent::Lost { instance: "b".into() }));
+        assert!(rooms.apply(&DiscoveryEvent::Lost {
+            instance: "b".into()
+        }));
+        assert!(!rooms.apply(&DiscoveryEvent::Lost {
+            instance: "b".into()
+        }));
         assert_eq!(names(&rooms), ["Zoe"]);
         for i in 0..2 * MAX_LISTED {
-            rooms.apply(&DiscoveryEvent::Found(found(&format!("r{i}"), "x", vec![V4])));
+            rooms.apply(&DiscoveryEvent::Found(found(
+                &format!("r{i}"),
+                "x",
+                vec![V4],
+            )));
         }
         assert_eq!(rooms.list().len(), MAX_LISTED);
-        assert!(rooms.apply(&DiscoveryEvent::Updated(found("a", "Zoe again", vec![V4]))), "a listed room still changes");
+        assert!(
+            rooms.apply(&DiscoveryEvent::Updated(found("a", "Zoe again", vec![V4]))),
+            "a listed room still changes"
+        );
     }
 
     #[test]
     fn room_names_are_bounded_visible_and_default_to_the_nickname() {
         assert_eq!(room_name(None, "ana"), Ok("ana's room".into()));
         assert_eq!(room_name(Some("   "), "ana"), Ok("ana's room".into()));
-        assert_eq!(room_name(Some(" Book club "), "ana"), Ok("Book club".into()));
-        assert_eq!(room_name(Some(&"ñ".repeat(31)), "ana").map(|n| n.len()), Ok(62));
-        assert_eq!(room_name(Some(&"ñ".repeat(32)), "ana"), Err(RoomNameError::TooLong));
-        assert_eq!(room_name(Some("a\u{202e}b"), "ana"), Err(RoomNameError::Invisible));
-        assert_eq!(room_name(Some("a\nb"), "ana"), Err(RoomNameError::Invisible));
+        assert_eq!(
+            room_name(Some(" Book club "), "ana"),
+            Ok("Book club".into())
+        );
+        assert_eq!(
+            room_name(Some(&"ñ".repeat(31)), "ana").map(|n| n.len()),
+            Ok(62)
+        );
+        assert_eq!(
+            room_name(Some(&"ñ".repeat(32)), "ana"),
+            Err(RoomNameError::TooLong)
+        );
+        assert_eq!(
+            room_name(Some("a\u{202e}b"), "ana"),
+            Err(RoomNameError::Invisible)
+        );
+        assert_eq!(
+            room_name(Some("a\nb"), "ana"),
+            Err(RoomNameError::Invisible)
+        );
         // A long nickname is shortened, at a character boundary, to fit the default.
         let long = room_name(None, &"😀".repeat(16)).expect("a default");
         assert_eq!(long, format!("{}'s room", "😀".repeat(14)));

@@ -97,10 +97,18 @@ fn a_hosted_room_is_seen_and_withdrawn() -> Result<(), String> {
         c.args(["mdns-browse", "--lifetime", "180"]);
         c
     })?;
-    browser.wait_line("browsing", LAB_WAIT, |l| json_line(l)["event"] == "browsing")?;
+    browser.wait_line("browsing", LAB_WAIT, |l| {
+        json_line(l)["event"] == "browsing"
+    })?;
 
-    let mut app = play_in("lanA", "host", &stop, &[("ROOM_NAME", name.clone()), ("ROOM_PORT", port.to_string())])?;
-    let hosting = json_line(&app.wait_line("hosting", LAB_WAIT, |l| json_line(l)["event"] == "hosting")?);
+    let mut app = play_in(
+        "lanA",
+        "host",
+        &stop,
+        &[("ROOM_NAME", name.clone()), ("ROOM_PORT", port.to_string())],
+    )?;
+    let hosting =
+        json_line(&app.wait_line("hosting", LAB_WAIT, |l| json_line(l)["event"] == "hosting")?);
     let info = &hosting["info"];
     if info["announce"] != json!({ "status": "on", "name": name }) {
         return Err(format!("the host panel would say {}", info["announce"]));
@@ -110,12 +118,32 @@ fn a_hosted_room_is_seen_and_withdrawn() -> Result<(), String> {
         e["event"] == "added" && e["txt"]["room"] == name.as_str()
     })?);
     println!("python-zeroconf in lanB saw: {added}");
-    let expect = |ok: bool, what: &str| if ok { Ok(()) } else { Err(format!("{what}: {added}")) };
+    let expect = |ok: bool, what: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{what}: {added}"))
+        }
+    };
     expect(added["port"] == port, "the room's port")?;
-    expect(added["txt"]["fp"] == info["fingerprint"], "the room's identity")?;
-    expect(added["txt"]["v"] == tertulia_core::hello::PROTOCOL_VERSION.to_string().as_str(), "the protocol version")?;
-    expect(added["addresses"].as_array().is_some_and(|a| a.iter().any(|a| a == LAN_A)), "lanA's address")?;
-    expect(added["txt"].as_object().is_some_and(|t| t.len() == 3), "three TXT keys, nothing else")?;
+    expect(
+        added["txt"]["fp"] == info["fingerprint"],
+        "the room's identity",
+    )?;
+    expect(
+        added["txt"]["v"] == tertulia_core::hello::PROTOCOL_VERSION.to_string().as_str(),
+        "the protocol version",
+    )?;
+    expect(
+        added["addresses"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a == LAN_A)),
+        "lanA's address",
+    )?;
+    expect(
+        added["txt"].as_object().is_some_and(|t| t.len() == 3),
+        "three TXT keys, nothing else",
+    )?;
     expect(!added.to_string().contains(PASS), "no passphrase")?;
 
     std::fs::write(&stop, b"").map_err(|e| e.to_string())?;
@@ -138,18 +166,39 @@ fn the_join_list_follows_the_network() -> Result<(), String> {
     let port = 20_000 + (rand_u32() % 20_000) as u16;
 
     let mut app = play_in("lanB", "browse", &stop, &[])?;
-    app.wait_line("browsing", LAB_WAIT, |l| json_line(l)["event"] == "browsing")?;
+    app.wait_line("browsing", LAB_WAIT, |l| {
+        json_line(l)["event"] == "browsing"
+    })?;
     let publish = |instance: &str, room: &str, v: &str, port: u16| {
         let mut c = netlab::netlab_py("lanA");
-        c.args(["mdns-publish", "--name", instance, "--host", &format!("pub-{token}"), "--address", LAN_A])
-            .args(["--port", &port.to_string(), "--lifetime", "180"])
-            .args(["--txt", &format!("room={room}"), "--txt", &format!("v={v}"), "--txt", &format!("fp={fingerprint}")]);
+        c.args([
+            "mdns-publish",
+            "--name",
+            instance,
+            "--host",
+            &format!("pub-{token}"),
+            "--address",
+            LAN_A,
+        ])
+        .args(["--port", &port.to_string(), "--lifetime", "180"])
+        .args([
+            "--txt",
+            &format!("room={room}"),
+            "--txt",
+            &format!("v={v}"),
+            "--txt",
+            &format!("fp={fingerprint}"),
+        ]);
         NsProcess::spawn(&format!("python-zeroconf publishing {room}"), c)
     };
     let mut sala_pub = publish(&format!("sala-{token}"), &sala, "2", port)?;
     let _old_pub = publish(&format!("old-{token}"), &old, "1", port + 1)?;
     let room = |update: &Value, name: &str| -> Option<Value> {
-        update["rooms"].as_array()?.iter().find(|r| r["name"] == name).cloned()
+        update["rooms"]
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
     };
     let both = json_line(&app.wait_line("both rooms listed", LAB_WAIT, |l| {
         let u = json_line(l);
@@ -196,7 +245,10 @@ fn wait_for_stop(stop: &Path) {
 fn play_host(stop: &Path) {
     let _one = support::exclusive();
     let (app, window) = support::mock_app();
-    let port: u16 = std::env::var("ROOM_PORT").ok().and_then(|p| p.parse().ok()).expect("ROOM_PORT");
+    let port: u16 = std::env::var("ROOM_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .expect("ROOM_PORT");
     let name = std::env::var("ROOM_NAME").expect("ROOM_NAME");
     let args = json!({ "port": port, "passphrase": PASS, "nick": "ana", "reach": "all", "roomName": name });
     let info = support::invoke(&window, "host_server", args).expect("hosting in lanA");

@@ -236,8 +236,11 @@ fn the_room_name_is_checked_and_the_host_panel_says_whether_the_room_is_shown() 
     let _one = exclusive();
     let app = TestApp::new();
     let args = |extra: Value| {
-        let mut args = json!({ "port": free_port(), "passphrase": PASS, "nick": "ana", "reach": "all" });
-        args.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let mut args =
+            json!({ "port": free_port(), "passphrase": PASS, "nick": "ana", "reach": "all" });
+        args.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         args
     };
     let refused = app
@@ -249,7 +252,11 @@ fn the_room_name_is_checked_and_the_host_panel_says_whether_the_room_is_shown() 
         .invoke("host_server", args(json!({ "roomName": "Sala\u{202e}" })))
         .expect_err("bidi controls are refused");
     assert_eq!(refused["kind"], "invalid_room_name", "{refused}");
-    assert_eq!(app.invoke("hosting_info", json!({})), Ok(Value::Null), "nothing hosted");
+    assert_eq!(
+        app.invoke("hosting_info", json!({})),
+        Ok(Value::Null),
+        "nothing hosted"
+    );
 
     // Asked for (the default), but announcing is off in this environment: said so.
     let hosted = Hosted(&app);
@@ -262,12 +269,16 @@ fn the_room_name_is_checked_and_the_host_panel_says_whether_the_room_is_shown() 
     // Not asked for, or "this computer only" (nobody else could join): not shown.
     for extra in [json!({ "announce": false }), json!({ "reach": "computer" })] {
         let hosted = Hosted(&app);
-        let info = app.invoke("host_server", args(extra.clone())).expect("hosting");
+        let info = app
+            .invoke("host_server", args(extra.clone()))
+            .expect("hosting");
         assert_eq!(info["announce"], json!({ "status": "off" }), "{extra}");
         drop(hosted);
     }
     // The Join form's list says why it stays empty.
-    let refused = app.invoke("browse_rooms", json!({})).expect_err("browsing is off");
+    let refused = app
+        .invoke("browse_rooms", json!({}))
+        .expect_err("browsing is off");
     assert_eq!(refused["kind"], "discovery_failed", "{refused}");
     assert_eq!(app.invoke("stop_browsing", json!({})), Ok(Value::Null));
 }
