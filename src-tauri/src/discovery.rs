@@ -332,7 +332,10 @@ pub async fn browse_rooms<R: Runtime>(
 #[tauri::command]
 pub async fn stop_browsing(discovery: State<'_, Discovery>) -> Result<(), CommandError> {
     if let Some(browsing) = discovery.browsing.lock().await.take() {
+        // The forwarding task is over before the browser stops: its "the search stopped"
+        // can never reach the window after this (nor during the next browse).
         browsing.task.abort();
+        let _ = browsing.task.await;
         browsing.browser.stop();
     }
     Ok(())

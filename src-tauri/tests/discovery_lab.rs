@@ -4,7 +4,8 @@
 //! stack) on the other side.
 //!
 //! - A room the app hosts in lanA is seen from lanB with its name, port, protocol version and
-//!   identity (never the passphrase), and is gone from there when hosting stops.
+//!   identity (never the passphrase), and is gone from there when hosting stops, or when the
+//!   app exits while hosting (what its `RunEvent::Exit` hook runs).
 //! - The Join form's list in lanB shows rooms python-zeroconf publishes in lanA (one of
 //!   another protocol version, marked so), as `rooms-found` events; one that says goodbye
 //!   leaves the list.
@@ -45,7 +46,11 @@ fn main() {
     netlab::run_trials(vec![
         Trial::test(
             "a_hosted_room_is_seen_by_python_zeroconf_and_withdrawn_when_hosting_stops",
-            || a_hosted_room_is_seen_and_withdrawn().map_err(Failed::from),
+            || a_hosted_room_is_seen_and_withdrawn_on(Stop::StopHosting).map_err(Failed::from),
+        ),
+        Trial::test(
+            "a_hosted_room_is_withdrawn_when_the_app_exits_while_hosting",
+            || a_hosted_room_is_seen_and_withdrawn_on(Stop::Exit).map_err(Failed::from),
         ),
         Trial::test(
             "the_join_list_shows_rooms_python_zeroconf_publishes_and_drops_one_on_goodbye",
@@ -86,7 +91,14 @@ fn json_line(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or(Value::Null)
 }
 
-fn a_hosted_room_is_seen_and_withdrawn() -> Result<(), String> {
+/// How the hosting app is told to end: "Stop hosting", or the app exiting.
+#[derive(Clone, Copy)]
+enum Stop {
+    StopHosting,
+    Exit,
+}
+
+fn a_hosted_room_is_seen_and_withdrawn_on(how: Stop) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let stop = dir.path().join("stop");
     let name = format!("Sala de Ana {}", token());
@@ -105,7 +117,11 @@ fn a_hosted_room_is_seen_and_withdrawn() -> Result<(), String> {
         "lanA",
         "host",
         &stop,
-        &[("ROOM_NAME", name.clone()), ("ROOM_PORT", port.to_string())],
+        &[
+            ("ROOM_NAME", name.clone()),
+            ("ROOM_PORT", port.to_string()),
+            ("HOST_EXIT", matches!(how, Stop::Exit).to_string()),
+        ],
     )?;
     let hosting =
         json_line(&app.wait_line("hosting", LAB_WAIT, |l| json_line(l)["event"] == "hosting")?);
@@ -254,7 +270,15 @@ fn play_host(stop: &Path) {
     let info = support::invoke(&window, "host_server", args).expect("hosting in lanA");
     say(json!({ "event": "hosting", "info": info }));
     wait_for_stop(stop);
-    support::invoke(&window, "stop_hosting", json!({})).expect("stop hosting");
+    if std::env::var("HOST_EXIT").is_ok_and(|v| v == "true") {
+        // As the app does on its Exit event; then the process ends at once, as Tauri's does
+        // (nothing is dropped: no best-effort goodbye from a destructor).
+        tertulia_app_lib::discovery::withdraw_on_exit(app.handle());
+        say(json!({ "event": "stopped" }));
+        std::process::exit(0);
+    } else {
+        support::invoke(&window, "stop_hosting", json!({})).expect("stop hosting");
+    }
     say(json!({ "event": "stopped" }));
     drop(app);
 }
