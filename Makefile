@@ -104,7 +104,7 @@ test-ui:
 	node --test ui/tests/
 
 test-desktop:
-	TERTULIA_REQUIRE_KEYRING=1 node tests/desktop/run.mjs
+	TERTULIA_REQUIRE_KEYRING=1 NETLAB_REQUIRED=1 node tests/desktop/run.mjs
 
 # cargo-fuzz at the pinned version, for fuzz-smoke and fuzz (and make test).
 deps-fuzz:
