@@ -5,8 +5,8 @@
 // The Join form lists both, live; picking the Tertulia one fills the form, the app joins it
 // over the lab's LAN; a room whose server stops (SIGTERM: goodbye packets) leaves the list;
 // and a room the app hosts is seen from lanA by python-zeroconf, and withdrawn when hosting
-// stops. Screenshots go to artifacts/desktop/ (discovery-*.png); the Join form listing a room
-// is the README's docs/join-discovered.png.
+// stops. Screenshots go to artifacts/desktop/ (discovery-*.png); the Join form listing the
+// rooms is the README's docs/join-discovered.png (copied there with UPDATE_README_SCREENSHOT=1).
 //
 // mDNS must never reach the machine's real network, so nothing here runs in the host's
 // namespace: the script re-runs itself with `ip netns exec lanB`. Xvfb, D-Bus and
@@ -32,6 +32,11 @@ const PYTHON = process.env.NETLAB_PYTHON || "/usr/bin/python3";
 const PASS = "discovery end to end passphrase";
 // lanA's address in the lab (tests/netlab/netlab.sh: fixed addresses).
 const LAN_A = "10.77.0.2";
+// tests/src/netlab.rs's locks: holding `users` shared keeps a Rust lab test that finishes
+// meanwhile from taking the lab down under this one; `admin` serialises bringing it up. This
+// script never takes the lab down (it lives in its own namespaces only).
+const LOCK_USERS = "/run/tertulia-netlab.users";
+const LOCK_ADMIN = "/run/tertulia-netlab.admin";
 const children = [];
 const tempDirs = [];
 
@@ -43,7 +48,8 @@ function labProblem() {
   for (const file of [NETLAB, NETLAB_PY]) if (!existsSync(file)) return `${path.relative(root, file)} is missing`;
   const zeroconf = spawnSync(PYTHON, ["-c", "import zeroconf"], { stdio: "ignore" });
   if (zeroconf.status !== 0) return `${PYTHON} cannot import zeroconf (apt-get install python3-zeroconf)`;
-  const up = spawnSync("bash", [NETLAB, "up"], { encoding: "utf8" });
+  // Brought up (idempotent) under the lock the Rust lab tests use (tests/src/netlab.rs).
+  const up = spawnSync("flock", [LOCK_ADMIN, "bash", NETLAB, "up"], { encoding: "utf8" });
   if (up.status !== 0) return `the lab does not come up: ${(up.stderr || up.stdout || "").trim().slice(-400)}`;
   return null;
 }
@@ -170,7 +176,8 @@ async function inside() {
     if (!item.includes(`${LAN_A}:${salaPort}`)) throw new Error(`the Tertulia room's address is not shown: ${item}`);
     await session.fill("#join-nick", "bea");
     const readme = await shot(session, "rooms-on-this-network");
-    copyFileSync(readme, path.join(root, "docs/join-discovered.png"));
+    // As run.mjs does for docs/screenshot.png: the README's picture only when asked.
+    if (process.env.UPDATE_README_SCREENSHOT) copyFileSync(readme, path.join(root, "docs/join-discovered.png"));
 
     // 2. Picking one fills address and port and asks for the passphrase; the app joins it.
     await session.run(`[...document.querySelectorAll('#discovered-list li')].find((l) => l.textContent.includes(arguments[0])).querySelector('button').click();`, salaName);
@@ -236,7 +243,8 @@ function outside() {
     log(`SKIPPED: ${problem}`);
     process.exit(0);
   }
-  const child = spawn("ip", ["netns", "exec", "lanB", process.execPath, fileURLToPath(import.meta.url), "--inside-lanB"], { stdio: "inherit" });
+  // `flock -s` holds the shared lock for as long as the test inside lanB runs.
+  const child = spawn("flock", ["-s", LOCK_USERS, "ip", "netns", "exec", "lanB", process.execPath, fileURLToPath(import.meta.url), "--inside-lanB"], { stdio: "inherit" });
   child.on("exit", (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
 }
 
