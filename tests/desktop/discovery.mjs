@@ -108,8 +108,10 @@ async function waitHttp(url, ms) {
 
 let step = 0;
 async function shot(session, name) {
-  // WebKitGTK paints asynchronously under Xvfb: let the last DOM changes reach the screen.
-  await new Promise((r) => setTimeout(r, 700));
+  // WebKitGTK paints asynchronously under Xvfb, and a new window's first text only once its
+  // fonts are in: wait for them, then let the last DOM changes reach the screen.
+  await session.waitFor("the fonts", "return document.fonts.status === 'loaded';");
+  await new Promise((r) => setTimeout(r, 1500));
   step += 1;
   const file = path.join(shots, `discovery-${String(step).padStart(2, "0")}-${name}.png`);
   writeFileSync(file, await session.screenshot());
@@ -129,9 +131,12 @@ async function inside() {
   mkdirSync(shots, { recursive: true });
   const home = mkdtempSync(path.join(tmpdir(), "tertulia-discovery-"));
   tempDirs.push(home);
+  // Names unique to this run (every room on the lab's LAN is listed), except for the
+  // README's picture.
   const token = Math.random().toString(36).slice(2, 8);
-  const salaName = `Sala de Ana ${token}`;
-  const clubName = `Club de lectura ${token}`;
+  const tag = process.env.UPDATE_README_SCREENSHOT ? "" : ` ${token}`;
+  const salaName = `Sala de Ana${tag}`;
+  const clubName = `Club de lectura${tag}`;
   const [salaPort, clubPort] = [20_000 + Math.floor(Math.random() * 20_000), 40_000 + Math.floor(Math.random() * 20_000)];
 
   // In lanA: a room announced by tertulia-server itself, and a real room announced by
@@ -141,7 +146,7 @@ async function inside() {
   const salaExit = new Promise((resolve) => sala.on("exit", (code, signal) => resolve({ code, signal })));
   start("ip", ["netns", "exec", "lanA", bin("tertulia-server"), "--listen", `${LAN_A}:${clubPort}`, "--in-memory",
     "--host-key", path.join(home, "club.key")], { TERTULIA_PASSPHRASE: PASS });
-  const club = start("ip", ["netns", "exec", "lanA", PYTHON, NETLAB_PY, "mdns-publish", "--name", `club-${token}`, "--host", `club-${token}`,
+  const club = start("ip", ["netns", "exec", "lanA", PYTHON, NETLAB_PY, "mdns-publish", "--name", `club-${token}`, "--host", `luis-pc-${token}`,
     "--address", LAN_A, "--port", String(clubPort), "--txt", `room=${clubName}`, "--txt", "v=2", "--txt", "fp=0d44-a1c9-77e2-3f2a-91c0-5b7e", "--lifetime", "240"]);
   const clubEvents = jsonLines(club, "python publisher");
   await clubEvents.wait("the python room registered", (e) => e.event === "registered");
