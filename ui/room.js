@@ -88,6 +88,11 @@ export function showHosting(info) {
   fp.parentElement.hidden = !info.fingerprint;
   // Where the room is reachable from, as the host chose it (backend's HostInfo.reach).
   translate($("host-reach"), "reach.now." + (info.reach || "network"));
+  // Whether the room is shown on this network (backend's HostInfo.announce).
+  const announced = $("host-announced"), announce = info.announce || { status: "off" };
+  announced.hidden = announce.status === "off";
+  if (announce.status === "on") translate(announced, "announce.now", { name: announce.name });
+  else if (announce.status === "failed") translate(announced, "announce.failed", { reason: announce.reason });
   $("stop-hosting").hidden = false;
   $("leave").hidden = true;
   const list = $("host-addresses");

@@ -4,15 +4,16 @@
 // The Host form starts with a generated passphrase and warns, once, when the one typed is
 // easy to guess (the backend's passphrase_strength); hosting again uses it anyway.
 import { $, showError } from "./dom.js";
-import { checkNick, checkPort, checkPassphrase, checkHost, checkKeep } from "./validate.js";
+import { checkNick, checkPort, checkPassphrase, checkHost, checkKeep, checkRoomName, fitRoomName } from "./validate.js";
 import { parseInvite } from "./invite.js";
 import { remember, recall, rememberWhenJoined } from "./prefs.js";
 import { errorText } from "./text.js";
-import { t, setLanguage, language, translate } from "./i18n.js";
+import { t, setLanguage, language, translate, onLanguageChange } from "./i18n.js";
 import { enterChat, leaveChat, showHosting } from "./room.js";
 import { session } from "./session.js";
 import { invoke, hasBackend } from "./tauri.js";
 import { initSaved } from "./saved.js";
+import { initDiscovered } from "./discovered.js";
 import { askPreviousRoom } from "./dialogs.js";
 
 function fillRemembered() {
@@ -23,6 +24,32 @@ function fillRemembered() {
   if (recall("hostPort")) $("host-port").value = recall("hostPort");
   const reach = document.querySelector(`input[name=reach][value="${recall("hostReach")}"]`);
   if (reach) reach.checked = true;
+  if (recall("hostRoomName")) { $("host-room-name").value = recall("hostRoomName"); roomNameEdited = true; }
+  if (recall("hostAnnounce") === "off") $("host-announce").checked = false;
+}
+
+// The room name follows the nickname ("Ana's room") until the host types one of their own;
+// emptied, the field shows that default as its placeholder, and hosting uses it.
+let roomNameEdited = false;
+const defaultRoomNick = () => {
+  const nick = $("host-nick").value.trim();
+  return nick && fitRoomName((n) => t("host.room_name_default", { nick: n }), nick).nick;
+};
+const defaultRoomName = () => {
+  const nick = defaultRoomNick();
+  return nick ? t("host.room_name_default", { nick }) : "";
+};
+function followNick() {
+  const input = $("host-room-name"), nick = defaultRoomNick();
+  if (!roomNameEdited) input.value = defaultRoomName();
+  if (nick) {
+    input.dataset.i18nPlaceholder = "host.room_name_default";
+    input.dataset.i18nVars = JSON.stringify({ nick });
+    input.placeholder = defaultRoomName();
+  } else {
+    delete input.dataset.i18nPlaceholder;
+    input.removeAttribute("placeholder");
+  }
 }
 
 const chosenReach = () => document.querySelector("input[name=reach]:checked")?.value || "network";
@@ -62,11 +89,12 @@ function onPassphraseInput() {
 // The room identity the last invite code pasted named (until the address or port is
 // edited: then it is another room), shown under the address.
 let inviteFingerprint = null;
-function setInviteFingerprint(fingerprint) {
+// `key`: where it comes from (an invite code, or a room picked from those on this network).
+function setInviteFingerprint(fingerprint, key = "join.identity") {
   inviteFingerprint = fingerprint || null;
   const hint = $("join-identity");
   hint.hidden = !inviteFingerprint;
-  if (inviteFingerprint) translate(hint, "join.identity", { fingerprint: inviteFingerprint });
+  if (inviteFingerprint) translate(hint, key, { fingerprint: inviteFingerprint });
 }
 
 // An invite code in the address field is spread over address, port and passphrase (and its
@@ -93,7 +121,8 @@ async function onHost(event) {
   event.preventDefault();
   const nick = $("host-nick").value, port = $("host-port").value, pass = $("host-pass").value;
   const keepMessages = $("host-keep-messages").value, keepDays = $("host-keep-days").value;
-  const problem = checkNick(nick) || checkPort(port) || checkPassphrase(pass)
+  const roomName = $("host-room-name").value.trim() || defaultRoomName(), announce = $("host-announce").checked;
+  const problem = checkNick(nick) || checkRoomName(roomName) || checkPort(port) || checkPassphrase(pass)
     || checkKeep(keepMessages, 10_000_000, "check.keep_messages") || checkKeep(keepDays, 3650, "check.keep_days");
   if (problem) return showError("host-error", problem);
   showError("host-error", "");
@@ -107,14 +136,14 @@ async function onHost(event) {
       if (verdict.weak) { warnedFor = pass; $("host-pass").focus(); return; }
     }
     const reach = chosenReach();
-    const args = { port: Number(port), passphrase: pass, nick: nick.trim(), reach };
+    const args = { port: Number(port), passphrase: pass, nick: nick.trim(), reach, roomName, announce };
     // History limits the host changed; blank ones keep the room's defaults.
     const history = {};
     if (keepMessages.trim()) history.maxMessages = Number(keepMessages.trim());
     if (keepDays.trim()) history.maxDays = Number(keepDays.trim());
     if (Object.keys(history).length) args.history = history;
     for (;;) {
-      rememberWhenJoined({ hostPort: port.trim(), hostReach: reach });
+      rememberWhenJoined({ hostPort: port.trim(), hostReach: reach, hostRoomName: roomNameEdited ? roomName : "", hostAnnounce: announce ? "on" : "off" });
       session.nick = nick.trim();
       enterChat();
       try {
@@ -169,6 +198,11 @@ async function onJoin(event) {
 
 export function initStart() {
   fillRemembered();
+  followNick();
+  $("host-nick").addEventListener("input", followNick);
+  // Emptied, the name follows the nickname again.
+  $("host-room-name").addEventListener("input", () => { roomNameEdited = $("host-room-name").value.trim() !== ""; });
+  onLanguageChange(followNick);
   $("host-form").addEventListener("submit", onHost);
   $("join-form").addEventListener("submit", onJoin);
   $("join-host").addEventListener("input", onAddressInput);
@@ -187,6 +221,7 @@ export function initStart() {
   }
   initLanguagePicker();
   initSaved();
+  initDiscovered({ expect: (fingerprint) => setInviteFingerprint(fingerprint, "join.identity_announced") });
 }
 
 // The history fields show the room's defaults as placeholders ("no limit" when none).

@@ -38,3 +38,24 @@ export function checkHost(raw) {
   if (!ipv6 && !/^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/.test(host)) return t("check.host_bad");
   return null;
 }
+
+// The longest room name the network announcement carries (docs/PROTOCOL.md §14: the TXT
+// value `room`, in UTF-8 bytes).
+export const ROOM_NAME_MAX_BYTES = 63;
+const utf8Length = (text) => new TextEncoder().encode(text).length;
+
+// The Host form's room name: blank means the default; at most 63 bytes of UTF-8, no
+// control or invisible characters.
+export function checkRoomName(raw) {
+  const name = raw.trim();
+  if (utf8Length(name) > ROOM_NAME_MAX_BYTES || /[\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]/.test(name)) return t("check.room_name");
+  return null;
+}
+
+// The default room name, `make(nick)`, with the nickname shortened (at a character
+// boundary) until it fits the announcement: {name, nick} (the nickname used).
+export function fitRoomName(make, nick) {
+  const chars = [...nick];
+  while (chars.length && utf8Length(make(chars.join(""))) > ROOM_NAME_MAX_BYTES) chars.pop();
+  return { name: make(chars.join("")), nick: chars.join("") };
+}

@@ -14,6 +14,7 @@ use tertulia_core::text::{validate_nick, NickError};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use crate::discovery;
 use crate::reach::{self, Reach, ReachError};
 use crate::retention::{self, HistoryChoice};
 use crate::rooms::{Remember, SavedRooms};
@@ -54,6 +55,12 @@ pub enum CommandError {
     /// A pasted file over the host's per-file limit.
     #[error("the file is larger than {max_bytes} bytes, the most a room takes")]
     FileTooLarge { max_bytes: u64 },
+    /// The room name on the Host form cannot be announced as it is.
+    #[error("Room name: {0}")]
+    InvalidRoomName(crate::discovery::RoomNameError),
+    /// Rooms on this network cannot be looked for (no multicast, turned off…).
+    #[error("rooms on this network cannot be looked for: {reason}")]
+    Discovery { reason: String },
     #[error("{0}")]
     Client(#[from] client::SendError),
 }
@@ -73,6 +80,8 @@ impl CommandError {
             Self::RoomPassphraseChanged => "room_passphrase_changed",
             Self::NotConnected | Self::Client(client::SendError::Stopped) => "not_connected",
             Self::FileTooLarge { .. } => "file_too_large",
+            Self::InvalidRoomName(_) => "invalid_room_name",
+            Self::Discovery { .. } => "discovery_failed",
             Self::Client(client::SendError::File(_)) => "file_refused",
             Self::Client(client::SendError::OutboxFull(_)) => "outbox_full",
             Self::Client(_) => "send_refused",
@@ -115,7 +124,9 @@ impl Serialize for CommandError {
                 map.serialize_entry("port", port)?;
                 map.serialize_entry("reason", reason)?;
             }
-            Self::HostKey { reason } => map.serialize_entry("reason", reason)?,
+            Self::HostKey { reason } | Self::Discovery { reason } => {
+                map.serialize_entry("reason", reason)?;
+            }
             Self::FileTooLarge { max_bytes } => map.serialize_entry("max_bytes", max_bytes)?,
             Self::Client(client::SendError::InvalidText(reason)) => {
                 map.serialize_entry("reason", reason)?;
@@ -157,7 +168,9 @@ fn check_fingerprint(raw: &str) -> Result<Fingerprint> {
 /// `nick`. `previousRoom` (`"keep" | "delete"`) answers a `room_passphrase_changed` refusal:
 /// the room stored before with another passphrase is set aside or deleted, and a new one
 /// starts; absent, such a room is never opened. `history` (`{maxMessages?, maxDays?}`):
-/// how much history the room keeps, where the host changed the defaults.
+/// how much history the room keeps, where the host changed the defaults. `roomName`: what
+/// the room is called on this network (blank: "NICK's room"); `announce` (default true):
+/// show it there (discovery.rs), never for "this computer only".
 #[tauri::command]
 #[allow(clippy::too_many_arguments)]
 pub async fn host_server<R: Runtime>(
@@ -170,9 +183,13 @@ pub async fn host_server<R: Runtime>(
     reach: Option<Reach>,
     previous_room: Option<PreviousRoom>,
     history: Option<HistoryChoice>,
+    room_name: Option<String>,
+    announce: Option<bool>,
 ) -> Result<HostInfo> {
     let passphrase = check_passphrase(&passphrase)?;
     let nick = check_nick(&nick)?;
+    let room_name =
+        discovery::room_name(room_name.as_deref(), &nick).map_err(CommandError::InvalidRoomName)?;
     let mut config = ServerConfig::default();
     config.room.retention = retention::apply(config.room.retention, history.unwrap_or_default())
         .map_err(CommandError::Invalid)?;
@@ -212,6 +229,11 @@ pub async fn host_server<R: Runtime>(
         ReachError::Io(io) => CommandError::host_failed(port, &io.into()),
     })?;
     let invite_ip = reach::invite_ip(&listening);
+    let bound = listening
+        .listener
+        .local_addr()
+        .map_err(|e| CommandError::host_failed(port, &e.into()))?
+        .ip();
     let listener = tokio::net::TcpListener::from_std(listening.listener)
         .map_err(|e| CommandError::host_failed(port, &e.into()))?;
     let server = Server::with_listener(listener, &passphrase, config)
@@ -220,6 +242,14 @@ pub async fn host_server<R: Runtime>(
     let port = listening.own.port();
     let stop = CancellationToken::new();
     let task = tauri::async_runtime::spawn(server.run(stop.clone().cancelled_owned()));
+    let (announce, announcer) = discovery::announce(
+        announce.unwrap_or(true),
+        reach,
+        bound,
+        &room_name,
+        port,
+        &fingerprint.to_string(),
+    );
     // The invite names the best shared address and the room's identity; its passphrase is
     // percent-encoded (docs/PROTOCOL.md, "Invite codes"), so '%', '#' or spaces survive.
     let info = HostInfo {
@@ -227,6 +257,7 @@ pub async fn host_server<R: Runtime>(
         reach,
         addresses: listening.shared.iter().map(ToString::to_string).collect(),
         fingerprint: fingerprint.to_string(),
+        announce,
         invite: Invite::new(invite_ip.to_string(), port, passphrase.clone())
             .with_fingerprint(fingerprint)
             .to_string(),
@@ -235,6 +266,7 @@ pub async fn host_server<R: Runtime>(
         info: info.clone(),
         stop,
         task,
+        announcer,
     });
     drop(hosting);
     *state.last_join.lock().await = None;
@@ -292,7 +324,11 @@ pub async fn stop_hosting(state: State<'_, AppState>) -> Result<()> {
         // Leave the room before it stops, so the host's nickname is free when it hosts again.
         session.end().await;
     }
-    if let Some(hosting) = hosting {
+    if let Some(mut hosting) = hosting {
+        // Withdrawn first: browsers drop the room before it stops answering.
+        if let Some(announcer) = hosting.announcer.take() {
+            discovery::withdraw(announcer).await;
+        }
         hosting.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), hosting.task).await;
     }

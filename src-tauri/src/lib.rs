@@ -5,6 +5,7 @@
 //! # Layout
 //!
 //! - [`commands`]: what the window can call, with the checks on its inputs.
+//! - [`discovery`]: rooms on this network: the hosted room announced, the Join form's list.
 //! - [`session`]: the live state, at most one hosted room and one chat session.
 //! - [`forward`]: every [`ClientEvent`](tertulia_core::client::ClientEvent) of the active
 //!   session, forwarded unchanged to the window as the [`CHAT_EVENT`] event, and the desktop
@@ -19,6 +20,7 @@
 //! - [`strength`]: how guessable a room passphrase is, for the host form's warning.
 
 pub mod commands;
+pub mod discovery;
 pub mod files;
 pub mod forward;
 pub mod links;
@@ -54,6 +56,7 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
         .manage(session::AppState::default())
         .manage(rooms::SavedRooms::default())
         .manage(preview::Previews::default())
+        .manage(discovery::Discovery::default())
         // The focus ends the unread run that desktop notifications count (forward.rs).
         // Files dropped on the window are sent from here: their paths never pass through
         // the webview's hands (it only shows the drop overlay, from Tauri's drag events).
@@ -83,6 +86,8 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             commands::passphrase_strength,
             commands::history_defaults,
             commands::hosting_info,
+            discovery::browse_rooms,
+            discovery::stop_browsing,
             rooms::list_saved_rooms,
             rooms::forget_saved_room,
             rooms::rejoin_saved_room,
@@ -107,8 +112,16 @@ pub fn run() {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(e) = configure(tauri::Builder::default()).run(tauri::generate_context!()) {
-        eprintln!("error: the Tertulia window could not start: {e}");
-        std::process::exit(1);
+    match configure(tauri::Builder::default()).build(tauri::generate_context!()) {
+        // Leaving the app withdraws the hosted room from the network (goodbye packets).
+        Ok(app) => app.run(|app, event| {
+            if let tauri::RunEvent::Exit = event {
+                discovery::withdraw_on_exit(app);
+            }
+        }),
+        Err(e) => {
+            eprintln!("error: the Tertulia window could not start: {e}");
+            std::process::exit(1);
+        }
     }
 }

@@ -24,6 +24,8 @@ pub struct HostInfo {
     /// The room's identity (its host key's fingerprint, e.g. `3f2a-91c0-5b7e-0d44-a1c9-77e2`),
     /// the same every time this app hosts: members compare it and their apps pin it.
     pub fingerprint: String,
+    /// Whether the room is shown on this network, as which name, or why not.
+    pub announce: crate::discovery::AnnounceState,
     /// `tertulia://ADDRESS/FINGERPRINT#PASSPHRASE` for the first address (the LAN one, not a
     /// VPN or container bridge); pasting it into Join fills the form, and joining with it
     /// accepts only this room's identity.
@@ -34,6 +36,8 @@ pub struct Hosting {
     pub info: HostInfo,
     pub stop: CancellationToken,
     pub task: tauri::async_runtime::JoinHandle<()>,
+    /// The room's announcement on this network, withdrawn when hosting stops.
+    pub announcer: Option<tertulia_core::discovery::Announcer>,
 }
 
 pub struct Session {

@@ -1,7 +1,9 @@
 //! Hosting as the window asks for it (`host_server` over IPC on the mock runtime) with a
 //! real room on real sockets: the addresses shown are the ones the room listens on — a
 //! connection to any other is refused — the host's own window gets in, the invite names
-//! the LAN address, and hosting raises the open-file limit.
+//! the LAN address, and hosting raises the open-file limit; the room's name and whether it
+//! is shown on the network (here always "not": support::mock_app turns announcing off, the
+//! announcement itself is tested in the lab, tests/discovery_lab.rs).
 //!
 //! The hosted room lives in the app's data directory: every test here hosts in the same
 //! throw-away `XDG_DATA_HOME`, one at a time.
@@ -227,4 +229,56 @@ fn the_host_can_keep_less_history_than_the_default() {
         defaults["maxMessages"].is_null() || defaults["maxMessages"].as_u64() > Some(3),
         "{defaults}"
     );
+}
+
+#[test]
+fn the_room_name_is_checked_and_the_host_panel_says_whether_the_room_is_shown() {
+    let _one = exclusive();
+    let app = TestApp::new();
+    let args = |extra: Value| {
+        let mut args =
+            json!({ "port": free_port(), "passphrase": PASS, "nick": "ana", "reach": "all" });
+        args.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        args
+    };
+    let refused = app
+        .invoke("host_server", args(json!({ "roomName": "ñ".repeat(32) })))
+        .expect_err("64 bytes do not fit the announcement");
+    assert_eq!(refused["kind"], "invalid_room_name", "{refused}");
+    assert_eq!(refused["message"], "Room name: at most 63 bytes");
+    let refused = app
+        .invoke("host_server", args(json!({ "roomName": "Sala\u{202e}" })))
+        .expect_err("bidi controls are refused");
+    assert_eq!(refused["kind"], "invalid_room_name", "{refused}");
+    assert_eq!(
+        app.invoke("hosting_info", json!({})),
+        Ok(Value::Null),
+        "nothing hosted"
+    );
+
+    // Asked for (the default), but announcing is off in this environment: said so.
+    let hosted = Hosted(&app);
+    let info = app.invoke("host_server", args(json!({}))).expect("hosting");
+    assert_eq!(
+        info["announce"],
+        json!({ "status": "failed", "reason": "turned off by TERTULIA_DISCOVERY=off" })
+    );
+    drop(hosted);
+    // Not asked for, or "this computer only" (nobody else could join): not shown.
+    for extra in [json!({ "announce": false }), json!({ "reach": "computer" })] {
+        let hosted = Hosted(&app);
+        let info = app
+            .invoke("host_server", args(extra.clone()))
+            .expect("hosting");
+        assert_eq!(info["announce"], json!({ "status": "off" }), "{extra}");
+        drop(hosted);
+    }
+    // The Join form's list says why it stays empty.
+    let refused = app
+        .invoke("browse_rooms", json!({}))
+        .expect_err("browsing is off");
+    assert_eq!(refused["kind"], "discovery_failed", "{refused}");
+    assert_eq!(app.invoke("stop_browsing", json!({})), Ok(Value::Null));
 }

@@ -127,6 +127,9 @@ async function main() {
     // machine's locale is, and step 9 switches to Spanish in the app.
     LANGUAGE: "en_US:en",
     LANG: "en_US.UTF-8",
+    // This machine's own network: the app neither announces rooms nor looks for them here
+    // (mDNS would reach the real network). discovery.mjs tests that in the lab's namespaces.
+    TERTULIA_DISCOVERY: "off",
   });
   const base = `http://127.0.0.1:${wdPort}`;
   await waitHttp(`${base}/status`, 20_000);
@@ -1014,6 +1017,11 @@ function cleanup() {
   for (const c of children.reverse()) { try { c.kill("SIGTERM"); } catch (_) { /* gone */ } }
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 }
+// Then rooms on this network, in the lab's namespaces (skipped, saying why, where it cannot run).
+const discovery = () => new Promise((resolve) => {
+  spawn(process.execPath, [path.join(root, "tests/desktop/discovery.mjs")], { stdio: "inherit" })
+    .on("exit", (code, signal) => resolve(code ?? (signal ? 1 : 0)));
+});
 main()
-  .then(() => { clearTimeout(timeout); cleanup(); process.exit(0); })
+  .then(async () => { clearTimeout(timeout); cleanup(); process.exit(await discovery()); })
   .catch((e) => { console.error("[desktop-e2e] FAILED:", e.message); clearTimeout(timeout); cleanup(); process.exit(1); });

@@ -5,8 +5,12 @@
 //! The binaries must be built first (`cargo build --bins`; `make test` does it).
 //!
 //! [`hostile`]: the set-up of the tests that attack a running room.
+//!
+//! [`netlab`]: the network-namespace lab (two LAN hosts, a router with miniupnpd, a WAN host)
+//! for tests of LAN discovery and port mapping, run through the real binaries too.
 
 pub mod hostile;
+pub mod netlab;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

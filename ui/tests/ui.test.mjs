@@ -57,7 +57,7 @@ test("hosting shows the addresses, the member count and an invite code", async (
   await page.click("#host-submit");
   await page.waitForSelector("#host-panel:not([hidden])");
   const host = (await calls(page)).find((c) => c.cmd === "host_server");
-  assert.deepEqual(host.args, { port: 5555, passphrase: "abcde-fghij-kmnpq-rstuv-wxyz2", nick: "ana", reach: "network" });
+  assert.deepEqual(host.args, { port: 5555, passphrase: "abcde-fghij-kmnpq-rstuv-wxyz2", nick: "ana", reach: "network", roomName: "ana's room", announce: true });
   assert.deepEqual(await page.$$eval("#host-addresses button", (bs) => bs.map((b) => b.textContent)), ["192.168.1.20:5555", "[fd00::2]:5555"]);
   await emit(page, [{ type: "online", members: ["ana", "ben"] }]);
   assert.equal(await page.textContent("#member-count"), "2 members");

@@ -2,7 +2,7 @@
 // paging), imported directly into node: no browser, no DOM. Views are tested in ui.test.mjs.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { checkNick, checkPort, checkPassphrase, checkHost, checkKeep } from "../validate.js";
+import { checkNick, checkPort, checkPassphrase, checkHost, checkKeep, checkRoomName, fitRoomName } from "../validate.js";
 import { readFileSync } from "node:fs";
 import { parseInvite, formatInvite, InviteError } from "../invite.js";
 import { mentions } from "../mention.js";
@@ -327,4 +327,17 @@ test("a pasted image is named by the time, with its type's extension, unless it 
   setLanguage("es");
   assert.equal(pasteName({ name: "image.gif", type: "image/gif" }, at), "imagen pegada 2026-12-03 09.05.gif");
   setLanguage("en");
+});
+
+test("room names: at most 63 bytes of UTF-8, nothing invisible; a default shortens the nickname to fit", () => {
+  assert.equal(checkRoomName("  Book club  "), null);
+  assert.equal(checkRoomName(""), null, "blank: the default");
+  assert.equal(checkRoomName("a".repeat(63)), null);
+  assert.match(checkRoomName("a".repeat(64)), /Room name: at most 63 bytes/);
+  assert.match(checkRoomName("ñ".repeat(32)), /at most 63 bytes/, "64 bytes in 32 letters");
+  assert.match(checkRoomName("Sala\u202e"), /no control or invisible/);
+  assert.match(checkRoomName("a\tb"), /no control or invisible/);
+  const make = (nick) => `${nick}'s room`;
+  assert.deepEqual(fitRoomName(make, "ana"), { name: "ana's room", nick: "ana" });
+  assert.deepEqual(fitRoomName(make, "😀".repeat(16)), { name: "😀".repeat(14) + "'s room", nick: "😀".repeat(14) });
 });

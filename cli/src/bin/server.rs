@@ -154,6 +154,15 @@ struct Args {
     /// offer holds a place, never space).
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_UNSTARTED_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=24 * 3600))]
     unstarted_upload_secs: u64,
+    /// Announce the room on the LAN (mDNS/DNS-SD `_tertulia._tcp`: its name, port, protocol
+    /// version and host identity, never the passphrase) so others find it with
+    /// `tertulia-chat --discover` or the app's Join screen; withdrawn when the server stops.
+    #[arg(long)]
+    announce: bool,
+    /// The room name --announce shows [default: "HOSTNAME's room", or "Sala de HOSTNAME" in
+    /// a Spanish locale]; at most 63 bytes are announced.
+    #[arg(long, value_name = "NAME", requires = "announce")]
+    room_name: Option<String>,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -492,7 +501,17 @@ async fn run(args: Args) -> i32 {
             local.port()
         );
     }
-    server.run(shutdown_signal()).await;
+    let announcer = args
+        .announce
+        .then(|| tertulia_cli::discover::announce(local, fingerprint, args.room_name.as_deref()))
+        .flatten();
+    // On Ctrl-C or SIGTERM the announcement goes first (goodbye packets), then the room.
+    server
+        .run(async move {
+            shutdown_signal().await;
+            tertulia_cli::discover::withdraw(announcer).await;
+        })
+        .await;
     println!("server stopped");
     0
 }

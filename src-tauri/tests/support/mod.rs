@@ -47,7 +47,14 @@ pub struct TestApp {
 }
 
 /// The app with its state, plugins and commands (`configure`), and its main window.
+///
+/// Rooms are neither announced nor looked for (`TERTULIA_DISCOVERY=off`): these tests run
+/// in the machine's own network, where nothing may be advertised. The discovery tests set
+/// it themselves, inside the lab's network namespaces (tests/discovery_lab.rs).
 pub fn mock_app() -> (App<MockRuntime>, WebviewWindow<MockRuntime>) {
+    if std::env::var_os(tertulia_app_lib::discovery::DISCOVERY_ENV).is_none() {
+        std::env::set_var(tertulia_app_lib::discovery::DISCOVERY_ENV, "off");
+    }
     let app = tertulia_app_lib::configure(mock_builder())
         .build(mock_context(noop_assets()))
         .expect("the app builds on the mock runtime");
