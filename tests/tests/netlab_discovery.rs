@@ -133,8 +133,9 @@ fn announced_room_is_found_by_tertulia_and_zeroconf_and_gone_after_sigterm() -> 
     if keys != BTreeSet::from(["fp", "room", "v"]) {
         return Err(format!("TXT keys should be exactly fp, room, v: {added}").into());
     }
+    let version = tertulia_core::hello::PROTOCOL_VERSION.to_string();
     if added["txt"]["fp"] != fingerprint.as_str()
-        || added["txt"]["v"] != tertulia_core::hello::PROTOCOL_VERSION.to_string()
+        || added["txt"]["v"] != version.as_str()
         || added["port"] != 5611
         || added["addresses"] != serde_json::json!([LAN_A])
     {
