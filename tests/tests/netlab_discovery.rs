@@ -34,9 +34,14 @@ fn json(line: &str) -> Value {
 /// prints its host identity (and, with `--announce`, once it says it is announced): the
 /// process and the fingerprint.
 fn start_server(ns: &str, port: u16, extra: &[&str]) -> Result<(NsProcess, String), String> {
+    start_server_on(ns, &format!("0.0.0.0:{port}"), extra)
+}
+
+/// [`start_server`] listening on `listen`.
+fn start_server_on(ns: &str, listen: &str, extra: &[&str]) -> Result<(NsProcess, String), String> {
     let mut command = in_ns(ns, binary("tertulia-server"));
     command
-        .args(["--listen", &format!("0.0.0.0:{port}"), "--in-memory"])
+        .args(["--listen", listen, "--in-memory"])
         .args(extra)
         .env("TERTULIA_PASSPHRASE", PASSPHRASE)
         .env("RUST_LOG", "info");
@@ -438,6 +443,44 @@ fn two_rooms_on_one_host_stop_independently() -> Outcome {
     Ok(())
 }
 
+/// A room listening on one LAN address is announced with that address (and only on its
+/// interface); one listening on loopback is not announced at all, and still starts.
+fn a_room_is_announced_where_it_listens() -> Outcome {
+    let tok = token();
+    let mut discoverer = discover("lanB")?;
+    let room = format!("Specific {tok}");
+    let (_specific, _) = start_server_on(
+        "lanA",
+        &format!("{LAN_A}:5621"),
+        &["--announce", "--room-name", &room],
+    )?;
+    let found = wait_found(&mut discoverer, &room)?;
+    if found["addresses"] != serde_json::json!([LAN_A]) || found["port"] != 5621 {
+        return Err(format!("announced as {found}").into());
+    }
+    let mut local = in_ns("lanA", binary("tertulia-server"));
+    local
+        .args(["--listen", "127.0.0.1:5622", "--in-memory", "--announce"])
+        .args(["--room-name", &format!("Loopback {tok}")])
+        .env("TERTULIA_PASSPHRASE", PASSPHRASE);
+    let mut local = NsProcess::spawn("tertulia-server on loopback", local)?;
+    local.wait_line("the loopback room to start", LAB_WAIT, |l| {
+        l.starts_with("host identity: ")
+    })?;
+    let deadline = std::time::Instant::now() + LAB_WAIT;
+    while !local.stderr().contains("listens only on 127.0.0.1") {
+        if std::time::Instant::now() > deadline || local.exited().is_some() {
+            return Err(format!("no loopback warning\n{}", local.transcript()).into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !mdns_sockets_of(local.pid())?.is_empty() {
+        return Err("the loopback room opened mDNS sockets".into());
+    }
+    local.terminate()?;
+    Ok(())
+}
+
 /// The inodes of the UDP sockets bound to port 5353 (mDNS) that process `pid` holds.
 fn mdns_sockets_of(pid: u32) -> Result<Vec<String>, String> {
     let mut bound = Vec::new();
@@ -569,6 +612,10 @@ fn main() {
         Trial::test(
             "two_rooms_on_one_host_stop_independently",
             two_rooms_on_one_host_stop_independently,
+        ),
+        Trial::test(
+            "a_room_is_announced_where_it_listens",
+            a_room_is_announced_where_it_listens,
         ),
         Trial::test(
             "a_server_announces_only_when_asked",
