@@ -109,7 +109,14 @@ impl Announcer {
             return Err(DiscoveryError::AddressNotHere(listen));
         }
         let room_name = txt::announced_room_name(&advert.room_name, "Tertulia");
-        let host = format!("{}.local.", txt::host_label(&local_host_name()));
+        // A host name of the room's own (`HOST-PORT.local.`): its goodbye withdraws address
+        // records that nothing else relies on — not another room on this machine, not
+        // Avahi's `HOST.local.` (withdrawing a shared name makes browsers drop every service
+        // on it).
+        let host = format!(
+            "{}.local.",
+            txt::host_label(&format!("{}-{}", local_host_name(), advert.port))
+        );
         let properties = txt::encode(&Advert {
             room_name: room_name.clone(),
             ..advert.clone()

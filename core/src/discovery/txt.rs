@@ -83,12 +83,15 @@ pub fn announced_room_name(name: &str, fallback: &str) -> String {
 }
 
 /// A host name made into one DNS label: ASCII letters, digits and `-` (anything else becomes
-/// `-`), no `-` at either end, at most 63 bytes; `tertulia` when nothing is left.
+/// `-`), no `-` at either end, at most 63 bytes (the end kept: it says which room); `tertulia`
+/// when nothing is left.
 pub fn host_label(name: &str) -> String {
-    let mapped: String = name
+    let mapped: Vec<char> = name
         .chars()
-        .take(MAX_ROOM_NAME_BYTES)
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let mapped: String = mapped[mapped.len().saturating_sub(MAX_ROOM_NAME_BYTES)..]
+        .iter()
         .collect();
     let label = mapped.trim_matches('-');
     if label.is_empty() {
@@ -533,5 +536,7 @@ mod tests {
         assert_eq!(host_label("ñandú"), "and");
         assert_eq!(host_label("---"), "tertulia");
         assert_eq!(host_label(&"x".repeat(100)).len(), 63);
+        let long = host_label(&format!("{}-5555", "y".repeat(100)));
+        assert!(long.len() == 63 && long.ends_with("-5555"), "{long}");
     }
 }
