@@ -16,7 +16,7 @@ FUZZ_SECONDS ?= 600
 # toolchain accept them for this build only.
 FUZZ := cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
 
-.PHONY: bench bench-quick deps-bench run host chat test test-rust test-faults test-ui test-desktop fuzz fuzz-smoke deps deps-test deps-fuzz package build release lint clean help
+.PHONY: bench bench-quick deps-bench run host chat test test-rust test-faults test-ui test-desktop fuzz fuzz-smoke deps deps-test deps-fuzz deps-netlab package build release lint clean help
 
 help:
 	@echo "make run    build and start the desktop app (headless server when there is no display)"
@@ -33,13 +33,34 @@ deps:
 # Test-only tools: Xvfb and WebKitWebDriver for the desktop test, Chromium for the UI tests,
 # the Unicode emoji test file (unicode-data), a real Secret Service for the saved-rooms tests
 # (gnome-keyring on a private bus; secret-tool from libsecret-tools reads it back), the npm
-# packages (playwright-core, Tauri CLI), tauri-driver and cargo-fuzz.
-deps-test: deps deps-fuzz
+# packages (playwright-core, Tauri CLI), tauri-driver and cargo-fuzz; the network lab.
+deps-test: deps deps-fuzz deps-netlab
 	@scripts/install-deps.sh xvfb xauth webkit2gtk-driver chromium dbus-daemon dbus-bin x11-utils xdotool unicode-data gnome-keyring libsecret-tools
 	@scripts/install-deps.sh python3 python3-pip pip:spake2==0.9
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/install-deps.sh nodejs npm
 	@[ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
 	@command -v tauri-driver >/dev/null 2>&1 || $(CARGO) install tauri-driver --locked --version $(TAURI_DRIVER_VERSION)
+
+# The network lab of the LAN-discovery and port-mapping tests (tests/netlab/, run as root in
+# network namespaces): a router with miniupnpd (UPnP-IGD, NAT-PMP, PCP) and nftables,
+# python3-zeroconf and Avahi as independent mDNS stacks, the UPnP/NAT-PMP clients and tcpdump.
+# miniupnpd is kept from starting on the real network (debconf), and an avahi-daemon that this
+# install brings is stopped and disabled on the host: only the lab's own instances run.
+NETLAB_PACKAGES := iproute2 nftables miniupnpd miniupnpd-nftables miniupnpc natpmpc python3 \
+	python3-zeroconf tcpdump avahi-daemon avahi-utils dbus
+AS_ROOT := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+deps-netlab: deps
+	@if ! dpkg-query -W -f='$${Status}' miniupnpd 2>/dev/null | grep -q "install ok installed"; then \
+	  echo "miniupnpd miniupnpd/start_daemon boolean false" | $(AS_ROOT) debconf-set-selections; fi
+	@had_avahi=no; dpkg-query -W -f='$${Status}' avahi-daemon 2>/dev/null | grep -q "install ok installed" && had_avahi=yes; \
+	scripts/install-deps.sh $(NETLAB_PACKAGES) || exit 1; \
+	if [ $$had_avahi = no ]; then \
+	  echo "==> avahi-daemon: stopped and disabled on the host (the tests run their own in the lab)"; \
+	  $(AS_ROOT) systemctl disable avahi-daemon.service avahi-daemon.socket >/dev/null 2>&1 || true; \
+	  $(AS_ROOT) systemctl stop avahi-daemon.socket avahi-daemon.service >/dev/null 2>&1 || true; \
+	  $(AS_ROOT) update-rc.d avahi-daemon disable >/dev/null 2>&1 || true; \
+	  $(AS_ROOT) avahi-daemon --kill >/dev/null 2>&1 || true; \
+	fi
 
 release: deps
 	$(CARGO) build --release --bins
@@ -70,10 +91,10 @@ lint: deps
 
 test: deps-test build lint test-rust test-faults test-ui test-desktop fuzz-smoke
 
-# make test installs gnome-keyring and python-spake2: the saved-rooms keyring tests and the
-# SPAKE2 interop test must run, not skip.
+# make test installs gnome-keyring, python-spake2 and the network lab: the saved-rooms keyring
+# tests, the SPAKE2 interop test and the netlab tests (root, network namespaces) must run, not skip.
 test-rust:
-	TERTULIA_REQUIRE_KEYRING=1 TERTULIA_REQUIRE_INTEROP=1 $(CARGO) test --workspace -- --skip fault_injection_suite
+	TERTULIA_REQUIRE_KEYRING=1 TERTULIA_REQUIRE_INTEROP=1 NETLAB_REQUIRED=1 $(CARGO) test --workspace -- --skip fault_injection_suite
 
 # The fault-injection suite on its own (about 2.5 minutes), printing its summary table.
 test-faults:

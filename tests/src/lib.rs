@@ -3,6 +3,11 @@
 //! that can corrupt a frame or cut connections.
 //!
 //! The binaries must be built first (`cargo build --bins`; `make test` does it).
+//!
+//! [`netlab`]: the network-namespace lab (two LAN hosts, a router with miniupnpd, a WAN host)
+//! for tests of LAN discovery and port mapping, run through the real binaries too.
+
+pub mod netlab;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
