@@ -285,9 +285,26 @@ pub struct NsProcess {
 
 impl NsProcess {
     /// Spawn `command` (made with [`in_ns`]) with stdout and stderr captured.
-    pub fn spawn(name: &str, mut command: Command) -> Result<Self, String> {
+    pub fn spawn(name: &str, command: Command) -> Result<Self, String> {
+        Self::start(name, command, Stdio::null()).map(|(process, _)| process)
+    }
+
+    /// As [`NsProcess::spawn`], with a pipe to the process's stdin (a chat member that types).
+    pub fn spawn_with_stdin(
+        name: &str,
+        command: Command,
+    ) -> Result<(Self, std::process::ChildStdin), String> {
+        let (process, stdin) = Self::start(name, command, Stdio::piped())?;
+        Ok((process, stdin.ok_or("no stdin")?))
+    }
+
+    fn start(
+        name: &str,
+        mut command: Command,
+        stdin: Stdio,
+    ) -> Result<(Self, Option<std::process::ChildStdin>), String> {
         let mut child = command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -318,13 +335,17 @@ impl NsProcess {
                 }
             }
         });
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            lines,
-            seen: Vec::new(),
-            stderr,
-        })
+        let stdin = child.stdin.take();
+        Ok((
+            Self {
+                name: name.to_owned(),
+                child,
+                lines,
+                seen: Vec::new(),
+                stderr,
+            },
+            stdin,
+        ))
     }
 
     pub fn pid(&self) -> u32 {

@@ -74,7 +74,8 @@ pub fn local_address_towards(gateway: IpAddr) -> io::Result<IpAddr> {
 mod tests {
     use super::*;
 
-    const TABLE: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+    const TABLE: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
 eth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
 wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0
 eth0\t00000000\t01004D0A\t0003\t0\t0\t100\t00000000\t0\t0\t0
@@ -84,10 +85,7 @@ tun0\t00000000\t00000000\t0001\t0\t0\t50\t00000000\t0\t0\t0
     #[test]
     fn the_default_route_with_the_lowest_metric_names_the_gateway() {
         // 01004D0A is 10.77.0.1 in little-endian memory order; tun0's default has no gateway.
-        assert_eq!(
-            default_gateway_in(TABLE),
-            Some(Ipv4Addr::new(10, 77, 0, 1))
-        );
+        assert_eq!(default_gateway_in(TABLE), Some(Ipv4Addr::new(10, 77, 0, 1)));
         assert_eq!(
             default_gateway_in(&TABLE.replace("\t100\t", "\t700\t")),
             Some(Ipv4Addr::new(192, 168, 1, 1))

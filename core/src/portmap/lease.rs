@@ -113,9 +113,13 @@ enum Phase {
         expires_at: Option<Instant>,
     },
     /// No mapping; ask again at `at`.
-    Waiting { at: Instant },
+    Waiting {
+        at: Instant,
+    },
     /// Waiting for the answer to a `Remove`.
-    Removing { then_done: bool },
+    Removing {
+        then_done: bool,
+    },
     Done,
 }
 
@@ -506,12 +510,16 @@ mod tests {
         lease.handle(t0, Input::Granted(g));
         let t1 = t0 + Duration::from_secs(50);
         assert_eq!(lease.handle(t1, Input::Tick), vec![Action::Renew]);
-        assert!(lease.handle(t1, Input::Failed(Failure::NoAnswer)).is_empty());
+        assert!(lease
+            .handle(t1, Input::Failed(Failure::NoAnswer))
+            .is_empty());
         // Half of the 50 s left.
         assert_eq!(lease.deadline(), Some(t1 + Duration::from_secs(25)));
         let t2 = t1 + Duration::from_secs(25);
         assert_eq!(lease.handle(t2, Input::Tick), vec![Action::Renew]);
-        assert!(lease.handle(t2, Input::Failed(Failure::NoAnswer)).is_empty());
+        assert!(lease
+            .handle(t2, Input::Failed(Failure::NoAnswer))
+            .is_empty());
         let t3 = t0 + life;
         lease.handle(lease.deadline().unwrap(), Input::Tick);
         assert_eq!(
@@ -593,7 +601,13 @@ mod tests {
 
     #[test]
     fn documentation_addresses_count_as_public() {
-        for ip in ["203.0.113.1", "198.51.100.2", "192.0.2.3", "8.8.8.8", "2001:db8::1"] {
+        for ip in [
+            "203.0.113.1",
+            "198.51.100.2",
+            "192.0.2.3",
+            "8.8.8.8",
+            "2001:db8::1",
+        ] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
         for ip in [

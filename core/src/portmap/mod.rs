@@ -318,7 +318,9 @@ impl Io {
         };
         match result {
             Ok(()) => info!("port mapping deleted"),
-            Err(e) => warn!(error = %e, "the router did not delete the port mapping; it ends with its lease"),
+            Err(e) => {
+                warn!(error = %e, "the router did not delete the port mapping; it ends with its lease")
+            }
         }
     }
 }
@@ -384,8 +386,7 @@ async fn run(config: MapperConfig, stop: CancellationToken, tx: mpsc::Sender<Upd
                             if let Some(old) = check.take() {
                                 old.abort();
                             }
-                            check =
-                                Some(tokio::spawn(self_check(internal, *external, tx.clone())));
+                            check = Some(tokio::spawn(self_check(internal, *external, tx.clone())));
                         }
                     }
                     let _ = tx
@@ -497,6 +498,10 @@ mod tests {
         lease.lifetime = Duration::from_secs(10 * 365 * 24 * 3600);
         assert_eq!(lifetime_secs(&lease), 604_800);
         lease.lifetime = Duration::ZERO;
-        assert_eq!(lifetime_secs(&lease), 1, "0 would ask for a permanent mapping");
+        assert_eq!(
+            lifetime_secs(&lease),
+            1,
+            "0 would ask for a permanent mapping"
+        );
     }
 }

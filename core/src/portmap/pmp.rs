@@ -8,8 +8,8 @@ use std::num::NonZeroU16;
 use std::time::Duration;
 
 use crab_nat::{
-    natpmp, pcp, InternetProtocol, PortMapping, PortMappingOptions, PortMappingType,
-    TimeoutConfig, VersionCode,
+    natpmp, pcp, InternetProtocol, PortMapping, PortMappingOptions, PortMappingType, TimeoutConfig,
+    VersionCode,
 };
 
 use super::{Failure, Method};

@@ -66,9 +66,7 @@ pub async fn map(
     lifetime: u32,
 ) -> Result<(SocketAddr, Option<Duration>), Failure> {
     let gateway = &router.gateway;
-    let ip = bounded(gateway.get_external_ip())
-        .await?
-        .map_err(refused)?;
+    let ip = bounded(gateway.get_external_ip()).await?.map_err(refused)?;
     let mut lifetime = lifetime;
     let mut port = external_port;
     for _ in 0..3 {
