@@ -15,12 +15,14 @@
 //! - [`links`]: a link from a message opened in the system browser, http(s) only.
 //! - [`notifications`]: desktop notifications escaped, coalesced and rate-limited (pure).
 //! - [`reach`]: where a hosted room is reachable from, and its listener.
+//! - [`internet`]: "reachable from the internet": the router's port mapping while hosting.
 //! - [`retention`]: how much history the hosted room keeps, as the host chose.
 //! - [`strength`]: how guessable a room passphrase is, for the host form's warning.
 
 pub mod commands;
 pub mod files;
 pub mod forward;
+pub mod internet;
 pub mod links;
 pub mod notifications;
 pub mod preview;
@@ -107,8 +109,16 @@ pub fn run() {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(e) = configure(tauri::Builder::default()).run(tauri::generate_context!()) {
-        eprintln!("error: the Tertulia window could not start: {e}");
-        std::process::exit(1);
+    match configure(tauri::Builder::default()).build(tauri::generate_context!()) {
+        // Leaving the app (its window closed) deletes the router's port mapping.
+        Ok(app) => app.run(|app, event| {
+            if let tauri::RunEvent::Exit = event {
+                internet::stop_on_exit(app);
+            }
+        }),
+        Err(e) => {
+            eprintln!("error: the Tertulia window could not start: {e}");
+            std::process::exit(1);
+        }
     }
 }

@@ -28,12 +28,16 @@ pub struct HostInfo {
     /// VPN or container bridge); pasting it into Join fills the form, and joining with it
     /// accepts only this room's identity.
     pub invite: String,
+    /// "Reachable from the internet", when the host asked for it: where it stands now.
+    pub internet: Option<crate::internet::InternetStatus>,
 }
 
 pub struct Hosting {
     pub info: HostInfo,
     pub stop: CancellationToken,
     pub task: tauri::async_runtime::JoinHandle<()>,
+    /// The router's port mapping, deleted when hosting stops.
+    pub internet: Option<crate::internet::InternetReach>,
 }
 
 pub struct Session {
