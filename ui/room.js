@@ -14,6 +14,7 @@ import { t, translate } from "./i18n.js";
 import { session } from "./session.js";
 import { forgetUnjoined } from "./prefs.js";
 import { invoke } from "./tauri.js";
+import { showInternet, resetInternet, initInternet } from "./internet.js";
 
 export function enterChat() {
   resetLog();
@@ -35,6 +36,7 @@ export function leaveChat() {
   showError("join-error", "");
   session.hosting = null;
   clearTyping();
+  resetInternet();
   $("host-panel").hidden = true;
   showRoomIdentity("");
   $("stop-hosting").hidden = true;
@@ -88,6 +90,7 @@ export function showHosting(info) {
   fp.parentElement.hidden = !info.fingerprint;
   // Where the room is reachable from, as the host chose it (backend's HostInfo.reach).
   translate($("host-reach"), "reach.now." + (info.reach || "network"));
+  showInternet(info.internet || null);
   $("stop-hosting").hidden = false;
   $("leave").hidden = true;
   const list = $("host-addresses");
@@ -137,6 +140,7 @@ export async function abandonRoom() {
 }
 
 export function initRoom() {
+  initInternet(copy);
   $("leave").addEventListener("click", leaveRoom);
   $("stop-hosting").addEventListener("click", leaveRoom);
   $("copy-invite").addEventListener("click", () => session.hosting && copy(session.hosting.invite, "chat.invite_copied"));

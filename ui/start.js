@@ -27,6 +27,14 @@ function fillRemembered() {
 
 const chosenReach = () => document.querySelector("input[name=reach]:checked")?.value || "network";
 
+// "Reachable from the internet" forwards to this computer's network address: not offered for
+// "this computer only".
+function syncInternetOption() {
+  const box = $("host-internet");
+  box.disabled = chosenReach() === "computer";
+  if (box.disabled) box.checked = false;
+}
+
 // The passphrase the weak-passphrase warning was shown for: submitting it again hosts.
 let warnedFor = null;
 
@@ -108,6 +116,8 @@ async function onHost(event) {
     }
     const reach = chosenReach();
     const args = { port: Number(port), passphrase: pass, nick: nick.trim(), reach };
+    // Explicit each time (never remembered), and never for "this computer only".
+    if ($("host-internet").checked && reach !== "computer") args.internet = true;
     // History limits the host changed; blank ones keep the room's defaults.
     const history = {};
     if (keepMessages.trim()) history.maxMessages = Number(keepMessages.trim());
@@ -169,6 +179,8 @@ async function onJoin(event) {
 
 export function initStart() {
   fillRemembered();
+  syncInternetOption();
+  for (const radio of document.querySelectorAll("input[name=reach]")) radio.addEventListener("change", syncInternetOption);
   $("host-form").addEventListener("submit", onHost);
   $("join-form").addEventListener("submit", onJoin);
   $("join-host").addEventListener("input", onAddressInput);
