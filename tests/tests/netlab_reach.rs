@@ -320,8 +320,63 @@ fn internet_on_loopback_is_refused() -> Result<(), Failed> {
     Ok(())
 }
 
+/// The app's `internet-status` path (src-tauri/tests/internet_lab.rs), run inside lanA: its
+/// test binary, the newest build of it next to this one (`cargo test --workspace` builds it;
+/// alone: `cargo test -p tertulia-app --test internet_lab --no-run`).
+fn app_lab_binary() -> Option<std::path::PathBuf> {
+    let deps = std::env::current_exe().ok()?.parent()?.to_path_buf();
+    std::fs::read_dir(&deps)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("internet_lab-") && !name.contains('.')
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .max()
+        .map(|(_, path)| path)
+}
+
+fn the_app_maps_the_port_and_deletes_it_on_stop() -> Result<(), Failed> {
+    let binary = app_lab_binary().ok_or("the app's internet_lab test binary is not built")?;
+    let mut command = in_ns("lanA", &binary);
+    command
+        .args([
+            "--ignored",
+            "--exact",
+            "hosting_with_internet_in_the_lab",
+            "--nocapture",
+        ])
+        .env("NETLAB_PY", netlab::NETLAB_PY)
+        .env("NETLAB_PYTHON", netlab::python());
+    let mut run = NsProcess::spawn("the app's internet_lab test in lanA", command)?;
+    let status = run.wait_exit(LAB_WAIT * 2)?;
+    let passed = run.seen.iter().any(|l| l.contains("1 passed"));
+    if !status.success() || !passed {
+        return Err(format!(
+            "{status}
+{}",
+            run.transcript()
+        )
+        .into());
+    }
+    Ok(())
+}
+
 fn main() {
+    let app_trial = Trial::test(
+        "the_app_maps_the_port_and_deletes_it_on_stop",
+        the_app_maps_the_port_and_deletes_it_on_stop,
+    );
+    // Not built (this file run on its own): ignored with the reason, unless the lab is required.
+    let app_trial = if app_lab_binary().is_none() && !netlab::lab_required() {
+        eprintln!("the_app_maps_the_port_and_deletes_it_on_stop IGNORED: build the app's test first (cargo test -p tertulia-app --test internet_lab --no-run)");
+        app_trial.with_ignored_flag(true)
+    } else {
+        app_trial
+    };
     netlab::run_trials(vec![
+        app_trial,
         Trial::test(
             "upnp_mapping_lets_a_wan_member_join_and_goes_on_sigterm",
             upnp_mapping_lets_a_wan_member_join_and_goes_on_sigterm,
