@@ -206,11 +206,19 @@ fn mapped_by(via: &str, method: &str, port: u16) -> Result<(), Failed> {
 /// A 4 s lease is renewed every 2 s: after three renewals (well past the first lease's end,
 /// when miniupnpd deletes an expired mapping within a second) the room is still reachable.
 fn a_short_lease_is_renewed_while_hosting() -> Result<(), Failed> {
-    let port = 5714;
+    renewed_by("upnp", 5714)
+}
+
+/// The same over PCP, whose renewals must carry the mapping's nonce (else NOT_AUTHORIZED).
+fn a_short_pcp_lease_is_renewed_with_its_nonce() -> Result<(), Failed> {
+    renewed_by("pcp", 5717)
+}
+
+fn renewed_by(via: &str, port: u16) -> Result<(), Failed> {
     let mut server = host(
         "lanA",
         port,
-        &["--internet-via", "upnp", "--internet-lease-secs", "4"],
+        &["--internet-via", via, "--internet-lease-secs", "4"],
     )?;
     server.wait_line("reachable", LAB_WAIT, |l| {
         l.starts_with("internet: reachable")
@@ -392,6 +400,10 @@ fn main() {
         Trial::test(
             "a_short_lease_is_renewed_while_hosting",
             a_short_lease_is_renewed_while_hosting,
+        ),
+        Trial::test(
+            "a_short_pcp_lease_is_renewed_with_its_nonce",
+            a_short_pcp_lease_is_renewed_with_its_nonce,
         ),
         Trial::test(
             "a_router_that_does_not_answer_gives_the_advice_and_the_lan_still_works",
