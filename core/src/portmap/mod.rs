@@ -33,6 +33,23 @@ pub use check::Check;
 pub use lease::{is_public, LeaseConfig, DEFAULT_LIFETIME};
 use lease::{Action, Granted, Input, Lease};
 
+/// Longest router's reason kept (a router's error text is untrusted: shown to the host, logged).
+pub const MAX_REASON_BYTES: usize = 200;
+
+/// A router's words made safe to show: control characters dropped, cut to
+/// [`MAX_REASON_BYTES`] at a character boundary.
+pub fn bounded_reason(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > MAX_REASON_BYTES {
+            out.push('…');
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// How long stopping waits for the router to delete the mapping.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(8);
 /// Updates waiting for the host to read them (each a few dozen bytes; the mapper waits when
@@ -489,6 +506,21 @@ mod tests {
             Failure::NoAnswer.to_string(),
             "your router did not answer UPnP, PCP or NAT-PMP"
         );
+    }
+
+    #[test]
+    fn a_routers_words_are_bounded_and_without_control_characters() {
+        assert_eq!(
+            bounded_reason("Conflict\u{1b}[31m\nInMapping"),
+            "Conflict[31mInMapping"
+        );
+        let long = bounded_reason(&"é".repeat(500));
+        assert!(
+            long.len() <= MAX_REASON_BYTES + '…'.len_utf8(),
+            "{}",
+            long.len()
+        );
+        assert!(long.ends_with('…'));
     }
 
     #[test]

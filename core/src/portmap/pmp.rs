@@ -46,7 +46,7 @@ fn failure(method: Method, e: &dyn std::fmt::Display, unanswered: bool) -> Failu
     } else {
         Failure::Refused {
             method,
-            reason: e.to_string(),
+            reason: super::bounded_reason(&e.to_string()),
         }
     }
 }

@@ -41,18 +41,17 @@ pub async fn discover(local: Option<IpAddr>) -> Result<Router, Failure> {
     match igd_next::aio::tokio::search_gateway(options).await {
         Ok(gateway) => Ok(Router { gateway }),
         Err(SearchError::NoResponseWithinTimeout) => Err(Failure::NoAnswer),
-        Err(SearchError::IoError(e)) => Err(Failure::Network(e.to_string())),
-        Err(e) => Err(Failure::Refused {
-            method: super::Method::Upnp,
-            reason: e.to_string(),
-        }),
+        Err(SearchError::IoError(e)) => {
+            Err(Failure::Network(super::bounded_reason(&e.to_string())))
+        }
+        Err(e) => Err(refused(e)),
     }
 }
 
 fn refused(reason: impl ToString) -> Failure {
     Failure::Refused {
         method: super::Method::Upnp,
-        reason: reason.to_string(),
+        reason: super::bounded_reason(&reason.to_string()),
     }
 }
 
