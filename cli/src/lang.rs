@@ -635,6 +635,107 @@ impl Lang {
     }
 }
 
+impl Lang {
+    // ---- finding rooms on the LAN (--discover; the server's --announce) ----
+
+    /// The default name of a room announced by `tertulia-server --announce` on `host`.
+    pub fn default_room_name(self, host: &str) -> String {
+        self.pick(format!("{host}'s room"), format!("Sala de {host}"))
+    }
+
+    pub fn discover_start(self, secs: u64) -> String {
+        match secs {
+            0 => self.pick(
+                "looking for rooms on this network (Ctrl-C stops)…",
+                "buscando salas en esta red (Ctrl-C para)…",
+            ),
+            n => self.pick(
+                format!("looking for rooms on this network for {n} s (Ctrl-C stops)…"),
+                format!("buscando salas en esta red durante {n} s (Ctrl-C para)…"),
+            ),
+        }
+    }
+
+    /// A room found (`updated`: one already listed whose details changed). Every text
+    /// comes cleaned by `core::discovery`. `ours`: the protocol version this program speaks.
+    pub fn discover_room(
+        self,
+        room: &tertulia_core::discovery::FoundRoom,
+        updated: bool,
+        ours: u8,
+    ) -> String {
+        let addrs: Vec<String> = room
+            .addresses
+            .iter()
+            .map(|ip| std::net::SocketAddr::new(*ip, room.port).to_string())
+            .collect();
+        let first = addrs.first().cloned().unwrap_or_default();
+        let (name, host, at) = (&room.room_name, &room.host, addrs.join(", "));
+        let mut line = match updated {
+            false => self.pick(
+                format!("+ \"{name}\" on {host} at {at}"),
+                format!("+ «{name}» en {host}, en {at}"),
+            ),
+            true => self.pick(
+                format!("~ \"{name}\" on {host} is now at {at}"),
+                format!("~ «{name}» en {host} está ahora en {at}"),
+            ),
+        };
+        if !room.fingerprint.is_empty() {
+            line.push_str(&self.pick(
+                format!(", host identity {}", room.fingerprint),
+                format!(", identidad del anfitrión {}", room.fingerprint),
+            ));
+        }
+        if room.version != ours {
+            line.push_str(&self.pick(
+                format!(" (it speaks protocol {}, this program {ours}: it needs another version of Tertulia)", room.version),
+                format!(" (habla el protocolo {}, este programa el {ours}: hace falta otra versión de Tertulia)", room.version),
+            ));
+        } else {
+            line.push_str(&self.pick(
+                format!("\n    join: tertulia-chat {first} --nick NAME"),
+                format!("\n    entrar: tertulia-chat {first} --nick NOMBRE"),
+            ));
+        }
+        line
+    }
+
+    /// A listed room withdrawn or expired.
+    pub fn discover_lost(self, name: &str) -> String {
+        self.pick(
+            format!("- \"{name}\" is gone"),
+            format!("- «{name}» ya no está"),
+        )
+    }
+
+    /// At the end of a timed --discover.
+    pub fn discover_summary(self, listed: usize) -> String {
+        match listed {
+            0 => self.pick(
+                "no rooms found on this network (join by address: tertulia-chat HOST:PORT --nick NAME)",
+                "no se encontró ninguna sala en esta red (entra por dirección: tertulia-chat HOST:PUERTO --nick NOMBRE)",
+            ),
+            1 => self.pick("1 room on this network", "1 sala en esta red"),
+            n => self.pick(
+                format!("{n} rooms on this network"),
+                format!("{n} salas en esta red"),
+            ),
+        }
+    }
+
+    pub fn discovery_error(self, e: &tertulia_core::discovery::DiscoveryError) -> String {
+        use tertulia_core::discovery::DiscoveryError;
+        match (self, e) {
+            (Lang::En, e) => e.to_string(),
+            (Lang::Es, DiscoveryError::NoNetwork) => "no hay ninguna interfaz de red activa aparte de la de bucle local, así que no se pueden buscar ni anunciar salas en la red local; conéctate a una red, o entra por dirección".into(),
+            (Lang::Es, DiscoveryError::LoopbackOnly(ip)) => format!("la sala solo escucha en {ip} (este ordenador): nadie de la red local podría entrar, así que no se anuncia; escucha en 0.0.0.0 o en una dirección de la red local"),
+            (Lang::Es, DiscoveryError::AddressNotHere(ip)) => format!("ninguna interfaz de red de este ordenador tiene la dirección {ip}, así que la sala no se puede anunciar ahí"),
+            (Lang::Es, e) => format!("no se pudo usar mDNS ({e})"),
+        }
+    }
+}
+
 /// `es`, or `es` followed by a territory, codeset or modifier (`es_ES.UTF-8`, `es@euro`, `es-AR`).
 fn is_spanish(locale: &str) -> bool {
     let locale = locale.to_ascii_lowercase();

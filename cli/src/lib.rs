@@ -8,6 +8,7 @@ use std::path::Path;
 use tertulia_core::invite::{Invite, InviteError};
 use thiserror::Error;
 
+pub mod discover;
 pub mod lang;
 pub mod render;
 

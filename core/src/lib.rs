@@ -16,6 +16,8 @@
 //! - [`message`]: the typed chat messages (client, server, room events) and their numbers.
 //! - [`text`]: nickname and message-text rules.
 //! - [`files`]: file chunks sealed once per file, safe file names, image signatures.
+//! - [`discovery`]: finding rooms on the LAN (DNS-SD over mDNS): the pure TXT record and
+//!   checks, and a thin announcer/browser over the `mdns-sd` daemon.
 //! - [`conn`]: the one I/O module of the protocol: frames and the handshake over a byte stream.
 //!
 //! The two sides:
@@ -31,6 +33,7 @@ pub mod author;
 pub mod cipher;
 pub mod client;
 pub mod conn;
+pub mod discovery;
 pub mod files;
 pub mod frame;
 pub mod handshake;

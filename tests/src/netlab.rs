@@ -13,9 +13,9 @@
 //! this module advertises or maps anything on the machine's real interfaces.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -277,6 +277,7 @@ pub struct NsProcess {
     /// What the test calls it, for messages.
     pub name: String,
     child: Child,
+    stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     /// Every stdout line read so far, in order.
     pub seen: Vec<String>,
@@ -284,27 +285,19 @@ pub struct NsProcess {
 }
 
 impl NsProcess {
-    /// Spawn `command` (made with [`in_ns`]) with stdout and stderr captured.
+    /// Spawn `command` (made with [`in_ns`]) with stdout and stderr captured, stdin empty.
     pub fn spawn(name: &str, command: Command) -> Result<Self, String> {
-        Self::start(name, command, Stdio::null()).map(|(process, _)| process)
+        Self::spawn_with(name, command, false)
     }
 
-    /// As [`NsProcess::spawn`], with a pipe to the process's stdin (a chat member that types).
-    pub fn spawn_with_stdin(
-        name: &str,
-        command: Command,
-    ) -> Result<(Self, std::process::ChildStdin), String> {
-        let (process, stdin) = Self::start(name, command, Stdio::piped())?;
-        Ok((process, stdin.ok_or("no stdin")?))
+    /// [`spawn`](Self::spawn) with stdin a pipe the test writes with [`write_line`](Self::write_line).
+    pub fn spawn_with_stdin(name: &str, command: Command) -> Result<Self, String> {
+        Self::spawn_with(name, command, true)
     }
 
-    fn start(
-        name: &str,
-        mut command: Command,
-        stdin: Stdio,
-    ) -> Result<(Self, Option<std::process::ChildStdin>), String> {
+    fn spawn_with(name: &str, mut command: Command, stdin: bool) -> Result<Self, String> {
         let mut child = command
-            .stdin(stdin)
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -336,20 +329,34 @@ impl NsProcess {
             }
         });
         let stdin = child.stdin.take();
-        Ok((
-            Self {
-                name: name.to_owned(),
-                child,
-                lines,
-                seen: Vec::new(),
-                stderr,
-            },
+        Ok(Self {
+            name: name.to_owned(),
+            child,
             stdin,
-        ))
+            lines,
+            seen: Vec::new(),
+            stderr,
+        })
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Write one line to the process's stdin (spawned with [`spawn_with_stdin`](Self::spawn_with_stdin)).
+    pub fn write_line(&mut self, line: &str) -> Result<(), String> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or("stdin is not a pipe (or closed)")?;
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("write to {}: {e}", self.name))
+    }
+
+    /// Close stdin (end of input).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
     }
 
     /// What the process wrote on stderr so far (up to 1 MiB).

@@ -42,11 +42,7 @@ fn code_after(server: &mut NsProcess, prefix: &str) -> Result<String, String> {
 }
 
 /// A `tertulia-chat --json` member in `ns`, joining with `invite`, with its own data directory.
-fn member(
-    ns: &str,
-    invite: &str,
-    nick: &str,
-) -> Result<(NsProcess, std::process::ChildStdin, tempfile::TempDir), String> {
+fn member(ns: &str, invite: &str, nick: &str) -> Result<(NsProcess, tempfile::TempDir), String> {
     let home = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut command = in_ns(ns, binary("tertulia-chat"));
     command.env("XDG_DATA_HOME", home.path()).args([
@@ -57,8 +53,8 @@ fn member(
         "--give-up-after",
         "3",
     ]);
-    let (process, stdin) = NsProcess::spawn_with_stdin(&format!("{nick} in {ns}"), command)?;
-    Ok((process, stdin, home))
+    let process = NsProcess::spawn_with_stdin(&format!("{nick} in {ns}"), command)?;
+    Ok((process, home))
 }
 
 fn json_type(line: &str, kind: &str) -> bool {
@@ -150,17 +146,17 @@ fn upnp_mapping_lets_a_wan_member_join_and_goes_on_sigterm() -> Result<(), Faile
         return Err(format!("self-check without hairpin NAT: {check}").into());
     }
 
-    let (mut ana, _ana_in, _ana_home) = member("lanA", &lan_invite, "Ana")?;
+    let (mut ana, _ana_home) = member("lanA", &lan_invite, "Ana")?;
     ana.wait_line("Ana connected", LAB_WAIT, |l| json_type(l, "connected"))?;
-    let (mut wan, mut wan_in, _wan_home) = member("wan", &wan_invite, "Remota")?;
+    let (mut wan, _wan_home) = member("wan", &wan_invite, "Remota")?;
     wan.wait_line("Remota connected", LAB_WAIT, |l| json_type(l, "connected"))?;
-    writeln!(wan_in, "hola desde fuera").map_err(|e| e.to_string())?;
+    wan.write_line("hola desde fuera")?;
     ana.wait_line("the WAN member's message", LAB_WAIT, |l| {
         serde_json::from_str::<serde_json::Value>(l)
             .is_ok_and(|v| v["type"] == "message" && v["text"] == "hola desde fuera")
     })?;
     wan.wait_line("the ack", LAB_WAIT, |l| json_type(l, "acked"))?;
-    drop(wan_in);
+    wan.close_stdin();
     let _ = wan.terminate();
     let _ = ana.terminate();
 
@@ -298,11 +294,11 @@ fn a_router_that_does_not_answer_gives_the_advice_and_the_lan_still_works() -> R
     server.wait_line("LAN hosting goes on", LAB_WAIT, |l| {
         l == "internet: the room still serves your local network"
     })?;
-    let (mut ana, mut ana_in, _home) = member("lanA", &invite, "Ana")?;
+    let (mut ana, _home) = member("lanA", &invite, "Ana")?;
     ana.wait_line("Ana connected", LAB_WAIT, |l| json_type(l, "connected"))?;
-    writeln!(ana_in, "sin router").map_err(|e| e.to_string())?;
+    ana.write_line("sin router")?;
     ana.wait_line("the ack", LAB_WAIT, |l| json_type(l, "acked"))?;
-    drop(ana_in);
+    ana.close_stdin();
     let _ = ana.terminate();
     let status = server.terminate()?;
     if !status.success() {

@@ -34,6 +34,9 @@ use tracing_subscriber::EnvFilter;
 /// file), /get ID (fetch a file listed from the history), /quit (leave), /help. Files shared
 /// live are fetched into --download-dir on their own, never overwriting a file there.
 ///
+/// Rooms on this network: `tertulia-chat --discover [--json] [--discover-secs N]` lists them
+/// as they appear (see `tertulia-chat --discover --help`).
+///
 /// Exit codes: 0 left normally, 1 other error, 2 bad arguments, 3 wrong passphrase,
 /// 4 nickname rejected (with --json or without a terminal), 5 gave up reconnecting.
 #[derive(Parser, Debug)]
@@ -88,6 +91,10 @@ fn default_known_hosts() -> Option<PathBuf> {
 
 #[tokio::main]
 async fn main() {
+    // `--discover` lists rooms on the LAN instead of joining one (its own arguments).
+    if tertulia_cli::discover::requested() {
+        std::process::exit(tertulia_cli::discover::main().await);
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -139,6 +139,15 @@ struct Args {
     /// Seconds an unfinished upload is kept after its last chunk before it is deleted.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_UNFINISHED_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=30 * 24 * 3600))]
     unfinished_upload_secs: u64,
+    /// Announce the room on the LAN (mDNS/DNS-SD `_tertulia._tcp`: its name, port, protocol
+    /// version and host identity, never the passphrase) so others find it with
+    /// `tertulia-chat --discover` or the app's Join screen; withdrawn when the server stops.
+    #[arg(long)]
+    announce: bool,
+    /// The room name --announce shows [default: "HOSTNAME's room", or "Sala de HOSTNAME" in
+    /// a Spanish locale]; at most 63 bytes are announced.
+    #[arg(long, value_name = "NAME", requires = "announce")]
+    room_name: Option<String>,
     /// Ask the router (UPnP-IGD, PCP, NAT-PMP) to forward the port, so friends outside this
     /// network can join; the mapping is renewed while the server runs and deleted when it
     /// stops. Without an answer the room still serves this network.
@@ -487,7 +496,17 @@ async fn run(args: Args) -> i32 {
         let printer = tokio::spawn(print_internet(updates, local.port(), invite));
         (mapper, printer)
     });
-    server.run(shutdown_signal()).await;
+    let announcer = args
+        .announce
+        .then(|| tertulia_cli::discover::announce(local, fingerprint, args.room_name.as_deref()))
+        .flatten();
+    // On Ctrl-C or SIGTERM the announcement goes first (goodbye packets), then the room.
+    server
+        .run(async move {
+            shutdown_signal().await;
+            tertulia_cli::discover::withdraw(announcer).await;
+        })
+        .await;
     if let Some((mapper, printer)) = internet {
         mapper.stop().await;
         let _ = printer.await;
