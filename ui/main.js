@@ -22,6 +22,7 @@ import { onChatEvent } from "./events.js";
 import { initLinks } from "./opener.js";
 import { initAway } from "./away.js";
 import { initFiles, listenFiles } from "./files.js";
+import { listenInternet } from "./internet.js";
 import { notice } from "./log.js";
 
 async function main() {
@@ -39,6 +40,7 @@ async function main() {
   try {
     await listen("chat-event", (e) => onChatEvent(e.payload));
     await listenFiles();
+    await listenInternet();
   } catch (e) {
     showError("join-error", t("app.no_events", { error: errorText(e) }));
   }

@@ -14,6 +14,7 @@ import { t, translate } from "./i18n.js";
 import { session } from "./session.js";
 import { forgetUnjoined } from "./prefs.js";
 import { invoke } from "./tauri.js";
+import { showInternet, resetInternet, initInternet } from "./internet.js";
 
 export function enterChat() {
   resetLog();
@@ -35,6 +36,7 @@ export function leaveChat() {
   showError("join-error", "");
   session.hosting = null;
   clearTyping();
+  resetInternet();
   $("host-panel").hidden = true;
   showRoomIdentity("");
   $("stop-hosting").hidden = true;
@@ -93,6 +95,7 @@ export function showHosting(info) {
   announced.hidden = announce.status === "off";
   if (announce.status === "on") translate(announced, "announce.now", { name: announce.name });
   else if (announce.status === "failed") translate(announced, "announce.failed", { reason: announce.reason });
+  showInternet(info.internet || null);
   $("stop-hosting").hidden = false;
   $("leave").hidden = true;
   const list = $("host-addresses");
@@ -142,6 +145,7 @@ export async function abandonRoom() {
 }
 
 export function initRoom() {
+  initInternet(copy);
   $("leave").addEventListener("click", leaveRoom);
   $("stop-hosting").addEventListener("click", leaveRoom);
   $("copy-invite").addEventListener("click", () => session.hosting && copy(session.hosting.invite, "chat.invite_copied"));

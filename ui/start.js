@@ -54,6 +54,14 @@ function followNick() {
 
 const chosenReach = () => document.querySelector("input[name=reach]:checked")?.value || "network";
 
+// "Reachable from the internet" forwards to this computer's network address: not offered for
+// "this computer only".
+function syncInternetOption() {
+  const box = $("host-internet");
+  box.disabled = chosenReach() === "computer";
+  if (box.disabled) box.checked = false;
+}
+
 // The passphrase the weak-passphrase warning was shown for: submitting it again hosts.
 let warnedFor = null;
 
@@ -137,6 +145,8 @@ async function onHost(event) {
     }
     const reach = chosenReach();
     const args = { port: Number(port), passphrase: pass, nick: nick.trim(), reach, roomName, announce };
+    // Explicit each time (never remembered), and never for "this computer only".
+    if ($("host-internet").checked && reach !== "computer") args.internet = true;
     // History limits the host changed; blank ones keep the room's defaults.
     const history = {};
     if (keepMessages.trim()) history.maxMessages = Number(keepMessages.trim());
@@ -203,6 +213,8 @@ export function initStart() {
   // Emptied, the name follows the nickname again.
   $("host-room-name").addEventListener("input", () => { roomNameEdited = $("host-room-name").value.trim() !== ""; });
   onLanguageChange(followNick);
+  syncInternetOption();
+  for (const radio of document.querySelectorAll("input[name=reach]")) radio.addEventListener("change", syncInternetOption);
   $("host-form").addEventListener("submit", onHost);
   $("join-form").addEventListener("submit", onJoin);
   $("join-host").addEventListener("input", onAddressInput);

@@ -25,6 +25,9 @@
 //!   listener, one reader and one writer task per connection.
 //! - [`client`]: the reconnecting client — a pure session state machine driven by one task —
 //!   and the events it reports.
+//!
+//! Beside the protocol: [`portmap`], asking the home router (UPnP-IGD, PCP, NAT-PMP) to
+//! forward a hosted room's port, so friends outside the LAN can join.
 
 pub mod author;
 pub mod cipher;
@@ -39,6 +42,7 @@ pub mod identity;
 pub mod invite;
 pub mod message;
 pub mod passphrase;
+pub mod portmap;
 pub mod sealed;
 pub mod secret;
 pub mod server;

@@ -15,6 +15,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::discovery;
+use crate::internet::InternetReach;
 use crate::reach::{self, Reach, ReachError};
 use crate::retention::{self, HistoryChoice};
 use crate::rooms::{Remember, SavedRooms};
@@ -46,6 +47,9 @@ pub enum CommandError {
     /// "This network" chosen on a computer with no local network address.
     #[error("this computer has no address on a local network; choose \"this computer only\" or \"all networks\"")]
     NoNetwork,
+    /// "Reachable from the internet" with "this computer only": nothing to forward to.
+    #[error("\"reachable from the internet\" needs \"this network\" or \"all networks\"")]
+    InternetNeedsNetwork,
     /// The stored room was created with another passphrase: the host decides what becomes
     /// of it (`previousRoom`: keep or delete) and hosts again.
     #[error("this passphrase is not the one of the room hosted before on this computer")]
@@ -77,6 +81,7 @@ impl CommandError {
             Self::HostKey { .. } => "host_key",
             Self::AlreadyHosting => "already_hosting",
             Self::NoNetwork => "no_network",
+            Self::InternetNeedsNetwork => "internet_needs_network",
             Self::RoomPassphraseChanged => "room_passphrase_changed",
             Self::NotConnected | Self::Client(client::SendError::Stopped) => "not_connected",
             Self::FileTooLarge { .. } => "file_too_large",
@@ -170,7 +175,9 @@ fn check_fingerprint(raw: &str) -> Result<Fingerprint> {
 /// starts; absent, such a room is never opened. `history` (`{maxMessages?, maxDays?}`):
 /// how much history the room keeps, where the host changed the defaults. `roomName`: what
 /// the room is called on this network (blank: "NICK's room"); `announce` (default true):
-/// show it there (discovery.rs), never for "this computer only".
+/// show it there (discovery.rs), never for "this computer only". `internet` (default
+/// false): ask the router to forward the port (internet.rs); its outcome follows as
+/// `internet-status` events.
 #[tauri::command]
 #[allow(clippy::too_many_arguments)]
 pub async fn host_server<R: Runtime>(
@@ -185,11 +192,16 @@ pub async fn host_server<R: Runtime>(
     history: Option<HistoryChoice>,
     room_name: Option<String>,
     announce: Option<bool>,
+    internet: Option<bool>,
 ) -> Result<HostInfo> {
     let passphrase = check_passphrase(&passphrase)?;
     let nick = check_nick(&nick)?;
     let room_name =
         discovery::room_name(room_name.as_deref(), &nick).map_err(CommandError::InvalidRoomName)?;
+    let internet = internet.unwrap_or(false);
+    if internet && reach == Some(Reach::Computer) {
+        return Err(CommandError::InternetNeedsNetwork);
+    }
     let mut config = ServerConfig::default();
     config.room.retention = retention::apply(config.room.retention, history.unwrap_or_default())
         .map_err(CommandError::Invalid)?;
@@ -250,6 +262,14 @@ pub async fn host_server<R: Runtime>(
         port,
         &fingerprint.to_string(),
     );
+    // The host's own window connects to loopback only when the room listens on every
+    // interface: then the router forwards to this computer's address facing it.
+    let listen_ip = match listening.own.ip() {
+        ip if ip.is_loopback() => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        ip => ip,
+    };
+    let internet = internet
+        .then(|| InternetReach::start(&app, port, listen_ip, passphrase.clone(), fingerprint));
     // The invite names the best shared address and the room's identity; its passphrase is
     // percent-encoded (docs/PROTOCOL.md, "Invite codes"), so '%', '#' or spaces survive.
     let info = HostInfo {
@@ -261,12 +281,14 @@ pub async fn host_server<R: Runtime>(
         invite: Invite::new(invite_ip.to_string(), port, passphrase.clone())
             .with_fingerprint(fingerprint)
             .to_string(),
+        internet: internet.as_ref().and_then(InternetReach::status),
     };
     *hosting = Some(Hosting {
         info: info.clone(),
         stop,
         task,
         announcer,
+        internet,
     });
     drop(hosting);
     *state.last_join.lock().await = None;
@@ -311,7 +333,10 @@ pub async fn passphrase_strength(passphrase: String, nick: Option<String>) -> St
 /// What is being hosted, if anything.
 #[tauri::command]
 pub async fn hosting_info(state: State<'_, AppState>) -> Result<Option<HostInfo>> {
-    Ok(state.hosting.lock().await.as_ref().map(|h| h.info.clone()))
+    Ok(state.hosting.lock().await.as_ref().map(|h| HostInfo {
+        internet: h.internet.as_ref().and_then(InternetReach::status),
+        ..h.info.clone()
+    }))
 }
 
 /// Stop the hosted room: members are told the server is going away.
@@ -328,6 +353,10 @@ pub async fn stop_hosting(state: State<'_, AppState>) -> Result<()> {
         // Withdrawn first: browsers drop the room before it stops answering.
         if let Some(announcer) = hosting.announcer.take() {
             discovery::withdraw(announcer).await;
+        }
+        // Then the router stops forwarding: nobody outside reaches a room that is closing.
+        if let Some(internet) = hosting.internet.take() {
+            internet.stop().await;
         }
         hosting.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), hosting.task).await;

@@ -16,6 +16,7 @@
 //! - [`links`]: a link from a message opened in the system browser, http(s) only.
 //! - [`notifications`]: desktop notifications escaped, coalesced and rate-limited (pure).
 //! - [`reach`]: where a hosted room is reachable from, and its listener.
+//! - [`internet`]: "reachable from the internet": the router's port mapping while hosting.
 //! - [`retention`]: how much history the hosted room keeps, as the host chose.
 //! - [`strength`]: how guessable a room passphrase is, for the host form's warning.
 
@@ -23,6 +24,7 @@ pub mod commands;
 pub mod discovery;
 pub mod files;
 pub mod forward;
+pub mod internet;
 pub mod links;
 pub mod notifications;
 pub mod preview;
@@ -113,10 +115,12 @@ pub fn run() {
         .with_writer(std::io::stderr)
         .init();
     match configure(tauri::Builder::default()).build(tauri::generate_context!()) {
-        // Leaving the app withdraws the hosted room from the network (goodbye packets).
+        // Leaving the app (its window closed) withdraws the hosted room from the network
+        // (goodbye packets) and deletes the router's port mapping.
         Ok(app) => app.run(|app, event| {
             if let tauri::RunEvent::Exit = event {
                 discovery::withdraw_on_exit(app);
+                internet::stop_on_exit(app);
             }
         }),
         Err(e) => {

@@ -30,6 +30,8 @@ pub struct HostInfo {
     /// VPN or container bridge); pasting it into Join fills the form, and joining with it
     /// accepts only this room's identity.
     pub invite: String,
+    /// "Reachable from the internet", when the host asked for it: where it stands now.
+    pub internet: Option<crate::internet::InternetStatus>,
 }
 
 pub struct Hosting {
@@ -38,6 +40,8 @@ pub struct Hosting {
     pub task: tauri::async_runtime::JoinHandle<()>,
     /// The room's announcement on this network, withdrawn when hosting stops.
     pub announcer: Option<tertulia_core::discovery::Announcer>,
+    /// The router's port mapping, deleted when hosting stops.
+    pub internet: Option<crate::internet::InternetReach>,
 }
 
 pub struct Session {

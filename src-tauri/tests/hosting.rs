@@ -282,3 +282,33 @@ fn the_room_name_is_checked_and_the_host_panel_says_whether_the_room_is_shown() 
     assert_eq!(refused["kind"], "discovery_failed", "{refused}");
     assert_eq!(app.invoke("stop_browsing", json!({})), Ok(Value::Null));
 }
+
+/// "Reachable from the internet" with "this computer only" has nothing to forward to: refused
+/// with its own kind before anything listens (and so before any router is asked). Without the
+/// option no mapping is attempted at all (`internet` is null). The mapping itself is tested
+/// against a real router in the network lab (tests/tests/netlab_reach.rs): here it would ask
+/// the machine's real network.
+#[test]
+fn internet_reach_needs_a_network_and_is_off_unless_asked() {
+    let _one = exclusive();
+    let app = TestApp::new();
+    let port = free_port();
+    let refused = app
+        .invoke(
+            "host_server",
+            json!({ "port": port, "passphrase": PASS, "nick": "ana", "reach": "computer", "internet": true }),
+        )
+        .expect_err("internet with this computer only");
+    assert_eq!(refused["kind"], "internet_needs_network", "{refused}");
+    assert_eq!(app.invoke("hosting_info", json!({})).unwrap(), Value::Null);
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "nothing listens on the port"
+    );
+    let (_hosted, info) = host(&app, "computer");
+    assert_eq!(info["internet"], Value::Null, "{info}");
+    assert_eq!(
+        app.invoke("hosting_info", json!({})).unwrap()["internet"],
+        Value::Null
+    );
+}

@@ -10,6 +10,7 @@ use tertulia_core::identity::HostKey;
 use tertulia_core::invite::Invite;
 use tertulia_core::passphrase;
 use tertulia_core::server::shareable_for;
+use tertulia_core::portmap::{self, Check, Failure, Mapper, MapperConfig, Status, Update, Via};
 use tertulia_core::server::{
     ConfigError, FileLimits, FloodLimit, HandshakeThrottle, PreviousRoom, Retention, RoomConfig,
     Server, ServerConfig, ServerError, DEFAULT_MAX_FILES_BYTES, DEFAULT_MAX_FILE_BYTES,
@@ -163,6 +164,29 @@ struct Args {
     /// a Spanish locale]; at most 63 bytes are announced.
     #[arg(long, value_name = "NAME", requires = "announce")]
     room_name: Option<String>,
+    /// Ask the router (UPnP-IGD, PCP, NAT-PMP) to forward the port, so friends outside this
+    /// network can join; the mapping is renewed while the server runs and deleted when it
+    /// stops. Without an answer the room still serves this network.
+    #[arg(long)]
+    internet: bool,
+    /// With --internet: the protocols to ask the router in.
+    #[arg(long, value_name = "HOW", value_enum, default_value_t = InternetVia::Auto, requires = "internet")]
+    internet_via: InternetVia,
+    /// With --internet: the lease asked for, in seconds (renewed at half of what the router
+    /// grants).
+    #[arg(long, value_name = "SECS", default_value_t = portmap::DEFAULT_LIFETIME.as_secs(), value_parser = clap::value_parser!(u64).range(2..=portmap::MAX_LIFETIME.as_secs()), requires = "internet")]
+    internet_lease_secs: u64,
+}
+
+/// Which protocols --internet asks the router in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum InternetVia {
+    /// UPnP-IGD, then PCP / NAT-PMP.
+    Auto,
+    Upnp,
+    /// PCP, then NAT-PMP.
+    Pcp,
+    NatPmp,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -501,6 +525,29 @@ async fn run(args: Args) -> i32 {
             local.port()
         );
     }
+    if args.internet && local.ip().is_loopback() {
+        eprintln!("error: --internet needs a listener others can reach, not {local}");
+        return 2;
+    }
+    let internet = args.internet.then(|| {
+        let (mapper, updates) = Mapper::start(MapperConfig {
+            port: local.port(),
+            listen_ip: local.ip(),
+            via: match args.internet_via {
+                InternetVia::Auto => Via::Auto,
+                InternetVia::Upnp => Via::Upnp,
+                InternetVia::Pcp => Via::Pcp,
+                InternetVia::NatPmp => Via::NatPmp,
+            },
+            lease: portmap::LeaseConfig {
+                lifetime: Duration::from_secs(args.internet_lease_secs),
+                ..portmap::LeaseConfig::default()
+            },
+        });
+        let invite = generated.then(|| (passphrase.clone(), fingerprint));
+        let printer = tokio::spawn(print_internet(updates, local.port(), invite));
+        (mapper, printer)
+    });
     let announcer = args
         .announce
         .then(|| tertulia_cli::discover::announce(local, fingerprint, args.room_name.as_deref()))
@@ -512,6 +559,10 @@ async fn run(args: Args) -> i32 {
             tertulia_cli::discover::withdraw(announcer).await;
         })
         .await;
+    if let Some((mapper, printer)) = internet {
+        mapper.stop().await;
+        let _ = printer.await;
+    }
     println!("server stopped");
     0
 }
@@ -558,6 +609,76 @@ fn print_invite(args: &Args, config: &ServerConfig) -> i32 {
         println!("invite code: {invite}");
     }
     0
+}
+
+/// One line per change of the room's reach from the internet, each starting `internet:`.
+async fn print_internet(
+    mut updates: tokio::sync::mpsc::Receiver<Update>,
+    port: u16,
+    invite: Option<(String, tertulia_core::identity::Fingerprint)>,
+) {
+    let lease = |l: Option<Duration>| match l {
+        Some(d) => format!("lease {} s", d.as_secs()),
+        None => "permanent".to_owned(),
+    };
+    while let Some(Update { status, internal }) = updates.recv().await {
+        match status {
+            Status::Asking => {
+                println!("internet: asking the router to forward TCP port {port}")
+            }
+            Status::Reachable {
+                external,
+                method,
+                lifetime,
+            } => {
+                println!(
+                    "internet: reachable from the internet at {external} ({method}, {})",
+                    lease(lifetime)
+                );
+                println!(
+                    "others outside your network can join with: tertulia-chat {external} --nick NAME"
+                );
+                if let Some((pass, fingerprint)) = &invite {
+                    let code =
+                        Invite::new(external.ip().to_string(), external.port(), pass.clone())
+                            .with_fingerprint(*fingerprint);
+                    println!("invite code (internet): {code}");
+                }
+            }
+            Status::Renewed { external, lifetime } => {
+                println!(
+                    "internet: lease renewed at {external} ({})",
+                    lease(lifetime)
+                )
+            }
+            Status::Checked {
+                external,
+                check: Check::Confirmed,
+            } => println!("internet: self-check: the room answers at {external}"),
+            Status::Checked {
+                external,
+                check: Check::CouldNotConfirm,
+            } => println!(
+                "internet: self-check: could not confirm {external} from inside this network \
+                 (many routers do not loop connections back); friends outside may still reach it"
+            ),
+            Status::Unreachable(failure) => {
+                let advice = match failure {
+                    Failure::NotPublic { .. } => {
+                        "ask your provider for a public address, or use a VPN such as Tailscale"
+                            .to_owned()
+                    }
+                    _ => portmap::advice(port, internal),
+                };
+                println!("internet: not reachable from the internet: {failure}; {advice}");
+                println!("internet: the room still serves your local network");
+            }
+            Status::Lost { external, failure } => {
+                println!("internet: the router dropped the mapping at {external} ({failure}); asking again")
+            }
+            Status::Removed => println!("internet: port mapping removed"),
+        }
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.
