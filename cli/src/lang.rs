@@ -775,11 +775,22 @@ mod tests {
         assert!(Lang::Es.help().contains("/send") && Lang::En.help().contains("/get"));
         assert!(Lang::Es.help().contains("/cancel") && Lang::En.help().contains("/cancel"));
         assert_eq!(Lang::Es.cancelled(2), "deteniendo 2 transferencias");
-        assert_eq!(Lang::En.nothing_to_cancel(Some(7)), "no upload or download 7 in progress");
+        assert_eq!(
+            Lang::En.nothing_to_cancel(Some(7)),
+            "no upload or download 7 in progress"
+        );
         let skipped = Lang::Es.fetch_skipped("v.mp4", 9, false);
-        assert!(skipped.contains("/get 9") && skipped.contains("--auto-fetch-mib"), "{skipped}");
+        assert!(
+            skipped.contains("/get 9") && skipped.contains("--auto-fetch-mib"),
+            "{skipped}"
+        );
         assert!(Lang::Es
-            .file_failed(TransferDirection::Download, "a", FileFailure::LocalSpace, "x")
+            .file_failed(
+                TransferDirection::Download,
+                "a",
+                FileFailure::LocalSpace,
+                "x"
+            )
             .contains("espacio libre"));
     }
 

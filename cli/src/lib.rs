@@ -350,7 +350,10 @@ mod tests {
         );
         assert_eq!(file_command("/get \"12"), Some(FileCommand::Usage));
         assert_eq!(file_command("/cancel"), Some(FileCommand::Cancel(None)));
-        assert_eq!(file_command("/cancel 3"), Some(FileCommand::Cancel(Some(3))));
+        assert_eq!(
+            file_command("/cancel 3"),
+            Some(FileCommand::Cancel(Some(3)))
+        );
         assert_eq!(
             file_command("/cancel \"9007199254740993\""),
             Some(FileCommand::Cancel(Some(9_007_199_254_740_993)))

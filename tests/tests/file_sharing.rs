@@ -643,7 +643,10 @@ async fn the_terminal_shows_one_readable_line_per_file() {
 
     ana.type_line("/help").await;
     let help = ana.until("/send PATH").await;
-    assert!(help.contains("/get ID") && help.contains("/cancel [ID]"), "{help}");
+    assert!(
+        help.contains("/get ID") && help.contains("/cancel [ID]"),
+        "{help}"
+    );
     ana.type_line("/cancel").await;
     ana.until("no transfer in progress").await;
 
@@ -802,7 +805,11 @@ async fn a_planted_symlink_is_never_written_through() {
     let mut expected = planted.clone();
     expected.push("report (2).pdf".into());
     expected.sort();
-    assert_eq!(listing(dir), expected, "every link still there, no partial file");
+    assert_eq!(
+        listing(dir),
+        expected,
+        "every link still there, no partial file"
+    );
     for name in &planted {
         assert!(std::fs::symlink_metadata(dir.join(name))
             .unwrap()
@@ -951,7 +958,10 @@ async fn cancel_stops_a_download_and_an_upload_in_progress() {
     ben.say("after").await;
     ana.wait_messages_from("ben", 1).await;
     assert!(of_type(&ben, "file_received").next().is_none());
-    assert!(listing(ben_dir.path()).is_empty(), "the partial file is gone");
+    assert!(
+        listing(ben_dir.path()).is_empty(),
+        "the partial file is gone"
+    );
 
     // Ben's own upload, slowed by the proxy, stopped by /cancel without an id.
     let (_src2, path2) = source_file("upload.bin", &big);

@@ -363,7 +363,9 @@ async fn json_mode(
 ) -> i32 {
     let room = Arc::new(Notify::new());
     let fetch_failed = |file_id: u64, e: SendError| {
-        print_json(&json!({"type": "fetch_failed", "file_id": file_id.to_string(), "message": e.to_string()}))
+        print_json(
+            &json!({"type": "fetch_failed", "file_id": file_id.to_string(), "message": e.to_string()}),
+        )
     };
     let input = tokio::spawn({
         let (handle, room, dir) = (handle.clone(), room.clone(), files.dir.clone());

@@ -928,7 +928,11 @@ mod tests {
     #[test]
     fn a_file_previewed_in_memory_can_be_saved_at_once_after_it() {
         let data = content(CHUNK_BYTES as usize + 5);
-        let mut d = downloads(&data, sha(&data), FetchTarget::Memory { max_bytes: 1 << 20 });
+        let mut d = downloads(
+            &data,
+            sha(&data),
+            FetchTarget::Memory { max_bytes: 1 << 20 },
+        );
         drain(&mut d);
         let save = FetchTarget::Path("/home/ana/photo.png".into());
         d.fetch(FILE, save.clone(), Instant::now())
@@ -981,7 +985,10 @@ mod tests {
         assert_ne!(a, b, "two downloads of one file into one folder");
         let a = a.unwrap();
         let name = a.file_name().unwrap().to_string_lossy();
-        assert!(name.starts_with(".tertulia-") && name.ends_with(".part"), "{name}");
+        assert!(
+            name.starts_with(".tertulia-") && name.ends_with(".part"),
+            "{name}"
+        );
         assert_ne!(name, format!(".tertulia-{FILE:016x}.part"));
         let mut d = downloads(&content(1), [0; 32], folder());
         let mut e = downloads(&content(1), [0; 32], folder());
@@ -1006,9 +1013,16 @@ mod tests {
         d.on_chunk(&frames_longer[0], Instant::now()).unwrap();
         assert!(matches!(
             d.on_chunk(&frames_longer[1], Instant::now()),
-            Err(DownloadIntegrity::Length { expected: 10, got: 110 })
+            Err(DownloadIntegrity::Length {
+                expected: 10,
+                got: 110
+            })
         ));
-        assert_eq!(written(&drain(&mut d)), vec![0], "the long chunk is not written");
+        assert_eq!(
+            written(&drain(&mut d)),
+            vec![0],
+            "the long chunk is not written"
+        );
         // A host that claims another size for the file is refused before anything is taken.
         let mut d = downloads(&data, sha(&data), folder());
         drain(&mut d);
