@@ -1191,9 +1191,7 @@ async fn create_new(path: &Path) -> std::io::Result<tokio::fs::File> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .mode(0o600);
+        options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
     }
     let path = path.to_path_buf();
     let file = tokio::task::spawn_blocking(move || options.open(path))
