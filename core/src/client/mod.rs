@@ -1338,3 +1338,75 @@ fn claim_once(how: Claim, temp: &Path, candidate: &Path) -> std::io::Result<()> 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every way of claiming a name, as used when hard links are not possible there.
+    fn ways() -> Vec<Claim> {
+        vec![
+            Claim::HardLink,
+            #[cfg(target_os = "linux")]
+            Claim::RenameNoReplace,
+            Claim::Copy,
+        ]
+    }
+
+    #[test]
+    fn no_way_of_claiming_a_name_replaces_a_file_or_writes_through_a_link() {
+        for how in ways() {
+            let dir = tempfile::tempdir().unwrap();
+            let temp = dir.path().join(".part");
+            std::fs::write(&temp, b"checked").unwrap();
+            let taken = dir.path().join("taken");
+            std::fs::write(&taken, b"theirs").unwrap();
+            let outside = dir.path().join("outside");
+            #[cfg(unix)]
+            std::os::unix::fs::symlink(&outside, dir.path().join("link")).unwrap();
+            let refused = claim_once(how, &temp, &taken).unwrap_err();
+            assert_eq!(refused.kind(), std::io::ErrorKind::AlreadyExists, "{how:?}");
+            assert_eq!(std::fs::read(&taken).unwrap(), b"theirs", "{how:?}");
+            #[cfg(unix)]
+            {
+                let link = dir.path().join("link");
+                let refused = claim_once(how, &temp, &link).unwrap_err();
+                assert_eq!(refused.kind(), std::io::ErrorKind::AlreadyExists, "{how:?}");
+                assert!(!outside.exists(), "{how:?} wrote through the link");
+            }
+            assert_eq!(std::fs::read(&temp).unwrap(), b"checked", "{how:?}");
+            let free = dir.path().join("free");
+            claim_once(how, &temp, &free).unwrap();
+            assert_eq!(std::fs::read(&free).unwrap(), b"checked", "{how:?}");
+        }
+    }
+
+    #[test]
+    fn a_checked_download_takes_the_first_name_nothing_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = dir.path().join(".tertulia-1-2.part");
+        std::fs::write(&temp, b"new").unwrap();
+        std::fs::write(dir.path().join("a.txt"), b"old").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("/nonexistent", dir.path().join("a (1).txt")).unwrap();
+        let placed = claim_name(&temp, dir.path(), "a.txt").unwrap();
+        let expected = if cfg!(unix) { "a (2).txt" } else { "a (1).txt" };
+        assert_eq!(placed, dir.path().join(expected));
+        assert_eq!(std::fs::read(&placed).unwrap(), b"new");
+        assert!(!temp.exists(), "the temporary file is gone");
+        assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"old");
+    }
+
+    #[test]
+    fn a_download_is_refused_when_the_disk_would_be_left_without_its_margin() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = dir.path().join(".part");
+        assert!(check_free_space(&temp, 1, 0).is_ok());
+        if cfg!(unix) {
+            let refused = check_free_space(&temp, 1, u64::MAX / 2).unwrap_err();
+            assert!(refused.contains("not enough free space"), "{refused}");
+            let refused = check_free_space(&temp, u64::MAX, 0).unwrap_err();
+            assert!(refused.contains("MiB needed"), "{refused}");
+        }
+    }
+}
