@@ -576,6 +576,15 @@ struct Terminal {
 
 impl Terminal {
     async fn start(addr: std::net::SocketAddr, nick: &str, dir: &Path) -> Self {
+        Self::start_with(addr, nick, dir, &[]).await
+    }
+
+    async fn start_with(
+        addr: std::net::SocketAddr,
+        nick: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Self {
         use std::process::Stdio;
         use tokio::io::AsyncBufReadExt;
         let (mut command, data) = tertulia_e2e::chat_command();
@@ -590,6 +599,7 @@ impl Terminal {
                 "--download-dir",
             ])
             .arg(dir)
+            .args(extra)
             .env("TERTULIA_PASSPHRASE", PASS)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -1063,4 +1073,34 @@ async fn a_file_fetched_for_its_preview_can_be_saved_at_the_same_time() {
     assert!(std::fs::read(&chosen).unwrap() == photo);
     assert_eq!(listing(saved_at.path()), vec!["mine.png"]);
     app.disconnect().await;
+}
+
+#[tokio::test]
+async fn the_terminal_says_how_to_fetch_a_live_file_it_did_not_fetch() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ana = Terminal::start_with(
+        server.addr,
+        "ana",
+        ana_dir.path(),
+        &["--auto-fetch-mib", "0"],
+    )
+    .await;
+    ana.until("in the room").await;
+    let mut ben = member(server.addr, "ben", ben_dir.path()).await;
+    let notes = content(2000, 70);
+    let (_src, path) = source_file("notes.txt", &notes);
+    let sent = send(&mut ben, &path).await;
+    let id = id_of(&sent["file_id"]);
+    let hint = ana.until("not fetched on its own").await;
+    assert!(
+        hint.contains("notes.txt") && hint.ends_with(&format!("/get {id} fetches it")),
+        "{hint}"
+    );
+    assert!(listing(ana_dir.path()).is_empty());
+    ana.type_line(&format!("/get {id}")).await;
+    ana.until("received and checked").await;
+    assert!(std::fs::read(ana_dir.path().join("notes.txt")).unwrap() == notes);
+    ana.type_line("/quit").await;
+    let _ = tokio::time::timeout(tertulia_e2e::WAIT, ana.child.wait()).await;
 }
