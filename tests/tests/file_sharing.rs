@@ -744,6 +744,10 @@ async fn file_ids_are_strings_in_json_and_survive_above_2_pow_53() {
     // /get takes the id as printed (quoted) or bare, exactly, above 2^53.
     let carl_dir = tempfile::tempdir().unwrap();
     let mut carl = member(server.addr, "carl", carl_dir.path()).await;
+    carl.wait_for("the file in the backlog", |e| {
+        e["type"] == "file_offered" && e["file_id"] == text.as_str()
+    })
+    .await;
     carl.say(&format!("/get \"{id}\"")).await;
     let queued = carl.wait_type("fetch_queued").await;
     assert_eq!(queued["file_id"], text.as_str());
