@@ -114,6 +114,9 @@ pub enum DownloadIntegrity {
 
 #[derive(Debug, Clone, Copy)]
 enum Stage {
+    /// Its temporary file is being created ([`DownloadOut::Open`]); the host is asked once
+    /// it is ([`Downloads::opened`]), so a download that cannot start asks nothing of it.
+    Opening,
     /// Not asked on this connection (offline).
     Waiting,
     /// `file_get` sent at this time; chunks before its `file_begin` are stale.
@@ -240,6 +243,8 @@ impl Downloads {
     pub fn joined(&mut self, now: Instant) {
         self.online = true;
         match &mut self.active {
+            // Asked for once its temporary file is there.
+            Some(active) if matches!(active.stage, Stage::Opening) => {}
             Some(active) => {
                 active.cipher = None;
                 active.stage = Stage::Asked(now);
@@ -257,7 +262,9 @@ impl Downloads {
     pub fn offline(&mut self) {
         self.online = false;
         if let Some(active) = &mut self.active {
-            active.stage = Stage::Waiting;
+            if !matches!(active.stage, Stage::Opening) {
+                active.stage = Stage::Waiting;
+            }
             active.cipher = None;
         }
     }
@@ -285,13 +292,7 @@ impl Downloads {
             FetchTarget::Memory { .. } => Some(Vec::with_capacity(meta.size as usize)),
             _ => None,
         };
-        if let Some(temp) = &temp {
-            self.out.push_back(DownloadOut::Open {
-                file_id,
-                temp: temp.clone(),
-                size: meta.size,
-            });
-        }
+        let opening = temp.is_some();
         let mut active = Active {
             file_id,
             meta,
@@ -304,14 +305,42 @@ impl Downloads {
             refetches: 0,
             bad_chunks: 0,
             stalls: 0,
-            stage: Stage::Asked(now),
+            stage: if opening {
+                Stage::Opening
+            } else {
+                Stage::Asked(now)
+            },
             progress: ProgressGate::default(),
         };
         active.progress.force(0, now);
         self.out
             .push_back(DownloadOut::Emit(progress_event(&active)));
+        match &active.temp {
+            Some(temp) => self.out.push_back(DownloadOut::Open {
+                file_id,
+                temp: temp.clone(),
+                size: active.meta.size,
+            }),
+            None => self.send_get(file_id, 0),
+        }
         self.active = Some(active);
-        self.send_get(file_id, 0);
+    }
+
+    /// The temporary file of `file_id` was created: the host is asked for the file.
+    pub fn opened(&mut self, file_id: u64, now: Instant) {
+        let Some(active) = self.active.as_mut().filter(|a| a.file_id == file_id) else {
+            return;
+        };
+        if !matches!(active.stage, Stage::Opening) {
+            return;
+        }
+        if self.online {
+            active.stage = Stage::Asked(now);
+            let offset = active.received;
+            self.send_get(file_id, offset);
+        } else {
+            active.stage = Stage::Waiting;
+        }
     }
 
     /// `file_begin`: the chunks of `file_id` from `offset` on follow under `key`.
@@ -524,7 +553,10 @@ impl Downloads {
     /// The client stops: the temporary file of the download in progress, to remove.
     pub fn abandon(&mut self) -> Option<PathBuf> {
         self.queue.clear();
-        self.active.take().and_then(|a| a.temp)
+        self.active
+            .take()
+            .filter(|a| !matches!(a.stage, Stage::Opening))
+            .and_then(|a| a.temp)
     }
 
     /// A file operation for `file_id` failed (`message` says how, `reason` what it means for
@@ -544,7 +576,7 @@ impl Downloads {
             return;
         };
         let since = match active.stage {
-            Stage::Waiting => return,
+            Stage::Waiting | Stage::Opening => return,
             Stage::Asked(at) | Stage::Receiving(at) => at,
         };
         if now.saturating_duration_since(since) >= STALL {
@@ -568,7 +600,12 @@ impl Downloads {
     /// The download in progress ends without its file: the host is told to stop sending it
     /// (when connected), then as [`Self::fail_active`].
     fn stop_active(&mut self, reason: FileFailure, message: String, now: Instant) {
-        if let Some(file_id) = self.active.as_ref().map(|a| a.file_id) {
+        let asked = self
+            .active
+            .as_ref()
+            .filter(|a| !matches!(a.stage, Stage::Opening))
+            .map(|a| a.file_id);
+        if let Some(file_id) = asked {
             if self.online {
                 self.out
                     .push_back(DownloadOut::Send(ClientMessage::FileStop { file_id }));
@@ -581,7 +618,9 @@ impl Downloads {
     /// failure reported, and the next download starts.
     fn fail_active(&mut self, reason: FileFailure, message: String, now: Instant) {
         if let Some(active) = self.active.take() {
-            if let Some(temp) = active.temp {
+            // Not created (yet, or at all: whatever is at that name is not ours to remove).
+            let created = !matches!(active.stage, Stage::Opening);
+            if let Some(temp) = active.temp.filter(|_| created) {
                 self.out.push_back(DownloadOut::Discard {
                     file_id: active.file_id,
                     temp,
@@ -727,6 +766,8 @@ mod tests {
             },
         );
         d.fetch(FILE, target, Instant::now()).unwrap();
+        // As the task does once the temporary file is created.
+        d.opened(FILE, Instant::now());
         d
     }
 
@@ -743,7 +784,9 @@ mod tests {
         let data = content(2 * CHUNK_BYTES as usize + 10);
         let mut d = downloads(&data, sha(&data), folder());
         let outs = drain(&mut d);
-        assert!(matches!(&outs[0], DownloadOut::Open { temp, .. } if temp.starts_with("/dl")));
+        assert!(outs
+            .iter()
+            .any(|o| matches!(o, DownloadOut::Open { temp, .. } if temp.starts_with("/dl"))));
         assert_eq!(
             sent(&outs),
             vec![ClientMessage::FileGet {
@@ -944,6 +987,7 @@ mod tests {
         assert_eq!(d.pending(), 2);
         assert_eq!(d.file_ids(), vec![FILE]);
         for _ in 0..2 {
+            d.opened(FILE, Instant::now());
             d.on_begin(FILE, data.len() as u64, 0, KEY, Instant::now());
             for frame in frames(&data) {
                 d.on_chunk(&frame, Instant::now()).unwrap();
@@ -957,6 +1001,50 @@ mod tests {
         assert!(outs.iter().any(|o| matches!(o,
             DownloadOut::Finish { place: Place::Path(p), .. } if p == Path::new("/home/ana/photo.png"))));
         assert_eq!(d.pending(), 0);
+    }
+
+    #[test]
+    fn the_host_is_asked_only_once_the_temporary_file_is_there() {
+        let mut d = Downloads::new();
+        d.joined(Instant::now());
+        let meta = FileMeta {
+            name: "a.bin".into(),
+            size: 10,
+            sha256: [0; 32],
+        };
+        d.remember(FILE, meta.clone());
+        d.remember(FILE + 1, meta);
+        d.fetch(FILE, folder(), Instant::now()).unwrap();
+        d.fetch(FILE + 1, folder(), Instant::now()).unwrap();
+        let outs = drain(&mut d);
+        assert!(outs.iter().any(|o| matches!(o, DownloadOut::Open { .. })));
+        assert!(
+            sent(&outs).is_empty(),
+            "nothing asked before the file exists"
+        );
+        // It could not be created (no space, say): it fails, and the host heard nothing.
+        d.io_failed(FILE, FileFailure::LocalSpace, "full".into(), Instant::now());
+        let outs = drain(&mut d);
+        assert_eq!(failures(&outs), vec![FileFailure::LocalSpace]);
+        assert!(sent(&outs).is_empty(), "{outs:?}");
+        assert!(
+            !outs
+                .iter()
+                .any(|o| matches!(o, DownloadOut::Discard { .. })),
+            "what is at a name it could not create is not its to remove"
+        );
+        // The next one opens, and only then asks.
+        assert!(
+            matches!(outs.last(), Some(DownloadOut::Open { file_id, .. }) if *file_id == FILE + 1)
+        );
+        d.opened(FILE + 1, Instant::now());
+        assert_eq!(
+            sent(&drain(&mut d)),
+            vec![ClientMessage::FileGet {
+                file_id: FILE + 1,
+                offset: 0
+            }]
+        );
     }
 
     #[test]

@@ -625,9 +625,10 @@ impl ClientTask {
                     );
                     return;
                 }
-                let result = create_new(&temp)
-                    .await
-                    .map(|file| self.download_file = Some((file_id, file)));
+                let result = create_new(&temp).await.map(|file| {
+                    self.download_file = Some((file_id, file));
+                    self.downloads.opened(file_id, Instant::now());
+                });
                 (
                     file_id,
                     result.map_err(|e| format!("cannot create {}: {e}", temp.display())),
