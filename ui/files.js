@@ -237,22 +237,33 @@ export function fileSent(ev) {
   if (!node.dataset.fileId) claim(node, ev.file_id);
 }
 
+// A save may be under way while the preview's own fetch ends (Save pressed while the preview
+// was still downloading: the backend saves after it): the save's "Saving…" and its progress
+// stay until the save's own file_received (with its path) or file_failed.
+const saving = (node) => node.dataset.saving === "1";
+
 export function fileReceived(ev) {
   const node = byFile.get(idKey(ev.file_id));
   if (!node) return;
-  hideProgress(node);
-  if (ev.path) setState(node, "file.saved", { path: ev.path });
+  if (ev.path) {
+    delete node.dataset.saving;
+    hideProgress(node);
+    setState(node, "file.saved", { path: ev.path });
+  } else if (!saving(node)) {
+    hideProgress(node);
+  }
 }
 
 const FAILURE_KEY = {
   too_large: "file.failed.too_large", no_space: "file.failed.no_space", corrupt: "file.failed.corrupt",
   busy: "file.failed.busy", disabled: "file.failed.disabled", gone: "file.gone", cancelled: "file.cancelled",
-  io: "file.failed.io", refused: "file.failed.refused",
+  io: "file.failed.io", refused: "file.failed.refused", local_space: "file.failed.local_space",
 };
 
 export function fileFailed(ev) {
   const node = transferNode(ev.direction, ev.id);
   if (!node) return;
+  if (ev.direction === "download") delete node.dataset.saving;
   hideProgress(node);
   if (ev.direction === "upload") {
     node.classList.remove("pending");
@@ -291,8 +302,7 @@ function showPreview(fileId, info) {
     preview.hidden = false;
     node.classList.add("image");
     part(node, ".show-preview").hidden = true;
-    hideProgress(node);
-    setState(node, null);
+    if (!saving(node)) { hideProgress(node); setState(node, null); }
   }).catch(() => { part(node, ".show-preview").hidden = false; });
 }
 
@@ -319,10 +329,13 @@ export function onPreview(ev) {
       showPreview(ev.file_id, { mime: ev.mime, width: ev.width, height: ev.height });
       break;
     case "not_image":
-      if (node) { hideProgress(node); node.classList.add("not-image"); }
+      if (node) { if (!saving(node)) hideProgress(node); node.classList.add("not-image"); }
       break;
     case "failed":
-      if (node && !node.classList.contains("gone")) { hideProgress(node); part(node, ".show-preview").hidden = false; }
+      if (node && !node.classList.contains("gone")) {
+        if (!saving(node)) hideProgress(node);
+        part(node, ".show-preview").hidden = false;
+      }
       break;
     case "dropped":
       dropPreview(ev.file_id);
@@ -344,7 +357,12 @@ async function saveFile(node) {
   const fileId = node.dataset.fileId;
   try {
     const path = await invoke("save_file", { fileId, name: node.dataset.name });
-    if (path) { node.classList.remove("failed"); setState(node, "file.saving"); showProgress(node, "download", 0, Number(node.dataset.size)); }
+    if (path) {
+      node.dataset.saving = "1";
+      node.classList.remove("failed");
+      setState(node, "file.saving");
+      showProgress(node, "download", 0, Number(node.dataset.size));
+    }
   } catch (e) {
     notice(t("file.save_failed", { name: node.dataset.name, error: errorText(e) }), false);
   }

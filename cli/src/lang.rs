@@ -152,15 +152,15 @@ impl Lang {
 
     pub fn interactive_intro(self) -> String {
         self.pick(
-            "type a message and press Enter; /who lists who is online, /older shows earlier messages, /send PATH shares a file, /get ID fetches one, /help lists all, /quit leaves",
-            "escribe un mensaje y pulsa Intro; /who muestra quién está en línea, /older los mensajes anteriores, /send RUTA comparte un archivo, /get ID descarga uno, /help los lista todos, /quit sale",
+            "type a message and press Enter; /who lists who is online, /older shows earlier messages, /send PATH shares a file, /get ID fetches one, /cancel stops a transfer, /help lists all, /quit leaves",
+            "escribe un mensaje y pulsa Intro; /who muestra quién está en línea, /older los mensajes anteriores, /send RUTA comparte un archivo, /get ID descarga uno, /cancel detiene una transferencia, /help los lista todos, /quit sale",
         )
     }
 
     pub fn help(self) -> String {
         self.pick(
-            "/who: who is online · /older: earlier messages · /send PATH: share a file · /get ID: fetch an earlier file · /quit: leave · anything else is sent to the room",
-            "/who: quién está en línea · /older: mensajes anteriores · /send RUTA: compartir un archivo · /get ID: descargar un archivo anterior · /quit: salir · todo lo demás se envía a la sala",
+            "/who: who is online · /older: earlier messages · /send PATH: share a file · /get ID: fetch a file · /cancel [ID]: stop a transfer (all without ID) · /quit: leave · anything else is sent to the room",
+            "/who: quién está en línea · /older: mensajes anteriores · /send RUTA: compartir un archivo · /get ID: descargar un archivo · /cancel [ID]: detener una transferencia (todas sin ID) · /quit: salir · todo lo demás se envía a la sala",
         )
     }
 
@@ -274,12 +274,51 @@ impl Lang {
         )
     }
 
-    /// `/send` or `/get` without what it needs.
+    /// `/send`, `/get` or `/cancel` without what it needs.
     pub fn file_command_usage(self) -> String {
         self.pick(
-            "use /send PATH to share a file, /get ID to fetch one listed earlier",
-            "usa /send RUTA para compartir un archivo, /get ID para descargar uno de los anteriores",
+            "use /send PATH to share a file, /get ID to fetch one, /cancel [ID] to stop a transfer",
+            "usa /send RUTA para compartir un archivo, /get ID para descargar uno, /cancel [ID] para detener una transferencia",
         )
+    }
+
+    /// `/cancel` stopped `count` transfers (each also reports its own failure line).
+    pub fn cancelled(self, count: usize) -> String {
+        match (self, count) {
+            (Lang::En, 1) => "stopping 1 transfer".into(),
+            (Lang::En, n) => format!("stopping {n} transfers"),
+            (Lang::Es, 1) => "deteniendo 1 transferencia".into(),
+            (Lang::Es, n) => format!("deteniendo {n} transferencias"),
+        }
+    }
+
+    /// `/cancel` found nothing to stop (`id`: the one asked for).
+    pub fn nothing_to_cancel(self, id: Option<u64>) -> String {
+        match (self, id) {
+            (Lang::En, None) => "no transfer in progress".into(),
+            (Lang::En, Some(id)) => format!("no upload or download {id} in progress"),
+            (Lang::Es, None) => "no hay ninguna transferencia en curso".into(),
+            (Lang::Es, Some(id)) => format!("no hay ningún envío ni descarga {id} en curso"),
+        }
+    }
+
+    /// A live file not fetched on its own: over `--auto-fetch-mib` (`budget`: false) or past
+    /// the session's automatic budget. `name` sanitized.
+    pub fn fetch_skipped(self, name: &str, id: u64, budget: bool) -> String {
+        match (self, budget) {
+            (Lang::En, false) => format!(
+                "{name} is larger than --auto-fetch-mib: not fetched on its own; /get {id} fetches it"
+            ),
+            (Lang::En, true) => format!(
+                "{name}: this session's automatic downloads are used up (--auto-fetch-budget-mib, --auto-fetch-count); /get {id} fetches it"
+            ),
+            (Lang::Es, false) => format!(
+                "{name} es más grande que --auto-fetch-mib: no se descarga solo; /get {id} lo descarga"
+            ),
+            (Lang::Es, true) => format!(
+                "{name}: ya se agotaron las descargas automáticas de esta sesión (--auto-fetch-budget-mib, --auto-fetch-count); /get {id} lo descarga"
+            ),
+        }
     }
 
     /// Someone shared a file (`who` painted, `name` sanitized). `earlier`: from the history,
@@ -376,6 +415,9 @@ impl Lang {
             (Lang::Es, FileFailure::Gone) => "el anfitrión ya no lo guarda".into(),
             (Lang::Es, FileFailure::Cancelled) => "cancelado".into(),
             (Lang::Es, FileFailure::Io) => format!("error de archivo local ({detail})"),
+            (Lang::Es, FileFailure::LocalSpace) => {
+                format!("no queda espacio libre suficiente en este equipo ({detail})")
+            }
             (Lang::Es, FileFailure::Refused) => format!("el anfitrión lo rechazó ({detail})"),
         };
         format!("{what}: {why}")
@@ -832,6 +874,25 @@ mod tests {
             "{es}"
         );
         assert!(Lang::Es.help().contains("/send") && Lang::En.help().contains("/get"));
+        assert!(Lang::Es.help().contains("/cancel") && Lang::En.help().contains("/cancel"));
+        assert_eq!(Lang::Es.cancelled(2), "deteniendo 2 transferencias");
+        assert_eq!(
+            Lang::En.nothing_to_cancel(Some(7)),
+            "no upload or download 7 in progress"
+        );
+        let skipped = Lang::Es.fetch_skipped("v.mp4", 9, false);
+        assert!(
+            skipped.contains("/get 9") && skipped.contains("--auto-fetch-mib"),
+            "{skipped}"
+        );
+        assert!(Lang::Es
+            .file_failed(
+                TransferDirection::Download,
+                "a",
+                FileFailure::LocalSpace,
+                "x"
+            )
+            .contains("espacio libre"));
     }
 
     #[test]

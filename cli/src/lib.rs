@@ -181,20 +181,93 @@ pub enum FileCommand {
     Send(std::path::PathBuf),
     /// `/get ID`: fetch the file with this id (listed from the history).
     Get(u64),
-    /// `/send` or `/get` without a usable argument.
+    /// `/cancel [ID]`: stop the upload with this upload id or the download of this file id;
+    /// without one, every transfer.
+    Cancel(Option<u64>),
+    /// `/send`, `/get` or `/cancel` without a usable argument.
     Usage,
 }
 
-/// `/send PATH` or `/get ID` (`None`: any other line, a message).
+/// `/send PATH`, `/get ID` or `/cancel [ID]` (`None`: any other line, a message). An id may
+/// be quoted, as `--json` prints file ids (`/get "1234"`).
 pub fn file_command(line: &str) -> Option<FileCommand> {
     let line = line.trim();
     let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
     let rest = rest.trim();
+    let id = || {
+        let unquoted = rest
+            .strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .unwrap_or(rest);
+        unquoted.parse::<u64>().ok()
+    };
     match command {
         "/send" if rest.is_empty() => Some(FileCommand::Usage),
         "/send" => Some(FileCommand::Send(rest.into())),
-        "/get" => Some(rest.parse().map_or(FileCommand::Usage, FileCommand::Get)),
+        "/get" => Some(id().map_or(FileCommand::Usage, FileCommand::Get)),
+        "/cancel" if rest.is_empty() => Some(FileCommand::Cancel(None)),
+        "/cancel" => Some(id().map_or(FileCommand::Usage, |id| FileCommand::Cancel(Some(id)))),
         _ => None,
+    }
+}
+
+/// Which live files `tertulia-chat` fetches on its own: each at most `max_bytes` (0: none at
+/// all), and in all
+/// at most `budget_bytes` and `budget_files` per session (counted when a fetch starts).
+/// Files past a limit wait for `/get`, like files from the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoFetch {
+    pub max_bytes: u64,
+    pub budget_bytes: u64,
+    pub budget_files: u32,
+    used_bytes: u64,
+    used_files: u32,
+}
+
+/// What [`AutoFetch::decide`] says about a live file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoFetchDecision {
+    Fetch,
+    /// Larger than `max_bytes`.
+    TooLarge,
+    /// The session's budget would be exceeded.
+    Budget,
+}
+
+impl AutoFetchDecision {
+    /// As `--json` names it in `fetch_skipped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoFetchDecision::Fetch => "fetch",
+            AutoFetchDecision::TooLarge => "too_large",
+            AutoFetchDecision::Budget => "budget",
+        }
+    }
+}
+
+impl AutoFetch {
+    pub fn new(max_bytes: u64, budget_bytes: u64, budget_files: u32) -> Self {
+        Self {
+            max_bytes,
+            budget_bytes,
+            budget_files,
+            used_bytes: 0,
+            used_files: 0,
+        }
+    }
+
+    /// Whether a live file of `size` bytes is fetched on its own; a fetch is counted.
+    pub fn decide(&mut self, size: u64) -> AutoFetchDecision {
+        if size > self.max_bytes || self.max_bytes == 0 {
+            return AutoFetchDecision::TooLarge;
+        }
+        let bytes = self.used_bytes.saturating_add(size);
+        if bytes > self.budget_bytes || self.used_files >= self.budget_files {
+            return AutoFetchDecision::Budget;
+        }
+        self.used_bytes = bytes;
+        self.used_files += 1;
+        AutoFetchDecision::Fetch
     }
 }
 
@@ -271,9 +344,41 @@ mod tests {
         );
         assert_eq!(file_command(" /get 42"), Some(FileCommand::Get(42)));
         assert_eq!(file_command("/get x"), Some(FileCommand::Usage));
+        // File ids as --json prints them: text, above 2^53.
+        assert_eq!(
+            file_command("/get \"18446744073709551557\""),
+            Some(FileCommand::Get(18_446_744_073_709_551_557))
+        );
+        assert_eq!(file_command("/get \"12"), Some(FileCommand::Usage));
+        assert_eq!(file_command("/cancel"), Some(FileCommand::Cancel(None)));
+        assert_eq!(
+            file_command("/cancel 3"),
+            Some(FileCommand::Cancel(Some(3)))
+        );
+        assert_eq!(
+            file_command("/cancel \"9007199254740993\""),
+            Some(FileCommand::Cancel(Some(9_007_199_254_740_993)))
+        );
+        assert_eq!(file_command("/cancel all"), Some(FileCommand::Usage));
+        assert_eq!(file_command("/cancelled"), None);
         assert_eq!(file_command("/send"), Some(FileCommand::Usage));
         assert_eq!(file_command("/sender x"), None);
         assert_eq!(file_command("hello /send x"), None);
+    }
+
+    #[test]
+    fn live_files_are_fetched_within_the_size_limit_and_the_session_budget() {
+        use AutoFetchDecision::*;
+        let mut auto = AutoFetch::new(100, 250, 3);
+        assert_eq!(auto.decide(101), TooLarge);
+        assert_eq!(auto.decide(100), Fetch);
+        assert_eq!(auto.decide(100), Fetch);
+        assert_eq!(auto.decide(51), Budget, "250 bytes in all");
+        assert_eq!(auto.decide(50), Fetch);
+        assert_eq!(auto.decide(0), Budget, "3 files in all");
+        let mut none = AutoFetch::new(0, u64::MAX, u32::MAX);
+        assert_eq!(none.decide(1), TooLarge);
+        assert_eq!(none.decide(0), TooLarge, "0: nothing on its own");
     }
 
     #[test]

@@ -230,7 +230,9 @@ pub async fn paste_file(state: State<'_, AppState>, request: Request<'_>) -> Res
 
 /// Save: the native save dialog, its default name the file's safe name; then the file
 /// fetched to exactly the chosen path (written beside it under a hidden name, renamed once its
-/// SHA-256 matched). Resolves to the chosen path, or `null` when the user cancelled.
+/// SHA-256 matched). Resolves to the chosen path, or `null` when the user cancelled. An image
+/// whose preview is still downloading is saved too: the core queues the save behind the
+/// preview's fetch (the same file into another target is not "already being fetched").
 #[tauri::command]
 pub async fn save_file<R: Runtime>(
     app: AppHandle<R>,

@@ -76,36 +76,10 @@ pub fn spawn<R: Runtime>(
 }
 
 /// A client event as the window gets it: as the core serializes it, but with file ids as
-/// decimal strings. They are random u64s (`docs/PROTOCOL.md` §13), which a JavaScript number
-/// (53 bits) cannot hold: the window keeps them as text and sends them back as text
-/// ([`FileId`]). Upload ids (the client's own small counter) stay numbers.
+/// decimal strings ([`ClientEvent::to_json`]): the window keeps them as text and sends them
+/// back as text ([`FileId`]). Upload ids (the client's own small counter) stay numbers.
 pub fn for_window(event: &ClientEvent) -> serde_json::Value {
-    let mut value = serde_json::to_value(event).unwrap_or(serde_json::Value::Null);
-    file_ids_as_text(&mut value);
-    value
-}
-
-fn file_ids_as_text(value: &mut serde_json::Value) {
-    let as_text = |v: &mut serde_json::Value, field: &str| {
-        if let Some(n) = v.get(field).and_then(serde_json::Value::as_u64) {
-            v[field] = serde_json::Value::String(n.to_string());
-        }
-    };
-    match value.get("type").and_then(serde_json::Value::as_str) {
-        Some("file_offered" | "file_sent" | "file_received") => as_text(value, "file_id"),
-        Some("file_progress" | "file_failed") if value["direction"] == "download" => {
-            as_text(value, "id");
-        }
-        Some("older") => {
-            if let Some(events) = value
-                .get_mut("events")
-                .and_then(serde_json::Value::as_array_mut)
-            {
-                events.iter_mut().for_each(file_ids_as_text);
-            }
-        }
-        _ => {}
-    }
+    event.to_json()
 }
 
 /// A file id from the window: the decimal text [`for_window`] gave it (a plain number is

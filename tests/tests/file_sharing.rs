@@ -83,6 +83,46 @@ async fn send(chat: &mut ChatProcess, path: &Path) -> Value {
     .await
 }
 
+/// `from` shares a new file `name` holding `bytes`; returns its `file_sent` and `to`'s
+/// `file_received` of it.
+async fn share(
+    from: &mut ChatProcess,
+    to: &mut ChatProcess,
+    name: &str,
+    bytes: &[u8],
+) -> (Value, Value) {
+    let (_src, path) = source_file(name, bytes);
+    let sent = send(from, &path).await;
+    let got = received(to, &sent["file_id"]).await;
+    (sent, got)
+}
+
+/// A room of two, ana and ben, each saving into a folder of their own.
+struct Two {
+    ana: ChatProcess,
+    ben: ChatProcess,
+    ana_dir: tempfile::TempDir,
+    ben_dir: tempfile::TempDir,
+}
+
+impl Two {
+    /// `ben_files` is put in ben's folder before he joins.
+    async fn start(addr: std::net::SocketAddr, ben_files: &[(&str, &[u8])]) -> Self {
+        let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for (name, bytes) in ben_files {
+            std::fs::write(ben_dir.path().join(name), bytes).unwrap();
+        }
+        let ana = member(addr, "ana", ana_dir.path()).await;
+        let ben = member(addr, "ben", ben_dir.path()).await;
+        Self {
+            ana,
+            ben,
+            ana_dir,
+            ben_dir,
+        }
+    }
+}
+
 /// Wait for `file_received` of `file_id`.
 async fn received(chat: &mut ChatProcess, file_id: &Value) -> Value {
     let id = file_id.clone();
@@ -118,14 +158,16 @@ fn listing(dir: &Path) -> Vec<String> {
 #[tokio::test]
 async fn a_file_arrives_byte_identical_both_ways() {
     let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
-    let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut ana = member(server.addr, "ana", ana_dir.path()).await;
-    let mut ben = member(server.addr, "ben", ben_dir.path()).await;
+    let Two {
+        mut ana,
+        mut ben,
+        ana_dir,
+        ben_dir,
+    } = Two::start(server.addr, &[]).await;
 
     // Several chunks, the last one short.
     let notes = content(3 * CHUNK_BYTES as usize + 1234, 1);
-    let (_src, path) = source_file("notes.bin", &notes);
-    let sent = send(&mut ana, &path).await;
+    let (sent, got) = share(&mut ana, &mut ben, "notes.bin", &notes).await;
     let own = ana
         .wait_for("own file_offered", |e| {
             e["type"] == "file_offered" && e["file_id"] == sent["file_id"]
@@ -133,7 +175,6 @@ async fn a_file_arrives_byte_identical_both_ways() {
         .await;
     assert_eq!(own["own"], true);
     assert_eq!(own["upload_id"], sent["upload_id"]);
-    let got = received(&mut ben, &sent["file_id"]).await;
     assert_identical(&got, &notes);
     assert_eq!(got["name"], "notes.bin");
     assert_eq!(
@@ -147,9 +188,7 @@ async fn a_file_arrives_byte_identical_both_ways() {
 
     // And the other way.
     let reply = content(CHUNK_BYTES as usize * 2, 2);
-    let (_src2, path2) = source_file("reply.dat", &reply);
-    let sent2 = send(&mut ben, &path2).await;
-    let got2 = received(&mut ana, &sent2["file_id"]).await;
+    let (_, got2) = share(&mut ben, &mut ana, "reply.dat", &reply).await;
     assert_identical(&got2, &reply);
     assert_eq!(listing(ana_dir.path()), vec!["reply.dat"]);
     assert_eq!(listing(ben_dir.path()), vec!["notes.bin"]);
@@ -158,14 +197,16 @@ async fn a_file_arrives_byte_identical_both_ways() {
 #[tokio::test]
 async fn a_png_arrives_and_never_overwrites_a_file_in_the_download_folder() {
     let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
-    let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    std::fs::write(ben_dir.path().join("photo.png"), b"ben's own photo").unwrap();
-    let mut ana = member(server.addr, "ana", ana_dir.path()).await;
-    let mut ben = member(server.addr, "ben", ben_dir.path()).await;
+    let ben_photo: &[u8] = b"ben's own photo";
+    let Two {
+        mut ana,
+        mut ben,
+        ana_dir: _ana_dir,
+        ben_dir,
+    } = Two::start(server.addr, &[("photo.png", ben_photo)]).await;
 
     let png = png_bytes(100_000);
-    let (_src, path) = source_file("photo.png", &png);
-    let sent = send(&mut ana, &path).await;
+    let (sent, got) = share(&mut ana, &mut ben, "photo.png", &png).await;
     let offered = ben
         .wait_for("file_offered", |e| {
             e["type"] == "file_offered" && e["file_id"] == sent["file_id"]
@@ -173,7 +214,6 @@ async fn a_png_arrives_and_never_overwrites_a_file_in_the_download_folder() {
         .await;
     assert_eq!(offered["mime"], "image/png");
     assert_eq!(offered["history"], false);
-    let got = received(&mut ben, &sent["file_id"]).await;
     assert_identical(&got, &png);
     assert_eq!(
         PathBuf::from(got["path"].as_str().unwrap()),
@@ -181,13 +221,12 @@ async fn a_png_arrives_and_never_overwrites_a_file_in_the_download_folder() {
     );
     assert_eq!(
         std::fs::read(ben_dir.path().join("photo.png")).unwrap(),
-        b"ben's own photo",
+        ben_photo,
         "the existing file is untouched"
     );
 
     // The same again: the next free name.
-    let sent = send(&mut ana, &path).await;
-    let got = received(&mut ben, &sent["file_id"]).await;
+    let (_, got) = share(&mut ana, &mut ben, "photo.png", &png).await;
     assert_eq!(
         PathBuf::from(got["path"].as_str().unwrap()),
         ben_dir.path().join("photo (2).png")
@@ -269,7 +308,7 @@ async fn a_hostile_name_is_saved_as_a_safe_name_inside_the_folder() {
     );
     let bytes = content(CHUNK_BYTES as usize + 10, 3);
     let file_id = raw_upload(&mut raw, &hostile, &bytes).await;
-    let got = received(&mut ben, &serde_json::json!(file_id)).await;
+    let got = received(&mut ben, &serde_json::json!(file_id.to_string())).await;
     assert_identical(&got, &bytes);
     let path = PathBuf::from(got["path"].as_str().unwrap());
     assert_eq!(path.parent(), Some(ben_dir.path()), "inside the folder");
@@ -435,7 +474,7 @@ async fn a_member_who_joins_later_sees_the_file_in_the_backlog_and_gets_it() {
     // An id that is no file in the room is refused plainly.
     carl.say("/get 12345").await;
     let failed = carl.wait_type("fetch_failed").await;
-    assert_eq!(failed["file_id"], 12345);
+    assert_eq!(failed["file_id"], "12345");
 }
 
 /// Every regular file under `dir`, recursively.
@@ -537,6 +576,15 @@ struct Terminal {
 
 impl Terminal {
     async fn start(addr: std::net::SocketAddr, nick: &str, dir: &Path) -> Self {
+        Self::start_with(addr, nick, dir, &[]).await
+    }
+
+    async fn start_with(
+        addr: std::net::SocketAddr,
+        nick: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Self {
         use std::process::Stdio;
         use tokio::io::AsyncBufReadExt;
         let (mut command, data) = tertulia_e2e::chat_command();
@@ -551,6 +599,7 @@ impl Terminal {
                 "--download-dir",
             ])
             .arg(dir)
+            .args(extra)
             .env("TERTULIA_PASSPHRASE", PASS)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -604,7 +653,12 @@ async fn the_terminal_shows_one_readable_line_per_file() {
 
     ana.type_line("/help").await;
     let help = ana.until("/send PATH").await;
-    assert!(help.contains("/get ID"), "{help}");
+    assert!(
+        help.contains("/get ID") && help.contains("/cancel [ID]"),
+        "{help}"
+    );
+    ana.type_line("/cancel").await;
+    ana.until("no transfer in progress").await;
 
     let notes = content(CHUNK_BYTES as usize + 3, 10);
     let (_src, path) = source_file("notes.txt", &notes);
@@ -631,6 +685,426 @@ async fn the_terminal_shows_one_readable_line_per_file() {
     // Terse: a few progress lines at most, never one per chunk.
     let progress = ana.shown.iter().filter(|l| l.contains(" % of ")).count();
     assert!(progress <= 8, "{:#?}", ana.shown);
+    ana.type_line("/quit").await;
+    let _ = tokio::time::timeout(tertulia_e2e::WAIT, ana.child.wait()).await;
+}
+
+/// A file id as `--json` prints it: a decimal string.
+fn id_of(value: &Value) -> u64 {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("a file id is a string: {value}"))
+        .parse()
+        .expect("decimal")
+}
+
+#[tokio::test]
+async fn file_ids_are_strings_in_json_and_survive_above_2_pow_53() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    // (The folders are kept: `..` would remove them at once.)
+    let Two {
+        mut ana,
+        mut ben,
+        ana_dir: _ana_dir,
+        ben_dir: _ben_dir,
+    } = Two::start(server.addr, &[]).await;
+    // Ids are random u64s: one in 2048 is below 2^53; share until one is above.
+    let mut big = None;
+    for seed in 0..4 {
+        let bytes = content(1000, 20 + seed);
+        let (sent, got) = share(&mut ana, &mut ben, "id.bin", &bytes).await;
+        assert_eq!(got["file_id"], sent["file_id"]);
+        assert_identical(&got, &bytes);
+        let id = id_of(&sent["file_id"]);
+        if id > 1 << 53 {
+            big = Some(id);
+            break;
+        }
+    }
+    let id = big.expect("a random u64 above 2^53 in four tries");
+    let text = id.to_string();
+    for kind in ["file_offered", "file_received"] {
+        let event = ben
+            .wait_for(kind, |e| e["type"] == kind && e["file_id"] == text.as_str())
+            .await;
+        assert_eq!(id_of(&event["file_id"]), id, "{event}");
+    }
+    let progress = ben
+        .wait_for("download progress", |e| {
+            e["type"] == "file_progress" && e["direction"] == "download"
+        })
+        .await;
+    assert!(progress["id"].is_string(), "{progress}");
+    let upload = ana
+        .wait_for("upload progress", |e| {
+            e["type"] == "file_progress" && e["direction"] == "upload"
+        })
+        .await;
+    assert!(upload["id"].is_u64(), "upload ids stay numbers: {upload}");
+    // /get takes the id as printed (quoted) or bare, exactly, above 2^53.
+    let carl_dir = tempfile::tempdir().unwrap();
+    let mut carl = member(server.addr, "carl", carl_dir.path()).await;
+    carl.wait_for("the file in the backlog", |e| {
+        e["type"] == "file_offered" && e["file_id"] == text.as_str()
+    })
+    .await;
+    carl.say(&format!("/get \"{id}\"")).await;
+    let queued = carl.wait_type("fetch_queued").await;
+    assert_eq!(queued["file_id"], text.as_str());
+    let got = carl
+        .wait_for("file_received", |e| {
+            e["type"] == "file_received" && e["file_id"] == text.as_str()
+        })
+        .await;
+    assert_eq!(got["size"], 1000);
+    // One off in the last digits (what a double would make of it) is another file.
+    carl.say(&format!("/get {}", id ^ 1)).await;
+    let failed = carl.wait_type("fetch_failed").await;
+    assert_eq!(failed["file_id"], (id ^ 1).to_string());
+}
+
+/// A symbolic link at `link` to `target`.
+fn plant_link(target: &Path, link: &Path) {
+    std::os::unix::fs::symlink(target, link).expect("plant a symlink");
+}
+
+#[tokio::test]
+async fn a_planted_symlink_is_never_written_through() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let ana_dir = tempfile::tempdir().unwrap();
+    let mut ana = member(server.addr, "ana", ana_dir.path()).await;
+    let doc = content(CHUNK_BYTES as usize * 2 + 7, 30);
+    let (_src, path) = source_file("report.pdf", &doc);
+    let sent = send(&mut ana, &path).await;
+    let id = id_of(&sent["file_id"]);
+
+    // Carl's folder, prepared by someone else on his machine: links at the file's name, its
+    // next numbered names and the temporary names a client could use, to a file of his and
+    // to a file that does not exist yet.
+    let (carl_dir, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let created = outside.path().join("created");
+    let dir = carl_dir.path();
+    plant_link(&victim, &dir.join("report.pdf"));
+    plant_link(&created, &dir.join("report (1).pdf"));
+    for temp in [
+        format!(".tertulia-{id:016x}.part"),
+        format!(".tertulia-{id:016x}-{:016x}.part", 0),
+        format!(".tertulia-{id}.part"),
+    ] {
+        plant_link(&created, &dir.join(temp));
+    }
+    let planted = listing(dir);
+
+    let mut carl = member(server.addr, "carl", dir).await;
+    carl.wait_for("the file in the backlog", |e| {
+        e["type"] == "file_offered" && e["file_id"] == sent["file_id"]
+    })
+    .await;
+    carl.say(&format!("/get {id}")).await;
+    let got = received(&mut carl, &sent["file_id"]).await;
+    assert_identical(&got, &doc);
+    assert_eq!(
+        PathBuf::from(got["path"].as_str().unwrap()),
+        dir.join("report (2).pdf"),
+        "the first name not taken, by anything"
+    );
+    assert!(!std::fs::symlink_metadata(dir.join("report (2).pdf"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(!created.exists(), "nothing was created through a link");
+    let mut expected = planted.clone();
+    expected.push("report (2).pdf".into());
+    expected.sort();
+    assert_eq!(
+        listing(dir),
+        expected,
+        "every link still there, no partial file"
+    );
+    for name in &planted {
+        assert!(std::fs::symlink_metadata(dir.join(name))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+}
+
+#[tokio::test]
+async fn two_clients_fetching_one_file_into_one_folder_both_get_it_whole() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let (ana_dir, shared) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ana = member(server.addr, "ana", ana_dir.path()).await;
+    let mut ben = member(server.addr, "ben", shared.path()).await;
+    let mut cat = member(server.addr, "cat", shared.path()).await;
+
+    // Many chunks, so both downloads are under way at once.
+    let video = content(6 << 20, 31);
+    let (_src, path) = source_file("clip.mp4", &video);
+    let sent = send(&mut ana, &path).await;
+    let (from_ben, from_cat) = (
+        received(&mut ben, &sent["file_id"]).await,
+        received(&mut cat, &sent["file_id"]).await,
+    );
+    assert_identical(&from_ben, &video);
+    assert_identical(&from_cat, &video);
+    assert_ne!(from_ben["path"], from_cat["path"], "distinct files");
+    assert_eq!(listing(shared.path()), vec!["clip (1).mp4", "clip.mp4"]);
+}
+
+#[tokio::test]
+async fn live_files_past_the_limits_wait_for_get() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ana = member(server.addr, "ana", ana_dir.path()).await;
+    let dir = ben_dir.path().display().to_string();
+    let mut ben = ChatProcess::start(
+        server.addr,
+        "ben",
+        PASS,
+        &[
+            "--download-dir",
+            &dir,
+            "--auto-fetch-mib",
+            "1",
+            "--auto-fetch-count",
+            "1",
+        ],
+    )
+    .await;
+    ben.wait_type("connected").await;
+
+    let large = content((1 << 20) + 1, 40);
+    let (_src, path) = source_file("large.bin", &large);
+    let sent = send(&mut ana, &path).await;
+    let skipped = ben.wait_type("fetch_skipped").await;
+    assert_eq!(skipped["file_id"], sent["file_id"]);
+    assert_eq!(skipped["reason"], "too_large");
+    assert_eq!(skipped["size"], large.len() as u64);
+
+    let small = content(100, 41);
+    let (_, got) = share(&mut ana, &mut ben, "small.txt", &small).await;
+    assert_identical(&got, &small);
+    // The session's one automatic fetch is used up.
+    let (_src2, path2) = source_file("more.txt", &small);
+    let more = send(&mut ana, &path2).await;
+    let id = more["file_id"].clone();
+    let skipped = ben
+        .wait_for("the budget used up", |e| {
+            e["type"] == "fetch_skipped" && e["file_id"] == id
+        })
+        .await;
+    assert_eq!(skipped["reason"], "budget");
+    assert!(
+        !of_type(&ben, "file_progress")
+            .any(|e| e["id"] == sent["file_id"] || e["id"] == more["file_id"]),
+        "skipped files are not fetched"
+    );
+    assert_eq!(listing(ben_dir.path()), vec!["small.txt"]);
+    // Asked for, they are fetched.
+    ben.say(&format!("/get {}", sent["file_id"])).await;
+    let got = received(&mut ben, &sent["file_id"]).await;
+    assert_identical(&got, &large);
+}
+
+#[tokio::test]
+async fn a_download_that_would_leave_too_little_free_space_is_refused() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ana = member(server.addr, "ana", ana_dir.path()).await;
+    let dir = ben_dir.path().display().to_string();
+    // A margin no disk here has (1 EiB).
+    let mut ben = ChatProcess::start(
+        server.addr,
+        "ben",
+        PASS,
+        &["--download-dir", &dir, "--min-free-mib", "1099511627776"],
+    )
+    .await;
+    ben.wait_type("connected").await;
+    let doc = content(5000, 50);
+    let (_src, path) = source_file("doc.txt", &doc);
+    let sent = send(&mut ana, &path).await;
+    let id = sent["file_id"].clone();
+    let failed = ben
+        .wait_for("the download refused", |e| {
+            e["type"] == "file_failed" && e["id"] == id
+        })
+        .await;
+    assert_eq!(failed["reason"], "local_space", "{failed}");
+    let message = failed["message"].as_str().unwrap_or_default();
+    assert!(message.contains("not enough free space"), "{message}");
+    assert!(of_type(&ben, "file_received").next().is_none());
+    assert!(listing(ben_dir.path()).is_empty(), "nothing created");
+}
+
+#[tokio::test]
+async fn cancel_stops_a_download_and_an_upload_in_progress() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let proxy = Proxy::start(server.addr).await;
+    let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ana = member(server.addr, "ana", ana_dir.path()).await;
+    let mut ben = member(proxy.addr, "ben", ben_dir.path()).await;
+
+    let big = content(8 << 20, 60);
+    let (_src, path) = source_file("big.bin", &big);
+    proxy.set_delay(Duration::from_millis(2));
+    let sent = send(&mut ana, &path).await;
+    partway(&mut ben, "download").await;
+    ben.say(&format!("/cancel {}", sent["file_id"])).await;
+    let cancelled = ben.wait_type("cancelled").await;
+    assert_eq!(
+        cancelled["transfers"],
+        serde_json::json!([{"direction": "download", "id": sent["file_id"]}])
+    );
+    let id = sent["file_id"].clone();
+    let failed = ben
+        .wait_for("the download cancelled", |e| {
+            e["type"] == "file_failed" && e["id"] == id
+        })
+        .await;
+    assert_eq!(failed["reason"], "cancelled");
+    ben.say("/cancel").await;
+    let nothing = ben.wait_type("cancel_failed").await;
+    assert_eq!(nothing["id"], Value::Null);
+    ben.say("after").await;
+    ana.wait_messages_from("ben", 1).await;
+    assert!(of_type(&ben, "file_received").next().is_none());
+    assert!(
+        listing(ben_dir.path()).is_empty(),
+        "the partial file is gone"
+    );
+
+    // Ben's own upload, slowed by the proxy, stopped by /cancel without an id.
+    let (_src2, path2) = source_file("upload.bin", &big);
+    ben.say(&format!("/send {}", path2.display())).await;
+    partway(&mut ben, "upload").await;
+    ben.say("/cancel").await;
+    let cancelled = ben
+        .wait_for("the upload cancelled", |e| {
+            e["type"] == "cancelled" && e["transfers"][0]["direction"] == "upload"
+        })
+        .await;
+    assert_eq!(cancelled["transfers"][0]["id"], 1);
+    ben.wait_for("file_failed upload", |e| {
+        e["type"] == "file_failed" && e["direction"] == "upload" && e["reason"] == "cancelled"
+    })
+    .await;
+    ben.say("/cancel 77").await;
+    let unknown = ben
+        .wait_for("nothing to cancel", |e| {
+            e["type"] == "cancel_failed" && e["id"] == "77"
+        })
+        .await;
+    assert!(unknown["message"].is_string());
+    ben.say("after the upload").await;
+    ana.wait_messages_from("ben", 2).await;
+    assert!(
+        !of_type(&ana, "file_offered").any(|e| e["name"] == "upload.bin"),
+        "the cancelled upload never reached the room"
+    );
+}
+
+/// A member through the client library (as the app uses it) against the real server.
+async fn library_member(
+    addr: std::net::SocketAddr,
+    nick: &str,
+) -> (
+    tertulia_core::client::ClientHandle,
+    tokio::sync::mpsc::Receiver<tertulia_core::client::ClientEvent>,
+) {
+    use tertulia_core::client::{self, ClientConfig, ClientEvent};
+    let (handle, mut events) = client::spawn(ClientConfig::new(addr.to_string(), nick, PASS));
+    loop {
+        match tokio::time::timeout(tertulia_e2e::WAIT, events.recv()).await {
+            Ok(Some(ClientEvent::Connected { .. })) => return (handle, events),
+            Ok(Some(_)) => {}
+            other => panic!("{nick} never joined: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_file_fetched_for_its_preview_can_be_saved_at_the_same_time() {
+    use tertulia_core::client::{ClientEvent, FetchTarget};
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let ana_dir = tempfile::tempdir().unwrap();
+    let mut ana = member(server.addr, "ana", ana_dir.path()).await;
+    let (app, mut events) = library_member(server.addr, "app").await;
+    let photo = png_bytes(3 * CHUNK_BYTES as usize);
+    let (_src, path) = source_file("photo.png", &photo);
+    let sent = send(&mut ana, &path).await;
+    let id = id_of(&sent["file_id"]);
+    loop {
+        match tokio::time::timeout(tertulia_e2e::WAIT, events.recv()).await {
+            Ok(Some(ClientEvent::FileOffered { file_id, .. })) if file_id == id => break,
+            Ok(Some(_)) => {}
+            other => panic!("the file never showed: {other:?}"),
+        }
+    }
+    // The preview's fetch (into memory), then Save (to the path the dialog gave) before
+    // the preview has arrived.
+    let saved_at = tempfile::tempdir().unwrap();
+    let chosen = saved_at.path().join("mine.png");
+    app.fetch_file(id, FetchTarget::Memory { max_bytes: 1 << 20 })
+        .await
+        .expect("the preview's fetch");
+    app.fetch_file(id, FetchTarget::Path(chosen.clone()))
+        .await
+        .expect("Save while the preview is on its way");
+    let (mut preview, mut saved) = (None, None);
+    while preview.is_none() || saved.is_none() {
+        match tokio::time::timeout(tertulia_e2e::WAIT, events.recv()).await {
+            Ok(Some(ClientEvent::FileReceived {
+                file_id,
+                path,
+                bytes,
+                ..
+            })) if file_id == id => match (path, bytes) {
+                (Some(path), None) => saved = Some(path),
+                (None, Some(bytes)) => preview = Some(bytes),
+                other => panic!("a file_received with {other:?}"),
+            },
+            Ok(Some(ClientEvent::FileFailed { message, .. })) => panic!("failed: {message}"),
+            Ok(Some(_)) => {}
+            other => panic!("never both: {other:?}"),
+        }
+    }
+    assert!(preview.is_some_and(|b| b[..] == photo[..]));
+    assert_eq!(saved.as_deref(), Some(chosen.to_str().unwrap()));
+    assert!(std::fs::read(&chosen).unwrap() == photo);
+    assert_eq!(listing(saved_at.path()), vec!["mine.png"]);
+    app.disconnect().await;
+}
+
+#[tokio::test]
+async fn the_terminal_says_how_to_fetch_a_live_file_it_did_not_fetch() {
+    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+    let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ana = Terminal::start_with(
+        server.addr,
+        "ana",
+        ana_dir.path(),
+        &["--auto-fetch-mib", "0"],
+    )
+    .await;
+    ana.until("in the room").await;
+    let mut ben = member(server.addr, "ben", ben_dir.path()).await;
+    let notes = content(2000, 70);
+    let (_src, path) = source_file("notes.txt", &notes);
+    let sent = send(&mut ben, &path).await;
+    let id = id_of(&sent["file_id"]);
+    let hint = ana.until("not fetched on its own").await;
+    assert!(
+        hint.contains("notes.txt") && hint.ends_with(&format!("/get {id} fetches it")),
+        "{hint}"
+    );
+    assert!(listing(ana_dir.path()).is_empty());
+    ana.type_line(&format!("/get {id}")).await;
+    ana.until("received and checked").await;
+    assert!(std::fs::read(ana_dir.path().join("notes.txt")).unwrap() == notes);
     ana.type_line("/quit").await;
     let _ = tokio::time::timeout(tertulia_e2e::WAIT, ana.child.wait()).await;
 }

@@ -311,6 +311,7 @@ export default {
   "file.failed.busy": "The host is busy with other files from you; try again later.",
   "file.failed.disabled": "This room does not take files.",
   "file.failed.io": "The file could not be read or written: {message}",
+  "file.failed.local_space": "Not saved: this computer is short of free space there ({message})",
   "file.failed.refused": "The transfer failed: {message}",
   "file.kind.image": "{format} image",
   "file.kind.document": "{format} document",

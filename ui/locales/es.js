@@ -310,6 +310,7 @@ export default {
   "file.failed.busy": "El anfitrión está ocupado con otros archivos tuyos; inténtalo más tarde.",
   "file.failed.disabled": "Esta sala no admite archivos.",
   "file.failed.io": "No se pudo leer o escribir el archivo: {message}",
+  "file.failed.local_space": "No se ha guardado: queda poco espacio libre ahí en este equipo ({message})",
   "file.failed.refused": "La transferencia falló: {message}",
   "file.kind.image": "Imagen {format}",
   "file.kind.document": "Documento {format}",

@@ -93,6 +93,41 @@ test("a file's line: name, size and type in the locale, Save through the backend
   assert.deepEqual(page.errors, []);
 });
 
+test("Save while the preview is still downloading: the save goes through, \"Saving…\" and its progress stay past the preview, then where it was saved", async () => {
+  const page = await inRoom();
+  const bytes = png(64, 48);
+  await emit(page, [offered(30, { name: "gato.png", size: bytes.length, mime: "image/png" })]);
+  await emitTo(page, "file-preview", { state: "loading", file_id: "1030" });
+  const line = page.locator('[data-file-id="1030"]');
+  await emit(page, [{ type: "file_progress", direction: "download", id: "1030", name: "gato.png", done: 10, size: bytes.length }]);
+  await page.evaluate(() => { window.__responses.save_file = "/home/ana/gato.png"; });
+  await line.locator(".save").click();
+  await page.waitForFunction(() => window.__calls.some((c) => c.cmd === "save_file"));
+  assert.deepEqual((await calls(page)).find((c) => c.cmd === "save_file").args, { fileId: "1030", name: "gato.png" });
+  await page.waitForFunction(() => document.querySelector('[data-file-id="1030"] .file-state').textContent === "Saving…");
+  assert.equal(await page.locator("#log .notice").count(), 0, "no \"already being fetched\" notice");
+  // The preview's fetch ends first (in memory: no path), and the preview shows.
+  await emit(page, [{ type: "file_received", file_id: "1030", name: "gato.png", size: bytes.length, sha256: "00", path: null }]);
+  await previewReady(page, "1030", bytes, 64, 48);
+  assert.equal(await line.locator(".file-state").textContent(), "Saving…", "the save is still on its way");
+  assert.equal(await line.locator(".transfer").isVisible(), true);
+  // Then the save's own fetch.
+  await emit(page, [{ type: "file_progress", direction: "download", id: "1030", name: "gato.png", done: bytes.length / 2, size: bytes.length }]);
+  assert.equal(await line.locator(".bar").evaluate((b) => b.value), 50);
+  await emit(page, [{ type: "file_received", file_id: "1030", name: "gato.png", size: bytes.length, sha256: "00", path: "/home/ana/gato.png" }]);
+  assert.equal(await line.locator(".file-state").textContent(), "Saved to /home/ana/gato.png");
+  assert.equal(await line.locator(".transfer").isVisible(), false);
+  assert.equal(await line.locator(".preview img").isVisible(), true);
+  // A save refused for want of free space says so, in words.
+  await emit(page, [offered(31, { name: "big.iso", size: 5_000_000, mime: "application/octet-stream" })]);
+  await page.evaluate(() => { window.__responses.save_file = "/home/ana/big.iso"; });
+  await page.locator('[data-file-id="1031"] .save').click();
+  await page.waitForFunction(() => document.querySelector('[data-file-id="1031"] .file-state').textContent === "Saving…");
+  await emit(page, [{ type: "file_failed", direction: "download", id: "1031", name: "big.iso", reason: "local_space", message: "not enough free space in /home/ana" }]);
+  assert.equal(await page.locator('[data-file-id="1031"] .file-state').textContent(), "Not saved: this computer is short of free space there (not enough free space in /home/ana)");
+  assert.deepEqual(page.errors, []);
+});
+
 test("an image preview: the backend's checked bytes through a blob: URL of the sniffed type, fitted to 360 px, full size on click, Escape closes and the focus returns", async () => {
   const page = await inRoom();
   const bytes = png(800, 500);

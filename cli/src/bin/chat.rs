@@ -10,11 +10,13 @@ use serde_json::json;
 use tertulia_cli::lang::Lang;
 use tertulia_cli::render::{self, Style};
 use tertulia_cli::{
-    exit, file_command, obtain_passphrase, parse_target, FileCommand, PassphraseSourceError, Target,
+    exit, file_command, obtain_passphrase, parse_target, AutoFetch, AutoFetchDecision, FileCommand,
+    PassphraseSourceError, Target,
 };
 use tertulia_core::client::MAX_OUTBOX;
 use tertulia_core::client::{
     self, ClientConfig, ClientEvent, ClientHandle, DisconnectReason, FetchTarget, SendError,
+    TransferDirection,
 };
 use tertulia_core::identity::Fingerprint;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -31,8 +33,16 @@ use tracing_subscriber::EnvFilter;
 /// always English.
 ///
 /// Interactive commands: /who (online list), /older (earlier messages), /send PATH (share a
-/// file), /get ID (fetch a file listed from the history), /quit (leave), /help. Files shared
-/// live are fetched into --download-dir on their own, never overwriting a file there.
+/// file), /get ID (fetch a file by its id), /cancel [ID] (stop the upload or download ID, or
+/// every transfer), /quit (leave), /help. Files shared live are fetched into --download-dir
+/// on their own, never overwriting a file there, within --auto-fetch-mib,
+/// --auto-fetch-budget-mib and --auto-fetch-count (others are announced with their /get ID);
+/// no download starts that would leave less than --min-free-mib free there.
+///
+/// In --json output file ids are decimal strings ("file_id":"1234…", and "id" of a
+/// download's file_progress and file_failed): they are random 64-bit numbers, which
+/// JavaScript and other double-based readers would round. /get and /cancel take them quoted
+/// or not. Upload ids (the client's own counter from 1) are numbers.
 ///
 /// Rooms on this network: `tertulia-chat --discover [--json] [--discover-secs N]` lists them
 /// as they appear (see `tertulia-chat --discover --help`).
@@ -54,9 +64,9 @@ struct Args {
     /// File whose content (trimmed) is the room passphrase.
     #[arg(long, value_name = "PATH")]
     passphrase_file: Option<PathBuf>,
-    /// Machine mode: stdin lines are messages (or `/send PATH`, `/get ID`), stdout is one
-    /// JSON event per line; on stdin EOF wait until every message is acknowledged and every
-    /// transfer has ended, then exit.
+    /// Machine mode: stdin lines are messages (or `/send PATH`, `/get ID`, `/cancel [ID]`),
+    /// stdout is one JSON event per line (file ids as strings); on stdin EOF wait until every
+    /// message is acknowledged and every transfer has ended, then exit.
     #[arg(long)]
     json: bool,
     /// Where received files are saved (default: the user's download directory, else the
@@ -64,6 +74,22 @@ struct Args {
     /// `/get ID`.
     #[arg(long, value_name = "DIR")]
     download_dir: Option<PathBuf>,
+    /// Live files larger than this (MiB) are not fetched on their own, only announced with
+    /// their `/get ID` (0: none is fetched on its own).
+    #[arg(long, value_name = "MiB", default_value_t = 100)]
+    auto_fetch_mib: u64,
+    /// At most this many MiB of live files are fetched on their own in one session; later
+    /// ones wait for `/get ID`.
+    #[arg(long, value_name = "MiB", default_value_t = 1024)]
+    auto_fetch_budget_mib: u64,
+    /// At most this many live files are fetched on their own in one session; later ones wait
+    /// for `/get ID`.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    auto_fetch_count: u32,
+    /// No download (on its own or by `/get`) starts that would leave less than this many MiB
+    /// free on the download folder's filesystem: it fails at once, with reason local_space.
+    #[arg(long, value_name = "MiB", default_value_t = 256)]
+    min_free_mib: u64,
     /// Give up after this many failed connection attempts in a row (default: never).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     give_up_after: Option<u32>,
@@ -161,6 +187,7 @@ async fn run(args: Args) -> i32 {
     config.expected_host = expected_host;
     config.accept_new_host = args.accept_new_host;
     config.known_hosts = args.known_hosts.clone().or_else(default_known_hosts);
+    config.min_free_bytes = args.min_free_mib.saturating_mul(1 << 20);
     if config.known_hosts.is_none() {
         tracing::warn!("no data directory found: host identities are pinned for this run only (use --known-hosts FILE)");
     }
@@ -172,23 +199,23 @@ async fn run(args: Args) -> i32 {
     if let Err(e) = std::fs::create_dir_all(&download_dir) {
         tracing::warn!(dir = %download_dir.display(), "cannot create the download directory: {e}");
     }
+    let files = Files {
+        dir: download_dir,
+        auto: AutoFetch::new(
+            args.auto_fetch_mib.saturating_mul(1 << 20),
+            args.auto_fetch_budget_mib.saturating_mul(1 << 20),
+            args.auto_fetch_count,
+        ),
+    };
     let (handle, events) = client::spawn(config);
     if args.json {
-        json_mode(handle, events, download_dir).await
+        json_mode(handle, events, files).await
     } else {
         let color = !args.no_color
             && std::env::var_os("NO_COLOR").is_none()
             && std::io::stdout().is_terminal();
         let can_prompt = std::io::stdin().is_terminal();
-        interactive(
-            handle,
-            events,
-            Style { color },
-            lang,
-            can_prompt,
-            download_dir,
-        )
-        .await
+        interactive(handle, events, Style { color }, lang, can_prompt, files).await
     }
 }
 
@@ -254,23 +281,59 @@ async fn send_when_room(
     }
 }
 
-/// A file shared live (by someone else) is fetched into `dir` on its own; earlier ones wait
-/// for `/get`. The request runs apart from the event loop (the client may be waiting for its
-/// events to be taken); `failed` hears why it could not be queued.
-fn fetch_if_live(
-    handle: &ClientHandle,
-    event: &ClientEvent,
-    dir: &std::path::Path,
-    failed: impl FnOnce(u64, SendError) + Send + 'static,
-) {
-    if let ClientEvent::FileOffered {
-        file_id,
-        own: false,
-        history: false,
-        ..
-    } = event
-    {
-        fetch(handle, *file_id, dir, failed);
+/// Where received files go, and which live files are fetched on their own.
+struct Files {
+    dir: PathBuf,
+    auto: AutoFetch,
+}
+
+/// What became of a live file offered by someone else.
+enum Live {
+    /// Being fetched.
+    Fetching,
+    /// Not fetched on its own (too large, or past the session's budget): `/get` fetches it.
+    Skipped {
+        file_id: u64,
+        name: String,
+        size: u64,
+        why: AutoFetchDecision,
+    },
+}
+
+impl Files {
+    /// A file shared live (by someone else) is fetched into the download folder on its own
+    /// within the limits; earlier ones, and ones past the limits, wait for `/get`. The request
+    /// runs apart from the event loop (the client may be waiting for its events to be taken);
+    /// `failed` hears why it could not be queued.
+    fn on_event(
+        &mut self,
+        handle: &ClientHandle,
+        event: &ClientEvent,
+        failed: impl FnOnce(u64, SendError) + Send + 'static,
+    ) -> Option<Live> {
+        let ClientEvent::FileOffered {
+            file_id,
+            name,
+            size,
+            own: false,
+            history: false,
+            ..
+        } = event
+        else {
+            return None;
+        };
+        match self.auto.decide(*size) {
+            AutoFetchDecision::Fetch => {
+                fetch(handle, *file_id, &self.dir, failed);
+                Some(Live::Fetching)
+            }
+            why => Some(Live::Skipped {
+                file_id: *file_id,
+                name: name.clone(),
+                size: *size,
+                why,
+            }),
+        }
     }
 }
 
@@ -288,6 +351,14 @@ fn fetch(
     });
 }
 
+/// A transfer as `--json` names it: upload ids are numbers, file ids decimal strings.
+fn transfer_json(direction: TransferDirection, id: u64) -> serde_json::Value {
+    match direction {
+        TransferDirection::Upload => json!({"direction": "upload", "id": id}),
+        TransferDirection::Download => json!({"direction": "download", "id": id.to_string()}),
+    }
+}
+
 /// Stdin lines → messages (or file commands); events → JSON lines on stdout.
 ///
 /// Stdin is read by its own task: a `send` waits for the client, and the client may be waiting
@@ -295,14 +366,16 @@ fn fetch(
 async fn json_mode(
     handle: ClientHandle,
     mut events: tokio::sync::mpsc::Receiver<ClientEvent>,
-    download_dir: PathBuf,
+    mut files: Files,
 ) -> i32 {
     let room = Arc::new(Notify::new());
     let fetch_failed = |file_id: u64, e: SendError| {
-        print_json(&json!({"type": "fetch_failed", "file_id": file_id, "message": e.to_string()}))
+        print_json(
+            &json!({"type": "fetch_failed", "file_id": file_id.to_string(), "message": e.to_string()}),
+        )
     };
     let input = tokio::spawn({
-        let (handle, room, dir) = (handle.clone(), room.clone(), download_dir.clone());
+        let (handle, room, dir) = (handle.clone(), room.clone(), files.dir.clone());
         async move {
             let mut stdin = BufReader::new(tokio::io::stdin()).lines();
             while let Ok(Some(line)) = stdin.next_line().await {
@@ -326,16 +399,38 @@ async fn json_mode(
                             .fetch_file(file_id, FetchTarget::Folder(dir.clone()))
                             .await
                         {
-                            Ok(()) => {
-                                print_json(&json!({"type": "fetch_queued", "file_id": file_id}))
-                            }
+                            Ok(()) => print_json(
+                                &json!({"type": "fetch_queued", "file_id": file_id.to_string()}),
+                            ),
                             Err(e) => fetch_failed(file_id, e),
+                        }
+                        continue;
+                    }
+                    Some(FileCommand::Cancel(id)) => {
+                        match handle.cancel_transfers(id).await {
+                            Ok(stopped) if !stopped.is_empty() => {
+                                let stopped: Vec<serde_json::Value> = stopped
+                                    .into_iter()
+                                    .map(|(direction, id)| transfer_json(direction, id))
+                                    .collect();
+                                print_json(&json!({"type": "cancelled", "transfers": stopped}))
+                            }
+                            Ok(_) => print_json(&json!({
+                                "type": "cancel_failed",
+                                "id": id.map(|id| id.to_string()),
+                                "message": "no such transfer in progress",
+                            })),
+                            Err(e) => print_json(&json!({
+                                "type": "cancel_failed",
+                                "id": id.map(|id| id.to_string()),
+                                "message": e.to_string(),
+                            })),
                         }
                         continue;
                     }
                     Some(FileCommand::Usage) => {
                         print_json(
-                            &json!({"type": "send_failed", "text": line, "message": "usage: /send PATH or /get ID"}),
+                            &json!({"type": "send_failed", "text": line, "message": "usage: /send PATH, /get ID or /cancel [ID]"}),
                         );
                         continue;
                     }
@@ -356,8 +451,18 @@ async fn json_mode(
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { break exit::ERROR };
-                print_json(&event);
-                fetch_if_live(&handle, &event, &download_dir, fetch_failed);
+                print_json(&event.to_json());
+                if let Some(Live::Skipped { file_id, name, size, why }) =
+                    files.on_event(&handle, &event, fetch_failed)
+                {
+                    print_json(&json!({
+                        "type": "fetch_skipped",
+                        "file_id": file_id.to_string(),
+                        "name": name,
+                        "size": size,
+                        "reason": why.as_str(),
+                    }));
+                }
                 if makes_room(&event) {
                     room.notify_one();
                 }
@@ -435,7 +540,7 @@ async fn read_terminal(
     handle.disconnect_when_flushed().await;
 }
 
-/// `/send PATH` or `/get ID` typed at the terminal.
+/// `/send PATH`, `/get ID` or `/cancel [ID]` typed at the terminal.
 async fn file_line(
     handle: &ClientHandle,
     style: Style,
@@ -464,6 +569,13 @@ async fn file_line(
                 Err(e) => println!("{}", style.warn(&lang.send_error(&e))),
             }
         }
+        Some(FileCommand::Cancel(id)) => match handle.cancel_transfers(id).await {
+            Ok(stopped) if !stopped.is_empty() => {
+                println!("{}", style.notice(&lang.cancelled(stopped.len())))
+            }
+            Ok(_) => println!("{}", style.warn(&lang.nothing_to_cancel(id))),
+            Err(e) => println!("{}", style.warn(&lang.send_error(&e))),
+        },
         Some(FileCommand::Usage) | None => {
             println!("{}", style.warn(&lang.file_command_usage()))
         }
@@ -477,7 +589,7 @@ async fn interactive(
     style: Style,
     lang: Lang,
     can_prompt: bool,
-    download_dir: PathBuf,
+    mut files: Files,
 ) -> i32 {
     let shared = Arc::new(Shared::default());
     shared.stdin_open.store(true, Ordering::Release);
@@ -487,7 +599,7 @@ async fn interactive(
         style,
         lang,
         shared.clone(),
-        download_dir.clone(),
+        files.dir.clone(),
     ));
     let mut progress = render::ProgressLines::default();
     let fetch_failed = move |_: u64, e: SendError| println!("{}", style.warn(&lang.send_error(&e)));
@@ -507,7 +619,13 @@ async fn interactive(
                 if let Some(text) = progress.line(style, lang, &event) {
                     println!("{text}");
                 }
-                fetch_if_live(&handle, &event, &download_dir, fetch_failed);
+                if let Some(Live::Skipped { file_id, name, why, .. }) =
+                    files.on_event(&handle, &event, fetch_failed)
+                {
+                    let budget = why == AutoFetchDecision::Budget;
+                    let text = lang.fetch_skipped(&render::sanitize(&name), file_id, budget);
+                    println!("{}", style.notice(&text));
+                }
                 if makes_room(&event) {
                     shared.room.notify_one();
                 }

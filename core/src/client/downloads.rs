@@ -38,7 +38,8 @@ pub enum FetchTarget {
     /// FileReceived.bytes.
     Memory { max_bytes: u64 },
     /// Into this folder, under the file's safe name, never overwriting (`name (1).ext`, …):
-    /// written under a hidden temporary name and renamed once the SHA-256 matched.
+    /// written under a hidden temporary name of its own (random, created new, never through a
+    /// link) and moved into place without replacing anything once the SHA-256 matched.
     Folder(PathBuf),
     /// To exactly this path (the user picked it in a save dialog, which asked about
     /// replacing): written under a hidden temporary name beside it, renamed once checked.
@@ -68,10 +69,13 @@ pub enum Place {
 pub enum DownloadOut {
     Send(ClientMessage),
     Emit(ClientEvent),
-    /// Create (or empty) the temporary file of `file_id` at `temp`.
+    /// Create the temporary file of `file_id` at `temp`: a new file (never one already
+    /// there, never through a link), after checking that its filesystem has room for `size`
+    /// more bytes (and the client's free-space margin).
     Open {
         file_id: u64,
         temp: PathBuf,
+        size: u64,
     },
     /// Write `data` at `offset` of the temporary file.
     Write {
@@ -110,6 +114,9 @@ pub enum DownloadIntegrity {
 
 #[derive(Debug, Clone, Copy)]
 enum Stage {
+    /// Its temporary file is being created ([`DownloadOut::Open`]); the host is asked once
+    /// it is ([`Downloads::opened`]), so a download that cannot start asks nothing of it.
+    Opening,
     /// Not asked on this connection (offline).
     Waiting,
     /// `file_get` sent at this time; chunks before its `file_begin` are stale.
@@ -196,8 +203,16 @@ impl Downloads {
         let Some(meta) = self.known.map.get(&file_id).cloned() else {
             return Err(FileRequestError::UnknownFile { file_id }.into());
         };
-        let busy = self.active.as_ref().is_some_and(|a| a.file_id == file_id)
-            || self.queue.iter().any(|(id, _)| *id == file_id);
+        // The same file may be fetched into two places at once (a preview in memory, then
+        // Save to a path): only the same request twice is refused.
+        let busy = self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.file_id == file_id && a.target == target)
+            || self
+                .queue
+                .iter()
+                .any(|(id, queued)| *id == file_id && *queued == target);
         if busy {
             return Err(FileRequestError::AlreadyFetching { file_id }.into());
         }
@@ -228,6 +243,8 @@ impl Downloads {
     pub fn joined(&mut self, now: Instant) {
         self.online = true;
         match &mut self.active {
+            // Asked for once its temporary file is there.
+            Some(active) if matches!(active.stage, Stage::Opening) => {}
             Some(active) => {
                 active.cipher = None;
                 active.stage = Stage::Asked(now);
@@ -245,7 +262,9 @@ impl Downloads {
     pub fn offline(&mut self) {
         self.online = false;
         if let Some(active) = &mut self.active {
-            active.stage = Stage::Waiting;
+            if !matches!(active.stage, Stage::Opening) {
+                active.stage = Stage::Waiting;
+            }
             active.cipher = None;
         }
     }
@@ -268,17 +287,12 @@ impl Downloads {
         let Some(meta) = self.known.map.get(&file_id).cloned() else {
             return self.start_next(now);
         };
-        let temp = temp_path(&target, file_id);
+        let temp = temp_path(&target, file_id, rand::random());
         let memory = match target {
             FetchTarget::Memory { .. } => Some(Vec::with_capacity(meta.size as usize)),
             _ => None,
         };
-        if let Some(temp) = &temp {
-            self.out.push_back(DownloadOut::Open {
-                file_id,
-                temp: temp.clone(),
-            });
-        }
+        let opening = temp.is_some();
         let mut active = Active {
             file_id,
             meta,
@@ -291,14 +305,42 @@ impl Downloads {
             refetches: 0,
             bad_chunks: 0,
             stalls: 0,
-            stage: Stage::Asked(now),
+            stage: if opening {
+                Stage::Opening
+            } else {
+                Stage::Asked(now)
+            },
             progress: ProgressGate::default(),
         };
         active.progress.force(0, now);
         self.out
             .push_back(DownloadOut::Emit(progress_event(&active)));
+        match &active.temp {
+            Some(temp) => self.out.push_back(DownloadOut::Open {
+                file_id,
+                temp: temp.clone(),
+                size: active.meta.size,
+            }),
+            None => self.send_get(file_id, 0),
+        }
         self.active = Some(active);
-        self.send_get(file_id, 0);
+    }
+
+    /// The temporary file of `file_id` was created: the host is asked for the file.
+    pub fn opened(&mut self, file_id: u64, now: Instant) {
+        let Some(active) = self.active.as_mut().filter(|a| a.file_id == file_id) else {
+            return;
+        };
+        if !matches!(active.stage, Stage::Opening) {
+            return;
+        }
+        if self.online {
+            active.stage = Stage::Asked(now);
+            let offset = active.received;
+            self.send_get(file_id, offset);
+        } else {
+            active.stage = Stage::Waiting;
+        }
     }
 
     /// `file_begin`: the chunks of `file_id` from `offset` on follow under `key`.
@@ -311,13 +353,11 @@ impl Downloads {
             return;
         }
         if size != active.meta.size {
-            self.out
-                .push_back(DownloadOut::Send(ClientMessage::FileStop { file_id }));
             let message = format!(
                 "the host holds {size} bytes for a file announced as {} bytes",
                 active.meta.size
             );
-            self.fail_active(FileFailure::Corrupt, message, now);
+            self.stop_active(FileFailure::Corrupt, message, now);
             return;
         }
         active.cipher = Some(ChunkCipher::new(&key, file_id));
@@ -483,49 +523,50 @@ impl Downloads {
         self.fail_active(FileFailure::Gone, message.into(), now);
     }
 
-    /// Stop fetching `file_id` (queued or in progress); a partial file is removed.
-    pub fn cancel(&mut self, file_id: u64, now: Instant) {
-        if self.active.as_ref().is_some_and(|a| a.file_id == file_id) {
-            if self.online {
-                self.out
-                    .push_back(DownloadOut::Send(ClientMessage::FileStop { file_id }));
-            }
-            self.fail_active(FileFailure::Cancelled, "cancelled".into(), now);
-        } else if let Some(at) = self.queue.iter().position(|(id, _)| *id == file_id) {
+    /// Stop fetching `file_id` (in progress and queued, into every target); a partial file is
+    /// removed. Returns whether anything was fetching it.
+    pub fn cancel(&mut self, file_id: u64, now: Instant) -> bool {
+        let mut cancelled = false;
+        while let Some(at) = self.queue.iter().position(|(id, _)| *id == file_id) {
             self.queue.remove(at);
-            let name = self
-                .known
-                .map
-                .get(&file_id)
-                .map(|m| m.name.clone())
-                .unwrap_or_default();
-            self.emit_failed(file_id, &name, FileFailure::Cancelled, "cancelled".into());
+            self.emit_failed_known(file_id, FileFailure::Cancelled, "cancelled".into());
+            cancelled = true;
         }
+        if self.active.as_ref().is_some_and(|a| a.file_id == file_id) {
+            self.stop_active(FileFailure::Cancelled, "cancelled".into(), now);
+            cancelled = true;
+        }
+        cancelled
+    }
+
+    /// The files being fetched or waiting to be, in order, each once.
+    pub fn file_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.active.iter().map(|a| a.file_id).collect();
+        for (id, _) in &self.queue {
+            if !ids.contains(id) {
+                ids.push(*id);
+            }
+        }
+        ids
     }
 
     /// The client stops: the temporary file of the download in progress, to remove.
     pub fn abandon(&mut self) -> Option<PathBuf> {
         self.queue.clear();
-        self.active.take().and_then(|a| a.temp)
+        self.active
+            .take()
+            .filter(|a| !matches!(a.stage, Stage::Opening))
+            .and_then(|a| a.temp)
     }
 
-    /// A file operation for `file_id` failed (`message` says how): the download fails.
-    pub fn io_failed(&mut self, file_id: u64, message: String, now: Instant) {
+    /// A file operation for `file_id` failed (`message` says how, `reason` what it means for
+    /// the user: [`FileFailure::Io`], or [`FileFailure::LocalSpace`]): the download fails.
+    pub fn io_failed(&mut self, file_id: u64, reason: FileFailure, message: String, now: Instant) {
         if self.active.as_ref().is_some_and(|a| a.file_id == file_id) {
-            if self.online {
-                self.out
-                    .push_back(DownloadOut::Send(ClientMessage::FileStop { file_id }));
-            }
-            self.fail_active(FileFailure::Io, message, now);
+            self.stop_active(reason, message, now);
         } else {
             // Moving a checked file into place failed: it was already taken off the queue.
-            let name = self
-                .known
-                .map
-                .get(&file_id)
-                .map(|m| m.name.clone())
-                .unwrap_or_default();
-            self.emit_failed(file_id, &name, FileFailure::Io, message);
+            self.emit_failed_known(file_id, reason, message);
         }
     }
 
@@ -535,7 +576,7 @@ impl Downloads {
             return;
         };
         let since = match active.stage {
-            Stage::Waiting => return,
+            Stage::Waiting | Stage::Opening => return,
             Stage::Asked(at) | Stage::Receiving(at) => at,
         };
         if now.saturating_duration_since(since) >= STALL {
@@ -556,9 +597,30 @@ impl Downloads {
         }
     }
 
+    /// The download in progress ends without its file: the host is told to stop sending it
+    /// (when connected), then as [`Self::fail_active`].
+    fn stop_active(&mut self, reason: FileFailure, message: String, now: Instant) {
+        let asked = self
+            .active
+            .as_ref()
+            .filter(|a| !matches!(a.stage, Stage::Opening))
+            .map(|a| a.file_id);
+        if let Some(file_id) = asked {
+            if self.online {
+                self.out
+                    .push_back(DownloadOut::Send(ClientMessage::FileStop { file_id }));
+            }
+        }
+        self.fail_active(reason, message, now);
+    }
+
+    /// The download in progress ends without its file: its partial file is removed, the
+    /// failure reported, and the next download starts.
     fn fail_active(&mut self, reason: FileFailure, message: String, now: Instant) {
         if let Some(active) = self.active.take() {
-            if let Some(temp) = active.temp {
+            // Not created (yet, or at all: whatever is at that name is not ours to remove).
+            let created = !matches!(active.stage, Stage::Opening);
+            if let Some(temp) = active.temp.filter(|_| created) {
                 self.out.push_back(DownloadOut::Discard {
                     file_id: active.file_id,
                     temp,
@@ -567,6 +629,17 @@ impl Downloads {
             self.emit_failed(active.file_id, &active.meta.name, reason, message);
         }
         self.start_next(now);
+    }
+
+    /// Report a failure of `file_id`, named as its `file` event named it.
+    fn emit_failed_known(&mut self, file_id: u64, reason: FileFailure, message: String) {
+        let name = self
+            .known
+            .map
+            .get(&file_id)
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        self.emit_failed(file_id, &name, reason, message);
     }
 
     fn emit_failed(&mut self, file_id: u64, name: &str, reason: FileFailure, message: String) {
@@ -592,8 +665,11 @@ fn progress_event(active: &Active) -> ClientEvent {
 }
 
 /// The hidden temporary file a download into `target` is written to (`None` in memory).
-pub fn temp_path(target: &FetchTarget, file_id: u64) -> Option<PathBuf> {
-    let temp_name = format!(".tertulia-{file_id:016x}.part");
+/// `nonce` (random) makes its name unguessable and different for every download, so two
+/// clients fetching one file into one folder never share it, and nobody can plant something
+/// at it beforehand (it is created new anyway, never through a link).
+pub fn temp_path(target: &FetchTarget, file_id: u64, nonce: u64) -> Option<PathBuf> {
+    let temp_name = format!(".tertulia-{file_id:016x}-{nonce:016x}.part");
     match target {
         FetchTarget::Memory { .. } => None,
         FetchTarget::Folder(dir) => Some(dir.join(temp_name)),
@@ -690,6 +766,8 @@ mod tests {
             },
         );
         d.fetch(FILE, target, Instant::now()).unwrap();
+        // As the task does once the temporary file is created.
+        d.opened(FILE, Instant::now());
         d
     }
 
@@ -706,7 +784,9 @@ mod tests {
         let data = content(2 * CHUNK_BYTES as usize + 10);
         let mut d = downloads(&data, sha(&data), folder());
         let outs = drain(&mut d);
-        assert!(matches!(&outs[0], DownloadOut::Open { temp, .. } if temp.starts_with("/dl")));
+        assert!(outs
+            .iter()
+            .any(|o| matches!(o, DownloadOut::Open { temp, .. } if temp.starts_with("/dl"))));
         assert_eq!(
             sent(&outs),
             vec![ClientMessage::FileGet {
@@ -886,6 +966,170 @@ mod tests {
             .iter()
             .any(|o| matches!(o, DownloadOut::Discard { .. })));
         assert_eq!(failures(&outs), vec![FileFailure::Cancelled]);
+    }
+
+    #[test]
+    fn a_file_previewed_in_memory_can_be_saved_at_once_after_it() {
+        let data = content(CHUNK_BYTES as usize + 5);
+        let mut d = downloads(
+            &data,
+            sha(&data),
+            FetchTarget::Memory { max_bytes: 1 << 20 },
+        );
+        drain(&mut d);
+        let save = FetchTarget::Path("/home/ana/photo.png".into());
+        d.fetch(FILE, save.clone(), Instant::now())
+            .expect("Save while the preview is on its way is queued behind it");
+        assert!(matches!(
+            d.fetch(FILE, save.clone(), Instant::now()),
+            Err(SendError::File(FileRequestError::AlreadyFetching { .. }))
+        ));
+        assert_eq!(d.pending(), 2);
+        assert_eq!(d.file_ids(), vec![FILE]);
+        for _ in 0..2 {
+            d.opened(FILE, Instant::now());
+            d.on_begin(FILE, data.len() as u64, 0, KEY, Instant::now());
+            for frame in frames(&data) {
+                d.on_chunk(&frame, Instant::now()).unwrap();
+            }
+        }
+        let outs = drain(&mut d);
+        assert!(outs.iter().any(|o| matches!(o,
+            DownloadOut::Emit(ClientEvent::FileReceived { bytes: Some(b), .. }) if b[..] == data[..])));
+        assert!(outs.iter().any(|o| matches!(o,
+            DownloadOut::Open { temp, size, .. } if temp.parent() == Some(Path::new("/home/ana")) && *size == data.len() as u64)));
+        assert!(outs.iter().any(|o| matches!(o,
+            DownloadOut::Finish { place: Place::Path(p), .. } if p == Path::new("/home/ana/photo.png"))));
+        assert_eq!(d.pending(), 0);
+    }
+
+    #[test]
+    fn the_host_is_asked_only_once_the_temporary_file_is_there() {
+        let mut d = Downloads::new();
+        d.joined(Instant::now());
+        let meta = FileMeta {
+            name: "a.bin".into(),
+            size: 10,
+            sha256: [0; 32],
+        };
+        d.remember(FILE, meta.clone());
+        d.remember(FILE + 1, meta);
+        d.fetch(FILE, folder(), Instant::now()).unwrap();
+        d.fetch(FILE + 1, folder(), Instant::now()).unwrap();
+        let outs = drain(&mut d);
+        assert!(outs.iter().any(|o| matches!(o, DownloadOut::Open { .. })));
+        assert!(
+            sent(&outs).is_empty(),
+            "nothing asked before the file exists"
+        );
+        // It could not be created (no space, say): it fails, and the host heard nothing.
+        d.io_failed(FILE, FileFailure::LocalSpace, "full".into(), Instant::now());
+        let outs = drain(&mut d);
+        assert_eq!(failures(&outs), vec![FileFailure::LocalSpace]);
+        assert!(sent(&outs).is_empty(), "{outs:?}");
+        assert!(
+            !outs
+                .iter()
+                .any(|o| matches!(o, DownloadOut::Discard { .. })),
+            "what is at a name it could not create is not its to remove"
+        );
+        // The next one opens, and only then asks.
+        assert!(
+            matches!(outs.last(), Some(DownloadOut::Open { file_id, .. }) if *file_id == FILE + 1)
+        );
+        d.opened(FILE + 1, Instant::now());
+        assert_eq!(
+            sent(&drain(&mut d)),
+            vec![ClientMessage::FileGet {
+                file_id: FILE + 1,
+                offset: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn cancelling_a_file_stops_every_fetch_of_it() {
+        let data = content(10);
+        let mut d = downloads(&data, sha(&data), FetchTarget::Memory { max_bytes: 100 });
+        d.fetch(FILE, folder(), Instant::now()).unwrap();
+        drain(&mut d);
+        assert!(d.cancel(FILE, Instant::now()));
+        let outs = drain(&mut d);
+        assert_eq!(
+            failures(&outs),
+            vec![FileFailure::Cancelled, FileFailure::Cancelled]
+        );
+        assert_eq!(sent(&outs), vec![ClientMessage::FileStop { file_id: FILE }]);
+        assert_eq!(d.pending(), 0);
+        assert!(!d.cancel(FILE, Instant::now()), "nothing left to cancel");
+    }
+
+    #[test]
+    fn temporary_names_are_unguessable_and_never_shared() {
+        let (a, b) = (
+            temp_path(&folder(), FILE, rand::random()),
+            temp_path(&folder(), FILE, rand::random()),
+        );
+        assert_ne!(a, b, "two downloads of one file into one folder");
+        let a = a.unwrap();
+        let name = a.file_name().unwrap().to_string_lossy();
+        assert!(
+            name.starts_with(".tertulia-") && name.ends_with(".part"),
+            "{name}"
+        );
+        assert_ne!(name, format!(".tertulia-{FILE:016x}.part"));
+        let mut d = downloads(&content(1), [0; 32], folder());
+        let mut e = downloads(&content(1), [0; 32], folder());
+        let open = |d: &mut Downloads| {
+            drain(d).into_iter().find_map(|o| match o {
+                DownloadOut::Open { temp, .. } => Some(temp),
+                _ => None,
+            })
+        };
+        assert_ne!(open(&mut d), open(&mut e));
+    }
+
+    #[test]
+    fn nothing_beyond_the_announced_size_is_taken() {
+        let data = content(CHUNK_BYTES as usize + 10);
+        let mut longer = data.clone();
+        longer.extend_from_slice(&[7; 100]);
+        let mut d = downloads(&data, sha(&data), folder());
+        drain(&mut d);
+        d.on_begin(FILE, data.len() as u64, 0, KEY, Instant::now());
+        let frames_longer = frames(&longer);
+        d.on_chunk(&frames_longer[0], Instant::now()).unwrap();
+        assert!(matches!(
+            d.on_chunk(&frames_longer[1], Instant::now()),
+            Err(DownloadIntegrity::Length {
+                expected: 10,
+                got: 110
+            })
+        ));
+        assert_eq!(
+            written(&drain(&mut d)),
+            vec![0],
+            "the long chunk is not written"
+        );
+        // A host that claims another size for the file is refused before anything is taken.
+        let mut d = downloads(&data, sha(&data), folder());
+        drain(&mut d);
+        d.on_begin(FILE, longer.len() as u64, 0, KEY, Instant::now());
+        let outs = drain(&mut d);
+        assert_eq!(failures(&outs), vec![FileFailure::Corrupt]);
+        assert!(sent(&outs).contains(&ClientMessage::FileStop { file_id: FILE }));
+        // And after the last byte, more chunks are not taken either.
+        let mut d = downloads(&data, sha(&data), folder());
+        d.on_begin(FILE, data.len() as u64, 0, KEY, Instant::now());
+        for frame in frames(&data) {
+            d.on_chunk(&frame, Instant::now()).unwrap();
+        }
+        drain(&mut d);
+        let extra = ChunkCipher::new(&KEY, FILE)
+            .seal(2 * CHUNK_BYTES, &[1; 10])
+            .unwrap();
+        d.on_chunk(&extra[5..], Instant::now()).unwrap();
+        assert!(written(&drain(&mut d)).is_empty());
     }
 
     #[test]

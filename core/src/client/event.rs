@@ -105,6 +105,9 @@ pub enum FileFailure {
     Cancelled,
     /// The local file could not be read or written (`message` says why).
     Io,
+    /// Not fetched: the folder's filesystem would be left with less free space than the
+    /// client keeps (`ClientConfig::min_free_bytes`; `message` says how much there is).
+    LocalSpace,
     /// The host refused it for a reason this version does not know.
     Refused,
 }
@@ -276,6 +279,41 @@ pub enum ClientEvent {
         reason: DisconnectReason,
         message: String,
     },
+}
+
+impl ClientEvent {
+    /// The event as JSON for readers whose numbers are doubles (JavaScript): as it
+    /// serializes, but with file ids as decimal strings. They are random u64s
+    /// (`docs/PROTOCOL.md` §13), which a double rounds above 2^53. Upload ids (the client's own
+    /// small counter) stay numbers.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        file_ids_as_text(&mut value);
+        value
+    }
+}
+
+fn file_ids_as_text(value: &mut serde_json::Value) {
+    let as_text = |v: &mut serde_json::Value, field: &str| {
+        if let Some(n) = v.get(field).and_then(serde_json::Value::as_u64) {
+            v[field] = serde_json::Value::String(n.to_string());
+        }
+    };
+    match value.get("type").and_then(serde_json::Value::as_str) {
+        Some("file_offered" | "file_sent" | "file_received") => as_text(value, "file_id"),
+        Some("file_progress" | "file_failed") if value["direction"] == "download" => {
+            as_text(value, "id");
+        }
+        Some("older") => {
+            if let Some(events) = value
+                .get_mut("events")
+                .and_then(serde_json::Value::as_array_mut)
+            {
+                events.iter_mut().for_each(file_ids_as_text);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Errors from [`ClientHandle`](super::ClientHandle) calls.

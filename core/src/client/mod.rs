@@ -96,7 +96,14 @@ pub struct ClientConfig {
     /// An identity the user accepted deliberately after being told the host's identity
     /// changed: if the host presents it, it is trusted and pinned, replacing the old pin.
     pub accept_new_host: Option<crate::identity::Fingerprint>,
+    /// A download into a folder or a path starts only if its filesystem would still have this
+    /// many bytes free once the whole file is there; otherwise it fails at once with
+    /// [`FileFailure::LocalSpace`]. (Checked where the system can tell: on Unix.)
+    pub min_free_bytes: u64,
 }
+
+/// The default [`ClientConfig::min_free_bytes`]: 256 MiB.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 << 20;
 
 impl ClientConfig {
     pub fn new(
@@ -115,6 +122,7 @@ impl ClientConfig {
             known_hosts: None,
             expected_host: None,
             accept_new_host: None,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -145,6 +153,10 @@ enum Command {
         reply: oneshot::Sender<Result<(), SendError>>,
     },
     CancelFetch(u64),
+    CancelTransfers {
+        id: Option<u64>,
+        reply: oneshot::Sender<Result<Vec<(TransferDirection, u64)>, SendError>>,
+    },
 }
 
 /// Controls a running client. Cheap to clone.
@@ -227,6 +239,18 @@ impl ClientHandle {
     /// file is removed.
     pub async fn cancel_fetch(&self, file_id: u64) {
         let _ = self.commands.send(Command::CancelFetch(file_id)).await;
+    }
+
+    /// Stop transfers, queued or in progress: with `id`, the upload with that upload id and
+    /// any download of the file with that file id; without, every upload and download. Each
+    /// stopped reports FileFailed { reason: Cancelled }; returns which were stopped (empty:
+    /// none matched).
+    pub async fn cancel_transfers(
+        &self,
+        id: Option<u64>,
+    ) -> Result<Vec<(TransferDirection, u64)>, SendError> {
+        self.request(|reply| Command::CancelTransfers { id, reply })
+            .await
     }
 
     /// Send a command that answers, and wait for the answer.
@@ -587,14 +611,24 @@ impl ClientTask {
         let (file_id, result) = match out {
             DownloadOut::Send(_) => return,
             DownloadOut::Emit(event) => return self.emit(event).await,
-            DownloadOut::Open { file_id, temp } => {
-                let opened = tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .write(true)
-                    .truncate(true)
-                    .open(&temp)
-                    .await;
-                let result = opened.map(|file| self.download_file = Some((file_id, file)));
+            DownloadOut::Open {
+                file_id,
+                temp,
+                size,
+            } => {
+                if let Err(message) = check_free_space(&temp, size, self.config.min_free_bytes) {
+                    self.downloads.io_failed(
+                        file_id,
+                        FileFailure::LocalSpace,
+                        message,
+                        Instant::now(),
+                    );
+                    return;
+                }
+                let result = create_new(&temp).await.map(|file| {
+                    self.download_file = Some((file_id, file));
+                    self.downloads.opened(file_id, Instant::now());
+                });
                 (
                     file_id,
                     result.map_err(|e| format!("cannot create {}: {e}", temp.display())),
@@ -672,7 +706,8 @@ impl ClientTask {
         if let Err(message) = result {
             tracing::warn!(file_id, %message, "a download's file operation failed");
             self.close_download(file_id).await;
-            self.downloads.io_failed(file_id, message, Instant::now());
+            self.downloads
+                .io_failed(file_id, FileFailure::Io, message, Instant::now());
         }
     }
 
@@ -821,8 +856,30 @@ impl ClientTask {
             }) => {
                 let _ = reply.send(self.downloads.fetch(file_id, target, Instant::now()));
             }
-            Some(Command::CancelFetch(id)) => self.downloads.cancel(id, Instant::now()),
+            Some(Command::CancelFetch(id)) => {
+                self.downloads.cancel(id, Instant::now());
+            }
+            Some(Command::CancelTransfers { id, reply }) => {
+                let _ = reply.send(Ok(self.cancel_transfers(id)));
+            }
         }
+    }
+
+    /// Stop the uploads and downloads `id` names (all without one); returns which.
+    fn cancel_transfers(&mut self, id: Option<u64>) -> Vec<(TransferDirection, u64)> {
+        let now = Instant::now();
+        let wanted = |candidate: &u64| id.is_none_or(|id| id == *candidate);
+        let mut cancelled = Vec::new();
+        for upload_id in self.uploads.upload_ids().into_iter().filter(wanted) {
+            self.uploads.cancel(upload_id);
+            cancelled.push((TransferDirection::Upload, upload_id));
+        }
+        for file_id in self.downloads.file_ids().into_iter().filter(wanted) {
+            if self.downloads.cancel(file_id, now) {
+                cancelled.push((TransferDirection::Download, file_id));
+            }
+        }
+        cancelled
     }
 
     async fn psk_for(&mut self, salt: Salt) -> Result<SecretKey, ConnError> {
@@ -1127,38 +1184,230 @@ async fn write_at(file: &mut tokio::fs::File, offset: u64, data: &[u8]) -> std::
     file.write_all(data).await
 }
 
+/// Create `path` as a new file for writing: never one already there, and never through a
+/// link planted at its name.
+async fn create_new(path: &Path) -> std::io::Result<tokio::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    let path = path.to_path_buf();
+    let file = tokio::task::spawn_blocking(move || options.open(path))
+        .await
+        .map_err(std::io::Error::other)??;
+    Ok(tokio::fs::File::from_std(file))
+}
+
+/// Whether the filesystem holding `temp` has room for `size` more bytes and still
+/// `min_free` free; `Err` says why not. Where the system cannot tell, it does not refuse.
+fn check_free_space(temp: &Path, size: u64, min_free: u64) -> Result<(), String> {
+    let Some(available) = available_bytes(temp) else {
+        return Ok(());
+    };
+    let needed = size.saturating_add(min_free);
+    if available < needed {
+        return Err(format!(
+            "not enough free space in {}: {} MiB free, {} MiB needed (the file and a margin of {} MiB)",
+            temp.parent().unwrap_or(temp).display(),
+            available >> 20,
+            needed.div_ceil(1 << 20),
+            min_free >> 20,
+        ));
+    }
+    Ok(())
+}
+
+/// The bytes an unprivileged process may still write on the filesystem holding `path`'s
+/// folder.
+#[cfg(unix)]
+fn available_bytes(path: &Path) -> Option<u64> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match rustix::fs::statvfs(dir) {
+        Ok(stats) => Some(stats.f_bavail.saturating_mul(stats.f_frsize)),
+        Err(e) => {
+            tracing::debug!(dir = %dir.display(), "cannot tell the free space: {e}");
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn available_bytes(_path: &Path) -> Option<u64> {
+    None
+}
+
 /// Move a checked download from `temp` into `place`; returns where it went. In a folder it
-/// never replaces a file: `name`, `name (1).ext`, … (a hard link claims the name atomically;
-/// where links are not possible, the first name not taken).
+/// never replaces anything (a file, a link, another client's download of the same file):
+/// `name`, `name (1).ext`, … each claimed atomically — a hard link where the filesystem has
+/// them, else a rename that refuses to replace (Linux), else a copy into a new file.
 async fn put_in_place(temp: &Path, place: &Place) -> std::io::Result<PathBuf> {
     match place {
         Place::Path(path) => {
+            // The user chose this path in a save dialog that asked about replacing it. (A
+            // rename replaces a link there, never writes through it.)
             tokio::fs::rename(temp, path).await?;
             Ok(path.clone())
         }
         Place::Folder { dir, name } => {
-            let name = crate::files::safe_name(name);
-            for n in 0..10_000 {
-                let candidate = dir.join(numbered_name(&name, n));
-                match tokio::fs::hard_link(temp, &candidate).await {
-                    Ok(()) => {
-                        tokio::fs::remove_file(temp).await?;
-                        return Ok(candidate);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                    Err(_) => {
-                        if tokio::fs::try_exists(&candidate).await? {
-                            continue;
-                        }
-                        tokio::fs::rename(temp, &candidate).await?;
-                        return Ok(candidate);
-                    }
+            let (temp, dir, name) = (temp.to_path_buf(), dir.clone(), name.clone());
+            tokio::task::spawn_blocking(move || claim_name(&temp, &dir, &name))
+                .await
+                .map_err(std::io::Error::other)?
+        }
+    }
+}
+
+/// How a checked download takes a name in its folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    HardLink,
+    #[cfg(target_os = "linux")]
+    RenameNoReplace,
+    Copy,
+}
+
+/// Blocking: the first of `name`, `name (1).ext`, … not taken in `dir`, claimed without
+/// replacing anything, with `temp`'s content; `temp` is gone afterwards.
+fn claim_name(temp: &Path, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+    let name = crate::files::safe_name(name);
+    let mut how = Claim::HardLink;
+    let mut n = 0;
+    while n < 10_000 {
+        let candidate = dir.join(numbered_name(&name, n));
+        match claim_once(how, temp, &candidate) {
+            Ok(()) => {
+                if how == Claim::HardLink {
+                    std::fs::remove_file(temp)?;
                 }
+                return Ok(candidate);
             }
-            Err(std::io::Error::other(format!(
-                "too many files named like {name} in {}",
-                dir.display()
-            )))
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            // This filesystem cannot do it this way: the next way, at the same name.
+            Err(e) if how != Claim::Copy => {
+                tracing::debug!(?how, "cannot claim a name this way: {e}");
+                how = match how {
+                    #[cfg(target_os = "linux")]
+                    Claim::HardLink => Claim::RenameNoReplace,
+                    _ => Claim::Copy,
+                };
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "too many files named like {name} in {}",
+        dir.display()
+    )))
+}
+
+fn claim_once(how: Claim, temp: &Path, candidate: &Path) -> std::io::Result<()> {
+    match how {
+        Claim::HardLink => std::fs::hard_link(temp, candidate),
+        #[cfg(target_os = "linux")]
+        Claim::RenameNoReplace => rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            temp,
+            rustix::fs::CWD,
+            candidate,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(std::io::Error::from),
+        Claim::Copy => {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+            }
+            let mut to = options.open(candidate)?;
+            let copied = std::fs::File::open(temp)
+                .and_then(|mut from| std::io::copy(&mut from, &mut to))
+                .and_then(|_| to.sync_all());
+            if let Err(e) = copied {
+                let _ = std::fs::remove_file(candidate);
+                // Not "already exists": that would try the next name.
+                return Err(std::io::Error::other(e));
+            }
+            std::fs::remove_file(temp)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every way of claiming a name, as used when hard links are not possible there.
+    fn ways() -> Vec<Claim> {
+        vec![
+            Claim::HardLink,
+            #[cfg(target_os = "linux")]
+            Claim::RenameNoReplace,
+            Claim::Copy,
+        ]
+    }
+
+    #[test]
+    fn no_way_of_claiming_a_name_replaces_a_file_or_writes_through_a_link() {
+        for how in ways() {
+            let dir = tempfile::tempdir().unwrap();
+            let temp = dir.path().join(".part");
+            std::fs::write(&temp, b"checked").unwrap();
+            let taken = dir.path().join("taken");
+            std::fs::write(&taken, b"theirs").unwrap();
+            let outside = dir.path().join("outside");
+            #[cfg(unix)]
+            std::os::unix::fs::symlink(&outside, dir.path().join("link")).unwrap();
+            let refused = claim_once(how, &temp, &taken).unwrap_err();
+            assert_eq!(refused.kind(), std::io::ErrorKind::AlreadyExists, "{how:?}");
+            assert_eq!(std::fs::read(&taken).unwrap(), b"theirs", "{how:?}");
+            #[cfg(unix)]
+            {
+                let link = dir.path().join("link");
+                let refused = claim_once(how, &temp, &link).unwrap_err();
+                assert_eq!(refused.kind(), std::io::ErrorKind::AlreadyExists, "{how:?}");
+                assert!(!outside.exists(), "{how:?} wrote through the link");
+            }
+            assert_eq!(std::fs::read(&temp).unwrap(), b"checked", "{how:?}");
+            let free = dir.path().join("free");
+            claim_once(how, &temp, &free).unwrap();
+            assert_eq!(std::fs::read(&free).unwrap(), b"checked", "{how:?}");
+        }
+    }
+
+    #[test]
+    fn a_checked_download_takes_the_first_name_nothing_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = dir.path().join(".tertulia-1-2.part");
+        std::fs::write(&temp, b"new").unwrap();
+        std::fs::write(dir.path().join("a.txt"), b"old").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("/nonexistent", dir.path().join("a (1).txt")).unwrap();
+        let placed = claim_name(&temp, dir.path(), "a.txt").unwrap();
+        let expected = if cfg!(unix) { "a (2).txt" } else { "a (1).txt" };
+        assert_eq!(placed, dir.path().join(expected));
+        assert_eq!(std::fs::read(&placed).unwrap(), b"new");
+        assert!(!temp.exists(), "the temporary file is gone");
+        assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"old");
+    }
+
+    #[test]
+    fn a_download_is_refused_when_the_disk_would_be_left_without_its_margin() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = dir.path().join(".part");
+        assert!(check_free_space(&temp, 1, 0).is_ok());
+        if cfg!(unix) {
+            let refused = check_free_space(&temp, 1, u64::MAX / 2).unwrap_err();
+            assert!(refused.contains("not enough free space"), "{refused}");
+            let refused = check_free_space(&temp, u64::MAX, 0).unwrap_err();
+            assert!(refused.contains("MiB needed"), "{refused}");
         }
     }
 }

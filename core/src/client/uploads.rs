@@ -453,6 +453,11 @@ impl Uploads {
     }
 
     /// Stop `upload_id` (queued or in progress).
+    /// The uploads queued or in progress, in order.
+    pub fn upload_ids(&self) -> Vec<u64> {
+        self.items.iter().map(|u| u.id).collect()
+    }
+
     pub fn cancel(&mut self, upload_id: u64) {
         let Some(at) = self.items.iter().position(|u| u.id == upload_id) else {
             return;
