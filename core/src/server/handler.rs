@@ -18,7 +18,8 @@ use tracing::{debug, info, warn};
 
 use super::clock::Now;
 use super::files::file_store::{self, VerifyError};
-use super::files::layout::{judge_chunk, progress_due, ChunkVerdict};
+use super::files::layout::{beyond_window, judge_chunk, progress_due, ChunkVerdict};
+use super::files::slot::Stored;
 use super::files::{ActiveUpload, Lookup, Offer, OfferOutcome};
 use super::link::DownloadJob;
 use super::link::{MemberLink, SendLimits};
@@ -177,6 +178,7 @@ pub(super) async fn handle_connection(
         link.progress.clone(),
         link.wake.clone(),
         link.cancel.clone(),
+        limits.stall,
     ));
     let mut handler = Handler {
         shared: shared.clone(),
@@ -199,6 +201,7 @@ pub(super) async fn handle_connection(
         page: None,
         file_work: None,
         upload: None,
+        droppable: 0,
         downloading: None,
     };
     let end = handler.read_loop(&mut reader, first).await;
@@ -411,6 +414,10 @@ struct Handler {
     file_work: Option<FileWork>,
     /// The connection's active upload.
     upload: Option<ActiveUpload>,
+    /// Chunks this connection may still send that are not stored (below `have`, or not for
+    /// its active upload): a window's worth from its last accepted offer, or from when the
+    /// host stopped its active upload; one more is a protocol violation (§13).
+    droppable: u32,
     /// The file this connection is downloading (the last `file_get` answered with a begin).
     downloading: Option<u64>,
 }
@@ -548,11 +555,13 @@ impl Handler {
                         });
                     }
                     OfferOutcome::Accepted(upload) => {
+                        let window = self.shared.files.limits().window;
                         self.link.queue(ServerMessage::FileAccepted {
                             upload_id,
                             have: upload.have,
-                            window: self.shared.files.limits().window,
+                            window,
                         });
+                        self.droppable = window;
                         let complete = upload.have == upload.size;
                         self.upload = Some(*upload);
                         if complete {
@@ -562,47 +571,60 @@ impl Handler {
                 }
             }
             FileWork::Chunk { offset, data } => {
-                let Some(upload) = self.upload.as_ref() else {
-                    return Ok(());
-                };
-                let (file, key, file_id, size) =
-                    (upload.file.clone(), upload.key, upload.file_id, upload.size);
-                let mut hasher = self.upload.as_mut().and_then(|u| u.hasher.take());
-                let len = data.len() as u64;
-                // Sealed once, as every member will get it, and stored as it is; hashed as it
-                // goes, so the finished file need not be read back.
-                let (written, hasher) = blocking(move || {
-                    if let Some(hasher) = &mut hasher {
-                        sha2::Digest::update(hasher, &data);
-                    }
-                    let written = ChunkCipher::new(&key, file_id)
-                        .seal(offset, &data)
-                        .map_err(|e| std::io::Error::other(e.to_string()))
-                        .and_then(|frame| file_store::write_frame(&file, size, offset, &frame));
-                    (written, hasher)
-                })
-                .await?;
                 let Some(upload) = self.upload.as_mut() else {
                     return Ok(());
                 };
-                upload.hasher = hasher;
-                if let Err(e) = written {
-                    warn!(conn, error = %e, "could not store a file chunk");
-                    let upload_id = upload.upload_id;
-                    self.upload = None;
-                    blocking(move || files.cancel(&client, upload_id)).await?;
-                    self.link.queue(ServerMessage::FileRefused {
-                        upload_id,
-                        reason: FileRefusal::NoSpace,
-                        message: "the host could not store the file".into(),
-                    });
-                    return Ok(());
-                }
-                upload.have = offset + len;
-                if !files.stored(&client, upload.upload_id, conn, upload.have) {
-                    self.upload = None; // taken over by another connection, or cancelled
-                    return Ok(());
-                }
+                let (slot, file, key, file_id, size, upload_id) = (
+                    upload.slot.clone(),
+                    upload.file.clone(),
+                    upload.key,
+                    upload.file_id,
+                    upload.size,
+                    upload.upload_id,
+                );
+                // Sealed once, as every member will get it, and stored as it is, only if this
+                // connection still owns the upload and this is its next chunk: decided under
+                // the upload's lock, so no other connection seals at this offset (§13).
+                let stored = {
+                    let (files, client) = (files.clone(), client.clone());
+                    blocking(move || {
+                        let stored = slot.store(conn, offset, &data, |data| {
+                            ChunkCipher::new(&key, file_id)
+                                .seal(offset, data)
+                                .map_err(|e| std::io::Error::other(e.to_string()))
+                                .and_then(|frame| file_store::write_frame(&file, size, offset, &frame))
+                        });
+                        if matches!(stored, Stored::Stored { .. }) {
+                            files.touch(&client, upload_id);
+                        }
+                        stored
+                    })
+                    .await?
+                };
+                let have = match stored {
+                    Stored::Stored { have } => have,
+                    Stored::NotActive => {
+                        // Taken over by another connection of this client, or dropped: what
+                        // it still has on the way is dropped too.
+                        info!(peer = %self.peer, conn, upload_id, "upload no longer active on this connection (taken over or dropped); its chunks here are dropped");
+                        self.upload = None;
+                        self.droppable = files.limits().window;
+                        return Ok(());
+                    }
+                    Stored::Failed(e) => {
+                        warn!(conn, error = %e, "could not store a file chunk");
+                        self.upload = None;
+                        self.droppable = files.limits().window;
+                        blocking(move || files.cancel(&client, upload_id)).await?;
+                        self.link.queue(ServerMessage::FileRefused {
+                            upload_id,
+                            reason: FileRefusal::NoSpace,
+                            message: "the host could not store the file".into(),
+                        });
+                        return Ok(());
+                    }
+                };
+                upload.have = have;
                 let window = files.limits().window;
                 if progress_due(upload.size, upload.have, upload.told, window) {
                     upload.told = upload.have;
@@ -623,8 +645,13 @@ impl Handler {
                 let generation = self.link.stop_download();
                 self.downloading = None;
                 let missing = |reason| ServerMessage::FileMissing { file_id, reason };
-                let (size, key, path) = match files.lookup(file_id) {
-                    Lookup::Kept { size, key, path } => (size, key, path),
+                let (size, key, path, left) = match files.lookup(file_id) {
+                    Lookup::Kept {
+                        size,
+                        key,
+                        path,
+                        left,
+                    } => (size, key, path, left),
                     Lookup::Gone => {
                         self.link.queue(missing(FileMissingReason::Gone));
                         return Ok(());
@@ -649,10 +676,12 @@ impl Handler {
                                 key,
                             },
                             DownloadJob {
+                                file_id,
                                 size,
                                 next: offset,
                                 file: Arc::new(file),
                                 generation,
+                                left,
                             },
                         );
                         self.downloading = Some(file_id);
@@ -686,10 +715,9 @@ impl Handler {
             upload.size,
             upload.sha256,
         );
-        let hashed = upload
-            .hasher
-            .clone()
-            .map(|hasher| <[u8; 32]>::from(sha2::Digest::finalize(hasher)));
+        // Kept as the chunks were stored, by whichever connection (the one check of what is
+        // on disk); read back from disk only for an upload resumed after a restart.
+        let hashed = upload.slot.digest(size);
         let verified =
             blocking(move || file_store::verify(&file, &key, file_id, size, &sha256, hashed))
                 .await?;
@@ -1018,13 +1046,27 @@ impl Handler {
                 Some(_),
             ) => {
                 // A chunk of an upload that is not the active one (cancelled, replaced,
-                // finished) is dropped.
-                let Some(upload) = self.upload.as_ref().filter(|u| u.upload_id == upload_id) else {
-                    return Ok(());
+                // finished, taken over) is dropped, and counted.
+                let window = self.shared.files.limits().window;
+                let verdict = match self.upload.as_ref().filter(|u| u.upload_id == upload_id) {
+                    Some(u) => match judge_chunk(u.size, u.have, offset, data.len()) {
+                        ChunkVerdict::Store if beyond_window(u.told, window, offset) => {
+                            ChunkVerdict::Violation("file chunk beyond the upload window")
+                        }
+                        verdict => verdict,
+                    },
+                    None => ChunkVerdict::Drop,
                 };
-                match judge_chunk(upload.size, upload.have, offset, data.len()) {
+                match verdict {
                     ChunkVerdict::Store => self.file_work = Some(FileWork::Chunk { offset, data }),
-                    ChunkVerdict::Drop => {}
+                    ChunkVerdict::Drop => {
+                        // Opened and read all the same: a window's worth at most (§13).
+                        self.droppable = self.droppable.checked_sub(1).ok_or(
+                            HandlerError::Protocol(
+                                "more file chunks the host does not store than the window allows",
+                            ),
+                        )?;
+                    }
                     ChunkVerdict::Violation(why) => return Err(HandlerError::Protocol(why)),
                 }
             }

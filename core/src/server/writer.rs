@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
@@ -21,7 +22,7 @@ use super::order::{Private, SendOrder, Step};
 use super::recent::{Forgotten as ReplayForgotten, RecentHistory, ReplayPin};
 use super::roster::Roster;
 use crate::cipher::CipherState;
-use crate::message::{RoomEvent, ServerMessage};
+use crate::message::{FileMissingReason, RoomEvent, ServerMessage};
 use crate::sealed::{self, MAX_SESSION_PLAINTEXT};
 
 /// Bytes of a `history` message around its events: the type number and the count (a varint
@@ -299,7 +300,8 @@ impl Batch {
 }
 
 /// Send a member's broadcasts and private messages, in the room's order, until `Close`, a
-/// write error or cancellation.
+/// write error or cancellation. A download whose chunk frames the connection takes nothing of
+/// for `stall` ends it as a slow consumer (see [`send_chunks`]).
 // The connection's parts, each shared with a different side (room, reader, log): bundling
 // them would only rename them.
 #[allow(clippy::too_many_arguments)]
@@ -312,6 +314,7 @@ pub(super) async fn write_loop(
     progress: Arc<WriterProgress>,
     wake: Arc<Notify>,
     cancel: CancellationToken,
+    stall: Duration,
 ) {
     let mut batch = Batch::default();
     // A replay of history being sent (where it is, and its last sequence number), a batch
@@ -421,45 +424,62 @@ pub(super) async fn write_loop(
             if closing || (!queue_open && order.wants_item()) {
                 break;
             }
-            // Nothing else waits: the next chunk of the file being sent, if any.
+            // Nothing else waits: the next chunks of the file being sent, if any.
             let current = progress.download_gen.load(Ordering::Acquire);
-            if let Some(job) =
-                download.take_if(|job| job.generation == current && job.next < job.size)
-            {
-                let sent = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    sent = send_chunk(&mut socket, job, std::mem::take(&mut chunk), &progress.sent) => sent,
-                };
-                match sent {
-                    Ok((job, buf)) => {
-                        chunk = buf;
-                        download = Some(job);
+            match download_step(&mut download, current) {
+                DownloadStep::Chunks(job) => {
+                    let sent = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        sent = send_chunks(&mut socket, job, std::mem::take(&mut chunk), &progress.sent, stall) => sent,
+                    };
+                    match sent {
+                        Ok((job, buf)) => {
+                            chunk = buf;
+                            download = Some(job);
+                        }
+                        Err(ChunkError::Stalled) => {
+                            warn!("slow consumer: a download is not being taken; disconnecting");
+                            cancel.cancel();
+                            break;
+                        }
+                        Err(ChunkError::Io(e)) => {
+                            tracing::debug!(error = %e, "sending a file chunk failed; closing");
+                            break;
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "sending a file chunk failed; closing");
-                        break;
+                    continue;
+                }
+                // Its file left the room: the member is told, and the file is let go.
+                DownloadStep::Left(file_id) => {
+                    closing |= batch.seal(
+                        &mut send,
+                        &ServerMessage::FileMissing {
+                            file_id,
+                            reason: FileMissingReason::Gone,
+                        },
+                    );
+                }
+                DownloadStep::Idle => {
+                    // Done, stopped or replaced: the buffer is let go too.
+                    if chunk.capacity() > 0 {
+                        chunk = Vec::new();
                     }
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = wake.notified(), if order.is_attached() => {
+                            // Let the tasks already due run first: broadcasts they add in this
+                            // scheduler round go out in this member's next write, not the one
+                            // after.
+                            tokio::task::yield_now().await;
+                        }
+                        item = rx.recv(), if order.wants_item() && queue_open => match item {
+                            Some(item) => order.offer(taken(item)),
+                            None => queue_open = false,
+                        },
+                    }
+                    continue;
                 }
-                continue;
             }
-            // Done, stopped or replaced: the file and the buffer are let go.
-            download = None;
-            if chunk.capacity() > 0 {
-                chunk = Vec::new();
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = wake.notified(), if order.is_attached() => {
-                    // Let the tasks already due run first: broadcasts they add in this
-                    // scheduler round go out in this member's next write, not the one after.
-                    tokio::task::yield_now().await;
-                }
-                item = rx.recv(), if order.wants_item() && queue_open => match item {
-                    Some(item) => order.offer(taken(item)),
-                    None => queue_open = false,
-                },
-            }
-            continue;
         }
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -480,14 +500,49 @@ pub(super) async fn write_loop(
 /// system calls few per megabyte.
 const CHUNKS_PER_WRITE: u64 = 4;
 
+/// What the download in progress asks of the writer when nothing else is due.
+enum DownloadStep {
+    /// Send its next chunk frames.
+    Chunks(DownloadJob),
+    /// Its file left the room before it was all sent: say so (`file_missing: gone`).
+    Left(u64),
+    /// Nothing: none, done, stopped by a `file_stop` or replaced by a newer `file_get`.
+    Idle,
+}
+
+/// Take the download in progress out of `download` and say what it needs, the connection's
+/// download generation being `current` (the one place a job is looked at; a job sent on is
+/// put back by the caller, any other is let go here with its file).
+fn download_step(download: &mut Option<DownloadJob>, current: u64) -> DownloadStep {
+    match download.take() {
+        Some(job) if job.due(current) => DownloadStep::Chunks(job),
+        Some(job) if job.generation == current && job.next < job.size => {
+            DownloadStep::Left(job.file_id)
+        }
+        _ => DownloadStep::Idle,
+    }
+}
+
+/// Why [`send_chunks`] stopped.
+#[derive(Debug)]
+enum ChunkError {
+    /// The connection took nothing for the stall time (or did not take what was being
+    /// written that long after the file left): a slow consumer.
+    Stalled,
+    Io(std::io::Error),
+}
+
 /// Read the next chunk frames of `job` from disk (on a blocking thread) and write them whole;
-/// returns the job moved on and the buffer for the next ones.
-async fn send_chunk(
+/// returns the job moved on and the buffer for the next ones. A frame cannot be left half
+/// written, so the write goes on after the file left, but not for ever: nothing taken for
+/// `stall`, or still not written `stall` after the file left, is [`ChunkError::Stalled`].
+async fn send_chunks(
     socket: &mut OwnedWriteHalf,
     mut job: DownloadJob,
     mut buf: Vec<u8>,
     sent: &AtomicU64,
-) -> std::io::Result<(DownloadJob, Vec<u8>)> {
+    stall: Duration,
+) -> Result<(DownloadJob, Vec<u8>), ChunkError> {
     let (file, size, offset) = (job.file.clone(), job.size, job.next);
     let (read, buf_back) = tokio::task::spawn_blocking(move || {
         let read =
@@ -495,18 +550,34 @@ async fn send_chunk(
         (read, buf)
     })
     .await
-    .map_err(std::io::Error::other)?;
+    .map_err(|e| ChunkError::Io(std::io::Error::other(e)))?;
     buf = buf_back;
-    job.next = read?;
+    job.next = read.map_err(ChunkError::Io)?;
+    let after_stall = || tokio::time::Instant::now().checked_add(stall);
+    let mut taken_by = after_stall();
+    let mut written_by: Option<tokio::time::Instant> = None;
     // Counted as the socket takes it: a member reading slowly is still reading.
     let mut at = 0;
     while at < buf.len() {
-        let n = socket.write(&buf[at..]).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
+        let deadline = match (taken_by, written_by) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        tokio::select! {
+            n = socket.write(&buf[at..]) => {
+                let n = n.map_err(ChunkError::Io)?;
+                if n == 0 {
+                    return Err(ChunkError::Io(std::io::ErrorKind::WriteZero.into()));
+                }
+                sent.fetch_add(n as u64, Ordering::Release);
+                at += n;
+                taken_by = after_stall();
+            }
+            _ = job.left.cancelled(), if written_by.is_none() => written_by = after_stall(),
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                return Err(ChunkError::Stalled);
+            }
         }
-        sent.fetch_add(n as u64, Ordering::Release);
-        at += n;
     }
     Ok((job, buf))
 }
@@ -560,6 +631,7 @@ mod tests {
                 link.progress.clone(),
                 link.wake.clone(),
                 link.cancel.clone(),
+                link.limits.stall,
             ));
             Self {
                 client,
@@ -704,10 +776,12 @@ mod tests {
                 key: file_key,
             },
             crate::server::link::DownloadJob {
+                file_id: 9,
                 size,
                 next: CHUNK_BYTES,
                 file: Arc::new(stored.reopen().unwrap()),
                 generation,
+                left: CancellationToken::new(),
             },
         ));
         assert!(link.queue(ServerMessage::Pong { broadcast_next: 0 }));
@@ -760,10 +834,12 @@ mod tests {
                 key: file_key,
             },
             crate::server::link::DownloadJob {
+                file_id: 9,
                 size,
                 next: 0,
                 file: Arc::new(stored.reopen().unwrap()),
                 generation,
+                left: CancellationToken::new(),
             },
         ));
         link.stop_download();

@@ -4,6 +4,7 @@
 //! - [`layout`]: where each chunk's frame sits in a stored file, and the verdict on an
 //!   upload's next chunk (pure);
 //! - [`quota`]: which files give way for an offer (pure);
+//! - [`slot`]: an unfinished upload's write side, shared by the connections that take it up;
 //! - [`file_store`]: the files directory (blocking I/O).
 //!
 //! [`FileHost`] is the shared state behind its own lock (never the room's; lock order: room,
@@ -15,6 +16,7 @@
 pub mod file_store;
 pub mod layout;
 pub mod quota;
+pub mod slot;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
@@ -23,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::RngCore;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::store::{FileRecord, Store, StoreError, StoredFiles, UploadRecord};
@@ -30,6 +33,7 @@ use crate::cipher::Key;
 use crate::message::{FileRefusal, Sha256};
 use file_store::FileDir;
 use layout::{have_from_len, stored_len};
+use slot::UploadSlot;
 
 /// The host's limits on files; see `docs/PROTOCOL.md` (Limits) for the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,12 +115,11 @@ struct Unfinished {
     mime: String,
     sha256: Sha256,
     source: String,
-    /// Content bytes stored (whole chunks, or the whole size).
-    have: u64,
     /// The last chunk (or the offer).
     touched: Instant,
-    /// The connection it is active on.
-    owner: Option<u64>,
+    /// Which connection stores its chunks, and how much is stored (shared by every
+    /// connection that takes it up).
+    slot: Arc<UploadSlot>,
 }
 
 #[derive(Debug, Default)]
@@ -135,6 +138,8 @@ struct State {
     highest_clock: u64,
     gone: HashSet<u64>,
     gone_order: VecDeque<u64>,
+    /// Cancelled when a kept file leaves, so its downloads stop (one per file being sent).
+    left: HashMap<u64, CancellationToken>,
     /// Stored files to delete (off every lock, by [`FileHost::empty_trash`]).
     trash: Vec<PathBuf>,
 }
@@ -162,6 +167,9 @@ impl State {
             self.by_seq.remove(&kept.seq);
             self.kept_bytes -= charge(kept.size);
             self.trash.push(dir.file_path(file_id));
+            if let Some(left) = self.left.remove(&file_id) {
+                left.cancel();
+            }
             self.gone.insert(file_id);
             self.gone_order.push_back(file_id);
             while self.gone_order.len() > MAX_GONE {
@@ -174,6 +182,7 @@ impl State {
 
     fn forget_upload(&mut self, client: &str, upload_id: u64, dir: &FileDir) -> Option<Unfinished> {
         let upload = self.uploads.remove(&(client.to_string(), upload_id))?;
+        upload.slot.close();
         self.unfinished_bytes -= charge(upload.size);
         self.trash.push(dir.file_path(upload.file_id));
         Some(upload)
@@ -208,13 +217,14 @@ pub struct ActiveUpload {
     pub sha256: Sha256,
     pub name: String,
     pub mime: String,
+    /// Content bytes stored, as this connection last stored or was told them.
     pub have: u64,
     /// The last `have` told the client.
     pub told: u64,
     pub file: Arc<File>,
-    /// The SHA-256 of the content so far, while this connection has stored all of it (from
-    /// 0): then the finished file need not be read back to be checked.
-    pub hasher: Option<sha2::Sha256>,
+    /// Where chunks are stored, if this connection still owns the upload, and the SHA-256 of
+    /// what is stored (see [`slot`]).
+    pub slot: Arc<UploadSlot>,
 }
 
 /// The answer to an offer.
@@ -229,7 +239,13 @@ pub enum OfferOutcome {
 /// A file to send, as `file_get` finds it.
 #[derive(Debug)]
 pub enum Lookup {
-    Kept { size: u64, key: Key, path: PathBuf },
+    /// `left` is cancelled when the file leaves the room: its downloads stop.
+    Kept {
+        size: u64,
+        key: Key,
+        path: PathBuf,
+        left: CancellationToken,
+    },
     Gone,
     Unknown,
 }
@@ -359,9 +375,8 @@ impl FileHost {
                     mime: upload.mime,
                     sha256: upload.sha256,
                     source: upload.source,
-                    have,
                     touched: now.checked_sub(age).unwrap_or(now),
-                    owner: None,
+                    slot: Arc::new(UploadSlot::new(have)),
                 },
             );
         }
@@ -455,17 +470,19 @@ impl FileHost {
         let key = (client.to_string(), offer.upload_id);
         if let Some(upload) = state.uploads.get_mut(&key) {
             if upload.size == offer.size && upload.sha256 == offer.sha256 {
-                upload.owner = Some(conn);
                 upload.touched = Instant::now();
                 let upload = upload.clone();
                 drop(state);
                 let path = self.dir.file_path(upload.file_id);
-                let keep = have_to_stored(upload.size, upload.have);
-                return match self
-                    .dir
-                    .ensure()
-                    .and_then(|()| file_store::open_for_upload(&path, keep))
-                {
+                // Taken over (from an earlier connection of this client, live or not): `have`
+                // read and the file cut to it under the upload's lock, so no chunk of the
+                // connection it was active on lands in between.
+                let (have, opened) = upload.slot.take_over(conn, |have| {
+                    self.dir.ensure().and_then(|()| {
+                        file_store::open_for_upload(&path, have_to_stored(upload.size, have))
+                    })
+                });
+                return match opened {
                     Ok(file) => OfferOutcome::Accepted(Box::new(ActiveUpload {
                         upload_id: offer.upload_id,
                         file_id: upload.file_id,
@@ -474,10 +491,10 @@ impl FileHost {
                         sha256: upload.sha256,
                         name: upload.name,
                         mime: upload.mime,
-                        have: upload.have,
-                        told: upload.have,
+                        have,
+                        told: have,
                         file: Arc::new(file),
-                        hasher: (upload.have == 0).then(sha2::Sha256::default),
+                        slot: upload.slot,
                     })),
                     Err(e) => {
                         warn!(error = %e, "could not reopen an unfinished upload");
@@ -547,9 +564,8 @@ impl FileHost {
             mime: crate::files::kept_mime(&offer.mime),
             sha256: offer.sha256,
             source: source.to_string(),
-            have: 0,
             touched: Instant::now(),
-            owner: Some(conn),
+            slot: Arc::new(UploadSlot::new(0)),
         };
         state.unfinished_bytes += charge(upload.size);
         state.uploads.insert(key, upload.clone());
@@ -579,10 +595,12 @@ impl FileHost {
             None => Ok(()),
         };
         let opened = recorded.map_err(|e| e.to_string()).and_then(|()| {
-            self.dir
-                .ensure()
-                .and_then(|()| file_store::open_for_upload(&self.dir.file_path(file_id), 0))
-                .map_err(|e| e.to_string())
+            let (_, opened) = upload.slot.take_over(conn, |_| {
+                self.dir
+                    .ensure()
+                    .and_then(|()| file_store::open_for_upload(&self.dir.file_path(file_id), 0))
+            });
+            opened.map_err(|e| e.to_string())
         });
         match opened {
             Ok(file) => OfferOutcome::Accepted(Box::new(ActiveUpload {
@@ -596,7 +614,7 @@ impl FileHost {
                 have: 0,
                 told: 0,
                 file: Arc::new(file),
-                hasher: Some(sha2::Sha256::default()),
+                slot: upload.slot,
             })),
             Err(e) => {
                 warn!(error = %e, "could not start storing an upload");
@@ -606,17 +624,10 @@ impl FileHost {
         }
     }
 
-    /// Chunks of `client`'s upload are stored up to `have`: is `conn` still the connection it
-    /// is active on? (If not, it stops sending it.)
-    pub fn stored(&self, client: &str, upload_id: u64, conn: u64, have: u64) -> bool {
-        let mut state = self.state();
-        match state.uploads.get_mut(&(client.to_string(), upload_id)) {
-            Some(upload) if upload.owner == Some(conn) => {
-                upload.have = have;
-                upload.touched = Instant::now();
-                true
-            }
-            _ => false,
+    /// A chunk of `client`'s upload was stored (in its [`slot`]): it is kept its time again.
+    pub fn touch(&self, client: &str, upload_id: u64) {
+        if let Some(upload) = self.state().uploads.get_mut(&(client.to_string(), upload_id)) {
+            upload.touched = Instant::now();
         }
     }
 
@@ -682,14 +693,18 @@ impl FileHost {
         }
     }
 
-    /// Where file `file_id` can be read, if the room keeps it.
+    /// Where file `file_id` can be read, if the room keeps it, and what tells its download
+    /// that it left (asked under the same lock as whether it is kept, so a file leaving
+    /// after this always reaches the download).
     pub fn lookup(&self, file_id: u64) -> Lookup {
-        let state = self.state();
+        let mut state = self.state();
+        let state = &mut *state;
         match state.kept.get(&file_id) {
             Some(kept) => Lookup::Kept {
                 size: kept.size,
                 key: kept.key,
                 path: self.dir.file_path(file_id),
+                left: state.left.entry(file_id).or_default().clone(),
             },
             None if state.gone.contains(&file_id) => Lookup::Gone,
             None => Lookup::Unknown,

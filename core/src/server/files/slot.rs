@@ -1,0 +1,207 @@
+//! An unfinished upload's write side (`docs/PROTOCOL.md` §13, "One writer at a time"): which
+//! connection may store its chunks, how much of it is stored, and the SHA-256 of what is.
+//!
+//! Every connection that takes the upload up shares one [`UploadSlot`]. Whether a chunk is
+//! stored is decided under the slot's lock, with its place and before it is sealed, and the
+//! seal and the write happen under it too: a connection that lost the upload to another (a
+//! reconnect racing the old connection) can never seal a chunk at an offset the new one
+//! also seals, and the digest kept here is always that of what is on disk, whichever
+//! connection stored it. A takeover reads `have` and opens the stored file under the same
+//! lock, so nothing is written between the answer and the file it is written to.
+//!
+//! Blocking: the lock is held across a chunk's seal and write (one upload's chunks only, on a
+//! blocking thread), never across anything else.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use sha2::Digest;
+
+/// The write side of one unfinished upload; see the module documentation.
+#[derive(Debug)]
+pub struct UploadSlot {
+    state: Mutex<SlotState>,
+    /// Set when the upload is dropped (cancelled, expired, discarded, a write failed): nothing
+    /// is stored any more. Outside the lock, so dropping never waits for a write.
+    closed: AtomicBool,
+}
+
+#[derive(Debug)]
+struct SlotState {
+    /// The connection the upload is active on.
+    owner: Option<u64>,
+    /// Content bytes stored (whole chunks, or the whole size).
+    have: u64,
+    /// The SHA-256 of the content `[0, have)`, when this process stored all of it; `None` for
+    /// an upload resumed after a restart (then the finished file is read back).
+    hasher: Option<sha2::Sha256>,
+}
+
+/// What became of a chunk offered to [`UploadSlot::store`].
+#[derive(Debug)]
+pub enum Stored {
+    /// Sealed, written and hashed: the upload now holds `have` bytes.
+    Stored { have: u64 },
+    /// Not this connection's to store (taken over, dropped), or not at its place: nothing
+    /// was sealed or written.
+    NotActive,
+    /// The write failed: the slot is closed, nothing more is stored.
+    Failed(std::io::Error),
+}
+
+impl UploadSlot {
+    /// An upload holding `have` bytes (0 for a new one), active nowhere yet. Its digest is
+    /// kept only from 0.
+    pub fn new(have: u64) -> Self {
+        Self {
+            state: Mutex::new(SlotState {
+                owner: None,
+                have,
+                hasher: (have == 0).then(sha2::Sha256::default),
+            }),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Make connection `conn` the only one that stores chunks of the upload; under the lock,
+    /// `open` is given `have` (to open the stored file cut to it). Returns `have` and what
+    /// `open` returned.
+    pub fn take_over<T>(&self, conn: u64, open: impl FnOnce(u64) -> T) -> (u64, T) {
+        let mut state = self.lock();
+        state.owner = Some(conn);
+        let have = state.have;
+        (have, open(have))
+    }
+
+    /// Store `data`, the chunk at content `offset`, if `conn` owns the upload and it is the
+    /// next chunk: `write` seals and writes it (under the lock).
+    pub fn store(
+        &self,
+        conn: u64,
+        offset: u64,
+        data: &[u8],
+        write: impl FnOnce(&[u8]) -> std::io::Result<()>,
+    ) -> Stored {
+        let mut state = self.lock();
+        if self.closed.load(Ordering::Acquire) || state.owner != Some(conn) || state.have != offset
+        {
+            return Stored::NotActive;
+        }
+        if let Err(e) = write(data) {
+            // What reached the disk of it is unknown: nothing is sealed at this offset again.
+            self.closed.store(true, Ordering::Release);
+            state.owner = None;
+            return Stored::Failed(e);
+        }
+        if let Some(hasher) = &mut state.hasher {
+            hasher.update(data);
+        }
+        state.have = offset + data.len() as u64;
+        Stored::Stored { have: state.have }
+    }
+
+    /// The SHA-256 of the stored content if it is all there (`size` bytes) and was hashed as
+    /// it was stored; `None` means: read it back (or, dropped, it is no file any more).
+    pub fn digest(&self, size: u64) -> Option<[u8; 32]> {
+        let state = self.lock();
+        if state.have != size || self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        state.hasher.clone().map(|hasher| hasher.finalize().into())
+    }
+
+    /// The upload was dropped: nothing more is stored.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::CHUNK_BYTES;
+
+    const C: usize = CHUNK_BYTES as usize;
+
+    fn ok(_: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// A takeover moves the right to store at once: the old connection's next chunk is
+    /// neither sealed nor written (its `write` never runs), and the digest goes on over what
+    /// either stored, in order.
+    #[test]
+    fn a_taken_over_upload_is_stored_only_by_its_new_connection_and_hashed_across_both() {
+        let content: Vec<u8> = (0..3 * C).map(|i| (i % 251) as u8).collect();
+        let size = content.len() as u64;
+        let slot = UploadSlot::new(0);
+        assert_eq!(slot.take_over(1, |have| have), (0, 0));
+        assert!(matches!(
+            slot.store(1, 0, &content[..C], ok),
+            Stored::Stored { have } if have == CHUNK_BYTES
+        ));
+        let (have, ()) = slot.take_over(2, |_| ());
+        assert_eq!(have, CHUNK_BYTES);
+        let mut sealed_by_old = false;
+        assert!(matches!(
+            slot.store(1, CHUNK_BYTES, &[9; C], |_| {
+                sealed_by_old = true;
+                Ok(())
+            }),
+            Stored::NotActive
+        ));
+        assert!(!sealed_by_old, "nothing sealed for a connection that lost it");
+        // Not at its place (a resend, or a chunk ahead): nothing sealed either.
+        assert!(matches!(
+            slot.store(2, 0, &content[..C], ok),
+            Stored::NotActive
+        ));
+        assert!(matches!(
+            slot.store(2, 2 * CHUNK_BYTES, &content[2 * C..], ok),
+            Stored::NotActive
+        ));
+        assert_eq!(slot.digest(size), None, "not all there yet");
+        for at in [CHUNK_BYTES, 2 * CHUNK_BYTES] {
+            let range = at as usize..(at as usize + C);
+            assert!(matches!(
+                slot.store(2, at, &content[range], ok),
+                Stored::Stored { .. }
+            ));
+        }
+        let expected: [u8; 32] = sha2::Sha256::digest(&content).into();
+        assert_eq!(slot.digest(size), Some(expected));
+    }
+
+    #[test]
+    fn a_resumed_upload_has_no_digest_and_a_failed_or_dropped_one_stores_nothing_more() {
+        let resumed = UploadSlot::new(CHUNK_BYTES);
+        resumed.take_over(1, |_| ());
+        assert!(matches!(
+            resumed.store(1, CHUNK_BYTES, &[1; 10], ok),
+            Stored::Stored { have } if have == CHUNK_BYTES + 10
+        ));
+        assert_eq!(resumed.digest(CHUNK_BYTES + 10), None, "read back from disk");
+
+        let failing = UploadSlot::new(0);
+        failing.take_over(1, |_| ());
+        assert!(matches!(
+            failing.store(1, 0, &[1; C], |_| Err(std::io::Error::other("disk full"))),
+            Stored::Failed(_)
+        ));
+        failing.take_over(2, |_| ());
+        assert!(matches!(
+            failing.store(2, 0, &[1; C], ok),
+            Stored::NotActive
+        ));
+
+        let dropped = UploadSlot::new(0);
+        dropped.take_over(1, |_| ());
+        dropped.close();
+        assert!(matches!(dropped.store(1, 0, &[1; C], ok), Stored::NotActive));
+        assert_eq!(dropped.digest(0), None, "a dropped upload is no file");
+    }
+}
