@@ -606,11 +606,20 @@ mod tests {
 
     impl WriterUnderTest {
         async fn start(session_key: &Key, queue: usize) -> Self {
+            Self::start_with(session_key, queue, SendLimits::none()).await
+        }
+
+        /// With these limits, and a small kernel send buffer (64 KiB, as the server bounds
+        /// it): a member that stops reading blocks the writer soon.
+        async fn start_with(session_key: &Key, queue: usize, limits: SendLimits) -> Self {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let client = TcpStream::connect(listener.local_addr().unwrap())
                 .await
                 .unwrap();
             let (server_side, _) = listener.accept().await.unwrap();
+            socket2::SockRef::from(&server_side)
+                .set_send_buffer_size(64 * 1024)
+                .unwrap();
             let (server_read, server_write) = server_side.into_split();
             let log = Arc::new(FanoutLog::new());
             let (tx, rx) = mpsc::channel(queue);
@@ -620,7 +629,7 @@ mod tests {
                 tx,
                 log.clone(),
                 CancellationToken::new(),
-                SendLimits::none(),
+                limits,
             );
             let writer = tokio::spawn(write_loop(
                 server_write,
@@ -857,6 +866,128 @@ mod tests {
             rest[0].starts_with("FileBegin") && rest[1].starts_with("Ack"),
             "{rest:?}"
         );
+    }
+
+    /// A download of `file` (file 9 of `size` bytes, from 0), after everything queued so far.
+    fn queue_download_of(
+        link: &MemberLink,
+        file: &Arc<std::fs::File>,
+        size: u64,
+        key: Key,
+        left: &CancellationToken,
+    ) {
+        let generation = link.stop_download();
+        assert!(link.queue_download(
+            ServerMessage::FileBegin {
+                file_id: 9,
+                size,
+                offset: 0,
+                key,
+            },
+            crate::server::link::DownloadJob {
+                file_id: 9,
+                size,
+                next: 0,
+                file: file.clone(),
+                generation,
+                left: left.clone(),
+            },
+        ));
+    }
+
+    /// The file leaves the room (its token cancelled) while a download of it goes out: the
+    /// chunk frames being written are finished, then `file_missing: gone` instead of the
+    /// rest, the writer has let go of the file, and what is queued after still goes out.
+    #[tokio::test]
+    async fn a_download_whose_file_left_ends_with_file_missing_and_lets_go_of_the_file() {
+        let (session_key, file_key) = ([3u8; 32], [4u8; 32]);
+        let WriterUnderTest {
+            client,
+            link,
+            log,
+            writer,
+            ..
+        } = WriterUnderTest::start(&session_key, 64).await;
+        let (stored, size) = stored_file(&file_key, 9, 40);
+        let file = Arc::new(stored.reopen().unwrap());
+        let left = CancellationToken::new();
+        link.tx.try_send(Outgoing::Attach(log.end())).unwrap();
+        queue_download_of(&link, &file, size, file_key, &left);
+        let mut reader = crate::conn::FrameReader::new(client);
+        let mut recv = CipherState::new(&session_key);
+        let (mut chunks, mut seen) = (0, Vec::new());
+        loop {
+            let (kind, body) = reader.read_frame(MAX_BODY).await.unwrap().unwrap();
+            match kind {
+                FrameKind::FileChunk => {
+                    chunks += 1;
+                    if chunks == 1 {
+                        // Queued first: whatever is queued goes before the next chunks.
+                        assert!(link.queue(ServerMessage::Ack { up_to: 1 }));
+                        left.cancel();
+                    }
+                }
+                FrameKind::Session => {
+                    let message: ServerMessage = sealed::open_session(&mut recv, &body).unwrap();
+                    let missing = matches!(message, ServerMessage::FileMissing { .. });
+                    seen.push(message);
+                    if missing {
+                        break;
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(chunks < 40, "stopped part-way: {chunks}");
+        assert!(matches!(seen[0], ServerMessage::FileBegin { file_id: 9, .. }));
+        assert!(matches!(seen[1], ServerMessage::Ack { up_to: 1 }), "{seen:?}");
+        assert!(matches!(
+            seen[2],
+            ServerMessage::FileMissing {
+                file_id: 9,
+                reason: FileMissingReason::Gone
+            }
+        ));
+        assert_eq!(Arc::strong_count(&file), 1, "the writer let go of the file");
+        assert!(link.queue(ServerMessage::Pong { broadcast_next: 0 }));
+        assert!(link.close());
+        let mut rest = Vec::new();
+        while let Some((kind, body)) = reader.read_frame(MAX_BODY).await.unwrap() {
+            assert_eq!(kind, FrameKind::Session, "no chunk after file_missing");
+            rest.push(sealed::open_session::<ServerMessage>(&mut recv, &body).unwrap());
+        }
+        writer.await.unwrap();
+        assert!(matches!(rest[..], [ServerMessage::Pong { .. }]), "{rest:?}");
+    }
+
+    /// A member that never takes its download: after the stall time with nothing taken the
+    /// connection is cut off (its token cancelled) and the writer has let go of the file —
+    /// with no chat waiting that would have found it over its budget.
+    #[tokio::test]
+    async fn a_download_never_taken_cuts_the_connection_off_and_lets_go_of_the_file() {
+        let (session_key, file_key) = ([3u8; 32], [4u8; 32]);
+        let limits = SendLimits {
+            stall: std::time::Duration::from_millis(200),
+            ..SendLimits::none()
+        };
+        let WriterUnderTest {
+            client,
+            link,
+            log,
+            writer,
+            ..
+        } = WriterUnderTest::start_with(&session_key, 64, limits).await;
+        let (stored, size) = stored_file(&file_key, 9, 40);
+        let file = Arc::new(stored.reopen().unwrap());
+        link.tx.try_send(Outgoing::Attach(log.end())).unwrap();
+        queue_download_of(&link, &file, size, file_key, &CancellationToken::new());
+        tokio::time::timeout(std::time::Duration::from_secs(60), writer)
+            .await
+            .expect("the writer gives up")
+            .unwrap();
+        assert!(link.cancel.is_cancelled(), "cut off as a slow consumer");
+        assert_eq!(Arc::strong_count(&file), 1, "the writer let go of the file");
+        drop(client);
     }
 
     /// A room key rotation in the middle of a backlog several writes long: the writer sends
