@@ -102,9 +102,8 @@ async fn room_with_a_file(
     (uploader, id, first)
 }
 
-/// The brief's case: a member asks for a file and never reads; the file gives way to the
-/// quota. The host's descriptors on it (there while it is being sent) drop, and the room
-/// chats on.
+/// A member asks for a file and never reads; the file gives way to the quota. The host's
+/// descriptors on it (there while it is being sent) drop, and the room chats on.
 #[tokio::test]
 async fn an_evicted_file_is_let_go_of_though_its_downloader_never_reads() {
     let server = ServerProcess::start(
@@ -115,7 +114,8 @@ async fn an_evicted_file_is_let_go_of_though_its_downloader_never_reads() {
     .await;
     let (mut ana, mut ben) = two_chatting(&server).await;
     let (mut uploader, first_id, _) = room_with_a_file(&server).await;
-    assert_eq!(open_fds_on(&server, first_id), 0, "nothing holds it at rest");
+    // The upload's handle goes right after its `file_done`.
+    until("nothing holds it at rest", || open_fds_on(&server, first_id) == 0).await;
 
     let mut sleeper = member(&server, "sleeper").await;
     sleeper
@@ -136,9 +136,18 @@ async fn an_evicted_file_is_let_go_of_though_its_downloader_never_reads() {
         open_fds_on(&server, first_id) == 0
     })
     .await;
-    // The sleeper was cut off (it could not be told in the middle of a frame); reading what
-    // is left ends in the close.
-    while sleeper.next_incoming().await.is_some() {}
+    // Reading what is left ends in `file_missing: gone` (the writer was between frames when
+    // the file left) or in the close (it was in the middle of one: cut off after the stall).
+    loop {
+        match sleeper.next_incoming().await {
+            None => break,
+            Some(Incoming::Private(ServerMessage::FileMissing { file_id, reason })) => {
+                assert_eq!((file_id, reason), (first_id, FileMissingReason::Gone));
+                break;
+            }
+            Some(_) => {}
+        }
+    }
     still_chatting(&mut ana, &mut ben, "after the eviction").await;
 }
 
