@@ -93,9 +93,7 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 
 /// A room with a 4 MiB file quota, `first` (3 MiB) in it, and the uploader that will make it
 /// give way with a second 3 MiB file.
-async fn room_with_a_file(
-    server: &ServerProcess,
-) -> (RawMember, u64, Vec<u8>) {
+async fn room_with_a_file(server: &ServerProcess) -> (RawMember, u64, Vec<u8>) {
     let mut uploader = member(server, "uploader").await;
     let first: Vec<u8> = (0..3 * MIB).map(|i| (i % 253) as u8).collect();
     let id = file_id(uploader.upload(1, "first.bin", &first).await);
@@ -115,7 +113,10 @@ async fn an_evicted_file_is_let_go_of_though_its_downloader_never_reads() {
     let (mut ana, mut ben) = two_chatting(&server).await;
     let (mut uploader, first_id, _) = room_with_a_file(&server).await;
     // The upload's handle goes right after its `file_done`.
-    until("nothing holds it at rest", || open_fds_on(&server, first_id) == 0).await;
+    until("nothing holds it at rest", || {
+        open_fds_on(&server, first_id) == 0
+    })
+    .await;
 
     let mut sleeper = member(&server, "sleeper").await;
     sleeper
@@ -206,7 +207,10 @@ async fn a_reading_downloader_is_told_its_file_is_gone_and_stays_connected() {
     };
     assert_eq!(missing, (first_id, FileMissingReason::Gone));
     let whole = first.len().div_ceil(C);
-    assert!(chunks < whole, "stopped part-way: {chunks} of {whole} chunks");
+    assert!(
+        chunks < whole,
+        "stopped part-way: {chunks} of {whole} chunks"
+    );
     reader.send(&ClientMessage::Ping).await.unwrap();
     reader
         .wait_private(|m| matches!(m, ServerMessage::Pong { .. }))
@@ -264,8 +268,7 @@ async fn chunks_the_host_does_not_store_are_counted_and_a_flood_of_them_is_cut_o
 
     // A window (16) of resends of a stored chunk: dropped; the upload goes on.
     let mut resender = member(&server, "resender").await;
-    let Some(ServerMessage::FileAccepted { window, .. }) =
-        resender.offer(1, "f.bin", &file).await
+    let Some(ServerMessage::FileAccepted { window, .. }) = resender.offer(1, "f.bin", &file).await
     else {
         panic!("accepted");
     };
@@ -289,8 +292,7 @@ async fn chunks_the_host_does_not_store_are_counted_and_a_flood_of_them_is_cut_o
 
     // Chunks for an upload it cancelled, far more than a window: closed.
     let mut canceller = member(&server, "canceller").await;
-    let Some(ServerMessage::FileAccepted { .. }) = canceller.offer(1, "f.bin", &file).await
-    else {
+    let Some(ServerMessage::FileAccepted { .. }) = canceller.offer(1, "f.bin", &file).await else {
         panic!("accepted");
     };
     canceller.send_chunk(1, 0, &file[..C]).await.unwrap();
@@ -299,7 +301,11 @@ async fn chunks_the_host_does_not_store_are_counted_and_a_flood_of_them_is_cut_o
         .await
         .unwrap();
     for _ in 0..40 {
-        if canceller.send_chunk(1, C as u64, &file[C..2 * C]).await.is_err() {
+        if canceller
+            .send_chunk(1, C as u64, &file[C..2 * C])
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -351,7 +357,9 @@ async fn two_connections_of_one_client_interleaving_an_upload_never_store_a_mix(
     assert_eq!(have, 8 * CHUNK_BYTES);
     // ... then the old one sends its own content from 0, as the upload's owner once was.
     for i in 0..8 {
-        old.send_chunk(1, i * CHUNK_BYTES, &evil[..C]).await.unwrap();
+        old.send_chunk(1, i * CHUNK_BYTES, &evil[..C])
+            .await
+            .unwrap();
     }
     server
         .wait_for_log("upload no longer active on this connection")

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use super::clock::Now;
 use super::files::file_store::{self, VerifyError};
 use super::files::layout::{beyond_window, judge_chunk, progress_due, ChunkVerdict};
-use super::files::slot::Stored;
+use super::files::slot::StoreOutcome;
 use super::files::{ActiveUpload, Lookup, Offer, OfferOutcome};
 use super::link::DownloadJob;
 use super::link::{MemberLink, SendLimits};
@@ -592,9 +592,11 @@ impl Handler {
                             ChunkCipher::new(&key, file_id)
                                 .seal(offset, data)
                                 .map_err(|e| std::io::Error::other(e.to_string()))
-                                .and_then(|frame| file_store::write_frame(&file, size, offset, &frame))
+                                .and_then(|frame| {
+                                    file_store::write_frame(&file, size, offset, &frame)
+                                })
                         });
-                        if matches!(stored, Stored::Stored { .. }) {
+                        if matches!(stored, StoreOutcome::Stored { .. }) {
                             files.touch(&client, upload_id);
                         }
                         stored
@@ -602,8 +604,8 @@ impl Handler {
                     .await?
                 };
                 let have = match stored {
-                    Stored::Stored { have } => have,
-                    Stored::NotActive => {
+                    StoreOutcome::Stored { have } => have,
+                    StoreOutcome::NotActive => {
                         // Taken over by another connection of this client, or dropped: what
                         // it still has on the way is dropped too.
                         info!(peer = %self.peer, conn, upload_id, "upload no longer active on this connection (taken over or dropped); its chunks here are dropped");
@@ -611,7 +613,7 @@ impl Handler {
                         self.droppable = files.limits().window;
                         return Ok(());
                     }
-                    Stored::Failed(e) => {
+                    StoreOutcome::Failed(e) => {
                         warn!(conn, error = %e, "could not store a file chunk");
                         self.upload = None;
                         self.droppable = files.limits().window;
@@ -1061,11 +1063,10 @@ impl Handler {
                     ChunkVerdict::Store => self.file_work = Some(FileWork::Chunk { offset, data }),
                     ChunkVerdict::Drop => {
                         // Opened and read all the same: a window's worth at most (§13).
-                        self.droppable = self.droppable.checked_sub(1).ok_or(
-                            HandlerError::Protocol(
+                        self.droppable =
+                            self.droppable.checked_sub(1).ok_or(HandlerError::Protocol(
                                 "more file chunks the host does not store than the window allows",
-                            ),
-                        )?;
+                            ))?;
                     }
                     ChunkVerdict::Violation(why) => return Err(HandlerError::Protocol(why)),
                 }

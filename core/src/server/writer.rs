@@ -624,13 +624,7 @@ mod tests {
             let log = Arc::new(FanoutLog::new());
             let (tx, rx) = mpsc::channel(queue);
             let recent = Arc::new(RecentHistory::default());
-            let link = MemberLink::new(
-                1,
-                tx,
-                log.clone(),
-                CancellationToken::new(),
-                limits,
-            );
+            let link = MemberLink::new(1, tx, log.clone(), CancellationToken::new(), limits);
             let writer = tokio::spawn(write_loop(
                 server_write,
                 CipherState::new(session_key),
@@ -939,8 +933,14 @@ mod tests {
             }
         }
         assert!(chunks < 40, "stopped part-way: {chunks}");
-        assert!(matches!(seen[0], ServerMessage::FileBegin { file_id: 9, .. }));
-        assert!(matches!(seen[1], ServerMessage::Ack { up_to: 1 }), "{seen:?}");
+        assert!(matches!(
+            seen[0],
+            ServerMessage::FileBegin { file_id: 9, .. }
+        ));
+        assert!(
+            matches!(seen[1], ServerMessage::Ack { up_to: 1 }),
+            "{seen:?}"
+        );
         assert!(matches!(
             seen[2],
             ServerMessage::FileMissing {

@@ -125,7 +125,10 @@ mod tests {
         assert!(!beyond_window(8 * C, 16, 23 * C));
         assert!(beyond_window(8 * C, 16, 24 * C));
         assert!(beyond_window(0, 1, C) && !beyond_window(0, 1, 0));
-        assert!(!beyond_window(u64::MAX - 5, 16, u64::MAX - 1), "no overflow");
+        assert!(
+            !beyond_window(u64::MAX - 5, 16, u64::MAX - 1),
+            "no overflow"
+        );
     }
 
     #[test]

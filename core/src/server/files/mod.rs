@@ -626,7 +626,11 @@ impl FileHost {
 
     /// A chunk of `client`'s upload was stored (in its [`slot`]): it is kept its time again.
     pub fn touch(&self, client: &str, upload_id: u64) {
-        if let Some(upload) = self.state().uploads.get_mut(&(client.to_string(), upload_id)) {
+        if let Some(upload) = self
+            .state()
+            .uploads
+            .get_mut(&(client.to_string(), upload_id))
+        {
             upload.touched = Instant::now();
         }
     }

@@ -39,7 +39,7 @@ struct SlotState {
 
 /// What became of a chunk offered to [`UploadSlot::store`].
 #[derive(Debug)]
-pub enum Stored {
+pub enum StoreOutcome {
     /// Sealed, written and hashed: the upload now holds `have` bytes.
     Stored { have: u64 },
     /// Not this connection's to store (taken over, dropped), or not at its place: nothing
@@ -85,23 +85,23 @@ impl UploadSlot {
         offset: u64,
         data: &[u8],
         write: impl FnOnce(&[u8]) -> std::io::Result<()>,
-    ) -> Stored {
+    ) -> StoreOutcome {
         let mut state = self.lock();
         if self.closed.load(Ordering::Acquire) || state.owner != Some(conn) || state.have != offset
         {
-            return Stored::NotActive;
+            return StoreOutcome::NotActive;
         }
         if let Err(e) = write(data) {
             // What reached the disk of it is unknown: nothing is sealed at this offset again.
             self.closed.store(true, Ordering::Release);
             state.owner = None;
-            return Stored::Failed(e);
+            return StoreOutcome::Failed(e);
         }
         if let Some(hasher) = &mut state.hasher {
             hasher.update(data);
         }
         state.have = offset + data.len() as u64;
-        Stored::Stored { have: state.have }
+        StoreOutcome::Stored { have: state.have }
     }
 
     /// The SHA-256 of the stored content if it is all there (`size` bytes) and was hashed as
@@ -142,7 +142,7 @@ mod tests {
         assert_eq!(slot.take_over(1, |have| have), (0, 0));
         assert!(matches!(
             slot.store(1, 0, &content[..C], ok),
-            Stored::Stored { have } if have == CHUNK_BYTES
+            StoreOutcome::Stored { have } if have == CHUNK_BYTES
         ));
         let (have, ()) = slot.take_over(2, |_| ());
         assert_eq!(have, CHUNK_BYTES);
@@ -152,24 +152,27 @@ mod tests {
                 sealed_by_old = true;
                 Ok(())
             }),
-            Stored::NotActive
+            StoreOutcome::NotActive
         ));
-        assert!(!sealed_by_old, "nothing sealed for a connection that lost it");
+        assert!(
+            !sealed_by_old,
+            "nothing sealed for a connection that lost it"
+        );
         // Not at its place (a resend, or a chunk ahead): nothing sealed either.
         assert!(matches!(
             slot.store(2, 0, &content[..C], ok),
-            Stored::NotActive
+            StoreOutcome::NotActive
         ));
         assert!(matches!(
             slot.store(2, 2 * CHUNK_BYTES, &content[2 * C..], ok),
-            Stored::NotActive
+            StoreOutcome::NotActive
         ));
         assert_eq!(slot.digest(size), None, "not all there yet");
         for at in [CHUNK_BYTES, 2 * CHUNK_BYTES] {
             let range = at as usize..(at as usize + C);
             assert!(matches!(
                 slot.store(2, at, &content[range], ok),
-                Stored::Stored { .. }
+                StoreOutcome::Stored { .. }
             ));
         }
         let expected: [u8; 32] = sha2::Sha256::digest(&content).into();
@@ -182,26 +185,33 @@ mod tests {
         resumed.take_over(1, |_| ());
         assert!(matches!(
             resumed.store(1, CHUNK_BYTES, &[1; 10], ok),
-            Stored::Stored { have } if have == CHUNK_BYTES + 10
+            StoreOutcome::Stored { have } if have == CHUNK_BYTES + 10
         ));
-        assert_eq!(resumed.digest(CHUNK_BYTES + 10), None, "read back from disk");
+        assert_eq!(
+            resumed.digest(CHUNK_BYTES + 10),
+            None,
+            "read back from disk"
+        );
 
         let failing = UploadSlot::new(0);
         failing.take_over(1, |_| ());
         assert!(matches!(
             failing.store(1, 0, &[1; C], |_| Err(std::io::Error::other("disk full"))),
-            Stored::Failed(_)
+            StoreOutcome::Failed(_)
         ));
         failing.take_over(2, |_| ());
         assert!(matches!(
             failing.store(2, 0, &[1; C], ok),
-            Stored::NotActive
+            StoreOutcome::NotActive
         ));
 
         let dropped = UploadSlot::new(0);
         dropped.take_over(1, |_| ());
         dropped.close();
-        assert!(matches!(dropped.store(1, 0, &[1; C], ok), Stored::NotActive));
+        assert!(matches!(
+            dropped.store(1, 0, &[1; C], ok),
+            StoreOutcome::NotActive
+        ));
         assert_eq!(dropped.digest(0), None, "a dropped upload is no file");
     }
 }
