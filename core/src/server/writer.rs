@@ -828,23 +828,8 @@ mod tests {
             ..
         } = WriterUnderTest::start(&session_key, 64).await;
         link.tx.try_send(Outgoing::Attach(log.end())).unwrap();
-        let generation = link.stop_download();
-        assert!(link.queue_download(
-            ServerMessage::FileBegin {
-                file_id: 9,
-                size,
-                offset: 0,
-                key: file_key,
-            },
-            crate::server::link::DownloadJob {
-                file_id: 9,
-                size,
-                next: 0,
-                file: Arc::new(stored.reopen().unwrap()),
-                generation,
-                left: CancellationToken::new(),
-            },
-        ));
+        let file = Arc::new(stored.reopen().unwrap());
+        queue_download_of(&link, &file, size, file_key, &CancellationToken::new());
         link.stop_download();
         assert!(link.queue(ServerMessage::Ack { up_to: 1 }));
         assert!(link.close());
