@@ -29,7 +29,7 @@ use super::room::NotMember;
 use super::source::Source;
 use super::throttle::Admission;
 use super::turns::Turn;
-use super::writer::write_loop;
+use super::writer::{write_loop, DownloadPatience};
 use super::Shared;
 use crate::cipher::CipherState;
 use crate::conn::{self, ConnError, FrameReader};
@@ -178,7 +178,7 @@ pub(super) async fn handle_connection(
         link.progress.clone(),
         link.wake.clone(),
         link.cancel.clone(),
-        limits.stall,
+        DownloadPatience::for_stall(limits.stall),
     ));
     let mut handler = Handler {
         shared: shared.clone(),

@@ -299,9 +299,33 @@ impl Batch {
     }
 }
 
+/// The least time a download waits for its member to take anything before the connection is
+/// cut off: the client's own patience with a download (it asks again after 30 s without a
+/// chunk, `docs/PROTOCOL.md` §9), so a member busy for a few seconds is never cut off for it.
+pub(super) const DOWNLOAD_PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long a download waits for its member (see [`send_chunks`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DownloadPatience {
+    /// Nothing of the chunk frames being written taken for this long: a slow consumer.
+    pub taken: Duration,
+    /// Once the file left the room, the frames being written must be taken within this.
+    pub left: Duration,
+}
+
+impl DownloadPatience {
+    /// For a room whose slow-consumer stall time is `stall`.
+    pub fn for_stall(stall: Duration) -> Self {
+        Self {
+            taken: stall.max(DOWNLOAD_PATIENCE),
+            left: stall,
+        }
+    }
+}
+
 /// Send a member's broadcasts and private messages, in the room's order, until `Close`, a
-/// write error or cancellation. A download whose chunk frames the connection takes nothing of
-/// for `stall` ends it as a slow consumer (see [`send_chunks`]).
+/// write error or cancellation. A download its member does not take ends the connection as a
+/// slow consumer (see [`send_chunks`] and `patience`).
 // The connection's parts, each shared with a different side (room, reader, log): bundling
 // them would only rename them.
 #[allow(clippy::too_many_arguments)]
@@ -314,7 +338,7 @@ pub(super) async fn write_loop(
     progress: Arc<WriterProgress>,
     wake: Arc<Notify>,
     cancel: CancellationToken,
-    stall: Duration,
+    patience: DownloadPatience,
 ) {
     let mut batch = Batch::default();
     // A replay of history being sent (where it is, and its last sequence number), a batch
@@ -430,7 +454,7 @@ pub(super) async fn write_loop(
                 DownloadStep::Chunks(job) => {
                     let sent = tokio::select! {
                         _ = cancel.cancelled() => return,
-                        sent = send_chunks(&mut socket, job, std::mem::take(&mut chunk), &progress.sent, stall) => sent,
+                        sent = send_chunks(&mut socket, job, std::mem::take(&mut chunk), &progress.sent, patience) => sent,
                     };
                     match sent {
                         Ok((job, buf)) => {
@@ -526,8 +550,8 @@ fn download_step(download: &mut Option<DownloadJob>, current: u64) -> DownloadSt
 /// Why [`send_chunks`] stopped.
 #[derive(Debug)]
 enum ChunkError {
-    /// The connection took nothing for the stall time (or did not take what was being
-    /// written that long after the file left): a slow consumer.
+    /// The connection took nothing for `patience.taken`, or did not take what was being
+    /// written within `patience.left` after the file left: a slow consumer.
     Stalled,
     Io(std::io::Error),
 }
@@ -535,13 +559,14 @@ enum ChunkError {
 /// Read the next chunk frames of `job` from disk (on a blocking thread) and write them whole;
 /// returns the job moved on and the buffer for the next ones. A frame cannot be left half
 /// written, so the write goes on after the file left, but not for ever: nothing taken for
-/// `stall`, or still not written `stall` after the file left, is [`ChunkError::Stalled`].
+/// `patience.taken`, or still not written `patience.left` after the file left, is
+/// [`ChunkError::Stalled`].
 async fn send_chunks(
     socket: &mut OwnedWriteHalf,
     mut job: DownloadJob,
     mut buf: Vec<u8>,
     sent: &AtomicU64,
-    stall: Duration,
+    patience: DownloadPatience,
 ) -> Result<(DownloadJob, Vec<u8>), ChunkError> {
     let (file, size, offset) = (job.file.clone(), job.size, job.next);
     let (read, buf_back) = tokio::task::spawn_blocking(move || {
@@ -553,8 +578,8 @@ async fn send_chunks(
     .map_err(|e| ChunkError::Io(std::io::Error::other(e)))?;
     buf = buf_back;
     job.next = read.map_err(ChunkError::Io)?;
-    let after_stall = || tokio::time::Instant::now().checked_add(stall);
-    let mut taken_by = after_stall();
+    let after = |wait: Duration| tokio::time::Instant::now().checked_add(wait);
+    let mut taken_by = after(patience.taken);
     let mut written_by: Option<tokio::time::Instant> = None;
     // Counted as the socket takes it: a member reading slowly is still reading.
     let mut at = 0;
@@ -571,9 +596,9 @@ async fn send_chunks(
                 }
                 sent.fetch_add(n as u64, Ordering::Release);
                 at += n;
-                taken_by = after_stall();
+                taken_by = after(patience.taken);
             }
-            _ = job.left.cancelled(), if written_by.is_none() => written_by = after_stall(),
+            _ = job.left.cancelled(), if written_by.is_none() => written_by = after(patience.left),
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
                 return Err(ChunkError::Stalled);
             }
@@ -634,7 +659,10 @@ mod tests {
                 link.progress.clone(),
                 link.wake.clone(),
                 link.cancel.clone(),
-                link.limits.stall,
+                DownloadPatience {
+                    taken: link.limits.stall,
+                    left: link.limits.stall,
+                },
             ));
             Self {
                 client,
@@ -943,6 +971,18 @@ mod tests {
         }
         writer.await.unwrap();
         assert!(matches!(rest[..], [ServerMessage::Pong { .. }]), "{rest:?}");
+    }
+
+    /// A room's slow-consumer stall time (5 s by default) is too short a wait for a download:
+    /// a member busy for a few seconds is still downloading. The client's own patience (30 s)
+    /// is the least; once the file left, the stall time.
+    #[test]
+    fn a_download_waits_at_least_the_clients_own_patience() {
+        let default = DownloadPatience::for_stall(std::time::Duration::from_secs(5));
+        assert_eq!(default.taken, DOWNLOAD_PATIENCE);
+        assert_eq!(default.left, std::time::Duration::from_secs(5));
+        let long = DownloadPatience::for_stall(std::time::Duration::from_secs(120));
+        assert_eq!(long.taken, std::time::Duration::from_secs(120));
     }
 
     /// A member that never takes its download: after the stall time with nothing taken the
