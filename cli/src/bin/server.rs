@@ -9,8 +9,8 @@ use tertulia_core::frame::MAX_BODY;
 use tertulia_core::identity::HostKey;
 use tertulia_core::invite::Invite;
 use tertulia_core::passphrase;
-use tertulia_core::server::shareable_for;
 use tertulia_core::portmap::{self, Check, Failure, Mapper, MapperConfig, Status, Update, Via};
+use tertulia_core::server::shareable_for;
 use tertulia_core::server::{
     ConfigError, FileLimits, FloodLimit, HandshakeThrottle, PreviousRoom, Retention, RoomConfig,
     Server, ServerConfig, ServerError, DEFAULT_MAX_FILES_BYTES, DEFAULT_MAX_FILE_BYTES,
