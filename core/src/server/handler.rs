@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::clock::Now;
 use super::files::file_store::{self, VerifyError};
-use super::files::layout::{judge_chunk, progress_due, ChunkVerdict};
+use super::files::layout::{beyond_window, judge_chunk, progress_due, ChunkVerdict};
 use super::files::{ActiveUpload, ChunkError, Lookup, Offer, OfferOutcome};
 use super::link::DownloadJob;
 use super::link::{MemberLink, SendLimits};
@@ -28,7 +28,7 @@ use super::room::NotMember;
 use super::source::Source;
 use super::throttle::Admission;
 use super::turns::Turn;
-use super::writer::write_loop;
+use super::writer::{write_loop, DownloadPatience};
 use super::Shared;
 use crate::cipher::CipherState;
 use crate::conn::{self, ConnError, FrameReader};
@@ -177,6 +177,7 @@ pub(super) async fn handle_connection(
         link.progress.clone(),
         link.wake.clone(),
         link.cancel.clone(),
+        DownloadPatience::for_stall(limits.stall),
     ));
     let mut handler = Handler {
         shared: shared.clone(),
@@ -199,6 +200,7 @@ pub(super) async fn handle_connection(
         page: None,
         file_work: None,
         upload: None,
+        droppable: 0,
         downloading: None,
     };
     let end = handler.read_loop(&mut reader, first).await;
@@ -411,6 +413,10 @@ struct Handler {
     file_work: Option<FileWork>,
     /// The connection's active upload.
     upload: Option<ActiveUpload>,
+    /// Chunks this connection may still send that are not stored (below `have`, or not for
+    /// its active upload): a window's worth from its last accepted offer, or from when the
+    /// host stopped its active upload; one more is a protocol violation (§13).
+    droppable: u32,
     /// The file this connection is downloading (the last `file_get` answered with a begin).
     downloading: Option<u64>,
 }
@@ -548,11 +554,13 @@ impl Handler {
                         });
                     }
                     OfferOutcome::Accepted(upload) => {
+                        let window = self.shared.files.limits().window;
                         self.link.queue(ServerMessage::FileAccepted {
                             upload_id,
                             have: upload.have,
-                            window: self.shared.files.limits().window,
+                            window,
                         });
+                        self.droppable = window;
                         let complete = upload.have == upload.size;
                         self.upload = Some(*upload);
                         if complete {
@@ -562,40 +570,33 @@ impl Handler {
                 }
             }
             FileWork::Chunk { offset, data } => {
-                let Some(upload) = self.upload.as_ref() else {
-                    return Ok(());
-                };
-                let target = upload.target();
-                let mut hasher = self.upload.as_mut().and_then(|u| u.hasher.take());
-                let len = data.len() as u64;
-                // Charged to the quota as it arrives (the oldest files may give way), sealed
-                // once and stored as it is; hashed as it goes, so the finished file need not
-                // be read back.
-                let (written, hasher) = {
-                    let (files, client) = (files.clone(), client.clone());
-                    blocking(move || {
-                        let written = files.store_chunk(&client, conn, &target, offset, &data);
-                        if let (Ok(()), Some(hasher)) = (&written, &mut hasher) {
-                            sha2::Digest::update(hasher, &data);
-                        }
-                        (written, hasher)
-                    })
-                    .await?
-                };
                 let Some(upload) = self.upload.as_mut() else {
                     return Ok(());
                 };
-                upload.hasher = hasher;
-                match written {
-                    Ok(()) => {}
+                let (target, upload_id) = (upload.target(), upload.upload_id);
+                // Charged to the quota as it arrives (the oldest files may give way), sealed
+                // once, as every member will get it, stored as it is and hashed, only if this
+                // connection still owns the upload and this is its next chunk: decided under
+                // the upload's lock, so no other connection seals at this offset (§13).
+                let stored = {
+                    let (files, client) = (files.clone(), client.clone());
+                    blocking(move || files.store_chunk(&client, conn, &target, offset, &data))
+                        .await?
+                };
+                let have = match stored {
+                    Ok(have) => have,
                     Err(ChunkError::NotActive) => {
-                        self.upload = None; // taken over by another connection, or gone
+                        // Taken over by another connection of this client, or dropped: what
+                        // it still has on the way is dropped too.
+                        info!(peer = %self.peer, conn, upload_id, "upload no longer active on this connection (taken over or dropped); its chunks here are dropped");
+                        self.upload = None;
+                        self.droppable = files.limits().window;
                         return Ok(());
                     }
                     Err(e) => {
                         warn!(conn, error = %e, "could not store a file chunk");
-                        let upload_id = upload.upload_id;
                         self.upload = None;
+                        self.droppable = files.limits().window;
                         blocking(move || files.cancel(&client, upload_id)).await?;
                         let message = match e {
                             ChunkError::NoSpace => "the room's file space is full; try again later",
@@ -608,12 +609,8 @@ impl Handler {
                         });
                         return Ok(());
                     }
-                }
-                upload.have = offset + len;
-                if !files.stored(&client, upload.upload_id, conn, upload.have) {
-                    self.upload = None; // taken over by another connection, or cancelled
-                    return Ok(());
-                }
+                };
+                upload.have = have;
                 let window = files.limits().window;
                 if progress_due(upload.size, upload.have, upload.told, window) {
                     upload.told = upload.have;
@@ -634,8 +631,13 @@ impl Handler {
                 let generation = self.link.stop_download();
                 self.downloading = None;
                 let missing = |reason| ServerMessage::FileMissing { file_id, reason };
-                let (size, key, path) = match files.lookup(file_id) {
-                    Lookup::Kept { size, key, path } => (size, key, path),
+                let (size, key, path, left) = match files.lookup(file_id) {
+                    Lookup::Kept {
+                        size,
+                        key,
+                        path,
+                        left,
+                    } => (size, key, path, left),
                     Lookup::Gone => {
                         self.link.queue(missing(FileMissingReason::Gone));
                         return Ok(());
@@ -660,10 +662,12 @@ impl Handler {
                                 key,
                             },
                             DownloadJob {
+                                file_id,
                                 size,
                                 next: offset,
                                 file: Arc::new(file),
                                 generation,
+                                left,
                             },
                         );
                         self.downloading = Some(file_id);
@@ -697,10 +701,9 @@ impl Handler {
             upload.size,
             upload.sha256,
         );
-        let hashed = upload
-            .hasher
-            .clone()
-            .map(|hasher| <[u8; 32]>::from(sha2::Digest::finalize(hasher)));
+        // Kept as the chunks were stored, by whichever connection (the one check of what is
+        // on disk); read back from disk only for an upload resumed after a restart.
+        let hashed = upload.slot.digest(size);
         let verified =
             blocking(move || file_store::verify(&file, &key, file_id, size, &sha256, hashed))
                 .await?;
@@ -1046,13 +1049,26 @@ impl Handler {
                 Some(_),
             ) => {
                 // A chunk of an upload that is not the active one (cancelled, replaced,
-                // finished) is dropped.
-                let Some(upload) = self.upload.as_ref().filter(|u| u.upload_id == upload_id) else {
-                    return Ok(());
+                // finished, taken over) is dropped, and counted.
+                let window = self.shared.files.limits().window;
+                let verdict = match self.upload.as_ref().filter(|u| u.upload_id == upload_id) {
+                    Some(u) => match judge_chunk(u.size, u.have, offset, data.len()) {
+                        ChunkVerdict::Store if beyond_window(u.told, window, offset) => {
+                            ChunkVerdict::Violation("file chunk beyond the upload window")
+                        }
+                        verdict => verdict,
+                    },
+                    None => ChunkVerdict::Drop,
                 };
-                match judge_chunk(upload.size, upload.have, offset, data.len()) {
+                match verdict {
                     ChunkVerdict::Store => self.file_work = Some(FileWork::Chunk { offset, data }),
-                    ChunkVerdict::Drop => {}
+                    ChunkVerdict::Drop => {
+                        // Opened and read all the same: a window's worth at most (§13).
+                        self.droppable =
+                            self.droppable.checked_sub(1).ok_or(HandlerError::Protocol(
+                                "more file chunks the host does not store than the window allows",
+                            ))?;
+                    }
                     ChunkVerdict::Violation(why) => return Err(HandlerError::Protocol(why)),
                 }
             }

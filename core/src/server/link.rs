@@ -66,6 +66,7 @@ pub enum Outgoing {
 /// takes them (never the whole file in memory; never counted against the send queue).
 #[derive(Debug)]
 pub struct DownloadJob {
+    pub file_id: u64,
     /// The file's content size.
     pub size: u64,
     /// The content offset of the next chunk to send.
@@ -74,6 +75,17 @@ pub struct DownloadJob {
     /// The connection's download generation it belongs to ([`WriterProgress::download_gen`]):
     /// a newer `file_get` or a `file_stop` moves it on, and this job stops.
     pub generation: u64,
+    /// Cancelled when the file leaves the room (retention, the quota): the job stops with
+    /// `file_missing: gone` and lets go of `file`.
+    pub left: CancellationToken,
+}
+
+impl DownloadJob {
+    /// Are chunks of it still to be sent, the connection's download generation being
+    /// `current`? (Not when it is done, stopped or replaced, or its file left.)
+    pub fn due(&self, current: u64) -> bool {
+        self.generation == current && self.next < self.size && !self.left.is_cancelled()
+    }
 }
 
 /// Bytes counted for an item besides its encoding: its frame, tag and queue slot.

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
@@ -21,7 +22,7 @@ use super::order::{Private, SendOrder, Step};
 use super::recent::{Forgotten as ReplayForgotten, RecentHistory, ReplayPin};
 use super::roster::Roster;
 use crate::cipher::CipherState;
-use crate::message::{RoomEvent, ServerMessage};
+use crate::message::{FileMissingReason, RoomEvent, ServerMessage};
 use crate::sealed::{self, MAX_SESSION_PLAINTEXT};
 
 /// Bytes of a `history` message around its events: the type number and the count (a varint
@@ -298,8 +299,33 @@ impl Batch {
     }
 }
 
+/// The least time a download waits for its member to take anything before the connection is
+/// cut off: the client's own patience with a download (it asks again after 30 s without a
+/// chunk, `docs/PROTOCOL.md` §9), so a member busy for a few seconds is never cut off for it.
+pub(super) const DOWNLOAD_PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long a download waits for its member (see [`send_chunks`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DownloadPatience {
+    /// Nothing of the chunk frames being written taken for this long: a slow consumer.
+    pub taken: Duration,
+    /// Once the file left the room, the frames being written must be taken within this.
+    pub left: Duration,
+}
+
+impl DownloadPatience {
+    /// For a room whose slow-consumer stall time is `stall`.
+    pub fn for_stall(stall: Duration) -> Self {
+        Self {
+            taken: stall.max(DOWNLOAD_PATIENCE),
+            left: stall,
+        }
+    }
+}
+
 /// Send a member's broadcasts and private messages, in the room's order, until `Close`, a
-/// write error or cancellation.
+/// write error or cancellation. A download its member does not take ends the connection as a
+/// slow consumer (see [`send_chunks`] and `patience`).
 // The connection's parts, each shared with a different side (room, reader, log): bundling
 // them would only rename them.
 #[allow(clippy::too_many_arguments)]
@@ -312,6 +338,7 @@ pub(super) async fn write_loop(
     progress: Arc<WriterProgress>,
     wake: Arc<Notify>,
     cancel: CancellationToken,
+    patience: DownloadPatience,
 ) {
     let mut batch = Batch::default();
     // A replay of history being sent (where it is, and its last sequence number), a batch
@@ -421,45 +448,62 @@ pub(super) async fn write_loop(
             if closing || (!queue_open && order.wants_item()) {
                 break;
             }
-            // Nothing else waits: the next chunk of the file being sent, if any.
+            // Nothing else waits: the next chunks of the file being sent, if any.
             let current = progress.download_gen.load(Ordering::Acquire);
-            if let Some(job) =
-                download.take_if(|job| job.generation == current && job.next < job.size)
-            {
-                let sent = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    sent = send_chunk(&mut socket, job, std::mem::take(&mut chunk), &progress.sent) => sent,
-                };
-                match sent {
-                    Ok((job, buf)) => {
-                        chunk = buf;
-                        download = Some(job);
+            match download_step(&mut download, current) {
+                DownloadStep::Chunks(job) => {
+                    let sent = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        sent = send_chunks(&mut socket, job, std::mem::take(&mut chunk), &progress.sent, patience) => sent,
+                    };
+                    match sent {
+                        Ok((job, buf)) => {
+                            chunk = buf;
+                            download = Some(job);
+                        }
+                        Err(ChunkError::Stalled) => {
+                            warn!("slow consumer: a download is not being taken; disconnecting");
+                            cancel.cancel();
+                            break;
+                        }
+                        Err(ChunkError::Io(e)) => {
+                            tracing::debug!(error = %e, "sending a file chunk failed; closing");
+                            break;
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "sending a file chunk failed; closing");
-                        break;
+                    continue;
+                }
+                // Its file left the room: the member is told, and the file is let go.
+                DownloadStep::Left(file_id) => {
+                    closing |= batch.seal(
+                        &mut send,
+                        &ServerMessage::FileMissing {
+                            file_id,
+                            reason: FileMissingReason::Gone,
+                        },
+                    );
+                }
+                DownloadStep::Idle => {
+                    // Done, stopped or replaced: the buffer is let go too.
+                    if chunk.capacity() > 0 {
+                        chunk = Vec::new();
                     }
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = wake.notified(), if order.is_attached() => {
+                            // Let the tasks already due run first: broadcasts they add in this
+                            // scheduler round go out in this member's next write, not the one
+                            // after.
+                            tokio::task::yield_now().await;
+                        }
+                        item = rx.recv(), if order.wants_item() && queue_open => match item {
+                            Some(item) => order.offer(taken(item)),
+                            None => queue_open = false,
+                        },
+                    }
+                    continue;
                 }
-                continue;
             }
-            // Done, stopped or replaced: the file and the buffer are let go.
-            download = None;
-            if chunk.capacity() > 0 {
-                chunk = Vec::new();
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = wake.notified(), if order.is_attached() => {
-                    // Let the tasks already due run first: broadcasts they add in this
-                    // scheduler round go out in this member's next write, not the one after.
-                    tokio::task::yield_now().await;
-                }
-                item = rx.recv(), if order.wants_item() && queue_open => match item {
-                    Some(item) => order.offer(taken(item)),
-                    None => queue_open = false,
-                },
-            }
-            continue;
         }
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -480,14 +524,50 @@ pub(super) async fn write_loop(
 /// system calls few per megabyte.
 const CHUNKS_PER_WRITE: u64 = 4;
 
+/// What the download in progress asks of the writer when nothing else is due.
+enum DownloadStep {
+    /// Send its next chunk frames.
+    Chunks(DownloadJob),
+    /// Its file left the room before it was all sent: say so (`file_missing: gone`).
+    Left(u64),
+    /// Nothing: none, done, stopped by a `file_stop` or replaced by a newer `file_get`.
+    Idle,
+}
+
+/// Take the download in progress out of `download` and say what it needs, the connection's
+/// download generation being `current` (the one place a job is looked at; a job sent on is
+/// put back by the caller, any other is let go here with its file).
+fn download_step(download: &mut Option<DownloadJob>, current: u64) -> DownloadStep {
+    match download.take() {
+        Some(job) if job.due(current) => DownloadStep::Chunks(job),
+        Some(job) if job.generation == current && job.next < job.size => {
+            DownloadStep::Left(job.file_id)
+        }
+        _ => DownloadStep::Idle,
+    }
+}
+
+/// Why [`send_chunks`] stopped.
+#[derive(Debug)]
+enum ChunkError {
+    /// The connection took nothing for `patience.taken`, or did not take what was being
+    /// written within `patience.left` after the file left: a slow consumer.
+    Stalled,
+    Io(std::io::Error),
+}
+
 /// Read the next chunk frames of `job` from disk (on a blocking thread) and write them whole;
-/// returns the job moved on and the buffer for the next ones.
-async fn send_chunk(
+/// returns the job moved on and the buffer for the next ones. A frame cannot be left half
+/// written, so the write goes on after the file left, but not for ever: nothing taken for
+/// `patience.taken`, or still not written `patience.left` after the file left, is
+/// [`ChunkError::Stalled`].
+async fn send_chunks(
     socket: &mut OwnedWriteHalf,
     mut job: DownloadJob,
     mut buf: Vec<u8>,
     sent: &AtomicU64,
-) -> std::io::Result<(DownloadJob, Vec<u8>)> {
+    patience: DownloadPatience,
+) -> Result<(DownloadJob, Vec<u8>), ChunkError> {
     let (file, size, offset) = (job.file.clone(), job.size, job.next);
     let (read, buf_back) = tokio::task::spawn_blocking(move || {
         let read =
@@ -495,18 +575,34 @@ async fn send_chunk(
         (read, buf)
     })
     .await
-    .map_err(std::io::Error::other)?;
+    .map_err(|e| ChunkError::Io(std::io::Error::other(e)))?;
     buf = buf_back;
-    job.next = read?;
+    job.next = read.map_err(ChunkError::Io)?;
+    let after = |wait: Duration| tokio::time::Instant::now().checked_add(wait);
+    let mut taken_by = after(patience.taken);
+    let mut written_by: Option<tokio::time::Instant> = None;
     // Counted as the socket takes it: a member reading slowly is still reading.
     let mut at = 0;
     while at < buf.len() {
-        let n = socket.write(&buf[at..]).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
+        let deadline = match (taken_by, written_by) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        tokio::select! {
+            n = socket.write(&buf[at..]) => {
+                let n = n.map_err(ChunkError::Io)?;
+                if n == 0 {
+                    return Err(ChunkError::Io(std::io::ErrorKind::WriteZero.into()));
+                }
+                sent.fetch_add(n as u64, Ordering::Release);
+                at += n;
+                taken_by = after(patience.taken);
+            }
+            _ = job.left.cancelled(), if written_by.is_none() => written_by = after(patience.left),
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                return Err(ChunkError::Stalled);
+            }
         }
-        sent.fetch_add(n as u64, Ordering::Release);
-        at += n;
     }
     Ok((job, buf))
 }
@@ -535,22 +631,25 @@ mod tests {
 
     impl WriterUnderTest {
         async fn start(session_key: &Key, queue: usize) -> Self {
+            Self::start_with(session_key, queue, SendLimits::none()).await
+        }
+
+        /// With these limits, and a small kernel send buffer (64 KiB, as the server bounds
+        /// it): a member that stops reading blocks the writer soon.
+        async fn start_with(session_key: &Key, queue: usize, limits: SendLimits) -> Self {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let client = TcpStream::connect(listener.local_addr().unwrap())
                 .await
                 .unwrap();
             let (server_side, _) = listener.accept().await.unwrap();
+            socket2::SockRef::from(&server_side)
+                .set_send_buffer_size(64 * 1024)
+                .unwrap();
             let (server_read, server_write) = server_side.into_split();
             let log = Arc::new(FanoutLog::new());
             let (tx, rx) = mpsc::channel(queue);
             let recent = Arc::new(RecentHistory::default());
-            let link = MemberLink::new(
-                1,
-                tx,
-                log.clone(),
-                CancellationToken::new(),
-                SendLimits::none(),
-            );
+            let link = MemberLink::new(1, tx, log.clone(), CancellationToken::new(), limits);
             let writer = tokio::spawn(write_loop(
                 server_write,
                 CipherState::new(session_key),
@@ -560,6 +659,10 @@ mod tests {
                 link.progress.clone(),
                 link.wake.clone(),
                 link.cancel.clone(),
+                DownloadPatience {
+                    taken: link.limits.stall,
+                    left: link.limits.stall,
+                },
             ));
             Self {
                 client,
@@ -704,10 +807,12 @@ mod tests {
                 key: file_key,
             },
             crate::server::link::DownloadJob {
+                file_id: 9,
                 size,
                 next: CHUNK_BYTES,
                 file: Arc::new(stored.reopen().unwrap()),
                 generation,
+                left: CancellationToken::new(),
             },
         ));
         assert!(link.queue(ServerMessage::Pong { broadcast_next: 0 }));
@@ -751,21 +856,8 @@ mod tests {
             ..
         } = WriterUnderTest::start(&session_key, 64).await;
         link.tx.try_send(Outgoing::Attach(log.end())).unwrap();
-        let generation = link.stop_download();
-        assert!(link.queue_download(
-            ServerMessage::FileBegin {
-                file_id: 9,
-                size,
-                offset: 0,
-                key: file_key,
-            },
-            crate::server::link::DownloadJob {
-                size,
-                next: 0,
-                file: Arc::new(stored.reopen().unwrap()),
-                generation,
-            },
-        ));
+        let file = Arc::new(stored.reopen().unwrap());
+        queue_download_of(&link, &file, size, file_key, &CancellationToken::new());
         link.stop_download();
         assert!(link.queue(ServerMessage::Ack { up_to: 1 }));
         assert!(link.close());
@@ -781,6 +873,146 @@ mod tests {
             rest[0].starts_with("FileBegin") && rest[1].starts_with("Ack"),
             "{rest:?}"
         );
+    }
+
+    /// A download of `file` (file 9 of `size` bytes, from 0), after everything queued so far.
+    fn queue_download_of(
+        link: &MemberLink,
+        file: &Arc<std::fs::File>,
+        size: u64,
+        key: Key,
+        left: &CancellationToken,
+    ) {
+        let generation = link.stop_download();
+        assert!(link.queue_download(
+            ServerMessage::FileBegin {
+                file_id: 9,
+                size,
+                offset: 0,
+                key,
+            },
+            crate::server::link::DownloadJob {
+                file_id: 9,
+                size,
+                next: 0,
+                file: file.clone(),
+                generation,
+                left: left.clone(),
+            },
+        ));
+    }
+
+    /// The file leaves the room (its token cancelled) while a download of it goes out: the
+    /// chunk frames being written are finished, then `file_missing: gone` instead of the
+    /// rest, the writer has let go of the file, and what is queued after still goes out.
+    #[tokio::test]
+    async fn a_download_whose_file_left_ends_with_file_missing_and_lets_go_of_the_file() {
+        let (session_key, file_key) = ([3u8; 32], [4u8; 32]);
+        let WriterUnderTest {
+            client,
+            link,
+            log,
+            writer,
+            ..
+        } = WriterUnderTest::start(&session_key, 64).await;
+        let (stored, size) = stored_file(&file_key, 9, 40);
+        let file = Arc::new(stored.reopen().unwrap());
+        let left = CancellationToken::new();
+        link.tx.try_send(Outgoing::Attach(log.end())).unwrap();
+        queue_download_of(&link, &file, size, file_key, &left);
+        let mut reader = crate::conn::FrameReader::new(client);
+        let mut recv = CipherState::new(&session_key);
+        let (mut chunks, mut seen) = (0, Vec::new());
+        loop {
+            let (kind, body) = reader.read_frame(MAX_BODY).await.unwrap().unwrap();
+            match kind {
+                FrameKind::FileChunk => {
+                    chunks += 1;
+                    if chunks == 1 {
+                        // Queued first: whatever is queued goes before the next chunks.
+                        assert!(link.queue(ServerMessage::Ack { up_to: 1 }));
+                        left.cancel();
+                    }
+                }
+                FrameKind::Session => {
+                    let message: ServerMessage = sealed::open_session(&mut recv, &body).unwrap();
+                    let missing = matches!(message, ServerMessage::FileMissing { .. });
+                    seen.push(message);
+                    if missing {
+                        break;
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(chunks < 40, "stopped part-way: {chunks}");
+        assert!(matches!(
+            seen[0],
+            ServerMessage::FileBegin { file_id: 9, .. }
+        ));
+        assert!(
+            matches!(seen[1], ServerMessage::Ack { up_to: 1 }),
+            "{seen:?}"
+        );
+        assert!(matches!(
+            seen[2],
+            ServerMessage::FileMissing {
+                file_id: 9,
+                reason: FileMissingReason::Gone
+            }
+        ));
+        assert_eq!(Arc::strong_count(&file), 1, "the writer let go of the file");
+        assert!(link.queue(ServerMessage::Pong { broadcast_next: 0 }));
+        assert!(link.close());
+        let mut rest = Vec::new();
+        while let Some((kind, body)) = reader.read_frame(MAX_BODY).await.unwrap() {
+            assert_eq!(kind, FrameKind::Session, "no chunk after file_missing");
+            rest.push(sealed::open_session::<ServerMessage>(&mut recv, &body).unwrap());
+        }
+        writer.await.unwrap();
+        assert!(matches!(rest[..], [ServerMessage::Pong { .. }]), "{rest:?}");
+    }
+
+    /// A room's slow-consumer stall time (5 s by default) is too short a wait for a download:
+    /// a member busy for a few seconds is still downloading. The client's own patience (30 s)
+    /// is the least; once the file left, the stall time.
+    #[test]
+    fn a_download_waits_at_least_the_clients_own_patience() {
+        let default = DownloadPatience::for_stall(std::time::Duration::from_secs(5));
+        assert_eq!(default.taken, DOWNLOAD_PATIENCE);
+        assert_eq!(default.left, std::time::Duration::from_secs(5));
+        let long = DownloadPatience::for_stall(std::time::Duration::from_secs(120));
+        assert_eq!(long.taken, std::time::Duration::from_secs(120));
+    }
+
+    /// A member that never takes its download: after the stall time with nothing taken the
+    /// connection is cut off (its token cancelled) and the writer has let go of the file —
+    /// with no chat waiting that would have found it over its budget.
+    #[tokio::test]
+    async fn a_download_never_taken_cuts_the_connection_off_and_lets_go_of_the_file() {
+        let (session_key, file_key) = ([3u8; 32], [4u8; 32]);
+        let limits = SendLimits {
+            stall: std::time::Duration::from_millis(200),
+            ..SendLimits::none()
+        };
+        let WriterUnderTest {
+            client,
+            link,
+            log,
+            writer,
+            ..
+        } = WriterUnderTest::start_with(&session_key, 64, limits).await;
+        let (stored, size) = stored_file(&file_key, 9, 40);
+        let file = Arc::new(stored.reopen().unwrap());
+        link.tx.try_send(Outgoing::Attach(log.end())).unwrap();
+        queue_download_of(&link, &file, size, file_key, &CancellationToken::new());
+        tokio::time::timeout(std::time::Duration::from_secs(60), writer)
+            .await
+            .expect("the writer gives up")
+            .unwrap();
+        assert!(link.cancel.is_cancelled(), "cut off as a slow consumer");
+        assert_eq!(Arc::strong_count(&file), 1, "the writer let go of the file");
+        drop(client);
     }
 
     /// A room key rotation in the middle of a backlog several writes long: the writer sends

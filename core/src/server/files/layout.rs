@@ -66,6 +66,13 @@ pub fn judge_chunk(size: u64, have: u64, offset: u64, len: usize) -> ChunkVerdic
     ChunkVerdict::Store
 }
 
+/// Is the chunk at `offset` beyond the upload window: `window` chunks past `told`, the last
+/// `have` told the client? (The host tells `have` as it stores, so a client that sends in
+/// order reaches past `have` first; this holds the rule whatever the cadence of `file_stored`.)
+pub fn beyond_window(told: u64, window: u32, offset: u64) -> bool {
+    offset >= told.saturating_add(u64::from(window).saturating_mul(CHUNK_BYTES))
+}
+
 /// Should `file_stored` go out after storing up to `have` (of `size`), the last one told
 /// having been `told`? At least every `window / 2` chunks, and at the end.
 pub fn progress_due(size: u64, have: u64, told: u64, window: u32) -> bool {
@@ -109,6 +116,19 @@ mod tests {
         assert_eq!(have_from_len(size, stored_len(size) + 99).0, size);
         assert_eq!(have_from_len(2 * C, 2 * FULL_FRAME - 1), (C, FULL_FRAME));
         assert_eq!(have_from_len(0, 0), (0, 0));
+    }
+
+    #[test]
+    fn the_window_reaches_window_chunks_past_the_last_have_told() {
+        assert!(!beyond_window(0, 16, 15 * C));
+        assert!(beyond_window(0, 16, 16 * C));
+        assert!(!beyond_window(8 * C, 16, 23 * C));
+        assert!(beyond_window(8 * C, 16, 24 * C));
+        assert!(beyond_window(0, 1, C) && !beyond_window(0, 1, 0));
+        assert!(
+            !beyond_window(u64::MAX - 5, 16, u64::MAX - 1),
+            "no overflow"
+        );
     }
 
     #[test]

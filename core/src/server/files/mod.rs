@@ -5,15 +5,22 @@
 //!   upload's next chunk (pure);
 //! - [`quota`]: which finished files give way for a chunk, and the unfinished uploads' share
 //!   (pure);
+//! - [`slot`]: an unfinished upload's write side, shared by the connections that take it up;
 //! - [`file_store`]: the files directory (blocking I/O).
 //!
-//! [`FileHost`] is the shared state behind its own lock (never the room's; lock order: room,
-//! then files). The files lock is never held across disk or database I/O, nor while taking
-//! the database's lock: lookups take it on async threads. Its methods that touch the disk or
-//! the database are blocking and run on blocking threads; the room only asks it cheap
-//! questions under its lock. Files live in `DATA_DIR/files/` as their sealed frames, not in
-//! SQLite: serving a chunk is a plain positioned read, large writes never churn the WAL, and
-//! the quota is kept by size.
+//! [`FileHost`] is the shared state behind its own lock (never the room's). Its methods that
+//! touch the disk or the database are blocking and run on blocking threads; the room only
+//! asks it cheap questions under its lock. Files live in `DATA_DIR/files/` as their sealed
+//! frames, not in SQLite: serving a chunk is a plain positioned read, large writes never
+//! churn the WAL, and the quota is kept by size.
+//!
+//! **Lock order**: room, then files, then the database — and an upload's [`slot`] lock
+//! before the files lock and the database's. A chunk is charged to the quota, what gave way
+//! for it recorded and deleted, and the chunk sealed and written, all while its slot is held
+//! ([`FileHost::store_chunk`]); a slot's lock is never taken under the room's, the files' or
+//! the database's, and one connection holds one slot at a time. The files lock is never
+//! held across disk or database I/O, nor while taking the database's lock or a slot's (which
+//! may be held across a write): lookups take it on async threads.
 //!
 //! The quota is charged what has **arrived** (see [`quota`]): an offer reserves nothing, the
 //! oldest finished files give way only just before a chunk is stored, and only a stored chunk
@@ -22,6 +29,7 @@
 pub mod file_store;
 pub mod layout;
 pub mod quota;
+pub mod slot;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
@@ -30,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::RngCore;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::dedupe::{Dedupe, MAX_DEDUPE_CLIENTS};
@@ -40,6 +49,7 @@ use crate::message::{FileRefusal, Sha256};
 use file_store::FileDir;
 use layout::{have_from_len, stored_len};
 use quota::charge;
+use slot::UploadSlot;
 
 /// The host's limits on files; see `docs/PROTOCOL.md` (Limits) for the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,15 +133,14 @@ struct Unfinished {
     mime: String,
     sha256: Sha256,
     source: String,
-    /// Content bytes stored (whole chunks, or the whole size).
-    have: u64,
     /// What it counts against the quota: the bytes that have arrived, and the chunk being
     /// stored (the whole [`charge`] of the file once the last one arrives).
     charged: u64,
     /// The offer, then the last stored chunk (never a re-offer).
     touched: Instant,
-    /// The connection it is active on.
-    owner: Option<u64>,
+    /// Which connection stores its chunks, how much is stored and its SHA-256 so far (shared
+    /// by every connection that takes it up; closed once it is no longer unfinished).
+    slot: Arc<UploadSlot>,
     /// All of it has arrived and its connection is putting it in the room: another file
     /// under its id is `busy` until then.
     finishing: bool,
@@ -145,6 +154,12 @@ impl Unfinished {
         } else {
             limits.unfinished_ttl
         }
+    }
+
+    /// Its last chunk has been charged (an empty file with its offer): all of it has
+    /// arrived. Known from the charge, so the files lock never waits for the slot's.
+    fn all_arrived(&self) -> bool {
+        self.charged >= charge(self.size)
     }
 }
 
@@ -167,6 +182,8 @@ struct State {
     highest_complete: bool,
     gone: HashSet<u64>,
     gone_order: VecDeque<u64>,
+    /// Cancelled when a kept file leaves, so its downloads stop (one per file being sent).
+    left: HashMap<u64, CancellationToken>,
     /// Stored files to delete (off every lock, by [`FileHost::empty_trash`]).
     trash: Vec<PathBuf>,
 }
@@ -183,6 +200,7 @@ impl Default for State {
             highest_complete: true,
             gone: HashSet::new(),
             gone_order: VecDeque::new(),
+            left: HashMap::new(),
             trash: Vec::new(),
         }
     }
@@ -213,6 +231,9 @@ impl State {
             self.by_seq.remove(&kept.seq);
             self.kept_bytes = self.kept_bytes.saturating_sub(charge(kept.size));
             self.trash.push(dir.file_path(file_id));
+            if let Some(left) = self.left.remove(&file_id) {
+                left.cancel();
+            }
             self.mark_gone(file_id);
         }
     }
@@ -232,6 +253,8 @@ impl State {
 
     fn remove_upload(&mut self, client: &str, upload_id: u64) -> Option<Unfinished> {
         let upload = self.uploads.remove(&(client.to_string(), upload_id))?;
+        // No longer unfinished (dropped, or kept): nothing more is stored of it.
+        upload.slot.close();
         self.unfinished_bytes = self.unfinished_bytes.saturating_sub(upload.charged);
         Some(upload)
     }
@@ -296,13 +319,14 @@ pub struct ActiveUpload {
     pub sha256: Sha256,
     pub name: String,
     pub mime: String,
+    /// Content bytes stored, as this connection last stored or was told them.
     pub have: u64,
     /// The last `have` told the client.
     pub told: u64,
     pub file: Arc<File>,
-    /// The SHA-256 of the content so far, while this connection has stored all of it (from
-    /// 0): then the finished file need not be read back to be checked.
-    pub hasher: Option<sha2::Sha256>,
+    /// Where chunks are stored, if this connection still owns the upload, and the SHA-256 of
+    /// what is stored (see [`slot`]).
+    pub slot: Arc<UploadSlot>,
 }
 
 impl ActiveUpload {
@@ -314,6 +338,7 @@ impl ActiveUpload {
             key: self.key,
             size: self.size,
             file: self.file.clone(),
+            slot: self.slot.clone(),
         }
     }
 }
@@ -326,6 +351,7 @@ pub struct ChunkTarget {
     pub key: Key,
     pub size: u64,
     pub file: Arc<File>,
+    pub slot: Arc<UploadSlot>,
 }
 
 /// The answer to an offer.
@@ -354,7 +380,13 @@ pub enum ChunkError {
 /// A file to send, as `file_get` finds it.
 #[derive(Debug)]
 pub enum Lookup {
-    Kept { size: u64, key: Key, path: PathBuf },
+    /// `left` is cancelled when the file leaves the room: its downloads stop.
+    Kept {
+        size: u64,
+        key: Key,
+        path: PathBuf,
+        left: CancellationToken,
+    },
     Gone,
     Unknown,
 }
@@ -472,10 +504,9 @@ impl FileHost {
                 mime: upload.mime,
                 sha256: upload.sha256,
                 source: upload.source,
-                have,
                 charged: if have == size { charge(size) } else { have },
                 touched: now.checked_sub(age).unwrap_or(now),
-                owner: None,
+                slot: Arc::new(UploadSlot::new(have)),
                 finishing: false,
             };
             if age >= restored.ttl(&self.limits) {
@@ -603,11 +634,11 @@ impl FileHost {
         }
         if let Some(upload) = state.uploads.get_mut(&key) {
             if upload.size == offer.size && upload.sha256 == offer.sha256 {
-                upload.owner = Some(conn);
-                upload.finishing = upload.have == upload.size;
+                // Not `touched`: only a stored chunk keeps it longer.
+                upload.finishing = upload.all_arrived();
                 let upload = upload.clone();
                 drop(state);
-                return self.resume(offer.upload_id, upload);
+                return self.resume(conn, offer.upload_id, upload);
             }
             if upload.finishing {
                 return OfferOutcome::Refused(
@@ -669,10 +700,9 @@ impl FileHost {
             mime: crate::files::kept_mime(&offer.mime),
             sha256: offer.sha256,
             source: source.to_string(),
-            have: 0,
             charged,
             touched: Instant::now(),
-            owner: Some(conn),
+            slot: Arc::new(UploadSlot::new(0)),
             finishing: offer.size == 0,
         };
         state.insert_upload(client, offer.upload_id, upload.clone());
@@ -699,10 +729,12 @@ impl FileHost {
             None => Ok(()),
         };
         let opened = recorded.map_err(|e| e.to_string()).and_then(|()| {
-            self.dir
-                .ensure()
-                .and_then(|()| file_store::open_for_upload(&self.dir.file_path(file_id), 0))
-                .map_err(|e| e.to_string())
+            let (_, opened) = upload.slot.take_over(conn, |_| {
+                self.dir
+                    .ensure()
+                    .and_then(|()| file_store::open_for_upload(&self.dir.file_path(file_id), 0))
+            });
+            opened.map_err(|e| e.to_string())
         });
         match opened {
             Ok(file) => OfferOutcome::Accepted(Box::new(ActiveUpload {
@@ -716,7 +748,7 @@ impl FileHost {
                 have: 0,
                 told: 0,
                 file: Arc::new(file),
-                hasher: Some(sha2::Sha256::default()),
+                slot: upload.slot,
             })),
             Err(e) => {
                 warn!(error = %e, "could not start storing an upload");
@@ -726,15 +758,18 @@ impl FileHost {
         }
     }
 
-    /// An unfinished upload offered again: reopen its stored file at the whole frames held.
-    fn resume(&self, upload_id: u64, upload: Unfinished) -> OfferOutcome {
+    /// An unfinished upload offered again (a reconnect, or another connection of the client
+    /// racing the old one): connection `conn` takes it over, and its stored file is reopened
+    /// at the whole frames held. `have` is read and the file cut to it under the upload's
+    /// lock (see [`slot`]), so no chunk of the connection it was active on lands in between.
+    fn resume(&self, conn: u64, upload_id: u64, upload: Unfinished) -> OfferOutcome {
         let path = self.dir.file_path(upload.file_id);
-        let keep = have_to_stored(upload.size, upload.have);
-        match self
-            .dir
-            .ensure()
-            .and_then(|()| file_store::open_for_upload(&path, keep))
-        {
+        let (have, opened) = upload.slot.take_over(conn, |have| {
+            self.dir.ensure().and_then(|()| {
+                file_store::open_for_upload(&path, have_to_stored(upload.size, have))
+            })
+        });
+        match opened {
             Ok(file) => OfferOutcome::Accepted(Box::new(ActiveUpload {
                 upload_id,
                 file_id: upload.file_id,
@@ -743,10 +778,10 @@ impl FileHost {
                 sha256: upload.sha256,
                 name: upload.name,
                 mime: upload.mime,
-                have: upload.have,
-                told: upload.have,
+                have,
+                told: have,
                 file: Arc::new(file),
-                hasher: (upload.have == 0).then(sha2::Sha256::default),
+                slot: upload.slot,
             })),
             Err(e) => {
                 warn!(error = %e, "could not reopen an unfinished upload");
@@ -771,9 +806,16 @@ impl FileHost {
     }
 
     /// Store `data`, the chunk at `offset` of `client`'s upload `target`, as connection `conn`
-    /// sends it. First the quota is charged for it — the oldest finished files give way if it
-    /// would not fit otherwise — then it is sealed once, as every member will get it, and
-    /// written in its place. Blocking.
+    /// sends it; returns the bytes of the upload now stored. Blocking.
+    ///
+    /// All of it happens under the upload's slot lock (see [`slot`]), so no other connection
+    /// stores at this offset meanwhile: first whether `conn` owns the upload and `offset` is
+    /// its next chunk ([`ChunkError::NotActive`] if not: nothing is charged, sealed or
+    /// written); then the quota is charged for it under the files lock — the oldest finished
+    /// files give way if it would not fit otherwise, [`ChunkError::NoSpace`] past the
+    /// unfinished uploads' share — and what gave way is recorded and deleted (off the files
+    /// lock); then it is sealed once, as every member will get it, written in its place and
+    /// hashed. Only then is the upload `touched`.
     pub fn store_chunk(
         &self,
         client: &str,
@@ -781,54 +823,58 @@ impl FileHost {
         target: &ChunkTarget,
         offset: u64,
         data: &[u8],
-    ) -> Result<(), ChunkError> {
+    ) -> Result<u64, ChunkError> {
         let ChunkTarget {
             upload_id,
             file_id,
             ref key,
             size,
             ref file,
+            ref slot,
         } = *target;
-        let end = offset.saturating_add(data.len() as u64);
-        let mut state = self.state();
-        let Some(upload) = state.uploads.get(&(client.to_string(), upload_id)) else {
+        let Some(claim) = slot.claim(conn, offset) else {
             return Err(ChunkError::NotActive);
         };
-        if upload.owner != Some(conn) || upload.file_id != file_id {
-            return Err(ChunkError::NotActive);
-        }
-        let arrived = if end >= size { charge(size) } else { end };
-        let more = arrived.saturating_sub(upload.charged);
-        let give_way = state
-            .make_room(&self.limits, more, &self.dir)
-            .map_err(|quota::NoSpace| ChunkError::NoSpace)?;
-        state.unfinished_bytes += more;
-        if let Some(upload) = state.uploads.get_mut(&(client.to_string(), upload_id)) {
-            upload.charged += more;
-        }
-        drop(state);
-        self.gave_way(&give_way);
-        let frame = ChunkCipher::new(key, file_id)
-            .seal(offset, data)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        file_store::write_frame(file, size, offset, &frame)?;
-        Ok(())
-    }
-
-    /// Chunks of `client`'s upload are stored up to `have`: is `conn` still the connection it
-    /// is active on? (If not, it stops sending it.) A stored chunk keeps the upload from
-    /// expiring; once all of it is there it is being put in the room.
-    pub fn stored(&self, client: &str, upload_id: u64, conn: u64, have: u64) -> bool {
-        let mut state = self.state();
-        match state.uploads.get_mut(&(client.to_string(), upload_id)) {
-            Some(upload) if upload.owner == Some(conn) => {
-                upload.have = have;
-                upload.touched = Instant::now();
-                upload.finishing = have == upload.size;
-                true
+        let end = offset.saturating_add(data.len() as u64);
+        let upload_key = (client.to_string(), upload_id);
+        let give_way = {
+            let mut state = self.state();
+            let Some(upload) = state.uploads.get(&upload_key) else {
+                return Err(ChunkError::NotActive);
+            };
+            if upload.file_id != file_id || !Arc::ptr_eq(&upload.slot, slot) {
+                return Err(ChunkError::NotActive);
             }
-            _ => false,
+            let arrived = if end >= size { charge(size) } else { end };
+            let more = arrived.saturating_sub(upload.charged);
+            let give_way = state
+                .make_room(&self.limits, more, &self.dir)
+                .map_err(|quota::NoSpace| ChunkError::NoSpace)?;
+            state.unfinished_bytes += more;
+            if let Some(upload) = state.uploads.get_mut(&upload_key) {
+                upload.charged += more;
+            }
+            give_way
+        };
+        self.gave_way(&give_way);
+        let written = ChunkCipher::new(key, file_id)
+            .seal(offset, data)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|frame| file_store::write_frame(file, size, offset, &frame));
+        if let Err(e) = written {
+            claim.failed();
+            return Err(ChunkError::Io(e));
         }
+        let have = claim.stored(data);
+        // A stored chunk keeps the upload from expiring; once all of it is there it is being
+        // put in the room.
+        if let Some(upload) = self.state().uploads.get_mut(&upload_key) {
+            if Arc::ptr_eq(&upload.slot, slot) {
+                upload.touched = Instant::now();
+                upload.finishing = have == size;
+            }
+        }
+        Ok(have)
     }
 
     /// Drop an upload and what is held of it (`file_cancel`, or a corrupt one). Blocking.
@@ -903,14 +949,18 @@ impl FileHost {
         }
     }
 
-    /// Where file `file_id` can be read, if the room keeps it.
+    /// Where file `file_id` can be read, if the room keeps it, and what tells its download
+    /// that it left (asked under the same lock as whether it is kept, so a file leaving
+    /// after this always reaches the download).
     pub fn lookup(&self, file_id: u64) -> Lookup {
-        let state = self.state();
+        let mut state = self.state();
+        let state = &mut *state;
         match state.kept.get(&file_id) {
             Some(kept) => Lookup::Kept {
                 size: kept.size,
                 key: kept.key,
                 path: self.dir.file_path(file_id),
+                left: state.left.entry(file_id).or_default().clone(),
             },
             None if state.gone.contains(&file_id) => Lookup::Gone,
             None => Lookup::Unknown,
@@ -1030,14 +1080,14 @@ mod tests {
         let target = upload.target();
         for i in chunks {
             let (start, end) = (i * C, ((i + 1) * C).min(content.len() as u64));
-            host.store_chunk(
+            let have = host.store_chunk(
                 client,
                 conn,
                 &target,
                 start,
                 &content[start as usize..end as usize],
             )?;
-            assert!(host.stored(client, upload.upload_id, conn, end));
+            assert_eq!(have, end);
         }
         Ok(())
     }
@@ -1166,6 +1216,42 @@ mod tests {
             send(&host, "ana", 2, &second, &q, 1..2),
             Err(ChunkError::NotActive)
         ));
+    }
+
+    /// A chunk is charged only once it is to be stored, under the upload's slot: one from the
+    /// connection that lost the upload to a takeover, or not at `have`, is charged nothing and
+    /// makes nothing give way; the digest runs on across both connections' chunks.
+    #[test]
+    fn only_the_owner_s_next_chunk_is_charged_and_evicts() {
+        let host = host(small());
+        let first = put(&host, "ana", 1, &content(4, 1), 1);
+        put(&host, "ana", 2, &content(4, 2), 2);
+        let honest: Vec<u8> = (0..4 * C).map(|i| (i % 251) as u8).collect();
+        let old = accepted(host.offer("bea", "198.51.100.1", 7, offer_of(1, &honest)));
+        send(&host, "bea", 7, &old, &honest, 0..2).unwrap();
+        let new = accepted(host.offer("bea", "198.51.100.1", 8, offer_of(1, &honest)));
+        assert_eq!(new.have, 2 * C, "taken over where it stood");
+        assert!(matches!(
+            send(&host, "bea", 7, &old, &honest, 2..3),
+            Err(ChunkError::NotActive)
+        ));
+        let ahead = &honest[(3 * C) as usize..];
+        assert!(matches!(
+            host.store_chunk("bea", 8, &new.target(), 3 * C, ahead),
+            Err(ChunkError::NotActive)
+        ));
+        assert!(kept(&host, first), "nothing charged for chunks not stored");
+        send(&host, "bea", 8, &new, &honest, 2..3).unwrap();
+        assert!(
+            matches!(host.lookup(first), Lookup::Gone),
+            "the stored one evicts"
+        );
+        send(&host, "bea", 8, &new, &honest, 3..4).unwrap();
+        assert_eq!(
+            new.slot.digest(4 * C),
+            Some(sha2::Sha256::digest(&honest).into()),
+            "hashed across both connections"
+        );
     }
 
     /// An upload whose chunks have all arrived is being put in the room: another file under
