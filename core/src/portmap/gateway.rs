@@ -39,12 +39,14 @@ pub fn default_gateway_in(route_table: &str) -> Option<Ipv4Addr> {
 }
 
 /// The default IPv4 gateway of this host, where the operating system tells it (Linux:
-/// `/proc/net/route`); `None` elsewhere or without one (UPnP discovery still finds a router).
+/// `/proc/self/net/route`, the process's own view: a hardened service whose `/proc` shows only
+/// processes (systemd `ProcSubset=pid`, as the server package's unit) still has it); `None`
+/// elsewhere or without one (UPnP discovery still finds a router).
 pub fn default_gateway() -> Option<Ipv4Addr> {
     #[cfg(target_os = "linux")]
     {
         use std::io::Read;
-        let file = std::fs::File::open("/proc/net/route").ok()?;
+        let file = std::fs::File::open("/proc/self/net/route").ok()?;
         let mut text = String::new();
         file.take(MAX_ROUTE_TABLE_BYTES)
             .read_to_string(&mut text)
