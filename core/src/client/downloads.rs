@@ -152,8 +152,12 @@ struct KnownFiles {
 }
 
 impl KnownFiles {
+    /// A file's metadata is fixed by its first `file` event: a later event under the same id
+    /// (only a faulty or hostile host sends one) changes nothing, so a fetch checked against
+    /// one size (a preview's memory cap) cannot be given another.
     fn insert(&mut self, file_id: u64, meta: FileMeta) {
-        if self.map.insert(file_id, meta).is_none() {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.map.entry(file_id) {
+            slot.insert(meta);
             self.order.push_back(file_id);
             while self.order.len() > KNOWN_FILES {
                 if let Some(old) = self.order.pop_front() {
@@ -289,7 +293,10 @@ impl Downloads {
         };
         let temp = temp_path(&target, file_id, rand::random());
         let memory = match target {
-            FetchTarget::Memory { .. } => Some(Vec::with_capacity(meta.size as usize)),
+            // Never more than the cap the fetch was checked against, whatever the size says.
+            FetchTarget::Memory { max_bytes } => Some(Vec::with_capacity(
+                usize::try_from(meta.size.min(max_bytes)).unwrap_or(0),
+            )),
             _ => None,
         };
         let opening = temp.is_some();
@@ -938,6 +945,40 @@ mod tests {
             d.fetch(FILE + 9, folder(), Instant::now()).is_err(),
             "unknown file"
         );
+    }
+
+    /// A host that announces a known file id again with another size (the review's probe:
+    /// 2^63 bytes behind a preview checked against 1 KiB) changes nothing: no huge
+    /// allocation, no panic, and the fetch gets the first announcement's bytes.
+    #[test]
+    fn a_file_announced_again_under_its_id_keeps_its_first_size() {
+        let data = content(10);
+        let mut d = downloads(&data, sha(&data), folder());
+        d.fetch(
+            FILE,
+            FetchTarget::Memory { max_bytes: 1024 },
+            Instant::now(),
+        )
+        .unwrap();
+        d.remember(
+            FILE,
+            FileMeta {
+                name: "photo.png".into(),
+                size: 1 << 63,
+                sha256: sha(&data),
+            },
+        );
+        for _ in 0..2 {
+            d.on_begin(FILE, data.len() as u64, 0, KEY, Instant::now());
+            for frame in frames(&data) {
+                d.on_chunk(&frame, Instant::now()).unwrap();
+            }
+            d.opened(FILE, Instant::now());
+        }
+        let outs = drain(&mut d);
+        assert!(failures(&outs).is_empty(), "{:?}", failures(&outs));
+        assert!(outs.iter().any(|o| matches!(o,
+            DownloadOut::Emit(ClientEvent::FileReceived { bytes: Some(b), .. }) if b[..] == data[..])));
     }
 
     #[test]
