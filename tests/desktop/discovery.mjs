@@ -49,7 +49,7 @@ function labProblem() {
   const zeroconf = spawnSync(PYTHON, ["-c", "import zeroconf"], { stdio: "ignore" });
   if (zeroconf.status !== 0) return `${PYTHON} cannot import zeroconf (apt-get install python3-zeroconf)`;
   // Brought up (idempotent) under the lock the Rust lab tests use (tests/src/netlab.rs).
-  const up = spawnSync("flock", [LOCK_ADMIN, "bash", NETLAB, "up"], { encoding: "utf8" });
+  const up = spawnSync("flock", ["--close", LOCK_ADMIN, "bash", NETLAB, "up"], { encoding: "utf8" });
   if (up.status !== 0) return `the lab does not come up: ${(up.stderr || up.stdout || "").trim().slice(-400)}`;
   return null;
 }
@@ -249,7 +249,7 @@ function outside() {
     process.exit(0);
   }
   // `flock -s` holds the shared lock for as long as the test inside lanB runs.
-  const child = spawn("flock", ["-s", LOCK_USERS, "ip", "netns", "exec", "lanB", process.execPath, fileURLToPath(import.meta.url), "--inside-lanB"], { stdio: "inherit" });
+  const child = spawn("flock", ["--close", "-s", LOCK_USERS, "ip", "netns", "exec", "lanB", process.execPath, fileURLToPath(import.meta.url), "--inside-lanB"], { stdio: "inherit" });
   child.on("exit", (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
 }
 
