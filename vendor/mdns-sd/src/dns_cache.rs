@@ -50,8 +50,26 @@ pub(crate) struct DnsRecordIntf {
     pub(crate) src_intf: InterfaceId,
 }
 
+/// TERTULIA PATCH: at most this many records (PTR, SRV, TXT, A/AAAA and NSEC together) are
+/// cached; a new record beyond it first evicts the ones closest to expiry (as python-zeroconf
+/// does since its PR #1718). Far above what a home or office LAN announces.
+pub(crate) const MAX_CACHED_RECORDS: usize = 4096;
+
+/// TERTULIA PATCH: how many records one eviction removes when the cache is full (so that a
+/// flood costs one scan of the cache per this many new records, not one per record).
+const EVICT_BATCH: usize = MAX_CACHED_RECORDS / 16;
+
+/// TERTULIA PATCH: received TTLs are cached as at most this many seconds: 4500 s (75 min) is
+/// RFC 6762's default for PTR/TXT, the longest any standard publisher uses.
+pub(crate) const MAX_CACHED_TTL: u32 = 4500;
+
 /// A cache for all types of DNS records.
 pub(crate) struct DnsCache {
+    /// TERTULIA PATCH: an upper bound on the number of cached records: counted up on every
+    /// insert, recounted exactly when it reaches [`MAX_CACHED_RECORDS`] (removals elsewhere
+    /// only ever make it larger than the truth).
+    approx_len: usize,
+
     /// DnsPointer records indexed by ty_domain
     ptr: HashMap<String, Vec<DnsRecordIntf>>,
 
@@ -75,6 +93,7 @@ pub(crate) struct DnsCache {
 impl DnsCache {
     pub(crate) fn new() -> Self {
         Self {
+            approx_len: 0,
             ptr: HashMap::new(),
             srv: HashMap::new(),
             txt: HashMap::new(),
@@ -271,6 +290,25 @@ impl DnsCache {
             return None;
         }
 
+        // TERTULIA PATCH: bound how long a record can stay, and make room before it is added.
+        let mut incoming = incoming;
+        incoming.get_record_mut().clamp_ttl(MAX_CACHED_TTL);
+        let is_new = match incoming.get_type() {
+            RRType::PTR => self.ptr.get(&entry_name),
+            RRType::SRV => self.srv.get(&entry_name),
+            RRType::TXT => self.txt.get(&entry_name),
+            RRType::A | RRType::AAAA => self.addr.get(&entry_name_lower),
+            RRType::NSEC => self.nsec.get(&entry_name),
+            _ => return None,
+        }
+        .map_or(true, |records| {
+            !records.iter().any(|r| r.record.matches(incoming.as_ref()))
+        });
+        if is_new {
+            self.make_room();
+            self.approx_len += 1;
+        }
+
         // We want to process this `incoming`. For convenience, repeats the lookup
         // above but doing `entry().or_default()` to create an empty Vec as needed.
         let record_vec = match incoming.get_type() {
@@ -309,6 +347,50 @@ impl DnsCache {
         };
 
         Some((record_vec.get(idx).unwrap(), updated))
+    }
+
+    /// TERTULIA PATCH: the number of cached records.
+    pub(crate) fn len(&self) -> usize {
+        self.ptr_count() + self.srv_count() + self.txt_count() + self.addr_count() + self.nsec_count()
+    }
+
+    /// TERTULIA PATCH: called before a new record is cached: if the cache holds
+    /// [`MAX_CACHED_RECORDS`], evicts the [`EVICT_BATCH`] records closest to expiry (ties
+    /// included, so possibly a few more).
+    fn make_room(&mut self) {
+        if self.approx_len < MAX_CACHED_RECORDS {
+            return;
+        }
+        self.approx_len = self.len();
+        if self.approx_len < MAX_CACHED_RECORDS {
+            return;
+        }
+        let mut expiries: Vec<Instant> = self
+            .ptr
+            .values()
+            .chain(self.srv.values())
+            .chain(self.txt.values())
+            .chain(self.addr.values())
+            .chain(self.nsec.values())
+            .flatten()
+            .map(|r| r.record.get_expire())
+            .collect();
+        let (_, cutoff, _) = expiries.select_nth_unstable(EVICT_BATCH - 1);
+        let cutoff = *cutoff;
+        debug!("cache full: evicting records expiring by {:?}", cutoff);
+        for map in [
+            &mut self.ptr,
+            &mut self.srv,
+            &mut self.txt,
+            &mut self.addr,
+            &mut self.nsec,
+        ] {
+            map.retain(|_, records| {
+                records.retain(|r| r.record.get_expire() > cutoff);
+                !records.is_empty()
+            });
+        }
+        self.approx_len = self.len();
     }
 
     /// Remove a record from the cache if exists, otherwise no-op

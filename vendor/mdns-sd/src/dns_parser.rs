@@ -598,6 +598,17 @@ impl DnsRecord {
         }
     }
 
+    /// TERTULIA PATCH: lowers the TTL to at most `max` seconds (expiry and refresh times
+    /// recomputed from `created`), so that a record received with a huge TTL cannot stay
+    /// cached (and keep its timers) for weeks.
+    pub(crate) fn clamp_ttl(&mut self, max: u32) {
+        if self.ttl > max {
+            self.ttl = max;
+            self.expires = get_expiration_time(self.created, self.ttl, 100);
+            self.refresh = get_expiration_time(self.created, self.ttl, 80);
+        }
+    }
+
     fn reset_ttl(&mut self, other: &Self) {
         self.ttl = other.ttl;
         self.created = other.created;

@@ -1939,6 +1939,31 @@ impl Zeroconf {
         self.timers.pop().map(|Reverse(v)| v)
     }
 
+    /// TERTULIA PATCH: once the timer heap holds more than `MAX_TIMERS` wake-ups, rounds each
+    /// up to the next whole second from now and keeps one per second. A timer only wakes the
+    /// run loop to look at the cache, so waking up to a second late is harmless; with cached
+    /// TTLs clamped (`dns_cache::MAX_CACHED_TTL`) what is left is about one per second of it.
+    fn compact_timers(&mut self) {
+        const MAX_TIMERS: usize = 4 * crate::dns_cache::MAX_CACHED_RECORDS;
+        if self.timers.len() <= MAX_TIMERS {
+            return;
+        }
+        let now = Instant::now();
+        let mut rounded: Vec<Instant> = self
+            .timers
+            .drain()
+            .map(|Reverse(t)| {
+                let ahead = t.saturating_duration_since(now);
+                let secs = ahead.as_secs() + u64::from(ahead.subsec_nanos() > 0);
+                now + Duration::from_secs(secs)
+            })
+            .collect();
+        rounded.sort_unstable();
+        rounded.dedup();
+        debug!("compacted timers to {}", rounded.len());
+        self.timers = rounded.into_iter().map(Reverse).collect();
+    }
+
     /// Pop all timers that are already passed till `now`.
     fn pop_timers_till(&mut self, now: Instant) {
         while let Some(Reverse(v)) = self.timers.peek() {
@@ -3300,6 +3325,9 @@ impl Zeroconf {
         for t in timers {
             self.add_timer(t);
         }
+        // TERTULIA PATCH: every cached or refreshed record adds two timers, so a flood of
+        // responses would grow the heap without bound (even with the cache capped).
+        self.compact_timers();
 
         // Go through remaining changes to see if any hostname resolutions were found or updated.
         for change in changes
