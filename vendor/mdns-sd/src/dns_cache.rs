@@ -355,8 +355,10 @@ impl DnsCache {
     }
 
     /// TERTULIA PATCH: called before a new record is cached: if the cache holds
-    /// [`MAX_CACHED_RECORDS`], evicts the [`EVICT_BATCH`] records closest to expiry (ties
-    /// included, so possibly a few more).
+    /// [`MAX_CACHED_RECORDS`], evicts [`EVICT_BATCH`] records (ties included, so possibly a
+    /// few more): orphans first — SRV, TXT and NSEC records of an instance no cached PTR
+    /// names, addresses of a host no cached SRV names, what a flood of unsolicited records
+    /// leaves — closest to expiry first, then, if that is not enough, any closest to expiry.
     fn make_room(&mut self) {
         if self.approx_len < MAX_CACHED_RECORDS {
             return;
@@ -365,32 +367,63 @@ impl DnsCache {
         if self.approx_len < MAX_CACHED_RECORDS {
             return;
         }
-        let mut expiries: Vec<Instant> = self
+        let instances: HashSet<String> = self
             .ptr
             .values()
-            .chain(self.srv.values())
-            .chain(self.txt.values())
-            .chain(self.addr.values())
-            .chain(self.nsec.values())
             .flatten()
-            .map(|r| r.record.get_expire())
+            .filter_map(|r| r.record.any().downcast_ref::<DnsPointer>())
+            .map(|p| p.alias().to_string())
             .collect();
-        let (_, cutoff, _) = expiries.select_nth_unstable(EVICT_BATCH - 1);
-        let cutoff = *cutoff;
-        debug!("cache full: evicting records expiring by {:?}", cutoff);
-        for map in [
-            &mut self.ptr,
-            &mut self.srv,
-            &mut self.txt,
-            &mut self.addr,
-            &mut self.nsec,
-        ] {
-            map.retain(|_, records| {
-                records.retain(|r| r.record.get_expire() > cutoff);
-                !records.is_empty()
-            });
+        let hosts: HashSet<String> = self
+            .srv
+            .values()
+            .flatten()
+            .filter_map(|r| r.record.any().downcast_ref::<DnsSrv>())
+            .map(|s| s.host().to_lowercase())
+            .collect();
+        let is_orphan = |ty: RRType, name: &str| match ty {
+            RRType::SRV | RRType::TXT | RRType::NSEC => !instances.contains(name),
+            RRType::A | RRType::AAAA => !hosts.contains(name),
+            _ => false,
+        };
+        let mut left = EVICT_BATCH;
+        for orphans_only in [true, false] {
+            let mut expiries: Vec<Instant> = [&self.ptr, &self.srv, &self.txt, &self.addr, &self.nsec]
+                .iter()
+                .flat_map(|map| map.iter())
+                .flat_map(|(name, records)| records.iter().map(move |r| (name, r)))
+                .filter(|(name, r)| !orphans_only || is_orphan(r.record.get_type(), name))
+                .map(|(_, r)| r.record.get_expire())
+                .collect();
+            if expiries.is_empty() {
+                continue;
+            }
+            let nth = left.min(expiries.len()) - 1;
+            let (_, cutoff, _) = expiries.select_nth_unstable(nth);
+            let cutoff = *cutoff;
+            debug!("cache full: evicting records expiring by {:?}", cutoff);
+            for map in [
+                &mut self.ptr,
+                &mut self.srv,
+                &mut self.txt,
+                &mut self.addr,
+                &mut self.nsec,
+            ] {
+                map.retain(|name, records| {
+                    records.retain(|r| {
+                        r.record.get_expire() > cutoff
+                            || (orphans_only && !is_orphan(r.record.get_type(), name))
+                    });
+                    !records.is_empty()
+                });
+            }
+            let len = self.len();
+            left = left.saturating_sub(self.approx_len - len);
+            self.approx_len = len;
+            if left == 0 {
+                break;
+            }
         }
-        self.approx_len = self.len();
     }
 
     /// Remove a record from the cache if exists, otherwise no-op
@@ -1211,5 +1244,60 @@ mod tests {
         let ptr = &cache.get_ptr(ty_domain).unwrap()[0].record;
         assert_eq!(ptr.get_expire(), ptr_expire - slept);
         assert_eq!(ptr.get_record().get_refresh_time(), ptr_refresh - slept);
+    }
+
+    /// TERTULIA PATCH: a flood of records nobody asked for (TXT records without PTR, huge
+    /// TTLs) never holds more than MAX_CACHED_RECORDS, evicts the records closest to expiry
+    /// first, and every cached TTL is at most MAX_CACHED_TTL.
+    #[test]
+    fn test_flood_is_capped_and_ttls_clamped() {
+        let intf = make_intf("en0", 1);
+        let mut cache = DnsCache::new();
+        let mut timers = Vec::new();
+        // A real service (PTR and SRV), older than the flood: not an orphan, so kept.
+        let srv = "real._http._tcp.local.";
+        cache.add_or_update(
+            &intf,
+            DnsPointer::new("_http._tcp.local.", RRType::PTR, CLASS_IN, 4500, srv.into()).boxed(),
+            &mut timers,
+            true,
+        );
+        cache.add_or_update(
+            &intf,
+            DnsSrv::new(srv, CLASS_IN, 4500, 0, 0, 80, "real.local.".into()).boxed(),
+            &mut timers,
+            true,
+        );
+        // Short-lived junk first (evicted first), then a flood with a huge TTL.
+        for i in 0..10 {
+            let name = format!("short{i}._other._tcp.local.");
+            let txt = DnsTxt::new(&name, CLASS_IN, 10, vec![1, b'x']);
+            cache.add_or_update(&intf, txt.boxed(), &mut timers, true);
+        }
+        for i in 0..3 * MAX_CACHED_RECORDS {
+            let name = format!("junk{i}._other._tcp.local.");
+            let txt = DnsTxt::new(&name, CLASS_IN, 4_000_000, vec![1, b'z']);
+            cache.add_or_update(&intf, txt.boxed(), &mut timers, true);
+            assert!(cache.len() <= MAX_CACHED_RECORDS, "record {i}: {}", cache.len());
+        }
+        assert!(cache.len() > MAX_CACHED_RECORDS - EVICT_BATCH - 1);
+        assert!(cache.get_txt("short0._other._tcp.local.").is_none());
+        assert!(cache.get_srv(srv).is_some_and(|v| !v.is_empty()));
+        let latest = Instant::now() + Duration::from_secs(u64::from(MAX_CACHED_TTL) + 1);
+        for records in cache.txt.values() {
+            for r in records {
+                assert!(r.record.get_record().get_ttl() <= MAX_CACHED_TTL);
+                assert!(r.record.get_expire() < latest);
+            }
+        }
+        // The same record again is an update, not a new one: no eviction.
+        let before = cache.len();
+        let last = format!("junk{}._other._tcp.local.", 3 * MAX_CACHED_RECORDS - 1);
+        let txt = DnsTxt::new(&last, CLASS_IN, 4_000_000, vec![1, b'z']);
+        assert!(matches!(
+            cache.add_or_update(&intf, txt.boxed(), &mut timers, true),
+            Some((_, false))
+        ));
+        assert_eq!(cache.len(), before);
     }
 }
