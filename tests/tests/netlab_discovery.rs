@@ -15,7 +15,7 @@ use serde_json::Value;
 use tertulia_e2e::binary;
 use tertulia_e2e::netlab::{
     self, avahi_available, in_ns, netlab_py, AvahiDaemon, Failed, NsProcess, Trial, LAB_WAIT,
-    LAN_A, NETLAB_PY,
+    LAN_A, LAN_B, NETLAB_PY,
 };
 
 type Outcome = Result<(), Failed>;
@@ -591,6 +591,122 @@ fn without_a_network_discover_fails_clearly_and_hosting_goes_on() -> Outcome {
     Ok(())
 }
 
+/// Resident memory of process `pid`, in bytes (VmRSS).
+fn rss_bytes(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// tests/netlab/mdns_flood.py MODE in lanB, sending from lanB's address.
+fn flood(mode: &str, args: &[&str]) -> Result<NsProcess, String> {
+    let mut command = in_ns("lanB", netlab::python());
+    command
+        .arg(NETLAB_PY.replace("netlab.py", "mdns_flood.py"))
+        .args([mode, "--address", LAN_B, "--token", &token()])
+        .args(args);
+    NsProcess::spawn(&format!("mdns_flood.py {mode} in lanB"), command)
+}
+
+/// How much a flood may add to a process's resident memory: the bounded mDNS cache (4096
+/// records, a few hundred bytes each here), its bounded timer heap and allocator slack.
+const FLOOD_RSS_BOUND: u64 = 64 << 20;
+
+/// Records a flood sends: 300 000 unique TXT records with TTL 4 000 000 s took an announcing
+/// server from 14 MB to about 280 MB before mdns-sd's cache was bounded (vendor/mdns-sd).
+const FLOOD_RECORDS: &str = "300000";
+
+/// One machine in lanB announces 120 fake rooms (TTL 4 000 000 s, all resolving to one
+/// address) before a real room starts in lanA, then floods 300 000 records nobody asked for:
+/// the browser in lanB lists at most 4 of the fakes and the real room, which stays listed;
+/// neither the announcing server nor the browser grows by more than [`FLOOD_RSS_BOUND`].
+fn a_record_flood_neither_grows_memory_nor_hides_a_real_room() -> Outcome {
+    let room = format!("Real room {}", token());
+    // mdns_flood.py names them fake-N-TOKEN.
+    let suffix = format!("-{}", token());
+    let fake_found = |l: &str| -> Option<String> {
+        let v = json(l);
+        let name = v["room"].as_str()?;
+        (v["type"] == "room_found" && name.starts_with("fake-") && name.ends_with(&suffix))
+            .then(|| name.to_owned())
+    };
+    let is_fake_found = |l: &str| fake_found(l).is_some();
+    let mut discoverer = discover("lanB")?;
+    let mut fakes = flood("rooms", &["--count", "120", "--lifetime", "300"])?;
+    fakes.wait_line("the fake rooms sent", LAB_WAIT, |l| {
+        json(l)["event"] == "sent"
+    })?;
+    discoverer.wait_line("a fake room listed", LAB_WAIT, is_fake_found)?;
+    let (mut server, _) = start_server("lanA", 5621, &["--announce", "--room-name", &room])?;
+    wait_found(&mut discoverer, &room)?;
+    // Let the fake rooms be re-sent a few times (every 2 s) and everything settle.
+    discoverer.drain_for(Duration::from_secs(6));
+    let idle_server = rss_bytes(server.pid())?;
+    let idle_browser = rss_bytes(discoverer.pid())?;
+
+    let mut records = flood("records", &["--count", FLOOD_RECORDS, "--lifetime", "300"])?;
+    let sent = records.wait_line("the record flood sent", Duration::from_secs(330), |l| {
+        json(l)["event"] == "sent"
+    })?;
+    if json(&sent)["records"] != FLOOD_RECORDS.parse::<u64>().unwrap_or_default() {
+        return Err(format!("the flood was cut short: {sent}").into());
+    }
+    // Give both daemons time to read what is queued for them.
+    discoverer.drain_for(Duration::from_secs(5));
+    let flooded_server = rss_bytes(server.pid())?;
+    let flooded_browser = rss_bytes(discoverer.pid())?;
+    eprintln!(
+        "RSS: server {} -> {} KiB, browser {} -> {} KiB",
+        idle_server >> 10,
+        flooded_server >> 10,
+        idle_browser >> 10,
+        flooded_browser >> 10
+    );
+    if flooded_server > idle_server + FLOOD_RSS_BOUND {
+        return Err(format!(
+            "the announcing server grew from {idle_server} to {flooded_server} bytes"
+        )
+        .into());
+    }
+    if flooded_browser > idle_browser + FLOOD_RSS_BOUND {
+        return Err(
+            format!("the browser grew from {idle_browser} to {flooded_browser} bytes").into(),
+        );
+    }
+
+    let fakes_listed = discoverer
+        .seen
+        .iter()
+        .filter_map(|l| fake_found(l))
+        .collect::<BTreeSet<_>>()
+        .len();
+    if fakes_listed == 0 || fakes_listed > tertulia_core::discovery::txt::MAX_ROOMS_PER_SOURCE {
+        return Err(format!(
+            "{fakes_listed} fake rooms from one address listed\n{}",
+            discoverer.transcript()
+        )
+        .into());
+    }
+    let instance = format!("{room}._tertulia._tcp.local.");
+    let lost = |l: &str| {
+        let v = json(l);
+        v["type"] == "room_lost" && v["instance"] == instance.as_str()
+    };
+    if discoverer.seen.iter().any(|l| lost(l)) {
+        return Err(format!("the real room was dropped\n{}", discoverer.transcript()).into());
+    }
+    // Still announced and still answering: withdrawing it is seen.
+    server.terminate()?;
+    discoverer.wait_line("room_lost after SIGTERM", LAB_WAIT, lost)?;
+    fakes.terminate()?;
+    Ok(())
+}
+
 fn main() {
     let mut trials = vec![
         Trial::test(
@@ -620,6 +736,10 @@ fn main() {
         Trial::test(
             "a_server_announces_only_when_asked",
             a_server_announces_only_when_asked,
+        ),
+        Trial::test(
+            "a_record_flood_neither_grows_memory_nor_hides_a_real_room",
+            a_record_flood_neither_grows_memory_nor_hides_a_real_room,
         ),
         Trial::test(
             "without_a_network_discover_fails_clearly_and_hosting_goes_on",

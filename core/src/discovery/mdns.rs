@@ -235,13 +235,13 @@ impl Browser {
                         ServiceEvent::ServiceResolved(service) => {
                             table.resolved(&resolved(&service))
                         }
-                        ServiceEvent::ServiceRemoved(_, fullname) => table.removed(&fullname),
-                        _ => None,
-                    };
-                    if let Some(news) = news {
-                        if tx.blocking_send(news).is_err() {
-                            break;
+                        ServiceEvent::ServiceRemoved(_, fullname) => {
+                            table.removed(&fullname).into_iter().collect()
                         }
+                        _ => Vec::new(),
+                    };
+                    if news.into_iter().any(|news| tx.blocking_send(news).is_err()) {
+                        break;
                     }
                 }
             })

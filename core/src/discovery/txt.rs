@@ -17,8 +17,11 @@ pub const MAX_ROOM_NAME_BYTES: usize = 63;
 pub const MAX_NAME_BYTES: usize = 255;
 /// Most addresses kept per room.
 pub const MAX_ADDRESSES: usize = 8;
-/// Most rooms a browser tracks at once; more are ignored until some leave.
+/// Most rooms a browser tracks at once; a new one beyond it displaces the oldest room of the
+/// source with the most rooms ([`RoomTable`]).
 pub const MAX_ROOMS: usize = 64;
+/// Most rooms listed per source (the first address a room resolves to); more are ignored.
+pub const MAX_ROOMS_PER_SOURCE: usize = 4;
 
 /// TXT key of the room name.
 pub const KEY_ROOM: &str = "room";
@@ -221,10 +224,25 @@ pub fn decode(resolved: &Resolved) -> Option<FoundRoom> {
 
 /// The rooms a browser has reported, keyed by their full name as resolved (case-folded, as
 /// DNS names compare): decides whether a resolution is a new room, an update or nothing new,
-/// keeps at most [`MAX_ROOMS`], and keeps reported instance names unique.
+/// keeps at most [`MAX_ROOMS`] and at most [`MAX_ROOMS_PER_SOURCE`] per source address, and
+/// keeps reported instance names unique (docs/PROTOCOL.md §14).
 #[derive(Debug, Default)]
 pub struct RoomTable {
-    rooms: HashMap<String, FoundRoom>,
+    rooms: HashMap<String, Listed>,
+    /// Counts up as rooms are listed: the age order among them.
+    next_seq: u64,
+}
+
+#[derive(Debug)]
+struct Listed {
+    room: FoundRoom,
+    /// When it was first listed (from [`RoomTable::next_seq`]).
+    seq: u64,
+}
+
+/// The address a room is counted under: its first (IPv4 first, so the first IPv4 if any).
+fn source(room: &FoundRoom) -> Option<IpAddr> {
+    room.addresses.first().copied()
 }
 
 impl RoomTable {
@@ -241,45 +259,87 @@ impl RoomTable {
         self.rooms.is_empty()
     }
 
-    /// An instance `resolved` again (or for the first time): the event to report, if any.
+    /// An instance `resolved` again (or for the first time): the events to report, in order
+    /// (none, one, or a room displaced to make place for a new one and then the new one).
     /// A listed room that no longer decodes (its `v` gone, say) is reported lost.
-    pub fn resolved(&mut self, resolved: &Resolved) -> Option<DiscoveryEvent> {
+    pub fn resolved(&mut self, resolved: &Resolved) -> Vec<DiscoveryEvent> {
         let key = resolved.fullname.to_lowercase();
         let Some(mut room) = decode(resolved) else {
-            return self.removed(&resolved.fullname);
+            return self.removed(&resolved.fullname).into_iter().collect();
         };
-        match self.rooms.get(&key) {
-            Some(listed) => {
-                room.instance = listed.instance.clone();
-                if *listed == room {
-                    return None;
-                }
-                self.rooms.insert(key, room.clone());
-                Some(DiscoveryEvent::Updated(room))
+        if let Some(listed) = self.rooms.get_mut(&key) {
+            room.instance = listed.room.instance.clone();
+            if listed.room == room {
+                return Vec::new();
             }
-            None => {
-                if self.rooms.len() >= MAX_ROOMS {
-                    return None;
-                }
-                room.instance = self.unique_instance(room.instance);
-                self.rooms.insert(key, room.clone());
-                Some(DiscoveryEvent::Found(room))
+            listed.room = room.clone();
+            return vec![DiscoveryEvent::Updated(room)];
+        }
+        let from = source(&room);
+        let same_source = self
+            .rooms
+            .values()
+            .filter(|l| source(&l.room) == from)
+            .count();
+        if same_source >= MAX_ROOMS_PER_SOURCE {
+            return Vec::new();
+        }
+        let mut events = Vec::with_capacity(2);
+        if self.rooms.len() >= MAX_ROOMS {
+            events.extend(self.displace());
+        }
+        room.instance = self.unique_instance(room.instance);
+        self.next_seq += 1;
+        self.rooms.insert(
+            key,
+            Listed {
+                room: room.clone(),
+                seq: self.next_seq,
+            },
+        );
+        events.push(DiscoveryEvent::Found(room));
+        events
+    }
+
+    /// Drops the oldest room of the source with the most rooms (ties: the source whose
+    /// oldest room is oldest), to make place for a new one: its `Lost`.
+    fn displace(&mut self) -> Option<DiscoveryEvent> {
+        let mut per_source: HashMap<Option<IpAddr>, (usize, u64, &str)> = HashMap::new();
+        for (key, listed) in &self.rooms {
+            let entry =
+                per_source
+                    .entry(source(&listed.room))
+                    .or_insert((0, u64::MAX, key.as_str()));
+            entry.0 += 1;
+            if listed.seq < entry.1 {
+                entry.1 = listed.seq;
+                entry.2 = key.as_str();
             }
         }
+        let victim = per_source
+            .into_values()
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))?
+            .2
+            .to_owned();
+        self.rooms
+            .remove(&victim)
+            .map(|listed| DiscoveryEvent::Lost {
+                instance: listed.room.instance,
+            })
     }
 
     /// An instance withdrawn (goodbye) or expired: `Lost` if it was listed.
     pub fn removed(&mut self, fullname: &str) -> Option<DiscoveryEvent> {
         self.rooms
             .remove(&fullname.to_lowercase())
-            .map(|room| DiscoveryEvent::Lost {
-                instance: room.instance,
+            .map(|listed| DiscoveryEvent::Lost {
+                instance: listed.room.instance,
             })
     }
 
     /// Two different full names can clean to the same text: the later one gets ` (2)`, …
     fn unique_instance(&self, instance: String) -> String {
-        let taken = |name: &str| self.rooms.values().any(|r| r.instance == name);
+        let taken = |name: &str| self.rooms.values().any(|l| l.room.instance == name);
         if !taken(&instance) {
             return instance;
         }
@@ -311,6 +371,22 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.map(|v| v.as_bytes().to_vec())))
                 .collect(),
         }
+    }
+
+    /// The events of one resolution, which must be at most one.
+    fn one(events: Vec<DiscoveryEvent>) -> Option<DiscoveryEvent> {
+        assert!(events.len() <= 1, "{events:?}");
+        events.into_iter().next()
+    }
+
+    /// An instance `name` resolving to `address`.
+    fn at(name: &str, address: [u8; 4]) -> Resolved {
+        let mut r = resolved(
+            &format!("{name}._tertulia._tcp.local."),
+            &[("v", Some("2"))],
+        );
+        r.addresses = vec![IpAddr::from(address)];
+        r
     }
 
     fn room(txt: &[(&str, Option<&str>)]) -> Option<FoundRoom> {
@@ -465,11 +541,17 @@ mod tests {
     fn the_table_reports_found_updated_and_lost_once_each() {
         let mut table = RoomTable::new();
         let a = resolved("Sala._tertulia._tcp.local.", &[("v", Some("2"))]);
-        assert!(matches!(table.resolved(&a), Some(DiscoveryEvent::Found(_))));
-        assert!(table.resolved(&a).is_none(), "the same again is no news");
+        assert!(matches!(
+            one(table.resolved(&a)),
+            Some(DiscoveryEvent::Found(_))
+        ));
+        assert!(
+            one(table.resolved(&a)).is_none(),
+            "the same again is no news"
+        );
         let mut moved = a.clone();
         moved.port = 6000;
-        match table.resolved(&moved) {
+        match one(table.resolved(&moved)) {
             Some(DiscoveryEvent::Updated(room)) => assert_eq!(room.port, 6000),
             other => panic!("{other:?}"),
         }
@@ -486,28 +568,80 @@ mod tests {
     fn a_room_whose_version_disappears_is_lost() {
         let mut table = RoomTable::new();
         let a = resolved("Sala._tertulia._tcp.local.", &[("v", Some("2"))]);
-        table.resolved(&a);
+        one(table.resolved(&a));
         let gone = resolved("Sala._tertulia._tcp.local.", &[]);
         assert!(matches!(
-            table.resolved(&gone),
+            one(table.resolved(&gone)),
             Some(DiscoveryEvent::Lost { .. })
         ));
-        assert!(table.resolved(&gone).is_none());
+        assert!(one(table.resolved(&gone)).is_none());
     }
 
     #[test]
-    fn at_most_max_rooms_are_tracked() {
+    fn at_most_max_rooms_per_source_are_listed() {
         let mut table = RoomTable::new();
-        for i in 0..MAX_ROOMS + 10 {
-            let r = resolved(&format!("r{i}._tertulia._tcp.local."), &[("v", Some("2"))]);
-            let event = table.resolved(&r);
-            assert_eq!(event.is_some(), i < MAX_ROOMS, "room {i}");
+        for i in 0..100 {
+            let event = one(table.resolved(&at(&format!("fake{i}"), [10, 99, 0, 1])));
+            assert_eq!(event.is_some(), i < MAX_ROOMS_PER_SOURCE, "fake room {i}");
+        }
+        assert_eq!(table.len(), MAX_ROOMS_PER_SOURCE);
+        // Another address is another source; an IPv6 address after the IPv4 one changes nothing.
+        let mut real = at("real", [10, 77, 0, 2]);
+        assert!(matches!(
+            one(table.resolved(&real)),
+            Some(DiscoveryEvent::Found(_))
+        ));
+        real.addresses.push("fd00::2".parse().unwrap());
+        assert!(matches!(
+            one(table.resolved(&real)),
+            Some(DiscoveryEvent::Updated(_))
+        ));
+        // One leaving makes place for another from the same source.
+        assert!(table.removed("fake0._tertulia._tcp.local.").is_some());
+        assert!(one(table.resolved(&at("fake50", [10, 99, 0, 1]))).is_some());
+        assert!(one(table.resolved(&at("fake51", [10, 99, 0, 1]))).is_none());
+    }
+
+    #[test]
+    fn a_full_list_drops_the_oldest_room_of_the_source_with_most_rooms() {
+        let mut table = RoomTable::new();
+        // MAX_ROOMS rooms: 4 from each of 16 sources, 10.99.0.1 first.
+        for i in 0..MAX_ROOMS {
+            let source = [10, 99, 0, 1 + (i / MAX_ROOMS_PER_SOURCE) as u8];
+            assert!(one(table.resolved(&at(&format!("fake{i}"), source))).is_some());
         }
         assert_eq!(table.len(), MAX_ROOMS);
-        // One leaving makes room for a new one.
-        table.removed("r0._tertulia._tcp.local.");
-        let r = resolved("new._tertulia._tcp.local.", &[("v", Some("2"))]);
-        assert!(matches!(table.resolved(&r), Some(DiscoveryEvent::Found(_))));
+        // A real room from a new source is listed; the oldest fake of the first source goes.
+        let events = table.resolved(&at("real", [10, 77, 0, 2]));
+        assert!(
+            matches!(events.as_slice(), [
+                DiscoveryEvent::Lost { instance },
+                DiscoveryEvent::Found(found),
+            ] if instance == "fake0._tertulia._tcp.local." && found.room_name == "real"),
+            "{events:?}"
+        );
+        assert_eq!(table.len(), MAX_ROOMS);
+        // The next newcomer displaces from a source that still has 4 (the second one), never
+        // the real room, the only one of its source.
+        let events = table.resolved(&at("second", [10, 77, 0, 3]));
+        assert!(
+            matches!(events.as_slice(), [DiscoveryEvent::Lost { instance }, DiscoveryEvent::Found(_)]
+                if instance == "fake4._tertulia._tcp.local."),
+            "{events:?}"
+        );
+        // 100 more from 25 new sources: 64 rooms over at most 16 + 25 + 2 sources, so some
+        // source always has 2 or more and a room alone from its source is never the one to go.
+        for i in 0..100 {
+            let events = table.resolved(&at(&format!("churn{i}"), [10, 88, (i / 4) as u8, 1]));
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| matches!(e, DiscoveryEvent::Lost { instance }
+                    if instance.starts_with("real") || instance.starts_with("second"))),
+                "churn {i}: {events:?}"
+            );
+            assert!(table.len() <= MAX_ROOMS);
+        }
     }
 
     #[test]
@@ -515,10 +649,10 @@ mod tests {
         let mut table = RoomTable::new();
         let a = resolved("Sala._tertulia._tcp.local.", &[("v", Some("2"))]);
         let b = resolved("Sa\u{200B}la._tertulia._tcp.local.", &[("v", Some("2"))]);
-        let Some(DiscoveryEvent::Found(first)) = table.resolved(&a) else {
+        let Some(DiscoveryEvent::Found(first)) = one(table.resolved(&a)) else {
             panic!()
         };
-        let Some(DiscoveryEvent::Found(second)) = table.resolved(&b) else {
+        let Some(DiscoveryEvent::Found(second)) = one(table.resolved(&b)) else {
             panic!()
         };
         assert_eq!(first.instance, "Sala._tertulia._tcp.local.");
