@@ -342,20 +342,58 @@ async fn partway(chat: &mut ChatProcess, direction: &'static str) {
     .await;
 }
 
+/// A room where `ana` sends an 8 MiB file through a slow proxy (slow enough to be cut, or
+/// talked over, in the middle) and `ben` is connected directly; returned once ana's upload is
+/// part-way.
+struct SlowUpload {
+    _server: ServerProcess,
+    proxy: Proxy,
+    ana: ChatProcess,
+    ben: ChatProcess,
+    _ana_dir: tempfile::TempDir,
+    ben_dir: tempfile::TempDir,
+    big: Vec<u8>,
+    _src: tempfile::TempDir,
+}
+
+impl SlowUpload {
+    async fn start(name: &str, seed: u64) -> Self {
+        let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
+        let proxy = Proxy::start(server.addr).await;
+        proxy.set_delay(Duration::from_millis(2));
+        let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut ana = member(proxy.addr, "ana", ana_dir.path()).await;
+        let ben = member(server.addr, "ben", ben_dir.path()).await;
+        let big = content(8 << 20, seed);
+        let (src, path) = source_file(name, &big);
+        ana.say(&format!("/send {}", path.display())).await;
+        partway(&mut ana, "upload").await;
+        Self {
+            _server: server,
+            proxy,
+            ana,
+            ben,
+            _ana_dir: ana_dir,
+            ben_dir,
+            big,
+            _src: src,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_cut_upload_resumes_where_it_stopped_and_arrives_once() {
-    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
-    let proxy = Proxy::start(server.addr).await;
-    // Slow enough to be cut in the middle.
-    proxy.set_delay(Duration::from_millis(2));
-    let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut ana = member(proxy.addr, "ana", ana_dir.path()).await;
-    let mut ben = member(server.addr, "ben", ben_dir.path()).await;
-
-    let big = content(8 << 20, 4);
-    let (_src, path) = source_file("big.bin", &big);
-    ana.say(&format!("/send {}", path.display())).await;
-    partway(&mut ana, "upload").await;
+    // Every field bound by name: what a test does not use still lives to its end.
+    let SlowUpload {
+        _server,
+        proxy,
+        mut ana,
+        mut ben,
+        _ana_dir,
+        ben_dir,
+        big,
+        _src,
+    } = SlowUpload::start("big.bin", 4).await;
     let cut_at = ana.seen.len();
     proxy.cut_all();
     ana.wait_type("reconnecting").await;
@@ -539,17 +577,16 @@ async fn a_host_copy_altered_on_disk_is_never_saved_as_good() {
 
 #[tokio::test]
 async fn chat_goes_first_while_a_large_file_is_being_sent() {
-    let server = ServerProcess::start("127.0.0.1:0", PASS, &[]).await;
-    let proxy = Proxy::start(server.addr).await;
-    proxy.set_delay(Duration::from_millis(2));
-    let (ana_dir, ben_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut ana = member(proxy.addr, "ana", ana_dir.path()).await;
-    let mut ben = member(server.addr, "ben", ben_dir.path()).await;
-
-    let big = content(8 << 20, 9);
-    let (_src, path) = source_file("video.bin", &big);
-    ana.say(&format!("/send {}", path.display())).await;
-    partway(&mut ana, "upload").await;
+    let SlowUpload {
+        _server,
+        proxy: _proxy,
+        mut ana,
+        mut ben,
+        _ana_dir,
+        ben_dir: _ben_dir,
+        big,
+        _src,
+    } = SlowUpload::start("video.bin", 9).await;
     ana.say("typed during the upload").await;
     ben.wait_messages_from("ana", 1).await;
     // The message is in the room while the file is still on its way: it did not wait for it.
