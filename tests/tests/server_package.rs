@@ -830,6 +830,10 @@ async fn the_server_package_installs_runs_as_its_unit_says_and_purges_clean() {
         .collect();
     let passphrase = passphrase_file();
     assert_eq!(printed, vec![passphrase.as_str()], "printed once:\n{first}");
+    assert!(
+        first.contains("/var/log/apt/term.log"),
+        "says where apt keeps a copy of it:\n{first}"
+    );
     let groups: Vec<&str> = passphrase.split('-').collect();
     assert!(
         groups.len() == 5 && groups.iter().all(|g| g.len() == 5),
