@@ -73,6 +73,12 @@ function pick(value, vars) {
 
 function varText(value) {
   if (value && typeof value === "object" && "ms" in value) return clock(value.ms);
+  // A translatable part ({key, fallback}): its text now, else the fallback (e.g. the English
+  // detail of a cause this window has no words for).
+  if (value && typeof value === "object" && typeof value.key === "string") {
+    const text = t(value.key);
+    return text === value.key ? String(value.fallback ?? "") : text;
+  }
   return String(value);
 }
 

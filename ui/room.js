@@ -9,7 +9,7 @@ import { clearOnline, onlineCount } from "./people.js";
 import { setConnState, clearCountdown } from "./connection.js";
 import { clearTyping } from "./typing.js";
 import { confirmDialog, askHostChanged } from "./dialogs.js";
-import { errorText, stopHostingQuestion } from "./text.js";
+import { errorText, stopHostingQuestion, discoveryReason } from "./text.js";
 import { t, translate } from "./i18n.js";
 import { session } from "./session.js";
 import { forgetUnjoined } from "./prefs.js";
@@ -94,7 +94,7 @@ export function showHosting(info) {
   const announced = $("host-announced"), announce = info.announce || { status: "off" };
   announced.hidden = announce.status === "off";
   if (announce.status === "on") translate(announced, "announce.now", { name: announce.name });
-  else if (announce.status === "failed") translate(announced, "announce.failed", { reason: announce.reason });
+  else if (announce.status === "failed") translate(announced, "announce.failed", { reason: discoveryReason(announce.cause, announce.reason) });
   showInternet(info.internet || null);
   $("stop-hosting").hidden = false;
   $("leave").hidden = true;

@@ -16,6 +16,7 @@ export function errorText(e) {
       const reason = knownOr("nick_error." + e.reason, null);
       return reason ? t("command_error.invalid_nick", { reason }) : e.message;
     }
+    if (e.kind === "discovery_failed") return t("command_error.discovery_failed", { reason: discoveryReason(e.cause, e.reason) });
     const text = knownOr("command_error." + e.kind, null, e);
     if (text) return text;
   }
@@ -58,6 +59,13 @@ export function clientErrorText(kind, message, retryAfter) {
   const vars = { message: message ?? "" };
   if (retryAfter !== undefined) vars.seconds = retryAfter;
   return knownOr("error." + kind, message, vars);
+}
+
+// Why rooms on this network cannot be looked for or shown, as a translatable part for t()
+// and translate(): by the backend's stable cause (DiscoveryError::cause, "turned_off",
+// "stopped"), falling back to its English reason for a cause this window does not know.
+export function discoveryReason(cause, reason) {
+  return { key: "discovery_cause." + (cause || "unknown"), fallback: reason || "" };
 }
 
 function knownOr(key, fallback, vars) {

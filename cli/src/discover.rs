@@ -244,7 +244,16 @@ mod tests {
     fn room_lines_speak_both_languages() {
         let en = Lang::En.discover_room(&room(), false, PROTOCOL_VERSION);
         assert!(en.contains("\"Sala de Ana\" on ana.local at 10.77.0.2:5555, [fd00::2]:5555"));
-        assert!(en.contains("join: tertulia-chat 10.77.0.2:5555 --nick NAME"));
+        assert!(en.contains(
+            "join: tertulia-chat 10.77.0.2:5555 --nick NAME --host-identity 6521-fc47-c9b6-6c07-b6a2-96fc"
+        ));
+        let mut unnamed = room();
+        unnamed.fingerprint.clear();
+        let en = Lang::En.discover_room(&unnamed, false, PROTOCOL_VERSION);
+        assert!(
+            en.ends_with("join: tertulia-chat 10.77.0.2:5555 --nick NAME"),
+            "{en}"
+        );
         let es = Lang::Es.discover_room(&room(), false, PROTOCOL_VERSION);
         assert!(es.contains("«Sala de Ana» en ana.local"));
         assert!(es.contains("identidad del anfitrión 6521-fc47"));

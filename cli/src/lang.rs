@@ -141,6 +141,13 @@ impl Lang {
     }
 
     /// An invite code and `--passphrase-file` both give the passphrase.
+    pub fn invite_and_host_identity(self) -> String {
+        self.pick(
+            "the invite code names another host identity than --host-identity: use one of them",
+            "el código de invitación indica otra identidad del anfitrión que --host-identity: usa solo uno",
+        )
+    }
+
     pub fn invite_and_passphrase_file(self) -> String {
         self.pick(
             "the invite code already carries the room passphrase: leave out --passphrase-file",
@@ -735,9 +742,14 @@ impl Lang {
                 format!(" (habla el protocolo {}, este programa el {ours}: hace falta otra versión de Tertulia)", room.version),
             ));
         } else {
+            // With the announced identity the join is checked like an invite code's.
+            let pin = match room.fingerprint.is_empty() {
+                true => String::new(),
+                false => format!(" --host-identity {}", room.fingerprint),
+            };
             line.push_str(&self.pick(
-                format!("\n    join: tertulia-chat {first} --nick NAME"),
-                format!("\n    entrar: tertulia-chat {first} --nick NOMBRE"),
+                format!("\n    join: tertulia-chat {first} --nick NAME{pin}"),
+                format!("\n    entrar: tertulia-chat {first} --nick NOMBRE{pin}"),
             ));
         }
         line

@@ -64,7 +64,9 @@ pub enum CommandError {
     InvalidRoomName(crate::discovery::RoomNameError),
     /// Rooms on this network cannot be looked for (no multicast, turned off…).
     #[error("rooms on this network cannot be looked for: {reason}")]
-    Discovery { reason: String },
+    /// `cause`: a stable name the window translates (`DiscoveryError::cause`, `turned_off`,
+    /// `stopped`).
+    Discovery { cause: &'static str, reason: String },
     #[error("{0}")]
     Client(#[from] client::SendError),
 }
@@ -129,7 +131,9 @@ impl Serialize for CommandError {
                 map.serialize_entry("port", port)?;
                 map.serialize_entry("reason", reason)?;
             }
-            Self::HostKey { reason } | Self::Discovery { reason } => {
+            Self::HostKey { reason } => map.serialize_entry("reason", reason)?,
+            Self::Discovery { cause, reason } => {
+                map.serialize_entry("cause", cause)?;
                 map.serialize_entry("reason", reason)?;
             }
             Self::FileTooLarge { max_bytes } => map.serialize_entry("max_bytes", max_bytes)?,

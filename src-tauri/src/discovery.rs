@@ -41,6 +41,8 @@ pub const MAX_LISTED: usize = 64;
 pub const ROOM_NAME_MAX_BYTES: usize = 63;
 /// The environment variable that turns announcing and browsing off (`off`).
 pub const DISCOVERY_ENV: &str = "TERTULIA_DISCOVERY";
+/// The cause of a discovery failure when the environment turned discovery off.
+const TURNED_OFF: &str = "turned_off";
 
 fn turned_off() -> bool {
     std::env::var(DISCOVERY_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("off"))
@@ -87,9 +89,16 @@ fn invisible(c: char) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum AnnounceState {
-    On { name: String },
+    On {
+        name: String,
+    },
     Off,
-    Failed { reason: String },
+    /// `cause`: a stable name the window translates ([`DiscoveryError::cause`], or
+    /// `turned_off`); `reason`: the same in English, with any detail.
+    Failed {
+        cause: &'static str,
+        reason: String,
+    },
 }
 
 /// Announce the hosted room as `name` if the host wants it and others can reach it, on the
@@ -110,6 +119,7 @@ pub fn announce(
     if turned_off() {
         return (
             AnnounceState::Failed {
+                cause: TURNED_OFF,
                 reason: format!("turned off by {DISCOVERY_ENV}=off"),
             },
             None,
@@ -132,6 +142,7 @@ pub fn announce(
             tracing::warn!(error = %e, "the room could not be shown on this network");
             (
                 AnnounceState::Failed {
+                    cause: e.cause(),
                     reason: e.to_string(),
                 },
                 None,
@@ -283,10 +294,12 @@ pub async fn browse_rooms<R: Runtime>(
     }
     if turned_off() {
         return Err(CommandError::Discovery {
+            cause: TURNED_OFF,
             reason: format!("turned off by {DISCOVERY_ENV}=off"),
         });
     }
     let (browser, mut events) = Browser::start().map_err(|e| CommandError::Discovery {
+        cause: e.cause(),
         reason: e.to_string(),
     })?;
     let rooms = Arc::new(StdMutex::new(Rooms::default()));
@@ -313,6 +326,7 @@ pub async fn browse_rooms<R: Runtime>(
             &app,
             Vec::new(),
             Some(CommandError::Discovery {
+                cause: "stopped",
                 reason: "the search stopped".into(),
             }),
         );

@@ -263,7 +263,7 @@ fn the_room_name_is_checked_and_the_host_panel_says_whether_the_room_is_shown() 
     let info = app.invoke("host_server", args(json!({}))).expect("hosting");
     assert_eq!(
         info["announce"],
-        json!({ "status": "failed", "reason": "turned off by TERTULIA_DISCOVERY=off" })
+        json!({ "status": "failed", "cause": "turned_off", "reason": "turned off by TERTULIA_DISCOVERY=off" })
     );
     drop(hosted);
     // Not asked for, or "this computer only" (nobody else could join): not shown.
@@ -280,6 +280,10 @@ fn the_room_name_is_checked_and_the_host_panel_says_whether_the_room_is_shown() 
         .invoke("browse_rooms", json!({}))
         .expect_err("browsing is off");
     assert_eq!(refused["kind"], "discovery_failed", "{refused}");
+    assert_eq!(
+        refused["cause"], "turned_off",
+        "the window translates it: {refused}"
+    );
     assert_eq!(app.invoke("stop_browsing", json!({})), Ok(Value::Null));
 }
 

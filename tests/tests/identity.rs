@@ -317,6 +317,39 @@ async fn an_invite_code_with_another_fingerprint_is_refused_on_first_contact() {
     assert_eq!(connected["host_fingerprint"], fp.to_string());
 }
 
+/// `--host-identity` (the fingerprint `--discover` prints with each room) does for an
+/// address what an invite code's fingerprint does: a host with another identity is refused
+/// on first contact, before anything is sent.
+#[tokio::test]
+async fn an_address_with_host_identity_is_checked_on_first_contact() {
+    let keys = tempfile::tempdir().expect("dir");
+    let key = keys.path().join("host.key");
+    let fp = fingerprint_of(&key);
+    let server = ServerProcess::start(
+        "127.0.0.1:0",
+        PASS,
+        &["--host-key", key.to_str().expect("path")],
+    )
+    .await;
+    let wrong = "0000-1111-2222-3333-4444-5555";
+    let mut ana = ChatProcess::start(server.addr, "ana", PASS, &["--host-identity", wrong]).await;
+    let refused = ana.wait_for("refusal", |e| e["type"] == "error").await;
+    assert_eq!(refused["kind"], "host_identity_changed", "{refused}");
+    assert_eq!(refused["pinned_fingerprint"], wrong);
+    assert_eq!(refused["presented_fingerprint"], fp.to_string());
+    assert!(ana.exit_code().await.is_some_and(|c| c != 0));
+    let fp_text = fp.to_string();
+    let mut ana =
+        ChatProcess::start(server.addr, "ana", PASS, &["--host-identity", &fp_text]).await;
+    let connected = ana.wait_type("connected").await;
+    assert_eq!(connected["host_fingerprint"], fp_text);
+    // An invite code naming one identity and the flag another: a usage error, nothing sent.
+    let pass = tertulia_core::invite::encode_component(PASS);
+    let code = format!("tertulia://{}/{fp_text}#{pass}", server.addr);
+    let mut both = ChatProcess::start_target(&code, "bea", "", &["--host-identity", wrong]).await;
+    assert_eq!(both.exit_code().await, Some(2));
+}
+
 #[tokio::test]
 async fn a_room_that_needs_a_newer_tertulia_says_so_verbatim() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -600,6 +600,11 @@ impl UnitServer {
         let state = format!("/var/lib/{}", one(service, "StateDirectory"));
         let (_, state_uid, _) = mode_owner(&state);
         assert_eq!(state_uid, uid, "{state} belongs to the service user");
+        // StateDirectoryMode=: systemd sets it at every start.
+        let state_mode = u32::from_str_radix(one(service, "StateDirectoryMode"), 8)
+            .expect("an octal StateDirectoryMode");
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(state_mode))
+            .expect("chmod the state directory");
 
         let specifiers = [('S', "/var/lib"), ('d', credentials.as_str())];
         let argv = exec_argv(one(service, "ExecStart"), &specifiers, &env);
@@ -847,7 +852,11 @@ async fn the_server_package_installs_runs_as_its_unit_says_and_purges_clean() {
         "{shell}"
     );
     assert_eq!(mode_owner(PASSPHRASE), (0o600, 0, 0), "root's alone");
-    assert_eq!(mode_owner(STATE), (0o750, uid, gid));
+    assert_eq!(
+        mode_owner(STATE),
+        (0o700, uid, gid),
+        "the service user's alone"
+    );
     let key = format!("{STATE}/host.key");
     assert_eq!(
         mode_owner(&key),
@@ -981,6 +990,7 @@ async fn the_server_package_installs_runs_as_its_unit_says_and_purges_clean() {
         ("PrivateTmp", "yes"),
         ("PrivateDevices", "yes"),
         ("StateDirectory", "tertulia"),
+        ("StateDirectoryMode", "0700"),
     ] {
         assert_eq!(one(&service, key), value, "{key}=");
     }
@@ -1000,6 +1010,11 @@ async fn the_server_package_installs_runs_as_its_unit_says_and_purges_clean() {
     assert!(
         server.log().contains(&format!("listening on {addr}")),
         "{}",
+        server.log()
+    );
+    assert!(
+        !server.log().contains("open to other users"),
+        "no warning the host cannot act on:\n{}",
         server.log()
     );
     let pid = server.pid;

@@ -120,14 +120,24 @@ test("picking a room by keyboard fills address and port and asks for the passphr
 test("a browser that cannot start says so, and the form still works; Spanish", async () => {
   const page = await openPage({ locale: "es-ES" });
   await page.evaluate(() => {
-    window.__fail = { browse_rooms: { kind: "discovery_failed", message: "no multicast interface", reason: "no multicast interface" } };
+    window.__fail = { browse_rooms: { kind: "discovery_failed", cause: "turned_off", message: "x", reason: "turned off by TERTULIA_DISCOVERY=off" } };
     document.getElementById("start").hidden = true;
   });
   await page.evaluate(() => { document.getElementById("start").hidden = false; });
-  await page.waitForFunction(() => document.getElementById("discovered-status").textContent.includes("multicast"));
-  assert.equal(await status(page), "No se pueden buscar salas en esta red: no multicast interface. Puedes escribir la dirección abajo.");
+  await page.waitForFunction(() => document.getElementById("discovered-status").textContent.includes("TERTULIA_DISCOVERY"));
+  // The backend's cause in the window's language, not its English reason.
+  assert.equal(await status(page), "No se pueden buscar salas en esta red: desactivado en este ordenador con TERTULIA_DISCOVERY=off. Puedes escribir la dirección abajo.");
   await page.selectOption("#language", "en");
-  assert.equal(await status(page), "Rooms on this network cannot be looked for: no multicast interface. You can still type the address below.");
+  assert.equal(await status(page), "Rooms on this network cannot be looked for: turned off on this computer with TERTULIA_DISCOVERY=off. You can still type the address below.");
+  // A cause this window has no words for keeps the backend's reason.
+  const other = await openPage({ locale: "es-ES" });
+  await other.evaluate(() => {
+    window.__fail = { browse_rooms: { kind: "discovery_failed", cause: "from_the_future", message: "x", reason: "no multicast interface" } };
+    document.getElementById("start").hidden = true;
+  });
+  await other.evaluate(() => { document.getElementById("start").hidden = false; });
+  await other.waitForFunction(() => document.getElementById("discovered-status").textContent.includes("multicast"));
+  assert.equal(await status(other), "No se pueden buscar salas en esta red: no multicast interface. Puedes escribir la dirección abajo.");
 
   const es = await openPage({ locale: "es-ES" });
   await emitTo(es, "rooms-found", { rooms: [SALA, HOSTILE], problem: null });
@@ -188,7 +198,16 @@ test("the host names the room (it follows the nickname until edited) and chooses
   await failed.click("#host-submit");
   await failed.waitForSelector("#host-panel:not([hidden])");
   assert.equal(await failed.textContent("#host-announced"), "Not shown on this network (no multicast interface); others can still join by address.");
-  assert.deepEqual([...page.errors, ...quiet.errors, ...failed.errors], []);
+  // A known cause is said in the window's language, and again after a language switch.
+  const spanish = await openPage({ locale: "es-ES" });
+  await spanish.fill("#host-nick", "eva");
+  await spanish.evaluate(() => { window.__responses.host_server = { ...window.__responses.host_server, announce: { status: "failed", cause: "no_network", reason: "no network interface other than loopback is up" } }; });
+  await spanish.click("#host-submit");
+  await spanish.waitForSelector("#host-panel:not([hidden])");
+  assert.equal(await spanish.textContent("#host-announced"), "No se ve en esta red (este ordenador no está conectado a ninguna red); se puede entrar igualmente por la dirección.");
+  await spanish.evaluate(async () => (await import("./i18n.js")).setLanguage("en"));
+  assert.equal(await spanish.textContent("#host-announced"), "Not shown on this network (this computer is not connected to a network); others can still join by address.");
+  assert.deepEqual([...page.errors, ...quiet.errors, ...failed.errors, ...spanish.errors], []);
 });
 
 test("a long nickname is shortened to fit the default room name, at a character boundary", async () => {

@@ -108,6 +108,11 @@ struct Args {
     /// with the host that its identity really changed.
     #[arg(long, value_name = "FINGERPRINT")]
     accept_new_host: Option<Fingerprint>,
+    /// Join only a host with exactly this identity (the fingerprint it shows or announces on
+    /// the network, e.g. 3f2a-91c0-5b7e-0d44-a1c9-77e2), as an invite code does: no
+    /// trust-on-first-use window.
+    #[arg(long, value_name = "FINGERPRINT")]
+    host_identity: Option<Fingerprint>,
 }
 
 /// Where the pins are kept when --known-hosts is not given.
@@ -145,7 +150,7 @@ async fn run(args: Args) -> i32 {
         Ok(target) => target,
         Err(e) => return fail(lang.target_error(&e), exit::USAGE),
     };
-    let mut expected_host = None;
+    let expected_host;
     let (server, passphrase) = match target {
         Target::Invite { .. } if args.passphrase_file.is_some() => {
             return fail(lang.invite_and_passphrase_file(), exit::USAGE);
@@ -157,7 +162,12 @@ async fn run(args: Args) -> i32 {
         } => {
             // The code's fingerprint leaves no trust-on-first-use window; it does not
             // replace another pin (only --accept-new-host does: the user checked with the host).
-            expected_host = fingerprint;
+            if let (Some(code), Some(given)) = (fingerprint, args.host_identity) {
+                if code != given {
+                    return fail(lang.invite_and_host_identity(), exit::USAGE);
+                }
+            }
+            expected_host = fingerprint.or(args.host_identity);
             if std::env::var_os(tertulia_cli::PASSPHRASE_ENV).is_some() {
                 tracing::info!(
                     "{} is ignored: the invite code carries the passphrase",
@@ -170,6 +180,7 @@ async fn run(args: Args) -> i32 {
             }
         }
         Target::Address(addr) => {
+            expected_host = args.host_identity;
             match obtain_passphrase(args.passphrase_file.as_deref(), &lang.passphrase_prompt()) {
                 Ok(Some((pass, _))) => (addr, pass),
                 Ok(None) => {

@@ -90,6 +90,18 @@ pub enum DiscoveryError {
     Mdns(String),
 }
 
+impl DiscoveryError {
+    /// A stable name of the cause (`snake_case`), for a window to say it in its language.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Self::NoNetwork => "no_network",
+            Self::LoopbackOnly(_) => "loopback_only",
+            Self::AddressNotHere(_) => "address_not_here",
+            Self::Mdns(_) => "mdns",
+        }
+    }
+}
+
 impl From<mdns_sd::Error> for DiscoveryError {
     fn from(e: mdns_sd::Error) -> Self {
         DiscoveryError::Mdns(e.to_string())
