@@ -107,6 +107,12 @@ pub enum Failure {
     /// it, or the provider's carrier-grade NAT): a mapping would not reach the internet.
     #[error("your router's internet address {external} is not public (another router or your provider's NAT is in front of it)")]
     NotPublic { external: IpAddr },
+    /// A device other than the default gateway answered UPnP: it was ignored (it could name
+    /// any address as "the router's", and receive the mapping).
+    #[error(
+        "a device at {answered} answered UPnP but it is not your router ({router}); it was ignored"
+    )]
+    NotTheRouter { answered: IpAddr, router: Ipv4Addr },
 }
 
 /// What the host is told.
@@ -229,9 +235,10 @@ impl Io {
         let port = self.config.port;
         let mut found_router = None;
         let mut failures = Vec::new();
+        let default_gateway = gateway::default_gateway();
         if matches!(self.config.via, Via::Auto | Via::Upnp) {
             let bind = Some(self.config.listen_ip).filter(|ip| !ip.is_unspecified());
-            match upnp::discover(bind).await {
+            match upnp::discover(bind, default_gateway).await {
                 Ok(router) => {
                     found_router = Some(router.addr());
                     match self.internal_towards(router.addr()) {
@@ -256,7 +263,7 @@ impl Io {
             }
         }
         if matches!(self.config.via, Via::Auto | Via::Pcp | Via::NatPmp) {
-            let gateway = gateway::default_gateway().or(match found_router {
+            let gateway = default_gateway.or(match found_router {
                 Some(IpAddr::V4(v4)) => Some(v4),
                 _ => None,
             });
@@ -348,9 +355,10 @@ fn most_telling(failures: Vec<Failure>) -> Failure {
     let rank = |f: &Failure| match f {
         Failure::NotPublic { .. } => 0,
         Failure::Refused { .. } => 1,
-        Failure::Network(_) => 2,
-        Failure::NoAnswer => 3,
-        Failure::NoGateway => 4,
+        Failure::NotTheRouter { .. } => 2,
+        Failure::Network(_) => 3,
+        Failure::NoAnswer => 4,
+        Failure::NoGateway => 5,
     };
     failures
         .into_iter()
