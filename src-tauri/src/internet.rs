@@ -204,12 +204,14 @@ impl InternetReach {
         listen_ip: IpAddr,
         passphrase: String,
         fingerprint: Fingerprint,
+        record: Option<std::path::PathBuf>,
     ) -> Self {
         let (mapper, mut updates) = Mapper::start(MapperConfig {
             port,
             listen_ip,
             via: Via::Auto,
             lease: portmap::LeaseConfig::default(),
+            record,
         });
         let current = Arc::new(Mutex::new(InternetStatus::asking(port)));
         let shared = current.clone();

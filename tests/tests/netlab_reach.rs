@@ -25,9 +25,28 @@ fn upnp_root() -> String {
 /// A `tertulia-server --internet` in `ns` on `port`, with a generated passphrase (so it prints
 /// the invite codes) and `extra` arguments.
 fn host(ns: &str, port: u16, extra: &[&str]) -> Result<NsProcess, String> {
+    host_storing(ns, port, None, extra)
+}
+
+/// [`host`], keeping the room in a data directory (`None`: in memory, with a generated
+/// passphrase) with the passphrase in a file: `(data_dir, passphrase_file)`.
+fn host_storing(
+    ns: &str,
+    port: u16,
+    stored: Option<(&std::path::Path, &std::path::Path)>,
+    extra: &[&str],
+) -> Result<NsProcess, String> {
     let mut command = in_ns(ns, binary("tertulia-server"));
+    match stored {
+        Some((dir, passphrase)) => command
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--passphrase-file")
+            .arg(passphrase),
+        None => command.args(["--in-memory", "--generate-passphrase"]),
+    };
     command
-        .args(["--in-memory", "--generate-passphrase", "--internet"])
+        .arg("--internet")
         .args(["--listen", &format!("0.0.0.0:{port}")])
         .args(extra);
     let mut server = NsProcess::spawn(&format!("tertulia-server in {ns}"), command)?;
@@ -368,6 +387,64 @@ fn the_app_maps_the_port_and_deletes_it_on_stop() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A host killed with SIGKILL cannot delete its mapping; it recorded it in its data
+/// directory, and the next start from there (on another port) deletes it first: the router
+/// lists the new port and not the old one, and SIGTERM then deletes the new one and the
+/// record.
+fn a_mapping_left_by_a_killed_host_is_deleted_at_the_next_start() -> Result<(), Failed> {
+    let (old, new) = (5719, 5720);
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let secrets = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let passphrase = secrets.path().join("passphrase");
+    std::fs::write(&passphrase, "quince-membrillos-en-otono\n").map_err(|e| e.to_string())?;
+    let stored = Some((dir.path(), passphrase.as_path()));
+    let record = dir.path().join("portmap.json");
+    let mut first = host_storing("lanA", old, stored, &["--internet-via", "upnp"])?;
+    first.wait_line("reachable", LAB_WAIT, |l| {
+        l.starts_with("internet: reachable")
+    })?;
+    if !upnp_list("lanA")?.contains(&format!("TCP  {old}->{LAN_A}:{old}")) {
+        return Err("the first mapping is not listed".into());
+    }
+    if !record.exists() {
+        return Err(format!("no record of the mapping in {}", dir.path().display()).into());
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first.pid().to_string()])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !killed.success() {
+        return Err("kill -KILL failed".into());
+    }
+    first.wait_exit(LAB_WAIT)?;
+    if !upnp_list("lanA")?.contains(&format!("TCP  {old}->{LAN_A}:{old}")) {
+        return Err("the mapping went with SIGKILL: nothing left to clean up".into());
+    }
+    let mut second = host_storing("lanA", new, stored, &["--internet-via", "upnp"])?;
+    second.wait_line("reachable", LAB_WAIT, |l| {
+        l.starts_with("internet: reachable")
+    })?;
+    let listed = upnp_list("lanA")?;
+    if listed.contains(&format!("{old}->"))
+        || !listed.contains(&format!("TCP  {new}->{LAN_A}:{new}"))
+    {
+        return Err(format!(
+            "after the restart the router lists:\n{listed}\n{}",
+            second.transcript()
+        )
+        .into());
+    }
+    stop_and_check_removed(&mut second, new)?;
+    let listed = upnp_list("lanA")?;
+    if listed.contains(&format!("{new}->")) {
+        return Err(format!("still listed after SIGTERM:\n{listed}").into());
+    }
+    if record.exists() {
+        return Err("the record outlived the mapping".into());
+    }
+    Ok(())
+}
+
 /// Trials that put a fake router on the LAN, and the one whose host in lanB must hear no
 /// UPnP at all, run one at a time (a fake answers every M-SEARCH it hears, its own
 /// namespace's too).
@@ -491,6 +568,10 @@ fn main() {
         Trial::test(
             "a_lan_device_answering_ssdp_first_is_not_taken_for_the_router",
             a_lan_device_answering_ssdp_first_is_not_taken_for_the_router,
+        ),
+        Trial::test(
+            "a_mapping_left_by_a_killed_host_is_deleted_at_the_next_start",
+            a_mapping_left_by_a_killed_host_is_deleted_at_the_next_start,
         ),
         Trial::test(
             "internet_on_loopback_is_refused",

@@ -8,6 +8,8 @@
 //! - [`gateway`]: the default gateway and this host's address facing it.
 //! - [`upnp`], [`pmp`]: the thin I/O of each protocol.
 //! - [`check`]: the self-check that the room answers at its external address.
+//! - [`record`]: the mapping held, recorded in the data directory, so that one left behind by
+//!   a crash is deleted at the next start.
 //! - [`Mapper`] (here): the task that performs the lease's actions and reports [`Update`]s.
 //!
 //! A mapping failure never stops hosting: the host is told why ([`Failure`]) and what to do
@@ -17,6 +19,7 @@ pub mod check;
 pub mod gateway;
 pub mod lease;
 pub mod pmp;
+pub mod record;
 pub mod upnp;
 
 use std::collections::VecDeque;
@@ -165,6 +168,10 @@ pub struct MapperConfig {
     pub listen_ip: IpAddr,
     pub via: Via,
     pub lease: LeaseConfig,
+    /// Where to record the mapping while it is held ([`record`]; `None`: a room kept in
+    /// memory, nothing recorded). A mapping recorded there by a run that did not delete it is
+    /// deleted first.
+    pub record: Option<std::path::PathBuf>,
 }
 
 /// The mapping task of one hosted room. [`Mapper::stop`] deletes the mapping.
@@ -218,6 +225,37 @@ fn lifetime_secs(lease: &LeaseConfig) -> u32 {
 }
 
 impl Io {
+    /// Record the mapping held now (see [`record`]).
+    fn record_held(&self) {
+        let (Some(path), Some(held), Some(internal)) =
+            (&self.config.record, &self.held, self.internal)
+        else {
+            return;
+        };
+        let rec = match held {
+            Held::Upnp {
+                router,
+                external_port,
+            } => record::Record {
+                router: router.addr(),
+                protocol: "TCP".into(),
+                method: record::RecordMethod::Upnp,
+                external_port: *external_port,
+                internal,
+                pcp_nonce: None,
+            },
+            Held::Pmp { held, gateway } => record::Record {
+                router: IpAddr::V4(*gateway),
+                protocol: "TCP".into(),
+                method: held.method.into(),
+                external_port: held.external.port(),
+                internal,
+                pcp_nonce: held.pcp_nonce(),
+            },
+        };
+        record::write(path, &rec);
+    }
+
     /// The address to forward to, given the router's address.
     fn internal_towards(&mut self, router: IpAddr) -> Result<SocketAddr, Failure> {
         let ip = if self.config.listen_ip.is_unspecified() {
@@ -248,6 +286,7 @@ impl Io {
                                     router,
                                     external_port: external.port(),
                                 });
+                                self.record_held();
                                 return Input::Granted(Granted {
                                     external,
                                     method: Method::Upnp,
@@ -284,6 +323,7 @@ impl Io {
                                     lifetime: held.lifetime,
                                 };
                                 self.held = Some(Held::Pmp { held, gateway: gw });
+                                self.record_held();
                                 return Input::Granted(granted);
                             }
                             Err(e) => failures.push(e),
@@ -297,6 +337,14 @@ impl Io {
     }
 
     async fn renew(&mut self) -> Input {
+        let input = self.renew_held().await;
+        if matches!(input, Input::Granted(_)) {
+            self.record_held();
+        }
+        input
+    }
+
+    async fn renew_held(&mut self) -> Input {
         let lifetime = lifetime_secs(&self.config.lease);
         let internal = self.internal;
         match &mut self.held {
@@ -341,7 +389,12 @@ impl Io {
             Some(Held::Pmp { held, .. }) => held.remove().await,
         };
         match result {
-            Ok(()) => info!("port mapping deleted"),
+            Ok(()) => {
+                info!("port mapping deleted");
+                if let Some(path) = &self.config.record {
+                    record::remove(path);
+                }
+            }
             Err(e) => {
                 warn!(error = %e, "the router did not delete the port mapping; it ends with its lease")
             }
@@ -367,6 +420,13 @@ fn most_telling(failures: Vec<Failure>) -> Failure {
 }
 
 async fn run(config: MapperConfig, stop: CancellationToken, tx: mpsc::Sender<Update>) {
+    if let Some(path) = &config.record {
+        // Bounded (record::CLEAR_TIMEOUT); hosting on the LAN goes on meanwhile.
+        tokio::select! {
+            _ = record::clear_stale(path) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
     let mut lease = Lease::new(config.lease);
     let mut io = Io {
         config,
