@@ -9,6 +9,7 @@ use tertulia_core::client::{self, ClientConfig};
 use tertulia_core::identity::{Fingerprint, HostKey};
 use tertulia_core::invite::Invite;
 use tertulia_core::passphrase;
+use tertulia_core::portmap;
 use tertulia_core::server::{self, PreviousRoom, Server, ServerConfig};
 use tertulia_core::text::{validate_nick, NickError};
 use thiserror::Error;
@@ -272,8 +273,22 @@ pub async fn host_server<R: Runtime>(
         ip if ip.is_loopback() => std::net::Ipv4Addr::UNSPECIFIED.into(),
         ip => ip,
     };
-    let internet = internet
-        .then(|| InternetReach::start(&app, port, listen_ip, passphrase.clone(), fingerprint));
+    // The mapping is recorded in the hosted room's data directory, so that one left behind by
+    // a crash is deleted when hosting from it again (with internet reach or without).
+    let record = portmap::record::path_in(&app_dir.join("room"));
+    let internet = if internet {
+        Some(InternetReach::start(
+            &app,
+            port,
+            listen_ip,
+            passphrase.clone(),
+            fingerprint,
+            Some(record),
+        ))
+    } else {
+        tauri::async_runtime::spawn(async move { portmap::record::clear_stale(&record).await });
+        None
+    };
     // The invite names the best shared address and the room's identity; its passphrase is
     // percent-encoded (docs/PROTOCOL.md, "Invite codes"), so '%', '#' or spaces survive.
     let info = HostInfo {

@@ -45,6 +45,8 @@ pub enum Reason {
     Refused,
     Network,
     NotPublic,
+    /// A device that is not the router answered UPnP (ignored); `detail` is its address.
+    NotTheRouter,
 }
 
 /// The self-check's finding.
@@ -107,6 +109,9 @@ fn reason(failure: &Failure) -> (Reason, Option<String>) {
         Failure::Refused { reason, .. } => (Reason::Refused, Some(reason.clone())),
         Failure::Network(detail) => (Reason::Network, Some(detail.clone())),
         Failure::NotPublic { external } => (Reason::NotPublic, Some(external.to_string())),
+        Failure::NotTheRouter { answered, .. } => {
+            (Reason::NotTheRouter, Some(answered.to_string()))
+        }
     }
 }
 
@@ -199,12 +204,14 @@ impl InternetReach {
         listen_ip: IpAddr,
         passphrase: String,
         fingerprint: Fingerprint,
+        record: Option<std::path::PathBuf>,
     ) -> Self {
         let (mapper, mut updates) = Mapper::start(MapperConfig {
             port,
             listen_ip,
             via: Via::Auto,
             lease: portmap::LeaseConfig::default(),
+            record,
         });
         let current = Arc::new(Mutex::new(InternetStatus::asking(port)));
         let shared = current.clone();

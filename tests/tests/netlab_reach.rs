@@ -25,9 +25,28 @@ fn upnp_root() -> String {
 /// A `tertulia-server --internet` in `ns` on `port`, with a generated passphrase (so it prints
 /// the invite codes) and `extra` arguments.
 fn host(ns: &str, port: u16, extra: &[&str]) -> Result<NsProcess, String> {
+    host_storing(ns, port, None, extra)
+}
+
+/// [`host`], keeping the room in a data directory (`None`: in memory, with a generated
+/// passphrase) with the passphrase in a file: `(data_dir, passphrase_file)`.
+fn host_storing(
+    ns: &str,
+    port: u16,
+    stored: Option<(&std::path::Path, &std::path::Path)>,
+    extra: &[&str],
+) -> Result<NsProcess, String> {
     let mut command = in_ns(ns, binary("tertulia-server"));
+    match stored {
+        Some((dir, passphrase)) => command
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--passphrase-file")
+            .arg(passphrase),
+        None => command.args(["--in-memory", "--generate-passphrase"]),
+    };
     command
-        .args(["--in-memory", "--generate-passphrase", "--internet"])
+        .arg("--internet")
         .args(["--listen", &format!("0.0.0.0:{port}")])
         .args(extra);
     let mut server = NsProcess::spawn(&format!("tertulia-server in {ns}"), command)?;
@@ -278,6 +297,7 @@ impl Drop for DeafRouterForLanB {
 /// hand (forward the port to its LAN address), and a member on the LAN still joins and chats.
 fn a_router_that_does_not_answer_gives_the_advice_and_the_lan_still_works() -> Result<(), Failed> {
     let port = 5715;
+    let _one = lan_ssdp();
     let _deaf = DeafRouterForLanB::install()?;
     let mut server = host("lanB", port, &[])?;
     let invite = code_after(&mut server, "invite code:")?;
@@ -367,6 +387,146 @@ fn the_app_maps_the_port_and_deletes_it_on_stop() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A host killed with SIGKILL cannot delete its mapping; it recorded it in its data
+/// directory, and the next start from there (on another port) deletes it first: the router
+/// lists the new port and not the old one, and SIGTERM then deletes the new one and the
+/// record.
+fn a_mapping_left_by_a_killed_host_is_deleted_at_the_next_start() -> Result<(), Failed> {
+    let (old, new) = (5719, 5720);
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let secrets = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let passphrase = secrets.path().join("passphrase");
+    std::fs::write(&passphrase, "quince-membrillos-en-otono\n").map_err(|e| e.to_string())?;
+    let stored = Some((dir.path(), passphrase.as_path()));
+    let record = dir.path().join("portmap.json");
+    let mut first = host_storing("lanA", old, stored, &["--internet-via", "upnp"])?;
+    first.wait_line("reachable", LAB_WAIT, |l| {
+        l.starts_with("internet: reachable")
+    })?;
+    if !upnp_list("lanA")?.contains(&format!("TCP  {old}->{LAN_A}:{old}")) {
+        return Err("the first mapping is not listed".into());
+    }
+    if !record.exists() {
+        return Err(format!("no record of the mapping in {}", dir.path().display()).into());
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first.pid().to_string()])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !killed.success() {
+        return Err("kill -KILL failed".into());
+    }
+    first.wait_exit(LAB_WAIT)?;
+    if !upnp_list("lanA")?.contains(&format!("TCP  {old}->{LAN_A}:{old}")) {
+        return Err("the mapping went with SIGKILL: nothing left to clean up".into());
+    }
+    let mut second = host_storing("lanA", new, stored, &["--internet-via", "upnp"])?;
+    second.wait_line("reachable", LAB_WAIT, |l| {
+        l.starts_with("internet: reachable")
+    })?;
+    let listed = upnp_list("lanA")?;
+    if listed.contains(&format!("{old}->"))
+        || !listed.contains(&format!("TCP  {new}->{LAN_A}:{new}"))
+    {
+        return Err(format!(
+            "after the restart the router lists:\n{listed}\n{}",
+            second.transcript()
+        )
+        .into());
+    }
+    stop_and_check_removed(&mut second, new)?;
+    let listed = upnp_list("lanA")?;
+    if listed.contains(&format!("{new}->")) {
+        return Err(format!("still listed after SIGTERM:\n{listed}").into());
+    }
+    if record.exists() {
+        return Err("the record outlived the mapping".into());
+    }
+    Ok(())
+}
+
+/// Trials that put a fake router on the LAN, and the one whose host in lanB must hear no
+/// UPnP at all, run one at a time (a fake answers every M-SEARCH it hears, its own
+/// namespace's too).
+static LAN_SSDP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn lan_ssdp() -> std::sync::MutexGuard<'static, ()> {
+    LAN_SSDP.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The external address a fake router on the LAN claims (TEST-NET-2, never the lab's).
+const FAKE_EXTERNAL: &str = "198.51.100.66";
+
+/// A device in `ns` that answers SSDP at once and claims to be the router (netlab.py
+/// fake-igd), until dropped.
+fn fake_igd(ns: &str, bind: &str) -> Result<NsProcess, String> {
+    let mut command = netlab_py(ns);
+    command.args([
+        "fake-igd",
+        "--bind",
+        bind,
+        "--external-ip",
+        FAKE_EXTERNAL,
+        "--lifetime",
+        "120",
+    ]);
+    let mut fake = NsProcess::spawn(&format!("fake IGD in {ns}"), command)?;
+    fake.wait_line("fake IGD listening", LAB_WAIT, |l| {
+        serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["event"] == "listening")
+    })?;
+    Ok(fake)
+}
+
+/// A device in lanB answers SSDP before the router does and claims the router's role with
+/// another external address: the host in lanA asks its default gateway, maps on the real
+/// miniupnpd (listed by `upnpc -l`), reports 203.0.113.1, never the fake's address, and a
+/// member on the WAN joins through it.
+fn a_lan_device_answering_ssdp_first_is_not_taken_for_the_router() -> Result<(), Failed> {
+    let _one = lan_ssdp();
+    let port = 5718;
+    let mut fake = fake_igd("lanB", LAN_B)?;
+    let mut server = host("lanA", port, &["--internet-via", "upnp"])?;
+    let reachable = server.wait_line("reachable", LAB_WAIT, |l| {
+        l.starts_with("internet: reachable") || l.starts_with("internet: not reachable")
+    })?;
+    let expected = format!(
+        "internet: reachable from the internet at {ROUTER_WAN}:{port} (UPnP, lease 3600 s)"
+    );
+    if reachable != expected {
+        return Err(format!(
+            "{reachable:?} is not {expected:?}\n{}\n{}",
+            server.transcript(),
+            fake.transcript()
+        )
+        .into());
+    }
+    let listed = upnp_list("lanA")?;
+    if !listed.contains(&format!("TCP  {port}->{LAN_A}:{port}  'Tertulia'")) {
+        return Err(format!("the router does not list the mapping:\n{listed}").into());
+    }
+    let wan_invite = code_after(&mut server, "invite code (internet):")?;
+    if !wan_invite.starts_with(&format!("tertulia://{ROUTER_WAN}:{port}/")) {
+        return Err(format!("internet invite {wan_invite}").into());
+    }
+    let (mut wan, _wan_home) = member("wan", &wan_invite, "Remota")?;
+    wan.wait_line("Remota connected", LAB_WAIT, |l| json_type(l, "connected"))?;
+    wan.close_stdin();
+    let _ = wan.terminate();
+    stop_and_check_removed(&mut server, port)?;
+    let _ = fake.terminate();
+    if let Some(l) = server.seen.iter().find(|l| l.contains(FAKE_EXTERNAL)) {
+        return Err(format!("the fake's address was shown: {l}").into());
+    }
+    if let Some(l) = fake
+        .seen
+        .iter()
+        .find(|l| l.contains("AddPortMapping") || l.contains("GetExternalIPAddress"))
+    {
+        return Err(format!("the host asked the fake router: {l}").into());
+    }
+    Ok(())
+}
+
 fn main() {
     let app_trial = Trial::test(
         "the_app_maps_the_port_and_deletes_it_on_stop",
@@ -404,6 +564,14 @@ fn main() {
         Trial::test(
             "a_router_that_does_not_answer_gives_the_advice_and_the_lan_still_works",
             a_router_that_does_not_answer_gives_the_advice_and_the_lan_still_works,
+        ),
+        Trial::test(
+            "a_lan_device_answering_ssdp_first_is_not_taken_for_the_router",
+            a_lan_device_answering_ssdp_first_is_not_taken_for_the_router,
+        ),
+        Trial::test(
+            "a_mapping_left_by_a_killed_host_is_deleted_at_the_next_start",
+            a_mapping_left_by_a_killed_host_is_deleted_at_the_next_start,
         ),
         Trial::test(
             "internet_on_loopback_is_refused",

@@ -44,6 +44,7 @@ export default {
   "internet.unreachable.refused": "Not reachable from the internet: your router refused to forward the port ({detail}). Forward port {port} to {lan} by hand, or use a VPN such as Tailscale.",
   "internet.unreachable.network": "Not reachable from the internet: your router could not be asked ({detail}). Forward port {port} to {lan} by hand, or use a VPN such as Tailscale.",
   "internet.unreachable.not_public": "Not reachable from the internet: your router's internet address {detail} is not public (another router, or your provider's shared address, is in front of it). Use a VPN such as Tailscale.",
+  "internet.unreachable.not_the_router": "Not reachable from the internet: a device at {detail} answered for your router but is not your router, so it was ignored, and your router did not answer. Forward port {port} to {lan} by hand, or use a VPN such as Tailscale.",
   "internet.still_lan": "The room still works on this network.",
   "internet.lan_unknown": "this computer",
   "strength.lead": "This passphrase is easy to guess:",

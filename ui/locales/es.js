@@ -43,6 +43,7 @@ export default {
   "internet.unreachable.refused": "No accesible desde internet: el router se negó a redirigir el puerto ({detail}). Redirige a mano el puerto {port} a {lan}, o usa una VPN como Tailscale.",
   "internet.unreachable.network": "No accesible desde internet: no se pudo preguntar al router ({detail}). Redirige a mano el puerto {port} a {lan}, o usa una VPN como Tailscale.",
   "internet.unreachable.not_public": "No accesible desde internet: la dirección de internet del router, {detail}, no es pública (hay otro router, o una dirección compartida del proveedor, delante). Usa una VPN como Tailscale.",
+  "internet.unreachable.not_the_router": "No accesible desde internet: un dispositivo en {detail} respondió por el router pero no es tu router, así que se ignoró, y tu router no respondió. Redirige a mano el puerto {port} a {lan}, o usa una VPN como Tailscale.",
   "internet.still_lan": "La sala sigue funcionando en esta red.",
   "internet.lan_unknown": "este equipo",
   "strength.lead": "Esta contraseña es fácil de adivinar:",

@@ -543,11 +543,19 @@ async fn run(args: Args) -> i32 {
                 lifetime: Duration::from_secs(args.internet_lease_secs),
                 ..portmap::LeaseConfig::default()
             },
+            record: data_dir.as_deref().map(portmap::record::path_in),
         });
         let invite = generated.then(|| (passphrase.clone(), fingerprint));
         let printer = tokio::spawn(print_internet(updates, local.port(), invite));
         (mapper, printer)
     });
+    if !args.internet {
+        // A mapping a previous run with --internet left behind (killed before deleting it):
+        // deleted in the background, bounded, while the room serves.
+        if let Some(path) = data_dir.as_deref().map(portmap::record::path_in) {
+            tokio::spawn(async move { portmap::record::clear_stale(&path).await });
+        }
+    }
     let announcer = args
         .announce
         .then(|| tertulia_cli::discover::announce(local, fingerprint, args.room_name.as_deref()))

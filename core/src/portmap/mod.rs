@@ -8,6 +8,8 @@
 //! - [`gateway`]: the default gateway and this host's address facing it.
 //! - [`upnp`], [`pmp`]: the thin I/O of each protocol.
 //! - [`check`]: the self-check that the room answers at its external address.
+//! - [`record`]: the mapping held, recorded in the data directory, so that one left behind by
+//!   a crash is deleted at the next start.
 //! - [`Mapper`] (here): the task that performs the lease's actions and reports [`Update`]s.
 //!
 //! A mapping failure never stops hosting: the host is told why ([`Failure`]) and what to do
@@ -17,6 +19,7 @@ pub mod check;
 pub mod gateway;
 pub mod lease;
 pub mod pmp;
+pub mod record;
 pub mod upnp;
 
 use std::collections::VecDeque;
@@ -107,6 +110,12 @@ pub enum Failure {
     /// it, or the provider's carrier-grade NAT): a mapping would not reach the internet.
     #[error("your router's internet address {external} is not public (another router or your provider's NAT is in front of it)")]
     NotPublic { external: IpAddr },
+    /// A device other than the default gateway answered UPnP: it was ignored (it could name
+    /// any address as "the router's", and receive the mapping).
+    #[error(
+        "a device at {answered} answered UPnP but it is not your router ({router}); it was ignored"
+    )]
+    NotTheRouter { answered: IpAddr, router: Ipv4Addr },
 }
 
 /// What the host is told.
@@ -159,6 +168,10 @@ pub struct MapperConfig {
     pub listen_ip: IpAddr,
     pub via: Via,
     pub lease: LeaseConfig,
+    /// Where to record the mapping while it is held ([`record`]; `None`: a room kept in
+    /// memory, nothing recorded). A mapping recorded there by a run that did not delete it is
+    /// deleted first.
+    pub record: Option<std::path::PathBuf>,
 }
 
 /// The mapping task of one hosted room. [`Mapper::stop`] deletes the mapping.
@@ -212,6 +225,37 @@ fn lifetime_secs(lease: &LeaseConfig) -> u32 {
 }
 
 impl Io {
+    /// Record the mapping held now (see [`record`]).
+    fn record_held(&self) {
+        let (Some(path), Some(held), Some(internal)) =
+            (&self.config.record, &self.held, self.internal)
+        else {
+            return;
+        };
+        let rec = match held {
+            Held::Upnp {
+                router,
+                external_port,
+            } => record::Record {
+                router: router.addr(),
+                protocol: "TCP".into(),
+                method: record::RecordMethod::Upnp,
+                external_port: *external_port,
+                internal,
+                pcp_nonce: None,
+            },
+            Held::Pmp { held, gateway } => record::Record {
+                router: IpAddr::V4(*gateway),
+                protocol: "TCP".into(),
+                method: held.method.into(),
+                external_port: held.external.port(),
+                internal,
+                pcp_nonce: held.pcp_nonce(),
+            },
+        };
+        record::write(path, &rec);
+    }
+
     /// The address to forward to, given the router's address.
     fn internal_towards(&mut self, router: IpAddr) -> Result<SocketAddr, Failure> {
         let ip = if self.config.listen_ip.is_unspecified() {
@@ -229,9 +273,10 @@ impl Io {
         let port = self.config.port;
         let mut found_router = None;
         let mut failures = Vec::new();
+        let default_gateway = gateway::default_gateway();
         if matches!(self.config.via, Via::Auto | Via::Upnp) {
             let bind = Some(self.config.listen_ip).filter(|ip| !ip.is_unspecified());
-            match upnp::discover(bind).await {
+            match upnp::discover(bind, default_gateway).await {
                 Ok(router) => {
                     found_router = Some(router.addr());
                     match self.internal_towards(router.addr()) {
@@ -241,6 +286,7 @@ impl Io {
                                     router,
                                     external_port: external.port(),
                                 });
+                                self.record_held();
                                 return Input::Granted(Granted {
                                     external,
                                     method: Method::Upnp,
@@ -256,7 +302,7 @@ impl Io {
             }
         }
         if matches!(self.config.via, Via::Auto | Via::Pcp | Via::NatPmp) {
-            let gateway = gateway::default_gateway().or(match found_router {
+            let gateway = default_gateway.or(match found_router {
                 Some(IpAddr::V4(v4)) => Some(v4),
                 _ => None,
             });
@@ -277,6 +323,7 @@ impl Io {
                                     lifetime: held.lifetime,
                                 };
                                 self.held = Some(Held::Pmp { held, gateway: gw });
+                                self.record_held();
                                 return Input::Granted(granted);
                             }
                             Err(e) => failures.push(e),
@@ -290,6 +337,14 @@ impl Io {
     }
 
     async fn renew(&mut self) -> Input {
+        let input = self.renew_held().await;
+        if matches!(input, Input::Granted(_)) {
+            self.record_held();
+        }
+        input
+    }
+
+    async fn renew_held(&mut self) -> Input {
         let lifetime = lifetime_secs(&self.config.lease);
         let internal = self.internal;
         match &mut self.held {
@@ -334,7 +389,12 @@ impl Io {
             Some(Held::Pmp { held, .. }) => held.remove().await,
         };
         match result {
-            Ok(()) => info!("port mapping deleted"),
+            Ok(()) => {
+                info!("port mapping deleted");
+                if let Some(path) = &self.config.record {
+                    record::remove(path);
+                }
+            }
             Err(e) => {
                 warn!(error = %e, "the router did not delete the port mapping; it ends with its lease")
             }
@@ -348,9 +408,10 @@ fn most_telling(failures: Vec<Failure>) -> Failure {
     let rank = |f: &Failure| match f {
         Failure::NotPublic { .. } => 0,
         Failure::Refused { .. } => 1,
-        Failure::Network(_) => 2,
-        Failure::NoAnswer => 3,
-        Failure::NoGateway => 4,
+        Failure::NotTheRouter { .. } => 2,
+        Failure::Network(_) => 3,
+        Failure::NoAnswer => 4,
+        Failure::NoGateway => 5,
     };
     failures
         .into_iter()
@@ -359,6 +420,13 @@ fn most_telling(failures: Vec<Failure>) -> Failure {
 }
 
 async fn run(config: MapperConfig, stop: CancellationToken, tx: mpsc::Sender<Update>) {
+    if let Some(path) = &config.record {
+        // Bounded (record::CLEAR_TIMEOUT); hosting on the LAN goes on meanwhile.
+        tokio::select! {
+            _ = record::clear_stale(path) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
     let mut lease = Lease::new(config.lease);
     let mut io = Io {
         config,

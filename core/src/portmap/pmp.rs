@@ -173,6 +173,14 @@ impl Held {
         Ok(())
     }
 
+    /// The PCP nonce that deleting the mapping needs (`None`: NAT-PMP, which needs none).
+    pub fn pcp_nonce(&self) -> Option<[u32; 3]> {
+        match self.mapping.mapping_type() {
+            PortMappingType::Pcp { nonce, .. } => Some(nonce),
+            PortMappingType::NatPmp => None,
+        }
+    }
+
     /// Delete the mapping.
     pub async fn remove(self) -> Result<(), Failure> {
         let mut mapping = self.mapping;
@@ -181,5 +189,37 @@ impl Held {
             crab_nat::MappingFailure::Pcp(e) => pcp_failure(e),
             crab_nat::MappingFailure::NatPmp(e) => natpmp_failure(e),
         })
+    }
+}
+
+/// Delete a mapping a previous run recorded and did not delete: PCP with its `nonce` (for
+/// `client`, this host's address, and the internal `port`), NAT-PMP without one.
+pub async fn drop_recorded(
+    gateway: Ipv4Addr,
+    client: IpAddr,
+    port: NonZeroU16,
+    nonce: Option<[u32; 3]>,
+) -> Result<(), Failure> {
+    match nonce {
+        Some(nonce) => pcp::try_drop_mapping(
+            gateway.into(),
+            client,
+            nonce,
+            pcp::DropMappingRange::Single {
+                internal_port: port,
+                protocol: InternetProtocol::Tcp,
+            },
+            Some(TIMEOUTS),
+        )
+        .await
+        .map_err(pcp_failure),
+        None => natpmp::try_drop_mapping(
+            gateway.into(),
+            InternetProtocol::Tcp,
+            Some(port),
+            Some(TIMEOUTS),
+        )
+        .await
+        .map_err(natpmp_failure),
     }
 }

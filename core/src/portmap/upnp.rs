@@ -1,17 +1,31 @@
 //! UPnP-IGD through `igd-next`: find the router by SSDP on the LAN, map a TCP port on its
 //! WANIPConnection (or WANPPPConnection) service, learn its external address, delete it.
+//!
+//! Any device on the LAN can answer SSDP, and faster than the router (which delays its
+//! answers to a multicast search by up to its MX). So when the default gateway is known the
+//! gateway is asked first, by unicast (miniupnpd and most routers answer at once), and a
+//! device that answers the multicast search is trusted only when its description is served
+//! from the gateway's own address ([`judge`]); any other is ignored, and said so.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use igd_next::aio::tokio::Tokio;
 use igd_next::aio::Gateway;
 use igd_next::{AddAnyPortError, AddPortError, PortMappingProtocol, SearchError, SearchOptions};
 
+use tracing::{debug, warn};
+
 use super::Failure;
 
 /// How long SSDP discovery waits for a router's answer (a router answers in milliseconds).
 pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the unicast search of the default gateway waits (a router answers a unicast
+/// M-SEARCH at once; one that does not is then searched for by multicast).
+pub const UNICAST_SEARCH_TIMEOUT: Duration = Duration::from_millis(1500);
+/// SSDP's IPv4 multicast address and port.
+pub const SSDP_MULTICAST: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 255, 250)), 1900);
 /// How long one SOAP request to the router may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The mapping's description on the router's page.
@@ -29,14 +43,74 @@ impl Router {
     }
 }
 
-/// Find the IPv4 router by SSDP, sending from `local` (this host's LAN address).
-pub async fn discover(local: Option<IpAddr>) -> Result<Router, Failure> {
+/// Where to send M-SEARCH, in order: the default gateway by unicast when it is known, then
+/// the SSDP multicast group. Pure.
+pub fn search_targets(gateway: Option<Ipv4Addr>) -> Vec<SocketAddr> {
+    let mut targets = Vec::with_capacity(2);
+    if let Some(gw) = gateway {
+        targets.push(SocketAddr::new(IpAddr::V4(gw), 1900));
+    }
+    targets.push(SSDP_MULTICAST);
+    targets
+}
+
+/// Whether the device that answered SSDP at `answered` (the address its description and
+/// control service are served from: `igd-next` accepts only a responder's own address) may be
+/// used as the router: with a known default gateway, only the gateway itself; without one
+/// (no route table to read), the one that answered. Pure.
+pub fn judge(answered: IpAddr, gateway: Option<Ipv4Addr>) -> Result<(), Failure> {
+    match gateway {
+        Some(gw) if answered != IpAddr::V4(gw) => Err(Failure::NotTheRouter {
+            answered,
+            router: gw,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Find the IPv4 router by SSDP, sending from `local` (this host's LAN address); with the
+/// default `gateway` known, the gateway is asked first and only it is trusted ([`judge`]).
+pub async fn discover(local: Option<IpAddr>, gateway: Option<Ipv4Addr>) -> Result<Router, Failure> {
+    let mut last = Failure::NoAnswer;
+    for target in search_targets(gateway) {
+        let unicast = !target.ip().is_multicast();
+        let timeout = if unicast {
+            UNICAST_SEARCH_TIMEOUT
+        } else {
+            SEARCH_TIMEOUT
+        };
+        match search(local, target, timeout).await {
+            Ok(router) => match judge(router.addr(), gateway) {
+                Ok(()) => {
+                    debug!(router = %router.addr(), via = %target, "UPnP router found");
+                    return Ok(router);
+                }
+                Err(failure) => {
+                    warn!("{failure}");
+                    last = failure;
+                }
+            },
+            Err(Failure::NoAnswer) if unicast => {
+                debug!(gateway = %target, "the default gateway did not answer a unicast SSDP search");
+            }
+            Err(failure) => last = failure,
+        }
+    }
+    Err(last)
+}
+
+async fn search(
+    local: Option<IpAddr>,
+    target: SocketAddr,
+    timeout: Duration,
+) -> Result<Router, Failure> {
     let mut options = SearchOptions::default();
     if let Some(ip) = local.filter(IpAddr::is_ipv4) {
         options.bind_addr = SocketAddr::new(ip, 0);
     }
-    options.timeout = Some(SEARCH_TIMEOUT);
-    options.single_search_timeout = Some(SEARCH_TIMEOUT);
+    options.broadcast_address = target;
+    options.timeout = Some(timeout);
+    options.single_search_timeout = Some(timeout);
     options.gateway_ip_version = igd_next::GatewayIpVersion::V4;
     match igd_next::aio::tokio::search_gateway(options).await {
         Ok(gateway) => Ok(Router { gateway }),
@@ -124,4 +198,41 @@ async fn bounded<T>(request: impl std::future::Future<Output = T>) -> Result<T, 
     tokio::time::timeout(REQUEST_TIMEOUT, request)
         .await
         .map_err(|_| Failure::NoAnswer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GW: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+
+    #[test]
+    fn the_gateway_is_asked_first_by_unicast_then_the_lan_by_multicast() {
+        assert_eq!(
+            search_targets(Some(GW)),
+            vec!["10.77.0.1:1900".parse().unwrap(), SSDP_MULTICAST]
+        );
+        assert_eq!(search_targets(None), vec![SSDP_MULTICAST]);
+    }
+
+    #[test]
+    fn only_the_default_gateway_is_trusted_as_the_router() {
+        assert_eq!(judge(IpAddr::V4(GW), Some(GW)), Ok(()));
+        let other: IpAddr = "10.77.0.3".parse().unwrap();
+        let failure = judge(other, Some(GW)).unwrap_err();
+        assert_eq!(
+            failure,
+            Failure::NotTheRouter {
+                answered: other,
+                router: GW
+            }
+        );
+        assert!(failure.to_string().contains("10.77.0.3"), "{failure}");
+        assert!(failure.to_string().contains("ignored"), "{failure}");
+    }
+
+    #[test]
+    fn without_a_known_gateway_the_device_that_answered_is_used() {
+        assert_eq!(judge("192.168.1.254".parse().unwrap(), None), Ok(()));
+    }
 }
