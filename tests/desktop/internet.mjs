@@ -113,6 +113,13 @@ function upnpList() {
   return out.stdout || "";
 }
 // upnpc pads the port to a width: "TCP  5711->…", "TCP 24531->…".
+// A mapping this run's app left on the shared router when a step failed (the app is ended
+// without stopping hosting then): deleted, so the router does not forward a dead port for an hour.
+function unmap(port) {
+  if (!upnpList().includes(`${port}->`)) return;
+  spawnSync("upnpc", ["-i", "-u", UPNP_ROOT, "-d", String(port), "TCP"], { stdio: "ignore", timeout: 20_000 });
+  log(`router: deleted the mapping of port ${port} left by a failed step`);
+}
 const mapped = (listing, port) => new RegExp(`TCP +${port}->${LAN_A.replaceAll(".", "\\.")}:${port} +'Tertulia'`).test(listing);
 
 // What a TCP client in `wan` gets at the router's external address (netlab.py probe-tcp).
@@ -337,6 +344,7 @@ async function reachable(home) {
   } finally {
     await session.close();
     driver.kill("SIGTERM");
+    unmap(port);
   }
 }
 
@@ -388,6 +396,7 @@ async function routerSilent(home) {
     admin?.release();
     await session.close();
     driver.kill("SIGTERM");
+    unmap(port);
   }
 }
 
