@@ -105,6 +105,8 @@ test-faults:
 test-ui:
 	node --test ui/tests/
 
+# The real app under Xvfb (tests/desktop/run.mjs), then in the network lab's namespaces rooms on
+# this network (discovery.mjs) and "Reachable from the internet" via its router (internet.mjs).
 test-desktop:
 	TERTULIA_REQUIRE_KEYRING=1 NETLAB_REQUIRED=1 node tests/desktop/run.mjs
 

@@ -1017,11 +1017,18 @@ function cleanup() {
   for (const c of children.reverse()) { try { c.kill("SIGTERM"); } catch (_) { /* gone */ } }
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 }
-// Then rooms on this network, in the lab's namespaces (skipped, saying why, where it cannot run).
-const discovery = () => new Promise((resolve) => {
-  spawn(process.execPath, [path.join(root, "tests/desktop/discovery.mjs")], { stdio: "inherit" })
+// Then, in the lab's namespaces (each skipped, saying why, where it cannot run): rooms on this
+// network (discovery.mjs) and "Reachable from the internet" through the lab's router
+// (internet.mjs). Both run; the desktop run fails if either does.
+const labStep = (file) => new Promise((resolve) => {
+  spawn(process.execPath, [path.join(root, "tests/desktop", file)], { stdio: "inherit" })
     .on("exit", (code, signal) => resolve(code ?? (signal ? 1 : 0)));
 });
+const labSteps = async () => {
+  const codes = [];
+  for (const file of ["discovery.mjs", "internet.mjs"]) codes.push(await labStep(file));
+  return codes.find((c) => c !== 0) ?? 0;
+};
 main()
-  .then(async () => { clearTimeout(timeout); cleanup(); process.exit(await discovery()); })
+  .then(async () => { clearTimeout(timeout); cleanup(); process.exit(await labSteps()); })
   .catch((e) => { console.error("[desktop-e2e] FAILED:", e.message); clearTimeout(timeout); cleanup(); process.exit(1); });

@@ -24,6 +24,11 @@ export class Session {
     const actions = [{ type: "key", id: "keyboard", actions: [{ type: "keyDown", value: key }, { type: "keyUp", value: key }] }];
     await request("POST", this.url("/actions"), { actions });
   }
+  /** Perform W3C input `actions` (key chords such as Ctrl+V), then release every key. */
+  async actions(actions) {
+    await request("POST", this.url("/actions"), { actions });
+    await request("DELETE", this.url("/actions"));
+  }
   async windowRect() { return request("GET", this.url("/window/rect")); }
   async setWindowRect(rect) { return request("POST", this.url("/window/rect"), rect); }
   async screenshot() { return Buffer.from(await request("GET", this.url("/screenshot")), "base64"); }
