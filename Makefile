@@ -64,8 +64,9 @@ deps-netlab: deps
 	  $(AS_ROOT) avahi-daemon --kill >/dev/null 2>&1 || true; \
 	fi
 
+# What make run/host/chat start: the app and the headless pair (not the benchmark).
 release: deps
-	$(CARGO) build --release --bins
+	$(CARGO) build --release -p tertulia-app -p tertulia-cli --bins
 
 run: release
 	@if [ -n "$${DISPLAY:-}$${WAYLAND_DISPLAY:-}" ]; then \

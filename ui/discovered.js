@@ -23,10 +23,25 @@ let picked = null;
 let expectIdentity = () => {};
 // Why the "rooms-found" events cannot be received, if they cannot.
 let listenProblem = null;
+// The highest `seq` shown: events and browse_rooms answers reach the window by different
+// ways, so an older list arriving late is left out (src-tauri's RoomsUpdate).
+let shownSeq = -Infinity;
+// browse_rooms and stop_browsing, one after the other in the order asked: a quick leave and
+// come back must not stop the browsing it has just started.
+let calls = Promise.resolve();
+function inOrder(cmd) {
+  const call = calls.then(() => invoke(cmd));
+  calls = call.catch(() => { /* its caller sees the error */ });
+  return call;
+}
 
 // Shows the rooms of one "rooms-found" update (or browse_rooms answer).
 export function applyRooms(update) {
   if (!browsing || !update) return;
+  if (typeof update.seq === "number") {
+    if (update.seq < shownSeq) return;
+    shownSeq = update.seq;
+  }
   rooms = Array.isArray(update.rooms) ? update.rooms : [];
   problem = update.problem || null;
   render();
@@ -129,7 +144,7 @@ async function start() {
   rooms = []; problem = listenProblem; picked = null;
   render();
   try {
-    applyRooms(await invoke("browse_rooms"));
+    applyRooms(await inOrder("browse_rooms"));
   } catch (e) {
     applyRooms({ rooms: [], problem: e });
   }
@@ -140,7 +155,7 @@ function stop() {
   browsing = false;
   rooms = []; problem = null; picked = null;
   render();
-  invoke("stop_browsing").catch(() => { /* nothing is browsing then */ });
+  inOrder("stop_browsing").catch(() => { /* nothing is browsing then */ });
 }
 
 export async function initDiscovered({ expect } = {}) {

@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use serde::Serialize;
@@ -256,12 +257,18 @@ impl Rooms {
 }
 
 /// What the window gets: the rooms, and why the list stopped if it did (a
-/// [`CommandError`] as the window receives one).
+/// [`CommandError`] as the window receives one). `seq` grows with every list the app hands
+/// out (events and `browse_rooms` answers alike, across browsing sessions): events and a
+/// command's answer reach the window by different ways, so it keeps the highest it has seen.
 #[derive(Debug, Clone, Serialize)]
 pub struct RoomsUpdate {
+    pub seq: u64,
     pub rooms: Vec<RoomView>,
     pub problem: Option<serde_json::Value>,
 }
+
+/// The next [`RoomsUpdate::seq`].
+static UPDATE_SEQ: AtomicU64 = AtomicU64::new(1);
 
 struct Browsing {
     browser: Browser,
@@ -275,8 +282,10 @@ pub struct Discovery {
     browsing: Mutex<Option<Browsing>>,
 }
 
-fn listed(rooms: &StdMutex<Rooms>) -> Vec<RoomView> {
-    rooms.lock().unwrap_or_else(|p| p.into_inner()).list()
+/// The list now, numbered under the list's lock: a higher `seq` is always a later list.
+fn listed(rooms: &StdMutex<Rooms>) -> (u64, Vec<RoomView>) {
+    let rooms = rooms.lock().unwrap_or_else(|p| p.into_inner());
+    (UPDATE_SEQ.fetch_add(1, Ordering::Relaxed), rooms.list())
 }
 
 /// Start looking for rooms on this network (or, already looking, the rooms found so far).
@@ -287,8 +296,10 @@ pub async fn browse_rooms<R: Runtime>(
 ) -> Result<RoomsUpdate, CommandError> {
     let mut browsing = discovery.browsing.lock().await;
     if let Some(current) = browsing.as_ref() {
+        let (seq, rooms) = listed(&current.rooms);
         return Ok(RoomsUpdate {
-            rooms: listed(&current.rooms),
+            seq,
+            rooms,
             problem: None,
         });
     }
@@ -324,20 +335,24 @@ pub async fn browse_rooms<R: Runtime>(
         tracing::warn!("the browser for rooms on this network stopped");
         emit(
             &app,
-            Vec::new(),
+            (UPDATE_SEQ.fetch_add(1, Ordering::Relaxed), Vec::new()),
             Some(CommandError::Discovery {
                 cause: "stopped",
                 reason: "the search stopped".into(),
             }),
         );
     });
+    // Numbered after the task started: an event it sends before this answer arrives has a
+    // higher number, so the window keeps it over this (then stale) list.
+    let (seq, listed_now) = listed(&rooms);
     *browsing = Some(Browsing {
         browser,
         rooms,
         task,
     });
     Ok(RoomsUpdate {
-        rooms: Vec::new(),
+        seq,
+        rooms: listed_now,
         problem: None,
     })
 }
@@ -355,9 +370,20 @@ pub async fn stop_browsing(discovery: State<'_, Discovery>) -> Result<(), Comman
     Ok(())
 }
 
-fn emit<R: Runtime>(app: &AppHandle<R>, rooms: Vec<RoomView>, problem: Option<CommandError>) {
+fn emit<R: Runtime>(
+    app: &AppHandle<R>,
+    (seq, rooms): (u64, Vec<RoomView>),
+    problem: Option<CommandError>,
+) {
     let problem = problem.and_then(|p| serde_json::to_value(p).ok());
-    if let Err(e) = app.emit(ROOMS_EVENT, RoomsUpdate { rooms, problem }) {
+    if let Err(e) = app.emit(
+        ROOMS_EVENT,
+        RoomsUpdate {
+            seq,
+            rooms,
+            problem,
+        },
+    ) {
         tracing::warn!(error = %e, "the rooms found could not reach the window");
     }
 }

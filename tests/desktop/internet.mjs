@@ -375,7 +375,7 @@ async function routerSilent(home) {
     admin = await holdAdmin();
     installDeafRouter();
     await host(session, { nick: "ana", port, reach: "#host-reach-all" });
-    const advice = `No accesible desde internet: el router no respondió a UPnP ni a NAT-PMP. Redirige a mano el puerto ${port} a ${LAN_A}, o usa una VPN como Tailscale.`;
+    const advice = `No accesible desde internet: el router no respondió a UPnP, PCP ni NAT-PMP. Redirige a mano el puerto ${port} a ${LAN_A}, o usa una VPN como Tailscale.`;
     const said = await session.waitFor("the advice", "const s = document.querySelector('#internet-status').textContent; return !s.startsWith('Pidiendo') && s;");
     removeDeafRouter();
     admin.release();

@@ -117,6 +117,18 @@ test("picking a room by keyboard fills address and port and asks for the passphr
   assert.deepEqual(page.errors, []);
 });
 
+test("a list that arrives late (a browse_rooms answer after a newer event) does not hide the rooms found", async () => {
+  const page = await openPage();
+  await page.waitForFunction(() => window.__calls.some((c) => c.cmd === "browse_rooms"));
+  await emitTo(page, "rooms-found", { seq: 7, rooms: [SALA], problem: null });
+  assert.deepEqual(await names(page), ["Sala de Ana"]);
+  await emitTo(page, "rooms-found", { seq: 6, rooms: [], problem: null });
+  assert.deepEqual(await names(page), ["Sala de Ana"], "the older, empty list is left out");
+  await emitTo(page, "rooms-found", { seq: 8, rooms: [], problem: null });
+  assert.deepEqual(await names(page), [], "a newer one is shown");
+  assert.deepEqual(page.errors, []);
+});
+
 test("a browser that cannot start says so, and the form still works; Spanish", async () => {
   const page = await openPage({ locale: "es-ES" });
   await page.evaluate(() => {

@@ -94,7 +94,7 @@ test("no answer from the router: what to forward by hand, and the room still wor
   await hostWithInternet(page);
   await emitTo(page, "internet-status", { ...base, state: "unreachable", reason: "no_answer" });
   assert.equal(await page.textContent("#internet-status"),
-    "Not reachable from the internet: your router did not answer UPnP or NAT-PMP. Forward port 5555 to 10.77.0.2 by hand, or use a VPN such as Tailscale.");
+    "Not reachable from the internet: your router did not answer UPnP, PCP or NAT-PMP. Forward port 5555 to 10.77.0.2 by hand, or use a VPN such as Tailscale.");
   assert.equal(await page.textContent("#internet-more"), "The room still works on this network.");
   assert.equal(await page.isVisible("#copy-internet-invite"), false, "no internet invite without a mapping");
   const es = await openPage();
@@ -102,7 +102,7 @@ test("no answer from the router: what to forward by hand, and the room still wor
   await hostWithInternet(es);
   await emitTo(es, "internet-status", { ...base, state: "unreachable", reason: "no_answer" });
   assert.equal(await es.textContent("#internet-status"),
-    "No accesible desde internet: el router no respondió a UPnP ni a NAT-PMP. Redirige a mano el puerto 5555 a 10.77.0.2, o usa una VPN como Tailscale.");
+    "No accesible desde internet: el router no respondió a UPnP, PCP ni NAT-PMP. Redirige a mano el puerto 5555 a 10.77.0.2, o usa una VPN como Tailscale.");
   assert.equal(await es.textContent("#internet-more"), "La sala sigue funcionando en esta red.");
   assert.deepEqual(es.errors, []);
   await emitTo(page, "internet-status", { ...base, state: "unreachable", reason: "not_public", detail: "100.64.7.1" });

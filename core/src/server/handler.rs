@@ -116,6 +116,12 @@ pub(super) async fn handle_connection(
             debug!(%peer, conn = conn_id, ?retry_after_secs, "init refused: too many failed or unconfirmed handshakes");
             return;
         }
+        // Closed without a word after the `Hello`: a port check (the room's own self-check
+        // of its internet address, a scanner, a client that gave up), not worth the host's log.
+        Ok(Err(conn::ConnError::Closed)) => {
+            debug!(%peer, conn = conn_id, "closed during the handshake");
+            return;
+        }
         Ok(Err(e)) => {
             if let Some(suppressed) = shared.connection_log() {
                 info!(%peer, conn = conn_id, error = %e, suppressed, "handshake failed");
