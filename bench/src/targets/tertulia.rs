@@ -29,7 +29,8 @@ type OpenedFrame = (Box<[u8]>, Option<Header>, usize);
 /// Broadcasts opened once for all members of the run.
 #[derive(Default)]
 pub struct Opened {
-    psk: Option<(Salt, Key)>,
+    /// The room secret, derived once (see [`psk_for`]).
+    psk: Rc<tokio::sync::Mutex<Option<(Salt, Key)>>>,
     aead: Option<ChaCha20Poly1305>,
     /// counter → (the frame as received, the message header if it is a benchmark message,
     /// receivers still to come).
@@ -47,8 +48,15 @@ pub struct Connected {
     next_counter: u64,
 }
 
+/// The room secret for `salt`, derived once for the whole run. The derivation (Argon2id,
+/// 19 MiB) runs on a blocking thread; the clients connecting meanwhile wait for that one
+/// instead of each starting its own (64 concurrent derivations on the generator's one core
+/// outlasted the server's 10 s handshake timeout on a busy machine, and the server counted
+/// the timed-out handshakes as failures and locked the address out).
 async fn psk_for(opened: &SharedOpened, salt: Salt) -> Result<Key, tertulia_core::conn::ConnError> {
-    if let Some((s, key)) = opened.borrow().psk {
+    let once = opened.borrow().psk.clone();
+    let mut slot = once.lock().await;
+    if let Some((s, key)) = *slot {
         if s == salt {
             return Ok(key);
         }
@@ -56,7 +64,7 @@ async fn psk_for(opened: &SharedOpened, salt: Salt) -> Result<Key, tertulia_core
     let key = tokio::task::spawn_blocking(move || passphrase::derive_psk(PASSPHRASE, &salt))
         .await
         .map_err(|e| tertulia_core::conn::ConnError::Io(std::io::Error::other(e)))??;
-    opened.borrow_mut().psk = Some((salt, key));
+    *slot = Some((salt, key));
     Ok(key)
 }
 
@@ -245,6 +253,8 @@ pub async fn run(
                     if let Some(header) = header {
                         if header.sender as usize != me {
                             rec.borrow_mut().deliver(me, header, received);
+                        } else {
+                            flow.own_copy(header.seq, &mut rec.borrow_mut());
                         }
                     }
                 }
