@@ -592,8 +592,8 @@ const ROOM_IN_FLIGHT: u64 = 1600;
 /// N = 500 keeps 32 000 messages in flight, 16 M deliveries: servers that queue a copy per
 /// subscriber (Redis, NATS) held gigabytes and measured their allocator (Redis 0.04 M/s at
 /// 3.2 GB), and every latency was seconds of queue. At N = 100, Redis did better at 16 than
-/// at 64 in three pairs of four (its RSS 95–114 MiB instead of 300–430), Tertulia within the
-/// noise of this shared machine (bench/README.md).
+/// at 64 in three pairs of four (its RSS 95–114 MiB instead of 300–430), Tertulia 10–15 %
+/// worse in two pairs (bench/README.md).
 fn saturating_window(clients: usize) -> u64 {
     (ROOM_IN_FLIGHT / clients.max(1) as u64).clamp(4, 64)
 }
