@@ -234,7 +234,7 @@ pub fn draw(results: &[RunResult], path: &Path) -> Result<(), String> {
     let thr = series("window", &|r| r.deliveries_per_s / 1e6);
     panel(
         &left,
-        "Saturated (window 64): deliveries/s, millions",
+        "Saturated (1 600 messages in flight): deliveries/s, millions",
         "M deliveries/s",
         0f64..max_value(&thr, 0.1) * 1.15,
         &sizes,
