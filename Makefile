@@ -27,7 +27,7 @@ help:
 	@echo "make fuzz   fuzz each target for FUZZ_SECONDS (default 600)"
 	@echo "make package  build the installable .debs: the app (target/release/bundle/deb/) and the server (target/debian/)"
 	@echo "make package-server  only the server package: tertulia-server + tertulia-chat as a systemd service (target/debian/)"
-	@echo "make bench  fan-out benchmark against Redis, NATS and ngIRCd (about 20 min); make bench-quick: about a minute"
+	@echo "make bench  fan-out benchmark against Redis, NATS and ngIRCd (20–25 min); make bench-quick: about 2 minutes"
 
 deps:
 	@scripts/install-deps.sh

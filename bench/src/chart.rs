@@ -14,7 +14,8 @@ struct Group<'a> {
     runs: Vec<&'a RunResult>,
 }
 
-fn median_range(mut values: Vec<f64>) -> (f64, f64, f64) {
+/// (median, lowest, highest).
+pub fn median_range(mut values: Vec<f64>) -> (f64, f64, f64) {
     values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     if values.is_empty() {
         return (0.0, 0.0, 0.0);
@@ -41,26 +42,31 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// `median (lowest–highest)` with `digits` decimals.
+fn spread(values: Vec<f64>, digits: usize) -> String {
+    let (med, lo, hi) = median_range(values);
+    format!("{med:.digits$} ({lo:.digits$}–{hi:.digits$})")
+}
+
 pub fn markdown(results: &[RunResult]) -> String {
     let mut out = String::new();
-    out.push_str("| mode | N | target | deliveries/s (median, range) | lost | out of order | p50 / p99 / p99.9 / max latency (ms) | send lag p99 (ms) | server CPU s | server RSS peak (MiB) | generator CPU s | runs |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| mode | N | target | deliveries/s, M (median, range) | server CPU-µs per delivery | server CPU-µs per message | lost | out of order | p50 / p99 / p99.9 / max latency (ms) | send lag p99 (ms) | measured s | server RSS peak / at end of measurement (MiB) | generator CPU-µs per delivery | runs |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for ((mode, n, target), g) in groups(results) {
         if mode == "idle" {
             continue;
         }
-        let (med, lo, hi) = median_range(g.runs.iter().map(|r| r.deliveries_per_s).collect());
-        let pick =
-            |f: &dyn Fn(&RunResult) -> f64| median_range(g.runs.iter().map(|r| f(r)).collect()).0;
+        let of = |f: &dyn Fn(&RunResult) -> f64| g.runs.iter().map(|r| f(r)).collect::<Vec<_>>();
+        let pick = |f: &dyn Fn(&RunResult) -> f64| median_range(of(f)).0;
         let lost: u64 = g.runs.iter().map(|r| r.lost).sum();
         let ooo: u64 = g.runs.iter().map(|r| r.out_of_order).sum();
         let errors: Vec<&str> = g.runs.iter().filter_map(|r| r.error.as_deref()).collect();
         out.push_str(&format!(
-            "| {mode} | {n} | {target:?}{} | {:.2} M ({:.2}–{:.2}) | {lost} | {ooo} | {:.1} / {:.1} / {:.1} / {:.1} | {} | {:.1} | {:.1} | {:.1} | {} |\n",
+            "| {mode} | {n} | {target:?}{} | {} | {} | {} | {lost} | {ooo} | {:.1} / {:.1} / {:.1} / {:.1} | {} | {:.1} | {:.1} / {:.1} | {:.2} | {} |\n",
             if errors.is_empty() { String::new() } else { format!(" ⚠ {}", errors[0]) },
-            med / 1e6,
-            lo / 1e6,
-            hi / 1e6,
+            spread(of(&|r| r.deliveries_per_s / 1e6), 2),
+            spread(of(&|r| r.server_cpu_us_per_delivery), 3),
+            spread(of(&|r| r.server_cpu_us_per_message), 1),
             pick(&|r| r.latency_us.p50 as f64) / 1000.0,
             pick(&|r| r.latency_us.p99 as f64) / 1000.0,
             pick(&|r| r.latency_us.p999 as f64) / 1000.0,
@@ -69,9 +75,10 @@ pub fn markdown(results: &[RunResult]) -> String {
                 .lag_us
                 .as_ref()
                 .map_or("–".to_string(), |_| format!("{:.1}", pick(&|r| r.lag_us.as_ref().map_or(0.0, |l| l.p99 as f64)) / 1000.0)),
-            pick(&|r| r.server_cpu_s),
+            pick(&|r| r.duration_s),
             mib(g.runs.iter().map(|r| r.server_rss_peak).max().unwrap_or(0)),
-            pick(&|r| r.loadgen_cpu_s),
+            pick(&|r| mib(r.server_rss_during)),
+            pick(&|r| r.loadgen_cpu_us_per_delivery),
             g.runs.len(),
         ));
     }
@@ -227,7 +234,7 @@ pub fn draw(results: &[RunResult], path: &Path) -> Result<(), String> {
     let thr = series("window", &|r| r.deliveries_per_s / 1e6);
     panel(
         &left,
-        "Saturated (window 64): deliveries/s, millions",
+        "Saturated (1 600 messages in flight): deliveries/s, millions",
         "M deliveries/s",
         0f64..max_value(&thr, 0.1) * 1.15,
         &sizes,

@@ -46,9 +46,20 @@ pub enum Mode {
 pub struct RunConfig {
     pub target: Target,
     pub clients: usize,
+    /// Messages each client sends (a timed run's cap).
     pub messages: u64,
     pub size: usize,
     pub mode: Mode,
+    /// A timed run (window mode): send for `warmup` + `measure`, count only `measure`.
+    pub timing: Option<Timing>,
+}
+
+/// A timed run: the clients send for `warmup`, then the figures are taken over `measure`,
+/// then the clients stop and every message sent is waited for (so losses still count).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    pub warmup: Duration,
+    pub measure: Duration,
 }
 
 #[derive(Parser)]
@@ -88,6 +99,14 @@ enum Command {
         /// Pin the server to CPU 0 (run the generator itself with `taskset -c 1`).
         #[arg(long)]
         pin: bool,
+        /// Window mode: measure for this many seconds after `--warmup` instead of until the
+        /// `-m` messages are delivered (`-m` is then ignored: the clients send until the
+        /// measurement ends, then every message sent is waited for).
+        #[arg(long, conflicts_with_all = ["rate", "idle"])]
+        measure: Option<f64>,
+        /// Seconds of sending before a timed run's measurement starts.
+        #[arg(long, default_value_t = 1.0, requires = "measure")]
+        warmup: f64,
     },
     /// Full version-2 handshakes per second on one core (one thread, both sides in this
     /// process: client start, server response, client check), and the server's side alone.
@@ -122,9 +141,12 @@ enum Command {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Preset {
-    /// N ∈ {10, 100, 500}, window 64 and 10 msg/s, 3 repetitions, idle 10 000.
+    /// N ∈ {10, 100, 500}, saturated (window 64, 16, 4: 1 600 messages in flight) for 5 s
+    /// after 1 s of warm-up, and 10 msg/s per client for 10 s; 3 repetitions, up to 2 more
+    /// where a saturated range is over ±15 % (while the matrix is under 19 minutes); idle
+    /// 10 000.
     Full,
-    /// About a minute: N = 100 window and rate, idle 1 000, one repetition.
+    /// About two minutes: N = 100 saturated and 10 msg/s for 5 s, idle 1 000, one repetition.
     Quick,
 }
 
@@ -140,16 +162,33 @@ pub struct RunResult {
     pub deliveries: u64,
     pub lost: u64,
     pub out_of_order: u64,
+    /// The most messages of one client out at once (sent, not yet back on its own
+    /// connection); a window of W must keep it at W. 0 for ngIRCd (no own copy).
+    pub max_in_flight: u64,
     pub corrupt: u64,
+    /// The measured span: a timed run's measurement, else start to last delivery.
     pub duration_s: f64,
+    /// Deliveries in the measured span (all of them for an untimed run).
+    pub measured_deliveries: u64,
     pub deliveries_per_s: f64,
+    /// Seconds of warm-up before the measured span (timed runs).
+    pub warmup_s: f64,
     pub latency_us: Percentiles,
     pub lag_us: Option<Percentiles>,
+    /// Server CPU seconds over the measured span.
     pub server_cpu_s: f64,
+    /// Server CPU microseconds per measured delivery, and per message (a message is
+    /// delivered to N − 1 members).
+    pub server_cpu_us_per_delivery: f64,
+    pub server_cpu_us_per_message: f64,
     pub server_rss_before: u64,
+    /// Server RSS at the end of the measured span (the run still going).
+    pub server_rss_during: u64,
     pub server_rss_after: u64,
     pub server_rss_peak: u64,
+    /// Load generator CPU seconds over the measured span, and microseconds per delivery.
     pub loadgen_cpu_s: f64,
+    pub loadgen_cpu_us_per_delivery: f64,
     pub rss_per_connection: Option<f64>,
     pub error: Option<String>,
 }
@@ -202,16 +241,23 @@ pub fn run_one(cfg: RunConfig, pin: bool) -> RunResult {
         deliveries: 0,
         lost: 0,
         out_of_order: 0,
+        max_in_flight: 0,
         corrupt: 0,
         duration_s: 0.0,
+        measured_deliveries: 0,
         deliveries_per_s: 0.0,
+        warmup_s: cfg.timing.map_or(0.0, |t| t.warmup.as_secs_f64()),
         latency_us: Percentiles::default(),
         lag_us: None,
         server_cpu_s: 0.0,
+        server_cpu_us_per_delivery: 0.0,
+        server_cpu_us_per_message: 0.0,
         server_rss_before: 0,
+        server_rss_during: 0,
         server_rss_after: 0,
         server_rss_peak: 0,
         loadgen_cpu_s: 0.0,
+        loadgen_cpu_us_per_delivery: 0.0,
         rss_per_connection: None,
         error: None,
     };
@@ -336,13 +382,48 @@ async fn drive(
             outcome.map_err(|e| format!("client {id}: {e}"))
         })));
     }
-    // Wait for every delivery, or until nothing arrives for a while.
+    // Untimed: measure from the start until every delivery (or a stall). Timed: warm up,
+    // measure, then stop the senders and wait for what they sent.
+    let members = cfg.clients as u64;
+    let mut phase = match cfg.timing {
+        Some(t) => Phase::Warmup(start + t.warmup),
+        None => Phase::Drain,
+    };
+    let mut span = Span {
+        from: start,
+        to: start,
+        deliveries: 0,
+        server_cpu: cpu0,
+        loadgen_cpu: gen0,
+    };
     let mut first_error = None;
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
+        match phase {
+            Phase::Warmup(until) if Instant::now() >= until => {
+                span = Span::now(&rec, pid);
+                let measure = cfg.timing.map_or(Duration::ZERO, |t| t.measure);
+                rec.borrow_mut()
+                    .measure_between(span.from, span.from + measure);
+                phase = Phase::Measure(span.from + measure);
+            }
+            Phase::Measure(until) if Instant::now() >= until => {
+                let end = Span::now(&rec, pid);
+                result.server_rss_during = procfs::rss_bytes(pid).unwrap_or(0);
+                rec.borrow_mut().stop = true;
+                span.close(&end);
+                phase = Phase::Drain;
+            }
+            _ => {}
+        }
         let finished = {
             let r = rec.borrow();
-            r.deliveries >= result.expected || r.last_delivery().elapsed() > STALL
+            let expected = match cfg.timing {
+                Some(_) => r.sent * (members - 1),
+                None => result.expected,
+            };
+            let stalled = r.last_delivery().elapsed() > STALL;
+            (phase == Phase::Drain && r.deliveries >= expected) || stalled
         };
         if finished {
             break;
@@ -374,25 +455,86 @@ async fn drive(
     for task in tasks.iter().flatten() {
         task.abort();
     }
+    if cfg.timing.is_none() {
+        // The whole run is the measured span, up to the last delivery.
+        let mut end = Span::now(&rec, pid);
+        end.to = rec.borrow().last_delivery();
+        result.server_rss_during = procfs::rss_bytes(pid).unwrap_or(0);
+        span.close(&end);
+    } else if span.to == span.from {
+        // Stalled or failed before the measurement ended.
+        span.close(&Span::now(&rec, pid));
+    }
     let r = rec.borrow();
-    let end = r.last_delivery();
+    if cfg.timing.is_some() {
+        result.expected = r.sent * (members - 1);
+        result.messages = r.sent / members.max(1);
+    }
     result.deliveries = r.deliveries;
     result.lost = result.expected.saturating_sub(r.deliveries);
     result.out_of_order = r.out_of_order;
+    result.max_in_flight = r.max_in_flight;
     result.corrupt = r.corrupt;
-    result.duration_s = end.saturating_duration_since(start).as_secs_f64();
-    result.deliveries_per_s = r.deliveries as f64 / result.duration_s.max(1e-9);
+    result.duration_s = span.to.saturating_duration_since(span.from).as_secs_f64();
+    result.measured_deliveries = span.deliveries;
+    result.deliveries_per_s = span.deliveries as f64 / result.duration_s.max(1e-9);
     result.latency_us = Percentiles::of(&r.latency);
     if matches!(cfg.mode, Mode::Rate(_)) {
         result.lag_us = Some(Percentiles::of(&r.lag));
     }
-    result.server_cpu_s = procfs::cpu_seconds(pid).unwrap_or(0.0) - cpu0;
-    result.loadgen_cpu_s = procfs::cpu_seconds("self").unwrap_or(0.0) - gen0;
+    result.server_cpu_s = span.server_cpu;
+    result.loadgen_cpu_s = span.loadgen_cpu;
+    let per_delivery = 1e6 / (span.deliveries.max(1) as f64);
+    result.server_cpu_us_per_delivery = span.server_cpu * per_delivery;
+    result.server_cpu_us_per_message =
+        result.server_cpu_us_per_delivery * (members.saturating_sub(1).max(1) as f64);
+    result.loadgen_cpu_us_per_delivery = span.loadgen_cpu * per_delivery;
     result.server_rss_after = procfs::rss_bytes(pid).unwrap_or(0);
     if let Some(e) = first_error {
         result.error = Some(e);
     }
     Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// Sending, not measuring yet, until then.
+    Warmup(Instant),
+    /// Measuring until then.
+    Measure(Instant),
+    /// Waiting for every delivery of what was sent.
+    Drain,
+}
+
+/// The measured span of a run: while open, its start's counters; once closed, the
+/// differences.
+struct Span {
+    from: Instant,
+    to: Instant,
+    deliveries: u64,
+    server_cpu: f64,
+    loadgen_cpu: f64,
+}
+
+impl Span {
+    fn now(rec: &record::Shared, pid: &str) -> Self {
+        let at = Instant::now();
+        Self {
+            from: at,
+            to: at,
+            deliveries: rec.borrow().deliveries,
+            server_cpu: procfs::cpu_seconds(pid).unwrap_or(0.0),
+            loadgen_cpu: procfs::cpu_seconds("self").unwrap_or(0.0),
+        }
+    }
+
+    /// Close the span at `end` (taken as [`Span::now`]).
+    fn close(&mut self, end: &Span) {
+        self.to = end.to;
+        self.deliveries = end.deliveries - self.deliveries;
+        self.server_cpu = end.server_cpu - self.server_cpu;
+        self.loadgen_cpu = end.loadgen_cpu - self.loadgen_cpu;
+    }
 }
 
 /// A connected, joined client of any target.
@@ -440,10 +582,48 @@ async fn server_goes_quiet(pid: &str, limit: Duration) -> Result<(), String> {
     Ok(())
 }
 
-/// Messages per client so a saturated run makes about `deliveries` deliveries.
-fn messages_for(clients: usize, deliveries: u64) -> u64 {
-    let per_message = (clients as u64 * (clients as u64 - 1)).max(1);
-    (deliveries / per_message).clamp(20, 100_000)
+/// The cap on a timed run's messages per client (the run ends on time long before).
+const TIMED_CAP: u64 = 10_000_000;
+
+/// Messages in flight in a saturated room, all members together.
+const ROOM_IN_FLIGHT: u64 = 1600;
+
+/// The window of each member in a saturated run of `clients` members: [`ROOM_IN_FLIGHT`]
+/// shared out, 4 to 64 each (N = 10: 64, N = 100: 16, N = 500: 4). A fixed window of 64 at
+/// N = 500 keeps 32 000 messages in flight, 16 M deliveries: servers that queue a copy per
+/// subscriber (Redis, NATS) held gigabytes and measured their allocator (Redis 0.04 M/s at
+/// 3.2 GB), and every latency was seconds of queue. At N = 100, Redis did better at 16 than
+/// at 64 in three pairs of four (its RSS 95–114 MiB instead of 300–430), Tertulia 10–15 %
+/// worse in two pairs (bench/README.md).
+fn saturating_window(clients: usize) -> u64 {
+    (ROOM_IN_FLIGHT / clients.max(1) as u64).clamp(4, 64)
+}
+
+/// How far a figure's repetitions may stray from their median before more are run.
+const SPREAD: f64 = 0.15;
+
+/// The figures whose repetitions should agree: a saturated run's deliveries/s and server
+/// CPU per delivery. (An open-loop run's rate is fixed, and its tail moves with whatever
+/// else the machine runs: more repetitions there cost 10 s each and settle nothing.)
+fn steady_figures(r: &RunResult) -> Vec<f64> {
+    if r.mode.starts_with("window") {
+        vec![r.deliveries_per_s, r.server_cpu_us_per_delivery]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Whether the runs of one configuration stray more than [`SPREAD`] from their median in
+/// any steady figure (see [`steady_figures`]).
+fn too_wide(runs: &[&RunResult]) -> bool {
+    let Some(first) = runs.first() else {
+        return false;
+    };
+    (0..steady_figures(first).len()).any(|i| {
+        let (median, lo, hi) =
+            chart::median_range(runs.iter().map(|r| steady_figures(r)[i]).collect());
+        median > 0.0 && (hi - median).max(median - lo) > SPREAD * median
+    })
 }
 
 fn matrix(preset: Preset, out: &std::path::Path, only: &[Target]) -> std::io::Result<()> {
@@ -452,15 +632,24 @@ fn matrix(preset: Preset, out: &std::path::Path, only: &[Target]) -> std::io::Re
     } else {
         only.to_vec()
     };
-    let (sizes, reps, saturated, rate_secs, idle): (&[usize], usize, u64, f64, usize) = match preset
-    {
-        Preset::Full => (&[10, 100, 500], 3, 6_000_000, 10.0, 10_000),
-        Preset::Quick => (&[100], 1, 1_500_000, 5.0, 1_000),
+    // Sizes, repetitions, extra repetitions at most (for saturated configurations whose range
+    // is wider than ±15 %), seconds of open-loop sending, idle connections.
+    let (sizes, reps, extra, rate_secs, idle): (&[usize], usize, usize, f64, usize) = match preset {
+        Preset::Full => (&[10, 100, 500], 3, 2, 10.0, 10_000),
+        Preset::Quick => (&[100], 1, 0, 5.0, 1_000),
+    };
+    // Extra repetitions start only while the matrix is within this of its start (the three
+    // repetitions take about 15 minutes here; idle, files and handshakes follow).
+    let extra_budget = Duration::from_secs(19 * 60);
+    let started = Instant::now();
+    let timing = Timing {
+        warmup: Duration::from_secs(1),
+        measure: Duration::from_secs(5),
     };
     std::fs::create_dir_all(out)?;
     let runs_path = out.join("runs.jsonl");
     let mut runs_file = std::fs::File::create(&runs_path)?;
-    let mut results = Vec::new();
+    let mut results: Vec<RunResult> = Vec::new();
     let mut record = |r: RunResult, results: &mut Vec<RunResult>| -> std::io::Result<()> {
         use std::io::Write;
         let line = serde_json::to_string(&r).unwrap_or_default();
@@ -469,15 +658,26 @@ fn matrix(preset: Preset, out: &std::path::Path, only: &[Target]) -> std::io::Re
         results.push(r);
         Ok(())
     };
-    for rep in 0..reps {
+    for rep in 0..reps + extra {
         for &n in sizes {
-            for mode in [Mode::Window(64), Mode::Rate(10.0)] {
+            for mode in [Mode::Window(saturating_window(n)), Mode::Rate(10.0)] {
                 // Interleave the targets, rotating who goes first each repetition.
                 for k in 0..targets.len() {
                     let target = targets[(k + rep) % targets.len()];
-                    let messages = match mode {
-                        Mode::Window(_) => messages_for(n, saturated),
-                        _ => (10.0 * rate_secs) as u64,
+                    if rep >= reps {
+                        // An extra repetition, only where the runs so far disagree.
+                        let name = mode_name(mode);
+                        let runs: Vec<&RunResult> = results
+                            .iter()
+                            .filter(|r| r.target == target && r.clients == n && r.mode == name)
+                            .collect();
+                        if !too_wide(&runs) || started.elapsed() > extra_budget {
+                            continue;
+                        }
+                    }
+                    let (messages, timing) = match mode {
+                        Mode::Window(_) => (TIMED_CAP, Some(timing)),
+                        _ => ((10.0 * rate_secs) as u64, None),
                     };
                     eprintln!("rep {} · {target:?} · N={n} · {}", rep + 1, mode_name(mode));
                     let cfg = RunConfig {
@@ -486,6 +686,7 @@ fn matrix(preset: Preset, out: &std::path::Path, only: &[Target]) -> std::io::Re
                         messages,
                         size: 128,
                         mode,
+                        timing,
                     };
                     record(run_one(cfg, true), &mut results)?;
                 }
@@ -500,6 +701,7 @@ fn matrix(preset: Preset, out: &std::path::Path, only: &[Target]) -> std::io::Re
             messages: 0,
             size: 128,
             mode: Mode::Idle,
+            timing: None,
         };
         record(run_one(cfg, true), &mut results)?;
     }
@@ -564,6 +766,8 @@ fn main() {
             rate,
             idle,
             pin,
+            measure,
+            warmup,
         } => {
             let mode = if idle {
                 Mode::Idle
@@ -576,12 +780,27 @@ fn main() {
             } else {
                 Mode::Window(window.unwrap_or(64))
             };
+            let timing = match measure {
+                Some(measure) if matches!(mode, Mode::Window(_)) => {
+                    let secs = |s: f64| Duration::from_secs_f64(s.clamp(0.0, 3600.0));
+                    Some(Timing {
+                        warmup: secs(warmup),
+                        measure: secs(measure),
+                    })
+                }
+                _ => None,
+            };
             let cfg = RunConfig {
                 target,
                 clients: clients as usize,
-                messages,
+                messages: if timing.is_some() {
+                    TIMED_CAP
+                } else {
+                    messages
+                },
                 size: size as usize,
                 mode,
+                timing,
             };
             let result = run_one(cfg, pin);
             println!("{}", serde_json::to_string(&result).unwrap_or_default());
@@ -610,5 +829,54 @@ fn main() {
                 std::process::exit(1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real redis-server under a saturated window: at most W of a client's messages may be
+    /// out at once (sent and not yet back on its own subscriber connection). Counting
+    /// PUBLISH's replies as acknowledgements (as the generator once did) let every publisher
+    /// run ahead of the subscribers — Redis replies once the message is queued — and Redis
+    /// held the run in its output buffers (1.2 GB at N = 100 in `make bench`).
+    #[test]
+    fn redis_window_bounds_messages_in_flight() {
+        if std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIP: redis-server is not installed (make deps-bench installs it)");
+            return;
+        }
+        let cfg = RunConfig {
+            target: Target::Redis,
+            clients: 50,
+            messages: 200,
+            size: 128,
+            mode: Mode::Window(4),
+            timing: None,
+        };
+        let r = run_one(cfg, false);
+        assert_eq!(r.error, None);
+        assert_eq!(r.lost, 0);
+        assert_eq!(r.corrupt, 0);
+        assert_eq!(r.deliveries, 50 * 49 * 200);
+        assert!(r.max_in_flight >= 1, "own copies were seen");
+        assert!(
+            r.max_in_flight <= 4,
+            "{} messages of one client out at once with a window of 4",
+            r.max_in_flight
+        );
+    }
+
+    #[test]
+    fn saturating_window_shares_out_the_room() {
+        assert_eq!(saturating_window(10), 64);
+        assert_eq!(saturating_window(100), 16);
+        assert_eq!(saturating_window(500), 4);
+        assert_eq!(saturating_window(100_000), 4);
     }
 }

@@ -23,6 +23,16 @@ pub struct Recorder {
     next_seq: Vec<u32>,
     /// When the last delivery was received, nanoseconds since `base`.
     last_delivery_ns: u64,
+    /// Messages sent so far by all clients.
+    pub sent: u64,
+    /// The most messages of one client seen out at once: sent, and not yet back on its own
+    /// connection when one of them came back (targets that deliver a sender's own copy).
+    pub max_in_flight: u64,
+    /// Set at the end of a timed run: senders send nothing more.
+    pub stop: bool,
+    /// Latency is recorded for messages sent in this span (nanoseconds since `base`): a timed
+    /// run's measured part, not its warm-up nor its drain.
+    measured: std::ops::Range<u64>,
 }
 
 pub type Shared = Rc<RefCell<Recorder>>;
@@ -39,6 +49,10 @@ impl Recorder {
             lag: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram"),
             next_seq: vec![0; clients * clients],
             last_delivery_ns: 0,
+            sent: 0,
+            max_in_flight: 0,
+            stop: false,
+            measured: 0..u64::MAX,
         }))
     }
 
@@ -60,8 +74,10 @@ impl Recorder {
         }
         *slot = (*slot).max(header.seq + 1);
         self.deliveries += 1;
-        let micros = now_ns.saturating_sub(header.sent_ns) / 1000;
-        let _ = self.latency.record(micros.max(1));
+        if self.measured.contains(&header.sent_ns) {
+            let micros = now_ns.saturating_sub(header.sent_ns) / 1000;
+            let _ = self.latency.record(micros.max(1));
+        }
         self.last_delivery_ns = self.last_delivery_ns.max(now_ns);
     }
 
@@ -81,6 +97,12 @@ impl Recorder {
             .chunks(self.clients)
             .map(|row| row.iter().map(|&n| n as u64).sum())
             .collect()
+    }
+
+    /// Record latency only for messages sent from `from` to `to` (Instants).
+    pub fn measure_between(&mut self, from: Instant, to: Instant) {
+        let ns = |t: Instant| t.saturating_duration_since(self.base).as_nanos() as u64;
+        self.measured = ns(from)..ns(to);
     }
 
     pub fn record_lag(&mut self, micros: u64) {

@@ -53,10 +53,12 @@ fn parse(buf: &[u8]) -> Result<Option<(Item, usize)>, ClientError> {
     };
     let line = &buf[..eol];
     if line.starts_with(b"MSG ") {
-        let len: usize = std::str::from_utf8(line)
-            .ok()
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|n| n.parse().ok())
+        let len = line
+            .iter()
+            .rposition(|&b| b == b' ')
+            .map(|at| &line[at + 1..])
+            .and_then(payload::decimal)
+            .and_then(|n| usize::try_from(n).ok())
             .ok_or_else(|| ClientError::Protocol("bad MSG line".into()))?;
         let start = eol + 2;
         if buf.len() < start + len + 2 {
@@ -108,7 +110,8 @@ pub async fn run(
                     let mut r = rec.borrow_mut();
                     match payload::parse(payload, size) {
                         Some(h) if h.sender as usize != me => r.deliver(me, h, received),
-                        Some(_) => {
+                        Some(h) => {
+                            flow.own_copy(h.seq, &mut r);
                             echoed += 1;
                             flow.ack(echoed);
                         }

@@ -1,5 +1,10 @@
 //! Redis pub/sub: per client a subscriber connection (SUBSCRIBE on one channel) and a
-//! publisher connection (PUBLISH); a message is acknowledged by PUBLISH's integer reply.
+//! publisher connection (PUBLISH); a message is acknowledged when the sender's own subscriber
+//! connection receives its copy, as for NATS (echo) and Tertulia (the ack follows the
+//! broadcast on the member's connection). PUBLISH's integer reply is not an acknowledgement
+//! of delivery: Redis sends it as soon as the message is queued in every subscriber's output
+//! buffer, so a window counted on it bounds nothing, and the whole run piles up in Redis's
+//! output buffers (1.2 GB at N = 100) while the subscribers read it at their own pace.
 
 use std::rc::Rc;
 
@@ -54,7 +59,7 @@ fn bulk_len(buf: &[u8], at: usize) -> Option<(usize, usize)> {
         return None;
     }
     let end = at + find(&buf[at..], b"\r\n")?;
-    let len: usize = std::str::from_utf8(&buf[at + 1..end]).ok()?.parse().ok()?;
+    let len = usize::try_from(payload::decimal(&buf[at + 1..end])?).ok()?;
     Some((len, end + 2))
 }
 
@@ -70,7 +75,7 @@ fn parse_message(buf: &[u8]) -> Result<Option<(std::ops::Range<usize>, usize)>, 
         )));
     }
     let mut at = 4;
-    let mut ranges = Vec::with_capacity(3);
+    let mut last = 0..0;
     for _ in 0..3 {
         let Some((len, data)) = bulk_len(buf, at) else {
             return Ok(None);
@@ -78,25 +83,33 @@ fn parse_message(buf: &[u8]) -> Result<Option<(std::ops::Range<usize>, usize)>, 
         if buf.len() < data + len + 2 {
             return Ok(None);
         }
-        ranges.push(data..data + len);
+        last = data..data + len;
         at = data + len + 2;
     }
-    Ok(Some((ranges[2].clone(), at)))
+    Ok(Some((last, at)))
 }
 
-/// PUBLISH's replies, one line each, acknowledge our messages in order. Returns only when the
-/// server closes the connection.
-async fn count_acks(publisher: &mut OwnedReadHalf, flow: &Flow) -> Result<(), ClientError> {
+/// PUBLISH's replies (one integer line each): read and drop them so they do not pile up in
+/// Redis, failing on an error reply. Returns only when the server closes the connection.
+async fn drain_replies(publisher: &mut OwnedReadHalf) -> Result<(), ClientError> {
     let mut replies = Vec::with_capacity(4096);
-    let mut acked = 0u64;
     loop {
         read_more(publisher, &mut replies, "the server closed the connection").await?;
-        let lines = replies.iter().filter(|&&b| b == b'\n').count();
-        if let Some(last) = replies.iter().rposition(|&b| b == b'\n') {
-            replies.drain(..=last);
+        if let Some(at) = replies.iter().position(|&b| b == b'-') {
+            let line = &replies[at..];
+            let end = find(line, b"\r\n").unwrap_or(line.len());
+            return Err(ClientError::Protocol(format!(
+                "PUBLISH failed: {}",
+                String::from_utf8_lossy(&line[..end])
+            )));
         }
-        acked += lines as u64;
-        flow.ack(acked);
+        match replies.iter().rposition(|&b| b == b'\n') {
+            Some(last) => drop(replies.drain(..=last)),
+            None if replies.len() > 4096 => {
+                return Err(ClientError::Protocol("a PUBLISH reply too long".into()))
+            }
+            None => {}
+        }
     }
 }
 
@@ -118,24 +131,24 @@ pub async fn run(
     let writer = async {
         let mut out = Vec::with_capacity(64 * 1024);
         let mut text = Vec::with_capacity(size);
-        let head = format!("*3\r\n$7\r\nPUBLISH\r\n${}\r\n{CHANNEL}\r\n", CHANNEL.len());
+        // Every payload is `size` bytes (at least the header), so the PUBLISH prefix up to the
+        // payload is the same for every message.
+        let head = format!(
+            "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{CHANNEL}\r\n${}\r\n",
+            CHANNEL.len(),
+            size.max(payload::HEADER_LEN)
+        );
         while let Some(n) = sender.wait_turn(&flow).await {
             out.clear();
-            for _ in 0..n {
-                text.clear();
-                sender.next_payload(&mut text);
-                out.extend_from_slice(head.as_bytes());
-                out.extend_from_slice(format!("${}\r\n", text.len()).as_bytes());
-                out.extend_from_slice(&text);
-                out.extend_from_slice(b"\r\n");
-            }
+            sender.push_lines(n, head.as_bytes(), &mut text, &mut out);
             pub_wr.write_all(&out).await?;
         }
         // Everything sent: keep the connection open until the run is over.
         std::future::pending::<()>().await;
         Ok::<_, ClientError>(())
     };
-    let acks = count_acks(&mut pub_rd, &flow);
+    let replies = drain_replies(&mut pub_rd);
+    let mut echoed = 0u64;
     let reader = read_loop(&mut sub, &mut buf, &rec, |buf, received| {
         let mut consumed = 0;
         while let Some((payload_range, used)) = parse_message(&buf[consumed..])? {
@@ -143,14 +156,18 @@ pub async fn run(
             let mut r = rec.borrow_mut();
             match payload::parse(payload, size) {
                 Some(h) if h.sender as usize != me => r.deliver(me, h, received),
-                Some(_) => {}
+                Some(h) => {
+                    flow.own_copy(h.seq, &mut r);
+                    echoed += 1;
+                    flow.ack(echoed);
+                }
                 None => r.corrupt += 1,
             }
             consumed += used;
         }
         Ok(consumed)
     });
-    tokio::try_join!(writer, acks, reader).map(|_: ((), (), ())| ())
+    tokio::try_join!(writer, replies, reader).map(|_: ((), (), ())| ())
 }
 
 /// Idle mode: stay connected and read what the server sends (the publisher connection stays open).
