@@ -445,6 +445,129 @@ fn a_mapping_left_by_a_killed_host_is_deleted_at_the_next_start() -> Result<(), 
     Ok(())
 }
 
+/// A mapping `upnpc` in lanA adds for another program of lanA's (miniupnpd's secure mode lets
+/// a LAN host map only to itself), deleted when dropped, whatever the trial's outcome.
+struct OtherMapping {
+    external: u16,
+}
+
+impl OtherMapping {
+    const DESCRIPTION: &'static str = "other";
+    const INTERNAL_PORT: u16 = 9999;
+
+    fn add(external: u16) -> Result<Self, String> {
+        let guard = Self { external };
+        let out = in_ns("lanA", "upnpc")
+            .args([
+                "-i",
+                "-u",
+                &upnp_root(),
+                "-e",
+                Self::DESCRIPTION,
+                "-a",
+                LAN_A,
+            ])
+            .arg(Self::INTERNAL_PORT.to_string())
+            .arg(external.to_string())
+            .arg("TCP")
+            .output()
+            .map_err(|e| format!("upnpc -a: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "upnpc -a failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+        Ok(guard)
+    }
+
+    fn listing(&self) -> String {
+        format!(
+            "TCP  {}->{LAN_A}:{}  '{}'",
+            self.external,
+            Self::INTERNAL_PORT,
+            Self::DESCRIPTION
+        )
+    }
+}
+
+impl Drop for OtherMapping {
+    fn drop(&mut self) {
+        let _ = upnp_delete("lanA", self.external);
+    }
+}
+
+/// `upnpc -d PORT TCP` from `ns`.
+fn upnp_delete(ns: &str, external: u16) -> Result<(), String> {
+    let status = in_ns(ns, "upnpc")
+        .args(["-i", "-u", &upnp_root(), "-d"])
+        .arg(external.to_string())
+        .arg("TCP")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("upnpc -d: {e}"))?;
+    if !status.success() {
+        return Err(format!("upnpc -d {external} failed: {status}"));
+    }
+    Ok(())
+}
+
+/// A host killed with SIGKILL recorded its mapping; someone deletes it and another program of
+/// the same computer maps that external port since: the next start from that data directory
+/// asks the router what holds the port, leaves the other's mapping alone and says so.
+fn another_mapping_on_the_recorded_port_is_left_alone_at_the_next_start() -> Result<(), Failed> {
+    let (old, new) = (5721, 5722);
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let secrets = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let passphrase = secrets.path().join("passphrase");
+    std::fs::write(&passphrase, "quince-membrillos-en-otono\n").map_err(|e| e.to_string())?;
+    let stored = Some((dir.path(), passphrase.as_path()));
+    let mut first = host_storing("lanA", old, stored, &["--internet-via", "upnp"])?;
+    first.wait_line("reachable", LAB_WAIT, |l| {
+        l.starts_with("internet: reachable")
+    })?;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first.pid().to_string()])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !killed.success() {
+        return Err("kill -KILL failed".into());
+    }
+    first.wait_exit(LAB_WAIT)?;
+    if !dir.path().join("portmap.json").exists() {
+        return Err("no record of the mapping left by the killed host".into());
+    }
+    upnp_delete("lanA", old)?;
+    let other = OtherMapping::add(old)?;
+    if !upnp_list("lanA")?.contains(&other.listing()) {
+        return Err("the other mapping is not listed".into());
+    }
+    let mut second = host_storing("lanA", new, stored, &["--internet-via", "upnp"])?;
+    second.wait_line("reachable", LAB_WAIT, |l| {
+        l.starts_with("internet: reachable")
+    })?;
+    let listed = upnp_list("lanA")?;
+    if !listed.contains(&other.listing()) {
+        return Err(format!(
+            "the other mapping was deleted; the router lists:\n{listed}\n{}",
+            second.transcript()
+        )
+        .into());
+    }
+    if !second.stderr().contains("that mapping was left alone") {
+        return Err(format!(
+            "the host did not say it left it alone\n{}",
+            second.transcript()
+        )
+        .into());
+    }
+    stop_and_check_removed(&mut second, new)?;
+    if !upnp_list("lanA")?.contains(&other.listing()) {
+        return Err("the other mapping went with the host's SIGTERM".into());
+    }
+    Ok(())
+}
+
 /// Trials that put a fake router on the LAN, and the one whose host in lanB must hear no
 /// UPnP at all, run one at a time (a fake answers every M-SEARCH it hears, its own
 /// namespace's too).
@@ -572,6 +695,10 @@ fn main() {
         Trial::test(
             "a_mapping_left_by_a_killed_host_is_deleted_at_the_next_start",
             a_mapping_left_by_a_killed_host_is_deleted_at_the_next_start,
+        ),
+        Trial::test(
+            "another_mapping_on_the_recorded_port_is_left_alone_at_the_next_start",
+            another_mapping_on_the_recorded_port_is_left_alone_at_the_next_start,
         ),
         Trial::test(
             "internet_on_loopback_is_refused",

@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use igd_next::aio::tokio::Tokio;
 use igd_next::aio::Gateway;
-use igd_next::{AddAnyPortError, AddPortError, PortMappingProtocol, SearchError, SearchOptions};
+use igd_next::{
+    AddAnyPortError, AddPortError, GetGenericPortMappingEntryError, PortMappingProtocol,
+    RequestError, SearchError, SearchOptions,
+};
 
 use tracing::{debug, warn};
 
@@ -30,6 +33,42 @@ pub const SSDP_MULTICAST: SocketAddr =
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The mapping's description on the router's page.
 pub const DESCRIPTION: &str = "Tertulia";
+/// Most entries of the router's mapping table read looking for one port (IGD has no
+/// by-port query in `igd-next`; a home router holds a few dozen at most).
+pub const MAX_ENTRIES_WALKED: u32 = 256;
+
+/// A TCP mapping as the router lists it (its strings bounded by [`super::bounded_reason`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub external_port: u16,
+    pub internal_client: String,
+    pub internal_port: u16,
+    pub description: String,
+}
+
+impl Entry {
+    /// Why this entry is not the mapping of `internal` this host made (`None`: it is):
+    /// internal client, internal port and description must all match. Pure.
+    pub fn not_ours(&self, internal: SocketAddr) -> Option<String> {
+        let client_matches = self
+            .internal_client
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip == internal.ip());
+        if !client_matches || self.internal_port != internal.port() {
+            return Some(format!(
+                "it forwards to {}:{}, not {internal}",
+                self.internal_client, self.internal_port
+            ));
+        }
+        if self.description != DESCRIPTION {
+            return Some(format!(
+                "its description is {:?}, not {DESCRIPTION:?}",
+                self.description
+            ));
+        }
+        None
+    }
+}
 
 /// A router that answered SSDP.
 pub struct Router {
@@ -194,6 +233,39 @@ pub async fn remove(router: &Router, external_port: u16) -> Result<(), Failure> 
     .map_err(refused)
 }
 
+/// The router's TCP mapping of `external_port`, read from its table (at most
+/// [`MAX_ENTRIES_WALKED`] entries, each request bounded): `None` when it lists none.
+pub async fn entry_of(router: &Router, external_port: u16) -> Result<Option<Entry>, Failure> {
+    for index in 0..MAX_ENTRIES_WALKED {
+        match bounded(router.gateway.get_generic_port_mapping_entry(index)).await? {
+            Ok(e) if e.external_port == external_port && e.protocol == PortMappingProtocol::TCP => {
+                return Ok(Some(Entry {
+                    external_port: e.external_port,
+                    internal_client: super::bounded_reason(&e.internal_client),
+                    internal_port: e.internal_port,
+                    description: super::bounded_reason(&e.port_mapping_description),
+                }));
+            }
+            Ok(_) => {}
+            // The end of the table (713 SpecifiedArrayIndexInvalid; some routers say 714
+            // NoSuchEntryInArray).
+            Err(GetGenericPortMappingEntryError::SpecifiedArrayIndexInvalid)
+            | Err(GetGenericPortMappingEntryError::RequestError(RequestError::ErrorCode(714, _))) => {
+                return Ok(None)
+            }
+            Err(GetGenericPortMappingEntryError::RequestError(
+                e @ (RequestError::IoError(_)
+                | RequestError::HyperError(_)
+                | RequestError::HyperClientError(_)),
+            )) => return Err(Failure::Network(super::bounded_reason(&e.to_string()))),
+            Err(e) => return Err(refused(e)),
+        }
+    }
+    Err(refused(format!(
+        "its mapping table lists more than {MAX_ENTRIES_WALKED} entries"
+    )))
+}
+
 async fn bounded<T>(request: impl std::future::Future<Output = T>) -> Result<T, Failure> {
     tokio::time::timeout(REQUEST_TIMEOUT, request)
         .await
@@ -229,6 +301,32 @@ mod tests {
         );
         assert!(failure.to_string().contains("10.77.0.3"), "{failure}");
         assert!(failure.to_string().contains("ignored"), "{failure}");
+    }
+
+    fn entry(client: &str, port: u16, description: &str) -> Entry {
+        Entry {
+            external_port: 5719,
+            internal_client: client.into(),
+            internal_port: port,
+            description: description.into(),
+        }
+    }
+
+    #[test]
+    fn only_an_entry_matching_client_port_and_description_is_ours() {
+        let internal: SocketAddr = "10.77.0.2:5719".parse().unwrap();
+        assert_eq!(
+            entry("10.77.0.2", 5719, DESCRIPTION).not_ours(internal),
+            None
+        );
+        for other in [
+            entry("10.77.0.3", 5719, DESCRIPTION),
+            entry("10.77.0.2", 9999, DESCRIPTION),
+            entry("10.77.0.2", 5719, "other"),
+            entry("not an address", 5719, DESCRIPTION),
+        ] {
+            assert!(other.not_ours(internal).is_some(), "{other:?}");
+        }
     }
 
     #[test]
