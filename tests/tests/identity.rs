@@ -286,8 +286,9 @@ async fn a_pinned_client_refuses_an_impostor_with_the_passphrase_until_told_to_a
     assert_eq!(later.exit_code().await, Some(0));
 }
 
-#[tokio::test]
-async fn an_invite_code_with_another_fingerprint_is_refused_on_first_contact() {
+/// A server on loopback with its identity key in a scratch directory (kept while the
+/// returned directory lives), and that identity's fingerprint.
+async fn server_with_identity() -> (ServerProcess, Fingerprint, tempfile::TempDir) {
     let keys = tempfile::tempdir().expect("dir");
     let key = keys.path().join("host.key");
     let fp = fingerprint_of(&key);
@@ -297,15 +298,27 @@ async fn an_invite_code_with_another_fingerprint_is_refused_on_first_contact() {
         &["--host-key", key.to_str().expect("path")],
     )
     .await;
+    (server, fp, keys)
+}
+
+/// `chat` stops with "the host's identity changed": it expected `expected`, the host
+/// presented `presented`.
+async fn refused_as_changed(chat: &mut ChatProcess, expected: &str, presented: Fingerprint) {
+    let refused = chat.wait_for("refusal", |e| e["type"] == "error").await;
+    assert_eq!(refused["kind"], "host_identity_changed", "{refused}");
+    assert_eq!(refused["pinned_fingerprint"], expected);
+    assert_eq!(refused["presented_fingerprint"], presented.to_string());
+    assert!(chat.exit_code().await.is_some_and(|c| c != 0));
+}
+
+#[tokio::test]
+async fn an_invite_code_with_another_fingerprint_is_refused_on_first_contact() {
+    let (server, fp, _keys) = server_with_identity().await;
     let pass = tertulia_core::invite::encode_component(PASS);
     let wrong = "0000-1111-2222-3333-4444-5555";
     let code = format!("tertulia://{}/{wrong}#{pass}", server.addr);
     let mut ana = ChatProcess::start_target(&code, "ana", "", &[]).await;
-    let refused = ana.wait_for("refusal", |e| e["type"] == "error").await;
-    assert_eq!(refused["kind"], "host_identity_changed", "{refused}");
-    assert_eq!(refused["pinned_fingerprint"], wrong);
-    assert_eq!(refused["presented_fingerprint"], fp.to_string());
-    assert!(ana.exit_code().await.is_some_and(|c| c != 0));
+    refused_as_changed(&mut ana, wrong, fp).await;
     // The right fingerprint (dashes or not, any case) joins.
     let code = format!(
         "tertulia://{}/{}#{pass}",
@@ -322,22 +335,10 @@ async fn an_invite_code_with_another_fingerprint_is_refused_on_first_contact() {
 /// on first contact, before anything is sent.
 #[tokio::test]
 async fn an_address_with_host_identity_is_checked_on_first_contact() {
-    let keys = tempfile::tempdir().expect("dir");
-    let key = keys.path().join("host.key");
-    let fp = fingerprint_of(&key);
-    let server = ServerProcess::start(
-        "127.0.0.1:0",
-        PASS,
-        &["--host-key", key.to_str().expect("path")],
-    )
-    .await;
+    let (server, fp, _keys) = server_with_identity().await;
     let wrong = "0000-1111-2222-3333-4444-5555";
     let mut ana = ChatProcess::start(server.addr, "ana", PASS, &["--host-identity", wrong]).await;
-    let refused = ana.wait_for("refusal", |e| e["type"] == "error").await;
-    assert_eq!(refused["kind"], "host_identity_changed", "{refused}");
-    assert_eq!(refused["pinned_fingerprint"], wrong);
-    assert_eq!(refused["presented_fingerprint"], fp.to_string());
-    assert!(ana.exit_code().await.is_some_and(|c| c != 0));
+    refused_as_changed(&mut ana, wrong, fp).await;
     let fp_text = fp.to_string();
     let mut ana =
         ChatProcess::start(server.addr, "ana", PASS, &["--host-identity", &fp_text]).await;
